@@ -1,0 +1,125 @@
+# SegResMamba in C and CUDA -- one flat Makefile.
+#   make            build every stage into bin/ (installs missing Debian packages first)
+#   make CUDA=0     build without nvcc (CPU reference only)
+#   make test       all CPU tests (what CI runs)
+#   make test-gpu   GPU tests (needs an NVIDIA GPU)
+#   make demo       the main job: synthetic dataset -> trained demo model -> Dice per class
+# Build products go to $(BUILD) and $(BIN); helpers working in parallel may point them elsewhere.
+
+# ---- switches ----------------------------------------------------------------
+NVCC  ?= $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
+# 1 when nvcc is found; override with CUDA=0 to build the CPU-only product.
+CUDA  ?= $(if $(NVCC),1,0)
+BUILD ?= build
+BIN   ?= bin
+CUDA_HOME ?= /usr/local/cuda
+# H100/H200: compute_90a is needed by kernels that use Hopper-only instructions.
+GENCODE ?= -gencode arch=compute_90,code=sm_90
+
+# ---- dependencies: install what is missing, once, before anything is parsed further --------
+ifeq ($(filter clean help,$(MAKECMDGOALS)),)
+ifneq ($(shell scripts/install-deps.sh --check >/dev/null 2>&1 && echo ok),ok)
+$(info make: installing missing build dependencies (scripts/install-deps.sh))
+DEPS_LOG := $(shell scripts/install-deps.sh >&2; echo $$?)
+ifneq ($(DEPS_LOG),0)
+$(error scripts/install-deps.sh failed; run it by hand to see why)
+endif
+endif
+endif
+
+# ---- flags -------------------------------------------------------------------
+CC      := gcc
+INC     := -Icommon -Icommon/ops -Icommon/nn -Igpu -Itests -I/usr/include/nifti
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -fopenmp -MMD -MP $(INC) \
+           $(shell pkg-config --cflags libzmq msgpack 2>/dev/null) -DSRM_CUDA=$(CUDA)
+LDLIBS  := $(shell pkg-config --libs libzmq msgpack 2>/dev/null) -ljansson -lpng \
+           -lniftiio -lnifti2 -lznz -lz -lm -lpthread -fopenmp
+NVFLAGS := -O3 -std=c++17 -lineinfo $(GENCODE) -Xcompiler -fPIC -MMD -MP $(INC) -DSRM_CUDA=1
+GPULIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublasLt -lcublas -lcudart -lstdc++
+
+# ---- sources -----------------------------------------------------------------
+# common/*.c is built once; common/ops/*.c and common/nn/*.c (precision-generic, see ops.h)
+# are built twice: f32 (<op>_cpu) and f64 (<op>_cpu_f64).
+COMMON_SRC := $(wildcard common/*.c)
+REAL_SRC   := $(wildcard common/ops/*.c common/nn/*.c)
+LIB_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(COMMON_SRC)) \
+              $(patsubst %.c,$(BUILD)/f32/%.o,$(REAL_SRC)) \
+              $(patsubst %.c,$(BUILD)/f64/%.o,$(REAL_SRC))
+LIB        := $(BUILD)/libsrm.a
+
+GPU_SRC    := $(wildcard gpu/*.cu)
+GPU_OBJ    := $(patsubst %.cu,$(BUILD)/%.o,$(GPU_SRC))
+GPULIB     := $(BUILD)/libsrmgpu.a
+
+# stages/<name>.c -> bin/srm-<name>; these also link the GPU backend when CUDA=1
+GPU_STAGES := trainer evaluator bench
+STAGES     := $(patsubst stages/%.c,$(BIN)/srm-%,$(wildcard stages/*.c))
+
+TEST_SRC   := $(wildcard tests/cpu/test_*.c)
+TESTS      := $(patsubst tests/cpu/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+GPU_TEST_SRC := $(wildcard tests/gpu/test_*.c)
+GPU_TESTS  := $(patsubst tests/gpu/%.c,$(BUILD)/tests/gpu/%,$(GPU_TEST_SRC))
+TEST_OBJ   := $(BUILD)/tests/test.o
+
+ifeq ($(CUDA),1)
+LINK_GPU = $(if $(filter $(GPU_STAGES),$(patsubst srm-%,%,$(notdir $@))),$(GPULIB) $(GPULIBS))
+else
+LINK_GPU =
+endif
+
+.SECONDARY:
+.PHONY: all test test-gpu demo bench fuzz soak clean help tools
+all: $(STAGES)
+
+# ---- rules -------------------------------------------------------------------
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/f32/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/f64/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -DSRM_REAL_DOUBLE -c $< -o $@
+$(BUILD)/gpu/%.o: gpu/%.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+$(GPULIB): $(GPU_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN)/srm-%: $(BUILD)/stages/%.o $(LIB) $(if $(filter 1,$(CUDA)),$(GPULIB))
+	@mkdir -p $(@D)
+	$(CC) $(filter %.o,$^) $(LIB) $(LINK_GPU) $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/cpu/%.o $(TEST_OBJ) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
+$(BUILD)/tests/gpu/%: $(BUILD)/tests/gpu/%.o $(TEST_OBJ) $(LIB) $(GPULIB)
+	@mkdir -p $(@D)
+	$(CC) $(filter %.o,$^) $(GPULIB) $(LIB) $(GPULIBS) $(LDLIBS) -o $@
+
+tools: $(STAGES) $(TESTS)
+
+# ---- entry points ------------------------------------------------------------
+test: $(STAGES) $(TESTS) $(if $(filter 1,$(CUDA)),$(GPU_TESTS))
+	@BUILD=$(BUILD) BIN=$(BIN) bash tests/run.sh cpu
+
+test-gpu: $(STAGES) $(GPU_TESTS)
+	@BUILD=$(BUILD) BIN=$(BIN) bash tests/run.sh gpu
+
+demo: $(STAGES)
+	@bash pipelines/demo.sh
+
+clean:
+	rm -rf $(BUILD) $(BIN)
+
+help:
+	@sed -n '2,7p' Makefile
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,45 @@
+/*
+volume.h -- a medical image in memory, and its NIfTI reading and writing (nifti_io.c).
+
+Axis convention (architecture.md): spatial axes are the NIfTI voxel axes i, j, k in that order,
+k fastest in memory; channels (the NIfTI 4th axis) come first. So data is (C, D, H, W) with
+D = dim i, H = dim j, W = dim k, exactly as nibabel's get_fdata() of shape (X, Y, Z[, C]) is fed
+to PyTorch/MONAI as (C, X, Y, Z). libnifti stores i fastest; the reader transposes once and the
+writer transposes back.
+
+Intensities are the scaled values (scl_slope * stored + scl_inter when slope != 0), as float.
+*/
+#ifndef SRM_VOLUME_H
+#define SRM_VOLUME_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int C;                  // channels (1 for a 3D image)
+    int dim[3];             // extents along i, j, k
+    float *data;            // (C, dim[0], dim[1], dim[2]), k fastest; owned
+    double affine[4][4];    // voxel (i, j, k, 1) -> world (x, y, z, 1), RAS+ mm, as nibabel img.affine
+    double spacing[3];      // voxel size along i, j, k in mm (norms of the affine's columns)
+    int datatype;           // NIfTI datatype code of the source file
+    int nifti_version;      // 1 or 2
+    int xform_source;       // 2 = sform, 1 = qform, 0 = pixdim only (which the affine came from)
+} volume_t;
+
+static inline size_t volume_voxels(const volume_t *v)
+{
+    return (size_t)v->dim[0] * v->dim[1] * v->dim[2];
+}
+
+// Read a .nii or .nii.gz file (NIfTI-1 or NIfTI-2) into v. Returns 0, or -1 with err filled
+// ("<path>: <problem>") for a missing file, truncated/corrupt gzip, inconsistent header, zero or
+// negative spacing, unsupported datatype, NaN/Inf voxels, absurd dimensions.
+int nifti_read_volume(const char *path, volume_t *v, char *err);
+
+// Write v as NIfTI-1 (.nii or .nii.gz by the name) carrying v->affine as both sform and qform.
+// datatype: NIfTI code to store (e.g. 2 = uint8 for labels, 16 = float32). The file is written
+// to a temporary name, flushed and renamed. Returns 0 or -1 with err.
+int nifti_write_volume(const char *path, const volume_t *v, int datatype, char *err);
+
+void volume_free(volume_t *v);
+
+#endif
