@@ -104,10 +104,16 @@ $(BUILD)/tests/gpu/%: $(BUILD)/tests/gpu/%.o $(TEST_OBJ) $(LIB) $(GPULIB)
 	@mkdir -p $(@D)
 	$(CC) $(filter %.o,$^) $(GPULIB) $(LIB) $(GPULIBS) $(LDLIBS) -o $@
 
-tools: $(STAGES) $(TESTS)
+# tests/tools/<name>.c -> $(BUILD)/tools/<name>: helper programs the script tests call
+TOOLS      := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c))
+$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(TEST_OBJ) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
+
+tools: $(STAGES) $(TESTS) $(TOOLS)
 
 # ---- entry points ------------------------------------------------------------
-test: $(STAGES) $(TESTS) $(if $(filter 1,$(CUDA)),$(GPU_TESTS))
+test: $(STAGES) $(TESTS) $(TOOLS) $(if $(filter 1,$(CUDA)),$(GPU_TESTS))
 	@BUILD=$(BUILD) BIN=$(BIN) bash tests/run.sh cpu
 
 test-gpu: $(STAGES) $(GPU_TESTS)
