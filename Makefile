@@ -33,8 +33,9 @@ INC     := -Icommon -Icommon/ops -Icommon/nn -Igpu -Itests -I/usr/include/nifti
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -fopenmp -MMD -MP $(INC) \
            $(shell pkg-config --cflags libzmq msgpack 2>/dev/null) -DSRM_CUDA=$(CUDA)
+# libnifti2 reads NIfTI-1 and -2; never add -lniftiio: it exports the same symbols with other structs.
 LDLIBS  := $(shell pkg-config --libs libzmq msgpack 2>/dev/null) -ljansson -lpng -lcrypto \
-           -lniftiio -lnifti2 -lznz -lz -lm -lpthread -fopenmp
+           -lnifti2 -lznz -lz -lm -lpthread -fopenmp
 NVFLAGS := -O3 -std=c++17 -lineinfo $(GENCODE) -Xcompiler -fPIC -MMD -MP $(INC) -DSRM_CUDA=1
 GPULIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublasLt -lcublas -lcudart -lstdc++
 

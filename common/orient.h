@@ -3,9 +3,9 @@ orient.h -- voxel-axis orientation of an affine, and reorientation of a volume t
 
 An "ornt" describes, for each voxel axis i, j, k, which world axis it runs along (0 = x, 1 = y,
 2 = z) and in which direction (+1 = towards R/A/S, -1 = towards L/P/I). It is the same thing as
-nibabel.orientations.io_orientation(affine): each voxel axis is matched to the world axis its
-column points along most strongly, greedily by largest absolute component, so oblique affines get
-the closest axis-aligned orientation.
+nibabel.orientations.io_orientation(affine): the shears and zooms are removed (polar
+decomposition), then voxel axes 0, 1, 2 in turn take the not-yet-used world axis their column
+points along most strongly, so oblique affines get the closest axis-aligned orientation.
 
 Reorienting to RAS (nibabel's as_closest_canonical, MONAI Orientationd(axcodes="RAS")) permutes
 and flips the data axes so that voxel axis 0 runs along +x, 1 along +y, 2 along +z, and changes the

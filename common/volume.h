@@ -23,6 +23,7 @@ typedef struct {
     int datatype;           // NIfTI datatype code of the source file
     int nifti_version;      // 1 or 2
     int xform_source;       // 2 = sform, 1 = qform, 0 = pixdim only (which the affine came from)
+    double pixdim[3];       // header pixdim[1..3] as stored (nibabel header.get_zooms()[:3])
 } volume_t;
 
 static inline size_t volume_voxels(const volume_t *v)
@@ -41,5 +42,14 @@ int nifti_read_volume(const char *path, volume_t *v, char *err);
 int nifti_write_volume(const char *path, const volume_t *v, int datatype, char *err);
 
 void volume_free(volume_t *v);
+
+// Name of a NIfTI datatype code as numpy spells it ("uint8", "int16", "float32", ...), or
+// "unknown". Every name returned for a supported code is one nifti_read_volume accepts.
+const char *volume_datatype_name(int datatype);
+
+// Limits the reader enforces before it allocates anything (a lying header gets an error).
+#define VOLUME_MAX_DIM      4096            // per spatial axis
+#define VOLUME_MAX_CHANNELS 1024
+#define VOLUME_MAX_VALUES   (1LL << 30)     // C * voxels: 4 GiB of float
 
 #endif

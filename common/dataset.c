@@ -1,0 +1,433 @@
+/*
+dataset.c -- dataset discovery: MSD, nnU-Net v2 raw and plain imagesTr/labelsTr folders.
+
+Reads dataset.json with jansson and lists the image folders; it never opens an image (that is
+dataset_case.c), so opening a large dataset is instant and a missing file shows up as a per-case
+problem when the case is loaded or reported. Splits and folds are in dataset_folds.c.
+*/
+#define _GNU_SOURCE
+#include "dataset.h"
+#include "check.h"
+#include <dirent.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+// dataset_folds.c
+int dataset_apply_split_key(dataset_t *ds, json_t *root);
+int dataset_read_splits_final(dataset_t *ds, char *err);
+
+void dataset_add_problem(dataset_t *ds, const char *fmt, ...)
+{
+    char buf[ERR_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    ds->problems = xrealloc(ds->problems, (size_t)(ds->n_problems + 1) * sizeof *ds->problems);
+    ds->problems[ds->n_problems++] = xstrdup(buf);
+}
+
+static char *join(const char *dir, const char *rel)
+{
+    while (rel[0] == '.' && rel[1] == '/') rel += 2;   // MSD writes "./imagesTr/x.nii.gz"
+    char *p;
+    if (rel[0] == '/') return xstrdup(rel);
+    if (asprintf(&p, "%s/%s", dir, rel) < 0) DIE("out of memory");
+    return p;
+}
+
+static int is_file(const char *path) { struct stat st; return stat(path, &st) == 0 && S_ISREG(st.st_mode); }
+static int is_dir(const char *path) { struct stat st; return stat(path, &st) == 0 && S_ISDIR(st.st_mode); }
+
+// Length of name without its NIfTI ending (".nii.gz" or ".nii"), or -1 if it has neither.
+static int strip_ending(const char *name)
+{
+    size_t n = strlen(name);
+    if (n > 7 && strcmp(name + n - 7, ".nii.gz") == 0) return (int)(n - 7);
+    if (n > 4 && strcmp(name + n - 4, ".nii") == 0) return (int)(n - 4);
+    return -1;
+}
+
+// Channel index of "<id>_XXXX" (4 digits) or -1.
+static int channel_suffix(const char *stem, int len)
+{
+    if (len < 6 || stem[len - 5] != '_') return -1;
+    int c = 0;
+    for (int i = len - 4; i < len; i++) {
+        if (stem[i] < '0' || stem[i] > '9') return -1;
+        c = c * 10 + (stem[i] - '0');
+    }
+    return c;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+// NIfTI file stems in dir/sub, sorted; dot-files skipped. Returns count (0 if no folder).
+static int list_stems(const char *dir, const char *sub, char ***out)
+{
+    char *path = join(dir, sub);
+    DIR *d = opendir(path);
+    free(path);
+    *out = NULL;
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;     // ".", "..", macOS "._x.nii.gz"
+        int len = strip_ending(e->d_name);
+        if (len <= 0) continue;
+        *out = xrealloc(*out, (size_t)(n + 1) * sizeof **out);
+        (*out)[n++] = strndup(e->d_name, (size_t)len);
+    }
+    closedir(d);
+    if (n) qsort(*out, (size_t)n, sizeof **out, cmp_str);
+    return n;
+}
+
+// base + ".nii.gz" when that file exists, else base + ".nii" when that exists, else ".nii.gz".
+static char *nifti_path(const char *base)
+{
+    char *p;
+    if (asprintf(&p, "%s.nii", base) < 0) DIE("out of memory");
+    if (is_file(p)) {
+        char *gz;
+        if (asprintf(&gz, "%s.gz", p) < 0) DIE("out of memory");
+        if (is_file(gz)) { free(p); return gz; }
+        free(gz);
+        return p;
+    }
+    free(p);
+    if (asprintf(&p, "%s.nii.gz", base) < 0) DIE("out of memory");
+    return p;
+}
+
+static void free_list(char **l, int n) { for (int i = 0; i < n; i++) free(l[i]); free(l); }
+
+static dataset_case_t *add_case(dataset_t *ds, const char *id, const char *split)
+{
+    ds->cases = xrealloc(ds->cases, (size_t)(ds->n_cases + 1) * sizeof *ds->cases);
+    dataset_case_t *c = &ds->cases[ds->n_cases++];
+    memset(c, 0, sizeof *c);
+    c->id = xstrdup(id);
+    c->fold = -1;
+    snprintf(c->split, sizeof c->split, "%s", split);
+    return c;
+}
+
+static void case_set_images(dataset_case_t *c, int n)
+{
+    c->n_images = n;
+    c->images = xcalloc((size_t)n, sizeof *c->images);
+}
+
+// ---- dataset.json fields --------------------------------------------------------------------
+
+// "modality" (MSD) or "channel_names" (nnU-Net): {"0": "CT", "1": ...} with keys 0..n-1.
+static int parse_channels(dataset_t *ds, json_t *obj, const char *where, char *err)
+{
+    int n = (int)json_object_size(obj);
+    if (n < 1 || n > CASE_MAX_CHANNELS)
+        return set_err(err, "%s: %d channels declared (need 1..%d)", where, n, CASE_MAX_CHANNELS);
+    ds->n_channels = n;
+    ds->channel_names = xcalloc((size_t)n, sizeof(char *));
+    ds->modality = xcalloc((size_t)n, sizeof(modality_t));
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        char *end;
+        long k = strtol(key, &end, 10);
+        if (*end || k < 0 || k >= n || !json_is_string(v) || ds->channel_names[k])
+            return set_err(err, "%s: bad channel entry \"%s\" (keys must be 0..%d, values names)",
+                           where, key, n - 1);
+        ds->channel_names[k] = xstrdup(json_string_value(v));
+        ds->modality[k] = strcasecmp(json_string_value(v), "CT") == 0 ? MODALITY_CT : MODALITY_MR;
+    }
+    return 0;
+}
+
+// "labels": MSD {"0": "background", ...} or nnU-Net {"background": 0, "tumour": [1, 2]}.
+static int parse_labels(dataset_t *ds, json_t *obj, const char *where, char *err)
+{
+    int n = (int)json_object_size(obj), i = 0, maxv = -1;
+    if (n < 1) return set_err(err, "%s: \"labels\" is empty", where);
+    ds->n_labels = n;
+    ds->labels = xcalloc((size_t)n, sizeof *ds->labels);
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        dataset_label_t *l = &ds->labels[i++];
+        if (json_is_string(v)) {                      // MSD: value string -> key is the int
+            char *end;
+            long k = strtol(key, &end, 10);
+            if (*end || k < 0 || k > 255)
+                return set_err(err, "%s: label key \"%s\" is not an integer in [0, 255]", where, key);
+            l->name = xstrdup(json_string_value(v));
+            l->values[l->n_values++] = (int)k;
+        } else if (json_is_integer(v)) {              // nnU-Net: name -> int
+            l->name = xstrdup(key);
+            l->values[l->n_values++] = (int)json_integer_value(v);
+        } else if (json_is_array(v) && json_array_size(v) >= 1 && json_array_size(v) <= 16) {
+            l->name = xstrdup(key);                   // nnU-Net region: name -> [ints]
+            size_t j;
+            json_t *x;
+            json_array_foreach(v, j, x) {
+                if (!json_is_integer(x)) return set_err(err, "%s: region \"%s\" holds a non-integer", where, key);
+                l->values[l->n_values++] = (int)json_integer_value(x);
+            }
+            ds->has_regions = 1;
+        } else {
+            return set_err(err, "%s: label \"%s\" is neither a name, an integer nor a region", where, key);
+        }
+        for (int j = 0; j < l->n_values; j++) {
+            if (l->values[j] < 0 || l->values[j] > 255)
+                return set_err(err, "%s: label \"%s\" value %d outside [0, 255]", where, key, l->values[j]);
+            if (l->values[j] > maxv) maxv = l->values[j];
+        }
+    }
+    ds->num_classes = maxv + 1;
+    return 0;
+}
+
+// ---- layouts ----------------------------------------------------------------------------
+
+static char *id_from_path(const char *path, int strip_channel)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    int len = strip_ending(base);
+    if (len < 0) len = (int)strlen(base);
+    if (strip_channel && channel_suffix(base, len) >= 0) len -= 5;
+    return strndup(base, (size_t)len);
+}
+
+// A "training"/"test" entry's image field: a string or a list of strings (MONAI style).
+static int msd_images(dataset_t *ds, dataset_case_t *c, json_t *img)
+{
+    if (json_is_string(img)) {
+        case_set_images(c, 1);
+        c->images[0] = join(ds->dir, json_string_value(img));
+        return 0;
+    }
+    if (!json_is_array(img) || json_array_size(img) < 1 || json_array_size(img) > CASE_MAX_CHANNELS) return -1;
+    case_set_images(c, (int)json_array_size(img));
+    for (int i = 0; i < c->n_images; i++) {
+        json_t *p = json_array_get(img, (size_t)i);
+        if (!json_is_string(p)) return -1;
+        c->images[i] = join(ds->dir, json_string_value(p));
+    }
+    return 0;
+}
+
+static int open_msd(dataset_t *ds, json_t *root, const char *where, char *err)
+{
+    json_t *tr = json_object_get(root, "training"), *ts = json_object_get(root, "test");
+    if (!json_is_array(tr)) return set_err(err, "%s: \"training\" is not a list", where);
+    for (size_t i = 0; i < json_array_size(tr); i++) {
+        json_t *e = json_array_get(tr, i), *img = json_object_get(e, "image");
+        json_t *lab = json_object_get(e, "label");
+        if (!json_is_object(e) || !img) {
+            dataset_add_problem(ds, "%s: training entry %zu has no \"image\"", where, i);
+            continue;
+        }
+        const char *first = json_is_string(img) ? json_string_value(img)
+                          : json_string_value(json_array_get(img, 0));
+        if (!first) { dataset_add_problem(ds, "%s: training entry %zu: bad \"image\"", where, i); continue; }
+        char *id = id_from_path(json_is_string(lab) ? json_string_value(lab) : first, !json_is_string(img));
+        dataset_case_t *c = add_case(ds, id, "train");
+        free(id);
+        if (msd_images(ds, c, img) < 0) dataset_add_problem(ds, "%s: case %s: bad \"image\"", where, c->id);
+        if (json_is_string(lab)) c->label = join(ds->dir, json_string_value(lab));
+        else dataset_add_problem(ds, "%s: case %s: training entry has no \"label\"", where, c->id);
+        if (json_is_integer(json_object_get(e, "fold"))) c->fold = (int)json_integer_value(json_object_get(e, "fold"));
+    }
+    for (size_t i = 0; json_is_array(ts) && i < json_array_size(ts); i++) {
+        json_t *e = json_array_get(ts, i);
+        json_t *img = json_is_object(e) ? json_object_get(e, "image") : e;
+        const char *first = json_is_string(img) ? json_string_value(img) : json_string_value(json_array_get(img, 0));
+        if (!first) { dataset_add_problem(ds, "%s: test entry %zu: bad image path", where, i); continue; }
+        char *id = id_from_path(first, !json_is_string(img));
+        dataset_case_t *c = add_case(ds, id, "test");
+        free(id);
+        if (msd_images(ds, c, img) < 0) dataset_add_problem(ds, "%s: test case %s: bad image", where, c->id);
+    }
+    json_t *nt = json_object_get(root, "numTraining");
+    if (json_is_integer(nt) && json_integer_value(nt) != (json_int_t)json_array_size(tr))
+        dataset_add_problem(ds, "%s: numTraining is %lld but \"training\" lists %zu cases", where,
+                            (long long)json_integer_value(nt), json_array_size(tr));
+    return 0;
+}
+
+// nnU-Net v2 and the plain layout with _XXXX channel files: one case per distinct id.
+static void add_channel_cases(dataset_t *ds, const char *imgdir, const char *labdir,
+                              const char *ending, const char *split)
+{
+    char **stems;
+    int n = list_stems(ds->dir, imgdir, &stems);
+    for (int i = 0; i < n; i++) {
+        int len = (int)strlen(stems[i]), ch = channel_suffix(stems[i], len);
+        if (ch < 0) { dataset_add_problem(ds, "%s/%s/%s%s: no _XXXX channel suffix; skipped", ds->dir, imgdir, stems[i], ending); continue; }
+        if (ch >= ds->n_channels) { dataset_add_problem(ds, "%s/%s/%s%s: channel %d but %d declared; skipped", ds->dir, imgdir, stems[i], ending, ch, ds->n_channels); continue; }
+        stems[i][len - 5] = 0;
+        if (dataset_find(ds, stems[i]) >= 0) continue;   // already made from channel 0000
+        dataset_case_t *c = add_case(ds, stems[i], split);
+        case_set_images(c, ds->n_channels);
+        for (int k = 0; k < ds->n_channels; k++)
+            if (asprintf(&c->images[k], "%s/%s/%s_%04d%s", ds->dir, imgdir, c->id, k, ending) < 0) DIE("out of memory");
+        if (labdir && asprintf(&c->label, "%s/%s/%s%s", ds->dir, labdir, c->id, ending) < 0) DIE("out of memory");
+    }
+    free_list(stems, n);
+}
+
+static int open_nnunet(dataset_t *ds, json_t *root, char *err)
+{
+    const char *ending = json_string_value(json_object_get(root, "file_ending"));
+    if (!ending) ending = ".nii.gz";
+    if (strcmp(ending, ".nii.gz") && strcmp(ending, ".nii"))
+        return set_err(err, "%s/dataset.json: file_ending \"%s\" is not a NIfTI ending", ds->dir, ending);
+    add_channel_cases(ds, "imagesTr", "labelsTr", ending, "train");
+    add_channel_cases(ds, "imagesTs", NULL, ending, "test");
+    json_t *nt = json_object_get(root, "numTraining");
+    int ntr = 0;
+    for (int i = 0; i < ds->n_cases; i++) ntr += ds->cases[i].label != NULL;
+    if (json_is_integer(nt) && json_integer_value(nt) != ntr)
+        dataset_add_problem(ds, "%s/dataset.json: numTraining is %lld but imagesTr holds %d cases",
+                            ds->dir, (long long)json_integer_value(nt), ntr);
+    return 0;
+}
+
+// No dataset.json: imagesTr/<id>.nii.gz (or <id>_XXXX channel files) + labelsTr/<id>.nii.gz.
+static int open_plain(dataset_t *ds, char *err)
+{
+    char *p = join(ds->dir, "imagesTr");
+    int ok = is_dir(p);
+    free(p);
+    if (!ok) return set_err(err, "%s: no dataset.json and no imagesTr/ folder", ds->dir);
+    char **img, **lab;
+    int ni = list_stems(ds->dir, "imagesTr", &img), nl = list_stems(ds->dir, "labelsTr", &lab);
+    int chan = 0, maxch = -1;
+    for (int i = 0; i < ni; i++) {
+        int c = channel_suffix(img[i], (int)strlen(img[i]));
+        if (c >= 0) chan++;
+        if (c > maxch) maxch = c;
+    }
+    int channel_files = ni > 0 && chan == ni;   // every image is an _XXXX channel file
+    ds->n_channels = channel_files ? maxch + 1 : 1;
+    if (ds->n_channels > CASE_MAX_CHANNELS) {
+        free_list(img, ni); free_list(lab, nl);
+        return set_err(err, "%s/imagesTr: %d channels (at most %d)", ds->dir, ds->n_channels, CASE_MAX_CHANNELS);
+    }
+    ds->channel_names = xcalloc((size_t)ds->n_channels, sizeof(char *));
+    ds->modality = xcalloc((size_t)ds->n_channels, sizeof(modality_t));
+    for (int k = 0; k < ds->n_channels; k++)
+        if (asprintf(&ds->channel_names[k], "%d", k) < 0) DIE("out of memory");
+    for (int i = 0; i < ni; i++) {
+        char *id = xstrdup(img[i]);
+        if (channel_files) id[strlen(id) - 5] = 0;
+        if (dataset_find(ds, id) >= 0) { free(id); continue; }
+        dataset_case_t *c = add_case(ds, id, "train");
+        case_set_images(c, channel_files ? ds->n_channels : 1);
+        char base[1024];
+        for (int k = 0; k < c->n_images; k++) {
+            if (channel_files) snprintf(base, sizeof base, "%s/imagesTr/%s_%04d", ds->dir, id, k);
+            else snprintf(base, sizeof base, "%s/imagesTr/%s", ds->dir, id);
+            c->images[k] = nifti_path(base);
+        }
+        for (int j = 0; j < nl; j++)
+            if (strcmp(lab[j], id) == 0) {
+                snprintf(base, sizeof base, "%s/labelsTr/%s", ds->dir, id);
+                c->label = nifti_path(base);
+            }
+        if (!c->label) {   // an unlabelled image can only be a test case
+            snprintf(c->split, sizeof c->split, "test");
+            dataset_add_problem(ds, "%s/labelsTr: no label for case %s; taken as a test case", ds->dir, id);
+        }
+        free(id);
+    }
+    for (int j = 0; j < nl; j++)
+        if (dataset_find(ds, lab[j]) < 0)
+            dataset_add_problem(ds, "%s/labelsTr/%s: label without an image; skipped", ds->dir, lab[j]);
+    free_list(img, ni); free_list(lab, nl);
+    return 0;
+}
+
+// ---- entry points ----------------------------------------------------------------------------
+
+static int open_json(dataset_t *ds, char *err)
+{
+    char *where = join(ds->dir, "dataset.json");
+    json_error_t je;
+    json_t *root = json_load_file(where, 0, &je);
+    int rc = 0;
+    if (!root) { rc = set_err(err, "%s:%d: %s", where, je.line, je.text); goto done; }
+    if (!json_is_object(root)) { rc = set_err(err, "%s: not a JSON object", where); goto done; }
+    json_t *ch = json_object_get(root, "channel_names");
+    if (!json_is_object(ch)) ch = json_object_get(root, "modality");
+    if (!json_is_object(ch)) { rc = set_err(err, "%s: neither \"channel_names\" nor \"modality\"", where); goto done; }
+    json_t *labels = json_object_get(root, "labels");
+    if (!json_is_object(labels)) { rc = set_err(err, "%s: \"labels\" missing or not an object", where); goto done; }
+    if (parse_channels(ds, ch, where, err) < 0 || parse_labels(ds, labels, where, err) < 0) { rc = -1; goto done; }
+    if (json_object_get(root, "training")) {
+        ds->layout = DATASET_MSD;
+        rc = open_msd(ds, root, where, err);
+    } else {
+        ds->layout = DATASET_NNUNET;
+        rc = open_nnunet(ds, root, err);
+    }
+    if (rc == 0) rc = dataset_apply_split_key(ds, root);
+done:
+    json_decref(root);
+    free(where);
+    return rc;
+}
+
+int dataset_open(const char *dir, dataset_t *ds, char *err)
+{
+    memset(ds, 0, sizeof *ds);
+    if (!is_dir(dir)) return set_err(err, "%s: not a folder", dir);
+    size_t n = strlen(dir);
+    ds->dir = strndup(dir, n > 1 && dir[n - 1] == '/' ? n - 1 : n);
+    char *json = join(ds->dir, "dataset.json");
+    int has_json = is_file(json), rc;
+    free(json);
+    if (has_json) rc = open_json(ds, err);
+    else { ds->layout = DATASET_PLAIN; rc = open_plain(ds, err); }
+    if (rc == 0) rc = dataset_read_splits_final(ds, err);
+    if (rc == 0 && ds->n_cases == 0) rc = set_err(err, "%s: no cases found", ds->dir);
+    if (rc < 0) dataset_free(ds);
+    return rc;
+}
+
+int dataset_find(const dataset_t *ds, const char *id)
+{
+    for (int i = 0; i < ds->n_cases; i++)
+        if (strcmp(ds->cases[i].id, id) == 0) return i;
+    return -1;
+}
+
+static void free_ids(char **l)
+{
+    for (char **p = l; p && *p; p++) free(*p);
+    free(l);
+}
+
+void dataset_free(dataset_t *ds)
+{
+    for (int i = 0; i < ds->n_cases; i++) {
+        dataset_case_t *c = &ds->cases[i];
+        free_list(c->images, c->n_images);
+        free(c->id); free(c->label);
+    }
+    free(ds->cases);
+    if (ds->channel_names) free_list(ds->channel_names, ds->n_channels);
+    free(ds->modality);
+    for (int i = 0; i < ds->n_labels; i++) free(ds->labels[i].name);
+    free(ds->labels);
+    for (int k = 0; k < ds->n_folds; k++) { free_ids(ds->fold_val[k]); free_ids(ds->fold_train[k]); }
+    free(ds->fold_val); free(ds->fold_train);
+    free_list(ds->problems, ds->n_problems);
+    free(ds->dir);
+    memset(ds, 0, sizeof *ds);
+}

@@ -1,0 +1,107 @@
+/*
+dataset.h -- what a dataset folder holds: its cases, channels, labels and splits; loading a case.
+
+Three layouts are discovered by dataset_open (anchors.md §B1):
+  MSD        dataset.json with a "training" list of {"image", "label"} paths ("./imagesTr/x.nii.gz"),
+             4D multi-channel images, "modality" {"0": "CT"}, labels int-string -> name.
+  nnU-Net v2 dataset.json with "channel_names" and no "training" list; images {CASE}_{XXXX}<ending>
+             (one file per channel) in imagesTr/ (and imagesTs/), labels {CASE}<ending> in labelsTr/,
+             labels name -> int (or a list of ints: a region), splits_final.json folds.
+  plain      imagesTr/ + labelsTr/ pairs and no dataset.json; labels undeclared.
+A "split" key {"train": [ids], "validation": [...], "test": [...]} is honoured in any layout.
+Files whose name starts with '.' (macOS "._x" resource forks) are never taken as cases.
+Partners: dataset.c (discovery), dataset_folds.c (splits, folds), dataset_case.c (loading and
+checks), dataset_report.c (the JSON report of srm-inspect --dataset).
+*/
+#ifndef SRM_DATASET_H
+#define SRM_DATASET_H
+#include <stdio.h>
+#include <stdint.h>
+#include "volume.h"
+
+typedef enum { DATASET_MSD, DATASET_NNUNET, DATASET_PLAIN } dataset_layout_t;
+typedef enum { MODALITY_MR = 0, MODALITY_CT = 1 } modality_t;
+
+typedef struct {
+    char *id;           // case id: the file name without channel suffix and ending
+    int n_images;       // image files: 1 (3D or 4D) for MSD/plain single files, C for nnU-Net
+    char **images;      // full paths; may not exist (dataset_open does not read images)
+    char *label;        // full path, or NULL (test cases)
+    char split[16];     // "train", "validation", "test"
+    int fold;           // MSD entry "fold" key, -1 when absent
+} dataset_case_t;
+
+typedef struct {
+    char *name;         // label name ("spleen")
+    int n_values;       // 1 for a plain label, >1 (or a list in JSON) for an nnU-Net region
+    int values[16];     // label values this entry covers
+} dataset_label_t;
+
+typedef struct {
+    char *dir;
+    dataset_layout_t layout;
+    int n_cases;
+    dataset_case_t *cases;
+    int n_channels;              // declared channels (plain layout: inferred from file names)
+    char **channel_names;        // [n_channels]
+    modality_t *modality;        // [n_channels]; "CT" -> CT, anything else MR (nnU-Net rule)
+    int n_labels;                // declared labels, 0 = undeclared (plain layout)
+    dataset_label_t *labels;     // [n_labels]
+    int has_regions;             // some label is a region (list of values)
+    int num_classes;             // max declared label value + 1; 0 when undeclared
+    int n_folds;                 // folds in splits_final.json, 0 when absent
+    char ***fold_val;            // [n_folds][...] validation ids of each fold, NULL-terminated
+    char ***fold_train;          // [n_folds][...] training ids of each fold, NULL-terminated
+    int n_problems;              // problems seen during discovery (unknown ids in split lists...)
+    char **problems;
+} dataset_t;
+
+// Discover the dataset in dir. Returns 0, or -1 with err ("<dir>/dataset.json: ...") when the
+// folder or its JSON cannot be used at all. Problems with single entries are kept in
+// ds->problems and do not fail the call. Free with dataset_free.
+int dataset_open(const char *dir, dataset_t *ds, char *err);
+void dataset_free(dataset_t *ds);
+
+// Index of the case with this id, or -1.
+int dataset_find(const dataset_t *ds, const char *id);
+
+// Cases for a selection, in dataset order: a split name ("train", "validation", "test", "all"),
+// or "foldK/train" / "foldK/val" (K = 0..4). *idx is malloc'd (free it). Returns 0 or -1 + err.
+int dataset_select(const dataset_t *ds, const char *sel, int **idx, int *n, char *err);
+
+// Fold k: training and validation case indices. Sources in order of preference:
+// splits_final.json (fold k = entry k), MSD "fold" keys (val = cases with fold == k), else a
+// generated nnU-Net-style 5-fold split of the labelled non-test cases (sorted ids, seeded
+// shuffle with seed 12345, KFold partition). Returns 0 or -1 + err (k out of range, unknown id).
+int dataset_fold(const dataset_t *ds, int k, int **train, int *n_train, int **val, int *n_val,
+                 char *err);
+
+// Print a JSON object describing dir: layout, channels, labels, each case with its split,
+// dims and problems (missing files, unreadable images, shape/geometry mismatch, label values
+// outside the declared classes, NaN/Inf, empty foreground), and every dataset-level problem.
+// Reads every case. Returns 0 when the report was written (even with problems), -1 + err when
+// the dataset cannot be opened at all.
+int dataset_print_report(const char *dir, FILE *out, char *err);
+
+// ---- one case in memory -------------------------------------------------------------------
+
+typedef struct {
+    char id[128];
+    volume_t image;     // (C, D, H, W) float, all channels stacked; affine of the first channel
+    uint8_t *label;     // (D, H, W) or NULL; same grid as the image
+    modality_t modality[8];
+} case_t;
+
+#define CASE_MAX_CHANNELS 8
+// Largest allowed difference between image and label affines: |a - b| <= ATOL + RTOL*|a|.
+#define CASE_AFFINE_ATOL 1e-3
+#define CASE_AFFINE_RTOL 1e-4
+
+// Load case i: all channels stacked, label checked (integer within 1e-4, inside the declared
+// values or [0, 255] when undeclared) and converted to uint8. Returns 0, or -1 with a one-line
+// err naming the file and problem: shape or geometry mismatch, label outside the classes,
+// non-integer label, NaN/Inf, channel count different from the declared one.
+int dataset_load_case(const dataset_t *ds, int i, case_t *c, char *err);
+void case_free(case_t *c);
+
+#endif

@@ -1,0 +1,116 @@
+/*
+dataset_case.c -- load one case of a dataset into memory and check it.
+
+All image files of the case are read (nifti_io.c) and stacked into one (C, D, H, W) volume; the
+label map is checked against the image grid and the declared classes and converted to uint8.
+Every failure is one line naming the file and the problem. Preprocessing is preprocess.c.
+*/
+#include "dataset.h"
+#include "check.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int affine_close(const double a[4][4], const double b[4][4])
+{
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++)
+            if (fabs(a[r][c] - b[r][c]) > CASE_AFFINE_ATOL + CASE_AFFINE_RTOL * fabs(a[r][c])) return 0;
+    return 1;
+}
+
+static int check_finite(const char *path, const float *x, size_t n, char *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return set_err(err, "%s: NaN/Inf voxel at flat index %zu", path, i);
+    return 0;
+}
+
+// Append the channels of v to c->image (first file: take v over).
+static int stack(case_t *c, volume_t *v, const char *path, const char *first, char *err)
+{
+    if (c->image.data == NULL) { c->image = *v; memset(v, 0, sizeof *v); return 0; }
+    if (memcmp(v->dim, c->image.dim, sizeof v->dim))
+        return set_err(err, "%s: dims %dx%dx%d differ from %s (%dx%dx%d)", path, v->dim[0], v->dim[1],
+                       v->dim[2], first, c->image.dim[0], c->image.dim[1], c->image.dim[2]);
+    if (!affine_close(c->image.affine, v->affine))
+        return set_err(err, "%s: affine differs from %s (geometry mismatch)", path, first);
+    if (c->image.C + v->C > CASE_MAX_CHANNELS)
+        return set_err(err, "%s: more than %d channels in the case", path, CASE_MAX_CHANNELS);
+    size_t nv = volume_voxels(v);
+    c->image.data = xrealloc(c->image.data, (size_t)(c->image.C + v->C) * nv * sizeof(float));
+    memcpy(c->image.data + (size_t)c->image.C * nv, v->data, (size_t)v->C * nv * sizeof(float));
+    c->image.C += v->C;
+    return 0;
+}
+
+static int is_declared(const dataset_t *ds, int v)
+{
+    if (ds->n_labels == 0) return v >= 0 && v <= 255;
+    for (int i = 0; i < ds->n_labels; i++)
+        for (int j = 0; j < ds->labels[i].n_values; j++)
+            if (ds->labels[i].values[j] == v) return 1;
+    return 0;
+}
+
+static int load_label(const dataset_t *ds, const char *path, case_t *c, const char *first, char *err)
+{
+    volume_t l;
+    if (nifti_read_volume(path, &l, err) < 0) return -1;
+    int rc = 0;
+    if (l.C != 1) rc = set_err(err, "%s: label map has %d channels (need 1)", path, l.C);
+    else if (memcmp(l.dim, c->image.dim, sizeof l.dim))
+        rc = set_err(err, "%s: label dims %dx%dx%d differ from image %s (%dx%dx%d)", path, l.dim[0],
+                     l.dim[1], l.dim[2], first, c->image.dim[0], c->image.dim[1], c->image.dim[2]);
+    else if (!affine_close(c->image.affine, l.affine))
+        rc = set_err(err, "%s: label affine differs from image %s (geometry mismatch)", path, first);
+    size_t n = volume_voxels(&l);
+    if (rc == 0) {
+        c->label = xmalloc(n ? n : 1);
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            float x = l.data[i], r = rintf(x);
+            if (!isfinite(x)) rc = set_err(err, "%s: NaN/Inf label at flat index %zu", path, i);
+            // Real data stores labels as floats holding integers; allow float rounding only.
+            else if (fabsf(x - r) > 1e-4f) rc = set_err(err, "%s: non-integer label %g at flat index %zu", path, x, i);
+            else if (!is_declared(ds, (int)r))
+                rc = set_err(err, "%s: label value %g outside the declared classes (%d declared, max %d)",
+                             path, r, ds->n_labels, ds->num_classes - 1);
+            else c->label[i] = (uint8_t)r;
+        }
+    }
+    volume_free(&l);
+    return rc;
+}
+
+int dataset_load_case(const dataset_t *ds, int i, case_t *c, char *err)
+{
+    memset(c, 0, sizeof *c);
+    if (i < 0 || i >= ds->n_cases) return set_err(err, "%s: case index %d out of range", ds->dir, i);
+    const dataset_case_t *dc = &ds->cases[i];
+    snprintf(c->id, sizeof c->id, "%s", dc->id);
+    if (dc->n_images < 1 || !dc->images[0]) return set_err(err, "%s: case %s has no image file", ds->dir, dc->id);
+    for (int k = 0; k < dc->n_images; k++) {
+        volume_t v;
+        if (!dc->images[k]) { case_free(c); return set_err(err, "%s: case %s: channel %d has no file", ds->dir, dc->id, k); }
+        if (nifti_read_volume(dc->images[k], &v, err) < 0) { case_free(c); return -1; }
+        int rc = check_finite(dc->images[k], v.data, (size_t)v.C * volume_voxels(&v), err);
+        if (rc == 0) rc = stack(c, &v, dc->images[k], dc->images[0], err);
+        volume_free(&v);
+        if (rc < 0) { case_free(c); return -1; }
+    }
+    if (c->image.C != ds->n_channels) {
+        set_err(err, "%s: %d channels but the dataset declares %d", dc->images[0], c->image.C, ds->n_channels);
+        case_free(c);
+        return -1;
+    }
+    for (int k = 0; k < c->image.C; k++) c->modality[k] = ds->modality[k];
+    if (dc->label && load_label(ds, dc->label, c, dc->images[0], err) < 0) { case_free(c); return -1; }
+    return 0;
+}
+
+void case_free(case_t *c)
+{
+    volume_free(&c->image);
+    free(c->label);
+    c->label = NULL;
+}

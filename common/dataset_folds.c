@@ -1,0 +1,200 @@
+/*
+dataset_folds.c -- which cases train, validate and test: the "split" key, splits_final.json
+folds, MSD "fold" keys, and a generated 5-fold split when the dataset declares none.
+
+The generated split follows nnU-Net v2 (generate_crossval_split: KFold(5, shuffle=True,
+random_state=12345) over the sorted training ids) in structure, but shuffles with this
+project's rng (rng.h), so the folds are deterministic here but not identical to nnU-Net's.
+*/
+#define _GNU_SOURCE
+#include "dataset.h"
+#include "check.h"
+#include "rng.h"
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GENERATED_FOLDS 5
+#define FOLD_SEED 12345
+
+void dataset_add_problem(dataset_t *ds, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// "split": {"train": [ids], "validation": [ids], "test": [ids]} retags the listed cases.
+int dataset_apply_split_key(dataset_t *ds, json_t *root)
+{
+    json_t *split = json_object_get(root, "split");
+    if (!split) return 0;
+    if (!json_is_object(split)) {
+        dataset_add_problem(ds, "%s/dataset.json: \"split\" is not an object; ignored", ds->dir);
+        return 0;
+    }
+    const char *name;
+    json_t *list;
+    json_object_foreach(split, name, list) {
+        const char *tag = strcmp(name, "val") == 0 ? "validation" : name;
+        if (strcmp(tag, "train") && strcmp(tag, "validation") && strcmp(tag, "test")) {
+            dataset_add_problem(ds, "%s/dataset.json: split \"%s\" is not train/validation/test; ignored", ds->dir, name);
+            continue;
+        }
+        for (size_t i = 0; i < json_array_size(list); i++) {
+            const char *id = json_string_value(json_array_get(list, i));
+            int c = id ? dataset_find(ds, id) : -1;
+            if (c < 0) {
+                dataset_add_problem(ds, "%s/dataset.json: split \"%s\" names unknown case \"%s\"", ds->dir, name, id ? id : "?");
+                continue;
+            }
+            snprintf(ds->cases[c].split, sizeof ds->cases[c].split, "%s", tag);
+        }
+    }
+    return 0;
+}
+
+static char **id_list(json_t *a)
+{
+    size_t n = json_array_size(a);
+    char **l = xcalloc(n + 1, sizeof *l);
+    for (size_t i = 0; i < n; i++) {
+        const char *s = json_string_value(json_array_get(a, i));
+        l[i] = xstrdup(s ? s : "");
+    }
+    return l;
+}
+
+// splits_final.json: [{"train": [ids], "val": [ids]}, ...] next to dataset.json.
+int dataset_read_splits_final(dataset_t *ds, char *err)
+{
+    char *path;
+    if (asprintf(&path, "%s/splits_final.json", ds->dir) < 0) DIE("out of memory");
+    FILE *f = fopen(path, "r");
+    if (!f) { free(path); return 0; }
+    fclose(f);
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    int rc = 0;
+    if (!root) { rc = set_err(err, "%s:%d: %s", path, je.line, je.text); goto done; }
+    if (!json_is_array(root) || json_array_size(root) == 0) { rc = set_err(err, "%s: not a list of folds", path); goto done; }
+    int n = (int)json_array_size(root);
+    ds->fold_val = xcalloc((size_t)n, sizeof *ds->fold_val);
+    ds->fold_train = xcalloc((size_t)n, sizeof *ds->fold_train);
+    ds->n_folds = n;
+    for (int k = 0; k < n; k++) {
+        json_t *e = json_array_get(root, (size_t)k);
+        json_t *tr = json_object_get(e, "train"), *va = json_object_get(e, "val");
+        if (!json_is_array(tr) || !json_is_array(va)) { rc = set_err(err, "%s: fold %d lacks \"train\"/\"val\" lists", path, k); goto done; }
+        ds->fold_train[k] = id_list(tr);
+        ds->fold_val[k] = id_list(va);
+        for (char **p = ds->fold_train[k]; *p; p++)
+            if (dataset_find(ds, *p) < 0) dataset_add_problem(ds, "%s: fold %d names unknown case \"%s\"", path, k, *p);
+        for (char **p = ds->fold_val[k]; *p; p++)
+            if (dataset_find(ds, *p) < 0) dataset_add_problem(ds, "%s: fold %d names unknown case \"%s\"", path, k, *p);
+    }
+done:
+    json_decref(root);
+    free(path);
+    return rc;
+}
+
+// ---- selection ----------------------------------------------------------------------------
+
+static int in_pool(const dataset_case_t *c) { return c->label && strcmp(c->split, "test") != 0; }
+
+static int cmp_id(const void *a, const void *b, void *ds)
+{
+    const dataset_t *d = ds;
+    return strcmp(d->cases[*(const int *)a].id, d->cases[*(const int *)b].id);
+}
+
+static int ids_to_idx(const dataset_t *ds, char **ids, int **idx, int *n, char *err)
+{
+    int m = 0;
+    for (char **p = ids; *p; p++) m++;
+    *idx = xmalloc((size_t)(m ? m : 1) * sizeof **idx);
+    *n = 0;
+    for (char **p = ids; *p; p++) {
+        int c = dataset_find(ds, *p);
+        if (c < 0) { free(*idx); *idx = NULL; return set_err(err, "%s/splits_final.json: unknown case \"%s\"", ds->dir, *p); }
+        (*idx)[(*n)++] = c;
+    }
+    return 0;
+}
+
+int dataset_fold(const dataset_t *ds, int k, int **train, int *n_train, int **val, int *n_val, char *err)
+{
+    *train = *val = NULL;
+    *n_train = *n_val = 0;
+    if (ds->n_folds > 0) {
+        if (k < 0 || k >= ds->n_folds)
+            return set_err(err, "%s/splits_final.json: fold %d requested but %d folds declared", ds->dir, k, ds->n_folds);
+        if (ids_to_idx(ds, ds->fold_train[k], train, n_train, err) < 0) return -1;
+        if (ids_to_idx(ds, ds->fold_val[k], val, n_val, err) < 0) { free(*train); *train = NULL; return -1; }
+        return 0;
+    }
+    int has_fold_keys = 0, pool = 0;
+    for (int i = 0; i < ds->n_cases; i++) {
+        has_fold_keys |= ds->cases[i].fold >= 0;
+        pool += in_pool(&ds->cases[i]);
+    }
+    int nf = has_fold_keys ? 1 + k : GENERATED_FOLDS;   // MSD fold keys: any k that has cases
+    if (k < 0 || k >= nf) return set_err(err, "%s: fold %d requested; folds are 0..%d", ds->dir, k, nf - 1);
+    if (!has_fold_keys && pool < 2) return set_err(err, "%s: %d labelled non-test cases; folds need 2", ds->dir, pool);
+    int *order = xmalloc((size_t)(pool ? pool : 1) * sizeof *order), m = 0;
+    for (int i = 0; i < ds->n_cases; i++) if (in_pool(&ds->cases[i])) order[m++] = i;
+    int *is_val = xcalloc((size_t)ds->n_cases, sizeof *is_val);
+    if (has_fold_keys) {
+        for (int i = 0; i < m; i++) is_val[order[i]] = ds->cases[order[i]].fold == k;
+    } else {
+        // nnU-Net: sorted ids, shuffled with a fixed seed, KFold partition: the first
+        // pool % K folds get one case more.
+        qsort_r(order, (size_t)m, sizeof *order, cmp_id, (void *)ds);
+        rng_t r = rng_seed(FOLD_SEED);
+        for (int i = m - 1; i > 0; i--) {
+            int j = (int)rng_below(&r, (uint64_t)i + 1), t = order[i];
+            order[i] = order[j]; order[j] = t;
+        }
+        int K = m < GENERATED_FOLDS ? m : GENERATED_FOLDS;
+        if (k >= K) { free(order); free(is_val); return set_err(err, "%s: only %d cases, so folds 0..%d", ds->dir, m, K - 1); }
+        int start = 0;
+        for (int f = 0; f < k; f++) start += m / K + (f < m % K);
+        int len = m / K + (k < m % K);
+        for (int i = start; i < start + len; i++) is_val[order[i]] = 1;
+    }
+    *train = xmalloc((size_t)(m ? m : 1) * sizeof **train);
+    *val = xmalloc((size_t)(m ? m : 1) * sizeof **val);
+    for (int i = 0; i < ds->n_cases; i++) {      // dataset order in the output lists
+        if (!in_pool(&ds->cases[i])) continue;
+        if (is_val[i]) (*val)[(*n_val)++] = i;
+        else (*train)[(*n_train)++] = i;
+    }
+    free(order); free(is_val);
+    if (*n_val == 0) {
+        free(*train); free(*val); *train = *val = NULL;
+        return set_err(err, "%s: fold %d has no validation cases", ds->dir, k);
+    }
+    return 0;
+}
+
+int dataset_select(const dataset_t *ds, const char *sel, int **idx, int *n, char *err)
+{
+    int k, used = 0;
+    char part[8] = "";
+    if (sscanf(sel, "fold%d/%7s%n", &k, part, &used) == 2 && sel[used] == 0) {
+        int *tr, *va, ntr, nva;
+        if (strcmp(part, "train") && strcmp(part, "val"))
+            return set_err(err, "selection \"%s\": expected foldK/train or foldK/val", sel);
+        if (dataset_fold(ds, k, &tr, &ntr, &va, &nva, err) < 0) return -1;
+        int want_val = strcmp(part, "val") == 0;
+        *idx = want_val ? va : tr;
+        *n = want_val ? nva : ntr;
+        free(want_val ? tr : va);
+        return 0;
+    }
+    const char *tag = strcmp(sel, "val") == 0 ? "validation" : sel;
+    int all = strcmp(tag, "all") == 0;
+    if (!all && strcmp(tag, "train") && strcmp(tag, "validation") && strcmp(tag, "test"))
+        return set_err(err, "selection \"%s\": expected train, validation, test, all or foldK/train|val", sel);
+    *idx = xmalloc((size_t)ds->n_cases * sizeof **idx);
+    *n = 0;
+    for (int i = 0; i < ds->n_cases; i++)
+        if (all || strcmp(ds->cases[i].split, tag) == 0) (*idx)[(*n)++] = i;
+    return 0;
+}

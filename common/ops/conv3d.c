@@ -1,0 +1,257 @@
+/*
+conv3d.c -- 3D convolution on the CPU (PyTorch Conv3d semantics, per-axis kernel/stride/padding).
+
+Direct loops, one output row (fixed n, channel, d, h) at a time, accumulated in a double row
+buffer; the innermost loop runs over W with its valid range computed once per kernel tap, so the
+interior has no bounds checks. Every output row is owned by exactly one thread and summed in a
+fixed order, so results do not depend on the thread count. Not im2col, not SIMD intrinsics.
+conv_transpose3d.c reuses this file's backward (its forward is our backward-data) and forward.
+Twin: gpu/conv3d.cu.
+*/
+#include "real.h"
+#include "check.h"
+#include <stdlib.h>
+#include <string.h>
+
+// ----------------------------------------------------------------------------
+// helpers
+
+// Output indices o in [*lo, *hi) whose input index i = o*stride - pad + k lies in [0, in).
+static void tap_range(int k, int stride, int pad, int in, int out, int *lo, int *hi)
+{
+    int a = pad - k;                            // need o*stride >= a
+    int l = a <= 0 ? 0 : (a + stride - 1) / stride;
+    int b = in - 1 + pad - k;                   // need o*stride <= b
+    int h = b < 0 ? 0 : b / stride + 1;
+    if (h > out) h = out;
+    *lo = l;
+    *hi = h > l ? h : l;
+}
+
+static void check_shape(const conv3d_shape_t *s, const int out[3])
+{
+    ASSERT(s->N > 0 && s->Cin > 0 && s->Cout > 0);
+    for (int a = 0; a < 3; a++) {
+        ASSERT(s->in[a] > 0 && s->k[a] > 0 && s->stride[a] > 0 && s->pad[a] >= 0);
+        ASSERT(out[a] > 0);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// forward: y[n,co,o] = b[co] + sum_{ci,k} w[co,ci,k] * x[n,ci,o*stride - pad + k]
+
+// y: (N, Cout, out)   x: (N, Cin, in)   w: (Cout, Cin, k0, k1, k2)   b: (Cout) or NULL
+void OP(conv3d_forward)(real *y, const real *x, const real *w, const real *b, conv3d_shape_t s)
+{
+    int out[3];
+    conv3d_out_dims(&s, out);
+    check_shape(&s, out);
+    const int ID = s.in[0], IH = s.in[1], IW = s.in[2];
+    const int OD = out[0], OH = out[1], OW = out[2];
+    const int KD = s.k[0], KH = s.k[1], KW = s.k[2];
+    const int sd = s.stride[0], sh = s.stride[1], sw = s.stride[2];
+    const int pd = s.pad[0], ph = s.pad[1], pw = s.pad[2];
+    const size_t isz = (size_t)ID * IH * IW, osz = (size_t)OD * OH * OW;
+    const size_t ksz = (size_t)KD * KH * KW;
+    const long rows = (long)s.N * s.Cout * OD * OH;
+
+    #pragma omp parallel
+    {
+        double *acc = xmalloc((size_t)OW * sizeof *acc);
+        int wlo[KW], whi[KW];
+        for (int kw = 0; kw < KW; kw++) tap_range(kw, sw, pw, IW, OW, &wlo[kw], &whi[kw]);
+
+        #pragma omp for schedule(static)
+        for (long r = 0; r < rows; r++) {
+            int oh = (int)(r % OH), od = (int)(r / OH % OD);
+            int co = (int)(r / ((long)OH * OD) % s.Cout), n = (int)(r / ((long)OH * OD * s.Cout));
+            double bias = b ? (double)b[co] : 0.0;
+            for (int ow = 0; ow < OW; ow++) acc[ow] = bias;
+            for (int ci = 0; ci < s.Cin; ci++) {
+                const real *xc = x + ((size_t)n * s.Cin + ci) * isz;
+                const real *wc = w + ((size_t)co * s.Cin + ci) * ksz;
+                for (int kd = 0; kd < KD; kd++) {
+                    int id = od * sd - pd + kd;
+                    if (id < 0 || id >= ID) continue;
+                    for (int kh = 0; kh < KH; kh++) {
+                        int ih = oh * sh - ph + kh;
+                        if (ih < 0 || ih >= IH) continue;
+                        const real *xr = xc + ((size_t)id * IH + ih) * IW;
+                        const real *wr = wc + ((size_t)kd * KH + kh) * KW;
+                        for (int kw = 0; kw < KW; kw++) {
+                            double wv = wr[kw];
+                            const int off = kw - pw;        // input column = ow*sw + off
+                            const int lo = wlo[kw], hi = whi[kw];
+                            if (sw == 1) {
+                                #pragma omp simd
+                                for (int ow = lo; ow < hi; ow++) acc[ow] += wv * (double)xr[ow + off];
+                            } else {
+                                for (int ow = lo; ow < hi; ow++) acc[ow] += wv * (double)xr[ow * sw + off];
+                            }
+                        }
+                    }
+                }
+            }
+            real *yr = y + ((size_t)n * s.Cout + co) * osz + ((size_t)od * OH + oh) * OW;
+            for (int ow = 0; ow < OW; ow++) yr[ow] = (real)acc[ow];
+        }
+        free(acc);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// backward (accumulates, see ops.h; x is only read when dw != NULL)
+
+// dx[n,ci,i] += sum_{co,k : i = o*stride - pad + k} w[co,ci,k] dy[n,co,o]
+// Each thread owns whole dx rows (n, ci, id, ih) and scatters into a private double row.
+static void backward_data(real *dx, const real *dy, const real *w, const conv3d_shape_t *s,
+                          const int out[3])
+{
+    const int ID = s->in[0], IH = s->in[1], IW = s->in[2];
+    const int OD = out[0], OH = out[1], OW = out[2];
+    const int KD = s->k[0], KH = s->k[1], KW = s->k[2];
+    const int sd = s->stride[0], sh = s->stride[1], sw = s->stride[2];
+    const int pd = s->pad[0], ph = s->pad[1], pw = s->pad[2];
+    const size_t isz = (size_t)ID * IH * IW, osz = (size_t)OD * OH * OW;
+    const size_t ksz = (size_t)KD * KH * KW;
+    const long rows = (long)s->N * s->Cin * ID * IH;
+
+    #pragma omp parallel
+    {
+        double *acc = xmalloc((size_t)IW * sizeof *acc);
+        int wlo[KW], whi[KW];
+        for (int kw = 0; kw < KW; kw++) tap_range(kw, sw, pw, IW, OW, &wlo[kw], &whi[kw]);
+
+        #pragma omp for schedule(static)
+        for (long r = 0; r < rows; r++) {
+            int ih = (int)(r % IH), id = (int)(r / IH % ID);
+            int ci = (int)(r / ((long)IH * ID) % s->Cin), n = (int)(r / ((long)IH * ID * s->Cin));
+            memset(acc, 0, (size_t)IW * sizeof *acc);
+            for (int co = 0; co < s->Cout; co++) {
+                const real *dyc = dy + ((size_t)n * s->Cout + co) * osz;
+                const real *wc = w + ((size_t)co * s->Cin + ci) * ksz;
+                for (int kd = 0; kd < KD; kd++) {
+                    int t = id + pd - kd;           // = od * sd
+                    if (t < 0 || t % sd) continue;
+                    int od = t / sd;
+                    if (od >= OD) continue;
+                    for (int kh = 0; kh < KH; kh++) {
+                        int u = ih + ph - kh;
+                        if (u < 0 || u % sh) continue;
+                        int oh = u / sh;
+                        if (oh >= OH) continue;
+                        const real *dyr = dyc + ((size_t)od * OH + oh) * OW;
+                        const real *wr = wc + ((size_t)kd * KH + kh) * KW;
+                        for (int kw = 0; kw < KW; kw++) {
+                            double wv = wr[kw];
+                            const int off = kw - pw;        // input column = ow*sw + off
+                            const int lo = wlo[kw], hi = whi[kw];
+                            if (sw == 1) {
+                                #pragma omp simd
+                                for (int ow = lo; ow < hi; ow++) acc[ow + off] += wv * (double)dyr[ow];
+                            } else {
+                                for (int ow = lo; ow < hi; ow++) acc[ow * sw + off] += wv * (double)dyr[ow];
+                            }
+                        }
+                    }
+                }
+            }
+            real *dxr = dx + ((size_t)n * s->Cin + ci) * isz + ((size_t)id * IH + ih) * IW;
+            for (int iw = 0; iw < IW; iw++) dxr[iw] = (real)((double)dxr[iw] + acc[iw]);
+        }
+        free(acc);
+    }
+}
+
+// dw[co,ci,k] += sum_{n,o} dy[n,co,o] * x[n,ci,o*stride - pad + k]
+// One (co, ci) pair per task; its k0*k1*k2 taps are summed in double in a fixed order.
+static void backward_weight(real *dw, const real *dy, const real *x, const conv3d_shape_t *s,
+                            const int out[3])
+{
+    const int ID = s->in[0], IH = s->in[1], IW = s->in[2];
+    const int OD = out[0], OH = out[1], OW = out[2];
+    const int KD = s->k[0], KH = s->k[1], KW = s->k[2];
+    const int sd = s->stride[0], sh = s->stride[1], sw = s->stride[2];
+    const int pd = s->pad[0], ph = s->pad[1], pw = s->pad[2];
+    const size_t isz = (size_t)ID * IH * IW, osz = (size_t)OD * OH * OW;
+    const size_t ksz = (size_t)KD * KH * KW;
+    const long pairs = (long)s->Cout * s->Cin;
+
+    #pragma omp parallel
+    {
+        double *acc = xmalloc(ksz * sizeof *acc);
+        int wlo[KW], whi[KW];
+        for (int kw = 0; kw < KW; kw++) tap_range(kw, sw, pw, IW, OW, &wlo[kw], &whi[kw]);
+
+        #pragma omp for schedule(dynamic, 1)
+        for (long pr = 0; pr < pairs; pr++) {
+            int co = (int)(pr / s->Cin), ci = (int)(pr % s->Cin);
+            memset(acc, 0, ksz * sizeof *acc);
+            for (int n = 0; n < s->N; n++) {
+                const real *dyc = dy + ((size_t)n * s->Cout + co) * osz;
+                const real *xc = x + ((size_t)n * s->Cin + ci) * isz;
+                for (int od = 0; od < OD; od++)
+                for (int oh = 0; oh < OH; oh++) {
+                    const real *dyr = dyc + ((size_t)od * OH + oh) * OW;
+                    for (int kd = 0; kd < KD; kd++) {
+                        int id = od * sd - pd + kd;
+                        if (id < 0 || id >= ID) continue;
+                        for (int kh = 0; kh < KH; kh++) {
+                            int ih = oh * sh - ph + kh;
+                            if (ih < 0 || ih >= IH) continue;
+                            const real *xr = xc + ((size_t)id * IH + ih) * IW;
+                            double *ar = acc + ((size_t)kd * KH + kh) * KW;
+                            for (int kw = 0; kw < KW; kw++) {
+                                const int off = kw - pw;    // input column = ow*sw + off
+                                const int lo = wlo[kw], hi = whi[kw];
+                                double sum = 0;
+                                if (sw == 1) {
+                                    // a fixed, compile-time reduction order: thread-count independent
+                                    #pragma omp simd reduction(+ : sum)
+                                    for (int ow = lo; ow < hi; ow++)
+                                        sum += (double)dyr[ow] * (double)xr[ow + off];
+                                } else {
+                                    for (int ow = lo; ow < hi; ow++)
+                                        sum += (double)dyr[ow] * (double)xr[ow * sw + off];
+                                }
+                                ar[kw] += sum;
+                            }
+                        }
+                    }
+                }
+            }
+            real *dwp = dw + (size_t)pr * ksz;
+            for (size_t q = 0; q < ksz; q++) dwp[q] = (real)((double)dwp[q] + acc[q]);
+        }
+        free(acc);
+    }
+}
+
+// dx: (N, Cin, in)   dw: (Cout, Cin, k)   db: (Cout)   dy: (N, Cout, out)   x: (N, Cin, in)
+void OP(conv3d_backward)(real *dx, real *dw, real *db,
+                         const real *dy, const real *x, const real *w, conv3d_shape_t s)
+{
+    int out[3];
+    conv3d_out_dims(&s, out);
+    check_shape(&s, out);
+    const size_t osz = (size_t)out[0] * out[1] * out[2];
+    if (db) {
+        #pragma omp parallel for schedule(static)
+        for (int co = 0; co < s.Cout; co++) {
+            double sum = 0;
+            for (int n = 0; n < s.N; n++) {
+                const real *d = dy + ((size_t)n * s.Cout + co) * osz;
+                for (size_t i = 0; i < osz; i++) sum += d[i];
+            }
+            db[co] = (real)((double)db[co] + sum);
+        }
+    }
+    if (dw) {
+        ASSERT(x);
+        backward_weight(dw, dy, x, &s, out);
+    }
+    if (dx) {
+        ASSERT(w);
+        backward_data(dx, dy, w, &s, out);
+    }
+}

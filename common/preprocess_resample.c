@@ -1,0 +1,123 @@
+/*
+preprocess_resample.c -- resampling of volumes between voxel grids along their own axes
+(trilinear for images and float maps, nearest for label maps), extent aligned as preprocess.h
+documents. It is not the network's up/down-sampling op (common/ops/), and it never rotates:
+direction cosines stay in the affine, like nnU-Net's resampling in voxel space.
+*/
+#include "preprocess.h"
+#include "check.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int preprocess_out_extent(int n, double s, double t)
+{
+    if (t <= 0) return n;
+    long m = lround((double)n * s / t);
+    return m < 1 ? 1 : (int)m;
+}
+
+// Source coordinate of out voxel j when n source voxels become m.
+static double src_coord(int j, int n, int m) { return (j + 0.5) * (double)n / m - 0.5; }
+
+void preprocess_resampled_affine(double out[4][4], const double in[4][4], const int in_dim[3],
+                                 const int out_dim[3])
+{
+    double T[4][4] = {{0}};
+    for (int d = 0; d < 3; d++) {
+        double r = (double)in_dim[d] / out_dim[d];
+        T[d][d] = r;
+        T[d][3] = 0.5 * r - 0.5;
+    }
+    T[3][3] = 1;
+    double tmp[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < 4; c++) {
+            double acc = 0;
+            for (int k = 0; k < 4; k++) acc += in[r][k] * T[k][c];
+            tmp[r][c] = acc;
+        }
+    memcpy(out, tmp, sizeof tmp);
+}
+
+// Per-axis interpolation table: lower index, upper index and weight of the upper one.
+typedef struct { int *i0, *i1; float *w; } axis_tab_t;
+
+static axis_tab_t axis_table(int n, int m)
+{
+    axis_tab_t t = { xmalloc((size_t)m * sizeof(int)), xmalloc((size_t)m * sizeof(int)),
+                     xmalloc((size_t)m * sizeof(float)) };
+    for (int j = 0; j < m; j++) {
+        double x = src_coord(j, n, m);
+        if (x < 0) x = 0;                       // edge replication outside the source centres
+        if (x > n - 1) x = n - 1;
+        int a = (int)floor(x);
+        if (a > n - 1) a = n - 1;
+        t.i0[j] = a;
+        t.i1[j] = a + 1 < n ? a + 1 : a;
+        t.w[j] = (float)(x - a);
+    }
+    return t;
+}
+
+static void axis_free(axis_tab_t *t) { free(t->i0); free(t->i1); free(t->w); }
+
+void preprocess_resample_linear(float *y, const int out_dim[3], const float *x, int C, const int in_dim[3])
+{
+    axis_tab_t ta = axis_table(in_dim[0], out_dim[0]), tb = axis_table(in_dim[1], out_dim[1]);
+    axis_tab_t tc = axis_table(in_dim[2], out_dim[2]);
+    size_t in_n = (size_t)in_dim[0] * in_dim[1] * in_dim[2];
+    size_t out_n = (size_t)out_dim[0] * out_dim[1] * out_dim[2];
+    size_t sH = (size_t)in_dim[2], sD = (size_t)in_dim[1] * in_dim[2];
+    for (int c = 0; c < C; c++) {
+        const float *xc = x + (size_t)c * in_n;
+        float *yc = y + (size_t)c * out_n;
+        #pragma omp parallel for schedule(static)
+        for (int a = 0; a < out_dim[0]; a++) {
+            const float *p0 = xc + ta.i0[a] * sD, *p1 = xc + ta.i1[a] * sD;
+            double wa = ta.w[a];
+            for (int b = 0; b < out_dim[1]; b++) {
+                size_t r0 = tb.i0[b] * sH, r1 = tb.i1[b] * sH;
+                double wb = tb.w[b];
+                float *out = yc + ((size_t)a * out_dim[1] + b) * out_dim[2];
+                for (int k = 0; k < out_dim[2]; k++) {
+                    int k0 = tc.i0[k], k1 = tc.i1[k];
+                    double wc = tc.w[k];
+                    // double accumulation: a linear ramp comes back exact to float rounding
+                    double v00 = p0[r0 + k0] + wc * (p0[r0 + k1] - p0[r0 + k0]);
+                    double v01 = p0[r1 + k0] + wc * (p0[r1 + k1] - p0[r1 + k0]);
+                    double v10 = p1[r0 + k0] + wc * (p1[r0 + k1] - p1[r0 + k0]);
+                    double v11 = p1[r1 + k0] + wc * (p1[r1 + k1] - p1[r1 + k0]);
+                    double v0 = v00 + wb * (v01 - v00), v1 = v10 + wb * (v11 - v10);
+                    out[k] = (float)(v0 + wa * (v1 - v0));
+                }
+            }
+        }
+    }
+    axis_free(&ta); axis_free(&tb); axis_free(&tc);
+}
+
+// Nearest source index; ties (x exactly halfway, as in a 2x round trip) go up: floor(x + 0.5).
+static int *nearest_table(int n, int m)
+{
+    int *t = xmalloc((size_t)m * sizeof(int));
+    for (int j = 0; j < m; j++) {
+        long i = lround(floor(src_coord(j, n, m) + 0.5));
+        t[j] = i < 0 ? 0 : i > n - 1 ? n - 1 : (int)i;
+    }
+    return t;
+}
+
+void preprocess_resample_nearest(uint8_t *y, const int out_dim[3], const uint8_t *x, const int in_dim[3])
+{
+    int *ta = nearest_table(in_dim[0], out_dim[0]), *tb = nearest_table(in_dim[1], out_dim[1]);
+    int *tc = nearest_table(in_dim[2], out_dim[2]);
+    #pragma omp parallel for schedule(static)
+    for (int a = 0; a < out_dim[0]; a++)
+        for (int b = 0; b < out_dim[1]; b++) {
+            const uint8_t *row = x + ((size_t)ta[a] * in_dim[1] + tb[b]) * in_dim[2];
+            uint8_t *out = y + ((size_t)a * out_dim[1] + b) * out_dim[2];
+            for (int k = 0; k < out_dim[2]; k++) out[k] = row[tc[k]];
+        }
+    free(ta); free(tb); free(tc);
+}

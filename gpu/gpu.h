@@ -1,0 +1,211 @@
+/*
+gpu.h -- the ONE C header of the GPU backend (CUDA, cuDNN, cuBLASLt). Plain C: stages and tests
+compiled by gcc include it and link $(BUILD)/libsrmgpu.a. No CUDA type appears here.
+
+Conventions (the CPU twins' rules of common/ops/ops.h hold unless said otherwise):
+  - Every op is the twin of <op>_cpu: same name with _gpu, same argument order, gpu_ctx_t first.
+    Everything runs asynchronously on the context's one stream.
+  - Layout: activations are CHANNELS-LAST on the GPU, (N, D, H, W, C) = (N, S, C), end to end.
+    Shape comments below use that order. gpu_to_channels_last / _first convert at the boundaries.
+  - Precision: the context's activation type `act` (gpu_act_dtype) is float in the strict fp32
+    mode (GPU_F32: FMA math, no TF32, for tests) and bf16 in the default mode (GPU_BF16).
+    Arguments typed `void *` hold `act` elements: activations, their gradients, conv and linear
+    weights (the bf16 copy in bf16 mode). Arguments typed `float *` are always fp32: biases,
+    norm affine parameters, norm statistics, every parameter gradient, losses, Adam state.
+    Accumulation is always fp32.
+  - Conv weights on the GPU are channels-last too: conv (Cout, kD, kH, kW, Cin), transposed conv
+    (Cin, kD, kH, kW, Cout); gpu_to_channels_last with N = Cout (Cin for convT), C = Cin (Cout),
+    S = kD*kH*kW converts the PyTorch layout. Linear weights keep (Cout, Cin).
+  - Forward writes (=); backward ACCUMULATES (+=) into every gradient; NULL = not computed.
+  - Nothing here allocates inside a training step except where a comment says "prepare":
+    cuDNN plans and workspaces are built by conv*_prepare_gpu (or on first use before
+    gpu_conv_freeze(g, 1)); gpu_malloc / gpu_arena_new are for set-up.
+  - Failures of CUDA/cuDNN/cuBLAS calls are fatal (exit 1 with the failing statement).
+*/
+#ifndef SRM_GPU_H
+#define SRM_GPU_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "ops.h"
+
+// ---- context -----------------------------------------------------------------
+typedef struct gpu_ctx gpu_ctx_t;
+
+typedef enum { GPU_F32 = 0, GPU_BF16 = 1 } gpu_dtype_t;
+size_t gpu_dtype_size(gpu_dtype_t t);
+
+typedef struct {
+    int device;                 // CUDA device ordinal
+    gpu_dtype_t act;            // GPU_F32: strict fp32 mode; GPU_BF16: bf16 activations
+    int deterministic;          // 1: only deterministic cuDNN engines (our kernels always are)
+    size_t workspace_bytes;     // initial shared cuDNN/cuBLASLt workspace (grows at prepare)
+} gpu_cfg_t;
+
+#define GPU_CFG_DEFAULT ((gpu_cfg_t){ .device = 0, .act = GPU_BF16, .deterministic = 0, \
+                                      .workspace_bytes = (size_t)32 << 20 })
+
+gpu_ctx_t  *gpu_ctx_new(gpu_cfg_t cfg);      // DIEs when there is no usable GPU
+void        gpu_ctx_destroy(gpu_ctx_t **g);  // frees everything the context allocated; *g = NULL
+gpu_dtype_t gpu_act_dtype(const gpu_ctx_t *g);
+void        gpu_sync(gpu_ctx_t *g);          // wait for the stream
+// The context's cudaStream_t, as void * (for CUDA graph capture by model code).
+void       *gpu_stream(gpu_ctx_t *g);
+// "NVIDIA H100 80GB HBM3, 132 SMs, CUDA runtime 13000, cuDNN 91400 (built 91900), cuBLAS 130000"
+void        gpu_describe(const gpu_ctx_t *g, char *buf, size_t len);
+size_t      gpu_cudnn_version(void);         // cudnnGetVersion() of the library loaded at run time
+
+// ---- memory: cudaMalloc only, every byte we hold is counted -------------------
+// current / peak: bytes held through cudaMalloc by this context (buffers, arenas, workspaces
+// handed to cuDNN/cuBLASLt), not the CUDA context or the libraries' own code.
+typedef struct { size_t current, peak, count; } gpu_mem_stats_t;
+
+void           *gpu_malloc(gpu_ctx_t *g, size_t bytes, const char *what);   // 256-byte aligned
+void            gpu_free(gpu_ctx_t *g, void *p);                             // NULL is a no-op
+gpu_mem_stats_t gpu_mem_stats(const gpu_ctx_t *g);
+void            gpu_mem_reset_peak(gpu_ctx_t *g);                            // peak = current
+// Bytes free and total on the device (cudaMemGetInfo).
+void            gpu_mem_info(gpu_ctx_t *g, size_t *free_bytes, size_t *total_bytes);
+
+void gpu_upload(gpu_ctx_t *g, void *dst_dev, const void *src_host, size_t bytes);   // synchronous
+void gpu_download(gpu_ctx_t *g, void *dst_host, const void *src_dev, size_t bytes); // synchronous
+void gpu_copy(gpu_ctx_t *g, void *dst_dev, const void *src_dev, size_t bytes);      // async
+void gpu_memset(gpu_ctx_t *g, void *dst_dev, int byte, size_t bytes);               // async
+// Fill with all-ones bytes: NaN in both fp32 and bf16, so unwritten outputs show in tests.
+void gpu_poison(gpu_ctx_t *g, void *dst_dev, size_t bytes);
+
+// An activation arena: one cudaMalloc sized before the first step, bump allocation inside it.
+#define GPU_ARENA_ALIGN 256
+typedef struct gpu_arena gpu_arena_t;
+static inline size_t gpu_arena_round(size_t bytes)
+{
+    return (bytes + GPU_ARENA_ALIGN - 1) / GPU_ARENA_ALIGN * GPU_ARENA_ALIGN;
+}
+gpu_arena_t *gpu_arena_new(gpu_ctx_t *g, size_t capacity, const char *what);
+void        *gpu_arena_alloc(gpu_arena_t *a, size_t bytes);   // DIEs when the arena is too small
+size_t       gpu_arena_mark(const gpu_arena_t *a);            // current offset
+void         gpu_arena_reset(gpu_arena_t *a, size_t mark);    // frees everything after mark
+size_t       gpu_arena_high_water(const gpu_arena_t *a);
+size_t       gpu_arena_capacity(const gpu_arena_t *a);
+void         gpu_arena_destroy(gpu_arena_t **a);
+
+// ---- layout and type conversion (layout.cu) ----------------------------------------
+// x (N, C, S) of type tx -> y (N, S, C) of type ty, and back. y must not alias x.
+void gpu_to_channels_last(gpu_ctx_t *g, void *y, gpu_dtype_t ty, const void *x, gpu_dtype_t tx,
+                          int N, int C, size_t S);
+void gpu_to_channels_first(gpu_ctx_t *g, void *y, gpu_dtype_t ty, const void *x, gpu_dtype_t tx,
+                           int N, int C, size_t S);
+// y = (ty) x elementwise, n elements (round to nearest even into bf16).
+void gpu_convert(gpu_ctx_t *g, void *y, gpu_dtype_t ty, const void *x, gpu_dtype_t tx, size_t n);
+
+// ---- 3D convolution and transposed convolution through cuDNN (conv_cudnn.cu) --------------
+// conv:  y (N, out, Cout)  x (N, in, Cin)  w (Cout, k, Cin)  b (Cout) f32 or NULL
+// convT: y (N, out, Cout)  x (N, in, Cin)  w (Cin, k, Cout)  b (Cout) f32 or NULL
+// dw, db: f32 (the master gradient), accumulated.
+void conv3d_forward_gpu(gpu_ctx_t *g, void *y, const void *x, const void *w, const float *b,
+                        conv3d_shape_t s);
+void conv3d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const void *dy,
+                         const void *x, const void *w, conv3d_shape_t s);
+void conv_transpose3d_forward_gpu(gpu_ctx_t *g, void *y, const void *x, const void *w,
+                                  const float *b, conv3d_shape_t s);
+void conv_transpose3d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const void *dy,
+                                   const void *x, const void *w, conv3d_shape_t s);
+// prepare: build (and cache) the forward and backward plans of one layer now and grow the
+// workspace to fit them. With gpu_conv_freeze(g, 1), a conv whose plan was not prepared DIEs
+// instead of building a plan inside the step.
+void conv3d_prepare_gpu(gpu_ctx_t *g, conv3d_shape_t s);
+void conv_transpose3d_prepare_gpu(gpu_ctx_t *g, conv3d_shape_t s);
+void gpu_conv_freeze(gpu_ctx_t *g, int frozen);
+// Number of cached plans and the largest workspace one needs (for logs and tests).
+void gpu_conv_plan_stats(const gpu_ctx_t *g, int *nplans, size_t *max_workspace);
+
+// ---- linear over channels = one GEMM in channels-last (gemm.cu) ------------------------
+// y (N*L, Cout)  x (N*L, Cin)  w (Cout, Cin) act  b (Cout) f32 or NULL; dw, db f32.
+// On the GPU s.x_nstride / s.y_nstride are ROW strides: elements between consecutive tokens
+// (0 = dense Cin / Cout), so a channel slice of a wider channels-last tensor works in place.
+void linear_forward_gpu(gpu_ctx_t *g, void *y, const void *x, const void *w, const float *b,
+                        linear_shape_t s);
+void linear_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const void *dy,
+                         const void *x, const void *w, linear_shape_t s);
+
+// ---- norms (norm.cu); x, y, dx, dy: (N, S, C); statistics f32 --------------------------
+// relu = 1 fuses the ReLU that follows the norm (IN -> ReLU, GN -> ReLU): forward writes
+// relu(norm(x)); backward takes the gradient of that composition (it recomputes the mask).
+// mean, rstd: (N*C) for InstanceNorm, (N*G) for GroupNorm, written by forward.
+void instancenorm_forward_gpu(gpu_ctx_t *g, void *y, float *mean, float *rstd, const void *x,
+                              int N, int C, size_t S, double eps, int relu);
+void instancenorm_backward_gpu(gpu_ctx_t *g, void *dx, const void *dy, const void *x,
+                               const float *mean, const float *rstd, int N, int C, size_t S,
+                               int relu);
+// gamma, beta: (C) f32. beta is needed by the backward only when relu = 1 (else may be NULL).
+void groupnorm_forward_gpu(gpu_ctx_t *g, void *y, float *mean, float *rstd, const void *x,
+                           const float *gamma, const float *beta, int N, int C, int G, size_t S,
+                           double eps, int relu);
+void groupnorm_backward_gpu(gpu_ctx_t *g, void *dx, float *dgamma, float *dbeta, const void *dy,
+                            const void *x, const float *mean, const float *rstd,
+                            const float *gamma, const float *beta, int N, int C, int G, size_t S,
+                            int relu);
+
+// ---- elementwise (elementwise.cu); n elements of act type; y may alias x ----------------
+void relu_forward_gpu(gpu_ctx_t *g, void *y, const void *x, size_t n);
+void relu_backward_gpu(gpu_ctx_t *g, void *dx, const void *dy, const void *x, size_t n);
+void gelu_forward_gpu(gpu_ctx_t *g, void *y, const void *x, size_t n);      // exact erf form
+void gelu_backward_gpu(gpu_ctx_t *g, void *dx, const void *dy, const void *x, size_t n);
+void silu_forward_gpu(gpu_ctx_t *g, void *y, const void *x, size_t n);
+void silu_backward_gpu(gpu_ctx_t *g, void *dx, const void *dy, const void *x, size_t n);
+void softplus_forward_gpu(gpu_ctx_t *g, void *y, const void *x, size_t n);  // threshold 20
+void softplus_backward_gpu(gpu_ctx_t *g, void *dx, const void *dy, const void *x, size_t n);
+void add_forward_gpu(gpu_ctx_t *g, void *y, const void *a, const void *b, size_t n);
+// dst += src (act type): residual gradients.
+void gpu_accumulate(gpu_ctx_t *g, void *dst, const void *src, size_t n);
+// y (rows, C) += b (C) f32;   db (C) += column sums of dy (rows, C) (deterministic).
+void bias_add_gpu(gpu_ctx_t *g, void *y, const float *b, size_t rows, int C);
+void bias_grad_gpu(gpu_ctx_t *g, float *db, const void *dy, size_t rows, int C);
+
+// ---- trilinear x2 upsampling, align_corners = False (upsample.cu) ---------------------
+// y (N, 2D, 2H, 2W, C)  x (N, D, H, W, C); backward: dx += (gather, deterministic)
+void upsample_trilinear2x_forward_gpu(gpu_ctx_t *g, void *y, const void *x, int N, int C,
+                                      const int in[3]);
+void upsample_trilinear2x_backward_gpu(gpu_ctx_t *g, void *dx, const void *dy, int N, int C,
+                                       const int in[3]);
+
+// ---- zero padding and cropping (pad_crop.cu); y (N, out, C), x (N, in, C) ---------------
+void pad_crop3d_forward_gpu(gpu_ctx_t *g, void *y, const void *x, int N, int C, const int in[3],
+                            const int out[3], const int off[3]);
+void pad_crop3d_backward_gpu(gpu_ctx_t *g, void *dx, const void *dy, int N, int C,
+                             const int in[3], const int out[3], const int off[3]);
+
+// ---- losses (loss.cu); logits (N, S, K) act, labels (N, S) uint8 on the device ------------
+// Forward writes the loss into *loss (one f32 on the device: no host sync inside a step).
+// Backward ACCUMULATES scale * dloss/dlogits into dlogits (act type).
+void dice_softmax_forward_gpu(gpu_ctx_t *g, float *loss, const void *logits,
+                              const uint8_t *labels, int N, int K, size_t S, dice_cfg_t c);
+void dice_softmax_backward_gpu(gpu_ctx_t *g, void *dlogits, const void *logits,
+                               const uint8_t *labels, int N, int K, size_t S, dice_cfg_t c,
+                               double scale);
+void cross_entropy_forward_gpu(gpu_ctx_t *g, float *loss, const void *logits,
+                               const uint8_t *labels, int N, int K, size_t S);
+void cross_entropy_backward_gpu(gpu_ctx_t *g, void *dlogits, const void *logits,
+                                const uint8_t *labels, int N, int K, size_t S, double scale);
+// logits (N, S, R); reg is a host struct (passed to the kernels by value).
+void dice_sigmoid_forward_gpu(gpu_ctx_t *g, float *loss, const void *logits,
+                              const uint8_t *labels, int N, size_t S, const regions_t *reg,
+                              dice_cfg_t c);
+void dice_sigmoid_backward_gpu(gpu_ctx_t *g, void *dlogits, const void *logits,
+                               const uint8_t *labels, int N, size_t S, const regions_t *reg,
+                               dice_cfg_t c, double scale);
+
+// ---- Adam / AdamW over the whole fp32 parameter buffer, one kernel (adam.cu) ----------
+// p, m, v, grad: (n) f32. p_bf16: (n) bf16 copy of the updated p written in the same pass
+// (the weights the matmuls read in bf16 mode), or NULL.
+void adam_update_gpu(gpu_ctx_t *g, float *p, float *m, float *v, const float *grad,
+                     void *p_bf16, size_t n, adam_cfg_t c, long step);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

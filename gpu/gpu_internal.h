@@ -1,0 +1,99 @@
+/*
+gpu_internal.h -- what the .cu files of gpu/ share and nothing else sees: struct gpu_ctx, the
+element-type helpers (float / bf16 loads and stores, fp32 math inside), the launch helpers and
+the internal functions one file offers another (workspace growth, reduction scratch).
+Later GPU files (Mamba kernels, the whole-model step) include this to plug into the same
+context, stream, allocator and workspace.
+*/
+#ifndef SRM_GPU_INTERNAL_H
+#define SRM_GPU_INTERNAL_H
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cublas_v2.h>
+#include <cublasLt.h>
+#include <cudnn.h>
+#include "gpu.h"
+#include "cuda_check.h"
+extern "C" {
+#include "check.h"
+}
+
+#define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
+
+typedef __nv_bfloat16 bf16;
+
+struct gpu_alloc_rec { void *p; size_t bytes; const char *what; };
+struct conv_cache;          // conv_cudnn.cu
+struct gemm_cache;          // gemm.cu
+
+struct gpu_ctx {
+    int device;
+    gpu_dtype_t act;                // activation element type (precision mode)
+    int deterministic;
+    int sm_count;                   // multiprocessors: sizes grids of the reduction kernels
+    int max_threads_per_sm;
+    char name[256];
+
+    cudaStream_t stream;
+    cudnnHandle_t cudnn;
+    cublasHandle_t cublas;
+    cublasLtHandle_t lt;
+
+    // One workspace shared by cuDNN plans and cuBLAS(Lt): work on our one stream is serial.
+    void *ws;
+    size_t ws_bytes;
+    // Scratch for two-stage reductions (norm statistics, bias gradients, loss sums): fixed
+    // size, so the number of chunks a reduction uses adapts to it (no allocation in a step).
+    float *red;
+    size_t red_floats;
+
+    // tracked allocations (memory.cu)
+    gpu_alloc_rec *allocs;
+    size_t nallocs, cap_allocs;
+    size_t mem_current, mem_peak;
+
+    conv_cache *conv;
+    gemm_cache *gemm;
+};
+
+// ---- internal API between files ----------------------------------------------
+// memory.cu: grow the shared workspace to at least `bytes` (syncs the stream first; set-up only).
+void gpu_workspace_reserve(gpu_ctx_t *g, size_t bytes);
+// conv_cudnn.cu / gemm.cu: create and free the per-context caches.
+void gpu_conv_cache_init(gpu_ctx_t *g);
+void gpu_conv_cache_free(gpu_ctx_t *g);
+void gpu_gemm_cache_init(gpu_ctx_t *g);
+void gpu_gemm_cache_free(gpu_ctx_t *g);
+// How many row chunks a reduction over `rows` rows of `cols` partial slots per chunk may use:
+// enough blocks to fill the GPU (about 4 per SM over `batch` items), at least rows_min rows
+// per chunk, and within the context's reduction scratch (`slots` floats per chunk and column).
+int gpu_reduce_chunks(const gpu_ctx_t *g, size_t rows, int batch, size_t cols, int slots,
+                      size_t rows_min);
+// elementwise.cu: dst (f32, n) += (f32) src (type ts, n).
+void gpu_add_to_f32(gpu_ctx_t *g, float *dst, const void *src, gpu_dtype_t ts, size_t n);
+
+// ---- element-type helpers: storage T, arithmetic in float ---------------------
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ bf16 from_f<bf16>(float x) { return __float2bfloat16_rn(x); }
+
+// Launch body for the context's activation type: `ACT_DISPATCH(g->act, T, stmt)` runs stmt
+// with T = float or bf16.
+#define ACT_DISPATCH(dt, T, ...)                            \
+    do {                                                    \
+        if ((dt) == GPU_F32) { typedef float T; __VA_ARGS__; } \
+        else { typedef bf16 T; __VA_ARGS__; }               \
+    } while (0)
+
+// A 1D grid for n elements with `block` threads, capped (the kernels use grid-stride loops).
+static inline unsigned grid_for(const gpu_ctx_t *g, size_t n, int block)
+{
+    size_t want = CEIL_DIV(n, (size_t)block);
+    size_t cap = (size_t)g->sm_count * (g->max_threads_per_sm / block) * 8;
+    if (want > cap) want = cap;
+    return (unsigned)(want ? want : 1);
+}
+
+#endif

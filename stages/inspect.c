@@ -1,0 +1,179 @@
+/*
+inspect.c -- bin/srm-inspect: what the loader sees in one NIfTI file, or in a dataset folder.
+
+  srm-inspect FILE [--labels]   one JSON object: dims, channels, spacing, pixdim, datatype,
+                                affine (nibabel img.affine), ras_affine (after reorientation to
+                                RAS), orientation (axis codes of the source affine), min/max/mean
+                                of the scaled intensities over all channels; --labels adds
+                                "labels": {"value": voxel count, ...}.
+  srm-inspect --dataset DIR     the dataset report (cases, splits, problems) of dataset.h.
+Bad input: exit status 1 and one line on stderr naming the file and the problem.
+*/
+#include "check.h"
+#include "dataset.h"
+#include "orient.h"
+#include "volume.h"
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static json_t *json_mat4(const double a[4][4])
+{
+    json_t *rows = json_array();
+    for (int r = 0; r < 4; r++) {
+        json_t *row = json_array();
+        for (int c = 0; c < 4; c++) json_array_append_new(row, json_real(a[r][c]));
+        json_array_append_new(rows, row);
+    }
+    return rows;
+}
+
+static json_t *json_vec3(const double *x)
+{
+    return json_pack("[fff]", x[0], x[1], x[2]);
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+// A JSON key for a label value: "3" for integers, else the shortest exact float text.
+static void value_key(char *buf, size_t n, float x)
+{
+    if (x == nearbyintf(x) && fabsf(x) < 1e9f) snprintf(buf, n, "%lld", (long long)x);
+    else snprintf(buf, n, "%.9g", x);
+}
+
+// {"value": count} over all values. Integer labels within a small range are counted directly;
+// anything else is sorted (a float volume passed with --labels by mistake still works).
+static json_t *label_counts(const float *x, size_t n)
+{
+    json_t *obj = json_object();
+    char key[64];
+    float lo = INFINITY, hi = -INFINITY;
+    int integral = 1;
+    for (size_t i = 0; i < n; i++) {
+        lo = fminf(lo, x[i]);
+        hi = fmaxf(hi, x[i]);
+        integral &= x[i] == nearbyintf(x[i]);
+    }
+    if (n > 0 && integral && hi - lo < (1 << 20)) {
+        size_t span = (size_t)(hi - lo) + 1;
+        size_t *count = xcalloc(span, sizeof *count);
+        for (size_t i = 0; i < n; i++) count[(size_t)(x[i] - lo)]++;
+        for (size_t b = 0; b < span; b++)
+            if (count[b]) {
+                value_key(key, sizeof key, lo + (float)b);
+                json_object_set_new(obj, key, json_integer((json_int_t)count[b]));
+            }
+        free(count);
+        return obj;
+    }
+    float *s = xmalloc(n * sizeof *s);
+    memcpy(s, x, n * sizeof *s);
+    qsort(s, n, sizeof *s, cmp_float);
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && s[j] == s[i]) j++;
+        value_key(key, sizeof key, s[i]);
+        json_object_set_new(obj, key, json_integer((json_int_t)(j - i)));
+        i = j;
+    }
+    free(s);
+    return obj;
+}
+
+// Build the JSON description of one file. Returns NULL with err on bad input.
+static json_t *inspect_file(const char *path, int with_labels, char *err)
+{
+    volume_t v;
+    if (nifti_read_volume(path, &v, err) < 0) return NULL;
+    char codes[4];
+    double ras[4][4];
+    ornt_t ornt;
+    if (orient_axcodes(v.affine, codes, err) < 0 || orient_ras_affine(v.affine, v.dim, ras, err) < 0 ||
+        orient_of_affine(v.affine, &ornt, err) < 0) {
+        char why[ERR_LEN];
+        snprintf(why, sizeof why, "%s", err);
+        set_err(err, "%s: %s", path, why);
+        volume_free(&v);
+        return NULL;
+    }
+    size_t n = (size_t)v.C * volume_voxels(&v);
+    double lo = INFINITY, hi = -INFINITY, sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = v.data[i];
+        lo = fmin(lo, x);
+        hi = fmax(hi, x);
+        sum += x;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "file", json_string(path));
+    json_object_set_new(o, "dims", json_pack("[iii]", v.dim[0], v.dim[1], v.dim[2]));
+    json_object_set_new(o, "channels", json_integer(v.C));
+    json_object_set_new(o, "spacing", json_vec3(v.spacing));
+    json_object_set_new(o, "pixdim", json_vec3(v.pixdim));
+    json_object_set_new(o, "datatype", json_string(volume_datatype_name(v.datatype)));
+    json_object_set_new(o, "datatype_code", json_integer(v.datatype));
+    json_object_set_new(o, "nifti_version", json_integer(v.nifti_version));
+    static const char *xform[3] = {"pixdim", "qform", "sform"};
+    json_object_set_new(o, "xform", json_string(xform[v.xform_source]));
+    json_object_set_new(o, "orientation", json_string(codes));
+    json_object_set_new(o, "affine", json_mat4(v.affine));
+    json_object_set_new(o, "ras_affine", json_mat4(ras));
+    int rdim[3];  // extents after reorientation to RAS
+    for (int d = 0; d < 3; d++) rdim[ornt.axis[d]] = v.dim[d];
+    json_object_set_new(o, "ras_dims", json_pack("[iii]", rdim[0], rdim[1], rdim[2]));
+    json_object_set_new(o, "min", json_real(lo));
+    json_object_set_new(o, "max", json_real(hi));
+    json_object_set_new(o, "mean", json_real(sum / (double)n));
+    if (with_labels) json_object_set_new(o, "labels", label_counts(v.data, n));
+    volume_free(&v);
+    return o;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: srm-inspect FILE.nii[.gz] [--labels]\n"
+                    "       srm-inspect --dataset DIR\n");
+}
+
+int main(int argc, char **argv)
+{
+    log_set_name("inspect");
+    const char *file = NULL, *dataset = NULL;
+    int labels = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--labels") == 0) labels = 1;
+        else if (strcmp(argv[i], "--dataset") == 0 && i + 1 < argc) dataset = argv[++i];
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { usage(); return 0; }
+        else if (argv[i][0] == '-' || file) { usage(); return 2; }
+        else file = argv[i];
+    }
+    if (!!file == !!dataset) { usage(); return 2; }
+    char err[ERR_LEN];
+    if (dataset) {
+        if (dataset_print_report(dataset, stdout, err) < 0) {
+            fprintf(stderr, "E: inspect: %s\n", err);
+            return 1;
+        }
+        return 0;
+    }
+    json_t *o = inspect_file(file, labels, err);
+    if (!o) {
+        fprintf(stderr, "E: inspect: %s\n", err);
+        return 1;
+    }
+    // 17 significant digits: doubles survive the round trip through the JSON text
+    int rc = json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    json_decref(o);
+    if (rc != 0 || fputc('\n', stdout) == EOF || fflush(stdout) != 0) {
+        fprintf(stderr, "E: inspect: %s: cannot write the JSON to stdout\n", file);
+        return 1;
+    }
+    return 0;
+}

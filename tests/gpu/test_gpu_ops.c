@@ -1,0 +1,750 @@
+/*
+test_gpu_ops.c -- every non-Mamba _gpu op against its _cpu twin, forward and backward, in the
+strict fp32 mode (deterministic) and in bf16 mode. Needs a GPU: `make test-gpu`.
+
+Inputs are fresh random numbers from a seed printed at the start (SRM_TEST_SEED=n repeats a
+run). The CPU twins work channels-first (NCDHW); the test converts on the host and uploads
+channels-last, as the model does. In bf16 mode the inputs are rounded to bf16 before the CPU
+sees them, so the comparison measures the op, not the input rounding.
+Forward outputs are POISONED (NaN bytes) before each GPU run, so an unwritten element fails;
+backward gradients start from the same random values on both sides, so a gradient that is not
+accumulated (or not written) fails too.
+Criterion (test.h): ||gpu - cpu|| <= rtol * ||cpu|| + atol; strict fp32 rtol 1e-5,
+bf16 rtol 1e-2.
+*/
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "check.h"
+#include "gpu.h"
+#include "ops.h"
+#include "rng.h"
+#include "test.h"
+
+static gpu_ctx_t *g;
+static int bf16_mode;
+static rng_t R;
+
+// ---- tolerances ----------------------------------------------------------------------
+// atol 1e-6 only keeps exactly-zero references (e.g. a fully masked ReLU gradient) from
+// failing on rounding; the relative term is the criterion.
+static double rtol(void) { return bf16_mode ? 1e-2 : 1e-5; }
+static const double ATOL = 1e-6;
+
+// ---- host bf16 rounding (round to nearest even), as the device does --------------------
+static uint16_t f2bf(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float bf2f(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static void round_act(float *x, size_t n)
+{
+    if (bf16_mode)
+        for (size_t i = 0; i < n; i++) x[i] = bf2f(f2bf(x[i]));
+}
+
+// ---- host tensors ----------------------------------------------------------------------
+// Random activation-typed values (rounded in bf16 mode).
+static float *rnd(size_t n, float lo, float hi)
+{
+    float *x = xmalloc((n ? n : 1) * sizeof *x);
+    rng_fill_uniform(&R, x, n, lo, hi);
+    round_act(x, n);
+    return x;
+}
+static float *rnd_f32(size_t n, float lo, float hi)
+{
+    float *x = xmalloc((n ? n : 1) * sizeof *x);
+    rng_fill_uniform(&R, x, n, lo, hi);
+    return x;
+}
+static float *dup(const float *x, size_t n)
+{
+    float *y = xmalloc((n ? n : 1) * sizeof *y);
+    memcpy(y, x, n * sizeof *y);
+    return y;
+}
+// (N, C, S) -> (N, S, C), and back
+static float *to_cl(const float *x, int N, int C, size_t S)
+{
+    float *y = xmalloc(((size_t)N * C * S ? (size_t)N * C * S : 1) * sizeof *y);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (size_t s = 0; s < S; s++)
+                y[((size_t)n * S + s) * C + c] = x[((size_t)n * C + c) * S + s];
+    return y;
+}
+static float *to_cf(const float *x, int N, int C, size_t S)
+{
+    float *y = xmalloc(((size_t)N * C * S ? (size_t)N * C * S : 1) * sizeof *y);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (size_t s = 0; s < S; s++)
+                y[((size_t)n * C + c) * S + s] = x[((size_t)n * S + s) * C + c];
+    return y;
+}
+
+// ---- device tensors (freed at the end of each case) ------------------------------------
+#define MAXDEV 64
+static void *devs[MAXDEV];
+static int ndevs;
+static void *dalloc(size_t bytes)
+{
+    ASSERT(ndevs < MAXDEV);
+    return devs[ndevs++] = gpu_malloc(g, bytes, "test tensor");
+}
+static void dfree_all(void)
+{
+    while (ndevs) gpu_free(g, devs[--ndevs]);
+}
+static size_t asz(void) { return bf16_mode ? 2 : 4; }
+
+// activation-typed device copy of host floats
+static void *up_act(const float *h, size_t n)
+{
+    void *d = dalloc(n * asz());
+    if (!bf16_mode) {
+        gpu_upload(g, d, h, n * 4);
+    } else {
+        uint16_t *t = xmalloc((n ? n : 1) * 2);
+        for (size_t i = 0; i < n; i++) t[i] = f2bf(h[i]);
+        gpu_upload(g, d, t, n * 2);
+        free(t);
+    }
+    return d;
+}
+static void *poisoned_act(size_t n)
+{
+    void *d = dalloc(n * asz());
+    gpu_poison(g, d, n * asz());
+    return d;
+}
+static float *down_act(const void *d, size_t n)
+{
+    float *h = xmalloc((n ? n : 1) * 4);
+    if (!bf16_mode) {
+        gpu_download(g, h, d, n * 4);
+    } else {
+        uint16_t *t = xmalloc((n ? n : 1) * 2);
+        gpu_download(g, t, d, n * 2);
+        for (size_t i = 0; i < n; i++) h[i] = bf2f(t[i]);
+        free(t);
+    }
+    return h;
+}
+static float *up_f32(const float *h, size_t n)
+{
+    float *d = dalloc(n * 4);
+    gpu_upload(g, d, h, n * 4);
+    return d;
+}
+static float *poisoned_f32(size_t n)
+{
+    float *d = dalloc(n * 4);
+    gpu_poison(g, d, n * 4);
+    return d;
+}
+static float *down_f32(const float *d, size_t n)
+{
+    float *h = xmalloc((n ? n : 1) * 4);
+    gpu_download(g, h, d, n * 4);
+    return h;
+}
+
+// Compare a channels-last GPU result with a channels-first CPU result.
+static int close_cl(const char *label, const float *got_cl, const float *want_cf, int N, int C,
+                    size_t S, double rt)
+{
+    float *w = to_cl(want_cf, N, C, S);
+    int ok = tensor_close(label, got_cl, w, (size_t)N * C * S, rt, ATOL);
+    free(w);
+    return ok;
+}
+static int close_act(const char *label, const void *dev, const float *want_cf, int N, int C,
+                     size_t S, double rt)
+{
+    float *h = down_act(dev, (size_t)N * C * S);
+    int ok = close_cl(label, h, want_cf, N, C, S, rt);
+    free(h);
+    return ok;
+}
+static int close_f32(const char *label, const float *dev, const float *want, size_t n, double rt)
+{
+    float *h = down_f32(dev, n);
+    int ok = tensor_close(label, h, want, n, rt, ATOL);
+    free(h);
+    return ok;
+}
+
+static size_t vox(const int d[3]) { return (size_t)d[0] * d[1] * d[2]; }
+
+// ---- convolutions ------------------------------------------------------------------------
+static void check_conv(const char *name, conv3d_shape_t s, int transposed)
+{
+    int out[3];
+    if (transposed) conv_transpose3d_out_dims(&s, out);
+    else conv3d_out_dims(&s, out);
+    const size_t Si = vox(s.in), So = vox(out), kv = vox(s.k);
+    const size_t nx = (size_t)s.N * s.Cin * Si, ny = (size_t)s.N * s.Cout * So;
+    const size_t nw = (size_t)s.Cout * s.Cin * kv;
+    // weight rows: conv (Cout, Cin, k), convT (Cin, Cout, k)
+    const int wr = transposed ? s.Cin : s.Cout, wc = transposed ? s.Cout : s.Cin;
+    float *x = rnd(nx, -1, 1), *w = rnd(nw, -0.5f, 0.5f), *b = rnd_f32(s.Cout, -1, 1);
+    float *dy = rnd(ny, -1, 1), *dx0 = rnd(nx, -1, 1);
+    float *dw0 = rnd_f32(nw, -1, 1), *db0 = rnd_f32(s.Cout, -1, 1);
+
+    float *y_ref = xmalloc(ny * 4), *dx = dup(dx0, nx), *dw = dup(dw0, nw), *db = dup(db0, s.Cout);
+    if (transposed) {
+        conv_transpose3d_forward_cpu(y_ref, x, w, b, s);
+        conv_transpose3d_backward_cpu(dx, dw, db, dy, x, w, s);
+    } else {
+        conv3d_forward_cpu(y_ref, x, w, b, s);
+        conv3d_backward_cpu(dx, dw, db, dy, x, w, s);
+    }
+
+    float *x_cl = to_cl(x, s.N, s.Cin, Si), *w_cl = to_cl(w, wr, wc, kv);
+    float *dy_cl = to_cl(dy, s.N, s.Cout, So), *dx0_cl = to_cl(dx0, s.N, s.Cin, Si);
+    float *dw0_cl = to_cl(dw0, wr, wc, kv);
+    void *x_dev = up_act(x_cl, nx), *w_dev = up_act(w_cl, nw), *dy_dev = up_act(dy_cl, ny);
+    void *y_dev = poisoned_act(ny), *dx_dev = up_act(dx0_cl, nx);
+    float *b_dev = up_f32(b, s.Cout), *dw_dev = up_f32(dw0_cl, nw), *db_dev = up_f32(db0, s.Cout);
+    if (transposed) {
+        conv_transpose3d_forward_gpu(g, y_dev, x_dev, w_dev, b_dev, s);
+        conv_transpose3d_backward_gpu(g, dx_dev, dw_dev, db_dev, dy_dev, x_dev, w_dev, s);
+    } else {
+        conv3d_forward_gpu(g, y_dev, x_dev, w_dev, b_dev, s);
+        conv3d_backward_gpu(g, dx_dev, dw_dev, db_dev, dy_dev, x_dev, w_dev, s);
+    }
+    char lab[160];
+    // Convolutions sum up to Cin*k^3 products (dw: N*out voxels) in fp32 on the GPU and in
+    // double on the CPU; the error stays near 1e-6 relative, well inside 1e-5.
+    snprintf(lab, sizeof lab, "%s y", name);
+    EXPECT(close_act(lab, y_dev, y_ref, s.N, s.Cout, So, rtol()), "%s", lab);
+    snprintf(lab, sizeof lab, "%s dx", name);
+    EXPECT(close_act(lab, dx_dev, dx, s.N, s.Cin, Si, rtol()), "%s", lab);
+    float *dw_h = down_f32(dw_dev, nw);
+    snprintf(lab, sizeof lab, "%s dw", name);
+    EXPECT(close_cl(lab, dw_h, dw, wr, wc, kv, rtol()), "%s", lab);
+    snprintf(lab, sizeof lab, "%s db", name);
+    EXPECT(close_f32(lab, db_dev, db, s.Cout, rtol()), "%s", lab);
+
+    // Deterministic mode (the strict context): a second backward from the same start
+    // gives bit-identical weight gradients.
+    if (!bf16_mode) {
+        gpu_upload(g, dw_dev, dw0_cl, nw * 4);
+        if (transposed) conv_transpose3d_backward_gpu(g, NULL, dw_dev, NULL, dy_dev, x_dev, w_dev, s);
+        else conv3d_backward_gpu(g, NULL, dw_dev, NULL, dy_dev, x_dev, w_dev, s);
+        float *dw2 = down_f32(dw_dev, nw);
+        EXPECT(!memcmp(dw2, dw_h, nw * 4), "%s: deterministic weight gradient differs", name);
+        free(dw2);
+    }
+    free(dw_h);
+    dfree_all();
+    free(x); free(w); free(b); free(dy); free(dx0); free(dw0); free(db0);
+    free(y_ref); free(dx); free(dw); free(db);
+    free(x_cl); free(w_cl); free(dy_cl); free(dx0_cl); free(dw0_cl);
+}
+
+static conv3d_shape_t shp(int N, int Cin, int Cout, int d, int h, int w, int k, int st, int pad,
+                          int op)
+{
+    const int in[3] = { d, h, w };
+    conv3d_shape_t s = conv3d_shape(N, Cin, Cout, in, k, st, pad);
+    for (int a = 0; a < 3; a++) s.outpad[a] = op;
+    return s;
+}
+
+static void test_convs(void)
+{
+    check_conv("conv k3 s1 p1 3->12 5x7x3", shp(2, 3, 12, 5, 7, 3, 3, 1, 1, 0), 0);
+    check_conv("conv k3 s2 p1 12->3 odd 7x5x9", shp(1, 12, 3, 7, 5, 9, 3, 2, 1, 0), 0);
+    check_conv("conv stem k7 s2 p3 1->8", shp(1, 1, 8, 16, 12, 10, 7, 2, 3, 0), 0);
+    check_conv("conv CMMB k5 s2 p2 8->8 9x8x7", shp(1, 8, 8, 9, 8, 7, 5, 2, 2, 0), 0);
+    check_conv("conv down k2 s2 4->8", shp(2, 4, 8, 8, 6, 4, 2, 2, 0, 0), 0);
+    check_conv("conv 1x1 12->5", shp(1, 12, 5, 5, 7, 3, 1, 1, 0, 0), 0);
+    check_conv("conv k3 16->16 8^3 (tensor-core sized)", shp(1, 16, 16, 8, 8, 8, 3, 1, 1, 0), 0);
+    check_conv("convT CMMB k5 s2 p2 op1 8->8", shp(1, 8, 8, 5, 4, 3, 5, 2, 2, 1), 1);
+    check_conv("convT head k2 s2 8->3", shp(2, 8, 3, 4, 5, 3, 2, 2, 0, 0), 1);
+    check_conv("convT k3 s2 p1 3->12 5x7x3", shp(1, 3, 12, 5, 7, 3, 3, 2, 1, 0), 1);
+}
+
+// ---- linear ------------------------------------------------------------------------------
+// ldx > Cin: x is a channel slice of a wider channels-last tensor.
+static void check_linear(const char *name, int N, int Cin, int Cout, size_t L, int ldx, int bias)
+{
+    linear_shape_t s = { .N = N, .Cin = Cin, .Cout = Cout, .L = L };
+    const size_t M = (size_t)N * L, nx = M * Cin, ny = M * Cout, nw = (size_t)Cout * Cin;
+    float *x = rnd(nx, -1, 1), *w = rnd(nw, -0.5f, 0.5f), *b = bias ? rnd_f32(Cout, -1, 1) : NULL;
+    float *dy = rnd(ny, -1, 1), *dx0 = rnd(nx, -1, 1), *dw0 = rnd_f32(nw, -1, 1);
+    float *db0 = rnd_f32(Cout, -1, 1);
+    float *y_ref = xmalloc(ny * 4), *dx = dup(dx0, nx), *dw = dup(dw0, nw), *db = dup(db0, Cout);
+    linear_forward_cpu(y_ref, x, w, b, s);
+    linear_backward_cpu(dx, dw, bias ? db : NULL, dy, x, w, s);
+
+    // GPU x: rows of ldx elements, the op's Cin channels first, the rest random filler.
+    float *x_cl = to_cl(x, N, Cin, L), *dx0_cl = to_cl(dx0, N, Cin, L);
+    float *xw = rnd(M * ldx, -1, 1), *dxw = rnd(M * ldx, -1, 1);
+    for (size_t r = 0; r < M; r++) {
+        memcpy(xw + r * ldx, x_cl + r * Cin, Cin * 4);
+        memcpy(dxw + r * ldx, dx0_cl + r * Cin, Cin * 4);
+    }
+    float *dy_cl = to_cl(dy, N, Cout, L);
+    void *x_dev = up_act(xw, M * ldx), *dx_dev = up_act(dxw, M * ldx), *w_dev = up_act(w, nw);
+    void *dy_dev = up_act(dy_cl, ny), *y_dev = poisoned_act(ny);
+    float *b_dev = bias ? up_f32(b, Cout) : NULL, *dw_dev = up_f32(dw0, nw);
+    float *db_dev = up_f32(db0, Cout);
+    linear_shape_t sg = s;
+    sg.x_nstride = ldx == Cin ? 0 : (size_t)ldx;
+    linear_forward_gpu(g, y_dev, x_dev, w_dev, b_dev, sg);
+    linear_backward_gpu(g, dx_dev, dw_dev, bias ? db_dev : NULL, dy_dev, x_dev, w_dev, sg);
+
+    char lab[160];
+    snprintf(lab, sizeof lab, "%s y", name);
+    EXPECT(close_act(lab, y_dev, y_ref, N, Cout, L, rtol()), "%s", lab);
+    float *dxg = down_act(dx_dev, M * ldx), *dxs = xmalloc(nx * 4);
+    int filler_ok = 1;
+    for (size_t r = 0; r < M; r++) {
+        memcpy(dxs + r * Cin, dxg + r * ldx, Cin * 4);
+        for (int c = Cin; c < ldx; c++) filler_ok &= dxg[r * ldx + c] == dxw[r * ldx + c];
+    }
+    snprintf(lab, sizeof lab, "%s dx", name);
+    EXPECT(close_cl(lab, dxs, dx, N, Cin, L, rtol()), "%s", lab);
+    EXPECT(filler_ok, "%s: dx columns outside the slice were modified", name);
+    snprintf(lab, sizeof lab, "%s dw", name);
+    EXPECT(close_f32(lab, dw_dev, dw, nw, rtol()), "%s", lab);
+    if (bias) {
+        snprintf(lab, sizeof lab, "%s db", name);
+        EXPECT(close_f32(lab, db_dev, db, Cout, rtol()), "%s", lab);
+    }
+    dfree_all();
+    free(x); free(w); free(b); free(dy); free(dx0); free(dw0); free(db0); free(y_ref);
+    free(dx); free(dw); free(db); free(x_cl); free(dx0_cl); free(xw); free(dxw); free(dy_cl);
+    free(dxg); free(dxs);
+}
+
+static void test_linear(void)
+{
+    check_linear("linear 12->5 L=105 bias", 2, 12, 5, 105, 12, 1);
+    check_linear("linear 3->12 L=37 no bias", 1, 3, 12, 37, 3, 0);
+    check_linear("linear slice 12 of 20 -> 7", 2, 12, 7, 33, 20, 1);
+    check_linear("linear skip fc1 48->96 L=4096", 1, 48, 96, 4096, 48, 1);
+}
+
+// ---- norms (+ fused ReLU), compared with the composition of the CPU ops -------------------
+static void check_norm(const char *name, int N, int C, int G, size_t S, int relu)
+{
+    const int gn = G > 0, ng = gn ? G : C;       // statistics per (n, group) or (n, channel)
+    const size_t n = (size_t)N * C * S;
+    const double eps = 1e-5;
+    // an offset mean makes single-pass variance formulas fail; Welford must not
+    float *x = rnd(n, 2.0f, 4.0f), *dy = rnd(n, -1, 1), *dx0 = rnd(n, -1, 1);
+    float *gamma = gn ? rnd_f32(C, 0.5f, 1.5f) : NULL, *beta = gn ? rnd_f32(C, -0.5f, 0.5f) : NULL;
+    float *dg0 = gn ? rnd_f32(C, -1, 1) : NULL, *db0 = gn ? rnd_f32(C, -1, 1) : NULL;
+    float *yn = xmalloc(n * 4), *y = xmalloc(n * 4), *mean = xmalloc(ng * N * 4);
+    float *rstd = xmalloc(ng * N * 4), *dpre = xcalloc(n, 4), *dx = dup(dx0, n);
+    float *dg = gn ? dup(dg0, C) : NULL, *db = gn ? dup(db0, C) : NULL;
+    if (gn) groupnorm_forward_cpu(yn, mean, rstd, x, gamma, beta, N, C, G, S, eps);
+    else instancenorm_forward_cpu(yn, mean, rstd, x, N, C, S, eps);
+    if (relu) {
+        relu_forward_cpu(y, yn, n);
+        relu_backward_cpu(dpre, dy, yn, n);
+    } else {
+        memcpy(y, yn, n * 4);
+        memcpy(dpre, dy, n * 4);
+    }
+    if (gn) groupnorm_backward_cpu(dx, dg, db, dpre, x, mean, rstd, gamma, N, C, G, S);
+    else instancenorm_backward_cpu(dx, dpre, x, mean, rstd, N, C, S);
+
+    float *x_cl = to_cl(x, N, C, S), *dy_cl = to_cl(dy, N, C, S), *dx0_cl = to_cl(dx0, N, C, S);
+    void *x_dev = up_act(x_cl, n), *dy_dev = up_act(dy_cl, n), *dx_dev = up_act(dx0_cl, n);
+    void *y_dev = poisoned_act(n);
+    float *m_dev = poisoned_f32(ng * N), *r_dev = poisoned_f32(ng * N);
+    float *ga_dev = gn ? up_f32(gamma, C) : NULL, *be_dev = gn ? up_f32(beta, C) : NULL;
+    float *dg_dev = gn ? up_f32(dg0, C) : NULL, *db_dev = gn ? up_f32(db0, C) : NULL;
+    if (gn) {
+        groupnorm_forward_gpu(g, y_dev, m_dev, r_dev, x_dev, ga_dev, be_dev, N, C, G, S, eps, relu);
+        groupnorm_backward_gpu(g, dx_dev, dg_dev, db_dev, dy_dev, x_dev, m_dev, r_dev, ga_dev,
+                               be_dev, N, C, G, S, relu);
+    } else {
+        instancenorm_forward_gpu(g, y_dev, m_dev, r_dev, x_dev, N, C, S, eps, relu);
+        instancenorm_backward_gpu(g, dx_dev, dy_dev, x_dev, m_dev, r_dev, N, C, S, relu);
+    }
+    char lab[160];
+    snprintf(lab, sizeof lab, "%s y", name);
+    EXPECT(close_act(lab, y_dev, y, N, C, S, rtol()), "%s", lab);
+    // In bf16 mode x itself is exact (rounded on both sides) and the statistics are fp32:
+    // they are held to the fp32 bar in both modes.
+    snprintf(lab, sizeof lab, "%s mean", name);
+    EXPECT(close_f32(lab, m_dev, mean, ng * N, 1e-5), "%s", lab);
+    snprintf(lab, sizeof lab, "%s rstd", name);
+    EXPECT(close_f32(lab, r_dev, rstd, ng * N, 1e-5), "%s", lab);
+    snprintf(lab, sizeof lab, "%s dx", name);
+    EXPECT(close_act(lab, dx_dev, dx, N, C, S, rtol()), "%s", lab);
+    if (gn) {
+        snprintf(lab, sizeof lab, "%s dgamma", name);
+        EXPECT(close_f32(lab, dg_dev, dg, C, rtol()), "%s", lab);
+        snprintf(lab, sizeof lab, "%s dbeta", name);
+        EXPECT(close_f32(lab, db_dev, db, C, rtol()), "%s", lab);
+    }
+    dfree_all();
+    free(x); free(dy); free(dx0); free(gamma); free(beta); free(dg0); free(db0); free(yn);
+    free(y); free(mean); free(rstd); free(dpre); free(dx); free(dg); free(db);
+    free(x_cl); free(dy_cl); free(dx0_cl);
+}
+
+static void test_norms(void)
+{
+    check_norm("instancenorm C=3 5x7x3", 2, 3, 0, 105, 0);
+    check_norm("instancenorm+relu C=12 9x8x7", 1, 12, 0, 504, 1);
+    check_norm("instancenorm+relu C=48 32^3 (many chunks)", 1, 48, 0, 32768, 1);
+    check_norm("groupnorm G=8 C=16 5x7x3", 2, 16, 8, 105, 0);
+    check_norm("groupnorm+relu G=8 C=48 16^3", 1, 48, 8, 4096, 1);
+}
+
+// ---- elementwise -------------------------------------------------------------------------
+typedef void (*cpu_f)(float *, const float *, size_t);
+typedef void (*cpu_b)(float *, const float *, const float *, size_t);
+typedef void (*gpu_f)(gpu_ctx_t *, void *, const void *, size_t);
+typedef void (*gpu_b)(gpu_ctx_t *, void *, const void *, const void *, size_t);
+
+static void check_act(const char *name, cpu_f cf, cpu_b cb, gpu_f gf, gpu_b gb, float lo, float hi)
+{
+    const size_t n = 4099;
+    float *x = rnd(n, lo, hi), *dy = rnd(n, -1, 1), *dx0 = rnd(n, -1, 1);
+    float *y = xmalloc(n * 4), *dx = dup(dx0, n);
+    cf(y, x, n);
+    cb(dx, dy, x, n);
+    void *x_dev = up_act(x, n), *dy_dev = up_act(dy, n), *dx_dev = up_act(dx0, n);
+    void *y_dev = poisoned_act(n);
+    gf(g, y_dev, x_dev, n);
+    gb(g, dx_dev, dy_dev, x_dev, n);
+    char lab[96];
+    snprintf(lab, sizeof lab, "%s y", name);
+    EXPECT(close_act(lab, y_dev, y, 1, 1, n, rtol()), "%s", lab);
+    snprintf(lab, sizeof lab, "%s dx", name);
+    EXPECT(close_act(lab, dx_dev, dx, 1, 1, n, rtol()), "%s", lab);
+    // in place (y aliases x), as the model runs activations
+    gf(g, x_dev, x_dev, n);
+    snprintf(lab, sizeof lab, "%s y in place", name);
+    EXPECT(close_act(lab, x_dev, y, 1, 1, n, rtol()), "%s", lab);
+    dfree_all();
+    free(x); free(dy); free(dx0); free(y); free(dx);
+}
+
+static void test_elementwise(void)
+{
+    check_act("relu", relu_forward_cpu, relu_backward_cpu, relu_forward_gpu, relu_backward_gpu, -3, 3);
+    check_act("gelu", gelu_forward_cpu, gelu_backward_cpu, gelu_forward_gpu, gelu_backward_gpu, -5, 5);
+    check_act("silu", silu_forward_cpu, silu_backward_cpu, silu_forward_gpu, silu_backward_gpu, -8, 8);
+    check_act("softplus (both sides of 20)", softplus_forward_cpu, softplus_backward_cpu,
+              softplus_forward_gpu, softplus_backward_gpu, -25, 30);
+
+    const size_t n = 1001;
+    float *a = rnd(n, -1, 1), *b = rnd(n, -1, 1), *y = xmalloc(n * 4);
+    add_forward_cpu(y, a, b, n);
+    void *a_dev = up_act(a, n), *b_dev = up_act(b, n), *y_dev = poisoned_act(n);
+    add_forward_gpu(g, y_dev, a_dev, b_dev, n);
+    EXPECT(close_act("add", y_dev, y, 1, 1, n, rtol()), "add");
+    gpu_accumulate(g, a_dev, b_dev, n);      // a += b is the same sum
+    EXPECT(close_act("accumulate", a_dev, y, 1, 1, n, rtol()), "accumulate");
+    dfree_all();
+    free(a); free(b); free(y);
+}
+
+// ---- upsample, pad/crop ------------------------------------------------------------------
+static void check_upsample(int N, int C, int d, int h, int w)
+{
+    const int in[3] = { d, h, w };
+    const size_t Si = vox(in), So = 8 * Si, nx = (size_t)N * C * Si, ny = (size_t)N * C * So;
+    float *x = rnd(nx, -1, 1), *dy = rnd(ny, -1, 1), *dx0 = rnd(nx, -1, 1);
+    float *y = xmalloc(ny * 4), *dx = dup(dx0, nx);
+    upsample_trilinear2x_forward_cpu(y, x, N, C, in);
+    upsample_trilinear2x_backward_cpu(dx, dy, N, C, in);
+    float *x_cl = to_cl(x, N, C, Si), *dy_cl = to_cl(dy, N, C, So), *dx0_cl = to_cl(dx0, N, C, Si);
+    void *x_dev = up_act(x_cl, nx), *dy_dev = up_act(dy_cl, ny), *dx_dev = up_act(dx0_cl, nx);
+    void *y_dev = poisoned_act(ny);
+    upsample_trilinear2x_forward_gpu(g, y_dev, x_dev, N, C, in);
+    upsample_trilinear2x_backward_gpu(g, dx_dev, dy_dev, N, C, in);
+    char lab[96];
+    snprintf(lab, sizeof lab, "upsample %dx%dx%d C=%d y", d, h, w, C);
+    EXPECT(close_act(lab, y_dev, y, N, C, So, rtol()), "%s", lab);
+    snprintf(lab, sizeof lab, "upsample %dx%dx%d C=%d dx", d, h, w, C);
+    EXPECT(close_act(lab, dx_dev, dx, N, C, Si, rtol()), "%s", lab);
+    dfree_all();
+    free(x); free(dy); free(dx0); free(y); free(dx); free(x_cl); free(dy_cl); free(dx0_cl);
+}
+
+static void check_pad_crop(int N, int C, const int in[3], const int out[3], const int off[3])
+{
+    const size_t Si = vox(in), So = vox(out), nx = (size_t)N * C * Si, ny = (size_t)N * C * So;
+    float *x = rnd(nx, -1, 1), *dy = rnd(ny, -1, 1), *dx0 = rnd(nx, -1, 1);
+    float *y = xmalloc(ny * 4), *dx = dup(dx0, nx);
+    pad_crop3d_forward_cpu(y, x, N, C, in, out, off);
+    pad_crop3d_backward_cpu(dx, dy, N, C, in, out, off);
+    float *x_cl = to_cl(x, N, C, Si), *dy_cl = to_cl(dy, N, C, So), *dx0_cl = to_cl(dx0, N, C, Si);
+    void *x_dev = up_act(x_cl, nx), *dy_dev = up_act(dy_cl, ny), *dx_dev = up_act(dx0_cl, nx);
+    void *y_dev = poisoned_act(ny);
+    pad_crop3d_forward_gpu(g, y_dev, x_dev, N, C, in, out, off);
+    pad_crop3d_backward_gpu(g, dx_dev, dy_dev, N, C, in, out, off);
+    char lab[128];
+    snprintf(lab, sizeof lab, "pad_crop %dx%dx%d -> %dx%dx%d off %d,%d,%d y", in[0], in[1], in[2],
+             out[0], out[1], out[2], off[0], off[1], off[2]);
+    EXPECT(close_act(lab, y_dev, y, N, C, So, rtol()), "%s", lab);
+    lab[strlen(lab) - 1] = 0;
+    strcat(lab, "dx");
+    EXPECT(close_act(lab, dx_dev, dx, N, C, Si, rtol()), "%s", lab);
+    dfree_all();
+    free(x); free(dy); free(dx0); free(y); free(dx); free(x_cl); free(dy_cl); free(dx0_cl);
+}
+
+static void test_resample(void)
+{
+    check_upsample(2, 3, 5, 7, 3);
+    check_upsample(1, 12, 4, 4, 2);
+    check_upsample(1, 5, 1, 2, 3);
+    const int in[3] = { 5, 7, 3 }, out1[3] = { 6, 6, 4 }, off1[3] = { -1, 1, 0 };
+    check_pad_crop(2, 3, in, out1, off1);
+    const int out2[3] = { 4, 8, 2 }, off2[3] = { 1, 0, 1 };
+    check_pad_crop(1, 12, in, out2, off2);
+}
+
+// ---- losses ------------------------------------------------------------------------------
+static void check_loss(const char *name, int kind, int N, int K, size_t S, dice_cfg_t c,
+                       const regions_t *reg)
+{
+    const size_t n = (size_t)N * K * S;
+    const double scale = 0.7;
+    // a logit spread of a few units keeps the softmax away from one-hot and the Dice sums busy
+    float *lg = rnd(n, -3, 3), *dl0 = rnd(n, -1, 1), *dl = dup(dl0, n);
+    uint8_t *lab = xmalloc((size_t)N * S);
+    int nlab = kind == 2 ? 5 : K;
+    for (size_t i = 0; i < (size_t)N * S; i++) lab[i] = (uint8_t)rng_below(&R, (uint64_t)nlab);
+    double want;
+    if (kind == 0) {
+        want = dice_softmax_forward_cpu(lg, lab, N, K, S, c);
+        dice_softmax_backward_cpu(dl, lg, lab, N, K, S, c, scale);
+    } else if (kind == 1) {
+        want = cross_entropy_forward_cpu(lg, lab, N, K, S);
+        cross_entropy_backward_cpu(dl, lg, lab, N, K, S, scale);
+    } else {
+        want = dice_sigmoid_forward_cpu(lg, lab, N, S, reg, c);
+        dice_sigmoid_backward_cpu(dl, lg, lab, N, S, reg, c, scale);
+    }
+    float *lg_cl = to_cl(lg, N, K, S), *dl0_cl = to_cl(dl0, N, K, S);
+    void *lg_dev = up_act(lg_cl, n), *dl_dev = up_act(dl0_cl, n);
+    uint8_t *lab_dev = dalloc((size_t)N * S);
+    gpu_upload(g, lab_dev, lab, (size_t)N * S);
+    float *loss_dev = poisoned_f32(1);
+    if (kind == 0) {
+        dice_softmax_forward_gpu(g, loss_dev, lg_dev, lab_dev, N, K, S, c);
+        dice_softmax_backward_gpu(g, dl_dev, lg_dev, lab_dev, N, K, S, c, scale);
+    } else if (kind == 1) {
+        cross_entropy_forward_gpu(g, loss_dev, lg_dev, lab_dev, N, K, S);
+        cross_entropy_backward_gpu(g, dl_dev, lg_dev, lab_dev, N, K, S, scale);
+    } else {
+        dice_sigmoid_forward_gpu(g, loss_dev, lg_dev, lab_dev, N, S, reg, c);
+        dice_sigmoid_backward_gpu(g, dl_dev, lg_dev, lab_dev, N, S, reg, c, scale);
+    }
+    float got;
+    gpu_download(g, &got, loss_dev, 4);
+    float wantf = (float)want;
+    char lab_s[128];
+    // The loss sums run in fp32 per thread on the GPU; its value is held to the fp32 bar in
+    // both modes (the logits are identical bf16 values on both sides).
+    snprintf(lab_s, sizeof lab_s, "%s loss", name);
+    EXPECT(tensor_close(lab_s, &got, &wantf, 1, 1e-5, 0), "%s", lab_s);
+    snprintf(lab_s, sizeof lab_s, "%s dlogits", name);
+    EXPECT(close_act(lab_s, dl_dev, dl, N, K, S, rtol()), "%s", lab_s);
+    dfree_all();
+    free(lg); free(dl0); free(dl); free(lab); free(lg_cl); free(dl0_cl);
+}
+
+static void test_losses(void)
+{
+    dice_cfg_t plain = { .include_background = 1, .squared_pred = 0, .smooth_nr = 1e-5, .smooth_dr = 1e-5 };
+    dice_cfg_t nobg_sq = { .include_background = 0, .squared_pred = 1, .smooth_nr = 0, .smooth_dr = 1e-5 };
+    check_loss("dice softmax K=5 5x7x3", 0, 2, 5, 105, plain, NULL);
+    check_loss("dice softmax no-bg squared K=3", 0, 1, 3, 300, nobg_sq, NULL);
+    check_loss("dice softmax K=14 32^3 (many chunks)", 0, 1, 14, 32768, plain, NULL);
+    check_loss("cross-entropy K=5", 1, 2, 5, 105, plain, NULL);
+    check_loss("cross-entropy K=14 32^3", 1, 1, 14, 32768, plain, NULL);
+    regions_t reg;
+    memset(&reg, 0, sizeof reg);
+    reg.R = 3;                                      // BraTS: WT {1,2,3,4}, TC {1,3,4}, ET {4}
+    for (int v = 1; v <= 4; v++) reg.member[0][v] = 1;
+    reg.member[1][1] = reg.member[1][3] = reg.member[1][4] = 1;
+    reg.member[2][4] = 1;
+    check_loss("dice sigmoid BraTS regions", 2, 2, 3, 105, plain, &reg);
+    check_loss("dice sigmoid squared 16^3", 2, 1, 3, 4096, nobg_sq, &reg);
+}
+
+// ---- Adam --------------------------------------------------------------------------------
+static void check_adam(const char *name, int decoupled)
+{
+    const size_t n = 10007;
+    adam_cfg_t c = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                     .weight_decay = 1e-2f, .decoupled = decoupled };
+    float *p = rnd_f32(n, -1, 1), *m = rnd_f32(n, -0.1f, 0.1f), *v = rnd_f32(n, 0, 0.01f);
+    float *gr = rnd_f32(n, -1, 1);
+    float *p_dev = up_f32(p, n), *m_dev = up_f32(m, n), *v_dev = up_f32(v, n), *g_dev = up_f32(gr, n);
+    uint16_t *p16_dev = dalloc(n * 2);
+    gpu_poison(g, p16_dev, n * 2);
+    for (long step = 1; step <= 3; step++) {
+        adam_update_cpu(p, m, v, gr, n, c, step);
+        adam_update_gpu(g, p_dev, m_dev, v_dev, g_dev, p16_dev, n, c, step);
+    }
+    char lab[96];
+    snprintf(lab, sizeof lab, "%s p", name);
+    EXPECT(close_f32(lab, p_dev, p, n, 1e-5), "%s", lab);
+    snprintf(lab, sizeof lab, "%s m", name);
+    EXPECT(close_f32(lab, m_dev, m, n, 1e-5), "%s", lab);
+    snprintf(lab, sizeof lab, "%s v", name);
+    EXPECT(close_f32(lab, v_dev, v, n, 1e-5), "%s", lab);
+    float *pg = down_f32(p_dev, n);
+    uint16_t *p16 = xmalloc(n * 2);
+    gpu_download(g, p16, p16_dev, n * 2);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += p16[i] != f2bf(pg[i]);
+    EXPECT(bad == 0, "%s: %zu of %zu bf16 weight copies differ from bf16(p)", name, bad, n);
+    dfree_all();
+    free(p); free(m); free(v); free(gr); free(pg); free(p16);
+}
+
+static void test_adam(void)
+{
+    check_adam("adam", 0);
+    check_adam("adamw", 1);
+}
+
+// ---- layout, memory accounting, plan cache ----------------------------------------------
+static void test_layout(void)
+{
+    const int N = 2, C = 5;
+    const size_t S = 37 * 33, n = (size_t)N * C * S;
+    float *x = rnd_f32(n, -1, 1), *x_cl = to_cl(x, N, C, S);
+    float *x_dev = up_f32(x, n);
+    void *y_dev = poisoned_act(n);
+    float *back_dev = poisoned_f32(n);
+    gpu_to_channels_last(g, y_dev, gpu_act_dtype(g), x_dev, GPU_F32, N, C, S);
+    round_act(x_cl, n);
+    float *y = down_act(y_dev, n);
+    EXPECT(!memcmp(y, x_cl, n * 4), "to_channels_last (+ convert) is not exact");
+    gpu_to_channels_first(g, back_dev, GPU_F32, y_dev, gpu_act_dtype(g), N, C, S);
+    float *back = down_f32(back_dev, n), *want = to_cf(x_cl, N, C, S);
+    EXPECT(!memcmp(back, want, n * 4), "to_channels_first is not the inverse");
+    float *f_dev = poisoned_f32(n);
+    gpu_convert(g, f_dev, GPU_F32, y_dev, gpu_act_dtype(g), n);
+    float *f = down_f32(f_dev, n);
+    EXPECT(!memcmp(f, x_cl, n * 4), "gpu_convert to f32 is not exact");
+    dfree_all();
+    free(x); free(x_cl); free(y); free(back); free(want); free(f);
+}
+
+static void test_memory(void)
+{
+    gpu_mem_stats_t s0 = gpu_mem_stats(g);
+    gpu_mem_reset_peak(g);
+    void *a = gpu_malloc(g, (size_t)3 << 20, "test a");
+    gpu_mem_stats_t s1 = gpu_mem_stats(g);
+    EXPECT(s1.current == s0.current + ((size_t)3 << 20) && s1.count == s0.count + 1,
+           "current %zu -> %zu after a 3 MiB allocation", s0.current, s1.current);
+    gpu_free(g, a);
+    gpu_mem_stats_t s2 = gpu_mem_stats(g);
+    EXPECT(s2.current == s0.current && s2.peak == s0.current + ((size_t)3 << 20),
+           "after free: current %zu (want %zu), peak %zu", s2.current, s0.current, s2.peak);
+
+    gpu_arena_t *ar = gpu_arena_new(g, 10000, "test arena");
+    EXPECT(gpu_arena_capacity(ar) == gpu_arena_round(10000), "arena capacity %zu",
+           gpu_arena_capacity(ar));
+    char *p1 = gpu_arena_alloc(ar, 100);
+    size_t mark = gpu_arena_mark(ar);
+    char *p2 = gpu_arena_alloc(ar, 1000);
+    EXPECT(p2 - p1 == GPU_ARENA_ALIGN && ((uintptr_t)p2 % GPU_ARENA_ALIGN) == 0,
+           "arena offsets %td", p2 - p1);
+    gpu_arena_reset(ar, mark);
+    char *p3 = gpu_arena_alloc(ar, 500);
+    EXPECT(p3 == p2 && gpu_arena_high_water(ar) == GPU_ARENA_ALIGN + gpu_arena_round(1000),
+           "arena reuse after reset (high water %zu)", gpu_arena_high_water(ar));
+    gpu_arena_destroy(&ar);
+    EXPECT(ar == NULL && gpu_mem_stats(g).current == s0.current, "arena not freed");
+
+    // Prepared plans: after prepare, a frozen cache still runs the prepared conv and the
+    // workspace we hold covers every plan.
+    const int in[3] = { 6, 6, 6 };
+    conv3d_shape_t s = conv3d_shape(1, 8, 8, in, 3, 1, 1);
+    conv3d_prepare_gpu(g, s);
+    int np;
+    size_t maxws;
+    gpu_conv_plan_stats(g, &np, &maxws);
+    gpu_conv_freeze(g, 1);
+    size_t n = (size_t)8 * 216;
+    void *x_dev = poisoned_act(n), *y_dev = poisoned_act(n), *w_dev = poisoned_act(8 * 8 * 27);
+    gpu_memset(g, x_dev, 0, n * asz());
+    gpu_memset(g, w_dev, 0, 8 * 8 * 27 * asz());
+    conv3d_forward_gpu(g, y_dev, x_dev, w_dev, NULL, s);
+    float *y = down_act(y_dev, n);
+    int zeros = 1;
+    for (size_t i = 0; i < n; i++) zeros &= y[i] == 0.0f;
+    EXPECT(zeros, "frozen prepared conv did not run");
+    gpu_conv_freeze(g, 0);
+    printf("   %d cuDNN plans cached, largest workspace %zu bytes, %zu bytes held (peak %zu)\n", np,
+           maxws, gpu_mem_stats(g).current, gpu_mem_stats(g).peak);
+    free(y);
+    dfree_all();
+}
+
+// ------------------------------------------------------------------------------------------
+static const struct { const char *name; void (*run)(void); } cases[] = {
+    { "memory, arena, plan cache", test_memory },
+    { "layout", test_layout },
+    { "convolutions", test_convs },
+    { "linear", test_linear },
+    { "norms", test_norms },
+    { "elementwise", test_elementwise },
+    { "upsample, pad/crop", test_resample },
+    { "losses", test_losses },
+    { "adam", test_adam },
+};
+
+int main(void)
+{
+    const char *se = getenv("SRM_TEST_SEED");
+    uint64_t seed = se && *se ? strtoull(se, NULL, 10) : (uint64_t)time(NULL);
+    printf("seed %llu (SRM_TEST_SEED=%llu repeats this run)\n", (unsigned long long)seed,
+           (unsigned long long)seed);
+    R = rng_seed(seed);
+    printf("cuDNN loaded at run time: %zu\n", gpu_cudnn_version());
+    for (int mode = 0; mode < 2; mode++) {
+        gpu_cfg_t cfg = GPU_CFG_DEFAULT;
+        cfg.act = mode ? GPU_BF16 : GPU_F32;
+        cfg.deterministic = mode == 0;
+        bf16_mode = mode;
+        g = gpu_ctx_new(cfg);
+        char desc[512];
+        gpu_describe(g, desc, sizeof desc);
+        printf("== %s\n", desc);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            if (mode && cases[i].run == test_adam) continue;   // Adam is fp32 in both modes
+            printf("--- %s (%s)\n", cases[i].name, mode ? "bf16" : "fp32");
+            fflush(stdout);
+            cases[i].run();
+        }
+        gpu_mem_stats_t ms = gpu_mem_stats(g);
+        printf("   memory held %zu bytes, peak %zu bytes\n", ms.current, ms.peak);
+        gpu_ctx_destroy(&g);
+    }
+    return test_summary();
+}
