@@ -130,3 +130,35 @@ help:
 	@sed -n '2,7p' Makefile
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# ---- fuzzing (wire) ----
+# libFuzzer targets: tests/fuzz/fuzz_NAME.c -> $(BUILD)/fuzz/fuzz_NAME, seeds in tests/fuzz/corpus/NAME/.
+# The common/ sources a target needs (FUZZ_DEPS_fuzz_NAME) are compiled again with clang and the
+# sanitizers into $(BUILD)/fuzz/obj: gcc's objects carry no libFuzzer coverage instrumentation.
+# `make test` builds the targets; tests/cpu/test_fuzz_*.sh replay the seeds and fuzz briefly.
+# `make fuzz` is the long campaign: FUZZ_RUNS executions per target, new inputs kept in
+# $(BUILD)/fuzz/corpus-NAME (the committed seeds stay untouched).
+FUZZ_CC     ?= clang
+FUZZ_RUNS   ?= 10000000
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := -g -O1 -std=gnu11 -Wall -Wextra -MMD -MP $(INC) -DSRM_CUDA=0 \
+               $(shell pkg-config --cflags libzmq msgpack 2>/dev/null)
+FUZZ_LIBS   := $(shell pkg-config --libs libzmq msgpack 2>/dev/null) -ljansson -lcrypto -lm -lpthread
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_DEPS_fuzz_wire := $(wildcard common/wire*.c) common/stage.c common/stage_curve.c common/check.c
+
+$(BUILD)/fuzz/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c $< -o $@
+
+.SECONDEXPANSION:
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzz/obj/tests/fuzz/fuzz_%.o $$(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$$(FUZZ_DEPS_fuzz_$$*))
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer $^ $(FUZZ_LIBS) -o $@
+
+test: $(FUZZ_TARGETS)
+
+fuzz: $(FUZZ_TARGETS)
+	@for t in $(FUZZ_TARGETS); do n=$${t##*/fuzz_}; mkdir -p $(BUILD)/fuzz/corpus-$$n $(BUILD)/fuzz/artifacts-$$n; \
+	  echo "=== $$t: $(FUZZ_RUNS) executions"; \
+	  $$t -runs=$(FUZZ_RUNS) -max_len=16384 -print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/artifacts-$$n/ \
+	      $(BUILD)/fuzz/corpus-$$n tests/fuzz/corpus/$$n || exit 1; done

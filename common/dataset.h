@@ -85,14 +85,15 @@ int dataset_print_report(const char *dir, FILE *out, char *err);
 
 // ---- one case in memory -------------------------------------------------------------------
 
+#define CASE_MAX_CHANNELS 8
+
 typedef struct {
     char id[128];
     volume_t image;     // (C, D, H, W) float, all channels stacked; affine of the first channel
     uint8_t *label;     // (D, H, W) or NULL; same grid as the image
-    modality_t modality[8];
+    modality_t modality[CASE_MAX_CHANNELS];
 } case_t;
 
-#define CASE_MAX_CHANNELS 8
 // Largest allowed difference between image and label affines: |a - b| <= ATOL + RTOL*|a|.
 #define CASE_AFFINE_ATOL 1e-3
 #define CASE_AFFINE_RTOL 1e-4

@@ -34,11 +34,16 @@ static inline size_t volume_voxels(const volume_t *v)
 // Read a .nii or .nii.gz file (NIfTI-1 or NIfTI-2) into v. Returns 0, or -1 with err filled
 // ("<path>: <problem>") for a missing file, truncated/corrupt gzip, inconsistent header, zero or
 // negative spacing, unsupported datatype, NaN/Inf voxels, absurd dimensions.
+// Datatypes read: (u)int8, (u)int16, (u)int32, (u)int64, float32, float64, either byte order.
+// The affine is nibabel's img.affine (sform if its code is 1..5, else qform, else pixdim with x
+// flipped and the centre at the origin); scl_slope/scl_inter are applied as nibabel does.
 int nifti_read_volume(const char *path, volume_t *v, char *err);
 
-// Write v as NIfTI-1 (.nii or .nii.gz by the name) carrying v->affine as both sform and qform.
-// datatype: NIfTI code to store (e.g. 2 = uint8 for labels, 16 = float32). The file is written
-// to a temporary name, flushed and renamed. Returns 0 or -1 with err.
+// Write v as NIfTI-1 (.nii or .nii.gz by the name) carrying v->affine as sform (code 1) and its
+// closest rigid transform as qform (code 1); pixdim = v->spacing.
+// datatype: NIfTI code to store: 2 uint8 (labels), 256 int8, 4 int16, 512 uint16, 8 int32
+// (integers are rounded; a value that does not fit is an error), 16 float32, 64 float64.
+// The file is written to a temporary name beside it, fsync'ed and renamed. Returns 0 or -1 + err.
 int nifti_write_volume(const char *path, const volume_t *v, int datatype, char *err);
 
 void volume_free(volume_t *v);

@@ -53,7 +53,7 @@ int wire_encode_checkpoint_ack(wire_out_t *o, const wire_checkpoint_ack_t *a, ch
     wire_put_u64(o, "step", a->step);
     wire_put_str(o, "sha256", a->sha256);
     wire_put_bool(o, "ok", a->ok);
-    if (!a->ok) wire_put_str(o, "error", a->error);
+    if (a->error[0]) wire_put_str(o, "error", a->error);
     return 0;
 }
 

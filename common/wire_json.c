@@ -80,6 +80,8 @@ static json_t *to_json(const msgpack_object *o, int depth, char *err)
         if (!r) return set_err(err, "non-finite number"), NULL;
         return r;
     case MSGPACK_OBJECT_STR:
+        // NUL bytes would not survive JSON text (jansson refuses "\u0000" when loading).
+        if (memchr(o->via.str.ptr, 0, o->via.str.size)) return set_err(err, "string contains a NUL byte"), NULL;
         r = json_stringn(o->via.str.ptr, o->via.str.size);      // NULL for invalid UTF-8
         if (!r) return set_err(err, "string is not valid UTF-8"), NULL;
         return r;

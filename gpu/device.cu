@@ -20,6 +20,11 @@ void gpu_fail(const char *lib, const char *why, const char *stmt, const char *fi
 {
     fprintf(stderr, "E: %s error \"%s\"\n   in: %s\n   at %s:%d in %s()\n", lib, why, stmt, file,
             line, func);
+    if (!strcmp(lib, "cuDNN")) {
+        char detail[1024];
+        cudnnGetLastErrorString(detail, sizeof detail);     // cuDNN's own account, if any
+        if (detail[0]) fprintf(stderr, "   cuDNN says: %s\n", detail);
+    }
     if (!gpu_sync_after_launch)
         fprintf(stderr, "   HINT: run with SRM_GPU_SYNC=1 to report asynchronous faults at the "
                         "launch that caused them\n");

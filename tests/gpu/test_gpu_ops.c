@@ -80,7 +80,7 @@ static float *dup(const float *x, size_t n)
 // (N, C, S) -> (N, S, C), and back
 static float *to_cl(const float *x, int N, int C, size_t S)
 {
-    float *y = xmalloc(((size_t)N * C * S ? (size_t)N * C * S : 1) * sizeof *y);
+    float *y = xmalloc((size_t)N * C * S * sizeof *y);
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++)
             for (size_t s = 0; s < S; s++)
@@ -89,7 +89,7 @@ static float *to_cl(const float *x, int N, int C, size_t S)
 }
 static float *to_cf(const float *x, int N, int C, size_t S)
 {
-    float *y = xmalloc(((size_t)N * C * S ? (size_t)N * C * S : 1) * sizeof *y);
+    float *y = xmalloc((size_t)N * C * S * sizeof *y);
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++)
             for (size_t s = 0; s < S; s++)
