@@ -177,7 +177,7 @@ static void *zap_main(void *arg)
         int ok = n >= 6 && admitted(st, zmq_msg_data(&f[5]), zmq_msg_size(&f[5]), &f[6], n >= 7);
         if (!ok) {
             __atomic_add_fetch(&st->refused, 1, __ATOMIC_RELAXED);
-            log_msg('W', "CURVE: refused a client (%s)", n >= 6 ? "key not authorised" : "malformed ZAP request");
+            log_msg('W', "%s: CURVE: refused a client (%s)", st->name, n >= 6 ? "key not authorised" : "malformed ZAP request");
         }
         const char *code = ok ? "200" : n >= 6 ? "400" : "500", *text = ok ? "OK" : "key not authorised";
         int rc = send_frame(s, "1.0", 3, 1) ||

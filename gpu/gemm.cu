@@ -9,6 +9,8 @@ cuBLASLt is column-major, so every row-major (r, c) matrix is read as its (c, r)
 Compute is CUBLAS_COMPUTE_32F in both modes (never the TF32 fast path); in bf16 mode A and B
 are bf16, the weight gradient is accumulated straight into fp32. Matmul descriptors, layouts
 and the heuristic's algorithm are cached per shape (built on first use, as conv plans are).
+Where cuBLASLt offers no algorithm (bf16 rows that are not multiples of 16 bytes, e.g. Cout 5),
+the same GEMM goes through cublasGemmEx, same types, fp32 compute, our workspace.
 */
 #include "gpu_internal.h"
 #include <stdlib.h>
@@ -30,6 +32,8 @@ typedef struct {
     cublasLtMatmulAlgo_t algo;
     size_t ws;
     int fused_bias;         // 0: the bias epilogue had no algorithm, bias added separately
+    int gemm_ex;            // 1: cuBLASLt has no algorithm (e.g. bf16 rows not 16-byte multiples):
+                            //    plain cublasGemmEx, same types and fp32 compute
 } gemm_plan_t;
 
 struct gemm_cache {
@@ -131,10 +135,7 @@ static gemm_plan_t *get_plan(gpu_ctx_t *g, const gemm_key_t *k)
         P.fused_bias = pick_algo(g, &P);
         if (!P.fused_bias) set_bias_epilogue(&P, 0);
     }
-    if (!P.fused_bias && !pick_algo(g, &P))
-        DIE("cuBLASLt has no algorithm for the linear %s GEMM m=%lld n=%lld k=%lld (%s)",
-            k->kind == GK_FWD ? "forward" : k->kind == GK_DX ? "dx" : "dw", (long long)k->m,
-            (long long)k->n, (long long)k->k, k->ab_type == CUDA_R_32F ? "f32" : "bf16");
+    if (!P.fused_bias && !pick_algo(g, &P)) P.gemm_ex = 1;
     if (c->n == c->cap) {
         c->cap = c->cap ? 2 * c->cap : 32;
         c->plans = (gemm_plan_t *)xrealloc(c->plans, (size_t)c->cap * sizeof *c->plans);
@@ -146,6 +147,19 @@ static gemm_plan_t *get_plan(gpu_ctx_t *g, const gemm_key_t *k)
 static void run(gpu_ctx_t *g, gemm_plan_t *p, const void *A, const void *B, void *C, float beta,
                 const float *bias)
 {
+    if (p->gemm_ex) {
+        const gemm_key_t *k = &p->key;
+        cublasOperation_t ta = k->kind == GK_FWD ? CUBLAS_OP_T : CUBLAS_OP_N;
+        cublasOperation_t tb = k->kind == GK_DW ? CUBLAS_OP_T : CUBLAS_OP_N;
+        float alpha = 1.0f;
+        ASSERT(k->m < INT32_MAX && k->n < INT32_MAX && k->k < INT32_MAX);
+        CUBLAS_CHECK(cublasGemmEx(g->cublas, ta, tb, (int)k->m, (int)k->n, (int)k->k, &alpha, A,
+                                  (cudaDataType_t)k->ab_type, (int)k->lda, B,
+                                  (cudaDataType_t)k->ab_type, (int)k->ldb, &beta, C,
+                                  (cudaDataType_t)k->cd_type, (int)k->ldc, CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT));
+        return;
+    }
     if (p->fused_bias)
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                     &bias, sizeof bias));

@@ -205,6 +205,84 @@ void dice_sigmoid_backward_gpu(gpu_ctx_t *g, void *dlogits, const void *logits,
 void adam_update_gpu(gpu_ctx_t *g, float *p, float *m, float *v, const float *grad,
                      void *p_bf16, size_t n, adam_cfg_t c, long step);
 
+// ---- Mamba: layernorm, causal conv1d, selective scan, ToM layer ----
+// (layernorm.cu, causal_conv1d.cu, selective_scan*.cu, mamba_layer.cu; owner: the Mamba part.)
+// Token-major (N, L, C) activations of `act` type; ToM orders as tom_index() (common/op_shapes.c).
+#include "mamba_layer.h"
+
+// LayerNorm over the C channels of every token. x, y, dx, dy: (N*L, C)  gamma, beta: (C) f32
+// mean, rstd: (N*L) f32, written by forward. Backward accumulates dx, dgamma, dbeta (any NULL).
+void layernorm_forward_gpu(gpu_ctx_t *g, void *y, float *mean, float *rstd, const void *x,
+                           const float *gamma, const float *beta, int N, int C, size_t L,
+                           double eps);
+void layernorm_backward_gpu(gpu_ctx_t *g, void *dx, float *dgamma, float *dbeta, const void *dy,
+                            const void *x, const float *mean, const float *rstd,
+                            const float *gamma, int N, int C, size_t L);
+
+// Depthwise causal conv1d (zero history) in direction `order`, the ToM order fused into the
+// load: y[n, j, e] = act(b[e] + sum_i w[e, i] * x[n, pi(j - K + 1 + i), e]), act = SiLU when
+// silu = 1. x: rows of row stride ldx (a channel slice of xz: ldx = 2E) in ORIGINAL order;
+// y, dy: (N, L, E) dense in SCANNED order. w: (E, K) f32, b: (E) f32 (K <= 4).
+// Backward: dy is the gradient of y (after the SiLU when silu = 1; the pre-activation is
+// recomputed from x, w, b); dx (row stride ldx, original order), dw, db accumulate.
+void causal_conv1d_forward_gpu(gpu_ctx_t *g, void *y, const void *x, size_t ldx, const float *w,
+                               const float *b, int N, int E, size_t L, int K, tom_order_t order,
+                               size_t nslices, int silu);
+void causal_conv1d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const void *dy,
+                                const void *x, size_t ldx, const float *w, const float *b, int N,
+                                int E, size_t L, int K, tom_order_t order, size_t nslices,
+                                int silu);
+
+// Selective scan of up to 3 ToM directions in one launch (d_state NS = 16 only). Per direction:
+// the SCANNED-order inputs u, delta (raw: softplus(delta + delta_bias) is fused), B, C and the
+// ORIGINAL-order z (gate y * silu(z), NULL = none); y / dy in ORIGINAL order (pi fused).
+// A_log: (E, 16) f32 (A = -exp(A_log) is fused), D, delta_bias: (E) f32.
+typedef struct {
+    tom_order_t order;
+    const void *u, *delta;      // (N, L, E) scanned order
+    const void *B, *C;          // (N, L, ldbc) scanned order: 16 columns each
+    const void *z;              // (N, L, ldz) original order, or NULL
+    const float *A_log, *D, *delta_bias;
+    // backward outputs, ACCUMULATED (+=), any may be NULL; scanned order, same strides as inputs
+    void *du, *ddelta, *dB, *dC, *dz;    // dz: (N, L, E) dense, scanned order
+    float *dA_log, *dD, *ddelta_bias;
+} scan_dir_gpu_t;
+
+typedef struct {
+    int N, E;
+    size_t L, nslices;
+    size_t ldbc, ldz;           // row strides (elements) of B/C and z
+    int ndir;                   // 1..3 entries of dir[] used
+    scan_dir_gpu_t dir[3];
+} scan_gpu_t;
+
+// Chunk-boundary states saved by forward for backward: bytes for `s` (f32).
+size_t selective_scan_states_bytes(const scan_gpu_t *s);
+// Workspace (device bytes) forward / backward need; the same buffer may serve both.
+size_t selective_scan_workspace_bytes(const scan_gpu_t *s);
+// y: (N, L, E) original order; accumulate = 0: y = sum over the directions, 1: y += that sum.
+void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *states,
+                                void *workspace, const scan_gpu_t *s);
+// dy: (N, L, E) original order (the gradient of y, shared by all directions).
+void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *states,
+                                 void *workspace, const scan_gpu_t *s);
+
+// The whole ToM MambaLayer (common/nn/mamba_layer.h) on the GPU, token-major: x, y, dx, dy
+// (N, L, C) act. m: offsets (elements) into the device parameter buffer: params (f32 master:
+// norm, A_log, D, conv, dt bias), params_act (the act-type copy the GEMMs read: `params` itself
+// in f32 mode, the bf16 copy adam_update_gpu writes in bf16 mode); dparams: f32, accumulated.
+// saved: written by forward, read by backward; scratch: temporary, for either.
+size_t mamba_layer_gpu_saved_bytes(const gpu_ctx_t *g, const mamba_layer_t *m, int N, size_t L);
+size_t mamba_layer_gpu_scratch_bytes(const gpu_ctx_t *g, const mamba_layer_t *m, int N, size_t L);
+void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, const void *x,
+                             const float *params, const void *params_act, const mamba_layer_t *m,
+                             int N, size_t L);
+void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scratch,
+                              const void *dy, const void *x, const void *saved,
+                              const float *params, const void *params_act,
+                              const mamba_layer_t *m, int N, size_t L);
+// ---- end of the Mamba section ----
+
 #ifdef __cplusplus
 }
 #endif

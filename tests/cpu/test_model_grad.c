@@ -23,15 +23,17 @@ static double fd_loss(void *ctx, const double *x)
     return tmodel_loss_d((tmodel_t *)ctx, x);
 }
 
-// Directional check of one tensor. Returns 1 when it passes.
-static int check_tensor(tmodel_t *t, const param_t *q, rng_t *r, double *pert)
+// Directional check of one tensor along one random direction. Returns 1 when it passes.
+static int check_direction(tmodel_t *t, const param_t *q, rng_t *r, double *pert)
 {
     double nv = 0, ana = 0;
     double *v = xmalloc(q->numel * sizeof *v);
     for (size_t i = 0; i < q->numel; i++) { v[i] = 2 * rng_uniform(r) - 1; nv += v[i] * v[i]; }
     nv = sqrt(nv);
     for (size_t i = 0; i < q->numel; i++) { v[i] /= nv; ana += t->gd[q->offset + i] * v[i]; }
-    const double eps = 1e-6;        // small: few ReLU kinks crossed; double roundoff ~1e-10
+    // The loss is strongly curved at small scales (ReLU kinks; InstanceNorm over 2 voxels at
+    // level 3): eps 1e-6 still shows 1e-2 errors where 1e-7 agrees to 1e-6. Roundoff ~1e-10.
+    const double eps = 1e-7;
     double *p = pert + q->offset;
     for (size_t i = 0; i < q->numel; i++) p[i] = t->pd[q->offset + i] + eps * v[i];
     double fp = tmodel_loss_d(t, pert);
@@ -40,10 +42,21 @@ static int check_tensor(tmodel_t *t, const param_t *q, rng_t *r, double *pert)
     memcpy(p, t->pd + q->offset, q->numel * sizeof *p);
     free(v);
     double num = (fp - fm) / (2 * eps);
-    int ok = fabs(num - ana) <= 1e-4 * fabs(num) + 1e-10;
+    int ok = fabs(num - ana) <= 1e-4 * fabs(num) + 1e-9;
     if (!ok || getenv("SRM_TEST_VERBOSE"))
-        printf("%s %-48s num %+.10e ana %+.10e rel %.2e\n", ok ? "ok  " : "FAIL", q->name, num, ana,
+        printf("%s %-48s num %+.10e ana %+.10e rel %.2e\n", ok ? "ok  " : "miss", q->name, num, ana,
                fabs(num - ana) / (fabs(num) + 1e-300));
+    return ok;
+}
+
+// A direction whose +-eps segment crosses a ReLU kink gives a wrong difference quotient
+// whatever the gradient; a second, independent direction then decides. A wrong gradient fails
+// both.
+static int check_tensor(tmodel_t *t, const param_t *q, rng_t *r, double *pert)
+{
+    if (check_direction(t, q, r, pert)) return 1;
+    int ok = check_direction(t, q, r, pert);
+    printf("%s %s: second direction\n", ok ? "ok  " : "FAIL", q->name);
     return ok;
 }
 
@@ -71,7 +84,7 @@ static void check_variant(model_variant_t v, int all_tensors)
            model_variant_name(v), failed, checked);
     char label[64];
     snprintf(label, sizeof label, "%s probes", model_variant_name(v));
-    EXPECT(gradcheck(label, fd_loss, &t, pert, t.m.table.numel, t.gd, 1e-6, 1e-4, 1e-10, 6, 7 + v),
+    EXPECT(gradcheck(label, fd_loss, &t, pert, t.m.table.numel, t.gd, 1e-7, 1e-4, 1e-9, 6, 7 + v),
            "single-element probes");
 
     // the float model against the double one, per tensor
@@ -116,7 +129,7 @@ static void check_dx(void)
     tmodel_loss_d(&t, t.pd);
     model_backward_cpu_f64(t.gd, dx, t.wsd, t.pd, t.xd, &t.m, &t.p);
     dx_ctx_t c = { &t };
-    EXPECT(gradcheck("dx 32x32x48 N2", dx_loss, &c, t.xd, t.p.in_numel, dx, 1e-6, 1e-4, 1e-10, 8, 3),
+    EXPECT(gradcheck("dx 32x32x48 N2", dx_loss, &c, t.xd, t.p.in_numel, dx, 1e-7, 1e-4, 1e-9, 8, 3),
            "input gradient");
     // and a directional check of all parameters at once on this odd-extent patch
     double *pert = xmalloc(t.m.table.numel * sizeof *pert);

@@ -141,7 +141,8 @@ static void test_maxmsgsize(stage_t *st)
 static void test_backpressure(stage_t *st)
 {
     char ep[256];
-    snprintf(ep, sizeof ep, "ipc://%s/bp.sock", test_tmpdir("stage"));
+    const char *dir = test_tmpdir("stage");
+    snprintf(ep, sizeof ep, "ipc://%s/bp.sock", dir);
     stage_sock_opts_t o = stage_sock_defaults();
     o.hwm = 2;
     void *rx = stage_socket(st, ZMQ_PULL, ep, STAGE_BIND, &o, err);
@@ -186,6 +187,8 @@ static void test_backpressure(stage_t *st)
     free(payload);
     stage_close(st, &tx);
     stage_close(st, &rx);
+    unlink(ep + strlen("ipc://"));                  // ZeroMQ removes it too, but asynchronously
+    rmdir(dir);
 }
 
 static void write_keypair(const char *dir, const char *name, char pub[41])
@@ -266,6 +269,13 @@ static void test_curve(void)
     EXPECT(!got_message(cli, m_pull, 200, NULL), "mallory received data");
     stage_destroy(&cli);
     stage_destroy(&srv);
+    static const char *const files[] = { "server.key", "server.pub", "alice.key", "alice.pub", "mallory.key",
+                                         "mallory.pub", "authorized" };
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
 }
 
 static void test_peer_address(stage_t *st)
@@ -320,7 +330,8 @@ static void test_linger(void)
 {
     stage_t *st = stage_new("linger");
     char ep[256];
-    snprintf(ep, sizeof ep, "ipc://%s/nobody.sock", test_tmpdir("linger"));
+    const char *dir = test_tmpdir("linger");
+    snprintf(ep, sizeof ep, "ipc://%s/nobody.sock", dir);
     stage_sock_opts_t o = stage_sock_defaults();
     o.linger_ms = 200;
     o.immediate = 0;
@@ -330,6 +341,7 @@ static void test_linger(void)
     stage_destroy(&st);
     double dt = now() - t0;
     EXPECT(dt < 2.0, "stage_destroy took %.2f s with linger 200 ms", dt);
+    rmdir(dir);
 }
 
 int main(void)

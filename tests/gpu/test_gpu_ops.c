@@ -706,6 +706,102 @@ static void test_memory(void)
     dfree_all();
 }
 
+
+// ---- optional timings at the model's level-0 sizes (SRM_GPU_BENCH=1, bf16 mode) -----------
+// Not a test: host clock around gpu_sync after `reps` launches (the ops take milliseconds,
+// so the one synchronisation is noise). Prints ms per call and the bytes an ideal kernel moves.
+typedef struct {
+    void *x, *y, *dy, *dx, *w, *lg, *dl, *p16;
+    float *b, *mean, *rstd, *dw, *gam, *bet, *loss, *p, *m, *v, *gr;
+    uint8_t *lab;
+    conv3d_shape_t conv, stem, head;
+    linear_shape_t lin;
+    size_t np;
+} bench_t;
+
+static void bench_op(bench_t *B, int op)
+{
+    const int N = 1, C = 48, in32[3] = { 32, 32, 32 };
+    const size_t S = (size_t)64 * 64 * 64;
+    dice_cfg_t dc = { .include_background = 1, .smooth_nr = 1e-5, .smooth_dr = 1e-5 };
+    adam_cfg_t ac = { .lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 1e-5f };
+    switch (op) {
+    case 0: conv3d_forward_gpu(g, B->y, B->x, B->w, NULL, B->conv); break;
+    case 1: conv3d_backward_gpu(g, B->dx, B->dw, NULL, B->dy, B->x, B->w, B->conv); break;
+    case 2: instancenorm_forward_gpu(g, B->y, B->mean, B->rstd, B->x, N, C, S, 1e-5, 1); break;
+    case 3: instancenorm_backward_gpu(g, B->dx, B->dy, B->x, B->mean, B->rstd, N, C, S, 1); break;
+    case 4: groupnorm_forward_gpu(g, B->y, B->mean, B->rstd, B->x, B->gam, B->bet, N, C, 8, S, 1e-5, 1); break;
+    case 5: linear_forward_gpu(g, B->y, B->x, B->w, B->b, B->lin); break;
+    case 6: upsample_trilinear2x_forward_gpu(g, B->y, B->x, N, C, in32); break;
+    case 7: upsample_trilinear2x_backward_gpu(g, B->dx, B->dy, N, C, in32); break;
+    case 8: dice_softmax_forward_gpu(g, B->loss, B->lg, B->lab, 1, 14, 8 * S, dc);
+            dice_softmax_backward_gpu(g, B->dl, B->lg, B->lab, 1, 14, 8 * S, dc, 1.0); break;
+    case 9: adam_update_gpu(g, B->p, B->m, B->v, B->gr, B->p16, B->np, ac, 5); break;
+    case 10: conv3d_forward_gpu(g, B->y, B->lg, B->w, B->b, B->stem); break;
+    case 11: conv_transpose3d_forward_gpu(g, B->lg, B->x, B->w, B->b, B->head); break;
+    case 12: gelu_forward_gpu(g, B->y, B->x, C * S); break;
+    }
+}
+
+static void bench_model_sizes(void)
+{
+    const size_t S = (size_t)64 * 64 * 64, n = 48 * S * 2, L = 8 * S;   // n: room for 96 ch
+    bench_t B;
+    memset(&B, 0, sizeof B);
+    const int in64[3] = { 64, 64, 64 }, in128[3] = { 128, 128, 128 };
+    B.conv = conv3d_shape(1, 48, 48, in64, 3, 1, 1);
+    B.stem = conv3d_shape(1, 1, 48, in128, 7, 2, 3);
+    B.head = conv3d_shape(1, 48, 14, in64, 2, 2, 0);
+    B.lin = (linear_shape_t){ .N = 1, .Cin = 48, .Cout = 96, .L = S };
+    B.np = 80397710;                                        // variant M's executed parameters
+    float *h = rnd(n, -1, 1);
+    B.x = up_act(h, n); B.y = up_act(h, n); B.dy = up_act(h, n); B.dx = up_act(h, n);
+    B.w = up_act(h, 48 * 48 * 27); B.b = up_f32(h, 96); B.dw = up_f32(h, 48 * 48 * 27);
+    B.gam = up_f32(h, 48); B.bet = up_f32(h, 48);
+    B.mean = poisoned_f32(48); B.rstd = poisoned_f32(48); B.loss = poisoned_f32(1);
+    float *hl = rnd(14 * L, -3, 3);
+    B.lg = up_act(hl, 14 * L); B.dl = up_act(hl, 14 * L);
+    uint8_t *lab = xmalloc(L);
+    for (size_t i = 0; i < L; i++) lab[i] = (uint8_t)rng_below(&R, 14);
+    B.lab = dalloc(L);
+    gpu_upload(g, B.lab, lab, L);
+    float *hp = rnd_f32(B.np, -1, 1);
+    B.p = up_f32(hp, B.np); B.m = up_f32(hp, B.np); B.v = up_f32(hp, B.np); B.gr = up_f32(hp, B.np);
+    B.p16 = dalloc(B.np * 2);
+    const double a = (double)asz(), act = 48.0 * S * a;      // bytes of one 48 x 64^3 tensor
+    static const struct { const char *name; double bytes; } ops[] = {
+        { "conv3d k3 48->48 64^3 fwd", 0 }, { "conv3d k3 48->48 64^3 bwd (dx+dw)", 0 },
+        { "instancenorm+relu 48x64^3 fwd", 0 }, { "instancenorm+relu 48x64^3 bwd", 0 },
+        { "groupnorm+relu 48x64^3 fwd", 0 }, { "linear 48->96 over 64^3 fwd", 0 },
+        { "upsample x2 48x32^3 fwd", 0 }, { "upsample x2 48x32^3 bwd", 0 },
+        { "dice softmax K=14 128^3 fwd+bwd", 0 }, { "adam 80.4M params (+bf16 copy)", 0 },
+        { "stem conv k7 s2 1->48 128^3 fwd", 0 }, { "head convT k2 s2 48->14 fwd", 0 },
+        { "gelu 48x64^3", 0 },
+    };
+    // ideal bytes: read + write once (norm forward/backward read x twice: stats then apply)
+    const double ideal[] = { 2 * act, 4 * act, 3 * act, 5 * act, 3 * act, 3 * act, 9.0 / 8 * act,
+                             9.0 / 8 * act, 14.0 * 8 * S * a * 3, B.np * 18.0, 8 * S * a + act,
+                             act + 14.0 * 8 * S * a, 2 * act };
+    printf("   %-38s %10s %10s\n", "op (bf16, N=1)", "ms", "GB/s*");
+    for (int op = 0; op < 13; op++) {
+        bench_op(&B, op);                                   // warm-up: plans, first launch
+        gpu_sync(g);
+        int reps = 10;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (int r = 0; r < reps; r++) bench_op(&B, op);
+        gpu_sync(g);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double ms = ((t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6) / reps;
+        printf("   %-38s %10.3f %10.0f\n", ops[op].name, ms, ideal[op] / (ms * 1e6));
+    }
+    printf("   * ideal bytes (each tensor read or written once) over the time\n");
+    gpu_mem_stats_t ms = gpu_mem_stats(g);
+    printf("   held %zu bytes, peak %zu\n", ms.current, ms.peak);
+    dfree_all();
+    free(h); free(hl); free(lab); free(hp);
+}
+
 // ------------------------------------------------------------------------------------------
 static const struct { const char *name; void (*run)(void); } cases[] = {
     { "memory, arena, plan cache", test_memory },
@@ -741,6 +837,11 @@ int main(void)
             printf("--- %s (%s)\n", cases[i].name, mode ? "bf16" : "fp32");
             fflush(stdout);
             cases[i].run();
+        }
+        const char *bench = getenv("SRM_GPU_BENCH");
+        if (mode && bench && *bench && *bench != '0') {
+            printf("--- timings at model sizes (not a test)\n");
+            bench_model_sizes();
         }
         gpu_mem_stats_t ms = gpu_mem_stats(g);
         printf("   memory held %zu bytes, peak %zu bytes\n", ms.current, ms.peak);

@@ -1,0 +1,124 @@
+/*
+augment_sample.c -- one training patch from one volume: the order of the steps and of the random
+draws. All randomness comes from rng_derive(seed, volume key, sample index), drawn in a fixed
+order (every gate is drawn even when its probability is 0), so a patch depends on nothing else.
+Steps: crop centre (pos/neg) -> box -> sampling matrix A = R(rotation) * scale * Q(rot90, flips)
+-> one extraction pass with MONAI scale/shift fused -> nnU-Net intensity steps in
+nnUNetTrainer's order: noise, blur, brightness, contrast, low resolution, inverted gamma, gamma.
+*/
+#include "augment.h"
+#include <math.h>
+#include <string.h>
+
+static void matmul(double out[3][3], const double a[3][3], const double b[3][3])
+{
+    double t[3][3];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) t[i][j] = a[i][0] * b[0][j] + a[i][1] * b[1][j] + a[i][2] * b[2][j];
+    memcpy(out, t, sizeof t);
+}
+
+static void identity(double m[3][3])
+{
+    memset(m, 0, 9 * sizeof(double));
+    m[0][0] = m[1][1] = m[2][2] = 1;
+}
+
+// Rotation by angle t in the plane of axes (a, b): exact 0/1 entries for multiples of 90 degrees.
+static void plane_rotation(double m[3][3], int a, int b, double c, double s)
+{
+    identity(m);
+    m[a][a] = c; m[a][b] = -s;
+    m[b][a] = s; m[b][b] = c;
+}
+
+static double uniform(rng_t *r, double lo, double hi) { return lo + (hi - lo) * rng_uniform(r); }
+
+// Q: flips of the output axes, then a k*90-degree turn in a plane whose patch sides are equal.
+static void draw_permutation(double Q[3][3], rng_t *r, const augment_cfg_t *cfg)
+{
+    identity(Q);
+    for (int d = 0; d < 3; d++)
+        if (rng_uniform(r) < cfg->p_flip[d]) Q[d][d] = -1;
+    int planes[3][2], np = 0;
+    for (int a = 0; a < 3; a++)
+        for (int b = a + 1; b < 3; b++)
+            if (cfg->patch[a] == cfg->patch[b]) { planes[np][0] = a; planes[np][1] = b; np++; }
+    if (rng_uniform(r) < cfg->p_rot90 && np > 0) {
+        int pl = (int)rng_below(r, (uint64_t)np), k = 1 + (int)rng_below(r, 3);
+        static const double cs[4][2] = { { 1, 0 }, { 0, 1 }, { -1, 0 }, { 0, -1 } };
+        double T[3][3];
+        plane_rotation(T, planes[pl][0], planes[pl][1], cs[k][0], cs[k][1]);
+        matmul(Q, T, Q);
+    }
+}
+
+static void intensity_steps(float *img, int C, const int P[3], const augment_cfg_t *cfg, rng_t *r)
+{
+    size_t pn = (size_t)P[0] * P[1] * P[2];
+    if (rng_uniform(r) < cfg->p_noise) {            // one sigma for all channels
+        double sigma = uniform(r, cfg->noise[0], cfg->noise[1]);
+        for (int c = 0; c < C; c++) augment_add_noise(img + c * pn, pn, sigma, r);
+    }
+    if (rng_uniform(r) < cfg->p_blur)
+        for (int c = 0; c < C; c++) {
+            if (rng_uniform(r) >= cfg->blur_p_channel) continue;
+            double s[3];
+            for (int d = 0; d < 3; d++) s[d] = uniform(r, cfg->blur_sigma[0], cfg->blur_sigma[1]);
+            augment_blur(img + c * pn, P, s);
+        }
+    if (rng_uniform(r) < cfg->p_brightness)
+        for (int c = 0; c < C; c++) {
+            float m = (float)augment_draw_around_one(r, cfg->brightness);
+            float *x = img + c * pn;
+            for (size_t i = 0; i < pn; i++) x[i] *= m;
+        }
+    if (rng_uniform(r) < cfg->p_contrast)
+        for (int c = 0; c < C; c++) augment_contrast(img + c * pn, pn, augment_draw_around_one(r, cfg->contrast));
+    if (rng_uniform(r) < cfg->p_lowres)
+        for (int c = 0; c < C; c++) {
+            if (rng_uniform(r) >= cfg->lowres_p_channel) continue;
+            augment_lowres(img + c * pn, P, uniform(r, cfg->lowres[0], cfg->lowres[1]));
+        }
+    if (rng_uniform(r) < cfg->p_gamma_inv)
+        for (int c = 0; c < C; c++) augment_gamma(img + c * pn, pn, augment_draw_around_one(r, cfg->gamma), 1);
+    if (rng_uniform(r) < cfg->p_gamma)
+        for (int c = 0; c < C; c++) augment_gamma(img + c * pn, pn, augment_draw_around_one(r, cfg->gamma), 0);
+}
+
+void augment_sample(float *img, uint8_t *lab, aug_info_t *info, const aug_volume_t *v,
+                    const augment_cfg_t *cfg, uint64_t seed, uint64_t sample)
+{
+    rng_t r = rng_derive(seed, v->key, sample);
+    aug_info_t in;
+    memset(&in, 0, sizeof in);
+    augment_pick_centre(&r, v, cfg->pos_ratio, in.centre, &in.positive);
+    augment_origin(in.centre, v->dim, cfg->patch, in.origin);
+
+    double Q[3][3], R[3][3], T[3][3];
+    draw_permutation(Q, &r, cfg);
+    identity(R);
+    if (rng_uniform(&r) < cfg->p_rotation) {
+        double lim = cfg->rotation_deg * M_PI / 180;
+        for (int ax = 0; ax < 3; ax++) {            // about D, H, W in turn: R = Rd * Rh * Rw
+            double t = uniform(&r, -lim, lim);
+            plane_rotation(T, (ax + 1) % 3, (ax + 2) % 3, cos(t), sin(t));
+            matmul(R, R, T);
+        }
+    }
+    double scale = 1;
+    if (rng_uniform(&r) < cfg->p_scaling) scale = augment_draw_around_one(&r, cfg->scaling);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) R[i][j] *= scale;
+    matmul(in.A, R, Q);
+
+    float mul = 1, add = 0;
+    if (rng_uniform(&r) < cfg->p_scale) mul = (float)(1 + uniform(&r, -cfg->scale_range, cfg->scale_range));
+    if (rng_uniform(&r) < cfg->p_shift) add = (float)uniform(&r, -cfg->shift_range, cfg->shift_range);
+
+    double bc[3];
+    for (int d = 0; d < 3; d++) bc[d] = in.origin[d] + (cfg->patch[d] - 1) * 0.5;
+    in.resampled = augment_extract(img, lab, v, cfg->patch, in.A, bc, mul, add, 0);
+    intensity_steps(img, v->C, cfg->patch, cfg, &r);
+    if (info) *info = in;
+}

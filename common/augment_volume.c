@@ -1,0 +1,86 @@
+/*
+augment_volume.c -- a received volume made ready for cropping: the compact wire dtype expanded to
+float once, the labels copied, and the foreground / background voxel indices computed ONCE per
+volume (MONAI FgBgToIndicesd before RandCropByPosNegLabeld; computing them per crop is what made
+MONAI's crop cost 20-115 ms, anchors.md §A3).
+*/
+#include "augment.h"
+#include "case_cache.h"
+#include "check.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+uint64_t aug_volume_key(const char *case_id, int64_t epoch)
+{
+    uint64_t h = 1469598103934665603ull;            // FNV-1a of the id, then the epoch mixed in
+    for (const char *p = case_id; *p; p++) { h ^= (uint8_t)*p; h *= 1099511628211ull; }
+    return h ^ ((uint64_t)epoch * 0x9E3779B97F4A7C15ull);
+}
+
+static void expand(float *dst, const void *src, wire_dtype_t dt, size_t n)
+{
+    if (dt == WIRE_F32) { memcpy(dst, src, n * sizeof(float)); return; }
+    const uint8_t *b = src;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, b + 2 * i, 2);                   // frames carry no alignment guarantee
+        dst[i] = dt == WIRE_I16 ? (float)(int16_t)h : cache_f16_to_f32(h);
+    }
+}
+
+int aug_volume_init(aug_volume_t *v, const char *case_id, int64_t epoch, int C, const int dim[3],
+                    wire_dtype_t dt, const void *image, const uint8_t *labels,
+                    const augment_cfg_t *cfg, char *err)
+{
+    memset(v, 0, sizeof *v);
+    if (C < 1 || C > AUG_MAX_CHANNELS) return set_err(err, "%s: %d channels (1..%d)", case_id, C, AUG_MAX_CHANNELS);
+    if (dt != WIRE_F32 && dt != WIRE_F16 && dt != WIRE_I16) return set_err(err, "%s: image dtype %s", case_id, wire_dtype_name(dt));
+    if (!labels) return set_err(err, "%s: no labels (a training volume needs them)", case_id);
+    size_t n = (size_t)dim[0] * dim[1] * dim[2];
+    if (n == 0 || n >= UINT32_MAX) return set_err(err, "%s: %zu voxels", case_id, n);
+    snprintf(v->case_id, sizeof v->case_id, "%s", case_id);
+    v->epoch = epoch;
+    v->key = aug_volume_key(case_id, epoch);
+    v->C = C;
+    memcpy(v->dim, dim, sizeof v->dim);
+    v->image = xmalloc((size_t)C * n * sizeof(float));
+    expand(v->image, image, dt, (size_t)C * n);
+    for (size_t i = 0; i < (size_t)C * n; i++)
+        if (!isfinite(v->image[i])) {
+            aug_volume_free(v);
+            return set_err(err, "%s: non-finite image value at %zu", case_id, i);
+        }
+    v->labels = xmalloc(n);
+    memcpy(v->labels, labels, n);
+    size_t nfg = 0;
+    for (size_t i = 0; i < n; i++) nfg += labels[i] != 0;
+    v->n_fg = nfg;
+    v->n_bg = n - nfg;
+    v->fg = xmalloc((nfg ? nfg : 1) * sizeof(uint32_t));
+    v->bg = xmalloc((n - nfg ? n - nfg : 1) * sizeof(uint32_t));
+    size_t a = 0, b = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (labels[i]) v->fg[a++] = (uint32_t)i;
+        else v->bg[b++] = (uint32_t)i;
+    }
+    for (int c = 0; c < C; c++) {
+        float m = cfg->pad_value;
+        if (cfg->pad_min) {
+            const float *x = v->image + (size_t)c * n;
+            m = x[0];
+            for (size_t i = 1; i < n; i++) m = x[i] < m ? x[i] : m;
+        }
+        v->pad[c] = m;
+    }
+    return 0;
+}
+
+void aug_volume_free(aug_volume_t *v)
+{
+    free(v->image);
+    free(v->labels);
+    free(v->fg);
+    free(v->bg);
+    memset(v, 0, sizeof *v);
+}

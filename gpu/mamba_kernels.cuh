@@ -1,0 +1,53 @@
+/*
+mamba_kernels.cuh -- device helpers shared by the Mamba kernels (causal_conv1d.cu,
+selective_scan*.cu, mamba_layer.cu): the ToM token order pi(j) of tom_index() in
+common/op_shapes.c, softplus with threshold 20, sigmoid, and the scan's chunk length.
+Only .cu files include this (after gpu_internal.h).
+*/
+#ifndef SRM_MAMBA_KERNELS_CUH
+#define SRM_MAMBA_KERNELS_CUH
+
+// Tokens per scan chunk: one warp lane per token in the backward, states of a chunk kept in
+// registers (selective_scan_bwd.cu), and the granularity of the saved boundary states.
+#define SCAN_T 32
+#define SCAN_NS 16
+
+// pi(j): position in the original order of the j-th scanned token (architecture.md §5.4).
+__device__ __forceinline__ size_t tom_pi(int order, size_t j, size_t L, size_t nslices)
+{
+    if (order == TOM_FORWARD) return j;
+    if (order == TOM_REVERSE) return L - 1 - j;
+    const size_t m = L / nslices;
+    return (j % nslices) * m + j / nslices;
+}
+
+__device__ __forceinline__ float sigmoid_f(float v) { return 1.0f / (1.0f + expf(-v)); }
+__device__ __forceinline__ float softplus20_f(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+
+// ---- selective scan internals shared by selective_scan.cu and selective_scan_bwd.cu ----
+// Kernel view of scan_gpu_t (passed by value).
+struct scan_kdir {
+    const void *u, *delta, *B, *C, *z;
+    const float *A_log, *D, *bias;
+    void *du, *ddelta, *dB, *dC, *dz;
+    float *dA_log, *dD, *dbias;
+    int order;
+};
+struct scan_k {
+    int N, E, ndir, nch;
+    size_t L, nslices, ldbc, ldz;
+    scan_kdir d[3];
+};
+scan_k scan_kernel_args(const scan_gpu_t *s);
+
+// Workspace views (f32): S (ndir, N, nch, E) chunk sums of delta; big (ndir, N, nch, E, 16);
+// Dp, bp (ndir, N, nch, E) partial dD / ddelta_bias of each chunk.
+struct scan_ws { float *S, *big, *Dp, *bp; };
+scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s);
+
+// In place over buf (ndir, N, nch, E*16): per (dir, n, column), with a_c = exp(A * S[c, e]),
+// replaces the chunk-local values b_c by the carry INTO each chunk of h -> a_c h + b_c run over
+// the chunks in order (reverse = 0: from chunk 0, h = 0 before it; reverse = 1: from the last).
+void scan_carry_pass(gpu_ctx_t *g, float *buf, const float *S, const scan_k &k, int reverse);
+
+#endif

@@ -1,0 +1,240 @@
+/*
+selective_scan.cu -- the Mamba-1 selective scan forward on the GPU for up to three ToM
+directions at once, split across the sequence (twin of common/ops/selective_scan.c composed with
+tom_permute / tom_unpermute), plus the chunk-carry pass the backward shares.
+
+The recurrence h_t = a_t h_{t-1} + b_t (a_t = exp(dt_t A), b_t = dt_t B_t u_t, per channel e and
+state s) composes associatively, so the sequence is cut into chunks of SCAN_T tokens:
+  1. summary:  every chunk runs from h = 0 -> its local end state, and S_c = sum of dt over the
+               chunk (the chunk's decay is exp(A S_c), no product needed); grid (chunk, dir*N)
+  2. carries:  per (dir, n, e, s) a pass over the chunks turns the local end states into the
+               state entering each chunk (in place) -- kept as the `states` for the backward
+  3. emit:     every chunk re-runs from its entering state and writes
+               y = (sum_s C h + D u) * silu(z) at the original position pi(j).
+One thread per channel holds the 16 states in registers; loads of (token, channel) rows are
+coalesced (channels fastest); B and C of the chunk are staged in shared memory.
+delta = softplus(delta_raw + bias) (threshold 20), A = -exp(A_log), the D skip, the gate and the
+ToM order are fused. State, A, D, delta in fp32. The three directions' outputs are summed into
+one buffer by three emit launches in a fixed order (=, +=, +=): deterministic, and no
+(3, N, L, E) temporary.
+*/
+#include "gpu_internal.h"
+#include "mamba_kernels.cuh"
+#include <string.h>
+
+#define CARRY_Q 8           // chunks one lane composes serially in the carry pass
+
+scan_k scan_kernel_args(const scan_gpu_t *s)
+{
+    ASSERT(s->ndir >= 1 && s->ndir <= 3 && s->N >= 1 && s->E >= 1 && s->E <= 1024 && s->L >= 1);
+    scan_k k;
+    memset(&k, 0, sizeof k);
+    k.N = s->N; k.E = s->E; k.ndir = s->ndir;
+    k.nch = (int)CEIL_DIV(s->L, (size_t)SCAN_T);
+    k.L = s->L; k.nslices = s->nslices ? s->nslices : 1;
+    k.ldbc = s->ldbc; k.ldz = s->ldz;
+    for (int d = 0; d < s->ndir; d++) {
+        const scan_dir_gpu_t *a = &s->dir[d];
+        ASSERT(a->u && a->delta && a->B && a->C && a->A_log);
+        ASSERT(a->order != TOM_SLICE || s->L % k.nslices == 0);
+        ASSERT(!a->z || s->ldz >= (size_t)s->E);
+        ASSERT(s->ldbc >= SCAN_NS);
+        scan_kdir *o = &k.d[d];
+        o->u = a->u; o->delta = a->delta; o->B = a->B; o->C = a->C; o->z = a->z;
+        o->A_log = a->A_log; o->D = a->D; o->bias = a->delta_bias;
+        o->du = a->du; o->ddelta = a->ddelta; o->dB = a->dB; o->dC = a->dC; o->dz = a->dz;
+        o->dA_log = a->dA_log; o->dD = a->dD; o->dbias = a->ddelta_bias;
+        o->order = (int)a->order;
+    }
+    return k;
+}
+
+static size_t nch_of(const scan_gpu_t *s) { return CEIL_DIV(s->L, (size_t)SCAN_T); }
+
+size_t selective_scan_states_bytes(const scan_gpu_t *s)
+{
+    return (size_t)s->ndir * s->N * nch_of(s) * s->E * SCAN_NS * sizeof(float);
+}
+
+size_t selective_scan_workspace_bytes(const scan_gpu_t *s)
+{
+    const size_t small = gpu_arena_round((size_t)s->ndir * s->N * nch_of(s) * s->E * sizeof(float));
+    return 3 * small + gpu_arena_round(selective_scan_states_bytes(s));
+}
+
+scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s)
+{
+    const size_t small = gpu_arena_round((size_t)s->ndir * s->N * nch_of(s) * s->E * sizeof(float));
+    char *p = (char *)ws;
+    scan_ws w;
+    w.S = (float *)p;
+    w.Dp = (float *)(p + small);
+    w.bp = (float *)(p + 2 * small);
+    w.big = (float *)(p + 3 * small);
+    return w;
+}
+
+// ----------------------------------------------------------------------------
+// 1. chunk summaries: hloc (dir, n, c, e, s) local end state from 0, S (dir, n, c, e) = sum dt
+
+template <typename T>
+__global__ void scan_fwd_summary(scan_k k, float *hloc, float *S)
+{
+    __shared__ float Bs[SCAN_T][SCAN_NS];
+    const int c = blockIdx.x, d = blockIdx.y / k.N, n = blockIdx.y % k.N;
+    const scan_kdir &P = k.d[d];
+    const size_t j0 = (size_t)c * SCAN_T;
+    const int tn = (int)min((size_t)SCAN_T, k.L - j0);
+    const T *B = (const T *)P.B;
+    for (int i = threadIdx.x; i < SCAN_T * SCAN_NS; i += blockDim.x) {
+        const int t = i / SCAN_NS, s = i % SCAN_NS;
+        Bs[t][s] = t < tn ? to_f(B[((size_t)n * k.L + j0 + t) * k.ldbc + s]) : 0.0f;
+    }
+    __syncthreads();
+    const int e = threadIdx.x;
+    if (e >= k.E) return;
+    float A[SCAN_NS], h[SCAN_NS];
+#pragma unroll
+    for (int s = 0; s < SCAN_NS; s++) { A[s] = -expf(P.A_log[e * SCAN_NS + s]); h[s] = 0.0f; }
+    const float bias = P.bias ? P.bias[e] : 0.0f;
+    const T *u = (const T *)P.u, *dl = (const T *)P.delta;
+    float sum = 0.0f;
+    for (int t = 0; t < tn; t++) {
+        const size_t i = ((size_t)n * k.L + j0 + t) * k.E + e;
+        const float dt = softplus20_f(to_f(dl[i]) + bias), du = dt * to_f(u[i]);
+        sum += dt;
+#pragma unroll
+        for (int s = 0; s < SCAN_NS; s++) h[s] = fmaf(expf(dt * A[s]), h[s], du * Bs[t][s]);
+    }
+    const size_t row = ((size_t)blockIdx.y * k.nch + c) * k.E + e;
+#pragma unroll
+    for (int s = 0; s < SCAN_NS; s++) hloc[row * SCAN_NS + s] = h[s];
+    S[row] = sum;
+}
+
+// ----------------------------------------------------------------------------
+// 2. carry pass (shared with the backward). One warp per column (e, s) of one (dir, n); each
+// lane composes CARRY_Q consecutive chunks, a warp scan combines the lanes, then each lane
+// re-applies its chunks from its entering carry. Maps h -> a h + b compose as
+// (a2, b2) o (a1, b1) = (a2 a1, a2 b1 + b2).
+
+__global__ void scan_carry_kernel(float *buf, const float *S, scan_k k, int reverse)
+{
+    const int lane = threadIdx.x & 31;
+    const int col = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int dn = blockIdx.y, d = dn / k.N;
+    const int cols = k.E * SCAN_NS;
+    if (col >= cols) return;                        // whole warp leaves together
+    const int e = col / SCAN_NS;
+    const float A = -expf(k.d[d].A_log[col]);
+    float *b = buf + (size_t)dn * k.nch * cols + col;
+    const float *Sd = S + (size_t)dn * k.nch * k.E + e;
+    float carry = 0.0f;
+    for (int i0 = 0; i0 < k.nch; i0 += 32 * CARRY_Q) {
+        float a[CARRY_Q], v[CARRY_Q];
+        int cidx[CARRY_Q];
+        float ca = 1.0f, cb = 0.0f;                 // this lane's composite
+#pragma unroll
+        for (int q = 0; q < CARRY_Q; q++) {
+            const int i = i0 + lane * CARRY_Q + q;
+            const int c = reverse ? k.nch - 1 - i : i;
+            cidx[q] = i < k.nch ? c : -1;
+            a[q] = i < k.nch ? expf(A * Sd[(size_t)c * k.E]) : 1.0f;
+            v[q] = i < k.nch ? b[(size_t)c * cols] : 0.0f;
+            cb = fmaf(a[q], cb, v[q]);
+            ca *= a[q];
+        }
+        // inclusive warp scan of the lane composites
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const float pa = __shfl_up_sync(0xffffffffu, ca, off);
+            const float pb = __shfl_up_sync(0xffffffffu, cb, off);
+            if (lane >= off) { cb = fmaf(ca, pb, cb); ca *= pa; }
+        }
+        const float after = fmaf(ca, carry, cb);    // state after this lane's chunks
+        float h = __shfl_up_sync(0xffffffffu, after, 1);
+        if (lane == 0) h = carry;
+#pragma unroll
+        for (int q = 0; q < CARRY_Q; q++) {
+            if (cidx[q] >= 0) b[(size_t)cidx[q] * cols] = h;
+            h = fmaf(a[q], h, v[q]);
+        }
+        carry = __shfl_sync(0xffffffffu, after, 31);
+    }
+}
+
+void scan_carry_pass(gpu_ctx_t *g, float *buf, const float *S, const scan_k &k, int reverse)
+{
+    const int cols = k.E * SCAN_NS, wpb = 8;
+    dim3 grid(CEIL_DIV(cols, wpb), k.ndir * k.N);
+    scan_carry_kernel<<<grid, 32 * wpb, 0, g->stream>>>(buf, S, k, reverse);
+    KERNEL_CHECK();
+}
+
+// ----------------------------------------------------------------------------
+// 3. emit one direction: y[n, pi(j), e] (=|+=) (sum_s C h + D u) * silu(z)
+
+template <typename T>
+__global__ void scan_fwd_emit(scan_k k, int d, T *y, int accumulate, const float *states)
+{
+    __shared__ float Bs[SCAN_T][SCAN_NS], Cs[SCAN_T][SCAN_NS];
+    const int c = blockIdx.x, n = blockIdx.y;
+    const scan_kdir &P = k.d[d];
+    const size_t j0 = (size_t)c * SCAN_T;
+    const int tn = (int)min((size_t)SCAN_T, k.L - j0);
+    const T *B = (const T *)P.B, *C = (const T *)P.C;
+    for (int i = threadIdx.x; i < SCAN_T * SCAN_NS; i += blockDim.x) {
+        const int t = i / SCAN_NS, s = i % SCAN_NS;
+        const size_t r = ((size_t)n * k.L + j0 + t) * k.ldbc + s;
+        Bs[t][s] = t < tn ? to_f(B[r]) : 0.0f;
+        Cs[t][s] = t < tn ? to_f(C[r]) : 0.0f;
+    }
+    __syncthreads();
+    const int e = threadIdx.x;
+    if (e >= k.E) return;
+    const size_t row = (((size_t)d * k.N + n) * k.nch + c) * k.E + e;
+    float A[SCAN_NS], h[SCAN_NS];
+#pragma unroll
+    for (int s = 0; s < SCAN_NS; s++) {
+        A[s] = -expf(P.A_log[e * SCAN_NS + s]);
+        h[s] = states[row * SCAN_NS + s];
+    }
+    const float bias = P.bias ? P.bias[e] : 0.0f, De = P.D ? P.D[e] : 0.0f;
+    const T *u = (const T *)P.u, *dl = (const T *)P.delta, *z = (const T *)P.z;
+    for (int t = 0; t < tn; t++) {
+        const size_t j = j0 + t, i = ((size_t)n * k.L + j) * k.E + e;
+        const float ut = to_f(u[i]), dt = softplus20_f(to_f(dl[i]) + bias), du = dt * ut;
+        float acc = De * ut;
+#pragma unroll
+        for (int s = 0; s < SCAN_NS; s++) {
+            h[s] = fmaf(expf(dt * A[s]), h[s], du * Bs[t][s]);
+            acc = fmaf(Cs[t][s], h[s], acc);
+        }
+        const size_t r = (size_t)n * k.L + tom_pi(P.order, j, k.L, k.nslices);
+        if (z) {
+            const float zt = to_f(z[r * k.ldz + e]);
+            acc *= zt * sigmoid_f(zt);
+        }
+        T *p = y + r * k.E + e;
+        *p = from_f<T>(accumulate ? to_f(*p) + acc : acc);
+    }
+}
+
+void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *states,
+                                void *workspace, const scan_gpu_t *s)
+{
+    const scan_k k = scan_kernel_args(s);
+    const scan_ws w = scan_workspace_views(workspace, s);
+    const int threads = CEIL_DIV(k.E, 32) * 32;
+    ACT_DISPATCH(g->act, T, {
+        scan_fwd_summary<T><<<dim3(k.nch, k.ndir * k.N), threads, 0, g->stream>>>(k, states, w.S);
+        KERNEL_CHECK();
+    });
+    scan_carry_pass(g, states, w.S, k, 0);
+    for (int d = 0; d < k.ndir; d++)
+        ACT_DISPATCH(g->act, T, {
+            scan_fwd_emit<T><<<dim3(k.nch, k.N), threads, 0, g->stream>>>(
+                k, d, (T *)y, accumulate || d > 0, states);
+            KERNEL_CHECK();
+        });
+}
