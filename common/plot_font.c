@@ -1,7 +1,7 @@
 /*
-plot_font.c -- the 5x7 bitmap font of plot.h: digits, capitals, lowercase 'e' (for 1.0e-05),
-and the punctuation that numbers, titles and legends need. Other lowercase letters print as
-capitals; unknown characters print as a blank cell. Each glyph is 7 rows of 5 bits, bit 4 the
+plot_font.c -- the 5x7 bitmap font of plot.h: digits, capitals, a small 'e' for exponents (1.0e-05:
+an 'e' after a digit), and the punctuation that numbers, titles and legends need. Other
+lowercase letters print as capitals; unknown characters print as a blank cell. Each glyph is 7 rows of 5 bits, bit 4 the
 leftmost column; a character cell is 6 x 8 pixels at scale 1.
 */
 #include "plot.h"
@@ -35,9 +35,10 @@ static const struct { char c; uint8_t rows[7]; } glyphs[] = {
     { '=', { 0x00, 0x00, 0x1F, 0x00, 0x1F, 0x00, 0x00 } }, { '%', { 0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03 } },
 };
 
-static const uint8_t *glyph(char c)
+// prev: the character before c; 'e' after a digit is an exponent (1.0e-05) and stays small.
+static const uint8_t *glyph(char c, char prev)
 {
-    if (c != 'e' && islower((unsigned char)c)) c = (char)toupper((unsigned char)c);
+    if (islower((unsigned char)c) && !(c == 'e' && isdigit((unsigned char)prev))) c = (char)toupper((unsigned char)c);
     for (size_t i = 0; i < sizeof glyphs / sizeof glyphs[0]; i++)
         if (glyphs[i].c == c) return glyphs[i].rows;
     return NULL;                                        // space and anything unknown: blank
@@ -47,7 +48,7 @@ int plot_text(plot_image_t *img, int x, int y, const char *text, const uint8_t r
 {
     int cx = x;
     for (const char *p = text; *p; p++, cx += 6 * scale) {
-        const uint8_t *g = glyph(*p);
+        const uint8_t *g = glyph(*p, p > text ? p[-1] : 0);
         if (!g) continue;
         for (int r = 0; r < 7; r++)
             for (int c = 0; c < 5; c++) {

@@ -212,6 +212,9 @@ static int parse_array_entry(const msgpack_object *e, int idx, wire_array_t *a, 
 
 int wire_parse(wire_msg_t *m, const wire_frame_t *frames, int n, char *err)
 {
+    m->narrays = 0;                                 // m may hold an earlier message's results
+    m->header = NULL;
+    m->type[0] = 0;
     if (n < 1) return set_err(err, "no frames");
     if (n > WIRE_MAX_ARRAYS + 1) return set_err(err, "%d frames (at most %d)", n, WIRE_MAX_ARRAYS + 1);
     if (frames[0].len == 0) return set_err(err, "empty header frame");

@@ -154,8 +154,9 @@ static void check_patch_rule(void)
     int bad[3] = { 64, 40, 64 }, good[3] = { 16, 32, 48 };
     EXPECT(model_plan(&p, &m, 1, bad, err) == -1 && strstr(err, "multiple of 16"), "40 refused: %s", err);
     EXPECT(model_plan(&p, &m, 1, good, err) == 0, "16x32x48 accepted: %s", err);
-    // 48 -> level extents 24, 12, 6, 3: ToM_A pads level 2 (h = 3) and level 3 (h = 2, s = 3 crops)
-    EXPECT(p.lv[2].pad_a == 1 && p.lv[2].hp[2] == 4 && p.lv[3].crop_off[2] == 1 && p.lv[3].crop_off[0] == 0,
+    // W 48 -> level extents 24, 12, 6, 3: ToM_A pads level 2 (h = 3); level 3 (s = 3, 2h = 4)
+    // crops the first slice; H 32 -> s3 = 2 = 2h: no crop
+    EXPECT(p.lv[2].pad_a == 1 && p.lv[2].hp[2] == 4 && p.lv[3].crop_off[2] == 1 && p.lv[3].crop_off[1] == 0,
            "odd-extent padding/cropping plan");
     model_free(&m);
 }
