@@ -16,6 +16,7 @@ Nothing uses atomics: the result is bit-reproducible. gout = dy(pi(j)) * silu(z(
 */
 #include "gpu_internal.h"
 #include "mamba_kernels.cuh"
+#include <string.h>
 
 #define BWD_WARPS 4
 

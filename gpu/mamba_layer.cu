@@ -1,0 +1,279 @@
+/*
+mamba_layer.cu -- one ToM MambaLayer (LayerNorm + "bimamba v3" with forward, reverse and
+inter-slice orders) forward and backward on the GPU, token-major (N, L, C) end to end; the twin
+of common/nn/mamba_layer.c (architecture.md §5.4-5.6).
+
+Forward:  T = LN(x); xz = T W_in^T (N, L, 2E); per direction k: u_k = SiLU(conv_k(x[pi_k]))
+          (order fused into the conv load), x_dbl_k = u_k W_x^T, delta_k = x_dbl_k[:R] W_dt^T;
+          one scan launch set over the three directions -> G = sum_k unpermute(gated y_k);
+          y = G W_out^T.
+Saved:    xz, G, x_dbl_k (k = 0..2), the scan's chunk-boundary states. The LayerNorm, u_k and
+          delta_k are recomputed in the backward (cheap), as the CUDA path of §5.5 does.
+Backward: dG = dy W_out; then one direction at a time (buffers reused): recompute u_k, delta_k;
+          scan backward; dt_proj, x_proj GEMM backwards; conv backward (SiLU recomputed) into
+          dxz at pi_k; dz_k into dxz[E:] at pi_k; then dT = dxz W_in, LN backward.
+Parameters: offsets of mamba_layer_t into the device buffers; GEMM weights are read from the
+act-type copy (bf16 in bf16 mode), everything else from the fp32 master. Gradients: fp32, +=.
+Directions are accumulated into dxz one after another (fixed order): deterministic.
+*/
+#include "gpu_internal.h"
+#include "mamba_kernels.cuh"
+#include <string.h>
+
+#define LN_EPS 1e-5
+
+// A bump allocator over the caller's scratch (sizes computed the same way by *_bytes).
+struct bump {
+    char *p;
+    size_t off;
+    void *take(size_t bytes)
+    {
+        void *r = p ? p + off : NULL;
+        off += gpu_arena_round(bytes);
+        return r;
+    }
+};
+
+struct layer_dims {
+    int C, E, R, P;
+    size_t NL, act;
+};
+
+static layer_dims dims_of(const gpu_ctx_t *g, const mamba_layer_t *m, int N, size_t L)
+{
+    ASSERT(m->C > 0 && m->E > 0 && m->R > 0 && m->NS == SCAN_NS && m->K >= 1 && m->K <= 4);
+    ASSERT(m->nslices > 0 && L % m->nslices == 0);
+    layer_dims d;
+    d.C = m->C; d.E = m->E; d.R = m->R; d.P = m->R + 2 * m->NS;
+    d.NL = (size_t)N * L;
+    d.act = gpu_dtype_size(g->act);
+    return d;
+}
+
+static scan_gpu_t scan_desc(const mamba_layer_t *m, int N, size_t L, int ndir)
+{
+    scan_gpu_t s;
+    memset(&s, 0, sizeof s);
+    s.N = N; s.E = m->E; s.L = L; s.nslices = m->nslices;
+    s.ldbc = (size_t)m->R + 2 * m->NS;
+    s.ldz = 2 * (size_t)m->E;
+    s.ndir = ndir;
+    return s;
+}
+
+// Views of `saved`.
+struct saved_v { void *xz, *G, *xdbl[3]; float *states; };
+
+static saved_v saved_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *m, int N, size_t L,
+                           size_t *total)
+{
+    const layer_dims d = dims_of(g, m, N, L);
+    const scan_gpu_t s3 = scan_desc(m, N, L, 3);
+    bump b = { (char *)base, 0 };
+    saved_v v;
+    v.xz = b.take(d.NL * 2 * d.E * d.act);
+    v.G = b.take(d.NL * d.E * d.act);
+    for (int k = 0; k < 3; k++) v.xdbl[k] = b.take(d.NL * d.P * d.act);
+    v.states = (float *)b.take(selective_scan_states_bytes(&s3));
+    if (total) *total = b.off;
+    return v;
+}
+
+// Views of `scratch` for the forward (fw = 1) or the backward (fw = 0).
+struct scratch_v {
+    void *T, *u[3], *delta[3], *ws;         // forward (and T, u[0], delta[0] in backward)
+    float *mean, *rstd;
+    void *dG, *dxz, *dT, *du, *ddelta, *dz, *dxdbl;   // backward
+};
+
+static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *m, int N,
+                               size_t L, int fw, size_t *total)
+{
+    const layer_dims d = dims_of(g, m, N, L);
+    const size_t nle = d.NL * d.E * d.act;
+    bump b = { (char *)base, 0 };
+    scratch_v v;
+    memset(&v, 0, sizeof v);
+    v.T = b.take(d.NL * d.C * d.act);
+    v.mean = (float *)b.take(d.NL * sizeof(float));
+    v.rstd = (float *)b.take(d.NL * sizeof(float));
+    const int nd = fw ? 3 : 1;              // the backward runs one direction at a time
+    for (int k = 0; k < nd; k++) { v.u[k] = b.take(nle); v.delta[k] = b.take(nle); }
+    const scan_gpu_t s = scan_desc(m, N, L, nd);
+    v.ws = b.take(selective_scan_workspace_bytes(&s));
+    if (!fw) {
+        v.dG = b.take(nle);
+        v.dxz = b.take(2 * nle);
+        v.dT = b.take(d.NL * d.C * d.act);
+        v.du = b.take(nle);
+        v.ddelta = b.take(nle);
+        v.dz = b.take(nle);
+        v.dxdbl = b.take(d.NL * d.P * d.act);
+    }
+    if (total) *total = b.off;
+    return v;
+}
+
+size_t mamba_layer_gpu_saved_bytes(const gpu_ctx_t *g, const mamba_layer_t *m, int N, size_t L)
+{
+    size_t t = 0;
+    saved_views(NULL, g, m, N, L, &t);
+    return t;
+}
+
+size_t mamba_layer_gpu_scratch_bytes(const gpu_ctx_t *g, const mamba_layer_t *m, int N, size_t L)
+{
+    size_t f = 0, b = 0;
+    scratch_views(NULL, g, m, N, L, 1, &f);
+    scratch_views(NULL, g, m, N, L, 0, &b);
+    return f > b ? f : b;
+}
+
+static const void *wptr(const void *params_act, size_t off, size_t act)
+{
+    return (const char *)params_act + off * act;
+}
+
+// x_k = conv + SiLU of xz[:, :E] in order k (u), x_dbl_k (when xdbl_out), delta_k = x_dbl[:R] W_dt^T
+static void direction_front(gpu_ctx_t *g, void *u, void *delta, void *xdbl, int compute_xdbl,
+                            const void *xz, const float *params, const void *pa,
+                            const mamba_layer_t *m, const layer_dims &d, int N, size_t L, int k)
+{
+    causal_conv1d_forward_gpu(g, u, xz, 2 * (size_t)d.E, params + m->conv_w[k],
+                              params + m->conv_b[k], N, d.E, L, m->K, (tom_order_t)k, m->nslices, 1);
+    if (compute_xdbl) {
+        linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0, .y_nstride = 0 };
+        linear_forward_gpu(g, xdbl, u, wptr(pa, m->x_proj[k], d.act), NULL, xs);
+    }
+    linear_shape_t ds = { .N = N, .Cin = d.R, .Cout = d.E, .L = L, .x_nstride = (size_t)d.P,
+                          .y_nstride = 0 };
+    linear_forward_gpu(g, delta, xdbl, wptr(pa, m->dt_w[k], d.act), NULL, ds);
+}
+
+void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, const void *x,
+                             const float *params, const void *params_act, const mamba_layer_t *m,
+                             int N, size_t L)
+{
+    const layer_dims d = dims_of(g, m, N, L);
+    const saved_v sv = saved_views(saved, g, m, N, L, NULL);
+    const scratch_v w = scratch_views(scratch, g, m, N, L, 1, NULL);
+
+    layernorm_forward_gpu(g, w.T, w.mean, w.rstd, x, params + m->norm_w, params + m->norm_b, N,
+                          d.C, L, LN_EPS);
+    linear_shape_t in = { .N = N, .Cin = d.C, .Cout = 2 * d.E, .L = L, .x_nstride = 0, .y_nstride = 0 };
+    linear_forward_gpu(g, sv.xz, w.T, wptr(params_act, m->in_proj, d.act), NULL, in);
+
+    scan_gpu_t s = scan_desc(m, N, L, 3);
+    for (int k = 0; k < 3; k++) {
+        direction_front(g, w.u[k], w.delta[k], sv.xdbl[k], 1, sv.xz, params, params_act, m, d, N,
+                        L, k);
+        scan_dir_gpu_t *sd = &s.dir[k];
+        sd->order = (tom_order_t)k;
+        sd->u = w.u[k];
+        sd->delta = w.delta[k];
+        sd->B = (const char *)sv.xdbl[k] + (size_t)d.R * d.act;
+        sd->C = (const char *)sv.xdbl[k] + ((size_t)d.R + SCAN_NS) * d.act;
+        sd->z = (const char *)sv.xz + (size_t)d.E * d.act;
+        sd->A_log = params + m->A_log[k];
+        sd->D = params + m->D[k];
+        sd->delta_bias = params + m->dt_b[k];
+    }
+    selective_scan_forward_gpu(g, sv.G, 0, sv.states, w.ws, &s);
+    linear_shape_t out = { .N = N, .Cin = d.E, .Cout = d.C, .L = L, .x_nstride = 0, .y_nstride = 0 };
+    linear_forward_gpu(g, y, sv.G, wptr(params_act, m->out_proj, d.act), NULL, out);
+}
+
+// dxz[n, pi(j), E + e] += dz[n, j, e]
+template <typename T>
+__global__ void unpermute_add_kernel(T *dxz, const T *dz, size_t L, int E, int order,
+                                     size_t nslices, size_t total)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const int e = (int)(i % E);
+        const size_t m = i / E, n = m / L, j = m % L;
+        T *p = dxz + (n * L + tom_pi(order, j, L, nslices)) * 2 * E + E + e;
+        *p = from_f<T>(to_f(*p) + to_f(dz[i]));
+    }
+}
+
+void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scratch,
+                              const void *dy, const void *x, const void *saved,
+                              const float *params, const void *params_act,
+                              const mamba_layer_t *m, int N, size_t L)
+{
+    const layer_dims d = dims_of(g, m, N, L);
+    const saved_v sv = saved_views((void *)saved, g, m, N, L, NULL);
+    const scratch_v w = scratch_views(scratch, g, m, N, L, 0, NULL);
+    const size_t nle = d.NL * d.E * d.act;
+    const void *pa = params_act;
+
+    // y = G W_out^T: dG = dy W_out, dW_out += dy^T G
+    gpu_memset(g, w.dG, 0, nle);
+    linear_shape_t out = { .N = N, .Cin = d.E, .Cout = d.C, .L = L, .x_nstride = 0, .y_nstride = 0 };
+    linear_backward_gpu(g, w.dG, dparams + m->out_proj, NULL, dy, sv.G,
+                        wptr(pa, m->out_proj, d.act), out);
+
+    gpu_memset(g, w.dxz, 0, 2 * nle);
+    const scan_gpu_t s3 = scan_desc(m, N, L, 3);
+    const size_t states_per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
+    for (int k = 0; k < 3; k++) {
+        direction_front(g, w.u[0], w.delta[0], sv.xdbl[k], 0, sv.xz, params, pa, m, d, N, L, k);
+        gpu_memset(g, w.du, 0, nle);
+        gpu_memset(g, w.ddelta, 0, nle);
+        gpu_memset(g, w.dz, 0, nle);
+        gpu_memset(g, w.dxdbl, 0, d.NL * d.P * d.act);
+
+        scan_gpu_t s = scan_desc(m, N, L, 1);
+        scan_dir_gpu_t *sd = &s.dir[0];
+        sd->order = (tom_order_t)k;
+        sd->u = w.u[0];
+        sd->delta = w.delta[0];
+        sd->B = (const char *)sv.xdbl[k] + (size_t)d.R * d.act;
+        sd->C = (const char *)sv.xdbl[k] + ((size_t)d.R + SCAN_NS) * d.act;
+        sd->z = (const char *)sv.xz + (size_t)d.E * d.act;
+        sd->A_log = params + m->A_log[k];
+        sd->D = params + m->D[k];
+        sd->delta_bias = params + m->dt_b[k];
+        sd->du = w.du;
+        sd->ddelta = w.ddelta;
+        sd->dB = (char *)w.dxdbl + (size_t)d.R * d.act;
+        sd->dC = (char *)w.dxdbl + ((size_t)d.R + SCAN_NS) * d.act;
+        sd->dz = w.dz;
+        sd->dA_log = dparams + m->A_log[k];
+        sd->dD = dparams + m->D[k];
+        sd->ddelta_bias = dparams + m->dt_b[k];
+        selective_scan_backward_gpu(g, w.dG, sv.states + (size_t)k * states_per_dir, w.ws, &s);
+
+        // delta_raw = x_dbl[:R] W_dt^T -> dx_dbl[:R], dW_dt
+        linear_shape_t ds = { .N = N, .Cin = d.R, .Cout = d.E, .L = L, .x_nstride = (size_t)d.P,
+                              .y_nstride = 0 };
+        linear_backward_gpu(g, w.dxdbl, dparams + m->dt_w[k], NULL, w.ddelta, sv.xdbl[k],
+                            wptr(pa, m->dt_w[k], d.act), ds);
+        // x_dbl = u W_x^T -> du, dW_x
+        linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0, .y_nstride = 0 };
+        linear_backward_gpu(g, w.du, dparams + m->x_proj[k], NULL, w.dxdbl, w.u[0],
+                            wptr(pa, m->x_proj[k], d.act), xs);
+        // u = SiLU(conv(x[pi])): dx into dxz[:, :E] at pi, dW_conv, db_conv
+        causal_conv1d_backward_gpu(g, w.dxz, dparams + m->conv_w[k], dparams + m->conv_b[k], w.du,
+                                   sv.xz, 2 * (size_t)d.E, params + m->conv_w[k],
+                                   params + m->conv_b[k], N, d.E, L, m->K, (tom_order_t)k,
+                                   m->nslices, 1);
+        const size_t total = d.NL * d.E;
+        ACT_DISPATCH(g->act, T, {
+            unpermute_add_kernel<T><<<grid_for(g, total, 256), 256, 0, g->stream>>>(
+                (T *)w.dxz, (const T *)w.dz, L, d.E, k, m->nslices, total);
+            KERNEL_CHECK();
+        });
+    }
+
+    // Recompute T = LN(x) and its statistics; xz = T W_in^T: dT = dxz W_in, dW_in += dxz^T T.
+    layernorm_forward_gpu(g, w.T, w.mean, w.rstd, x, params + m->norm_w, params + m->norm_b, N,
+                          d.C, L, LN_EPS);
+    gpu_memset(g, w.dT, 0, d.NL * d.C * d.act);
+    linear_shape_t in = { .N = N, .Cin = d.C, .Cout = 2 * d.E, .L = L, .x_nstride = 0, .y_nstride = 0 };
+    linear_backward_gpu(g, w.dT, dparams + m->in_proj, NULL, w.dxz, w.T,
+                        wptr(pa, m->in_proj, d.act), in);
+    layernorm_backward_gpu(g, dx, dparams + m->norm_w, dparams + m->norm_b, w.dT, x, w.mean,
+                           w.rstd, params + m->norm_w, N, d.C, L);
+}
