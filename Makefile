@@ -123,6 +123,10 @@ test-gpu: $(STAGES) $(GPU_TESTS)
 demo: $(STAGES)
 	@bash pipelines/demo.sh
 
+# issue 7's table (needs a GPU): srm-bench via scripts/bench.sh; BENCH_ARGS passes options.
+bench: $(BIN)/srm-bench
+	@BIN=$(BIN) bash scripts/bench.sh $(BENCH_ARGS)
+
 clean:
 	rm -rf $(BUILD) $(BIN)
 

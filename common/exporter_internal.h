@@ -14,7 +14,8 @@ exporter_internal.h -- state and module functions of srm-exporter (exporter.h is
 #include <stddef.h>
 #include <stdint.h>
 
-#define EXPORTER_PATH 4096
+#define EXPORTER_PATH 4096              // any file path
+#define EXPORTER_DIR  3200              // the run's directories: room left for the file names
 #define EXPORTER_MAX_PENDING 64         // evaluated steps whose checkpoint has not arrived yet
 #define EXPORTER_MAX_POINTS 20000       // per curve; older points are thinned beyond this
 
@@ -27,8 +28,8 @@ typedef struct {
 
 typedef struct {
     exporter_cfg_t cfg;
-    char run[EXPORTER_PATH], ckpt_dir[EXPORTER_PATH], pred_dir[EXPORTER_PATH];
-    char metrics_path[EXPORTER_PATH], curves_path[EXPORTER_PATH];
+    char run[EXPORTER_DIR - 64], ckpt_dir[EXPORTER_DIR], pred_dir[EXPORTER_DIR];
+    char metrics_path[EXPORTER_DIR], curves_path[EXPORTER_DIR];
     int have_latest;
     uint64_t latest_step;
     int have_best;                  // best.ckpt points at best_step (dice best_dice)
@@ -43,9 +44,12 @@ typedef struct {
 } exporter_t;
 
 // ---- exporter_fs.c -----------------------------------------------------------------------------
-// Write n bytes to dir/name through dir/name.tmp (created exclusive of nothing: replaced), fsync,
-// rename. The directory is NOT fsync'ed (callers batch that). On failure the temp is removed.
+// Write n bytes to dir/name through dir/name.tmp: write, fsync, rename. The directory is NOT
+// fsync'ed (callers batch that). On failure the temp file is removed.
 int fs_write_atomic(const char *dir, const char *name, const void *data, size_t n, char *err);
+// The two halves: dir/name.tmp written and fsync'ed (removed on failure); then renamed to dir/name.
+int fs_write_tmp(const char *dir, const char *name, const void *data, size_t n, char *err);
+int fs_commit(const char *dir, const char *name, char *err);
 int fs_fsync_dir(const char *dir, char *err);
 // dir/name -> target (relative), replaced atomically via dir/name.tmp.
 int fs_symlink_atomic(const char *dir, const char *name, const char *target, char *err);
@@ -57,7 +61,7 @@ int fs_sha256_file(const char *path, char hex[65], char *err);
 // Read a whole file of at most max bytes into a malloc'd buffer.
 int fs_read_file(const char *path, uint8_t **data, size_t *n, size_t max, char *err);
 int fs_mkdir_p(const char *path, char *err);
-// Remove every "*.tmp" entry of dir (left by a crash); returns how many.
+// Remove the temporary files a crash left in dir (NAME.tmp, STEM.tmpPID.nii.gz); returns how many.
 int fs_remove_tmp(const char *dir);
 int fs_exists(const char *path);
 double fs_now(void);                // CLOCK_MONOTONIC seconds

@@ -1,8 +1,8 @@
 /*
 plot_font.c -- the 5x7 bitmap font of plot.h: digits, capitals, a small 'e' for exponents (1.0e-05:
 an 'e' after a digit), and the punctuation that numbers, titles and legends need. Other
-lowercase letters print as capitals; unknown characters print as a blank cell. Each glyph is 7 rows of 5 bits, bit 4 the
-leftmost column; a character cell is 6 x 8 pixels at scale 1.
+lowercase letters print as capitals; unknown characters print as a blank cell. Each glyph is
+7 rows of 5 bits, bit 4 the leftmost column; a character cell is 6 x 8 pixels at scale 1.
 */
 #include "plot.h"
 #include <ctype.h>

@@ -312,15 +312,12 @@ int safetensors_read(const char *path, const model_t *m, float *params, char *er
         int same = e->ndim == p->ndim;
         for (int a = 0; same && a < p->ndim; a++) same = e->shape[a] == p->shape[a];
         if (!same) {
-            char want[128];
+            char want[128], got[160] = "[";
             param_shape_str(p, want, sizeof want);
-            rc = set_err(err, "%s: tensor '%s' has shape of %d dims, expected %s", path, e->name, e->ndim, want);
-            if (e->ndim >= 1) {
-                char got[160] = "[";
-                for (int a = 0; a < e->ndim; a++)
-                    snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", a ? ", " : "", (long long)e->shape[a]);
-                set_err(err, "%s: tensor '%s' has shape %s], expected %s", path, e->name, got, want);
-            }
+            for (int a = 0; a < e->ndim; a++)
+                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", a ? ", " : "",
+                         (long long)e->shape[a]);
+            rc = set_err(err, "%s: tensor '%s' has shape %s], expected %s", path, e->name, got, want);
             continue;
         }
         seen[p - t->items] = 1;

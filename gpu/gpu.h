@@ -281,7 +281,100 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
                               const void *dy, const void *x, const void *saved,
                               const float *params, const void *params_act,
                               const mamba_layer_t *m, int N, size_t L);
+
+// CUDA-event timing of the stream's work (gpu_timer.cu): ms waits for the stop event.
+typedef struct gpu_timer gpu_timer_t;
+gpu_timer_t *gpu_timer_new(gpu_ctx_t *g);
+void         gpu_timer_start(gpu_timer_t *t);
+void         gpu_timer_stop(gpu_timer_t *t);
+float        gpu_timer_ms(gpu_timer_t *t);
+void         gpu_timer_free(gpu_timer_t **t);
 // ---- end of the Mamba section ----
+
+// ---- whole model ----
+// (model_plan_gpu.cu, model_fwd.cu, model_bwd.cu, train_step.cu, infer.cu, model_bench.cu;
+// owner: the whole-model part.) SegResMamba (common/model.h) on the GPU: the SAME op sequence as
+// common/nn/model_forward.c / model_backward.c over the SAME parameter table and offsets, so
+// params, grads and Adam m, v are the CPU buffers. One exception, on the device only: every 3D
+// conv / transposed-conv weight with a kernel of more than one voxel is kept channels-last there
+// (conv (Cout, k, Cin), convT (Cin, k, Cout), see the conventions above). The conversion happens
+// on the host in gpu_model_set_* / gpu_model_get_* and nowhere else, so checkpoints and the CPU
+// model never see it. Host tensors below are channels-first fp32 (N, C, D, H, W) as on the CPU.
+#include "model.h"
+
+typedef struct gpu_model gpu_model_t;
+
+// Bytes of the activation arena for batch N and patch dims (0 with err when the plan is invalid):
+// the size function run on the same plan gpu_model_new lays out.
+size_t gpu_model_arena_bytes(gpu_ctx_t *g, const model_t *m, int N, const int dims[3], char *err);
+// Allocates params, grads, Adam m, v (zeroed), the bf16 weight copy (bf16 mode) and the arena,
+// prepares every conv plan and freezes plan building: nothing is allocated by a step afterwards.
+// m and tc must outlive the model. NULL with err for an invalid configuration.
+gpu_model_t *gpu_model_new(gpu_ctx_t *g, const model_t *m, const train_cfg_t *tc, int N,
+                           const int dims[3], char *err);
+void gpu_model_free(gpu_model_t **gm);
+
+// Host buffers of m->table.numel floats, PyTorch layout.
+void gpu_model_set_params(gpu_model_t *gm, const float *params);
+void gpu_model_get_params(gpu_model_t *gm, float *params);
+void gpu_model_get_grads(gpu_model_t *gm, float *grads);
+void gpu_model_set_adam(gpu_model_t *gm, const float *m, const float *v);
+void gpu_model_get_adam(gpu_model_t *gm, float *m, float *v);
+size_t gpu_model_param_bytes(const gpu_model_t *gm);   // device bytes of params+grads+m+v(+bf16)
+
+// x: (N, Cin, D, H, W), labels: (N, D, H, W) class indices (region label values for sigmoid Dice).
+// Forward and loss only; the logits stay readable through gpu_model_get_logits. Returns the loss.
+double gpu_model_forward_loss(gpu_model_t *gm, const float *x, const uint8_t *labels);
+void   gpu_model_get_logits(gpu_model_t *gm, float *logits);         // (N, K, D, H, W)
+// Zero grads, forward, loss, backward (no Adam), eagerly. Returns the loss.
+double gpu_model_grads(gpu_model_t *gm, const float *x, const uint8_t *labels);
+// One training step as one call: zero grads, forward, loss, backward, Adam (step 1-based, lr e.g.
+// lr_cosine). The first step runs eagerly and is captured into a CUDA graph; later steps upload
+// x, labels and the Adam scalars (lr through a device scalar) and replay it. Returns the loss
+// before the update (waits for the stream).
+double gpu_model_step(gpu_model_t *gm, const float *x, const uint8_t *labels, float lr, long step);
+// 1 (default; SRM_GPU_NO_GRAPH=1 turns it off): steps replay the captured graph; 0: eager steps.
+void   gpu_model_use_graph(gpu_model_t *gm, int on);
+
+// ---- measurement (model_bench.cu, train_step.cu) ----
+// n steps after `warm` unmeasured ones, each timed with CUDA events: ms[n].
+void gpu_model_time_steps(gpu_model_t *gm, const float *x, const uint8_t *labels, int warm, int n,
+                          float *ms);
+typedef enum {
+    GPU_KIND_CONV = 0, GPU_KIND_MAMBA, GPU_KIND_NORM, GPU_KIND_GEMM, GPU_KIND_ELEMENTWISE,
+    GPU_KIND_COPY, GPU_KIND_LOSS, GPU_KIND_ADAM, GPU_KIND_COUNT
+} gpu_kind_t;
+const char *gpu_kind_name(int kind);
+// One eager step with CUDA events around every op: device ms per kind (ms[GPU_KIND_COUNT]) and
+// the whole step's ms between its first and last event. Mamba layers are one kind (their scans,
+// GEMMs, conv1d and LayerNorm); gpu_model_time_scans splits the scans out.
+void gpu_model_profile_step(gpu_model_t *gm, const float *x, const uint8_t *labels, long step,
+                            double ms[GPU_KIND_COUNT], double *total_ms);
+// The selective scans of one training step replayed alone (same shapes, every ToM layer, all
+// three directions, forward then backward) on random inputs: ms of the forward and the
+// backward scans per replay, median of n after warm.
+void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, double *bwd_ms);
+
+// ---- inference (infer.cu): forward only, no saved tensors, temporaries reused per level ----
+typedef struct gpu_infer gpu_infer_t;
+// A batch of N windows of dims. share: NULL = own parameter buffers (gpu_infer_set_params), else
+// read gm's device parameters (no copy).
+gpu_infer_t *gpu_infer_new(gpu_ctx_t *g, const model_t *m, int N, const int dims[3],
+                           gpu_model_t *share, char *err);
+void gpu_infer_free(gpu_infer_t **gi);
+void gpu_infer_set_params(gpu_infer_t *gi, const float *params);    // PyTorch layout, host
+size_t gpu_infer_arena_bytes(const gpu_infer_t *gi);
+// x: (N, Cin, D, H, W) -> logits (N, K, D, H, W) (NULL: left on the device)
+void gpu_infer_run(gpu_infer_t *gi, const float *x, float *logits);
+// Forward of the uploaded x only, timed with CUDA events: ms[n] after warm.
+void gpu_infer_time(gpu_infer_t *gi, const float *x, int warm, int n, float *ms);
+// Sliding-window inference over vol (Cin, D, H, W) (MONAI semantics: windows of the dims given at
+// creation, step int(dim * (1 - overlap)), last window flush with the end, zero padding where the
+// volume is smaller, constant weights), N windows per batch. Writes the averaged logits
+// (K, D, H, W) and/or the argmax labels (D, H, W) (either may be NULL). -1 with err on bad input.
+int gpu_infer_sliding(gpu_infer_t *gi, const float *vol, const int vdims[3], double overlap,
+                      float *logits, uint8_t *labels, int *nwindows, char *err);
+// ---- end of the whole-model section ----
 
 #ifdef __cplusplus
 }

@@ -41,7 +41,7 @@ __global__ void scan_bwd_summary(scan_k k, const T *dy, float *X, float *S)
     if (e >= k.E) return;
     float A[SCAN_NS], lam[SCAN_NS];
 #pragma unroll
-    for (int s = 0; s < SCAN_NS; s++) { A[s] = -expf(P.A_log[e * SCAN_NS + s]); lam[s] = 0.0f; }
+    for (int s = 0; s < SCAN_NS; s++) { A[s] = -expf(P.A_log[e * SCAN_NS + s]) * LOG2E_F; lam[s] = 0.0f; }
     const float bias = P.bias ? P.bias[e] : 0.0f;
     const T *dl = (const T *)P.delta, *z = (const T *)P.z;
     float sum = 0.0f;
@@ -56,7 +56,7 @@ __global__ void scan_bwd_summary(scan_k k, const T *dy, float *X, float *S)
         }
         sum += dt;
 #pragma unroll
-        for (int s = 0; s < SCAN_NS; s++) lam[s] = expf(dt * A[s]) * fmaf(gout, Cs[t][s], lam[s]);
+        for (int s = 0; s < SCAN_NS; s++) lam[s] = ex2_fast(dt * A[s]) * fmaf(gout, Cs[t][s], lam[s]);
     }
     const size_t row = ((size_t)blockIdx.y * k.nch + c) * k.E + e;
 #pragma unroll
@@ -146,7 +146,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
         // lane = (channel el of the pair, state s)
         const int e = 2 * p + el;
         const bool e_ok = e < k.E;
-        const float A = e_ok ? -expf(P.A_log[e * SCAN_NS + s]) : 0.0f;
+        const float A = e_ok ? -expf(P.A_log[e * SCAN_NS + s]) : 0.0f, A2 = A * LOG2E_F;
         const size_t sidx = (prow + e) * SCAN_NS + s;
         const float h0 = e_ok ? states[sidx] : 0.0f;
         float lam = e_ok ? lam_dA[sidx] : 0.0f;
@@ -156,7 +156,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
 #pragma unroll
             for (int t = 0; t < SCAN_T; t++) {
                 const float dt = pre[w][t][el][0];
-                hp = fmaf(expf(dt * A), hp, dt * pre[w][t][el][1] * Bs[t][s]);
+                hp = fmaf(ex2_fast(dt * A2), hp, dt * pre[w][t][el][1] * Bs[t][s]);
                 h[t] = hp;
             }
         }
@@ -166,7 +166,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             const float dt = pre[w][t][el][0], ut = pre[w][t][el][1], gout = pre[w][t][el][2];
             const float Bt = Bs[t][s], Ct = Cs[t][s];
             const float hprev = t ? h[t - 1] : h0;
-            const float a = expf(dt * A);
+            const float a = ex2_fast(dt * A2);
             lam = fmaf(gout, Ct, lam);                  // dL/dh_t, all paths
             const float ahp = a * hprev;
             const float dBl = lam * dt * ut, dCl = gout * h[t];

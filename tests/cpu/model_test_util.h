@@ -21,7 +21,7 @@ typedef struct {
     train_cfg_t tc;
 } tmodel_t;
 
-static double now_s(void)
+static inline double now_s(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -29,7 +29,7 @@ static double now_s(void)
 }
 
 // want_double: also allocate the double buffers.
-static void tmodel_init(tmodel_t *t, model_variant_t v, int width, int cin, int classes,
+static inline void tmodel_init(tmodel_t *t, model_variant_t v, int width, int cin, int classes,
                         const int dims[3], int N, uint64_t seed, int want_double)
 {
     char err[ERR_LEN];
@@ -57,21 +57,21 @@ static void tmodel_init(tmodel_t *t, model_variant_t v, int width, int cin, int 
     }
 }
 
-static void tmodel_free(tmodel_t *t)
+static inline void tmodel_free(tmodel_t *t)
 {
     free(t->pf); free(t->gf); free(t->wsf); free(t->xf); free(t->labels);
     free(t->pd); free(t->gd); free(t->wsd); free(t->xd);
     model_free(&t->m);
 }
 
-static double tmodel_loss_d(tmodel_t *t, const double *params)
+static inline double tmodel_loss_d(tmodel_t *t, const double *params)
 {
     model_forward_cpu_f64(t->wsd, params, t->xd, &t->m, &t->p);
     return model_loss_cpu_f64(t->wsd, t->labels, &t->tc, &t->m, &t->p);
 }
 
 // loss and analytic gradients into t->gd
-static double tmodel_grad_d(tmodel_t *t)
+static inline double tmodel_grad_d(tmodel_t *t)
 {
     memset(t->gd, 0, t->m.table.numel * sizeof(double));
     double l = tmodel_loss_d(t, t->pd);
@@ -79,7 +79,7 @@ static double tmodel_grad_d(tmodel_t *t)
     return l;
 }
 
-static double tmodel_grad_f(tmodel_t *t)
+static inline double tmodel_grad_f(tmodel_t *t)
 {
     memset(t->gf, 0, t->m.table.numel * sizeof(float));
     model_forward_cpu(t->wsf, t->pf, t->xf, &t->m, &t->p);

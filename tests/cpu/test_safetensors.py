@@ -210,7 +210,7 @@ build(f, rt)
 r = tool("read", f, *rflags)
 check(r.returncode == 0, "R imports gscs.i.mamba_layer.*: " + r.stderr.strip())
 r = tool("read", f, *FLAGS)
-check(r.returncode != 0 and "unknown tensor 'vit.stages.0.0.weight'" in r.stderr, "M rejects R's stage conv: " + r.stderr.strip())
+check(r.returncode != 0 and "unknown tensor 'vit.stages.0.0." in r.stderr, "M rejects R's stage conv: " + r.stderr.strip())
 
 r = tool("config", ours)
 check(r.returncode == 0 and r.stdout.split() == ["M", "8", "2", "3"], "config from metadata: %r" % r.stdout)

@@ -5,7 +5,6 @@ mamba_ssm. state_dict() keys equal the names of params_M_btcv.txt without the [u
 safetensors export of the C model loads with load_state_dict(strict=True).
 Axis convention (N, C, D, H, W); Mamba tokens flatten D slowest, W fastest.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 

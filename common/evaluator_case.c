@@ -1,0 +1,79 @@
+/*
+evaluator_case.c -- one case: sliding-window logits on the preprocessed grid, brought back to
+the source grid (preprocess_invert_float: resampling, crop and orientation undone) and only then
+turned into labels (argmax, or sigmoid > 0.5 per region and the region -> label rule), as
+nnU-Net resamples probabilities rather than labels. Voxels outside the foreground crop box get
+a fixed "background" vote: logits (1, 0, ..., 0) for softmax classes, -1 for every region.
+Scoring follows system.md: per class (or region) Dice on the source grid, null when absent
+from both, mean over the defined foreground entries; HD95 in mm with the source spacing.
+*/
+#include "evaluator.h"
+#include "check.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void eval_affine_spacing(const double a[4][4], double spacing[3])
+{
+    for (int c = 0; c < 3; c++) spacing[c] = sqrt(a[0][c] * a[0][c] + a[1][c] * a[1][c] + a[2][c] * a[2][c]);
+}
+
+int eval_segment(eval_model_t *em, const sw_cfg_t *sw, const eval_labels_t *lab, const float *x,
+                 const preprocess_record_t *rec, uint8_t *labels, float *logits, char *err)
+{
+    const model_cfg_t *mc = eval_model_cfg(em);
+    int K = mc->classes;
+    if (lab->nregions && lab->nregions != K)
+        return set_err(err, "%d regions but the model has %d outputs", lab->nregions, K);
+    size_t on = (size_t)rec->out_dim[0] * rec->out_dim[1] * rec->out_dim[2];
+    size_t sn = (size_t)rec->src_dim[0] * rec->src_dim[1] * rec->src_dim[2];
+    float *pre = xmalloc(on * K * sizeof(float));
+    if (sw_infer(pre, K, x, mc->in_channels, rec->out_dim, sw, eval_model_net, em, err)) { free(pre); return -1; }
+    float *fill = xmalloc(K * sizeof(float));
+    for (int k = 0; k < K; k++) fill[k] = lab->nregions ? -1.0f : (k == 0 ? 1.0f : 0.0f);
+    float *src = logits ? logits : xmalloc(sn * K * sizeof(float));
+    int rc = preprocess_invert_float(src, pre, K, fill, rec, err);
+    free(pre);
+    free(fill);
+    if (rc == 0 && !lab->nregions) {
+        sw_argmax(labels, src, K, sn);
+    } else if (rc == 0) {
+        uint8_t *masks = xmalloc(sn * K);
+        sw_threshold(masks, src, K, sn);
+        metrics_regions_to_labels(labels, masks, sn, lab->regions, lab->nregions);
+        free(masks);
+    }
+    if (src != logits) free(src);
+    return rc;
+}
+
+void eval_score(eval_result_t *r, const uint8_t *pred, const uint8_t *ref, const int dim[3],
+                const double spacing[3], int K, const eval_labels_t *lab, int hd95)
+{
+    size_t n = (size_t)dim[0] * dim[1] * dim[2];
+    double all[METRICS_MAX_CLASSES];
+    if (lab->nregions) {
+        r->nfg = lab->nregions;
+        metrics_region_dice(r->dice, pred, ref, n, lab->regions, lab->nregions);
+    } else {
+        r->nfg = K - 1;
+        metrics_dice(all, pred, ref, n, K);
+        memcpy(r->dice, all + 1, sizeof(double) * r->nfg);
+    }
+    r->mean_dice = metrics_mean_defined(r->dice, 0, r->nfg, NULL);
+    for (int j = 0; j < r->nfg; j++) r->hd95[j] = NAN;
+    if (!hd95) return;
+    if (!lab->nregions) {
+        metrics_hd95_classes(all, pred, ref, dim, spacing, 1, K);
+        memcpy(r->hd95, all + 1, sizeof(double) * r->nfg);
+        return;
+    }
+    uint8_t *a = xmalloc(n), *b = xmalloc(n);
+    for (int j = 0; j < lab->nregions; j++) {
+        metrics_region_mask(a, pred, n, &lab->regions[j]);
+        metrics_region_mask(b, ref, n, &lab->regions[j]);
+        r->hd95[j] = metrics_hd95(a, b, dim, spacing);
+    }
+    free(a);
+    free(b);
+}

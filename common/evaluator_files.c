@@ -1,0 +1,201 @@
+/*
+evaluator_files.c -- file mode: segment images given on the command line (--images, optional
+--labels to score) or the cases of a dataset (--dataset DIR --split S), preprocessing each one
+as the loader does (preprocess_case with the --spacing/--norm flags), and write each result on
+its source image's grid: OUT/<case>.nii.gz, a uint8 label map or float32 logits (K on the 4th
+axis), carrying the source affine. A case that cannot be read or segmented is reported by name
+and skipped.
+*/
+#include "evaluator.h"
+#include "check.h"
+#include "dataset.h"
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+static double now_s(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return tv.tv_sec + tv.tv_usec * 1e-6;
+}
+
+// Case id of an image path: the file name without .nii / .nii.gz.
+static void id_of_path(const char *path, char *id, size_t cap)
+{
+    const char *b = strrchr(path, '/');
+    snprintf(id, cap, "%s", b ? b + 1 : path);
+    size_t n = strlen(id);
+    if (n > 7 && !strcmp(id + n - 7, ".nii.gz")) id[n - 7] = 0;
+    else if (n > 4 && !strcmp(id + n - 4, ".nii")) id[n - 4] = 0;
+}
+
+// A label file on the image's grid -> uint8 (integers in [0, 255] only). NULL with err.
+static uint8_t *read_label(const char *path, const volume_t *img, char *err)
+{
+    volume_t l;
+    if (nifti_read_volume(path, &l, err)) return NULL;
+    uint8_t *out = NULL;
+    if (l.C != 1 || memcmp(l.dim, img->dim, sizeof l.dim)) {
+        set_err(err, "%s: label grid %dx%dx%d (x%d) differs from the image's %dx%dx%d", path, l.dim[0],
+                l.dim[1], l.dim[2], l.C, img->dim[0], img->dim[1], img->dim[2]);
+        goto done;
+    }
+    for (int r = 0; r < 4; r++)
+        for (int k = 0; k < 4; k++)
+            if (fabs(l.affine[r][k] - img->affine[r][k]) > CASE_AFFINE_ATOL + CASE_AFFINE_RTOL * fabs(img->affine[r][k])) {
+                set_err(err, "%s: label affine differs from the image's at [%d][%d] (%g vs %g)", path, r, k,
+                        l.affine[r][k], img->affine[r][k]);
+                goto done;
+            }
+    size_t n = volume_voxels(&l);
+    out = xmalloc(n);
+    for (size_t i = 0; i < n; i++) {
+        float v = l.data[i];
+        if (!(v >= 0 && v <= 255) || fabsf(v - roundf(v)) > 1e-4f) {
+            set_err(err, "%s: voxel %zu holds %g, not a label in [0, 255]", path, i, v);
+            free(out);
+            out = NULL;
+            goto done;
+        }
+        out[i] = (uint8_t)lrintf(v);
+    }
+done:
+    volume_free(&l);
+    return out;
+}
+
+static int write_result(const char *dir, const char *id, const preprocess_record_t *rec, const uint8_t *labels,
+                        const float *logits, int K, char *err)
+{
+    volume_t v;
+    memset(&v, 0, sizeof v);
+    memcpy(v.dim, rec->src_dim, sizeof v.dim);
+    memcpy(v.affine, rec->src_affine, sizeof v.affine);
+    eval_affine_spacing(rec->src_affine, v.spacing);
+    size_t n = volume_voxels(&v);
+    v.C = logits ? K : 1;
+    v.data = xmalloc(n * v.C * sizeof(float));
+    if (logits) memcpy(v.data, logits, n * K * sizeof(float));
+    else for (size_t i = 0; i < n; i++) v.data[i] = labels[i];
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.nii.gz", dir, id);
+    int rc = nifti_write_volume(path, &v, logits ? 16 : 2, err);
+    free(v.data);
+    return rc;
+}
+
+// Preprocess, segment, write and score one loaded case (c is consumed). 0 or -1 + err.
+static int run_case(eval_model_t *em, const eval_cfg_t *cfg, case_t *c, const uint8_t *ref, eval_result_t *r,
+                    char *err)
+{
+    const model_cfg_t *mc = eval_model_cfg(em);
+    if (c->image.C != mc->in_channels)
+        return set_err(err, "%d image channels, the model takes %d", c->image.C, mc->in_channels);
+    free(c->label);                     // the reference is kept on the source grid by the caller
+    c->label = NULL;
+    preprocess_record_t rec;
+    char e2[ERR_LEN];
+    if (preprocess_case(c, &cfg->prep, &rec, e2)) return set_err(err, "preprocessing: %s", e2);
+    size_t sn = (size_t)rec.src_dim[0] * rec.src_dim[1] * rec.src_dim[2];
+    uint8_t *labels = xmalloc(sn);
+    float *logits = cfg->logits ? xmalloc(sn * mc->classes * sizeof(float)) : NULL;
+    int rc = eval_segment(em, &cfg->sw, &cfg->lab, c->image.data, &rec, labels, logits, err);
+    if (rc == 0 && cfg->out_dir) rc = write_result(cfg->out_dir, r->id, &rec, labels, logits, mc->classes, err);
+    if (rc == 0 && ref) {
+        double sp[3];
+        eval_affine_spacing(rec.src_affine, sp);
+        eval_score(r, labels, ref, rec.src_dim, sp, mc->classes, &cfg->lab, cfg->hd95);
+    } else if (rc == 0) {
+        r->nfg = 0;                     // segmented, nothing to score against
+        r->mean_dice = NAN;
+    }
+    free(labels);
+    free(logits);
+    return rc;
+}
+
+// Load case k of the run (an image file, or dataset case idx[k]) into c and its reference.
+static int load_case(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx, int k, case_t *c,
+                     uint8_t **ref, char *err)
+{
+    memset(c, 0, sizeof *c);
+    *ref = NULL;
+    if (ds) {
+        if (dataset_load_case(ds, idx[k], c, err)) return -1;
+        if (c->label) {
+            size_t n = volume_voxels(&c->image);
+            *ref = xmalloc(n);
+            memcpy(*ref, c->label, n);
+        }
+    } else {
+        id_of_path(cfg->images[k], c->id, sizeof c->id);
+        if (nifti_read_volume(cfg->images[k], &c->image, err)) return -1;
+        if (c->image.C > CASE_MAX_CHANNELS) return set_err(err, "%s: %d channels (at most %d)", cfg->images[k], c->image.C, CASE_MAX_CHANNELS);
+        for (int ch = 0; ch < c->image.C; ch++) c->modality[ch] = MODALITY_MR;
+        if (cfg->n_labels && !(*ref = read_label(cfg->labels[k], &c->image, err))) return -1;
+    }
+    if (cfg->force_modality >= 0)
+        for (int ch = 0; ch < c->image.C; ch++) c->modality[ch] = (modality_t)cfg->force_modality;
+    return 0;
+}
+
+int eval_run_files(const eval_cfg_t *cfg, char *err)
+{
+    if (cfg->out_dir && mkdir(cfg->out_dir, 0777) && errno != EEXIST)
+        return set_err(err, "%s: cannot make the output folder: %s", cfg->out_dir, strerror(errno));
+    eval_model_t *em = eval_model_load_file(cfg->model_path, &cfg->model, err);
+    if (!em) return -1;
+    if (cfg->lab.nregions && cfg->lab.nregions != eval_model_cfg(em)->classes) {
+        set_err(err, "--regions gives %d regions, the model has %d outputs", cfg->lab.nregions, eval_model_cfg(em)->classes);
+        eval_model_free(&em);
+        return -1;
+    }
+    if (eval_model_prepare(em, &cfg->sw, cfg->device, err)) { eval_model_free(&em); return -1; }
+    dataset_t ds, *dsp = NULL;
+    int *idx = NULL, n = cfg->n_images;
+    if (cfg->dataset) {
+        if (dataset_open(cfg->dataset, &ds, err)) { eval_model_free(&em); return -1; }
+        dsp = &ds;
+        if (dataset_select(&ds, cfg->split, &idx, &n, err)) { dataset_free(&ds); eval_model_free(&em); return -1; }
+        if (n == 0) log_msg('W', "%s: split '%s' holds no case", cfg->dataset, cfg->split);
+    }
+    const model_cfg_t *mc = eval_model_cfg(em);
+    log_msg('I', "%d case(s), model %s width %d (%d in, %d out) on the %s, window %dx%dx%d overlap %g %s x%d",
+            n, model_variant_name(mc->variant), mc->width, mc->in_channels, mc->classes, eval_model_device(em),
+            cfg->sw.roi[0], cfg->sw.roi[1], cfg->sw.roi[2], cfg->sw.overlap,
+            cfg->sw.blend == SW_BLEND_GAUSSIAN ? "gaussian" : "constant", cfg->sw.batch);
+    eval_result_t *rs = xcalloc(n ? (size_t)n : 1, sizeof *rs);
+    int failed = 0, scored = 0;
+    for (int k = 0; k < n; k++) {
+        eval_result_t *r = &rs[k];
+        case_t c;
+        uint8_t *ref;
+        double t0 = now_s();
+        r->ok = load_case(cfg, dsp, idx, k, &c, &ref, r->error) == 0;
+        snprintf(r->id, sizeof r->id, "%s", c.id[0] ? c.id : (dsp ? ds.cases[idx[k]].id : cfg->images[k]));
+        if (r->ok) r->ok = run_case(em, cfg, &c, ref, r, r->error) == 0;
+        r->seconds = now_s() - t0;
+        case_free(&c);
+        if (!r->ok) {
+            failed++;
+            log_msg('W', "case %s skipped: %s", r->id, r->error);
+        } else {
+            log_msg('I', "case %s: %.1f s", r->id, r->seconds);
+        }
+        if (ref && r->ok) { scored++; eval_print_case(r, &cfg->lab); }
+        else if (!r->ok) eval_print_case(r, &cfg->lab);
+        free(ref);
+    }
+    if (scored) eval_print_summary(rs, n, &cfg->lab);
+    free(rs);
+    free(idx);
+    if (dsp) dataset_free(&ds);
+    eval_model_free(&em);
+    if (n > 0 && failed == n) return set_err(err, "every case failed (%d)", n);
+    return failed;
+}

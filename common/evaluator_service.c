@@ -1,0 +1,424 @@
+/*
+evaluator_service.c -- service mode (docs/pipeline.md): PULL eval jobs from the trainer
+(connect), ask the loader's ROUTER for the validation list once and then each case (DEALER,
+connect; replies matched by `seq`, stale ones dropped), segment and score every case on its
+source grid, and send one `metrics` message to the exporter (DEALER) and to the trainer (PUSH,
+never blocking). After a final job (or every job with --predictions every) each case's label map
+goes to the exporter as a `volume` of kind "prediction"; the exporter's acks are collected.
+Jobs that arrive while one runs wait in the socket; afterwards only the newest is taken.
+The reference labels are the dataset's original label files when --dataset is given (same host
+or shared storage), else the loader's labels mapped back to the source grid (exact unless the
+loader resampled).
+*/
+#include "evaluator_internal.h"
+#include "check.h"
+#include "dataset.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <jansson.h>
+
+typedef struct {
+    const eval_cfg_t *cfg;
+    stage_t *st;
+    void *jobs, *cases, *exporter, *metrics;
+    uint64_t seq;
+    char (*ids)[WIRE_ID_LEN];       // the loader's validation list (asked once)
+    int n_ids;
+    dataset_t ds;                   // --dataset: source labels by case id
+    int have_ds;
+    eval_model_t *em;               // prepared model kept across jobs
+    int em_roi[3];
+    long pending_acks;              // prediction acks still expected from the exporter
+} svc_t;
+
+static double now_s(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return tv.tv_sec + tv.tv_usec * 1e-6;
+}
+
+static void *open_sock(svc_t *s, int type, const char *ep, int hwm, char *err)
+{
+    stage_sock_opts_t o = stage_sock_defaults();
+    o.hwm = hwm;
+    if (s->cfg->curve_client && !strncmp(ep, "tcp://", 6)) {
+        o.curve_secret = s->cfg->curve_client;
+        o.curve_server_public = s->cfg->server_key;
+    }
+    return stage_socket(s->st, type, ep, STAGE_CONNECT, &o, err);
+}
+
+// ---- the loader ---------------------------------------------------------------------------------
+
+// Send a request on the cases socket and wait for the answer with its seq. 0 (reply in m),
+// 1 stopping, -1 err (timeout, send failure).
+static int ask_loader(svc_t *s, const char *what, int64_t index, const char *case_id, wire_msg_t *m, char *err)
+{
+    wire_request_t r = { .index = index, .seq = ++s->seq };
+    snprintf(r.what, sizeof r.what, "%s", what);
+    wire_out_t o;
+    if (wire_encode_request(&o, &r, err)) { wire_out_free(&o); return -1; }
+    if (case_id) wire_put_str(&o, "case_id", case_id);
+    double deadline = now_s() + s->cfg->case_timeout_s;
+    int rc = WIRE_AGAIN;
+    while (rc == WIRE_AGAIN) {      // no loader connected yet: wait for one, bounded
+        stage_event_t e = stage_wait_out(s->st, s->cases, 1000);
+        if (e == STAGE_STOP) { wire_out_free(&o); return 1; }
+        if (e == STAGE_READY) rc = wire_send(s->cases, &o, ZMQ_DONTWAIT, err);
+        if (rc == WIRE_AGAIN && now_s() > deadline) rc = set_err(err, "no loader took the request within %d s", s->cfg->case_timeout_s);
+    }
+    wire_out_free(&o);
+    if (rc < 0) return -1;
+    for (;;) {
+        double left = deadline - now_s();
+        if (left <= 0) return set_err(err, "loader: no answer to '%s' within %d s", what, s->cfg->case_timeout_s);
+        stage_event_t e = stage_wait(s->st, s->cases, left > 1 ? 1000 : (int)(left * 1000) + 1);
+        if (e == STAGE_STOP) return 1;
+        if (e != STAGE_READY) continue;
+        char e2[ERR_LEN];
+        int got = wire_recv(s->cases, m, ZMQ_DONTWAIT, e2);
+        if (got == WIRE_AGAIN) continue;
+        if (got < 0) { log_msg('W', "cases: bad reply from %s: %s", m->peer, e2); continue; }
+        uint64_t seq = 0;
+        if (wire_get_u64(m, "seq", &seq, 0, e2) < 0 || seq != r.seq) {
+            log_msg('W', "cases: dropping a stale '%s' reply from %s (seq %llu, want %llu)", m->type, m->peer,
+                    (unsigned long long)seq, (unsigned long long)r.seq);
+            continue;
+        }
+        return 0;
+    }
+}
+
+static int fetch_list(svc_t *s, char *err)
+{
+    if (s->ids) return 0;
+    wire_msg_t m;
+    wire_msg_init(&m);
+    int rc = ask_loader(s, "list", -1, NULL, &m, err);
+    if (rc == 0 && eval_case_list_decode(&m, &s->ids, &s->n_ids, err) == 0)
+        log_msg('I', "loader %s serves %d validation case(s)", m.peer, s->n_ids);
+    else if (rc == 0) rc = -1;
+    wire_msg_free(&m);
+    return rc;
+}
+
+// Reference labels on the source grid. NULL with err when there are none.
+static uint8_t *reference(svc_t *s, const eval_case_t *c, const char **how, char *err)
+{
+    size_t n = (size_t)c->rec.src_dim[0] * c->rec.src_dim[1] * c->rec.src_dim[2];
+    if (s->have_ds) {
+        int i = dataset_find(&s->ds, c->id);
+        if (i < 0 || !s->ds.cases[i].label) { set_err(err, "%s: no label file in %s", c->id, s->cfg->dataset); return NULL; }
+        volume_t l;
+        if (nifti_read_volume(s->ds.cases[i].label, &l, err)) return NULL;
+        uint8_t *ref = NULL;
+        if (l.C != 1 || memcmp(l.dim, c->rec.src_dim, sizeof l.dim)) {
+            set_err(err, "%s: label grid %dx%dx%d differs from the source image's %dx%dx%d", s->ds.cases[i].label,
+                    l.dim[0], l.dim[1], l.dim[2], c->rec.src_dim[0], c->rec.src_dim[1], c->rec.src_dim[2]);
+        } else {
+            ref = xmalloc(n);
+            for (size_t k = 0; k < n; k++) {
+                float v = l.data[k];
+                if (!(v >= 0 && v <= 255)) { set_err(err, "%s: voxel %zu holds %g", s->ds.cases[i].label, k, v); free(ref); ref = NULL; break; }
+                ref[k] = (uint8_t)lrintf(v);
+            }
+        }
+        volume_free(&l);
+        *how = "source label files";
+        return ref;
+    }
+    if (!c->labels) { set_err(err, "%s: the loader sent no labels (and no --dataset)", c->id); return NULL; }
+    uint8_t *ref = xmalloc(n);
+    if (preprocess_invert_labels(ref, c->labels, &c->rec, err)) { free(ref); return NULL; }
+    *how = "loader labels mapped back";
+    return ref;
+}
+
+// ---- the exporter ------------------------------------------------------------------------------
+
+static void free_buf(void *data, void *hint) { (void)hint; free(data); }
+
+// Answers the exporter sent us (prediction acks, errors): log problems, count acks.
+static void drain_exporter(svc_t *s)
+{
+    if (!s->exporter) return;
+    for (;;) {
+        wire_msg_t m;
+        wire_msg_init(&m);
+        char err[ERR_LEN];
+        int rc = wire_recv(s->exporter, &m, ZMQ_DONTWAIT, err);
+        if (rc == WIRE_AGAIN) { wire_msg_free(&m); return; }
+        if (rc < 0) log_msg('W', "exporter %s: bad reply: %s", m.peer, err);
+        else if (!strcmp(m.type, "ack")) { if (s->pending_acks > 0) s->pending_acks--; }
+        else if (eval_reply_error(&m, err)) log_msg('W', "exporter %s: %s", m.peer, err + strlen("loader: "));
+        else log_msg('W', "exporter %s: unexpected '%s' message", m.peer, m.type);
+        wire_msg_free(&m);
+    }
+}
+
+// Send o to the exporter, waiting up to 10 s for room (it is a local disk writer).
+static void to_exporter(svc_t *s, wire_out_t *o, const char *what)
+{
+    if (!s->exporter) return;
+    char err[ERR_LEN];
+    int rc = WIRE_AGAIN;
+    for (int t = 0; t < 10 && rc == WIRE_AGAIN && !stage_stopping(s->st); t++) {
+        drain_exporter(s);
+        if (stage_wait_out(s->st, s->exporter, 1000) == STAGE_READY) rc = wire_send(s->exporter, o, ZMQ_DONTWAIT, err);
+    }
+    if (rc == WIRE_AGAIN) log_msg('W', "exporter: %s not sent: no room after 10 s", what);
+    else if (rc < 0) log_msg('W', "exporter: %s not sent: %s", what, err);
+}
+
+static void send_prediction(svc_t *s, const eval_case_t *c, uint8_t *labels, uint64_t step)
+{
+    wire_out_t o;
+    wire_out_init(&o, "volume");
+    wire_put_str(&o, "case_id", c->id);
+    wire_put_str(&o, "kind", "prediction");
+    wire_put_u64(&o, "step", step);
+    double a[16], sp[3];
+    for (int r = 0; r < 4; r++)
+        for (int k = 0; k < 4; k++) a[4 * r + k] = c->rec.src_affine[r][k];
+    eval_affine_spacing(c->rec.src_affine, sp);
+    wire_put_f64v(&o, "affine", a, 16);
+    wire_put_f64v(&o, "spacing", sp, 3);
+    int64_t shape[3] = { c->rec.src_dim[0], c->rec.src_dim[1], c->rec.src_dim[2] };
+    wire_out_array(&o, "labels", WIRE_U8, 3, shape, labels);
+    wire_out_donate(&o, "labels", free_buf, NULL);
+    s->pending_acks++;
+    to_exporter(s, &o, "prediction");
+    wire_out_free(&o);
+}
+
+// Wait (bounded) until the exporter acknowledged every prediction.
+static void wait_acks(svc_t *s)
+{
+    double deadline = now_s() + 30;
+    while (s->exporter && s->pending_acks > 0 && now_s() < deadline) {
+        if (stage_wait(s->st, s->exporter, 500) == STAGE_STOP) break;
+        drain_exporter(s);
+    }
+    if (s->pending_acks > 0) log_msg('W', "exporter: %ld prediction(s) not acknowledged", s->pending_acks);
+    s->pending_acks = 0;
+}
+
+static void send_metrics(svc_t *s, uint64_t step, const eval_result_t *rs, int n, const char *extra)
+{
+    wire_out_t o;
+    char err[ERR_LEN];
+    if (s->exporter) {
+        if (eval_metrics_msg(&o, step, rs, n, &s->cfg->lab, extra, err)) log_msg('E', "metrics: %s", err);
+        else to_exporter(s, &o, "metrics");
+        wire_out_free(&o);
+    }
+    if (s->metrics) {
+        // The trainer's socket never holds the evaluator up: a full or absent peer drops this copy.
+        if (eval_metrics_msg(&o, step, rs, n, &s->cfg->lab, extra, err)) log_msg('E', "metrics: %s", err);
+        else {
+            int rc = wire_send(s->metrics, &o, ZMQ_DONTWAIT, err);
+            if (rc == WIRE_AGAIN) log_msg('W', "trainer metrics socket full or not connected: step %llu not sent to it", (unsigned long long)step);
+            else if (rc < 0) log_msg('W', "trainer metrics: %s", err);
+        }
+        wire_out_free(&o);
+    }
+}
+
+// ---- one job -----------------------------------------------------------------------------------
+
+// The model of job j, prepared for its window (kept from the previous job when it fits).
+static int job_model(svc_t *s, const eval_job_t *j, sw_cfg_t *sw, char *err)
+{
+    char what[64];
+    snprintf(what, sizeof what, "job step %llu", (unsigned long long)j->step);
+    eval_model_t *em = eval_model_load_bytes(j->blob, j->blob_len, what, &s->cfg->model, err);
+    if (!em) return -1;
+    *sw = s->cfg->sw;
+    if (!s->cfg->window_given && j->has_patch) memcpy(sw->roi, j->patch, sizeof sw->roi);
+    if (s->em && !memcmp(s->em_roi, sw->roi, sizeof s->em_roi) && eval_model_adopt(s->em, em)) {
+        eval_model_free(&em);
+        return 0;
+    }
+    if (eval_model_prepare(em, sw, s->cfg->device, err)) { eval_model_free(&em); return -1; }
+    eval_model_free(&s->em);
+    s->em = em;
+    memcpy(s->em_roi, sw->roi, sizeof s->em_roi);
+    return 0;
+}
+
+// Fetch, segment and score validation case k into r. 1 when stopping.
+static int job_case(svc_t *s, const eval_job_t *j, const sw_cfg_t *sw, const eval_labels_t *lab, int k,
+                    eval_result_t *r, const char **how)
+{
+    double t0 = now_s();
+    snprintf(r->id, sizeof r->id, "%s", s->ids[k]);
+    wire_msg_t m;
+    wire_msg_init(&m);
+    eval_case_t c;
+    memset(&c, 0, sizeof c);
+    uint8_t *pred = NULL, *ref = NULL;
+    int rc = ask_loader(s, "case", k, s->ids[k], &m, r->error);
+    if (rc == 0) rc = eval_case_decode(&m, &c, r->error);
+    wire_msg_free(&m);
+    if (rc == 0 && c.C != eval_model_cfg(s->em)->in_channels)
+        rc = set_err(r->error, "%d image channels, the model takes %d", c.C, eval_model_cfg(s->em)->in_channels);
+    if (rc == 0) {
+        pred = xmalloc((size_t)c.rec.src_dim[0] * c.rec.src_dim[1] * c.rec.src_dim[2]);
+        rc = eval_segment(s->em, sw, lab, c.image, &c.rec, pred, NULL, r->error);
+    }
+    if (rc == 0 && !(ref = reference(s, &c, how, r->error))) rc = -1;
+    if (rc == 0) {
+        double sp[3];
+        eval_affine_spacing(c.rec.src_affine, sp);
+        eval_score(r, pred, ref, c.rec.src_dim, sp, eval_model_cfg(s->em)->classes, lab, s->cfg->hd95);
+        r->ok = 1;
+        if (s->cfg->predictions == EVAL_PRED_EVERY || (j->final && s->cfg->predictions == EVAL_PRED_FINAL)) {
+            send_prediction(s, &c, pred, j->step);      // takes pred
+            pred = NULL;
+        }
+    }
+    r->seconds = now_s() - t0;
+    free(pred);
+    free(ref);
+    eval_case_free(&c);
+    return rc == 1 ? 1 : 0;
+}
+
+static char *job_extra_json(const eval_job_t *j, const sw_cfg_t *sw, const char *device, const char *how, double secs)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "kind", json_string(j->kind));
+    json_object_set_new(o, "final", json_boolean(j->final));
+    json_object_set_new(o, "window", json_pack("[iii]", sw->roi[0], sw->roi[1], sw->roi[2]));
+    json_object_set_new(o, "overlap", json_real(sw->overlap));
+    json_object_set_new(o, "blend", json_string(sw->blend == SW_BLEND_GAUSSIAN ? "gaussian" : "constant"));
+    json_object_set_new(o, "device", json_string(device));
+    json_object_set_new(o, "reference", json_string(how));
+    json_object_set_new(o, "seconds", json_real(secs));
+    char *txt = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!txt) DIE("json_dumps: out of memory");
+    return txt;
+}
+
+// Run job j to the end. 1 when stopping, -1 when it could not run (logged by the caller).
+static int run_job(svc_t *s, const eval_job_t *j, const char *peer, char *err)
+{
+    double t0 = now_s();
+    sw_cfg_t sw;
+    eval_labels_t lab = s->cfg->lab;
+    if (!lab.nregions && j->has_regions && eval_regions_parse(&lab, j->regions, err)) return -1;
+    if (job_model(s, j, &sw, err)) return -1;
+    if (lab.nregions && lab.nregions != eval_model_cfg(s->em)->classes)
+        return set_err(err, "%d regions but the model has %d outputs", lab.nregions, eval_model_cfg(s->em)->classes);
+    int rc = fetch_list(s, err);
+    if (rc) return rc;
+    log_msg('I', "job step %llu (%s%s) from %s: %d case(s), window %dx%dx%d on the %s", (unsigned long long)j->step,
+            j->kind, j->final ? ", final" : "", peer, s->n_ids, sw.roi[0], sw.roi[1], sw.roi[2], eval_model_device(s->em));
+    eval_result_t *rs = xcalloc(s->n_ids ? (size_t)s->n_ids : 1, sizeof *rs);
+    const char *how = "none";
+    int ok = 0;
+    for (int k = 0; k < s->n_ids && rc == 0; k++) {
+        rc = job_case(s, j, &sw, &lab, k, &rs[k], &how);
+        if (rc) break;
+        if (rs[k].ok) { ok++; log_msg('I', "case %s: mean Dice %.4f (%.1f s)", rs[k].id, rs[k].mean_dice, rs[k].seconds); }
+        else log_msg('W', "case %s skipped: %s", rs[k].id, rs[k].error);
+    }
+    if (rc == 0) {
+        char *extra = job_extra_json(j, &sw, eval_model_device(s->em), how, now_s() - t0);
+        send_metrics(s, j->step, rs, s->n_ids, extra);
+        free(extra);
+        if (s->pending_acks) wait_acks(s);
+        double md = NAN;
+        for (int k = 0, c = 0; k < s->n_ids; k++)
+            if (rs[k].ok && isfinite(rs[k].mean_dice)) { md = (c ? md * c : 0) + rs[k].mean_dice; md /= ++c; }
+        log_msg('I', "job step %llu done: %d/%d case(s), mean Dice %.4f, %.1f s", (unsigned long long)j->step, ok,
+                s->n_ids, md, now_s() - t0);
+    }
+    free(rs);
+    return rc;
+}
+
+// ---- the loop ----------------------------------------------------------------------------------
+
+// Take every job waiting in the socket; keep the newest valid one in *m (its decoded form in *j).
+// A dropped final job hands its final mark on. Returns 1 when a job was kept.
+static int newest_job(svc_t *s, wire_msg_t *m, eval_job_t *j)
+{
+    int have = 0, final = 0;
+    for (;;) {
+        wire_msg_t t;
+        wire_msg_init(&t);
+        char err[ERR_LEN];
+        int rc = wire_recv(s->jobs, &t, ZMQ_DONTWAIT, err);
+        if (rc == WIRE_AGAIN) { wire_msg_free(&t); break; }
+        eval_job_t tj;
+        if (rc < 0 || eval_job_decode(&t, &tj, err) < 0) {
+            log_msg('W', "jobs: rejected a message from %s: %s", t.peer[0] ? t.peer : "?", err);
+            wire_msg_free(&t);
+            continue;
+        }
+        if (have) {
+            log_msg('I', "jobs: step %llu superseded by step %llu", (unsigned long long)j->step, (unsigned long long)tj.step);
+            final |= j->final;
+        }
+        wire_msg_free(m);
+        *m = t;                 // the message owns the frames tj.blob points into
+        *j = tj;
+        have = 1;
+    }
+    if (have) j->final |= final;
+    return have;
+}
+
+static int svc_open(svc_t *s, const eval_cfg_t *cfg, stage_t *st, char *err)
+{
+    memset(s, 0, sizeof *s);
+    s->cfg = cfg;
+    s->st = st;
+    if (cfg->dataset) {
+        if (dataset_open(cfg->dataset, &s->ds, err)) return -1;
+        s->have_ds = 1;
+    }
+    if (!(s->jobs = open_sock(s, ZMQ_PULL, cfg->jobs_ep, 1, err))) return -1;
+    if (!(s->cases = open_sock(s, ZMQ_DEALER, cfg->cases_ep, 4, err))) return -1;
+    if (cfg->exporter_ep && !(s->exporter = open_sock(s, ZMQ_DEALER, cfg->exporter_ep, 16, err))) return -1;
+    if (cfg->metrics_ep && !(s->metrics = open_sock(s, ZMQ_PUSH, cfg->metrics_ep, 4, err))) return -1;
+    return 0;
+}
+
+int eval_run_service(const eval_cfg_t *cfg, stage_t *st, char *err)
+{
+    svc_t s;
+    int rc = svc_open(&s, cfg, st, err);
+    long done = 0;
+    if (rc == 0) log_msg('I', "waiting for eval jobs on %s (cases %s, exporter %s, metrics %s)", cfg->jobs_ep,
+                         cfg->cases_ep, cfg->exporter_ep ? cfg->exporter_ep : "-", cfg->metrics_ep ? cfg->metrics_ep : "-");
+    while (rc == 0) {
+        stage_event_t e = stage_wait(st, s.jobs, 1000);
+        drain_exporter(&s);
+        if (e == STAGE_STOP) break;
+        if (e != STAGE_READY) continue;
+        wire_msg_t m;
+        wire_msg_init(&m);
+        eval_job_t j;
+        if (!newest_job(&s, &m, &j)) { wire_msg_free(&m); continue; }
+        char jerr[ERR_LEN], peer[64];
+        snprintf(peer, sizeof peer, "%s", m.peer);
+        int jr = run_job(&s, &j, peer, jerr);
+        wire_msg_free(&m);
+        if (jr == 1) break;
+        if (jr < 0) log_msg('W', "job step %llu from %s failed: %s", (unsigned long long)j.step, peer, jerr);
+        done++;
+        if ((cfg->max_jobs && done >= cfg->max_jobs) || (cfg->exit_after_final && j.final)) break;
+    }
+    log_msg('I', "stopping after %ld job(s)%s", done, stage_signal(st) ? " (signal)" : "");
+    eval_model_free(&s.em);
+    free(s.ids);
+    if (s.have_ds) dataset_free(&s.ds);
+    return rc;
+}

@@ -1,0 +1,225 @@
+/*
+patch_stream.c -- srm-augmenter's loop (see patch_stream.h): receive and check volumes, keep a
+ring of the last --keep, cut patches straight into the batch buffers, and send each full batch
+with its images buffer handed to ZeroMQ (no copy), waiting for room on the patches socket.
+A bad volume is logged with its peer and dropped; the loop carries on.
+*/
+#include "patch_stream.h"
+#include "check.h"
+#include "wire_msgs.h"
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct { aug_volume_t v; int num_classes; int live; } slot_t;
+
+typedef struct {
+    const patch_cfg_t *cfg;
+    stage_t *st;
+    void *vin, *pout;
+    slot_t *ring;
+    int next_slot, rr;          // slot the next volume replaces; round-robin reuse cursor
+    int C;                      // channels of this stream (the first volume's)
+    size_t pn;                  // voxels per patch
+    float *images;              // (B, C, P) current batch
+    uint8_t *labels;            // (B, P)
+    int32_t *origins;           // (B, 3)
+    uint8_t *positive;          // (B)
+    char (*ids)[WIRE_ID_LEN];   // (B)
+    int fill, num_classes;
+    uint64_t seq;
+    // stats
+    double t_last, wait_in, wait_out;
+    long patches, batches, vols_new, vols_reused, vols_bad;
+} stream_t;
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+static void free_buf(void *data, void *hint) { (void)hint; free(data); }
+
+// 0 sent, 1 stopping, -1 err
+static int send_batch(stream_t *s, char *err)
+{
+    const patch_cfg_t *c = s->cfg;
+    wire_patch_batch_t p;
+    memset(&p, 0, sizeof p);
+    p.seq = s->seq;
+    p.aug_seed = c->seed;
+    p.B = c->batch; p.C = s->C;
+    p.D = c->aug.patch[0]; p.H = c->aug.patch[1]; p.W = c->aug.patch[2];
+    p.image_dtype = WIRE_F32;
+    p.images = s->images;
+    p.labels = s->labels;
+    p.origins = s->origins;
+    p.positive = s->positive;
+    p.case_ids = s->ids;
+    p.num_classes = s->num_classes;
+    wire_out_t o;
+    if (wire_encode_patch_batch(&o, &p, err)) { wire_out_free(&o); return -1; }
+    wire_out_donate(&o, "images", free_buf, NULL);  // the message owns it from here
+    s->images = xmalloc((size_t)c->batch * s->C * s->pn * sizeof(float));
+    double t0 = now_s();
+    int rc;
+    for (;;) {
+        stage_event_t e = stage_wait_out(s->st, s->pout, 1000);
+        if (e == STAGE_STOP) { rc = 1; break; }
+        if (e != STAGE_READY) continue;
+        rc = wire_send(s->pout, &o, ZMQ_DONTWAIT, err);
+        if (rc != WIRE_AGAIN) break;
+    }
+    s->wait_out += now_s() - t0;
+    wire_out_free(&o);
+    if (rc == 0) { s->seq++; s->batches++; s->fill = 0; s->num_classes = 0; }
+    return rc;
+}
+
+// Cut cfg->samples patches from slot k; 0, 1 stopping, -1 err.
+static int cut(stream_t *s, int k, char *err)
+{
+    const patch_cfg_t *c = s->cfg;
+    slot_t *sl = &s->ring[k];
+    sl->v.uses++;
+    for (int n = 0; n < c->samples; n++) {
+        int b = s->fill;
+        aug_info_t info;
+        augment_sample(s->images + (size_t)b * s->C * s->pn, s->labels + (size_t)b * s->pn, &info, &sl->v,
+                       &c->aug, c->seed, sl->v.next_sample++);
+        memcpy(&s->origins[3 * b], info.origin, 3 * sizeof(int32_t));
+        s->positive[b] = (uint8_t)info.positive;
+        snprintf(s->ids[b], WIRE_ID_LEN, "%s", sl->v.case_id);
+        if (sl->num_classes > s->num_classes) s->num_classes = sl->num_classes;
+        s->fill++;
+        s->patches++;
+        if (s->fill == c->batch) {
+            int rc = send_batch(s, err);
+            if (rc) return rc;
+            if (c->max_batches && s->batches >= c->max_batches) return 1;
+        }
+    }
+    return 0;
+}
+
+// Receive one volume into the ring. Returns the slot, or -1 when it was bad (logged).
+static int take_volume(stream_t *s)
+{
+    wire_msg_t m;
+    wire_msg_init(&m);
+    char err[ERR_LEN];
+    wire_volume_t v;
+    int k = -1, rc = wire_recv(s->vin, &m, ZMQ_DONTWAIT, err);
+    if (rc == WIRE_AGAIN) { wire_msg_free(&m); return -1; }
+    if (rc == 0 && wire_decode_volume(&m, &v, err) == 0) {
+        if (!s->C) s->C = v.C;
+        if (v.C != s->C) {
+            snprintf(err, sizeof err, "volume %s has %d channels, this stream %d", v.case_id, v.C, s->C);
+        } else {
+            k = s->next_slot;
+            slot_t *sl = &s->ring[k];
+            if (sl->live) aug_volume_free(&sl->v);
+            sl->live = 0;
+            int dim[3] = { v.D, v.H, v.W };
+            if (aug_volume_init(&sl->v, v.case_id, v.epoch, v.C, dim, v.image_dtype, v.image, v.labels,
+                                &s->cfg->aug, err) == 0) {
+                sl->live = 1;
+                sl->num_classes = v.num_classes;
+                s->next_slot = (k + 1) % s->cfg->keep;
+            } else {
+                k = -1;
+            }
+        }
+    }
+    if (k < 0) {
+        log_msg('W', "dropping a volume from %s: %s", m.peer[0] ? m.peer : "?", err);
+        s->vols_bad++;
+    } else {
+        s->vols_new++;
+    }
+    wire_msg_free(&m);
+    return k;
+}
+
+static int reusable(stream_t *s)
+{
+    for (int j = 0; j < s->cfg->keep; j++) {
+        int k = (s->rr + j) % s->cfg->keep;
+        if (s->ring[k].live && s->ring[k].v.uses < s->cfg->max_uses) { s->rr = (k + 1) % s->cfg->keep; return k; }
+    }
+    return -1;
+}
+
+static void stats(stream_t *s, int force)
+{
+    double t = now_s(), dt = t - s->t_last;
+    if (!force && (s->cfg->stats_every <= 0 || dt < s->cfg->stats_every)) return;
+    log_msg('I', "%ld patches (%.1f/s), %ld batches, volumes %ld new %ld reused %ld bad, waited %.1f s for "
+            "volumes, %.1f s to send", s->patches, dt > 0 ? s->patches / dt : 0.0, s->batches, s->vols_new,
+            s->vols_reused, s->vols_bad, s->wait_in, s->wait_out);
+    s->t_last = t;
+    s->patches = s->batches = s->vols_new = s->vols_reused = s->vols_bad = 0;
+    s->wait_in = s->wait_out = 0;
+}
+
+static void stream_free(stream_t *s)
+{
+    for (int k = 0; s->ring && k < s->cfg->keep; k++)
+        if (s->ring[k].live) aug_volume_free(&s->ring[k].v);
+    free(s->ring);
+    free(s->images);
+    free(s->labels);
+    free(s->origins);
+    free(s->positive);
+    free(s->ids);
+}
+
+int patch_stream_run(const patch_cfg_t *c, stage_t *st, char *err)
+{
+    stream_t s;
+    memset(&s, 0, sizeof s);
+    s.cfg = c;
+    s.st = st;
+    stage_sock_opts_t o = stage_sock_defaults();
+    // No ZMTP heartbeats on data sockets: a receiver whose queue is full stops reading its
+    // connection, so it never sees the PINGs and the peer drops the connection after the
+    // timeout, losing what was queued and turning back-pressure into a disconnect loop. Dead
+    // local peers are noticed anyway (the kernel closes their sockets).
+    o.heartbeat_ms = 0;
+    o.hwm = 1;                                      // one volume waiting is enough
+    if (!(s.vin = stage_socket(st, ZMQ_PULL, c->volumes_ep, STAGE_CONNECT, &o, err))) return -1;
+    o.hwm = c->hwm;
+    if (!(s.pout = stage_socket(st, ZMQ_PUSH, c->patches_ep, STAGE_CONNECT, &o, err))) return -1;
+    s.ring = xcalloc((size_t)c->keep, sizeof *s.ring);
+    s.pn = (size_t)c->aug.patch[0] * c->aug.patch[1] * c->aug.patch[2];
+    s.labels = xmalloc((size_t)c->batch * s.pn);
+    s.origins = xmalloc((size_t)c->batch * 3 * sizeof(int32_t));
+    s.positive = xmalloc((size_t)c->batch);
+    s.ids = xcalloc((size_t)c->batch, WIRE_ID_LEN);
+    s.t_last = now_s();
+    int rc = 0;
+    while (rc == 0) {
+        int k = reusable(&s);
+        double t0 = now_s();
+        stage_event_t e = stage_wait(st, s.vin, k >= 0 ? 0 : 1000);
+        if (e == STAGE_STOP) break;
+        if (e == STAGE_READY) {
+            int j = take_volume(&s);
+            if (j >= 0) k = j;
+            else continue;
+        } else if (k >= 0) {
+            s.vols_reused++;
+        }
+        s.wait_in += now_s() - t0;
+        if (k >= 0) {
+            if (!s.images) s.images = xmalloc((size_t)c->batch * s.C * s.pn * sizeof(float));
+            rc = cut(&s, k, err);
+        }
+        stats(&s, 0);
+    }
+    stats(&s, 1);
+    stream_free(&s);
+    return rc < 0 ? -1 : 0;
+}

@@ -1,0 +1,55 @@
+/*
+trainer.h -- srm-trainer's pieces (issue 6; system.md "Checkpoints"; docs/pipeline.md wiring).
+  trainer_args.c    the command line -> trainer_cfg_t (paper recipe as defaults)
+  trainer_backend.c one training step on the CPU reference or the GPU (--device)
+  trainer_batch.c   validating a received patch_batch and converting it to float
+  trainer_ckpt.c    the checkpoint flow: spool file, send, ack, resend, resume
+  trainer_report.c  progress line, metrics to the exporter, eval jobs, evaluator metrics
+  trainer_loop.c    sockets and the loop tying them together (trainer_run)
+*/
+#ifndef SRM_TRAINER_H
+#define SRM_TRAINER_H
+#include <stdint.h>
+#include "model.h"
+
+typedef enum { TRAIN_DEV_AUTO = 0, TRAIN_DEV_CPU = 1, TRAIN_DEV_GPU = 2 } train_device_t;
+
+#define TRAIN_REGION_NAME 32
+
+typedef struct {
+    int describe;                   // --describe: print the parameter table and exit
+    model_cfg_t model;
+    train_device_t device;
+    train_cfg_t tc;                 // loss + Adam (lr, wd, AdamW switch)
+    regions_t regions;              // --regions (tc.regions points here)
+    char region_spec[256];          // the --regions text, passed on to the evaluator
+    char region_names[REGIONS_MAX][TRAIN_REGION_NAME];
+    int patch[3];                   // D, H, W of each patch
+    int batch;
+    long steps;                     // total steps (schedule length); --epochs x --steps-per-epoch
+    long val_every, ckpt_every, log_every;
+    uint64_t seed;
+    int resume;                     // ask the exporter for `latest` (and look in the spool)
+    const char *resume_file;        // or resume from this native checkpoint
+    const char *patches_ep, *evaljobs_ep, *metrics_ep, *exporter_ep;
+    int allow_remote;
+    const char *curve_server, *authorized;      // binding sockets (patches, evaljobs, metrics)
+    const char *curve_client, *server_key;      // the exporter connection
+    int deterministic;
+    const char *spool_dir;          // unacknowledged checkpoints live here until acked
+    double ack_timeout_s;           // resend an unacknowledged checkpoint after this long
+    double final_ack_timeout_s;     // at the end / on SIGINT: wait this long for the last ack
+    double final_eval_timeout_s;    // at the end: wait this long for the final validation
+    double resume_timeout_s;        // wait this long for the exporter's `latest` answer
+    double batch_timeout_s;         // no batch for this long: log a warning (0: never)
+} trainer_cfg_t;
+
+// Parse argv. 0, 1 when --help printed the usage, -1 with err.
+int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err);
+void trainer_usage(void *file);
+// The parameter table, one "name [d0, d1, ...]" line per tensor, then "parameters N".
+int trainer_describe(const model_cfg_t *cfg, char *err);
+// Train until --steps or SIGINT/SIGTERM (then a final checkpoint). 0 or -1 with err.
+int trainer_run(const trainer_cfg_t *c, char *err);
+
+#endif

@@ -1,0 +1,230 @@
+/*
+trainer_args.c -- srm-trainer's command line. Defaults are the paper's recipe (architecture.md
+"Training defaults": Adam lr 1e-4, betas 0.9/0.999, eps 1e-8, weight decay 1e-5 added to the
+gradient, cosine annealing to 0 over the run's total steps, softmax Dice). --describe keeps the
+exact behaviour of issue 4 (parameter table on stdout).
+*/
+#include "trainer.h"
+#include "check.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void trainer_usage(void *file)
+{
+    fprintf((FILE *)file,
+        "usage: srm-trainer --describe [--model M|P|R|no-tom] [--preset tiny|demo|full]\n"
+        "                   [--width W] [--in-channels N] [--classes K]\n"
+        "       srm-trainer [options]           train on patch batches from the augmenters\n"
+        "model:    --model M|P|R|no-tom  --preset tiny|demo|full  --width W  --in-channels C  --classes K\n"
+        "data:     --patch D,H,W (96,96,96)  --batch B (1)\n"
+        "loss:     --loss dice|dice-ce|sigmoid-dice (dice)  --regions \"WT=1,2,3,4;TC=1,3,4;ET=4\"\n"
+        "          (--regions implies sigmoid-dice; output channels = number of regions)\n"
+        "optim:    --lr F (1e-4)  --weight-decay F (1e-5)  --adamw   cosine schedule over --steps\n"
+        "length:   --steps N (1000) | --epochs E --steps-per-epoch S\n"
+        "          --val-every N (0: off)  --ckpt-every N (100)  --log-every N (10)  --seed S (0)\n"
+        "device:   --device auto|cpu|gpu (auto)  --deterministic\n"
+        "resume:   --resume (ask the exporter for latest; also looks in --spool)  --resume-file PATH\n"
+        "sockets:  --patches EP (PULL bind)  --evaljobs EP (PUSH bind)  --metrics EP (PULL bind)\n"
+        "          --exporter EP (DEALER connect)  --allow-remote\n"
+        "          --curve-server KEY --authorized FILE (bound sockets)\n"
+        "          --curve-client KEY --server-key FILE (the exporter connection)\n"
+        "checkpoints: --spool DIR (unacknowledged checkpoints; default /tmp/srm-trainer-PID)\n"
+        "          --ack-timeout S (60)  --final-ack-timeout S (60)  --final-eval-timeout S (600)\n"
+        "          --resume-timeout S (30)  --batch-timeout S (120: warn when no batch comes)\n");
+}
+
+static int parse_long(const char *flag, const char *s, long lo, long hi, long *out, char *err)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) return set_err(err, "%s: '%s' is not an integer in [%ld, %ld]", flag, s, lo, hi);
+    *out = v;
+    return 0;
+}
+
+static int parse_int(const char *flag, const char *s, int lo, int hi, int *out, char *err)
+{
+    long v;
+    if (parse_long(flag, s, lo, hi, &v, err)) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_double(const char *flag, const char *s, double lo, double hi, double *out, char *err)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !isfinite(v) || v < lo || v > hi)
+        return set_err(err, "%s: '%s' is not a number in [%g, %g]", flag, s, lo, hi);
+    *out = v;
+    return 0;
+}
+
+static int parse_patch(const char *s, int p[3], char *err)
+{
+    const char *q = s;
+    for (int i = 0; i < 3; i++) {
+        char *end;
+        long v = strtol(q, &end, 10);
+        if (end == q || v < 16 || v > 4096 || v % 16) 
+            return set_err(err, "--patch: '%s' needs 3 comma-separated multiples of 16 (16..4096)", s);
+        p[i] = (int)v;
+        if (i < 2 && *end != ',') {
+            if (i == 0 && *end == 0) { p[1] = p[2] = p[0]; return 0; }    // "96" = 96,96,96
+            return set_err(err, "--patch: '%s' needs D,H,W", s);
+        }
+        if (i == 2 && *end) return set_err(err, "--patch: trailing text in '%s'", s);
+        q = end + 1;
+    }
+    return 0;
+}
+
+// "WT=1,2,3,4;TC=1,3,4;ET=4": one region per ';' piece, NAME=label values (0..255).
+static int parse_regions(trainer_cfg_t *c, const char *s, char *err)
+{
+    if (strlen(s) >= sizeof c->region_spec) return set_err(err, "--regions: too long");
+    snprintf(c->region_spec, sizeof c->region_spec, "%s", s);
+    memset(&c->regions, 0, sizeof c->regions);
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", s);
+    char *save = NULL;
+    for (char *piece = strtok_r(buf, ";", &save); piece; piece = strtok_r(NULL, ";", &save)) {
+        if (c->regions.R == REGIONS_MAX) return set_err(err, "--regions: more than %d regions", REGIONS_MAX);
+        char *eq = strchr(piece, '=');
+        if (!eq || eq == piece || eq - piece >= TRAIN_REGION_NAME)
+            return set_err(err, "--regions: '%s' is not NAME=v1,v2,...", piece);
+        int r = c->regions.R++;
+        snprintf(c->region_names[r], TRAIN_REGION_NAME, "%.*s", (int)(eq - piece), piece);
+        const char *q = eq + 1;
+        int n = 0;
+        while (*q) {
+            char *end;
+            long v = strtol(q, &end, 10);
+            if (end == q || v < 0 || v > 255 || (*end && *end != ','))
+                return set_err(err, "--regions: bad label value in '%s'", piece);
+            c->regions.member[r][v] = 1;
+            n++;
+            q = *end ? end + 1 : end;
+        }
+        if (!n) return set_err(err, "--regions: region '%s' has no label values", c->region_names[r]);
+    }
+    if (!c->regions.R) return set_err(err, "--regions: no region in '%s'", s);
+    return 0;
+}
+
+static void cfg_defaults(trainer_cfg_t *c)
+{
+    memset(c, 0, sizeof *c);
+    c->model = model_cfg_default();
+    c->tc = train_cfg_default();
+    c->patch[0] = c->patch[1] = c->patch[2] = 96;
+    c->batch = 1;
+    c->steps = 1000;
+    c->ckpt_every = 100;
+    c->log_every = 10;
+    c->ack_timeout_s = 60;
+    c->final_ack_timeout_s = 60;
+    c->final_eval_timeout_s = 600;
+    c->resume_timeout_s = 30;
+    c->batch_timeout_s = 120;
+}
+
+int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
+{
+    cfg_defaults(c);
+    long epochs = 0, per_epoch = 0;
+    int steps_given = 0, loss_given = 0;
+    double lr = c->tc.adam.lr, wd = c->tc.adam.weight_decay;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        // switches without a value
+        if (!strcmp(a, "--describe")) { c->describe = 1; continue; }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { trainer_usage(stdout); return 1; }
+        if (!strcmp(a, "--resume")) { c->resume = 1; continue; }
+        if (!strcmp(a, "--adamw")) { c->tc.adam.decoupled = 1; continue; }
+        if (!strcmp(a, "--allow-remote")) { c->allow_remote = 1; continue; }
+        if (!strcmp(a, "--deterministic")) { c->deterministic = 1; continue; }
+        if (i + 1 >= argc) return set_err(err, "%s: missing value (or unknown flag)", a);
+        const char *v = argv[++i];
+        int rc = 0;
+        if (!strcmp(a, "--model")) rc = model_variant_parse(v, &c->model.variant, err);
+        else if (!strcmp(a, "--preset")) rc = model_cfg_preset(&c->model, v, err);
+        else if (!strcmp(a, "--width")) rc = parse_int(a, v, 1, 1000000, &c->model.width, err);
+        else if (!strcmp(a, "--in-channels")) rc = parse_int(a, v, 1, 1000000, &c->model.in_channels, err);
+        else if (!strcmp(a, "--classes")) rc = parse_int(a, v, 1, 1000000, &c->model.classes, err);
+        else if (!strcmp(a, "--device")) {
+            if (!strcmp(v, "auto")) c->device = TRAIN_DEV_AUTO;
+            else if (!strcmp(v, "cpu")) c->device = TRAIN_DEV_CPU;
+            else if (!strcmp(v, "gpu")) c->device = TRAIN_DEV_GPU;
+            else rc = set_err(err, "--device: '%s' is not auto, cpu or gpu", v);
+        } else if (!strcmp(a, "--loss")) {
+            loss_given = 1;
+            if (!strcmp(v, "dice")) c->tc.loss = LOSS_DICE;
+            else if (!strcmp(v, "dice-ce")) c->tc.loss = LOSS_DICE_CE;
+            else if (!strcmp(v, "sigmoid-dice")) c->tc.loss = LOSS_DICE_SIGMOID;
+            else rc = set_err(err, "--loss: '%s' is not dice, dice-ce or sigmoid-dice", v);
+        } else if (!strcmp(a, "--regions")) rc = parse_regions(c, v, err);
+        else if (!strcmp(a, "--lr")) rc = parse_double(a, v, 1e-12, 10, &lr, err);
+        else if (!strcmp(a, "--weight-decay")) rc = parse_double(a, v, 0, 10, &wd, err);
+        else if (!strcmp(a, "--patch")) rc = parse_patch(v, c->patch, err);
+        else if (!strcmp(a, "--batch")) rc = parse_int(a, v, 1, 1024, &c->batch, err);
+        else if (!strcmp(a, "--steps")) { steps_given = 1; rc = parse_long(a, v, 1, 1000000000L, &c->steps, err); }
+        else if (!strcmp(a, "--epochs")) rc = parse_long(a, v, 1, 1000000L, &epochs, err);
+        else if (!strcmp(a, "--steps-per-epoch")) rc = parse_long(a, v, 1, 100000000L, &per_epoch, err);
+        else if (!strcmp(a, "--val-every")) rc = parse_long(a, v, 0, 1000000000L, &c->val_every, err);
+        else if (!strcmp(a, "--ckpt-every")) rc = parse_long(a, v, 0, 1000000000L, &c->ckpt_every, err);
+        else if (!strcmp(a, "--log-every")) rc = parse_long(a, v, 1, 1000000000L, &c->log_every, err);
+        else if (!strcmp(a, "--seed")) {
+            char *end;
+            unsigned long long s = strtoull(v, &end, 10);
+            if (!*v || *end || *v == '-') rc = set_err(err, "--seed: '%s' is not a non-negative integer", v);
+            c->seed = s;
+        } else if (!strcmp(a, "--resume-file")) c->resume_file = v;
+        else if (!strcmp(a, "--patches")) c->patches_ep = v;
+        else if (!strcmp(a, "--evaljobs")) c->evaljobs_ep = v;
+        else if (!strcmp(a, "--metrics")) c->metrics_ep = v;
+        else if (!strcmp(a, "--exporter")) c->exporter_ep = v;
+        else if (!strcmp(a, "--curve-server")) c->curve_server = v;
+        else if (!strcmp(a, "--authorized")) c->authorized = v;
+        else if (!strcmp(a, "--curve-client")) c->curve_client = v;
+        else if (!strcmp(a, "--server-key")) c->server_key = v;
+        else if (!strcmp(a, "--spool")) c->spool_dir = v;
+        else if (!strcmp(a, "--ack-timeout")) rc = parse_double(a, v, 0.1, 86400, &c->ack_timeout_s, err);
+        else if (!strcmp(a, "--final-ack-timeout")) rc = parse_double(a, v, 0, 86400, &c->final_ack_timeout_s, err);
+        else if (!strcmp(a, "--final-eval-timeout")) rc = parse_double(a, v, 0, 86400, &c->final_eval_timeout_s, err);
+        else if (!strcmp(a, "--resume-timeout")) rc = parse_double(a, v, 0.1, 86400, &c->resume_timeout_s, err);
+        else if (!strcmp(a, "--batch-timeout")) rc = parse_double(a, v, 0, 86400, &c->batch_timeout_s, err);
+        else rc = set_err(err, "unknown flag %s", a);
+        if (rc) return -1;
+    }
+    if (model_cfg_check(&c->model, err)) return -1;
+    if (c->describe) return 0;
+
+    c->tc.adam.lr = (float)lr;
+    c->tc.adam.weight_decay = (float)wd;
+    if (epochs || per_epoch) {
+        if (!epochs || !per_epoch) return set_err(err, "--epochs and --steps-per-epoch go together");
+        if (steps_given) return set_err(err, "give --steps or --epochs/--steps-per-epoch, not both");
+        c->steps = epochs * per_epoch;
+    }
+    if (c->region_spec[0]) {
+        if (loss_given && c->tc.loss != LOSS_DICE_SIGMOID)
+            return set_err(err, "--regions needs --loss sigmoid-dice");
+        c->tc.loss = LOSS_DICE_SIGMOID;
+        c->model.classes = c->regions.R;    // one sigmoid output channel per region
+    } else if (c->tc.loss == LOSS_DICE_SIGMOID) {
+        return set_err(err, "--loss sigmoid-dice needs --regions");
+    }
+    c->tc.regions = NULL;                   // set by trainer_run to its own copy's regions
+    if (c->model.classes < 2 && c->tc.loss != LOSS_DICE_SIGMOID)
+        return set_err(err, "--classes: softmax training needs at least 2 classes");
+    if (c->model.classes > 256) return set_err(err, "--classes: at most 256 (labels are u8)");
+    if (!c->patches_ep) return set_err(err, "--patches ENDPOINT is required for training");
+    if (c->resume && c->resume_file) return set_err(err, "give --resume or --resume-file, not both");
+    if (c->resume && !c->exporter_ep) return set_err(err, "--resume asks the exporter: give --exporter");
+    if (!!c->curve_server != !!c->authorized) return set_err(err, "--curve-server and --authorized go together");
+    if (!!c->curve_client != !!c->server_key) return set_err(err, "--curve-client and --server-key go together");
+    return 0;
+}

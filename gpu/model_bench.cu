@@ -1,0 +1,175 @@
+/*
+model_bench.cu -- the scan-only replay behind the bench's "all selective scans of one training
+step" row: every ToM layer of the model at the training plan's shapes, its forward scan (three
+directions in one launch, as mamba_layer.cu runs it) and its backward scans (one direction per
+launch, as mamba_layer.cu runs them), on random inputs, timed with CUDA events. The Mamba layer
+code itself is not instrumented: this replays the same launches with the same shapes alone.
+*/
+#include "model_internal.cuh"
+#include <stdlib.h>
+#include <string.h>
+
+static size_t vox(const int s[3]) { return (size_t)s[0] * s[1] * s[2]; }
+
+// Deterministic pseudo-random fill in [lo, hi) (splitmix64 of the index and seed).
+template <typename T>
+__global__ void fill_kernel(T *x, size_t n, float lo, float hi, unsigned long long seed)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        unsigned long long z = seed + 0x9E3779B97F4A7C15ull * (i + 1);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        float u = (float)(z >> 40) * (1.0f / 16777216.0f);
+        x[i] = from_f<T>(lo + (hi - lo) * u);
+    }
+}
+
+static void fill(gpu_ctx_t *g, void *x, gpu_dtype_t t, size_t n, float lo, float hi,
+                 unsigned long long seed)
+{
+    if (t == GPU_F32)
+        fill_kernel<float><<<grid_for(g, n, 256), 256, 0, g->stream>>>((float *)x, n, lo, hi, seed);
+    else
+        fill_kernel<bf16><<<grid_for(g, n, 256), 256, 0, g->stream>>>((bf16 *)x, n, lo, hi, seed);
+    KERNEL_CHECK();
+}
+
+typedef struct { mamba_layer_t t; size_t L; } tom_t;
+
+static int list_toms(const gpu_model_t *gm, tom_t *out)
+{
+    int n = 0;
+    for (int i = 0; i < MODEL_LEVELS; i++) {
+        const model_level_t *ML = &gm->m->lv[i];
+        const gm_level_t *L = &gm->plan.lv[i];
+        if (ML->has_tom_a) {
+            out[n].t = ML->tom_a;
+            out[n].t.nslices = MODEL_TOM_A_SLICES;
+            out[n++].L = vox(L->hp);
+        }
+        for (int k = 0; k < ML->nstage; k++)
+            if (ML->stage_kind[k] == STAGE_TOM) {
+                out[n].t = ML->stage_tom[k];
+                out[n].t.nslices = (size_t)L->s[0];
+                out[n++].L = vox(L->s);
+            }
+    }
+    return n;
+}
+
+static scan_gpu_t scan_of(const tom_t *tm, int N, int ndir)
+{
+    scan_gpu_t s;
+    memset(&s, 0, sizeof s);
+    s.N = N; s.E = tm->t.E; s.L = tm->L; s.nslices = tm->t.nslices;
+    s.ldbc = (size_t)tm->t.R + 2 * (size_t)tm->t.NS;
+    s.ldz = 2 * (size_t)tm->t.E;
+    s.ndir = ndir;
+    return s;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, double *bwd_ms)
+{
+    gpu_ctx_t *g = gm->g;
+    const gpu_dtype_t t = g->act;
+    const size_t es = gpu_dtype_size(t);
+    const int N = gm->N;
+    tom_t toms[MODEL_LEVELS * (MODEL_STAGE_MAX + 1)];
+    const int nt = list_toms(gm, toms);
+    *fwd_ms = *bwd_ms = 0;
+    if (!nt) return;
+    // buffers for the largest layer
+    size_t nle = 0, nlp = 0, st = 0, ws = 0, ep = 0;
+    for (int i = 0; i < nt; i++) {
+        const size_t NL = (size_t)N * toms[i].L;
+        scan_gpu_t s3 = scan_of(&toms[i], N, 3);
+        if (NL * toms[i].t.E > nle) nle = NL * toms[i].t.E;
+        if (NL * s3.ldbc > nlp) nlp = NL * s3.ldbc;
+        if (selective_scan_states_bytes(&s3) > st) st = selective_scan_states_bytes(&s3);
+        if (selective_scan_workspace_bytes(&s3) > ws) ws = selective_scan_workspace_bytes(&s3);
+        if ((size_t)toms[i].t.E * (size_t)toms[i].t.NS > ep) ep = (size_t)toms[i].t.E * (size_t)toms[i].t.NS;
+    }
+    char *u = (char *)gpu_malloc(g, nle * es, "scan bench u");
+    char *dl = (char *)gpu_malloc(g, nle * es, "scan bench delta");
+    char *xd = (char *)gpu_malloc(g, nlp * es, "scan bench x_dbl");
+    char *xz = (char *)gpu_malloc(g, 2 * nle * es, "scan bench xz");
+    char *y = (char *)gpu_malloc(g, nle * es, "scan bench y / dy");
+    char *du = (char *)gpu_malloc(g, nle * es, "scan bench du");
+    char *dd = (char *)gpu_malloc(g, nle * es, "scan bench ddelta");
+    char *dz = (char *)gpu_malloc(g, nle * es, "scan bench dz");
+    char *dxd = (char *)gpu_malloc(g, nlp * es, "scan bench dx_dbl");
+    float *states = (float *)gpu_malloc(g, st, "scan bench states");
+    void *wsp = gpu_malloc(g, ws, "scan bench workspace");
+    float *par = (float *)gpu_malloc(g, 6 * ep * sizeof(float), "scan bench params");
+    fill(g, u, t, nle, -1, 1, 1);
+    fill(g, dl, t, nle, -1, 1, 2);
+    fill(g, xd, t, nlp, -1, 1, 3);
+    fill(g, xz, t, 2 * nle, -1, 1, 4);
+    fill(g, y, t, nle, -1, 1, 5);
+    float *A_log = par, *D = par + ep, *bias = par + 2 * ep, *dA = par + 3 * ep;
+    float *dD = par + 4 * ep, *dbias = par + 5 * ep;
+    fill(g, A_log, GPU_F32, ep, 0.0f, 2.8f, 6);
+    fill(g, D, GPU_F32, ep, 0.5f, 1.5f, 7);
+    fill(g, bias, GPU_F32, ep, -4.0f, -2.0f, 8);
+
+    gpu_timer_t *tf = gpu_timer_new(g), *tb = gpu_timer_new(g);
+    double *f = (double *)xcalloc((size_t)n, sizeof *f), *b = (double *)xcalloc((size_t)n, sizeof *b);
+    for (int r = 0; r < warm + n; r++) {
+        gpu_timer_start(tf);
+        for (int i = 0; i < nt; i++) {
+            scan_gpu_t s = scan_of(&toms[i], N, 3);
+            const int R = toms[i].t.R;
+            for (int k = 0; k < 3; k++) {
+                scan_dir_gpu_t *sd = &s.dir[k];
+                sd->order = (tom_order_t)k;
+                sd->u = u; sd->delta = dl;
+                sd->B = xd + (size_t)R * es; sd->C = xd + ((size_t)R + toms[i].t.NS) * es;
+                sd->z = xz + (size_t)toms[i].t.E * es;
+                sd->A_log = A_log; sd->D = D; sd->delta_bias = bias;
+            }
+            selective_scan_forward_gpu(g, y, 0, states, wsp, &s);
+        }
+        gpu_timer_stop(tf);
+        gpu_timer_start(tb);
+        for (int i = 0; i < nt; i++) {
+            scan_gpu_t s3 = scan_of(&toms[i], N, 3);
+            const size_t per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
+            const int R = toms[i].t.R;
+            for (int k = 0; k < 3; k++) {
+                scan_gpu_t s = scan_of(&toms[i], N, 1);
+                scan_dir_gpu_t *sd = &s.dir[0];
+                sd->order = (tom_order_t)k;
+                sd->u = u; sd->delta = dl;
+                sd->B = xd + (size_t)R * es; sd->C = xd + ((size_t)R + toms[i].t.NS) * es;
+                sd->z = xz + (size_t)toms[i].t.E * es;
+                sd->A_log = A_log; sd->D = D; sd->delta_bias = bias;
+                sd->du = du; sd->ddelta = dd;
+                sd->dB = dxd + (size_t)R * es; sd->dC = dxd + ((size_t)R + toms[i].t.NS) * es;
+                sd->dz = dz;
+                sd->dA_log = dA; sd->dD = dD; sd->ddelta_bias = dbias;
+                selective_scan_backward_gpu(g, y, states + (size_t)k * per_dir, wsp, &s);
+            }
+        }
+        gpu_timer_stop(tb);
+        double fm = gpu_timer_ms(tf), bm = gpu_timer_ms(tb);
+        if (r >= warm) { f[r - warm] = fm; b[r - warm] = bm; }
+    }
+    qsort(f, (size_t)n, sizeof *f, cmp_d);
+    qsort(b, (size_t)n, sizeof *b, cmp_d);
+    *fwd_ms = f[n / 2];
+    *bwd_ms = b[n / 2];
+    free(f);
+    free(b);
+    gpu_timer_free(&tf);
+    gpu_timer_free(&tb);
+    void *bufs[] = { u, dl, xd, xz, y, du, dd, dz, dxd, states, wsp, par };
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) gpu_free(g, bufs[i]);
+}

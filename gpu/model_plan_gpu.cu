@@ -1,0 +1,399 @@
+/*
+model_plan_gpu.cu -- the whole model's device state: the training buffer plan (one arena, sized
+by running the same layout function in counting mode first), conv plan preparation, the
+parameter / gradient / Adam buffers and their host I/O, where the ONE layout conversion of the
+conv weights happens (PyTorch (A, B, k) <-> channels-last (A, k, B), gm_params_layout).
+
+What the training plan keeps (bf16 in bf16 mode) and what it recomputes, against the CPU plan
+(common/model_plan.c): conv outputs BEFORE their norm are kept, the ReLU(IN(.)) / ReLU(GN(.))
+outputs are recomputed in the backward (a1, a4, a5, dn_n, r1, r2), GELU(h1) too; the backward's
+temporaries Tg and Tr share their memory with the Mamba scratch (never live at the same time),
+dlogits lives in Ta and the logits in Tg.
+*/
+#include "model_internal.cuh"
+#include <stdlib.h>
+#include <string.h>
+
+static size_t vox(const int s[3]) { return (size_t)s[0] * s[1] * s[2]; }
+static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
+
+int gm_plan_geometry(gm_plan_t *p, const model_t *m, int N, const int dims[3], char *err)
+{
+    memset(p, 0, sizeof *p);
+    model_plan_t cp;
+    if (model_plan(&cp, m, N, dims, err)) return -1;
+    p->N = N;
+    memcpy(p->dims, dims, sizeof p->dims);
+    p->in_numel = cp.in_numel;
+    p->out_numel = cp.out_numel;
+    for (int i = 0; i < MODEL_LEVELS; i++) {
+        const level_plan_t *c = &cp.lv[i];
+        gm_level_t *L = &p->lv[i];
+        memcpy(L->s, c->s, sizeof L->s);
+        memcpy(L->h, c->h, sizeof L->h);
+        memcpy(L->hp, c->hp, sizeof L->hp);
+        memcpy(L->crop_off, c->crop_off, sizeof L->crop_off);
+        L->pad_a = c->pad_a;
+        L->numel_s = c->numel_s; L->numel_h = c->numel_h;
+        L->numel_hp = c->numel_hp; L->numel_2h = c->numel_2h;
+        if (m->lv[i].has_tom_a && vox(c->hp) % MODEL_TOM_A_SLICES)
+            return set_err(err, "level %d: ToM_A over %zu tokens is not divisible by %d", i,
+                           vox(c->hp), MODEL_TOM_A_SLICES);
+    }
+    for (int j = 0; j < 3; j++) {
+        memcpy(p->dec[j].s, cp.dec[j].s, sizeof p->dec[j].s);
+        p->dec[j].numel = cp.dec[j].numel;
+    }
+    return 0;
+}
+
+static mamba_layer_t with_slices(const mamba_layer_t *t, size_t nslices)
+{
+    mamba_layer_t r = *t;
+    r.nslices = nslices;
+    return r;
+}
+
+int gm_plan_training(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, int N, const int dims[3],
+                     char *base, char *err)
+{
+    if (gm_plan_geometry(p, m, N, dims, err)) return -1;
+    const size_t es = gpu_dtype_size(gpu_act_dtype(g));
+    gm_bump_t b = { base, 0, 0 };
+    // sizes of the shared temporaries (elements) and of the Mamba scratch (bytes)
+    size_t nTa = p->out_numel, nTg = p->out_numel, nTr = 0, nDX = 0, nXN[2] = { 0, 0 };
+    size_t scratch = 0, nstat = 0;
+    for (int i = 0; i < MODEL_LEVELS; i++) {
+        const gm_level_t *L = &p->lv[i];
+        const model_level_t *ML = &m->lv[i];
+        nTa = zmax(nTa, zmax(zmax(2 * L->numel_s, L->numel_hp), L->numel_2h));
+        nTg = zmax(nTg, zmax(2 * L->numel_s, L->numel_2h));
+        nTr = zmax(nTr, zmax(zmax(L->numel_s, L->numel_2h), L->numel_hp));
+        if (i > 0) nTr = zmax(nTr, p->lv[i - 1].numel_s);
+        nDX = zmax(nDX, L->numel_s);
+        nXN[i & 1] = zmax(nXN[i & 1], zmax(L->numel_s, L->numel_hp));
+        nstat = zmax(nstat, (size_t)N * ML->d);
+        if (ML->has_tom_a) {
+            mamba_layer_t t = with_slices(&ML->tom_a, MODEL_TOM_A_SLICES);
+            scratch = zmax(scratch, mamba_layer_gpu_scratch_bytes(g, &t, N, vox(L->hp)));
+        }
+        for (int k = 0; k < ML->nstage; k++)
+            if (ML->stage_kind[k] == STAGE_TOM) {
+                mamba_layer_t t = with_slices(&ML->stage_tom[k], (size_t)L->s[0]);
+                scratch = zmax(scratch, mamba_layer_gpu_scratch_bytes(g, &t, N, vox(L->s)));
+            }
+    }
+    for (int j = 0; j < 3; j++) {
+        const gm_level_t *coarse = &p->lv[3 - j];
+        nTa = zmax(nTa, (size_t)N * m->dec[j].c * vox(coarse->s));
+        nTg = zmax(nTg, p->dec[j].numel);
+        nTr = zmax(nTr, p->dec[j].numel);
+    }
+
+    p->x = gm_take(&b, p->in_numel * es);
+    // The shared temporaries first: forward temps alias them.
+    p->Ta = gm_take(&b, nTa * es);
+    p->dlogits = p->Ta;
+    {   // Tg | Tr overlap the Mamba scratch
+        size_t tg = gpu_arena_round(nTg * es), tr = gpu_arena_round(nTr * es);
+        char *u = (char *)gm_take(&b, zmax(scratch, tg + tr));
+        p->scratch = u;
+        p->Tg = u;
+        p->Tr = u ? u + tg : NULL;
+        p->logits = p->Tg;
+    }
+    p->DX = gm_take(&b, nDX * es);
+    p->XN[0] = gm_take(&b, nXN[0] * es);
+    p->XN[1] = gm_take(&b, (nXN[1] ? nXN[1] : 1) * es);
+    p->tmean = (float *)gm_take(&b, nstat * sizeof(float));
+    p->trstd = (float *)gm_take(&b, nstat * sizeof(float));
+    for (int i = 0; i < MODEL_LEVELS; i++) p->dskip[i] = gm_take(&b, p->lv[i].numel_s * es);
+
+    // Saved tensors, in forward order.
+    for (int i = 0; i < MODEL_LEVELS; i++) {
+        gm_level_t *L = &p->lv[i];
+        const model_level_t *ML = &m->lv[i];
+        const size_t nd = (size_t)N * ML->d, st = nd * sizeof(float);
+        L->X = gm_take(&b, L->numel_s * es);
+        if (i > 0) {
+            size_t ndp = (size_t)N * m->lv[i - 1].d;
+            L->dn_c = gm_take(&b, p->lv[i - 1].numel_s * es);
+            L->dn_mean = (float *)gm_take(&b, ndp * sizeof(float));
+            L->dn_rstd = (float *)gm_take(&b, ndp * sizeof(float));
+            L->dn_n = p->Tr;
+        }
+        L->p1 = gm_take(&b, L->numel_h * es);
+        L->p1_mean = (float *)gm_take(&b, st); L->p1_rstd = (float *)gm_take(&b, st);
+        L->a1 = p->Tr;
+        L->p3 = gm_take(&b, L->numel_h * es);
+        L->p3_mean = (float *)gm_take(&b, st); L->p3_rstd = (float *)gm_take(&b, st);
+        if (ML->has_tom_a) {
+            mamba_layer_t t = with_slices(&ML->tom_a, MODEL_TOM_A_SLICES);
+            L->ta_in = gm_take(&b, L->numel_hp * es);
+            L->a3 = L->pad_a ? p->Tr : L->ta_in;
+            L->ta_out = gm_take(&b, L->numel_hp * es);
+            L->ta_saved = gm_take(&b, mamba_layer_gpu_saved_bytes(g, &t, N, vox(L->hp)));
+            L->b = L->pad_a ? gm_take(&b, L->numel_h * es) : L->ta_out;
+        } else {
+            L->a3 = L->b = gm_take(&b, L->numel_h * es);
+        }
+        L->p4 = gm_take(&b, L->numel_h * es);
+        L->p4_mean = (float *)gm_take(&b, st); L->p4_rstd = (float *)gm_take(&b, st);
+        L->a4 = p->Tr;
+        L->p5 = gm_take(&b, L->numel_2h * es);
+        L->p5_mean = (float *)gm_take(&b, st); L->p5_rstd = (float *)gm_take(&b, st);
+        L->a5 = p->Tr;
+        L->Y = gm_take(&b, L->numel_s * es);
+        for (int k = 0; k < ML->nstage; k++) {
+            L->st_out[k] = gm_take(&b, L->numel_s * es);
+            if (ML->stage_kind[k] == STAGE_TOM) {
+                mamba_layer_t t = with_slices(&ML->stage_tom[k], (size_t)L->s[0]);
+                L->st_saved[k] = gm_take(&b, mamba_layer_gpu_saved_bytes(g, &t, N, vox(L->s)));
+            }
+        }
+        L->x = L->st_out[ML->nstage - 1];
+        L->xn = gm_take(&b, L->numel_s * es);
+        L->xn_mean = (float *)gm_take(&b, st); L->xn_rstd = (float *)gm_take(&b, st);
+        L->h1 = gm_take(&b, 2 * L->numel_s * es);
+        L->g1 = p->Tg;
+        L->skip = gm_take(&b, L->numel_s * es);
+    }
+    for (int j = 0; j < 3; j++) {
+        gm_dec_t *D = &p->dec[j];
+        const size_t ng = (size_t)N * 8 * sizeof(float);
+        D->u = p->Ta;
+        D->v = gm_take(&b, D->numel * es);
+        D->n1_mean = (float *)gm_take(&b, ng); D->n1_rstd = (float *)gm_take(&b, ng);
+        D->r1 = p->Tr;
+        D->c1 = gm_take(&b, D->numel * es);
+        D->n2_mean = (float *)gm_take(&b, ng); D->n2_rstd = (float *)gm_take(&b, ng);
+        D->r2 = p->Tr;
+        D->out = gm_take(&b, D->numel * es);
+    }
+    p->bytes = b.high;
+    return 0;
+}
+
+size_t gpu_model_arena_bytes(gpu_ctx_t *g, const model_t *m, int N, const int dims[3], char *err)
+{
+    gm_plan_t p;
+    if (gm_plan_training(&p, g, m, N, dims, NULL, err)) return 0;
+    return p.bytes;
+}
+
+// ---- conv plans ----------------------------------------------------------------------------------
+static void prep_conv(gpu_ctx_t *g, const conv_p_t *c, int N, const int in[3], int stride, int pad)
+{
+    conv3d_prepare_gpu(g, conv3d_shape(N, c->cin, c->cout, in, c->k, stride, pad));
+}
+
+void gm_prepare_convs(gpu_ctx_t *g, const model_t *m, const gm_plan_t *p)
+{
+    const int N = p->N;
+    gpu_conv_freeze(g, 0);
+    for (int i = 0; i < MODEL_LEVELS; i++) {
+        const model_level_t *ML = &m->lv[i];
+        const gm_level_t *L = &p->lv[i];
+        if (i == 0) {
+            prep_conv(g, &ML->stem, N, p->dims, 2, 3);
+        } else {
+            prep_conv(g, &ML->down_conv, N, p->lv[i - 1].s, 1, 1);
+            prep_conv(g, &ML->down_s2, N, p->lv[i - 1].s, 2, 0);
+        }
+        prep_conv(g, &ML->proj, N, L->s, 2, 2);
+        prep_conv(g, &ML->proj3, N, L->h, 1, 1);
+        prep_conv(g, &ML->proj4, N, L->h, 1, 1);
+        conv3d_shape_t s = conv3d_shape(N, ML->d, ML->d, L->h, 5, 2, 2);
+        for (int a = 0; a < 3; a++) s.outpad[a] = 1;
+        conv_transpose3d_prepare_gpu(g, s);
+        for (int k = 0; k < ML->nstage; k++)
+            if (ML->stage_kind[k] == STAGE_CONV) prep_conv(g, &ML->stage_conv[k], N, L->s, 1, 1);
+    }
+    for (int j = 0; j < 3; j++) {
+        prep_conv(g, &m->dec[j].conv1, N, p->dec[j].s, 1, 1);
+        prep_conv(g, &m->dec[j].conv2, N, p->dec[j].s, 1, 1);
+    }
+    conv_transpose3d_prepare_gpu(g, conv3d_shape(N, m->out.cin, m->out.cout, p->dec[2].s, 2, 2, 0));
+    gpu_conv_freeze(g, 1);
+}
+
+// ---- parameter layout ----------------------------------------------------------------------------
+// Every 5-D tensor of the table is a conv weight: (A, B, k0, k1, k2) with A = Cout, B = Cin
+// (conv) or A = Cin, B = Cout (convT). The device keeps (A, k, B).
+void gm_params_layout(const model_t *m, float *dst, const float *src, int dir)
+{
+    memcpy(dst, src, m->table.numel * sizeof *dst);
+    for (int t = 0; t < m->table.count; t++) {
+        const param_t *P = &m->table.items[t];
+        if (P->ndim != 5) continue;
+        const size_t A = (size_t)P->shape[0], B = (size_t)P->shape[1];
+        const size_t S = (size_t)P->shape[2] * P->shape[3] * P->shape[4];
+        if (S == 1) continue;
+        const float *s = src + P->offset;
+        float *d = dst + P->offset;
+        for (size_t a = 0; a < A; a++)
+            for (size_t c = 0; c < B; c++)
+                for (size_t k = 0; k < S; k++) {
+                    size_t pt = (a * B + c) * S + k, cl = (a * S + k) * B + c;
+                    if (dir > 0) d[cl] = s[pt];
+                    else d[pt] = s[cl];
+                }
+    }
+}
+
+float gm_bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// ---- the model state -----------------------------------------------------------------------------
+gpu_model_t *gpu_model_new(gpu_ctx_t *g, const model_t *m, const train_cfg_t *tc, int N,
+                           const int dims[3], char *err)
+{
+    gm_plan_t probe;
+    if (gm_plan_training(&probe, g, m, N, dims, NULL, err)) return NULL;
+    if (m->cfg.classes > 32) {
+        set_err(err, "%d classes: the GPU losses keep at most 32 in registers", m->cfg.classes);
+        return NULL;
+    }
+    if (tc->loss == LOSS_DICE_SIGMOID && (!tc->regions || tc->regions->R != m->cfg.classes)) {
+        set_err(err, "sigmoid Dice needs regions with R == classes (%d)", m->cfg.classes);
+        return NULL;
+    }
+    // cuDNN reads weights 16-byte aligned: every conv weight offset must be a multiple of 8.
+    for (int t = 0; t < m->table.count; t++)
+        if (m->table.items[t].ndim == 5 && m->table.items[t].offset % 8) {
+            set_err(err, "parameter %s at offset %zu is not 16-byte aligned in bf16",
+                    m->table.items[t].name, m->table.items[t].offset);
+            return NULL;
+        }
+    gpu_model_t *gm = (gpu_model_t *)xcalloc(1, sizeof *gm);
+    gm->g = g;
+    gm->m = m;
+    gm->tc = tc;
+    gm->N = N;
+    memcpy(gm->dims, dims, sizeof gm->dims);
+    gm->numel = m->table.numel;
+    const size_t pb = gm->numel * sizeof(float);
+    gm->params = (float *)gpu_malloc(g, pb, "model parameters");
+    gm->grads = (float *)gpu_malloc(g, pb, "model gradients");
+    gm->adam_m = (float *)gpu_malloc(g, pb, "Adam m");
+    gm->adam_v = (float *)gpu_malloc(g, pb, "Adam v");
+    gm->param_bytes = 4 * pb;
+    if (gpu_act_dtype(g) == GPU_BF16) {
+        gm->params16 = gpu_malloc(g, gm->numel * 2, "bf16 weight copy");
+        gm->param_bytes += gm->numel * 2;
+    }
+    gpu_memset(g, gm->params, 0, pb);
+    gpu_memset(g, gm->grads, 0, pb);
+    gpu_memset(g, gm->adam_m, 0, pb);
+    gpu_memset(g, gm->adam_v, 0, pb);
+    if (gm->params16) gpu_memset(g, gm->params16, 0, gm->numel * 2);
+    gm->q.p = gm->params;
+    gm->q.pa = gm->params16 ? gm->params16 : (const void *)gm->params;
+    gm->q.es = gpu_dtype_size(gpu_act_dtype(g));
+
+    const size_t S = (size_t)dims[0] * dims[1] * dims[2];
+    gm->x_stage = (float *)gpu_malloc(g, probe.in_numel * sizeof(float), "input staging");
+    gm->labels = (uint8_t *)gpu_malloc(g, (size_t)N * S, "labels");
+    gm->loss = (float *)gpu_malloc(g, 4 * sizeof(float), "loss");
+    gm->adam_dev = (gm_adam_scalars_t *)gpu_malloc(g, sizeof *gm->adam_dev, "Adam scalars");
+    gpu_memset(g, gm->loss, 0, 4 * sizeof(float));
+
+    gm->arena = gpu_arena_new(g, probe.bytes, "model activation arena");
+    char *base = (char *)gpu_arena_alloc(gm->arena, probe.bytes);
+    if (gm_plan_training(&gm->plan, g, m, N, dims, base, err)) ASSERT(0);   // passed above
+    ASSERT(gm->plan.bytes == probe.bytes);
+    gm_prepare_convs(g, m, &gm->plan);
+
+    const char *ng = getenv("SRM_GPU_NO_GRAPH");
+    gm->use_graph = !(ng && *ng && *ng != '0');
+    gpu_sync(g);
+    return gm;
+}
+
+void gpu_model_free(gpu_model_t **gmp)
+{
+    gpu_model_t *gm = *gmp;
+    if (!gm) return;
+    gpu_ctx_t *g = gm->g;
+    gpu_sync(g);
+    if (gm->graph) CUDA_CHECK(cudaGraphExecDestroy(gm->graph));
+    gpu_arena_destroy(&gm->arena);
+    gpu_free(g, gm->adam_dev);
+    gpu_free(g, gm->loss);
+    gpu_free(g, gm->labels);
+    gpu_free(g, gm->x_stage);
+    gpu_free(g, gm->params16);
+    gpu_free(g, gm->adam_v);
+    gpu_free(g, gm->adam_m);
+    gpu_free(g, gm->grads);
+    gpu_free(g, gm->params);
+    free(gm);
+    *gmp = NULL;
+}
+
+size_t gpu_model_param_bytes(const gpu_model_t *gm) { return gm->param_bytes; }
+
+void gpu_model_use_graph(gpu_model_t *gm, int on) { gm->use_graph = on; }
+
+// PyTorch-layout host buffer -> device buffer (device layout).
+static void put(gpu_model_t *gm, float *dev, const float *host)
+{
+    float *tmp = (float *)xmalloc(gm->numel * sizeof(float));
+    gm_params_layout(gm->m, tmp, host, +1);
+    gpu_upload(gm->g, dev, tmp, gm->numel * sizeof(float));
+    free(tmp);
+}
+
+static void get(gpu_model_t *gm, float *host, const float *dev)
+{
+    float *tmp = (float *)xmalloc(gm->numel * sizeof(float));
+    gpu_download(gm->g, tmp, dev, gm->numel * sizeof(float));
+    gm_params_layout(gm->m, host, tmp, -1);
+    free(tmp);
+}
+
+void gpu_model_set_params(gpu_model_t *gm, const float *params)
+{
+    put(gm, gm->params, params);
+    if (gm->params16) gpu_convert(gm->g, gm->params16, GPU_BF16, gm->params, GPU_F32, gm->numel);
+    gpu_sync(gm->g);
+}
+
+void gpu_model_get_params(gpu_model_t *gm, float *params) { get(gm, params, gm->params); }
+void gpu_model_get_grads(gpu_model_t *gm, float *grads) { get(gm, grads, gm->grads); }
+
+void gpu_model_set_adam(gpu_model_t *gm, const float *m, const float *v)
+{
+    put(gm, gm->adam_m, m);
+    put(gm, gm->adam_v, v);
+}
+
+void gpu_model_get_adam(gpu_model_t *gm, float *m, float *v)
+{
+    get(gm, m, gm->adam_m);
+    get(gm, v, gm->adam_v);
+}
+
+// ---- profiling hook ----------------------------------------------------------------------------
+void gm_prof(gm_prof_t *pr, gpu_ctx_t *g, int kind)
+{
+    if (!pr) return;
+    if (pr->n == pr->cap) DIE("profiling: more than %d ops in one step", pr->cap);
+    CUDA_CHECK(cudaEventRecord(pr->ev[pr->n], g->stream));
+    pr->kind[pr->n++] = kind;
+}
+
+const char *gpu_kind_name(int kind)
+{
+    static const char *names[GPU_KIND_COUNT] = {
+        "convolutions (cuDNN)", "Mamba layers (scans, their GEMMs, conv1d, LN)",
+        "norms (IN/GN, fused ReLU)", "GEMMs (1x1 convs: skip MLP, up)",
+        "element-wise (GELU, adds, memsets)", "copies, layout (pad/crop, upsample, NCDHW->NDHWC)",
+        "loss (Dice fwd + bwd)", "Adam (fused, + bf16 copy)" };
+    return kind >= 0 && kind < GPU_KIND_COUNT ? names[kind] : "?";
+}

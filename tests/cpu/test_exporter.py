@@ -1,0 +1,394 @@
+#!/usr/bin/python3
+"""test_exporter.py -- srm-exporter end to end over its ROUTER socket, from an independent client
+(pyzmq + msgpack written from docs/protocol.md): real native checkpoints (tests/tools/ckpt_make),
+acks, files and sha256sum sidecars, the safetensors export against `srm-trainer --describe`,
+retention (--keep, --every, best), latest/best links, metrics.jsonl, curves.png, prediction
+volumes read back with nibabel, corrupted checkpoints, "latest" requests, garbage, a full disk on
+a small tmpfs (mount fails -> the test FAILS), SIGTERM, and recovery after a restart.
+"""
+import hashlib, json, os, shutil, signal, struct, subprocess, sys, tempfile, time
+import msgpack, numpy as np, zmq
+import nibabel as nib
+
+BUILD = os.environ.get("BUILD", "build")
+BIN = os.environ.get("BIN", "bin")
+EXPORTER = os.path.join(BIN, "srm-exporter")
+TRAINER = os.path.join(BIN, "srm-trainer")
+MAKE = os.path.join(BUILD, "tools", "ckpt_make")
+passed = failed = 0
+LOGDIR = tempfile.mkdtemp(prefix="srm-exporter-logs-")
+
+
+def check(cond, what):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print("FAIL", what, flush=True)
+
+
+def encode(type_, fields, arrays=()):
+    DT = {"u8": "<u1", "f32": "<f4", "f16": "<f2", "f64": "<f8", "i32": "<i4"}
+    h = dict(fields, type=type_, version=1,
+             arrays=[{"name": n, "dtype": d, "shape": list(x.shape)} for n, d, x in arrays])
+    return [msgpack.packb(h, use_bin_type=True)] + [np.ascontiguousarray(x, DT[d]).tobytes() for n, d, x in arrays]
+
+
+class Exporter:
+    def __init__(self, run, *args):
+        self.run, self.ep = run, "ipc://" + os.path.join(run, "..", os.path.basename(run) + ".sock")
+        self.logpath = os.path.join(LOGDIR, run.strip("/").replace("/", "_") + ".log")
+        self.log = open(self.logpath, "ab")
+        self.p = subprocess.Popen([EXPORTER, "--run-dir", run, "--bind", self.ep, "--plot-interval", "0", *args],
+                                  stdout=self.log, stderr=self.log)
+        self.ctx = zmq.Context.instance()
+        self.s = self.ctx.socket(zmq.DEALER)
+        self.s.setsockopt(zmq.LINGER, 0)
+        self.s.connect(self.ep)
+
+    def send(self, frames):
+        self.s.send_multipart(frames)
+
+    def recv(self, timeout=30):
+        if not self.s.poll(timeout * 1000):
+            return None, None
+        fr = self.s.recv_multipart()
+        return msgpack.unpackb(fr[0], raw=False), fr[1:]
+
+    def ask(self, frames, timeout=30):
+        self.send(frames)
+        return self.recv(timeout)
+
+    def stop(self):
+        self.s.close()
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            rc = self.p.wait(30)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            rc = "hung"
+        self.log.close()
+        return rc
+
+    def logtext(self):
+        with open(self.logpath, "rb") as f:
+            return f.read().decode(errors="replace")
+
+
+def make_ckpt(tmp, step, seed=1):
+    path = os.path.join(tmp, "src-%d.ckpt" % step)
+    subprocess.run([MAKE, path, "--step", str(step), "--seed", str(seed)], check=True, stdout=subprocess.DEVNULL)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def ckpt_msg(step, blob, sha=None, kind="periodic"):
+    sha = sha or hashlib.sha256(blob).hexdigest()
+    return encode("checkpoint", {"step": step, "kind": kind, "sha256": sha, "config": {"model": "tiny"}},
+                  [("blob", "u8", np.frombuffer(blob, np.uint8))])
+
+
+def metrics_msg(step, source, values, arrays=(), case_ids=None, doc=None):
+    f = {"step": step, "wall_time": time.time(), "source": source, "values": values}
+    if case_ids is not None:
+        f["case_ids"] = case_ids
+    if doc is not None:
+        f["json"] = doc
+    return encode("metrics", f, arrays)
+
+
+def name(step, ext):
+    return "step-%08d%s" % (step, ext)
+
+
+def sidecar_ok(d, fname):
+    with open(os.path.join(d, fname + ".sha256")) as f:
+        line = f.read()
+    with open(os.path.join(d, fname), "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return line == "%s  %s\n" % (digest, fname)
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    return header, data[8 + n:]
+
+
+def no_temp_files(root):
+    bad = []
+    for dp, dn, fn in os.walk(root):
+        bad += [os.path.join(dp, x) for x in fn if x.endswith(".tmp") or ".tmp" in x]
+    return bad
+
+
+def test_main(tmp):
+    run = os.path.join(tmp, "run")
+    ex = Exporter(run, "--keep", "1", "--every", "20")
+    blobs = {s: make_ckpt(tmp, s, seed=s) for s in (10, 20, 30, 40)}
+
+    def send_ckpt(step, kind="periodic"):
+        h, _ = ex.ask(ckpt_msg(step, blobs[step], kind=kind))
+        sha = hashlib.sha256(blobs[step]).hexdigest()
+        check(h is not None and h["type"] == "checkpoint_ack" and h["ok"] is True and h["step"] == step
+              and h["sha256"] == sha, "ack for step %d: %s" % (step, h))
+
+    # Training metrics, checkpoint 10, an evaluation of 20 that wins after its checkpoint is there,
+    # an evaluation of 30 that arrives BEFORE checkpoint 30 (pending best), then 40.
+    for s in (5, 10, 15, 20, 25, 30, 35, 40):
+        ex.send(metrics_msg(s, "trainer", {"loss": 1.0 / s, "lr": 1e-4, "patches_per_s": 3.5, "data_wait": 0.1,
+                                           "gpu_mem": 0.0}))
+    send_ckpt(10)
+    send_ckpt(20)
+    dice20 = np.array([[0.5, np.nan], [0.7, 0.3]], np.float32)
+    hd20 = np.array([[3.0, np.nan], [1.5, 2.5]], np.float32)
+    ex.send(metrics_msg(20, "evaluator", {"mean_dice": 0.5}, [("dice", "f32", dice20), ("hd95", "f32", hd20)],
+                        ["case_a", "case_b"], doc='{"classes": ["liver", "tumour"]}'))
+    dice30 = np.array([[0.9, 0.8], [0.7, 0.6]], np.float32)
+    ex.send(metrics_msg(30, "evaluator", {}, [("dice", "f32", dice30)], ["case_a", "case_b"]))
+    send_ckpt(30)
+    send_ckpt(40, kind="final")
+
+    # A request is answered after everything sent before it (one ROUTER queue, in order).
+    h, fr = ex.ask(encode("request", {"what": "latest", "seq": 7}))
+    check(h is not None and h["type"] == "checkpoint" and h["step"] == 40 and fr and fr[0] == blobs[40]
+          and h["sha256"] == hashlib.sha256(blobs[40]).hexdigest(), "latest request returns step 40's bytes")
+    h, fr = ex.ask(encode("request", {"what": "latest_checkpoint"}))
+    check(h is not None and h["type"] == "checkpoint" and h["step"] == 40, "latest_checkpoint spelling")
+    h, _ = ex.ask(encode("request", {"what": "checkpoint", "step": 10, "seq": 3}))
+    check(h is not None and h["type"] == "error" and h.get("code") == "not_found" and h.get("seq") == 3,
+          "deleted step 10 -> not_found: %s" % h)
+
+    ck = os.path.join(run, "checkpoints")
+    files = sorted(os.listdir(ck))
+    for s in (20, 30, 40):
+        for ext in (".ckpt", ".safetensors"):
+            check(os.path.exists(os.path.join(ck, name(s, ext))) and sidecar_ok(ck, name(s, ext)),
+                  "%s present with a matching sidecar" % name(s, ext))
+    check(not any(f.startswith("step-00000010") for f in files), "step 10 removed (keep 1, not every 20, not best): %s" % files)
+    r = subprocess.run(["sha256sum", "-c", "--quiet"] + [f for f in files if f.endswith(".sha256")], cwd=ck,
+                       capture_output=True, text=True)
+    check(r.returncode == 0, "sha256sum -c accepts every sidecar: %s" % r.stdout + r.stderr)
+    check(os.readlink(os.path.join(ck, "latest.ckpt")) == name(40, ".ckpt")
+          and os.readlink(os.path.join(ck, "latest.safetensors")) == name(40, ".safetensors"), "latest -> 40")
+    check(os.path.exists(os.path.join(ck, "best.ckpt"))
+          and os.readlink(os.path.join(ck, "best.ckpt")) == name(30, ".ckpt")
+          and os.readlink(os.path.join(ck, "best.safetensors")) == name(30, ".safetensors"),
+          "best -> 30 (pending best landed when its checkpoint arrived)")
+    with open(os.path.join(ck, "latest.ckpt"), "rb") as f:
+        check(f.read() == blobs[40], "latest.ckpt holds step 40's bytes")
+
+    # safetensors: names and shapes of the model table, contiguous F32 tensors.
+    desc = subprocess.run([TRAINER, "--describe", "--width", "8"], capture_output=True, text=True, check=True).stdout
+    table = {}
+    for line in desc.splitlines():
+        if line.startswith("parameters "):
+            continue
+        n, shape = line.split(" ", 1)
+        table[n] = json.loads(shape)
+    header, body = read_safetensors(os.path.join(ck, name(40, ".safetensors")))
+    meta = header.pop("__metadata__", {})
+    check(set(header) == set(table), "safetensors names == srm-trainer --describe names (%d vs %d)" % (len(header), len(table)))
+    check(all(header[n]["shape"] == table[n] and header[n]["dtype"] == "F32" for n in header if n in table),
+          "safetensors shapes and dtype match the table")
+    spans = sorted(tuple(v["data_offsets"]) for v in header.values())
+    check(spans[0][0] == 0 and spans[-1][1] == len(body) and all(a[1] == b[0] for a, b in zip(spans, spans[1:])),
+          "safetensors tensors tile the data buffer")
+    check(meta.get("width") in ("8", 8), "safetensors metadata carries the width: %s" % meta)
+    vals = np.frombuffer(body, "<f4")
+    check(np.isfinite(vals).all() and np.abs(vals).sum() > 0, "safetensors values are finite and not all zero")
+
+    # metrics.jsonl: one object per message, nulls for undefined, summaries.
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        lines = [json.loads(x) for x in f]
+    check(len(lines) == 10, "10 metrics lines, got %d" % len(lines))
+    tr = [x for x in lines if x["source"] == "trainer"]
+    check(len(tr) == 8 and all(k in tr[0] for k in ("step", "wall_time", "loss", "lr", "patches_per_s", "data_wait",
+                                                     "gpu_mem")), "trainer lines carry their fields: %s" % tr[:1])
+    ev = [x for x in lines if x["source"] == "evaluator"]
+    check(len(ev) == 2, "two evaluator lines")
+    if len(ev) == 2:
+        e20, e30 = ev
+        d = e20.get("dice")
+        check(d[0][0] == 0.5 and d[0][1] is None and abs(d[1][0] - 0.7) < 1e-6 and abs(d[1][1] - 0.3) < 1e-6
+              and e20["cases"] == ["case_a", "case_b"], "dice per case with null: %s" % d)
+        check(e20["mean_dice"] == 0.5 and e20["dice_undefined_count"] == [0, 1], "sender's mean kept, undefined counted")
+        check(abs(e20["dice_mean_per_class"][0] - 0.6) < 1e-6 and abs(e20["dice_mean_per_class"][1] - 0.3) < 1e-6,
+              "per-class means over defined cases: %s" % e20["dice_mean_per_class"])
+        check(abs(e20["mean_hd95"] - 7.0 / 3) < 1e-6 and e20["hd95"][0][1] is None, "hd95 mean over defined entries")
+        check(e20["extra"] == {"classes": ["liver", "tumour"]}, "json document kept under extra")
+        check(abs(e30["mean_dice"] - 0.75) < 1e-6, "mean_dice computed when not sent: %s" % e30.get("mean_dice"))
+
+    # curves.png: a valid PNG of the plotter's size.
+    png = os.path.join(run, "curves.png")
+    with open(png, "rb") as f:
+        head = f.read(24)
+    check(head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (800, 480), "curves.png is an 800x480 PNG")
+
+    # Predictions: a label map and a float map on an oblique, anisotropic grid.
+    aff = np.array([[0.0, -1.5, 0.1, 20.0], [0.9, 0.0, 0.0, -33.5], [0.0, 0.05, 2.5, 7.25], [0, 0, 0, 1]])
+    lab = (np.arange(5 * 6 * 7).reshape(5, 6, 7) % 4).astype(np.uint8)
+    h, _ = ex.ask(encode("volume", {"kind": "prediction", "case_id": "case_a", "affine": aff.ravel().tolist(),
+                                    "spacing": [0.9, 1.5, 2.5]}, [("labels", "u8", lab)]))
+    check(h is not None and h["type"] == "ack" and h["ok"] is True and h["case_id"] == "case_a", "prediction ack: %s" % h)
+    img = nib.load(os.path.join(run, "predictions", "case_a.nii.gz"))
+    check(np.allclose(img.affine, aff, atol=1e-5) and img.shape == (5, 6, 7) and img.get_data_dtype() == np.uint8
+          and np.array_equal(np.asarray(img.dataobj), lab), "label NIfTI: affine, shape, uint8, voxels")
+    logits = np.random.default_rng(0).standard_normal((3, 4, 5, 6)).astype(np.float32)
+    h, _ = ex.ask(encode("volume", {"kind": "prediction", "case_id": "case_b.logits", "affine": aff.ravel().tolist()},
+                         [("image", "f32", logits)]))
+    check(h is not None and h["type"] == "ack", "float prediction ack: %s" % h)
+    img = nib.load(os.path.join(run, "predictions", "case_b.logits.nii.gz"))
+    check(img.shape == (4, 5, 6, 3) and img.get_data_dtype() == np.float32
+          and np.array_equal(np.asarray(img.dataobj), np.moveaxis(logits, 0, -1)), "float NIfTI: classes on the 4th axis")
+    for bad_fields, arrays, why in [
+        ({"kind": "prediction", "case_id": "../evil", "affine": aff.ravel().tolist()}, [("labels", "u8", lab)], "path in case id"),
+        ({"kind": "training", "case_id": "x", "affine": aff.ravel().tolist()}, [("labels", "u8", lab)], "wrong kind"),
+        ({"kind": "prediction", "case_id": "x", "affine": aff.ravel().tolist()}, [], "no array"),
+        ({"kind": "prediction", "case_id": "x", "affine": aff.ravel().tolist()},
+         [("image", "f32", np.full((1, 2, 2, 2), np.nan, np.float32))], "NaN logits"),
+    ]:
+        h, _ = ex.ask(encode("volume", bad_fields, arrays))
+        check(h is not None and h["type"] == "error", "bad prediction (%s) -> error: %s" % (why, h))
+    check(not os.path.exists(os.path.join(tmp, "evil.nii.gz")) and sorted(os.listdir(os.path.join(run, "predictions")))
+          == ["case_a.nii.gz", "case_b.logits.nii.gz"], "bad predictions wrote nothing")
+
+    # Corrupted checkpoints: wrong sha (the blob was damaged in flight), and a right sha over bytes
+    # that are not a checkpoint. Both: ack ok=false with the reason, nothing left behind.
+    bad = bytearray(blobs[40])
+    bad[1000] ^= 0xFF
+    h, _ = ex.ask(ckpt_msg(50, bytes(bad), sha=hashlib.sha256(blobs[40]).hexdigest()))
+    check(h is not None and h["type"] == "checkpoint_ack" and h["ok"] is False and "sha256" in h.get("error", ""),
+          "damaged blob -> ok=false: %s" % h)
+    junk = os.urandom(4096)
+    h, _ = ex.ask(ckpt_msg(60, junk))
+    check(h is not None and h["type"] == "checkpoint_ack" and h["ok"] is False and h.get("error"),
+          "not a checkpoint -> ok=false: %s" % h)
+    left = [f for f in os.listdir(ck) if "00000050" in f or "00000060" in f or f.endswith(".tmp")]
+    check(not left, "rejected checkpoints left nothing: %s" % left)
+    check(os.readlink(os.path.join(ck, "latest.ckpt")) == name(40, ".ckpt"), "latest unchanged by rejects")
+
+    # Garbage: random bytes, wrong version, unknown type, bad metrics, a bare routing frame.
+    for frames, why in [
+        ([os.urandom(64)], "random bytes"),
+        ([msgpack.packb({"type": "metrics", "version": 2, "arrays": [], "step": 1, "wall_time": 1.0})], "version 2"),
+        (encode("patch_batch_v9", {}), "unknown type"),
+        (encode("metrics", {"step": 1, "wall_time": 1.0, "case_ids": ["a"]}, [("dice", "f32", np.zeros((2, 2), np.float32))]),
+         "metrics rows != cases"),
+        ([msgpack.packb({"type": "metrics", "version": 1, "arrays": [{"name": "x", "dtype": "f32", "shape": [4]}],
+                         "step": 1, "wall_time": 1.0}), b"abc"], "frame size disagrees"),
+        (encode("stop", {"reason": "stranger"}), "stop from a peer"),
+        ([b""], "empty frame"),
+    ]:
+        h, _ = ex.ask(frames, timeout=10)
+        check(h is not None and h["type"] == "error" and h.get("code") == "bad_request", "%s -> error reply: %s" % (why, h))
+    ex.send(metrics_msg(45, "trainer", {"loss": 0.01}))
+    h, _ = ex.ask(encode("request", {"what": "latest"}))
+    check(h is not None and h["step"] == 40, "still serving after garbage")
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        check(sum(1 for _ in f) == 11, "the good metrics after the garbage was appended")
+    log = ex.logtext()
+    check("rejected" in log and "local" in log, "rejections are logged with the peer")
+    check(ex.p.poll() is None, "exporter alive")
+
+    rc = ex.stop()
+    check(rc == 0, "SIGTERM -> exit 0 (got %s)" % rc)
+    check(not no_temp_files(run), "no temporary files after SIGTERM: %s" % no_temp_files(run))
+
+    # Restart on the same run dir after a crash left a temp file and an incomplete step.
+    open(os.path.join(ck, name(70, ".ckpt") + ".tmp"), "wb").write(b"partial")
+    shutil.copy(os.path.join(ck, name(40, ".safetensors")), os.path.join(ck, name(80, ".safetensors")))
+    ex = Exporter(run, "--keep", "1", "--every", "20")
+    h, fr = ex.ask(encode("request", {"what": "latest"}))
+    check(h is not None and h["type"] == "checkpoint" and h["step"] == 40 and fr[0] == blobs[40], "restart: latest is 40")
+    left = [f for f in os.listdir(ck) if "00000070" in f or "00000080" in f]
+    check(not left, "restart removed the crash leftovers: %s" % left)
+    # The best survives a restart: a weaker evaluation does not move it, a stronger one does.
+    ex.send(metrics_msg(40, "evaluator", {"mean_dice": 0.6}))
+    h, _ = ex.ask(encode("request", {"what": "latest"}))
+    check(os.readlink(os.path.join(ck, "best.ckpt")) == name(30, ".ckpt"), "restart kept best=30 (0.75 > 0.6)")
+    ex.send(metrics_msg(40, "evaluator", {"mean_dice": 0.95}))
+    h, _ = ex.ask(encode("request", {"what": "latest"}))
+    check(os.readlink(os.path.join(ck, "best.ckpt")) == name(40, ".ckpt"), "a better evaluation moves best to 40")
+    # Tamper with the stored latest: a request must refuse to hand out bytes that fail the sidecar.
+    with open(os.path.join(ck, name(40, ".ckpt")), "r+b") as f:
+        f.seek(500)
+        f.write(b"\x00\x01\x02")
+    h, _ = ex.ask(encode("request", {"what": "latest"}))
+    check(h is not None and h["type"] == "error" and "sidecar" in h.get("message", ""), "tampered latest refused: %s" % h)
+    check(ex.stop() == 0, "second exporter stops cleanly")
+
+
+def test_disk_full(tmp):
+    mnt = os.path.join(tmp, "small")
+    os.makedirs(mnt)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", mnt], capture_output=True, text=True)
+    check(r.returncode == 0, "mount a 48 MiB tmpfs for the disk-full test (needs root): %s" % r.stderr.strip())
+    if r.returncode:
+        return
+    try:
+        run = os.path.join(mnt, "run")
+        os.makedirs(run)
+        ex = Exporter(run)
+        blob = make_ckpt(tmp, 100, seed=3)
+        st = os.statvfs(mnt)
+        free = st.f_bavail * st.f_frsize
+        filler = os.path.join(mnt, "filler")
+        with open(filler, "wb") as f:                      # leave ~8 MB: less than the 28 MB checkpoint
+            f.write(b"\0" * max(0, free - (8 << 20)))
+        h, _ = ex.ask(ckpt_msg(100, blob))
+        check(h is not None and h["type"] == "checkpoint_ack" and h["ok"] is False and "No space left" in h.get("error", ""),
+              "full disk -> ok=false with the reason: %s" % h)
+        ck = os.path.join(run, "checkpoints")
+        check(os.listdir(ck) == [], "full disk left nothing in checkpoints/: %s" % os.listdir(ck))
+        fd = os.open(filler, os.O_WRONLY | os.O_APPEND)    # now truly full: a metrics append must fail cleanly
+        try:
+            while os.write(fd, b"\0" * 4096) > 0:
+                pass
+        except OSError:
+            pass
+        os.close(fd)
+        h, _ = ex.ask(metrics_msg(100, "trainer", {"loss": 0.5, "lr": 1e-4, "note_" + "x" * 20: 1.0}))
+        check(h is not None and h["type"] == "error" and "No space" in h.get("message", ""), "metrics on a full disk -> error: %s" % h)
+        h, _ = ex.ask(encode("request", {"what": "latest"}))
+        check(h is not None and h["type"] == "error" and h.get("code") == "not_found", "alive, and no checkpoint yet: %s" % h)
+        os.unlink(filler)
+        h, _ = ex.ask(ckpt_msg(100, blob))
+        check(h is not None and h["ok"] is True, "after freeing space the retry lands: %s" % h)
+        check(sidecar_ok(ck, name(100, ".ckpt")) and sidecar_ok(ck, name(100, ".safetensors")), "retry's files verify")
+        ex.send(metrics_msg(101, "trainer", {"loss": 0.4}))
+        h, _ = ex.ask(encode("request", {"what": "latest"}))
+        with open(os.path.join(run, "metrics.jsonl")) as f:
+            lines = [json.loads(x) for x in f]               # every line parses: no torn line
+        check([x["step"] for x in lines] == [101], "metrics.jsonl has only the line that fit: %s" % lines)
+        check(ex.stop() == 0, "disk-full exporter stops with 0")
+        check(not no_temp_files(run), "no temp files on the tmpfs")
+    finally:
+        subprocess.run(["umount", "-l", mnt])
+
+
+def main():
+    for p in (EXPORTER, TRAINER, MAKE):
+        if not os.access(p, os.X_OK):
+            print("FAIL missing %s (build it: make tools)" % p)
+            print("0 passed, 1 failed")
+            return 1
+    tmp = tempfile.mkdtemp(prefix="srm-exporter-")
+    try:
+        test_main(tmp)
+        test_disk_full(tmp)
+    finally:
+        if failed == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(LOGDIR, ignore_errors=True)
+        else:
+            print("kept", tmp, "and the exporter logs in", LOGDIR)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,680 @@
+/*
+test_gpu_mamba.c -- the Mamba GPU ops (gpu/layernorm.cu, causal_conv1d.cu, selective_scan*.cu,
+mamba_layer.cu) against their CPU twins, forward and backward, strict fp32 and bf16; then the
+timings of the level-0 scan and the whole layer at 128^3 (N = 1, L = 64^3, E = 96).
+
+The CPU twins are channels-first (N, C, L) and run one order at a time; the GPU ops are
+token-major and fuse the ToM order, so each GPU op is compared with the composition
+tom_permute -> CPU op -> tom_unpermute. Inputs are fresh random numbers (seed printed;
+SRM_TEST_SEED repeats), rounded to bf16 in bf16 mode so only the op's own rounding is measured.
+Outputs are poisoned (NaN bytes) before each GPU run; gradients start from the same random
+values on both sides (backward accumulates), so unwritten or overwritten gradients fail.
+Tolerances (||gpu - cpu|| <= rtol ||cpu|| + atol): LayerNorm and conv1d 1e-5 (fp32) -- a few
+fp32 roundings per element; the scan and the layer 1e-4 (fp32): 32..4134-step fp32 recurrences
+and fp32 sums over up to N*L = 8268 tokens (dA, dD, dB over channels) against the CPU's double
+accumulators accumulate ~sqrt(steps) ulps; bf16 mode 1e-2 for ops, 2e-2 for the layer (bf16
+GEMM inputs and bf16 intermediates xz, u, delta, G between the fused stages).
+*/
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "check.h"
+#include "gpu.h"
+#include "mamba_layer.h"
+#include "ops.h"
+#include "rng.h"
+#include "test.h"
+
+static gpu_ctx_t *g;
+static int bf16;
+static rng_t R;
+static const double ATOL = 1e-6;
+
+static double rtol_op(void) { return bf16 ? 1e-2 : 1e-5; }
+static double rtol_scan(void) { return bf16 ? 1e-2 : 1e-4; }
+static double rtol_layer(void) { return bf16 ? 2e-2 : 1e-4; }
+
+// ---- host bf16 rounding (nearest even) and device transfer -----------------------------
+static uint16_t f2bf(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float bf2f(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static void round_act(float *x, size_t n)
+{
+    if (bf16) for (size_t i = 0; i < n; i++) x[i] = bf2f(f2bf(x[i]));
+}
+static size_t asz(void) { return bf16 ? 2 : 4; }
+
+static float *hrand(size_t n, float mean, float std)
+{
+    float *x = xmalloc(n * sizeof *x);
+    rng_fill_normal(&R, x, n, mean, std);
+    round_act(x, n);
+    return x;
+}
+static float *hcopy(const float *x, size_t n)
+{
+    float *y = xmalloc(n * sizeof *y);
+    memcpy(y, x, n * sizeof *y);
+    return y;
+}
+
+static void *dev_act(const float *x, size_t n)
+{
+    void *d = gpu_malloc(g, n * asz() + 16, "test act");
+    if (!bf16) { gpu_upload(g, d, x, n * 4); return d; }
+    uint16_t *h = xmalloc(n * 2);
+    for (size_t i = 0; i < n; i++) h[i] = f2bf(x[i]);
+    gpu_upload(g, d, h, n * 2);
+    free(h);
+    return d;
+}
+static float *dev_f32(const float *x, size_t n)
+{
+    float *d = gpu_malloc(g, n * 4 + 16, "test f32");
+    gpu_upload(g, d, x, n * 4);
+    return d;
+}
+static float *get_act(const void *d, size_t n)
+{
+    float *x = xmalloc(n * sizeof *x);
+    if (!bf16) { gpu_download(g, x, d, n * 4); return x; }
+    uint16_t *h = xmalloc(n * 2);
+    gpu_download(g, h, d, n * 2);
+    for (size_t i = 0; i < n; i++) x[i] = bf2f(h[i]);
+    free(h);
+    return x;
+}
+static float *get_f32(const float *d, size_t n)
+{
+    float *x = xmalloc(n * sizeof *x);
+    gpu_download(g, x, d, n * 4);
+    return x;
+}
+
+// (N, L, ld) token-major columns [c0, c0 + C) -> (N, C, L) channels-first, and back
+static void tl_to_cf(float *cf, const float *tl, int N, int C, size_t L, size_t ld, size_t c0)
+{
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (size_t l = 0; l < L; l++)
+                cf[((size_t)n * C + c) * L + l] = tl[((size_t)n * L + l) * ld + c0 + c];
+}
+static void cf_to_tl(float *tl, const float *cf, int N, int C, size_t L, size_t ld, size_t c0)
+{
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (size_t l = 0; l < L; l++)
+                tl[((size_t)n * L + l) * ld + c0 + c] = cf[((size_t)n * C + c) * L + l];
+}
+
+static char lbl[160];
+static const char *L_(const char *what, int N, int C, size_t L, int extra)
+{
+    snprintf(lbl, sizeof lbl, "%s %s N=%d C=%d L=%zu %d", bf16 ? "bf16" : "f32", what, N, C, L,
+             extra);
+    return lbl;
+}
+#define CLOSE(what, got, want, n, rt) \
+    EXPECT(tensor_close(L_(what, N, C, L, extra), got, want, n, rt, ATOL), "%s", lbl)
+
+// ---- LayerNorm -------------------------------------------------------------------------
+static void test_layernorm(int N, int C, size_t L)
+{
+    const int extra = 0;
+    const size_t M = (size_t)N * L, n = M * C;
+    float *x = hrand(n, 2.0f, 1.5f), *dy = hrand(n, 0, 1), *dx0 = hrand(n, 0, 1);
+    float *gm = hrand(C, 1, 0.3f), *bt = hrand(C, 0, 0.3f), *dg0 = hrand(C, 0, 1), *db0 = hrand(C, 0, 1);
+    float *xc = xmalloc(n * 4), *yc = xmalloc(n * 4), *mc = xmalloc(M * 4), *rc = xmalloc(M * 4);
+    float *dyc = xmalloc(n * 4), *dxc = xmalloc(n * 4), *yt = xmalloc(n * 4), *dxt = xmalloc(n * 4);
+    tl_to_cf(xc, x, N, C, L, C, 0);
+    tl_to_cf(dyc, dy, N, C, L, C, 0);
+    tl_to_cf(dxc, dx0, N, C, L, C, 0);
+    float *dgc = hcopy(dg0, C), *dbc = hcopy(db0, C);
+    layernorm_forward_cpu(yc, mc, rc, xc, gm, bt, N, C, L, 1e-5);
+    layernorm_backward_cpu(dxc, dgc, dbc, dyc, xc, mc, rc, gm, N, C, L);
+    cf_to_tl(yt, yc, N, C, L, C, 0);
+    cf_to_tl(dxt, dxc, N, C, L, C, 0);
+
+    void *dX = dev_act(x, n), *dY = dev_act(x, n), *dDY = dev_act(dy, n), *dDX = dev_act(dx0, n);
+    float *dG = dev_f32(gm, C), *dB = dev_f32(bt, C), *dDG = dev_f32(dg0, C), *dDB = dev_f32(db0, C);
+    float *dM = dev_f32(mc, M), *dR = dev_f32(rc, M);
+    gpu_poison(g, dY, n * asz());
+    gpu_poison(g, dM, M * 4);
+    gpu_poison(g, dR, M * 4);
+    layernorm_forward_gpu(g, dY, dM, dR, dX, dG, dB, N, C, L, 1e-5);
+    layernorm_backward_gpu(g, dDX, dDG, dDB, dDY, dX, dM, dR, dG, N, C, L);
+    float *y = get_act(dY, n), *m = get_f32(dM, M), *r = get_f32(dR, M);
+    float *dxg = get_act(dDX, n), *dgg = get_f32(dDG, C), *dbg = get_f32(dDB, C);
+    CLOSE("layernorm y", y, yt, n, rtol_op());
+    CLOSE("layernorm mean", m, mc, M, 1e-5);
+    CLOSE("layernorm rstd", r, rc, M, 1e-5);
+    CLOSE("layernorm dx", dxg, dxt, n, rtol_op());
+    CLOSE("layernorm dgamma", dgg, dgc, C, bf16 ? 1e-2 : 1e-4);
+    CLOSE("layernorm dbeta", dbg, dbc, C, bf16 ? 1e-2 : 1e-4);
+    void *dv[] = { dX, dY, dDY, dDX, dG, dB, dDG, dDB, dM, dR };
+    for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu_free(g, dv[i]);
+    float *hv[] = { x, dy, dx0, gm, bt, dg0, db0, xc, yc, mc, rc, dyc, dxc, yt, dxt, dgc, dbc,
+                    y, m, r, dxg, dgg, dbg };
+    for (size_t i = 0; i < sizeof hv / sizeof *hv; i++) free(hv[i]);
+}
+
+// ---- causal conv1d with the ToM order fused -----------------------------------------------
+static void test_conv(int N, int E, size_t L, size_t ns, int order, int silu)
+{
+    const int C = E, K = 4, extra = order * 10 + silu;
+    const size_t nl = (size_t)N * L, n = nl * E, ldx = 2 * (size_t)E;
+    float *xz = hrand(nl * ldx, 0, 1), *dy = hrand(n, 0, 1), *dxz0 = hrand(nl * ldx, 0, 1);
+    float *w = hrand((size_t)E * K, 0, 0.5f), *b = hrand(E, 0, 0.5f);
+    float *dw0 = hrand((size_t)E * K, 0, 1), *db0 = hrand(E, 0, 1);
+    // CPU: x (orig, cf) -> permute -> conv (-> SiLU)
+    float *xc = xmalloc(n * 4), *xp = xmalloc(n * 4), *yc = xmalloc(n * 4), *pre = xmalloc(n * 4);
+    tl_to_cf(xc, xz, N, E, L, ldx, 0);
+    tom_permute_cpu(xp, xc, N, E, L, (tom_order_t)order, ns);
+    causal_conv1d_forward_cpu(pre, xp, w, b, N, E, L, K);
+    memcpy(yc, pre, n * 4);
+    if (silu) silu_forward_cpu(yc, yc, n);
+    float *yt = xmalloc(n * 4);
+    cf_to_tl(yt, yc, N, E, L, E, 0);
+    // backward: dpre, conv backward, unpermute into dxz[:, :E]
+    float *dyc = xmalloc(n * 4), *dpre = calloc(n, 4), *dxp = calloc(n, 4), *dxc = xmalloc(n * 4);
+    tl_to_cf(dyc, dy, N, E, L, E, 0);
+    if (silu) silu_backward_cpu(dpre, dyc, pre, n);
+    else memcpy(dpre, dyc, n * 4);
+    float *dwc = hcopy(dw0, (size_t)E * K), *dbc = hcopy(db0, E);
+    causal_conv1d_backward_cpu(dxp, dwc, dbc, dpre, xp, w, N, E, L, K);
+    tom_unpermute_cpu(dxc, dxp, N, E, L, (tom_order_t)order, ns);
+    float *dxzt = hcopy(dxz0, nl * ldx), *orig = xmalloc(n * 4);
+    tl_to_cf(orig, dxz0, N, E, L, ldx, 0);
+    for (size_t i = 0; i < n; i++) dxc[i] += orig[i];
+    cf_to_tl(dxzt, dxc, N, E, L, ldx, 0);
+
+    void *dX = dev_act(xz, nl * ldx), *dY = dev_act(dy, n), *dDY = dev_act(dy, n);
+    void *dDX = dev_act(dxz0, nl * ldx);
+    float *dW = dev_f32(w, (size_t)E * K), *dB = dev_f32(b, E);
+    float *dDW = dev_f32(dw0, (size_t)E * K), *dDB = dev_f32(db0, E);
+    gpu_poison(g, dY, n * asz());
+    causal_conv1d_forward_gpu(g, dY, dX, ldx, dW, dB, N, E, L, K, (tom_order_t)order, ns, silu);
+    causal_conv1d_backward_gpu(g, dDX, dDW, dDB, dDY, dX, ldx, dW, dB, N, E, L, K,
+                               (tom_order_t)order, ns, silu);
+    float *y = get_act(dY, n), *dxg = get_act(dDX, nl * ldx);
+    float *dwg = get_f32(dDW, (size_t)E * K), *dbg = get_f32(dDB, E);
+    CLOSE("conv1d y", y, yt, n, rtol_op());
+    CLOSE("conv1d dxz", dxg, dxzt, nl * ldx, rtol_op());
+    CLOSE("conv1d dw", dwg, dwc, (size_t)E * K, bf16 ? 1e-2 : 1e-4);
+    CLOSE("conv1d db", dbg, dbc, E, bf16 ? 1e-2 : 1e-4);
+    void *dv[] = { dX, dY, dDY, dDX, dW, dB, dDW, dDB };
+    for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu_free(g, dv[i]);
+    float *hv[] = { xz, dy, dxz0, w, b, dw0, db0, xc, xp, yc, pre, yt, dyc, dpre, dxp, dxc, dwc,
+                    dbc, dxzt, orig, y, dxg, dwg, dbg };
+    for (size_t i = 0; i < sizeof hv / sizeof *hv; i++) free(hv[i]);
+}
+
+// ---- selective scan, three directions in one call ---------------------------------------
+#define NSt 16
+#define RR 3
+#define PP (RR + 2 * NSt)
+
+typedef struct {
+    float *u[3], *dl[3], *xd[3], *Al[3], *D[3], *bias[3], *xz;
+} scan_in_t;
+
+static void test_scan(int N, int E, size_t L, size_t ns)
+{
+    const int C = E, extra = (int)ns;
+    const size_t nl = (size_t)N * L, n = nl * E, ldz = 2 * (size_t)E;
+    scan_in_t in;
+    for (int k = 0; k < 3; k++) {
+        in.u[k] = hrand(n, 0, 1);
+        in.dl[k] = hrand(n, 0, 0.7f);
+        in.xd[k] = hrand(nl * PP, 0, 1);
+        in.Al[k] = xmalloc((size_t)E * NSt * 4);
+        for (int e = 0; e < E; e++)
+            for (int s = 0; s < NSt; s++)
+                in.Al[k][e * NSt + s] = logf((float)(s + 1)) + 0.1f * (float)rng_normal(&R);
+        in.D[k] = hrand(E, 1, 0.3f);
+        in.bias[k] = xmalloc(E * 4);
+        for (int e = 0; e < E; e++) {      // softplus^-1 of dt in [0.001, 0.1], as the init
+            double dt = exp(log(0.001) + rng_uniform(&R) * (log(0.1) - log(0.001)));
+            in.bias[k][e] = (float)(dt + log(-expm1(-dt)));
+        }
+    }
+    in.xz = hrand(nl * ldz, 0, 1);
+    in.dl[0][3] = 25.0f;                   // one delta beyond the softplus threshold
+    round_act(in.dl[0], n);
+    float *dy = hrand(n, 0, 1);
+
+    // CPU reference, direction by direction
+    float *Gc = calloc(n, 4), *zc = xmalloc(n * 4), *zp = xmalloc(n * 4), *uc = xmalloc(n * 4);
+    float *dc = xmalloc(n * 4), *Bc = xmalloc(nl * NSt * 4), *Cc = xmalloc(nl * NSt * 4);
+    float *yk = xmalloc(n * 4), *tmp = xmalloc(n * 4), *A = xmalloc((size_t)E * NSt * 4);
+    float *dyc = xmalloc(n * 4), *dyp = xmalloc(n * 4);
+    tl_to_cf(zc, in.xz, N, E, L, ldz, E);
+    tl_to_cf(dyc, dy, N, E, L, E, 0);
+    // backward initial values (same on both sides) and expected results (token-major)
+    float *du0[3], *dd0[3], *dz0[3], *dx0[3], *dA0[3], *dD0[3], *db0[3];
+    float *due[3], *dde[3], *dze[3], *dxe[3], *dAe[3], *dDe[3], *dbe[3];
+    const scan_shape_t ss = { .N = N, .E = E, .NS = NSt, .L = L, .bc_nstride = 0 };
+    for (int k = 0; k < 3; k++) {
+        du0[k] = hrand(n, 0, 1); dd0[k] = hrand(n, 0, 1); dz0[k] = hrand(n, 0, 1);
+        dx0[k] = hrand(nl * PP, 0, 1);
+        dA0[k] = hrand((size_t)E * NSt, 0, 1); dD0[k] = hrand(E, 0, 1); db0[k] = hrand(E, 0, 1);
+        const tom_order_t o = (tom_order_t)k;
+        tl_to_cf(uc, in.u[k], N, E, L, E, 0);
+        tl_to_cf(dc, in.dl[k], N, E, L, E, 0);
+        tl_to_cf(Bc, in.xd[k], N, NSt, L, PP, RR);
+        tl_to_cf(Cc, in.xd[k], N, NSt, L, PP, RR + NSt);
+        tom_permute_cpu(zp, zc, N, E, L, o, ns);
+        for (size_t i = 0; i < (size_t)E * NSt; i++) A[i] = -expf(in.Al[k][i]);
+        selective_scan_forward_cpu(yk, uc, dc, A, Bc, Cc, in.D[k], zp, in.bias[k], ss);
+        tom_unpermute_cpu(tmp, yk, N, E, L, o, ns);
+        for (size_t i = 0; i < n; i++) Gc[i] += tmp[i];
+
+        float *du = xmalloc(n * 4), *dd = xmalloc(n * 4), *dz = xmalloc(n * 4);
+        float *dB = xmalloc(nl * NSt * 4), *dC = xmalloc(nl * NSt * 4), *dA = calloc((size_t)E * NSt, 4);
+        tl_to_cf(du, du0[k], N, E, L, E, 0);
+        tl_to_cf(dd, dd0[k], N, E, L, E, 0);
+        tl_to_cf(dz, dz0[k], N, E, L, E, 0);
+        tl_to_cf(dB, dx0[k], N, NSt, L, PP, RR);
+        tl_to_cf(dC, dx0[k], N, NSt, L, PP, RR + NSt);
+        dDe[k] = hcopy(dD0[k], E);
+        dbe[k] = hcopy(db0[k], E);
+        tom_permute_cpu(dyp, dyc, N, E, L, o, ns);
+        selective_scan_backward_cpu(du, dd, dA, dB, dC, dDe[k], dz, dbe[k], dyp, uc, dc, A, Bc, Cc,
+                                    in.D[k], zp, in.bias[k], ss);
+        due[k] = xmalloc(n * 4); dde[k] = xmalloc(n * 4); dze[k] = xmalloc(n * 4);
+        dxe[k] = hcopy(dx0[k], nl * PP);
+        cf_to_tl(due[k], du, N, E, L, E, 0);
+        cf_to_tl(dde[k], dd, N, E, L, E, 0);
+        cf_to_tl(dze[k], dz, N, E, L, E, 0);
+        cf_to_tl(dxe[k], dB, N, NSt, L, PP, RR);
+        cf_to_tl(dxe[k], dC, N, NSt, L, PP, RR + NSt);
+        dAe[k] = hcopy(dA0[k], (size_t)E * NSt);
+        for (size_t i = 0; i < (size_t)E * NSt; i++) dAe[k][i] += dA[i] * A[i];
+        free(du); free(dd); free(dz); free(dB); free(dC); free(dA);
+    }
+    float *Gt = xmalloc(n * 4);
+    cf_to_tl(Gt, Gc, N, E, L, E, 0);
+
+    // GPU
+    scan_gpu_t s;
+    memset(&s, 0, sizeof s);
+    s.N = N; s.E = E; s.L = L; s.nslices = ns; s.ldbc = PP; s.ldz = ldz; s.ndir = 3;
+    void *dxz = dev_act(in.xz, nl * ldz), *dY = gpu_malloc(g, n * asz(), "y"), *dDY = dev_act(dy, n);
+    void *bufs[64];
+    int nb = 0;
+    for (int k = 0; k < 3; k++) {
+        scan_dir_gpu_t *d = &s.dir[k];
+        d->order = (tom_order_t)k;
+        d->u = bufs[nb++] = dev_act(in.u[k], n);
+        d->delta = bufs[nb++] = dev_act(in.dl[k], n);
+        void *xd = bufs[nb++] = dev_act(in.xd[k], nl * PP);
+        d->B = (char *)xd + RR * asz();
+        d->C = (char *)xd + (RR + NSt) * asz();
+        d->z = (char *)dxz + (size_t)E * asz();
+        d->A_log = bufs[nb++] = dev_f32(in.Al[k], (size_t)E * NSt);
+        d->D = bufs[nb++] = dev_f32(in.D[k], E);
+        d->delta_bias = bufs[nb++] = dev_f32(in.bias[k], E);
+        d->du = bufs[nb++] = dev_act(du0[k], n);
+        d->ddelta = bufs[nb++] = dev_act(dd0[k], n);
+        d->dz = bufs[nb++] = dev_act(dz0[k], n);
+        void *dxd = bufs[nb++] = dev_act(dx0[k], nl * PP);
+        d->dB = (char *)dxd + RR * asz();
+        d->dC = (char *)dxd + (RR + NSt) * asz();
+        d->dA_log = bufs[nb++] = dev_f32(dA0[k], (size_t)E * NSt);
+        d->dD = bufs[nb++] = dev_f32(dD0[k], E);
+        d->ddelta_bias = bufs[nb++] = dev_f32(db0[k], E);
+    }
+    float *states = gpu_malloc(g, selective_scan_states_bytes(&s), "states");
+    void *ws = gpu_malloc(g, selective_scan_workspace_bytes(&s), "ws");
+    gpu_poison(g, dY, n * asz());
+    gpu_poison(g, states, selective_scan_states_bytes(&s));
+    gpu_poison(g, ws, selective_scan_workspace_bytes(&s));
+    selective_scan_forward_gpu(g, dY, 0, states, ws, &s);
+    gpu_poison(g, ws, selective_scan_workspace_bytes(&s));
+    selective_scan_backward_gpu(g, dDY, states, ws, &s);
+    float *y = get_act(dY, n);
+    CLOSE("scan y (sum of 3 dirs)", y, Gt, n, rtol_scan());
+    free(y);
+    for (int k = 0; k < 3; k++) {
+        scan_dir_gpu_t *d = &s.dir[k];
+        float *a = get_act(d->du, n), *b = get_act(d->ddelta, n), *c = get_act(d->dz, n);
+        float *x = get_act((char *)d->dB - RR * asz(), nl * PP);
+        float *dA = get_f32(d->dA_log, (size_t)E * NSt), *dD = get_f32(d->dD, E);
+        float *db = get_f32(d->ddelta_bias, E);
+        const char *nm[] = { "fwd", "rev", "slice" };
+        char t[64];
+        snprintf(t, sizeof t, "scan %s du", nm[k]);    CLOSE(t, a, due[k], n, rtol_scan());
+        snprintf(t, sizeof t, "scan %s ddelta", nm[k]); CLOSE(t, b, dde[k], n, rtol_scan());
+        snprintf(t, sizeof t, "scan %s dz", nm[k]);    CLOSE(t, c, dze[k], n, rtol_scan());
+        snprintf(t, sizeof t, "scan %s dB|dC", nm[k]); CLOSE(t, x, dxe[k], nl * PP, rtol_scan());
+        snprintf(t, sizeof t, "scan %s dA_log", nm[k]); CLOSE(t, dA, dAe[k], (size_t)E * NSt, rtol_scan());
+        snprintf(t, sizeof t, "scan %s dD", nm[k]);    CLOSE(t, dD, dDe[k], E, rtol_scan());
+        snprintf(t, sizeof t, "scan %s ddelta_bias", nm[k]); CLOSE(t, db, dbe[k], E, rtol_scan());
+        free(a); free(b); free(c); free(x); free(dA); free(dD); free(db);
+    }
+    // Determinism: the backward again from the same starting gradients, bit for bit.
+    {
+        float *first = get_f32(s.dir[2].dA_log, (size_t)E * NSt);
+        void *firstB = xmalloc(nl * PP * asz());
+        gpu_download(g, firstB, (char *)s.dir[2].dB - RR * asz(), nl * PP * asz());
+        for (int k = 0; k < 3; k++) {
+            scan_dir_gpu_t *d = &s.dir[k];
+            gpu_upload(g, d->dA_log, dA0[k], (size_t)E * NSt * 4);
+            void *tmpb = dev_act(dx0[k], nl * PP);
+            gpu_copy(g, (char *)d->dB - RR * asz(), tmpb, nl * PP * asz());
+            gpu_sync(g);
+            gpu_free(g, tmpb);
+        }
+        selective_scan_backward_gpu(g, dDY, states, ws, &s);
+        float *second = get_f32(s.dir[2].dA_log, (size_t)E * NSt);
+        void *secondB = xmalloc(nl * PP * asz());
+        gpu_download(g, secondB, (char *)s.dir[2].dB - RR * asz(), nl * PP * asz());
+        EXPECT(!memcmp(first, second, (size_t)E * NSt * 4) &&
+               !memcmp(firstB, secondB, nl * PP * asz()),
+               "%s scan backward not bit-reproducible (L=%zu)", bf16 ? "bf16" : "f32", L);
+        free(first); free(second); free(firstB); free(secondB);
+    }
+    for (int i = 0; i < nb; i++) gpu_free(g, bufs[i]);
+    gpu_free(g, dxz); gpu_free(g, dY); gpu_free(g, dDY); gpu_free(g, states); gpu_free(g, ws);
+    for (int k = 0; k < 3; k++) {
+        float *hv[] = { in.u[k], in.dl[k], in.xd[k], in.Al[k], in.D[k], in.bias[k], du0[k],
+                        dd0[k], dz0[k], dx0[k], dA0[k], dD0[k], db0[k], due[k], dde[k], dze[k],
+                        dxe[k], dAe[k], dDe[k], dbe[k] };
+        for (size_t i = 0; i < sizeof hv / sizeof *hv; i++) free(hv[i]);
+    }
+    float *hv[] = { in.xz, dy, Gc, zc, zp, uc, dc, Bc, Cc, yk, tmp, A, dyc, dyp, Gt };
+    for (size_t i = 0; i < sizeof hv / sizeof *hv; i++) free(hv[i]);
+}
+
+// ---- the whole layer ----------------------------------------------------------------------
+typedef struct { const char *name; size_t off, n; } pdesc_t;
+
+static size_t layer_layout(mamba_layer_t *m, int C, size_t ns, pdesc_t *pd, int *npd)
+{
+    memset(m, 0, sizeof *m);
+    m->C = C; m->E = 2 * C; m->R = (C + 15) / 16; m->NS = NSt; m->K = 4; m->nslices = ns;
+    const size_t E = m->E, P = (size_t)m->R + 2 * NSt;
+    size_t off = 0;
+    int k = 0;
+#define PUT(field, nm, cnt) do { m->field = off; pd[k++] = (pdesc_t){ nm, off, cnt }; off += (cnt); } while (0)
+    PUT(norm_w, "norm.weight", (size_t)C);
+    PUT(norm_b, "norm.bias", (size_t)C);
+    PUT(in_proj, "in_proj", 2 * E * C);
+    PUT(out_proj, "out_proj", (size_t)C * E);
+    static const char *nm[3][7] = {
+        { "A_log", "D", "conv.w", "conv.b", "x_proj", "dt.w", "dt.b" },
+        { "A_b_log", "D_b", "conv_b.w", "conv_b.b", "x_proj_b", "dt_b.w", "dt_b.b" },
+        { "A_s_log", "D_s", "conv_s.w", "conv_s.b", "x_proj_s", "dt_s.w", "dt_s.b" } };
+    for (int d = 0; d < 3; d++) {
+        PUT(A_log[d], nm[d][0], E * NSt);
+        PUT(D[d], nm[d][1], E);
+        PUT(conv_w[d], nm[d][2], E * 4);
+        PUT(conv_b[d], nm[d][3], E);
+        PUT(x_proj[d], nm[d][4], P * E);
+        PUT(dt_w[d], nm[d][5], E * m->R);
+        PUT(dt_b[d], nm[d][6], E);
+    }
+#undef PUT
+    *npd = k;
+    return off;
+}
+
+static void init_params(float *p, const mamba_layer_t *m, size_t np)
+{
+    rng_fill_uniform(&R, p, np, -0.3f, 0.3f);
+    const int C = m->C, E = m->E;
+    for (int c = 0; c < C; c++) p[m->norm_w + c] = 1.0f + 0.2f * (float)rng_normal(&R);
+    for (int d = 0; d < 3; d++) {
+        for (int e = 0; e < E; e++) {
+            for (int s = 0; s < NSt; s++)
+                p[m->A_log[d] + (size_t)e * NSt + s] = logf((float)(s + 1));
+            p[m->D[d] + e] = 1.0f;
+            double dt = exp(log(0.001) + rng_uniform(&R) * (log(0.1) - log(0.001)));
+            p[m->dt_b[d] + e] = (float)(dt + log(-expm1(-dt)));
+        }
+        for (size_t i = 0; i < (size_t)E * 4; i++) p[m->conv_w[d] + i] *= 1.6f;  // bound 0.5
+    }
+    round_act(p, np);     // bf16 mode: the GEMMs read bf16 weights, the CPU gets the same values
+}
+
+static void *params_act_copy(const float *dP, size_t np)
+{
+    if (!bf16) return (void *)dP;
+    void *b = gpu_malloc(g, np * 2, "bf16 params");
+    gpu_convert(g, b, GPU_BF16, dP, GPU_F32, np);
+    return b;
+}
+
+static void test_layer(int N, int C, size_t L, size_t ns)
+{
+    const int extra = (int)ns;
+    mamba_layer_t m;
+    pdesc_t pd[40];
+    int npd;
+    const size_t np = layer_layout(&m, C, ns, pd, &npd), n = (size_t)N * L * C;
+    float *p = xmalloc(np * 4);
+    init_params(p, &m, np);
+    float *x = hrand(n, 0, 1), *dy = hrand(n, 0, 1), *dx0 = hrand(n, 0, 1), *dp0 = hrand(np, 0, 0.1f);
+    // CPU
+    float *xc = xmalloc(n * 4), *yc = xmalloc(n * 4), *dyc = xmalloc(n * 4), *dxc = xmalloc(n * 4);
+    tl_to_cf(xc, x, N, C, L, C, 0);
+    tl_to_cf(dyc, dy, N, C, L, C, 0);
+    tl_to_cf(dxc, dx0, N, C, L, C, 0);
+    float *sv = xmalloc(mamba_layer_saved_size(&m, N, L) * 4);
+    float *sc = xmalloc(mamba_layer_scratch_size(&m, N, L) * 4);
+    float *dpc = hcopy(dp0, np);
+    mamba_layer_forward_cpu(yc, sv, sc, xc, p, &m, N, L);
+    mamba_layer_backward_cpu(dxc, dpc, sc, dyc, xc, sv, p, &m, N, L);
+    float *yt = xmalloc(n * 4), *dxt = xmalloc(n * 4);
+    cf_to_tl(yt, yc, N, C, L, C, 0);
+    cf_to_tl(dxt, dxc, N, C, L, C, 0);
+    // GPU
+    float *dP = dev_f32(p, np), *dDP = dev_f32(dp0, np);
+    void *dPA = params_act_copy(dP, np);
+    void *dX = dev_act(x, n), *dY = gpu_malloc(g, n * asz(), "y"), *dDY = dev_act(dy, n);
+    void *dDX = dev_act(dx0, n);
+    const size_t svb = mamba_layer_gpu_saved_bytes(g, &m, N, L);
+    const size_t scb = mamba_layer_gpu_scratch_bytes(g, &m, N, L);
+    void *dSV = gpu_malloc(g, svb, "saved"), *dSC = gpu_malloc(g, scb, "scratch");
+    gpu_poison(g, dY, n * asz());
+    gpu_poison(g, dSV, svb);
+    gpu_poison(g, dSC, scb);
+    mamba_layer_forward_gpu(g, dY, dSV, dSC, dX, dP, dPA, &m, N, L);
+    gpu_poison(g, dSC, scb);
+    mamba_layer_backward_gpu(g, dDX, dDP, dSC, dDY, dX, dSV, dP, dPA, &m, N, L);
+    float *y = get_act(dY, n), *dxg = get_act(dDX, n), *dpg = get_f32(dDP, np);
+    CLOSE("layer y", y, yt, n, rtol_layer());
+    CLOSE("layer dx", dxg, dxt, n, rtol_layer());
+    for (int i = 0; i < npd; i++) {
+        char t[64];
+        snprintf(t, sizeof t, "layer d%s", pd[i].name);
+        CLOSE(t, dpg + pd[i].off, dpc + pd[i].off, pd[i].n, rtol_layer());
+    }
+    if (dPA != (void *)dP) gpu_free(g, dPA);
+    void *dv[] = { dP, dDP, dX, dY, dDY, dDX, dSV, dSC };
+    for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu_free(g, dv[i]);
+    float *hv[] = { p, x, dy, dx0, dp0, xc, yc, dyc, dxc, sv, sc, dpc, yt, dxt, y, dxg, dpg };
+    for (size_t i = 0; i < sizeof hv / sizeof *hv; i++) free(hv[i]);
+}
+
+// ---- timings at the level-0 shape of 128^3 ------------------------------------------------
+static int cmpf(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+// SRM_TEST_REPS (default 20, at most 64) timed repetitions after 3 warm-up ones.
+#define REPS_MAX 64
+static int REPS = 20;
+static float median_ms(float *t, int n)
+{
+    qsort(t, n, sizeof *t, cmpf);
+    return t[n / 2];
+}
+
+static void *dev_rand_act(size_t n, float mean, float std)
+{
+    float *h = hrand(n, mean, std);
+    void *d = dev_act(h, n);
+    free(h);
+    return d;
+}
+
+static void timing(void)
+{
+    const int N = 1, E = 96, C = 48;
+    const size_t L = (size_t)64 * 64 * 64, ns = 64, nl = (size_t)N * L, n = nl * E;
+    gpu_timer_t *tm = gpu_timer_new(g);
+    float tf[REPS_MAX], tb[REPS_MAX];
+    char desc[256];
+    gpu_describe(g, desc, sizeof desc);
+    printf("timing on %s, %s mode\n", desc, bf16 ? "bf16" : "fp32");
+
+    // the scan alone: 3 directions forward + backward
+    scan_gpu_t s;
+    memset(&s, 0, sizeof s);
+    s.N = N; s.E = E; s.L = L; s.nslices = ns; s.ldbc = PP; s.ldz = 2 * (size_t)E; s.ndir = 3;
+    void *bufs[64];
+    int nb = 0;
+    void *xz = bufs[nb++] = dev_rand_act(nl * 2 * E, 0, 1);
+    void *dY = bufs[nb++] = dev_rand_act(n, 0, 1);
+    void *Y = bufs[nb++] = dev_rand_act(n, 0, 1);
+    for (int k = 0; k < 3; k++) {
+        scan_dir_gpu_t *d = &s.dir[k];
+        float al[96 * NSt], one[96], bias[96];
+        for (int i = 0; i < E * NSt; i++) al[i] = logf((float)(i % NSt + 1));
+        for (int i = 0; i < E; i++) { one[i] = 1.0f; bias[i] = -3.0f + 0.5f * (float)rng_normal(&R); }
+        d->order = (tom_order_t)k;
+        d->u = bufs[nb++] = dev_rand_act(n, 0, 1);
+        d->delta = bufs[nb++] = dev_rand_act(n, 0, 0.7f);
+        void *xd = bufs[nb++] = dev_rand_act(nl * PP, 0, 1);
+        d->B = (char *)xd + RR * asz();
+        d->C = (char *)xd + (RR + NSt) * asz();
+        d->z = (char *)xz + (size_t)E * asz();
+        d->A_log = bufs[nb++] = dev_f32(al, (size_t)E * NSt);
+        d->D = bufs[nb++] = dev_f32(one, E);
+        d->delta_bias = bufs[nb++] = dev_f32(bias, E);
+        d->du = bufs[nb++] = dev_rand_act(n, 0, 1);
+        d->ddelta = bufs[nb++] = dev_rand_act(n, 0, 1);
+        d->dz = bufs[nb++] = dev_rand_act(n, 0, 1);
+        void *dxd = bufs[nb++] = dev_rand_act(nl * PP, 0, 1);
+        d->dB = (char *)dxd + RR * asz();
+        d->dC = (char *)dxd + (RR + NSt) * asz();
+        float zero[96 * NSt];
+        memset(zero, 0, sizeof zero);
+        d->dA_log = bufs[nb++] = dev_f32(zero, (size_t)E * NSt);
+        d->dD = bufs[nb++] = dev_f32(zero, E);
+        d->ddelta_bias = bufs[nb++] = dev_f32(zero, E);
+    }
+    float *states = bufs[nb++] = gpu_malloc(g, selective_scan_states_bytes(&s), "states");
+    void *ws = bufs[nb++] = gpu_malloc(g, selective_scan_workspace_bytes(&s), "ws");
+    for (int r = -3; r < REPS; r++) {
+        gpu_timer_start(tm);
+        selective_scan_forward_gpu(g, Y, 0, states, ws, &s);
+        gpu_timer_stop(tm);
+        float f = gpu_timer_ms(tm);
+        gpu_timer_start(tm);
+        selective_scan_backward_gpu(g, dY, states, ws, &s);
+        gpu_timer_stop(tm);
+        float b = gpu_timer_ms(tm);
+        if (r >= 0) { tf[r] = f; tb[r] = b; }
+    }
+    const float mf = median_ms(tf, REPS), mb = median_ms(tb, REPS);
+    printf("scan level 0 (N=1 L=%zu E=%d, 3 directions): forward %.3f ms, backward %.3f ms, "
+           "fwd+bwd %.3f ms; two layers' worth %.3f ms\n", L, E, mf, mb, mf + mb, 2 * (mf + mb));
+    printf("scan memory: states %.1f MiB (saved), workspace %.1f MiB\n",
+           selective_scan_states_bytes(&s) / 1048576.0, selective_scan_workspace_bytes(&s) / 1048576.0);
+    for (int i = 0; i < nb; i++) gpu_free(g, bufs[i]);
+
+    // the whole layer
+    mamba_layer_t m;
+    pdesc_t pd[40];
+    int npd;
+    const size_t np = layer_layout(&m, C, ns, pd, &npd), nx = nl * C;
+    float *p = xmalloc(np * 4);
+    init_params(p, &m, np);
+    float *dP = dev_f32(p, np);
+    float *dDP = gpu_malloc(g, np * 4, "dparams");
+    gpu_memset(g, dDP, 0, np * 4);
+    void *dPA = params_act_copy(dP, np);
+    void *X = dev_rand_act(nx, 0, 1), *Yl = dev_rand_act(nx, 0, 1), *DY = dev_rand_act(nx, 0, 1);
+    void *DX = dev_rand_act(nx, 0, 1);
+    const size_t svb = mamba_layer_gpu_saved_bytes(g, &m, N, L);
+    const size_t scb = mamba_layer_gpu_scratch_bytes(g, &m, N, L);
+    void *SV = gpu_malloc(g, svb, "saved"), *SC = gpu_malloc(g, scb, "scratch");
+    for (int r = -3; r < REPS; r++) {
+        gpu_timer_start(tm);
+        mamba_layer_forward_gpu(g, Yl, SV, SC, X, dP, dPA, &m, N, L);
+        gpu_timer_stop(tm);
+        float f = gpu_timer_ms(tm);
+        gpu_timer_start(tm);
+        mamba_layer_backward_gpu(g, DX, dDP, SC, DY, X, SV, dP, dPA, &m, N, L);
+        gpu_timer_stop(tm);
+        float b = gpu_timer_ms(tm);
+        if (r >= 0) { tf[r] = f; tb[r] = b; }
+    }
+    const float lf = median_ms(tf, REPS), lb = median_ms(tb, REPS);
+    printf("mamba layer level 0 (N=1 L=%zu C=%d): forward %.3f ms, backward %.3f ms, total %.3f ms;"
+           " saved %.1f MiB, scratch %.1f MiB\n", L, C, lf, lb, lf + lb, svb / 1048576.0,
+           scb / 1048576.0);
+    EXPECT(isfinite(lf) && isfinite(lb) && mf > 0 && mb > 0, "timings must be finite");
+    if (dPA != (void *)dP) gpu_free(g, dPA);
+    void *dv[] = { dP, dDP, X, Yl, DY, DX, SV, SC };
+    for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu_free(g, dv[i]);
+    free(p);
+    gpu_timer_free(&tm);
+}
+
+int main(void)
+{
+    const char *es = getenv("SRM_TEST_SEED");
+    unsigned long long seed = es ? strtoull(es, NULL, 10) : (unsigned long long)time(NULL);
+    printf("test_gpu_mamba seed %llu (SRM_TEST_SEED to repeat)\n", seed);
+    R = rng_seed(seed);
+    // SRM_TEST_ONLY_TIMING=1: only the timings (for profiling runs); SRM_TEST_NO_TIMING=1: none.
+    const int only_timing = getenv("SRM_TEST_ONLY_TIMING") != NULL;
+    if (getenv("SRM_TEST_REPS")) REPS = atoi(getenv("SRM_TEST_REPS"));
+    if (REPS < 1) REPS = 1;
+    if (REPS > REPS_MAX) REPS = REPS_MAX;
+    for (bf16 = only_timing; bf16 <= 1; bf16++) {
+        gpu_cfg_t cfg = GPU_CFG_DEFAULT;
+        cfg.act = bf16 ? GPU_BF16 : GPU_F32;
+        cfg.deterministic = 1;
+        g = gpu_ctx_new(cfg);
+        if (only_timing) { timing(); gpu_ctx_destroy(&g); continue; }
+        test_layernorm(2, 20, 37);
+        test_layernorm(1, 48, 301);
+        test_layernorm(2, 96, 4133);
+        for (int order = 0; order < 3; order++)
+            for (int silu = 0; silu < 2; silu++) {
+                test_conv(2, 20, 37, 1, order, silu);
+                test_conv(1, 20, 4134, 13, order, silu);
+            }
+        test_scan(2, 20, 37, 1);
+        test_scan(1, 20, 301, 7);
+        test_scan(2, 20, 4133, 1);
+        test_scan(1, 96, 4134, 13);
+        test_layer(2, 10, 37, 1);
+        test_layer(1, 20, 301, 7);
+        test_layer(1, 48, 4134, 13);
+        if (bf16 && !getenv("SRM_TEST_NO_TIMING")) timing();
+        gpu_ctx_destroy(&g);
+    }
+    return test_summary();
+}
