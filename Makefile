@@ -55,7 +55,9 @@ GPULIB     := $(BUILD)/libsrmgpu.a
 
 # stages/<name>.c -> bin/srm-<name>; these also link the GPU backend when CUDA=1
 GPU_STAGES := trainer evaluator bench
-STAGES     := $(patsubst stages/%.c,$(BIN)/srm-%,$(wildcard stages/*.c))
+# GPU_ONLY stages exist only in the CUDA build (srm-bench measures the GPU and nothing else)
+GPU_ONLY   := bench
+STAGES     := $(patsubst stages/%.c,$(BIN)/srm-%,$(filter-out $(if $(filter 0,$(CUDA)),$(GPU_ONLY:%=stages/%.c)),$(wildcard stages/*.c)))
 
 TEST_SRC   := $(wildcard tests/cpu/test_*.c)
 TESTS      := $(patsubst tests/cpu/%.c,$(BUILD)/tests/%,$(TEST_SRC))
@@ -94,9 +96,10 @@ $(GPULIB): $(GPU_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# The GPU library goes before libsrm.a too: its objects call common/ code (op shapes, checks).
 $(BIN)/srm-%: $(BUILD)/stages/%.o $(LIB) $(if $(filter 1,$(CUDA)),$(GPULIB))
 	@mkdir -p $(@D)
-	$(CC) $(filter %.o,$^) $(LIB) $(LINK_GPU) $(LDLIBS) -o $@
+	$(CC) $(filter %.o,$^) $(filter %.a,$(LINK_GPU)) $(LIB) $(LINK_GPU) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/tests/cpu/%.o $(TEST_OBJ) $(LIB)
 	@mkdir -p $(@D)
@@ -168,3 +171,12 @@ fuzz: $(FUZZ_TARGETS)
 	  echo "=== $$t: $(FUZZ_RUNS) executions"; \
 	  $$t -runs=$(FUZZ_RUNS) -max_len=16384 -print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/artifacts-$$n/ \
 	      $(BUILD)/fuzz/corpus-$$n tests/fuzz/corpus/$$n || exit 1; done
+
+# ---- fuzzing (nifti, dataset) ----
+# fuzz_nifti: nifti_read_volume on .nii/.nii.gz bytes; fuzz_dataset: dataset.json (+ splits) over a
+# fixed tiny file tree. Seeds in tests/fuzz/corpus/{nifti,dataset} (from tests/corpus and the
+# datasets' JSON); CI: tests/cpu/test_fuzz_nifti_replay.sh. The NIfTI targets link libnifti2.
+FUZZ_DEPS_fuzz_nifti   := common/nifti_io.c common/check.c
+FUZZ_DEPS_fuzz_dataset := common/dataset.c common/dataset_folds.c common/dataset_case.c \
+                          common/nifti_io.c common/check.c common/rng.c
+FUZZ_LIBS += -lnifti2 -lznz -lz

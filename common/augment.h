@@ -58,6 +58,7 @@ typedef struct {
     float pad[AUG_MAX_CHANNELS];    // per-channel pad value
     uint64_t next_sample;           // samples cut so far (the next sample index)
     int uses;                       // times this volume was picked
+    size_t cap_image, cap_vox, cap_fg, cap_bg;     // allocated lengths, kept for reuse
 } aug_volume_t;
 
 // What one sample did: reported in the patch batch and checked by the tests.
@@ -79,6 +80,11 @@ int augment_cfg_check(const augment_cfg_t *cfg, char *err);
 void augment_cfg_usage(void *file);                     // FILE *: option list for --help
 
 // image: (C, dim) in dtype (i16, f16 or f32); labels: (dim) u8. Copies everything it keeps.
+// aug_volume_load reuses the buffers of the volume v held before (v zeroed or loaded/inited
+// before): no fresh pages to fault in per volume. On error v holds no volume (buffers kept).
+int aug_volume_load(aug_volume_t *v, const char *case_id, int64_t epoch, int C, const int dim[3],
+                    wire_dtype_t dtype, const void *image, const uint8_t *labels,
+                    const augment_cfg_t *cfg, char *err);
 int aug_volume_init(aug_volume_t *v, const char *case_id, int64_t epoch, int C, const int dim[3],
                     wire_dtype_t dtype, const void *image, const uint8_t *labels,
                     const augment_cfg_t *cfg, char *err);

@@ -8,6 +8,7 @@ MONAI's crop cost 20-115 ms, anchors.md §A3).
 #include "case_cache.h"
 #include "check.h"
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,47 +19,74 @@ uint64_t aug_volume_key(const char *case_id, int64_t epoch)
     return h ^ ((uint64_t)epoch * 0x9E3779B97F4A7C15ull);
 }
 
-static void expand(float *dst, const void *src, wire_dtype_t dt, size_t n)
+// float16 -> float32 through a table of all 65536 values: the per-voxel cost is one load.
+static float f16_table[65536];
+static pthread_once_t f16_once = PTHREAD_ONCE_INIT;
+static void f16_table_init(void)
 {
-    if (dt == WIRE_F32) { memcpy(dst, src, n * sizeof(float)); return; }
-    const uint8_t *b = src;
-    for (size_t i = 0; i < n; i++) {
-        uint16_t h;
-        memcpy(&h, b + 2 * i, 2);                   // frames carry no alignment guarantee
-        dst[i] = dt == WIRE_I16 ? (float)(int16_t)h : cache_f16_to_f32(h);
-    }
+    for (uint32_t h = 0; h < 65536; h++) f16_table[h] = cache_f16_to_f32((uint16_t)h);
 }
 
-int aug_volume_init(aug_volume_t *v, const char *case_id, int64_t epoch, int C, const int dim[3],
+// Expand n values to float. Returns 0 when all are finite, else -1 (x * 0 is NaN exactly for
+// Inf/NaN, so one sum checks them all without a branch per voxel).
+static int expand(float *dst, const void *src, wire_dtype_t dt, size_t n)
+{
+    float acc = 0;
+    if (dt == WIRE_F32) {
+        memcpy(dst, src, n * sizeof(float));
+        for (size_t i = 0; i < n; i++) acc += dst[i] * 0.0f;
+        return isnan(acc) ? -1 : 0;
+    }
+    const uint8_t *b = src;
+    if (dt == WIRE_I16) {
+        for (size_t i = 0; i < n; i++) {
+            int16_t h;
+            memcpy(&h, b + 2 * i, 2);               // frames carry no alignment guarantee
+            dst[i] = (float)h;
+        }
+        return 0;
+    }
+    pthread_once(&f16_once, f16_table_init);
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, b + 2 * i, 2);
+        dst[i] = f16_table[h];
+        acc += dst[i] * 0.0f;
+    }
+    return isnan(acc) ? -1 : 0;
+}
+
+// Grow *p to hold n items of size sz (contents not kept).
+static void *reserve(void *p, size_t *cap, size_t n, size_t sz)
+{
+    if (n <= *cap && p) return p;
+    free(p);
+    *cap = n;
+    return xmalloc((n ? n : 1) * sz);
+}
+
+int aug_volume_load(aug_volume_t *v, const char *case_id, int64_t epoch, int C, const int dim[3],
                     wire_dtype_t dt, const void *image, const uint8_t *labels,
                     const augment_cfg_t *cfg, char *err)
 {
-    memset(v, 0, sizeof *v);
+    v->case_id[0] = 0;
+    v->C = 0;
+    v->n_fg = v->n_bg = 0;
+    v->next_sample = 0;
+    v->uses = 0;
     if (C < 1 || C > AUG_MAX_CHANNELS) return set_err(err, "%s: %d channels (1..%d)", case_id, C, AUG_MAX_CHANNELS);
     if (dt != WIRE_F32 && dt != WIRE_F16 && dt != WIRE_I16) return set_err(err, "%s: image dtype %s", case_id, wire_dtype_name(dt));
     if (!labels) return set_err(err, "%s: no labels (a training volume needs them)", case_id);
     size_t n = (size_t)dim[0] * dim[1] * dim[2];
     if (n == 0 || n >= UINT32_MAX) return set_err(err, "%s: %zu voxels", case_id, n);
-    snprintf(v->case_id, sizeof v->case_id, "%s", case_id);
-    v->epoch = epoch;
-    v->key = aug_volume_key(case_id, epoch);
-    v->C = C;
-    memcpy(v->dim, dim, sizeof v->dim);
-    v->image = xmalloc((size_t)C * n * sizeof(float));
-    expand(v->image, image, dt, (size_t)C * n);
-    for (size_t i = 0; i < (size_t)C * n; i++)
-        if (!isfinite(v->image[i])) {
-            aug_volume_free(v);
-            return set_err(err, "%s: non-finite image value at %zu", case_id, i);
-        }
-    v->labels = xmalloc(n);
+    v->image = reserve(v->image, &v->cap_image, (size_t)C * n, sizeof(float));
+    if (expand(v->image, image, dt, (size_t)C * n)) return set_err(err, "%s: non-finite image values", case_id);
+    v->labels = reserve(v->labels, &v->cap_vox, n, 1);
     memcpy(v->labels, labels, n);
     size_t nfg = 0;
     for (size_t i = 0; i < n; i++) nfg += labels[i] != 0;
-    v->n_fg = nfg;
-    v->n_bg = n - nfg;
-    v->fg = xmalloc((nfg ? nfg : 1) * sizeof(uint32_t));
-    v->bg = xmalloc((n - nfg ? n - nfg : 1) * sizeof(uint32_t));
+    v->fg = reserve(v->fg, &v->cap_fg, nfg, sizeof(uint32_t));
+    v->bg = reserve(v->bg, &v->cap_bg, n - nfg, sizeof(uint32_t));
     size_t a = 0, b = 0;
     for (size_t i = 0; i < n; i++) {
         if (labels[i]) v->fg[a++] = (uint32_t)i;
@@ -73,7 +101,24 @@ int aug_volume_init(aug_volume_t *v, const char *case_id, int64_t epoch, int C, 
         }
         v->pad[c] = m;
     }
+    snprintf(v->case_id, sizeof v->case_id, "%s", case_id);
+    v->epoch = epoch;
+    v->key = aug_volume_key(case_id, epoch);
+    v->C = C;
+    memcpy(v->dim, dim, sizeof v->dim);
+    v->n_fg = nfg;
+    v->n_bg = n - nfg;
     return 0;
+}
+
+int aug_volume_init(aug_volume_t *v, const char *case_id, int64_t epoch, int C, const int dim[3],
+                    wire_dtype_t dt, const void *image, const uint8_t *labels,
+                    const augment_cfg_t *cfg, char *err)
+{
+    memset(v, 0, sizeof *v);
+    if (aug_volume_load(v, case_id, epoch, C, dim, dt, image, labels, cfg, err) == 0) return 0;
+    aug_volume_free(v);
+    return -1;
 }
 
 void aug_volume_free(aug_volume_t *v)

@@ -162,7 +162,13 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
         if (dataset_open(cfg->dataset, &ds, err)) { eval_model_free(&em); return -1; }
         dsp = &ds;
         if (dataset_select(&ds, cfg->split, &idx, &n, err)) { dataset_free(&ds); eval_model_free(&em); return -1; }
-        if (n == 0) log_msg('W', "%s: split '%s' holds no case", cfg->dataset, cfg->split);
+        if (n == 0) {
+            set_err(err, "%s: the selection '%s' holds no case", cfg->dataset, cfg->split);
+            free(idx);
+            dataset_free(&ds);
+            eval_model_free(&em);
+            return -1;
+        }
     }
     const model_cfg_t *mc = eval_model_cfg(em);
     log_msg('I', "%d case(s), model %s width %d (%d in, %d out) on the %s, window %dx%dx%d overlap %g %s x%d",

@@ -41,10 +41,11 @@ static double now_s(void)
     return tv.tv_sec + tv.tv_usec * 1e-6;
 }
 
-static void *open_sock(svc_t *s, int type, const char *ep, int hwm, char *err)
+static void *open_sock(svc_t *s, int type, const char *ep, int hwm, int heartbeat, char *err)
 {
     stage_sock_opts_t o = stage_sock_defaults();
     o.hwm = hwm;
+    if (!heartbeat) o.heartbeat_ms = 0;
     if (s->cfg->curve_client && !strncmp(ep, "tcp://", 6)) {
         o.curve_secret = s->cfg->curve_client;
         o.curve_server_public = s->cfg->server_key;
@@ -318,7 +319,7 @@ static int run_job(svc_t *s, const eval_job_t *j, const char *peer, char *err)
     int rc = fetch_list(s, err);
     if (rc) return rc;
     log_msg('I', "job step %llu (%s%s) from %s: %d case(s), window %dx%dx%d on the %s", (unsigned long long)j->step,
-            j->kind, j->final ? ", final" : "", peer, s->n_ids, sw.roi[0], sw.roi[1], sw.roi[2], eval_model_device(s->em));
+            j->kind, j->final && strcmp(j->kind, "final") ? ", final" : "", peer, s->n_ids, sw.roi[0], sw.roi[1], sw.roi[2], eval_model_device(s->em));
     eval_result_t *rs = xcalloc(s->n_ids ? (size_t)s->n_ids : 1, sizeof *rs);
     const char *how = "none";
     int ok = 0;
@@ -384,10 +385,13 @@ static int svc_open(svc_t *s, const eval_cfg_t *cfg, stage_t *st, char *err)
         if (dataset_open(cfg->dataset, &s->ds, err)) return -1;
         s->have_ds = 1;
     }
-    if (!(s->jobs = open_sock(s, ZMQ_PULL, cfg->jobs_ep, 1, err))) return -1;
-    if (!(s->cases = open_sock(s, ZMQ_DEALER, cfg->cases_ep, 4, err))) return -1;
-    if (cfg->exporter_ep && !(s->exporter = open_sock(s, ZMQ_DEALER, cfg->exporter_ep, 16, err))) return -1;
-    if (cfg->metrics_ep && !(s->metrics = open_sock(s, ZMQ_PUSH, cfg->metrics_ep, 4, err))) return -1;
+    // No ZMTP heartbeats on the jobs socket: while a job runs, the next (model-sized) job fills
+    // the receive queue and the trainer's PONGs wait behind its bytes, so our heartbeat would
+    // time out and drop the connection with the queued jobs. The trainer never blocks on it.
+    if (!(s->jobs = open_sock(s, ZMQ_PULL, cfg->jobs_ep, 1, 0, err))) return -1;
+    if (!(s->cases = open_sock(s, ZMQ_DEALER, cfg->cases_ep, 4, 1, err))) return -1;
+    if (cfg->exporter_ep && !(s->exporter = open_sock(s, ZMQ_DEALER, cfg->exporter_ep, 16, 1, err))) return -1;
+    if (cfg->metrics_ep && !(s->metrics = open_sock(s, ZMQ_PUSH, cfg->metrics_ep, 4, 1, err))) return -1;
     return 0;
 }
 

@@ -8,8 +8,9 @@ One ROUTER socket (DEALER clients: trainer, evaluator; no empty delimiter frame)
                            from the evaluator's mean foreground Dice, RUN/curves.png refreshed
   volume kind=prediction-> RUN/predictions/<case_id>.nii.gz; reply "ack" {of, case_id, ok}
   request latest[_checkpoint] / checkpoint (by step) -> checkpoint (re-verified) or error
-`latest` and `best` are relative symlinks RUN/checkpoints/{latest,best}.{ckpt,safetensors}
--> step-NNNNNNNN.*, replaced atomically (made under a temporary name, then renamed).
+`latest` (the most recently acknowledged checkpoint) and `best` are relative symlinks
+RUN/checkpoints/{latest,best}.{ckpt,safetensors} -> step-NNNNNNNN.*, replaced atomically (made
+under a temporary name, then renamed); a trainer told to read from disk opens latest.ckpt.
 */
 #ifndef SRM_EXPORTER_H
 #define SRM_EXPORTER_H

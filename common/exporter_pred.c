@@ -81,7 +81,7 @@ int exporter_prediction(exporter_t *ex, const wire_msg_t *m, char case_id[WIRE_I
     for (int i = 0; i < 3; i++) v.dim[i] = (int)sh[i];
     size_t n = (size_t)v.C * volume_voxels(&v);
     v.data = xmalloc(n * sizeof(float));
-    if (lab) for (size_t i = 0; i < n; i++) v.data[i] = lab->data ? ((const uint8_t *)lab->data)[i] : 0;
+    if (lab) for (size_t i = 0; i < n; i++) v.data[i] = ((const uint8_t *)lab->data)[i];
     else if (img->dtype == WIRE_F32) memcpy(v.data, img->data, n * sizeof(float));
     else for (size_t i = 0; i < n; i++) v.data[i] = wire_half_to_float(((const uint16_t *)img->data)[i]);
 

@@ -2,16 +2,36 @@
 patch_stream.c -- srm-augmenter's loop (see patch_stream.h): receive and check volumes, keep a
 ring of the last --keep, cut patches straight into the batch buffers, and send each full batch
 with its images buffer handed to ZeroMQ (no copy), waiting for room on the patches socket.
+The images buffers (tens of MB, above glibc's mmap threshold) come from a small pool that ZeroMQ
+hands back when it has sent them, so a batch does not fault in fresh pages.
 A bad volume is logged with its peer and dropped; the loop carries on.
 */
 #include "patch_stream.h"
 #include "check.h"
 #include "wire_msgs.h"
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 typedef struct { aug_volume_t v; int num_classes; int live; } slot_t;
+
+// An images buffer. ZeroMQ's I/O thread releases it (pool_release) once the frame is sent; if
+// the stream ended meanwhile (ORPHAN) the release frees it.
+enum { BUF_FREE = 0, BUF_BUSY = 1, BUF_ORPHAN = 2 };
+typedef struct { float *data; atomic_int state; } pool_buf_t;
+#define POOL_MAX 16
+
+static void pool_release(void *data, void *hint)
+{
+    pool_buf_t *b = hint;
+    int busy = BUF_BUSY;
+    (void)data;
+    if (!atomic_compare_exchange_strong(&b->state, &busy, BUF_FREE)) {   // orphaned
+        free(b->data);
+        free(b);
+    }
+}
 
 typedef struct {
     const patch_cfg_t *cfg;
@@ -21,7 +41,9 @@ typedef struct {
     int next_slot, rr;          // slot the next volume replaces; round-robin reuse cursor
     int C;                      // channels of this stream (the first volume's)
     size_t pn;                  // voxels per patch
-    float *images;              // (B, C, P) current batch
+    float *images;              // (B, C, P) current batch: pool[cur]->data
+    pool_buf_t *pool[POOL_MAX];
+    int npool, cur;
     uint8_t *labels;            // (B, P)
     int32_t *origins;           // (B, 3)
     uint8_t *positive;          // (B)
@@ -40,7 +62,48 @@ static double now_s(void)
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
-static void free_buf(void *data, void *hint) { (void)hint; free(data); }
+// Point s->images at a free pool buffer (growing the pool up to POOL_MAX; past that, wait for
+// ZeroMQ to release one: the high-water mark bounds how many can be in flight).
+static void pool_acquire(stream_t *s)
+{
+    size_t n = (size_t)s->cfg->batch * s->C * s->pn;
+    for (;;) {
+        for (int i = 0; i < s->npool; i++) {
+            int f = BUF_FREE;
+            if (atomic_compare_exchange_strong(&s->pool[i]->state, &f, BUF_BUSY)) {
+                s->cur = i;
+                s->images = s->pool[i]->data;
+                return;
+            }
+        }
+        if (s->npool < POOL_MAX) {
+            pool_buf_t *b = xmalloc(sizeof *b);
+            b->data = xmalloc(n * sizeof(float));
+            atomic_init(&b->state, BUF_FREE);
+            s->pool[s->npool++] = b;
+            continue;
+        }
+        struct timespec ms = { 0, 1000000 };
+        nanosleep(&ms, NULL);
+    }
+}
+
+static void pool_close(stream_t *s)
+{
+    for (int i = 0; i < s->npool; i++) {
+        pool_buf_t *b = s->pool[i];
+        int f = BUF_FREE, busy = BUF_BUSY;
+        if (i == s->cur && s->images) atomic_store(&b->state, BUF_FREE);    // ours, not in flight
+        if (atomic_compare_exchange_strong(&b->state, &f, BUF_ORPHAN)) {
+            free(b->data);
+            free(b);
+        } else if (!atomic_compare_exchange_strong(&b->state, &busy, BUF_ORPHAN)) {
+            ASSERT(0);
+        }
+    }
+    s->npool = 0;
+    s->images = NULL;
+}
 
 // 0 sent, 1 stopping, -1 err
 static int send_batch(stream_t *s, char *err)
@@ -61,8 +124,9 @@ static int send_batch(stream_t *s, char *err)
     p.num_classes = s->num_classes;
     wire_out_t o;
     if (wire_encode_patch_batch(&o, &p, err)) { wire_out_free(&o); return -1; }
-    wire_out_donate(&o, "images", free_buf, NULL);  // the message owns it from here
-    s->images = xmalloc((size_t)c->batch * s->C * s->pn * sizeof(float));
+    wire_out_donate(&o, "images", pool_release, s->pool[s->cur]);  // ZeroMQ holds it from here
+    s->images = NULL;
+    pool_acquire(s);
     double t0 = now_s();
     int rc;
     for (;;) {
@@ -120,10 +184,9 @@ static int take_volume(stream_t *s)
         } else {
             k = s->next_slot;
             slot_t *sl = &s->ring[k];
-            if (sl->live) aug_volume_free(&sl->v);
             sl->live = 0;
             int dim[3] = { v.D, v.H, v.W };
-            if (aug_volume_init(&sl->v, v.case_id, v.epoch, v.C, dim, v.image_dtype, v.image, v.labels,
+            if (aug_volume_load(&sl->v, v.case_id, v.epoch, v.C, dim, v.image_dtype, v.image, v.labels,
                                 &s->cfg->aug, err) == 0) {
                 sl->live = 1;
                 sl->num_classes = v.num_classes;
@@ -167,9 +230,9 @@ static void stats(stream_t *s, int force)
 static void stream_free(stream_t *s)
 {
     for (int k = 0; s->ring && k < s->cfg->keep; k++)
-        if (s->ring[k].live) aug_volume_free(&s->ring[k].v);
+        aug_volume_free(&s->ring[k].v);               // also a slot whose last load failed
     free(s->ring);
-    free(s->images);
+    pool_close(s);
     free(s->labels);
     free(s->origins);
     free(s->positive);
@@ -214,7 +277,7 @@ int patch_stream_run(const patch_cfg_t *c, stage_t *st, char *err)
         }
         s.wait_in += now_s() - t0;
         if (k >= 0) {
-            if (!s.images) s.images = xmalloc((size_t)c->batch * s.C * s.pn * sizeof(float));
+            if (!s.images) pool_acquire(&s);
             rc = cut(&s, k, err);
         }
         stats(&s, 0);

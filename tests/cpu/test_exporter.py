@@ -321,6 +321,23 @@ def test_main(tmp):
     check(h is not None and h["type"] == "error" and "sidecar" in h.get("message", ""), "tampered latest refused: %s" % h)
     check(ex.stop() == 0, "second exporter stops cleanly")
 
+    # SIGTERM while a checkpoint is being written: the write finishes (or never started), exit 0,
+    # and whatever is on disk is complete and verified.
+    ex = Exporter(run, "--keep", "1", "--every", "20")
+    blob = make_ckpt(tmp, 90, seed=9)
+    ex.send(ckpt_msg(90, blob))
+    time.sleep(0.05)
+    ex.p.send_signal(signal.SIGTERM)
+    h, _ = ex.recv(timeout=20)
+    rc = ex.stop()
+    check(rc == 0, "SIGTERM during a checkpoint -> exit 0 (got %s)" % rc)
+    files90 = sorted(f for f in os.listdir(ck) if "00000090" in f)
+    complete = files90 == sorted(name(90, e) for e in (".ckpt", ".ckpt.sha256", ".safetensors", ".safetensors.sha256"))
+    check(complete and sidecar_ok(ck, name(90, ".ckpt")) and sidecar_ok(ck, name(90, ".safetensors"))
+          if h is not None else not files90 or complete, "step 90 all or nothing (ack %s, files %s)" % (h, files90))
+    check(h is None or h.get("ok") is True, "an ack sent before exiting says ok: %s" % h)
+    check(not no_temp_files(run), "no temp files after SIGTERM mid-write: %s" % no_temp_files(run))
+
 
 def test_disk_full(tmp):
     mnt = os.path.join(tmp, "small")

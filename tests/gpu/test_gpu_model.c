@@ -4,12 +4,18 @@ GPU (`make test-gpu`):
   1. one training step's loss, logits and EVERY parameter gradient, by name, GPU vs CPU, at 64^3:
      the tiny configuration (width 8) of M, P, R and no-tom, M at full width 48, plus tiny M at
      48^3 (odd extents: the ToM_A pad/crop path) and tiny P with Dice + CE at batch 2; in strict
-     fp32 (rtol 1e-4 per tensor) and in bf16 (rtol 2e-2). The absolute floor of a tensor is
-     rtol * 1e-2 * (RMS of all gradient elements) * sqrt(numel): a tensor whose gradient is 100x
-     smaller than the typical one is judged against the typical scale, not its own.
+     fp32 (rtol 1e-4 per tensor) and in bf16 (rtol 2e-2). The reference is the CPU model in
+     double precision; the CPU model in float is run too, and where the float CPU model itself
+     is further than rtol from the double one (ill-conditioned tensors: InstanceNorm over the
+     8 voxels of level 3 at 64^3 amplifies every rounding), the GPU may be up to 4x the CPU
+     float model's error. The absolute floor of a tensor is
+     rtol * (RMS of all gradient elements) * sqrt(numel): the error a tensor of typical
+     magnitude may have. It matters for the biases of convs followed by a norm, whose true
+     gradient is zero (the norm removes a per-channel constant) and whose computed one is
+     rounding noise of cancelling sums.
   2. inference (gpu_infer, no saved tensors) gives the training forward's logits.
   3. three training steps (Adam, cosine lr through the device scalar, CUDA graph replay) match
-     the CPU model_train_step, and the graph replay equals eager steps bit for bit.
+     GPU gradients + the CPU Adam, and the graph replay equals eager steps bit for bit.
   4. determinism: with the deterministic switch, two bf16 runs of 10 steps from one seed give
      bit-identical parameters.
 SRM_TEST_SEED=n repeats a run's random inputs.
@@ -48,9 +54,10 @@ typedef struct {
     model_t m;
     model_plan_t p;
     train_cfg_t tc;
-    float *params, *x, *grads, *logits;
+    float *params, *x, *grads, *logits;     // CPU float model
+    float *grads64, *logits64;              // CPU double model (the reference), as float
     uint8_t *labels;
-    double loss;
+    double loss, loss64;
 } ref_t;
 
 static size_t vox(const int d[3]) { return (size_t)d[0] * d[1] * d[2]; }
@@ -77,6 +84,28 @@ static void ref_init(ref_t *r, const case_t *c, uint64_t s)
         r->labels[i] = (uint8_t)rng_below(&R, (uint64_t)cfg.classes);
     r->grads = xcalloc(np, sizeof(float));
     r->logits = xmalloc(r->p.out_numel * sizeof(float));
+    r->grads64 = xcalloc(np, sizeof(float));
+    r->logits64 = xmalloc(r->p.out_numel * sizeof(float));
+}
+
+static double *to_f64(const float *x, size_t n)
+{
+    double *d = xmalloc(n * sizeof *d);
+    for (size_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+
+static void ref_step_cpu64(ref_t *r)
+{
+    const size_t np = r->m.table.numel;
+    double *ws = xcalloc(r->p.total, sizeof(double)), *P = to_f64(r->params, np);
+    double *X = to_f64(r->x, r->p.in_numel), *G = xcalloc(np, sizeof(double));
+    model_forward_cpu_f64(ws, P, X, &r->m, &r->p);
+    r->loss64 = model_loss_cpu_f64(ws, r->labels, &r->tc, &r->m, &r->p);
+    for (size_t i = 0; i < r->p.out_numel; i++) r->logits64[i] = (float)ws[r->p.logits + i];
+    model_backward_cpu_f64(G, NULL, ws, P, X, &r->m, &r->p);
+    for (size_t i = 0; i < np; i++) r->grads64[i] = (float)G[i];
+    free(ws); free(P); free(X); free(G);
 }
 
 static void ref_step_cpu(ref_t *r)
@@ -93,6 +122,7 @@ static void ref_step_cpu(ref_t *r)
 static void ref_free(ref_t *r)
 {
     free(r->params); free(r->x); free(r->grads); free(r->logits); free(r->labels);
+    free(r->grads64); free(r->logits64);
     model_free(&r->m);
 }
 
@@ -107,29 +137,35 @@ static double rel_err(const float *a, const float *b, size_t n)
     return w > 0 ? sqrt(d / w) : sqrt(d);
 }
 
-// Every gradient tensor by name; returns the number of failing tensors.
+// Every gradient tensor by name against the double reference want; cpu32: the float CPU
+// model's gradients (its own error sets the conditioning allowance). Returns failing tensors.
 static int compare_grads(const char *tag, const model_t *m, const float *got, const float *want,
-                         double rtol)
+                         const float *cpu32, double rtol)
 {
     double ss = 0;
     for (size_t i = 0; i < m->table.numel; i++) ss += (double)want[i] * want[i];
     const double rms = sqrt(ss / (double)m->table.numel);
-    int bad = 0;
-    double worst = 0;
+    int bad = 0, allowance = 0;
+    double worst = 0, worst_cpu = 0;
     const char *worst_name = "";
     for (int t = 0; t < m->table.count; t++) {
         const param_t *P = &m->table.items[t];
-        char label[160];
-        snprintf(label, sizeof label, "%s grad %s", tag, P->name);
-        const double atol = rtol * 1e-2 * rms * sqrt((double)P->numel);
-        int ok = tensor_close(label, got + P->offset, want + P->offset, P->numel, rtol, atol);
-        EXPECT(ok, "%s", label);
+        char label[200];
+        snprintf(label, sizeof label, "%.60s grad %.95s", tag, P->name);
+        const double atol = rtol * rms * sqrt((double)P->numel);
+        const double ecpu = rel_err(cpu32 + P->offset, want + P->offset, P->numel);
+        const double tol = 4 * ecpu > rtol ? 4 * ecpu : rtol;
+        allowance += tol > rtol;
+        int ok = tensor_close(label, got + P->offset, want + P->offset, P->numel, tol, atol);
+        EXPECT(ok, "%s (CPU float model's own error %.2e)", label, ecpu);
         bad += !ok;
         double e = rel_err(got + P->offset, want + P->offset, P->numel);
-        if (e > worst) { worst = e; worst_name = P->name; }
+        if (e > worst) { worst = e; worst_name = P->name; worst_cpu = ecpu; }
     }
-    printf("%s: %d tensors, %d outside rtol %.0e; largest relative error %.2e (%s)\n", tag,
-           m->table.count, bad, rtol, worst, worst_name);
+    printf("%s: %d tensors, %d failing (rtol %.0e; %d tensors where the CPU float model itself "
+           "is off by more, allowed 4x its error); largest relative error vs double %.2e (%s; "
+           "CPU float there %.2e)\n", tag, m->table.count, bad, rtol, allowance, worst, worst_name,
+           worst_cpu);
     return bad;
 }
 
@@ -148,11 +184,11 @@ static void check_step(gpu_ctx_t *g, const case_t *c, const ref_t *r, double rto
 
     double lf = gpu_model_forward_loss(gm, r->x, r->labels);
     gpu_model_get_logits(gm, lg);
-    char label[160];
+    char label[200];
     snprintf(label, sizeof label, "%s logits", tag);
-    EXPECT(tensor_close(label, lg, r->logits, no, rtol, 1e-6), "%s", label);
-    EXPECT(fabs(lf - r->loss) <= rtol * fabs(r->loss) + 1e-6, "%s loss %.8f vs CPU %.8f", tag,
-           lf, r->loss);
+    EXPECT(tensor_close(label, lg, r->logits64, no, rtol, 1e-6), "%s", label);
+    EXPECT(fabs(lf - r->loss64) <= rtol * fabs(r->loss64) + 1e-6, "%s loss %.8f vs CPU %.8f",
+           tag, lf, r->loss64);
 
     if (check_infer) {
         gpu_infer_t *gi = gpu_infer_new(g, &r->m, c->N, c->dims, gm, err);
@@ -177,7 +213,7 @@ static void check_step(gpu_ctx_t *g, const case_t *c, const ref_t *r, double rto
     EXPECT(lg2 == lf, "%s: loss of the gradient pass %.9g differs from the forward's %.9g", tag,
            lg2, lf);
     gpu_model_get_grads(gm, gr);
-    int bad = compare_grads(tag, &r->m, gr, r->grads, rtol);
+    int bad = compare_grads(tag, &r->m, gr, r->grads64, r->grads, rtol);
     printf("%s: loss GPU %.6f CPU %.6f, gradient pass %.1f ms (first, eager)\n", tag, lf, r->loss,
            1e3 * (t1 - t0));
     (void)bad;
@@ -192,14 +228,18 @@ static void run_case(gpu_ctx_t *g32, gpu_ctx_t *g16, const case_t *c, int check_
     ref_init(&r, c, seed);
     double t0 = now_s();
     ref_step_cpu(&r);
-    printf("%s: CPU step %.1f s, %d tensors, %zu parameters\n", c->name, now_s() - t0,
+    ref_step_cpu64(&r);
+    printf("%s: CPU steps (float + double) %.1f s, %d tensors, %zu parameters\n", c->name, now_s() - t0,
            r.m.table.count, r.m.table.numel);
     check_step(g32, c, &r, 1e-4, check_infer);
     check_step(g16, c, &r, 2e-2, check_infer);
     ref_free(&r);
 }
 
-// Three steps with Adam and a cosine lr: GPU (graph) vs CPU, and graph vs eager bit for bit.
+// Three steps with Adam and a cosine lr. The reference of the step machinery (zero grads,
+// Adam, lr through the device scalar, graph capture and replay) is built from the GPU's own
+// gradients (gpu_model_grads on a second model holding the same parameters) and the CPU Adam
+// (adam_update_cpu): the network's numerics are checked by the gradient comparisons above.
 static void check_training(gpu_ctx_t *g32)
 {
     const case_t c = { "tiny M train", MODEL_M, 8, 1, { 64, 64, 64 }, LOSS_DICE };
@@ -207,42 +247,47 @@ static void check_training(gpu_ctx_t *g32)
     ref_t r;
     ref_init(&r, &c, seed + 1);
     const size_t np = r.m.table.numel;
-    float *pc = xmalloc(np * sizeof(float)), *m = xcalloc(np, sizeof(float));
+    float *ph = xmalloc(np * sizeof(float)), *m = xcalloc(np, sizeof(float));
     float *v = xcalloc(np, sizeof(float)), *gr = xcalloc(np, sizeof(float));
-    float *ws = xcalloc(r.p.total, sizeof(float));
-    memcpy(pc, r.params, np * sizeof(float));
+    memcpy(ph, r.params, np * sizeof(float));
     float *pg[2];
-    gpu_model_t *gm[2];
-    for (int k = 0; k < 2; k++) {
+    gpu_model_t *gm[3];
+    for (int k = 0; k < 3; k++) {       // 0: graph steps, 1: eager steps, 2: gradients only
         gm[k] = gpu_model_new(g32, &r.m, &r.tc, c.N, c.dims, err);
         if (!gm[k]) DIE("gpu_model_new: %s", err);
         gpu_model_set_params(gm[k], r.params);
         gpu_model_use_graph(gm[k], k == 0);
-        pg[k] = xmalloc(np * sizeof(float));
     }
-    const long total = 3;
+    for (int k = 0; k < 2; k++) pg[k] = xmalloc(np * sizeof(float));
     const float base = 1e-3f;      // larger than the default so that the steps move visibly
     r.tc.adam.lr = base;
-    for (long s = 1; s <= total; s++) {
+    for (long s = 1; s <= 3; s++) {
         float lr = lr_cosine(base, s - 1, 10);
-        double lc = model_train_step_cpu(pc, gr, m, v, ws, r.x, r.labels, &r.tc, lr, s, &r.m, &r.p);
+        gpu_model_set_params(gm[2], ph);
+        double lh = gpu_model_grads(gm[2], r.x, r.labels);
+        gpu_model_get_grads(gm[2], gr);
+        adam_cfg_t a = r.tc.adam;
+        a.lr = lr;
+        adam_update_cpu(ph, m, v, gr, np, a, s);
         double l0 = gpu_model_step(gm[0], r.x, r.labels, lr, s);
         double l1 = gpu_model_step(gm[1], r.x, r.labels, lr, s);
-        EXPECT(fabs(l0 - lc) <= 1e-4 * fabs(lc), "step %ld: GPU loss %.8f vs CPU %.8f", s, l0, lc);
+        EXPECT(fabs(l0 - lh) <= 1e-6 * fabs(lh), "step %ld: step loss %.9g vs reference %.9g", s,
+               l0, lh);
         EXPECT(l0 == l1, "step %ld: graph loss %.9g vs eager %.9g", s, l0, l1);
     }
     gpu_model_get_params(gm[0], pg[0]);
     gpu_model_get_params(gm[1], pg[1]);
-    EXPECT(tensor_close("params after 3 steps, GPU (graph) vs CPU", pg[0], pc, np, 1e-4, 0),
-           "params after 3 Adam steps");
+    EXPECT(tensor_close("params after 3 steps, graph vs GPU grads + CPU Adam", pg[0], ph, np,
+                        1e-5, 0), "params after 3 Adam steps");
     EXPECT(memcmp(pg[0], pg[1], np * sizeof(float)) == 0,
            "graph replay and eager steps give different parameters");
     double moved = rel_err(pg[0], r.params, np);
     EXPECT(moved > 1e-4, "parameters moved by only %.2e (relative)", moved);
-    printf("training: 3 steps, parameters moved %.2e relative; GPU vs CPU %.2e\n", moved,
-           rel_err(pg[0], pc, np));
-    for (int k = 0; k < 2; k++) { gpu_model_free(&gm[k]); free(pg[k]); }
-    free(pc); free(m); free(v); free(gr); free(ws);
+    printf("training: 3 steps, parameters moved %.2e relative; graph steps vs reference %.2e\n",
+           moved, rel_err(pg[0], ph, np));
+    for (int k = 0; k < 3; k++) gpu_model_free(&gm[k]);
+    for (int k = 0; k < 2; k++) free(pg[k]);
+    free(ph); free(m); free(v); free(gr);
     ref_free(&r);
 }
 

@@ -1,11 +1,13 @@
 /*
 patch_sink.c -- a consumer of patch batches for benchmarks and tests (stands in for the trainer).
   patch_sink ENDPOINT [--seconds T] [--batches N] [--warmup S] [--stall-after K] [--classes K]
+             [--log-batches 1]
 Binds PULL at ENDPOINT, decodes every batch (wire_decode_patch_batch), checks finite images and
 labels below the class count, and prints one JSON line on stdout at the end:
   {"batches", "patches", "seconds", "patches_per_s", "positive", "bad", "senders"}
 where seconds/patches_per_s count only after the warm-up (first batch + S seconds).
 --stall-after K: stop reading after K batches and just wait for SIGTERM (back-pressure tests).
+--log-batches 1: also print "batch <unix time> <aug_seed> <seq> <B>" per batch (join/leave tests).
 */
 #include "stage.h"
 #include "wire_msgs.h"
@@ -25,16 +27,17 @@ static double now_s(void)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) { fprintf(stderr, "usage: patch_sink ENDPOINT [--seconds T] [--batches N] [--warmup S] [--stall-after K] [--classes K]\n"); return 2; }
+    if (argc < 2) { fprintf(stderr, "usage: patch_sink ENDPOINT [--seconds T] [--batches N] [--warmup S] [--stall-after K] [--classes K] [--log-batches 1]\n"); return 2; }
     double seconds = 0, warmup = 0;
     long max_batches = 0, stall_after = -1;
-    int classes = 0;
+    int classes = 0, log_batches = 0;
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--seconds")) seconds = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--batches")) max_batches = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--warmup")) warmup = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--stall-after")) stall_after = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--classes")) classes = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--log-batches")) log_batches = atoi(argv[i + 1]);
         else { fprintf(stderr, "patch_sink: unknown flag %s\n", argv[i]); return 2; }
     }
     stage_t *st = stage_new("patch_sink");
@@ -73,6 +76,13 @@ int main(int argc, char **argv)
         batches++;
         patches += p.B;
         for (int b = 0; b < p.B; b++) positive += p.positive[b];
+        if (log_batches) {
+            struct timespec rt;
+            clock_gettime(CLOCK_REALTIME, &rt);
+            printf("batch %.3f %llu %llu %d\n", rt.tv_sec + 1e-9 * rt.tv_nsec, (unsigned long long)p.aug_seed,
+                   (unsigned long long)p.seq, p.B);
+            fflush(stdout);
+        }
         if (!t_first) t_first = t;
         if (!t_start && t - t_first >= warmup) t_start = t;
         else if (t_start) { counted += p.B; t_end = t; }

@@ -1,0 +1,105 @@
+/*
+trainer_internal.h -- what the trainer_*.c files share (not for other stages): the training
+backend (CPU reference or GPU), batch intake, the checkpoint flow and the reports. The public
+face of the trainer is trainer.h.
+*/
+#ifndef SRM_TRAINER_INTERNAL_H
+#define SRM_TRAINER_INTERNAL_H
+#include <limits.h>
+#include "checkpoint.h"
+#include "stage.h"
+#include "trainer.h"
+#include "wire_msgs.h"
+
+double trainer_now(void);                   // monotonic seconds
+double trainer_wall(void);                  // seconds since the Unix epoch
+
+// ---- backend: one training step on the chosen device ----------------------------------------
+// The host buffers params/adam_m/adam_v (m->table layout) are the truth between steps on the
+// CPU; on the GPU they are refreshed by tb_download (before a checkpoint or an eval job) and
+// pushed by tb_upload (after initialisation or a resume).
+typedef struct train_backend train_backend_t;
+train_backend_t *tb_open(const trainer_cfg_t *c, const model_t *m, float *params, float *adam_m,
+                         float *adam_v, char *err);
+const char *tb_device(const train_backend_t *b);          // "cpu" or "gpu"
+void tb_upload(train_backend_t *b);
+void tb_download(train_backend_t *b);
+// x: (B, Cin, D, H, W), labels: (B, D, H, W). adam_step: 1-based count of updates incl. this one.
+double tb_step(train_backend_t *b, const float *x, const uint8_t *labels, float lr, long adam_step);
+size_t tb_mem_peak(const train_backend_t *b);              // tracked GPU bytes; 0 on the CPU
+void tb_close(train_backend_t **b);
+
+// ---- batches ----------------------------------------------------------------------------
+// Validate a received message as a patch_batch of the configured shape (batch, in_channels,
+// patch), finite images and labels < classes (softmax losses); convert the images to float.
+// x: (B, Cin, D, H, W), labels: (B, D, H, W). npos: positive crops. 0, or -1 with err (the
+// caller logs it with the peer and drops the batch).
+int trainer_batch_take(const trainer_cfg_t *c, const wire_msg_t *msg, float *x, uint8_t *labels,
+                       int *npos, char *err);
+
+// ---- checkpoint flow (system.md "Checkpoints: who holds what") ------------------------------
+typedef struct {
+    const trainer_cfg_t *c;
+    const model_t *m;
+    void *sock;                     // exporter DEALER, or NULL (checkpoints then stay spooled)
+    char spool[PATH_MAX - 64];      // leaves room for the file names under it
+    char config_json[512];          // the run configuration travelling with each checkpoint
+    // the newest unacknowledged checkpoint (a file in the spool)
+    int have_pending;
+    long pending_step;
+    int pending_final;
+    char pending_path[PATH_MAX];
+    // the one in flight (never more than one)
+    int in_flight;
+    long flight_step;
+    char flight_sha[65];
+    double flight_sent, next_try;
+    long acked_step;                // newest acknowledged step, -1 when none
+    long n_sent, n_acked, n_failed;
+} ckpt_flow_t;
+
+int ckpt_flow_open(ckpt_flow_t *f, const trainer_cfg_t *c, const model_t *m, void *exporter_sock,
+                   char *err);
+// Write a checkpoint of the host state into the spool; it becomes the pending one (replacing an
+// older pending file) and is sent now when nothing is in flight. 0 or -1 with err.
+int ckpt_flow_save(ckpt_flow_t *f, const float *params, const float *adam_m, const float *adam_v,
+                   const ckpt_state_t *st, int final, char *err);
+// Non-blocking housekeeping between steps: (re)send the pending checkpoint when due.
+void ckpt_flow_tick(ckpt_flow_t *f);
+// Handle one message that arrived on the exporter socket (acks; errors are logged).
+void ckpt_flow_on_message(ckpt_flow_t *f, const wire_msg_t *msg);
+// Receive and handle everything waiting on the exporter socket.
+void ckpt_flow_drain(ckpt_flow_t *f);
+// 1 when the newest checkpoint has been acknowledged (nothing pending).
+int ckpt_flow_done(const ckpt_flow_t *f);
+// Resume: the newer of the exporter's `latest` (when asked) and the spool's newest valid file,
+// or c->resume_file. Fills params/m/v and st. 1 resumed, 0 nothing to resume from, -1 with err.
+int ckpt_flow_resume(ckpt_flow_t *f, stage_t *st, float *params, float *adam_m, float *adam_v,
+                     ckpt_state_t *state, char *err);
+
+// ---- reports ------------------------------------------------------------------------------
+typedef struct {
+    double t_start, t_last;         // wall clock of the run start and the last report
+    long step_last;                 // step at the last report
+    double wait_s, wait_last;       // seconds spent waiting for batches: total, at last report
+    long patches, patches_last;
+    double loss_sum;
+    long loss_n;
+    long bad_batches;
+    long val_sent, val_skipped;
+    long last_val_step;             // step of the newest validation metrics received, -1
+    double last_mean_dice;
+} report_t;
+
+// Every --log-every steps: progress line on stdout, metrics message to the exporter.
+void report_interval(report_t *r, const trainer_cfg_t *c, void *exporter_sock, long step,
+                     float lr, size_t gpu_peak);
+// An eval job: safetensors bytes of params + the step on the evaljobs socket. final: the
+// pipeline's last one (kind "final"); else kind "weights", dropped when the evaluator is busy.
+// Returns 0 sent, WIRE_AGAIN skipped (busy/absent), -1 with err.
+int report_eval_job(const trainer_cfg_t *c, const model_t *m, const char *spool, void *jobs_sock,
+                    const float *params, long step, int final, char *err);
+// One message from the metrics socket (the evaluator's validation results): log it.
+void report_on_validation(report_t *r, const wire_msg_t *msg);
+
+#endif

@@ -1,0 +1,322 @@
+/*
+trainer_loop.c -- srm-trainer's training mode (trainer_run) and --describe. Binds the patches
+PULL, evaljobs PUSH and metrics PULL sockets, connects a DEALER to the exporter (docs/
+pipeline.md), initialises or resumes the model, then loops: wait for a batch (answering acks and
+validation metrics meanwhile), validate it, take one step, and report, checkpoint and send eval
+jobs on their intervals. SIGINT/SIGTERM stop after the current step with a final checkpoint and a
+bounded wait for its ack; a completed run also sends a final eval job and waits (bounded) for
+its validation metrics.
+*/
+#include "trainer_internal.h"
+#include "check.h"
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int trainer_describe(const model_cfg_t *cfg, char *err)
+{
+    model_t m;
+    if (model_describe(&m, cfg, err)) return -1;
+    char shape[128];
+    for (int i = 0; i < m.table.count; i++) {
+        param_shape_str(&m.table.items[i], shape, sizeof shape);
+        printf("%s %s\n", m.table.items[i].name, shape);
+    }
+    printf("parameters %zu\n", m.table.numel);
+    model_free(&m);
+    return fflush(stdout) == 0 ? 0 : set_err(err, "stdout: write failed");
+}
+
+typedef struct {
+    const trainer_cfg_t *c;
+    stage_t *st;
+    void *patches, *jobs, *metrics, *exporter;
+    model_t m;
+    float *params, *adam_m, *adam_v;
+    float *x;
+    uint8_t *labels;
+    train_backend_t *b;
+    ckpt_flow_t ck;
+    report_t rep;
+    ckpt_state_t state;
+    double last_batch;
+    int warned_wait;
+} trainer_t;
+
+static int open_sockets(trainer_t *t, char *err)
+{
+    const trainer_cfg_t *c = t->c;
+    stage_sock_opts_t srv = stage_sock_defaults();
+    srv.allow_remote = c->allow_remote;
+    if (c->curve_server) {
+        if (stage_curve_authorize(t->st, c->authorized, err)) return -1;
+        srv.curve_secret = c->curve_server;
+        srv.curve_server = 1;
+    }
+    stage_sock_opts_t o = srv;
+    o.hwm = 2;                               // patch batches are big: a couple in the queue is enough
+    if (!(t->patches = stage_socket(t->st, ZMQ_PULL, c->patches_ep, STAGE_BIND, &o, err))) return -1;
+    if (c->evaljobs_ep) {
+        o = srv;
+        o.hwm = 1;                           // one job waits at most; a busy evaluator is skipped
+        if (!(t->jobs = stage_socket(t->st, ZMQ_PUSH, c->evaljobs_ep, STAGE_BIND, &o, err))) return -1;
+    }
+    if (c->metrics_ep) {
+        o = srv;
+        o.hwm = 16;
+        o.max_msg = 64 << 20;
+        if (!(t->metrics = stage_socket(t->st, ZMQ_PULL, c->metrics_ep, STAGE_BIND, &o, err))) return -1;
+    }
+    if (c->exporter_ep) {
+        o = stage_sock_defaults();
+        o.hwm = 16;
+        o.curve_secret = c->curve_client;
+        o.curve_server_public = c->server_key;
+        if (!(t->exporter = stage_socket(t->st, ZMQ_DEALER, c->exporter_ep, STAGE_CONNECT, &o, err))) return -1;
+    }
+    return 0;
+}
+
+static int setup(trainer_t *t, char *err)
+{
+    const trainer_cfg_t *c = t->c;
+    if (model_describe(&t->m, &c->model, err)) return -1;
+    size_t P = t->m.table.numel;
+    size_t nvox = (size_t)c->batch * c->patch[0] * c->patch[1] * c->patch[2];
+    t->params = calloc(P, sizeof(float));
+    t->adam_m = calloc(P, sizeof(float));
+    t->adam_v = calloc(P, sizeof(float));
+    t->x = malloc(nvox * (size_t)c->model.in_channels * sizeof(float));
+    t->labels = malloc(nvox);
+    if (!t->params || !t->adam_m || !t->adam_v || !t->x || !t->labels)
+        return set_err(err, "cannot allocate the model (%zu parameters) and batch buffers", P);
+    if (open_sockets(t, err) || ckpt_flow_open(&t->ck, c, &t->m, t->exporter, err)) return -1;
+
+    // Fresh state: the paper's schedule over --steps from --lr; RNG from --seed.
+    t->state = (ckpt_state_t){ .cfg = c->model, .step = 0, .total_steps = c->steps, .base_lr = c->tc.adam.lr,
+                               .adam_step = 0, .rng = rng_seed(c->seed) };
+    int resumed = 0;
+    if (c->resume || c->resume_file) {
+        resumed = ckpt_flow_resume(&t->ck, t->st, t->params, t->adam_m, t->adam_v, &t->state, err);
+        if (resumed < 0) return -1;
+        if (!resumed) log_msg('I', "--resume: no checkpoint anywhere yet; starting from step 0");
+        if (resumed && (t->state.total_steps != c->steps || fabs(t->state.base_lr - c->tc.adam.lr) > 1e-12 * c->tc.adam.lr))
+            log_msg('W', "the checkpoint's schedule (%ld steps from lr %g) differs from the command line "
+                    "(%ld from %g); keeping the checkpoint's", t->state.total_steps, t->state.base_lr, c->steps,
+                    (double)c->tc.adam.lr);
+    }
+    if (!resumed) {
+        // Initialisation draws its own stream, derived from the seed (the trainer's RNG stays
+        // untouched, so it resumes identically).
+        rng_t r = t->state.rng;
+        model_init_params(&t->m, t->params, rng_u64(&r));
+    }
+    if (!(t->b = tb_open(c, &t->m, t->params, t->adam_m, t->adam_v, err))) return -1;
+    tb_upload(t->b);
+    log_msg('I', "model %s width %d, %d -> %d channels, %zu parameters; %s loss, %s lr %g, %ld steps, "
+            "patch %dx%dx%d batch %d, device %s", model_variant_name(c->model.variant), c->model.width,
+            c->model.in_channels, c->model.classes, t->m.table.numel,
+            c->tc.loss == LOSS_DICE ? "softmax Dice" : c->tc.loss == LOSS_DICE_CE ? "Dice+CE" : "sigmoid region Dice",
+            c->tc.adam.decoupled ? "AdamW" : "Adam", t->state.base_lr, t->state.total_steps, c->patch[0], c->patch[1],
+            c->patch[2], c->batch, tb_device(t->b));
+    return 0;
+}
+
+static void teardown(trainer_t *t)
+{
+    tb_close(&t->b);
+    free(t->params); free(t->adam_m); free(t->adam_v); free(t->x); free(t->labels);
+    if (t->m.table.items) model_free(&t->m);
+}
+
+// Everything that may arrive besides batches: acks from the exporter, validation metrics.
+static void service(trainer_t *t)
+{
+    ckpt_flow_drain(&t->ck);
+    if (t->metrics) {
+        for (;;) {
+            wire_msg_t m;
+            wire_msg_init(&m);
+            char err[ERR_LEN];
+            int rc = wire_recv(t->metrics, &m, ZMQ_DONTWAIT, err);
+            if (rc == WIRE_AGAIN) { wire_msg_free(&m); break; }
+            if (rc < 0) log_msg('W', "%s: rejected a message on the metrics socket: %s", m.peer[0] ? m.peer : "?", err);
+            else if (!strcmp(m.type, "metrics")) report_on_validation(&t->rep, &m);
+            else if (strcmp(m.type, "heartbeat")) log_msg('W', "%s: '%s' message on the metrics socket ignored", m.peer, m.type);
+            wire_msg_free(&m);
+        }
+    }
+    ckpt_flow_tick(&t->ck);
+}
+
+// Wait for one valid batch into t->x / t->labels. 0, or 1 when asked to stop.
+static int next_batch(trainer_t *t)
+{
+    double t0 = trainer_now();
+    for (;;) {
+        zmq_pollitem_t it[3] = { { .socket = t->patches, .events = ZMQ_POLLIN } };
+        int n = 1;
+        if (t->exporter) it[n++] = (zmq_pollitem_t){ .socket = t->exporter, .events = ZMQ_POLLIN };
+        if (t->metrics) it[n++] = (zmq_pollitem_t){ .socket = t->metrics, .events = ZMQ_POLLIN };
+        stage_event_t ev = stage_poll(t->st, it, n, 500);
+        if (ev == STAGE_STOP) { t->rep.wait_s += trainer_now() - t0; return 1; }
+        service(t);
+        double now = trainer_now();
+        if (t->c->batch_timeout_s > 0 && now - t->last_batch > t->c->batch_timeout_s && !t->warned_wait) {
+            log_msg('W', "no patch batch for %.0f s: are the augmenters running and connected to %s?",
+                    now - t->last_batch, t->c->patches_ep);
+            t->warned_wait = 1;
+        }
+        if (ev != STAGE_READY || !(it[0].revents & ZMQ_POLLIN)) continue;
+        wire_msg_t m;
+        wire_msg_init(&m);
+        char err[ERR_LEN];
+        int rc = wire_recv(t->patches, &m, ZMQ_DONTWAIT, err), npos = 0;
+        if (rc == 0 && strcmp(m.type, "patch_batch")) {
+            if (!strcmp(m.type, "heartbeat") || !strcmp(m.type, "ready")) { wire_msg_free(&m); continue; }
+            rc = set_err(err, "'%s' message on the patches socket", m.type);
+        }
+        if (rc == 0) rc = trainer_batch_take(t->c, &m, t->x, t->labels, &npos, err);
+        if (rc < 0) {
+            t->rep.bad_batches++;
+            log_msg('W', "%s: batch dropped: %s", m.peer[0] ? m.peer : "?", err);
+        }
+        wire_msg_free(&m);
+        if (rc == 0) {
+            t->rep.wait_s += trainer_now() - t0;
+            t->rep.patches += t->c->batch;
+            t->last_batch = trainer_now();
+            t->warned_wait = 0;
+            return 0;
+        }
+    }
+}
+
+static int save_ckpt(trainer_t *t, int final)
+{
+    char err[ERR_LEN];
+    tb_download(t->b);
+    if (ckpt_flow_save(&t->ck, t->params, t->adam_m, t->adam_v, &t->state, final, err)) {
+        log_msg('E', "checkpoint step %ld not written: %s", t->state.step, err);
+        return -1;
+    }
+    return 0;
+}
+
+static void eval_job(trainer_t *t, int final)
+{
+    if (!t->jobs) return;
+    char err[ERR_LEN];
+    tb_download(t->b);
+    int rc = report_eval_job(t->c, &t->m, t->ck.spool, t->jobs, t->params, t->state.step, final, err);
+    if (rc < 0) log_msg('W', "eval job step %ld: %s", t->state.step, err);
+    else if (rc == WIRE_AGAIN) { t->rep.val_skipped++; if (!final) log_msg('I', "evaluator busy or absent: validation at step %ld skipped", t->state.step); }
+    else { t->rep.val_sent++; log_msg('I', "eval job step %ld sent%s", t->state.step, final ? " (final)" : ""); }
+}
+
+// Poll the exporter (and metrics) until cond holds or timeout_s passes. Signals do not cut this
+// short: it is itself the bounded shutdown wait.
+static int wait_until(trainer_t *t, int (*cond)(trainer_t *), double timeout_s)
+{
+    double t0 = trainer_now();
+    while (!cond(t)) {
+        if (trainer_now() - t0 >= timeout_s) return 0;
+        zmq_pollitem_t it[2];
+        int n = 0;
+        if (t->exporter) it[n++] = (zmq_pollitem_t){ .socket = t->exporter, .events = ZMQ_POLLIN };
+        if (t->metrics) it[n++] = (zmq_pollitem_t){ .socket = t->metrics, .events = ZMQ_POLLIN };
+        if (zmq_poll(it, n, 200) < 0 && zmq_errno() != EINTR) break;
+        service(t);
+    }
+    return 1;
+}
+
+static int acked(trainer_t *t) { return ckpt_flow_done(&t->ck); }
+static int final_validated(trainer_t *t) { return t->rep.last_val_step >= t->state.step; }
+
+// Try to hand over the final eval job (the evaluator may be busy with an earlier one).
+static int final_job_sent(trainer_t *t)
+{
+    char err[ERR_LEN];
+    int rc = report_eval_job(t->c, &t->m, t->ck.spool, t->jobs, t->params, t->state.step, 1, err);
+    if (rc < 0) log_msg('W', "final eval job: %s", err);
+    return rc == 0;
+}
+
+static void finish(trainer_t *t, int completed)
+{
+    const trainer_cfg_t *c = t->c;
+    if (save_ckpt(t, 1) == 0 && t->exporter) {
+        log_msg('I', "waiting up to %.0f s for the exporter to acknowledge step %ld", c->final_ack_timeout_s, t->state.step);
+        if (!wait_until(t, acked, c->final_ack_timeout_s))
+            log_msg('W', "checkpoint step %ld not acknowledged; it stays in %s (resume with --resume or --resume-file %s)",
+                    t->state.step, t->ck.spool, t->ck.pending_path);
+    }
+    if (completed && t->jobs && c->final_eval_timeout_s > 0) {
+        tb_download(t->b);
+        double t0 = trainer_now();
+        int sent = 0;
+        while (!(sent = final_job_sent(t)) && trainer_now() - t0 < c->final_eval_timeout_s) {
+            zmq_pollitem_t it = { .socket = t->jobs, .events = ZMQ_POLLOUT };
+            if (zmq_poll(&it, 1, 500) < 0 && zmq_errno() != EINTR) break;
+            service(t);
+        }
+        if (!sent) log_msg('W', "no evaluator took the final eval job within %.0f s", c->final_eval_timeout_s);
+        else {
+            log_msg('I', "final eval job step %ld sent; waiting up to %.0f s for its validation", t->state.step,
+                    c->final_eval_timeout_s - (trainer_now() - t0));
+            if (!wait_until(t, final_validated, c->final_eval_timeout_s - (trainer_now() - t0)))
+                log_msg('W', "no validation metrics for step %ld arrived in time", t->state.step);
+            else if (isfinite(t->rep.last_mean_dice))
+                log_msg('I', "final validation mean Dice %.4f", t->rep.last_mean_dice);
+        }
+    }
+}
+
+int trainer_run(const trainer_cfg_t *cfg, char *err)
+{
+    trainer_cfg_t c = *cfg;
+    c.tc.regions = c.region_spec[0] ? &c.regions : NULL;   // points into this copy
+    trainer_t t;
+    memset(&t, 0, sizeof t);
+    t.c = &c;
+    t.st = stage_new("trainer");
+    int rc = setup(&t, err);
+    if (rc) { teardown(&t); stage_destroy(&t.st); return -1; }
+
+    t.rep.t_start = t.rep.t_last = trainer_now();
+    t.rep.step_last = t.state.step;
+    t.rep.last_val_step = -1;
+    t.rep.last_mean_dice = NAN;
+    t.last_batch = trainer_now();
+    const long total = t.state.total_steps;
+    int stopped = 0;
+    while (t.state.step < total) {
+        if (next_batch(&t)) { stopped = 1; break; }
+        // Step k (1-based) uses the cosine rate after k-1 scheduler steps (torch order).
+        float lr = lr_cosine((float)t.state.base_lr, t.state.step, total);
+        double loss = tb_step(t.b, t.x, t.labels, lr, t.state.adam_step + 1);
+        t.state.step++;
+        t.state.adam_step++;
+        rng_u64(&t.state.rng);              // one draw per step: the stream's position is the step's
+        if (!isfinite(loss)) log_msg('W', "step %ld: loss is %g", t.state.step, loss);
+        t.rep.loss_sum += loss;
+        t.rep.loss_n++;
+        if (t.state.step % c.log_every == 0 || t.state.step == total)
+            report_interval(&t.rep, &c, t.exporter, t.state.step, lr, tb_mem_peak(t.b));
+        if (c.ckpt_every && t.state.step % c.ckpt_every == 0 && t.state.step < total) save_ckpt(&t, 0);
+        if (c.val_every && t.state.step % c.val_every == 0 && t.state.step < total) eval_job(&t, 0);
+        service(&t);
+    }
+    if (stopped) log_msg('I', "stopping on signal %d at step %ld: final checkpoint", stage_signal(t.st), t.state.step);
+    else log_msg('I', "reached step %ld: final checkpoint", t.state.step);
+    finish(&t, !stopped);
+    log_msg('I', "done: %ld steps, %ld bad batches dropped, %ld checkpoints sent, %ld acknowledged, %ld eval jobs "
+            "sent, %ld skipped", t.state.step, t.rep.bad_batches, t.ck.n_sent, t.ck.n_acked, t.rep.val_sent,
+            t.rep.val_skipped);
+    teardown(&t);
+    stage_destroy(&t.st);
+    return 0;
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# evaluate.sh -- score a trained model on a dataset (srm-evaluator in file mode).
+#   pipelines/evaluate.sh MODEL DATASET [--split S] [--out DIR] [evaluator options]
+# Segments every case of the selection (default: the dataset's validation split; also "all",
+# "train", "test", "foldK/val"), preprocessed as the loader does (--spacing, --norm), maps each
+# prediction back to its source grid and prints, per case, the Dice of every foreground class
+# (null: absent from both reference and prediction) with their mean and HD95 in mm, then a
+# "mean" line over the cases:
+#   case ID: dice 1=0.9512 2=0.8010 3=null mean=0.8761 hd95 1=1.41 2=2.00 3=null
+#   mean (3 of 3 cases): dice 1=... mean=...
+# --out DIR also keeps the label maps. Other options as for predict.sh (srm-evaluator --help).
+# Exit status: 0 all cases scored, 1 nothing could run, 2 some cases failed (named).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${BIN:-$root/bin}
+case "$bin" in /*) ;; *) bin=$root/$bin ;; esac
+if [ $# -lt 2 ]; then sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; fi
+model=$1 dataset=$2
+shift 2
+[ -f "$model" ] || { echo "evaluate.sh: $model: no such model file" >&2; exit 1; }
+[ -d "$dataset" ] || { echo "evaluate.sh: $dataset: no such dataset folder" >&2; exit 1; }
+exe=$bin/srm-evaluator
+[ -x "$exe" ] || { echo "evaluate.sh: $exe not found: run 'make' first" >&2; exit 1; }
+exec "$exe" --model "$model" --dataset "$dataset" "$@"

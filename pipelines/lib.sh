@@ -1,0 +1,142 @@
+# lib.sh -- shell helpers shared by the pipelines (sourced, not run): starting stages in their
+# own sessions (so a terminal's Ctrl-C reaches only the script, which then stops them in a safe
+# order), remembering their pids, supervising (restart a stage that died), and stopping
+# everything: TERM, a bounded wait, then KILL. Nothing is left behind: every pid we started is
+# waited for. Stages log to $SRM_LOGS/<name>.log.
+# Used by: train.sh, join.sh, demo.sh.
+
+SRM_ROOT=${SRM_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+SRM_BIN=${BIN:-$SRM_ROOT/bin}
+case $SRM_BIN in /*) ;; *) SRM_BIN=$SRM_ROOT/$SRM_BIN ;; esac
+SRM_PY=/usr/bin/python3                     # the python that has nibabel/numpy (not the PATH one)
+
+declare -A SRM_PID=()       # name -> pid of the running stage
+declare -A SRM_CMD=()       # name -> its command line (for restarts), NUL-free, %q-quoted
+declare -A SRM_RESTARTS=()  # name -> restarts so far
+
+srm_log() { printf '%s [%s] %s\n' "$(date +%H:%M:%S)" "${SRM_SCRIPT:-pipeline}" "$*" >&2; }
+srm_die() { srm_log "error: $*"; exit 1; }
+
+# srm_need_bin NAME...: the stage binaries must exist.
+srm_need_bin() {
+    local b
+    for b in "$@"; do
+        [[ -x $SRM_BIN/srm-$b ]] || srm_die "$SRM_BIN/srm-$b not found: run make (or set BIN=...)"
+    done
+}
+
+# srm_start NAME CMD...: start CMD in its own session, stdout+stderr appended to $SRM_LOGS/NAME.log.
+srm_start() {
+    local name=$1; shift
+    local q
+    printf -v q '%q ' "$@"
+    SRM_CMD[$name]=$q
+    srm_spawn "$name"
+}
+
+srm_spawn() {
+    local name=$1
+    # setsid: the stage gets its own session and process group, out of reach of the terminal's
+    # SIGINT; eval of the %q-quoted command keeps every argument intact.
+    eval "setsid ${SRM_CMD[$name]}" >>"$SRM_LOGS/$name.log" 2>&1 </dev/null &
+    SRM_PID[$name]=$!
+    srm_log "started $name (pid $!), log $SRM_LOGS/$name.log"
+}
+
+# srm_alive NAME: 0 when the stage's process is still running.
+srm_alive() {
+    local pid=${SRM_PID[$1]:-}
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null
+}
+
+# srm_reap NAME: collect the exit status of a stage that ended (prints it).
+srm_reap() {
+    local pid=${SRM_PID[$1]:-} rc=0
+    [[ -n $pid ]] || { echo 0; return; }
+    wait "$pid" 2>/dev/null || rc=$?
+    unset 'SRM_PID[$1]'
+    echo "$rc"
+}
+
+# srm_stop NAME [TIMEOUT_S]: SIGTERM, wait up to TIMEOUT_S (default 10), then SIGKILL; reaped.
+srm_stop() {
+    local name=$1 t=${2:-10} pid=${SRM_PID[$1]:-} i
+    [[ -n $pid ]] || return 0
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null
+        for ((i = 0; i < t * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+            srm_log "$name (pid $pid) did not stop within ${t}s: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null
+        fi
+    fi
+    wait "$pid" 2>/dev/null
+    unset 'SRM_PID[$name]'
+}
+
+# srm_stop_all: every stage still running, in parallel (TERM, bounded wait, KILL).
+srm_stop_all() {
+    local name
+    for name in "${!SRM_PID[@]}"; do srm_stop "$name" "${1:-10}" & done
+    wait 2>/dev/null
+    for name in "${!SRM_PID[@]}"; do          # the subshells could not unset; make sure and reap
+        kill -KILL "${SRM_PID[$name]}" 2>/dev/null
+        wait "${SRM_PID[$name]}" 2>/dev/null
+        unset 'SRM_PID[$name]'
+    done
+}
+
+# srm_supervise NAME MAX: restart the stage if it died (up to MAX restarts). 1 when it ended
+# cleanly (exit 0) and was not restarted, 0 otherwise.
+srm_supervise() {
+    local name=$1 max=$2 rc
+    srm_alive "$name" && return 0
+    [[ -n ${SRM_PID[$name]:-} ]] || return 1
+    rc=$(srm_reap "$name")
+    [[ $rc == 0 ]] && { srm_log "$name exited"; return 1; }
+    local n=${SRM_RESTARTS[$name]:-0}
+    if ((n >= max)); then
+        srm_log "$name died (status $rc) and was restarted $n times already: giving up on it"
+        return 1
+    fi
+    SRM_RESTARTS[$name]=$((n + 1))
+    srm_log "$name died (status $rc): restarting it ($((n + 1))/$max)"
+    srm_spawn "$name"
+    return 0
+}
+
+# srm_cores: CPU cores available to us.
+srm_cores() { nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1; }
+
+# srm_endpoints MODE DIR_OR_HOSTPORT: sets EP_BIND_<name> / EP_CONN_<name> for volumes, cases,
+# patches, evaljobs, metrics, exporter. MODE ipc: ipc://DIR/sock/<name>. MODE tcp: HOST:BASE,
+# ports BASE..BASE+5; binders use HOST, local connectors 127.0.0.1 when HOST is * or 0.0.0.0.
+SRM_SOCKETS=(volumes cases patches evaljobs metrics exporter)
+srm_endpoints() {
+    local mode=$1 arg=$2 i=0 name host port conn
+    if [[ $mode == ipc ]]; then
+        mkdir -p "$arg/sock"
+        for name in "${SRM_SOCKETS[@]}"; do
+            printf -v "EP_BIND_$name" '%s' "ipc://$arg/sock/$name"
+            printf -v "EP_CONN_$name" '%s' "ipc://$arg/sock/$name"
+        done
+        return
+    fi
+    host=${arg%:*}; port=${arg##*:}
+    [[ $port =~ ^[0-9]+$ && -n $host && $host != "$arg" ]] || srm_die "--tcp: '$arg' is not HOST:BASEPORT"
+    conn=$host
+    [[ $host == '*' || $host == 0.0.0.0 ]] && conn=127.0.0.1
+    for name in "${SRM_SOCKETS[@]}"; do
+        printf -v "EP_BIND_$name" '%s' "tcp://$host:$((port + i))"
+        printf -v "EP_CONN_$name" '%s' "tcp://$conn:$((port + i))"
+        i=$((i + 1))
+    done
+}
+
+# srm_is_local_bind EP: 0 when binding EP stays on this host.
+srm_is_local_bind() {
+    case $1 in
+        ipc://*|inproc://*|tcp://127.*|tcp://localhost:*|"tcp://[::1]:"*) return 0 ;;
+        *) return 1 ;;
+    esac
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# predict.sh -- segment new images with a trained model (srm-evaluator in file mode).
+#   pipelines/predict.sh MODEL OUT_DIR IMAGE... [evaluator options]
+# MODEL: a native checkpoint (.ckpt) or a safetensors file (ours, or weights trained elsewhere
+# with the names of params_M_btcv.txt: then give --variant/--width/--classes). Each IMAGE (NIfTI,
+# 4D = channels) gives OUT_DIR/<name>.nii.gz on that image's own grid (same dims and affine): a
+# uint8 label map, or with --logits the float32 logits (classes on the 4th axis).
+# Options after the images go to srm-evaluator (--window D,H,W, --overlap, --blend, --sw-batch,
+# --device, --spacing, --norm, --regions ...; see `srm-evaluator --help`). They must match the
+# preprocessing the model was trained with (the loader's --spacing/--norm).
+# Exit status: 0 all images done, 1 nothing could run, 2 some images failed (named on stderr).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${BIN:-$root/bin}
+case "$bin" in /*) ;; *) bin=$root/$bin ;; esac
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; }
+[ $# -ge 3 ] || usage
+model=$1 out=$2
+shift 2
+images=()
+while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do images+=("$1"); shift; done
+[ ${#images[@]} -gt 0 ] || usage
+[ -f "$model" ] || { echo "predict.sh: $model: no such model file" >&2; exit 1; }
+for f in "${images[@]}"; do [ -f "$f" ] || { echo "predict.sh: $f: no such image" >&2; exit 1; }; done
+exe=$bin/srm-evaluator
+[ -x "$exe" ] || { echo "predict.sh: $exe not found: run 'make' first" >&2; exit 1; }
+mkdir -p "$out"
+exec "$exe" --model "$model" --out "$out" --images "${images[@]}" "$@"

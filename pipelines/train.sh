@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# train.sh DATASET RUN_DIR [options] -- the main job: trains SegResMamba on a NIfTI dataset.
+# Starts srm-exporter, srm-loader (train split; validation cases on its cases socket), N
+# srm-augmenter, srm-trainer and srm-evaluator on ipc endpoints under RUN_DIR/sock (or TCP with
+# --tcp), supervises them (a stage that dies is restarted; the trainer with --resume), waits for
+# the trainer to finish, lets the evaluator finish the final validation and write the
+# predictions, then stops everything. Ctrl-C / SIGTERM: the trainer writes a final checkpoint
+# and waits for its ack, then the rest stop; no process is left behind. Logs: RUN_DIR/logs/.
+# Results (by srm-exporter): RUN_DIR/checkpoints/, metrics.jsonl, curves.png, predictions/.
+set -uo pipefail
+SRM_SCRIPT=train
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+    cat <<EOF
+usage: pipelines/train.sh DATASET RUN_DIR [options]
+model:     --preset tiny|demo|full  --width W  --model M|P|R|no-tom
+           --classes K  --in-channels C   (default: from DATASET/dataset.json)
+training:  --patch D,H,W (96,96,96)  --batch B (2)  --steps N (1000)  --lr F (1e-4)
+           --loss dice|dice-ce|sigmoid-dice  --regions "WT=1,2,3,4;TC=1,3,4;ET=4"
+           --val-every N (0: only the final validation)  --ckpt-every N (100)  --seed S (0)
+           --device auto|cpu|gpu  --resume (continue RUN_DIR from its latest checkpoint)
+data:      --augmenters N (max(1, cores-3))  --spacing X,Y,Z|none  --norm ...  --cache DIR
+           --samples-per-volume N (4)
+eval:      --window D,H,W (the patch)  --overlap F (0.5)  --no-evaluator
+placement: --tcp HOST:BASEPORT (ports BASE..BASE+5 for volumes cases patches evaljobs metrics
+           exporter; a HOST other than loopback needs --allow-remote), --allow-remote,
+           --ep-NAME ENDPOINT (one socket elsewhere, e.g. --ep-evaljobs tcp://10.0.0.2:6003),
+           --remote-augmenters / --remote-evaluator (start none here: pipelines/join.sh does,
+           on the other host)
+per stage: --trainer-args "..." --loader-args "..." --augmenter-args "..." --evaluator-args "..."
+           --exporter-args "..."   (appended to that stage's command line)
+other:     --restarts N (5: restarts allowed per stage)  --final-timeout S (900)
+EOF
+}
+
+(($# >= 2)) || { usage >&2; exit 2; }
+[[ $1 == -h || $1 == --help ]] && { usage; exit 0; }
+DATASET=$(cd "$1" 2>/dev/null && pwd) || srm_die "dataset folder '$1' not found"
+mkdir -p "$2" || srm_die "cannot create run folder '$2'"
+RUN=$(cd "$2" && pwd)
+shift 2
+
+PRESET="" WIDTH="" MODEL="" CLASSES="" INCH="" PATCH=96,96,96 BATCH=2 STEPS=1000 LR="" LOSS="" REGIONS=""
+VAL_EVERY=0 CKPT_EVERY=100 SEED=0 DEVICE=auto RESUME=0 NAUG="" SPACING="" NORM="" CACHE="" SPV=""
+WINDOW="" OVERLAP=0.5 EVALUATOR=1 TCP="" ALLOW_REMOTE=0 REMOTE_AUG=0 REMOTE_EVAL=0
+TRAINER_ARGS="" LOADER_ARGS="" AUG_ARGS="" EVAL_ARGS="" EXPORTER_ARGS="" RESTARTS=5 FINAL_TIMEOUT=900
+declare -A EP_OVERRIDE=()
+while (($#)); do
+    opt=$1
+    case $opt in
+        --no-evaluator) EVALUATOR=0; shift; continue ;;
+        --resume) RESUME=1; shift; continue ;;
+        --allow-remote) ALLOW_REMOTE=1; shift; continue ;;
+        --remote-augmenters) REMOTE_AUG=1; shift; continue ;;
+        --remote-evaluator) REMOTE_EVAL=1; shift; continue ;;
+        -h|--help) usage; exit 0 ;;
+    esac
+    (($# >= 2)) || srm_die "$opt: missing value (or unknown option; see --help)"
+    val=$2; shift 2
+    case $opt in
+        --preset) PRESET=$val ;;            --width) WIDTH=$val ;;
+        --model) MODEL=$val ;;              --classes) CLASSES=$val ;;
+        --in-channels) INCH=$val ;;         --patch) PATCH=$val ;;
+        --batch) BATCH=$val ;;              --steps) STEPS=$val ;;
+        --lr) LR=$val ;;                    --loss) LOSS=$val ;;
+        --regions) REGIONS=$val ;;          --val-every) VAL_EVERY=$val ;;
+        --ckpt-every) CKPT_EVERY=$val ;;    --seed) SEED=$val ;;
+        --device) DEVICE=$val ;;            --augmenters) NAUG=$val ;;
+        --spacing) SPACING=$val ;;          --norm) NORM=$val ;;
+        --cache) CACHE=$val ;;              --samples-per-volume) SPV=$val ;;
+        --window) WINDOW=$val ;;            --overlap) OVERLAP=$val ;;
+        --tcp) TCP=$val ;;                  --restarts) RESTARTS=$val ;;
+        --final-timeout) FINAL_TIMEOUT=$val ;;
+        --trainer-args) TRAINER_ARGS=$val ;;    --loader-args) LOADER_ARGS=$val ;;
+        --augmenter-args) AUG_ARGS=$val ;;      --evaluator-args) EVAL_ARGS=$val ;;
+        --exporter-args) EXPORTER_ARGS=$val ;;
+        --ep-*) name=${opt#--ep-}
+                [[ " ${SRM_SOCKETS[*]} " == *" $name "* ]] || srm_die "$opt: no socket '$name' (${SRM_SOCKETS[*]})"
+                EP_OVERRIDE[$name]=$val ;;
+        *) srm_die "unknown option $opt (see --help)" ;;
+    esac
+done
+[[ $PATCH =~ ^[0-9]+$ ]] && PATCH=$PATCH,$PATCH,$PATCH
+[[ $PATCH =~ ^[0-9]+,[0-9]+,[0-9]+$ ]] || srm_die "--patch: '$PATCH' is not D,H,W"
+[[ $STEPS =~ ^[0-9]+$ && $BATCH =~ ^[0-9]+$ ]] || srm_die "--steps and --batch take integers"
+srm_need_bin exporter loader augmenter trainer
+((EVALUATOR)) && srm_need_bin evaluator
+
+# Classes and channels from dataset.json when not given (MSD: "labels", "modality"/"channel_names").
+if [[ -z $CLASSES || -z $INCH ]] && [[ -f $DATASET/dataset.json ]]; then
+    read -r dk dc < <($SRM_PY - "$DATASET/dataset.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(len(d.get("labels", {})) or 2, len(d.get("modality", d.get("channel_names", {}))) or 1)
+EOF
+    ) || srm_die "$DATASET/dataset.json: cannot read labels/modality"
+    CLASSES=${CLASSES:-$dk}; INCH=${INCH:-$dc}
+fi
+CLASSES=${CLASSES:-2}; INCH=${INCH:-1}
+[[ -n $NAUG ]] || { NAUG=$(( $(srm_cores) - 3 )); ((NAUG < 1)) && NAUG=1; }
+
+SRM_LOGS=$RUN/logs
+mkdir -p "$SRM_LOGS" "$RUN/spool" "$RUN/cache" || srm_die "cannot create folders under $RUN"
+if [[ -n $TCP ]]; then srm_endpoints tcp "$TCP"; else srm_endpoints ipc "$RUN"; fi
+for name in "${!EP_OVERRIDE[@]}"; do
+    printf -v "EP_BIND_$name" '%s' "${EP_OVERRIDE[$name]}"
+    printf -v "EP_CONN_$name" '%s' "${EP_OVERRIDE[$name]}"
+done
+REMOTE_FLAG=()
+for name in "${SRM_SOCKETS[@]}"; do
+    ep_var=EP_BIND_$name
+    srm_is_local_bind "${!ep_var}" || { ((ALLOW_REMOTE)) || srm_die "endpoint ${!ep_var} is not on loopback: add --allow-remote"; }
+done
+((ALLOW_REMOTE)) && REMOTE_FLAG=(--allow-remote)
+
+# ---- the stages' command lines ---------------------------------------------------------------
+MODEL_ARGS=()
+[[ -n $PRESET ]] && MODEL_ARGS+=(--preset "$PRESET")
+[[ -n $WIDTH ]] && MODEL_ARGS+=(--width "$WIDTH")
+[[ -n $MODEL ]] && MODEL_ARGS+=(--model "$MODEL")
+MODEL_ARGS+=(--in-channels "$INCH")
+[[ -n $REGIONS ]] || MODEL_ARGS+=(--classes "$CLASSES")
+EVAL_MODEL_ARGS=("${MODEL_ARGS[@]}")          # the evaluator spells --model as --variant
+for i in "${!EVAL_MODEL_ARGS[@]}"; do [[ ${EVAL_MODEL_ARGS[$i]} == --model ]] && EVAL_MODEL_ARGS[$i]=--variant; done
+LOSS_ARGS=()
+[[ -n $LOSS ]] && LOSS_ARGS+=(--loss "$LOSS")
+[[ -n $REGIONS ]] && LOSS_ARGS+=(--regions "$REGIONS")
+PREP_ARGS=()
+[[ -n $SPACING ]] && PREP_ARGS+=(--spacing "$SPACING")
+[[ -n $NORM ]] && PREP_ARGS+=(--norm "$NORM")
+
+read -ra X_TRAINER <<<"$TRAINER_ARGS"; read -ra X_LOADER <<<"$LOADER_ARGS"
+read -ra X_AUG <<<"$AUG_ARGS"; read -ra X_EVAL <<<"$EVAL_ARGS"; read -ra X_EXPORTER <<<"$EXPORTER_ARGS"
+
+trainer_cmd() {
+    local cmd=("$SRM_BIN/srm-trainer" "${MODEL_ARGS[@]}" "${LOSS_ARGS[@]}" --patch "$PATCH" --batch "$BATCH"
+        --steps "$STEPS" --val-every "$VAL_EVERY" --ckpt-every "$CKPT_EVERY" --seed "$SEED" --device "$DEVICE"
+        --patches "$EP_BIND_patches" --evaljobs "$EP_BIND_evaljobs" --metrics "$EP_BIND_metrics"
+        --exporter "$EP_CONN_exporter" --spool "$RUN/spool" "${REMOTE_FLAG[@]}")
+    [[ -n $LR ]] && cmd+=(--lr "$LR")
+    ((EVALUATOR || REMOTE_EVAL)) || cmd+=(--final-eval-timeout 0)
+    [[ $1 == resume ]] && cmd+=(--resume)
+    cmd+=("${X_TRAINER[@]}")
+    srm_start trainer "${cmd[@]}"
+}
+
+stop_everything() {
+    # The trainer first (final checkpoint + ack need the exporter), the exporter last.
+    srm_stop trainer 120
+    local name
+    for name in "${!SRM_PID[@]}"; do [[ $name == exporter ]] || srm_stop "$name" 10 & done
+    wait_others
+    srm_stop exporter 30
+}
+wait_others() {
+    local name
+    # the srm_stop subshells above: wait for them, then reap what they stopped
+    for name in "${!SRM_PID[@]}"; do
+        [[ $name == exporter ]] && continue
+        while kill -0 "${SRM_PID[$name]}" 2>/dev/null; do sleep 0.2; done
+        wait "${SRM_PID[$name]}" 2>/dev/null
+        unset 'SRM_PID[$name]'
+    done
+}
+
+INTERRUPTED=0
+on_signal() {
+    INTERRUPTED=1
+    srm_log "interrupted: stopping the trainer (final checkpoint), then the other stages"
+    stop_everything
+    srm_log "stopped; results in $RUN"
+    exit 130
+}
+trap on_signal INT TERM
+trap 'srm_stop_all 5' EXIT
+
+# ---- start, in binding order ------------------------------------------------------------------
+srm_log "dataset $DATASET, run $RUN: $CLASSES classes, $INCH channel(s), patch $PATCH, batch $BATCH, $STEPS steps, $NAUG augmenter(s)"
+srm_start exporter "$SRM_BIN/srm-exporter" --run-dir "$RUN" --bind "$EP_BIND_exporter" "${REMOTE_FLAG[@]}" "${X_EXPORTER[@]}"
+srm_start loader "$SRM_BIN/srm-loader" --dataset "$DATASET" --split train --val-split validation \
+    --volumes "$EP_BIND_volumes" --cases "$EP_BIND_cases" --cache "${CACHE:-$RUN/cache}" --seed "$SEED" \
+    --classes "$CLASSES" "${PREP_ARGS[@]}" "${REMOTE_FLAG[@]}" "${X_LOADER[@]}"
+if ((RESUME)); then trainer_cmd resume; else trainer_cmd fresh; fi
+if ! ((REMOTE_AUG)); then
+    for ((i = 0; i < NAUG; i++)); do
+        aug=("$SRM_BIN/srm-augmenter" --volumes "$EP_CONN_volumes" --patches "$EP_CONN_patches" --patch "$PATCH"
+             --batch-size "$BATCH" --seed "$((SEED * 1000 + i))")
+        [[ -n $SPV ]] && aug+=(--samples-per-volume "$SPV")
+        srm_start "augmenter-$i" "${aug[@]}" "${X_AUG[@]}"
+    done
+fi
+if ((EVALUATOR)) && ! ((REMOTE_EVAL)); then
+    ev=("$SRM_BIN/srm-evaluator" --jobs "$EP_CONN_evaljobs" --cases "$EP_CONN_cases" --exporter "$EP_CONN_exporter"
+        --metrics "$EP_CONN_metrics" --dataset "$DATASET" --window "${WINDOW:-$PATCH}" --overlap "$OVERLAP"
+        --device "$DEVICE" "${EVAL_MODEL_ARGS[@]}")
+    [[ -n $REGIONS ]] && ev+=(--regions "$REGIONS")
+    srm_start evaluator "${ev[@]}" "${PREP_ARGS[@]}" "${X_EVAL[@]}"
+fi
+
+# ---- supervise until the trainer is done ---------------------------------------------------------
+last_line=""
+while :; do
+    if ! srm_alive trainer; then
+        rc=$(srm_reap trainer)
+        [[ $rc == 0 ]] && break
+        n=${SRM_RESTARTS[trainer]:-0}
+        ((n < RESTARTS)) || srm_die "the trainer died (status $rc) after $n restarts; see $SRM_LOGS/trainer.log"
+        SRM_RESTARTS[trainer]=$((n + 1))
+        srm_log "the trainer died (status $rc): restarting it with --resume ($((n + 1))/$RESTARTS)"
+        trainer_cmd resume
+    fi
+    for name in "${!SRM_PID[@]}"; do
+        [[ $name == trainer ]] || srm_supervise "$name" "$RESTARTS" >/dev/null || true
+    done
+    line=$(grep '^step ' "$SRM_LOGS/trainer.log" 2>/dev/null | tail -n 1)
+    [[ -n $line && $line != "$last_line" ]] && { printf '%s\n' "$line"; last_line=$line; }
+    sleep 1
+done
+srm_log "the trainer finished"
+
+# ---- the final validation's predictions ------------------------------------------------------------
+# The trainer waited for the final validation metrics; the evaluator then sends one prediction per
+# validation case to the exporter. Wait (bounded) until they are all on disk.
+if ((EVALUATOR)) && ! ((REMOTE_EVAL)); then
+    want=$($SRM_PY - "$RUN/metrics.jsonl" <<'EOF' 2>/dev/null
+import json, sys
+best = None
+for line in open(sys.argv[1]):
+    o = json.loads(line)
+    if o.get("source") == "evaluator" and (best is None or o["step"] >= best["step"]):
+        best = o
+print(len(best.get("cases") or []) if best else 0)
+EOF
+    ) || want=0
+    if ((want > 0)); then
+        for ((t = 0; t < FINAL_TIMEOUT; t++)); do
+            have=$(find "$RUN/predictions" -maxdepth 1 -name '*.nii.gz' 2>/dev/null | wc -l)
+            ((have >= want)) && break
+            srm_alive evaluator || break
+            sleep 1
+        done
+        srm_log "predictions: $have of $want validation cases in $RUN/predictions"
+    else
+        srm_log "no validation metrics were recorded (see $SRM_LOGS/evaluator.log)"
+    fi
+fi
+trap - INT TERM
+stop_everything
+trap - EXIT
+srm_log "done: $RUN (checkpoints/, metrics.jsonl, curves.png, predictions/)"

@@ -1,0 +1,171 @@
+#!/usr/bin/python3
+"""test_predict.py -- pipelines/predict.sh and pipelines/evaluate.sh (srm-evaluator file mode).
+
+On a tiny phantom dataset (scripts/make_phantoms.py, RAS and LPS cases) with a randomly
+initialised tiny model (safetensors written by the safetensors_tool helper), checks with nibabel:
+every prediction has its source image's dims and affine, uint8 labels within the classes;
+--logits gives (X, Y, Z, K) float32 whose argmax is the label map; an LPS image and its RAS copy
+(nibabel as_closest_canonical) give the same segmentation in world space; weights without our
+metadata (as imported from elsewhere) load with model flags and fail clearly without them; a
+corrupt image is named and skipped; evaluate.sh prints per-case Dice lines that equal Dice
+recomputed here from the written label maps and the reference labels.
+"""
+import os, re, subprocess, sys, tempfile, json, struct
+
+import numpy as np
+import nibabel as nib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("BUILD", "build")
+BIN = os.environ.get("BIN", "bin")
+BUILD = BUILD if os.path.isabs(BUILD) else os.path.join(ROOT, BUILD)
+BIN = BIN if os.path.isabs(BIN) else os.path.join(ROOT, BIN)
+ENV = dict(os.environ, BIN=BIN, SRM_QUIET="1")
+passed = failed = 0
+
+
+def check(cond, msg):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print("FAIL", msg, flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300, **kw)
+
+
+def strip_metadata(src, dst):
+    """Rewrite a safetensors file without __metadata__ (like weights exported by PyTorch)."""
+    raw = open(src, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    hdr = json.loads(raw[8:8 + n])
+    hdr.pop("__metadata__", None)
+    text = json.dumps(hdr).encode()
+    text += b" " * (-len(text) % 8)
+    open(dst, "wb").write(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+
+
+def dice(p, r, c):
+    a, b = (p == c).sum(), (r == c).sum()
+    if a + b == 0:
+        return None
+    return 2.0 * ((p == c) & (r == c)).sum() / (a + b)
+
+
+def main():
+    for exe in (os.path.join(BIN, "srm-evaluator"), os.path.join(BUILD, "tools", "safetensors_tool")):
+        if not os.access(exe, os.X_OK):
+            print("FAIL missing", exe, "(build it first)")
+            print("0 passed, 1 failed")
+            return 1
+    tmp = tempfile.mkdtemp(prefix="srm-predict-")
+    ds = os.path.join(tmp, "ph")
+    r = run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "make_phantoms.py"), ds,
+             "--cases", "3", "--val", "1", "--size", "32"])
+    check(r.returncode == 0, "make_phantoms: " + r.stderr)
+    model = os.path.join(tmp, "tiny.safetensors")
+    r = run([os.path.join(BUILD, "tools", "safetensors_tool"), "write", model, "--variant", "M", "--width", "8",
+             "--in-channels", "1", "--classes", "4", "--seed", "3"])
+    check(r.returncode == 0, "safetensors_tool write: " + r.stderr)
+    images = sorted(os.path.join(ds, "imagesTr", f) for f in os.listdir(os.path.join(ds, "imagesTr")))
+    codes = [nib.aff2axcodes(nib.load(f).affine) for f in images]
+    check(("L", "P", "S") in codes and ("R", "A", "S") in codes, "phantoms should include LPS and RAS cases: %s" % codes)
+    predict = os.path.join(ROOT, "pipelines", "predict.sh")
+    win = ["--window", "32"]
+
+    # labels on each source grid
+    out = os.path.join(tmp, "pred")
+    r = run([predict, model, out] + images + win)
+    check(r.returncode == 0, "predict.sh: rc %d %s" % (r.returncode, r.stderr[-2000:]))
+    for f in images:
+        name = os.path.basename(f)
+        src, p = nib.load(f), os.path.join(out, name)
+        if not os.path.exists(p):
+            check(False, "no prediction for " + name)
+            continue
+        pr = nib.load(p)
+        data = np.asarray(pr.dataobj)
+        check(pr.shape == src.shape, "%s: shape %s, source %s" % (name, pr.shape, src.shape))
+        check(np.allclose(pr.affine, src.affine, atol=1e-4), "%s: affine\n%s\nsource\n%s" % (name, pr.affine, src.affine))
+        check(pr.get_data_dtype() == np.uint8, "%s: dtype %s" % (name, pr.get_data_dtype()))
+        check(data.min() >= 0 and data.max() <= 3, "%s: labels outside [0, 3]" % name)
+
+    # logits: (X, Y, Z, K) float32, argmax = the label map
+    outl = os.path.join(tmp, "logits")
+    r = run([predict, model, outl, images[0], "--logits"] + win)
+    check(r.returncode == 0, "predict.sh --logits: " + r.stderr[-2000:])
+    if r.returncode == 0:
+        lg = nib.load(os.path.join(outl, os.path.basename(images[0])))
+        src = nib.load(images[0])
+        check(lg.shape == src.shape + (4,), "logits shape %s" % (lg.shape,))
+        check(lg.get_data_dtype() == np.float32, "logits dtype %s" % lg.get_data_dtype())
+        check(np.allclose(lg.affine, src.affine, atol=1e-4), "logits affine")
+        lab = np.asarray(nib.load(os.path.join(out, os.path.basename(images[0]))).dataobj)
+        check((np.asarray(lg.dataobj).argmax(-1) == lab).all(), "argmax of the logits differs from the label map")
+
+    # orientation: an LPS image and its RAS copy segment identically in world space
+    lps = images[codes.index(("L", "P", "S"))]
+    ras_img = nib.as_closest_canonical(nib.load(lps))
+    ras_path = os.path.join(tmp, "ras_copy.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(ras_img.dataobj), ras_img.affine), ras_path)
+    outr = os.path.join(tmp, "pred_ras")
+    r = run([predict, model, outr, ras_path] + win)
+    check(r.returncode == 0, "predict.sh RAS copy: " + r.stderr[-2000:])
+    if r.returncode == 0:
+        a = nib.as_closest_canonical(nib.load(os.path.join(out, os.path.basename(lps))))
+        b = nib.load(os.path.join(outr, "ras_copy.nii.gz"))
+        check(np.allclose(a.affine, b.affine, atol=1e-4), "RAS copy: affines differ")
+        same = (np.asarray(a.dataobj) == np.asarray(b.dataobj)).mean()
+        check(same == 1.0, "LPS prediction reoriented vs prediction of the RAS copy: %.4f of voxels agree" % same)
+        check(len(np.unique(np.asarray(b.dataobj))) > 1, "the random model predicts a single class: weak test")
+
+    # weights without metadata (trained elsewhere): flags give the configuration
+    bare = os.path.join(tmp, "bare.safetensors")
+    strip_metadata(model, bare)
+    outb = os.path.join(tmp, "pred_bare")
+    r = run([predict, bare, outb, images[0], "--variant", "M", "--width", "8", "--classes", "4"] + win)
+    check(r.returncode == 0, "metadata-less weights with flags: " + r.stderr[-2000:])
+    if r.returncode == 0:
+        x = np.asarray(nib.load(os.path.join(outb, os.path.basename(images[0]))).dataobj)
+        y = np.asarray(nib.load(os.path.join(out, os.path.basename(images[0]))).dataobj)
+        check((x == y).all(), "metadata-less import predicts differently")
+    r = run([predict, bare, os.path.join(tmp, "pred_bad"), images[0]] + win)
+    check(r.returncode == 1 and "bare.safetensors" in r.stderr, "metadata-less weights without flags: rc %d %s" % (r.returncode, r.stderr[-500:]))
+
+    # a corrupt image is named and skipped; the others are written
+    bad = os.path.join(tmp, "broken.nii.gz")
+    open(bad, "wb").write(open(images[0], "rb").read()[:300])
+    outc = os.path.join(tmp, "pred_corrupt")
+    r = run([predict, model, outc, bad, images[1]] + win)
+    check(r.returncode == 2 and "broken" in r.stderr, "corrupt image: rc %d %s" % (r.returncode, r.stderr[-500:]))
+    check(os.path.exists(os.path.join(outc, os.path.basename(images[1]))), "good image after a corrupt one not written")
+
+    # evaluate.sh: Dice lines equal Dice recomputed from the written maps
+    oute = os.path.join(tmp, "eval")
+    r = run([os.path.join(ROOT, "pipelines", "evaluate.sh"), model, ds, "--split", "all", "--out", oute] + win)
+    check(r.returncode == 0, "evaluate.sh: " + r.stderr[-2000:])
+    lines = [l for l in r.stdout.splitlines() if l.startswith("case ")]
+    check(len(lines) == 3 and re.search(r"^mean \(3 of 3 cases\): dice 1=", r.stdout, re.M), "evaluate.sh output:\n" + r.stdout)
+    for l in lines:
+        m = re.match(r"case (\S+): dice 1=(\S+) 2=(\S+) 3=(\S+) mean=(\S+) hd95 ", l)
+        check(m is not None, "line format: " + l)
+        if not m:
+            continue
+        cid = m.group(1)
+        pred = np.asarray(nib.load(os.path.join(oute, cid + ".nii.gz")).dataobj)
+        ref = np.asarray(nib.load(os.path.join(ds, "labelsTr", cid + ".nii.gz")).dataobj).astype(np.uint8)
+        want = [dice(pred, ref, c) for c in (1, 2, 3)]
+        got = [None if g == "null" else float(g) for g in m.groups()[1:4]]
+        ok = all((w is None and g is None) or (w is not None and g is not None and abs(w - g) < 1e-4) for w, g in zip(want, got))
+        check(ok, "%s: printed Dice %s, recomputed %s" % (cid, got, want))
+    print("%d passed, %d failed" % (passed, failed))
+    if failed == 0:
+        subprocess.run(["rm", "-rf", tmp])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
