@@ -27,6 +27,9 @@ int eval_segment(eval_model_t *em, const sw_cfg_t *sw, const eval_labels_t *lab,
         return set_err(err, "%d regions but the model has %d outputs", lab->nregions, K);
     size_t on = (size_t)rec->out_dim[0] * rec->out_dim[1] * rec->out_dim[2];
     size_t sn = (size_t)rec->src_dim[0] * rec->src_dim[1] * rec->src_dim[2];
+    if ((on > sn ? on : sn) * K > (size_t)VOLUME_MAX_VALUES)
+        return set_err(err, "%zu voxels x %d classes exceed the %lld values a volume may hold", on > sn ? on : sn, K,
+                       (long long)VOLUME_MAX_VALUES);
     float *pre = xmalloc(on * K * sizeof(float));
     if (sw_infer(pre, K, x, mc->in_channels, rec->out_dim, sw, eval_model_net, em, err)) { free(pre); return -1; }
     float *fill = xmalloc(K * sizeof(float));

@@ -117,6 +117,16 @@ int eval_case_decode(const wire_msg_t *m, eval_case_t *c, char *err)
     if (c->rec.out_dim[0] != v.D || c->rec.out_dim[1] != v.H || c->rec.out_dim[2] != v.W)
         return set_err(err, "volume %s: prep out_dim %dx%dx%d differs from the image's %dx%dx%d", v.case_id,
                        c->rec.out_dim[0], c->rec.out_dim[1], c->rec.out_dim[2], v.D, v.H, v.W);
+    // A lying record must not make us allocate the impossible or divide by a zero spacing.
+    double sp[3];
+    eval_affine_spacing(c->rec.src_affine, sp);
+    for (int d = 0; d < 3; d++)
+        if (!(sp[d] > 0 && isfinite(sp[d]))) return set_err(err, "volume %s: prep src_affine column %d is degenerate", v.case_id, d);
+    size_t src_n = (size_t)c->rec.src_dim[0] * c->rec.src_dim[1] * c->rec.src_dim[2];
+    size_t ras_n = (size_t)c->rec.ras_dim[0] * c->rec.ras_dim[1] * c->rec.ras_dim[2];
+    if (src_n > VOLUME_MAX_VALUES || ras_n != src_n)
+        return set_err(err, "volume %s: prep grids %dx%dx%d (source) and %dx%dx%d (RAS) disagree or are too large", v.case_id,
+                       c->rec.src_dim[0], c->rec.src_dim[1], c->rec.src_dim[2], c->rec.ras_dim[0], c->rec.ras_dim[1], c->rec.ras_dim[2]);
     c->C = v.C;
     size_t n = (size_t)v.C * v.D * v.H * v.W;
     c->image = xmalloc(n * sizeof(float));

@@ -219,6 +219,7 @@ static void stats(stream_t *s, int force)
 {
     double t = now_s(), dt = t - s->t_last;
     if (!force && (s->cfg->stats_every <= 0 || dt < s->cfg->stats_every)) return;
+    if (force && !s->patches && !s->vols_new && !s->vols_bad) return;     // nothing since the last line
     log_msg('I', "%ld patches (%.1f/s), %ld batches, volumes %ld new %ld reused %ld bad, waited %.1f s for "
             "volumes, %.1f s to send", s->patches, dt > 0 ? s->patches / dt : 0.0, s->batches, s->vols_new,
             s->vols_reused, s->vols_bad, s->wait_in, s->wait_out);

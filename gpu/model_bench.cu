@@ -95,7 +95,8 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
         if (NL * s3.ldbc > nlp) nlp = NL * s3.ldbc;
         if (selective_scan_states_bytes(&s3) > st) st = selective_scan_states_bytes(&s3);
         if (selective_scan_workspace_bytes(&s3) > ws) ws = selective_scan_workspace_bytes(&s3);
-        if ((size_t)toms[i].t.E * (size_t)toms[i].t.NS > ep) ep = (size_t)toms[i].t.E * (size_t)toms[i].t.NS;
+        const size_t eps = (size_t)toms[i].t.E * (size_t)toms[i].t.NS;
+        if (eps > ep) ep = eps;
     }
     char *u = (char *)gpu_malloc(g, nle * es, "scan bench u");
     char *dl = (char *)gpu_malloc(g, nle * es, "scan bench delta");

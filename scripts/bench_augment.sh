@@ -6,8 +6,9 @@
 #                            [--patch N] [--batch B] [--sets "basic nnunet"] [--split NAME]
 # basic  = crop + flips + intensity scale/shift (the defaults); nnunet = basic + --nnunet.
 # Prints one markdown table row per run: augmenters, set, total patches/s, patches/s per
-# augmenter, and the CPU used by the loader, the augmenters (mean per process) and the consumer
-# over the measured window (percent of one core, from /proc/PID/stat). Needs `make tools`.
+# augmenter, the CPU used by the loader, the augmenters (mean per process) and the consumer over
+# the measured window (percent of one core, from /proc/PID/stat), and the augmenters' CPU time
+# per patch (1000 / that = patches/s of one augmenter given a whole core). Needs `make tools`.
 # On the 16-core GPU host: scripts/bench_augment.sh --counts "1 2 4 8 15".
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,8 +43,8 @@ batches() { grep -c '^batch' "$T/sink.out"; }
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(uname -n), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "# data $DATA (--split $SPLIT), patch ${PATCH}^3, batch $BATCH, ${SECONDS_} s measured after the first batch + ${WARMUP} s"
-echo "| augmenters | set | patches/s total | per augmenter | loader CPU % | augmenter CPU % (mean) | consumer CPU % |"
-echo "|---|---|---|---|---|---|---|"
+echo "| augmenters | set | patches/s total | per augmenter | loader CPU % | augmenter CPU % (mean) | augmenter CPU ms/patch | consumer CPU % |"
+echo "|---|---|---|---|---|---|---|---|"
 for set in $SETS; do
   extra=(); [ "$set" = nnunet ] && extra=(--nnunet)
   for n in $COUNTS; do
@@ -58,8 +59,8 @@ for set in $SETS; do
     t1=$(date +%s.%N); b1=$(batches); l1=$(ticks $L); a1=$(ticks $A); s1=$(ticks $SK)
     awk -v n="$n" -v set="$set" -v b="$((b1 - b0))" -v B="$BATCH" -v t0="$t0" -v t1="$t1" -v hz="$HZ" \
         -v l="$((l1 - l0))" -v a="$((a1 - a0))" -v s="$((s1 - s0))" 'BEGIN { dt = t1 - t0; pps = b * B / dt;
-      printf "| %d | %s | %.1f | %.1f | %.0f | %.0f | %.0f |\n", n, set, pps, pps / n,
-             100 * l / hz / dt, 100 * a / hz / dt / n, 100 * s / hz / dt }'
+      printf "| %d | %s | %.1f | %.1f | %.0f | %.0f | %.1f | %.0f |\n", n, set, pps, pps / n,
+             100 * l / hz / dt, 100 * a / hz / dt / n, pps > 0 ? 1000 * a / hz / (pps * dt) : 0, 100 * s / hz / dt }'
     kill -TERM "$SP" 2>/dev/null; wait "$SP" 2>/dev/null; SP=
     kill -TERM "$SK" 2>/dev/null; wait "$SK" 2>/dev/null; SK=
   done

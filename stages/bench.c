@@ -15,9 +15,19 @@ Run by `make bench` (scripts/bench.sh). Needs a GPU; prints one table on stdout.
 #include <string.h>
 #include <time.h>
 #include "check.h"
-#include "gpu.h"
 #include "model.h"
 #include "rng.h"
+
+#if !SRM_CUDA
+// CPU-only build (make CUDA=0): there is nothing to measure.
+int main(void)
+{
+    log_set_name("bench");
+    log_msg('E', "srm-bench measures the GPU: rebuild with make CUDA=1 on a machine with nvcc");
+    return 1;
+}
+#else
+#include "gpu.h"
 
 typedef struct {
     int steps, warm, window_batch, vol[3];
@@ -238,3 +248,4 @@ int main(int argc, char **argv)
     model_free(&m);
     return 0;
 }
+#endif

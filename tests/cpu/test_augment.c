@@ -3,9 +3,11 @@ test_augment.c -- the augmentation of srm-augmenter (common/augment*.c) on small
 pos/neg crop ratio and positive centres, exact voxel movement of flips and rot90 on an
 index-coded volume, image/label alignment under rotation + scaling (labels stay a subset, an
 image equal to a binary label map agrees with it), gather == trilinear at integer positions,
-padding of patches larger than the volume, determinism, and the intensity steps' statistics.
+padding of patches larger than the volume, determinism, and the intensity steps' statistics;
+also the loader's preprocessing-record JSON round trip (the `prep` array of served cases).
 */
 #include "augment.h"
+#include "loader.h"
 #include "test.h"
 #include "check.h"
 #include <math.h>
@@ -426,8 +428,30 @@ static void test_options(void)
     EXPECT(augment_cfg_flag(&c, "--batch-size", "2", &used, err) == 0, "not ours");
 }
 
+static void test_prep_json(void)
+{
+    preprocess_record_t r, q;
+    memset(&r, 0, sizeof r);
+    for (int d = 0; d < 3; d++) {
+        r.src_dim[d] = 100 + d; r.ras_dim[d] = 100 + d; r.crop_lo[d] = d; r.crop_dim[d] = 50;
+        r.out_dim[d] = 77; r.out_spacing[d] = 1.0 / 3 + d;
+        r.src_ornt.axis[d] = 2 - d; r.src_ornt.flip[d] = d == 1 ? -1 : 1;
+    }
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) { r.src_affine[i][j] = 0.1 * i - j / 7.0; r.ras_affine[i][j] = i == j; r.out_affine[i][j] = 1e-3 * (i + 4 * j); }
+    r.reoriented = 1;
+    char *js = prep_record_to_json(&r), err[ERR_LEN];
+    int rc = prep_record_from_json(js, strlen(js), &q, err);
+    EXPECT(rc == 0 && !memcmp(&r, &q, sizeof r), "prep JSON round trip: %s", rc ? err : "fields differ");
+    js[strlen(js) / 2] = 0;
+    EXPECT(prep_record_from_json(js, strlen(js), &q, err) < 0, "truncated prep JSON accepted");
+    free(js);
+    EXPECT(prep_record_from_json("{\"version\": 1}", 14, &q, err) < 0, "incomplete prep JSON accepted");
+}
+
 int main(void)
 {
+    test_prep_json();
     test_options();
     test_pos_ratio();
     test_flip_rot90_exact();

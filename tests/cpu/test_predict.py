@@ -7,7 +7,8 @@ every prediction has its source image's dims and affine, uint8 labels within the
 --logits gives (X, Y, Z, K) float32 whose argmax is the label map; an LPS image and its RAS copy
 (nibabel as_closest_canonical) give the same segmentation in world space; weights without our
 metadata (as imported from elsewhere) load with model flags and fail clearly without them; a
-corrupt image is named and skipped; evaluate.sh prints per-case Dice lines that equal Dice
+corrupt image is named and skipped; a native checkpoint of the same weights predicts the same;
+evaluate.sh prints per-case Dice lines that equal Dice
 recomputed here from the written label maps and the reference labels.
 """
 import os, re, subprocess, sys, tempfile, json, struct
@@ -56,7 +57,8 @@ def dice(p, r, c):
 
 
 def main():
-    for exe in (os.path.join(BIN, "srm-evaluator"), os.path.join(BUILD, "tools", "safetensors_tool")):
+    for exe in (os.path.join(BIN, "srm-evaluator"), os.path.join(BUILD, "tools", "safetensors_tool"),
+                os.path.join(BUILD, "tools", "ckpt_make")):
         if not os.access(exe, os.X_OK):
             print("FAIL missing", exe, "(build it first)")
             print("0 passed, 1 failed")
@@ -134,6 +136,18 @@ def main():
         check((x == y).all(), "metadata-less import predicts differently")
     r = run([predict, bare, os.path.join(tmp, "pred_bad"), images[0]] + win)
     check(r.returncode == 1 and "bare.safetensors" in r.stderr, "metadata-less weights without flags: rc %d %s" % (r.returncode, r.stderr[-500:]))
+
+    # a native checkpoint (ckpt_make: same init seed) segments exactly like the safetensors export
+    ckpt = os.path.join(tmp, "tiny.ckpt")
+    r = run([os.path.join(BUILD, "tools", "ckpt_make"), ckpt, "--width", "8", "--classes", "4", "--seed", "3"])
+    check(r.returncode == 0, "ckpt_make: " + r.stderr)
+    outk = os.path.join(tmp, "pred_ckpt")
+    r = run([predict, ckpt, outk, images[0]] + win)
+    check(r.returncode == 0, "predict.sh with a native checkpoint: " + r.stderr[-2000:])
+    if r.returncode == 0:
+        x = np.asarray(nib.load(os.path.join(outk, os.path.basename(images[0]))).dataobj)
+        y = np.asarray(nib.load(os.path.join(out, os.path.basename(images[0]))).dataobj)
+        check((x == y).all(), "native checkpoint predicts differently from its safetensors twin")
 
     # a corrupt image is named and skipped; the others are written
     bad = os.path.join(tmp, "broken.nii.gz")

@@ -4,7 +4,9 @@ batches from pipelines/stream-patches.sh on ../shared/data/brats2013-6 and decod
 nothing but docs/protocol.md (msgpack header + raw little-endian frames): shapes and dtypes match
 the frames, values are finite, labels are within the dataset's classes, case ids are training
 cases, and the share of `positive` patches is within 10 percentage points of --pos-ratio over at
-least 200 patches. Then it stops the script and checks that no process it started is left.
+least 200 patches. It also asks the loader's `cases` ROUTER (DEALER client) for the validation
+list, a case by index (a volume with its `prep` record) and a missing case (an `error`).
+Then it stops the script and checks that no process it started is left.
 Run with /usr/bin/python3 (pyzmq, msgpack, numpy); binaries from $BIN (default bin/).
 """
 import json, os, signal, subprocess, sys, tempfile, time
@@ -45,6 +47,39 @@ def decode(frames):
     return h, out
 
 
+def request(sock, fields):
+    h = dict(fields, type="request", version=1, arrays=[])
+    sock.send(msgpack.packb(h, use_bin_type=True))
+    if not sock.poll(60000):
+        raise AssertionError("no answer to %r" % fields)
+    return decode(sock.recv_multipart())
+
+
+def check_cases(ctx, ep, val_ids, classes):
+    d = ctx.socket(zmq.DEALER)
+    d.setsockopt(zmq.LINGER, 0)
+    d.connect(ep)
+    try:
+        h, _ = request(d, {"what": "list", "seq": 5})
+        check(h["type"] == "case_list" and h["case_ids"] == val_ids and h["count"] == len(val_ids) and h["seq"] == 5,
+              "case list %r" % h)
+        h, a = request(d, {"what": "validation_case", "index": 1, "seq": 6})
+        ok = h["type"] == "volume" and h["case_id"] == val_ids[1] and h["seq"] == 6
+        if ok:
+            img, lab, prep = a["image"][1], a["labels"][1], json.loads(a["prep"][1].tobytes())
+            ok = (img.ndim == 4 and img.shape[0] == 2 and lab.shape == img.shape[1:] and int(lab.max()) < classes
+                  and prep["out_dim"] == list(img.shape[1:]) and prep["src_dim"] == [240, 240, 155]
+                  and np.isfinite(img.astype(np.float32)).all())
+        check(ok, "validation case 1: %r" % {k: v for k, v in h.items() if k != "arrays"})
+        h, _ = request(d, {"what": "case", "case_id": "nope", "seq": 7})
+        check(h["type"] == "error" and h.get("code") == "not_found" and h["seq"] == 7, "missing case: %r" % h)
+        d.send(b"not msgpack")
+        h, _ = decode(d.recv_multipart()) if d.poll(10000) else ({"type": None}, None)
+        check(h["type"] == "error" and h.get("code") == "bad_request", "garbage: %r" % h)
+    finally:
+        d.close()
+
+
 def our_processes(tag):
     """pids whose command line mentions our temp dir (the loader's cache, the augmenters' endpoint)"""
     found = []
@@ -78,7 +113,8 @@ def main():
     env = dict(os.environ, SRM_QUIET="1")
     cmd = ["bash", os.path.join(ROOT, "pipelines", "stream-patches.sh"), DATA, ep, "1",
            "--patch", str(PATCH), "--batch-size", str(BATCH), "--pos-ratio", str(RATIO),
-           "--cache", os.path.join(tmp, "cache"), "--seed", "3", "--stats-every", "0"]
+           "--cache", os.path.join(tmp, "cache"), "--seed", "3", "--stats-every", "0",
+           "--cases", "ipc://" + os.path.join(tmp, "cases")]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     patches = positives = batches = 0
     bad_decode, last_seq = [], -1
@@ -124,6 +160,10 @@ def main():
         share = positives / max(patches, 1)
         print("received %d batches, %d patches, positive share %.3f (configured %.2f)" % (batches, patches, share, RATIO))
         check(abs(share - RATIO) <= 0.10, "positive share %.3f vs %.2f" % (share, RATIO))
+        try:
+            check_cases(ctx, "ipc://" + os.path.join(tmp, "cases"), meta["split"]["validation"], classes)
+        except (AssertionError, KeyError, TypeError, ValueError) as e:
+            check(False, "cases socket: %s" % e)
         check(proc.poll() is None, "stream-patches.sh exited early (%r)" % proc.poll())
     finally:
         if proc.poll() is None:

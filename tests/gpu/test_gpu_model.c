@@ -277,8 +277,11 @@ static void check_training(gpu_ctx_t *g32)
     }
     gpu_model_get_params(gm[0], pg[0]);
     gpu_model_get_params(gm[1], pg[1]);
+    // 1e-4: after step 1 the two parameter copies differ in the last bits (float GPU Adam vs
+    // the CPU's), so the next gradients differ by rounding and, for elements whose gradient is
+    // ~0, m / (sqrt(v) + eps) can move by up to lr: a few elements, far under 1e-4 in norm.
     EXPECT(tensor_close("params after 3 steps, graph vs GPU grads + CPU Adam", pg[0], ph, np,
-                        1e-5, 0), "params after 3 Adam steps");
+                        1e-4, 0), "params after 3 Adam steps");
     EXPECT(memcmp(pg[0], pg[1], np * sizeof(float)) == 0,
            "graph replay and eager steps give different parameters");
     double moved = rel_err(pg[0], r.params, np);
