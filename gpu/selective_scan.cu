@@ -22,7 +22,7 @@ one buffer by three emit launches in a fixed order (=, +=, +=): deterministic, a
 #include "mamba_kernels.cuh"
 #include <string.h>
 
-#define CARRY_W 32          // warps (chunk segments) per block of the carry pass
+#define CARRY_Q 8           // chunks one lane composes serially in the carry pass
 
 scan_k scan_kernel_args(const scan_gpu_t *s)
 {
@@ -113,58 +113,61 @@ __global__ void scan_fwd_summary(scan_k k, float *hloc, float *S)
 }
 
 // ----------------------------------------------------------------------------
-// 2. carry pass (shared with the backward). Block: 32 lanes = 32 columns (e, s) of one (dir, n)
-// -- every access a coalesced 128-byte row -- and CARRY_W warps, each owning one contiguous
-// segment of the chunks: each warp composes its segment, the segment carries are chained in
-// shared memory (at most CARRY_W - 1 steps), then each warp re-walks its segment from its
-// entering carry and writes the carries in place. Maps h -> a h + b compose as
+// 2. carry pass (shared with the backward). One warp per column (e, s) of one (dir, n); each
+// lane composes CARRY_Q consecutive chunks, a warp scan combines the lanes, then each lane
+// re-applies its chunks from its entering carry. Maps h -> a h + b compose as
 // (a2, b2) o (a1, b1) = (a2 a1, a2 b1 + b2).
 
-__global__ void __launch_bounds__(32 * CARRY_W)
-scan_carry_kernel(float *buf, const float *S, scan_k k, int reverse)
+__global__ void scan_carry_kernel(float *buf, const float *S, scan_k k, int reverse)
 {
-    __shared__ float sa[CARRY_W][32], sb[CARRY_W][32];
-    const int lane = threadIdx.x & 31, w = threadIdx.x / 32;
-    const int col = blockIdx.x * 32 + lane, dn = blockIdx.y, d = dn / k.N;
+    const int lane = threadIdx.x & 31;
+    const int col = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int dn = blockIdx.y, d = dn / k.N;
     const int cols = k.E * SCAN_NS;
-    const bool ok = col < cols;
-    const int e = ok ? col / SCAN_NS : 0;
-    const float A2 = ok ? -expf(k.d[d].A_log[col]) * LOG2E_F : 0.0f;
+    if (col >= cols) return;                        // whole warp leaves together
+    const int e = col / SCAN_NS;
+    const float A = -expf(k.d[d].A_log[col]) * LOG2E_F;
     float *b = buf + (size_t)dn * k.nch * cols + col;
     const float *Sd = S + (size_t)dn * k.nch * k.E + e;
-    const int seg = (k.nch + CARRY_W - 1) / CARRY_W;
-    const int i0 = w * seg, i1 = min(k.nch, i0 + seg);
-
-    float ca = 1.0f, cb = 0.0f;                     // this warp's segment composite
-    if (ok)
-#pragma unroll 8
-        for (int i = i0; i < i1; i++) {
+    float carry = 0.0f;
+    for (int i0 = 0; i0 < k.nch; i0 += 32 * CARRY_Q) {
+        float a[CARRY_Q], v[CARRY_Q];
+        int cidx[CARRY_Q];
+        float ca = 1.0f, cb = 0.0f;                 // this lane's composite
+#pragma unroll
+        for (int q = 0; q < CARRY_Q; q++) {
+            const int i = i0 + lane * CARRY_Q + q;
             const int c = reverse ? k.nch - 1 - i : i;
-            const float a = ex2_fast(A2 * Sd[(size_t)c * k.E]);
-            cb = fmaf(a, cb, b[(size_t)c * cols]);
-            ca *= a;
+            cidx[q] = i < k.nch ? c : -1;
+            a[q] = i < k.nch ? ex2_fast(A * Sd[(size_t)c * k.E]) : 1.0f;
+            v[q] = i < k.nch ? b[(size_t)c * cols] : 0.0f;
+            cb = fmaf(a[q], cb, v[q]);
+            ca *= a[q];
         }
-    sa[w][lane] = ca;
-    sb[w][lane] = cb;
-    __syncthreads();
-    float h = 0.0f;                                 // state entering this warp's segment
-    for (int q = 0; q < w; q++) h = fmaf(sa[q][lane], h, sb[q][lane]);
-    if (ok)
-#pragma unroll 8
-        for (int i = i0; i < i1; i++) {
-            const int c = reverse ? k.nch - 1 - i : i;
-            const float a = ex2_fast(A2 * Sd[(size_t)c * k.E]);
-            const float v = b[(size_t)c * cols];
-            b[(size_t)c * cols] = h;
-            h = fmaf(a, h, v);
+        // inclusive warp scan of the lane composites
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const float pa = __shfl_up_sync(0xffffffffu, ca, off);
+            const float pb = __shfl_up_sync(0xffffffffu, cb, off);
+            if (lane >= off) { cb = fmaf(ca, pb, cb); ca *= pa; }
         }
+        const float after = fmaf(ca, carry, cb);    // state after this lane's chunks
+        float h = __shfl_up_sync(0xffffffffu, after, 1);
+        if (lane == 0) h = carry;
+#pragma unroll
+        for (int q = 0; q < CARRY_Q; q++) {
+            if (cidx[q] >= 0) b[(size_t)cidx[q] * cols] = h;
+            h = fmaf(a[q], h, v[q]);
+        }
+        carry = __shfl_sync(0xffffffffu, after, 31);
+    }
 }
 
 void scan_carry_pass(gpu_ctx_t *g, float *buf, const float *S, const scan_k &k, int reverse)
 {
-    const int cols = k.E * SCAN_NS;
-    dim3 grid(CEIL_DIV(cols, 32), k.ndir * k.N);
-    scan_carry_kernel<<<grid, 32 * CARRY_W, 0, g->stream>>>(buf, S, k, reverse);
+    const int cols = k.E * SCAN_NS, wpb = 8;
+    dim3 grid(CEIL_DIV(cols, wpb), k.ndir * k.N);
+    scan_carry_kernel<<<grid, 32 * wpb, 0, g->stream>>>(buf, S, k, reverse);
     KERNEL_CHECK();
 }
 

@@ -1,0 +1,266 @@
+#!/usr/bin/python3
+"""test_curve.py -- stage-level security (issue 8): loopback-only binds and ZeroMQ CURVE.
+
+1. Every binding stage (exporter, loader, trainer) started on tcp://0.0.0.0 or tcp://* without
+   --allow-remote exits non-zero with an error that names the endpoint and the option; with
+   --allow-remote the exporter does bind 0.0.0.0 (positive control).
+2. CURVE (keys from scripts/keys.sh): a trainer whose patches/evaljobs/metrics sockets are CURVE
+   servers and an exporter that is one. A stranger (a key not in the authorised file) and a plain
+   (no CURVE) peer push patch batches, pull eval jobs, ask the exporter for the latest checkpoint:
+   the trainer makes no step, the strangers receive nothing, both stages log the refusals.
+   Then an authorised client feeds patches: the trainer trains, its eval job reaches the client,
+   the client's metrics reach the trainer, the checkpoint is acknowledged by the exporter and the
+   authorised client can fetch it, while the stranger still gets nothing.
+Prints "N passed, N failed". Needs $BIN stages and /usr/bin/python3 with pyzmq, msgpack, numpy.
+"""
+import os, random, shutil, signal, socket, subprocess, sys, tempfile, time
+import msgpack, numpy as np, zmq
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.join(ROOT, os.environ.get("BIN", "bin"))
+PASS = FAIL = 0
+
+
+def check(cond, what):
+    global PASS, FAIL
+    if cond:
+        PASS += 1
+        print("ok  ", what)
+    else:
+        FAIL += 1
+        print("FAIL", what)
+
+
+def free_ports(n):
+    """n distinct TCP ports free on 127.0.0.1 right now."""
+    out = []
+    while len(out) < n:
+        p = random.randint(20000, 59000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def encode(type_, fields, arrays):
+    DT = {"u8": "<u1", "i32": "<i4", "f32": "<f4"}
+    h = dict(fields, type=type_, version=1,
+             arrays=[{"name": n, "dtype": d, "shape": list(x.shape)} for n, d, x in arrays])
+    return [msgpack.packb(h, use_bin_type=True)] + [np.ascontiguousarray(x, DT[d]).tobytes() for n, d, x in arrays]
+
+
+def patch_batch(seq, p=16, classes=4):
+    rng = np.random.default_rng(seq)
+    lab = rng.integers(0, classes, (1, p, p, p)).astype(np.uint8)
+    img = (lab[:, None].astype(np.float32) + rng.normal(0, 0.3, (1, 1, p, p, p))).astype(np.float32)
+    return encode("patch_batch", {"seq": seq, "aug_seed": seq, "case_ids": ["curve_case"], "num_classes": classes},
+                  [("images", "f32", img), ("labels", "u8", lab), ("origins", "i32", np.zeros((1, 3), np.int32)),
+                   ("positive", "u8", np.ones(1, np.uint8))])
+
+
+def read_key(path):
+    keys = {}
+    for line in open(path):
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            keys[k.strip()] = v.strip().strip('"').encode()
+    return keys
+
+
+def curve_client(sock, mine, server_pub):
+    """Make sock a CURVE client with key file `mine` talking to the server key file."""
+    k = read_key(mine)
+    sock.curve_publickey, sock.curve_secretkey = k["public-key"], k["secret-key"]
+    sock.curve_serverkey = read_key(server_pub)["public-key"]
+
+
+def log_text(path):
+    try:
+        return open(path, errors="replace").read()
+    except OSError:
+        return ""
+
+
+def wait_for(pred, timeout):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.2)
+    return pred()
+
+
+def loopback_checks(work):
+    port = free_ports(1)[0]
+    run = os.path.join(work, "lb")
+    os.makedirs(run, exist_ok=True)
+    ph = os.path.join(work, "ph")
+    cases = [
+        ("exporter", [f"{BIN}/srm-exporter", "--run-dir", run, "--bind"]),
+        ("loader --volumes", [f"{BIN}/srm-loader", "--dataset", ph, "--cache", os.path.join(work, "cache"), "--volumes"]),
+        ("trainer --patches", [f"{BIN}/srm-trainer", "--preset", "tiny", "--device", "cpu", "--steps", "1",
+                               "--spool", os.path.join(work, "spool-lb"), "--patches"]),
+    ]
+    for name, cmd in cases:
+        for host in ("0.0.0.0", "*"):
+            ep = f"tcp://{host}:{port}"
+            try:
+                r = subprocess.run(cmd + [ep], capture_output=True, text=True, timeout=30)
+                rc, err = r.returncode, r.stdout + r.stderr
+            except subprocess.TimeoutExpired:
+                rc, err = "timeout", ""
+            check(rc not in (0, "timeout") and "allow-remote" in err and ep in err,
+                  f"{name} {ep} without --allow-remote refused (rc {rc}: {err.strip().splitlines()[-1:] if err else ''})")
+    # positive control: --allow-remote really binds a non-loopback address
+    p = subprocess.Popen([f"{BIN}/srm-exporter", "--run-dir", run, "--bind", f"tcp://0.0.0.0:{port}", "--allow-remote"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bound = wait_for(lambda: p.poll() is None and port_open(port), 10)
+    check(bound, f"exporter with --allow-remote listens on 0.0.0.0:{port}")
+    p.terminate()
+    check(p.wait(15) == 0, "exporter exits 0 on SIGTERM")
+
+
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def curve_checks(work):
+    keys, strangers = os.path.join(work, "keys"), os.path.join(work, "strangers")
+    for d, names in ((keys, ["server", "trainer", "client"]), (strangers, ["stranger"])):
+        subprocess.run(["bash", os.path.join(ROOT, "scripts/keys.sh"), d] + names, check=True, capture_output=True)
+    auth = os.path.join(keys, "authorized_keys")
+    check(os.stat(os.path.join(keys, "client.key")).st_mode & 0o077 == 0, "keys.sh: secret key file is private (0600)")
+    P = dict(zip(["patches", "evaljobs", "metrics", "exporter"], free_ports(4)))
+    ep = {k: f"tcp://127.0.0.1:{v}" for k, v in P.items()}
+    run = os.path.join(work, "run")
+    os.makedirs(os.path.join(run, "logs"), exist_ok=True)
+    xlog, tlog = os.path.join(run, "logs", "exporter.log"), os.path.join(run, "logs", "trainer.log")
+    procs = []
+    exporter = subprocess.Popen([f"{BIN}/srm-exporter", "--run-dir", run, "--bind", ep["exporter"],
+                                 "--curve-server", f"{keys}/server.key", "--authorized", auth],
+                                stdout=open(xlog, "w"), stderr=subprocess.STDOUT)
+    procs.append(exporter)
+    steps = 4
+    trainer = subprocess.Popen([f"{BIN}/srm-trainer", "--preset", "tiny", "--in-channels", "1", "--classes", "4",
+                                "--patch", "16,16,16", "--batch", "1", "--steps", str(steps), "--ckpt-every", "2",
+                                "--val-every", "2", "--log-every", "1", "--device", "cpu", "--seed", "1",
+                                "--patches", ep["patches"], "--evaljobs", ep["evaljobs"], "--metrics", ep["metrics"],
+                                "--exporter", ep["exporter"], "--spool", os.path.join(run, "spool"),
+                                "--curve-server", f"{keys}/server.key", "--authorized", auth,
+                                "--curve-client", f"{keys}/trainer.key", "--server-key", f"{keys}/server.pub",
+                                "--final-eval-timeout", "20", "--final-ack-timeout", "30"],
+                               stdout=open(tlog, "w"), stderr=subprocess.STDOUT)
+    procs.append(trainer)
+    ctx = zmq.Context()
+    try:
+        check(wait_for(lambda: all(port_open(p) for p in P.values()), 20), "trainer and exporter listen on their CURVE ports")
+        # ---- strangers: a wrong key, and no CURVE at all ----
+        evil = []
+        for kind in ("stranger", "plain"):
+            push, pull, dealer = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL), ctx.socket(zmq.DEALER)
+            for s in (push, pull, dealer):
+                s.linger = 0
+                if kind == "stranger":
+                    curve_client(s, f"{strangers}/stranger.key", f"{keys}/server.pub")
+            push.sndtimeo = 2000
+            push.connect(ep["patches"]); pull.connect(ep["evaljobs"]); dealer.connect(ep["exporter"])
+            evil.append((kind, push, pull, dealer))
+        time.sleep(1.0)
+        for kind, push, pull, dealer in evil:
+            sent = 0
+            for i in range(3):
+                try:
+                    push.send_multipart(patch_batch(100 + i), zmq.NOBLOCK)
+                    sent += 1
+                except zmq.Again:
+                    pass
+            try:
+                dealer.send_multipart(encode("request", {"what": "latest_checkpoint", "seq": 7}, []), zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            check(sent == 0, f"{kind} peer: no connection takes its patch batches ({sent} queued)")
+        time.sleep(4.0)
+        text = log_text(tlog)
+        check("step 1/" not in text, "trainer made no step from strangers' batches")
+        check("refused" in text, "trainer logs the refused CURVE client")
+        check("refused" in log_text(xlog), "exporter logs the refused CURVE client")
+        for kind, push, pull, dealer in evil:
+            check(pull.poll(100) == 0 and dealer.poll(100) == 0, f"{kind} peer received nothing (eval jobs, checkpoints)")
+        # ---- an authorised client ----
+        push, pull, mpush, dealer = (ctx.socket(t) for t in (zmq.PUSH, zmq.PULL, zmq.PUSH, zmq.DEALER))
+        for s in (push, pull, mpush, dealer):
+            s.linger = 0
+            curve_client(s, f"{keys}/client.key", f"{keys}/server.pub")
+        push.connect(ep["patches"]); pull.connect(ep["evaljobs"]); mpush.connect(ep["metrics"]); dealer.connect(ep["exporter"])
+        push.sndtimeo = 20000
+        got_job, seq = None, 0
+        end = time.time() + 120
+        while trainer.poll() is None and time.time() < end:
+            if seq < steps:
+                try:
+                    push.send_multipart(patch_batch(seq))
+                    seq += 1
+                except zmq.Again:
+                    pass
+            if pull.poll(200):
+                frames = pull.recv_multipart()
+                h = msgpack.unpackb(frames[0], raw=False)
+                if h.get("type") == "checkpoint":
+                    got_job = h
+                    mpush.send_multipart(encode("metrics", {"step": h["step"], "wall_time": time.time(),
+                                                            "values": {"mean_dice": 0.625, "dice_1": 0.625}}, []))
+        rc = trainer.wait(60)
+        text = log_text(tlog)
+        check(rc == 0 and f"step {steps}/{steps}" in text, f"authorised client's batches train the model ({steps} steps, rc {rc})")
+        check(got_job is not None, "authorised client receives an eval job (a checkpoint message)")
+        check("0.625" in text, "trainer takes the authorised client's metrics")
+        ck = os.path.join(run, "checkpoints", f"step-{steps:08d}.ckpt")
+        check(os.path.exists(ck), "exporter acknowledged and stored the final checkpoint over CURVE")
+        dealer.send_multipart(encode("request", {"what": "latest_checkpoint", "seq": 9}, []))
+        ans = msgpack.unpackb(dealer.recv_multipart()[0], raw=False) if dealer.poll(20000) else {}
+        check(ans.get("type") == "checkpoint" and ans.get("step") == steps, f"authorised client fetches the latest checkpoint ({ans.get('type')})")
+        for kind, push_, pull_, dealer_ in evil:
+            check(pull_.poll(100) == 0 and dealer_.poll(100) == 0, f"{kind} peer still received nothing")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        ctx.destroy(linger=0)
+    check(exporter.returncode == 0, f"exporter stopped cleanly (rc {exporter.returncode})")
+    if FAIL:
+        for f in (tlog, xlog):
+            print(f"--- {f}\n" + "".join(log_text(f).splitlines(True)[-15:]))
+
+
+def main():
+    for b in ("srm-exporter", "srm-loader", "srm-trainer"):
+        if not os.access(os.path.join(BIN, b), os.X_OK):
+            print(f"FAIL {BIN}/{b} not built")
+            print("0 passed, 1 failed")
+            return 1
+    work = tempfile.mkdtemp(prefix="srm-curve-")
+    try:
+        subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "scripts/make_phantoms.py"), "--cases", "2", "--val", "0",
+                        "--test", "0", "--size", "16", os.path.join(work, "ph")], check=True, capture_output=True)
+        loopback_checks(work)
+        curve_checks(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{PASS} passed, {FAIL} failed")
+    return 1 if FAIL else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
