@@ -277,7 +277,7 @@ static int job_case(svc_t *s, const eval_job_t *j, const sw_cfg_t *sw, const eva
         eval_affine_spacing(c.rec.src_affine, sp);
         eval_score(r, pred, ref, c.rec.src_dim, sp, eval_model_cfg(s->em)->classes, lab, s->cfg->hd95);
         r->ok = 1;
-        if (s->cfg->predictions == EVAL_PRED_EVERY || (j->final && s->cfg->predictions == EVAL_PRED_FINAL)) {
+        if (s->exporter && (s->cfg->predictions == EVAL_PRED_EVERY || (j->final && s->cfg->predictions == EVAL_PRED_FINAL))) {
             send_prediction(s, &c, pred, j->step);      // takes pred
             pred = NULL;
         }

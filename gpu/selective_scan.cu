@@ -20,16 +20,19 @@ one buffer by three emit launches in a fixed order (=, +=, +=): deterministic, a
 */
 #include "gpu_internal.h"
 #include "mamba_kernels.cuh"
+#include <stdlib.h>
 #include <string.h>
 
 #define CARRY_Q 8           // chunks one lane composes serially in the carry pass
 
-scan_k scan_kernel_args(const scan_gpu_t *s)
+scan_k scan_kernel_args(const gpu_ctx_t *g, const scan_gpu_t *s)
 {
     ASSERT(s->ndir >= 1 && s->ndir <= 3 && s->N >= 1 && s->E >= 1 && s->E <= 1024 && s->L >= 1);
     scan_k k;
     memset(&k, 0, sizeof k);
     k.N = s->N; k.E = s->E; k.ndir = s->ndir;
+    // SRM_SCAN_FAST_EXP=1 forces the MUFU decays in fp32 too (diagnostics: shows their error).
+    k.exact = g->act == GPU_F32 && !getenv("SRM_SCAN_FAST_EXP");
     k.nch = (int)CEIL_DIV(s->L, (size_t)SCAN_T);
     k.L = s->L; k.nslices = s->nslices ? s->nslices : 1;
     k.ldbc = s->ldbc; k.ldz = s->ldz;
@@ -104,7 +107,7 @@ __global__ void scan_fwd_summary(scan_k k, float *hloc, float *S)
         const float dt = softplus20_f(to_f(dl[i]) + bias), du = dt * to_f(u[i]);
         sum += dt;
 #pragma unroll
-        for (int s = 0; s < SCAN_NS; s++) h[s] = fmaf(ex2_fast(dt * A[s]), h[s], du * Bs[t][s]);
+        for (int s = 0; s < SCAN_NS; s++) h[s] = fmaf(scan_ex2(dt * A[s], k.exact), h[s], du * Bs[t][s]);
     }
     const size_t row = ((size_t)blockIdx.y * k.nch + c) * k.E + e;
 #pragma unroll
@@ -139,7 +142,7 @@ __global__ void scan_carry_kernel(float *buf, const float *S, scan_k k, int reve
             const int i = i0 + lane * CARRY_Q + q;
             const int c = reverse ? k.nch - 1 - i : i;
             cidx[q] = i < k.nch ? c : -1;
-            a[q] = i < k.nch ? ex2_fast(A * Sd[(size_t)c * k.E]) : 1.0f;
+            a[q] = i < k.nch ? scan_ex2(A * Sd[(size_t)c * k.E], k.exact) : 1.0f;
             v[q] = i < k.nch ? b[(size_t)c * cols] : 0.0f;
             cb = fmaf(a[q], cb, v[q]);
             ca *= a[q];
@@ -207,7 +210,7 @@ __global__ void scan_fwd_emit(scan_k k, int d, T *y, int accumulate, const float
         float acc = De * ut;
 #pragma unroll
         for (int s = 0; s < SCAN_NS; s++) {
-            h[s] = fmaf(ex2_fast(dt * A[s]), h[s], du * Bs[t][s]);
+            h[s] = fmaf(scan_ex2(dt * A[s], k.exact), h[s], du * Bs[t][s]);
             acc = fmaf(Cs[t][s], h[s], acc);
         }
         const size_t r = (size_t)n * k.L + tom_pi(P.order, j, k.L, k.nslices);
@@ -223,7 +226,7 @@ __global__ void scan_fwd_emit(scan_k k, int d, T *y, int accumulate, const float
 void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *states,
                                 void *workspace, const scan_gpu_t *s)
 {
-    const scan_k k = scan_kernel_args(s);
+    const scan_k k = scan_kernel_args(g, s);
     const scan_ws w = scan_workspace_views(workspace, s);
     const int threads = CEIL_DIV(k.E, 32) * 32;
     ACT_DISPATCH(g->act, T, {

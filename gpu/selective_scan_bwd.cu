@@ -56,7 +56,7 @@ __global__ void scan_bwd_summary(scan_k k, const T *dy, float *X, float *S)
         }
         sum += dt;
 #pragma unroll
-        for (int s = 0; s < SCAN_NS; s++) lam[s] = ex2_fast(dt * A[s]) * fmaf(gout, Cs[t][s], lam[s]);
+        for (int s = 0; s < SCAN_NS; s++) lam[s] = scan_ex2(dt * A[s], k.exact) * fmaf(gout, Cs[t][s], lam[s]);
     }
     const size_t row = ((size_t)blockIdx.y * k.nch + c) * k.E + e;
 #pragma unroll
@@ -156,7 +156,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
 #pragma unroll
             for (int t = 0; t < SCAN_T; t++) {
                 const float dt = pre[w][t][el][0];
-                hp = fmaf(ex2_fast(dt * A2), hp, dt * pre[w][t][el][1] * Bs[t][s]);
+                hp = fmaf(scan_ex2(dt * A2, k.exact), hp, dt * pre[w][t][el][1] * Bs[t][s]);
                 h[t] = hp;
             }
         }
@@ -166,7 +166,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             const float dt = pre[w][t][el][0], ut = pre[w][t][el][1], gout = pre[w][t][el][2];
             const float Bt = Bs[t][s], Ct = Cs[t][s];
             const float hprev = t ? h[t - 1] : h0;
-            const float a = ex2_fast(dt * A2);
+            const float a = scan_ex2(dt * A2, k.exact);
             lam = fmaf(gout, Ct, lam);                  // dL/dh_t, all paths
             const float ahp = a * hprev;
             const float dBl = lam * dt * ut, dCl = gout * h[t];
@@ -255,7 +255,7 @@ __global__ void scan_colsum_kernel(const float *part, scan_k k, int cols, int wh
 void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *states,
                                  void *workspace, const scan_gpu_t *s)
 {
-    const scan_k k = scan_kernel_args(s);
+    const scan_k k = scan_kernel_args(g, s);
     const scan_ws w = scan_workspace_views(workspace, s);
     const int threads = CEIL_DIV(k.E, 32) * 32;
     const dim3 grid(k.nch, k.ndir * k.N);

@@ -9,6 +9,9 @@ SRM_ROOT=${SRM_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 SRM_BIN=${BIN:-$SRM_ROOT/bin}
 case $SRM_BIN in /*) ;; *) SRM_BIN=$SRM_ROOT/$SRM_BIN ;; esac
 SRM_PY=/usr/bin/python3                     # the python that has nibabel/numpy (not the PATH one)
+# Several stages share the cores: OpenMP threads that spin at barriers steal them from each
+# other (measured: half the trainer's CPU in libgomp spin loops), so idle threads sleep instead.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
 declare -A SRM_PID=()       # name -> pid of the running stage
 declare -A SRM_CMD=()       # name -> its command line (for restarts), NUL-free, %q-quoted
@@ -37,8 +40,10 @@ srm_start() {
 srm_spawn() {
     local name=$1
     # setsid: the stage gets its own session and process group, out of reach of the terminal's
-    # SIGINT; eval of the %q-quoted command keeps every argument intact.
-    eval "setsid ${SRM_CMD[$name]}" >>"$SRM_LOGS/$name.log" 2>&1 </dev/null &
+    # SIGINT; eval of the %q-quoted command keeps every argument intact. exec: the background
+    # subshell becomes setsid, which (not being a group leader) becomes the stage without a
+    # fork, so $! is the stage's own pid, the one we signal and wait for.
+    eval "exec setsid ${SRM_CMD[$name]}" >>"$SRM_LOGS/$name.log" 2>&1 </dev/null &
     SRM_PID[$name]=$!
     srm_log "started $name (pid $!), log $SRM_LOGS/$name.log"
 }

@@ -166,6 +166,7 @@ def curve_checks(work):
             push, pull, dealer = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL), ctx.socket(zmq.DEALER)
             for s in (push, pull, dealer):
                 s.linger = 0
+                s.immediate = 1          # queue only to connections whose handshake succeeded
                 if kind == "stranger":
                     curve_client(s, f"{strangers}/stranger.key", f"{keys}/server.pub")
             push.sndtimeo = 2000
@@ -215,7 +216,10 @@ def curve_checks(work):
                     got_job = h
                     mpush.send_multipart(encode("metrics", {"step": h["step"], "wall_time": time.time(),
                                                             "values": {"mean_dice": 0.625, "dice_1": 0.625}}, []))
-        rc = trainer.wait(60)
+        try:
+            rc = trainer.wait(60)
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
         text = log_text(tlog)
         check(rc == 0 and f"step {steps}/{steps}" in text, f"authorised client's batches train the model ({steps} steps, rc {rc})")
         check(got_job is not None, "authorised client receives an eval job (a checkpoint message)")
@@ -227,7 +231,13 @@ def curve_checks(work):
         check(ans.get("type") == "checkpoint" and ans.get("step") == steps, f"authorised client fetches the latest checkpoint ({ans.get('type')})")
         for kind, push_, pull_, dealer_ in evil:
             check(pull_.poll(100) == 0 and dealer_.poll(100) == 0, f"{kind} peer still received nothing")
+    except Exception:
+        check(False, "test raised an exception")
+        raise
     finally:
+        if FAIL:
+            for f in (tlog, xlog):
+                print(f"--- {f}\n" + "".join(log_text(f).splitlines(True)[-20:]))
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -239,9 +249,6 @@ def curve_checks(work):
                 p.wait()
         ctx.destroy(linger=0)
     check(exporter.returncode == 0, f"exporter stopped cleanly (rc {exporter.returncode})")
-    if FAIL:
-        for f in (tlog, xlog):
-            print(f"--- {f}\n" + "".join(log_text(f).splitlines(True)[-15:]))
 
 
 def main():

@@ -8,6 +8,7 @@ every prediction has its source image's dims and affine, uint8 labels within the
 (nibabel as_closest_canonical) give the same segmentation in world space; weights without our
 metadata (as imported from elsewhere) load with model flags and fail clearly without them; a
 corrupt image is named and skipped; a native checkpoint of the same weights predicts the same;
+sigmoid regions (--regions) give region Dice lines that match a recomputation;
 evaluate.sh prints per-case Dice lines that equal Dice
 recomputed here from the written label maps and the reference labels.
 """
@@ -175,6 +176,30 @@ def main():
         got = [None if g == "null" else float(g) for g in m.groups()[1:4]]
         ok = all((w is None and g is None) or (w is not None and g is not None and abs(w - g) < 1e-4) for w, g in zip(want, got))
         check(ok, "%s: printed Dice %s, recomputed %s" % (cid, got, want))
+    # sigmoid regions (BraTS style): a 3-output model, labels rebuilt by the region rule
+    rmodel = os.path.join(tmp, "regions.safetensors")
+    r = run([os.path.join(BUILD, "tools", "safetensors_tool"), "write", rmodel, "--variant", "M", "--width", "8",
+             "--in-channels", "1", "--classes", "3", "--seed", "4"])
+    check(r.returncode == 0, "safetensors_tool write (regions): " + r.stderr)
+    outg = os.path.join(tmp, "eval_regions")
+    regions = {"WT": (1, 2, 3), "TC": (1, 2), "ET": (2,)}
+    r = run([os.path.join(ROOT, "pipelines", "evaluate.sh"), rmodel, ds, "--split", "validation", "--out", outg,
+             "--regions", "WT=1,2,3;TC=1,2;ET=2", "--no-hd95"] + win)
+    check(r.returncode == 0, "evaluate.sh --regions: " + r.stderr[-2000:])
+    for l in [l for l in r.stdout.splitlines() if l.startswith("case ")]:
+        m = re.match(r"case (\S+): dice WT=(\S+) TC=(\S+) ET=(\S+) mean=", l)
+        check(m is not None, "regions line format: " + l)
+        if not m:
+            continue
+        pred = np.asarray(nib.load(os.path.join(outg, m.group(1) + ".nii.gz")).dataobj)
+        ref = np.asarray(nib.load(os.path.join(ds, "labelsTr", m.group(1) + ".nii.gz")).dataobj).astype(np.uint8)
+        check(set(np.unique(pred)) <= {0, 1, 2, 3}, "region labels %s (WT-TC -> 3, TC-ET -> 1, ET -> 2)" % np.unique(pred))
+        for (name, vals), g in zip(regions.items(), m.groups()[1:]):
+            a, b = np.isin(pred, vals), np.isin(ref, vals)
+            want = None if a.sum() + b.sum() == 0 else 2.0 * (a & b).sum() / (a.sum() + b.sum())
+            got = None if g == "null" else float(g)
+            check((want is None and got is None) or (want is not None and got is not None and abs(want - got) < 1e-4),
+                  "%s region %s: printed %s, recomputed %s" % (m.group(1), name, got, want))
     print("%d passed, %d failed" % (passed, failed))
     if failed == 0:
         subprocess.run(["rm", "-rf", tmp])

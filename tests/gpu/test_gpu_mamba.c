@@ -512,6 +512,113 @@ static void test_layer(int N, int C, size_t L, size_t ns)
     for (size_t i = 0; i < sizeof hv / sizeof *hv; i++) free(hv[i]);
 }
 
+// ---- the layer at the whole model's shapes, against the CPU model in double --------------
+static double relerr(const float *a, const float *b, size_t n)
+{
+    double d = 0, w = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double e = (double)a[i] - (double)b[i];
+        d += e * e;
+        w += (double)b[i] * b[i];
+    }
+    return w > 0 ? sqrt(d / w) : sqrt(d);
+}
+
+static double *to64(const float *x, size_t n)
+{
+    double *d = xmalloc(n * sizeof *d);
+    for (size_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+
+// One ToM layer at a level of the 64^3 model (tiny: C = 8, E = 16, R = 1): level 0 runs ToM_B/C
+// at L = 32768 with 32 slices, ToM_A at L = 4096 with 4 slices. Inputs of the model's scale,
+// the model's init (A = -(1..16), dt in [0.001, 0.1]: memories of up to ~1000 tokens, where a
+// biased decay shows). Reference: the CPU layer in double. The GPU may be off by
+// max(rtol, 4x the CPU float layer's own error) per tensor (rtol 2e-5 fp32, 2e-2 bf16): the
+// same rule as the whole-model test, tighter than the float-reference tests above.
+static void test_layer_vs_double(int N, int C, size_t L, size_t ns)
+{
+    const int extra = (int)ns;
+    const double rt = bf16 ? 2e-2 : 2e-5;
+    mamba_layer_t m;
+    pdesc_t pd[40];
+    int npd;
+    const size_t np = layer_layout(&m, C, ns, pd, &npd), n = (size_t)N * L * C;
+    float *p = xmalloc(np * 4);
+    init_params(p, &m, np);
+    float *x = hrand(n, 0, 1), *dy = hrand(n, 0, 1e-3f);
+    float *xc = xmalloc(n * 4), *dyc = xmalloc(n * 4);
+    tl_to_cf(xc, x, N, C, L, C, 0);
+    tl_to_cf(dyc, dy, N, C, L, C, 0);
+    // CPU float and double, gradients from zero
+    float *yc = xmalloc(n * 4), *dxc = calloc(n, 4), *dpc = calloc(np, 4);
+    float *sv = xmalloc(mamba_layer_saved_size(&m, N, L) * 4);
+    float *sc = xmalloc(mamba_layer_scratch_size(&m, N, L) * 4);
+    mamba_layer_forward_cpu(yc, sv, sc, xc, p, &m, N, L);
+    mamba_layer_backward_cpu(dxc, dpc, sc, dyc, xc, sv, p, &m, N, L);
+    free(sv); free(sc);
+    double *P8 = to64(p, np), *X8 = to64(xc, n), *DY8 = to64(dyc, n);
+    double *Y8 = xmalloc(n * 8), *DX8 = calloc(n, 8), *DP8 = calloc(np, 8);
+    double *sv8 = xmalloc(mamba_layer_saved_size(&m, N, L) * 8);
+    double *sc8 = xmalloc(mamba_layer_scratch_size(&m, N, L) * 8);
+    mamba_layer_forward_cpu_f64(Y8, sv8, sc8, X8, P8, &m, N, L);
+    mamba_layer_backward_cpu_f64(DX8, DP8, sc8, DY8, X8, sv8, P8, &m, N, L);
+    free(sv8); free(sc8);
+    float *y64 = xmalloc(n * 4), *dx64 = xmalloc(n * 4), *dp64 = xmalloc(np * 4);
+    float *yf = xmalloc(n * 4), *dxf = xmalloc(n * 4);
+    for (size_t i = 0; i < n; i++) { xc[i] = (float)Y8[i]; dyc[i] = (float)DX8[i]; }
+    cf_to_tl(y64, xc, N, C, L, C, 0);
+    cf_to_tl(dx64, dyc, N, C, L, C, 0);
+    cf_to_tl(yf, yc, N, C, L, C, 0);
+    cf_to_tl(dxf, dxc, N, C, L, C, 0);
+    for (size_t i = 0; i < np; i++) dp64[i] = (float)DP8[i];
+    // GPU, gradients from zero
+    float *dP = dev_f32(p, np), *zero = calloc(np > n ? np : n, 4), *dDP = dev_f32(zero, np);
+    void *dPA = params_act_copy(dP, np);
+    void *dX = dev_act(x, n), *dY = gpu_malloc(g, n * asz(), "y"), *dDY = dev_act(dy, n);
+    void *dDX = dev_act(zero, n);
+    const size_t svb = mamba_layer_gpu_saved_bytes(g, &m, N, L);
+    const size_t scb = mamba_layer_gpu_scratch_bytes(g, &m, N, L);
+    void *dSV = gpu_malloc(g, svb, "saved"), *dSC = gpu_malloc(g, scb, "scratch");
+    gpu_poison(g, dY, n * asz());
+    gpu_poison(g, dSV, svb);
+    gpu_poison(g, dSC, scb);
+    mamba_layer_forward_gpu(g, dY, dSV, dSC, dX, dP, dPA, &m, N, L);
+    gpu_poison(g, dSC, scb);
+    mamba_layer_backward_gpu(g, dDX, dDP, dSC, dDY, dX, dSV, dP, dPA, &m, N, L);
+    float *y = get_act(dY, n), *dxg = get_act(dDX, n), *dpg = get_f32(dDP, np);
+    double worst = 0, worst_cpu = 0;
+    const char *worst_name = "";
+    typedef struct { const char *nm; const float *a, *b, *f; size_t cnt; } cmp_t;
+    cmp_t t[42];
+    int nt = 0;
+    t[nt++] = (cmp_t){ "y", y, y64, yf, n };
+    t[nt++] = (cmp_t){ "dx", dxg, dx64, dxf, n };
+    for (int i = 0; i < npd; i++)
+        t[nt++] = (cmp_t){ pd[i].name, dpg + pd[i].off, dp64 + pd[i].off,
+                                  dpc + pd[i].off, pd[i].n };
+    for (int i = 0; i < nt; i++) {
+        const double ecpu = relerr(t[i].f, t[i].b, t[i].cnt), e = relerr(t[i].a, t[i].b, t[i].cnt);
+        const double tol = 4 * ecpu > rt ? 4 * ecpu : rt;
+        char what[64];
+        snprintf(what, sizeof what, "layer vs double %s", t[i].nm);
+        EXPECT(tensor_close(L_(what, N, C, L, extra), t[i].a, t[i].b, t[i].cnt, tol, 1e-9),
+               "%s (CPU float layer's own error %.2e)", lbl, ecpu);
+        if (e > worst) { worst = e; worst_cpu = ecpu; worst_name = t[i].nm; }
+    }
+    printf("%s layer vs double N=%d C=%d L=%zu ns=%zu: y %.2e (CPU float %.2e), dx %.2e (%.2e); "
+           "largest %.2e at %s (CPU float %.2e)\n", bf16 ? "bf16" : "f32", N, C, L, ns,
+           relerr(y, y64, n), relerr(yf, y64, n), relerr(dxg, dx64, n), relerr(dxf, dx64, n),
+           worst, worst_name, worst_cpu);
+    if (dPA != (void *)dP) gpu_free(g, dPA);
+    void *dv[] = { dP, dDP, dX, dY, dDY, dDX, dSV, dSC };
+    for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu_free(g, dv[i]);
+    void *hv[] = { p, x, dy, xc, dyc, yc, dxc, dpc, P8, X8, DY8, Y8, DX8, DP8, y64, dx64, dp64,
+                   yf, dxf, zero, y, dxg, dpg };
+    for (size_t i = 0; i < sizeof hv / sizeof *hv; i++) free(hv[i]);
+}
+
 // ---- timings at the level-0 shape of 128^3 ------------------------------------------------
 static int cmpf(const void *a, const void *b)
 {
@@ -673,6 +780,9 @@ int main(void)
         test_layer(2, 10, 37, 1);
         test_layer(1, 20, 301, 7);
         test_layer(1, 48, 4134, 13);
+        test_layer_vs_double(1, 8, 32768, 32);      // tiny level 0: ToM_B / ToM_C
+        test_layer_vs_double(1, 8, 4096, 4);        // tiny level 0: ToM_A
+        test_layer_vs_double(1, 16, 4096, 16);      // tiny level 1
         if (bf16 && !getenv("SRM_TEST_NO_TIMING")) timing();
         gpu_ctx_destroy(&g);
     }

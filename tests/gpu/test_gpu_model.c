@@ -187,6 +187,8 @@ static void check_step(gpu_ctx_t *g, const case_t *c, const ref_t *r, double rto
     char label[200];
     snprintf(label, sizeof label, "%s logits", tag);
     EXPECT(tensor_close(label, lg, r->logits64, no, rtol, 1e-6), "%s", label);
+    printf("%s: logits relative error vs the double model %.2e (CPU float model %.2e)\n", tag,
+           rel_err(lg, r->logits64, no), rel_err(r->logits, r->logits64, no));
     EXPECT(fabs(lf - r->loss64) <= rtol * fabs(r->loss64) + 1e-6, "%s loss %.8f vs CPU %.8f",
            tag, lf, r->loss64);
 

@@ -1,7 +1,8 @@
 /*
 model_step_time.c -- times one CPU training step (forward + loss + backward + Adam, float):
-  model_step_time [--variant V] [--width W] [--dims D H W] [--batch N] [--steps K]
-prints the mean seconds per step over K steps after one warm-up step, and the workspace size.
+  model_step_time [--variant V] [--width W] [--dims D H W] [--batch N] [--steps K] [--warmup 0|1]
+prints the mean seconds per step over K steps after a warm-up step (default 1), and the
+workspace size.
 The numbers for BENCHMARKS.md (tiny and full width at 64^3) come from this tool.
 */
 #include "model.h"
@@ -25,7 +26,7 @@ int main(int argc, char **argv)
     model_cfg_t cfg = model_cfg_default();
     cfg.width = 8;
     cfg.classes = 14;
-    int dims[3] = { 64, 64, 64 }, N = 1, steps = 2;
+    int dims[3] = { 64, 64, 64 }, N = 1, steps = 2, warmup = 1;
     char err[ERR_LEN];
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--dims") == 0 && i + 3 < argc) {
@@ -38,6 +39,7 @@ int main(int argc, char **argv)
         else if (strcmp(f, "--width") == 0) cfg.width = atoi(v);
         else if (strcmp(f, "--batch") == 0) N = atoi(v);
         else if (strcmp(f, "--steps") == 0) steps = atoi(v);
+        else if (strcmp(f, "--warmup") == 0) warmup = atoi(v);
         else DIE("unknown flag %s", f);
     }
     model_t m;
@@ -52,7 +54,8 @@ int main(int argc, char **argv)
     rng_fill_normal(&r, x, p.in_numel, 0, 1);
     for (size_t i = 0; i < p.out_numel / cfg.classes; i++) labels[i] = (uint8_t)rng_below(&r, cfg.classes);
     train_cfg_t tc = train_cfg_default();
-    model_train_step_cpu(params, g, am, av, ws, x, labels, &tc, 1e-4f, 1, &m, &p);   // warm-up
+    if (steps < 1) DIE("--steps must be >= 1");
+    if (warmup) model_train_step_cpu(params, g, am, av, ws, x, labels, &tc, 1e-4f, 1, &m, &p);
     double t0 = now_s(), loss = 0;
     for (int s = 0; s < steps; s++)
         loss = model_train_step_cpu(params, g, am, av, ws, x, labels, &tc, 1e-4f, s + 2, &m, &p);
