@@ -60,7 +60,7 @@ for set in $SETS; do
     awk -v n="$n" -v set="$set" -v b="$((b1 - b0))" -v B="$BATCH" -v t0="$t0" -v t1="$t1" -v hz="$HZ" \
         -v l="$((l1 - l0))" -v a="$((a1 - a0))" -v s="$((s1 - s0))" 'BEGIN { dt = t1 - t0; pps = b * B / dt;
       printf "| %d | %s | %.1f | %.1f | %.0f | %.0f | %.1f | %.0f |\n", n, set, pps, pps / n,
-             100 * l / hz / dt, 100 * a / hz / dt / n, pps > 0 ? 1000 * a / hz / (pps * dt) : 0, 100 * s / hz / dt }'
+             100 * l / hz / dt, 100 * a / hz / dt / n, (pps > 0 ? 1000 * a / hz / (pps * dt) : 0), 100 * s / hz / dt }'
     kill -TERM "$SP" 2>/dev/null; wait "$SP" 2>/dev/null; SP=
     kill -TERM "$SK" 2>/dev/null; wait "$SK" 2>/dev/null; SK=
   done
