@@ -216,13 +216,14 @@ static void eval_job(trainer_t *t, int final)
     else { t->rep.val_sent++; log_msg('I', "eval job step %ld sent%s", t->state.step, final ? " (final)" : ""); }
 }
 
-// Poll the exporter (and metrics) until cond holds or timeout_s passes. Signals do not cut this
-// short: it is itself the bounded shutdown wait.
-static int wait_until(trainer_t *t, int (*cond)(trainer_t *), double timeout_s)
+// Poll the exporter (and metrics) until cond holds or timeout_s passes. interruptible: a signal
+// ends the wait (the final validation); else signals do not cut it short (the final ack wait is
+// itself the bounded shutdown).
+static int wait_until(trainer_t *t, int (*cond)(trainer_t *), double timeout_s, int interruptible)
 {
     double t0 = trainer_now();
     while (!cond(t)) {
-        if (trainer_now() - t0 >= timeout_s) return 0;
+        if (trainer_now() - t0 >= timeout_s || (interruptible && stage_stopping(t->st))) return 0;
         zmq_pollitem_t it[2];
         int n = 0;
         if (t->exporter) it[n++] = (zmq_pollitem_t){ .socket = t->exporter, .events = ZMQ_POLLIN };
@@ -250,7 +251,7 @@ static void finish(trainer_t *t, int completed)
     const trainer_cfg_t *c = t->c;
     if (save_ckpt(t, 1) == 0 && t->exporter) {
         log_msg('I', "waiting up to %.0f s for the exporter to acknowledge step %ld", c->final_ack_timeout_s, t->state.step);
-        if (!wait_until(t, acked, c->final_ack_timeout_s))
+        if (!wait_until(t, acked, c->final_ack_timeout_s, 0))
             log_msg('W', "checkpoint step %ld not acknowledged; it stays in %s (resume with --resume or --resume-file %s)",
                     t->state.step, t->ck.spool, t->ck.pending_path);
     }
@@ -258,7 +259,7 @@ static void finish(trainer_t *t, int completed)
         tb_download(t->b);
         double t0 = trainer_now();
         int sent = 0;
-        while (!(sent = final_job_sent(t)) && trainer_now() - t0 < c->final_eval_timeout_s) {
+        while (!(sent = final_job_sent(t)) && trainer_now() - t0 < c->final_eval_timeout_s && !stage_stopping(t->st)) {
             zmq_pollitem_t it = { .socket = t->jobs, .events = ZMQ_POLLOUT };
             if (zmq_poll(&it, 1, 500) < 0 && zmq_errno() != EINTR) break;
             service(t);
@@ -267,7 +268,7 @@ static void finish(trainer_t *t, int completed)
         else {
             log_msg('I', "final eval job step %ld sent; waiting up to %.0f s for its validation", t->state.step,
                     c->final_eval_timeout_s - (trainer_now() - t0));
-            if (!wait_until(t, final_validated, c->final_eval_timeout_s - (trainer_now() - t0)))
+            if (!wait_until(t, final_validated, c->final_eval_timeout_s - (trainer_now() - t0), 1))
                 log_msg('W', "no validation metrics for step %ld arrived in time", t->state.step);
             else if (isfinite(t->rep.last_mean_dice))
                 log_msg('I', "final validation mean Dice %.4f", t->rep.last_mean_dice);

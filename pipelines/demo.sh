@@ -25,6 +25,10 @@ while (($#)); do
     shift 2
 done
 T0=$(date +%s)
+[[ -n $OUT && $OUT != / ]] || srm_die "--out: refusing '$OUT'"
+export BIN=$SRM_BIN
+rm -rf "$OUT"
+mkdir -p "$OUT/logs" || srm_die "cannot create $OUT"
 
 # ---- dependencies and build ---------------------------------------------------------------
 if ! scripts/install-deps.sh --check >/dev/null 2>&1; then
@@ -33,17 +37,17 @@ if ! scripts/install-deps.sh --check >/dev/null 2>&1; then
 fi
 GPU=0
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && GPU=1
-CUDA_FLAG=CUDA=0
-((GPU)) && CUDA_FLAG=CUDA=1
+# Without a GPU: CUDA=0 into its own build folder (objects built with CUDA must not be mixed in).
+CUDA_FLAG=CUDA=0 BUILD_DIR=${BUILD:-build}-cpu
+((GPU)) && CUDA_FLAG=CUDA=1 BUILD_DIR=${BUILD:-build}
 STAGES=(exporter loader augmenter trainer evaluator)
-srm_log "building the stages ($CUDA_FLAG; a GPU was $( ((GPU)) || echo "not ")found)"
-make -j"$(srm_cores)" "$CUDA_FLAG" BIN="$SRM_BIN" "${STAGES[@]/#/$SRM_BIN/srm-}" >"$ROOT/build-demo.log" 2>&1 ||
-    { tail -n 30 "$ROOT/build-demo.log" >&2; srm_die "build failed (full log: build-demo.log)"; }
+srm_log "building the stages ($CUDA_FLAG into $BUILD_DIR; a GPU was $( ((GPU)) || echo "not ")found)"
+make -j"$(srm_cores)" "$CUDA_FLAG" BUILD="$BUILD_DIR" BIN="$SRM_BIN" "${STAGES[@]/#/$SRM_BIN/srm-}" \
+    >"$OUT/logs/build.log" 2>&1 ||
+    { tail -n 30 "$OUT/logs/build.log" >&2; srm_die "build failed (full log: $OUT/logs/build.log)"; }
 
 # ---- data ---------------------------------------------------------------------------------------
 DATA=$OUT/phantoms
-rm -rf "$OUT"
-mkdir -p "$OUT" || srm_die "cannot create $OUT"
 $SRM_PY scripts/make_phantoms.py "$DATA" --cases "$CASES" --val "$VAL" --size "$SIZE" --seed 2025 ||
     srm_die "scripts/make_phantoms.py failed (needs /usr/bin/python3 with numpy and nibabel)"
 

@@ -199,16 +199,13 @@ def curve_checks(work):
             s.linger = 0
             curve_client(s, f"{keys}/client.key", f"{keys}/server.pub")
         push.connect(ep["patches"]); pull.connect(ep["evaljobs"]); mpush.connect(ep["metrics"]); dealer.connect(ep["exporter"])
-        push.sndtimeo = 20000
+        # Fed until the trainer ends: batches queued beyond the last step are simply never read.
         got_job, seq = None, 0
         end = time.time() + 120
         while trainer.poll() is None and time.time() < end:
-            if seq < steps:
-                try:
-                    push.send_multipart(patch_batch(seq))
-                    seq += 1
-                except zmq.Again:
-                    pass
+            if push.poll(0, zmq.POLLOUT):
+                push.send_multipart(patch_batch(seq))
+                seq += 1
             if pull.poll(200):
                 frames = pull.recv_multipart()
                 h = msgpack.unpackb(frames[0], raw=False)
