@@ -41,11 +41,10 @@ static double now_s(void)
     return tv.tv_sec + tv.tv_usec * 1e-6;
 }
 
-static void *open_sock(svc_t *s, int type, const char *ep, int hwm, int heartbeat, char *err)
+static void *open_sock(svc_t *s, int type, const char *ep, int hwm, char *err)
 {
     stage_sock_opts_t o = stage_sock_defaults();
     o.hwm = hwm;
-    if (!heartbeat) o.heartbeat_ms = 0;
     if (s->cfg->curve_client && !strncmp(ep, "tcp://", 6)) {
         o.curve_secret = s->cfg->curve_client;
         o.curve_server_public = s->cfg->server_key;
@@ -385,13 +384,12 @@ static int svc_open(svc_t *s, const eval_cfg_t *cfg, stage_t *st, char *err)
         if (dataset_open(cfg->dataset, &s->ds, err)) return -1;
         s->have_ds = 1;
     }
-    // No ZMTP heartbeats on the jobs socket: while a job runs, the next (model-sized) job fills
-    // the receive queue and the trainer's PONGs wait behind its bytes, so our heartbeat would
-    // time out and drop the connection with the queued jobs. The trainer never blocks on it.
-    if (!(s->jobs = open_sock(s, ZMQ_PULL, cfg->jobs_ep, 1, 0, err))) return -1;
-    if (!(s->cases = open_sock(s, ZMQ_DEALER, cfg->cases_ep, 4, 1, err))) return -1;
-    if (cfg->exporter_ep && !(s->exporter = open_sock(s, ZMQ_DEALER, cfg->exporter_ep, 16, 1, err))) return -1;
-    if (cfg->metrics_ep && !(s->metrics = open_sock(s, ZMQ_PUSH, cfg->metrics_ep, 4, 1, err))) return -1;
+    // The jobs socket is a PULL data pipe: stage_socket turns its heartbeats off, since the next
+    // model-sized job waiting in the queue would hold the PONGs back. The trainer never blocks on it.
+    if (!(s->jobs = open_sock(s, ZMQ_PULL, cfg->jobs_ep, 1, err))) return -1;
+    if (!(s->cases = open_sock(s, ZMQ_DEALER, cfg->cases_ep, 4, err))) return -1;
+    if (cfg->exporter_ep && !(s->exporter = open_sock(s, ZMQ_DEALER, cfg->exporter_ep, 16, err))) return -1;
+    if (cfg->metrics_ep && !(s->metrics = open_sock(s, ZMQ_PUSH, cfg->metrics_ep, 4, err))) return -1;
     return 0;
 }
 

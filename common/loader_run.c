@@ -36,12 +36,10 @@ int loader_open(loader_t *L, const loader_cfg_t *cfg, stage_t *st, char *err)
     stage_sock_opts_t o = stage_sock_defaults();
     o.allow_remote = cfg->allow_remote;
     o.hwm = cfg->hwm;
-    o.heartbeat_ms = 0;     // see patch_stream.c: heartbeats break back-pressure on data sockets
     if (!(L->volumes = stage_socket(st, ZMQ_PUSH, cfg->volumes_ep, STAGE_BIND, &o, err))) return -1;
     if (cfg->cases_ep) {
         if (dataset_select(&L->ds, cfg->val_sel, &L->val, &L->n_val, err)) return -1;
         o.hwm = 16;                                 // replies to a few evaluators, never blocks
-        o.heartbeat_ms = stage_sock_defaults().heartbeat_ms;
         if (!(L->cases = stage_socket(st, ZMQ_ROUTER, cfg->cases_ep, STAGE_BIND, &o, err))) return -1;
     }
     log_msg('I', "%s: %d training cases (%s), %d served on request (%s), cache %s", cfg->dataset,

@@ -247,11 +247,6 @@ int patch_stream_run(const patch_cfg_t *c, stage_t *st, char *err)
     s.cfg = c;
     s.st = st;
     stage_sock_opts_t o = stage_sock_defaults();
-    // No ZMTP heartbeats on data sockets: a receiver whose queue is full stops reading its
-    // connection, so it never sees the PINGs and the peer drops the connection after the
-    // timeout, losing what was queued and turning back-pressure into a disconnect loop. Dead
-    // local peers are noticed anyway (the kernel closes their sockets).
-    o.heartbeat_ms = 0;
     o.hwm = 1;                                      // one volume waiting is enough
     if (!(s.vin = stage_socket(st, ZMQ_PULL, c->volumes_ep, STAGE_CONNECT, &o, err))) return -1;
     o.hwm = c->hwm;

@@ -177,8 +177,15 @@ void *stage_socket(stage_t *st, int type, const char *endpoint, stage_mode_t mod
     if (st->nsocks == STAGE_MAX_SOCKS) return set_err(err, "%s: too many sockets", endpoint), NULL;
     void *s = zmq_socket(st->ctx, type);
     if (!s) return set_err(err, "%s: zmq_socket: %s", endpoint, zmq_strerror(zmq_errno())), NULL;
+    // ZMTP heartbeats travel in the same pipe as the data: on a PUSH/PULL pipe held at its HWM by
+    // back-pressure the PING waits behind tens of MB the reader is not taking, the peer is declared
+    // dead after three intervals and the queued messages are dropped and re-sent forever. So data
+    // pipes never heartbeat (a dead local peer is still seen at once through the closed socket);
+    // request/reply sockets (DEALER, ROUTER) keep them.
+    stage_sock_opts_t eff = *o;
+    if (type == ZMQ_PUSH || type == ZMQ_PULL) eff.heartbeat_ms = 0;
     char why[ERR_LEN];
-    int rc = apply_opts(st, s, o, why);
+    int rc = apply_opts(st, s, &eff, why);
     if (rc == 0) {
         rc = mode == STAGE_BIND ? zmq_bind(s, endpoint) : zmq_connect(s, endpoint);
         if (rc) snprintf(why, sizeof why, "%s: %s", mode == STAGE_BIND ? "bind" : "connect", zmq_strerror(zmq_errno()));

@@ -33,7 +33,8 @@ typedef struct {
 } stage_sock_opts_t;
 
 // Defaults for data sockets: hwm 4 (patch batches are tens of MB), linger 1000 ms, max_msg 2 GiB,
-// heartbeat 1000 ms, immediate 1, loopback only, no timeouts, no CURVE.
+// heartbeat 1000 ms (ignored on PUSH/PULL data pipes: see stage_socket), immediate 1, loopback only,
+// no timeouts, no CURVE.
 stage_sock_opts_t stage_sock_defaults(void);
 
 // Make the stage: log name, ZeroMQ context, SIGINT/SIGTERM handlers writing to a self-pipe.

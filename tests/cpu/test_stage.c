@@ -83,7 +83,7 @@ static void test_endpoints(stage_t *st)
 
     o = stage_sock_defaults();
     o.hwm = 3; o.linger_ms = 250; o.max_msg = 12345; o.heartbeat_ms = 700;
-    void *s = stage_socket(st, ZMQ_PUSH, "tcp://127.0.0.1:*", STAGE_BIND, &o, err);
+    void *s = stage_socket(st, ZMQ_DEALER, "tcp://127.0.0.1:*", STAGE_BIND, &o, err);
     EXPECT(s != NULL, "bind: %s", err);
     if (!s) return;
     char ep[256];
@@ -102,6 +102,12 @@ static void test_endpoints(stage_t *st)
     len = sizeof v;
     EXPECT(zmq_getsockopt(s, ZMQ_HEARTBEAT_IVL, &v, &len) == 0 && v == 700, "HEARTBEAT_IVL %d", v);
     stage_close(st, &s);
+    // data pipes never heartbeat (PINGs would queue behind back-pressured data): asked for 700, get 0
+    void *push = stage_socket(st, ZMQ_PUSH, "tcp://127.0.0.1:*", STAGE_BIND, &o, err);
+    len = sizeof v;
+    EXPECT(push && zmq_getsockopt(push, ZMQ_HEARTBEAT_IVL, &v, &len) == 0 && v == 0,
+           "PUSH HEARTBEAT_IVL %d", v);
+    stage_close(st, &push);
     stage_sock_opts_t d = stage_sock_defaults();
     EXPECT(d.hwm > 0 && d.hwm <= 8 && d.linger_ms >= 0 && d.max_msg == (int64_t)2 << 30 && d.heartbeat_ms > 0,
            "defaults: hwm %d linger %d", d.hwm, d.linger_ms);

@@ -42,9 +42,7 @@ int main(int argc, char **argv)
     }
     stage_t *st = stage_new("patch_sink");
     char err[ERR_LEN];
-    stage_sock_opts_t o = stage_sock_defaults();
-    o.heartbeat_ms = 0;         // a stalled reader must not time its peers out (patch_stream.c)
-    void *s = stage_socket(st, ZMQ_PULL, argv[1], STAGE_BIND, &o, err);
+    void *s = stage_socket(st, ZMQ_PULL, argv[1], STAGE_BIND, NULL, err);
     if (!s) DIE("%s", err);
     wire_msg_t m;
     wire_msg_init(&m);
