@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# brats.sh DATA_DIR RUN_DIR [--minutes M] [--seed S] [options] -- issue 9's BraTS run: the paper's
+# recipe on brats2013-6 within a fixed wall-clock budget, then srm-report's tables and pictures.
+#   - trains on the dataset's train + validation cases and evaluates the two test cases every
+#     --val-every steps (no checkpoint selection on them: the final model's scores are reported);
+#   - region-based sigmoid Dice over WT {1,2,3,4}, TC {1,3,4}, ET {4}; Adam 1e-4, weight decay
+#     1e-5, cosine schedule (srm-trainer's defaults); variant M, width 48, 2 input channels;
+#     128^3 patches, batch 1 (the paper's); sliding-window evaluation with overlap 0.5;
+#   - the budget: srm-trainer has no wall-clock stop (a --max-minutes option would be the clean
+#     way), so --steps = M * 60 s / --step-ms (default 150 ms: 119.6 ms measured per 128^3 step
+#     on the H100, BENCHMARKS.md, plus data and evaluation overheads); --steps N overrides.
+# RUN_DIR/started_at (unix seconds, written first) is time zero of the time-to-Dice table.
+# RUN_DIR/dataset is a view of DATA_DIR (symlinked folders, a dataset.json whose split puts
+# train + validation into "train"), which the loader, the evaluator and srm-report read.
+# Other options go to pipelines/train.sh unchanged (later ones win, e.g. --preset tiny --patch 32
+# --device cpu for a smoke test). Prints every command it runs; ends with srm-report's markdown
+# (also in RUN_DIR/report.md, pictures in RUN_DIR/report/).
+set -uo pipefail
+SRM_SCRIPT=brats
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() { sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+[[ ${1:-} == -h || ${1:-} == --help ]] && { usage; exit 0; }
+(($# >= 2)) || { usage >&2; exit 2; }
+DATA=$(cd "$1" 2>/dev/null && pwd) || srm_die "dataset folder '$1' not found"
+mkdir -p "$2" || srm_die "cannot create run folder '$2'"
+RUN=$(cd "$2" && pwd)
+shift 2
+date +%s.%N >"$RUN/started_at" || srm_die "cannot write $RUN/started_at"
+
+MINUTES=8 SEED=0 STEP_MS=150 STEPS="" DEVICE=gpu EXTRA=()
+while (($#)); do
+    case $1 in
+        --minutes) MINUTES=${2:?--minutes needs a value}; shift 2 ;;
+        --seed) SEED=${2:?--seed needs a value}; shift 2 ;;
+        --step-ms) STEP_MS=${2:?--step-ms needs a value}; shift 2 ;;
+        --steps) STEPS=${2:?--steps needs a value}; shift 2 ;;
+        --device) DEVICE=${2:?--device needs a value}; shift 2 ;;
+        *) EXTRA+=("$1"); shift ;;
+    esac
+done
+[[ $MINUTES =~ ^[0-9]+([.][0-9]+)?$ && $STEP_MS =~ ^[0-9]+([.][0-9]+)?$ && $SEED =~ ^[0-9]+$ ]] ||
+    srm_die "--minutes, --step-ms and --seed take numbers"
+if [[ -z $STEPS ]]; then
+    STEPS=$(awk -v m="$MINUTES" -v s="$STEP_MS" 'BEGIN { n = int(m * 60000 / s); print n < 1 ? 1 : n }')
+    srm_log "budget: $MINUTES min / $STEP_MS ms per step = $STEPS steps"
+fi
+[[ $STEPS =~ ^[0-9]+$ && $STEPS -ge 1 ]] || srm_die "--steps: '$STEPS' is not a positive integer"
+VAL_EVERY=$(( STEPS / 16 )); ((VAL_EVERY < 1)) && VAL_EVERY=1      # about 16 points on the curve
+CKPT_EVERY=$(( STEPS / 4 )); ((CKPT_EVERY < 1)) && CKPT_EVERY=1     # 1 GB each: a few, for resumes
+
+# ---- the dataset view: train + validation -> train, test stays test ----------------------------
+VIEW=$RUN/dataset
+mkdir -p "$VIEW" || srm_die "cannot create $VIEW"
+for sub in imagesTr labelsTr; do
+    [[ -d $DATA/$sub ]] || srm_die "$DATA/$sub: not found"
+    ln -sfn "$DATA/$sub" "$VIEW/$sub" || srm_die "cannot link $VIEW/$sub"
+done
+$SRM_PY - "$DATA/dataset.json" "$VIEW/dataset.json" <<'PY' || srm_die "$DATA/dataset.json: no train/validation/test split to merge"
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = d["split"]
+d["split"] = {"train": list(s["train"]) + list(s.get("validation", [])), "test": list(s["test"])}
+d["description"] = "view for pipelines/brats.sh: train + validation train, test is evaluated. " + d.get("description", "")
+json.dump(d, open(sys.argv[2], "w"), indent=1)
+print("brats.sh: train", d["split"]["train"], "test", d["split"]["test"], file=sys.stderr)
+PY
+
+# ---- train ------------------------------------------------------------------------------------------
+cmd=("$SRM_ROOT/pipelines/train.sh" "$VIEW" "$RUN"
+     --model M --width 48 --patch 128,128,128 --batch 1 --steps "$STEPS" --lr 1e-4
+     --regions "WT=1,2,3,4;TC=1,3,4;ET=4" --overlap 0.5 --val-every "$VAL_EVERY" --ckpt-every "$CKPT_EVERY"
+     --seed "$SEED" --device "$DEVICE" --spacing none
+     --loader-args "--val-split test" "${EXTRA[@]}")
+printf '+ %q' "${cmd[@]}"; printf '\n'
+"${cmd[@]}"
+rc=$?
+((rc == 0)) || srm_log "train.sh ended with status $rc; reporting what was recorded"
+
+# ---- report -----------------------------------------------------------------------------------------
+rep=("$SRM_BIN/srm-report" "$RUN" --out "$RUN/report" --dataset "$VIEW" --key dice_WT --thresholds 0.7,0.8,0.85)
+printf '+ %q' "${rep[@]}"; printf '\n'
+"${rep[@]}" | tee "$RUN/report.md"
+rrc=${PIPESTATUS[0]}
+((rc == 0)) || exit "$rc"
+exit "$rrc"
