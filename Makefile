@@ -182,3 +182,9 @@ FUZZ_DEPS_fuzz_nifti   := common/nifti_io.c common/check.c
 FUZZ_DEPS_fuzz_dataset := common/dataset.c common/dataset_folds.c common/dataset_case.c \
                           common/nifti_io.c common/check.c common/rng.c
 FUZZ_LIBS += -lnifti2 -lznz -lz
+
+# ---- soak (issue 8) ----
+# >= 30 minutes of a tiny CPU run, every stage's resident memory sampled each minute (trainer
+# SIGSTOPped for a fifth of it), CSV in $(BUILD)/soak.csv; SOAK_ARGS passes scripts/soak.sh options.
+soak: $(STAGES)
+	@BIN=$(BIN) bash scripts/soak.sh --out $(BUILD)/soak.csv $(SOAK_ARGS)

@@ -4,11 +4,15 @@ that follows it in the model (CMMB and downsample IN -> ReLU, ResBlock GN -> ReL
 channels-last (N, S, C) tensors. Twin of common/ops/norm.c composed with relu in common/ops/act.c.
 InstanceNorm is GroupNorm with G = C groups of one channel and no affine, so one code path.
 
-Statistics are deterministic and two-stage, never atomics:
-  1. a grid of (row chunk, n) blocks computes per-channel Welford partials (count, mean, M2)
-     of its chunk (block (32, 8): x over channels, coalesced; y over rows);
-  2. one thread per (n, group) merges the partials of its channels and chunks in a fixed order
-     (Chan's formula, in double) into mean and rstd = 1 / sqrt(var + eps), biased variance.
+Every pass over the tensor gives each thread one fixed vector column of VEC channels (16-byte
+loads: 8 bf16 or 4 floats, when C and the pointers allow; else VEC = 1) and walks rows, so
+loads are coalesced and the per-channel coefficients sit in registers (no index division per
+element). Statistics are deterministic and two-stage, never atomics:
+  1. a grid of (row chunk, n) blocks: per-thread Welford over its rows (one reciprocal per row
+     shared by the VEC channels), merged over the block's row lanes in a fixed order -> per
+     (n, chunk, c) partials (count, mean, M2);
+  2. one block per (n, group) merges the chunks x channels of its group in double (strided per
+     thread, then a fixed shared-memory tree) into mean and rstd = 1 / sqrt(var + eps).
 The backward recomputes xhat (and the ReLU mask) from x, mean and rstd, reduces
 A = sum dyr, B = sum dyr * xhat per (n, c) the same way (dyr = dy masked by the ReLU), and
 applies dx += rstd * (gamma dyr - mean_group(gamma A) - xhat * mean_group(gamma B)).
@@ -16,163 +20,336 @@ dgamma += sum_n B, dbeta += sum_n A.
 */
 #include "gpu_internal.h"
 
-#define BLOCK 256
+#define NORM_THREADS 256
 
 // ----------------------------------------------------------------------------
-// stage-1 kernels
+// vector loads/stores of VEC elements (VEC = 1, 4 floats or 8 bf16 = 16 bytes), fp32 inside
+
+template <typename T, int VEC>
+__device__ __forceinline__ void ld_vec(const T *p, float *v)
+{
+    if constexpr (VEC == 1) {
+        v[0] = to_f(p[0]);
+    } else if constexpr (sizeof(T) == 4) {
+        static_assert(VEC == 4, "float vectors are 4 wide");
+        const float4 r = *reinterpret_cast<const float4 *>(p);
+        v[0] = r.x; v[1] = r.y; v[2] = r.z; v[3] = r.w;
+    } else {
+        static_assert(VEC == 8, "bf16 vectors are 8 wide");
+        const uint4 r = *reinterpret_cast<const uint4 *>(p);
+        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&r);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const float2 f = __bfloat1622float2(h[i]);
+            v[2 * i] = f.x; v[2 * i + 1] = f.y;
+        }
+    }
+}
+
+template <typename T, int VEC>
+__device__ __forceinline__ void st_vec(T *p, const float *v)
+{
+    if constexpr (VEC == 1) {
+        p[0] = from_f<T>(v[0]);
+    } else if constexpr (sizeof(T) == 4) {
+        *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
+    } else {
+        uint4 r;
+        __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&r);
+#pragma unroll
+        for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+        *reinterpret_cast<uint4 *>(p) = r;
+    }
+}
+
+// Block geometry of a pass over (N, S, C) with VEC-wide columns: cpb vector columns per block
+// (threadIdx.x % cpb), rp row lanes (threadIdx.x / cpb), `tiles` column tiles when C / VEC is
+// wider than a block. grid.y = N * tiles.
+struct norm_geo { int cpb, rp, tiles, threads; };
+
+static norm_geo geo_for(int C, int vec)
+{
+    norm_geo q;
+    const int V = C / vec;
+    q.cpb = V < NORM_THREADS ? V : NORM_THREADS;
+    q.rp = NORM_THREADS / q.cpb;
+    q.tiles = CEIL_DIV(V, q.cpb);
+    q.threads = q.rp * q.cpb;
+    return q;
+}
+
+// ----------------------------------------------------------------------------
+// stage 1: per-chunk Welford partials
 
 __device__ __forceinline__ void chan_merge(float &n, float &m, float &q, float nb, float mb, float qb)
 {
-    float nn = n + nb;
     if (nb == 0.0f) return;
-    float d = mb - m;
+    const float nn = n + nb, d = mb - m;
     m += d * (nb / nn);
     q += qb + d * d * (n * nb / nn);
     n = nn;
 }
 
 // part: (N, nch, C, 3) Welford partials of x (N, S, C) over row chunks of `chunk` rows.
-template <typename T>
-__global__ void stats_partial_kernel(float *part, const T *x, size_t S, int C, size_t chunk)
+// Dynamic shared memory: mean and M2 (rp, cpb * VEC) and counts (rp).
+template <typename T, int VEC>
+__global__ void __launch_bounds__(NORM_THREADS)
+stats_partial_kernel(float *__restrict__ part, const T *__restrict__ x, size_t S, int C,
+                     size_t chunk, int cpb, int rp, int tiles)
 {
-    __shared__ float sn[8][33], sm[8][33], sq[8][33];
-    const int n = blockIdx.y, k = blockIdx.x, nch = gridDim.x;
+    extern __shared__ float sh[];
+    const int W = cpb * VEC;
+    float *smean = sh, *sm2 = sh + rp * W, *scnt = sh + 2 * rp * W;
+    const int n = blockIdx.y / tiles, tile = blockIdx.y % tiles, k = blockIdx.x, nch = gridDim.x;
+    const int lc = threadIdx.x % cpb, ro = threadIdx.x / cpb;
+    const int col = tile * cpb + lc;                   // vector column
     const size_t r0 = (size_t)k * chunk, r1 = min(S, r0 + chunk);
-    const T *xn = x + (size_t)n * S * C;
-    for (int c0 = 0; c0 < C; c0 += 32) {
-        const int c = c0 + threadIdx.x;
-        float cnt = 0.0f, mean = 0.0f, m2 = 0.0f;
-        if (c < C)
-            for (size_t r = r0 + threadIdx.y; r < r1; r += 8) {
-                float v = to_f(xn[r * C + c]);
+    float cnt = 0.0f, mean[VEC], m2[VEC];
+#pragma unroll
+    for (int i = 0; i < VEC; i++) { mean[i] = 0.0f; m2[i] = 0.0f; }
+    if (col * VEC < C) {
+        const T *xp = x + (size_t)n * S * C + (size_t)col * VEC;
+        size_t r = r0 + ro;
+        // four rows' loads in flight before the first update
+        for (; r + 3 * (size_t)rp < r1; r += 4 * (size_t)rp) {
+            float v[4][VEC];
+#pragma unroll
+            for (int u = 0; u < 4; u++) ld_vec<T, VEC>(xp + (r + (size_t)u * rp) * C, v[u]);
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
                 cnt += 1.0f;
-                float d = v - mean;
-                mean += d / cnt;
-                m2 += d * (v - mean);
+                const float inv = __frcp_rn(cnt);
+#pragma unroll
+                for (int i = 0; i < VEC; i++) {
+                    const float d = v[u][i] - mean[i];
+                    mean[i] = fmaf(d, inv, mean[i]);
+                    m2[i] = fmaf(d, v[u][i] - mean[i], m2[i]);
+                }
             }
-        sn[threadIdx.y][threadIdx.x] = cnt;
-        sm[threadIdx.y][threadIdx.x] = mean;
-        sq[threadIdx.y][threadIdx.x] = m2;
-        __syncthreads();
-        if (threadIdx.y == 0 && c < C) {
-            float a = sn[0][threadIdx.x], b = sm[0][threadIdx.x], q = sq[0][threadIdx.x];
-            for (int j = 1; j < 8; j++)
-                chan_merge(a, b, q, sn[j][threadIdx.x], sm[j][threadIdx.x], sq[j][threadIdx.x]);
-            float *o = part + (((size_t)n * nch + k) * C + c) * 3;
-            o[0] = a; o[1] = b; o[2] = q;
         }
-        __syncthreads();
+        for (; r < r1; r += rp) {
+            float v[VEC];
+            ld_vec<T, VEC>(xp + r * C, v);
+            cnt += 1.0f;
+            const float inv = __frcp_rn(cnt);
+#pragma unroll
+            for (int i = 0; i < VEC; i++) {
+                const float d = v[i] - mean[i];
+                mean[i] = fmaf(d, inv, mean[i]);
+                m2[i] = fmaf(d, v[i] - mean[i], m2[i]);
+            }
+        }
+    }
+    if (ro < rp) {
+#pragma unroll
+        for (int i = 0; i < VEC; i++) {
+            smean[ro * W + lc * VEC + i] = mean[i];
+            sm2[ro * W + lc * VEC + i] = m2[i];
+        }
+        if (lc == 0) scnt[ro] = cnt;
+    }
+    __syncthreads();
+    // one thread per channel of the tile merges the row lanes in order
+    for (int t = threadIdx.x; t < W; t += blockDim.x) {
+        const int ch = tile * W + t;
+        if (ch >= C) continue;
+        float a = scnt[0], b = smean[t], q = sm2[t];
+        for (int j = 1; j < rp; j++) chan_merge(a, b, q, scnt[j], smean[j * W + t], sm2[j * W + t]);
+        float *o = part + (((size_t)n * nch + k) * C + ch) * 3;
+        o[0] = a; o[1] = b; o[2] = q;
     }
 }
 
-// mean, rstd: (N, G). One thread per (n, g), merging chunks then channels in a fixed order.
-__global__ void stats_final_kernel(float *mean, float *rstd, const float *part, int N, int C, int G,
-                                   int nch, double eps)
+// ----------------------------------------------------------------------------
+// stage 2: mean, rstd (N, G). One block per (n, g): each thread merges a strided subset of the
+// group's (chunk, channel) partials in double, then a fixed tree over the threads.
+
+__device__ __forceinline__ void chan_merge_d(double &n, double &m, double &q, double nb, double mb,
+                                             double qb)
 {
-    int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= N * G) return;
-    int n = t / G, gi = t % G, cg = C / G;
-    double cnt = 0, m = 0, q = 0;
-    for (int k = 0; k < nch; k++)
-        for (int c = gi * cg; c < (gi + 1) * cg; c++) {
-            const float *p = part + (((size_t)n * nch + k) * C + c) * 3;
-            double nb = p[0];
-            if (nb == 0) continue;
-            double nn = cnt + nb, d = (double)p[1] - m;
-            m += d * (nb / nn);
-            q += (double)p[2] + d * d * (cnt * nb / nn);
-            cnt = nn;
-        }
-    mean[t] = (float)m;
-    rstd[t] = (float)(1.0 / sqrt(q / cnt + eps));
+    if (nb == 0.0) return;
+    const double nn = n + nb, d = mb - m;
+    m += d * (nb / nn);
+    q += qb + d * d * (n * nb / nn);
+    n = nn;
 }
 
-template <typename T>
-__global__ void norm_apply_kernel(T *y, const T *x, const float *mean, const float *rstd,
-                                  const float *gamma, const float *beta, size_t S, int C, int G,
-                                  int relu, size_t total)
+__global__ void __launch_bounds__(NORM_THREADS)
+stats_final_kernel(float *mean, float *rstd, const float *part, int C, int G, int nch, double eps)
 {
+    __shared__ double sn[NORM_THREADS], sm[NORM_THREADS], sq[NORM_THREADS];
+    const int n = blockIdx.x / G, gi = blockIdx.x % G, cg = C / G, tid = threadIdx.x;
+    double cnt = 0, m = 0, q = 0;
+    const int items = nch * cg;
+    for (int it = tid; it < items; it += NORM_THREADS) {
+        const int k = it / cg, c = gi * cg + it % cg;
+        const float *p = part + (((size_t)n * nch + k) * C + c) * 3;
+        chan_merge_d(cnt, m, q, p[0], p[1], p[2]);
+    }
+    sn[tid] = cnt; sm[tid] = m; sq[tid] = q;
+    __syncthreads();
+    for (int off = NORM_THREADS / 2; off > 0; off >>= 1) {
+        if (tid < off) {
+            double a = sn[tid], b = sm[tid], c2 = sq[tid];
+            chan_merge_d(a, b, c2, sn[tid + off], sm[tid + off], sq[tid + off]);
+            sn[tid] = a; sm[tid] = b; sq[tid] = c2;
+        }
+        __syncthreads();
+    }
+    if (tid == 0) {
+        mean[blockIdx.x] = (float)sm[0];
+        rstd[blockIdx.x] = (float)(1.0 / sqrt(sq[0] / sn[0] + eps));
+    }
+}
+
+// ----------------------------------------------------------------------------
+// forward apply: y = relu?((x - mean) * rstd * gamma + beta), grid (row blocks, N * tiles)
+
+template <typename T, int VEC>
+__global__ void __launch_bounds__(NORM_THREADS)
+norm_apply_kernel(T *__restrict__ y, const T *__restrict__ x, const float *mean, const float *rstd,
+                  const float *gamma, const float *beta, size_t S, int C, int G, int relu, int cpb,
+                  int rp, int tiles)
+{
+    const int n = blockIdx.y / tiles, tile = blockIdx.y % tiles;
+    const int lc = threadIdx.x % cpb, ro = threadIdx.x / cpb, col = tile * cpb + lc;
+    if (ro >= rp || col * VEC >= C) return;
     const int cg = C / G;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        int c = (int)(i % C);
-        size_t n = i / ((size_t)S * C);
-        size_t s = n * G + c / cg;
-        float v = (to_f(x[i]) - mean[s]) * rstd[s];
-        if (gamma) v = v * gamma[c] + beta[c];
-        if (relu) v = v > 0.0f ? v : 0.0f;
-        y[i] = from_f<T>(v);
+    float mu[VEC], rs[VEC], ga[VEC], be[VEC];
+#pragma unroll
+    for (int i = 0; i < VEC; i++) {
+        const int ch = col * VEC + i, s = n * G + ch / cg;
+        mu[i] = mean[s]; rs[i] = rstd[s];
+        ga[i] = gamma ? gamma[ch] : 1.0f;
+        be[i] = gamma ? beta[ch] : 0.0f;
+    }
+    const size_t off = (size_t)n * S * C + (size_t)col * VEC;
+    for (size_t r = (size_t)blockIdx.x * rp + ro; r < S; r += (size_t)gridDim.x * rp) {
+        float v[VEC];
+        ld_vec<T, VEC>(x + off + r * C, v);
+#pragma unroll
+        for (int i = 0; i < VEC; i++) {
+            float o = (v[i] - mu[i]) * rs[i];
+            if (gamma) o = o * ga[i] + be[i];
+            if (relu) o = o > 0.0f ? o : 0.0f;
+            v[i] = o;
+        }
+        st_vec<T, VEC>(y + off + r * C, v);
     }
 }
 
 // ----------------------------------------------------------------------------
 // backward kernels
 
-// The upstream gradient after the fused ReLU's mask, and xhat.
-template <typename T>
-__device__ __forceinline__ float masked_dy(const T *dy, const T *x, size_t i, int c, float mu,
-                                           float rs, const float *gamma, const float *beta,
-                                           int relu, float *xhat)
+// Per-thread coefficients of one vector column: mean, rstd, gamma, beta (for the ReLU mask).
+struct col_coef { float mu, rs, ga, be; };
+
+// dyr (dy masked by the fused ReLU, whose pre-activation is recomputed as the forward did it)
+// and xhat of one element.
+__device__ __forceinline__ float masked_dy_v(float dy, float x, const col_coef &k, int affine,
+                                             int relu, float *xhat)
 {
-    float xh = (to_f(x[i]) - mu) * rs;
+    const float xh = (x - k.mu) * k.rs;
     *xhat = xh;
-    float g = to_f(dy[i]);
     if (relu) {
-        float pre = gamma ? xh * gamma[c] + beta[c] : xh;
-        if (!(pre > 0.0f)) g = 0.0f;
+        const float pre = affine ? xh * k.ga + k.be : xh;
+        if (!(pre > 0.0f)) dy = 0.0f;
     }
-    return g;
+    return dy;
 }
 
-// part: (N, nch, C, 2) partial sums {dyr, dyr * xhat}.
-template <typename T>
-__global__ void grad_partial_kernel(float *part, const T *dy, const T *x, const float *mean,
-                                    const float *rstd, const float *gamma, const float *beta,
-                                    size_t S, int C, int G, int relu, size_t chunk)
+// part: (N, nch, C, 2) partial sums {dyr, dyr * xhat}; dynamic shared (2, rp, cpb * VEC).
+template <typename T, int VEC>
+__global__ void __launch_bounds__(NORM_THREADS)
+grad_partial_kernel(float *__restrict__ part, const T *__restrict__ dy, const T *__restrict__ x,
+                    const float *mean, const float *rstd, const float *gamma, const float *beta,
+                    size_t S, int C, int G, int relu, size_t chunk, int cpb, int rp, int tiles)
 {
-    __shared__ float sa[8][33], sb[8][33];
-    const int n = blockIdx.y, k = blockIdx.x, nch = gridDim.x, cg = C / G;
+    extern __shared__ float sh[];
+    const int W = cpb * VEC;
+    float *sa = sh, *sb = sh + rp * W;
+    const int n = blockIdx.y / tiles, tile = blockIdx.y % tiles, k = blockIdx.x, nch = gridDim.x;
+    const int lc = threadIdx.x % cpb, ro = threadIdx.x / cpb, col = tile * cpb + lc;
+    const int cg = C / G, affine = gamma != NULL;
     const size_t r0 = (size_t)k * chunk, r1 = min(S, r0 + chunk);
-    const size_t base = (size_t)n * S * C;
-    for (int c0 = 0; c0 < C; c0 += 32) {
-        const int c = c0 + threadIdx.x;
-        float a = 0.0f, b = 0.0f;
-        if (c < C) {
-            float mu = mean[n * G + c / cg], rs = rstd[n * G + c / cg];
-            for (size_t r = r0 + threadIdx.y; r < r1; r += 8) {
+    float a[VEC], b[VEC];
+#pragma unroll
+    for (int i = 0; i < VEC; i++) { a[i] = 0.0f; b[i] = 0.0f; }
+    if (ro < rp && col * VEC < C) {
+        col_coef kc[VEC];
+#pragma unroll
+        for (int i = 0; i < VEC; i++) {
+            const int ch = col * VEC + i, s = n * G + ch / cg;
+            kc[i].mu = mean[s]; kc[i].rs = rstd[s];
+            kc[i].ga = affine ? gamma[ch] : 1.0f;
+            kc[i].be = affine && beta ? beta[ch] : 0.0f;
+        }
+        const size_t off = (size_t)n * S * C + (size_t)col * VEC;
+        size_t r = r0 + ro;
+        for (; r + (size_t)rp < r1; r += 2 * (size_t)rp) {
+            float g0[VEC], x0[VEC], g1[VEC], x1[VEC];
+            ld_vec<T, VEC>(dy + off + r * C, g0);
+            ld_vec<T, VEC>(x + off + r * C, x0);
+            ld_vec<T, VEC>(dy + off + (r + rp) * C, g1);
+            ld_vec<T, VEC>(x + off + (r + rp) * C, x1);
+#pragma unroll
+            for (int i = 0; i < VEC; i++) {
                 float xh;
-                float gr = masked_dy(dy, x, base + r * C + c, c, mu, rs, gamma, beta, relu, &xh);
-                a += gr;
-                b += gr * xh;
+                float gr = masked_dy_v(g0[i], x0[i], kc[i], affine, relu, &xh);
+                a[i] += gr; b[i] = fmaf(gr, xh, b[i]);
+                gr = masked_dy_v(g1[i], x1[i], kc[i], affine, relu, &xh);
+                a[i] += gr; b[i] = fmaf(gr, xh, b[i]);
             }
         }
-        sa[threadIdx.y][threadIdx.x] = a;
-        sb[threadIdx.y][threadIdx.x] = b;
-        __syncthreads();
-        if (threadIdx.y == 0 && c < C) {
-            float ta = 0.0f, tb = 0.0f;
-            for (int j = 0; j < 8; j++) { ta += sa[j][threadIdx.x]; tb += sb[j][threadIdx.x]; }
-            float *o = part + (((size_t)n * nch + k) * C + c) * 2;
-            o[0] = ta; o[1] = tb;
+        for (; r < r1; r += rp) {
+            float g0[VEC], x0[VEC];
+            ld_vec<T, VEC>(dy + off + r * C, g0);
+            ld_vec<T, VEC>(x + off + r * C, x0);
+#pragma unroll
+            for (int i = 0; i < VEC; i++) {
+                float xh;
+                const float gr = masked_dy_v(g0[i], x0[i], kc[i], affine, relu, &xh);
+                a[i] += gr; b[i] = fmaf(gr, xh, b[i]);
+            }
         }
-        __syncthreads();
+    }
+    if (ro < rp) {
+#pragma unroll
+        for (int i = 0; i < VEC; i++) { sa[ro * W + lc * VEC + i] = a[i]; sb[ro * W + lc * VEC + i] = b[i]; }
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < W; t += blockDim.x) {
+        const int ch = tile * W + t;
+        if (ch >= C) continue;
+        float ta = 0.0f, tb = 0.0f;
+        for (int j = 0; j < rp; j++) { ta += sa[j * W + t]; tb += sb[j * W + t]; }
+        float *o = part + (((size_t)n * nch + k) * C + ch) * 2;
+        o[0] = ta; o[1] = tb;
     }
 }
 
-// AB: (2, N, C) = chunk sums of A and B, in order, in double.
+// AB: (2, N, C) = chunk sums of A and B in double: one warp per (n, c), lanes strided over the
+// chunks, then a fixed xor tree.
 __global__ void grad_sum_kernel(float *AB, const float *part, int N, int C, int nch)
 {
-    int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= N * C) return;
-    int n = t / C, c = t % C;
+    const int lane = threadIdx.x & 31;
+    const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (t >= N * C) return;                         // whole warp leaves together
+    const int n = t / C, c = t % C;
     double a = 0, b = 0;
-    for (int k = 0; k < nch; k++) {
+    for (int k = lane; k < nch; k += 32) {
         const float *p = part + (((size_t)n * nch + k) * C + c) * 2;
         a += p[0];
         b += p[1];
     }
-    AB[t] = (float)a;
-    AB[(size_t)N * C + t] = (float)b;
+    for (int o = 16; o > 0; o >>= 1) {
+        a += __shfl_xor_sync(0xffffffffu, a, o);
+        b += __shfl_xor_sync(0xffffffffu, b, o);
+    }
+    if (lane == 0) {
+        AB[t] = (float)a;
+        AB[(size_t)N * C + t] = (float)b;
+    }
 }
 
 // M: (2, N, G) = group means of gamma*A and gamma*B over cg*S values.
@@ -206,23 +383,41 @@ __global__ void affine_grad_kernel(float *dgamma, float *dbeta, const float *AB,
     if (dgamma) dgamma[c] = (float)((double)dgamma[c] + b);
 }
 
-template <typename T>
-__global__ void grad_apply_kernel(T *dx, const T *dy, const T *x, const float *mean,
-                                  const float *rstd, const float *gamma, const float *beta,
-                                  const float *M, int N, size_t S, int C, int G, int relu,
-                                  size_t total)
+// dx += rstd * (gamma dyr - M1 - xhat M2), grid (row blocks, N * tiles)
+template <typename T, int VEC>
+__global__ void __launch_bounds__(NORM_THREADS)
+grad_apply_kernel(T *__restrict__ dx, const T *__restrict__ dy, const T *__restrict__ x,
+                  const float *mean, const float *rstd, const float *gamma, const float *beta,
+                  const float *M, int N, size_t S, int C, int G, int relu, int cpb, int rp,
+                  int tiles)
 {
-    const int cg = C / G;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        int c = (int)(i % C);
-        size_t n = i / ((size_t)S * C);
-        size_t s = n * G + c / cg;
-        float rs = rstd[s], xh;
-        float gr = masked_dy(dy, x, i, c, mean[s], rs, gamma, beta, relu, &xh);
-        float gm = gamma ? gamma[c] : 1.0f;
-        float m1 = M[s], m2 = M[(size_t)N * G + s];
-        dx[i] = from_f<T>(to_f(dx[i]) + rs * (gm * gr - m1 - xh * m2));
+    const int n = blockIdx.y / tiles, tile = blockIdx.y % tiles;
+    const int lc = threadIdx.x % cpb, ro = threadIdx.x / cpb, col = tile * cpb + lc;
+    if (ro >= rp || col * VEC >= C) return;
+    const int cg = C / G, affine = gamma != NULL;
+    col_coef kc[VEC];
+    float m1[VEC], m2[VEC];
+#pragma unroll
+    for (int i = 0; i < VEC; i++) {
+        const int ch = col * VEC + i, s = n * G + ch / cg;
+        kc[i].mu = mean[s]; kc[i].rs = rstd[s];
+        kc[i].ga = affine ? gamma[ch] : 1.0f;
+        kc[i].be = affine && beta ? beta[ch] : 0.0f;
+        m1[i] = M[s]; m2[i] = M[(size_t)N * G + s];
+    }
+    const size_t off = (size_t)n * S * C + (size_t)col * VEC;
+    for (size_t r = (size_t)blockIdx.x * rp + ro; r < S; r += (size_t)gridDim.x * rp) {
+        float g0[VEC], x0[VEC], d0[VEC];
+        ld_vec<T, VEC>(dy + off + r * C, g0);
+        ld_vec<T, VEC>(x + off + r * C, x0);
+        ld_vec<T, VEC>(dx + off + r * C, d0);
+#pragma unroll
+        for (int i = 0; i < VEC; i++) {
+            float xh;
+            const float gr = masked_dy_v(g0[i], x0[i], kc[i], affine, relu, &xh);
+            d0[i] += kc[i].rs * (kc[i].ga * gr - m1[i] - xh * m2[i]);
+        }
+        st_vec<T, VEC>(dx + off + r * C, d0);
     }
 }
 
@@ -241,6 +436,31 @@ static int norm_chunks(const gpu_ctx_t *g, int N, int C, size_t S, int slots, si
     return (int)CEIL_DIV(S, *chunk);
 }
 
+// 16-byte vectors when every row starts on a 16-byte boundary.
+static int vec_ok(size_t esz, int C, const void *a, const void *b, const void *c)
+{
+    const size_t w = 16 / esz;
+    return C % (int)w == 0 && ((uintptr_t)a % 16) == 0 && ((uintptr_t)b % 16) == 0 &&
+           ((uintptr_t)c % 16) == 0;
+}
+
+// Runs stmt with VEC = 16 / sizeof(T) when `ok`, else VEC = 1.
+#define VEC_DISPATCH(ok, T, VEC, ...)                                         \
+    do {                                                                      \
+        if (ok) { constexpr int VEC = 16 / (int)sizeof(T); __VA_ARGS__; }     \
+        else { constexpr int VEC = 1; __VA_ARGS__; }                          \
+    } while (0)
+
+// Row blocks of an apply pass: enough for ~8 blocks per SM over all (n, tile), each thread a
+// few rows.
+static unsigned apply_rows(const gpu_ctx_t *g, size_t S, int rp, int items)
+{
+    size_t want = CEIL_DIV(S, (size_t)rp);
+    size_t cap = CEIL_DIV((size_t)g->sm_count * 8, (size_t)items);
+    if (want > cap) want = cap;
+    return (unsigned)(want ? want : 1);
+}
+
 static void norm_forward(gpu_ctx_t *g, void *y, float *mean, float *rstd, const void *x,
                          const float *gamma, const float *beta, int N, int C, int G, size_t S,
                          double eps, int relu)
@@ -248,16 +468,22 @@ static void norm_forward(gpu_ctx_t *g, void *y, float *mean, float *rstd, const 
     ASSERT(N > 0 && C > 0 && G > 0 && C % G == 0 && S > 0);
     size_t chunk;
     int nch = norm_chunks(g, N, C, S, 3, 0, &chunk);
-    ACT_DISPATCH(g->act, T, stats_partial_kernel<T><<<dim3(nch, N), dim3(32, 8), 0, g->stream>>>(
-                                g->red, (const T *)x, S, C, chunk));
-    KERNEL_CHECK();
-    stats_final_kernel<<<CEIL_DIV(N * G, 128), 128, 0, g->stream>>>(mean, rstd, g->red, N, C, G,
-                                                                     nch, eps);
-    KERNEL_CHECK();
-    size_t total = (size_t)N * S * C;
-    ACT_DISPATCH(g->act, T, norm_apply_kernel<T><<<grid_for(g, total, BLOCK), BLOCK, 0, g->stream>>>(
-                                (T *)y, (const T *)x, mean, rstd, gamma, beta, S, C, G, relu, total));
-    KERNEL_CHECK();
+    const size_t esz = g->act == GPU_F32 ? 4 : 2;
+    const int vok = vec_ok(esz, C, x, y, x);
+    ACT_DISPATCH(g->act, T, VEC_DISPATCH(vok, T, VEC, {
+        const norm_geo q = geo_for(C, VEC);
+        const size_t shm = (size_t)(2 * q.rp * q.cpb * VEC + q.rp) * sizeof(float);
+        stats_partial_kernel<T, VEC><<<dim3(nch, N * q.tiles), q.threads, shm, g->stream>>>(
+            g->red, (const T *)x, S, C, chunk, q.cpb, q.rp, q.tiles);
+        KERNEL_CHECK();
+        stats_final_kernel<<<N * G, NORM_THREADS, 0, g->stream>>>(mean, rstd, g->red, C, G, nch,
+                                                                  eps);
+        KERNEL_CHECK();
+        norm_apply_kernel<T, VEC><<<dim3(apply_rows(g, S, q.rp, N * q.tiles), N * q.tiles),
+                                    q.threads, 0, g->stream>>>(
+            (T *)y, (const T *)x, mean, rstd, gamma, beta, S, C, G, relu, q.cpb, q.rp, q.tiles);
+        KERNEL_CHECK();
+    }));
 }
 
 static void norm_backward(gpu_ctx_t *g, void *dx, float *dgamma, float *dbeta, const void *dy,
@@ -271,11 +497,17 @@ static void norm_backward(gpu_ctx_t *g, void *dx, float *dgamma, float *dbeta, c
     size_t coef = (size_t)2 * N * C + (size_t)2 * N * G, chunk;
     int nch = norm_chunks(g, N, C, S, 2, coef, &chunk);
     float *part = g->red, *AB = g->red + (size_t)N * nch * C * 2, *M = AB + (size_t)2 * N * C;
-    ACT_DISPATCH(g->act, T, grad_partial_kernel<T><<<dim3(nch, N), dim3(32, 8), 0, g->stream>>>(
-                                part, (const T *)dy, (const T *)x, mean, rstd, gamma, beta, S, C,
-                                G, relu, chunk));
-    KERNEL_CHECK();
-    grad_sum_kernel<<<CEIL_DIV(N * C, 128), 128, 0, g->stream>>>(AB, part, N, C, nch);
+    const size_t esz = g->act == GPU_F32 ? 4 : 2;
+    const int vok = vec_ok(esz, C, x, dy, dx ? dx : x);
+    ACT_DISPATCH(g->act, T, VEC_DISPATCH(vok, T, VEC, {
+        const norm_geo q = geo_for(C, VEC);
+        const size_t shm = (size_t)(2 * q.rp * q.cpb * VEC) * sizeof(float);
+        grad_partial_kernel<T, VEC><<<dim3(nch, N * q.tiles), q.threads, shm, g->stream>>>(
+            part, (const T *)dy, (const T *)x, mean, rstd, gamma, beta, S, C, G, relu, chunk,
+            q.cpb, q.rp, q.tiles);
+        KERNEL_CHECK();
+    }));
+    grad_sum_kernel<<<CEIL_DIV(N * C, 8), 256, 0, g->stream>>>(AB, part, N, C, nch);
     KERNEL_CHECK();
     if (dgamma || dbeta) {
         affine_grad_kernel<<<CEIL_DIV(C, 128), 128, 0, g->stream>>>(dgamma, dbeta, AB, N, C);
@@ -284,11 +516,14 @@ static void norm_backward(gpu_ctx_t *g, void *dx, float *dgamma, float *dbeta, c
     if (!dx) return;
     grad_means_kernel<<<CEIL_DIV(N * G, 128), 128, 0, g->stream>>>(M, AB, gamma, N, C, G, S);
     KERNEL_CHECK();
-    size_t total = (size_t)N * S * C;
-    ACT_DISPATCH(g->act, T, grad_apply_kernel<T><<<grid_for(g, total, BLOCK), BLOCK, 0, g->stream>>>(
-                                (T *)dx, (const T *)dy, (const T *)x, mean, rstd, gamma, beta, M,
-                                N, S, C, G, relu, total));
-    KERNEL_CHECK();
+    ACT_DISPATCH(g->act, T, VEC_DISPATCH(vok, T, VEC, {
+        const norm_geo q = geo_for(C, VEC);
+        grad_apply_kernel<T, VEC><<<dim3(apply_rows(g, S, q.rp, N * q.tiles), N * q.tiles),
+                                    q.threads, 0, g->stream>>>(
+            (T *)dx, (const T *)dy, (const T *)x, mean, rstd, gamma, beta, M, N, S, C, G, relu,
+            q.cpb, q.rp, q.tiles);
+        KERNEL_CHECK();
+    }));
 }
 
 // ----------------------------------------------------------------------------

@@ -13,8 +13,8 @@
 # RUN_DIR/started_at (unix seconds, written first) is time zero of the time-to-Dice table.
 # RUN_DIR/dataset is a view of DATA_DIR (symlinked folders, a dataset.json whose split puts
 # ct_large into "train" and ct_small into "test"), which the loader, evaluator and srm-report read.
-# Other options go to pipelines/train.sh unchanged (later ones win, e.g. --preset tiny --patch 32
-# --device cpu for a smoke test). Prints every command it runs; ends with srm-report's markdown
+# Other options go to pipelines/train.sh unchanged (later ones win, e.g. --preset tiny --width 8
+# --patch 32 --batch 1 --device cpu --val-every 2 for a CPU smoke test). Prints every command it runs; ends with srm-report's markdown
 # (also in RUN_DIR/report.md, pictures in RUN_DIR/report/).
 set -uo pipefail
 SRM_SCRIPT=btcv
@@ -74,15 +74,22 @@ cmd=("$SRM_ROOT/pipelines/train.sh" "$VIEW" "$RUN"
      --loss dice-ce --overlap 0.5 --val-every "$VAL_EVERY" --ckpt-every "$CKPT_EVERY"
      --seed "$SEED" --device "$DEVICE" --spacing 1.5,1.5,2 --norm ct:-175,250
      --loader-args "--val-split test" "${EXTRA[@]}")
-printf '+ %q' "${cmd[@]}"; printf '\n'
-"${cmd[@]}"
-rc=$?
+printf '+'; printf ' %q' "${cmd[@]}"; printf '\n'
+# train.sh runs in the background (where bash ignores SIGINT for it), and this script passes
+# SIGTERM or Ctrl-C on as one SIGTERM: train.sh then writes a final checkpoint and stops every
+# stage, and this script waits for that before it reports.
+"${cmd[@]}" &
+TRAIN_PID=$!
+trap 'kill -TERM "$TRAIN_PID" 2>/dev/null' TERM INT
+rc=0
+while kill -0 "$TRAIN_PID" 2>/dev/null; do wait "$TRAIN_PID"; rc=$?; done
+trap - TERM INT
 ((rc == 0)) || srm_log "train.sh ended with status $rc; reporting what was recorded"
 
 # ---- report -----------------------------------------------------------------------------------------
 rep=("$SRM_BIN/srm-report" "$RUN" --out "$RUN/report" --dataset "$VIEW" --key mean_dice
      --thresholds 0.5,0.7,0.8 --window -175,250)
-printf '+ %q' "${rep[@]}"; printf '\n'
+printf '+'; printf ' %q' "${rep[@]}"; printf '\n'
 "${rep[@]}" | tee "$RUN/report.md"
 rrc=${PIPESTATUS[0]}
 ((rc == 0)) || exit "$rc"

@@ -7,7 +7,9 @@ structures with their own intensities (1 "organ": a large ellipsoid, 2 "lesion":
 or beside it, 3 "vessel": a tube), Gaussian noise and partial-volume blur. Outside the body the
 image is exactly 0, so the foreground is "different from the minimum" as system.md defines it.
 Sizes, positions, orientations (RAS or LPS affines) and spacings vary per case; everything is
-seeded, so the same arguments give the same files.
+seeded, so the same arguments give the same files. Structure sizes (lesion radius 9-13 % of the
+smallest extent, vessel radius 2.5-4 voxels) are chosen so that `make demo`'s few minutes of CPU
+training can segment every class; thinner ones need far longer schedules.
 
 usage: make_phantoms.py OUT_DIR [--cases N] [--val V] [--test T] [--size S] [--seed SEED]
 """
@@ -49,14 +51,14 @@ def make_case(rng, size):
     organ = ellipsoid(grid, organ_c, np.array(shape) * rng.uniform(0.14, 0.22, 3), random_rotation(rng)) & body
     label[organ] = 1
     lesion_c = organ_c + rng.uniform(-0.12, 0.12, 3) * np.array(shape)
-    lesion = ellipsoid(grid, lesion_c, np.full(3, min(shape) * rng.uniform(0.06, 0.10)), np.eye(3)) & body
+    lesion = ellipsoid(grid, lesion_c, np.full(3, min(shape) * rng.uniform(0.09, 0.13)), np.eye(3)) & body
     label[lesion] = 2
     # vessel: a tube along a random direction through a point off the organ
     p0 = centre + rng.uniform(-0.2, 0.2, 3) * np.array(shape)
     u = rng.normal(size=3); u /= np.linalg.norm(u)
     rel = np.stack([g - c for g, c in zip(grid, p0)], -1)
     dist = np.linalg.norm(rel - (rel @ u)[..., None] * u, axis=-1)
-    vessel = (dist <= rng.uniform(2.0, 3.5)) & body & (label == 0)
+    vessel = (dist <= rng.uniform(2.5, 4.0)) & body & (label == 0)
     label[vessel] = 3
 
     base = {0: 0.0, 1: rng.uniform(140, 170), 2: rng.uniform(230, 270), 3: rng.uniform(50, 75)}

@@ -240,6 +240,9 @@ int main(int argc, char **argv)
         for (int l = 0; !*end && l < ds.n_labels; l++)
             if (ds.labels[l].n_values == 1 && ds.labels[l].values[0] == v) names[j] = ds.labels[l].name;
     }
+    int have_key = 0;
+    for (int i = 0; i < r.n_eval; i++) have_key |= isfinite(r.ev[i].key);
+    if (!have_key) log_msg('W', "%s: no evaluation has a value named '%s' (see --key)", path, r.key);
     printf("# Run %s\n\n", a.run);
     report_print_tables(stdout, &r, a.thr, a.nthr, names);
     int status = 0;

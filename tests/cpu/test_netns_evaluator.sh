@@ -44,12 +44,20 @@ if ! { ip link add "$vh" type veth peer name "$ve" && ip link set "$ve" netns "$
   bad "cannot set up the veth pair: $(cat "$work/ns.err")"; finish
 fi
 ok "namespace $ns with $ns_ip, reached over veth $vh ($host_ip)"
-ip netns exec "$ns" ping -c1 -W2 "$host_ip" >/dev/null 2>&1 && ok "the namespace reaches $host_ip" || bad "no route from the namespace to $host_ip"
+# reachability without ping (not always installed): a TCP connect from inside to a listener here
+/usr/bin/python3 -c "import socket,sys; s=socket.socket(); s.bind(('$host_ip', 0)); s.listen(); print(s.getsockname()[1]); sys.stdout.flush(); s.accept()" >"$work/port" &
+lp=$!
+for ((w = 0; w < 20; w++)); do [ -s "$work/port" ] && break; sleep 0.1; done
+ip netns exec "$ns" /usr/bin/python3 -c "import socket; socket.create_connection(('$host_ip', $(cat "$work/port" 2>/dev/null || echo 1)), 3)" 2>/dev/null \
+  && ok "the namespace reaches $host_ip over TCP" || bad "no TCP route from the namespace to $host_ip"
+kill "$lp" 2>/dev/null; wait "$lp" 2>/dev/null
+ip netns exec "$ns" /usr/bin/python3 -c "import socket; socket.create_connection(('127.0.0.1', $(cat "$work/port" 2>/dev/null || echo 1)), 1)" 2>/dev/null \
+  && bad "the namespace's loopback reaches this host's" || ok "the namespace's loopback is its own"
 ip netns exec "$ns" ip -4 addr show | grep -q "127.0.0.1" && ! ip netns exec "$ns" ip -4 addr show | grep -q "$host_ip" \
   && ok "the namespace has its own addresses" || bad "namespace addresses look shared"
 
 for b in srm-exporter srm-loader srm-augmenter srm-trainer srm-evaluator; do [ -x "$BIN/$b" ] || { bad "$BIN/$b not built"; finish; }; done
-bash "$ROOT/scripts/keys.sh" "$work/keys" server trainer evaluator >/dev/null && bash "$ROOT/scripts/keys.sh" "$work/strangers" stranger >/dev/null \
+bash "$ROOT/scripts/keys.sh" "$work/keys" server trainer evaluator feeder >/dev/null && bash "$ROOT/scripts/keys.sh" "$work/strangers" stranger >/dev/null \
   || { bad "scripts/keys.sh failed"; finish; }
 K=$work/keys
 /usr/bin/python3 "$ROOT/scripts/make_phantoms.py" --cases 6 --val 2 --test 0 --size 24 --seed 5 "$work/ph" >/dev/null || { bad "make_phantoms"; finish; }
@@ -67,7 +75,6 @@ bash "$ROOT/pipelines/train.sh" "$work/ph" "$run" --preset tiny --device cpu --p
     --trainer-args "--log-every 5 --final-eval-timeout 120 --curve-server $K/server.key --authorized $K/authorized_keys --curve-client $K/trainer.key --server-key $K/server.pub" \
     --exporter-args "--curve-server $K/server.key --authorized $K/authorized_keys" >"$work/train.out" 2>&1 &
 trainpid=$!
-bash "$ROOT/scripts/keys.sh" "$K" feeder >/dev/null
 /usr/bin/python3 - "$pa" "$K/feeder.key" "$K/server.pub" >"$work/feeder.log" 2>&1 <<'EOF' &
 import sys, time, msgpack, numpy as np, zmq
 def key(path):

@@ -62,6 +62,7 @@ log = open(os.path.join(run, "logs", "trainer.log")).read().splitlines()
 res = [l for l in log if "resuming from step" in l]
 check(len(res) == 1, "the restarted trainer resumed exactly once: %s" % res)
 if res:
+    print("log:", res[0])
     m = re.search(r"resuming from step (\d+) \((\w+).*adam step (\d+)", res[0])
     R, src, adam = int(m.group(1)), m.group(2), int(m.group(3))
     check(R >= 6 and R % 3 == 0 and R <= max(reached, 6) + 3, "resumed at step %d (acked 6, %d steps done when killed)" % (R, reached))
