@@ -40,11 +40,11 @@ STEPS=120 CKPT=6
 stage_pid() {
   local run=$1 name=$2 pat
   case $name in
-    exporter)  pat="srm-exporter --run-dir $run " ;;
-    loader)    pat="srm-loader --dataset .* --volumes ipc://$run/sock/volumes" ;;
-    augmenter) pat="srm-augmenter --volumes ipc://$run/sock/volumes" ;;
-    evaluator) pat="srm-evaluator --jobs ipc://$run/sock/evaljobs" ;;
-    trainer)   pat="srm-trainer .*--patches ipc://$run/sock/patches" ;;
+    exporter)  pat="srm-exporter .*$run/sock/" ;;
+    loader)    pat="srm-loader .*$run/sock/" ;;
+    augmenter) pat="srm-augmenter .*$run/sock/" ;;
+    evaluator) pat="srm-evaluator .*$run/sock/" ;;
+    trainer)   pat="srm-trainer .*$run/sock/" ;;
   esac
   if [ "${3:-}" = count ]; then pgrep -c -f -- "$pat"; else pgrep -f -- "$pat" | head -n 1; fi
 }

@@ -36,7 +36,11 @@ for t in nifti dataset; do
   if TMPDIR=$scratch/$t "$fuzzer" -runs=0 "$seeds" >"$work/$t/replay.log" 2>&1; then ok
   else
     bad "replay of $seeds through fuzz_$t"
-    grep -E "ERROR|SUMMARY|fuzz_$t:|Running:" "$work/$t/replay.log" | head -n 12
+    # name every seed that fails, with its first report line
+    for f in "$seeds"/*; do
+      TMPDIR=$scratch/$t "$fuzzer" "$f" >"$work/$t/one.log" 2>&1 && continue
+      echo "  $(basename "$f"): $(grep -m1 -E "ERROR: (Address|Undefined)|runtime error|^fuzz_$t:|SUMMARY" "$work/$t/one.log" | cut -c1-160)"
+    done
     continue
   fi
   # 3. brief fuzz
