@@ -26,7 +26,9 @@ typedef struct {
     char region_names[REGIONS_MAX][TRAIN_REGION_NAME];
     int patch[3];                   // D, H, W of each patch
     int batch;
-    long steps;                     // total steps (schedule length); --epochs x --steps-per-epoch
+    long steps;                     // total steps (schedule length); --epochs x --steps-per-epoch;
+                                    // with --max-minutes: a cap (none unless given)
+    double max_minutes;             // wall-clock budget from the trainer's start (0: none)
     long val_every, ckpt_every, log_every;
     uint64_t seed;
     int resume;                     // ask the exporter for `latest` (and look in the spool)

@@ -23,6 +23,9 @@ void trainer_usage(void *file)
         "          (--regions implies sigmoid-dice; output channels = number of regions)\n"
         "optim:    --lr F (1e-4)  --weight-decay F (1e-5)  --adamw   cosine schedule over --steps\n"
         "length:   --steps N (1000) | --epochs E --steps-per-epoch S\n"
+        "          --max-minutes M: stop after M minutes from the start (final checkpoint and evaluation\n"
+        "          follow); the cosine schedule's length is estimated from the step time after a short\n"
+        "          warm-up and kept in the checkpoints; --steps then caps it (default: no cap)\n"
         "          --val-every N (0: off)  --ckpt-every N (100)  --log-every N (10)  --seed S (0)\n"
         "device:   --device auto|cpu|gpu (auto)  --deterministic\n"
         "resume:   --resume (ask the exporter for latest; also looks in --spool)  --resume-file PATH\n"
@@ -171,6 +174,7 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
         else if (!strcmp(a, "--patch")) rc = parse_patch(v, c->patch, err);
         else if (!strcmp(a, "--batch")) rc = parse_int(a, v, 1, 1024, &c->batch, err);
         else if (!strcmp(a, "--steps")) { steps_given = 1; rc = parse_long(a, v, 1, 1000000000L, &c->steps, err); }
+        else if (!strcmp(a, "--max-minutes")) rc = parse_double(a, v, 0.001, 1e6, &c->max_minutes, err);
         else if (!strcmp(a, "--epochs")) rc = parse_long(a, v, 1, 1000000L, &epochs, err);
         else if (!strcmp(a, "--steps-per-epoch")) rc = parse_long(a, v, 1, 100000000L, &per_epoch, err);
         else if (!strcmp(a, "--val-every")) rc = parse_long(a, v, 0, 1000000000L, &c->val_every, err);
@@ -208,7 +212,9 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
         if (!epochs || !per_epoch) return set_err(err, "--epochs and --steps-per-epoch go together");
         if (steps_given) return set_err(err, "give --steps or --epochs/--steps-per-epoch, not both");
         c->steps = epochs * per_epoch;
+        steps_given = 1;
     }
+    if (c->max_minutes > 0 && !steps_given) c->steps = 1000000000L;    // the budget alone decides
     if (c->region_spec[0]) {
         if (loss_given && c->tc.loss != LOSS_DICE_SIGMOID)
             return set_err(err, "--regions needs --loss sigmoid-dice");

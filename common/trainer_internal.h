@@ -77,6 +77,27 @@ int ckpt_flow_done(const ckpt_flow_t *f);
 int ckpt_flow_resume(ckpt_flow_t *f, stage_t *st, float *params, float *adam_m, float *adam_v,
                      ckpt_state_t *state, char *err);
 
+// ---- wall-clock budget (--max-minutes; trainer_budget.c) ------------------------------------
+typedef struct {
+    double budget_s;                // 0: no budget
+    double t_start, deadline;       // monotonic seconds
+    long cap;                       // --steps: the schedule is never longer
+    int fixed;                      // the schedule's total is known (estimated or from a checkpoint)
+    int from_ckpt;                  // kept from the resumed checkpoint: never re-estimated
+    long first_step;                // timing starts after this step (-1: no step yet)
+    double first_time;
+    int adjusts;                    // corrections after the first estimate
+} budget_t;
+
+// Set up from c->max_minutes; on a fresh (or unfixed) schedule sets st->total_steps to the cap.
+void budget_init(budget_t *b, const trainer_cfg_t *c, double t_start, int resumed, ckpt_state_t *st);
+// After each step (st->step already counted): fix or correct st->total_steps from the step time.
+void budget_after_step(budget_t *b, ckpt_state_t *st, double now);
+// The schedule's length for progress lines: st->total_steps, or 0 while the warm-up measures.
+long budget_total(const budget_t *b, const ckpt_state_t *st);
+// 1 once the deadline has passed.
+int budget_expired(const budget_t *b, double now);
+
 // ---- reports ------------------------------------------------------------------------------
 typedef struct {
     double t_start, t_last;         // wall clock of the run start and the last report
@@ -92,7 +113,8 @@ typedef struct {
 } report_t;
 
 // Every --log-every steps: progress line on stdout, metrics message to the exporter.
-void report_interval(report_t *r, const trainer_cfg_t *c, void *exporter_sock, long step,
+// total: the schedule's length now (the checkpoint's, or the budget's estimate); <= 0 prints "?".
+void report_interval(report_t *r, void *exporter_sock, long step, long total,
                      float lr, size_t gpu_peak);
 // An eval job: safetensors bytes of params + the step on the evaljobs socket. final: the
 // pipeline's last one (kind "final"); else kind "weights", dropped when the evaluator is busy.

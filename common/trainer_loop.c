@@ -43,6 +43,8 @@ typedef struct {
     ckpt_state_t state;
     double last_batch;
     int warned_wait;
+    double t_start;                 // monotonic time at which trainer_run began (--max-minutes)
+    budget_t budget;
 } trainer_t;
 
 static int open_sockets(trainer_t *t, char *err)
@@ -107,6 +109,7 @@ static int setup(trainer_t *t, char *err)
                     "(%ld from %g); keeping the checkpoint's", t->state.total_steps, t->state.base_lr, c->steps,
                     (double)c->tc.adam.lr);
     }
+    budget_init(&t->budget, c, t->t_start, resumed, &t->state);
     if (!resumed) {
         // Initialisation draws its own stream, derived from the seed (the trainer's RNG stays
         // untouched, so it resumes identically).
@@ -151,7 +154,8 @@ static void service(trainer_t *t)
     ckpt_flow_tick(&t->ck);
 }
 
-// Wait for one valid batch into t->x / t->labels. 0, or 1 when asked to stop.
+// Wait for one valid batch into t->x / t->labels. 0, 1 when asked to stop, 2 when the
+// --max-minutes deadline passed while waiting.
 static int next_batch(trainer_t *t)
 {
     double t0 = trainer_now();
@@ -164,6 +168,7 @@ static int next_batch(trainer_t *t)
         if (ev == STAGE_STOP) { t->rep.wait_s += trainer_now() - t0; return 1; }
         service(t);
         double now = trainer_now();
+        if (budget_expired(&t->budget, now)) { t->rep.wait_s += now - t0; return 2; }
         if (t->c->batch_timeout_s > 0 && now - t->last_batch > t->c->batch_timeout_s && !t->warned_wait) {
             log_msg('W', "no patch batch for %.0f s: are the augmenters running and connected to %s?",
                     now - t->last_batch, t->c->patches_ep);
@@ -283,6 +288,7 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
     trainer_t t;
     memset(&t, 0, sizeof t);
     t.c = &c;
+    t.t_start = trainer_now();
     t.st = stage_new("trainer");
     int rc = setup(&t, err);
     if (rc) { teardown(&t); stage_destroy(&t.st); return -1; }
@@ -292,27 +298,41 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
     t.rep.last_val_step = -1;
     t.rep.last_mean_dice = NAN;
     t.last_batch = trainer_now();
-    const long total = t.state.total_steps;
-    int stopped = 0;
-    while (t.state.step < total) {
-        if (next_batch(&t)) { stopped = 1; break; }
+    int stopped = 0, out_of_time = 0;
+    float lr = 0;
+    while (t.state.step < t.state.total_steps) {
+        if (budget_expired(&t.budget, trainer_now())) { out_of_time = 1; break; }
+        int nb = next_batch(&t);
+        if (nb == 2) { out_of_time = 1; break; }
+        if (nb) { stopped = 1; break; }
         // Step k (1-based) uses the cosine rate after k-1 scheduler steps (torch order).
-        float lr = lr_cosine((float)t.state.base_lr, t.state.step, total);
+        lr = lr_cosine((float)t.state.base_lr, t.state.step, t.state.total_steps);
         double loss = tb_step(t.b, t.x, t.labels, lr, t.state.adam_step + 1);
         t.state.step++;
         t.state.adam_step++;
         rng_u64(&t.state.rng);              // one draw per step: the stream's position is the step's
+        budget_after_step(&t.budget, &t.state, trainer_now());     // may fix or correct the total
+        const long total = t.state.total_steps;
         if (!isfinite(loss)) log_msg('W', "step %ld: loss is %g", t.state.step, loss);
         t.rep.loss_sum += loss;
         t.rep.loss_n++;
         if (t.state.step % c.log_every == 0 || t.state.step == total)
-            report_interval(&t.rep, &c, t.exporter, t.state.step, lr, tb_mem_peak(t.b));
+            report_interval(&t.rep, t.exporter, t.state.step, budget_total(&t.budget, &t.state), lr,
+                            tb_mem_peak(t.b));
         if (c.ckpt_every && t.state.step % c.ckpt_every == 0 && t.state.step < total) save_ckpt(&t, 0);
         if (c.val_every && t.state.step % c.val_every == 0 && t.state.step < total) eval_job(&t, 0);
         service(&t);
     }
+    if (out_of_time) {
+        // The last interval's numbers, then the run ends as if the schedule had (a resume of
+        // this final checkpoint has nothing left to do).
+        if (t.rep.loss_n) report_interval(&t.rep, t.exporter, t.state.step, t.state.total_steps, lr, tb_mem_peak(t.b));
+        log_msg('I', "--max-minutes %g: the budget ran out at step %ld of the estimated %ld (%.0f s since the start)",
+                c.max_minutes, t.state.step, t.state.total_steps, trainer_now() - t.t_start);
+        if (t.state.step < t.state.total_steps) t.state.total_steps = t.state.step;
+    }
     if (stopped) log_msg('I', "stopping on signal %d at step %ld: final checkpoint", stage_signal(t.st), t.state.step);
-    else log_msg('I', "reached step %ld: final checkpoint", t.state.step);
+    else log_msg('I', "reached step %ld after %.1f s: final checkpoint", t.state.step, trainer_now() - t.t_start);
     finish(&t, !stopped);
     log_msg('I', "done: %ld steps, %ld bad batches dropped, %ld checkpoints sent, %ld acknowledged, %ld eval jobs "
             "sent, %ld skipped", t.state.step, t.rep.bad_batches, t.ck.n_sent, t.ck.n_acked, t.rep.val_sent,

@@ -45,8 +45,8 @@ static void put_value(wire_metrics_t *x, const char *name, double v)
     x->values[x->nvalues++] = v;
 }
 
-void report_interval(report_t *r, const trainer_cfg_t *c, void *exporter_sock, long step, float lr,
-                     size_t gpu_peak)
+void report_interval(report_t *r, void *exporter_sock, long step, long total,
+                     float lr, size_t gpu_peak)
 {
     double now = trainer_now(), dt = now - r->t_last;
     long dsteps = step - r->step_last;
@@ -55,9 +55,11 @@ void report_interval(report_t *r, const trainer_cfg_t *c, void *exporter_sock, l
     double pps = (double)(r->patches - r->patches_last) / dt;
     double wait = (r->wait_s - r->wait_last) / dt;
     char eta[32], mem[48] = "";
-    fmt_eta((double)(c->steps - step) * dt / (double)dsteps, eta, sizeof eta);
+    char of[24] = "?";                      // total <= 0: not known yet (--max-minutes warm-up)
+    if (total > 0) snprintf(of, sizeof of, "%ld", total);
+    fmt_eta(total > 0 ? (double)(total - step) * dt / (double)dsteps : NAN, eta, sizeof eta);
     if (gpu_peak) snprintf(mem, sizeof mem, " gpu-mem %.2f GiB", (double)gpu_peak / (1 << 30));
-    printf("step %ld/%ld loss %.4f lr %.3e patches/s %.2f data-wait %.0f%%%s eta %s\n", step, c->steps, loss,
+    printf("step %ld/%s loss %.4f lr %.3e patches/s %.2f data-wait %.0f%%%s eta %s\n", step, of, loss,
            (double)lr, pps, 100 * wait, mem, eta);
     fflush(stdout);
 

@@ -6,9 +6,10 @@
 #   - region-based sigmoid Dice over WT {1,2,3,4}, TC {1,3,4}, ET {4}; Adam 1e-4, weight decay
 #     1e-5, cosine schedule (srm-trainer's defaults); variant M, width 48, 2 input channels;
 #     128^3 patches, batch 1 (the paper's); sliding-window evaluation with overlap 0.5;
-#   - the budget: srm-trainer has no wall-clock stop (a --max-minutes option would be the clean
-#     way), so --steps = M * 60 s / --step-ms (default 150 ms: 119.6 ms measured per 128^3 step
-#     on the H100, BENCHMARKS.md, plus data and evaluation overheads); --steps N overrides.
+#   - the budget: srm-trainer --max-minutes M trains for M minutes from its start (its cosine
+#     schedule fitted to the budget from the measured step time); --step-ms (default 150 ms) only
+#     sizes the validation and checkpoint intervals (about 16 and 4 per run). --steps N trains
+#     exactly N steps instead (no wall-clock stop).
 # RUN_DIR/started_at (unix seconds, written first) is time zero of the time-to-Dice table.
 # RUN_DIR/dataset is a view of DATA_DIR (symlinked folders, a dataset.json whose split puts
 # train + validation into "train"), which the loader, the evaluator and srm-report read.
@@ -41,9 +42,11 @@ while (($#)); do
 done
 [[ $MINUTES =~ ^[0-9]+([.][0-9]+)?$ && $STEP_MS =~ ^[0-9]+([.][0-9]+)?$ && $SEED =~ ^[0-9]+$ ]] ||
     srm_die "--minutes, --step-ms and --seed take numbers"
+LEN_ARGS=(--steps "$STEPS")
 if [[ -z $STEPS ]]; then
     STEPS=$(awk -v m="$MINUTES" -v s="$STEP_MS" 'BEGIN { n = int(m * 60000 / s); print n < 1 ? 1 : n }')
-    srm_log "budget: $MINUTES min / $STEP_MS ms per step = $STEPS steps"
+    LEN_ARGS=(--max-minutes "$MINUTES")
+    srm_log "budget: $MINUTES min of training (--max-minutes); about $STEPS steps at $STEP_MS ms per step"
 fi
 [[ $STEPS =~ ^[0-9]+$ && $STEPS -ge 1 ]] || srm_die "--steps: '$STEPS' is not a positive integer"
 VAL_EVERY=$(( STEPS / 16 )); ((VAL_EVERY < 1)) && VAL_EVERY=1      # about 16 points on the curve
@@ -68,7 +71,7 @@ PY
 
 # ---- train ------------------------------------------------------------------------------------------
 cmd=("$SRM_ROOT/pipelines/train.sh" "$VIEW" "$RUN"
-     --model M --width 48 --patch 128,128,128 --batch 1 --steps "$STEPS" --lr 1e-4
+     --model M --width 48 --patch 128,128,128 --batch 1 "${LEN_ARGS[@]}" --lr 1e-4
      --regions "WT=1,2,3,4;TC=1,3,4;ET=4" --overlap 0.5 --val-every "$VAL_EVERY" --ckpt-every "$CKPT_EVERY"
      --seed "$SEED" --device "$DEVICE" --spacing none
      --loader-args "--val-split test" "${EXTRA[@]}")

@@ -7,9 +7,10 @@
 #     system.md says); resampling to 1.5 x 1.5 x 2 mm; CT window [-175, 250] HU scaled to [0, 1]
 #     (the MONAI BTCV tutorial's ScaleIntensityRanged); Adam 1e-4, weight decay 1e-5, cosine
 #     schedule; variant M, width 48; 96^3 patches, batch 2; sliding-window evaluation, overlap 0.5;
-#   - the budget: srm-trainer has no wall-clock stop (a --max-minutes option would be the clean
-#     way), so --steps = M * 60 s / --step-ms (default 110 ms: 68.5 ms measured per 96^3 batch-1
-#     step on the H100, BENCHMARKS.md; batch 2 and overheads on top); --steps N overrides.
+#   - the budget: srm-trainer --max-minutes M trains for M minutes from its start (its cosine
+#     schedule fitted to the budget from the measured step time); --step-ms (default 110 ms) only
+#     sizes the validation and checkpoint intervals (about 16 and 4 per run). --steps N trains
+#     exactly N steps instead (no wall-clock stop).
 # RUN_DIR/started_at (unix seconds, written first) is time zero of the time-to-Dice table.
 # RUN_DIR/dataset is a view of DATA_DIR (symlinked folders, a dataset.json whose split puts
 # ct_large into "train" and ct_small into "test"), which the loader, evaluator and srm-report read.
@@ -42,9 +43,11 @@ while (($#)); do
 done
 [[ $MINUTES =~ ^[0-9]+([.][0-9]+)?$ && $STEP_MS =~ ^[0-9]+([.][0-9]+)?$ && $SEED =~ ^[0-9]+$ ]] ||
     srm_die "--minutes, --step-ms and --seed take numbers"
+LEN_ARGS=(--steps "$STEPS")
 if [[ -z $STEPS ]]; then
     STEPS=$(awk -v m="$MINUTES" -v s="$STEP_MS" 'BEGIN { n = int(m * 60000 / s); print n < 1 ? 1 : n }')
-    srm_log "budget: $MINUTES min / $STEP_MS ms per step = $STEPS steps"
+    LEN_ARGS=(--max-minutes "$MINUTES")
+    srm_log "budget: $MINUTES min of training (--max-minutes); about $STEPS steps at $STEP_MS ms per step"
 fi
 [[ $STEPS =~ ^[0-9]+$ && $STEPS -ge 1 ]] || srm_die "--steps: '$STEPS' is not a positive integer"
 VAL_EVERY=$(( STEPS / 16 )); ((VAL_EVERY < 1)) && VAL_EVERY=1      # about 16 points on the curve
@@ -70,7 +73,7 @@ PY
 
 # ---- train ------------------------------------------------------------------------------------------
 cmd=("$SRM_ROOT/pipelines/train.sh" "$VIEW" "$RUN"
-     --model M --width 48 --patch 96,96,96 --batch 2 --steps "$STEPS" --lr 1e-4 --classes 14
+     --model M --width 48 --patch 96,96,96 --batch 2 "${LEN_ARGS[@]}" --lr 1e-4 --classes 14
      --loss dice-ce --overlap 0.5 --val-every "$VAL_EVERY" --ckpt-every "$CKPT_EVERY"
      --seed "$SEED" --device "$DEVICE" --spacing 1.5,1.5,2 --norm ct:-175,250
      --loader-args "--val-split test" "${EXTRA[@]}")

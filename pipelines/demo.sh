@@ -16,13 +16,14 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
 source pipelines/lib.sh
 
-STEPS="" LR=3e-3 SIZE=40 CASES=12 VAL=3 OUT=runs/demo PATCH=48 SEED=7
+STEPS="" LR=3e-3 SIZE=40 CASES=12 VAL=3 OUT=runs/demo PATCH=48 SEED=7 MINUTES=9 RESERVE=45
 while (($#)); do
     (($# >= 2)) || srm_die "$1: missing value"
     case $1 in
         --steps) STEPS=$2 ;;  --lr) LR=$2 ;;  --size) SIZE=$2 ;;  --cases) CASES=$2 ;;
         --val) VAL=$2 ;;  --out) OUT=$2 ;;  --patch) PATCH=$2 ;;  --seed) SEED=$2 ;;
-        *) srm_die "unknown option $1 (--steps --lr --size --cases --val --out --patch --seed)" ;;
+        --minutes) MINUTES=$2 ;;
+        *) srm_die "unknown option $1 (--steps --lr --size --cases --val --out --patch --seed --minutes)" ;;
     esac
     shift 2
 done
@@ -54,13 +55,21 @@ $SRM_PY scripts/make_phantoms.py "$DATA" --cases "$CASES" --val "$VAL" --size "$
     srm_die "scripts/make_phantoms.py failed (needs /usr/bin/python3 with numpy and nibabel)"
 
 # ---- train + evaluate -------------------------------------------------------------------------------
-# CPU: one 48^3 step of the demo model costs ~3.3 s of CPU time (2 threads) -> 240 steps take
-# about 6-7 minutes on 2 idle cores, what the 10-minute budget leaves after build and data.
-# GPU: far faster, so more steps in less time.
-if [[ -z $STEPS ]]; then STEPS=240; ((GPU)) && STEPS=1500; fi
-srm_log "training the demo model: $STEPS steps, patch ${PATCH}^3, lr $LR (build + data took $(( $(date +%s) - T0 )) s)"
-bash pipelines/train.sh "$DATA" "$OUT" --preset demo --patch "$PATCH" --batch 1 --steps "$STEPS" --lr "$LR" \
-    --loss dice-ce --ckpt-every 60 --val-every 120 --augmenters 1 --seed "$SEED" --overlap 0.5 \
+# The trainer gets what is left of the --minutes budget (whole demo, build included) after the
+# build, the data and a reserve for the final validation, predictions and shutdown; it fits its
+# cosine schedule to that (srm-trainer --max-minutes). --steps N trains N steps instead.
+LEN_ARGS=()
+if [[ -n $STEPS ]]; then
+    LEN_ARGS=(--steps "$STEPS")
+    srm_log "training the demo model: $STEPS steps, patch $PATCH, lr $LR (build + data took $(( $(date +%s) - T0 )) s)"
+else
+    TRAIN_MIN=$(awk -v m="$MINUTES" -v e="$(( $(date +%s) - T0 ))" -v r="$RESERVE" \
+        'BEGIN { t = (m * 60 - e - r) / 60; printf "%.2f", t < 0.5 ? 0.5 : t }')
+    LEN_ARGS=(--max-minutes "$TRAIN_MIN")
+    srm_log "training the demo model for $TRAIN_MIN minutes, patch $PATCH, lr $LR (build + data took $(( $(date +%s) - T0 )) s)"
+fi
+bash pipelines/train.sh "$DATA" "$OUT" --preset demo --patch "$PATCH" --batch 1 "${LEN_ARGS[@]}" --lr "$LR" \
+    --loss dice-ce --ckpt-every 100 --val-every 80 --augmenters 1 --seed "$SEED" --overlap 0.5 \
     --augmenter-args "--samples-per-volume 2" || srm_die "pipelines/train.sh failed (logs: $OUT/logs)"
 
 # ---- report ---------------------------------------------------------------------------------------

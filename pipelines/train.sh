@@ -17,6 +17,8 @@ usage: pipelines/train.sh DATASET RUN_DIR [options]
 model:     --preset tiny|demo|full  --width W  --model M|P|R|no-tom
            --classes K  --in-channels C   (default: from DATASET/dataset.json)
 training:  --patch D,H,W (96,96,96)  --batch B (2)  --steps N (1000)  --lr F (1e-4)
+           --max-minutes M (train for M minutes from the trainer's start, the cosine schedule
+           fitted to that budget; --steps then only caps it; final checkpoint + validation follow)
            --loss dice|dice-ce|sigmoid-dice  --regions "WT=1,2,3,4;TC=1,3,4;ET=4"
            --val-every N (0: only the final validation)  --ckpt-every N (100)  --seed S (0)
            --device auto|cpu|gpu  --resume (continue RUN_DIR from its latest checkpoint)
@@ -41,7 +43,7 @@ mkdir -p "$2" || srm_die "cannot create run folder '$2'"
 RUN=$(cd "$2" && pwd)
 shift 2
 
-PRESET="" WIDTH="" MODEL="" CLASSES="" INCH="" PATCH=96,96,96 BATCH=2 STEPS=1000 LR="" LOSS="" REGIONS=""
+PRESET="" WIDTH="" MODEL="" CLASSES="" INCH="" PATCH=96,96,96 BATCH=2 STEPS="" MAX_MIN="" LR="" LOSS="" REGIONS=""
 VAL_EVERY=0 CKPT_EVERY=100 SEED=0 DEVICE=auto RESUME=0 NAUG="" SPACING="" NORM="" CACHE="" SPV=""
 WINDOW="" OVERLAP=0.5 EVALUATOR=1 TCP="" ALLOW_REMOTE=0 REMOTE_AUG=0 REMOTE_EVAL=0
 TRAINER_ARGS="" LOADER_ARGS="" AUG_ARGS="" EVAL_ARGS="" EXPORTER_ARGS="" RESTARTS=5 FINAL_TIMEOUT=900
@@ -63,6 +65,7 @@ while (($#)); do
         --model) MODEL=$val ;;              --classes) CLASSES=$val ;;
         --in-channels) INCH=$val ;;         --patch) PATCH=$val ;;
         --batch) BATCH=$val ;;              --steps) STEPS=$val ;;
+        --max-minutes) MAX_MIN=$val ;;
         --lr) LR=$val ;;                    --loss) LOSS=$val ;;
         --regions) REGIONS=$val ;;          --val-every) VAL_EVERY=$val ;;
         --ckpt-every) CKPT_EVERY=$val ;;    --seed) SEED=$val ;;
@@ -83,7 +86,9 @@ while (($#)); do
 done
 [[ $PATCH =~ ^[0-9]+$ ]] && PATCH=$PATCH,$PATCH,$PATCH
 [[ $PATCH =~ ^[0-9]+,[0-9]+,[0-9]+$ ]] || srm_die "--patch: '$PATCH' is not D,H,W"
-[[ $STEPS =~ ^[0-9]+$ && $BATCH =~ ^[0-9]+$ ]] || srm_die "--steps and --batch take integers"
+[[ -n $STEPS || -n $MAX_MIN ]] || STEPS=1000
+[[ -z $STEPS || $STEPS =~ ^[0-9]+$ ]] && [[ $BATCH =~ ^[0-9]+$ ]] || srm_die "--steps and --batch take integers"
+[[ -z $MAX_MIN || $MAX_MIN =~ ^[0-9]*[.]?[0-9]+$ ]] || srm_die "--max-minutes: '$MAX_MIN' is not a number"
 srm_need_bin exporter loader augmenter trainer
 ((EVALUATOR)) && srm_need_bin evaluator
 
@@ -135,10 +140,12 @@ read -ra X_AUG <<<"$AUG_ARGS"; read -ra X_EVAL <<<"$EVAL_ARGS"; read -ra X_EXPOR
 
 trainer_cmd() {
     local cmd=("$SRM_BIN/srm-trainer" "${MODEL_ARGS[@]}" "${LOSS_ARGS[@]}" --patch "$PATCH" --batch "$BATCH"
-        --steps "$STEPS" --val-every "$VAL_EVERY" --ckpt-every "$CKPT_EVERY" --seed "$SEED" --device "$DEVICE"
+        --val-every "$VAL_EVERY" --ckpt-every "$CKPT_EVERY" --seed "$SEED" --device "$DEVICE"
         --patches "$EP_BIND_patches" --evaljobs "$EP_BIND_evaljobs" --metrics "$EP_BIND_metrics"
         --exporter "$EP_CONN_exporter" --spool "$RUN/spool" "${REMOTE_FLAG[@]}")
     [[ -n $LR ]] && cmd+=(--lr "$LR")
+    [[ -n $STEPS ]] && cmd+=(--steps "$STEPS")
+    [[ -n $MAX_MIN ]] && cmd+=(--max-minutes "$MAX_MIN")
     ((EVALUATOR || REMOTE_EVAL)) || cmd+=(--final-eval-timeout 0)
     [[ $1 == resume ]] && cmd+=(--resume)
     cmd+=("${X_TRAINER[@]}")
@@ -176,7 +183,7 @@ trap on_signal INT TERM
 trap 'srm_stop_all 5' EXIT
 
 # ---- start, in binding order ------------------------------------------------------------------
-srm_log "dataset $DATASET, run $RUN: $CLASSES classes, $INCH channel(s), patch $PATCH, batch $BATCH, $STEPS steps, $NAUG augmenter(s)"
+srm_log "dataset $DATASET, run $RUN: $CLASSES classes, $INCH channel(s), patch $PATCH, batch $BATCH, ${STEPS:-no cap on the} steps${MAX_MIN:+, $MAX_MIN minutes}, $NAUG augmenter(s)"
 srm_start exporter "$SRM_BIN/srm-exporter" --run-dir "$RUN" --bind "$EP_BIND_exporter" "${REMOTE_FLAG[@]}" "${X_EXPORTER[@]}"
 srm_start loader "$SRM_BIN/srm-loader" --dataset "$DATASET" --split train --val-split validation \
     --volumes "$EP_BIND_volumes" --cases "$EP_BIND_cases" --cache "${CACHE:-$RUN/cache}" --seed "$SEED" \

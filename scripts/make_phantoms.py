@@ -8,7 +8,7 @@ or beside it, 3 "vessel": a tube), Gaussian noise and partial-volume blur. Outsi
 image is exactly 0, so the foreground is "different from the minimum" as system.md defines it.
 Sizes, positions, orientations (RAS or LPS affines) and spacings vary per case; everything is
 seeded, so the same arguments give the same files. Structure sizes (lesion radius 9-13 % of the
-smallest extent, vessel radius 2.5-4 voxels) are chosen so that `make demo`'s few minutes of CPU
+smallest extent but at least 3.5-4.5 voxels, vessel radius 2.5-4 voxels) are chosen so that `make demo`'s few minutes of CPU
 training can segment every class; thinner ones need far longer schedules.
 
 usage: make_phantoms.py OUT_DIR [--cases N] [--val V] [--test T] [--size S] [--seed SEED]
@@ -51,7 +51,10 @@ def make_case(rng, size):
     organ = ellipsoid(grid, organ_c, np.array(shape) * rng.uniform(0.14, 0.22, 3), random_rotation(rng)) & body
     label[organ] = 1
     lesion_c = organ_c + rng.uniform(-0.12, 0.12, 3) * np.array(shape)
-    lesion = ellipsoid(grid, lesion_c, np.full(3, min(shape) * rng.uniform(0.09, 0.13)), np.eye(3)) & body
+    u = rng.uniform(0.09, 0.13)
+    # at least 3.5-4.5 voxels: small phantoms (make demo's) would otherwise get 2-voxel lesions
+    lesion_r = max(min(shape) * u, 3.5 + (u - 0.09) * 25)
+    lesion = ellipsoid(grid, lesion_c, np.full(3, lesion_r), np.eye(3)) & body
     label[lesion] = 2
     # vessel: a tube along a random direction through a point off the organ
     p0 = centre + rng.uniform(-0.2, 0.2, 3) * np.array(shape)

@@ -5,13 +5,21 @@ linear.c -- linear map over the channel axis (a 1x1x1 convolution), forward and 
 
 x and y may be channel slices of larger tensors: s.x_nstride / s.y_nstride give the distance
 between batch items (0 = dense). Mamba uses this for x_dbl[:, :R] -> delta. Token blocks of
-LIN_BLK keep a row of double accumulators in cache while the channel loop walks memory
-contiguously. Built twice (float and double), see ops.h.
+LIN_BLK keep a row of accumulators in cache while the channel loop walks memory contiguously.
+Accumulators are acc_t: double in the double build, float in the float build for the sums over
+channels (as PyTorch's float32 matmul; twice the SIMD width); the weight gradient's sums over
+all tokens add float partials of LIN_BLK tokens in double. Built twice, see ops.h.
 */
 #include "real.h"
 #include <string.h>
 
-#define LIN_BLK 256  // tokens per accumulator block (a 2 KiB double row)
+#define LIN_BLK 256  // tokens per accumulator block (a 1-2 KiB row)
+
+#ifdef SRM_REAL_DOUBLE
+typedef double acc_t;
+#else
+typedef float acc_t;
+#endif
 // Below this many inner-loop steps a loop runs on one thread: waking a team costs more than
 // the work, and far more on a loaded machine.
 #define PAR_MIN_WORK 200000.0
@@ -32,11 +40,11 @@ void OP(linear_forward)(real *y, const real *x, const real *w, const real *b, li
         const int o = (int)(job / nblk % s.Cout);
         const size_t l0 = (size_t)(job % nblk) * LIN_BLK;
         const size_t nl = L - l0 < LIN_BLK ? L - l0 : LIN_BLK;
-        double acc[LIN_BLK];
-        const double bias = b ? (double)b[o] : 0.0;
+        acc_t acc[LIN_BLK];
+        const acc_t bias = b ? (acc_t)b[o] : 0;
         for (size_t l = 0; l < nl; l++) acc[l] = bias;
         for (int i = 0; i < s.Cin; i++) {
-            const double wi = w[(size_t)o * s.Cin + i];
+            const acc_t wi = w[(size_t)o * s.Cin + i];
             const real *xr = x + n * xs + (size_t)i * L + l0;
             for (size_t l = 0; l < nl; l++) acc[l] += wi * xr[l];
         }
@@ -59,15 +67,15 @@ void OP(linear_backward)(real *dx, real *dw, real *db,
             const int i = (int)(job / nblk % s.Cin);
             const size_t l0 = (size_t)(job % nblk) * LIN_BLK;
             const size_t nl = L - l0 < LIN_BLK ? L - l0 : LIN_BLK;
-            double acc[LIN_BLK];
+            acc_t acc[LIN_BLK];
             memset(acc, 0, sizeof acc);
             for (int o = 0; o < s.Cout; o++) {
-                const double wo = w[(size_t)o * s.Cin + i];
+                const acc_t wo = w[(size_t)o * s.Cin + i];
                 const real *dyr = dy + n * ys + (size_t)o * L + l0;
                 for (size_t l = 0; l < nl; l++) acc[l] += wo * dyr[l];
             }
             real *dxr = dx + n * xs + (size_t)i * L + l0;
-            for (size_t l = 0; l < nl; l++) dxr[l] += (real)acc[l];
+            for (size_t l = 0; l < nl; l++) dxr[l] = (real)((double)dxr[l] + acc[l]);
         }
     }
     if (dw) {
@@ -81,7 +89,13 @@ void OP(linear_backward)(real *dx, real *dw, real *db,
             for (int n = 0; n < s.N; n++) {
                 const real *dyr = dy + n * ys + (size_t)o * L;
                 const real *xr = x + n * xs + (size_t)i * L;
-                for (size_t l = 0; l < L; l++) acc += (double)dyr[l] * xr[l];
+                for (size_t l0 = 0; l0 < L; l0 += LIN_BLK) {
+                    const size_t l1 = L - l0 < LIN_BLK ? L : l0 + LIN_BLK;
+                    acc_t p = 0;    // simd reduction: a fixed order, set at compile time
+                    #pragma omp simd reduction(+ : p)
+                    for (size_t l = l0; l < l1; l++) p += (acc_t)dyr[l] * xr[l];
+                    acc += p;
+                }
             }
             dw[job] += (real)acc;
         }
