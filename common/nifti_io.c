@@ -55,13 +55,15 @@ static int gz_length(const char *path, int64_t *len, char *err)
     int64_t total = 0;
     int n, errnum = Z_OK;
     while ((n = gzread(f, buf, sizeof buf)) > 0) total += n;
-    const char *msg = gzerror(f, &errnum);
+    char msg[128];                      // gzerror's text lives in f: copy it before gzclose_r
+    const char *m = gzerror(f, &errnum);
+    snprintf(msg, sizeof msg, "%s", m && *m ? m : "read error");
     int rc = gzclose_r(f);
     if (n < 0 || (errnum != Z_OK && errnum != Z_STREAM_END)) {
         if (errnum == Z_BUF_ERROR)
             return set_err(err, "%s: truncated gzip (stream ends after %lld bytes)", path,
                            (long long)total);
-        return set_err(err, "%s: corrupt gzip: %s", path, msg ? msg : "read error");
+        return set_err(err, "%s: corrupt gzip: %s", path, msg);
     }
     if (rc == Z_BUF_ERROR) return set_err(err, "%s: truncated gzip (stream ends early)", path);
     if (rc != Z_OK) return set_err(err, "%s: corrupt gzip (close failed, code %d)", path, rc);
@@ -74,6 +76,7 @@ static int gz_length(const char *path, int64_t *len, char *err)
 // differ, so the checks, the scaling and the affine use these raw values.
 typedef struct {
     int version;                 // 1 or 2
+    int64_t dim[8];              // as stored: checked before libnifti allocates from them
     int bitpix, qform_code, sform_code;
     double pixdim[4], vox_offset, slope, inter;
     double quat[3], qoffset[3], srow[3][4];
@@ -88,6 +91,7 @@ static int read_raw_header(const char *path, raw_hdr_t *r, char *err)
     r->version = nver;
 #define COPY_FIELDS(H)                                                                    \
     do {                                                                                  \
+        for (int i = 0; i < 8; i++) r->dim[i] = (H)->dim[i];                              \
         r->bitpix = (H)->bitpix;                                                          \
         r->qform_code = (H)->qform_code;                                                  \
         r->sform_code = (H)->sform_code;                                                  \
@@ -126,11 +130,26 @@ static int scaled(const raw_hdr_t *r)  // nibabel: slope 0 or non-finite means n
     return isfinite(r->slope) && r->slope != 0;
 }
 
-// Byte offset of the voxel data as nibabel takes it (0 means "right after the header").
+#define VOX_OFFSET_MAX ((double)(1LL << 40))
+
+// Byte offset of the voxel data as nibabel takes it (0 means "right after the header"), or -1
+// when vox_offset is negative, NaN or absurd (checked before the cast, which would be undefined).
 static int64_t data_offset(const raw_hdr_t *r)
 {
     int64_t first = r->version == 2 ? 544 : 352;
+    if (!(r->vox_offset >= 0 && r->vox_offset <= VOX_OFFSET_MAX)) return -1;
     return r->vox_offset == 0 ? first : (int64_t)r->vox_offset;
+}
+
+// The stored dims, before libnifti builds an image from them (it trusts dim[0] and the extents).
+static int check_raw_dims(const char *path, const raw_hdr_t *r, char *err)
+{
+    if (r->dim[0] < 1 || r->dim[0] > 7)
+        return set_err(err, "%s: bad dim[0] = %lld", path, (long long)r->dim[0]);
+    for (int d = 1; d <= r->dim[0]; d++)
+        if (r->dim[d] < 1)
+            return set_err(err, "%s: dim[%d] = %lld is not positive", path, d, (long long)r->dim[d]);
+    return 0;
 }
 
 // Everything about the header that can be checked before data is read.
@@ -144,6 +163,9 @@ static int check_header(const char *path, const nifti_image *nim, const raw_hdr_
     for (int d = 1; d <= ndim; d++)
         if (nim->dim[d] < 1)
             return set_err(err, "%s: dim[%d] = %lld is not positive", path, d, (long long)nim->dim[d]);
+    if (nim->nx < 1 || nim->ny < 1 || nim->nz < 1)
+        return set_err(err, "%s: spatial dims %lld x %lld x %lld are not all positive", path,
+                       (long long)nim->nx, (long long)nim->ny, (long long)nim->nz);
     for (int d = 1; d <= 3; d++)
         if (nim->dim[d] > VOLUME_MAX_DIM)
             return set_err(err, "%s: absurd dims: dim[%d] = %lld exceeds %d", path, d,
@@ -172,7 +194,7 @@ static int check_header(const char *path, const nifti_image *nim, const raw_hdr_
         if (p < 0) return set_err(err, "%s: negative spacing (pixdim[%d] = %g)", path, d, p);
     }
     int64_t off = data_offset(r), first = r->version == 2 ? 544 : 352;
-    if (!(r->vox_offset >= 0) || off < first || r->vox_offset > (double)(1LL << 40))
+    if (off < first)
         return set_err(err, "%s: bad vox_offset %g (data would start inside the header)", path,
                        r->vox_offset);
     int64_t need = off + values * nim->nbyper;
@@ -334,6 +356,7 @@ int nifti_read_volume(const char *path, volume_t *v, char *err)
         if (gz && gz_length(path, &glen, err)) return -1;  // say "truncated gzip" when it is
         return -1;
     }
+    if (check_raw_dims(path, &raw, err)) return -1;
     nifti_image *nim = nifti_image_read(path, 0);  // header only: no voxel memory yet
     if (!nim) {
         if (gz && gz_length(path, &glen, err)) return -1;

@@ -7,8 +7,9 @@ structures with their own intensities (1 "organ": a large ellipsoid, 2 "lesion":
 or beside it, 3 "vessel": a tube), Gaussian noise and partial-volume blur. Outside the body the
 image is exactly 0, so the foreground is "different from the minimum" as system.md defines it.
 Sizes, positions, orientations (RAS or LPS affines) and spacings vary per case; everything is
-seeded, so the same arguments give the same files. Structure sizes (lesion radius 9-13 % of the
-smallest extent but at least 3.5-4.5 voxels, vessel radius 2.5-4 voxels) are chosen so that `make demo`'s few minutes of CPU
+seeded, so the same arguments give the same files. Structure sizes (organ semi-axes 14-22 % of the
+extents but at least 5.5-6.3 voxels, lesion radius 9-13 % of the smallest extent but at least
+3.5-4.5 voxels, vessel radius 2.5-4 voxels) are chosen so that `make demo`'s few minutes of CPU
 training can segment every class; thinner ones need far longer schedules.
 
 usage: make_phantoms.py OUT_DIR [--cases N] [--val V] [--test T] [--size S] [--seed SEED]
@@ -48,7 +49,11 @@ def make_case(rng, size):
     body = ellipsoid(grid, centre, np.array(shape) * rng.uniform(0.38, 0.46, 3), random_rotation(rng))
     label = np.zeros(shape, np.uint8)
     organ_c = centre + rng.uniform(-0.08, 0.08, 3) * np.array(shape)
-    organ = ellipsoid(grid, organ_c, np.array(shape) * rng.uniform(0.14, 0.22, 3), random_rotation(rng)) & body
+    u = rng.uniform(0.14, 0.22, 3)
+    # at least 5.5-6.3 voxels a semi-axis, so that in small phantoms the lesion and the vessel
+    # do not leave the organ a thin shell
+    organ_r = np.maximum(np.array(shape) * u, 5.5 + (u - 0.14) * 10)
+    organ = ellipsoid(grid, organ_c, organ_r, random_rotation(rng)) & body
     label[organ] = 1
     lesion_c = organ_c + rng.uniform(-0.12, 0.12, 3) * np.array(shape)
     u = rng.uniform(0.09, 0.13)
