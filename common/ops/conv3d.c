@@ -2,9 +2,8 @@
 conv3d.c -- 3D convolution on the CPU (PyTorch Conv3d semantics, per-axis kernel/stride/padding).
 
 Direct loops, one output row (fixed n, d, h; a block of CB channels) at a time, accumulated in
-row buffers of acc_t (double in the double build; float in the float build, as PyTorch's
-float32 convolution accumulates: twice the SIMD width; the weight gradient sums its per-row
-partials in double); the innermost loop runs over W with its valid range computed once per kernel
+double row buffers (the weight gradient's short per-row partials are float in the float build,
+then summed in double); the innermost loop runs over W with its valid range computed once per kernel
 tap, so the interior has no bounds checks, and each loaded input value feeds CB channels. Every
 output row is owned by exactly one thread and summed in a fixed order, so results do not depend
 on the thread count. Not im2col, not SIMD intrinsics (the W loops carry `omp simd`).
@@ -16,11 +15,14 @@ Twin: gpu/conv3d.cu.
 #include <stdlib.h>
 #include <string.h>
 
+// part_t: the weight gradient's per-row partial sums (at most OW terms; each then added to a
+// double total). Float in the float build: twice the SIMD width, and short sums.
 #ifdef SRM_REAL_DOUBLE
-typedef double acc_t;       // accumulator of the forward/backward-data rows and dw row partials
+typedef double part_t;
 #else
-typedef float acc_t;
+typedef float part_t;
 #endif
+typedef double acc_t;       // forward / backward-data rows: long sums over Cin * k, kept double
 
 // ----------------------------------------------------------------------------
 // helpers
@@ -120,6 +122,13 @@ CONV_CLONES static void fwd_row(const geom_t *g, real *y, const real *x, const r
                         #pragma omp simd
                         for (int ow = lo; ow < hi; ow++) {
                             acc_t xv = xr[ow + off];
+                            a0[ow] += wv[0] * xv; a1[ow] += wv[1] * xv;
+                            a2[ow] += wv[2] * xv; a3[ow] += wv[3] * xv;
+                        }
+                    } else if (sw == 2) {      // the strided stem/down convs: constant stride vectorises
+                        #pragma omp simd
+                        for (int ow = lo; ow < hi; ow++) {
+                            acc_t xv = xr[2 * ow + off];
                             a0[ow] += wv[0] * xv; a1[ow] += wv[1] * xv;
                             a2[ow] += wv[2] * xv; a3[ow] += wv[3] * xv;
                         }
@@ -228,7 +237,7 @@ CONV_CLONES static void bwd_data_row(const geom_t *g, real *dx, const real *dy, 
 
 // dx[n,ci,i] += sum_{co,k : i = o*stride - pad + k} w[co,ci,k] dy[n,co,o]
 // Each thread owns whole dx rows (n, id, ih; a block of CB input channels) and scatters into
-// private acc_t rows.
+// private double rows.
 static void backward_data(real *dx, const real *dy, const real *w, const conv3d_shape_t *s,
                           const int out[3])
 {
@@ -282,17 +291,24 @@ CONV_CLONES static void bwd_weight_task(const geom_t *g, real *dw, const real *d
                     for (int kw = 0; kw < KW; kw++) {
                         const int off = kw - pw;    // input column = ow*sw + off
                         const int lo = wlo[kw], hi = whi[kw];
-                        acc_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;   // one row: <= OW terms
+                        part_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;   // one row: <= OW terms
                         if (sw == 1) {
                             #pragma omp simd reduction(+ : s0, s1, s2, s3)
                             for (int ow = lo; ow < hi; ow++) {
-                                acc_t g = dyr[ow];
+                                part_t g = dyr[ow];
                                 s0 += g * x0[ow + off]; s1 += g * x1[ow + off];
                                 s2 += g * x2[ow + off]; s3 += g * x3[ow + off];
                             }
+                        } else if (sw == 2) {
+                            #pragma omp simd reduction(+ : s0, s1, s2, s3)
+                            for (int ow = lo; ow < hi; ow++) {
+                                part_t g = dyr[ow];
+                                int i = 2 * ow + off;
+                                s0 += g * x0[i]; s1 += g * x1[i]; s2 += g * x2[i]; s3 += g * x3[i];
+                            }
                         } else {
                             for (int ow = lo; ow < hi; ow++) {
-                                acc_t g = dyr[ow];
+                                part_t g = dyr[ow];
                                 int i = ow * sw + off;
                                 s0 += g * x0[i]; s1 += g * x1[i]; s2 += g * x2[i]; s3 += g * x3[i];
                             }
@@ -313,7 +329,7 @@ CONV_CLONES static void bwd_weight_task(const geom_t *g, real *dw, const real *d
 
 // dw[co,ci,k] += sum_{n,o} dy[n,co,o] * x[n,ci,o*stride - pad + k]
 // One (co, block of CB input channels) per task; each tap is a dot product over W rows: each
-// row's partial (acc_t) is added to a double sum in a fixed order (the simd reduction order is
+// row's partial (part_t) is added to a double sum in a fixed order (the simd reduction order is
 // fixed at compile time).
 static void backward_weight(real *dw, const real *dy, const real *x, const conv3d_shape_t *s,
                             const int out[3])

@@ -6,10 +6,8 @@ selective_scan.c -- Mamba-1 selective scan (S6), forward and backward (architect
   h_t   = exp(dt_t A[e,:]) * h_{t-1} + dt_t B_t u_t       (h_{-1} = 0)
   y_t   = (sum_s C_t[s] h_t[s] + D[e] u_t) * silu(z_t)    (no gate when z == NULL)
 
-Precision: the double build (the finite-difference reference) keeps everything in double with
-libm's exp. The float build keeps the state, the decays and the per-token sums in float (as
-PyTorch's float32 reference scan does) with a vectorisable exp (scan_exp_f, ~2 ulp), and sums
-over long ranges (dA, dD, d(delta_bias), the dB/dC group reduction) in double.
+Precision: state, decays and sums are double in both builds; only the exp differs (libm in the
+double build, a vectorisable double exp in the float build, see scan_exp_d).
 Layout: tokens are processed in chunks of SCAN_CHUNK; B and C of a chunk are transposed once to
 (token, state) so the inner loops run over NS contiguous states and vectorise; all E channels
 share that copy. Forward saves nothing. Backward follows the GPU kernel's scheme: one pass
@@ -35,47 +33,52 @@ Built twice (float and double), see ops.h.
 #define SCAN_NS_MAX 64      // state size bound for the on-stack state vectors (Mamba uses 16)
 #define SCAN_CHUNK 2048     // tokens per recompute chunk (the GPU kernel's 128 x 16 tile)
 #define SCAN_GROUPS 8       // fixed channel groups for the deterministic dB/dC reduction
-#define SCAN_FLUSH 64       // tokens between flushes of the per-chunk dA partial into double
 // Below this many inner-loop steps a loop runs on one thread: waking a team costs more than
 // the work, and far more on a loaded machine.
 #define PAR_MIN_WORK 200000.0
 
+// State, decays and every sum are double in both builds (the float model's gradients are
+// checked against the double model's at 1e-2 on an ill-conditioned network: float states were
+// measured to break that). The double build uses libm's exp; the float build a vectorisable
+// double exp (scan_exp_d, within ~2 ulp of libm) so the state loops run as SIMD.
+typedef double sreal;
 #ifdef SRM_REAL_DOUBLE
-typedef double sreal;       // state / per-token arithmetic type
 static inline double scan_exp(double v) { return exp(v); }
+#else
+// Branch-free so `omp simd` loops vectorise it (libm's exp is a call): x = n ln2 + r with
+// |r| <= ln2/2 (fdlibm's two-part ln2), e^r by its Taylor series to r^13 (truncation < 2e-16),
+// 2^n built in the exponent bits from the 1.5*2^52 rounding shifter. Below -708 it returns 0
+// (libm: a value under 3.3e-308, i.e. a decay that is zero for every practical use).
+static inline double scan_exp_d(double x)
+{
+    const double lo = -708.0, hi = 709.0, shifter = 6755399441055744.0;   // 1.5 * 2^52
+    const double xc = x < lo ? lo : (x > hi ? hi : x);
+    union { double d; int64_t i; } k = { .d = xc * 1.4426950408889634074 + shifter }, sh = { .d = shifter };
+    const double n = k.d - shifter;                     // round(x / ln2)
+    double r = xc - n * 6.93147180369123816490e-01;
+    r = r - n * 1.90821492927058770002e-10;
+    double p = 1.0 / 6227020800.0;                      // 1/13!
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * (r * r) + r + 1.0;
+    union { int64_t i; double d; } scale = { .i = (k.i - sh.i + 1023) << 52 }, res;   // 2^n
+    res.d = p * scale.d;
+    res.i &= -(int64_t)(x >= lo);       // a mask, not a branch: the loop stays vectorisable
+    return res.d;
+}
+static inline double scan_exp(double v) { return scan_exp_d(v); }
+#endif
 static inline double softplus20(double v) { return v > 20.0 ? v : log1p(exp(v)); }
 static inline double sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
-#else
-typedef float sreal;
-// exp for float, branch-free so `omp simd` loops vectorise it (libm's expf is a call). Cody-Waite
-// reduction x = n ln2 + r, |r| <= ln2/2, then Cephes' degree-6 polynomial for e^r and 2^n built
-// in the exponent bits. Max error ~2 ulp over [-87.3, 88.3]; below -87.3 it returns 0 (libm
-// would return a value under 1.2e-38, i.e. a state decay that is zero for every practical use,
-// and a denormal would only slow the next multiply down).
-static inline float scan_exp_f(float x)
-{
-    const float lo = -87.3f, hi = 88.3f;
-    const float xc = x < lo ? lo : (x > hi ? hi : x);
-    // round-to-nearest integer via the 1.5 * 2^23 trick (no SSE4.1 needed for rintf)
-    const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = xc - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    union { int32_t i; float f; } scale = { .i = ((int32_t)n + 127) << 23 }, res;  // 2^n
-    res.f = p * scale.f;
-    res.i &= -(int32_t)(x >= lo);       // a mask, not a branch: the loop stays vectorisable
-    return res.f;
-}
-static inline float scan_exp(float v) { return scan_exp_f(v); }
-static inline float softplus20(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
-static inline float sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
-#endif
 
 // The two hot loops get an AVX2+FMA clone picked at load time (x86-64 with GNU ifunc only);
 // the result then depends on the machine (FMA contraction), never on the thread count.
@@ -274,9 +277,8 @@ SCAN_CLONES static void chunk_backward(scan_bwd_t *b, int n, int e, size_t c, si
         if (b->ddelta) b->ddelta[row + k] += (real)draw;
         dbe += draw;
         if (b->du) b->du[row + k] += (real)(De * gout + sbu * dt);
-        if (k % SCAN_FLUSH == 0)
-            for (int j = 0; j < NS; j++) { dA[j] += dAc[j]; dAc[j] = 0; }
     }
+    for (int j = 0; j < NS; j++) dA[j] += dAc[j];     // this chunk's share, in chunk order
     b->dD[e] += dDe;
     b->dbias[e] += dbe;
 }
