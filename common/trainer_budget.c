@@ -7,8 +7,8 @@ first step, lr = the schedule's start) measures the step time; then total = step
 that fit in the time left, capped by --steps. The total lives in ckpt_state_t.total_steps, so
 every checkpoint records it and a resume keeps it (the resumed trainer runs to that total and
 only uses its own budget as a safety stop). While the first trainer runs, the estimate is
-corrected when the projected end drifts from the deadline by more than 2 % of the budget or
-two steps (e.g. when an evaluation shares the cores), so the lr still reaches ~0 near the deadline.
+corrected when the projected end passes the deadline by more than a step, or falls short of it
+by more than 2 % of the budget or two steps (e.g. when an evaluation shares the cores), so the lr still reaches ~0 near the deadline.
 */
 #include "trainer_internal.h"
 #include "check.h"
@@ -52,13 +52,16 @@ void budget_after_step(budget_t *b, ckpt_state_t *st, double now)
     if (b->budget_s <= 0 || b->from_ckpt) return;
     if (b->first_step < 0) {            // the first step includes the pipeline's start-up: not timed
         b->first_step = st->step;
-        b->first_time = now;
+        b->first_time = b->last_time = now;
         return;
     }
     long n = st->step - b->first_step;
-    double dt = now - b->first_time;
+    double dt = now - b->first_time, last = now - b->last_time;
+    b->last_time = now;
     if (n <= 0 || dt <= 0) return;
     double per_step = dt / (double)n;
+    // recent step time (about the last 20 steps): the cores may get busier later in the run
+    b->recent = n == 1 ? last : 0.95 * b->recent + 0.05 * last;
     if (!b->fixed) {
         double warm = fmin(WARMUP_MAX_S, WARMUP_FRACTION * b->budget_s);
         if (n < WARMUP_MIN_STEPS || (dt < warm && now < b->deadline)) return;
@@ -68,11 +71,17 @@ void budget_after_step(budget_t *b, ckpt_state_t *st, double now)
                 per_step, n, b->deadline - now, st->total_steps);
         return;
     }
+    // the slower of the run's mean and the recent rate: ending a little early beats a cut schedule
+    per_step = fmax(per_step, b->recent);
     if (st->total_steps >= b->cap && now + per_step * (double)(st->total_steps - st->step) <= b->deadline)
         return;                         // the cap binds and fits: nothing to correct
     double projected = now + per_step * (double)(st->total_steps - st->step);
-    // a tolerance of at least two steps: step times jitter, and the lr should not see-saw
-    if (fabs(projected - b->deadline) <= fmax(DRIFT_FRACTION * b->budget_s, 2 * per_step)) return;
+    // Asymmetric tolerance: ending late would cut the schedule before its lr reaches ~0, so a
+    // projected overrun of more than one step is corrected at once; ending early only wastes a
+    // little time, so that waits for 2 % of the budget (or two steps: step times jitter, and the
+    // lr should not see-saw).
+    double late = projected - b->deadline;
+    if (late <= per_step && -late <= fmax(DRIFT_FRACTION * b->budget_s, 2 * per_step)) return;
     long total = fit_total(b, st->step, now, per_step);
     if (total < st->step) total = st->step;
     if (total == st->total_steps) return;

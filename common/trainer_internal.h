@@ -85,7 +85,8 @@ typedef struct {
     int fixed;                      // the schedule's total is known (estimated or from a checkpoint)
     int from_ckpt;                  // kept from the resumed checkpoint: never re-estimated
     long first_step;                // timing starts after this step (-1: no step yet)
-    double first_time;
+    double first_time, last_time;
+    double recent;                  // moving average of the last ~20 step times
     int adjusts;                    // corrections after the first estimate
 } budget_t;
 

@@ -332,7 +332,8 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
         if (t.state.step < t.state.total_steps) t.state.total_steps = t.state.step;
     }
     if (stopped) log_msg('I', "stopping on signal %d at step %ld: final checkpoint", stage_signal(t.st), t.state.step);
-    else log_msg('I', "reached step %ld after %.1f s: final checkpoint", t.state.step, trainer_now() - t.t_start);
+    else if (!out_of_time)
+        log_msg('I', "reached step %ld after %.1f s: final checkpoint", t.state.step, trainer_now() - t.t_start);
     finish(&t, !stopped);
     log_msg('I', "done: %ld steps, %ld bad batches dropped, %ld checkpoints sent, %ld acknowledged, %ld eval jobs "
             "sent, %ld skipped", t.state.step, t.rep.bad_batches, t.ck.n_sent, t.ck.n_acked, t.rep.val_sent,

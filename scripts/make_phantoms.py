@@ -4,8 +4,11 @@
 Writes an MSD-style dataset (dataset.json with a train/validation/test split, imagesTr/, labelsTr/)
 of 3D MR-like phantoms: a body ellipsoid with a smooth bias field, and inside it three labelled
 structures with their own intensities (1 "organ": a large ellipsoid, 2 "lesion": a sphere inside
-or beside it, 3 "vessel": a tube), Gaussian noise and partial-volume blur. Outside the body the
-image is exactly 0, so the foreground is "different from the minimum" as system.md defines it.
+or beside it, 3 "vessel": a tube), a +-10 % bias field, partial-volume blur and Gaussian noise
+(sigma 8, an SNR of about 13 in the body, like a fast MR sequence). Bias, blur and noise keep
+it a segmentation problem: the best intensity band, fitted to each validation label itself,
+reaches Dice 0.71-0.81 for the organ and 0.42-0.56 for the vessel (size-28 phantoms). Outside
+the body the image is exactly 0, so the foreground is "different from the minimum" (system.md).
 Sizes, positions, orientations (RAS or LPS affines) and spacings vary per case; everything is
 seeded, so the same arguments give the same files. Structure sizes (organ semi-axes 14-22 % of the
 extents but at least 5.5-6.3 voxels, lesion radius 9-13 % of the smallest extent but at least
@@ -73,9 +76,9 @@ def make_case(rng, size):
     img = np.where(body, rng.uniform(95, 115), 0.0)
     for k in (1, 2, 3):
         img[label == k] = base[k]
-    bias = 1 + 0.15 * np.sin(grid[0] / shape[0] * np.pi * rng.uniform(0.5, 1.5)) \
+    bias = 1 + 0.10 * np.sin(grid[0] / shape[0] * np.pi * rng.uniform(0.5, 1.5)) \
              * np.cos(grid[1] / shape[1] * np.pi * rng.uniform(0.5, 1.5))
-    img = smooth(img * bias, 1) + rng.normal(0, 12, shape)
+    img = smooth(img * bias, 1) + rng.normal(0, 8, shape)
     img = np.where(body, np.maximum(img, 1.0), 0.0).astype(np.float32)
 
     spacing = rng.uniform(1.0, 1.6, 3).round(2)
