@@ -13,6 +13,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "oracle"))
 PARAMS_TXT = os.path.join(REPO, "..", "shared", "design", "params_M_btcv.txt")
+if not os.path.exists(PARAMS_TXT):           # a checkout whose shared/ is not beside it
+    PARAMS_TXT = "/work/shared/design/params_M_btcv.txt"
 
 from mamba_torch import MambaLayer  # noqa: E402
 from segresmamba_torch import SegResMamba  # noqa: E402
