@@ -4,7 +4,9 @@
 # training budget, then srm-report, checks that a prediction overlays its source scan (nibabel
 # when a python3 with it exists, else srm-inspect's dims and affine), and copies at most 8 files
 # (each far below 16 MiB) into $OUT: report.md, metrics.jsonl, dice_vs_time.png, curves.png,
-# overlay PNGs (up to 2), summary.txt (commands, card, geometry check, trainer log tail).
+# overlay PNGs (up to 2), summary.txt (commands, card, geometry check, trainer log tail) and the
+# first prediction (CASE.nii.gz), to check against the original scan with nibabel back home:
+#   /usr/bin/python3 scripts/check_overlay.py OUT/CASE.nii.gz ../shared/data/.../CASE_0000.nii.gz
 #
 # Before the call (on the development machine, in the checkout's root):
 #   mkdir -p data-local && cp -r ../shared/data/brats2013-6 ../shared/data/abdomen-ct-btcv13 data-local/
@@ -79,13 +81,7 @@ if [[ -n $pred ]]; then
     done
     if [[ -n $py ]]; then
         say "geometry check (nibabel, $py): $pred vs $src"
-        "$py" - "$pred" "$src" <<'PY' 2>&1 | tee -a "$SUMMARY"
-import sys, nibabel as nib, numpy as np
-p, s = nib.load(sys.argv[1]), nib.load(sys.argv[2])
-ok = p.shape[:3] == s.shape[:3] and np.allclose(p.affine, s.affine, atol=1e-3)
-print("dims", p.shape, s.shape, "max |affine diff|", float(np.abs(p.affine - s.affine).max()))
-print("GEOMETRY", "OK" if ok else "MISMATCH")
-PY
+        "$py" scripts/check_overlay.py "$pred" "$src" 2>&1 | tee -a "$SUMMARY"
     else
         say "geometry check (no nibabel here: srm-inspect dims + affine): $pred vs $src"
         a=$("$BIN/srm-inspect" "$pred") && b=$("$BIN/srm-inspect" "$src")
@@ -113,7 +109,7 @@ fi
     echo; echo "pipeline log (last 10 lines):"; tail -n 10 "$OUT/pipeline.log"
 } >>"$SUMMARY"
 rm -f "$OUT/pipeline.log"                                 # its tail is in summary.txt
-for f in "$RUN/report.md" "$RUN/metrics.jsonl" "$RUN/report/dice_vs_time.png" "$RUN/curves.png"; do
+for f in "$RUN/report.md" "$RUN/metrics.jsonl" "$RUN/report/dice_vs_time.png" "$RUN/curves.png" "$pred"; do
     [[ -f $f ]] && cp "$f" "$OUT/"
 done
 n=0
