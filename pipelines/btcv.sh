@@ -20,47 +20,12 @@
 set -uo pipefail
 SRM_SCRIPT=btcv
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-
-usage() { sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
-[[ ${1:-} == -h || ${1:-} == --help ]] && { usage; exit 0; }
-(($# >= 2)) || { usage >&2; exit 2; }
-DATA=$(cd "$1" 2>/dev/null && pwd) || srm_die "dataset folder '$1' not found"
-mkdir -p "$2" || srm_die "cannot create run folder '$2'"
-RUN=$(cd "$2" && pwd)
-shift 2
-date +%s.%N >"$RUN/started_at" || srm_die "cannot write $RUN/started_at"
-
-MINUTES=8 SEED=0 STEP_MS=110 STEPS="" DEVICE=gpu EXTRA=()
-while (($#)); do
-    case $1 in
-        --minutes) MINUTES=${2:?--minutes needs a value}; shift 2 ;;
-        --seed) SEED=${2:?--seed needs a value}; shift 2 ;;
-        --step-ms) STEP_MS=${2:?--step-ms needs a value}; shift 2 ;;
-        --steps) STEPS=${2:?--steps needs a value}; shift 2 ;;
-        --device) DEVICE=${2:?--device needs a value}; shift 2 ;;
-        *) EXTRA+=("$1"); shift ;;
-    esac
-done
-[[ $MINUTES =~ ^[0-9]+([.][0-9]+)?$ && $STEP_MS =~ ^[0-9]+([.][0-9]+)?$ && $SEED =~ ^[0-9]+$ ]] ||
-    srm_die "--minutes, --step-ms and --seed take numbers"
-LEN_ARGS=(--steps "$STEPS")
-if [[ -z $STEPS ]]; then
-    STEPS=$(awk -v m="$MINUTES" -v s="$STEP_MS" 'BEGIN { n = int(m * 60000 / s); print n < 1 ? 1 : n }')
-    LEN_ARGS=(--max-minutes "$MINUTES")
-    srm_log "budget: $MINUTES min of training (--max-minutes); about $STEPS steps at $STEP_MS ms per step"
-fi
-[[ $STEPS =~ ^[0-9]+$ && $STEPS -ge 1 ]] || srm_die "--steps: '$STEPS' is not a positive integer"
-VAL_EVERY=$(( STEPS / 16 )); ((VAL_EVERY < 1)) && VAL_EVERY=1      # about 16 points on the curve
-CKPT_EVERY=$(( STEPS / 4 )); ((CKPT_EVERY < 1)) && CKPT_EVERY=1     # 1 GB each: a few, for resumes
+source "$(dirname "${BASH_SOURCE[0]}")/recipe.sh"
+RECIPE_STEP_MS=110
+recipe_begin "$@"
 
 # ---- the dataset view: ct_large -> train, ct_small -> test --------------------------------------
-VIEW=$RUN/dataset
-mkdir -p "$VIEW" || srm_die "cannot create $VIEW"
-for sub in imagesTr labelsTr; do
-    [[ -d $DATA/$sub ]] || srm_die "$DATA/$sub: not found"
-    ln -sfn "$DATA/$sub" "$VIEW/$sub" || srm_die "cannot link $VIEW/$sub"
-done
-$SRM_PY - "$DATA/dataset.json" "$VIEW/dataset.json" <<'PY' || srm_die "$DATA/dataset.json: cannot make the ct_large/ct_small split"
+recipe_view <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 ids = [e["image"].split("/")[-1].split(".nii")[0] for e in d["training"]]
@@ -72,28 +37,12 @@ json.dump(d, open(sys.argv[2], "w"), indent=1)
 PY
 
 # ---- train ------------------------------------------------------------------------------------------
-cmd=("$SRM_ROOT/pipelines/train.sh" "$VIEW" "$RUN"
-     --model M --width 48 --patch 96,96,96 --batch 2 "${LEN_ARGS[@]}" --lr 1e-4 --classes 14
-     --loss dice-ce --overlap 0.5 --val-every "$VAL_EVERY" --ckpt-every "$CKPT_EVERY"
-     --seed "$SEED" --device "$DEVICE" --spacing 1.5,1.5,2 --norm ct:-175,250
-     --loader-args "--val-split test" "${EXTRA[@]}")
-printf '+'; printf ' %q' "${cmd[@]}"; printf '\n'
-# train.sh runs in the background (where bash ignores SIGINT for it), and this script passes
-# SIGTERM or Ctrl-C on as one SIGTERM: train.sh then writes a final checkpoint and stops every
-# stage, and this script waits for that before it reports.
-"${cmd[@]}" &
-TRAIN_PID=$!
-trap 'kill -TERM "$TRAIN_PID" 2>/dev/null' TERM INT
-rc=0
-while kill -0 "$TRAIN_PID" 2>/dev/null; do wait "$TRAIN_PID"; rc=$?; done
-trap - TERM INT
-((rc == 0)) || srm_log "train.sh ended with status $rc; reporting what was recorded"
+recipe_train "$SRM_ROOT/pipelines/train.sh" "$VIEW" "$RUN" \
+     --model M --width 48 --patch 96,96,96 --batch 2 "${LEN_ARGS[@]}" --lr 1e-4 --classes 14 \
+     --loss dice-ce --overlap 0.5 --val-every "$VAL_EVERY" --ckpt-every "$CKPT_EVERY" \
+     --seed "$SEED" --device "$DEVICE" --spacing 1.5,1.5,2 --norm ct:-175,250 \
+     --loader-args "--val-split test" "${EXTRA[@]}"
 
 # ---- report -----------------------------------------------------------------------------------------
-rep=("$SRM_BIN/srm-report" "$RUN" --out "$RUN/report" --dataset "$VIEW" --key mean_dice
-     --thresholds 0.5,0.7,0.8 --window -175,250)
-printf '+'; printf ' %q' "${rep[@]}"; printf '\n'
-"${rep[@]}" | tee "$RUN/report.md"
-rrc=${PIPESTATUS[0]}
-((rc == 0)) || exit "$rc"
-exit "$rrc"
+recipe_report "$SRM_BIN/srm-report" "$RUN" --out "$RUN/report" --dataset "$VIEW" --key mean_dice \
+     --thresholds 0.5,0.7,0.8 --window -175,250
