@@ -23,6 +23,8 @@ typedef struct {
     char val_sel[64];           // for the cases socket ("validation", "fold0/val")
     const char *volumes_ep, *cases_ep;  // NULL cases_ep: no cases socket
     int allow_remote;
+    const char *curve_server;   // --curve-server KEYFILE: CURVE on the bound tcp endpoints
+    const char *authorized;     // --authorized FILE: client public keys admitted (with the above)
     int hwm;                    // volumes PUSH high-water mark (messages per peer)
     uint64_t seed;
     long epochs;                // 0: forever

@@ -1,6 +1,6 @@
 /*
 loader_cfg.c -- srm-loader's command line: dataset and selection (split or fold), cache,
-preprocessing (target spacing, normalisation, class count), endpoints, seed and epochs.
+preprocessing (target spacing, normalisation, class count), endpoints, CURVE keys, seed and epochs.
 */
 #include "loader.h"
 #include "check.h"
@@ -24,6 +24,8 @@ void loader_usage(void *file)
         "  --volumes EP                         PUSH endpoint the augmenters connect to (bound)\n"
         "  --cases EP                           ROUTER endpoint for validation cases (bound; off)\n"
         "  --allow-remote                       allow binding non-loopback addresses\n"
+        "  --curve-server KEYFILE --authorized FILE   CURVE on tcp endpoints: this stage's key,\n"
+        "                                       and the client keys admitted (scripts/keys.sh)\n"
         "  --hwm N                              volumes high-water mark per augmenter (2)\n"
         "  --seed N                             shuffle seed (0)\n"
         "  --epochs N                           stop after N epochs (0: forever)\n");
@@ -111,6 +113,8 @@ int loader_parse(loader_cfg_t *c, int argc, char **argv, char *err)
         else if (!strcmp(a, "--classes")) { rc = parse_long(a, val, 1, 256, &v, err); c->classes = (int)v; }
         else if (!strcmp(a, "--volumes")) c->volumes_ep = val;
         else if (!strcmp(a, "--cases")) c->cases_ep = val;
+        else if (!strcmp(a, "--curve-server")) c->curve_server = val;
+        else if (!strcmp(a, "--authorized")) c->authorized = val;
         else if (!strcmp(a, "--hwm")) { rc = parse_long(a, val, 1, 1000, &v, err); c->hwm = (int)v; }
         else if (!strcmp(a, "--seed")) { rc = parse_long(a, val, 0, 0x7fffffffffffffffL, &v, err); c->seed = (uint64_t)v; }
         else if (!strcmp(a, "--epochs")) rc = parse_long(a, val, 0, 1L << 40, &c->epochs, err);
@@ -119,6 +123,7 @@ int loader_parse(loader_cfg_t *c, int argc, char **argv, char *err)
     }
     if (!c->dataset) return set_err(err, "--dataset is required");
     if (!c->volumes_ep) return set_err(err, "--volumes is required");
+    if (!c->curve_server != !c->authorized) return set_err(err, "--curve-server and --authorized go together");
     if (fold >= 0) snprintf(c->train_sel, sizeof c->train_sel, "fold%ld/%s", fold, fold_part);
     if (val_split) snprintf(c->val_sel, sizeof c->val_sel, "%s", val_split);
     else if (fold >= 0) snprintf(c->val_sel, sizeof c->val_sel, "fold%ld/val", fold);

@@ -20,6 +20,15 @@ static double now_s(void)
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
+// o with the CURVE server options set when the loader has a key and ep is tcp, else without.
+static stage_sock_opts_t *curve_opts(stage_sock_opts_t *o, const loader_cfg_t *cfg, const char *ep)
+{
+    int on = cfg->curve_server && !strncmp(ep, "tcp://", 6);
+    o->curve_secret = on ? cfg->curve_server : NULL;
+    o->curve_server = on;
+    return o;
+}
+
 int loader_open(loader_t *L, const loader_cfg_t *cfg, stage_t *st, char *err)
 {
     memset(L, 0, sizeof *L);
@@ -36,11 +45,19 @@ int loader_open(loader_t *L, const loader_cfg_t *cfg, stage_t *st, char *err)
     stage_sock_opts_t o = stage_sock_defaults();
     o.allow_remote = cfg->allow_remote;
     o.hwm = cfg->hwm;
-    if (!(L->volumes = stage_socket(st, ZMQ_PUSH, cfg->volumes_ep, STAGE_BIND, &o, err))) return -1;
+    if (cfg->curve_server) {
+        // CURVE is a tcp mechanism: ipc endpoints stay plain (their file permissions guard them).
+        int tcp_v = !strncmp(cfg->volumes_ep, "tcp://", 6), tcp_c = cfg->cases_ep && !strncmp(cfg->cases_ep, "tcp://", 6);
+        if (!tcp_v && !tcp_c) log_msg('W', "--curve-server given but no endpoint is tcp: nothing to encrypt");
+        else if (stage_curve_authorize(st, cfg->authorized, err)) return -1;
+    }
+    if (!(L->volumes = stage_socket(st, ZMQ_PUSH, cfg->volumes_ep, STAGE_BIND, curve_opts(&o, cfg, cfg->volumes_ep), err)))
+        return -1;
     if (cfg->cases_ep) {
         if (dataset_select(&L->ds, cfg->val_sel, &L->val, &L->n_val, err)) return -1;
         o.hwm = 16;                                 // replies to a few evaluators, never blocks
-        if (!(L->cases = stage_socket(st, ZMQ_ROUTER, cfg->cases_ep, STAGE_BIND, &o, err))) return -1;
+        if (!(L->cases = stage_socket(st, ZMQ_ROUTER, cfg->cases_ep, STAGE_BIND, curve_opts(&o, cfg, cfg->cases_ep), err)))
+            return -1;
     }
     log_msg('I', "%s: %d training cases (%s), %d served on request (%s), cache %s", cfg->dataset,
             L->n_train, cfg->train_sel, L->n_val, cfg->cases_ep ? cfg->val_sel : "off", cfg->cache);

@@ -1,6 +1,6 @@
 /*
 patch_cfg.c -- srm-augmenter's command line: endpoints, batching, reuse, seed, and every
-augmentation option of augment_cfg.c.
+augmentation option of augment_cfg.c, and the CURVE client keys.
 */
 #include "patch_stream.h"
 #include "check.h"
@@ -21,7 +21,10 @@ void patch_cfg_usage(void *file)
                "  --hwm N                   patches high-water mark (2)\n"
                "  --seed S                  augmentation seed (0)\n"
                "  --stats-every SECONDS     throughput log period (10; 0 off)\n"
-               "  --max-batches N           exit after N batches (0: never)\n");
+               "  --max-batches N           exit after N batches (0: never)\n"
+               "  --image-dtype f32|f16|bf16   images on the wire (f32); 16-bit halves the bytes per patch\n"
+               "  --curve-client KEYFILE --server-key FILE   CURVE on tcp endpoints: this worker's key\n"
+               "                            and the public key of the loader/trainer (scripts/keys.sh)\n");
     augment_cfg_usage(f);
 }
 
@@ -43,6 +46,7 @@ int patch_cfg_parse(patch_cfg_t *c, int argc, char **argv, char *err)
     c->max_uses = 4;
     c->hwm = 2;
     c->stats_every = 10;
+    c->image_dtype = WIRE_F32;
     augment_cfg_default(&c->aug);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -55,6 +59,14 @@ int patch_cfg_parse(patch_cfg_t *c, int argc, char **argv, char *err)
         long v = 0;
         if (!strcmp(a, "--volumes")) c->volumes_ep = val;
         else if (!strcmp(a, "--patches")) c->patches_ep = val;
+        else if (!strcmp(a, "--image-dtype")) {
+            if (!strcmp(val, "f32")) c->image_dtype = WIRE_F32;
+            else if (!strcmp(val, "f16")) c->image_dtype = WIRE_F16;
+            else if (!strcmp(val, "bf16")) c->image_dtype = WIRE_BF16;
+            else rc = set_err(err, "--image-dtype: '%s' is not f32, f16 or bf16", val);
+        }
+        else if (!strcmp(a, "--curve-client")) c->curve_client = val;
+        else if (!strcmp(a, "--server-key")) c->server_key = val;
         else if (!strcmp(a, "--batch-size")) { rc = int_opt(a, val, 1, 1024, &v, err); c->batch = (int)v; }
         else if (!strcmp(a, "--samples-per-volume")) { rc = int_opt(a, val, 1, 4096, &v, err); c->samples = (int)v; }
         else if (!strcmp(a, "--keep")) { rc = int_opt(a, val, 1, 64, &v, err); c->keep = (int)v; }
@@ -67,5 +79,6 @@ int patch_cfg_parse(patch_cfg_t *c, int argc, char **argv, char *err)
         if (rc) return -1;
     }
     if (!c->volumes_ep || !c->patches_ep) return set_err(err, "--volumes and --patches are required");
+    if (!c->curve_client != !c->server_key) return set_err(err, "--curve-client and --server-key go together");
     return augment_cfg_check(&c->aug, err);
 }

@@ -3,7 +3,8 @@ patch_stream.c -- srm-augmenter's loop (see patch_stream.h): receive and check v
 ring of the last --keep, cut patches straight into the batch buffers, and send each full batch
 with its images buffer handed to ZeroMQ (no copy), waiting for room on the patches socket.
 The images buffers (tens of MB, above glibc's mmap threshold) come from a small pool that ZeroMQ
-hands back when it has sent them, so a batch does not fault in fresh pages.
+hands back when it has sent them, so a batch does not fault in fresh pages. With --image-dtype
+f16/bf16 the patches are cut into one float work buffer and narrowed into the pool buffer at send.
 A bad volume is logged with its peer and dropped; the loop carries on.
 */
 #include "patch_stream.h"
@@ -19,7 +20,7 @@ typedef struct { aug_volume_t v; int num_classes; int live; } slot_t;
 // An images buffer. ZeroMQ's I/O thread releases it (pool_release) once the frame is sent; if
 // the stream ended meanwhile (ORPHAN) the release frees it.
 enum { BUF_FREE = 0, BUF_BUSY = 1, BUF_ORPHAN = 2 };
-typedef struct { float *data; atomic_int state; } pool_buf_t;
+typedef struct { void *data; atomic_int state; } pool_buf_t;
 #define POOL_MAX 16
 
 static void pool_release(void *data, void *hint)
@@ -41,7 +42,10 @@ typedef struct {
     int next_slot, rr;          // slot the next volume replaces; round-robin reuse cursor
     int C;                      // channels of this stream (the first volume's)
     size_t pn;                  // voxels per patch
-    float *images;              // (B, C, P) current batch: pool[cur]->data
+    float *images;              // (B, C, P) current batch: pool[cur]->data (f32 on the wire) or
+                                // fwork (narrowed into pool[cur]->data at send); NULL: none held
+    float *fwork;               // (B, C, P) work buffer for 16-bit wire dtypes
+    long clamped;               // f16 values clamped to +-65504 since the last stats line
     pool_buf_t *pool[POOL_MAX];
     int npool, cur;
     uint8_t *labels;            // (B, P)
@@ -67,18 +71,20 @@ static double now_s(void)
 static void pool_acquire(stream_t *s)
 {
     size_t n = (size_t)s->cfg->batch * s->C * s->pn;
+    int f32 = s->cfg->image_dtype == WIRE_F32;
+    if (!f32 && !s->fwork) s->fwork = xmalloc(n * sizeof(float));
     for (;;) {
         for (int i = 0; i < s->npool; i++) {
             int f = BUF_FREE;
             if (atomic_compare_exchange_strong(&s->pool[i]->state, &f, BUF_BUSY)) {
                 s->cur = i;
-                s->images = s->pool[i]->data;
+                s->images = f32 ? s->pool[i]->data : s->fwork;
                 return;
             }
         }
         if (s->npool < POOL_MAX) {
             pool_buf_t *b = xmalloc(sizeof *b);
-            b->data = xmalloc(n * sizeof(float));
+            b->data = xmalloc(n * (f32 ? sizeof(float) : sizeof(uint16_t)));
             atomic_init(&b->state, BUF_FREE);
             s->pool[s->npool++] = b;
             continue;
@@ -115,8 +121,11 @@ static int send_batch(stream_t *s, char *err)
     p.aug_seed = c->seed;
     p.B = c->batch; p.C = s->C;
     p.D = c->aug.patch[0]; p.H = c->aug.patch[1]; p.W = c->aug.patch[2];
-    p.image_dtype = WIRE_F32;
-    p.images = s->images;
+    p.image_dtype = c->image_dtype;
+    if (c->image_dtype != WIRE_F32)
+        s->clamped += patch_images_convert(s->fwork, s->pool[s->cur]->data, (size_t)c->batch * s->C * s->pn,
+                                           c->image_dtype);
+    p.images = s->pool[s->cur]->data;
     p.labels = s->labels;
     p.origins = s->origins;
     p.positive = s->positive;
@@ -223,7 +232,10 @@ static void stats(stream_t *s, int force)
     log_msg('I', "%ld patches (%.1f/s), %ld batches, volumes %ld new %ld reused %ld bad, waited %.1f s for "
             "volumes, %.1f s to send", s->patches, dt > 0 ? s->patches / dt : 0.0, s->batches, s->vols_new,
             s->vols_reused, s->vols_bad, s->wait_in, s->wait_out);
+    if (s->clamped) log_msg('W', "%ld image values beyond f16's range were clamped to +-65504 (use --image-dtype f32 "
+                            "or bf16 for such data)", s->clamped);
     s->t_last = t;
+    s->clamped = 0;
     s->patches = s->batches = s->vols_new = s->vols_reused = s->vols_bad = 0;
     s->wait_in = s->wait_out = 0;
 }
@@ -234,10 +246,20 @@ static void stream_free(stream_t *s)
         aug_volume_free(&s->ring[k].v);               // also a slot whose last load failed
     free(s->ring);
     pool_close(s);
+    free(s->fwork);
     free(s->labels);
     free(s->origins);
     free(s->positive);
     free(s->ids);
+}
+
+// o as a CURVE client of ep when keys were given and ep is tcp (ipc stays plain), else plain.
+static stage_sock_opts_t *curve_opts(stage_sock_opts_t *o, const patch_cfg_t *c, const char *ep)
+{
+    int on = c->curve_client && !strncmp(ep, "tcp://", 6);
+    o->curve_secret = on ? c->curve_client : NULL;
+    o->curve_server_public = on ? c->server_key : NULL;
+    return o;
 }
 
 int patch_stream_run(const patch_cfg_t *c, stage_t *st, char *err)
@@ -248,9 +270,9 @@ int patch_stream_run(const patch_cfg_t *c, stage_t *st, char *err)
     s.st = st;
     stage_sock_opts_t o = stage_sock_defaults();
     o.hwm = 1;                                      // one volume waiting is enough
-    if (!(s.vin = stage_socket(st, ZMQ_PULL, c->volumes_ep, STAGE_CONNECT, &o, err))) return -1;
+    if (!(s.vin = stage_socket(st, ZMQ_PULL, c->volumes_ep, STAGE_CONNECT, curve_opts(&o, c, c->volumes_ep), err))) return -1;
     o.hwm = c->hwm;
-    if (!(s.pout = stage_socket(st, ZMQ_PUSH, c->patches_ep, STAGE_CONNECT, &o, err))) return -1;
+    if (!(s.pout = stage_socket(st, ZMQ_PUSH, c->patches_ep, STAGE_CONNECT, curve_opts(&o, c, c->patches_ep), err))) return -1;
     s.ring = xcalloc((size_t)c->keep, sizeof *s.ring);
     s.pn = (size_t)c->aug.patch[0] * c->aug.patch[1] * c->aug.patch[2];
     s.labels = xmalloc((size_t)c->batch * s.pn);

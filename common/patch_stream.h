@@ -9,11 +9,15 @@ so memory stays bounded: --keep volumes plus one batch. Files: patch_cfg.c, patc
 #ifndef SRM_PATCH_STREAM_H
 #define SRM_PATCH_STREAM_H
 #include <stdint.h>
+#include <stddef.h>
 #include "augment.h"
 #include "stage.h"
+#include "wire.h"
 
 typedef struct {
     const char *volumes_ep, *patches_ep;    // both connected
+    const char *curve_client;   // --curve-client KEYFILE: CURVE on the tcp endpoints (with server_key)
+    const char *server_key;     // --server-key FILE: the servers' (loader's, trainer's) public key
     int batch;                  // patches per batch (2)
     int samples;                // patches per use of a volume (4)
     int keep;                   // volumes kept for reuse (2)
@@ -22,12 +26,17 @@ typedef struct {
     uint64_t seed;
     double stats_every;         // seconds between stats lines (10; 0 off)
     long max_batches;           // stop after this many batches (0: never)
+    wire_dtype_t image_dtype;   // --image-dtype: images on the wire, WIRE_F32 (default), F16 or BF16
     augment_cfg_t aug;
 } patch_cfg_t;
 
 // 0, 1 for --help, -1 with err.
 int patch_cfg_parse(patch_cfg_t *c, int argc, char **argv, char *err);
 void patch_cfg_usage(void *file);
+
+// Narrow n float32 image values into out as dtype (F32: a copy; F16, BF16: round to nearest
+// even). Returns how many f16 values were clamped to +-65504 (0 for the other dtypes).
+long patch_images_convert(const float *x, void *out, size_t n, wire_dtype_t dtype);
 
 // Run until a signal or max_batches. Returns 0, or -1 with err (socket setup).
 int patch_stream_run(const patch_cfg_t *cfg, stage_t *st, char *err);

@@ -37,6 +37,11 @@ typedef struct {
 // no timeouts, no CURVE.
 stage_sock_opts_t stage_sock_defaults(void);
 
+// For a process that receives tens-of-MB frames (trainer, patch_sink): keep the pages of freed large
+// blocks mapped for reuse instead of a fresh mmap per frame (see stage.c). Call before any
+// thread starts. Logs a warning if glibc refuses a setting.
+void stage_malloc_for_big_frames(void);
+
 // Make the stage: log name, ZeroMQ context, SIGINT/SIGTERM handlers writing to a self-pipe.
 // DIEs when the context or pipe cannot be made (nothing can run without them).
 stage_t *stage_new(const char *name);

@@ -289,6 +289,7 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
     memset(&t, 0, sizeof t);
     t.c = &c;
     t.t_start = trainer_now();
+    stage_malloc_for_big_frames();          // patch batches are tens of MB a frame
     t.st = stage_new("trainer");
     int rc = setup(&t, err);
     if (rc) { teardown(&t); stage_destroy(&t.st); return -1; }

@@ -3,15 +3,16 @@
 # where the consumer (the trainer, a benchmark, a Python client) has bound a PULL socket.
 #   pipelines/stream-patches.sh DATASET ENDPOINT [N_AUGMENTERS] [options]
 # Options for the loader (--split --fold --fold-part --val-split --cache --spacing --norm
-# --classes --epochs --cases --allow-remote, and --loader-hwm N for its --hwm) go to the
-# loader, --seed to both, everything else to every augmenter (see srm-augmenter --help).
+# --classes --epochs --cases --allow-remote --curve-server --authorized, and --loader-hwm N for
+# its --hwm) go to the loader, --seed to both, everything else (--curve-client --server-key
+# included) to every augmenter (see srm-augmenter --help).
 # Sockets live in a temporary directory (or $SRM_RUN_DIR when set, so more augmenters can join:
 # they connect to ipc://$SRM_RUN_DIR/volumes). Binaries come from $BIN (default bin/).
 # Augmenters run with OMP_NUM_THREADS=1 (many processes is the design). Every process started
 # here runs in its own process group and is stopped (TERM, then KILL after 5 s) when this script
 # exits or is stopped; the script exits when the loader dies.
 set -u
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 [ $# -ge 2 ] || { usage >&2; exit 2; }
 [ "$1" = --help ] && { usage; exit 0; }
 DATASET=$1 ENDPOINT=$2
@@ -31,7 +32,7 @@ loader_args=() aug_args=()
 while [ $# -gt 0 ]; do
   case $1 in
     --allow-remote) loader_args+=("$1"); shift ;;
-    --split|--fold|--fold-part|--val-split|--cache|--spacing|--norm|--classes|--epochs|--cases)
+    --split|--fold|--fold-part|--val-split|--cache|--spacing|--norm|--classes|--epochs|--cases|--curve-server|--authorized)
       [ $# -ge 2 ] || { echo "stream-patches: $1 needs a value" >&2; exit 2; }
       loader_args+=("$1" "$2"); shift 2 ;;
     --loader-hwm) loader_args+=(--hwm "$2"); shift 2 ;;

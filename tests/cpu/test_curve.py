@@ -11,13 +11,20 @@
    Then an authorised client feeds patches: the trainer trains, its eval job reaches the client,
    the client's metrics reach the trainer, the checkpoint is acknowledged by the exporter and the
    authorised client can fetch it, while the stranger still gets nothing.
-Prints "N passed, N failed". Needs $BIN stages and /usr/bin/python3 with pyzmq, msgpack, numpy.
+3. The data half over tcp with CURVE: srm-loader (--curve-server) -> srm-augmenter
+   (--curve-client) -> patch_sink (--curve-server). An augmenter with a stranger's key, a plain
+   one, a stranger PULL on the loader's volumes and a stranger PUSH of valid batches to the
+   consumer: none gets a volume, none feeds a batch, loader and consumer log the refusals. Then an
+   authorised augmenter's batches arrive, and only its batches.
+Prints "N passed, N failed". Needs $BIN stages, $BUILD/tools/patch_sink and /usr/bin/python3
+with pyzmq, msgpack, numpy.
 """
-import os, random, shutil, signal, socket, subprocess, sys, tempfile, time
+import os, random, re, shutil, signal, socket, subprocess, sys, tempfile, time
 import msgpack, numpy as np, zmq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, os.environ.get("BIN", "bin"))
+TOOLS = os.path.join(ROOT, os.environ.get("BUILD", "build"), "tools")
 PASS = FAIL = 0
 
 
@@ -248,18 +255,123 @@ def curve_checks(work):
     check(exporter.returncode == 0, f"exporter stopped cleanly (rc {exporter.returncode})")
 
 
+def sink_seeds(path):
+    """aug_seed of every batch patch_sink logged ("batch TIME SEED SEQ B BYTES")."""
+    return [int(l.split()[2]) for l in log_text(path).splitlines() if l.startswith("batch ")]
+
+
+def aug_counts(path):
+    """Patches made and volumes received, summed over an augmenter's stats lines."""
+    patches = volumes = 0
+    for m in re.finditer(r"(\d+) patches \(.*?volumes (\d+) new", log_text(path)):
+        patches += int(m.group(1))
+        volumes += int(m.group(2))
+    return patches, volumes
+
+
+def chain_checks(work):
+    keys, strangers = os.path.join(work, "keys"), os.path.join(work, "strangers")
+    subprocess.run(["bash", os.path.join(ROOT, "scripts/keys.sh"), keys, "augmenter"], check=True, capture_output=True)
+    auth = os.path.join(keys, "authorized_keys")
+    pv, pp = free_ports(2)
+    vol, pat = f"tcp://127.0.0.1:{pv}", f"tcp://127.0.0.1:{pp}"
+    logs = os.path.join(work, "chain")
+    os.makedirs(logs, exist_ok=True)
+    L = {n: os.path.join(logs, n + ".log") for n in ("loader", "sink", "stranger", "plain", "augmenter")}
+    sink_out = os.path.join(logs, "sink.out")
+    procs = {}
+    procs["loader"] = subprocess.Popen([f"{BIN}/srm-loader", "--dataset", os.path.join(work, "ph"), "--cache",
+                                        os.path.join(work, "cache-chain"), "--volumes", vol, "--seed", "3",
+                                        "--curve-server", f"{keys}/server.key", "--authorized", auth],
+                                       stdout=open(L["loader"], "w"), stderr=subprocess.STDOUT)
+    procs["sink"] = subprocess.Popen([f"{TOOLS}/patch_sink", pat, "--log-batches", "1", "--check", "1",
+                                      "--curve-server", f"{keys}/server.key", "--authorized", auth],
+                                     stdout=open(sink_out, "w"), stderr=open(L["sink"], "w"))
+    aug = [f"{BIN}/srm-augmenter", "--volumes", vol, "--patches", pat, "--patch", "16", "--batch-size", "1",
+           "--stats-every", "1"]
+    ctx = zmq.Context()
+    try:
+        check(wait_for(lambda: port_open(pv) and port_open(pp), 20), "loader and consumer listen on their CURVE ports")
+        # ---- strangers: an augmenter with an unauthorised key, a plain one, and raw sockets ----
+        procs["stranger"] = subprocess.Popen(aug + ["--seed", "9", "--curve-client", f"{strangers}/stranger.key",
+                                                    "--server-key", f"{keys}/server.pub"],
+                                             stdout=open(L["stranger"], "w"), stderr=subprocess.STDOUT)
+        procs["plain"] = subprocess.Popen(aug + ["--seed", "8"], stdout=open(L["plain"], "w"), stderr=subprocess.STDOUT)
+        pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+        for s in (pull, push):
+            s.linger = 0
+            s.immediate = 1
+            curve_client(s, f"{strangers}/stranger.key", f"{keys}/server.pub")
+        pull.connect(vol)
+        push.connect(pat)
+        time.sleep(1.0)
+        sent = 0
+        for i in range(3):
+            try:
+                push.send_multipart(patch_batch(100 + i), zmq.NOBLOCK)
+                sent += 1
+            except zmq.Again:
+                pass
+        check(sent == 0, f"stranger PUSH: the consumer takes no batch ({sent} queued)")
+        time.sleep(4.0)
+        check(pull.poll(100) == 0, "stranger PULL on the loader's volumes received nothing")
+        check(sink_seeds(sink_out) == [], f"consumer got no batch from strangers ({len(sink_seeds(sink_out))})")
+        for n in ("stranger", "plain"):
+            check(procs[n].poll() is None and aug_counts(L[n]) == (0, 0) and "waited" in log_text(L[n]),
+                  f"{n} augmenter got no volume and made nothing ((patches, volumes) {aug_counts(L[n])}, "
+                  f"running: {procs[n].poll() is None})")
+        check("refused" in log_text(L["loader"]), "loader logs the refused CURVE client")
+        check("refused" in log_text(L["sink"]), "consumer logs the refused CURVE client")
+        # ---- the authorised augmenter ----
+        procs["augmenter"] = subprocess.Popen(aug + ["--seed", "5", "--curve-client", f"{keys}/augmenter.key",
+                                                     "--server-key", f"{keys}/server.pub"],
+                                              stdout=open(L["augmenter"], "w"), stderr=subprocess.STDOUT)
+        ok = wait_for(lambda: len(sink_seeds(sink_out)) >= 5, 60)
+        seeds = sink_seeds(sink_out)
+        check(ok, f"authorised augmenter's batches reach the consumer over CURVE ({len(seeds)} batches)")
+        check(seeds and set(seeds) == {5}, f"every batch is the authorised augmenter's (seeds {sorted(set(seeds))})")
+        time.sleep(1.5)
+        for n in ("stranger", "plain"):
+            check(aug_counts(L[n]) == (0, 0), f"{n} augmenter still got nothing {aug_counts(L[n])}")
+        check(pull.poll(100) == 0, "stranger PULL still received nothing")
+    except Exception:
+        check(False, "chain test raised an exception")
+        raise
+    finally:
+        if FAIL:
+            for f in list(L.values()) + [sink_out]:
+                print(f"--- {f}\n" + "".join(log_text(f).splitlines(True)[-12:]))
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        rcs = {}
+        for n, p in procs.items():
+            try:
+                rcs[n] = p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                rcs[n] = p.wait()
+        ctx.destroy(linger=0)
+    check(all(rc == 0 for rc in rcs.values()), f"loader, augmenters and consumer stop cleanly on SIGTERM ({rcs})")
+
+
 def main():
-    for b in ("srm-exporter", "srm-loader", "srm-trainer"):
+    for b in ("srm-exporter", "srm-loader", "srm-trainer", "srm-augmenter"):
         if not os.access(os.path.join(BIN, b), os.X_OK):
             print(f"FAIL {BIN}/{b} not built")
             print("0 passed, 1 failed")
             return 1
+    if not os.access(os.path.join(TOOLS, "patch_sink"), os.X_OK):
+        print(f"FAIL {TOOLS}/patch_sink not built (make tools)")
+        print("0 passed, 1 failed")
+        return 1
     work = tempfile.mkdtemp(prefix="srm-curve-")
     try:
         subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "scripts/make_phantoms.py"), "--cases", "2", "--val", "0",
                         "--test", "0", "--size", "16", os.path.join(work, "ph")], check=True, capture_output=True)
         loopback_checks(work)
         curve_checks(work)
+        chain_checks(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{PASS} passed, {FAIL} failed")
