@@ -9,6 +9,8 @@ cuBLASLt is column-major, so every row-major (r, c) matrix is read as its (c, r)
 Compute is CUBLAS_COMPUTE_32F in both modes (never the TF32 fast path); in bf16 mode A and B
 are bf16, the weight gradient is accumulated straight into fp32. Matmul descriptors, layouts
 and the heuristic's algorithm are cached per shape (built on first use, as conv plans are).
+Two typed variants serve the Mamba dt_proj, whose output delta is fp32 in both modes:
+linear_forward_f32out_gpu (act inputs, fp32 output) and linear_backward_f32_gpu (all fp32).
 Where cuBLASLt offers no algorithm (bf16 rows that are not multiples of 16 bytes, e.g. Cout 5),
 the same GEMM goes through cublasGemmEx, same types, fp32 compute, our workspace.
 */
@@ -169,18 +171,26 @@ static void run(gpu_ctx_t *g, gemm_plan_t *p, const void *A, const void *B, void
                                 &p->algo, g->ws, g->ws_bytes, g->stream));
 }
 
-static gemm_key_t make_key(const gpu_ctx_t *g, int kind, int64_t m, int64_t n, int64_t k,
-                           int64_t lda, int64_t ldb, int64_t ldc, int cd_f32, const void *A,
-                           const void *B, const void *C, int bias)
+// ab: the element type of A and B (GPU_F32 / GPU_BF16); C/D are fp32 when cd_f32, else ab.
+static gemm_key_t make_key_t(gpu_dtype_t ab, int kind, int64_t m, int64_t n, int64_t k,
+                             int64_t lda, int64_t ldb, int64_t ldc, int cd_f32, const void *A,
+                             const void *B, const void *C, int bias)
 {
     gemm_key_t key;
     memset(&key, 0, sizeof key);
     key.kind = kind; key.bias = bias;
     key.m = m; key.n = n; key.k = k; key.lda = lda; key.ldb = ldb; key.ldc = ldc;
-    key.ab_type = g->act == GPU_F32 ? CUDA_R_32F : CUDA_R_16BF;
+    key.ab_type = ab == GPU_F32 ? CUDA_R_32F : CUDA_R_16BF;
     key.cd_type = cd_f32 ? CUDA_R_32F : key.ab_type;
     key.align[0] = ptr_align(A); key.align[1] = ptr_align(B); key.align[2] = ptr_align(C);
     return key;
+}
+
+static gemm_key_t make_key(const gpu_ctx_t *g, int kind, int64_t m, int64_t n, int64_t k,
+                           int64_t lda, int64_t ldb, int64_t ldc, int cd_f32, const void *A,
+                           const void *B, const void *C, int bias)
+{
+    return make_key_t(g->act, kind, m, n, k, lda, ldb, ldc, cd_f32, A, B, C, bias);
 }
 
 void linear_forward_gpu(gpu_ctx_t *g, void *y, const void *x, const void *w, const float *b,
@@ -215,5 +225,31 @@ void linear_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const voi
     if (db) {
         ASSERT(ldy == s.Cout);
         bias_grad_gpu(g, db, dy, (size_t)M, s.Cout);
+    }
+}
+
+void linear_forward_f32out_gpu(gpu_ctx_t *g, float *y, const void *x, const void *w,
+                               linear_shape_t s)
+{
+    int64_t M = (int64_t)s.N * (int64_t)s.L;
+    int64_t ldx = s.x_nstride ? (int64_t)s.x_nstride : s.Cin;
+    int64_t ldy = s.y_nstride ? (int64_t)s.y_nstride : s.Cout;
+    gemm_key_t k = make_key(g, GK_FWD, s.Cout, M, s.Cin, s.Cin, ldx, ldy, 1, w, x, y, 0);
+    run(g, get_plan(g, &k), w, x, y, 0.0f, NULL);
+}
+
+void linear_backward_f32_gpu(gpu_ctx_t *g, float *dx, float *dw, const float *dy, const float *x,
+                             const float *w, linear_shape_t s)
+{
+    int64_t M = (int64_t)s.N * (int64_t)s.L;
+    int64_t ldx = s.x_nstride ? (int64_t)s.x_nstride : s.Cin;
+    int64_t ldy = s.y_nstride ? (int64_t)s.y_nstride : s.Cout;
+    if (dx) {
+        gemm_key_t k = make_key_t(GPU_F32, GK_DX, s.Cin, M, s.Cout, s.Cin, ldy, ldx, 1, w, dy, dx, 0);
+        run(g, get_plan(g, &k), w, dy, dx, 0.0f, NULL);
+    }
+    if (dw) {
+        gemm_key_t k = make_key_t(GPU_F32, GK_DW, s.Cin, s.Cout, M, ldx, ldy, s.Cin, 1, x, dy, dw, 0);
+        run(g, get_plan(g, &k), x, dy, dw, 1.0f, NULL);
     }
 }

@@ -237,14 +237,18 @@ void causal_conv1d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, co
 // the SCANNED-order inputs u, delta (raw: softplus(delta + delta_bias) is fused), B, C and the
 // ORIGINAL-order z (gate y * silu(z), NULL = none); y / dy in ORIGINAL order (pi fused).
 // A_log: (E, 16) f32 (A = -exp(A_log) is fused), D, delta_bias: (E) f32.
+// delta and ddelta are fp32 in BOTH modes (architecture.md §8: the step size sets the decays
+// exp(dt A) of a long-memory state, where a bf16 delta's 2^-9 error is amplified ~1/(1-a)).
 typedef struct {
     tom_order_t order;
-    const void *u, *delta;      // (N, L, E) scanned order
+    const void *u;              // (N, L, E) scanned order, act
+    const float *delta;         // (N, L, E) scanned order, f32
     const void *B, *C;          // (N, L, ldbc) scanned order: 16 columns each
     const void *z;              // (N, L, ldz) original order, or NULL
     const float *A_log, *D, *delta_bias;
     // backward outputs, ACCUMULATED (+=), any may be NULL; scanned order, same strides as inputs
-    void *du, *ddelta, *dB, *dC, *dz;    // dz: (N, L, E) dense, scanned order
+    void *du, *dB, *dC, *dz;    // act; dz: (N, L, E) dense, scanned order
+    float *ddelta;              // (N, L, E) f32
     float *dA_log, *dD, *ddelta_bias;
 } scan_dir_gpu_t;
 

@@ -61,9 +61,11 @@ __device__ __forceinline__ float softplus20_f(float v) { return v > 20.0f ? v : 
 // ---- selective scan internals shared by selective_scan.cu and selective_scan_bwd.cu ----
 // Kernel view of scan_gpu_t (passed by value).
 struct scan_kdir {
-    const void *u, *delta, *B, *C, *z;
+    const void *u, *B, *C, *z;
+    const float *delta;                 // f32 in both modes
     const float *A_log, *D, *bias;
-    void *du, *ddelta, *dB, *dC, *dz;
+    void *du, *dB, *dC, *dz;
+    float *ddelta;                      // f32 in both modes
     float *dA_log, *dD, *dbias;
     int order;
 };

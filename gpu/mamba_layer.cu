@@ -3,17 +3,19 @@ mamba_layer.cu -- one ToM MambaLayer (LayerNorm + "bimamba v3" with forward, rev
 inter-slice orders) forward and backward on the GPU, token-major (N, L, C) end to end; the twin
 of common/nn/mamba_layer.c (architecture.md §5.4-5.6).
 
-Forward:  T = LN(x); xz = T W_in^T (N, L, 2E); per direction k: u_k = SiLU(conv_k(x[pi_k]))
-          (order fused into the conv load), x_dbl_k = u_k W_x^T, delta_k = x_dbl_k[:R] W_dt^T;
-          one scan launch set over the three directions -> G = sum_k unpermute(gated y_k);
-          y = G W_out^T.
+Forward:  T = LN(x); xz = T W_in^T (N, L, 2E); per direction k (one u / delta buffer reused):
+          u_k = SiLU(conv_k(x[pi_k])) (order fused into the conv load), x_dbl_k = u_k W_x^T,
+          delta_k = x_dbl_k[:R] W_dt^T (fp32 output), scan k -> G (=, +=, += in order k);
+          G = sum_k unpermute(gated y_k); y = G W_out^T.
 Saved:    xz, G, x_dbl_k (k = 0..2), the scan's chunk-boundary states. The LayerNorm, u_k and
           delta_k are recomputed in the backward (cheap), as the CUDA path of §5.5 does.
 Backward: dG = dy W_out; then one direction at a time (buffers reused): recompute u_k, delta_k;
-          scan backward; dt_proj, x_proj GEMM backwards; conv backward (SiLU recomputed) into
+          scan backward (ddelta fp32); dt_proj backward in fp32 (x_dbl[:R] widened to fp32, the
+          fp32 master W_dt), x_proj GEMM backward; conv backward (SiLU recomputed) into
           dxz at pi_k; dz_k into dxz[E:] at pi_k; then dT = dxz W_in, LN backward.
+Precision: delta (the step size) and ddelta are fp32 in both modes (architecture.md §8).
 Parameters: offsets of mamba_layer_t into the device buffers; GEMM weights are read from the
-act-type copy (bf16 in bf16 mode), everything else from the fp32 master. Gradients: fp32, +=.
+act-type copy (bf16 in bf16 mode), everything else (and W_dt in its backward) from the fp32 master. Gradients: fp32, +=.
 Directions are accumulated into dxz one after another (fixed order): deterministic.
 */
 #include "gpu_internal.h"
@@ -81,9 +83,11 @@ static saved_v saved_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *
 
 // Views of `scratch` for the forward (fw = 1) or the backward (fw = 0).
 struct scratch_v {
-    void *T, *u[3], *delta[3], *ws;         // forward (and T, u[0], delta[0] in backward)
+    void *T, *u, *ws;                       // both directions of use
+    float *delta;                           // (N*L, E) f32
     float *mean, *rstd;
-    void *dG, *dxz, *dT, *du, *ddelta, *dz, *dxdbl;   // backward
+    void *dG, *dxz, *dT, *du, *dz, *dxdbl;  // backward, act
+    float *ddelta, *xR, *dxR;               // backward, f32: (N*L, E), (N*L, R), (N*L, R)
 };
 
 static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *m, int N,
@@ -97,18 +101,21 @@ static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer
     v.T = b.take(d.NL * d.C * d.act);
     v.mean = (float *)b.take(d.NL * sizeof(float));
     v.rstd = (float *)b.take(d.NL * sizeof(float));
-    const int nd = fw ? 3 : 1;              // the backward runs one direction at a time
-    for (int k = 0; k < nd; k++) { v.u[k] = b.take(nle); v.delta[k] = b.take(nle); }
-    const scan_gpu_t s = scan_desc(m, N, L, nd);
+    // Both passes run one direction at a time: one u and one fp32 delta buffer.
+    v.u = b.take(nle);
+    v.delta = (float *)b.take(d.NL * d.E * sizeof(float));
+    const scan_gpu_t s = scan_desc(m, N, L, 1);
     v.ws = b.take(selective_scan_workspace_bytes(&s));
     if (!fw) {
         v.dG = b.take(nle);
         v.dxz = b.take(2 * nle);
         v.dT = b.take(d.NL * d.C * d.act);
         v.du = b.take(nle);
-        v.ddelta = b.take(nle);
+        v.ddelta = (float *)b.take(d.NL * d.E * sizeof(float));
         v.dz = b.take(nle);
         v.dxdbl = b.take(d.NL * d.P * d.act);
+        v.xR = (float *)b.take(d.NL * d.R * sizeof(float));
+        v.dxR = (float *)b.take(d.NL * d.R * sizeof(float));
     }
     if (total) *total = b.off;
     return v;
@@ -134,8 +141,9 @@ static const void *wptr(const void *params_act, size_t off, size_t act)
     return (const char *)params_act + off * act;
 }
 
-// x_k = conv + SiLU of xz[:, :E] in order k (u), x_dbl_k (when xdbl_out), delta_k = x_dbl[:R] W_dt^T
-static void direction_front(gpu_ctx_t *g, void *u, void *delta, void *xdbl, int compute_xdbl,
+// x_k = conv + SiLU of xz[:, :E] in order k (u), x_dbl_k (when compute_xdbl),
+// delta_k = x_dbl[:R] W_dt^T in fp32 (bf16 inputs, fp32 accumulation and output)
+static void direction_front(gpu_ctx_t *g, void *u, float *delta, void *xdbl, int compute_xdbl,
                             const void *xz, const float *params, const void *pa,
                             const mamba_layer_t *m, const layer_dims &d, int N, size_t L, int k)
 {
@@ -147,7 +155,7 @@ static void direction_front(gpu_ctx_t *g, void *u, void *delta, void *xdbl, int 
     }
     linear_shape_t ds = { .N = N, .Cin = d.R, .Cout = d.E, .L = L, .x_nstride = (size_t)d.P,
                           .y_nstride = 0 };
-    linear_forward_gpu(g, delta, xdbl, wptr(pa, m->dt_w[k], d.act), NULL, ds);
+    linear_forward_f32out_gpu(g, delta, xdbl, wptr(pa, m->dt_w[k], d.act), ds);
 }
 
 void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, const void *x,
@@ -163,22 +171,24 @@ void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, 
     linear_shape_t in = { .N = N, .Cin = d.C, .Cout = 2 * d.E, .L = L, .x_nstride = 0, .y_nstride = 0 };
     linear_forward_gpu(g, sv.xz, w.T, wptr(params_act, m->in_proj, d.act), NULL, in);
 
-    scan_gpu_t s = scan_desc(m, N, L, 3);
+    const scan_gpu_t s3 = scan_desc(m, N, L, 3);
+    const size_t states_per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
     for (int k = 0; k < 3; k++) {
-        direction_front(g, w.u[k], w.delta[k], sv.xdbl[k], 1, sv.xz, params, params_act, m, d, N,
-                        L, k);
-        scan_dir_gpu_t *sd = &s.dir[k];
+        direction_front(g, w.u, w.delta, sv.xdbl[k], 1, sv.xz, params, params_act, m, d, N, L, k);
+        scan_gpu_t s = scan_desc(m, N, L, 1);
+        scan_dir_gpu_t *sd = &s.dir[0];
         sd->order = (tom_order_t)k;
-        sd->u = w.u[k];
-        sd->delta = w.delta[k];
+        sd->u = w.u;
+        sd->delta = w.delta;
         sd->B = (const char *)sv.xdbl[k] + (size_t)d.R * d.act;
         sd->C = (const char *)sv.xdbl[k] + ((size_t)d.R + SCAN_NS) * d.act;
         sd->z = (const char *)sv.xz + (size_t)d.E * d.act;
         sd->A_log = params + m->A_log[k];
         sd->D = params + m->D[k];
         sd->delta_bias = params + m->dt_b[k];
+        // directions summed into G in the fixed order 0, 1, 2: deterministic
+        selective_scan_forward_gpu(g, sv.G, k > 0, sv.states + (size_t)k * states_per_dir, w.ws, &s);
     }
-    selective_scan_forward_gpu(g, sv.G, 0, sv.states, w.ws, &s);
     linear_shape_t out = { .N = N, .Cin = d.E, .Cout = d.C, .L = L, .x_nstride = 0, .y_nstride = 0 };
     linear_forward_gpu(g, y, sv.G, wptr(params_act, m->out_proj, d.act), NULL, out);
 }
@@ -194,6 +204,25 @@ __global__ void unpermute_add_kernel(T *dxz, const T *dz, size_t L, int E, int o
         const size_t m = i / E, n = m / L, j = m % L;
         T *p = dxz + (n * L + tom_pi(order, j, L, nslices)) * 2 * E + E + e;
         *p = from_f<T>(to_f(*p) + to_f(dz[i]));
+    }
+}
+
+// xR[t, r] = x_dbl[t, r] (r < R) widened to f32; dxdbl[t, r] += dxR[t, r]. x_dbl rows have
+// stride P. One thread per (token, r).
+template <typename T>
+__global__ void xr_widen_kernel(float *xR, const T *xdbl, size_t P, int R, size_t total)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x)
+        xR[i] = to_f(xdbl[(i / R) * P + i % R]);
+}
+template <typename T>
+__global__ void xr_add_kernel(T *dxdbl, const float *dxR, size_t P, int R, size_t total)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        T *p = dxdbl + (i / R) * P + i % R;
+        *p = from_f<T>(to_f(*p) + dxR[i]);
     }
 }
 
@@ -218,17 +247,17 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
     const scan_gpu_t s3 = scan_desc(m, N, L, 3);
     const size_t states_per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
     for (int k = 0; k < 3; k++) {
-        direction_front(g, w.u[0], w.delta[0], sv.xdbl[k], 0, sv.xz, params, pa, m, d, N, L, k);
+        direction_front(g, w.u, w.delta, sv.xdbl[k], 0, sv.xz, params, pa, m, d, N, L, k);
         gpu_memset(g, w.du, 0, nle);
-        gpu_memset(g, w.ddelta, 0, nle);
+        gpu_memset(g, w.ddelta, 0, d.NL * d.E * sizeof(float));
         gpu_memset(g, w.dz, 0, nle);
         gpu_memset(g, w.dxdbl, 0, d.NL * d.P * d.act);
 
         scan_gpu_t s = scan_desc(m, N, L, 1);
         scan_dir_gpu_t *sd = &s.dir[0];
         sd->order = (tom_order_t)k;
-        sd->u = w.u[0];
-        sd->delta = w.delta[0];
+        sd->u = w.u;
+        sd->delta = w.delta;
         sd->B = (const char *)sv.xdbl[k] + (size_t)d.R * d.act;
         sd->C = (const char *)sv.xdbl[k] + ((size_t)d.R + SCAN_NS) * d.act;
         sd->z = (const char *)sv.xz + (size_t)d.E * d.act;
@@ -245,14 +274,26 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
         sd->ddelta_bias = dparams + m->dt_b[k];
         selective_scan_backward_gpu(g, w.dG, sv.states + (size_t)k * states_per_dir, w.ws, &s);
 
-        // delta_raw = x_dbl[:R] W_dt^T -> dx_dbl[:R], dW_dt
-        linear_shape_t ds = { .N = N, .Cin = d.R, .Cout = d.E, .L = L, .x_nstride = (size_t)d.P,
+        // delta_raw = x_dbl[:R] W_dt^T -> dx_dbl[:R], dW_dt, in fp32 (ddelta never rounded to
+        // bf16): x_dbl[:R] widened into xR, dx into dxR, then added into dx_dbl[:R].
+        const size_t nr = d.NL * d.R;
+        ACT_DISPATCH(g->act, T, {
+            xr_widen_kernel<T><<<grid_for(g, nr, 256), 256, 0, g->stream>>>(
+                w.xR, (const T *)sv.xdbl[k], (size_t)d.P, d.R, nr);
+            KERNEL_CHECK();
+        });
+        linear_shape_t ds = { .N = N, .Cin = d.R, .Cout = d.E, .L = L, .x_nstride = 0,
                               .y_nstride = 0 };
-        linear_backward_gpu(g, w.dxdbl, dparams + m->dt_w[k], NULL, w.ddelta, sv.xdbl[k],
-                            wptr(pa, m->dt_w[k], d.act), ds);
+        linear_backward_f32_gpu(g, w.dxR, dparams + m->dt_w[k], w.ddelta, w.xR,
+                                params + m->dt_w[k], ds);
+        ACT_DISPATCH(g->act, T, {
+            xr_add_kernel<T><<<grid_for(g, nr, 256), 256, 0, g->stream>>>(
+                (T *)w.dxdbl, w.dxR, (size_t)d.P, d.R, nr);
+            KERNEL_CHECK();
+        });
         // x_dbl = u W_x^T -> du, dW_x
         linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0, .y_nstride = 0 };
-        linear_backward_gpu(g, w.du, dparams + m->x_proj[k], NULL, w.dxdbl, w.u[0],
+        linear_backward_gpu(g, w.du, dparams + m->x_proj[k], NULL, w.dxdbl, w.u,
                             wptr(pa, m->x_proj[k], d.act), xs);
         // u = SiLU(conv(x[pi])): dx into dxz[:, :E] at pi, dW_conv, db_conv
         causal_conv1d_backward_gpu(g, w.dxz, dparams + m->conv_w[k], dparams + m->conv_b[k], w.du,

@@ -99,19 +99,19 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
         if (eps > ep) ep = eps;
     }
     char *u = (char *)gpu_malloc(g, nle * es, "scan bench u");
-    char *dl = (char *)gpu_malloc(g, nle * es, "scan bench delta");
+    float *dl = (float *)gpu_malloc(g, nle * sizeof(float), "scan bench delta");
     char *xd = (char *)gpu_malloc(g, nlp * es, "scan bench x_dbl");
     char *xz = (char *)gpu_malloc(g, 2 * nle * es, "scan bench xz");
     char *y = (char *)gpu_malloc(g, nle * es, "scan bench y / dy");
     char *du = (char *)gpu_malloc(g, nle * es, "scan bench du");
-    char *dd = (char *)gpu_malloc(g, nle * es, "scan bench ddelta");
+    float *dd = (float *)gpu_malloc(g, nle * sizeof(float), "scan bench ddelta");
     char *dz = (char *)gpu_malloc(g, nle * es, "scan bench dz");
     char *dxd = (char *)gpu_malloc(g, nlp * es, "scan bench dx_dbl");
     float *states = (float *)gpu_malloc(g, st, "scan bench states");
     void *wsp = gpu_malloc(g, ws, "scan bench workspace");
     float *par = (float *)gpu_malloc(g, 6 * ep * sizeof(float), "scan bench params");
     fill(g, u, t, nle, -1, 1, 1);
-    fill(g, dl, t, nle, -1, 1, 2);
+    fill(g, dl, GPU_F32, nle, -1, 1, 2);
     fill(g, xd, t, nlp, -1, 1, 3);
     fill(g, xz, t, 2 * nle, -1, 1, 4);
     fill(g, y, t, nle, -1, 1, 5);
@@ -126,17 +126,20 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
     for (int r = 0; r < warm + n; r++) {
         gpu_timer_start(tf);
         for (int i = 0; i < nt; i++) {
-            scan_gpu_t s = scan_of(&toms[i], N, 3);
+            // as mamba_layer_forward_gpu: one direction at a time, summed into y
+            scan_gpu_t s3 = scan_of(&toms[i], N, 3);
+            const size_t per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
             const int R = toms[i].t.R;
             for (int k = 0; k < 3; k++) {
-                scan_dir_gpu_t *sd = &s.dir[k];
+                scan_gpu_t s = scan_of(&toms[i], N, 1);
+                scan_dir_gpu_t *sd = &s.dir[0];
                 sd->order = (tom_order_t)k;
                 sd->u = u; sd->delta = dl;
                 sd->B = xd + (size_t)R * es; sd->C = xd + ((size_t)R + toms[i].t.NS) * es;
                 sd->z = xz + (size_t)toms[i].t.E * es;
                 sd->A_log = A_log; sd->D = D; sd->delta_bias = bias;
+                selective_scan_forward_gpu(g, y, k > 0, states + (size_t)k * per_dir, wsp, &s);
             }
-            selective_scan_forward_gpu(g, y, 0, states, wsp, &s);
         }
         gpu_timer_stop(tf);
         gpu_timer_start(tb);

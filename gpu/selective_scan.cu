@@ -100,11 +100,12 @@ __global__ void scan_fwd_summary(scan_k k, float *hloc, float *S)
 #pragma unroll
     for (int s = 0; s < SCAN_NS; s++) { A[s] = -expf(P.A_log[e * SCAN_NS + s]) * LOG2E_F; h[s] = 0.0f; }
     const float bias = P.bias ? P.bias[e] : 0.0f;
-    const T *u = (const T *)P.u, *dl = (const T *)P.delta;
+    const T *u = (const T *)P.u;
+    const float *dl = P.delta;
     float sum = 0.0f;
     for (int t = 0; t < tn; t++) {
         const size_t i = ((size_t)n * k.L + j0 + t) * k.E + e;
-        const float dt = softplus20_f(to_f(dl[i]) + bias), du = dt * to_f(u[i]);
+        const float dt = softplus20_f(dl[i] + bias), du = dt * to_f(u[i]);
         sum += dt;
 #pragma unroll
         for (int s = 0; s < SCAN_NS; s++) h[s] = fmaf(scan_ex2(dt * A[s], k.exact), h[s], du * Bs[t][s]);
@@ -203,10 +204,11 @@ __global__ void scan_fwd_emit(scan_k k, int d, T *y, int accumulate, const float
         h[s] = states[row * SCAN_NS + s];
     }
     const float bias = P.bias ? P.bias[e] : 0.0f, De = P.D ? P.D[e] : 0.0f;
-    const T *u = (const T *)P.u, *dl = (const T *)P.delta, *z = (const T *)P.z;
+    const T *u = (const T *)P.u, *z = (const T *)P.z;
+    const float *dl = P.delta;
     for (int t = 0; t < tn; t++) {
         const size_t j = j0 + t, i = ((size_t)n * k.L + j) * k.E + e;
-        const float ut = to_f(u[i]), dt = softplus20_f(to_f(dl[i]) + bias), du = dt * ut;
+        const float ut = to_f(u[i]), dt = softplus20_f(dl[i] + bias), du = dt * ut;
         float acc = De * ut;
 #pragma unroll
         for (int s = 0; s < SCAN_NS; s++) {

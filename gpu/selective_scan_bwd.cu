@@ -6,9 +6,10 @@ lambda_{j+1} is the same kind of linear recurrence run in reverse, so
      and S_c = sum dt (the chunk decay exp(A S_c) again); one thread per channel
   2. carries: the shared carry pass, reversed, turns X into Lambda_c = the adjoint entering
      chunk c from its right (in place)
-  3. main: per chunk, one lane per (channel, state), two channels per warp: recompute the
-     chunk's 32 states in registers from the saved entering state, then walk back with lambda
-     from Lambda_c and form every gradient. Sums over the 16 states (du, ddelta, the pre-gate y
+  3. main: per chunk, channels in groups of 16 staged through shared memory (coalesced
+     loads and read-modify-writes), one lane per (channel, state), two channels per warp:
+     recompute the chunk's 32 states in registers from the saved entering state, then walk
+     back with lambda from Lambda_c and form every gradient. Sums over the 16 states (du, ddelta, the pre-gate y
      for dz) are one transposing warp reduction; the sums over channels (dB, dC) are per-warp
      shared-memory rows added in a fixed warp order; dA, dD, ddelta_bias get per-chunk partials
   4. column sums of the partials over the chunks in a fixed order (dA_log = dA * A).
@@ -43,12 +44,13 @@ __global__ void scan_bwd_summary(scan_k k, const T *dy, float *X, float *S)
 #pragma unroll
     for (int s = 0; s < SCAN_NS; s++) { A[s] = -expf(P.A_log[e * SCAN_NS + s]) * LOG2E_F; lam[s] = 0.0f; }
     const float bias = P.bias ? P.bias[e] : 0.0f;
-    const T *dl = (const T *)P.delta, *z = (const T *)P.z;
+    const float *dl = P.delta;
+    const T *z = (const T *)P.z;
     float sum = 0.0f;
     for (int t = tn - 1; t >= 0; t--) {
         const size_t j = j0 + t, i = ((size_t)n * k.L + j) * k.E + e;
         const size_t r = (size_t)n * k.L + tom_pi(P.order, j, k.L, k.nslices);
-        const float dt = softplus20_f(to_f(dl[i]) + bias);
+        const float dt = softplus20_f(dl[i] + bias);
         float gout = to_f(dy[r * k.E + e]);
         if (z) {
             const float zt = to_f(z[r * k.ldz + e]);
@@ -91,14 +93,26 @@ __device__ __forceinline__ float warp_sum32(float v)
 
 // lam_dA: in Lambda (dir, n, c, e, s), out the chunk's dA partial (same index, in place).
 // Dp, bp: (dir, n, c, e) partial dD / ddelta_bias.
+// The chunk's channels are walked in groups of BWD_EG. Per group, three phases:
+//   pre:  threads over (token, channel), channels fastest: coalesced loads of delta, u, dy, z
+//         (the last two at pi(j): rows still contiguous over channels) -> dt, u, gout in shared
+//   scan: lanes over (channel of a pair, state), as in the recurrence, reading shared only
+//   post: threads over (token, channel) again: du, ddelta, dz read-modify-written coalesced from
+//         the state sums the scan left in shared; dD / dbias partials of the chunk
+// (v1 did pre/post with lanes = tokens at stride E: 32 sectors per load and ~20 such accesses
+// per channel pair, which ncu showed as the kernel's cost.)
+#define BWD_EG 16                                   // channels per group (8 pairs)
+#define BWD_THREADS (32 * BWD_WARPS)
 template <typename T>
-__global__ void __launch_bounds__(32 * BWD_WARPS)
+__global__ void __launch_bounds__(BWD_THREADS)
 scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *Dp, float *bp)
 {
-    __shared__ float Bs[SCAN_T][SCAN_NS], Cs[SCAN_T][SCAN_NS];
+    // (B, C) and (dt, u, gout) packed: one 8- and one 16-byte shared load per step and lane
+    __shared__ float2 BC[SCAN_T][SCAN_NS];
     __shared__ float bc[BWD_WARPS][SCAN_T][32];        // per warp: dB (lanes 0-15), dC (16-31)
-    __shared__ float pre[BWD_WARPS][SCAN_T][2][3];     // per warp: dt, u, gout of the pair
-    __shared__ float fin[BWD_WARPS][SCAN_T][2][3];     // per warp: state sums du, ddt, ypre
+    __shared__ float4 pre[SCAN_T][BWD_EG];              // dt, u, gout, unused
+    __shared__ float sfin[3][SCAN_T][BWD_EG + 1];      // state sums: du, ddt, ypre
+    __shared__ float sred[2][BWD_THREADS / BWD_EG][BWD_EG];
     const int c = blockIdx.x, d = blockIdx.y / k.N, n = blockIdx.y % k.N;
     const scan_kdir &P = k.d[d];
     const size_t j0 = (size_t)c * SCAN_T;
@@ -109,106 +123,115 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
         for (int i = threadIdx.x; i < SCAN_T * SCAN_NS; i += blockDim.x) {
             const int t = i / SCAN_NS, q = i % SCAN_NS;
             const size_t r = ((size_t)n * k.L + j0 + t) * k.ldbc + q;
-            Bs[t][q] = t < tn ? to_f(B[r]) : 0.0f;
-            Cs[t][q] = t < tn ? to_f(C[r]) : 0.0f;
+            BC[t][q] = t < tn ? make_float2(to_f(B[r]), to_f(C[r])) : make_float2(0.0f, 0.0f);
         }
         for (int t = 0; t < SCAN_T; t++) bc[w][t][lane] = 0.0f;
     }
-    __syncthreads();
 
-    const T *u = (const T *)P.u, *dl = (const T *)P.delta, *z = (const T *)P.z;
-    T *du = (T *)P.du, *ddl = (T *)P.ddelta, *dz = (T *)P.dz;
-    const size_t jt = j0 + lane;                        // this lane's token in the pre/post steps
-    const bool tok_ok = lane < tn;
-    const size_t rt = tok_ok ? (size_t)n * k.L + tom_pi(P.order, jt, k.L, k.nslices) : 0;
-    const size_t it = ((size_t)n * k.L + jt) * k.E;     // row of token jt (scanned order)
+    const T *u = (const T *)P.u, *z = (const T *)P.z;
+    const float *dl = P.delta;
+    T *du = (T *)P.du, *dz = (T *)P.dz;
+    float *ddl = P.ddelta;
     const size_t prow = ((size_t)blockIdx.y * k.nch + c) * k.E;
+    // this thread's (token row, channel) slots in the pre/post phases: fixed channel cc
+    const int cc = threadIdx.x % BWD_EG, t_first = threadIdx.x / BWD_EG;
+    const int t_step = BWD_THREADS / BWD_EG;
 
-    for (int p = w; 2 * p < k.E; p += BWD_WARPS) {
-        // per (token = lane, channel of the pair): the scalars every state needs
-        float v_[2], dy_[2], z_[2], u_[2], g_[2];
-        for (int q = 0; q < 2; q++) {
-            const int e = 2 * p + q;
-            float dt = 0.0f, ut = 0.0f, gout = 0.0f, zt = 0.0f, dyt = 0.0f, v = 0.0f;
-            if (tok_ok && e < k.E) {
-                v = to_f(dl[it + e]) + (P.bias ? P.bias[e] : 0.0f);
-                dt = softplus20_f(v);
-                ut = to_f(u[it + e]);
-                dyt = to_f(dy[rt * k.E + e]);
-                gout = dyt;
-                if (z) { zt = to_f(z[rt * k.ldz + e]); gout *= zt * sigmoid_f(zt); }
+    for (int e0 = 0; e0 < k.E; e0 += BWD_EG) {
+        const int e_t = e0 + cc;
+        const float bias_t = e_t < k.E && P.bias ? P.bias[e_t] : 0.0f;
+        __syncthreads();                            // previous group's post phase is done
+        for (int t = t_first; t < SCAN_T; t += t_step) {
+            float dt = 0.0f, ut = 0.0f, gout = 0.0f;
+            if (t < tn && e_t < k.E) {
+                const size_t it = ((size_t)n * k.L + j0 + t) * k.E + e_t;
+                const size_t rt = (size_t)n * k.L + tom_pi(P.order, j0 + t, k.L, k.nslices);
+                dt = softplus20_f(dl[it] + bias_t);
+                ut = to_f(u[it]);
+                gout = to_f(dy[rt * k.E + e_t]);
+                if (z) { const float zt = to_f(z[rt * k.ldz + e_t]); gout *= zt * sigmoid_f(zt); }
             }
-            pre[w][lane][q][0] = dt; pre[w][lane][q][1] = ut; pre[w][lane][q][2] = gout;
-            v_[q] = v; dy_[q] = dyt; z_[q] = zt; u_[q] = ut; g_[q] = gout;
+            pre[t][cc] = make_float4(dt, ut, gout, 0.0f);
         }
-        __syncwarp();
+        __syncthreads();
 
-        // lane = (channel el of the pair, state s)
-        const int e = 2 * p + el;
-        const bool e_ok = e < k.E;
-        const float A = e_ok ? -expf(P.A_log[e * SCAN_NS + s]) : 0.0f, A2 = A * LOG2E_F;
-        const size_t sidx = (prow + e) * SCAN_NS + s;
-        const float h0 = e_ok ? states[sidx] : 0.0f;
-        float lam = e_ok ? lam_dA[sidx] : 0.0f;
-        float h[SCAN_T];
-        {
-            float hp = h0;
+        for (int p = w; 2 * p < BWD_EG; p += BWD_WARPS) {
+            // lane = (channel el of the pair, state s)
+            const int ce = 2 * p + el, e = e0 + ce;
+            const bool e_ok = e < k.E;
+            const float A = e_ok ? -expf(P.A_log[e * SCAN_NS + s]) : 0.0f, A2 = A * LOG2E_F;
+            const size_t sidx = (prow + e) * SCAN_NS + s;
+            const float h0 = e_ok ? states[sidx] : 0.0f;
+            float lam = e_ok ? lam_dA[sidx] : 0.0f;
+            float h[SCAN_T];
+            {
+                float hp = h0;
 #pragma unroll
-            for (int t = 0; t < SCAN_T; t++) {
-                const float dt = pre[w][t][el][0];
-                hp = fmaf(scan_ex2(dt * A2, k.exact), hp, dt * pre[w][t][el][1] * Bs[t][s]);
-                h[t] = hp;
-            }
-        }
-        float dA = 0.0f;
-#pragma unroll
-        for (int t = SCAN_T - 1; t >= 0; t--) {
-            const float dt = pre[w][t][el][0], ut = pre[w][t][el][1], gout = pre[w][t][el][2];
-            const float Bt = Bs[t][s], Ct = Cs[t][s];
-            const float hprev = t ? h[t - 1] : h0;
-            const float a = scan_ex2(dt * A2, k.exact);
-            lam = fmaf(gout, Ct, lam);                  // dL/dh_t, all paths
-            const float ahp = a * hprev;
-            const float dBl = lam * dt * ut, dCl = gout * h[t];
-            dA = fmaf(lam * dt, ahp, dA);
-            const float q0 = lam * dt * Bt, q1 = lam * fmaf(A, ahp, Bt * ut), q2 = Ct * h[t];
-            lam *= a;                                   // -> contribution to dL/dh_{t-1}
-            // dB over the pair's two channels on lanes 0-15, dC on lanes 16-31
-            const float other = __shfl_xor_sync(0xffffffffu, el ? dBl : dCl, 16);
-            bc[w][t][lane] += (el ? dCl : dBl) + other;
-            const float x = reduce3_16(q0, q1, q2, lane);
-            const int qi = (s >> 2);
-            if ((s & 3) == 0 && qi < 3) fin[w][t][el][qi] = x;
-        }
-        if (e_ok) lam_dA[sidx] = dA;
-        __syncwarp();
-
-        // per (token = lane, channel): final per-token gradients and the dD / dbias partials
-        for (int q = 0; q < 2; q++) {
-            const int eq = 2 * p + q;
-            const bool ok = tok_ok && eq < k.E;
-            float dDc = 0.0f, dbc = 0.0f;
-            if (ok) {
-                const float De = P.D ? P.D[eq] : 0.0f;
-                const float dut = fmaf(De, g_[q], fin[w][lane][q][0]);
-                const float ddt = fin[w][lane][q][1];
-                const float draw = v_[q] > 20.0f ? ddt : ddt * sigmoid_f(v_[q]);
-                if (du) du[it + eq] = from_f<T>(to_f(du[it + eq]) + dut);
-                if (ddl) ddl[it + eq] = from_f<T>(to_f(ddl[it + eq]) + draw);
-                if (z && dz) {
-                    const float ypre = fmaf(De, u_[q], fin[w][lane][q][2]);
-                    const float sz = sigmoid_f(z_[q]);
-                    const float dzt = dy_[q] * ypre * sz * (1.0f + z_[q] * (1.0f - sz));
-                    dz[it + eq] = from_f<T>(to_f(dz[it + eq]) + dzt);
+                for (int t = 0; t < SCAN_T; t++) {
+                    const float4 pv = pre[t][ce];
+                    const float dt = pv.x;
+                    hp = fmaf(scan_ex2(dt * A2, k.exact), hp, dt * pv.y * BC[t][s].x);
+                    h[t] = hp;
                 }
-                dDc = g_[q] * u_[q];
-                dbc = draw;
             }
-            dDc = warp_sum32(dDc);
-            dbc = warp_sum32(dbc);
-            if (lane == 0 && eq < k.E) { Dp[prow + eq] = dDc; bp[prow + eq] = dbc; }
+            float dA = 0.0f;
+#pragma unroll
+            for (int t = SCAN_T - 1; t >= 0; t--) {
+                const float4 pv = pre[t][ce];
+                const float dt = pv.x, ut = pv.y, gout = pv.z;
+                const float2 bcv = BC[t][s];
+                const float Bt = bcv.x, Ct = bcv.y;
+                const float hprev = t ? h[t - 1] : h0;
+                const float a = scan_ex2(dt * A2, k.exact);
+                lam = fmaf(gout, Ct, lam);              // dL/dh_t, all paths
+                const float ahp = a * hprev;
+                const float dBl = lam * dt * ut, dCl = gout * h[t];
+                dA = fmaf(lam * dt, ahp, dA);
+                const float q0 = lam * dt * Bt, q1 = lam * fmaf(A, ahp, Bt * ut), q2 = Ct * h[t];
+                lam *= a;                               // -> contribution to dL/dh_{t-1}
+                // dB over the pair's two channels on lanes 0-15, dC on lanes 16-31
+                const float other = __shfl_xor_sync(0xffffffffu, el ? dBl : dCl, 16);
+                bc[w][t][lane] += (el ? dCl : dBl) + other;
+                const float x = reduce3_16(q0, q1, q2, lane);
+                const int qi = (s >> 2);
+                if ((s & 3) == 0 && qi < 3) sfin[qi][t][ce] = x;
+            }
+            if (e_ok) lam_dA[sidx] = dA;
         }
-        __syncwarp();
+        __syncthreads();
+
+        // post: final per-token gradients, coalesced over channels; dD / dbias partials
+        float dDc = 0.0f, dbc = 0.0f;
+        const float De = e_t < k.E && P.D ? P.D[e_t] : 0.0f;
+        for (int t = t_first; t < SCAN_T; t += t_step) {
+            if (t >= tn || e_t >= k.E) continue;
+            const size_t it = ((size_t)n * k.L + j0 + t) * k.E + e_t;
+            const float gout = pre[t][cc].z, ut = pre[t][cc].y;
+            const float v = dl[it] + bias_t;
+            const float ddt = sfin[1][t][cc];
+            const float draw = v > 20.0f ? ddt : ddt * sigmoid_f(v);
+            if (du) du[it] = from_f<T>(to_f(du[it]) + fmaf(De, gout, sfin[0][t][cc]));
+            if (ddl) ddl[it] += draw;
+            if (z && dz) {
+                const size_t rt = (size_t)n * k.L + tom_pi(P.order, j0 + t, k.L, k.nslices);
+                const float zt = to_f(z[rt * k.ldz + e_t]), dyt = to_f(dy[rt * k.E + e_t]);
+                const float ypre = fmaf(De, ut, sfin[2][t][cc]);
+                const float sz = sigmoid_f(zt);
+                const float dzt = dyt * ypre * sz * (1.0f + zt * (1.0f - sz));
+                dz[it] = from_f<T>(to_f(dz[it]) + dzt);
+            }
+            dDc = fmaf(gout, ut, dDc);
+            dbc += draw;
+        }
+        sred[0][t_first][cc] = dDc;
+        sred[1][t_first][cc] = dbc;
+        __syncthreads();
+        if (threadIdx.x < BWD_EG && e_t < k.E) {       // fixed order over the token rows
+            float a0 = 0.0f, a1 = 0.0f;
+            for (int r = 0; r < t_step; r++) { a0 += sred[0][r][cc]; a1 += sred[1][r][cc]; }
+            Dp[prow + e_t] = a0;
+            bp[prow + e_t] = a1;
+        }
     }
     __syncthreads();
 
