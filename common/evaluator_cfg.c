@@ -5,6 +5,7 @@ configuration, sliding window, label regions, preprocessing flags spelled as the
 */
 #include "evaluator.h"
 #include "check.h"
+#include "cli.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,52 +45,12 @@ void eval_usage(void *file)
         "  --spacing X,Y,Z|none  --norm ct:LO,HI|ct-z:MEAN,STD|mr-fg|mr-all\n");
 }
 
-static int parse_long(const char *flag, const char *s, long lo, long hi, long *out, char *err)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) return set_err(err, "%s: '%s' is not an integer in [%ld, %ld]", flag, s, lo, hi);
-    *out = v;
-    return 0;
-}
-
-static int parse_int(const char *flag, const char *s, int lo, int hi, int *out, char *err)
-{
-    long v = 0;
-    if (parse_long(flag, s, lo, hi, &v, err)) return -1;
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_double(const char *flag, const char *s, double lo, double hi, double *out, char *err)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end || !isfinite(v) || v < lo || v > hi)
-        return set_err(err, "%s: '%s' is not a number in [%g, %g]", flag, s, lo, hi);
-    *out = v;
-    return 0;
-}
-
 // n comma-separated numbers.
-static int parse_doubles(const char *flag, const char *s, double *v, int n, char *err)
-{
-    const char *p = s;
-    for (int i = 0; i < n; i++) {
-        char *end;
-        v[i] = strtod(p, &end);
-        if (end == p || !isfinite(v[i]) || (i + 1 < n ? *end != ',' : *end != 0))
-            return set_err(err, "%s: expected %d comma-separated numbers, got '%s'", flag, n, s);
-        p = end + 1;
-    }
-    return 0;
-}
-
 static int parse_window(eval_cfg_t *c, const char *s, char *err)
 {
     double v[3] = { 0, 0, 0 };
-    if (parse_doubles("--window", s, v, 3, err)) {
-        if (parse_doubles("--window", s, v, 1, err)) return -1;
+    if (cli_doubles("--window", s, v, 3, err)) {
+        if (cli_doubles("--window", s, v, 1, err)) return -1;
         v[1] = v[2] = v[0];
     }
     for (int a = 0; a < 3; a++) {
@@ -98,45 +59,6 @@ static int parse_window(eval_cfg_t *c, const char *s, char *err)
         c->sw.roi[a] = (int)v[a];
     }
     c->window_given = 1;
-    return 0;
-}
-
-static int parse_norm(eval_cfg_t *c, const char *s, char *err)
-{
-    double v[2] = { 0, 0 };
-    if (!strncmp(s, "ct:", 3)) {
-        if (parse_doubles("--norm", s + 3, v, 2, err)) return -1;
-        if (!(v[0] < v[1])) return set_err(err, "--norm ct: window %g,%g is empty", v[0], v[1]);
-        c->prep.ct_norm = CT_NORM_WINDOW;
-        c->prep.ct_lo = v[0];
-        c->prep.ct_hi = v[1];
-        c->force_modality = MODALITY_CT;
-    } else if (!strncmp(s, "ct-z:", 5)) {
-        if (parse_doubles("--norm", s + 5, v, 2, err)) return -1;
-        if (!(v[1] > 0)) return set_err(err, "--norm ct-z: std %g must be > 0", v[1]);
-        c->prep.ct_norm = CT_NORM_ZSCORE;
-        c->prep.ct_mean = v[0];
-        c->prep.ct_std = v[1];
-        c->force_modality = MODALITY_CT;
-    } else if (!strcmp(s, "mr-fg") || !strcmp(s, "mr-all")) {
-        c->prep.mr_norm = s[3] == 'f' ? MR_NORM_ZSCORE_FG : MR_NORM_ZSCORE_ALL;
-        c->force_modality = MODALITY_MR;
-    } else {
-        return set_err(err, "--norm: '%s' is not ct:LO,HI, ct-z:MEAN,STD, mr-fg or mr-all", s);
-    }
-    return 0;
-}
-
-static int parse_spacing(eval_cfg_t *c, const char *s, char *err)
-{
-    if (!strcmp(s, "none")) {
-        for (int d = 0; d < 3; d++) c->prep.target_spacing[d] = 0;
-        return 0;
-    }
-    if (parse_doubles("--spacing", s, c->prep.target_spacing, 3, err)) return -1;
-    for (int d = 0; d < 3; d++)
-        if (!(c->prep.target_spacing[d] > 0 && c->prep.target_spacing[d] < 100))
-            return set_err(err, "--spacing: %g is not in (0, 100) mm", c->prep.target_spacing[d]);
     return 0;
 }
 
@@ -188,26 +110,26 @@ static int flag_value(eval_cfg_t *c, const char *a, const char *v, char *err)
     else if (!strcmp(a, "--predictions")) {
         if (parse_choice(a, v, preds, 3, &k, err)) return -1;
         c->predictions = (eval_pred_when_t)k;
-    } else if (!strcmp(a, "--max-jobs")) return parse_long(a, v, 0, 1L << 40, &c->max_jobs, err);
-    else if (!strcmp(a, "--case-timeout")) return parse_int(a, v, 1, 86400, &c->case_timeout_s, err);
+    } else if (!strcmp(a, "--max-jobs")) return cli_long(a, v, 0, 1L << 40, &c->max_jobs, err);
+    else if (!strcmp(a, "--case-timeout")) return cli_int(a, v, 1, 86400, &c->case_timeout_s, err);
     else if (!strcmp(a, "--variant")) return model_variant_parse(v, &c->model.variant, err);
     else if (!strcmp(a, "--preset")) return model_cfg_preset(&c->model, v, err);
-    else if (!strcmp(a, "--width")) return parse_int(a, v, 8, 4096, &c->model.width, err);
-    else if (!strcmp(a, "--in-channels")) return parse_int(a, v, 1, CASE_MAX_CHANNELS, &c->model.in_channels, err);
-    else if (!strcmp(a, "--classes")) return parse_int(a, v, 1, METRICS_MAX_CLASSES, &c->model.classes, err);
+    else if (!strcmp(a, "--width")) return cli_int(a, v, 8, 4096, &c->model.width, err);
+    else if (!strcmp(a, "--in-channels")) return cli_int(a, v, 1, CASE_MAX_CHANNELS, &c->model.in_channels, err);
+    else if (!strcmp(a, "--classes")) return cli_int(a, v, 1, METRICS_MAX_CLASSES, &c->model.classes, err);
     else if (!strcmp(a, "--device")) {
         if (parse_choice(a, v, devs, 3, &k, err)) return -1;
         c->device = (eval_device_t)k;
     } else if (!strcmp(a, "--window") || !strcmp(a, "--patch")) return parse_window(c, v, err);
-    else if (!strcmp(a, "--overlap")) return parse_double(a, v, 0, 0.95, &c->sw.overlap, err);
+    else if (!strcmp(a, "--overlap")) return cli_double(a, v, 0, 0.95, &c->sw.overlap, err);
     else if (!strcmp(a, "--blend")) {
         if (parse_choice(a, v, blends, 2, &k, err)) return -1;
         c->sw.blend = (sw_blend_t)k;
-    } else if (!strcmp(a, "--sigma-scale")) return parse_double(a, v, 1e-3, 10, &c->sw.sigma_scale, err);
-    else if (!strcmp(a, "--sw-batch")) return parse_int(a, v, 1, 64, &c->sw.batch, err);
+    } else if (!strcmp(a, "--sigma-scale")) return cli_double(a, v, 1e-3, 10, &c->sw.sigma_scale, err);
+    else if (!strcmp(a, "--sw-batch")) return cli_int(a, v, 1, 64, &c->sw.batch, err);
     else if (!strcmp(a, "--regions")) return eval_regions_parse(&c->lab, v, err);
-    else if (!strcmp(a, "--spacing")) return parse_spacing(c, v, err);
-    else if (!strcmp(a, "--norm")) return parse_norm(c, v, err);
+    else if (!strcmp(a, "--spacing")) return cli_spacing(v, c->prep.target_spacing, err);
+    else if (!strcmp(a, "--norm")) return cli_norm(v, &c->prep, &c->force_modality, err);
     else return set_err(err, "unknown flag %s", a);
     return 0;
 }

@@ -4,7 +4,7 @@ preprocessing (target spacing, normalisation, class count), endpoints, CURVE key
 */
 #include "loader.h"
 #include "check.h"
-#include <math.h>
+#include "cli.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,54 +31,6 @@ void loader_usage(void *file)
         "  --epochs N                           stop after N epochs (0: forever)\n");
 }
 
-static int parse_long(const char *flag, const char *s, long lo, long hi, long *out, char *err)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) return set_err(err, "%s: '%s' is not an integer in [%ld, %ld]", flag, s, lo, hi);
-    *out = v;
-    return 0;
-}
-
-static int parse_doubles(const char *flag, const char *s, double *v, int n, char *err)
-{
-    const char *p = s;
-    for (int i = 0; i < n; i++) {
-        char *end;
-        v[i] = strtod(p, &end);
-        if (end == p || !isfinite(v[i]) || (i + 1 < n ? *end != ',' : *end != 0))
-            return set_err(err, "%s: expected %d comma-separated numbers, got '%s'", flag, n, s);
-        p = end + 1;
-    }
-    return 0;
-}
-
-static int parse_norm(loader_cfg_t *c, const char *s, char *err)
-{
-    double v[2] = { 0, 0 };
-    if (!strncmp(s, "ct:", 3)) {
-        if (parse_doubles("--norm", s + 3, v, 2, err)) return -1;
-        if (!(v[0] < v[1])) return set_err(err, "--norm ct: window %g,%g is empty", v[0], v[1]);
-        c->prep.ct_norm = CT_NORM_WINDOW;
-        c->prep.ct_lo = v[0];
-        c->prep.ct_hi = v[1];
-        c->force_modality = MODALITY_CT;
-    } else if (!strncmp(s, "ct-z:", 5)) {
-        if (parse_doubles("--norm", s + 5, v, 2, err)) return -1;
-        if (!(v[1] > 0)) return set_err(err, "--norm ct-z: std %g must be > 0", v[1]);
-        c->prep.ct_norm = CT_NORM_ZSCORE;
-        c->prep.ct_mean = v[0];
-        c->prep.ct_std = v[1];
-        c->force_modality = MODALITY_CT;
-    } else if (!strcmp(s, "mr-fg") || !strcmp(s, "mr-all")) {
-        c->prep.mr_norm = s[3] == 'f' ? MR_NORM_ZSCORE_FG : MR_NORM_ZSCORE_ALL;
-        c->force_modality = MODALITY_MR;
-    } else {
-        return set_err(err, "--norm: '%s' is not ct:LO,HI, ct-z:MEAN,STD, mr-fg or mr-all", s);
-    }
-    return 0;
-}
-
 int loader_parse(loader_cfg_t *c, int argc, char **argv, char *err)
 {
     memset(c, 0, sizeof *c);
@@ -98,26 +50,21 @@ int loader_parse(loader_cfg_t *c, int argc, char **argv, char *err)
         if (!strcmp(a, "--dataset")) c->dataset = val;
         else if (!strcmp(a, "--cache")) c->cache = val;
         else if (!strcmp(a, "--split")) snprintf(c->train_sel, sizeof c->train_sel, "%s", val);
-        else if (!strcmp(a, "--fold")) rc = parse_long(a, val, 0, 4, &fold, err);
+        else if (!strcmp(a, "--fold")) rc = cli_long(a, val, 0, 4, &fold, err);
         else if (!strcmp(a, "--fold-part")) {
             if (strcmp(val, "train") && strcmp(val, "val")) rc = set_err(err, "--fold-part: train or val");
             fold_part = val;
         } else if (!strcmp(a, "--val-split")) val_split = val;
-        else if (!strcmp(a, "--spacing")) {
-            if (!strcmp(val, "none")) memset(c->prep.target_spacing, 0, sizeof c->prep.target_spacing);
-            else if (!(rc = parse_doubles(a, val, c->prep.target_spacing, 3, err)))
-                for (int d = 0; d < 3; d++)
-                    if (!(c->prep.target_spacing[d] > 0 && c->prep.target_spacing[d] < 100))
-                        rc = set_err(err, "--spacing: %g is not in (0, 100) mm", c->prep.target_spacing[d]);
-        } else if (!strcmp(a, "--norm")) rc = parse_norm(c, val, err);
-        else if (!strcmp(a, "--classes")) { rc = parse_long(a, val, 1, 256, &v, err); c->classes = (int)v; }
+        else if (!strcmp(a, "--spacing")) rc = cli_spacing(val, c->prep.target_spacing, err);
+        else if (!strcmp(a, "--norm")) rc = cli_norm(val, &c->prep, &c->force_modality, err);
+        else if (!strcmp(a, "--classes")) { rc = cli_long(a, val, 1, 256, &v, err); c->classes = (int)v; }
         else if (!strcmp(a, "--volumes")) c->volumes_ep = val;
         else if (!strcmp(a, "--cases")) c->cases_ep = val;
         else if (!strcmp(a, "--curve-server")) c->curve_server = val;
         else if (!strcmp(a, "--authorized")) c->authorized = val;
-        else if (!strcmp(a, "--hwm")) { rc = parse_long(a, val, 1, 1000, &v, err); c->hwm = (int)v; }
-        else if (!strcmp(a, "--seed")) { rc = parse_long(a, val, 0, 0x7fffffffffffffffL, &v, err); c->seed = (uint64_t)v; }
-        else if (!strcmp(a, "--epochs")) rc = parse_long(a, val, 0, 1L << 40, &c->epochs, err);
+        else if (!strcmp(a, "--hwm")) { rc = cli_long(a, val, 1, 1000, &v, err); c->hwm = (int)v; }
+        else if (!strcmp(a, "--seed")) { rc = cli_long(a, val, 0, 0x7fffffffffffffffL, &v, err); c->seed = (uint64_t)v; }
+        else if (!strcmp(a, "--epochs")) rc = cli_long(a, val, 0, 1L << 40, &c->epochs, err);
         else rc = set_err(err, "unknown flag %s", a);
         if (rc) return -1;
     }

@@ -6,7 +6,7 @@ exact behaviour of issue 4 (parameter table on stdout).
 */
 #include "trainer.h"
 #include "check.h"
-#include <math.h>
+#include "cli.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,33 +36,6 @@ void trainer_usage(void *file)
         "checkpoints: --spool DIR (unacknowledged checkpoints; default /tmp/srm-trainer-PID)\n"
         "          --ack-timeout S (60)  --final-ack-timeout S (60)  --final-eval-timeout S (600)\n"
         "          --resume-timeout S (30)  --batch-timeout S (120: warn when no batch comes)\n");
-}
-
-static int parse_long(const char *flag, const char *s, long lo, long hi, long *out, char *err)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) return set_err(err, "%s: '%s' is not an integer in [%ld, %ld]", flag, s, lo, hi);
-    *out = v;
-    return 0;
-}
-
-static int parse_int(const char *flag, const char *s, int lo, int hi, int *out, char *err)
-{
-    long v;
-    if (parse_long(flag, s, lo, hi, &v, err)) return -1;
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_double(const char *flag, const char *s, double lo, double hi, double *out, char *err)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end || !isfinite(v) || v < lo || v > hi)
-        return set_err(err, "%s: '%s' is not a number in [%g, %g]", flag, s, lo, hi);
-    *out = v;
-    return 0;
 }
 
 static int parse_patch(const char *s, int p[3], char *err)
@@ -154,9 +127,9 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
         int rc = 0;
         if (!strcmp(a, "--model")) rc = model_variant_parse(v, &c->model.variant, err);
         else if (!strcmp(a, "--preset")) rc = model_cfg_preset(&c->model, v, err);
-        else if (!strcmp(a, "--width")) rc = parse_int(a, v, 1, 1000000, &c->model.width, err);
-        else if (!strcmp(a, "--in-channels")) rc = parse_int(a, v, 1, 1000000, &c->model.in_channels, err);
-        else if (!strcmp(a, "--classes")) rc = parse_int(a, v, 1, 1000000, &c->model.classes, err);
+        else if (!strcmp(a, "--width")) rc = cli_int(a, v, 1, 1000000, &c->model.width, err);
+        else if (!strcmp(a, "--in-channels")) rc = cli_int(a, v, 1, 1000000, &c->model.in_channels, err);
+        else if (!strcmp(a, "--classes")) rc = cli_int(a, v, 1, 1000000, &c->model.classes, err);
         else if (!strcmp(a, "--device")) {
             if (!strcmp(v, "auto")) c->device = TRAIN_DEV_AUTO;
             else if (!strcmp(v, "cpu")) c->device = TRAIN_DEV_CPU;
@@ -169,17 +142,17 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
             else if (!strcmp(v, "sigmoid-dice")) c->tc.loss = LOSS_DICE_SIGMOID;
             else rc = set_err(err, "--loss: '%s' is not dice, dice-ce or sigmoid-dice", v);
         } else if (!strcmp(a, "--regions")) rc = parse_regions(c, v, err);
-        else if (!strcmp(a, "--lr")) rc = parse_double(a, v, 1e-12, 10, &lr, err);
-        else if (!strcmp(a, "--weight-decay")) rc = parse_double(a, v, 0, 10, &wd, err);
+        else if (!strcmp(a, "--lr")) rc = cli_double(a, v, 1e-12, 10, &lr, err);
+        else if (!strcmp(a, "--weight-decay")) rc = cli_double(a, v, 0, 10, &wd, err);
         else if (!strcmp(a, "--patch")) rc = parse_patch(v, c->patch, err);
-        else if (!strcmp(a, "--batch")) rc = parse_int(a, v, 1, 1024, &c->batch, err);
-        else if (!strcmp(a, "--steps")) { steps_given = 1; rc = parse_long(a, v, 1, 1000000000L, &c->steps, err); }
-        else if (!strcmp(a, "--max-minutes")) rc = parse_double(a, v, 0.001, 1e6, &c->max_minutes, err);
-        else if (!strcmp(a, "--epochs")) rc = parse_long(a, v, 1, 1000000L, &epochs, err);
-        else if (!strcmp(a, "--steps-per-epoch")) rc = parse_long(a, v, 1, 100000000L, &per_epoch, err);
-        else if (!strcmp(a, "--val-every")) rc = parse_long(a, v, 0, 1000000000L, &c->val_every, err);
-        else if (!strcmp(a, "--ckpt-every")) rc = parse_long(a, v, 0, 1000000000L, &c->ckpt_every, err);
-        else if (!strcmp(a, "--log-every")) rc = parse_long(a, v, 1, 1000000000L, &c->log_every, err);
+        else if (!strcmp(a, "--batch")) rc = cli_int(a, v, 1, 1024, &c->batch, err);
+        else if (!strcmp(a, "--steps")) { steps_given = 1; rc = cli_long(a, v, 1, 1000000000L, &c->steps, err); }
+        else if (!strcmp(a, "--max-minutes")) rc = cli_double(a, v, 0.001, 1e6, &c->max_minutes, err);
+        else if (!strcmp(a, "--epochs")) rc = cli_long(a, v, 1, 1000000L, &epochs, err);
+        else if (!strcmp(a, "--steps-per-epoch")) rc = cli_long(a, v, 1, 100000000L, &per_epoch, err);
+        else if (!strcmp(a, "--val-every")) rc = cli_long(a, v, 0, 1000000000L, &c->val_every, err);
+        else if (!strcmp(a, "--ckpt-every")) rc = cli_long(a, v, 0, 1000000000L, &c->ckpt_every, err);
+        else if (!strcmp(a, "--log-every")) rc = cli_long(a, v, 1, 1000000000L, &c->log_every, err);
         else if (!strcmp(a, "--seed")) {
             char *end;
             unsigned long long s = strtoull(v, &end, 10);
@@ -195,11 +168,11 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
         else if (!strcmp(a, "--curve-client")) c->curve_client = v;
         else if (!strcmp(a, "--server-key")) c->server_key = v;
         else if (!strcmp(a, "--spool")) c->spool_dir = v;
-        else if (!strcmp(a, "--ack-timeout")) rc = parse_double(a, v, 0.1, 86400, &c->ack_timeout_s, err);
-        else if (!strcmp(a, "--final-ack-timeout")) rc = parse_double(a, v, 0, 86400, &c->final_ack_timeout_s, err);
-        else if (!strcmp(a, "--final-eval-timeout")) rc = parse_double(a, v, 0, 86400, &c->final_eval_timeout_s, err);
-        else if (!strcmp(a, "--resume-timeout")) rc = parse_double(a, v, 0.1, 86400, &c->resume_timeout_s, err);
-        else if (!strcmp(a, "--batch-timeout")) rc = parse_double(a, v, 0, 86400, &c->batch_timeout_s, err);
+        else if (!strcmp(a, "--ack-timeout")) rc = cli_double(a, v, 0.1, 86400, &c->ack_timeout_s, err);
+        else if (!strcmp(a, "--final-ack-timeout")) rc = cli_double(a, v, 0, 86400, &c->final_ack_timeout_s, err);
+        else if (!strcmp(a, "--final-eval-timeout")) rc = cli_double(a, v, 0, 86400, &c->final_eval_timeout_s, err);
+        else if (!strcmp(a, "--resume-timeout")) rc = cli_double(a, v, 0.1, 86400, &c->resume_timeout_s, err);
+        else if (!strcmp(a, "--batch-timeout")) rc = cli_double(a, v, 0, 86400, &c->batch_timeout_s, err);
         else rc = set_err(err, "unknown flag %s", a);
         if (rc) return -1;
     }
