@@ -129,8 +129,10 @@ demo:
 	@BUILD=$(BUILD) BIN=$(BIN) bash pipelines/demo.sh
 
 # issue 7's table (needs a GPU): srm-bench via scripts/bench.sh; BENCH_ARGS passes options.
-bench: $(BIN)/srm-bench
-	@BIN=$(BIN) bash scripts/bench.sh $(BENCH_ARGS)
+# BENCH_DATA: the dataset of the data-wait row (scripts/data_wait.sh); data-local/brats2013-6 if there.
+BENCH_DATA ?= $(wildcard data-local/brats2013-6)
+bench: $(BIN)/srm-bench $(STAGES)
+	@BIN=$(BIN) BENCH_DATA=$(BENCH_DATA) bash scripts/bench.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(BIN)

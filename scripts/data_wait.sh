@@ -8,8 +8,9 @@
 # (`data_wait`: the fraction of wall time of the last report interval spent blocked on the
 # patches socket) and prints, over the reports after the first third of the run (warm-up: cuDNN
 # plans, CUDA graph capture, the loader's first pass), the median and mean data wait, the
-# median patches/s, and one markdown row. Needs a GPU build in BIN (default bin); arguments after
-# -- go to train.sh last (e.g. -- --device cpu --preset tiny --width 8 for a CPU smoke test).
+# median patches/s, one markdown row, and DATA_WAIT_PCT= / DATA_WAIT_WHAT= lines for bench.sh.
+# Needs a GPU build in BIN (default bin); arguments after -- go to train.sh last (e.g.
+# -- --device cpu --preset tiny --width 8 for a CPU smoke test).
 # Exit status 0 when the run produced at least 5 steady-state reports.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,4 +54,6 @@ grep '"source":"trainer"' "$RUN/metrics.jsonl" 2>/dev/null | grep '"data_wait"' 
         printf "steady state: steps %d..%d (%d reports), %d augmenter(s)\n", step[lo], step[NR], NR - lo + 1, n
         printf "data wait: median %.1f %%, mean %.1f %%; patches/s median %.2f\n", 100 * median(dw, lo, NR), 100 * s / (NR - lo + 1), median(pps, lo, NR)
         printf "| trainer'\''s data wait, %d³ batch %d, %d augmenters | — | ≤ 5 %% | %.1f %% (median; mean %.1f %%) |\n", p, b, n, 100 * median(dw, lo, NR), 100 * s / (NR - lo + 1)
+        printf "DATA_WAIT_PCT=%.2f\n", 100 * median(dw, lo, NR)
+        printf "DATA_WAIT_WHAT=%d augmenters, median of %d reports after warm-up (mean %.1f %%), %.2f patches/s\n", n, NR - lo + 1, 100 * s / (NR - lo + 1), median(pps, lo, NR)
     }'

@@ -32,6 +32,8 @@ int main(void)
 typedef struct {
     int steps, warm, window_batch, vol[3];
     double overlap;
+    double data_wait_pct;           // measured by scripts/data_wait.sh (bench.sh), < 0: not given
+    const char *data_wait_what;     // how it was measured
 } opts_t;
 
 static double now_s(void)
@@ -162,7 +164,9 @@ static double bench_sliding(const opts_t *o, const model_t *m, int *nwin)
 static void usage(void)
 {
     fprintf(stderr, "usage: srm-bench [--steps N (20)] [--warm N (5)] [--window-batch N (4)]\n"
-                    "                 [--volume DxHxW (240x240x155)] [--overlap F (0.5)]\n");
+                    "                 [--volume DxHxW (240x240x155)] [--overlap F (0.5)]\n"
+                    "                 [--data-wait PCT --data-wait-what TEXT]   (the pipeline's row,\n"
+                    "                 measured by scripts/data_wait.sh: scripts/bench.sh passes it)\n");
     exit(2);
 }
 
@@ -170,7 +174,7 @@ int main(int argc, char **argv)
 {
     log_set_name("bench");
     opts_t o = { .steps = 20, .warm = 5, .window_batch = 4, .vol = { 240, 240, 155 },
-                 .overlap = 0.5 };
+                 .overlap = 0.5, .data_wait_pct = -1, .data_wait_what = "" };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) usage();
@@ -178,6 +182,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--warm")) o.warm = atoi(v);
         else if (!strcmp(a, "--window-batch")) o.window_batch = atoi(v);
         else if (!strcmp(a, "--overlap")) o.overlap = atof(v);
+        else if (!strcmp(a, "--data-wait")) o.data_wait_pct = atof(v);
+        else if (!strcmp(a, "--data-wait-what")) o.data_wait_what = v;
         else if (!strcmp(a, "--volume")) {
             if (sscanf(v, "%dx%dx%d", &o.vol[0], &o.vol[1], &o.vol[2]) != 3) usage();
         } else usage();
@@ -228,8 +234,12 @@ int main(int argc, char **argv)
     printf("| all selective scans of one training step (fwd + bwd, scan-only replay) | 62.7 ms "
            "| ≤ 10 ms | %.1f ms (fwd %.1f + bwd %.1f) |\n", r1.scan_fwd + r1.scan_bwd,
            r1.scan_fwd, r1.scan_bwd);
-    printf("| trainer's data wait, 128³ batch 2 | — | ≤ 5 %% | not measured here (srm-trainer's "
-           "counters) |\n");
+    if (o.data_wait_pct >= 0)
+        printf("| trainer's data wait, 128³ batch 2 (srm-trainer's counters: %s) | — | ≤ 5 %% | "
+               "%.1f %% |\n", o.data_wait_what, o.data_wait_pct);
+    else
+        printf("| trainer's data wait, 128³ batch 2 | — | ≤ 5 %% | not measured (scripts/bench.sh "
+               "measures it when given a dataset) |\n");
     printf("| sliding-window inference, %dx%dx%d, overlap %.2g, %d windows in batches of %d | — "
            "| — | %.2f s per case |\n", o.vol[0], o.vol[1], o.vol[2], o.overlap, nwin,
            o.window_batch, sw);
