@@ -20,6 +20,7 @@ struct train_backend {
     train_cfg_t tc;
     float *params, *adam_m, *adam_v;    // host buffers (the trainer's)
     float *grads, *ws;                  // CPU: gradients and the workspace of the plan
+    double cpu_loss, cpu_busy_s;        // CPU: the step run by tb_step_begin
 #if SRM_CUDA
     gpu_ctx_t *g;                       // GPU: context and the whole-model step (gpu.h)
     gpu_model_t *gm;
@@ -133,13 +134,29 @@ size_t tb_mem_peak(const train_backend_t *b)
     return 0;
 }
 
-double tb_step(train_backend_t *b, const float *x, const uint8_t *labels, float lr, long adam_step)
+void tb_step_begin(train_backend_t *b, const float *x, const uint8_t *labels, float lr, long adam_step)
 {
 #if SRM_CUDA
-    if (b->gm) return gpu_model_step(b->gm, x, labels, lr, adam_step);
+    if (b->gm) { gpu_model_step_begin(b->gm, x, labels, lr, adam_step); return; }
 #endif
-    return model_train_step_cpu(b->params, b->grads, b->adam_m, b->adam_v, b->ws, x, labels, &b->tc, lr,
-                                adam_step, b->m, &b->plan);
+    const double t0 = trainer_now();
+    b->cpu_loss = model_train_step_cpu(b->params, b->grads, b->adam_m, b->adam_v, b->ws, x, labels, &b->tc,
+                                       lr, adam_step, b->m, &b->plan);
+    b->cpu_busy_s = trainer_now() - t0;
+}
+
+double tb_step_end(train_backend_t *b, double *busy_s)
+{
+#if SRM_CUDA
+    if (b->gm) {
+        float ms = 0;
+        const double loss = gpu_model_step_end(b->gm, &ms);
+        *busy_s = 1e-3 * ms;
+        return loss;
+    }
+#endif
+    *busy_s = b->cpu_busy_s;
+    return b->cpu_loss;
 }
 
 void tb_close(train_backend_t **pb)

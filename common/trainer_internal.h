@@ -24,8 +24,13 @@ train_backend_t *tb_open(const trainer_cfg_t *c, const model_t *m, float *params
 const char *tb_device(const train_backend_t *b);          // "cpu" or "gpu"
 void tb_upload(train_backend_t *b);
 void tb_download(train_backend_t *b);
-// x: (B, Cin, D, H, W), labels: (B, D, H, W). adam_step: 1-based count of updates incl. this one.
-double tb_step(train_backend_t *b, const float *x, const uint8_t *labels, float lr, long adam_step);
+// One step in two halves so that the next batch is received and decoded while the GPU runs:
+// begin takes x: (B, Cin, D, H, W), labels: (B, D, H, W) (both free to be overwritten when it
+// returns) and starts the step (the CPU reference runs it whole); end waits for it, returns the
+// loss and in *busy_s the seconds the device was busy with it (upload included).
+// adam_step: 1-based count of updates incl. this one.
+void tb_step_begin(train_backend_t *b, const float *x, const uint8_t *labels, float lr, long adam_step);
+double tb_step_end(train_backend_t *b, double *busy_s);
 size_t tb_mem_peak(const train_backend_t *b);              // tracked GPU bytes; 0 on the CPU
 void tb_close(train_backend_t **b);
 

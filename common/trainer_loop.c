@@ -155,20 +155,19 @@ static void service(trainer_t *t)
 }
 
 // Wait for one valid batch into t->x / t->labels. 0, 1 when asked to stop, 2 when the
-// --max-minutes deadline passed while waiting.
+// --max-minutes deadline passed while waiting. The caller accounts the data wait.
 static int next_batch(trainer_t *t)
 {
-    double t0 = trainer_now();
     for (;;) {
         zmq_pollitem_t it[3] = { { .socket = t->patches, .events = ZMQ_POLLIN } };
         int n = 1;
         if (t->exporter) it[n++] = (zmq_pollitem_t){ .socket = t->exporter, .events = ZMQ_POLLIN };
         if (t->metrics) it[n++] = (zmq_pollitem_t){ .socket = t->metrics, .events = ZMQ_POLLIN };
         stage_event_t ev = stage_poll(t->st, it, n, 500);
-        if (ev == STAGE_STOP) { t->rep.wait_s += trainer_now() - t0; return 1; }
+        if (ev == STAGE_STOP) return 1;
         service(t);
         double now = trainer_now();
-        if (budget_expired(&t->budget, now)) { t->rep.wait_s += now - t0; return 2; }
+        if (budget_expired(&t->budget, now)) return 2;
         if (t->c->batch_timeout_s > 0 && now - t->last_batch > t->c->batch_timeout_s && !t->warned_wait) {
             log_msg('W', "no patch batch for %.0f s: are the augmenters running and connected to %s?",
                     now - t->last_batch, t->c->patches_ep);
@@ -190,7 +189,6 @@ static int next_batch(trainer_t *t)
         }
         wire_msg_free(&m);
         if (rc == 0) {
-            t->rep.wait_s += trainer_now() - t0;
             t->rep.patches += t->c->batch;
             t->last_batch = trainer_now();
             t->warned_wait = 0;
@@ -301,14 +299,32 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
     t.last_batch = trainer_now();
     int stopped = 0, out_of_time = 0;
     float lr = 0;
+    // nb: -1 no batch fetched yet, else next_batch's answer (0: a batch is ready in t.x)
+    int nb = -1;
     while (t.state.step < t.state.total_steps) {
-        if (budget_expired(&t.budget, trainer_now())) { out_of_time = 1; break; }
-        int nb = next_batch(&t);
+        if (nb < 0) {                       // nothing fetched ahead: the device idles meanwhile
+            double t0 = trainer_now();
+            nb = next_batch(&t);
+            t.rep.wait_s += trainer_now() - t0;
+        }
         if (nb == 2) { out_of_time = 1; break; }
         if (nb) { stopped = 1; break; }
+        if (budget_expired(&t.budget, trainer_now())) { out_of_time = 1; break; }
         // Step k (1-based) uses the cosine rate after k-1 scheduler steps (torch order).
         lr = lr_cosine((float)t.state.base_lr, t.state.step, t.state.total_steps);
-        double loss = tb_step(t.b, t.x, t.labels, lr, t.state.adam_step + 1);
+        const double t_begin = trainer_now();
+        tb_step_begin(t.b, t.x, t.labels, lr, t.state.adam_step + 1);
+        // Receive and decode the next batch while the GPU runs this step (the CPU reference has
+        // already finished it). The data wait is the time the device sat idle for want of it:
+        // from the end of its work (t_begin + busy) to the batch being ready.
+        nb = -1;
+        double t_ready = 0, busy = 0;
+        if (t.state.step + 1 < t.state.total_steps) {
+            nb = next_batch(&t);
+            t_ready = trainer_now();
+        }
+        double loss = tb_step_end(t.b, &busy);
+        if (nb == 0) t.rep.wait_s += fmax(0.0, t_ready - (t_begin + busy));
         t.state.step++;
         t.state.adam_step++;
         rng_u64(&t.state.rng);              // one draw per step: the stream's position is the step's

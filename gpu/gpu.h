@@ -337,6 +337,12 @@ double gpu_model_grads(gpu_model_t *gm, const float *x, const uint8_t *labels);
 // x, labels and the Adam scalars (lr through a device scalar) and replay it. Returns the loss
 // before the update (waits for the stream).
 double gpu_model_step(gpu_model_t *gm, const float *x, const uint8_t *labels, float lr, long step);
+// The same step in two halves, so that the host can prepare the next batch while the GPU runs:
+// begin uploads x and labels (from pageable memory: both may be overwritten as soon as it
+// returns) and enqueues the step; end waits for it and returns the loss and, in *gpu_ms, the
+// device time from the upload to the end of the step (CUDA events).
+void   gpu_model_step_begin(gpu_model_t *gm, const float *x, const uint8_t *labels, float lr, long step);
+double gpu_model_step_end(gpu_model_t *gm, float *gpu_ms);
 // 1 (default; SRM_GPU_NO_GRAPH=1 turns it off): steps replay the captured graph; 0: eager steps.
 void   gpu_model_use_graph(gpu_model_t *gm, int on);
 

@@ -134,6 +134,7 @@ struct gpu_model {
     int use_graph;
     cudaGraphExec_t graph;          // NULL until captured
     int graph_failed;
+    gpu_timer_t *step_timer;        // upload -> end of step (gpu_model_step_begin / _end)
     size_t param_bytes;
 };
 

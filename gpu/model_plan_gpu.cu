@@ -322,6 +322,7 @@ void gpu_model_free(gpu_model_t **gmp)
     gpu_ctx_t *g = gm->g;
     gpu_sync(g);
     if (gm->graph) CUDA_CHECK(cudaGraphExecDestroy(gm->graph));
+    gpu_timer_free(&gm->step_timer);
     gpu_arena_destroy(&gm->arena);
     gpu_free(g, gm->adam_dev);
     gpu_free(g, gm->loss);

@@ -203,6 +203,21 @@ double gpu_model_step(gpu_model_t *gm, const float *x, const uint8_t *labels, fl
     return read_loss(gm);
 }
 
+void gpu_model_step_begin(gpu_model_t *gm, const float *x, const uint8_t *labels, float lr, long step)
+{
+    if (!gm->step_timer) gm->step_timer = gpu_timer_new(gm->g);
+    gpu_timer_start(gm->step_timer);
+    step_async(gm, x, labels, lr, step);
+    gpu_timer_stop(gm->step_timer);
+}
+
+double gpu_model_step_end(gpu_model_t *gm, float *gpu_ms)
+{
+    const float ms = gpu_timer_ms(gm->step_timer);      // waits for the step
+    if (gpu_ms) *gpu_ms = ms;
+    return read_loss(gm);
+}
+
 void gpu_model_time_steps(gpu_model_t *gm, const float *x, const uint8_t *labels, int warm, int n,
                           float *ms)
 {
