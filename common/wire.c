@@ -146,8 +146,9 @@ int wire_obj_str(const msgpack_object *o, char *out, size_t cap)
 {
     if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= cap || o->via.str.size >= WIRE_MAX_STR)
         return -1;
-    if (memchr(o->via.str.ptr, 0, o->via.str.size)) return -1;
-    memcpy(out, o->via.str.ptr, o->via.str.size);
+    // msgpack-c gives an empty string a NULL ptr: no mem*() on it (UB even for 0 bytes)
+    if (o->via.str.size && memchr(o->via.str.ptr, 0, o->via.str.size)) return -1;
+    if (o->via.str.size) memcpy(out, o->via.str.ptr, o->via.str.size);
     out[o->via.str.size] = 0;
     return 0;
 }
@@ -167,7 +168,9 @@ static int check_keys(const msgpack_object *map, const char *what, char *err)
         if (k->type != MSGPACK_OBJECT_STR) return set_err(err, "%s: key %u is not a string", what, i);
         for (uint32_t j = 0; j < i; j++) {
             const msgpack_object *q = &map->via.map.ptr[j].key;
-            if (q->via.str.size == k->via.str.size && memcmp(q->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0)
+            // (an empty key has a NULL ptr: compare sizes alone then)
+            if (q->via.str.size == k->via.str.size &&
+                (k->via.str.size == 0 || memcmp(q->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0))
                 return set_err(err, "%s: duplicate key '%.*s'", what, (int)(k->via.str.size > 40 ? 40 : k->via.str.size),
                                k->via.str.ptr);
         }

@@ -140,10 +140,11 @@ int wire_decode_metrics(const wire_msg_t *m, wire_metrics_t *x, char *err)
     TRY(metrics_values(m, x, err));
     const msgpack_object *j = wire_get(m, "json");
     if (j) {
-        if (j->type != MSGPACK_OBJECT_STR || j->via.str.size > WIRE_MAX_JSON || memchr(j->via.str.ptr, 0, j->via.str.size))
+        if (j->type != MSGPACK_OBJECT_STR || j->via.str.size > WIRE_MAX_JSON ||
+            (j->via.str.size && memchr(j->via.str.ptr, 0, j->via.str.size)))   // empty: NULL ptr
             return set_err(err, "metrics: 'json' is not a string of at most %d bytes", WIRE_MAX_JSON);
         char *s = xmalloc(j->via.str.size + 1);
-        memcpy(s, j->via.str.ptr, j->via.str.size);
+        if (j->via.str.size) memcpy(s, j->via.str.ptr, j->via.str.size);
         s[j->via.str.size] = 0;
         x->json = s;
     }

@@ -81,6 +81,8 @@ static json_t *to_json(const msgpack_object *o, int depth, char *err)
         return r;
     case MSGPACK_OBJECT_STR:
         // NUL bytes would not survive JSON text (jansson refuses "\u0000" when loading).
+        // msgpack-c gives an empty string a NULL ptr (no memchr on it; jansson wants "")
+        if (!o->via.str.size) return json_string("");
         if (memchr(o->via.str.ptr, 0, o->via.str.size)) return set_err(err, "string contains a NUL byte"), NULL;
         r = json_stringn(o->via.str.ptr, o->via.str.size);      // NULL for invalid UTF-8
         if (!r) return set_err(err, "string is not valid UTF-8"), NULL;
