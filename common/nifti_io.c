@@ -257,10 +257,16 @@ static void best_affine(const raw_hdr_t *h, const int64_t dim[8], double a[4][4]
 }
 
 // Read the raw voxel bytes (zlib reads plain and gzip files alike) and put them in native
-// byte order. Short reads are told apart: a broken gzip stream vs. a header that lies.
-static int read_voxels(const char *path, const nifti_image *nim, int64_t off, void *buf,
+// byte order, into *out (malloc'd, nbytes long on success). A .nii's size was checked against
+// the header, but a .nii.gz's header can claim gigabytes in a few hundred bytes: the buffer
+// grows only as decompressed bytes actually arrive (from 64 MiB, doubling), so a lying header
+// costs what the file holds, not what it claims (fuzz_nifti found the 5 GB malloc). Short reads
+// are told apart: a broken gzip stream vs. a header that lies.
+#define VOXEL_READ_START (64LL << 20)
+static int read_voxels(const char *path, const nifti_image *nim, int64_t off, void **out,
                        int64_t nbytes, char *err)
 {
+    *out = NULL;
     gzFile f = gzopen(path, "rb");
     if (!f) return set_err(err, "%s: cannot open: %s", path, strerror(errno));
     if (gzseek(f, (z_off_t)off, SEEK_SET) != (z_off_t)off) {
@@ -270,10 +276,15 @@ static int read_voxels(const char *path, const nifti_image *nim, int64_t off, vo
         return set_err(err, "%s: vox_offset %lld is beyond the end of the data (%lld bytes; "
                        "data shorter than the header says)", path, (long long)off, (long long)len);
     }
-    int64_t got = 0;
+    int64_t cap = nbytes < VOXEL_READ_START ? nbytes : VOXEL_READ_START, got = 0;
+    char *buf = xmalloc((size_t)cap);
     while (got < nbytes) {
-        unsigned chunk = (unsigned)(nbytes - got < (1 << 30) ? nbytes - got : (1 << 30));
-        int n = gzread(f, (char *)buf + got, chunk);
+        if (got == cap) {
+            cap = cap > nbytes / 2 ? nbytes : 2 * cap;
+            buf = xrealloc(buf, (size_t)cap);
+        }
+        unsigned chunk = (unsigned)(cap - got < (1 << 30) ? cap - got : (1 << 30));
+        int n = gzread(f, buf + got, chunk);
         if (n <= 0) break;
         got += n;
     }
@@ -281,6 +292,7 @@ static int read_voxels(const char *path, const nifti_image *nim, int64_t off, vo
     gzerror(f, &errnum);
     gzclose_r(f);
     if (got < nbytes || (errnum != Z_OK && errnum != Z_STREAM_END)) {
+        free(buf);
         int64_t len;
         if (gz_length(path, &len, err)) return -1;  // "truncated gzip" / "corrupt gzip"
         return set_err(err, "%s: %lld data bytes but the header needs %lld (data shorter than "
@@ -288,8 +300,10 @@ static int read_voxels(const char *path, const nifti_image *nim, int64_t off, vo
     }
     if (nim->swapsize > 1 && nim->byteorder != nifti_short_order())
         nifti_swap_Nbytes(nbytes / nim->swapsize, nim->swapsize, buf);
+    *out = buf;
     return 0;
 }
+#undef VOXEL_READ_START
 
 // Stored values -> scaled floats in (C, i, j, k) order. Returns -1 on a NaN/Inf value.
 #define CONVERT_LOOP(T)                                                                   \
@@ -362,12 +376,10 @@ int nifti_read_volume(const char *path, volume_t *v, char *err)
         if (gz && gz_length(path, &glen, err)) return -1;
         return set_err(err, "%s: libnifti could not parse the header (bad dim or datatype)", path);
     }
-    void *buf = NULL;
     if (check_header(path, nim, &raw, (int64_t)st.st_size, gz, err)) goto fail;
     int64_t nbytes = (int64_t)nim->nvox * nim->nbyper;  // bounded by check_header
-    buf = xmalloc((size_t)nbytes);
-    nim->data = buf;  // convert_data reads it from there; nifti_image_free frees it
-    if (read_voxels(path, nim, data_offset(&raw), buf, nbytes, err)) goto fail;
+    // into nim->data: convert_data reads it from there; nifti_image_free frees it
+    if (read_voxels(path, nim, data_offset(&raw), &nim->data, nbytes, err)) goto fail;
     v->C = nim->dim[0] >= 4 ? (int)nim->dim[4] : 1;
     v->dim[0] = (int)nim->nx;
     v->dim[1] = (int)nim->ny;
