@@ -8,18 +8,8 @@
 #     and shapes of `srm-trainer --describe --preset tiny`,
 # and no process running afterwards (pgrep -f on the run directory).
 set -u
-cd "$(dirname "$0")/../.."
-BIN=${BIN:-bin}
-case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
-export BIN
-TMP=$(mktemp -d /tmp/srm-trainpipe-XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
-
-for s in exporter loader augmenter trainer evaluator; do
-    [[ -x $BIN/srm-$s ]] || { echo "FAIL: $BIN/srm-$s not built"; echo "0 passed, 1 failed"; exit 1; }
-done
-/usr/bin/python3 scripts/make_phantoms.py "$TMP/data" --cases 4 --val 1 --size 32 --seed 11 >/dev/null ||
-    { echo "FAIL: make_phantoms.py"; echo "0 passed, 1 failed"; exit 1; }
+source "$(dirname "$0")/../pipeline_test.sh"
+pipeline_test_setup trainpipe 4 1 11 exporter loader augmenter trainer evaluator
 
 STEPS=4
 start=$(date +%s)

@@ -8,17 +8,8 @@
 #     from it has nothing left to do),
 #   - no process is left behind.
 set -u
-cd "$(dirname "$0")/../.."
-BIN=${BIN:-bin}
-case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
-export BIN
-TMP=$(mktemp -d /tmp/srm-budget-XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
-for s in exporter loader augmenter trainer; do
-    [[ -x $BIN/srm-$s ]] || { echo "FAIL: $BIN/srm-$s not built"; echo "0 passed, 1 failed"; exit 1; }
-done
-/usr/bin/python3 scripts/make_phantoms.py "$TMP/data" --cases 3 --val 1 --size 32 --seed 5 >/dev/null ||
-    { echo "FAIL: make_phantoms.py"; echo "0 passed, 1 failed"; exit 1; }
+source "$(dirname "$0")/../pipeline_test.sh"
+pipeline_test_setup budget 3 1 5 exporter loader augmenter trainer
 
 MIN=0.2 LR=1e-3 RUN=$TMP/run
 bash pipelines/train.sh "$TMP/data" "$RUN" --preset tiny --patch 32 --batch 1 --max-minutes $MIN --lr $LR \
