@@ -158,6 +158,27 @@ static void direction_front(gpu_ctx_t *g, void *u, float *delta, void *xdbl, int
     linear_forward_f32out_gpu(g, delta, xdbl, wptr(pa, m->dt_w[k], d.act), ds);
 }
 
+// The scan of direction k alone, forward inputs set: u, delta (fp32), B and C from x_dbl_k,
+// the gate z = xz[:, E:], and direction k's A_log, D and delta bias. The backward adds the
+// gradient pointers.
+static scan_gpu_t direction_scan(const mamba_layer_t *m, const layer_dims &d, int N, size_t L,
+                                 int k, const void *u, const float *delta, const void *xdbl,
+                                 const void *xz, const float *params)
+{
+    scan_gpu_t s = scan_desc(m, N, L, 1);
+    scan_dir_gpu_t *sd = &s.dir[0];
+    sd->order = (tom_order_t)k;
+    sd->u = u;
+    sd->delta = delta;
+    sd->B = (const char *)xdbl + (size_t)d.R * d.act;
+    sd->C = (const char *)xdbl + ((size_t)d.R + SCAN_NS) * d.act;
+    sd->z = (const char *)xz + (size_t)d.E * d.act;
+    sd->A_log = params + m->A_log[k];
+    sd->D = params + m->D[k];
+    sd->delta_bias = params + m->dt_b[k];
+    return s;
+}
+
 void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, const void *x,
                              const float *params, const void *params_act, const mamba_layer_t *m,
                              int N, size_t L)
@@ -175,17 +196,7 @@ void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, 
     const size_t states_per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
     for (int k = 0; k < 3; k++) {
         direction_front(g, w.u, w.delta, sv.xdbl[k], 1, sv.xz, params, params_act, m, d, N, L, k);
-        scan_gpu_t s = scan_desc(m, N, L, 1);
-        scan_dir_gpu_t *sd = &s.dir[0];
-        sd->order = (tom_order_t)k;
-        sd->u = w.u;
-        sd->delta = w.delta;
-        sd->B = (const char *)sv.xdbl[k] + (size_t)d.R * d.act;
-        sd->C = (const char *)sv.xdbl[k] + ((size_t)d.R + SCAN_NS) * d.act;
-        sd->z = (const char *)sv.xz + (size_t)d.E * d.act;
-        sd->A_log = params + m->A_log[k];
-        sd->D = params + m->D[k];
-        sd->delta_bias = params + m->dt_b[k];
+        const scan_gpu_t s = direction_scan(m, d, N, L, k, w.u, w.delta, sv.xdbl[k], sv.xz, params);
         // directions summed into G in the fixed order 0, 1, 2: deterministic
         selective_scan_forward_gpu(g, sv.G, k > 0, sv.states + (size_t)k * states_per_dir, w.ws, &s);
     }
@@ -253,17 +264,8 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
         gpu_memset(g, w.dz, 0, nle);
         gpu_memset(g, w.dxdbl, 0, d.NL * d.P * d.act);
 
-        scan_gpu_t s = scan_desc(m, N, L, 1);
+        scan_gpu_t s = direction_scan(m, d, N, L, k, w.u, w.delta, sv.xdbl[k], sv.xz, params);
         scan_dir_gpu_t *sd = &s.dir[0];
-        sd->order = (tom_order_t)k;
-        sd->u = w.u;
-        sd->delta = w.delta;
-        sd->B = (const char *)sv.xdbl[k] + (size_t)d.R * d.act;
-        sd->C = (const char *)sv.xdbl[k] + ((size_t)d.R + SCAN_NS) * d.act;
-        sd->z = (const char *)sv.xz + (size_t)d.E * d.act;
-        sd->A_log = params + m->A_log[k];
-        sd->D = params + m->D[k];
-        sd->delta_bias = params + m->dt_b[k];
         sd->du = w.du;
         sd->ddelta = w.ddelta;
         sd->dB = (char *)w.dxdbl + (size_t)d.R * d.act;

@@ -70,6 +70,22 @@ static scan_gpu_t scan_of(const tom_t *tm, int N, int ndir)
     return s;
 }
 
+// Direction k of layer tm alone, as mamba_layer_forward_gpu runs it: forward inputs set (B, C
+// from x_dbl, the gate from xz[:, E:]); the backward adds the gradient pointers.
+static scan_gpu_t dir_scan(const tom_t *tm, int N, int k, size_t es, const char *u, const float *dl,
+                           const char *xd, const char *xz, const float *A_log, const float *D,
+                           const float *bias)
+{
+    scan_gpu_t s = scan_of(tm, N, 1);
+    scan_dir_gpu_t *sd = &s.dir[0];
+    sd->order = (tom_order_t)k;
+    sd->u = u; sd->delta = dl;
+    sd->B = xd + (size_t)tm->t.R * es; sd->C = xd + ((size_t)tm->t.R + tm->t.NS) * es;
+    sd->z = xz + (size_t)tm->t.E * es;
+    sd->A_log = A_log; sd->D = D; sd->delta_bias = bias;
+    return s;
+}
+
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -129,15 +145,8 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
             // as mamba_layer_forward_gpu: one direction at a time, summed into y
             scan_gpu_t s3 = scan_of(&toms[i], N, 3);
             const size_t per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
-            const int R = toms[i].t.R;
             for (int k = 0; k < 3; k++) {
-                scan_gpu_t s = scan_of(&toms[i], N, 1);
-                scan_dir_gpu_t *sd = &s.dir[0];
-                sd->order = (tom_order_t)k;
-                sd->u = u; sd->delta = dl;
-                sd->B = xd + (size_t)R * es; sd->C = xd + ((size_t)R + toms[i].t.NS) * es;
-                sd->z = xz + (size_t)toms[i].t.E * es;
-                sd->A_log = A_log; sd->D = D; sd->delta_bias = bias;
+                const scan_gpu_t s = dir_scan(&toms[i], N, k, es, u, dl, xd, xz, A_log, D, bias);
                 selective_scan_forward_gpu(g, y, k > 0, states + (size_t)k * per_dir, wsp, &s);
             }
         }
@@ -146,17 +155,12 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
         for (int i = 0; i < nt; i++) {
             scan_gpu_t s3 = scan_of(&toms[i], N, 3);
             const size_t per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
-            const int R = toms[i].t.R;
             for (int k = 0; k < 3; k++) {
-                scan_gpu_t s = scan_of(&toms[i], N, 1);
+                scan_gpu_t s = dir_scan(&toms[i], N, k, es, u, dl, xd, xz, A_log, D, bias);
                 scan_dir_gpu_t *sd = &s.dir[0];
-                sd->order = (tom_order_t)k;
-                sd->u = u; sd->delta = dl;
-                sd->B = xd + (size_t)R * es; sd->C = xd + ((size_t)R + toms[i].t.NS) * es;
-                sd->z = xz + (size_t)toms[i].t.E * es;
-                sd->A_log = A_log; sd->D = D; sd->delta_bias = bias;
                 sd->du = du; sd->ddelta = dd;
-                sd->dB = dxd + (size_t)R * es; sd->dC = dxd + ((size_t)R + toms[i].t.NS) * es;
+                sd->dB = dxd + (size_t)toms[i].t.R * es;
+                sd->dC = dxd + ((size_t)toms[i].t.R + toms[i].t.NS) * es;
                 sd->dz = dz;
                 sd->dA_log = dA; sd->dD = dD; sd->ddelta_bias = dbias;
                 selective_scan_backward_gpu(g, y, states + (size_t)k * per_dir, wsp, &s);
