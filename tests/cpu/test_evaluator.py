@@ -19,23 +19,10 @@ import msgpack
 import numpy as np
 import nibabel as nib
 import zmq
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from srmtest import ROOT, BUILD, BIN, check, failures, summary
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.environ.get("BUILD", "build")
-BIN = os.environ.get("BIN", "bin")
-BUILD = BUILD if os.path.isabs(BUILD) else os.path.join(ROOT, BUILD)
-BIN = BIN if os.path.isabs(BIN) else os.path.join(ROOT, BIN)
 DT = {"u8": "<u1", "i32": "<i4", "f32": "<f4", "f64": "<f8", "i16": "<i2", "f16": "<f2"}
-passed = failed = 0
-
-
-def check(cond, msg):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL", msg, flush=True)
 
 
 def decode(frames):
@@ -124,13 +111,13 @@ def main():
         ctx.destroy(linger=0)
     logs.seek(0)
     text = logs.read()
-    if failed or os.environ.get("SRM_TEST_VERBOSE") == "1":
+    if failures() or os.environ.get("SRM_TEST_VERBOSE") == "1":
         print(text[-6000:])
     check("rejected a message" in text and "sha256" in text, "bad jobs should be logged with the reason")
-    print("%d passed, %d failed" % (passed, failed))
-    if failed == 0:
+    status = summary()
+    if status == 0:
         subprocess.run(["rm", "-rf", tmp])
-    return 1 if failed else 0
+    return status
 
 
 def metrics_ok(h, a, step, val_ids, where):

@@ -9,23 +9,15 @@ a small tmpfs (mount fails -> the test FAILS), SIGTERM, and recovery after a res
 import hashlib, json, os, shutil, signal, struct, subprocess, sys, tempfile, time
 import msgpack, numpy as np, zmq
 import nibabel as nib
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from srmtest import check, failures, summary
 
 BUILD = os.environ.get("BUILD", "build")
 BIN = os.environ.get("BIN", "bin")
 EXPORTER = os.path.join(BIN, "srm-exporter")
 TRAINER = os.path.join(BIN, "srm-trainer")
 MAKE = os.path.join(BUILD, "tools", "ckpt_make")
-passed = failed = 0
 LOGDIR = tempfile.mkdtemp(prefix="srm-exporter-logs-")
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL", what, flush=True)
 
 
 def encode(type_, fields, arrays=()):
@@ -398,13 +390,12 @@ def main():
         test_main(tmp)
         test_disk_full(tmp)
     finally:
-        if failed == 0:
+        if failures() == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(LOGDIR, ignore_errors=True)
         else:
             print("kept", tmp, "and the exporter logs in", LOGDIR)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -11,22 +11,14 @@ import json, os, shutil, subprocess, sys, tempfile
 import numpy as np
 import nibabel as nib
 from scipy import ndimage
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from srmtest import check, summary
 
 BUILD = os.environ.get("BUILD", "build")
 TOOL = os.path.join(BUILD, "tools", "metrics_eval")
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "data")
 if not os.path.isdir(DATA):                  # a checkout whose shared/ is not beside it
     DATA = "/work/shared/data"
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL", what, flush=True)
 
 
 def f32(v):
@@ -121,8 +113,7 @@ def main():
             compare("random %d %s" % (t, shape), run_tool(lab[0], lab[1], aff, 3, tmp), lab[0], lab[1], 3, spacing)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

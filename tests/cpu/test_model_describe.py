@@ -8,21 +8,11 @@ and end with "parameters 80397710". The other variants are checked against their
 the naming rules of the top section of architecture.md.
 """
 import os, re, subprocess, sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from srmtest import BIN, check, summary
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.join(ROOT, os.environ.get("BIN", "bin"))
 TRAINER = os.path.join(BIN, "srm-trainer")
 LISTING = "/work/shared/design/params_M_btcv.txt"
-passed = failed = 0
-
-
-def check(cond, msg):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL", msg)
 
 
 def describe(*args):
@@ -103,5 +93,4 @@ check(r.returncode != 0 and "multiple of 8" in r.stderr, "width 12 refused: %r" 
 r = subprocess.run([TRAINER, "--describe", "--model", "Q"], capture_output=True, text=True)
 check(r.returncode != 0 and "variant" in r.stderr, "variant Q refused")
 
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+sys.exit(summary())

@@ -16,23 +16,10 @@ import os, re, subprocess, sys, tempfile, json, struct
 
 import numpy as np
 import nibabel as nib
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from srmtest import ROOT, BUILD, BIN, check, summary
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.environ.get("BUILD", "build")
-BIN = os.environ.get("BIN", "bin")
-BUILD = BUILD if os.path.isabs(BUILD) else os.path.join(ROOT, BUILD)
-BIN = BIN if os.path.isabs(BIN) else os.path.join(ROOT, BIN)
 ENV = dict(os.environ, BIN=BIN, SRM_QUIET="1")
-passed = failed = 0
-
-
-def check(cond, msg):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL", msg, flush=True)
 
 
 def run(cmd, **kw):
@@ -200,10 +187,10 @@ def main():
             got = None if g == "null" else float(g)
             check((want is None and got is None) or (want is not None and got is not None and abs(want - got) < 1e-4),
                   "%s region %s: printed %s, recomputed %s" % (m.group(1), name, got, want))
-    print("%d passed, %d failed" % (passed, failed))
-    if failed == 0:
+    status = summary()
+    if status == 0:
         subprocess.run(["rm", "-rf", tmp])
-    return 1 if failed else 0
+    return status
 
 
 if __name__ == "__main__":

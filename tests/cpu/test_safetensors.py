@@ -16,24 +16,13 @@ written here.
 import json, math, os, re, struct, subprocess, sys, tempfile
 
 import numpy as np
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from srmtest import BUILD, BIN, check, summary
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
-BIN = os.path.join(ROOT, os.environ.get("BIN", "bin"))
 TOOL = os.path.join(BUILD, "tools", "safetensors_tool")
 TRAINER = os.path.join(BIN, "srm-trainer")
 LISTING = "/work/shared/design/params_M_btcv.txt"
 FLAGS = ["--variant", "M", "--width", "8", "--in-channels", "2", "--classes", "3"]
-passed = failed = 0
-
-
-def check(cond, msg):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL", msg, flush=True)
 
 
 def parse(path):
@@ -215,5 +204,4 @@ check(r.returncode != 0 and "unknown tensor 'vit.stages.0.0." in r.stderr, "M re
 r = tool("config", ours)
 check(r.returncode == 0 and r.stdout.split() == ["M", "8", "2", "3"], "config from metadata: %r" % r.stdout)
 
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+sys.exit(summary())

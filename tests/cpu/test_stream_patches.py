@@ -11,6 +11,8 @@ Run with /usr/bin/python3 (pyzmq, msgpack, numpy); binaries from $BIN (default b
 """
 import json, os, signal, subprocess, sys, tempfile, time
 import msgpack, numpy as np, zmq
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from srmtest import check, summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "..", "shared", "data", "brats2013-6")
@@ -19,16 +21,6 @@ if not os.path.isdir(DATA):
 DT = {"u8": "<u1", "i8": "<i1", "u16": "<u2", "i16": "<i2", "u32": "<u4", "i32": "<i4",
       "u64": "<u8", "i64": "<i8", "f16": "<f2", "f32": "<f4", "f64": "<f8"}
 PATCH, BATCH, RATIO, WANT = 64, 4, 0.5, 400
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL", what, flush=True)
 
 
 def decode(frames):
@@ -186,8 +178,7 @@ def main():
         sock.close()
         ctx.term()
         subprocess.run(["rm", "-rf", tmp])
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

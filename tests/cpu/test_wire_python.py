@@ -15,20 +15,12 @@ import tempfile
 import msgpack
 import numpy as np
 import zmq
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from srmtest import check, summary
 
 BUILD = os.environ.get("BUILD", "build")
 EMIT = os.path.join(BUILD, "tools", "wire_emit")
 DUMP = os.path.join(BUILD, "tools", "wire_dump")
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL", what)
 
 
 # ---- the protocol, as docs/protocol.md states it ------------------------------------------------
@@ -202,8 +194,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="srm-wirepy-") as tmp:
         from_c(tmp)
         to_c(tmp)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":
