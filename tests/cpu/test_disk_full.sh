@@ -14,10 +14,7 @@ BUILD=${BUILD:-build}
 BIN=${BIN:-bin}
 export BIN
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-finish() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; exit $?; }
+source "$(dirname "$0")/../tally.sh"
 for b in srm-exporter srm-loader srm-augmenter srm-trainer; do [ -x "$BIN/$b" ] || { bad "$BIN/$b not built"; finish; }; done
 [ -x "$BUILD/tools/ckpt_verify" ] || { bad "$BUILD/tools/ckpt_verify not built (make tools)"; finish; }
 

@@ -16,9 +16,8 @@ BUILD=${BUILD:-build}
 BIN=${BIN:-bin}
 export BIN
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-pass=0; fail=0; kills=0
-ok()  { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+source "$(dirname "$0")/../tally.sh"
+kills=0
 for b in srm-exporter srm-loader srm-augmenter srm-trainer srm-evaluator; do
   [ -x "$BIN/$b" ] || { bad "$BIN/$b not built"; echo "$pass passed, $fail failed"; exit 1; }
 done

@@ -8,16 +8,14 @@
 # logs validation metrics that came back from it, the exporter logs the evaluator's peer address
 # 10.213.X.2 and stores its predictions; a stranger's evaluator in the namespace is refused.
 # Fails loudly (does not skip) when namespaces cannot be made. Cleans the namespace up on exit.
-# The loader's cases socket stays ipc:// (shared filesystem): srm-loader has no CURVE option yet.
+# The loader's cases socket stays ipc:// (shared filesystem): the test is about the evaluator's
+# placement; the loader's own CURVE endpoints are covered by test_curve.py.
 set -u
 BUILD=${BUILD:-build}
 BIN=${BIN:-bin}
 export BIN
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-finish() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; exit $?; }
+source "$(dirname "$0")/../tally.sh"
 
 ns=srm-ev-$$ vh=srmh$$ ve=srme$$ net=$(( $$ % 250 + 1 ))
 host_ip=10.213.$net.1 ns_ip=10.213.$net.2
