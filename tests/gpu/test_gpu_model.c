@@ -5,19 +5,31 @@ GPU (`make test-gpu`):
      the tiny configuration (width 8) of M, P, R and no-tom, M at full width 48, plus tiny M at
      48^3 (odd extents: the ToM_A pad/crop path) and tiny P with Dice + CE at batch 2; in strict
      fp32 (rtol 1e-4 per tensor) and in bf16 (rtol 2e-2). The reference is the CPU model in
-     double precision; the CPU model in float is run too, and where the float CPU model itself
-     is further than rtol from the double one (ill-conditioned tensors: InstanceNorm over the
-     8 voxels of level 3 at 64^3 amplifies every rounding), the GPU may be up to 4x the CPU
-     float model's error. The absolute floor of a tensor is
-     rtol * (RMS of all gradient elements) * sqrt(numel): the error a tensor of typical
-     magnitude may have. It matters for the biases of convs followed by a norm, whose true
-     gradient is zero (the norm removes a per-channel constant) and whose computed one is
-     rounding noise of cancelling sums.
-     Conditioning: the CPU model's own gradients move when its input is perturbed by a relative
-     1e-6 (fp32-sized) or 2e-3 (bf16-sized); for tiny M at 64^3 the 1e-6 perturbation alone moves
-     most gradients by ~1e-2 (its forward amplifies it 50x into the logits), for R and no-tom by
-     ~1e-5. A tensor may be off by up to 2x that movement (the GPU's fp32 accumulation errors act
-     like such a perturbation); the well-conditioned variants keep the plain 1e-4 bar.
+     double precision. The absolute floor of a tensor is rtol * (RMS of all gradient elements)
+     * sqrt(numel): the error a tensor of typical magnitude may have; for a conv's bias, at
+     least rtol * the norm of the same conv's weight gradient. That matters for biases of convs
+     followed by a norm, whose true gradient is zero (the norm removes a per-channel constant),
+     and of convs feeding a conv, whose gradient is a boundary effect of a cancelling sum: the
+     computed value is rounding noise of the dy the weight gradient sums (ref_floors).
+     Conditioning band: an implementation in another arithmetic cannot be held closer to the
+     reference than the reference itself moves when its inputs carry that arithmetic's
+     rounding. So the CPU float model is also run on DRAWS copies of the input AND the
+     parameters multiplied by (1 + eps n), n ~ N(0, 1): eps 1e-6 for fp32 (the size of fp32
+     accumulation error over a conv's reduction), 2e-3 for bf16 (the rounding of a bf16 weight
+     or activation, which the bf16 mode really applies to both). Per tensor, and for the logits
+     and the loss, the band is the largest relative error of those runs (and of the unperturbed
+     float model) against the double model; the GPU may be up to 2x the band, and never held
+     tighter than rtol. For R and no-tom the band is ~1e-5 (fp32), so their 1e-4 bar is the
+     plain one; for M and P at random init the reference is ill-conditioned (the 1e-6
+     perturbation moves its gradients by ~1e-2), which the band measures instead of guessing.
+     Kinks: gradients are discontinuous where a ReLU input sits within rounding of zero, and at
+     64^3 (4^3 voxels per instance norm at the deepest level) such inputs are everywhere: for
+     tiny no-tom and R at most seeds three of four fp32-sized draws flip one, each flip moving
+     ~70 tensors by 5e-3 to 2e-2 (tests/tools/grad_conditioning, BENCHMARKS.md). The draws'
+     eps (1e-6 on input and parameters) is ~5x the GPU's measured fp32 error (its logits are
+     2e-6 off where the draws move them 1e-5), so the draws flip at least as often as the GPU
+     and the band covers a GPU flip; tensors no flip reaches keep the plain rtol. The test
+     prints, per case, how many tensors each draw put outside the plain bar.
   2. inference (gpu_infer, no saved tensors) gives the training forward's logits.
   3. three training steps (Adam, cosine lr through the device scalar, CUDA graph replay) match
      GPU gradients + the CPU Adam, and the graph replay equals eager steps bit for bit.
@@ -53,6 +65,18 @@ typedef struct {
     loss_kind_t loss;
 } case_t;
 
+#define FP32_DRAWS 4       // perturbed float-model runs per case, fp32-sized
+#define BF16_DRAWS 3       // and bf16-sized
+
+// The reference's own spread under one precision's rounding (see the header): per tensor, for
+// the logits and for the loss, the largest relative error against the double model over the
+// unperturbed float model and the perturbed runs; dirty[k]: tensors of run k (0 = unperturbed)
+// outside the plain rtol bar.
+typedef struct {
+    double *tensor, logits, loss;
+    int dirty[1 + FP32_DRAWS];
+} band_t;
+
 // A model with initialised parameters, a random input and random labels, and the CPU reference
 // of one step: loss, logits (N, K, S), gradients.
 typedef struct {
@@ -61,10 +85,10 @@ typedef struct {
     train_cfg_t tc;
     float *params, *x, *grads, *logits;     // CPU float model
     float *grads64, *logits64;              // CPU double model (the reference), as float
-    float *gsens[2];                        // CPU float model on a perturbed input: [0] fp32-
-                                            //   sized (1e-6), [1] bf16-sized (2e-3) perturbation
+    band_t band[2];                         // [0] fp32-sized, [1] bf16-sized perturbations
     uint8_t *labels;
     double loss, loss64;
+    double *fscale;                         // per tensor: its floor / rtol (see grad_floor)
 } ref_t;
 
 static size_t vox(const int d[3]) { return (size_t)d[0] * d[1] * d[2]; }
@@ -92,7 +116,7 @@ static void ref_init(ref_t *r, const case_t *c, uint64_t s)
     r->grads = xcalloc(np, sizeof(float));
     r->logits = xmalloc(r->p.out_numel * sizeof(float));
     r->grads64 = xcalloc(np, sizeof(float));
-    for (int k = 0; k < 2; k++) r->gsens[k] = xcalloc(np, sizeof(float));
+    for (int k = 0; k < 2; k++) r->band[k].tensor = xcalloc((size_t)r->m.table.count, sizeof(double));
     r->logits64 = xmalloc(r->p.out_numel * sizeof(float));
 }
 
@@ -101,6 +125,38 @@ static double *to_f64(const float *x, size_t n)
     double *d = xmalloc(n * sizeof *d);
     for (size_t i = 0; i < n; i++) d[i] = x[i];
     return d;
+}
+
+// The absolute floor of tensor t: rtol * fscale[t] (set by ref_floors).
+static double grad_floor(const ref_t *r, int t, double rtol) { return rtol * r->fscale[t]; }
+
+// fscale[t] = RMS(all reference gradients) * sqrt(numel): what a tensor of typical magnitude
+// holds; for "X.bias" with a sibling "X.weight", at least the norm of the weight's gradient.
+// The bias gradient of a conv followed by a norm is exactly zero (the norm removes any
+// per-channel constant), and that of a conv feeding another conv is only a boundary effect
+// (zero padding) of a sum whose terms cancel: the computed value is rounding noise of the
+// same dy the weight gradient sums, so its error is judged at the scale of the layer's
+// gradient -- as if weight and bias were one tensor.
+static void ref_floors(ref_t *r, const double *G)
+{
+    const param_table_t *T = &r->m.table;
+    double ss = 0;
+    for (size_t i = 0; i < T->numel; i++) ss += G[i] * G[i];
+    const double grms = sqrt(ss / (double)T->numel);
+    r->fscale = xmalloc((size_t)T->count * sizeof(double));
+    for (int t = 0; t < T->count; t++) {
+        const param_t *P = &T->items[t];
+        r->fscale[t] = grms * sqrt((double)P->numel);
+        const size_t n = strlen(P->name);
+        if (n < 5 || strcmp(P->name + n - 5, ".bias") != 0 || n + 2 > 256) continue;
+        char wname[256];
+        snprintf(wname, sizeof wname, "%.*sweight", (int)(n - 4), P->name);
+        const param_t *W = param_table_find(T, wname);
+        if (!W) continue;
+        double w = 0;
+        for (size_t i = 0; i < W->numel; i++) w += G[W->offset + i] * G[W->offset + i];
+        if (sqrt(w) > r->fscale[t]) r->fscale[t] = sqrt(w);
+    }
 }
 
 static void ref_step_cpu64(ref_t *r)
@@ -113,6 +169,7 @@ static void ref_step_cpu64(ref_t *r)
     for (size_t i = 0; i < r->p.out_numel; i++) r->logits64[i] = (float)ws[r->p.logits + i];
     model_backward_cpu_f64(G, NULL, ws, P, X, &r->m, &r->p);
     for (size_t i = 0; i < np; i++) r->grads64[i] = (float)G[i];
+    ref_floors(r, G);
     free(ws); free(P); free(X); free(G);
 }
 
@@ -127,30 +184,6 @@ static void ref_step_cpu(ref_t *r)
     free(ws);
 }
 
-// The conditioning of the reference itself: the float CPU model's gradients with the input
-// multiplied by (1 + eps n), n ~ N(0, 1), into g. A GPU whose fp32 (or bf16) arithmetic errors
-// act like a perturbation of that size cannot be held closer to the reference than this.
-static void ref_step_perturbed(ref_t *r, double eps, uint64_t s, float *g)
-{
-    float *xp = xmalloc(r->p.in_numel * sizeof(float)), *ws = xcalloc(r->p.total, sizeof(float));
-    rng_t R = rng_derive(s, 23, 0);
-    for (size_t i = 0; i < r->p.in_numel; i++)
-        xp[i] = (float)((double)r->x[i] * (1.0 + eps * rng_normal(&R)));
-    model_forward_cpu(ws, r->params, xp, &r->m, &r->p);
-    model_loss_cpu(ws, r->labels, &r->tc, &r->m, &r->p);
-    memset(g, 0, r->m.table.numel * sizeof(float));
-    model_backward_cpu(g, NULL, ws, r->params, xp, &r->m, &r->p);
-    free(ws);
-    free(xp);
-}
-
-static void ref_free(ref_t *r)
-{
-    free(r->params); free(r->x); free(r->grads); free(r->logits); free(r->labels);
-    free(r->grads64); free(r->logits64); free(r->gsens[0]); free(r->gsens[1]);
-    model_free(&r->m);
-}
-
 static double rel_err(const float *a, const float *b, size_t n)
 {
     double d = 0, w = 0;
@@ -162,39 +195,96 @@ static double rel_err(const float *a, const float *b, size_t n)
     return w > 0 ? sqrt(d / w) : sqrt(d);
 }
 
-// Every gradient tensor by name against the double reference want; cpu32: the float CPU
-// model's gradients (its own error sets the conditioning allowance). Returns failing tensors.
-static int compare_grads(const char *tag, const model_t *m, const float *got, const float *want,
-                         const float *cpu32, const float *sens, double rtol)
+// Widens band b by one float-model run (gradients g, logits lg, loss l); returns the number of
+// tensors outside the plain rtol bar.
+static int band_add(band_t *b, const ref_t *r, const float *g, const float *lg, double l,
+                    double rtol)
 {
-    double ss = 0;
-    for (size_t i = 0; i < m->table.numel; i++) ss += (double)want[i] * want[i];
-    const double rms = sqrt(ss / (double)m->table.numel);
-    int bad = 0, allowance = 0, by_sens = 0;
-    double worst = 0, worst_cpu = 0;
+    int dirty = 0;
+    for (int t = 0; t < r->m.table.count; t++) {
+        const param_t *P = &r->m.table.items[t];
+        const float *a = g + P->offset, *w = r->grads64 + P->offset;
+        double d = 0, n = 0;
+        for (size_t i = 0; i < P->numel; i++) {
+            d += ((double)a[i] - w[i]) * ((double)a[i] - w[i]);
+            n += (double)w[i] * w[i];
+        }
+        dirty += sqrt(d) > rtol * sqrt(n) + grad_floor(r, t, rtol);
+        const double e = n > 0 ? sqrt(d / n) : sqrt(d);
+        if (e > b->tensor[t]) b->tensor[t] = e;
+    }
+    const double el = rel_err(lg, r->logits64, r->p.out_numel);
+    const double ep = fabs(l - r->loss64) / fabs(r->loss64);
+    if (el > b->logits) b->logits = el;
+    if (ep > b->loss) b->loss = ep;
+    return dirty;
+}
+
+// The float CPU model with its input and parameters multiplied by (1 + eps n), n ~ N(0, 1),
+// fresh per draw; each run widens band b (draw 0: the unperturbed float model, already run).
+static void ref_band(ref_t *r, band_t *b, double eps, int draws, double rtol, uint64_t s)
+{
+    const size_t np = r->m.table.numel;
+    float *xp = xmalloc(r->p.in_numel * sizeof(float)), *pp = xmalloc(np * sizeof(float));
+    float *ws = xmalloc(r->p.total * sizeof(float)), *g = xmalloc(np * sizeof(float));
+    b->dirty[0] = band_add(b, r, r->grads, r->logits, r->loss, rtol);
+    for (int k = 1; k <= draws; k++) {
+        rng_t R = rng_derive(s, 23, (uint64_t)k);
+        for (size_t i = 0; i < r->p.in_numel; i++)
+            xp[i] = (float)((double)r->x[i] * (1.0 + eps * rng_normal(&R)));
+        for (size_t i = 0; i < np; i++)
+            pp[i] = (float)((double)r->params[i] * (1.0 + eps * rng_normal(&R)));
+        memset(ws, 0, r->p.total * sizeof(float));
+        model_forward_cpu(ws, pp, xp, &r->m, &r->p);
+        const double l = model_loss_cpu(ws, r->labels, &r->tc, &r->m, &r->p);
+        memset(g, 0, np * sizeof(float));
+        model_backward_cpu(g, NULL, ws, pp, xp, &r->m, &r->p);
+        b->dirty[k] = band_add(b, r, g, ws + r->p.logits, l, rtol);
+    }
+    free(g); free(ws); free(pp); free(xp);
+}
+
+static void ref_free(ref_t *r)
+{
+    free(r->params); free(r->x); free(r->grads); free(r->logits); free(r->labels);
+    free(r->grads64); free(r->logits64); free(r->band[0].tensor); free(r->band[1].tensor);
+    free(r->fscale);
+    model_free(&r->m);
+}
+
+// Every gradient tensor by name against the double reference; b: the reference's band for
+// this precision. Returns failing tensors.
+static int compare_grads(const char *tag, const ref_t *r, const float *got, const band_t *b,
+                         double rtol)
+{
+    const model_t *m = &r->m;
+    int bad = 0, widened = 0;
+    double worst = 0, worst_band = 0;
     const char *worst_name = "";
     for (int t = 0; t < m->table.count; t++) {
         const param_t *P = &m->table.items[t];
         char label[200];
         snprintf(label, sizeof label, "%.60s grad %.95s", tag, P->name);
-        const double atol = rtol * rms * sqrt((double)P->numel);
-        const double ecpu = rel_err(cpu32 + P->offset, want + P->offset, P->numel);
-        const double esens = rel_err(sens + P->offset, want + P->offset, P->numel);
-        double tol = 4 * ecpu > rtol ? 4 * ecpu : rtol;
-        allowance += tol > rtol;
-        if (2 * esens > tol) { tol = 2 * esens; by_sens++; }
-        int ok = tensor_close(label, got + P->offset, want + P->offset, P->numel, tol, atol);
-        EXPECT(ok, "%s (CPU float model's own error %.2e, on the perturbed input %.2e)", label,
-               ecpu, esens);
+        const double atol = grad_floor(r, t, rtol);
+        const double tol = 2 * b->tensor[t] > rtol ? 2 * b->tensor[t] : rtol;
+        widened += tol > rtol;
+        int ok = tensor_close(label, got + P->offset, r->grads64 + P->offset, P->numel, tol, atol);
+        EXPECT(ok, "%s (reference band %.2e)", label, b->tensor[t]);
         bad += !ok;
-        double e = rel_err(got + P->offset, want + P->offset, P->numel);
-        if (e > worst) { worst = e; worst_name = P->name; worst_cpu = ecpu; }
+        const float *w = r->grads64 + P->offset;
+        double nrm = 0;
+        for (size_t i = 0; i < P->numel; i++) nrm += (double)w[i] * w[i];
+        const double e = rel_err(got + P->offset, w, P->numel);
+        if (sqrt(nrm) > atol && e > worst) {   // tensors above their floor: a relative error
+            worst = e;                         // of a zero-gradient bias says nothing
+            worst_name = P->name;
+            worst_band = b->tensor[t];
+        }
     }
-    printf("%s: %d tensors, %d failing (rtol %.0e; %d tensors where the CPU float model itself "
-           "is off by more, allowed 4x its error; %d where the reference moves by more than that "
-           "on a perturbed input, allowed 2x that); largest relative error vs double %.2e (%s; "
-           "CPU float there %.2e)\n", tag, m->table.count, bad, rtol, allowance, by_sens, worst,
-           worst_name, worst_cpu);
+    printf("%s: %d tensors, %d failing (rtol %.0e; %d tensors where the reference's band is wider, "
+           "allowed 2x the band); largest relative error vs double among tensors above their floor "
+           "%.2e (%s; band there %.2e)\n", tag, m->table.count, bad, rtol, widened, worst,
+           worst_name, worst_band);
     return bad;
 }
 
@@ -202,6 +292,9 @@ static int compare_grads(const char *tag, const model_t *m, const float *got, co
 static void check_step(gpu_ctx_t *g, const case_t *c, const ref_t *r, double rtol,
                        int check_infer)
 {
+    const band_t *b = &r->band[gpu_act_dtype(g) == GPU_F32 ? 0 : 1];
+    const double ltol = 2 * b->logits > rtol ? 2 * b->logits : rtol;
+    const double losstol = 2 * b->loss > rtol ? 2 * b->loss : rtol;
     char err[ERR_LEN], tag[128];
     snprintf(tag, sizeof tag, "%s %s", c->name, gpu_act_dtype(g) == GPU_F32 ? "fp32" : "bf16");
     gpu_model_t *gm = gpu_model_new(g, &r->m, &r->tc, c->N, c->dims, err);
@@ -215,11 +308,13 @@ static void check_step(gpu_ctx_t *g, const case_t *c, const ref_t *r, double rto
     gpu_model_get_logits(gm, lg);
     char label[200];
     snprintf(label, sizeof label, "%s logits", tag);
-    EXPECT(tensor_close(label, lg, r->logits64, no, rtol, 1e-6), "%s", label);
-    printf("%s: logits relative error vs the double model %.2e (CPU float model %.2e)\n", tag,
-           rel_err(lg, r->logits64, no), rel_err(r->logits, r->logits64, no));
-    EXPECT(fabs(lf - r->loss64) <= rtol * fabs(r->loss64) + 1e-6, "%s loss %.8f vs CPU %.8f",
-           tag, lf, r->loss64);
+    EXPECT(tensor_close(label, lg, r->logits64, no, ltol, 1e-6), "%s (band %.2e)", label,
+           b->logits);
+    printf("%s: logits relative error vs the double model %.2e (CPU float model %.2e, the "
+           "reference's band %.2e: bar %.2e)\n", tag, rel_err(lg, r->logits64, no),
+           rel_err(r->logits, r->logits64, no), b->logits, ltol);
+    EXPECT(fabs(lf - r->loss64) <= losstol * fabs(r->loss64) + 1e-6,
+           "%s loss %.8f vs CPU %.8f (band %.2e)", tag, lf, r->loss64, b->loss);
 
     if (check_infer) {
         gpu_infer_t *gi = gpu_infer_new(g, &r->m, c->N, c->dims, gm, err);
@@ -244,14 +339,21 @@ static void check_step(gpu_ctx_t *g, const case_t *c, const ref_t *r, double rto
     EXPECT(lg2 == lf, "%s: loss of the gradient pass %.9g differs from the forward's %.9g", tag,
            lg2, lf);
     gpu_model_get_grads(gm, gr);
-    int bad = compare_grads(tag, &r->m, gr, r->grads64, r->grads,
-                            r->gsens[gpu_act_dtype(g) == GPU_F32 ? 0 : 1], rtol);
+    compare_grads(tag, r, gr, b, rtol);
     printf("%s: loss GPU %.6f CPU %.6f, gradient pass %.1f ms (first, eager)\n", tag, lf, r->loss,
            1e3 * (t1 - t0));
-    (void)bad;
     free(lg);
     free(gr);
     gpu_model_free(&gm);
+}
+
+// Prints how many tensors each run of band b put outside the plain bar (0: unperturbed).
+static void print_dirty(const char *name, const char *what, const band_t *b, int draws)
+{
+    printf("%s: tensors outside the %s bar: float model %d, perturbed draws", name, what,
+           b->dirty[0]);
+    for (int k = 1; k <= draws; k++) printf(" %d", b->dirty[k]);
+    printf("\n");
 }
 
 static void run_case(gpu_ctx_t *g32, gpu_ctx_t *g16, const case_t *c, int check_infer)
@@ -261,10 +363,12 @@ static void run_case(gpu_ctx_t *g32, gpu_ctx_t *g16, const case_t *c, int check_
     double t0 = now_s();
     ref_step_cpu(&r);
     ref_step_cpu64(&r);
-    ref_step_perturbed(&r, 1e-6, seed, r.gsens[0]);
-    ref_step_perturbed(&r, 2e-3, seed, r.gsens[1]);
-    printf("%s: CPU steps (float + double) %.1f s, %d tensors, %zu parameters\n", c->name, now_s() - t0,
-           r.m.table.count, r.m.table.numel);
+    ref_band(&r, &r.band[0], 1e-6, FP32_DRAWS, 1e-4, seed);
+    ref_band(&r, &r.band[1], 2e-3, BF16_DRAWS, 2e-2, seed + 1);
+    printf("%s: CPU steps (float + double + %d perturbed) %.1f s, %d tensors, %zu parameters\n",
+           c->name, FP32_DRAWS + BF16_DRAWS, now_s() - t0, r.m.table.count, r.m.table.numel);
+    print_dirty(c->name, "fp32", &r.band[0], FP32_DRAWS);
+    print_dirty(c->name, "bf16", &r.band[1], BF16_DRAWS);
     check_step(g32, c, &r, 1e-4, check_infer);
     check_step(g16, c, &r, 2e-2, check_infer);
     ref_free(&r);

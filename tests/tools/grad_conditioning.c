@@ -2,11 +2,12 @@
 grad_conditioning.c -- how far the CPU reference's own gradients move under fp32-sized input
 perturbations: the floor under any GPU-vs-CPU gradient comparison (tests/gpu/test_gpu_model.c).
 
-  grad_conditioning VARIANT WIDTH D SEED [DRAWS (8)] [EPS (1e-6)]
+  grad_conditioning VARIANT WIDTH D SEED [DRAWS (8)] [EPS (1e-6)] [PARAMS (0)]
 
 Builds the model and inputs exactly as test_gpu_model's ref_init does for that seed (Dice loss,
 batch 1, D^3), computes the double-precision gradients, then the float model's gradients on
-DRAWS inputs multiplied by (1 + EPS n), n ~ N(0, 1) (a fresh draw each). Prints, per draw, the
+DRAWS inputs multiplied by (1 + EPS n), n ~ N(0, 1) (a fresh draw each; with PARAMS 1 the
+parameters too, as test_gpu_model's conditioning band does). Prints, per draw, the
 number of parameter tensors outside test_gpu_model's fp32 bound (|g - g64| <= 1e-4 |g64| + atol,
 atol = 1e-4 x rms of all gradients x sqrt(numel)) and the largest relative error among tensors
 that are not near zero, and over all draws the tensors that ever fall outside. A draw that moves many tensors by
@@ -39,7 +40,7 @@ int main(int argc, char **argv)
 {
     log_set_name("grad_conditioning");
     if (argc < 5) {
-        fprintf(stderr, "usage: grad_conditioning VARIANT WIDTH D SEED [DRAWS] [EPS]\n");
+        fprintf(stderr, "usage: grad_conditioning VARIANT WIDTH D SEED [DRAWS] [EPS] [PARAMS]\n");
         return 2;
     }
     char err[ERR_LEN];
@@ -50,6 +51,7 @@ int main(int argc, char **argv)
     const uint64_t seed = strtoull(argv[4], NULL, 10);
     const int draws = argc > 5 ? atoi(argv[5]) : 8;
     const double eps = argc > 6 ? atof(argv[6]) : 1e-6;
+    const int perturb_params = argc > 7 && atoi(argv[7]);
     model_t m;
     model_plan_t p;
     if (model_describe(&m, &cfg, err) || model_plan(&p, &m, 1, dims, err)) DIE("%s", err);
@@ -79,19 +81,23 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < np; i++) ss += G64[i] * G64[i];
     const double rtol = 1e-4, rms = sqrt(ss / (double)np);
     float *ws = xcalloc(p.total, sizeof(float)), *g = xmalloc(np * sizeof(float));
-    float *xp = xmalloc(p.in_numel * sizeof(float));
+    float *xp = xmalloc(p.in_numel * sizeof(float)), *pp = xmalloc(np * sizeof(float));
     int *ever = xcalloc((size_t)m.table.count, sizeof(int));
-    printf("%s width %d, %d^3, seed %llu: %d tensors; %d draws at eps %.1e\n", argv[1], cfg.width, D,
-           (unsigned long long)seed, m.table.count, draws, eps);
+    printf("%s width %d, %d^3, seed %llu: %d tensors, gradient RMS %.3e; %d draws at eps %.1e (%s)\n", argv[1],
+           cfg.width, D, (unsigned long long)seed, m.table.count, rms, draws, eps,
+           perturb_params ? "input and parameters" : "input");
     for (int k = 0; k <= draws; k++) {        // k = 0: the unperturbed float model
         rng_t Q = rng_derive(seed, 23, (uint64_t)k);
         for (size_t i = 0; i < p.in_numel; i++)
             xp[i] = k ? (float)((double)x[i] * (1.0 + eps * rng_normal(&Q))) : x[i];
+        for (size_t i = 0; i < np; i++)
+            pp[i] = k && perturb_params ? (float)((double)params[i] * (1.0 + eps * rng_normal(&Q)))
+                                        : params[i];
         memset(ws, 0, p.total * sizeof(float));
-        model_forward_cpu(ws, params, xp, &m, &p);
+        model_forward_cpu(ws, pp, xp, &m, &p);
         model_loss_cpu(ws, labels, &tc, &m, &p);
         memset(g, 0, np * sizeof(float));
-        model_backward_cpu(g, NULL, ws, params, xp, &m, &p);
+        model_backward_cpu(g, NULL, ws, pp, xp, &m, &p);
         int over = 0;
         double worst = 0;
         const char *wname = "";
@@ -109,7 +115,7 @@ int main(int argc, char **argv)
     int n_ever = 0;
     for (int t = 0; t < m.table.count; t++) n_ever += ever[t];
     printf("tensors outside the bound in at least one run: %d of %d\n", n_ever, m.table.count);
-    free(ever); free(xp); free(g); free(ws); free(P64); free(X64); free(G64);
+    free(ever); free(pp); free(xp); free(g); free(ws); free(P64); free(X64); free(G64);
     free(labels); free(x); free(params);
     model_free(&m);
     return 0;
