@@ -31,6 +31,16 @@ __device__ __forceinline__ float ex2_fast(float x)
     return y;
 }
 
+// The same instruction, but never merged with an identical one: the backward recomputes the
+// decays of its forward recompute on purpose (keeping 32 of them live costs more registers
+// than the extra MUFU; selective_scan_bwd.cu), and a plain asm statement would be CSE'd.
+__device__ __forceinline__ float ex2_fast_again(float x)
+{
+    float y;
+    asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // 2^x to ~1 ulp with unbiased rounding, for the strict fp32 mode: the MUFU approximation above
 // is off by up to 2^-22 with a systematic sign, and a state whose decay a = exp(dt A) is close to
 // 1 (dt = 1e-3, A = -1: a memory of ~1000 tokens) turns a bias e of a into a bias of about

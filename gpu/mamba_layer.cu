@@ -7,12 +7,16 @@ Forward:  T = LN(x); xz = T W_in^T (N, L, 2E); per direction k (one u / delta bu
           u_k = SiLU(conv_k(x[pi_k])) (order fused into the conv load), x_dbl_k = u_k W_x^T,
           delta_k = x_dbl_k[:R] W_dt^T (fp32 output), scan k -> G (=, +=, += in order k);
           G = sum_k unpermute(gated y_k); y = G W_out^T.
-Saved:    xz, G, x_dbl_k (k = 0..2), the scan's chunk-boundary states. The LayerNorm, u_k and
-          delta_k are recomputed in the backward (cheap), as the CUDA path of §5.5 does.
-Backward: dG = dy W_out; then one direction at a time (buffers reused): recompute u_k, delta_k;
-          scan backward (ddelta fp32); dt_proj backward in fp32 (x_dbl[:R] widened to fp32, the
-          fp32 master W_dt), x_proj GEMM backward; conv backward (SiLU recomputed) into
-          dxz at pi_k; dz_k into dxz[E:] at pi_k; then dT = dxz W_in, LN backward.
+Saved:    G and the scan's chunk-boundary states only. Everything else is recomputed in the
+          backward by the same kernels / GEMM plans on the same inputs (bit-identical): the
+          LayerNorm, xz (one GEMM), u_k, x_dbl_k (one GEMM each) and delta_k (issue 5's Memory
+          paragraph; at level 0 of M this keeps 148.5 of the layer's 340.5 MiB out of the saved
+          set for ~0.1 ms of GEMMs).
+Backward: T = LN(x), xz = T W_in^T; dG = dy W_out; then one direction at a time (buffers
+          reused): recompute u_k, x_dbl_k, delta_k; scan backward (ddelta fp32); dt_proj
+          backward in fp32 (x_dbl[:R] widened to fp32, the fp32 master W_dt), x_proj GEMM
+          backward; conv backward (SiLU recomputed) into dxz at pi_k; dz_k into dxz[E:] at pi_k;
+          then T = LN(x) again, dT = dxz W_in, LN backward.
 Precision: delta (the step size) and ddelta are fp32 in both modes (architecture.md §8).
 Parameters: offsets of mamba_layer_t into the device buffers; GEMM weights are read from the
 act-type copy (bf16 in bf16 mode), everything else (and W_dt in its backward) from the fp32 master. Gradients: fp32, +=.
@@ -64,7 +68,7 @@ static scan_gpu_t scan_desc(const mamba_layer_t *m, int N, size_t L, int ndir)
 }
 
 // Views of `saved`.
-struct saved_v { void *xz, *G, *xdbl[3]; float *states; };
+struct saved_v { void *G; float *states; };
 
 static saved_v saved_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *m, int N, size_t L,
                            size_t *total)
@@ -73,17 +77,22 @@ static saved_v saved_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *
     const scan_gpu_t s3 = scan_desc(m, N, L, 3);
     bump b = { (char *)base, 0 };
     saved_v v;
-    v.xz = b.take(d.NL * 2 * d.E * d.act);
     v.G = b.take(d.NL * d.E * d.act);
-    for (int k = 0; k < 3; k++) v.xdbl[k] = b.take(d.NL * d.P * d.act);
     v.states = (float *)b.take(selective_scan_states_bytes(&s3));
     if (total) *total = b.off;
     return v;
 }
 
 // Views of `scratch` for the forward (fw = 1) or the backward (fw = 0).
+// Forward: T, mean, rstd, xz, then one direction's u, x_dbl, delta and the scan workspace.
+// Backward: xz, dG, dxz live through the whole call; behind them ONE region serves three
+// phases in turn (stream order separates them):
+//   start      T, mean, rstd            LN(x) for the xz recompute; dead once xz is written
+//   direction  u, xdbl, delta, du, ddelta, dz, dxdbl, ws; xR, dxR reuse delta's bytes (delta's
+//              last reader is the scan backward, xR's first writer runs after it)
+//   end        T, mean, rstd, dT        LN(x) again for dW_in and the LN backward
 struct scratch_v {
-    void *T, *u, *ws;                       // both directions of use
+    void *T, *u, *xz, *xdbl, *ws;           // both directions of use
     float *delta;                           // (N*L, E) f32
     float *mean, *rstd;
     void *dG, *dxz, *dT, *du, *dz, *dxdbl;  // backward, act
@@ -94,29 +103,51 @@ static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer
                                size_t L, int fw, size_t *total)
 {
     const layer_dims d = dims_of(g, m, N, L);
-    const size_t nle = d.NL * d.E * d.act;
+    const size_t nle = d.NL * d.E * d.act, nlc = d.NL * d.C * d.act;
+    const size_t nle32 = d.NL * d.E * sizeof(float), nlr32 = d.NL * d.R * sizeof(float);
+    const scan_gpu_t s = scan_desc(m, N, L, 1);
     bump b = { (char *)base, 0 };
     scratch_v v;
     memset(&v, 0, sizeof v);
-    v.T = b.take(d.NL * d.C * d.act);
+    if (fw) {
+        v.T = b.take(nlc);
+        v.mean = (float *)b.take(d.NL * sizeof(float));
+        v.rstd = (float *)b.take(d.NL * sizeof(float));
+        v.xz = b.take(2 * nle);
+        v.u = b.take(nle);
+        v.xdbl = b.take(d.NL * d.P * d.act);
+        v.delta = (float *)b.take(nle32);
+        v.ws = b.take(selective_scan_workspace_bytes(&s));
+        if (total) *total = b.off;
+        return v;
+    }
+    v.xz = b.take(2 * nle);
+    v.dG = b.take(nle);
+    v.dxz = b.take(2 * nle);
+    const size_t region = b.off;
+    // start / end phases
+    v.T = b.take(nlc);
     v.mean = (float *)b.take(d.NL * sizeof(float));
     v.rstd = (float *)b.take(d.NL * sizeof(float));
-    // Both passes run one direction at a time: one u and one fp32 delta buffer.
+    v.dT = b.take(nlc);
+    const size_t end_phase = b.off;
+    // direction phase, over the same bytes
+    b.off = region;
     v.u = b.take(nle);
-    v.delta = (float *)b.take(d.NL * d.E * sizeof(float));
-    const scan_gpu_t s = scan_desc(m, N, L, 1);
+    v.xdbl = b.take(d.NL * d.P * d.act);
+    const size_t delta_at = b.off;
+    v.delta = (float *)b.take(nle32);
+    const size_t after_delta = b.off;
+    b.off = delta_at;
+    v.xR = (float *)b.take(nlr32);
+    v.dxR = (float *)b.take(nlr32);
+    if (b.off < after_delta) b.off = after_delta;
+    v.du = b.take(nle);
+    v.ddelta = (float *)b.take(nle32);
+    v.dz = b.take(nle);
+    v.dxdbl = b.take(d.NL * d.P * d.act);
     v.ws = b.take(selective_scan_workspace_bytes(&s));
-    if (!fw) {
-        v.dG = b.take(nle);
-        v.dxz = b.take(2 * nle);
-        v.dT = b.take(d.NL * d.C * d.act);
-        v.du = b.take(nle);
-        v.ddelta = (float *)b.take(d.NL * d.E * sizeof(float));
-        v.dz = b.take(nle);
-        v.dxdbl = b.take(d.NL * d.P * d.act);
-        v.xR = (float *)b.take(d.NL * d.R * sizeof(float));
-        v.dxR = (float *)b.take(d.NL * d.R * sizeof(float));
-    }
+    if (b.off < end_phase) b.off = end_phase;
     if (total) *total = b.off;
     return v;
 }
@@ -141,18 +172,17 @@ static const void *wptr(const void *params_act, size_t off, size_t act)
     return (const char *)params_act + off * act;
 }
 
-// x_k = conv + SiLU of xz[:, :E] in order k (u), x_dbl_k (when compute_xdbl),
-// delta_k = x_dbl[:R] W_dt^T in fp32 (bf16 inputs, fp32 accumulation and output)
-static void direction_front(gpu_ctx_t *g, void *u, float *delta, void *xdbl, int compute_xdbl,
-                            const void *xz, const float *params, const void *pa,
-                            const mamba_layer_t *m, const layer_dims &d, int N, size_t L, int k)
+// x_k = conv + SiLU of xz[:, :E] in order k (u), x_dbl_k = u W_x^T,
+// delta_k = x_dbl[:R] W_dt^T in fp32 (bf16 inputs, fp32 accumulation and output).
+// The backward calls this again on the same xz: same kernels, same GEMM plans, same values.
+static void direction_front(gpu_ctx_t *g, void *u, float *delta, void *xdbl, const void *xz,
+                            const float *params, const void *pa, const mamba_layer_t *m,
+                            const layer_dims &d, int N, size_t L, int k)
 {
     causal_conv1d_forward_gpu(g, u, xz, 2 * (size_t)d.E, params + m->conv_w[k],
                               params + m->conv_b[k], N, d.E, L, m->K, (tom_order_t)k, m->nslices, 1);
-    if (compute_xdbl) {
-        linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0, .y_nstride = 0 };
-        linear_forward_gpu(g, xdbl, u, wptr(pa, m->x_proj[k], d.act), NULL, xs);
-    }
+    linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0, .y_nstride = 0 };
+    linear_forward_gpu(g, xdbl, u, wptr(pa, m->x_proj[k], d.act), NULL, xs);
     linear_shape_t ds = { .N = N, .Cin = d.R, .Cout = d.E, .L = L, .x_nstride = (size_t)d.P,
                           .y_nstride = 0 };
     linear_forward_f32out_gpu(g, delta, xdbl, wptr(pa, m->dt_w[k], d.act), ds);
@@ -179,6 +209,18 @@ static scan_gpu_t direction_scan(const mamba_layer_t *m, const layer_dims &d, in
     return s;
 }
 
+// T = LN(x) (statistics too), xz = T W_in^T: the layer's front, run by the forward and again
+// by the backward (same kernel and GEMM plan on the same x: the same xz).
+static void layer_front(gpu_ctx_t *g, void *xz, void *T, float *mean, float *rstd, const void *x,
+                        const float *params, const void *pa, const mamba_layer_t *m,
+                        const layer_dims &d, int N, size_t L)
+{
+    layernorm_forward_gpu(g, T, mean, rstd, x, params + m->norm_w, params + m->norm_b, N, d.C, L,
+                          LN_EPS);
+    linear_shape_t in = { .N = N, .Cin = d.C, .Cout = 2 * d.E, .L = L, .x_nstride = 0, .y_nstride = 0 };
+    linear_forward_gpu(g, xz, T, wptr(pa, m->in_proj, d.act), NULL, in);
+}
+
 void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, const void *x,
                              const float *params, const void *params_act, const mamba_layer_t *m,
                              int N, size_t L)
@@ -187,16 +229,12 @@ void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, 
     const saved_v sv = saved_views(saved, g, m, N, L, NULL);
     const scratch_v w = scratch_views(scratch, g, m, N, L, 1, NULL);
 
-    layernorm_forward_gpu(g, w.T, w.mean, w.rstd, x, params + m->norm_w, params + m->norm_b, N,
-                          d.C, L, LN_EPS);
-    linear_shape_t in = { .N = N, .Cin = d.C, .Cout = 2 * d.E, .L = L, .x_nstride = 0, .y_nstride = 0 };
-    linear_forward_gpu(g, sv.xz, w.T, wptr(params_act, m->in_proj, d.act), NULL, in);
-
+    layer_front(g, w.xz, w.T, w.mean, w.rstd, x, params, params_act, m, d, N, L);
     const scan_gpu_t s3 = scan_desc(m, N, L, 3);
     const size_t states_per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
     for (int k = 0; k < 3; k++) {
-        direction_front(g, w.u, w.delta, sv.xdbl[k], 1, sv.xz, params, params_act, m, d, N, L, k);
-        const scan_gpu_t s = direction_scan(m, d, N, L, k, w.u, w.delta, sv.xdbl[k], sv.xz, params);
+        direction_front(g, w.u, w.delta, w.xdbl, w.xz, params, params_act, m, d, N, L, k);
+        const scan_gpu_t s = direction_scan(m, d, N, L, k, w.u, w.delta, w.xdbl, w.xz, params);
         // directions summed into G in the fixed order 0, 1, 2: deterministic
         selective_scan_forward_gpu(g, sv.G, k > 0, sv.states + (size_t)k * states_per_dir, w.ws, &s);
     }
@@ -248,6 +286,8 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
     const size_t nle = d.NL * d.E * d.act;
     const void *pa = params_act;
 
+    // xz again (T lives in the region the directions reuse below)
+    layer_front(g, w.xz, w.T, w.mean, w.rstd, x, params, pa, m, d, N, L);
     // y = G W_out^T: dG = dy W_out, dW_out += dy^T G
     gpu_memset(g, w.dG, 0, nle);
     linear_shape_t out = { .N = N, .Cin = d.E, .Cout = d.C, .L = L, .x_nstride = 0, .y_nstride = 0 };
@@ -258,13 +298,13 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
     const scan_gpu_t s3 = scan_desc(m, N, L, 3);
     const size_t states_per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
     for (int k = 0; k < 3; k++) {
-        direction_front(g, w.u, w.delta, sv.xdbl[k], 0, sv.xz, params, pa, m, d, N, L, k);
+        direction_front(g, w.u, w.delta, w.xdbl, w.xz, params, pa, m, d, N, L, k);
         gpu_memset(g, w.du, 0, nle);
         gpu_memset(g, w.ddelta, 0, d.NL * d.E * sizeof(float));
         gpu_memset(g, w.dz, 0, nle);
         gpu_memset(g, w.dxdbl, 0, d.NL * d.P * d.act);
 
-        scan_gpu_t s = direction_scan(m, d, N, L, k, w.u, w.delta, sv.xdbl[k], sv.xz, params);
+        scan_gpu_t s = direction_scan(m, d, N, L, k, w.u, w.delta, w.xdbl, w.xz, params);
         scan_dir_gpu_t *sd = &s.dir[0];
         sd->du = w.du;
         sd->ddelta = w.ddelta;
@@ -281,7 +321,7 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
         const size_t nr = d.NL * d.R;
         ACT_DISPATCH(g->act, T, {
             xr_widen_kernel<T><<<grid_for(g, nr, 256), 256, 0, g->stream>>>(
-                w.xR, (const T *)sv.xdbl[k], (size_t)d.P, d.R, nr);
+                w.xR, (const T *)w.xdbl, (size_t)d.P, d.R, nr);
             KERNEL_CHECK();
         });
         linear_shape_t ds = { .N = N, .Cin = d.R, .Cout = d.E, .L = L, .x_nstride = 0,
@@ -299,7 +339,7 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
                             wptr(pa, m->x_proj[k], d.act), xs);
         // u = SiLU(conv(x[pi])): dx into dxz[:, :E] at pi, dW_conv, db_conv
         causal_conv1d_backward_gpu(g, w.dxz, dparams + m->conv_w[k], dparams + m->conv_b[k], w.du,
-                                   sv.xz, 2 * (size_t)d.E, params + m->conv_w[k],
+                                   w.xz, 2 * (size_t)d.E, params + m->conv_w[k],
                                    params + m->conv_b[k], N, d.E, L, m->K, (tom_order_t)k,
                                    m->nslices, 1);
         const size_t total = d.NL * d.E;
@@ -310,7 +350,8 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
         });
     }
 
-    // Recompute T = LN(x) and its statistics; xz = T W_in^T: dT = dxz W_in, dW_in += dxz^T T.
+    // Recompute T = LN(x) and its statistics (the direction phase reused T's bytes);
+    // xz = T W_in^T: dT = dxz W_in, dW_in += dxz^T T.
     layernorm_forward_gpu(g, w.T, w.mean, w.rstd, x, params + m->norm_w, params + m->norm_b, N,
                           d.C, L, LN_EPS);
     gpu_memset(g, w.dT, 0, d.NL * d.C * d.act);

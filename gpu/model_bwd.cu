@@ -8,7 +8,8 @@ Tr, statistics into tmean/trstd: the same kernel on the same input gives the sam
 downsample IN output and GELU(h1). The fused norm backward (relu = 1) rebuilds the ReLU mask
 from the pre-norm tensor, so no mask is kept either.
 Buffers: Ta, Tg rotate as temporaries (Tg, Tr overlap the Mamba scratch: never live during a
-Mamba call); DX carries the level's running gradient; XN[i & 1] holds d IN(x_i), which the skip
+Mamba call; and each Mamba layer's scratch overlaps the saved tensors of everything after it in
+the forward, all consumed before its backward runs); DX carries the level's running gradient; XN[i & 1] holds d IN(x_i), which the skip
 MLP i and the downsample of level i+1 both feed; dskip[i] = d skip_i, which is also where the
 decoder keeps d out of its stage 2-i (the two are the same tensor after the residual add).
 */
@@ -64,11 +65,11 @@ static void in_re(const bctx_t *c, const void *x, int N, int C, size_t S, int re
 }
 
 static void mamba_b(const bctx_t *c, void *dx, const void *dy, const void *x, const void *saved,
-                    const mamba_layer_t *t, int N, size_t L)
+                    void *scratch, const mamba_layer_t *t, int N, size_t L)
 {
     gm_prof(c->pr, c->g, GPU_KIND_MAMBA);
-    mamba_layer_backward_gpu(c->g, dx, c->G, c->p->scratch, dy, x, saved, c->q->p, c->q->pa, t, N,
-                             L);
+    mamba_layer_backward_gpu(c->g, dx, c->G, gm_scratch(c->p, scratch), dy, x, saved, c->q->p,
+                             c->q->pa, t, N, L);
 }
 
 // Decoder stage j, entering with d out_j in dskip[2-j]; leaves d skip_{2-j} there and
@@ -150,7 +151,7 @@ static void level_backward(const bctx_t *c, int i)
         if (ML->stage_kind[k] == STAGE_TOM) {
             mamba_layer_t t = ML->stage_tom[k];
             t.nslices = (size_t)A->s[0];
-            mamba_b(c, dnext, dcur, in, A->st_saved[k], &t, N, Ss);
+            mamba_b(c, dnext, dcur, in, A->st_saved[k], A->st_scratch[k], &t, N, Ss);
         } else {
             conv_b(c, dnext, dcur, in, &ML->stage_conv[k], N, A->s, 1, 1);
         }
@@ -185,13 +186,13 @@ static void level_backward(const bctx_t *c, int i)
             gm_prof(c->pr, g, GPU_KIND_COPY);
             pad_crop3d_backward_gpu(g, XN, Ta, N, d, A->hp, A->h, zero3);       // d ta_out
             zero(c, Ta, A->numel_hp);
-            mamba_b(c, Ta, XN, A->ta_in, A->ta_saved, &t, N, vox(A->hp));
+            mamba_b(c, Ta, XN, A->ta_in, A->ta_saved, A->ta_scratch, &t, N, vox(A->hp));
             zero(c, XN, nh);
             gm_prof(c->pr, g, GPU_KIND_COPY);
             pad_crop3d_backward_gpu(g, XN, Ta, N, d, A->h, A->hp, zero3);       // d a3
         } else {
             zero(c, XN, nh);
-            mamba_b(c, XN, Ta, A->ta_in, A->ta_saved, &t, N, Sh);
+            mamba_b(c, XN, Ta, A->ta_in, A->ta_saved, A->ta_scratch, &t, N, Sh);
         }
         da3 = XN;
     }

@@ -74,7 +74,8 @@ static void level_forward(gpu_ctx_t *g, const gm_plan_t *p, const gm_params_t *q
             gm_prof(pr, g, GPU_KIND_COPY);
             pad_crop3d_forward_gpu(g, A->ta_in, A->a3, N, d, A->h, A->hp, zero);
         }
-        mamba_f(g, pr, A->ta_out, A->ta_saved, p->scratch, A->ta_in, q, &t, N, vox(A->hp));
+        mamba_f(g, pr, A->ta_out, A->ta_saved, gm_scratch(p, A->ta_scratch), A->ta_in, q, &t, N,
+                vox(A->hp));
         if (A->pad_a) {
             gm_prof(pr, g, GPU_KIND_COPY);
             pad_crop3d_forward_gpu(g, A->b, A->ta_out, N, d, A->hp, A->h, zero);
@@ -102,7 +103,7 @@ static void level_forward(gpu_ctx_t *g, const gm_plan_t *p, const gm_params_t *q
         if (ML->stage_kind[k] == STAGE_TOM) {
             mamba_layer_t t = ML->stage_tom[k];
             t.nslices = (size_t)A->s[0];
-            mamba_f(g, pr, out, A->st_saved[k], p->scratch, in, q, &t, N, Ss);
+            mamba_f(g, pr, out, A->st_saved[k], gm_scratch(p, A->st_scratch[k]), in, q, &t, N, Ss);
         } else {
             conv_f(g, pr, out, in, q, &ML->stage_conv[k], N, A->s, 1, 1);
         }

@@ -13,8 +13,10 @@ hook and struct gpu_model. Only .cu files include this; the public API is gpu.h'
 
 // ---- buffer plan: every tensor of one forward (and backward) has a fixed device address ------
 // Activations are act-type, channels-last (N, S, C); statistics f32. In training every field is
-// its own buffer except the ones marked "temp", which alias the shared temporaries below; the
-// inference plan (infer.cu) aliases far more (temporaries reused level after level).
+// its own buffer except the ones marked "temp", which alias the shared temporaries below, and
+// each Mamba layer's scratch, which overlaps the saved tensors of LATER layers (dead while it
+// runs: model_plan_gpu.cu's lay_out says why); the inference plan (infer.cu) aliases far more
+// (temporaries reused level after level, one Mamba scratch for all).
 typedef struct {
     int s[3], h[3], hp[3], pad_a, crop_off[3];      // extents (model_plan()'s geometry)
     size_t numel_s, numel_h, numel_hp, numel_2h;    // N*d*voxels
@@ -24,11 +26,13 @@ typedef struct {
     void *p1, *a1, *p3, *a3;                        // CMMB conv outputs (saved) and their
     float *p1_mean, *p1_rstd, *p3_mean, *p3_rstd;   //   ReLU(IN(.)) (temp, recomputed)
     void *ta_in, *ta_out, *ta_saved;                // ToM_A input (saved), output, Mamba saved
+    void *ta_scratch;                               // its Mamba scratch (NULL: plan's scratch)
     void *b;                                        // proj4 input (saved)
     void *p4, *a4, *p5, *a5;
     float *p4_mean, *p4_rstd, *p5_mean, *p5_rstd;
     void *Y;                                        // X + crop(a5): stage input
     void *st_out[MODEL_STAGE_MAX], *st_saved[MODEL_STAGE_MAX];
+    void *st_scratch[MODEL_STAGE_MAX];              // per ToM stage (NULL: plan's scratch)
     void *x;                                        // level output (== last stage output)
     void *xn;                                       // IN(x): fc1 and next downsample input
     float *xn_mean, *xn_rstd;
@@ -45,6 +49,8 @@ typedef struct {
     float *n1_mean, *n1_rstd, *n2_mean, *n2_rstd;
 } gm_dec_t;
 
+#define GM_ACCT_MAX 48
+
 typedef struct {
     int N, dims[3];
     size_t in_numel, out_numel;                     // N*Cin*S, N*K*S
@@ -52,19 +58,28 @@ typedef struct {
     gm_dec_t dec[3];
     void *x;                                        // input, channels-last act (N, S, Cin)
     void *logits, *dlogits;                         // (N, S, K)
-    void *scratch;                                  // Mamba scratch (overlaps Tg, Tr in training)
+    void *scratch;                                  // one Mamba scratch for every layer
+                                                    // (inference; training: NULL, per layer)
     // backward temporaries (training only); bytes of each
     void *Ta, *Tg, *DX, *XN[2], *Tr;
     float *tmean, *trstd;                           // statistics of recomputed norms
     void *dskip[MODEL_LEVELS];                      // d skip_i; d out of decoder 2-i
     size_t bytes;                                   // arena bytes of the whole plan
+    // where the bytes go (filled by gm_plan_training, printed by gm_plan_log)
+    struct { const char *what; size_t bytes; } acct[GM_ACCT_MAX];
+    int nacct;
 } gm_plan_t;
 
 // Lay the training plan out from `base` (NULL: only count; plan->bytes is the total).
 int gm_plan_training(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, int N, const int dims[3],
                      char *base, char *err);
+// The plan's byte accounting, one log line per item (also works on a counting-pass plan).
+void gm_plan_log(const gm_plan_t *p);
 // Geometry only (extents, numels) from model_plan(); pointers NULL.
 int gm_plan_geometry(gm_plan_t *p, const model_t *m, int N, const int dims[3], char *err);
+
+// The Mamba scratch of a layer: its own (training plan) or the plan's shared one (inference).
+static inline void *gm_scratch(const gm_plan_t *p, void *own) { return own ? own : p->scratch; }
 
 // Bump allocation over a plan's base (NULL base: counting pass, pointers stay NULL).
 typedef struct { char *base; size_t off, high; } gm_bump_t;

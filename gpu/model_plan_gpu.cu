@@ -6,9 +6,11 @@ conv weights happens (PyTorch (A, B, k) <-> channels-last (A, k, B), gm_params_l
 
 What the training plan keeps (bf16 in bf16 mode) and what it recomputes, against the CPU plan
 (common/model_plan.c): conv outputs BEFORE their norm are kept, the ReLU(IN(.)) / ReLU(GN(.))
-outputs are recomputed in the backward (a1, a4, a5, dn_n, r1, r2), GELU(h1) too; the backward's
-temporaries Tg and Tr share their memory with the Mamba scratch (never live at the same time),
-dlogits lives in Ta and the logits in Tg.
+outputs are recomputed in the backward (a1, a4, a5, dn_n, r1, r2), GELU(h1) too. Saved tensors
+form a stack in forward order and every Mamba layer's scratch starts at the stack top behind its
+own saved tensors (lay_out below); the temporaries Tg and Tr sit at the arena's end, inside the
+largest Mamba scratch (never live at the same time); dlogits lives in Ta and the logits in Tg.
+SRM_GPU_PLAN_VERBOSE=1 logs where the arena's bytes go (gm_plan_log).
 */
 #include "model_internal.cuh"
 #include <stdlib.h>
@@ -47,6 +49,25 @@ int gm_plan_geometry(gm_plan_t *p, const model_t *m, int N, const int dims[3], c
     return 0;
 }
 
+// Add `bytes` to the accounting item `what` (a static string; same pointer = same item).
+static void acct(gm_plan_t *p, const char *what, size_t bytes)
+{
+    for (int i = 0; i < p->nacct; i++)
+        if (p->acct[i].what == what) { p->acct[i].bytes += bytes; return; }
+    ASSERT(p->nacct < GM_ACCT_MAX);
+    p->acct[p->nacct].what = what;
+    p->acct[p->nacct++].bytes = bytes;
+}
+
+void gm_plan_log(const gm_plan_t *p)
+{
+    const double MiB = 1024.0 * 1024.0;
+    log_msg('I', "training plan, batch %d, %dx%dx%d: arena %.1f MiB", p->N, p->dims[0],
+            p->dims[1], p->dims[2], (double)p->bytes / MiB);
+    for (int i = 0; i < p->nacct; i++)
+        log_msg('I', "  %-52s %9.1f MiB", p->acct[i].what, (double)p->acct[i].bytes / MiB);
+}
+
 static mamba_layer_t with_slices(const mamba_layer_t *t, size_t nslices)
 {
     mamba_layer_t r = *t;
@@ -54,60 +75,85 @@ static mamba_layer_t with_slices(const mamba_layer_t *t, size_t nslices)
     return r;
 }
 
-int gm_plan_training(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, int N, const int dims[3],
-                     char *base, char *err)
+// Sizes (elements) of the backward's shared temporaries.
+typedef struct { size_t nTa, nTg, nTr, nDX, nXN[2], nstat; } gm_tmp_sizes_t;
+
+static gm_tmp_sizes_t tmp_sizes(const gm_plan_t *p, const model_t *m)
 {
-    if (gm_plan_geometry(p, m, N, dims, err)) return -1;
-    const size_t es = gpu_dtype_size(gpu_act_dtype(g));
-    gm_bump_t b = { base, 0, 0 };
-    // sizes of the shared temporaries (elements) and of the Mamba scratch (bytes)
-    size_t nTa = p->out_numel, nTg = p->out_numel, nTr = 0, nDX = 0, nXN[2] = { 0, 0 };
-    size_t scratch = 0, nstat = 0;
+    gm_tmp_sizes_t z = { p->out_numel, p->out_numel, 0, 0, { 0, 0 }, 0 };
     for (int i = 0; i < MODEL_LEVELS; i++) {
         const gm_level_t *L = &p->lv[i];
-        const model_level_t *ML = &m->lv[i];
-        nTa = zmax(nTa, zmax(zmax(2 * L->numel_s, L->numel_hp), L->numel_2h));
-        nTg = zmax(nTg, zmax(2 * L->numel_s, L->numel_2h));
-        nTr = zmax(nTr, zmax(zmax(L->numel_s, L->numel_2h), L->numel_hp));
-        if (i > 0) nTr = zmax(nTr, p->lv[i - 1].numel_s);
-        nDX = zmax(nDX, L->numel_s);
-        nXN[i & 1] = zmax(nXN[i & 1], zmax(L->numel_s, L->numel_hp));
-        nstat = zmax(nstat, (size_t)N * ML->d);
-        if (ML->has_tom_a) {
-            mamba_layer_t t = with_slices(&ML->tom_a, MODEL_TOM_A_SLICES);
-            scratch = zmax(scratch, mamba_layer_gpu_scratch_bytes(g, &t, N, vox(L->hp)));
-        }
-        for (int k = 0; k < ML->nstage; k++)
-            if (ML->stage_kind[k] == STAGE_TOM) {
-                mamba_layer_t t = with_slices(&ML->stage_tom[k], (size_t)L->s[0]);
-                scratch = zmax(scratch, mamba_layer_gpu_scratch_bytes(g, &t, N, vox(L->s)));
-            }
+        z.nTa = zmax(z.nTa, zmax(zmax(2 * L->numel_s, L->numel_hp), L->numel_2h));
+        z.nTg = zmax(z.nTg, zmax(2 * L->numel_s, L->numel_2h));
+        z.nTr = zmax(z.nTr, zmax(zmax(L->numel_s, L->numel_2h), L->numel_hp));
+        if (i > 0) z.nTr = zmax(z.nTr, p->lv[i - 1].numel_s);
+        z.nDX = zmax(z.nDX, L->numel_s);
+        z.nXN[i & 1] = zmax(z.nXN[i & 1], zmax(L->numel_s, L->numel_hp));
+        z.nstat = zmax(z.nstat, (size_t)p->N * m->lv[i].d);
     }
     for (int j = 0; j < 3; j++) {
         const gm_level_t *coarse = &p->lv[3 - j];
-        nTa = zmax(nTa, (size_t)N * m->dec[j].c * vox(coarse->s));
-        nTg = zmax(nTg, p->dec[j].numel);
-        nTr = zmax(nTr, p->dec[j].numel);
+        z.nTa = zmax(z.nTa, (size_t)p->N * m->dec[j].c * vox(coarse->s));
+        z.nTg = zmax(z.nTg, p->dec[j].numel);
+        z.nTr = zmax(z.nTr, p->dec[j].numel);
     }
+    return z;
+}
+
+/*
+One pass of the training layout. Three kinds of memory:
+  fixed    x, Ta, DX, XN[2], statistics, dskip: live across Mamba calls, at the bottom.
+  saved    every tensor the backward reads, bump-allocated in forward order above the fixed
+           part. The backward consumes them in reverse order, so they form a stack: while a
+           layer runs (forward or backward) everything allocated after it is dead -- not yet
+           written in the forward, already consumed in the backward.
+  scratch  each Mamba layer's scratch starts at the stack top right after its own saved
+           tensors (so it overlaps only tensors of later layers, levels and the decoder);
+           `reach` is the highest byte any of them touches.
+Tg | Tr (the backward's and forward's other temporaries) sit at `top`, the last tgtr bytes of
+the arena: above every saved tensor, overlapping only Mamba scratch -- and no Mamba call runs
+while anything in Tg or Tr is live (model_fwd.cu / model_bwd.cu use them between calls only).
+With base NULL nothing is written but the accounting and the two extents.
+*/
+static void lay_out(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, const gm_tmp_sizes_t *z,
+                    char *base, size_t top, size_t *saved_end, size_t *reach)
+{
+    static const char *lv_act[MODEL_LEVELS] = {
+        "level 0: saved conv outputs, stats, stage outputs, MLP",
+        "level 1: saved conv outputs, stats, stage outputs, MLP",
+        "level 2: saved conv outputs, stats, stage outputs, MLP",
+        "level 3: saved conv outputs, stats, stage outputs, MLP" };
+    static const char *lv_mamba[MODEL_LEVELS] = {
+        "level 0: Mamba saved (G, chunk states)", "level 1: Mamba saved (G, chunk states)",
+        "level 2: Mamba saved (G, chunk states)", "level 3: Mamba saved (G, chunk states)" };
+    const int N = p->N;
+    const size_t es = gpu_dtype_size(gpu_act_dtype(g));
+    const size_t tg = gpu_arena_round(z->nTg * es);
+    gm_bump_t b = { base, 0, 0 };
+    size_t mark = 0, hi = 0;
+    p->nacct = 0;
+#define GM_ACCT(what) do { acct(p, what, b.off - mark); mark = b.off; } while (0)
+    // The Mamba scratch of one layer: at the stack top, not taken.
+#define GM_SCRATCH(dst, bytes) do { (dst) = base ? base + b.off : NULL; \
+                                    hi = zmax(hi, b.off + (bytes)); } while (0)
+    p->scratch = NULL;
+    p->Tg = base ? base + top : NULL;
+    p->Tr = base ? base + top + tg : NULL;
+    p->logits = p->Tg;
 
     p->x = gm_take(&b, p->in_numel * es);
-    // The shared temporaries first: forward temps alias them.
-    p->Ta = gm_take(&b, nTa * es);
+    GM_ACCT("input x (channels-last)");
+    p->Ta = gm_take(&b, z->nTa * es);
     p->dlogits = p->Ta;
-    {   // Tg | Tr overlap the Mamba scratch
-        size_t tg = gpu_arena_round(nTg * es), tr = gpu_arena_round(nTr * es);
-        char *u = (char *)gm_take(&b, zmax(scratch, tg + tr));
-        p->scratch = u;
-        p->Tg = u;
-        p->Tr = u ? u + tg : NULL;
-        p->logits = p->Tg;
-    }
-    p->DX = gm_take(&b, nDX * es);
-    p->XN[0] = gm_take(&b, nXN[0] * es);
-    p->XN[1] = gm_take(&b, (nXN[1] ? nXN[1] : 1) * es);
-    p->tmean = (float *)gm_take(&b, nstat * sizeof(float));
-    p->trstd = (float *)gm_take(&b, nstat * sizeof(float));
+    GM_ACCT("Ta (backward temporary; dlogits, decoder u)");
+    p->DX = gm_take(&b, z->nDX * es);
+    p->XN[0] = gm_take(&b, z->nXN[0] * es);
+    p->XN[1] = gm_take(&b, (z->nXN[1] ? z->nXN[1] : 1) * es);
+    p->tmean = (float *)gm_take(&b, z->nstat * sizeof(float));
+    p->trstd = (float *)gm_take(&b, z->nstat * sizeof(float));
+    GM_ACCT("DX, XN[2], recomputed-norm statistics");
     for (int i = 0; i < MODEL_LEVELS; i++) p->dskip[i] = gm_take(&b, p->lv[i].numel_s * es);
+    GM_ACCT("dskip[4] (d skip_i / d decoder outputs)");
 
     // Saved tensors, in forward order.
     for (int i = 0; i < MODEL_LEVELS; i++) {
@@ -132,7 +178,12 @@ int gm_plan_training(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, int N, const 
             L->ta_in = gm_take(&b, L->numel_hp * es);
             L->a3 = L->pad_a ? p->Tr : L->ta_in;
             L->ta_out = gm_take(&b, L->numel_hp * es);
+            GM_ACCT(lv_act[i]);
             L->ta_saved = gm_take(&b, mamba_layer_gpu_saved_bytes(g, &t, N, vox(L->hp)));
+            GM_ACCT(lv_mamba[i]);
+            GM_SCRATCH(L->ta_scratch, mamba_layer_gpu_scratch_bytes(g, &t, N, vox(L->hp)));
+            // b is written after the ToM_A call and read before its backward: it may sit in
+            // the layer's scratch
             L->b = L->pad_a ? gm_take(&b, L->numel_h * es) : L->ta_out;
         } else {
             L->a3 = L->b = gm_take(&b, L->numel_h * es);
@@ -148,7 +199,10 @@ int gm_plan_training(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, int N, const 
             L->st_out[k] = gm_take(&b, L->numel_s * es);
             if (ML->stage_kind[k] == STAGE_TOM) {
                 mamba_layer_t t = with_slices(&ML->stage_tom[k], (size_t)L->s[0]);
+                GM_ACCT(lv_act[i]);
                 L->st_saved[k] = gm_take(&b, mamba_layer_gpu_saved_bytes(g, &t, N, vox(L->s)));
+                GM_ACCT(lv_mamba[i]);
+                GM_SCRATCH(L->st_scratch[k], mamba_layer_gpu_scratch_bytes(g, &t, N, vox(L->s)));
             }
         }
         L->x = L->st_out[ML->nstage - 1];
@@ -157,6 +211,7 @@ int gm_plan_training(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, int N, const 
         L->h1 = gm_take(&b, 2 * L->numel_s * es);
         L->g1 = p->Tg;
         L->skip = gm_take(&b, L->numel_s * es);
+        GM_ACCT(lv_act[i]);
     }
     for (int j = 0; j < 3; j++) {
         gm_dec_t *D = &p->dec[j];
@@ -170,7 +225,31 @@ int gm_plan_training(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, int N, const 
         D->r2 = p->Tr;
         D->out = gm_take(&b, D->numel * es);
     }
-    p->bytes = b.high;
+    GM_ACCT("decoder: v, c1, out, GN statistics");
+#undef GM_SCRATCH
+#undef GM_ACCT
+    *saved_end = b.off;
+    *reach = hi;
+}
+
+int gm_plan_training(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, int N, const int dims[3],
+                     char *base, char *err)
+{
+    if (gm_plan_geometry(p, m, N, dims, err)) return -1;
+    const size_t es = gpu_dtype_size(gpu_act_dtype(g));
+    const gm_tmp_sizes_t z = tmp_sizes(p, m);
+    const size_t tgtr = gpu_arena_round(z.nTg * es) + gpu_arena_round(z.nTr * es);
+    size_t saved_end = 0, reach = 0;
+    lay_out(p, g, m, &z, NULL, 0, &saved_end, &reach);
+    // Tg | Tr: the arena's last bytes, above every saved tensor
+    const size_t total = zmax(reach, saved_end + tgtr), top = total - tgtr;
+    if (base) {
+        size_t s2 = 0, r2 = 0;
+        lay_out(p, g, m, &z, base, top, &s2, &r2);
+        ASSERT(s2 == saved_end && r2 == reach);
+    }
+    acct(p, "above the saved stack: Mamba scratch reach, Tg | Tr inside", total - saved_end);
+    p->bytes = total;
     return 0;
 }
 
@@ -308,6 +387,8 @@ gpu_model_t *gpu_model_new(gpu_ctx_t *g, const model_t *m, const train_cfg_t *tc
     if (gm_plan_training(&gm->plan, g, m, N, dims, base, err)) ASSERT(0);   // passed above
     ASSERT(gm->plan.bytes == probe.bytes);
     gm_prepare_convs(g, m, &gm->plan);
+    const char *pv = getenv("SRM_GPU_PLAN_VERBOSE");
+    if (pv && *pv && *pv != '0') gm_plan_log(&gm->plan);
 
     const char *ng = getenv("SRM_GPU_NO_GRAPH");
     gm->use_graph = !(ng && *ng && *ng != '0');

@@ -9,9 +9,10 @@ lambda_{j+1} is the same kind of linear recurrence run in reverse, so
   3. main: per chunk, channels in groups of 16 staged through shared memory (coalesced
      loads and read-modify-writes), one lane per (channel, state), two channels per warp:
      recompute the chunk's 32 states in registers from the saved entering state, then walk
-     back with lambda from Lambda_c and form every gradient. Sums over the 16 states (du, ddelta, the pre-gate y
-     for dz) are one transposing warp reduction; the sums over channels (dB, dC) are per-warp
-     shared-memory rows added in a fixed warp order; dA, dD, ddelta_bias get per-chunk partials
+     back with lambda from Lambda_c and form every gradient. Sums over the 16 states (du,
+     ddelta, the pre-gate y for dz) are one transposing butterfly per 4 tokens; the sums over
+     channels (dB, dC) stay in registers per lane across a warp's channels and meet in a
+     fixed warp order at the chunk's end; dA, dD, ddelta_bias get per-chunk partials
   4. column sums of the partials over the chunks in a fixed order (dA_log = dA * A).
 Nothing uses atomics: the result is bit-reproducible. gout = dy(pi(j)) * silu(z(pi(j))).
 */
@@ -69,20 +70,31 @@ __global__ void scan_bwd_summary(scan_k k, const T *dy, float *X, float *S)
 // ----------------------------------------------------------------------------
 // 3. main backward kernel
 
-// Sum of three values over the 16 lanes of each half-warp in 5 shuffles: afterwards the lanes
-// with (lane & 15) in [4q, 4q+4) hold the sum of value q (q = 3 holds nothing useful).
-__device__ __forceinline__ float reduce3_16(float v0, float v1, float v2, int lane)
+// Sums over the 16 lanes of each half-warp (the states) of 12 values per lane: the three
+// per-state sums (du, ddelta, ypre) of 4 tokens, v[3k + q] = value q of token k. A transposing
+// butterfly: at each level a lane keeps half of its values and sends the other half to its
+// partner (lane ^ 8, ^4, ^2, ^1), so 12 + 6 + 3 + 2 values cost 6 + 3 + 2 + 1 = 12 shuffles
+// (5 per token before). Afterwards the lane with state index s holds the sum of value
+// q = s & 3 of token k = s >> 2, for q < 3 (lanes with s & 3 == 3 hold 0). Fixed order.
+__device__ __forceinline__ float reduce12_16(const float (&v)[12], int s)
 {
-    const bool hi8 = lane & 8, hi4 = lane & 4;
-    const float r0 = __shfl_xor_sync(0xffffffffu, hi8 ? v0 : v2, 8);
-    const float r1 = __shfl_xor_sync(0xffffffffu, hi8 ? v1 : 0.0f, 8);
-    const float w0 = (hi8 ? v2 : v0) + r0;     // value 0 (low) or 2 (high), 2 lanes
-    const float w1 = (hi8 ? 0.0f : v1) + r1;   // value 1 (low) or 3 (high)
-    const float r = __shfl_xor_sync(0xffffffffu, hi4 ? w0 : w1, 4);
-    float x = (hi4 ? w1 : w0) + r;              // value 2*hi8 + hi4 over 4 lanes
-    x += __shfl_xor_sync(0xffffffffu, x, 2);
-    x += __shfl_xor_sync(0xffffffffu, x, 1);
-    return x;
+    const bool b3 = s & 8, b2 = s & 4, b1 = s & 2, b0 = s & 1;
+    float w[6], x[3];
+#pragma unroll
+    for (int j = 0; j < 6; j++) {                   // keep values 6*b3 + j
+        const float send = b3 ? v[j] : v[j + 6], keep = b3 ? v[j + 6] : v[j];
+        w[j] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
+    }
+#pragma unroll
+    for (int j = 0; j < 3; j++) {                   // keep values 6*b3 + 3*b2 + j
+        const float send = b2 ? w[j] : w[j + 3], keep = b2 ? w[j + 3] : w[j];
+        x[j] = keep + __shfl_xor_sync(0xffffffffu, send, 4);
+    }
+    // 3 -> 2 per lane: b1 = 0 keeps q = 0, 1; b1 = 1 keeps q = 2 and an empty slot
+    const float y0 = (b1 ? x[2] : x[0]) + __shfl_xor_sync(0xffffffffu, b1 ? x[0] : x[2], 2);
+    const float y1 = (b1 ? 0.0f : x[1]) + __shfl_xor_sync(0xffffffffu, b1 ? x[1] : 0.0f, 2);
+    // 2 -> 1: b0 = 0 keeps y0 (q = 0 or 2), b0 = 1 keeps y1 (q = 1, or the empty slot)
+    return (b0 ? y1 : y0) + __shfl_xor_sync(0xffffffffu, b0 ? y0 : y1, 1);
 }
 
 __device__ __forceinline__ float warp_sum32(float v)
@@ -95,24 +107,34 @@ __device__ __forceinline__ float warp_sum32(float v)
 // Dp, bp: (dir, n, c, e) partial dD / ddelta_bias.
 // The chunk's channels are walked in groups of BWD_EG. Per group, three phases:
 //   pre:  threads over (token, channel), channels fastest: coalesced loads of delta, u, dy, z
-//         (the last two at pi(j): rows still contiguous over channels) -> dt, u, gout in shared
-//   scan: lanes over (channel of a pair, state), as in the recurrence, reading shared only
+//         (the last two at pi(j), whose row index is computed once per token per chunk) ->
+//         dt, u, gout, softplus' and the dz factor in shared; nothing is reloaded later
+//   scan: lanes over (channel of a pair, state), reading shared only: the forward recompute
+//         keeps the chunk's 32 states in registers; the backward keeps dB / dC in registers
+//         per lane across all of the warp's pairs (flushed once per chunk, not a shared
+//         read-modify-write per step) and reduces the 3 state sums once per 4 tokens
 //   post: threads over (token, channel) again: du, ddelta, dz read-modify-written coalesced from
 //         the state sums the scan left in shared; dD / dbias partials of the chunk
-// (v1 did pre/post with lanes = tokens at stride E: 32 sectors per load and ~20 such accesses
-// per channel pair, which ncu showed as the kernel's cost.)
+// Summation orders are fixed (tokens descending, pairs in warp order, warps in order): two runs
+// are bit-identical.
 #define BWD_EG 16                                   // channels per group (8 pairs)
 #define BWD_THREADS (32 * BWD_WARPS)
-template <typename T>
-__global__ void __launch_bounds__(BWD_THREADS)
+#define BWD_FIN (3 * (BWD_EG + 1))                  // sfin row: 3 sums x 17 (bank spread)
+// EXACT is k.exact as a template argument: as a run-time flag every decay carried a branch
+// (BRA + convergence barriers, ~8 SASS instructions per step); 4 blocks of 128 threads per SM
+// are asked for (<= 128 registers) so the compiler does not trade occupancy for hoisted decays.
+template <typename T, int EXACT>
+__global__ void __launch_bounds__(BWD_THREADS, 4)
 scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *Dp, float *bp)
 {
-    // (B, C) and (dt, u, gout) packed: one 8- and one 16-byte shared load per step and lane
+    // (B, C) and (dt, u, gout, dsoftplus) packed: one 8- and one 16-byte shared load per step
     __shared__ float2 BC[SCAN_T][SCAN_NS];
     __shared__ float bc[BWD_WARPS][SCAN_T][32];        // per warp: dB (lanes 0-15), dC (16-31)
-    __shared__ float4 pre[SCAN_T][BWD_EG];              // dt, u, gout, unused
-    __shared__ float sfin[3][SCAN_T][BWD_EG + 1];      // state sums: du, ddt, ypre
+    __shared__ float4 pre[SCAN_T][BWD_EG];              // dt, u, gout, d softplus / d raw
+    __shared__ float gzs[SCAN_T][BWD_EG];               // dz = ypre * gz
+    __shared__ float sfin[SCAN_T][BWD_FIN];             // [t][q * 17 + ch]: du, ddt, ypre sums
     __shared__ float sred[2][BWD_THREADS / BWD_EG][BWD_EG];
+    __shared__ size_t srow[SCAN_T];                     // n L + pi(j0 + t): dy / z row
     const int c = blockIdx.x, d = blockIdx.y / k.N, n = blockIdx.y % k.N;
     const scan_kdir &P = k.d[d];
     const size_t j0 = (size_t)c * SCAN_T;
@@ -125,7 +147,9 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             const size_t r = ((size_t)n * k.L + j0 + t) * k.ldbc + q;
             BC[t][q] = t < tn ? make_float2(to_f(B[r]), to_f(C[r])) : make_float2(0.0f, 0.0f);
         }
-        for (int t = 0; t < SCAN_T; t++) bc[w][t][lane] = 0.0f;
+        if (threadIdx.x < SCAN_T)                   // tails: row 0, never read (t >= tn)
+            srow[threadIdx.x] = (int)threadIdx.x < tn
+                ? (size_t)n * k.L + tom_pi(P.order, j0 + threadIdx.x, k.L, k.nslices) : 0;
     }
 
     const T *u = (const T *)P.u, *z = (const T *)P.z;
@@ -136,22 +160,33 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
     // this thread's (token row, channel) slots in the pre/post phases: fixed channel cc
     const int cc = threadIdx.x % BWD_EG, t_first = threadIdx.x / BWD_EG;
     const int t_step = BWD_THREADS / BWD_EG;
+    // this lane's dB (el = 0) or dC (el = 1) sums of state s over the warp's channels, per token
+    float acc[SCAN_T];
+#pragma unroll
+    for (int t = 0; t < SCAN_T; t++) acc[t] = 0.0f;
 
     for (int e0 = 0; e0 < k.E; e0 += BWD_EG) {
         const int e_t = e0 + cc;
         const float bias_t = e_t < k.E && P.bias ? P.bias[e_t] : 0.0f;
-        __syncthreads();                            // previous group's post phase is done
+        __syncthreads();                            // staging / previous post phase done
         for (int t = t_first; t < SCAN_T; t += t_step) {
-            float dt = 0.0f, ut = 0.0f, gout = 0.0f;
+            float dt = 0.0f, ut = 0.0f, gout = 0.0f, dsp = 0.0f, gz = 0.0f;
             if (t < tn && e_t < k.E) {
-                const size_t it = ((size_t)n * k.L + j0 + t) * k.E + e_t;
-                const size_t rt = (size_t)n * k.L + tom_pi(P.order, j0 + t, k.L, k.nslices);
-                dt = softplus20_f(dl[it] + bias_t);
+                const size_t it = ((size_t)n * k.L + j0 + t) * k.E + e_t, rt = srow[t];
+                const float v = dl[it] + bias_t;
+                dt = softplus20_f(v);
+                dsp = v > 20.0f ? 1.0f : sigmoid_f(v);
                 ut = to_f(u[it]);
-                gout = to_f(dy[rt * k.E + e_t]);
-                if (z) { const float zt = to_f(z[rt * k.ldz + e_t]); gout *= zt * sigmoid_f(zt); }
+                const float dyt = to_f(dy[rt * k.E + e_t]);
+                gout = dyt;
+                if (z) {
+                    const float zt = to_f(z[rt * k.ldz + e_t]), sz = sigmoid_f(zt);
+                    gout = dyt * (zt * sz);         // dy silu(z)
+                    gz = dyt * sz * (1.0f + zt * (1.0f - sz));   // dy silu'(z)
+                }
             }
-            pre[t][cc] = make_float4(dt, ut, gout, 0.0f);
+            pre[t][cc] = make_float4(dt, ut, gout, dsp);
+            gzs[t][cc] = gz;
         }
         __syncthreads();
 
@@ -163,38 +198,47 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             const size_t sidx = (prow + e) * SCAN_NS + s;
             const float h0 = e_ok ? states[sidx] : 0.0f;
             float lam = e_ok ? lam_dA[sidx] : 0.0f;
+            // forward recompute of the states h[t] from the entering state (tokens t >= tn have
+            // dt = u = B = 0: a = 1, h unchanged, no contribution). The decays are recomputed in
+            // the backward walk rather than kept: a[32] next to h[32] and acc[32] took the kernel
+            // from 111 to 187 registers (2 blocks per SM instead of 4); the MUFU pipe has room.
             float h[SCAN_T];
             {
                 float hp = h0;
 #pragma unroll
                 for (int t = 0; t < SCAN_T; t++) {
                     const float4 pv = pre[t][ce];
-                    const float dt = pv.x;
-                    hp = fmaf(scan_ex2(dt * A2, k.exact), hp, dt * pv.y * BC[t][s].x);
+                    hp = fmaf(scan_ex2(pv.x * A2, EXACT), hp, pv.x * pv.y * BC[t][s].x);
                     h[t] = hp;
                 }
             }
             float dA = 0.0f;
 #pragma unroll
-            for (int t = SCAN_T - 1; t >= 0; t--) {
-                const float4 pv = pre[t][ce];
-                const float dt = pv.x, ut = pv.y, gout = pv.z;
-                const float2 bcv = BC[t][s];
-                const float Bt = bcv.x, Ct = bcv.y;
-                const float hprev = t ? h[t - 1] : h0;
-                const float a = scan_ex2(dt * A2, k.exact);
-                lam = fmaf(gout, Ct, lam);              // dL/dh_t, all paths
-                const float ahp = a * hprev;
-                const float dBl = lam * dt * ut, dCl = gout * h[t];
-                dA = fmaf(lam * dt, ahp, dA);
-                const float q0 = lam * dt * Bt, q1 = lam * fmaf(A, ahp, Bt * ut), q2 = Ct * h[t];
-                lam *= a;                               // -> contribution to dL/dh_{t-1}
-                // dB over the pair's two channels on lanes 0-15, dC on lanes 16-31
-                const float other = __shfl_xor_sync(0xffffffffu, el ? dBl : dCl, 16);
-                bc[w][t][lane] += (el ? dCl : dBl) + other;
-                const float x = reduce3_16(q0, q1, q2, lane);
-                const int qi = (s >> 2);
-                if ((s & 3) == 0 && qi < 3) sfin[qi][t][ce] = x;
+            for (int g = SCAN_T / 4 - 1; g >= 0; g--) {
+                float v[12];                        // v[3k + q]: state sum q of token 4g + k
+#pragma unroll
+                for (int kk = 3; kk >= 0; kk--) {
+                    const int t = 4 * g + kk;
+                    const float4 pv = pre[t][ce];
+                    const float dt = pv.x, ut = pv.y, gout = pv.z;
+                    const float2 bcv = BC[t][s];
+                    const float Bt = bcv.x, Ct = bcv.y;
+                    const float hprev = t ? h[t - 1] : h0;
+                    lam = fmaf(gout, Ct, lam);          // dL/dh_t, all paths
+                    const float at = EXACT ? exp2_acc(dt * A2) : ex2_fast_again(dt * A2);
+                    const float ahp = at * hprev, lamdt = lam * dt;
+                    const float dBl = lamdt * ut, dCl = gout * h[t];
+                    dA = fmaf(lamdt, ahp, dA);
+                    v[3 * kk + 0] = lamdt * Bt;                     // -> du
+                    v[3 * kk + 1] = lam * fmaf(A, ahp, Bt * ut);    // -> ddt
+                    v[3 * kk + 2] = Ct * h[t];                      // -> ypre
+                    lam *= at;                              // -> contribution to dL/dh_{t-1}
+                    // dB over the pair's two channels on lanes 0-15, dC on lanes 16-31
+                    const float other = __shfl_xor_sync(0xffffffffu, el ? dBl : dCl, 16);
+                    acc[t] += (el ? dCl : dBl) + other;
+                }
+                const float x = reduce12_16(v, s);
+                if ((s & 3) != 3) sfin[4 * g + (s >> 2)][(s & 3) * (BWD_EG + 1) + ce] = x;
             }
             if (e_ok) lam_dA[sidx] = dA;
         }
@@ -206,19 +250,14 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
         for (int t = t_first; t < SCAN_T; t += t_step) {
             if (t >= tn || e_t >= k.E) continue;
             const size_t it = ((size_t)n * k.L + j0 + t) * k.E + e_t;
-            const float gout = pre[t][cc].z, ut = pre[t][cc].y;
-            const float v = dl[it] + bias_t;
-            const float ddt = sfin[1][t][cc];
-            const float draw = v > 20.0f ? ddt : ddt * sigmoid_f(v);
-            if (du) du[it] = from_f<T>(to_f(du[it]) + fmaf(De, gout, sfin[0][t][cc]));
+            const float4 pv = pre[t][cc];
+            const float ut = pv.y, gout = pv.z;
+            const float draw = sfin[t][(BWD_EG + 1) + cc] * pv.w;
+            if (du) du[it] = from_f<T>(to_f(du[it]) + fmaf(De, gout, sfin[t][cc]));
             if (ddl) ddl[it] += draw;
             if (z && dz) {
-                const size_t rt = (size_t)n * k.L + tom_pi(P.order, j0 + t, k.L, k.nslices);
-                const float zt = to_f(z[rt * k.ldz + e_t]), dyt = to_f(dy[rt * k.E + e_t]);
-                const float ypre = fmaf(De, ut, sfin[2][t][cc]);
-                const float sz = sigmoid_f(zt);
-                const float dzt = dyt * ypre * sz * (1.0f + zt * (1.0f - sz));
-                dz[it] = from_f<T>(to_f(dz[it]) + dzt);
+                const float ypre = fmaf(De, ut, sfin[t][2 * (BWD_EG + 1) + cc]);
+                dz[it] = from_f<T>(to_f(dz[it]) + ypre * gzs[t][cc]);
             }
             dDc = fmaf(gout, ut, dDc);
             dbc += draw;
@@ -233,6 +272,9 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             bp[prow + e_t] = a1;
         }
     }
+    // flush the warps' dB / dC sums (no barrier needed before: bc is written only here)
+#pragma unroll
+    for (int t = 0; t < SCAN_T; t++) bc[w][t][lane] = acc[t];
     __syncthreads();
 
     // dB, dC of the chunk: the warps' rows in a fixed order
@@ -288,8 +330,12 @@ void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *stat
     });
     scan_carry_pass(g, w.big, w.S, k, 1);
     ACT_DISPATCH(g->act, T, {
-        scan_bwd_main<T><<<grid, 32 * BWD_WARPS, 0, g->stream>>>(k, (const T *)dy, states, w.big,
-                                                                 w.Dp, w.bp);
+        if (k.exact)
+            scan_bwd_main<T, 1><<<grid, BWD_THREADS, 0, g->stream>>>(k, (const T *)dy, states,
+                                                                     w.big, w.Dp, w.bp);
+        else
+            scan_bwd_main<T, 0><<<grid, BWD_THREADS, 0, g->stream>>>(k, (const T *)dy, states,
+                                                                     w.big, w.Dp, w.bp);
         KERNEL_CHECK();
     });
     const int wpb = 8;
