@@ -7,7 +7,8 @@
 # nvjet, cudnn, cublas, gemv) are excluded when this compute-sanitizer has
 # --kernel-name-exclude -- they are not ours to fix, and instrumenting their shared-memory
 # pipelines makes the tiny step take many minutes. SRM_SANITIZE_LIBS=1 includes them.
-# memcheck covers every kernel. SRM_SANITIZE_TIMEOUT: seconds per run (default 600).
+# memcheck covers every kernel. SRM_SANITIZE_TIMEOUT: seconds per run (default 600);
+# SRM_SANITIZE_LOGS: folder for the full reports (default $TMPDIR or /tmp).
 set -u
 cd "$(dirname "$0")/../.."
 source tests/tally.sh
@@ -30,7 +31,7 @@ fi
 # run TOOL NAME ENV... -- PROGRAM: the tool's summary and the program's own tally must be clean.
 run() {
   local tool=$1 name=$2; shift 2
-  local log="${TMPDIR:-/tmp}/sanitize-$tool-$name.log" extra=()
+  local log="${SRM_SANITIZE_LOGS:-${TMPDIR:-/tmp}}/sanitize-$tool-$name.log" extra=()
   [ "$tool" = racecheck ] && extra=("${EXCL[@]}" --racecheck-report all)
   local t0=$(date +%s)
   env "$@" timeout "$T" "$CS" --tool "$tool" "${extra[@]}" --error-exitcode 97 \
