@@ -5,204 +5,429 @@ GPU twin of common/ops/causal_conv1d.c composed with tom_permute / silu (common/
 
 The token order is fused into the load: scanned token j reads x at row pi(j) of the
 original-order input (a channel slice of xz, row stride ldx), so no permuted copy of x exists.
-The output (and its gradient) is dense (N, L, E) in scanned order. One thread per (token,
-channel), channels fastest: every tap is a coalesced row read.
-Backward recomputes the pre-activation for the SiLU derivative (nothing saved). dx is a gather
-(no collisions); dw / db are deterministic two-stage column sums (row-chunk partials in the
-context's reduction scratch, then the chunks in order).
-Index arithmetic is 32-bit (the launcher checks N L E and N L ldx fit): 64-bit divisions per
-element and per tap cost more than the memory traffic (h18: the three kernels took ~38 ms of a
-step under ncu). The dx backward loads the 2K-1 x values around a token once and rebuilds the K
-pre-activations from them (it used to recompute each pre-activation, K loads and ToM indices, per tap).
+The output (and its gradient) is dense (N, L, E) in scanned order.
+Work item = (run of T consecutive SCANNED tokens, group of V channels); items are numbered
+with the channel group fastest, so a warp's vector loads cover whole rows (coalesced even in
+the slice order, where consecutive scanned tokens are far apart in memory). A thread keeps the
+last K-1 x values (and in the backward the last K-1 pre-activation gradients) in registers, so
+each row is read once per run plus a K-1 token halo (h24, PERF_NOTES v9).
+Backward is ONE pass over (x, dy, dx): it recomputes the pre-activation for the SiLU
+derivative (nothing saved), gathers dx (one writer per element), and keeps per-thread dw / db
+sums in registers; blocks reduce them in a fixed order into the context's reduction scratch and
+a last kernel sums the block partials in a fixed order (deterministic, no atomics).
+Index arithmetic is 32-bit (the launchers check N L ldx < 2^32).
 */
 #include "gpu_internal.h"
 #include "mamba_kernels.cuh"
 
-#define BLOCK 256
+// The per-run functions are host-callable too (so a CPU harness can walk them over every
+// order / K / tail without a GPU); hence host-device twins of to_f / from_f / sigmoid_f.
+#define C1_HD __host__ __device__ __forceinline__
+#define FWD_BLOCK 256
+#define BWD_BLOCK 256
 
-struct conv_args {
-    const float *w, *b;
-    size_t ldx, L, nslices;
-    int E, K, order;
-    unsigned L32, ns32, m32;        // L, nslices, L / nslices as 32-bit divisors
+struct c1_args {
+    const float *w, *b;             // w: (E, K) f32, b: (E) f32 or NULL
+    unsigned N, L, E, ldx;          // 32-bit: N L ldx < 2^32
+    unsigned ns, m;                 // slice order: nslices, L / nslices
+    unsigned T, nruns;              // tokens per run (multiple of 4), runs per item ceil(L / T)
+    int K, order;
 };
 
-// pi(j) of tom_pi() in 32-bit arithmetic (j < L < 2^32).
-__device__ __forceinline__ unsigned tom_pi32(const conv_args &a, unsigned j)
-{
-    if (a.order == TOM_FORWARD) return j;
-    if (a.order == TOM_REVERSE) return a.L32 - 1 - j;
-    return (j % a.ns32) * a.m32 + j / a.ns32;
-}
+C1_HD unsigned c1_umin(unsigned p, unsigned q) { return p < q ? p : q; }
 
-// The K x values feeding the pre-activation of scanned token j (channel e of item n): tap i
-// reads token j - (K-1-i); taps before the sequence start are 0 and flagged off in `on`.
-template <typename T>
-__device__ __forceinline__ void load_taps(const T *x, const conv_args &a, unsigned n, unsigned j,
-                                          int e, float *xv, bool *on)
+C1_HD float c1_to_f(float v) { return v; }
+C1_HD float c1_to_f(bf16 v) { return __bfloat162float(v); }
+template <typename T> C1_HD T c1_from_f(float v);
+template <> C1_HD float c1_from_f<float>(float v) { return v; }
+template <> C1_HD bf16 c1_from_f<bf16>(float v) { return __float2bfloat16_rn(v); }
+
+// V consecutive elements as one aligned access (the launcher checks the alignment).
+template <typename T, int V> struct alignas(sizeof(T) * V) c1_vec { T v[V]; };
+
+template <typename T, int V> C1_HD void c1_cvt(float (&f)[V], const c1_vec<T, V> &r)
 {
-    const T *xn = x + (size_t)n * a.L32 * a.ldx;
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const unsigned back = (unsigned)(a.K - 1 - i);
-        on[i] = i < a.K && j >= back;
-        xv[i] = on[i] ? to_f(xn[(size_t)tom_pi32(a, j - back) * a.ldx + e]) : 0.0f;
-    }
+    for (int v = 0; v < V; v++) f[v] = c1_to_f(r.v[v]);
 }
-
-// Pre-activation (bias + taps in order) from the loaded taps.
-__device__ __forceinline__ float pre_from_taps(const conv_args &a, int e, const float *xv,
-                                               const bool *on)
+template <typename T, int V> C1_HD c1_vec<T, V> c1_ld(const T *p)
 {
-    float acc = a.b ? a.b[e] : 0.0f;
+    return *reinterpret_cast<const c1_vec<T, V> *>(p);
+}
+template <typename T, int V> C1_HD void c1_load(float (&f)[V], const T *p)
+{
+    c1_cvt<T, V>(f, c1_ld<T, V>(p));
+}
+template <typename T, int V> C1_HD void c1_store(T *p, const float (&f)[V])
+{
+    c1_vec<T, V> r;
 #pragma unroll
-    for (int i = 0; i < 4; i++)
-        if (on[i]) acc = fmaf(a.w[(size_t)e * a.K + i], xv[i], acc);
-    return acc;
+    for (int v = 0; v < V; v++) r.v[v] = c1_from_f<T>(f[v]);
+    *reinterpret_cast<c1_vec<T, V> *>(p) = r;
+}
+template <int V> C1_HD void c1_zero(float (&f)[V])
+{
+#pragma unroll
+    for (int v = 0; v < V; v++) f[v] = 0.0f;
 }
 
-__device__ __forceinline__ float dsilu_f(float v)
+C1_HD float c1_sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
+C1_HD float c1_dsilu(float v)
 {
-    const float s = sigmoid_f(v);
+    const float s = c1_sigmoid(v);
     return s * (1.0f + v * (1.0f - s));
 }
 
-// y: (N, L, E) scanned order
-template <typename T>
-__global__ void conv_fwd_kernel(T *y, const T *x, conv_args a, size_t total, int silu)
+// Taps in a 4-slot frame: slot i4 reads token t - (3 - i4); tap i of K sits in slot i + 4 - K,
+// slots below 4 - K are off (weight 0, never used: the loops test `i4 >= 4 - K`, uniform).
+// w4: (4, V), bias: (V) for channels e0 .. e0 + V - 1.
+template <int V> C1_HD void c1_weights(const c1_args &a, unsigned e0, float (&w4)[4][V],
+                                       float (&bias)[V])
 {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const unsigned ii = (unsigned)i, m = ii / (unsigned)a.E, n = m / a.L32;
-        const int e = (int)(ii - m * (unsigned)a.E);
-        const unsigned j = m - n * a.L32;
-        float xv[4];
-        bool on[4];
-        load_taps(x, a, n, j, e, xv, on);
-        float v = pre_from_taps(a, e, xv, on);
-        if (silu) v = v * sigmoid_f(v);
-        y[i] = from_f<T>(v);
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+        bias[v] = a.b ? a.b[e0 + v] : 0.0f;
+#pragma unroll
+        for (int i4 = 0; i4 < 4; i4++)
+            w4[i4][v] = i4 >= 4 - a.K ? a.w[(size_t)(e0 + v) * a.K + (i4 - (4 - a.K))] : 0.0f;
     }
 }
 
-// dx[n, pi(s), e] += sum_i w[e, i] dpre[n, s + K-1-i, e]   (gather: one writer per element)
-template <typename T>
-__global__ void conv_bwd_dx_kernel(T *dx, const T *dy, const T *x, conv_args a, size_t total,
-                                   int silu)
+// Pre-activation of token t: bias, then the taps in order (slot 3 = x[t] = xt).
+template <int V> C1_HD void c1_pre(float (&pre)[V], const c1_args &a, const float (&w4)[4][V],
+                                   const float (&bias)[V], const float (&xw)[3][V],
+                                   const float (&xt)[V])
 {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const unsigned ii = (unsigned)i, m = ii / (unsigned)a.E, n = m / a.L32;
-        const int e = (int)(ii - m * (unsigned)a.E);
-        const unsigned s = m - n * a.L32;
-        // x at tokens s-(K-1) .. s+(K-1) (slot q = token s-(K-1)+q), each loaded once
-        float xq[7];
-        if (silu) {
-            const T *xn = x + (size_t)n * a.L32 * a.ldx;
 #pragma unroll
-            for (int q = 0; q < 7; q++) {
-                const long t = (long)s - (a.K - 1) + q;
-                xq[q] = q < 2 * a.K - 1 && t >= 0 && t < (long)a.L32
-                            ? to_f(xn[(size_t)tom_pi32(a, (unsigned)t) * a.ldx + e]) : 0.0f;
-            }
+    for (int v = 0; v < V; v++) {
+        float acc = bias[v];
+#pragma unroll
+        for (int i4 = 0; i4 < 3; i4++)
+            if (i4 >= 4 - a.K) acc = fmaf(w4[i4][v], xw[i4][v], acc);
+        pre[v] = fmaf(w4[3][v], xt[v], acc);
+    }
+}
+
+// Walks pi(t) for t = j, j+1, ... without a division per token (the slice order keeps
+// t = q ns + p as (p, q): pi = p m + q).
+struct c1_walk {
+    unsigned j, p, q;
+    C1_HD c1_walk(const c1_args &a, unsigned j0) : j(j0), p(0), q(0)
+    {
+        if (a.order == TOM_SLICE) { q = j0 / a.ns; p = j0 - q * a.ns; }
+    }
+    C1_HD unsigned row(const c1_args &a) const
+    {
+        if (a.order == TOM_FORWARD) return j;
+        if (a.order == TOM_REVERSE) return a.L - 1 - j;
+        return p * a.m + q;
+    }
+    C1_HD void next(const c1_args &a)
+    {
+        j++;
+        if (++p == a.ns) { p = 0; q++; }        // p, q only read in the slice order
+    }
+};
+
+template <typename T, int V> C1_HD c1_vec<T, V> c1_vzero()
+{
+    c1_vec<T, V> r;
+#pragma unroll
+    for (int v = 0; v < V; v++) r.v[v] = c1_from_f<T>(0.0f);
+    return r;
+}
+
+// x window before the run: xw[h] = x[j0 - 3 + h] (0 before the sequence start). Returns the
+// walker at token j0 and fills rw[h] = pi(j0 - 3 + h) where that token exists.
+// xn: item n's x with the channel offset applied.
+template <typename T, int V> C1_HD c1_walk c1_warmup(float (&xw)[3][V], unsigned (&rw)[3],
+                                                      const T *xn, const c1_args &a, unsigned j0)
+{
+    c1_walk wk(a, j0 >= 3 ? j0 - 3 : 0);
+#pragma unroll
+    for (int h = 0; h < 3; h++) {
+        rw[h] = 0;
+        if (j0 + h >= 3) {
+            rw[h] = wk.row(a);
+            c1_load<T, V>(xw[h], xn + (size_t)rw[h] * a.ldx);
+            wk.next(a);
+        } else c1_zero<V>(xw[h]);
+    }
+    return wk;
+}
+
+template <int V> C1_HD void c1_shift(float (&w)[3][V], const float (&in)[V])
+{
+#pragma unroll
+    for (int v = 0; v < V; v++) { w[0][v] = w[1][v]; w[1][v] = w[2][v]; w[2][v] = in[v]; }
+}
+
+// One forward run: y[n, j, e0 .. e0+V) for j in [j0, min(j0 + T, L)).
+// y: (N, L, E) scanned order; x: rows of stride ldx, original order.
+template <typename T, int V>
+C1_HD void c1_fwd_run(T *y, const T *x, const c1_args &a, unsigned n, unsigned j0, unsigned e0,
+                      int silu)
+{
+    float w4[4][V], bias[V], xw[3][V];
+    unsigned rw[3];
+    c1_weights<V>(a, e0, w4, bias);
+    const T *xn = x + (size_t)n * a.L * a.ldx + e0;
+    T *yn = y + (size_t)n * a.L * a.E + e0;
+    c1_walk wk = c1_warmup<T, V>(xw, rw, xn, a, j0);
+    const unsigned jend = c1_umin(j0 + a.T, a.L);
+    for (unsigned jb = j0; jb < jend; jb += 4) {
+        c1_vec<T, V> xr[4];         // the batch's loads go out before the first use
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            if (jb + q < jend) xr[q] = c1_ld<T, V>(xn + (size_t)wk.row(a) * a.ldx);
+            else xr[q] = c1_vzero<T, V>();
+            wk.next(a);
         }
-        float acc = 0.0f;
 #pragma unroll
-        for (int k = 0; k < 4; k++) {
-            if (k >= a.K) break;
-            const unsigned t = s + (unsigned)(a.K - 1 - k);
-            if (t >= a.L32) continue;
-            float d = to_f(dy[((size_t)n * a.L32 + t) * a.E + e]);
+        for (int q = 0; q < 4; q++) {
+            if (jb + q >= jend) break;
+            float xt[V], pre[V];
+            c1_cvt<T, V>(xt, xr[q]);
+            c1_pre<V>(pre, a, w4, bias, xw, xt);
             if (silu) {
-                // pre-activation of token t: tap i reads token t-(K-1-i) = slot K-1-k+i
-                float pre = a.b ? a.b[e] : 0.0f;
 #pragma unroll
-                for (int i2 = 0; i2 < 4; i2++)
-                    if (i2 < a.K && t >= (unsigned)(a.K - 1 - i2))
-                        pre = fmaf(a.w[(size_t)e * a.K + i2], xq[a.K - 1 - k + i2], pre);
-                d *= dsilu_f(pre);
+                for (int v = 0; v < V; v++) pre[v] *= c1_sigmoid(pre[v]);
             }
-            acc = fmaf(a.w[(size_t)e * a.K + k], d, acc);
+            c1_store<T, V>(yn + (size_t)(jb + q) * a.E, pre);
+            c1_shift<V>(xw, xt);
         }
-        T *p = dx + ((size_t)n * a.L32 + tom_pi32(a, s)) * a.ldx + e;
-        *p = from_f<T>(to_f(*p) + acc);
     }
 }
 
-// part: (nch, E, 5): per row chunk {sum dpre * x[tap 0..3], sum dpre}. Block (32, 8) as in
-// norm.cu: x over channels, y over rows, then the 8 row partials in a fixed order.
-template <typename T>
-__global__ void conv_bwd_wb_partial(float *part, const T *dy, const T *x, conv_args a, size_t M,
-                                    size_t chunk, int silu)
+// One backward run over own tokens [j0, jrun), jrun = min(j0 + T, L). With dpre[t] = dy[t]
+// silu'(pre[t]) (or dy[t]), and dpre[t >= L] = 0:
+//   dx[n, pi(s), e] += sum_i w[e, i] dpre[s + K-1-i]            for s in the run (gather)
+//   acc[i4] += dpre[t] x[t - (3 - i4)], acc[4] += dpre[t]        for t in the run
+// Walks t = j0 .. jrun + 2: dx of token s = t - 3 is emitted once dpre[s .. s+3] are known.
+// dy: (N, L, E) scanned order; x, dx: rows of stride ldx, original order; dx may be NULL.
+template <typename T, int V>
+C1_HD void c1_bwd_run(T *dx, const T *dy, const T *x, const c1_args &a, unsigned n, unsigned j0,
+                      unsigned e0, int silu, float (&acc)[5][V])
 {
-    __shared__ float sp[5][8][33];
-    const size_t r0 = (size_t)blockIdx.x * chunk, r1 = min(M, r0 + chunk);
-    for (int c0 = 0; c0 < a.E; c0 += 32) {
-        const int e = c0 + threadIdx.x;
-        float acc[5] = { 0.0f, 0.0f, 0.0f, 0.0f, 0.0f };
-        if (e < a.E)
-            for (size_t r = r0 + threadIdx.y; r < r1; r += 8) {
-                const unsigned n = (unsigned)r / a.L32, j = (unsigned)r - n * a.L32;
-                float xv[4];
-                bool on[4];
-                load_taps(x, a, n, j, e, xv, on);
-                float d = to_f(dy[r * a.E + e]);
-                if (silu) d *= dsilu_f(pre_from_taps(a, e, xv, on));
-                acc[4] += d;
+    float w4[4][V], bias[V], xw[3][V], dpw[3][V];    // dpw[h] = dpre[t - 3 + h]
+    unsigned rw[3];                                  // rw[h] = pi(t - 3 + h)
+    c1_weights<V>(a, e0, w4, bias);
+    const size_t xoff = (size_t)n * a.L * a.ldx + e0;
+    const T *xn = x + xoff, *dyn = dy + (size_t)n * a.L * a.E + e0;
+    T *dxn = dx ? dx + xoff : NULL;
+    c1_walk wk = c1_warmup<T, V>(xw, rw, xn, a, j0);
 #pragma unroll
-                for (int i = 0; i < 4; i++)
-                    if (on[i]) acc[i] += d * xv[i];
+    for (int h = 0; h < 3; h++) c1_zero<V>(dpw[h]);
+    const unsigned jrun = c1_umin(j0 + a.T, a.L), tend = jrun + 3;
+    for (unsigned tb = j0; tb < tend; tb += 4) {
+        c1_vec<T, V> xr[4], dyr[4], dxr[4];
+        unsigned rb[4];                              // rb[q] = pi(tb + q)
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const unsigned t = tb + q;
+            rb[q] = wk.row(a);
+            wk.next(a);
+            if (t < tend && t < a.L) {
+                xr[q] = c1_ld<T, V>(xn + (size_t)rb[q] * a.ldx);
+                dyr[q] = c1_ld<T, V>(dyn + (size_t)t * a.E);
+            } else {
+                xr[q] = c1_vzero<T, V>();
+                dyr[q] = c1_vzero<T, V>();
             }
-        for (int q = 0; q < 5; q++) sp[q][threadIdx.y][threadIdx.x] = acc[q];
-        __syncthreads();
-        if (threadIdx.y < 5 && e < a.E) {
-            const int q = threadIdx.y;
-            float s = 0.0f;
-            for (int k = 0; k < 8; k++) s += sp[q][k][threadIdx.x];
-            part[((size_t)blockIdx.x * a.E + e) * 5 + q] = s;
+            // dx of s = t - 3 (row rw[q] from the previous batch, or rb[q - 3])
+            if (dxn && t < tend && t >= j0 + 3)
+                dxr[q] = c1_ld<T, V>(dxn + (size_t)(q >= 3 ? rb[q - 3] : rw[q]) * a.ldx);
+            else dxr[q] = c1_vzero<T, V>();
         }
-        __syncthreads();
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const unsigned t = tb + q;
+            if (t >= tend) break;
+            float xt[V], d[V];
+            c1_cvt<T, V>(xt, xr[q]);
+            c1_cvt<T, V>(d, dyr[q]);                // 0 for t >= L
+            if (silu && t < a.L) {
+                float pre[V];
+                c1_pre<V>(pre, a, w4, bias, xw, xt);
+#pragma unroll
+                for (int v = 0; v < V; v++) d[v] *= c1_dsilu(pre[v]);
+            }
+            if (t < jrun) {
+#pragma unroll
+                for (int v = 0; v < V; v++) {
+#pragma unroll
+                    for (int i4 = 0; i4 < 3; i4++) acc[i4][v] = fmaf(d[v], xw[i4][v], acc[i4][v]);
+                    acc[3][v] = fmaf(d[v], xt[v], acc[3][v]);
+                    acc[4][v] += d[v];
+                }
+            }
+            if (dxn && t >= j0 + 3) {
+                // dx[s], s = t - 3: slot i4 pairs with dpre[s + 3 - i4] = dpre[t - i4]
+                float o[V];
+                c1_cvt<T, V>(o, dxr[q]);
+#pragma unroll
+                for (int v = 0; v < V; v++) {
+                    const float dp[4] = { d[v], dpw[2][v], dpw[1][v], dpw[0][v] };
+                    float s = 0.0f;
+#pragma unroll
+                    for (int i4 = 0; i4 < 4; i4++)
+                        if (i4 >= 4 - a.K) s = fmaf(w4[i4][v], dp[i4], s);
+                    o[v] += s;
+                }
+                c1_store<T, V>(dxn + (size_t)(q >= 3 ? rb[q - 3] : rw[q]) * a.ldx, o);
+            }
+            c1_shift<V>(xw, xt);
+            c1_shift<V>(dpw, d);
+        }
+#pragma unroll
+        for (int h = 0; h < 3; h++) rw[h] = rb[h + 1];
     }
 }
 
-__global__ void conv_bwd_wb_final(float *dw, float *db, const float *part, int E, int K, int nch)
+// ---- kernels ----
+// Items (n, run, group), group fastest; grid-stride.
+template <typename T, int V>
+__global__ void __launch_bounds__(FWD_BLOCK) conv_fwd_kernel(T *y, const T *x, c1_args a,
+                                                             unsigned items, int silu)
 {
-    const int e = blockIdx.x * blockDim.x + threadIdx.x;
-    if (e >= E) return;
+    const unsigned G = a.E / V;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < items;
+         i += gridDim.x * blockDim.x) {
+        const unsigned c = i % G, r = i / G, n = r / a.nruns;
+        c1_fwd_run<T, V>(y, x, a, n, (r - n * a.nruns) * a.T, c * V, silu);
+    }
+}
+
+// Block = Rb runs x Gb groups (thread t: group cl = t % Gb of slab blockIdx.y, run slot
+// rl = t / Gb); a block walks run tiles blockIdx.x, + gridDim.x, ... so each thread keeps ONE
+// channel group for its whole life and its dw / db sums stay in registers. At the end the Rb
+// run slots are summed in order through shared memory: part[(bx, e, 5)] (taps in 4-slot frame,
+// then db), written only when `part` is non-NULL.
+template <typename T, int V>
+__global__ void __launch_bounds__(BWD_BLOCK) conv_bwd_kernel(T *dx, float *part, const T *dy,
+                                                             const T *x, c1_args a, unsigned Gb,
+                                                             unsigned Rb, int silu)
+{
+    extern __shared__ float c1_sm[];            // (Rb * Gb, V)
+    const unsigned G = a.E / V, cl = threadIdx.x % Gb, rl = threadIdx.x / Gb;
+    const unsigned c = blockIdx.y * Gb + cl, NR = a.N * a.nruns;
+    float acc[5][V];
+#pragma unroll
+    for (int q = 0; q < 5; q++) c1_zero<V>(acc[q]);
+    if (c < G && rl < Rb)
+        for (unsigned r = blockIdx.x * Rb + rl; r < NR; r += gridDim.x * Rb) {
+            const unsigned n = r / a.nruns;
+            c1_bwd_run<T, V>(dx, dy, x, a, n, (r - n * a.nruns) * a.T, c * V, silu, acc);
+        }
+    if (!part) return;                          // uniform over the block
+#pragma unroll
     for (int q = 0; q < 5; q++) {
-        if (q < 4 && (q >= K || !dw)) continue;
-        if (q == 4 && !db) continue;
-        double s = 0;
-        for (int k = 0; k < nch; k++) s += part[((size_t)k * E + e) * 5 + q];
-        if (q < 4) dw[(size_t)e * K + q] += (float)s;
+#pragma unroll
+        for (int v = 0; v < V; v++) c1_sm[threadIdx.x * V + v] = acc[q][v];
+        __syncthreads();
+        if (rl == 0 && c < G)
+#pragma unroll
+            for (int v = 0; v < V; v++) {
+                float s = 0.0f;
+                for (unsigned k = 0; k < Rb; k++) s += c1_sm[(k * Gb + cl) * V + v];
+                part[((size_t)blockIdx.x * a.E + c * V + v) * 5 + q] = s;
+            }
+        __syncthreads();
+    }
+}
+
+// One warp per (e, slot): sums the nbx block partials in a fixed order (lane-strided in
+// double, then a fixed shuffle tree) and adds into dw[e, i] (slot i + 4 - K) or db[e] (slot 4).
+__global__ void conv_bwd_wb_final(float *dw, float *db, const float *part, int E, int K, int nbx)
+{
+    const int wid = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+    if (wid >= E * 5) return;                   // whole warps leave together
+    const int e = wid / 5, q = wid % 5;
+    if (q < 4 && (q < 4 - K || !dw)) return;
+    if (q == 4 && !db) return;
+    double s = 0.0;
+    for (int k = lane; k < nbx; k += 32) s += part[((size_t)k * E + e) * 5 + q];
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) {
+        if (q < 4) dw[(size_t)e * K + (q - (4 - K))] += (float)s;
         else db[e] += (float)s;
     }
 }
 
-static conv_args make_args(const float *w, const float *b, size_t ldx, int E, size_t L, int K,
-                           tom_order_t order, size_t nslices)
+// ---- launchers ----
+static c1_args make_args(const float *w, const float *b, size_t ldx, int N, int E, size_t L,
+                         int K, tom_order_t order, size_t nslices)
 {
-    ASSERT(K >= 1 && K <= 4 && E >= 1 && ldx >= (size_t)E);
+    ASSERT(K >= 1 && K <= 4 && E >= 1 && N >= 1 && ldx >= (size_t)E);
     ASSERT(order != TOM_SLICE || (nslices > 0 && L % nslices == 0));
-    conv_args a;
-    a.w = w; a.b = b; a.ldx = ldx; a.L = L; a.nslices = nslices ? nslices : 1;
-    a.E = E; a.K = K; a.order = (int)order;
-    a.L32 = (unsigned)L; a.ns32 = (unsigned)a.nslices; a.m32 = (unsigned)(L / a.nslices);
+    ASSERT((size_t)N * L * ldx <= 0xffffffffu);     // 32-bit index arithmetic in the kernels
+    c1_args a;
+    a.w = w; a.b = b;
+    a.N = (unsigned)N; a.L = (unsigned)L; a.E = (unsigned)E; a.ldx = (unsigned)ldx;
+    a.ns = (unsigned)(nslices ? nslices : 1); a.m = a.L / a.ns;
+    a.K = K; a.order = (int)order;
+    a.T = 4; a.nruns = 0;
     return a;
 }
+
+// Channels per thread: the widest V (<= vbytes / sizeof element) that divides E and ldx and
+// keeps every pointer V-element aligned; 1 always works.
+static int pick_vec(size_t esz, int vbytes, const c1_args &a, const void *p0, const void *p1,
+                    const void *p2)
+{
+    for (int V = vbytes / (int)esz; V > 1; V >>= 1) {
+        const size_t al = esz * (size_t)V;
+        if (a.E % V || a.ldx % V) continue;
+        if ((uintptr_t)p0 % al || (uintptr_t)p1 % al || (uintptr_t)p2 % al) continue;
+        return V;
+    }
+    return 1;
+}
+
+// Tokens per run: the longest (32 .. 4) that still gives about `want` work items, so long
+// sequences pay a small halo ((K-1) / T extra row reads, mostly L2 hits) and short ones still
+// fill the GPU.
+static void pick_run(c1_args &a, int V, size_t want)
+{
+    const size_t G = a.E / (unsigned)V;
+    unsigned T = 32;
+    while (T > 4 && (size_t)a.N * CEIL_DIV((size_t)a.L, T) * G < want) T >>= 1;
+    a.T = T;
+    a.nruns = (unsigned)CEIL_DIV((size_t)a.L, T);
+}
+
+// V = 4 only in the forward: the backward holds ~5x the per-channel state (window, dpre
+// window, dw / db sums) and at V = 4 needs 183 registers (1 block per SM); V = 2 takes 110.
+#define C1_VEC_SWITCH(V, ...)                                               \
+    do {                                                                    \
+        if ((V) == 4) { constexpr int VV = 4; __VA_ARGS__; }                \
+        else if ((V) == 2) { constexpr int VV = 2; __VA_ARGS__; }           \
+        else { constexpr int VV = 1; __VA_ARGS__; }                         \
+    } while (0)
+#define C1_VEC_SWITCH_BWD(V, ...)                                           \
+    do {                                                                    \
+        ASSERT((V) <= 2);                                                   \
+        if ((V) == 2) { constexpr int VV = 2; __VA_ARGS__; }                \
+        else { constexpr int VV = 1; __VA_ARGS__; }                         \
+    } while (0)
 
 void causal_conv1d_forward_gpu(gpu_ctx_t *g, void *y, const void *x, size_t ldx, const float *w,
                                const float *b, int N, int E, size_t L, int K, tom_order_t order,
                                size_t nslices, int silu)
 {
-    const conv_args a = make_args(w, b, ldx, E, L, K, order, nslices);
-    const size_t total = (size_t)N * L * E;
-    ASSERT((size_t)N * L * ldx <= 0xffffffffu);     // 32-bit index arithmetic in the kernels
-    if (!total) return;
+    if (!N || !E || !L) return;
+    c1_args a = make_args(w, b, ldx, N, E, L, K, order, nslices);
+    const size_t esz = g->act == GPU_F32 ? 4 : 2;
+    const int V = pick_vec(esz, 8, a, y, x, x);
+    pick_run(a, V, (size_t)g->sm_count * 1024);
+    const size_t items = (size_t)a.N * a.nruns * (a.E / (unsigned)V);
+    ASSERT(items <= 0xffffffffu);
     ACT_DISPATCH(g->act, T, {
-        conv_fwd_kernel<T><<<grid_for(g, total, BLOCK), BLOCK, 0, g->stream>>>(
-            (T *)y, (const T *)x, a, total, silu);
-        KERNEL_CHECK();
+        C1_VEC_SWITCH(V, {
+            conv_fwd_kernel<T, VV><<<grid_for(g, items, FWD_BLOCK), FWD_BLOCK, 0, g->stream>>>(
+                (T *)y, (const T *)x, a, (unsigned)items, silu);
+            KERNEL_CHECK();
+        });
     });
 }
 
@@ -211,28 +436,39 @@ void causal_conv1d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, co
                                 int E, size_t L, int K, tom_order_t order, size_t nslices,
                                 int silu)
 {
-    const conv_args a = make_args(w, b, ldx, E, L, K, order, nslices);
-    const size_t M = (size_t)N * L, total = M * E;
-    if (!total) return;
-    ASSERT(M * ldx <= 0xffffffffu);                 // 32-bit index arithmetic in the kernels
-    if (dx) ACT_DISPATCH(g->act, T, {
-        conv_bwd_dx_kernel<T><<<grid_for(g, total, BLOCK), BLOCK, 0, g->stream>>>(
-            (T *)dx, (const T *)dy, (const T *)x, a, total, silu);
-        KERNEL_CHECK();
-    });
+    if (!N || !E || !L || (!dx && !dw && !db)) return;
+    c1_args a = make_args(w, b, ldx, N, E, L, K, order, nslices);
+    const size_t esz = g->act == GPU_F32 ? 4 : 2;
+    const int V = pick_vec(esz, esz == 2 ? 4 : 8, a, dx ? dx : x, dy, x);
+    pick_run(a, V, (size_t)g->sm_count * 1024);
+    // block: Rb runs x Gb groups; channel slabs of <= BWD_BLOCK groups on grid.y
+    const unsigned G = a.E / (unsigned)V, nslab = CEIL_DIV(G, (unsigned)BWD_BLOCK);
+    const unsigned Gb = CEIL_DIV(G, nslab), Rb = BWD_BLOCK / Gb;
+    const size_t NR = (size_t)a.N * a.nruns;
+    ASSERT(NR * G <= 0xffffffffu);
+    // grid.x: enough run tiles to fill the GPU a few times over, and (when dw / db are wanted)
+    // no more block partials than the reduction scratch holds
+    size_t nbx = CEIL_DIV(NR, (size_t)Rb), cap = (size_t)g->sm_count * 8;
     if (dw || db) {
-        size_t nch = (size_t)g->sm_count * 4, fit = g->red_floats / (5 * (size_t)E);
-        if (nch > fit) nch = fit;
-        if (nch > CEIL_DIV(M, (size_t)64)) nch = CEIL_DIV(M, (size_t)64);
-        if (nch < 1) nch = 1;
-        const size_t chunk = CEIL_DIV(M, nch);
-        nch = CEIL_DIV(M, chunk);
-        ACT_DISPATCH(g->act, T, {
-            conv_bwd_wb_partial<T><<<(unsigned)nch, dim3(32, 8), 0, g->stream>>>(
-                g->red, (const T *)dy, (const T *)x, a, M, chunk, silu);
+        const size_t fit = g->red_floats / (5 * (size_t)E);
+        ASSERT(fit >= 1);
+        if (cap > fit) cap = fit;
+    }
+    if (nbx > cap) nbx = cap;
+    float *part = (dw || db) ? g->red : NULL;
+    const unsigned threads = Rb * Gb;
+    ACT_DISPATCH(g->act, T, {
+        C1_VEC_SWITCH_BWD(V, {
+            conv_bwd_kernel<T, VV><<<dim3((unsigned)nbx, nslab), threads,
+                                     threads * VV * sizeof(float), g->stream>>>(
+                (T *)dx, part, (const T *)dy, (const T *)x, a, Gb, Rb, silu);
             KERNEL_CHECK();
         });
-        conv_bwd_wb_final<<<CEIL_DIV(E, 128), 128, 0, g->stream>>>(dw, db, g->red, E, K, (int)nch);
+    });
+    if (part) {
+        const size_t warps = (size_t)E * 5;
+        conv_bwd_wb_final<<<(unsigned)CEIL_DIV(warps * 32, (size_t)256), 256, 0, g->stream>>>(
+            dw, db, part, E, K, (int)nbx);
         KERNEL_CHECK();
     }
 }

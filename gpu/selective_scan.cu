@@ -23,8 +23,6 @@ one buffer by three emit launches in a fixed order (=, +=, +=): deterministic, a
 #include <stdlib.h>
 #include <string.h>
 
-#define CARRY_Q 8           // chunks one lane composes serially in the carry pass
-
 scan_k scan_kernel_args(const gpu_ctx_t *g, const scan_gpu_t *s)
 {
     ASSERT(s->ndir >= 1 && s->ndir <= 3 && s->N >= 1 && s->E >= 1 && s->E <= 1024 && s->L >= 1);
@@ -117,34 +115,73 @@ __global__ void scan_fwd_summary(scan_k k, float *hloc, float *S)
 }
 
 // ----------------------------------------------------------------------------
-// 2. carry pass (shared with the backward). One warp per column (e, s) of one (dir, n); each
-// lane composes CARRY_Q consecutive chunks, a warp scan combines the lanes, then each lane
-// re-applies its chunks from its entering carry. Maps h -> a h + b compose as
-// (a2, b2) o (a1, b1) = (a2 a1, a2 b1 + b2).
-
-__global__ void scan_carry_kernel(float *buf, const float *S, scan_k k, int reverse)
+// 2. carry pass (shared with the backward). Per (dir, n, column (e, s)) the maps h -> a_c h + b_c
+// (a_c = exp(A S_c), b_c the chunk-local value) are composed over the chunks in order:
+// (a2, b2) o (a1, b1) = (a2 a1, a2 b1 + b2). A block owns CARRY_COLS adjacent columns (one
+// 32-byte sector of each chunk row, all of one channel e: CARRY_COLS divides 16) and walks the
+// chunks in steps of CARRY_STEP rows:
+//   load:  threads over (row, column), columns fastest: every warp load touches 4 full sectors
+//          (v1 had a warp per column reading 4 bytes per sector, ~8x the bytes through L2/L1);
+//          the next step's rows are loaded into registers while this step is scanned
+//   scan:  warp w scans column w out of shared memory exactly as v1 did from global memory: lane
+//          composes its CARRY_Q consecutive chunks serially, an inclusive warp scan combines the
+//          lanes, the carry of the previous step enters at lane 0 -- the same operations in the
+//          same order as v1, so the values are bit-identical to it
+//   store: the entering carries go back through the tile, coalesced like the load.
+// Rows past the last chunk are loaded as v = 0, S = 0: a = exp2(0) = 1 exactly, the identity.
+#define CARRY_Q 8                                   // chunks one lane composes serially
+#define CARRY_COLS 8                                // columns per block = warps per block
+#define CARRY_STEP (32 * CARRY_Q)                   // chunk rows per step
+#define CARRY_THREADS (32 * CARRY_COLS)
+#define CARRY_LD (CARRY_STEP / 32)                  // rows each thread loads per step (= 8)
+// tile[row][col] at row * 8 + col + row / 8: a lane of the scan reads rows lane * 8 + q, which
+// without the pad all sit in one bank (stride 64 words); with it lane l is shifted by l. The
+// S values get the same pad (stride 8 -> 9 words).
+__device__ __forceinline__ int carry_at(int row, int col)
 {
-    const int lane = threadIdx.x & 31;
-    const int col = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    return row * CARRY_COLS + col + (row >> 3);
+}
+
+__global__ void __launch_bounds__(CARRY_THREADS)
+scan_carry_kernel(float *buf, const float *S, scan_k k, int reverse)
+{
+    __shared__ float tile[CARRY_STEP * CARRY_COLS + CARRY_STEP / 8];
+    __shared__ float Ss[CARRY_STEP + CARRY_STEP / 8];   // S of row r at r + r / 8 (same pad)
+    const int lane = threadIdx.x & 31, w = threadIdx.x / 32;
+    const int lc = threadIdx.x % CARRY_COLS, lr = threadIdx.x / CARRY_COLS;   // load slot
     const int dn = blockIdx.y, d = dn / k.N;
-    const int cols = k.E * SCAN_NS;
-    if (col >= cols) return;                        // whole warp leaves together
-    const int e = col / SCAN_NS;
-    const float A = -expf(k.d[d].A_log[col]) * LOG2E_F;
-    float *b = buf + (size_t)dn * k.nch * cols + col;
-    const float *Sd = S + (size_t)dn * k.nch * k.E + e;
-    float carry = 0.0f;
-    for (int i0 = 0; i0 < k.nch; i0 += 32 * CARRY_Q) {
+    const int cols = k.E * SCAN_NS, col0 = blockIdx.x * CARRY_COLS;  // col0 + 8 <= cols (16 | cols)
+    const int e = col0 / SCAN_NS;
+    const float A = -expf(k.d[d].A_log[col0 + w]) * LOG2E_F;
+    float *b = buf + (size_t)dn * k.nch * cols + col0;                // (nch, cols) of (dir, n)
+    const float *Sd = S + (size_t)dn * k.nch * k.E + e;               // (nch) at stride E
+    float pv[CARRY_LD], ps;                         // this thread's rows of the next step
+    auto load = [&](int i0) {
+#pragma unroll
+        for (int q = 0; q < CARRY_LD; q++) {
+            const int i = i0 + lr + 32 * q, c = reverse ? k.nch - 1 - i : i;
+            pv[q] = i < k.nch ? b[(size_t)c * cols + lc] : 0.0f;
+        }
+        const int i = i0 + (int)threadIdx.x, c = reverse ? k.nch - 1 - i : i;
+        ps = i < k.nch ? Sd[(size_t)c * k.E] : 0.0f;
+    };
+    load(0);
+    float carry = 0.0f;                             // state entering this step's first chunk
+    for (int i0 = 0; i0 < k.nch; i0 += CARRY_STEP) {
+        __syncthreads();                            // the previous step's tile is stored
+#pragma unroll
+        for (int q = 0; q < CARRY_LD; q++) tile[carry_at(lr + 32 * q, lc)] = pv[q];
+        Ss[threadIdx.x + threadIdx.x / 8] = ps;
+        __syncthreads();
+        if (i0 + CARRY_STEP < k.nch) load(i0 + CARRY_STEP);   // in flight during the scan
+
         float a[CARRY_Q], v[CARRY_Q];
-        int cidx[CARRY_Q];
         float ca = 1.0f, cb = 0.0f;                 // this lane's composite
 #pragma unroll
         for (int q = 0; q < CARRY_Q; q++) {
-            const int i = i0 + lane * CARRY_Q + q;
-            const int c = reverse ? k.nch - 1 - i : i;
-            cidx[q] = i < k.nch ? c : -1;
-            a[q] = i < k.nch ? scan_ex2(A * Sd[(size_t)c * k.E], k.exact) : 1.0f;
-            v[q] = i < k.nch ? b[(size_t)c * cols] : 0.0f;
+            const int r = lane * CARRY_Q + q;
+            a[q] = scan_ex2(A * Ss[r + (r >> 3)], k.exact);
+            v[q] = tile[carry_at(r, w)];
             cb = fmaf(a[q], cb, v[q]);
             ca *= a[q];
         }
@@ -160,18 +197,25 @@ __global__ void scan_carry_kernel(float *buf, const float *S, scan_k k, int reve
         if (lane == 0) h = carry;
 #pragma unroll
         for (int q = 0; q < CARRY_Q; q++) {
-            if (cidx[q] >= 0) b[(size_t)cidx[q] * cols] = h;
+            tile[carry_at(lane * CARRY_Q + q, w)] = h;
             h = fmaf(a[q], h, v[q]);
         }
         carry = __shfl_sync(0xffffffffu, after, 31);
+        __syncthreads();
+#pragma unroll
+        for (int q = 0; q < CARRY_LD; q++) {
+            const int i = i0 + lr + 32 * q, c = reverse ? k.nch - 1 - i : i;
+            if (i < k.nch) b[(size_t)c * cols + lc] = tile[carry_at(lr + 32 * q, lc)];
+        }
     }
 }
 
 void scan_carry_pass(gpu_ctx_t *g, float *buf, const float *S, const scan_k &k, int reverse)
 {
-    const int cols = k.E * SCAN_NS, wpb = 8;
-    dim3 grid(CEIL_DIV(cols, wpb), k.ndir * k.N);
-    scan_carry_kernel<<<grid, 32 * wpb, 0, g->stream>>>(buf, S, k, reverse);
+    static_assert(SCAN_NS % CARRY_COLS == 0, "a carry tile must lie inside one channel");
+    const int cols = k.E * SCAN_NS;
+    dim3 grid(cols / CARRY_COLS, k.ndir * k.N);
+    scan_carry_kernel<<<grid, CARRY_THREADS, 0, g->stream>>>(buf, S, k, reverse);
     KERNEL_CHECK();
 }
 
@@ -182,6 +226,7 @@ template <typename T>
 __global__ void scan_fwd_emit(scan_k k, int d, T *y, int accumulate, const float *states)
 {
     __shared__ float Bs[SCAN_T][SCAN_NS], Cs[SCAN_T][SCAN_NS];
+    __shared__ size_t srow[SCAN_T];                 // n L + pi(j0 + t): the y / z row of token t
     const int c = blockIdx.x, n = blockIdx.y;
     const scan_kdir &P = k.d[d];
     const size_t j0 = (size_t)c * SCAN_T;
@@ -193,6 +238,11 @@ __global__ void scan_fwd_emit(scan_k k, int d, T *y, int accumulate, const float
         Bs[t][s] = t < tn ? to_f(B[r]) : 0.0f;
         Cs[t][s] = t < tn ? to_f(C[r]) : 0.0f;
     }
+    // pi once per token by one thread (blockDim >= 32), not per (token, channel): the slice
+    // order's pi is a 64-bit div / mod, as many instructions as a token's 16-state update
+    if (threadIdx.x < SCAN_T)
+        srow[threadIdx.x] = (int)threadIdx.x < tn
+            ? (size_t)n * k.L + tom_pi(P.order, j0 + threadIdx.x, k.L, k.nslices) : 0;
     __syncthreads();
     const int e = threadIdx.x;
     if (e >= k.E) return;
@@ -215,7 +265,7 @@ __global__ void scan_fwd_emit(scan_k k, int d, T *y, int accumulate, const float
             h[s] = fmaf(scan_ex2(dt * A[s], k.exact), h[s], du * Bs[t][s]);
             acc = fmaf(Cs[t][s], h[s], acc);
         }
-        const size_t r = (size_t)n * k.L + tom_pi(P.order, j, k.L, k.nslices);
+        const size_t r = srow[t];
         if (z) {
             const float zt = to_f(z[r * k.ldz + e]);
             acc *= zt * sigmoid_f(zt);

@@ -13,7 +13,8 @@ lambda_{j+1} is the same kind of linear recurrence run in reverse, so
      ddelta, the pre-gate y for dz) are one transposing butterfly per 4 tokens; the sums over
      channels (dB, dC) stay in registers per lane across a warp's channels and meet in a
      fixed warp order at the chunk's end; dA, dD, ddelta_bias get per-chunk partials
-  4. column sums of the partials over the chunks in a fixed order (dA_log = dA * A).
+  4. column sums of the partials over the chunks in a fixed order (dA_log = dA * A), read in
+     coalesced 8-column tiles
 Nothing uses atomics: the result is bit-reproducible. gout = dy(pi(j)) * silu(z(pi(j))).
 */
 #include "gpu_internal.h"
@@ -29,6 +30,7 @@ template <typename T>
 __global__ void scan_bwd_summary(scan_k k, const T *dy, float *X, float *S)
 {
     __shared__ float Cs[SCAN_T][SCAN_NS];
+    __shared__ size_t srow[SCAN_T];                 // n L + pi(j0 + t): the dy / z row of token t
     const int c = blockIdx.x, d = blockIdx.y / k.N, n = blockIdx.y % k.N;
     const scan_kdir &P = k.d[d];
     const size_t j0 = (size_t)c * SCAN_T;
@@ -38,6 +40,11 @@ __global__ void scan_bwd_summary(scan_k k, const T *dy, float *X, float *S)
         const int t = i / SCAN_NS, s = i % SCAN_NS;
         Cs[t][s] = t < tn ? to_f(C[((size_t)n * k.L + j0 + t) * k.ldbc + s]) : 0.0f;
     }
+    // pi once per token (blockDim >= 32), not per (token, channel): a 64-bit div / mod in the
+    // slice order
+    if (threadIdx.x < SCAN_T)
+        srow[threadIdx.x] = (int)threadIdx.x < tn
+            ? (size_t)n * k.L + tom_pi(P.order, j0 + threadIdx.x, k.L, k.nslices) : 0;
     __syncthreads();
     const int e = threadIdx.x;
     if (e >= k.E) return;
@@ -50,7 +57,7 @@ __global__ void scan_bwd_summary(scan_k k, const T *dy, float *X, float *S)
     float sum = 0.0f;
     for (int t = tn - 1; t >= 0; t--) {
         const size_t j = j0 + t, i = ((size_t)n * k.L + j) * k.E + e;
-        const size_t r = (size_t)n * k.L + tom_pi(P.order, j, k.L, k.nslices);
+        const size_t r = srow[t];
         const float dt = softplus20_f(dl[i] + bias);
         float gout = to_f(dy[r * k.E + e]);
         if (z) {
@@ -95,12 +102,6 @@ __device__ __forceinline__ float reduce12_16(const float (&v)[12], int s)
     const float y1 = (b1 ? 0.0f : x[1]) + __shfl_xor_sync(0xffffffffu, b1 ? x[1] : 0.0f, 2);
     // 2 -> 1: b0 = 0 keeps y0 (q = 0 or 2), b0 = 1 keeps y1 (q = 1, or the empty slot)
     return (b0 ? y1 : y0) + __shfl_xor_sync(0xffffffffu, b0 ? y0 : y1, 1);
-}
-
-__device__ __forceinline__ float warp_sum32(float v)
-{
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
 }
 
 // lam_dA: in Lambda (dir, n, c, e, s), out the chunk's dA partial (same index, in place).
@@ -293,27 +294,49 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
 
 // ----------------------------------------------------------------------------
 // 4. out[col] += mul(col) * sum over the rows (n, chunk) of part (dir, rows, cols), in a fixed
-// order: one warp per column, lanes over rows, then a fixed xor tree. which: 0 dA_log
-// (mul = A = -exp(A_log)), 1 dD, 2 ddelta_bias.
+// order. which: 0 dA_log (mul = A = -exp(A_log)), 1 dD, 2 ddelta_bias. A block owns
+// COLSUM_COLS adjacent columns; its threads are (row lane, column), columns fastest, so every
+// warp load reads 4 full 32-byte sectors (v1: a warp per column, one 4-byte word per sector).
+// Row lane lr sums rows lr, lr + 32, ... into COLSUM_ACC interleaved accumulators (that many
+// independent loads in flight), the 32 row lanes meet in shared memory in lane order.
+#define COLSUM_COLS 8
+#define COLSUM_THREADS (32 * COLSUM_COLS)
+#define COLSUM_ACC 8
 
-__global__ void scan_colsum_kernel(const float *part, scan_k k, int cols, int which)
+__global__ void __launch_bounds__(COLSUM_THREADS)
+scan_colsum_kernel(const float *part, scan_k k, int cols, int which)
 {
-    const int lane = threadIdx.x & 31;
-    const int col = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, d = blockIdx.y;
-    if (col >= cols) return;
+    __shared__ float red[32][COLSUM_COLS];
+    const int lc = threadIdx.x % COLSUM_COLS, lr = threadIdx.x / COLSUM_COLS;
+    const int col = blockIdx.x * COLSUM_COLS + lc, d = blockIdx.y;
     const scan_kdir &P = k.d[d];
     float *out = which == 0 ? P.dA_log : which == 1 ? P.dD : P.dbias;
-    if (!out) return;
+    if (!out) return;                               // uniform over the block
     const size_t rows = (size_t)k.N * k.nch;
-    const float *pd = part + (size_t)d * rows * cols + col;
-    float a0 = 0.0f, a1 = 0.0f;
-    size_t r = lane;
-    for (; r + 32 < rows; r += 64) { a0 += pd[r * cols]; a1 += pd[(r + 32) * cols]; }
-    if (r < rows) a0 += pd[r * cols];
-    const float sum = warp_sum32(a0 + a1);
-    if (lane == 0) {
+    float acc[COLSUM_ACC];
+#pragma unroll
+    for (int q = 0; q < COLSUM_ACC; q++) acc[q] = 0.0f;
+    if (col < cols) {
+        const float *pd = part + (size_t)d * rows * cols + col;
+        size_t r = lr;
+        for (; r + 32 * (COLSUM_ACC - 1) < rows; r += 32 * COLSUM_ACC) {
+#pragma unroll
+            for (int q = 0; q < COLSUM_ACC; q++) acc[q] += pd[(r + 32 * q) * cols];
+        }
+#pragma unroll
+        for (int q = 0; q < COLSUM_ACC - 1; q++)    // the last < COLSUM_ACC rows of this lane
+            if (r + 32 * q < rows) acc[q] += pd[(r + 32 * q) * cols];
+    }
+    float sum = 0.0f;
+#pragma unroll
+    for (int q = 0; q < COLSUM_ACC; q++) sum += acc[q];
+    red[lr][lc] = sum;
+    __syncthreads();
+    if (lr == 0 && col < cols) {
+        float tot = 0.0f;
+        for (int i = 0; i < 32; i++) tot += red[i][lc];
         const float mul = which == 0 ? -expf(P.A_log[col]) : 1.0f;
-        out[col] += mul * sum;
+        out[col] += mul * tot;
     }
 }
 
@@ -338,14 +361,13 @@ void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *stat
                                                                      w.big, w.Dp, w.bp);
         KERNEL_CHECK();
     });
-    const int wpb = 8;
-    scan_colsum_kernel<<<dim3(CEIL_DIV(k.E * SCAN_NS, wpb), k.ndir), 32 * wpb, 0, g->stream>>>(
-        w.big, k, k.E * SCAN_NS, 0);
+    scan_colsum_kernel<<<dim3(CEIL_DIV(k.E * SCAN_NS, COLSUM_COLS), k.ndir), COLSUM_THREADS, 0,
+                         g->stream>>>(w.big, k, k.E * SCAN_NS, 0);
     KERNEL_CHECK();
-    scan_colsum_kernel<<<dim3(CEIL_DIV(k.E, wpb), k.ndir), 32 * wpb, 0, g->stream>>>(
+    scan_colsum_kernel<<<dim3(CEIL_DIV(k.E, COLSUM_COLS), k.ndir), COLSUM_THREADS, 0, g->stream>>>(
         w.Dp, k, k.E, 1);
     KERNEL_CHECK();
-    scan_colsum_kernel<<<dim3(CEIL_DIV(k.E, wpb), k.ndir), 32 * wpb, 0, g->stream>>>(
+    scan_colsum_kernel<<<dim3(CEIL_DIV(k.E, COLSUM_COLS), k.ndir), COLSUM_THREADS, 0, g->stream>>>(
         w.bp, k, k.E, 2);
     KERNEL_CHECK();
 }
