@@ -483,10 +483,21 @@ int main(void)
         { "tiny M 48^3 (pad/crop)", MODEL_M, 8, 1, { 48, 48, 48 }, LOSS_DICE },
         { "full M 64^3", MODEL_M, 48, 1, { 64, 64, 64 }, LOSS_DICE },
     };
-    // SRM_TEST_TINY_ONLY=1: the tiny M step alone (compute-sanitizer runs).
+    // SRM_TEST_TINY_ONLY=1: the tiny M step alone (compute-sanitizer runs), at D^3 with
+    // SRM_TEST_TINY_DIMS=D (default 64; racecheck runs it at 32: the same kernels and code
+    // paths on smaller grids, since racecheck's instrumentation of the library kernels makes
+    // 64^3 take over 4 minutes).
     const int tiny_only = getenv("SRM_TEST_TINY_ONLY") != NULL;
+    const char *td = getenv("SRM_TEST_TINY_DIMS");
+    case_t tiny = cases[0];
+    if (td) {
+        const int D = atoi(td);
+        if (D < 16 || D % 16) DIE("SRM_TEST_TINY_DIMS=%s: a multiple of 16 is needed", td);
+        tiny.dims[0] = tiny.dims[1] = tiny.dims[2] = D;
+        tiny.name = "tiny M (SRM_TEST_TINY_DIMS)";
+    }
     const size_t ncase = tiny_only ? 1 : sizeof cases / sizeof *cases;
-    for (size_t i = 0; i < ncase; i++) run_case(g32, g16, &cases[i], i == 0);
+    for (size_t i = 0; i < ncase; i++) run_case(g32, g16, i == 0 ? &tiny : &cases[i], i == 0);
     if (tiny_only) {
         gpu_ctx_destroy(&g16);
         gpu_ctx_destroy(&g32);
