@@ -9,7 +9,9 @@ x (N, C, big) * w (K, C, k) -> y (N, K, small):
   conv backward dx   = BWD_DATA(dy -> dx)     convT backward dx   = FWD(dy_T -> dx_T)
   conv backward dw   = BWD_FILTER(x, dy)      convT backward dw   = BWD_FILTER(dy_T as x, x_T)
 Plans are built once per (operation, shape, type, beta), by heuristics (mode A, then the
-fallback list) filtered by the precision policy, and cached; a step only executes them.
+fallback list) filtered by the precision policy, and cached; a step only executes them. With
+autotuning on (autotune.cu), up to TUNE_MAX of those candidates are timed once when the plan is
+built and the fastest kept (what cudnn.benchmark does), else the heuristic's first.
 Policy: strict fp32 drops engines noted TENSOR_CORE (TF32), DOWN_CONVERT_INPUTS,
 REDUCED_PRECISION_REDUCTION, FFT and WINOGRAD; the deterministic switch drops NONDETERMINISTIC.
 Backward accumulates through beta = 1, except bf16 weight gradients: cuDNN writes them (beta 0)
@@ -47,11 +49,27 @@ struct conv_cache {
     size_t max_ws;
     void *wscratch;            // bf16 weight-gradient scratch (bf16 mode)
     size_t wscratch_bytes;
+    void *tune_scratch;        // gpu_conv_tune_scratch: memory autotuning may overwrite
+    size_t tune_scratch_bytes;
+    // autotuning totals, and what the last log line covered
+    int tuned, timed, switched, logged, logged_timed, logged_switched;
+    double tune_s, gain_ms, logged_s, logged_gain;
 };
 
 // Engines needing more workspace than this are skipped (memory is a target of the project).
 static const int64_t WS_CAP = (int64_t)512 << 20;
 static const int64_t UID_X = 1, UID_W = 2, UID_Y = 3;
+// Autotuning: at most TUNE_MAX candidates per problem, each timed as the mean of TUNE_REPS runs
+// after one warm-up. Candidates after the heuristic's first may need at most TUNE_WS_CAP of
+// workspace (or the first's, if larger): the tracked peak (2.82 GiB of a 2.9 GiB budget) has
+// no room for bigger workspaces. Without a scratch region, temporary test tensors up to
+// TUNE_TMP_MAX may be allocated (tests and first-use paths; model set-up passes its arena).
+enum { TUNE_MAX = 12, TUNE_REPS = 3 };
+static const int64_t TUNE_WS_CAP = (int64_t)48 << 20;
+static const size_t TUNE_TMP_MAX = (size_t)64 << 20;
+static const double TUNE_COLLECT_S = 0.5;      // wall time for building extra candidate plans
+
+static void log_tuning(conv_cache *c);
 
 void gpu_conv_cache_init(gpu_ctx_t *g) { g->conv = (conv_cache *)xcalloc(1, sizeof *g->conv); }
 
@@ -59,6 +77,7 @@ void gpu_conv_cache_free(gpu_ctx_t *g)
 {
     conv_cache *c = g->conv;
     if (!c) return;
+    log_tuning(c);                          // plans built on first use, never frozen
     for (int i = 0; i < c->n; i++) {
         CUDNN_CHECK(cudnnBackendDestroyDescriptor(c->plans[i].plan));
         for (int j = c->plans[i].nkeep; j-- > 0;)
@@ -70,7 +89,17 @@ void gpu_conv_cache_free(gpu_ctx_t *g)
     g->conv = NULL;
 }
 
-void gpu_conv_freeze(gpu_ctx_t *g, int frozen) { g->conv->frozen = frozen; }
+void gpu_conv_freeze(gpu_ctx_t *g, int frozen)
+{
+    g->conv->frozen = frozen;
+    if (frozen) log_tuning(g->conv);        // once per batch of prepared plans
+}
+
+void gpu_conv_tune_scratch(gpu_ctx_t *g, void *p, size_t bytes)
+{
+    g->conv->tune_scratch = p;
+    g->conv->tune_scratch_bytes = p ? bytes : 0;
+}
 
 void gpu_conv_plan_stats(const gpu_ctx_t *g, int *nplans, size_t *max_ws)
 {
@@ -184,8 +213,9 @@ static cudnnBackendDescriptor_t make_op(const conv_key_t *k, cudnnBackendDescrip
 
 // Does the engine of cfg obey the precision and determinism policy? relax: 1 ignores the
 // determinism switch, 2 also the precision policy (last resorts, logged by the caller).
+// *rtc: the engine compiles its kernel at plan finalization (can take 0.1-1 s a plan).
 static int engine_allowed(const gpu_ctx_t *g, cudnnBackendDescriptor_t cfg, int relax,
-                          int64_t *engine_id)
+                          int64_t *engine_id, int *rtc)
 {
     cudnnBackendDescriptor_t eng;
     CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &eng));
@@ -199,6 +229,12 @@ static int engine_allowed(const gpu_ctx_t *g, cudnnBackendDescriptor_t cfg, int 
                                          &nn, notes));
     CUDNN_CHECK(cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1,
                                          &cnt, engine_id));
+    cudnnBackendBehaviorNote_t beh[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
+    int64_t nb = 0;
+    *rtc = 0;
+    if (cudnnBackendGetAttribute(eng, CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE, CUDNN_TYPE_BEHAVIOR_NOTE,
+                                 CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &nb, beh) == CUDNN_STATUS_SUCCESS)
+        for (int64_t i = 0; i < nb; i++) *rtc |= beh[i] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION;
     CUDNN_CHECK(cudnnBackendDestroyDescriptor(eng));
     for (int64_t i = 0; i < nn; i++) {
         cudnnBackendNumericalNote_t n = notes[i];
@@ -215,13 +251,46 @@ static int engine_allowed(const gpu_ctx_t *g, cudnnBackendDescriptor_t cfg, int 
     return 1;
 }
 
-// Try the engine configs of one heuristics mode in order; returns a finalized plan or NULL.
-// On success *cfg_out is the chosen config (the caller keeps it alive with the plan).
-static cudnnBackendDescriptor_t plan_from_heuristics(gpu_ctx_t *g, cudnnBackendDescriptor_t graph,
-                                                     cudnnBackendHeurMode_t mode,
-                                                     int relax, cudnnBackendDescriptor_t *cfg_out,
-                                                     int64_t *ws_out, int64_t *engine_out,
-                                                     int *n_tried)
+// ---- candidate plans -------------------------------------------------------------------------
+// A finalized execution plan of one engine config, kept until the choice is made.
+typedef struct {
+    cudnnBackendDescriptor_t plan, cfg;
+    int64_t ws, engine;
+    char *json;             // the plan's JSON (NULL if cuDNN gives none): spots duplicates
+} cand_t;
+
+static void cand_free(cand_t *c)
+{
+    if (c->plan) CUDNN_CHECK(cudnnBackendDestroyDescriptor(c->plan));
+    if (c->cfg) CUDNN_CHECK(cudnnBackendDestroyDescriptor(c->cfg));
+    free(c->json);
+    memset(c, 0, sizeof *c);
+}
+
+static char *plan_json(cudnnBackendDescriptor_t p)
+{
+    int64_t n = 0;
+    if (cudnnBackendGetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+                                 0, &n, NULL) != CUDNN_STATUS_SUCCESS || n <= 0)
+        return NULL;
+    char *s = (char *)xmalloc((size_t)n + 1);
+    int64_t got = 0;
+    if (cudnnBackendGetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+                                 n, &got, s) != CUDNN_STATUS_SUCCESS) {
+        free(s);
+        return NULL;
+    }
+    s[got < n ? got : n] = 0;
+    return s;
+}
+
+// Append the configs of one heuristics mode, in its order, that obey the policy (relax as in
+// engine_allowed), finalize, and need at most the workspace cap, until *n reaches max. The
+// first candidate may use up to WS_CAP; later ones only max(its workspace, TUNE_WS_CAP), so
+// tuning never grows the workspace (and the peak) past what heuristics alone would take.
+static void collect_candidates(gpu_ctx_t *g, cudnnBackendDescriptor_t graph,
+                               cudnnBackendHeurMode_t mode, int relax, cand_t *cand, int *n,
+                               int max, int *n_tried, double deadline)
 {
     cudnnBackendDescriptor_t heur;
     CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur));
@@ -229,7 +298,7 @@ static cudnnBackendDescriptor_t plan_from_heuristics(gpu_ctx_t *g, cudnnBackendD
     set_attr(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
     if (cudnnBackendFinalize(heur) != CUDNN_STATUS_SUCCESS) {   // a mode may not apply
         CUDNN_CHECK(cudnnBackendDestroyDescriptor(heur));
-        return NULL;
+        return;
     }
     int64_t count = 0;
     CUDNN_CHECK(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
@@ -242,11 +311,13 @@ static cudnnBackendDescriptor_t plan_from_heuristics(gpu_ctx_t *g, cudnnBackendD
     if (count)
         CUDNN_CHECK(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                              CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, cfgs));
-    cudnnBackendDescriptor_t plan = NULL;
-    int chosen = -1;
-    for (int64_t i = 0; i < got && !plan; i++) {
+    for (int64_t i = 0; i < got && *n < max; i++) {
         int64_t engine_id = -1;
-        if (!engine_allowed(g, cfgs[i], relax, &engine_id)) continue;
+        int rtc = 0;
+        if (!engine_allowed(g, cfgs[i], relax, &engine_id, &rtc)) continue;
+        // Extra candidates for timing: no run-time compiled engines (their finalization alone
+        // costs more set-up time than tuning is worth), and a bound on the time spent here.
+        if (*n > 0 && (rtc || gpu_wall_s() > deadline)) continue;
         (*n_tried)++;
         cudnnBackendDescriptor_t p;
         CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p));
@@ -254,28 +325,180 @@ static cudnnBackendDescriptor_t plan_from_heuristics(gpu_ctx_t *g, cudnnBackendD
         set_attr(p, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
                  &cfgs[i]);
         int64_t ws = 0, n1 = 0;
+        const int64_t cap = *n == 0 ? WS_CAP : (cand[0].ws > TUNE_WS_CAP ? cand[0].ws : TUNE_WS_CAP);
         // An engine config the heuristics list may still refuse this problem: try the next.
-        if (cudnnBackendFinalize(p) == CUDNN_STATUS_SUCCESS &&
+        if (cudnnBackendFinalize(p) != CUDNN_STATUS_SUCCESS ||
             cudnnBackendGetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                     CUDNN_TYPE_INT64, 1, &n1, &ws) == CUDNN_STATUS_SUCCESS &&
-            ws <= WS_CAP) {
-            plan = p;
-            chosen = (int)i;
-            *ws_out = ws;
-            *engine_out = engine_id;
-        } else {
+                                     CUDNN_TYPE_INT64, 1, &n1, &ws) != CUDNN_STATUS_SUCCESS ||
+            ws > cap) {
             CUDNN_CHECK(cudnnBackendDestroyDescriptor(p));
+            continue;
         }
+        char *js = max > 1 ? plan_json(p) : NULL;
+        int dup = 0;
+        for (int j = 0; j < *n && js && !dup; j++) dup = cand[j].json && !strcmp(cand[j].json, js);
+        if (dup) {          // mode A and the fallback list share engines
+            free(js);
+            CUDNN_CHECK(cudnnBackendDestroyDescriptor(p));
+            continue;
+        }
+        cand[*n].plan = p;
+        cand[*n].cfg = cfgs[i];
+        cand[*n].ws = ws;
+        cand[*n].engine = engine_id;
+        cand[*n].json = js;
+        cfgs[i] = NULL;     // owned by the candidate now
+        (*n)++;
     }
     for (int64_t i = 0; i < count; i++)
-        if (i != chosen) CUDNN_CHECK(cudnnBackendDestroyDescriptor(cfgs[i]));
-    *cfg_out = chosen >= 0 ? cfgs[chosen] : NULL;
+        if (cfgs[i]) CUDNN_CHECK(cudnnBackendDestroyDescriptor(cfgs[i]));
     free(cfgs);
     CUDNN_CHECK(cudnnBackendDestroyDescriptor(heur));
-    return plan;
 }
 
-static conv_plan_t *build_plan(gpu_ctx_t *g, const conv_key_t *k)
+// ---- one-time timing of the candidates (what cudnn.benchmark does) --------------------------
+static size_t vox(const int d[3]) { return (size_t)d[0] * d[1] * d[2]; }
+static size_t round256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+typedef struct {
+    gpu_ctx_t *g;
+    cudnnBackendDescriptor_t plan, vp;
+} tune_run_t;
+
+static int tune_exec(void *ctx)
+{
+    tune_run_t *r = (tune_run_t *)ctx;
+    return cudnnBackendExecute(r->g->cudnn, r->plan, r->vp) != CUDNN_STATUS_SUCCESS;
+}
+
+// Tensors to time on, in this order of preference: the registered scratch (model set-up: the
+// activation arena before its first step), the caller's own tensors when the operation
+// overwrites its output (beta 0: the real execution that follows rewrites it), or a temporary
+// allocation of at most TUNE_TMP_MAX. Returns 0 when there is nothing suitable.
+static int tune_tensors(gpu_ctx_t *g, const conv_key_t *k, void *const real[3], void *ptrs[3],
+                        void **tmp)
+{
+    const size_t es = k->dtype == CUDNN_DATA_FLOAT ? 4 : 2;
+    const size_t bytes[3] = { round256(es * k->N * k->C * vox(k->big)),
+                              round256(es * k->K * k->C * vox(k->k)),
+                              round256(es * k->N * k->K * vox(k->small)) };
+    const size_t need = bytes[0] + bytes[1] + bytes[2];
+    conv_cache *c = g->conv;
+    char *base = NULL;
+    *tmp = NULL;
+    if (c->tune_scratch && need <= c->tune_scratch_bytes) {
+        base = (char *)c->tune_scratch;
+    } else if (real && !k->beta_one) {
+        for (int i = 0; i < 3; i++) ptrs[i] = real[i];
+        return 1;
+    } else if (need <= TUNE_TMP_MAX) {
+        base = (char *)gpu_malloc(g, need, "conv autotune tensors");
+        *tmp = base;
+    } else {
+        return 0;
+    }
+    // Finite, non-zero values (0x3C3C.. is ~0.0115 in bf16 and in fp32) so no engine meets NaNs.
+    gpu_memset(g, base, 0x3C, need);
+    ptrs[0] = base;
+    ptrs[1] = base + bytes[0];
+    ptrs[2] = base + bytes[0] + bytes[1];
+    return 1;
+}
+
+// The variant pack of one convolution: ptrs = { x, w, y } (the UID_X, UID_W, UID_Y tensors) and
+// the workspace; the caller destroys it.
+static cudnnBackendDescriptor_t variant_pack(void *ptrs[3], void *ws)
+{
+    int64_t uids[3] = { UID_X, UID_W, UID_Y };
+    cudnnBackendDescriptor_t vp;
+    CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp));
+    set_attr(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 3, uids);
+    set_attr(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, ptrs);
+    set_attr(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
+    CUDNN_CHECK(cudnnBackendFinalize(vp));
+    return vp;
+}
+
+// Time every candidate once (1 warm-up run, then the mean of TUNE_REPS) and return the index
+// to keep: gpu_tune_pick over the times, 0 when timing is impossible or fails (logged).
+static int tune_choose(gpu_ctx_t *g, const conv_key_t *k, const char *what, cand_t *cand, int n,
+                       void *const real[3])
+{
+    conv_cache *c = g->conv;
+    const double t0 = gpu_wall_s();
+    void *ptrs[3], *tmp = NULL;
+    if (!tune_tensors(g, k, real, ptrs, &tmp)) {
+        if (verbose_plans())
+            log_msg('I', "conv %s: no memory to time %d candidates on; heuristic's first", what, n);
+        return 0;
+    }
+    int64_t maxws = 0;
+    for (int i = 0; i < n; i++) maxws = cand[i].ws > maxws ? cand[i].ws : maxws;
+    gpu_workspace_reserve(g, (size_t)maxws);
+    cudnnBackendDescriptor_t vp = variant_pack(ptrs, g->ws);
+    float ms[TUNE_MAX];
+    int timed = 0, best = 0;
+    gpu_tuner_t tu;
+    if (gpu_tuner_init(&tu) == 0) {
+        float fastest = -1.0f;
+        for (int i = 0; i < n; i++) {
+            tune_run_t r = { g, cand[i].plan, vp };
+            // warm-up (first launch: lazy module loading), then one timed run; a candidate 4x
+            // slower than the best so far keeps that time and is not run again (some engines
+            // take 10-100x longer: they would dominate the set-up time).
+            ms[i] = gpu_tuner_time(&tu, g->stream, tune_exec, &r, 1);
+            if (ms[i] >= 0.0f) ms[i] = gpu_tuner_time(&tu, g->stream, tune_exec, &r, 1);
+            if (ms[i] >= 0.0f && (fastest < 0.0f || ms[i] < 4.0f * fastest))
+                ms[i] = gpu_tuner_time(&tu, g->stream, tune_exec, &r, TUNE_REPS);
+            timed += ms[i] >= 0.0f;
+            if (ms[i] >= 0.0f && (fastest < 0.0f || ms[i] < fastest)) fastest = ms[i];
+        }
+        gpu_tuner_free(&tu);
+        best = gpu_tune_pick(ms, n);
+        if (best < 0) {
+            log_msg('W', "conv %s: none of %d candidate plans ran while timing; using the "
+                    "heuristic's first", what, n);
+            best = 0;
+        }
+    } else {
+        log_msg('W', "conv %s: no CUDA events for timing; using the heuristic's first plan", what);
+    }
+    CUDNN_CHECK(cudnnBackendDestroyDescriptor(vp));
+    if (tmp) {
+        CUDA_CHECK(cudaStreamSynchronize(g->stream));
+        gpu_free(g, tmp);
+    }
+    c->tuned++;
+    c->timed += timed;
+    c->tune_s += gpu_wall_s() - t0;
+    if (best != 0) {
+        c->switched++;
+        c->gain_ms += ms[0] - ms[best];
+    }
+    if (verbose_plans())
+        log_msg('I', "conv %s: %d candidates timed; heuristic's first (engine %lld) %.4f ms, "
+                "chosen #%d (engine %lld) %.4f ms", what, timed, (long long)cand[0].engine,
+                timed ? ms[0] : -1.0, best, (long long)cand[best].engine, timed ? ms[best] : -1.0);
+    return best;
+}
+
+static void log_tuning(conv_cache *c)
+{
+    if (c->tuned == c->logged) return;
+    log_msg('I', "cuDNN autotune: %d conv plans built by timing, %d candidate plans timed in "
+            "%.2f s; %d differ from the heuristic's first, together %.3f ms faster per execution",
+            c->tuned - c->logged, c->timed - c->logged_timed, c->tune_s - c->logged_s,
+            c->switched - c->logged_switched, c->gain_ms - c->logged_gain);
+    c->logged = c->tuned;
+    c->logged_timed = c->timed;
+    c->logged_s = c->tune_s;
+    c->logged_switched = c->switched;
+    c->logged_gain = c->gain_ms;
+}
+
+// real: the tensors of the execution that asked for the plan (x, w, y of the problem), or
+// NULL when the plan is prepared ahead.
+static conv_plan_t *build_plan(gpu_ctx_t *g, const conv_key_t *k, void *const real[3])
 {
     char what[320];
     key_describe(k, what, sizeof what);
@@ -300,21 +523,33 @@ static conv_plan_t *build_plan(gpu_ctx_t *g, const conv_key_t *k)
     if (st != CUDNN_STATUS_SUCCESS)
         DIE("cuDNN refuses the operation graph of conv %s: %s", what, cudnnGetErrorString(st));
 
-    // Heuristics mode A, then the fallback list; only if neither has an engine within the
-    // policy, relax it one step at a time, loudly (the tests then show the consequence).
-    cudnnBackendDescriptor_t cfg = NULL;
-    int tried = 0, relax;
-    int64_t engine = -1;
-    for (relax = 0; relax < 3 && !P.plan; relax++) {
-        P.plan = plan_from_heuristics(g, graph, CUDNN_HEUR_MODE_A, relax, &cfg, &P.ws, &engine,
-                                      &tried);
-        if (!P.plan)
-            P.plan = plan_from_heuristics(g, graph, CUDNN_HEUR_MODE_FALLBACK, relax, &cfg, &P.ws,
-                                          &engine, &tried);
-        if (!P.plan && relax == 0 && !g->deterministic) relax++;    // nothing to relax there
+    // Candidates: heuristics mode A in its order, then the fallback list. Without tuning the
+    // first one is kept (as before tuning existed); with tuning up to TUNE_MAX are timed.
+    // Only if neither list has an engine within the policy, relax it one step at a time,
+    // loudly (the tests then show the consequence).
+    const int tune = gpu_autotune_enabled(g);
+    const int max = tune ? TUNE_MAX : 1;
+    cand_t cand[TUNE_MAX];
+    memset(cand, 0, sizeof cand);
+    int n = 0, tried = 0, relax;
+    const double deadline = gpu_wall_s() + TUNE_COLLECT_S;
+    for (relax = 0; relax < 3 && !n; relax++) {
+        collect_candidates(g, graph, CUDNN_HEUR_MODE_A, relax, cand, &n, max, &tried, deadline);
+        if (n < max)
+            collect_candidates(g, graph, CUDNN_HEUR_MODE_FALLBACK, relax, cand, &n, max, &tried,
+                               deadline);
+        if (!n && relax == 0 && !g->deterministic) relax++;    // nothing to relax there
     }
-    if (!P.plan)
+    if (!n)
         DIE("no cuDNN engine at all for conv %s (%d configs tried)", what, tried);
+    const int best = n > 1 ? tune_choose(g, k, what, cand, n, real) : 0;
+    for (int i = 0; i < n; i++)
+        if (i != best) cand_free(&cand[i]);
+    P.plan = cand[best].plan;
+    P.ws = cand[best].ws;
+    const int64_t engine = cand[best].engine;
+    cudnnBackendDescriptor_t cfg = cand[best].cfg;
+    free(cand[best].json);
     if (relax > 1)
         log_msg('W', "conv %s: no engine within the %s%s policy; using engine %lld outside it",
                 what, g->act == GPU_F32 ? "strict fp32" : "bf16",
@@ -337,29 +572,29 @@ static conv_plan_t *build_plan(gpu_ctx_t *g, const conv_key_t *k)
     return &c->plans[c->n++];
 }
 
-static conv_plan_t *get_plan(gpu_ctx_t *g, const conv_key_t *k)
+static conv_plan_t *get_plan(gpu_ctx_t *g, const conv_key_t *k, void *const real[3])
 {
     conv_cache *c = g->conv;
     for (int i = 0; i < c->n; i++)
         if (!memcmp(&c->plans[i].key, k, sizeof *k)) return &c->plans[i];
-    return build_plan(g, k);
+    return build_plan(g, k, real);
 }
 
 static void execute(gpu_ctx_t *g, const conv_plan_t *p, void *x, void *w, void *y)
 {
     void *ptrs[3] = { x, w, y };
-    int64_t uids[3] = { UID_X, UID_W, UID_Y };
     for (int i = 0; i < 3; i++) ASSERT(((uintptr_t)ptrs[i] & 15) == 0);   // BYTE_ALIGNMENT 16
     ASSERT((size_t)p->ws <= g->ws_bytes);
-    void *ws = g->ws;
-    cudnnBackendDescriptor_t vp;
-    CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp));
-    set_attr(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 3, uids);
-    set_attr(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, ptrs);
-    set_attr(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
-    CUDNN_CHECK(cudnnBackendFinalize(vp));
+    cudnnBackendDescriptor_t vp = variant_pack(ptrs, g->ws);
     CUDNN_CHECK(cudnnBackendExecute(g->cudnn, p->plan, vp));
     CUDNN_CHECK(cudnnBackendDestroyDescriptor(vp));
+}
+
+// The plan of problem k (built, and timed on these tensors if allowed, on first use) on x, w, y.
+static void run_conv(gpu_ctx_t *g, const conv_key_t *k, void *x, void *w, void *y)
+{
+    void *real[3] = { x, w, y };
+    execute(g, get_plan(g, k, real), x, w, y);
 }
 
 // ---- problems of the four public ops ------------------------------------------------------
@@ -396,8 +631,6 @@ static conv_key_t convT_problem(const gpu_ctx_t *g, conv3d_shape_t s, int kind, 
     return k;
 }
 
-static size_t vox(const int d[3]) { return (size_t)d[0] * d[1] * d[2]; }
-
 // bf16 mode: weight gradients go through a bf16 scratch of the weight's size.
 static void reserve_wscratch(gpu_ctx_t *g, size_t nw)
 {
@@ -417,11 +650,11 @@ static void weight_grad(gpu_ctx_t *g, const conv_key_t *kf, float *dw, void *xa,
 {
     size_t nw = (size_t)kf->K * kf->C * vox(kf->k);
     if (g->act == GPU_F32) {
-        execute(g, get_plan(g, kf), xa, dw, ya);
+        run_conv(g, kf, xa, dw, ya);
         return;
     }
     reserve_wscratch(g, nw);
-    execute(g, get_plan(g, kf), xa, g->conv->wscratch, ya);
+    run_conv(g, kf, xa, g->conv->wscratch, ya);
     gpu_add_to_f32(g, dw, g->conv->wscratch, GPU_BF16, nw);
 }
 
@@ -429,7 +662,7 @@ void conv3d_forward_gpu(gpu_ctx_t *g, void *y, const void *x, const void *w, con
                         conv3d_shape_t s)
 {
     conv_key_t k = conv_problem(g, s, CK_FWD, 0);
-    execute(g, get_plan(g, &k), (void *)x, (void *)w, y);
+    run_conv(g, &k, (void *)x, (void *)w, y);
     if (b) bias_add_gpu(g, y, b, (size_t)s.N * vox(k.small), s.Cout);
 }
 
@@ -438,7 +671,7 @@ void conv3d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const voi
 {
     if (dx) {
         conv_key_t k = conv_problem(g, s, CK_BWD_DATA, 1);
-        execute(g, get_plan(g, &k), dx, (void *)w, (void *)dy);
+        run_conv(g, &k, dx, (void *)w, (void *)dy);
     }
     if (dw) {
         conv_key_t k = conv_problem(g, s, CK_BWD_FILTER, g->act == GPU_F32);
@@ -455,7 +688,7 @@ void conv_transpose3d_forward_gpu(gpu_ctx_t *g, void *y, const void *x, const vo
                                   const float *b, conv3d_shape_t s)
 {
     conv_key_t k = convT_problem(g, s, CK_BWD_DATA, 0);
-    execute(g, get_plan(g, &k), y, (void *)w, (void *)x);
+    run_conv(g, &k, y, (void *)w, (void *)x);
     if (b) bias_add_gpu(g, y, b, (size_t)s.N * vox(k.big), s.Cout);
 }
 
@@ -464,7 +697,7 @@ void conv_transpose3d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db,
 {
     if (dx) {
         conv_key_t k = convT_problem(g, s, CK_FWD, 1);
-        execute(g, get_plan(g, &k), (void *)dy, (void *)w, dx);
+        run_conv(g, &k, (void *)dy, (void *)w, dx);
     }
     if (dw) {
         conv_key_t k = convT_problem(g, s, CK_BWD_FILTER, g->act == GPU_F32);
@@ -482,9 +715,9 @@ void conv3d_prepare_gpu(gpu_ctx_t *g, conv3d_shape_t s)
     conv_key_t k0 = conv_problem(g, s, CK_FWD, 0);
     conv_key_t k1 = conv_problem(g, s, CK_BWD_DATA, 1);
     conv_key_t k2 = conv_problem(g, s, CK_BWD_FILTER, g->act == GPU_F32);
-    get_plan(g, &k0);
-    get_plan(g, &k1);
-    get_plan(g, &k2);
+    get_plan(g, &k0, NULL);
+    get_plan(g, &k1, NULL);
+    get_plan(g, &k2, NULL);
     reserve_wscratch(g, (size_t)s.Cout * s.Cin * vox(s.k));
 }
 
@@ -493,8 +726,8 @@ void conv_transpose3d_prepare_gpu(gpu_ctx_t *g, conv3d_shape_t s)
     conv_key_t k0 = convT_problem(g, s, CK_BWD_DATA, 0);
     conv_key_t k1 = convT_problem(g, s, CK_FWD, 1);
     conv_key_t k2 = convT_problem(g, s, CK_BWD_FILTER, g->act == GPU_F32);
-    get_plan(g, &k0);
-    get_plan(g, &k1);
-    get_plan(g, &k2);
+    get_plan(g, &k0, NULL);
+    get_plan(g, &k1, NULL);
+    get_plan(g, &k2, NULL);
     reserve_wscratch(g, (size_t)s.Cout * s.Cin * vox(s.k));
 }

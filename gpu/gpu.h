@@ -264,6 +264,8 @@ typedef struct {
 size_t selective_scan_states_bytes(const scan_gpu_t *s);
 // Workspace (device bytes) forward / backward need; the same buffer may serve both.
 size_t selective_scan_workspace_bytes(const scan_gpu_t *s);
+// The smaller workspace the forward alone needs (its start is the same view: the chunk sums S).
+size_t selective_scan_forward_workspace_bytes(const scan_gpu_t *s);
 // y: (N, L, E) original order; accumulate = 0: y = sum over the directions, 1: y += that sum.
 void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *states,
                                 void *workspace, const scan_gpu_t *s);

@@ -78,6 +78,22 @@ void linear_backward_f32_gpu(gpu_ctx_t *g, float *dx, float *dw, const float *dy
                              const float *w, linear_shape_t s);
 // elementwise.cu: dst (f32, n) += (f32) src (type ts, n).
 void gpu_add_to_f32(gpu_ctx_t *g, float *dst, const void *src, gpu_dtype_t ts, size_t n);
+// conv_cudnn.cu: device memory (nothing live in it) that plan autotuning may overwrite with
+// its test tensors while conv plans are prepared; NULL / 0 withdraws it.
+void gpu_conv_tune_scratch(gpu_ctx_t *g, void *p, size_t bytes);
+// autotune.cu: the timing half of plan autotuning (conv_cudnn.cu, gemm.cu).
+// Tuning on? SRM_GPU_AUTOTUNE=0/1 decides; unset: on unless deterministic. Off while capturing.
+int gpu_autotune_enabled(const gpu_ctx_t *g);
+typedef struct { cudaEvent_t e0, e1; } gpu_tuner_t;
+int gpu_tuner_init(gpu_tuner_t *t);              // 0, or -1 when no events could be made
+void gpu_tuner_free(gpu_tuner_t *t);
+// Mean ms of `reps` back-to-back fn(ctx) on stream s (fn returns nonzero when the library
+// refuses the launch); -1 when fn or an event call failed.
+float gpu_tuner_time(gpu_tuner_t *t, cudaStream_t s, int (*fn)(void *), void *ctx, int reps);
+// Index of the fastest of ms[0..n) (ms < 0: failed); stays 0 unless the best is >= 3 % faster;
+// -1 when none has a time.
+int gpu_tune_pick(const float *ms, int n);
+double gpu_wall_s(void);                          // host monotonic clock, seconds
 
 // ---- element-type helpers: storage T, arithmetic in float ---------------------
 __device__ __forceinline__ float to_f(float x) { return x; }

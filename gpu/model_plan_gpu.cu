@@ -386,7 +386,10 @@ gpu_model_t *gpu_model_new(gpu_ctx_t *g, const model_t *m, const train_cfg_t *tc
     char *base = (char *)gpu_arena_alloc(gm->arena, probe.bytes);
     if (gm_plan_training(&gm->plan, g, m, N, dims, base, err)) ASSERT(0);   // passed above
     ASSERT(gm->plan.bytes == probe.bytes);
+    // Conv autotuning may time its candidates on the arena: nothing in it is live yet.
+    gpu_conv_tune_scratch(g, base, probe.bytes);
     gm_prepare_convs(g, m, &gm->plan);
+    gpu_conv_tune_scratch(g, NULL, 0);
     const char *pv = getenv("SRM_GPU_PLAN_VERBOSE");
     if (pv && *pv && *pv != '0') gm_plan_log(&gm->plan);
 

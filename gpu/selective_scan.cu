@@ -78,7 +78,10 @@ scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s)
 // ----------------------------------------------------------------------------
 // 1. chunk summaries: hloc (dir, n, c, e, s) local end state from 0, S (dir, n, c, e) = sum dt
 
-template <typename T>
+// EXACT is k.exact as a template argument (h27 v12): as a run-time flag every one of the 16
+// decays of a token carried a branch with convergence barriers (BSSY / BSYNC, ~4 issue slots
+// each), more issue than the MUFU work it guarded.
+template <typename T, int EXACT>
 __global__ void scan_fwd_summary(scan_k k, float *hloc, float *S)
 {
     __shared__ float Bs[SCAN_T][SCAN_NS];
@@ -106,7 +109,7 @@ __global__ void scan_fwd_summary(scan_k k, float *hloc, float *S)
         const float dt = softplus20_f(dl[i] + bias), du = dt * to_f(u[i]);
         sum += dt;
 #pragma unroll
-        for (int s = 0; s < SCAN_NS; s++) h[s] = fmaf(scan_ex2(dt * A[s], k.exact), h[s], du * Bs[t][s]);
+        for (int s = 0; s < SCAN_NS; s++) h[s] = fmaf(scan_ex2(dt * A[s], EXACT), h[s], du * Bs[t][s]);
     }
     const size_t row = ((size_t)blockIdx.y * k.nch + c) * k.E + e;
 #pragma unroll
@@ -221,8 +224,16 @@ void scan_carry_pass(gpu_ctx_t *g, float *buf, const float *S, const scan_k &k, 
 
 // ----------------------------------------------------------------------------
 // 3. emit one direction: y[n, pi(j), e] (=|+=) (sum_s C h + D u) * silu(z)
+// The global loads of token t + 1 (u, delta, z, and y when accumulating) are issued before
+// token t's 16-state update (h27 v12): before, a token's loads could not move above the
+// previous token's y store (the compiler cannot prove u / z / y do not alias), so every token
+// waited one dependent round trip (two with the y read) after its predecessor. One token ahead
+// costs ~6 registers; v5's 8-token prefetch cost 30-60 and lost more occupancy than it hid.
+// Safe: the rows read ahead belong to other tokens (pi is a permutation), never to a y row
+// this thread stores before it. AHEAD = 0 keeps the old order (loads of token t after token
+// t - 1's store) for an A/B measurement: SRM_SCAN_EMIT_AHEAD=0 selects it at run time.
 
-template <typename T>
+template <typename T, int EXACT, int AHEAD>
 __global__ void scan_fwd_emit(scan_k k, int d, T *y, int accumulate, const float *states)
 {
     __shared__ float Bs[SCAN_T][SCAN_NS], Cs[SCAN_T][SCAN_NS];
@@ -256,40 +267,69 @@ __global__ void scan_fwd_emit(scan_k k, int d, T *y, int accumulate, const float
     const float bias = P.bias ? P.bias[e] : 0.0f, De = P.D ? P.D[e] : 0.0f;
     const T *u = (const T *)P.u, *z = (const T *)P.z;
     const float *dl = P.delta;
+    const size_t ib = ((size_t)n * k.L + j0) * k.E + e;  // (n, j0, e) of u / delta, token stride E
+    // token t + 1's inputs, raw (converted at use, so no instruction waits on them early)
+    T un, zn = T(), yn = T();
+    float dn;
+    size_t rn;
+    auto fetch = [&](int t) {
+        un = u[ib + (size_t)t * k.E];
+        dn = dl[ib + (size_t)t * k.E];
+        rn = srow[t];
+        if (z) zn = z[rn * k.ldz + e];
+        if (accumulate) yn = y[rn * k.E + e];
+    };
+    if (AHEAD) fetch(0);
     for (int t = 0; t < tn; t++) {
-        const size_t j = j0 + t, i = ((size_t)n * k.L + j) * k.E + e;
-        const float ut = to_f(u[i]), dt = softplus20_f(dl[i] + bias), du = dt * ut;
+        if (!AHEAD) fetch(t);
+        const T uc = un, zc = zn, yc = yn;
+        const float dc = dn;
+        const size_t r = rn;
+        if (AHEAD && t + 1 < tn) fetch(t + 1);
+        const float ut = to_f(uc), dt = softplus20_f(dc + bias), du = dt * ut;
         float acc = De * ut;
 #pragma unroll
         for (int s = 0; s < SCAN_NS; s++) {
-            h[s] = fmaf(scan_ex2(dt * A[s], k.exact), h[s], du * Bs[t][s]);
+            h[s] = fmaf(scan_ex2(dt * A[s], EXACT), h[s], du * Bs[t][s]);
             acc = fmaf(Cs[t][s], h[s], acc);
         }
-        const size_t r = srow[t];
         if (z) {
-            const float zt = to_f(z[r * k.ldz + e]);
+            const float zt = to_f(zc);
             acc *= zt * sigmoid_f(zt);
         }
-        T *p = y + r * k.E + e;
-        *p = from_f<T>(accumulate ? to_f(*p) + acc : acc);
+        y[r * k.E + e] = from_f<T>(accumulate ? to_f(yc) + acc : acc);
     }
+}
+
+size_t selective_scan_forward_workspace_bytes(const scan_gpu_t *s)
+{
+    return gpu_arena_round((size_t)s->ndir * s->N * nch_of(s) * s->E * sizeof(float));   // S only
 }
 
 void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *states,
                                 void *workspace, const scan_gpu_t *s)
 {
     const scan_k k = scan_kernel_args(g, s);
-    const scan_ws w = scan_workspace_views(workspace, s);
+    float *S = scan_workspace_views(workspace, s).S;   // the forward uses S alone (first view)
     const int threads = CEIL_DIV(k.E, 32) * 32;
     ACT_DISPATCH(g->act, T, {
-        scan_fwd_summary<T><<<dim3(k.nch, k.ndir * k.N), threads, 0, g->stream>>>(k, states, w.S);
+        if (k.exact) scan_fwd_summary<T, 1><<<dim3(k.nch, k.ndir * k.N), threads, 0, g->stream>>>(k, states, S);
+        else scan_fwd_summary<T, 0><<<dim3(k.nch, k.ndir * k.N), threads, 0, g->stream>>>(k, states, S);
         KERNEL_CHECK();
     });
-    scan_carry_pass(g, states, w.S, k, 0);
+    scan_carry_pass(g, states, S, k, 0);
+    // the directions' outputs summed into y in the fixed order 0, 1, 2: deterministic
+    const char *ah = getenv("SRM_SCAN_EMIT_AHEAD");
+    const int ahead = !(ah && ah[0] == '0');
+    const dim3 grid(k.nch, k.N);
     for (int d = 0; d < k.ndir; d++)
         ACT_DISPATCH(g->act, T, {
-            scan_fwd_emit<T><<<dim3(k.nch, k.N), threads, 0, g->stream>>>(
-                k, d, (T *)y, accumulate || d > 0, states);
+            const int acc = accumulate || d > 0;
+            T *yt = (T *)y;
+            if (k.exact && ahead) scan_fwd_emit<T, 1, 1><<<grid, threads, 0, g->stream>>>(k, d, yt, acc, states);
+            else if (k.exact) scan_fwd_emit<T, 1, 0><<<grid, threads, 0, g->stream>>>(k, d, yt, acc, states);
+            else if (ahead) scan_fwd_emit<T, 0, 1><<<grid, threads, 0, g->stream>>>(k, d, yt, acc, states);
+            else scan_fwd_emit<T, 0, 0><<<grid, threads, 0, g->stream>>>(k, d, yt, acc, states);
             KERNEL_CHECK();
         });
 }

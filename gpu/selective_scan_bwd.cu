@@ -128,10 +128,11 @@ template <typename T, int EXACT>
 __global__ void __launch_bounds__(BWD_THREADS, 4)
 scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *Dp, float *bp)
 {
-    // (B, C) and (dt, u, gout, dsoftplus) packed: one 8- and one 16-byte shared load per step
+    // (B, C) and (dt, u, gout, dt u) packed: one 8- and one 16-byte shared load per step
     __shared__ float2 BC[SCAN_T][SCAN_NS];
     __shared__ float bc[BWD_WARPS][SCAN_T][32];        // per warp: dB (lanes 0-15), dC (16-31)
-    __shared__ float4 pre[SCAN_T][BWD_EG];              // dt, u, gout, d softplus / d raw
+    __shared__ float4 pre[SCAN_T][BWD_EG];              // dt, u, gout, dt u
+    __shared__ float dsps[SCAN_T][BWD_EG];              // d softplus / d raw (post phase only)
     __shared__ float gzs[SCAN_T][BWD_EG];               // dz = ypre * gz
     __shared__ float sfin[SCAN_T][BWD_FIN];             // [t][q * 17 + ch]: du, ddt, ypre sums
     __shared__ float sred[2][BWD_THREADS / BWD_EG][BWD_EG];
@@ -186,7 +187,10 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
                     gz = dyt * sz * (1.0f + zt * (1.0f - sz));   // dy silu'(z)
                 }
             }
-            pre[t][cc] = make_float4(dt, ut, gout, dsp);
+            // dt u once per (token, channel), not per (token, channel, state) in the recompute:
+            // the same product as before, so the states are bit-identical
+            pre[t][cc] = make_float4(dt, ut, gout, dt * ut);
+            dsps[t][cc] = dsp;
             gzs[t][cc] = gz;
         }
         __syncthreads();
@@ -209,7 +213,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
 #pragma unroll
                 for (int t = 0; t < SCAN_T; t++) {
                     const float4 pv = pre[t][ce];
-                    hp = fmaf(scan_ex2(pv.x * A2, EXACT), hp, pv.x * pv.y * BC[t][s].x);
+                    hp = fmaf(scan_ex2(pv.x * A2, EXACT), hp, pv.w * BC[t][s].x);
                     h[t] = hp;
                 }
             }
@@ -253,7 +257,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             const size_t it = ((size_t)n * k.L + j0 + t) * k.E + e_t;
             const float4 pv = pre[t][cc];
             const float ut = pv.y, gout = pv.z;
-            const float draw = sfin[t][(BWD_EG + 1) + cc] * pv.w;
+            const float draw = sfin[t][(BWD_EG + 1) + cc] * dsps[t][cc];
             if (du) du[it] = from_f<T>(to_f(du[it]) + fmaf(De, gout, sfin[t][cc]));
             if (ddl) ddl[it] += draw;
             if (z && dz) {
