@@ -366,6 +366,30 @@ void gpu_model_profile_step(gpu_model_t *gm, const float *x, const uint8_t *labe
 // three directions, forward then backward) on random inputs: ms of the forward and the
 // backward scans per replay, median of n after warm.
 void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, double *bwd_ms);
+// The Mamba layers' bucket split by part (mamba_layer.cu marks each part, model_bench.cu names
+// them): forward, the backward's recomputes (rc) and the backward proper. The gate z * SiLU(z)
+// is fused into the scans; "zeroing" is the backward's gradient memsets, "dz scatter" the
+// unpermuting add of each direction's dz into dxz.
+typedef enum {
+    GPU_MPART_LN_FWD = 0, GPU_MPART_LN_RC, GPU_MPART_LN_BWD,
+    GPU_MPART_IN_FWD, GPU_MPART_IN_RC, GPU_MPART_IN_BWD,
+    GPU_MPART_CONV_FWD, GPU_MPART_CONV_RC, GPU_MPART_CONV_BWD,
+    GPU_MPART_XPROJ_FWD, GPU_MPART_XPROJ_RC, GPU_MPART_XPROJ_BWD,
+    GPU_MPART_DT_FWD, GPU_MPART_DT_RC, GPU_MPART_DT_BWD,
+    GPU_MPART_SCAN_FWD, GPU_MPART_SCAN_BWD,
+    GPU_MPART_OUT_FWD, GPU_MPART_OUT_BWD,
+    GPU_MPART_ZERO, GPU_MPART_DZ_SCATTER,
+    GPU_MPART_COUNT
+} gpu_mpart_t;
+#define GPU_MPART_END (-1)      // closes a layer call's last part
+const char *gpu_mpart_name(int part);
+// gpu_model_profile_step with the Mamba layers' parts marked in the same step: parts[] in ms
+// and count[] the intervals summed into each (NULL: not wanted). The parts sum to at most
+// ms[GPU_KIND_MAMBA]; the rest is the gaps between a layer's first / last mark and the ops
+// around it. Returns -1 with err (kinds still filled) when the marks could not be summed.
+int gpu_model_profile_step_parts(gpu_model_t *gm, const float *x, const uint8_t *labels,
+                                 long step, double ms[GPU_KIND_COUNT], double *total_ms,
+                                 double parts[GPU_MPART_COUNT], int *count, char *err);
 
 // ---- inference (infer.cu): forward only, no saved tensors, temporaries reused per level ----
 typedef struct gpu_infer gpu_infer_t;

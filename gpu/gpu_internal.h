@@ -119,4 +119,23 @@ static inline unsigned grid_for(const gpu_ctx_t *g, size_t n, int block)
     return (unsigned)(want ? want : 1);
 }
 
+// ---- tagged marks (gpu_timer.cu): a profile's finer split of ops that are one op to gm_prof --
+// gpu_mark(g, tag) records an event tagged `tag` (>= 0; < 0 closes a span) on g's stream while a
+// mark list is armed for g, and does nothing else: unarmed (timed steps, graph captures,
+// inference) it costs one pointer test and no CUDA call. Interval i (mark i to i + 1) is
+// summed into its tag by gpu_marks_sum (ms[ntags], count[ntags] or NULL; -1 with err on
+// overflow or a missing closing mark). Arm only eager work (refused during a capture).
+typedef struct gpu_marks gpu_marks_t;
+extern gpu_marks_t *gpu_marks_armed;
+gpu_marks_t *gpu_marks_new(gpu_ctx_t *g, int cap);
+int  gpu_marks_arm(gpu_marks_t *mk, char *err);
+void gpu_marks_disarm(void);
+void gpu_mark_record(gpu_marks_t *mk, gpu_ctx_t *g, int tag);
+int  gpu_marks_sum(gpu_marks_t *mk, double *ms, int *count, int ntags, char *err);
+void gpu_marks_free(gpu_marks_t **mk);
+static inline void gpu_mark(gpu_ctx_t *g, int tag)
+{
+    if (gpu_marks_armed) gpu_mark_record(gpu_marks_armed, g, tag);
+}
+
 #endif

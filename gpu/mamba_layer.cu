@@ -23,6 +23,9 @@ Precision: delta (the step size) and ddelta are fp32 in both modes (architecture
 Parameters: offsets of mamba_layer_t into the device buffers; GEMM weights are read from the
 act-type copy (bf16 in bf16 mode), everything else (and W_dt in its backward) from the fp32 master. Gradients: fp32, +=.
 Directions are accumulated into dxz one after another (fixed order): deterministic.
+Timing: gpu_mark(g, GPU_MPART_*) before each part (gpu_internal.h) splits the layer for the
+bench's breakdown; it enqueues nothing unless a profile armed the marks (never in timed steps
+or graph captures).
 */
 #include "gpu_internal.h"
 #include "mamba_kernels.cuh"
@@ -189,17 +192,21 @@ static const void *wptr(const void *params_act, size_t off, size_t act)
 
 // x_k = conv + SiLU of xz[:, :E] in order k (u), x_dbl_k = u W_x^T,
 // delta_k = x_dbl[:R] W_dt^T in fp32 (bf16 inputs, fp32 accumulation and output).
-// The backward calls this again on the same xz: same kernels, same GEMM plans, same values.
+// The backward calls this again on the same xz: same kernels, same GEMM plans, same values
+// (rc = 1 only tags its timing marks as the backward's recompute).
 static void direction_front(gpu_ctx_t *g, void *u, float *delta, void *xdbl, const void *xz,
                             const float *params, const void *pa, const mamba_layer_t *m,
-                            const layer_dims &d, int N, size_t L, int k)
+                            const layer_dims &d, int N, size_t L, int k, int rc)
 {
+    gpu_mark(g, rc ? GPU_MPART_CONV_RC : GPU_MPART_CONV_FWD);
     causal_conv1d_forward_gpu(g, u, xz, 2 * (size_t)d.E, params + m->conv_w[k],
                               params + m->conv_b[k], N, d.E, L, m->K, (tom_order_t)k, m->nslices, 1);
     linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0, .y_nstride = 0 };
+    gpu_mark(g, rc ? GPU_MPART_XPROJ_RC : GPU_MPART_XPROJ_FWD);
     linear_forward_gpu(g, xdbl, u, wptr(pa, m->x_proj[k], d.act), NULL, xs);
     linear_shape_t ds = { .N = N, .Cin = d.R, .Cout = d.E, .L = L, .x_nstride = (size_t)d.P,
                           .y_nstride = 0 };
+    gpu_mark(g, rc ? GPU_MPART_DT_RC : GPU_MPART_DT_FWD);
     linear_forward_f32out_gpu(g, delta, xdbl, wptr(pa, m->dt_w[k], d.act), ds);
 }
 
@@ -225,14 +232,16 @@ static scan_gpu_t direction_scan(const mamba_layer_t *m, const layer_dims &d, in
 }
 
 // T = LN(x) (statistics too), xz = T W_in^T: the layer's front, run by the forward and again
-// by the backward (same kernel and GEMM plan on the same x: the same xz).
+// by the backward (same kernel and GEMM plan on the same x: the same xz; rc tags the marks).
 static void layer_front(gpu_ctx_t *g, void *xz, void *T, float *mean, float *rstd, const void *x,
                         const float *params, const void *pa, const mamba_layer_t *m,
-                        const layer_dims &d, int N, size_t L)
+                        const layer_dims &d, int N, size_t L, int rc)
 {
+    gpu_mark(g, rc ? GPU_MPART_LN_RC : GPU_MPART_LN_FWD);
     layernorm_forward_gpu(g, T, mean, rstd, x, params + m->norm_w, params + m->norm_b, N, d.C, L,
                           LN_EPS);
     linear_shape_t in = { .N = N, .Cin = d.C, .Cout = 2 * d.E, .L = L, .x_nstride = 0, .y_nstride = 0 };
+    gpu_mark(g, rc ? GPU_MPART_IN_RC : GPU_MPART_IN_FWD);
     linear_forward_gpu(g, xz, T, wptr(pa, m->in_proj, d.act), NULL, in);
 }
 
@@ -244,21 +253,25 @@ void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, 
     const saved_v sv = saved_views(saved, g, m, N, L, NULL);
     const scratch_v w = scratch_views(scratch, g, m, N, L, 1, NULL);
 
-    layer_front(g, w.xz, w.T, w.mean, w.rstd, x, params, params_act, m, d, N, L);
+    layer_front(g, w.xz, w.T, w.mean, w.rstd, x, params, params_act, m, d, N, L, 0);
     // the three directions' inputs, then one scan over all three: its summary and carry
     // launches cover 3x the grid of a single direction (the carry alone had 192 blocks of
     // 256 threads at level 0, ~1.5 per SM); the states land where three single-direction
     // scans put them ((dir, N, nch, E, 16)), and G is summed in the fixed order 0, 1, 2
     scan_gpu_t s3 = scan_desc(m, N, L, 3);
     for (int k = 0; k < 3; k++) {
-        direction_front(g, w.u3[k], w.delta3[k], w.xdbl3[k], w.xz, params, params_act, m, d, N, L, k);
+        direction_front(g, w.u3[k], w.delta3[k], w.xdbl3[k], w.xz, params, params_act, m, d, N, L, k,
+                        0);
         const scan_gpu_t s = direction_scan(m, d, N, L, k, w.u3[k], w.delta3[k], w.xdbl3[k], w.xz,
                                             params);
         s3.dir[k] = s.dir[0];
     }
+    gpu_mark(g, GPU_MPART_SCAN_FWD);
     selective_scan_forward_gpu(g, sv.G, 0, sv.states, w.ws, &s3);
     linear_shape_t out = { .N = N, .Cin = d.E, .Cout = d.C, .L = L, .x_nstride = 0, .y_nstride = 0 };
+    gpu_mark(g, GPU_MPART_OUT_FWD);
     linear_forward_gpu(g, y, sv.G, wptr(params_act, m->out_proj, d.act), NULL, out);
+    gpu_mark(g, GPU_MPART_END);
 }
 
 // dxz[n, pi(j), E + e] += dz[n, j, e]
@@ -306,18 +319,22 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
     const void *pa = params_act;
 
     // xz again (T lives in the region the directions reuse below)
-    layer_front(g, w.xz, w.T, w.mean, w.rstd, x, params, pa, m, d, N, L);
+    layer_front(g, w.xz, w.T, w.mean, w.rstd, x, params, pa, m, d, N, L, 1);
     // y = G W_out^T: dG = dy W_out, dW_out += dy^T G
+    gpu_mark(g, GPU_MPART_ZERO);
     gpu_memset(g, w.dG, 0, nle);
+    gpu_mark(g, GPU_MPART_OUT_BWD);
     linear_shape_t out = { .N = N, .Cin = d.E, .Cout = d.C, .L = L, .x_nstride = 0, .y_nstride = 0 };
     linear_backward_gpu(g, w.dG, dparams + m->out_proj, NULL, dy, sv.G,
                         wptr(pa, m->out_proj, d.act), out);
 
+    gpu_mark(g, GPU_MPART_ZERO);
     gpu_memset(g, w.dxz, 0, 2 * nle);
     const scan_gpu_t s3 = scan_desc(m, N, L, 3);
     const size_t states_per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
     for (int k = 0; k < 3; k++) {
-        direction_front(g, w.u, w.delta, w.xdbl, w.xz, params, pa, m, d, N, L, k);
+        direction_front(g, w.u, w.delta, w.xdbl, w.xz, params, pa, m, d, N, L, k, 1);
+        gpu_mark(g, GPU_MPART_ZERO);
         gpu_memset(g, w.du, 0, nle);
         gpu_memset(g, w.ddelta, 0, d.NL * d.E * sizeof(float));
         gpu_memset(g, w.dz, 0, nle);
@@ -333,11 +350,13 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
         sd->dA_log = dparams + m->A_log[k];
         sd->dD = dparams + m->D[k];
         sd->ddelta_bias = dparams + m->dt_b[k];
+        gpu_mark(g, GPU_MPART_SCAN_BWD);
         selective_scan_backward_gpu(g, w.dG, sv.states + (size_t)k * states_per_dir, w.ws, &s);
 
         // delta_raw = x_dbl[:R] W_dt^T -> dx_dbl[:R], dW_dt, in fp32 (ddelta never rounded to
         // bf16): x_dbl[:R] widened into xR, dx into dxR, then added into dx_dbl[:R].
         const size_t nr = d.NL * d.R;
+        gpu_mark(g, GPU_MPART_DT_BWD);
         ACT_DISPATCH(g->act, T, {
             xr_widen_kernel<T><<<grid_for(g, nr, 256), 256, 0, g->stream>>>(
                 w.xR, (const T *)w.xdbl, (size_t)d.P, d.R, nr);
@@ -354,14 +373,17 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
         });
         // x_dbl = u W_x^T -> du, dW_x
         linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0, .y_nstride = 0 };
+        gpu_mark(g, GPU_MPART_XPROJ_BWD);
         linear_backward_gpu(g, w.du, dparams + m->x_proj[k], NULL, w.dxdbl, w.u,
                             wptr(pa, m->x_proj[k], d.act), xs);
         // u = SiLU(conv(x[pi])): dx into dxz[:, :E] at pi, dW_conv, db_conv
+        gpu_mark(g, GPU_MPART_CONV_BWD);
         causal_conv1d_backward_gpu(g, w.dxz, dparams + m->conv_w[k], dparams + m->conv_b[k], w.du,
                                    w.xz, 2 * (size_t)d.E, params + m->conv_w[k],
                                    params + m->conv_b[k], N, d.E, L, m->K, (tom_order_t)k,
                                    m->nslices, 1);
         const size_t total = d.NL * d.E;
+        gpu_mark(g, GPU_MPART_DZ_SCATTER);
         ACT_DISPATCH(g->act, T, {
             unpermute_add_kernel<T><<<grid_for(g, total, 256), 256, 0, g->stream>>>(
                 (T *)w.dxz, (const T *)w.dz, L, d.E, k, m->nslices, total);
@@ -371,12 +393,17 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
 
     // Recompute T = LN(x) and its statistics (the direction phase reused T's bytes);
     // xz = T W_in^T: dT = dxz W_in, dW_in += dxz^T T.
+    gpu_mark(g, GPU_MPART_LN_RC);
     layernorm_forward_gpu(g, w.T, w.mean, w.rstd, x, params + m->norm_w, params + m->norm_b, N,
                           d.C, L, LN_EPS);
+    gpu_mark(g, GPU_MPART_ZERO);
     gpu_memset(g, w.dT, 0, d.NL * d.C * d.act);
     linear_shape_t in = { .N = N, .Cin = d.C, .Cout = 2 * d.E, .L = L, .x_nstride = 0, .y_nstride = 0 };
+    gpu_mark(g, GPU_MPART_IN_BWD);
     linear_backward_gpu(g, w.dT, dparams + m->in_proj, NULL, w.dxz, w.T,
                         wptr(pa, m->in_proj, d.act), in);
+    gpu_mark(g, GPU_MPART_LN_BWD);
     layernorm_backward_gpu(g, dx, dparams + m->norm_w, dparams + m->norm_b, w.dT, x, w.mean,
                            w.rstd, params + m->norm_w, N, d.C, L);
+    gpu_mark(g, GPU_MPART_END);
 }

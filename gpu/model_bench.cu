@@ -1,9 +1,12 @@
 /*
-model_bench.cu -- the scan-only replay behind the bench's "all selective scans of one training
-step" row: every ToM layer of the model at the training plan's shapes, its forward scan (three
-directions in one launch, as mamba_layer.cu runs it) and its backward scans (one direction per
-launch, as mamba_layer.cu runs them), on random inputs, timed with CUDA events. The Mamba layer
-code itself is not instrumented: this replays the same launches with the same shapes alone.
+model_bench.cu -- measurements behind two parts of srm-bench's table.
+1. The scan-only replay behind the "all selective scans of one training step" row: every ToM
+   layer of the model at the training plan's shapes, its forward scan (three directions in one
+   launch, as mamba_layer.cu runs it) and its backward scans (one direction per launch), on
+   random inputs, timed with CUDA events: the same launches with the same shapes, alone.
+2. The Mamba layers' bucket of the per-kind breakdown split by part: the profiled eager step
+   of train_step.cu with mamba_layer.cu's gpu_mark points armed (gpu_timer.cu), so that step's
+   kinds and parts come from the same events' stream order.
 */
 #include "model_internal.cuh"
 #include <stdlib.h>
@@ -180,4 +183,38 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
     gpu_timer_free(&tb);
     void *bufs[] = { u, dl, xd, xz, y, du, dd, dz, dxd, states, wsp, par };
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) gpu_free(g, bufs[i]);
+}
+
+// ---- the Mamba layers' parts -------------------------------------------------------------------
+const char *gpu_mpart_name(int part)
+{
+    static const char *names[GPU_MPART_COUNT] = {
+        "LayerNorm fwd", "LayerNorm recomputes (bwd, 2 per layer)", "LayerNorm bwd",
+        "in_proj GEMM fwd", "in_proj GEMM recompute (bwd: xz)", "in_proj GEMM bwd (dT, dW_in)",
+        "conv1d + SiLU fwd (3 directions)", "conv1d + SiLU recompute (bwd)", "conv1d + SiLU bwd",
+        "x_proj GEMM fwd", "x_proj GEMM recompute (bwd: x_dbl)", "x_proj GEMM bwd",
+        "dt_proj GEMM fwd (fp32 out)", "dt_proj GEMM recompute (bwd: delta)",
+        "dt_proj bwd (fp32: widen, GEMM, add)",
+        "selective scan fwd (3 directions, gate, sum)", "selective scan bwd (3 launches, gate)",
+        "out_proj GEMM fwd", "out_proj GEMM bwd (dG, dW_out)",
+        "zeroing gradient buffers (bwd memsets)", "dz scatter into dxz (bwd, unpermute add)" };
+    return part >= 0 && part < GPU_MPART_COUNT ? names[part] : "?";
+}
+
+int gpu_model_profile_step_parts(gpu_model_t *gm, const float *x, const uint8_t *labels,
+                                 long step, double ms[GPU_KIND_COUNT], double *total_ms,
+                                 double parts[GPU_MPART_COUNT], int *count, char *err)
+{
+    // 14 marks per layer forward and 40 per backward: 648 for the 12 ToM layers of M
+    gpu_marks_t *mk = gpu_marks_new(gm->g, 4096);
+    if (gpu_marks_arm(mk, err)) {
+        gpu_marks_free(&mk);
+        gpu_model_profile_step(gm, x, labels, step, ms, total_ms);
+        return -1;
+    }
+    gpu_model_profile_step(gm, x, labels, step, ms, total_ms);
+    gpu_marks_disarm();
+    const int rc = gpu_marks_sum(mk, parts, count, GPU_MPART_COUNT, err);
+    gpu_marks_free(&mk);
+    return rc;
 }

@@ -4,7 +4,8 @@ bench.c -- srm-bench: the performance table of issue 7 for everything the GPU al
 and 96^3 batch 1 (CUDA events, median of --steps steps after --warm), peak GPU memory while
 training 128^3 batch 1 (our tracked cudaMalloc peak and the cudaMemGetInfo difference),
 inference of one 128^3 window, the selective scans of one training step (scan-only replay), a
-per-kernel-kind breakdown of one step, and sliding-window inference over a 240x240x155 volume
+per-kernel-kind breakdown of one step (then the Mamba layers' bucket split by part in a second
+profiled step, with mamba_layer.cu's marks on), and sliding-window inference over a 240x240x155 volume
 (overlap 0.5, windows batched). Each row next to the PyTorch baseline and the target.
 Run by `make bench` (scripts/bench.sh). Needs a GPU; prints one table on stdout.
 */
@@ -62,6 +63,10 @@ typedef struct {
     double peak_gib, meminfo_gib, arena_gib, param_gib;
     double kind_ms[GPU_KIND_COUNT], kind_total;
     double scan_fwd, scan_bwd;
+    double part_ms[GPU_MPART_COUNT];    // the Mamba bucket by part, from a second profiled step
+    int part_n[GPU_MPART_COUNT];        // intervals summed into each part
+    double marked_mamba, marked_total;  // that step's Mamba bucket and first-to-last ms
+    int parts_ok;
 } train_res_t;
 
 // Random input (standard normal) and labels for batch N at dims.
@@ -73,6 +78,22 @@ static void make_batch(int N, int cin, int K, const int d[3], float **x, uint8_t
     *lab = xmalloc((size_t)N * S);
     for (size_t i = 0; i < (size_t)N * cin * S; i++) (*x)[i] = (float)rng_normal(&r);
     for (size_t i = 0; i < (size_t)N * S; i++) (*lab)[i] = (uint8_t)rng_below(&r, (uint64_t)K);
+}
+
+// The number of intervals behind each Mamba part (per step, all ToM layers): a part with none
+// means a mark point never fired; the counts are multiples of the layer count (see gpu.h).
+static void log_parts(const train_res_t *r)
+{
+    char line[2048];
+    size_t at = 0;
+    for (int k = 0; k < GPU_MPART_COUNT && at < sizeof line; k++) {
+        int w = snprintf(line + at, sizeof line - at, "%s%s x%d", k ? ", " : "",
+                         gpu_mpart_name(k), r->part_n[k]);
+        if (w < 0) break;
+        at += (size_t)w;
+        if (!r->part_n[k]) log_msg('W', "Mamba part \"%s\" was never marked", gpu_mpart_name(k));
+    }
+    log_msg('I', "Mamba parts marked: %s", line);
 }
 
 static void bench_train(const opts_t *o, const model_t *m, int N, int D, int full,
@@ -104,6 +125,16 @@ static void bench_train(const opts_t *o, const model_t *m, int N, int D, int ful
     res->arena_gib = (double)gpu_model_arena_bytes(g, m, N, dims, err) / GiB;
     if (full) {
         gpu_model_profile_step(gm, x, lab, o->warm + o->steps + 1, res->kind_ms, &res->kind_total);
+        // the parts in a second eager step with mamba_layer.cu's marks on, so the rows above
+        // stay the measurement they always were and the marks' own cost shows as the
+        // difference between the two Mamba buckets
+        double k2[GPU_KIND_COUNT];
+        res->parts_ok = !gpu_model_profile_step_parts(gm, x, lab, o->warm + o->steps + 2, k2,
+                                                      &res->marked_total, res->part_ms,
+                                                      res->part_n, err);
+        res->marked_mamba = k2[GPU_KIND_MAMBA];
+        if (!res->parts_ok) log_msg('W', "Mamba parts not measured: %s", err);
+        else log_parts(res);
         gpu_model_time_scans(gm, 2, o->steps, &res->scan_fwd, &res->scan_bwd);
     }
     free(ms); free(x); free(lab); free(params);
@@ -255,6 +286,29 @@ int main(int argc, char **argv)
                sum > 0 ? 100.0 * r1.kind_ms[k] / sum : 0.0);
     printf("| (of the Mamba layers: selective scans, from the replay) | %.2f | %.1f %% |\n",
            r1.scan_fwd + r1.scan_bwd, sum > 0 ? 100.0 * (r1.scan_fwd + r1.scan_bwd) / sum : 0.0);
+    // the Mamba layers' bucket by part, from a second step with the marks on: the part rows
+    // and "other" sum to that step's bucket (its own row)
+    if (r1.parts_ok) {
+        printf("| · Mamba layers again, a step with the part marks on (the rows below sum to it; "
+               "%.1f ms first to last event) | %.2f | %.1f %% |\n", r1.marked_total,
+               r1.marked_mamba, sum > 0 ? 100.0 * r1.marked_mamba / sum : 0.0);
+        double in_parts = 0;
+        for (int k = 0; k < GPU_MPART_COUNT; k++) {
+            in_parts += r1.part_ms[k];
+            printf("| · Mamba: %s | %.2f | %.1f %% |\n", gpu_mpart_name(k), r1.part_ms[k],
+                   sum > 0 ? 100.0 * r1.part_ms[k] / sum : 0.0);
+        }
+        const double rest = r1.marked_mamba - in_parts;
+        // the marks nest inside the layer calls, so "other" is only the event gaps: a negative
+        // or large rest means a mark outside a Mamba op or a layer path left unmarked
+        if (rest < -0.05 || rest > 0.05 * r1.marked_mamba)
+            log_msg('W', "Mamba parts sum to %.2f ms of a %.2f ms bucket: check the marks in "
+                    "gpu/mamba_layer.cu", in_parts, r1.marked_mamba);
+        printf("| · Mamba: other (gaps around the marked parts) | %.2f | %.1f %% |\n", rest,
+               sum > 0 ? 100.0 * rest / sum : 0.0);
+    } else {
+        printf("| · Mamba: parts not measured (see the log) | — | — |\n");
+    }
     model_free(&m);
     return 0;
 }
