@@ -3,7 +3,8 @@ binary folders from BUILD / BIN (relative to the root unless absolute), and the 
 that ends in the "N passed, N failed" line tests/run.sh sums. A test does
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from srmtest import ROOT, BUILD, BIN, check, failures, summary
-and ends with `return summary()` (the exit status: 1 when a check failed).
+and ends with `return summary()` (the exit status: 1 when a check failed). A test that logs every
+check, passed ones too, imports check_ok and calls it instead of check.
 """
 import os
 
@@ -22,6 +23,14 @@ def check(cond, what):
     else:
         _failed += 1
         print("FAIL", what, flush=True)
+
+
+def check_ok(cond, what, detail=""):
+    """check() for tests that log every check: a pass prints "ok   WHAT", a failure "FAIL WHAT
+    DETAIL" (detail, when given, only matters on failure)."""
+    if cond:
+        print("ok  ", what, flush=True)
+    check(cond, what + (" " + detail if detail else ""))
 
 
 def failures():

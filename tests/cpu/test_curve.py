@@ -21,21 +21,10 @@ with pyzmq, msgpack, numpy.
 """
 import os, random, re, shutil, signal, socket, subprocess, sys, tempfile, time
 import msgpack, numpy as np, zmq
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from srmtest import ROOT, BUILD, BIN, check_ok, failures, summary
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.join(ROOT, os.environ.get("BIN", "bin"))
-TOOLS = os.path.join(ROOT, os.environ.get("BUILD", "build"), "tools")
-PASS = FAIL = 0
-
-
-def check(cond, what):
-    global PASS, FAIL
-    if cond:
-        PASS += 1
-        print("ok  ", what)
-    else:
-        FAIL += 1
-        print("FAIL", what)
+TOOLS = os.path.join(BUILD, "tools")
 
 
 def free_ports(n):
@@ -120,15 +109,15 @@ def loopback_checks(work):
                 rc, err = r.returncode, r.stdout + r.stderr
             except subprocess.TimeoutExpired:
                 rc, err = "timeout", ""
-            check(rc not in (0, "timeout") and "allow-remote" in err and ep in err,
-                  f"{name} {ep} without --allow-remote refused (rc {rc}: {err.strip().splitlines()[-1:] if err else ''})")
+            check_ok(rc not in (0, "timeout") and "allow-remote" in err and ep in err,
+                     f"{name} {ep} without --allow-remote refused (rc {rc}: {err.strip().splitlines()[-1:] if err else ''})")
     # positive control: --allow-remote really binds a non-loopback address
     p = subprocess.Popen([f"{BIN}/srm-exporter", "--run-dir", run, "--bind", f"tcp://0.0.0.0:{port}", "--allow-remote"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     bound = wait_for(lambda: p.poll() is None and port_open(port), 10)
-    check(bound, f"exporter with --allow-remote listens on 0.0.0.0:{port}")
+    check_ok(bound, f"exporter with --allow-remote listens on 0.0.0.0:{port}")
     p.terminate()
-    check(p.wait(15) == 0, "exporter exits 0 on SIGTERM")
+    check_ok(p.wait(15) == 0, "exporter exits 0 on SIGTERM")
 
 
 def port_open(port):
@@ -142,7 +131,8 @@ def curve_checks(work):
     for d, names in ((keys, ["server", "trainer", "client"]), (strangers, ["stranger"])):
         subprocess.run(["bash", os.path.join(ROOT, "scripts/keys.sh"), d] + names, check=True, capture_output=True)
     auth = os.path.join(keys, "authorized_keys")
-    check(os.stat(os.path.join(keys, "client.key")).st_mode & 0o077 == 0, "keys.sh: secret key file is private (0600)")
+    check_ok(os.stat(os.path.join(keys, "client.key")).st_mode & 0o077 == 0,
+             "keys.sh: secret key file is private (0600)")
     P = dict(zip(["patches", "evaljobs", "metrics", "exporter"], free_ports(4)))
     ep = {k: f"tcp://127.0.0.1:{v}" for k, v in P.items()}
     run = os.path.join(work, "run")
@@ -166,7 +156,7 @@ def curve_checks(work):
     procs.append(trainer)
     ctx = zmq.Context()
     try:
-        check(wait_for(lambda: all(port_open(p) for p in P.values()), 20), "trainer and exporter listen on their CURVE ports")
+        check_ok(wait_for(lambda: all(port_open(p) for p in P.values()), 20), "trainer and exporter listen on their CURVE ports")
         # ---- strangers: a wrong key, and no CURVE at all ----
         evil = []
         for kind in ("stranger", "plain"):
@@ -192,14 +182,14 @@ def curve_checks(work):
                 dealer.send_multipart(encode("request", {"what": "latest_checkpoint", "seq": 7}, []), zmq.NOBLOCK)
             except zmq.Again:
                 pass
-            check(sent == 0, f"{kind} peer: no connection takes its patch batches ({sent} queued)")
+            check_ok(sent == 0, f"{kind} peer: no connection takes its patch batches ({sent} queued)")
         time.sleep(4.0)
         text = log_text(tlog)
-        check("step 1/" not in text, "trainer made no step from strangers' batches")
-        check("refused" in text, "trainer logs the refused CURVE client")
-        check("refused" in log_text(xlog), "exporter logs the refused CURVE client")
+        check_ok("step 1/" not in text, "trainer made no step from strangers' batches")
+        check_ok("refused" in text, "trainer logs the refused CURVE client")
+        check_ok("refused" in log_text(xlog), "exporter logs the refused CURVE client")
         for kind, push, pull, dealer in evil:
-            check(pull.poll(100) == 0 and dealer.poll(100) == 0, f"{kind} peer received nothing (eval jobs, checkpoints)")
+            check_ok(pull.poll(100) == 0 and dealer.poll(100) == 0, f"{kind} peer received nothing (eval jobs, checkpoints)")
         # ---- an authorised client ----
         push, pull, mpush, dealer = (ctx.socket(t) for t in (zmq.PUSH, zmq.PULL, zmq.PUSH, zmq.DEALER))
         for s in (push, pull, mpush, dealer):
@@ -225,21 +215,21 @@ def curve_checks(work):
         except subprocess.TimeoutExpired:
             rc = "timeout"
         text = log_text(tlog)
-        check(rc == 0 and f"step {steps}/{steps}" in text, f"authorised client's batches train the model ({steps} steps, rc {rc})")
-        check(got_job is not None, "authorised client receives an eval job (a checkpoint message)")
-        check("0.625" in text, "trainer takes the authorised client's metrics")
+        check_ok(rc == 0 and f"step {steps}/{steps}" in text, f"authorised client's batches train the model ({steps} steps, rc {rc})")
+        check_ok(got_job is not None, "authorised client receives an eval job (a checkpoint message)")
+        check_ok("0.625" in text, "trainer takes the authorised client's metrics")
         ck = os.path.join(run, "checkpoints", f"step-{steps:08d}.ckpt")
-        check(os.path.exists(ck), "exporter acknowledged and stored the final checkpoint over CURVE")
+        check_ok(os.path.exists(ck), "exporter acknowledged and stored the final checkpoint over CURVE")
         dealer.send_multipart(encode("request", {"what": "latest_checkpoint", "seq": 9}, []))
         ans = msgpack.unpackb(dealer.recv_multipart()[0], raw=False) if dealer.poll(20000) else {}
-        check(ans.get("type") == "checkpoint" and ans.get("step") == steps, f"authorised client fetches the latest checkpoint ({ans.get('type')})")
+        check_ok(ans.get("type") == "checkpoint" and ans.get("step") == steps, f"authorised client fetches the latest checkpoint ({ans.get('type')})")
         for kind, push_, pull_, dealer_ in evil:
-            check(pull_.poll(100) == 0 and dealer_.poll(100) == 0, f"{kind} peer still received nothing")
+            check_ok(pull_.poll(100) == 0 and dealer_.poll(100) == 0, f"{kind} peer still received nothing")
     except Exception:
-        check(False, "test raised an exception")
+        check_ok(False, "test raised an exception")
         raise
     finally:
-        if FAIL:
+        if failures():
             for f in (tlog, xlog):
                 print(f"--- {f}\n" + "".join(log_text(f).splitlines(True)[-20:]))
         for p in procs:
@@ -252,7 +242,7 @@ def curve_checks(work):
                 p.kill()
                 p.wait()
         ctx.destroy(linger=0)
-    check(exporter.returncode == 0, f"exporter stopped cleanly (rc {exporter.returncode})")
+    check_ok(exporter.returncode == 0, f"exporter stopped cleanly (rc {exporter.returncode})")
 
 
 def sink_seeds(path):
@@ -291,7 +281,8 @@ def chain_checks(work):
            "--stats-every", "1"]
     ctx = zmq.Context()
     try:
-        check(wait_for(lambda: port_open(pv) and port_open(pp), 20), "loader and consumer listen on their CURVE ports")
+        check_ok(wait_for(lambda: port_open(pv) and port_open(pp), 20),
+                 "loader and consumer listen on their CURVE ports")
         # ---- strangers: an augmenter with an unauthorised key, a plain one, and raw sockets ----
         procs["stranger"] = subprocess.Popen(aug + ["--seed", "9", "--curve-client", f"{strangers}/stranger.key",
                                                     "--server-key", f"{keys}/server.pub"],
@@ -312,33 +303,33 @@ def chain_checks(work):
                 sent += 1
             except zmq.Again:
                 pass
-        check(sent == 0, f"stranger PUSH: the consumer takes no batch ({sent} queued)")
+        check_ok(sent == 0, f"stranger PUSH: the consumer takes no batch ({sent} queued)")
         time.sleep(4.0)
-        check(pull.poll(100) == 0, "stranger PULL on the loader's volumes received nothing")
-        check(sink_seeds(sink_out) == [], f"consumer got no batch from strangers ({len(sink_seeds(sink_out))})")
+        check_ok(pull.poll(100) == 0, "stranger PULL on the loader's volumes received nothing")
+        check_ok(sink_seeds(sink_out) == [], f"consumer got no batch from strangers ({len(sink_seeds(sink_out))})")
         for n in ("stranger", "plain"):
-            check(procs[n].poll() is None and aug_counts(L[n]) == (0, 0) and "waited" in log_text(L[n]),
+            check_ok(procs[n].poll() is None and aug_counts(L[n]) == (0, 0) and "waited" in log_text(L[n]),
                   f"{n} augmenter got no volume and made nothing ((patches, volumes) {aug_counts(L[n])}, "
                   f"running: {procs[n].poll() is None})")
-        check("refused" in log_text(L["loader"]), "loader logs the refused CURVE client")
-        check("refused" in log_text(L["sink"]), "consumer logs the refused CURVE client")
+        check_ok("refused" in log_text(L["loader"]), "loader logs the refused CURVE client")
+        check_ok("refused" in log_text(L["sink"]), "consumer logs the refused CURVE client")
         # ---- the authorised augmenter ----
         procs["augmenter"] = subprocess.Popen(aug + ["--seed", "5", "--curve-client", f"{keys}/augmenter.key",
                                                      "--server-key", f"{keys}/server.pub"],
                                               stdout=open(L["augmenter"], "w"), stderr=subprocess.STDOUT)
         ok = wait_for(lambda: len(sink_seeds(sink_out)) >= 5, 60)
         seeds = sink_seeds(sink_out)
-        check(ok, f"authorised augmenter's batches reach the consumer over CURVE ({len(seeds)} batches)")
-        check(seeds and set(seeds) == {5}, f"every batch is the authorised augmenter's (seeds {sorted(set(seeds))})")
+        check_ok(ok, f"authorised augmenter's batches reach the consumer over CURVE ({len(seeds)} batches)")
+        check_ok(seeds and set(seeds) == {5}, f"every batch is the authorised augmenter's (seeds {sorted(set(seeds))})")
         time.sleep(1.5)
         for n in ("stranger", "plain"):
-            check(aug_counts(L[n]) == (0, 0), f"{n} augmenter still got nothing {aug_counts(L[n])}")
-        check(pull.poll(100) == 0, "stranger PULL still received nothing")
+            check_ok(aug_counts(L[n]) == (0, 0), f"{n} augmenter still got nothing {aug_counts(L[n])}")
+        check_ok(pull.poll(100) == 0, "stranger PULL still received nothing")
     except Exception:
-        check(False, "chain test raised an exception")
+        check_ok(False, "chain test raised an exception")
         raise
     finally:
-        if FAIL:
+        if failures():
             for f in list(L.values()) + [sink_out]:
                 print(f"--- {f}\n" + "".join(log_text(f).splitlines(True)[-12:]))
         for p in procs.values():
@@ -352,19 +343,17 @@ def chain_checks(work):
                 p.kill()
                 rcs[n] = p.wait()
         ctx.destroy(linger=0)
-    check(all(rc == 0 for rc in rcs.values()), f"loader, augmenters and consumer stop cleanly on SIGTERM ({rcs})")
+    check_ok(all(rc == 0 for rc in rcs.values()), f"loader, augmenters and consumer stop cleanly on SIGTERM ({rcs})")
 
 
 def main():
     for b in ("srm-exporter", "srm-loader", "srm-trainer", "srm-augmenter"):
         if not os.access(os.path.join(BIN, b), os.X_OK):
-            print(f"FAIL {BIN}/{b} not built")
-            print("0 passed, 1 failed")
-            return 1
+            check_ok(False, f"{BIN}/{b} not built")
+            return summary()
     if not os.access(os.path.join(TOOLS, "patch_sink"), os.X_OK):
-        print(f"FAIL {TOOLS}/patch_sink not built (make tools)")
-        print("0 passed, 1 failed")
-        return 1
+        check_ok(False, f"{TOOLS}/patch_sink not built (make tools)")
+        return summary()
     work = tempfile.mkdtemp(prefix="srm-curve-")
     try:
         subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "scripts/make_phantoms.py"), "--cases", "2", "--val", "0",
@@ -374,8 +363,7 @@ def main():
         chain_checks(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{PASS} passed, {FAIL} failed")
-    return 1 if FAIL else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -17,19 +17,12 @@ volume once, in the loader's order (--keep 1 --max-uses 1: no reuse that would d
 next volume arrives), and the trainer is --deterministic; the two undisturbed runs check that.
 Prints "N passed, N failed".
 """
-import filecmp, json, os, re, shutil, signal, subprocess, sys, tempfile, threading, time
+import filecmp, json, os, re, shutil, subprocess, sys, tempfile, threading, time
 import msgpack, numpy as np, zmq
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from srmtest import ROOT, BIN, check_ok, failures, summary
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.environ.get("BIN", "bin")
-PASS = FAIL = 0
 STEPS = 60
-
-
-def check(cond, what):
-    global PASS, FAIL
-    PASS, FAIL = (PASS + 1, FAIL) if cond else (PASS, FAIL + 1)
-    print("ok  " if cond else "FAIL", what)
 
 
 def encode(type_, fields, arrays, version=1):
@@ -203,9 +196,9 @@ def attack(run, stats):
 
 def main():
     for b in ("srm-exporter", "srm-loader", "srm-augmenter", "srm-trainer", "srm-evaluator"):
-        if not os.access(os.path.join(ROOT, BIN, b) if not os.path.isabs(BIN) else os.path.join(BIN, b), os.X_OK):
-            print(f"FAIL {BIN}/{b} not built\n0 passed, 1 failed")
-            return 1
+        if not os.access(os.path.join(BIN, b), os.X_OK):
+            check_ok(False, f"{BIN}/{b} not built")
+            return summary()
     work = tempfile.mkdtemp(prefix="srm-hostile-")
     try:
         subprocess.run(["/usr/bin/python3", f"{ROOT}/scripts/make_phantoms.py", "--cases", "6", "--val", "2", "--test", "0",
@@ -214,15 +207,15 @@ def main():
         clean, clean2 = f"{work}/clean", f"{work}/clean2"
         for r, tag in ((clean, "clean"), (clean2, "clean2")):
             rc_clean = start_run(work, r, tag).wait(300)
-            check(rc_clean == 0, f"undisturbed run {tag} exits 0 (rc {rc_clean})")
+            check_ok(rc_clean == 0, f"undisturbed run {tag} exits 0 (rc {rc_clean})")
         final = f"checkpoints/step-{STEPS:08d}.safetensors"
-        check(losses(clean) == losses(clean2) and len(losses(clean)) == STEPS
-              and filecmp.cmp(f"{clean}/{final}", f"{clean2}/{final}", shallow=False),
-              "two undisturbed runs are reproducible: the same loss at every step, bit-identical final weights")
+        check_ok(losses(clean) == losses(clean2) and len(losses(clean)) == STEPS
+                 and filecmp.cmp(f"{clean}/{final}", f"{clean2}/{final}", shallow=False),
+                 "two undisturbed runs are reproducible: the same loss at every step, bit-identical final weights")
         # ---- the attacked run ----
         run = f"{work}/attacked"
         p = start_run(work, run, "attacked")
-        check(wait_step(run, 12, p), "attacked run: training started (baseline memory after the first checkpoint)")
+        check_ok(wait_step(run, 12, p), "attacked run: training started (baseline memory after the first checkpoint)")
         pids0 = stage_pids(run)
         base = {n: vmrss_kb(pid) for n, pid in pids0.items()}
         peak = dict(base)
@@ -245,17 +238,17 @@ def main():
         # run (an unloaded machine can finish the 60 steps during the attack), never died: train.sh
         # logs every death ("NAME died (status N)") before restarting the stage.
         deaths = [l.strip() for l in open(f"{work}/train-attacked.out") if " died (status " in l]
-        check(all(pids1.get(n) in (pid, None) for n, pid in pids0.items()) and not deaths,
+        check_ok(all(pids1.get(n) in (pid, None) for n, pid in pids0.items()) and not deaths,
               f"every stage survived the attack ({sorted(pids0)}; deaths: {deaths})")
         for n in sorted(base):
-            check(peak[n] <= base[n] + 96 * 1024, f"{n}: resident memory bounded ({base[n] // 1024} MB -> peak {peak[n] // 1024} MB)")
-        check(stats.get("case_answer") == "volume", f"loader still serves a validation case after the attack ({stats.get('case_answer')})")
-        check(stats.get("exporter_answer", (None,))[0] in ("checkpoint", "error"),
+            check_ok(peak[n] <= base[n] + 96 * 1024, f"{n}: resident memory bounded ({base[n] // 1024} MB -> peak {peak[n] // 1024} MB)")
+        check_ok(stats.get("case_answer") == "volume", f"loader still serves a validation case after the attack ({stats.get('case_answer')})")
+        check_ok(stats.get("exporter_answer", (None,))[0] in ("checkpoint", "error"),
               f"exporter still answers `latest_checkpoint` after the attack ({stats.get('exporter_answer')})")
         rc = p.wait(300)
-        check(rc == 0, f"attacked run exits 0 (rc {rc})")
+        check_ok(rc == 0, f"attacked run exits 0 (rc {rc})")
         out = open(f"{work}/train-attacked.out").read()
-        check(" died" not in out, "no stage died or was restarted during the attacked run")
+        check_ok(" died" not in out, "no stage died or was restarted during the attacked run")
         logs = {n: open(f"{run}/logs/{n}.log", errors="replace").read() for n in ("loader", "trainer", "exporter")}
         pat = re.compile(r"^W: \w+: .*(reject|dropp|bad|malformed|invalid|ignored|not )", re.M | re.I)
         total = 0
@@ -263,26 +256,25 @@ def main():
             lines = pat.findall(text)
             total += len(lines)
             sample_line = next((l for l in text.splitlines() if pat.match(l)), "")
-            check(len(lines) > 0 and ("local" in sample_line or "ipc" in sample_line or "peer" in sample_line or re.search(r"W: \w+: \S+: ", sample_line)),
+            check_ok(len(lines) > 0 and ("local" in sample_line or "ipc" in sample_line or "peer" in sample_line or re.search(r"W: \w+: \S+: ", sample_line)),
                   f"{n} logged {len(lines)} rejections naming the peer, e.g. {sample_line[:110]!r}")
         print(f"messages rejected (log lines): {total}")
         # ---- results unchanged ----
         a, b = losses(clean), losses(run)
         diff = [s for s in a if a[s] != b.get(s)][:3]
-        check(a == b and len(a) == STEPS, f"trainer loss identical at every step with and without the attack ({len(b)} steps; first diffs {diff})")
-        check(os.path.exists(f"{run}/{final}") and filecmp.cmp(f"{clean}/{final}", f"{run}/{final}", shallow=False),
+        check_ok(a == b and len(a) == STEPS, f"trainer loss identical at every step with and without the attack ({len(b)} steps; first diffs {diff})")
+        check_ok(os.path.exists(f"{run}/{final}") and filecmp.cmp(f"{clean}/{final}", f"{run}/{final}", shallow=False),
               f"final weights ({final}) bit-identical with and without the attack")
         # the exporter keeps the 3 newest steps (+ best, which follows the Dice): compare those
         ck_a = sorted(f for f in os.listdir(f"{clean}/checkpoints") if f.endswith(".ckpt") and f.startswith("step-"))[-3:]
         ck_b = sorted(f for f in os.listdir(f"{run}/checkpoints") if f.endswith(".ckpt") and f.startswith("step-"))[-3:]
-        check(ck_a == ck_b and f"step-{STEPS:08d}.ckpt" in ck_b, f"the same newest checkpoints landed ({ck_b} vs {ck_a})")
-        if FAIL:
+        check_ok(ck_a == ck_b and f"step-{STEPS:08d}.ckpt" in ck_b, f"the same newest checkpoints landed ({ck_b} vs {ck_a})")
+        if failures():
             for n in ("trainer", "exporter", "loader"):
                 print(f"--- {n}.log\n" + "".join(open(f"{run}/logs/{n}.log", errors="replace").readlines()[-8:]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{PASS} passed, {FAIL} failed")
-    return 1 if FAIL else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -18,27 +18,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tests", "oracle"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from srmtest import ROOT, check_ok, summary
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "oracle"))
 
 import mamba_torch  # noqa: E402
 from mamba_torch import MambaV3, order_forward, order_reverse, order_slices, selective_scan  # noqa: E402
 from safetensors_read import read_safetensors  # noqa: E402
 from segresmamba_torch import pad_or_crop_to  # noqa: E402
 
-passed = failed = 0
 torch.manual_seed(7)
 DT = torch.float64
-
-
-def check(ok, label, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok   {label}")
-    else:
-        failed += 1
-        print(f"FAIL {label} {detail}")
 
 
 def rel(a, b):
@@ -76,39 +67,39 @@ def test_scan():
         mamba_torch.SCAN_CHUNK = chunk
         got = selective_scan(u, delta, A, Bm, Cm, D, z, bias)
         e = rel(got, want)
-        check(e < 1e-12, f"sequential scan == closed form (chunk {chunk}): rel {e:.2e}")
+        check_ok(e < 1e-12, f"sequential scan == closed form (chunk {chunk}): rel {e:.2e}")
     mamba_torch.SCAN_CHUNK = saved
     # B = 0 leaves y = D*u (style.md §7.5 known value), gated.
     got = selective_scan(u, delta, A, torch.zeros_like(Bm), Cm, D, z, bias)
     e = rel(got, D[None, :, None] * u * F.silu(z))
-    check(e < 1e-15, f"scan with B=0 gives D*u*silu(z): rel {e:.2e}")
+    check_ok(e < 1e-15, f"scan with B=0 gives D*u*silu(z): rel {e:.2e}")
 
 
 def test_orders():
     for L, n in ((24, 4), (64, 8), (30, 5), (12, 1), (12, 12)):
         x = torch.arange(L)
         want = torch.stack(x.chunk(n, dim=-1), dim=-1).flatten()      # chunk, then interleave
-        check(torch.equal(order_slices(L, n), want), f"inter-slice order L={L} n={n} == chunk+stack")
+        check_ok(torch.equal(order_slices(L, n), want), f"inter-slice order L={L} n={n} == chunk+stack")
         for name, p in (("forward", order_forward(L)), ("reverse", order_reverse(L)),
                         ("slices", order_slices(L, n))):
             v = torch.randn(3, L)
             g = v[:, p]
             back = torch.empty_like(g)
             back[:, p] = g
-            check(torch.equal(back, v) and sorted(p.tolist()) == list(range(L)),
-                  f"{name} order L={L} is a permutation undone by the un-permute")
-    check(torch.equal(order_reverse(10), torch.arange(10).flip(0)), "reverse order == flip")
+            check_ok(torch.equal(back, v) and sorted(p.tolist()) == list(range(L)),
+                     f"{name} order L={L} is a permutation undone by the un-permute")
+    check_ok(torch.equal(order_reverse(10), torch.arange(10).flip(0)), "reverse order == flip")
     # n = D: scanned run j..j+D-1 walks through the D slices at one (h, w).
     Dd, Hh, Ww = 4, 3, 2
     p = order_slices(Dd * Hh * Ww, Dd)
     dpos = torch.div(p[:Dd], Hh * Ww, rounding_mode="floor")
-    check(torch.equal(dpos, torch.arange(Dd)) and int(p[Dd]) == 1,
-          "nslices = D: first D scanned tokens are voxel (d, 0, 0) for d = 0..D-1")
+    check_ok(torch.equal(dpos, torch.arange(Dd)) and int(p[Dd]) == 1,
+             "nslices = D: first D scanned tokens are voxel (d, 0, 0) for d = 0..D-1")
     try:
         order_slices(10, 4)
-        check(False, "L % nslices != 0 is refused")
+        check_ok(False, "L % nslices != 0 is refused")
     except ValueError:
-        check(True, "L % nslices != 0 is refused")
+        check_ok(True, "L % nslices != 0 is refused")
 
 
 def test_causal_conv():
@@ -119,18 +110,18 @@ def test_causal_conv():
     xp = F.pad(x, [3, 0])                                              # zero history
     want = b[None, :, None] + sum(w[None, :, i, None] * xp[:, :, i:i + 11] for i in range(4))
     e = rel(got, F.silu(want))
-    check(e < 1e-14, f"conv1d padding 3 truncated == causal 4-tap sum: rel {e:.2e}")
+    check_ok(e < 1e-14, f"conv1d padding 3 truncated == causal 4-tap sum: rel {e:.2e}")
 
 
 def test_pad_crop_upsample():
     x = torch.arange(4 * 4 * 4, dtype=DT).reshape(1, 1, 4, 4, 4)
     y = pad_or_crop_to(x, (3, 4, 5))
-    check(torch.equal(y[0, 0, :, :, 4], torch.zeros(3, 4, dtype=DT))
-          and torch.equal(y[0, 0, :, :, :4], x[0, 0, 1:, :, :]),
-          "pad/crop: D 4->3 crops the first slice, W 4->5 pads one zero at the high end")
+    check_ok(torch.equal(y[0, 0, :, :, 4], torch.zeros(3, 4, dtype=DT))
+             and torch.equal(y[0, 0, :, :, :4], x[0, 0, 1:, :, :]),
+             "pad/crop: D 4->3 crops the first slice, W 4->5 pads one zero at the high end")
     y = pad_or_crop_to(x, (6, 2, 4))
-    check(torch.equal(y[0, 0, 1:5, :, :], x[0, 0, :, 1:3, :]) and float(y[0, 0, 0].abs().sum()) == 0,
-          "pad/crop: +2 pads one each side, -2 crops one each side")
+    check_ok(torch.equal(y[0, 0, 1:5, :, :], x[0, 0, :, 1:3, :]) and float(y[0, 0, 0].abs().sum()) == 0,
+             "pad/crop: +2 pads one each side, -2 crops one each side")
     v = torch.randn(1, 1, 5, dtype=DT)
     up = F.interpolate(v[..., None, None].expand(1, 1, 5, 1, 1).contiguous(), scale_factor=2,
                        mode="trilinear", align_corners=False)[0, 0, :, 0, 0]
@@ -139,7 +130,7 @@ def test_pad_crop_upsample():
     for k in range(5):
         want[2 * k] = 0.25 * s[max(k - 1, 0)] + 0.75 * s[k]
         want[2 * k + 1] = 0.75 * s[k] + 0.25 * s[min(k + 1, 4)]
-    check(rel(up, want) < 1e-15, "trilinear x2 weights 1/4, 3/4 with clamped edges (§4.4)")
+    check_ok(rel(up, want) < 1e-15, "trilinear x2 weights 1/4, 3/4 with clamped edges (§4.4)")
 
 
 def test_safetensors():
@@ -157,15 +148,15 @@ def test_safetensors():
         with open(path, "wb") as f:
             f.write(blob)
         t, meta = read_safetensors(path)
-        check(np.array_equal(t["a"], a) and np.array_equal(t["b"], b) and meta == {"format": "pt"},
-              "safetensors reader round-trips a hand-written file")
+        check_ok(np.array_equal(t["a"], a) and np.array_equal(t["b"], b) and meta == {"format": "pt"},
+                 "safetensors reader round-trips a hand-written file")
         with open(path, "wb") as f:
             f.write(blob[:-4])
         try:
             read_safetensors(path)
-            check(False, "safetensors reader rejects a truncated file")
+            check_ok(False, "safetensors reader rejects a truncated file")
         except ValueError as e:
-            check("t.safetensors" in str(e), f"safetensors reader rejects a truncated file ({e})")
+            check_ok("t.safetensors" in str(e), f"safetensors reader rejects a truncated file ({e})")
 
 
 if __name__ == "__main__":
@@ -174,5 +165,4 @@ if __name__ == "__main__":
     test_causal_conv()
     test_pad_crop_upsample()
     test_safetensors()
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    sys.exit(summary())

@@ -11,7 +11,6 @@ $BUILD/tools/reorient_write reads the file, reorients it to RAS and writes it. W
   * with --back (to RAS and back) the file has the original affine and the original array.
 One line per file, then "N passed, N failed".
 """
-import glob
 import os
 import subprocess
 import sys
@@ -20,19 +19,20 @@ import tempfile
 import nibabel as nib
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.environ.get("BUILD", "build")
-TOOL = os.path.join(BUILD if os.path.isabs(BUILD) else os.path.join(REPO, BUILD), "tools", "reorient_write")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from srmtest import ROOT, BUILD, check, check_ok, summary
+
+TOOL = os.path.join(BUILD, "tools", "reorient_write")
 
 
 def inputs():
-    good = os.path.join(REPO, "tests", "corpus", "good")
+    good = os.path.join(ROOT, "tests", "corpus", "good")
     names = ["dtype_float32.nii", "dtype_int16_lps.nii.gz", "orient_psr_float32.nii.gz",
              "orient_oblique_sform.nii", "orient_oblique_qform.nii.gz", "qform_only_qfac_neg.nii.gz",
              "no_xform_pixdim_only.nii", "nifti2_int16_oblique.nii.gz", "msd_4d_4ch_float32.nii.gz",
              "scaled_int16_slope_inter.nii.gz", "big_endian_int16.nii"]
     files = [os.path.join(good, n) for n in names]
-    for root in (os.path.join(REPO, "..", "shared", "data"), "/work/shared/data"):
+    for root in (os.path.join(ROOT, "..", "shared", "data"), "/work/shared/data"):
         if os.path.isdir(root):  # one LAS MR, one LPS MR, one RAS CT
             files += [os.path.join(root, "mri-tumour-3", "imagesTr", "breast1.nii.gz"),
                       os.path.join(root, "mri-tumour-3", "imagesTr", "brain2.nii.gz"),
@@ -41,7 +41,8 @@ def inputs():
     return files
 
 
-def check(path, tmp):
+def problems(path, tmp):
+    """What is wrong with reorient_write's output for the file at path ([] when nothing)."""
     bad = []
     orig = nib.load(path)
     odata = orig.get_fdata(dtype=np.float64).astype(np.float32)
@@ -92,25 +93,17 @@ def check(path, tmp):
 
 def main():
     if not os.access(TOOL, os.X_OK):
-        print(f"FAIL {TOOL} not built")
-        print("0 passed, 1 failed")
-        return 1
-    passed = failed = 0
+        check(False, f"{TOOL} not built")
+        return summary()
     with tempfile.TemporaryDirectory() as tmp:
         for f in inputs():
             try:
-                bad = check(f, tmp)
+                bad = problems(f, tmp)
             except Exception as e:
                 bad = [f"{type(e).__name__}: {e}"]
             name = os.path.basename(f)
-            if bad:
-                failed += 1
-                print(f"FAIL {name}: " + "; ".join(bad))
-            else:
-                passed += 1
-                print(f"ok   {name}")
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+            check_ok(not bad, name if not bad else f"{name}: " + "; ".join(bad))
+    return summary()
 
 
 if __name__ == "__main__":

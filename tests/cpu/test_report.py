@@ -15,19 +15,11 @@ Prints "N passed, N failed". Needs $BIN/srm-report and /usr/bin/python3 with nib
 """
 import json, math, os, shutil, struct, subprocess, sys, tempfile, zlib
 import nibabel as nib, numpy as np
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from srmtest import BIN, check_ok, summary
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.join(ROOT, os.environ.get("BIN", "bin"))
 REPORT = os.path.join(BIN, "srm-report")
-PASS = FAIL = 0
 T0 = 1_800_000_000.25
-
-
-def check(cond, what):
-    global PASS, FAIL
-    PASS += bool(cond)
-    FAIL += not cond
-    print("ok  " if cond else "FAIL", what)
 
 
 def read_png(path):
@@ -115,9 +107,8 @@ def make_dataset(d, shape, affine):
 
 def main():
     if not os.access(REPORT, os.X_OK):
-        print(f"{REPORT} not built")
-        print("0 passed, 1 failed")
-        return 1
+        check_ok(False, f"{REPORT} not built")
+        return summary()
     tmp = tempfile.mkdtemp(prefix="test_report_")
     try:
         run = os.path.join(tmp, "run")
@@ -136,41 +127,41 @@ def main():
         out = os.path.join(tmp, "out")
         p = subprocess.run([REPORT, run, "--out", out, "--max-overlays", "0"], capture_output=True, text=True, timeout=60)
         md = p.stdout
-        check(p.returncode == 0, f"srm-report exits 0 on a good run (rc {p.returncode}: {p.stderr.strip()[:200]})")
-        check("## Time to Dice (dice_WT)" in md, "the default key is dice_WT for region runs")
+        check_ok(p.returncode == 0, f"srm-report exits 0 on a good run (rc {p.returncode}: {p.stderr.strip()[:200]})")
+        check_ok("## Time to Dice (dice_WT)" in md, "the default key is dice_WT for region runs")
         # evaluation at step 100 finished 150.5 s after started_at; the trainer reported step 100 at 130 s
-        check("| 0.70 | 150.5 | 100 | 130.0 |" in md, "0.7 first reached at 150.5 s, step 100 (trainer 130.0 s)")
-        check("| 0.80 | 260.0 | 200 | 230.0 |" in md, "0.8 first reached at 260.0 s, step 200")
-        check("| 0.85 | not reached | | |" in md, "0.85 not reached")
-        check("step 300, 340.0 s after the start" in md, "the final evaluation is the marked one with the highest step")
-        check("| p1 | 0.8300 | 0.7000 | 0.6100 | 0.7133 |" in md, "per-case row p1 of the final evaluation")
-        check("| p2 | 0.8500 | 0.7200 | n/a | 0.7850 |" in md, "per-case row p2 with a null ET as n/a")
-        check("| **mean** | 0.8400 | 0.7100 | 0.6100 |" in md, "per-class means of the final evaluation")
-        check("ET 1" in md, "the undefined count is reported")
-        check(str(os.path.join(run, "started_at")) in md, "the table names its time origin")
+        check_ok("| 0.70 | 150.5 | 100 | 130.0 |" in md, "0.7 first reached at 150.5 s, step 100 (trainer 130.0 s)")
+        check_ok("| 0.80 | 260.0 | 200 | 230.0 |" in md, "0.8 first reached at 260.0 s, step 200")
+        check_ok("| 0.85 | not reached | | |" in md, "0.85 not reached")
+        check_ok("step 300, 340.0 s after the start" in md, "the final evaluation is the marked one with the highest step")
+        check_ok("| p1 | 0.8300 | 0.7000 | 0.6100 | 0.7133 |" in md, "per-case row p1 of the final evaluation")
+        check_ok("| p2 | 0.8500 | 0.7200 | n/a | 0.7850 |" in md, "per-case row p2 with a null ET as n/a")
+        check_ok("| **mean** | 0.8400 | 0.7100 | 0.6100 |" in md, "per-class means of the final evaluation")
+        check_ok("ET 1" in md, "the undefined count is reported")
+        check_ok(str(os.path.join(run, "started_at")) in md, "the table names its time origin")
 
         p = subprocess.run([REPORT, run, "--out", out, "--max-overlays", "0", "--key", "mean_dice",
                             "--thresholds", "0.6,0.99"], capture_output=True, text=True, timeout=60)
         # mean_dice at step 100 = mean(0.71,0.59,0.49,0.73,0.61) = 0.626; at step 50 0.396
-        check(p.returncode == 0 and "| 0.60 | 150.5 | 100 |" in p.stdout and "| 0.99 | not reached" in p.stdout,
-              "--key mean_dice --thresholds 0.6,0.99")
+        check_ok(p.returncode == 0 and "| 0.60 | 150.5 | 100 |" in p.stdout and "| 0.99 | not reached" in p.stdout,
+                 "--key mean_dice --thresholds 0.6,0.99")
 
         os.rename(os.path.join(run, "started_at"), os.path.join(run, "started_at.off"))
         p = subprocess.run([REPORT, run, "--out", out, "--max-overlays", "0"], capture_output=True, text=True, timeout=60)
         # first line: trainer step 10 at T0 + 40 -> every time shifts by 40 s
-        check(p.returncode == 0 and "| 0.70 | 110.5 | 100 | 90.0 |" in p.stdout and "first line of metrics.jsonl" in p.stdout,
-              "without started_at the first metrics line is time zero")
+        check_ok(p.returncode == 0 and "| 0.70 | 110.5 | 100 | 90.0 |" in p.stdout and "first line of metrics.jsonl" in p.stdout,
+                 "without started_at the first metrics line is time zero")
         os.rename(os.path.join(run, "started_at.off"), os.path.join(run, "started_at"))
 
         # ---- 2. pictures ----------------------------------------------------------------------------
         try:
             w, h, rows = read_png(os.path.join(out, "dice_vs_time.png"))
-            check((w, h) == (900, 480 + 14 + 6), f"dice_vs_time.png is 900x500 ({w}x{h})")
+            check_ok((w, h) == (900, 480 + 14 + 6), f"dice_vs_time.png is 900x500 ({w}x{h})")
             cs = colours(rows)
-            check(bytes((230, 25, 75)) in cs and bytes((60, 180, 75)) in cs and bytes((0, 130, 200)) in cs,
-                  "dice_vs_time.png draws WT, TC and ET in their colours")
+            check_ok(bytes((230, 25, 75)) in cs and bytes((60, 180, 75)) in cs and bytes((0, 130, 200)) in cs,
+                     "dice_vs_time.png draws WT, TC and ET in their colours")
         except Exception as e:   # noqa: BLE001 -- any decoding problem is a failure of the picture
-            check(False, f"dice_vs_time.png decodes: {e}")
+            check_ok(False, f"dice_vs_time.png decodes: {e}")
 
         shape, sp = (40, 48, 32), (1.0, 1.0, 2.0)
         aff = np.diag(sp + (1.0,))
@@ -185,34 +176,34 @@ def main():
         nib.save(nib.Nifti1Image(pred, bad), os.path.join(run, "predictions", "bad.nii.gz"))
         p = subprocess.run([REPORT, run, "--out", out, "--dataset", ds, "--window", "0,200"],
                            capture_output=True, text=True, timeout=60)
-        check(p.returncode == 1, f"exit status 1 when one overlay is refused (rc {p.returncode})")
-        check("bad.nii.gz" in p.stderr and "affine" in p.stderr, f"the refusal names the file and the affine: {p.stderr.strip()[:200]}")
-        check(not os.path.exists(os.path.join(out, "overlay_bad.png")), "no picture for the misaligned prediction")
+        check_ok(p.returncode == 1, f"exit status 1 when one overlay is refused (rc {p.returncode})")
+        check_ok("bad.nii.gz" in p.stderr and "affine" in p.stderr,
+                 f"the refusal names the file and the affine: {p.stderr.strip()[:200]}")
+        check_ok(not os.path.exists(os.path.join(out, "overlay_bad.png")), "no picture for the misaligned prediction")
         try:
             w, h, rows = read_png(os.path.join(out, "overlay_good.png"))
             mm = max(n * s for n, s in zip(shape, sp)) / 320
             pw = [math.ceil(shape[0] * sp[0] / mm), math.ceil(shape[0] * sp[0] / mm), math.ceil(shape[1] * sp[1] / mm)]
             ph = [math.ceil(shape[1] * sp[1] / mm), math.ceil(shape[2] * sp[2] / mm), math.ceil(shape[2] * sp[2] / mm)]
-            check((w, h) == (8 + sum(pw) + 3 * 8, 40 + max(ph) + 34), f"overlay_good.png size {w}x{h}")
+            check_ok((w, h) == (8 + sum(pw) + 3 * 8, 40 + max(ph) + 34), f"overlay_good.png size {w}x{h}")
             cs = colours(rows)
             fill = bytes(int(128 * 0.55 + c * 0.45 + 0.5) for c in (60, 180, 75))
-            check(bytes((230, 25, 75)) in cs, "reference outline of label 1 in its colour")
-            check(fill in cs, "prediction label 2 blended over grey 128")
-            check(bytes((128, 128, 128)) in cs, "windowed grey body (100 in 0..200 -> 128)")
-            check(bytes((0, 130, 200)) not in cs, "no colour of label 3, which is absent")
+            check_ok(bytes((230, 25, 75)) in cs, "reference outline of label 1 in its colour")
+            check_ok(fill in cs, "prediction label 2 blended over grey 128")
+            check_ok(bytes((128, 128, 128)) in cs, "windowed grey body (100 in 0..200 -> 128)")
+            check_ok(bytes((0, 130, 200)) not in cs, "no colour of label 3, which is absent")
         except Exception as e:   # noqa: BLE001
-            check(False, f"overlay_good.png decodes: {e}")
-        check("overlay_good.png" in p.stdout, "the markdown lists the overlay")
+            check_ok(False, f"overlay_good.png decodes: {e}")
+        check_ok("overlay_good.png" in p.stdout, "the markdown lists the overlay")
 
         with open(os.path.join(run, "metrics.jsonl"), "a") as f:
             f.write('{"step": 1, "wall_time"\n')
         p = subprocess.run([REPORT, run, "--out", out, "--max-overlays", "0"], capture_output=True, text=True, timeout=60)
         n = len(lines) + 1
-        check(p.returncode == 1 and f"metrics.jsonl:{n}" in p.stderr, f"a malformed line is named: {p.stderr.strip()[:160]}")
+        check_ok(p.returncode == 1 and f"metrics.jsonl:{n}" in p.stderr, f"a malformed line is named: {p.stderr.strip()[:160]}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{PASS} passed, {FAIL} failed")
-    return 1 if FAIL else 0
+    return summary()
 
 
 if __name__ == "__main__":

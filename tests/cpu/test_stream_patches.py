@@ -12,9 +12,8 @@ Run with /usr/bin/python3 (pyzmq, msgpack, numpy); binaries from $BIN (default b
 import json, os, signal, subprocess, sys, tempfile, time
 import msgpack, numpy as np, zmq
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from srmtest import check, summary
+from srmtest import ROOT, check, summary
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "..", "shared", "data", "brats2013-6")
 if not os.path.isdir(DATA):
     DATA = "/work/shared/data/brats2013-6"
