@@ -77,3 +77,41 @@ const char *test_tmpdir(const char *tag)
     if (!mkdtemp(path)) DIE("mkdtemp %s failed", path);
     return path;
 }
+
+double *test_uniform(rng_t *r, size_t n, double lo, double hi)
+{
+    double *v = xmalloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) v[i] = (float)(lo + (hi - lo) * rng_uniform(r));
+    return v;
+}
+
+float *test_to_float(const double *v, size_t n)
+{
+    float *f = xmalloc(n * sizeof *f);
+    for (size_t i = 0; i < n; i++) f[i] = (float)v[i];
+    return f;
+}
+
+double test_dot(const double *a, const double *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+uint16_t test_f2bf(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+float test_bf2f(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}

@@ -12,6 +12,8 @@ accumulated in double), which handles exactly-zero references.
 #define SRM_TEST_H
 #include <stdio.h>
 #include <stddef.h>
+#include <stdint.h>
+#include "rng.h"
 
 extern int tests_passed, tests_failed;
 
@@ -42,6 +44,16 @@ typedef double (*scalar_fn)(void *ctx, const double *x);
 int gradcheck(const char *label, scalar_fn f, void *ctx, double *x, size_t n,
               const double *grad_analytic, double eps, double rtol, double atol,
               size_t max_probe, unsigned long long seed);
+
+// n values uniform in [lo, hi), rounded to float so float and double runs see identical inputs
+// (malloc'd, the caller frees).
+double *test_uniform(rng_t *r, size_t n, double lo, double hi);
+float *test_to_float(const double *v, size_t n);                  // malloc'd float copy
+double test_dot(const double *a, const double *b, size_t n);
+
+// bf16 on the host, as the GPU rounds it: float -> bf16 to nearest even (NaN stays NaN), and back.
+uint16_t test_f2bf(float f);
+float test_bf2f(uint16_t h);
 
 // Make a fresh temp directory (mkdtemp under $TMPDIR or /tmp); returns a static-lifetime string.
 const char *test_tmpdir(const char *tag);

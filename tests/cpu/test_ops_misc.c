@@ -18,27 +18,8 @@ float64) computed them.
 #include <omp.h>
 
 // ----------------------------------------------------------------------------
-// helpers
+// helpers (test_uniform, test_to_float, test_dot: tests/test.h)
 
-// uniform in [lo, hi), rounded to float so float and double runs see identical inputs
-static double *rand_vec(rng_t *r, size_t n, double lo, double hi)
-{
-    double *v = xmalloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++) v[i] = (float)(lo + (hi - lo) * rng_uniform(r));
-    return v;
-}
-static float *to_f(const double *v, size_t n)
-{
-    float *f = xmalloc(n * sizeof *f);
-    for (size_t i = 0; i < n; i++) f[i] = (float)v[i];
-    return f;
-}
-static double dot(const double *a, const double *b, size_t n)
-{
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
 static size_t vol(const int d[3]) { return (size_t)d[0] * d[1] * d[2]; }
 
 // ----------------------------------------------------------------------------
@@ -50,7 +31,7 @@ static double up_loss(void *ctx, const double *unused)
     (void)unused;
     up_t *c = ctx;
     upsample_trilinear2x_forward_cpu_f64(c->y, c->x, c->N, c->C, c->in);
-    return dot(c->g, c->y, (size_t)c->N * c->C * 8 * vol(c->in));
+    return test_dot(c->g, c->y, (size_t)c->N * c->C * 8 * vol(c->in));
 }
 
 static void up_case(int N, int C, int D, int H, int W, unsigned long long seed)
@@ -60,7 +41,7 @@ static void up_case(int N, int C, int D, int H, int W, unsigned long long seed)
     up_t c = { .N = N, .C = C, .in = { D, H, W } };
     size_t nx = (size_t)N * C * vol(c.in), ny = 8 * nx;
     rng_t r = rng_seed(seed);
-    c.x = rand_vec(&r, nx, -1, 1); c.g = rand_vec(&r, ny, -1, 1); c.y = xmalloc(ny * 8);
+    c.x = test_uniform(&r, nx, -1, 1); c.g = test_uniform(&r, ny, -1, 1); c.y = xmalloc(ny * 8);
     double *dx = xcalloc(nx, 8);
     upsample_trilinear2x_backward_cpu_f64(dx, c.g, N, C, c.in);
     EXPECT(gradcheck(lab, up_loss, &c, c.x, nx, dx, 1e-3, 1e-8, 1e-12, 400, seed + 1), "%s", lab);
@@ -72,11 +53,11 @@ static void up_case(int N, int C, int D, int H, int W, unsigned long long seed)
     for (size_t i = 0; i < nx; i++) acc &= fabs(dx2[i] - 2 * dx[i]) <= 1e-13 * (1 + fabs(dx[i]));
     EXPECT(acc, "upsample backward accumulates");
 
-    float *xf = to_f(c.x, nx), *gf = to_f(c.g, ny), *yf = xmalloc(ny * 4), *dxf = xcalloc(nx, 4);
+    float *xf = test_to_float(c.x, nx), *gf = test_to_float(c.g, ny), *yf = xmalloc(ny * 4), *dxf = xcalloc(nx, 4);
     upsample_trilinear2x_forward_cpu(yf, xf, N, C, c.in);
     upsample_trilinear2x_backward_cpu(dxf, gf, N, C, c.in);
     up_loss(&c, NULL);
-    float *yw = to_f(c.y, ny), *dxw = to_f(dx, nx);
+    float *yw = test_to_float(c.y, ny), *dxw = test_to_float(dx, nx);
     EXPECT(tensor_close("f32 y", yf, yw, ny, 1e-6, 1e-8) && tensor_close("f32 dx", dxf, dxw, nx, 1e-6, 1e-8),
            "upsample float matches double");
     free(xf); free(gf); free(yf); free(dxf); free(yw); free(dxw);
@@ -164,7 +145,7 @@ static void padcrop_case(void)
     const int N = 2, C = 3, in[3] = { 3, 4, 5 }, out[3] = { 5, 3, 4 }, off[3] = { -1, 1, 0 };
     size_t nx = (size_t)N * C * vol(in), ny = (size_t)N * C * vol(out);
     rng_t r = rng_seed(31);
-    double *x = rand_vec(&r, nx, -1, 1), *u = rand_vec(&r, ny, -1, 1), *y = xmalloc(ny * 8);
+    double *x = test_uniform(&r, nx, -1, 1), *u = test_uniform(&r, ny, -1, 1), *y = xmalloc(ny * 8);
     double *dx = xcalloc(nx, 8);
     pad_crop3d_forward_cpu_f64(y, x, N, C, in, out, off);
     pad_crop3d_backward_cpu_f64(dx, u, N, C, in, out, off);
@@ -177,9 +158,9 @@ static void padcrop_case(void)
         ok &= y[(((size_t)q * out[0] + d) * out[1] + h) * out[2] + w] == want;
     }
     EXPECT(ok, "pad/crop forward follows y[p] = x[p + off]");
-    double lhs = dot(y, u, ny), rhs = dot(x, dx, nx);
+    double lhs = test_dot(y, u, ny), rhs = test_dot(x, dx, nx);
     EXPECT(fabs(lhs - rhs) <= 1e-13 * (1 + fabs(lhs)), "pad/crop backward is the adjoint: %.15g vs %.15g", lhs, rhs);
-    float *xf = to_f(x, nx), *yf = xmalloc(ny * 4), *yw = to_f(y, ny);
+    float *xf = test_to_float(x, nx), *yf = xmalloc(ny * 4), *yw = test_to_float(y, ny);
     pad_crop3d_forward_cpu(yf, xf, N, C, in, out, off);
     EXPECT(!memcmp(yf, yw, ny * 4), "pad/crop float copy equals double");
     free(x); free(u); free(y); free(dx); free(xf); free(yf); free(yw);
@@ -274,7 +255,7 @@ static void loss_case(const char *name, loss_kind_t kind, int N, int K, size_t S
     uint8_t *labels = rand_labels(&r, N, S, kind == L_DICE_SIGMOID ? 5 : K, K > 2 ? 2 : -1);
     loss_t c = { .kind = kind, .N = N, .K = K, .S = S, .cfg = cfg, .reg = &reg, .lab = labels,
                  .scale = 0.7 };
-    c.logits = rand_vec(&r, n, -2, 2);
+    c.logits = test_uniform(&r, n, -2, 2);
     double *dl = xcalloc(n, 8);
     loss_bwd_d(&c, dl);
     snprintf(lab, sizeof lab, "%s dlogits", name);
@@ -287,7 +268,7 @@ static void loss_case(const char *name, loss_kind_t kind, int N, int K, size_t S
     for (size_t i = 0; i < n; i++) acc &= fabs(dl2[i] - 2 * dl[i]) <= 1e-13 * (1e-6 + fabs(dl[i]));
     EXPECT(acc, "%s: backward accumulates", name);
 
-    float *lf = to_f(c.logits, n), *dlf = xcalloc(n, 4), *dlw = to_f(dl, n);
+    float *lf = test_to_float(c.logits, n), *dlf = xcalloc(n, 4), *dlw = test_to_float(dl, n);
     double lf_loss = loss_fwd_f(&c, lf), ld_loss = loss_fwd_d(&c);
     loss_bwd_f(&c, dlf, lf);
     EXPECT(fabs(lf_loss - ld_loss) <= 1e-6 * fabs(ld_loss) && tensor_close("f32 dlogits", dlf, dlw, n, 1e-5, 1e-12),

@@ -15,29 +15,6 @@ softplus(30) == 30 and its threshold).
 #include <string.h>
 
 // ----------------------------------------------------------------------------
-// helpers
-
-// uniform in [lo, hi), rounded to float so float and double runs see identical inputs
-static double *rand_vec(rng_t *r, size_t n, double lo, double hi)
-{
-    double *v = xmalloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++) v[i] = (float)(lo + (hi - lo) * rng_uniform(r));
-    return v;
-}
-static float *to_f(const double *v, size_t n)
-{
-    float *f = xmalloc(n * sizeof *f);
-    for (size_t i = 0; i < n; i++) f[i] = (float)v[i];
-    return f;
-}
-static double dot(const double *a, const double *b, size_t n)
-{
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-// ----------------------------------------------------------------------------
 // norms
 
 typedef struct {
@@ -57,7 +34,7 @@ static double norm_loss(void *ctx, const double *unused)
     (void)unused;
     norm_t *c = ctx;
     norm_fwd(c);
-    return dot(c->g, c->y, (size_t)c->N * c->C * c->S);
+    return test_dot(c->g, c->y, (size_t)c->N * c->C * c->S);
 }
 
 // Variance of x (about 1.3) is far above eps, so eps does not dominate the FD.
@@ -67,10 +44,10 @@ static void norm_case(const char *name, int N, int C, int G, size_t S, unsigned 
     size_t n = (size_t)N * C * S, ns = (size_t)N * (G ? G : C);
     rng_t r = rng_seed(seed);
     norm_t c = { .N = N, .C = C, .G = G, .S = S };
-    c.x = rand_vec(&r, n, -1.5, 2.5);
-    c.g = rand_vec(&r, n, -1, 1);
-    c.gamma = rand_vec(&r, C, 0.5, 1.5);
-    c.beta = rand_vec(&r, C, -0.5, 0.5);
+    c.x = test_uniform(&r, n, -1.5, 2.5);
+    c.g = test_uniform(&r, n, -1, 1);
+    c.gamma = test_uniform(&r, C, 0.5, 1.5);
+    c.beta = test_uniform(&r, C, -0.5, 0.5);
     c.y = xmalloc(n * sizeof *c.y); c.mean = xmalloc(ns * sizeof *c.mean); c.rstd = xmalloc(ns * sizeof *c.rstd);
     norm_fwd(&c);
     double *dx = xcalloc(n, sizeof *dx), *dgam = xcalloc(C, sizeof *dgam), *dbet = xcalloc(C, sizeof *dbet);
@@ -97,7 +74,7 @@ static void norm_case(const char *name, int N, int C, int G, size_t S, unsigned 
     EXPECT(acc, "%s: backward accumulates", name);
 
     // float vs double
-    float *xf = to_f(c.x, n), *gf = to_f(c.g, n), *gamf = to_f(c.gamma, C), *betf = to_f(c.beta, C);
+    float *xf = test_to_float(c.x, n), *gf = test_to_float(c.g, n), *gamf = test_to_float(c.gamma, C), *betf = test_to_float(c.beta, C);
     float *yf = xmalloc(n * 4), *mf = xmalloc(ns * 4), *rf = xmalloc(ns * 4);
     float *dxf = xcalloc(n, 4), *dgf = xcalloc(C, 4), *dbf = xcalloc(C, 4);
     if (G) {
@@ -107,7 +84,7 @@ static void norm_case(const char *name, int N, int C, int G, size_t S, unsigned 
         instancenorm_forward_cpu(yf, mf, rf, xf, N, C, S, 1e-5);
         instancenorm_backward_cpu(dxf, gf, xf, mf, rf, N, C, S);
     }
-    float *yw = to_f(c.y, n), *dxw = to_f(dx, n), *dgw = to_f(dgam, C), *dbw = to_f(dbet, C);
+    float *yw = test_to_float(c.y, n), *dxw = test_to_float(dx, n), *dgw = test_to_float(dgam, C), *dbw = test_to_float(dbet, C);
     int fok = tensor_close("f32 y", yf, yw, n, 1e-5, 1e-7) &&
               tensor_close("f32 dx", dxf, dxw, n, 1e-5, 1e-7) &&
               (!G || (tensor_close("f32 dgamma", dgf, dgw, C, 1e-5, 1e-7) &&
@@ -138,7 +115,7 @@ static void norm_known(void)
     const int N = 2, C = 4;
     const size_t S = 3 * 5 * 7;
     rng_t r = rng_seed(9);
-    double *v = rand_vec(&r, (size_t)N * C * S, -2, 3), *a = xmalloc(N * C * S * 8), *b = xmalloc(N * C * S * 8);
+    double *v = test_uniform(&r, (size_t)N * C * S, -2, 3), *a = xmalloc(N * C * S * 8), *b = xmalloc(N * C * S * 8);
     double gam[4] = { 1, 1, 1, 1 }, bet[4] = { 0, 0, 0, 0 }, mm[8], rr[8], m2[8], r2[8];
     instancenorm_forward_cpu_f64(a, mm, rr, v, N, C, S, 1e-5);
     groupnorm_forward_cpu_f64(b, m2, r2, v, gam, bet, N, C, C, S, 1e-5);
@@ -246,7 +223,7 @@ static double act_loss(void *ctx, const double *unused)
     (void)unused;
     act_ctx_t *c = ctx;
     act_fwd_d(c->a, c->y, c->x, c->n);
-    return dot(c->g, c->y, c->n);
+    return test_dot(c->g, c->y, c->n);
 }
 
 static void act_case(act_t a, unsigned long long seed)
@@ -256,12 +233,12 @@ static void act_case(act_t a, unsigned long long seed)
     rng_t r = rng_seed(seed);
     act_ctx_t c = { .a = a, .n = n };
     // softplus over [-30, 30] crosses its threshold; keep FD probes off the kinks (0 for ReLU, 20)
-    c.x = rand_vec(&r, n, a == SOFTPLUS ? -30 : -6, a == SOFTPLUS ? 30 : 6);
+    c.x = test_uniform(&r, n, a == SOFTPLUS ? -30 : -6, a == SOFTPLUS ? 30 : 6);
     for (size_t i = 0; i < n; i++) {
         if (a == RELU && fabs(c.x[i]) < 1e-3) c.x[i] = 0.5;
         if (a == SOFTPLUS && fabs(c.x[i] - 20) < 1e-3) c.x[i] = 19.5;
     }
-    c.g = rand_vec(&r, n, -1, 1);
+    c.g = test_uniform(&r, n, -1, 1);
     c.y = xmalloc(n * sizeof *c.y);
     double *dx = xcalloc(n, sizeof *dx);
     act_bwd_d(a, dx, c.g, c.x, n);
@@ -275,11 +252,11 @@ static void act_case(act_t a, unsigned long long seed)
     for (size_t i = 0; i < n; i++) acc &= fabs(dx2[i] - 2 * dx[i]) <= 1e-14 * (1 + fabs(dx[i]));
     EXPECT(acc, "%s: backward accumulates", act_name[a]);
 
-    float *xf = to_f(c.x, n), *gf = to_f(c.g, n), *yf = xmalloc(n * 4), *dxf = xcalloc(n, 4);
+    float *xf = test_to_float(c.x, n), *gf = test_to_float(c.g, n), *yf = xmalloc(n * 4), *dxf = xcalloc(n, 4);
     act_fwd_f(a, yf, xf, n);
     act_bwd_f(a, dxf, gf, xf, n);
     act_fwd_d(a, c.y, c.x, n);
-    float *yw = to_f(c.y, n), *dxw = to_f(dx, n);
+    float *yw = test_to_float(c.y, n), *dxw = test_to_float(dx, n);
     EXPECT(tensor_close("f32 y", yf, yw, n, 1e-6, 1e-7) && tensor_close("f32 dx", dxf, dxw, n, 1e-6, 1e-7),
            "%s: float matches double", act_name[a]);
     free(xf); free(gf); free(yf); free(dxf); free(yw); free(dxw);

@@ -37,25 +37,10 @@ static double rtol_op(void) { return bf16 ? 1e-2 : 1e-5; }
 static double rtol_scan(void) { return bf16 ? 1e-2 : 1e-4; }
 static double rtol_layer(void) { return bf16 ? 2e-2 : 1e-4; }
 
-// ---- host bf16 rounding (nearest even) and device transfer -----------------------------
-static uint16_t f2bf(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-static float bf2f(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
+// ---- host bf16 rounding (test_f2bf / test_bf2f: tests/test.h) and device transfer ---------
 static void round_act(float *x, size_t n)
 {
-    if (bf16) for (size_t i = 0; i < n; i++) x[i] = bf2f(f2bf(x[i]));
+    if (bf16) for (size_t i = 0; i < n; i++) x[i] = test_bf2f(test_f2bf(x[i]));
 }
 static size_t asz(void) { return bf16 ? 2 : 4; }
 
@@ -78,7 +63,7 @@ static void *dev_act(const float *x, size_t n)
     void *d = gpu_malloc(g, n * asz() + 16, "test act");
     if (!bf16) { gpu_upload(g, d, x, n * 4); return d; }
     uint16_t *h = xmalloc(n * 2);
-    for (size_t i = 0; i < n; i++) h[i] = f2bf(x[i]);
+    for (size_t i = 0; i < n; i++) h[i] = test_f2bf(x[i]);
     gpu_upload(g, d, h, n * 2);
     free(h);
     return d;
@@ -95,7 +80,7 @@ static float *get_act(const void *d, size_t n)
     if (!bf16) { gpu_download(g, x, d, n * 4); return x; }
     uint16_t *h = xmalloc(n * 2);
     gpu_download(g, h, d, n * 2);
-    for (size_t i = 0; i < n; i++) x[i] = bf2f(h[i]);
+    for (size_t i = 0; i < n; i++) x[i] = test_bf2f(h[i]);
     free(h);
     return x;
 }

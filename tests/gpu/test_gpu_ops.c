@@ -34,26 +34,11 @@ static rng_t R;
 static double rtol(void) { return bf16_mode ? 1e-2 : 1e-5; }
 static const double ATOL = 1e-6;
 
-// ---- host bf16 rounding (round to nearest even), as the device does --------------------
-static uint16_t f2bf(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-static float bf2f(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
+// ---- host bf16 rounding as the device does (test_f2bf / test_bf2f: tests/test.h) --------
 static void round_act(float *x, size_t n)
 {
     if (bf16_mode)
-        for (size_t i = 0; i < n; i++) x[i] = bf2f(f2bf(x[i]));
+        for (size_t i = 0; i < n; i++) x[i] = test_bf2f(test_f2bf(x[i]));
 }
 
 // ---- host tensors ----------------------------------------------------------------------
@@ -120,7 +105,7 @@ static void *up_act(const float *h, size_t n)
         gpu_upload(g, d, h, n * 4);
     } else {
         uint16_t *t = xmalloc((n ? n : 1) * 2);
-        for (size_t i = 0; i < n; i++) t[i] = f2bf(h[i]);
+        for (size_t i = 0; i < n; i++) t[i] = test_f2bf(h[i]);
         gpu_upload(g, d, t, n * 2);
         free(t);
     }
@@ -140,7 +125,7 @@ static float *down_act(const void *d, size_t n)
     } else {
         uint16_t *t = xmalloc((n ? n : 1) * 2);
         gpu_download(g, t, d, n * 2);
-        for (size_t i = 0; i < n; i++) h[i] = bf2f(t[i]);
+        for (size_t i = 0; i < n; i++) h[i] = test_bf2f(t[i]);
         free(t);
     }
     return h;
@@ -636,7 +621,7 @@ static void check_adam(const char *name, int decoupled)
     uint16_t *p16 = xmalloc(n * 2);
     gpu_download(g, p16, p16_dev, n * 2);
     size_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad += p16[i] != f2bf(pg[i]);
+    for (size_t i = 0; i < n; i++) bad += p16[i] != test_f2bf(pg[i]);
     EXPECT(bad == 0, "%s: %zu of %zu bf16 weight copies differ from bf16(p)", name, bad, n);
     dfree_all();
     free(p); free(m); free(v); free(gr); free(pg); free(p16);
