@@ -58,6 +58,19 @@ def patch_batch(seq, p=16, classes=4):
                    ("positive", "u8", np.ones(1, np.uint8))])
 
 
+def offer_batches(push, n=3):
+    """Offer n patch batches without blocking; returns how many a connection queued (a peer
+    whose handshake failed has no connection, so 0)."""
+    sent = 0
+    for i in range(n):
+        try:
+            push.send_multipart(patch_batch(100 + i), zmq.NOBLOCK)
+            sent += 1
+        except zmq.Again:
+            pass
+    return sent
+
+
 def read_key(path):
     keys = {}
     for line in open(path):
@@ -171,13 +184,7 @@ def curve_checks(work):
             evil.append((kind, push, pull, dealer))
         time.sleep(1.0)
         for kind, push, pull, dealer in evil:
-            sent = 0
-            for i in range(3):
-                try:
-                    push.send_multipart(patch_batch(100 + i), zmq.NOBLOCK)
-                    sent += 1
-                except zmq.Again:
-                    pass
+            sent = offer_batches(push)
             try:
                 dealer.send_multipart(encode("request", {"what": "latest_checkpoint", "seq": 7}, []), zmq.NOBLOCK)
             except zmq.Again:
@@ -296,13 +303,7 @@ def chain_checks(work):
         pull.connect(vol)
         push.connect(pat)
         time.sleep(1.0)
-        sent = 0
-        for i in range(3):
-            try:
-                push.send_multipart(patch_batch(100 + i), zmq.NOBLOCK)
-                sent += 1
-            except zmq.Again:
-                pass
+        sent = offer_batches(push)
         check_ok(sent == 0, f"stranger PUSH: the consumer takes no batch ({sent} queued)")
         time.sleep(4.0)
         check_ok(pull.poll(100) == 0, "stranger PULL on the loader's volumes received nothing")
