@@ -348,23 +348,31 @@ void linear_forward_gpu(gpu_ctx_t *g, void *y, const void *x, const void *w, con
     }
 }
 
-void linear_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const void *dy,
-                         const void *x, const void *w, linear_shape_t s)
+// dx = dy W (into dx with beta dx_beta: 1 accumulates, 0 overwrites) and dw += dy^T x, with
+// A/B of type ab: the backward of the activation-typed linear and of the fp32 one share this.
+static void linear_backward_ab(gpu_ctx_t *g, gpu_dtype_t ab, float dx_beta, void *dx, float *dw,
+                               const void *dy, const void *x, const void *w, linear_shape_t s)
 {
     int64_t M = (int64_t)s.N * (int64_t)s.L;
     int64_t ldx = s.x_nstride ? (int64_t)s.x_nstride : s.Cin;
     int64_t ldy = s.y_nstride ? (int64_t)s.y_nstride : s.Cout;
     if (dx) {
-        gemm_key_t k = make_key(g, GK_DX, s.Cin, M, s.Cout, s.Cin, ldy, ldx, 0, w, dy, dx, 0);
-        run(g, get_plan(g, &k), w, dy, dx, 1.0f, NULL);
+        gemm_key_t k = make_key_t(ab, GK_DX, s.Cin, M, s.Cout, s.Cin, ldy, ldx, 0, w, dy, dx, 0);
+        run(g, get_plan(g, &k), w, dy, dx, dx_beta, NULL);
     }
     if (dw) {
-        gemm_key_t k = make_key(g, GK_DW, s.Cin, s.Cout, M, ldx, ldy, s.Cin, 1, x, dy, dw, 0);
+        gemm_key_t k = make_key_t(ab, GK_DW, s.Cin, s.Cout, M, ldx, ldy, s.Cin, 1, x, dy, dw, 0);
         run(g, get_plan(g, &k), x, dy, dw, 1.0f, NULL);
     }
+}
+
+void linear_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const void *dy,
+                         const void *x, const void *w, linear_shape_t s)
+{
+    linear_backward_ab(g, g->act, 1.0f, dx, dw, dy, x, w, s);
     if (db) {
-        ASSERT(ldy == s.Cout);
-        bias_grad_gpu(g, db, dy, (size_t)M, s.Cout);
+        ASSERT(s.y_nstride == 0 || s.y_nstride == (size_t)s.Cout);   // dense dy rows
+        bias_grad_gpu(g, db, dy, (size_t)s.N * s.L, s.Cout);
     }
 }
 
@@ -381,15 +389,5 @@ void linear_forward_f32out_gpu(gpu_ctx_t *g, float *y, const void *x, const void
 void linear_backward_f32_gpu(gpu_ctx_t *g, float *dx, float *dw, const float *dy, const float *x,
                              const float *w, linear_shape_t s)
 {
-    int64_t M = (int64_t)s.N * (int64_t)s.L;
-    int64_t ldx = s.x_nstride ? (int64_t)s.x_nstride : s.Cin;
-    int64_t ldy = s.y_nstride ? (int64_t)s.y_nstride : s.Cout;
-    if (dx) {
-        gemm_key_t k = make_key_t(GPU_F32, GK_DX, s.Cin, M, s.Cout, s.Cin, ldy, ldx, 1, w, dy, dx, 0);
-        run(g, get_plan(g, &k), w, dy, dx, 0.0f, NULL);
-    }
-    if (dw) {
-        gemm_key_t k = make_key_t(GPU_F32, GK_DW, s.Cin, s.Cout, M, ldx, ldy, s.Cin, 1, x, dy, dw, 0);
-        run(g, get_plan(g, &k), x, dy, dw, 1.0f, NULL);
-    }
+    linear_backward_ab(g, GPU_F32, 0.0f, dx, dw, dy, x, w, s);
 }

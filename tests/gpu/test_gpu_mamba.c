@@ -520,14 +520,12 @@ static double *to64(const float *x, size_t n)
 // may have, for the small gradients whose sums cancel (dt_proj of one direction) -- and for a
 // bias "X.b" with a weight "X.w", at least rt * the norm of the weight's gradient (a bias
 // gradient sums the same terms as the weight's and may cancel far below them: its rounding is
-// judged at the weight's scale, as if the two were one tensor). want: the reference gradients
-// (np of them).
+// judged at the weight's scale, as if the two were one tensor). want: the reference gradients,
+// grms: their RMS over all the layer's parameters.
 static double param_floor(const char *nm, size_t cnt, const pdesc_t *pd, int npd,
-                          const float *want, size_t np, double rt)
+                          const float *want, double grms, double rt)
 {
-    double ss = 0;
-    for (size_t i = 0; i < np; i++) ss += (double)want[i] * want[i];
-    double f = rt * sqrt(ss / (double)np) * sqrt((double)cnt);
+    double f = rt * grms * sqrt((double)cnt);
     const size_t n = strlen(nm);
     if (n < 3 || strcmp(nm + n - 2, ".b") != 0) return f;
     for (int i = 0; i < npd; i++)
@@ -607,12 +605,15 @@ static void test_layer_vs_double(int N, int C, size_t L, size_t ns)
     for (int i = 0; i < npd; i++)
         t[nt++] = (cmp_t){ pd[i].name, dpg + pd[i].off, dp64 + pd[i].off,
                                   dpc + pd[i].off, pd[i].n };
+    double gss = 0;
+    for (size_t i = 0; i < np; i++) gss += (double)dp64[i] * dp64[i];
+    const double grms = sqrt(gss / (double)np);
     for (int i = 0; i < nt; i++) {
         const double ecpu = relerr(t[i].f, t[i].b, t[i].cnt), e = relerr(t[i].a, t[i].b, t[i].cnt);
         const double tol = 4 * ecpu > rt ? 4 * ecpu : rt;
         char what[64];
         snprintf(what, sizeof what, "layer vs double %s", t[i].nm);
-        const double atol = i < 2 ? 1e-9 : param_floor(t[i].nm, t[i].cnt, pd, npd, dp64, np, rt);
+        const double atol = i < 2 ? 1e-9 : param_floor(t[i].nm, t[i].cnt, pd, npd, dp64, grms, rt);
         EXPECT(tensor_close(L_(what, N, C, L, extra), t[i].a, t[i].b, t[i].cnt, tol, atol),
                "%s (CPU float layer's own error %.2e)", lbl, ecpu);
         if (e > worst) { worst = e; worst_cpu = ecpu; worst_name = t[i].nm; }
