@@ -87,10 +87,22 @@ struct scan_k {
 };
 scan_k scan_kernel_args(const gpu_ctx_t *g, const scan_gpu_t *s);
 
+// Channels per block of the thread-per-channel scan kernels (forward summary and emit, adjoint
+// summary): E split into ceil(E / 128) blocks of equal width, a multiple of 32 -- 96 at E = 96
+// and 192, 128 at 384 and 768. One block of 768 threads per chunk left the small levels
+// (L = 64 / 512 -> 2 / 16 chunks) on a few SMs, MUFU-bound there.
+static inline int scan_block_width(int E)
+{
+    const int parts = (E + 127) / 128;
+    return ((E + parts - 1) / parts + 31) / 32 * 32;
+}
+
 // Workspace views (f32): S (ndir, N, nch, E) chunk sums of delta; big (ndir, N, nch, E, 16);
-// Dp, bp (ndir, N, nch, E) partial dD / ddelta_bias of each chunk.
-struct scan_ws { float *S, *big, *Dp, *bp; };
+// Dp, bp (ndir, N, nch, E) partial dD / ddelta_bias of each chunk; aux (scan_bwd_aux_bytes):
+// the backward's channel-split dB / dC partials, then its column sums over row ranges.
+struct scan_ws { float *S, *big, *Dp, *bp, *aux; };
 scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s);
+size_t scan_bwd_aux_bytes(const scan_gpu_t *s);
 
 // In place over buf (ndir, N, nch, E*16): per (dir, n, column), with a_c = exp(A * S[c, e]),
 // replaces the chunk-local values b_c by the carry INTO each chunk of h -> a_c h + b_c run over

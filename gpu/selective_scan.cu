@@ -60,7 +60,8 @@ size_t selective_scan_states_bytes(const scan_gpu_t *s)
 size_t selective_scan_workspace_bytes(const scan_gpu_t *s)
 {
     const size_t small = gpu_arena_round((size_t)s->ndir * s->N * nch_of(s) * s->E * sizeof(float));
-    return 3 * small + gpu_arena_round(selective_scan_states_bytes(s));
+    return 3 * small + gpu_arena_round(selective_scan_states_bytes(s)) +
+           gpu_arena_round(scan_bwd_aux_bytes(s));
 }
 
 scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s)
@@ -72,6 +73,7 @@ scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s)
     w.Dp = (float *)(p + small);
     w.bp = (float *)(p + 2 * small);
     w.big = (float *)(p + 3 * small);
+    w.aux = (float *)(p + 3 * small + gpu_arena_round(selective_scan_states_bytes(s)));
     return w;
 }
 
@@ -81,9 +83,13 @@ scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s)
 // EXACT is k.exact as a template argument (h27 v12): as a run-time flag every one of the 16
 // decays of a token carried a branch with convergence barriers (BSSY / BSYNC, ~4 issue slots
 // each), more issue than the MUFU work it guarded.
+// blockIdx.z: the channel block of eb = scan_block_width(E) channels. The chunk's (dt, dt u) are
+// staged in shared memory first (dynamic, SCAN_T x eb float2): one bulk of independent loads
+// instead of a dependent round trip per token.
 template <typename T, int EXACT>
-__global__ void scan_fwd_summary(scan_k k, float *hloc, float *S)
+__global__ void scan_fwd_summary(scan_k k, int eb, float *hloc, float *S)
 {
+    extern __shared__ float2 tdu[];                 // [t * eb + channel]: dt, dt u
     __shared__ float Bs[SCAN_T][SCAN_NS];
     const int c = blockIdx.x, d = blockIdx.y / k.N, n = blockIdx.y % k.N;
     const scan_kdir &P = k.d[d];
@@ -95,21 +101,26 @@ __global__ void scan_fwd_summary(scan_k k, float *hloc, float *S)
         Bs[t][s] = t < tn ? to_f(B[((size_t)n * k.L + j0 + t) * k.ldbc + s]) : 0.0f;
     }
     __syncthreads();
-    const int e = threadIdx.x;
+    const int el = threadIdx.x, e = blockIdx.z * eb + el;
     if (e >= k.E) return;
-    float A[SCAN_NS], h[SCAN_NS];
-#pragma unroll
-    for (int s = 0; s < SCAN_NS; s++) { A[s] = -expf(P.A_log[e * SCAN_NS + s]) * LOG2E_F; h[s] = 0.0f; }
     const float bias = P.bias ? P.bias[e] : 0.0f;
     const T *u = (const T *)P.u;
     const float *dl = P.delta;
+#pragma unroll 8
+    for (int t = 0; t < tn; t++) {                  // the thread stages only its own channel
+        const size_t i = ((size_t)n * k.L + j0 + t) * k.E + e;
+        const float dt = softplus20_f(dl[i] + bias);
+        tdu[t * eb + el] = make_float2(dt, dt * to_f(u[i]));
+    }
+    float A[SCAN_NS], h[SCAN_NS];
+#pragma unroll
+    for (int s = 0; s < SCAN_NS; s++) { A[s] = -expf(P.A_log[e * SCAN_NS + s]) * LOG2E_F; h[s] = 0.0f; }
     float sum = 0.0f;
     for (int t = 0; t < tn; t++) {
-        const size_t i = ((size_t)n * k.L + j0 + t) * k.E + e;
-        const float dt = softplus20_f(dl[i] + bias), du = dt * to_f(u[i]);
-        sum += dt;
+        const float2 v = tdu[t * eb + el];
+        sum += v.x;
 #pragma unroll
-        for (int s = 0; s < SCAN_NS; s++) h[s] = fmaf(scan_ex2(dt * A[s], EXACT), h[s], du * Bs[t][s]);
+        for (int s = 0; s < SCAN_NS; s++) h[s] = fmaf(scan_ex2(v.x * A[s], EXACT), h[s], v.y * Bs[t][s]);
     }
     const size_t row = ((size_t)blockIdx.y * k.nch + c) * k.E + e;
 #pragma unroll
@@ -230,11 +241,12 @@ void scan_carry_pass(gpu_ctx_t *g, float *buf, const float *S, const scan_k &k, 
 // waited one dependent round trip (two with the y read) after its predecessor. One token ahead
 // costs ~6 registers; v5's 8-token prefetch cost 30-60 and lost more occupancy than it hid.
 // Safe: the rows read ahead belong to other tokens (pi is a permutation), never to a y row
-// this thread stores before it. AHEAD = 0 keeps the old order (loads of token t after token
-// t - 1's store) for an A/B measurement: SRM_SCAN_EMIT_AHEAD=0 selects it at run time.
+// this thread stores before it. (Measured: worth ~0.2 ms of the 96^3 step, within noise; the
+// A/B switch that measured it is gone.)
 
-template <typename T, int EXACT, int AHEAD>
-__global__ void scan_fwd_emit(scan_k k, int d, T *y, int accumulate, const float *states)
+// blockIdx.z: the channel block of eb = scan_block_width(E) channels.
+template <typename T, int EXACT>
+__global__ void scan_fwd_emit(scan_k k, int d, int eb, T *y, int accumulate, const float *states)
 {
     __shared__ float Bs[SCAN_T][SCAN_NS], Cs[SCAN_T][SCAN_NS];
     __shared__ size_t srow[SCAN_T];                 // n L + pi(j0 + t): the y / z row of token t
@@ -255,7 +267,7 @@ __global__ void scan_fwd_emit(scan_k k, int d, T *y, int accumulate, const float
         srow[threadIdx.x] = (int)threadIdx.x < tn
             ? (size_t)n * k.L + tom_pi(P.order, j0 + threadIdx.x, k.L, k.nslices) : 0;
     __syncthreads();
-    const int e = threadIdx.x;
+    const int e = blockIdx.z * eb + threadIdx.x;
     if (e >= k.E) return;
     const size_t row = (((size_t)d * k.N + n) * k.nch + c) * k.E + e;
     float A[SCAN_NS], h[SCAN_NS];
@@ -279,13 +291,12 @@ __global__ void scan_fwd_emit(scan_k k, int d, T *y, int accumulate, const float
         if (z) zn = z[rn * k.ldz + e];
         if (accumulate) yn = y[rn * k.E + e];
     };
-    if (AHEAD) fetch(0);
+    fetch(0);
     for (int t = 0; t < tn; t++) {
-        if (!AHEAD) fetch(t);
         const T uc = un, zc = zn, yc = yn;
         const float dc = dn;
         const size_t r = rn;
-        if (AHEAD && t + 1 < tn) fetch(t + 1);
+        if (t + 1 < tn) fetch(t + 1);
         const float ut = to_f(uc), dt = softplus20_f(dc + bias), du = dt * ut;
         float acc = De * ut;
 #pragma unroll
@@ -311,25 +322,23 @@ void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *st
 {
     const scan_k k = scan_kernel_args(g, s);
     float *S = scan_workspace_views(workspace, s).S;   // the forward uses S alone (first view)
-    const int threads = CEIL_DIV(k.E, 32) * 32;
+    const int eb = scan_block_width(k.E), nb = CEIL_DIV(k.E, eb);
+    const size_t shm = SCAN_T * eb * sizeof(float2);
     ACT_DISPATCH(g->act, T, {
-        if (k.exact) scan_fwd_summary<T, 1><<<dim3(k.nch, k.ndir * k.N), threads, 0, g->stream>>>(k, states, S);
-        else scan_fwd_summary<T, 0><<<dim3(k.nch, k.ndir * k.N), threads, 0, g->stream>>>(k, states, S);
+        const dim3 grid(k.nch, k.ndir * k.N, nb);
+        if (k.exact) scan_fwd_summary<T, 1><<<grid, eb, shm, g->stream>>>(k, eb, states, S);
+        else scan_fwd_summary<T, 0><<<grid, eb, shm, g->stream>>>(k, eb, states, S);
         KERNEL_CHECK();
     });
     scan_carry_pass(g, states, S, k, 0);
     // the directions' outputs summed into y in the fixed order 0, 1, 2: deterministic
-    const char *ah = getenv("SRM_SCAN_EMIT_AHEAD");
-    const int ahead = !(ah && ah[0] == '0');
-    const dim3 grid(k.nch, k.N);
+    const dim3 grid(k.nch, k.N, nb);
     for (int d = 0; d < k.ndir; d++)
         ACT_DISPATCH(g->act, T, {
             const int acc = accumulate || d > 0;
             T *yt = (T *)y;
-            if (k.exact && ahead) scan_fwd_emit<T, 1, 1><<<grid, threads, 0, g->stream>>>(k, d, yt, acc, states);
-            else if (k.exact) scan_fwd_emit<T, 1, 0><<<grid, threads, 0, g->stream>>>(k, d, yt, acc, states);
-            else if (ahead) scan_fwd_emit<T, 0, 1><<<grid, threads, 0, g->stream>>>(k, d, yt, acc, states);
-            else scan_fwd_emit<T, 0, 0><<<grid, threads, 0, g->stream>>>(k, d, yt, acc, states);
+            if (k.exact) scan_fwd_emit<T, 1><<<grid, eb, 0, g->stream>>>(k, d, eb, yt, acc, states);
+            else scan_fwd_emit<T, 0><<<grid, eb, 0, g->stream>>>(k, d, eb, yt, acc, states);
             KERNEL_CHECK();
         });
 }

@@ -3,7 +3,8 @@ selective_scan_bwd.cu -- the selective scan backward on the GPU, chunked like th
 (selective_scan.cu): with lambda_j = dL/dh_j, the adjoint lambda_j = gout_j C_j + a_{j+1}
 lambda_{j+1} is the same kind of linear recurrence run in reverse, so
   1. adjoint summary: every chunk runs backward from lambda = 0 -> X_c = a_{j0} lambda_loc(j0),
-     and S_c = sum dt (the chunk decay exp(A S_c) again); one thread per channel
+     and S_c = sum dt (the chunk decay exp(A S_c) again); one thread per channel, channels
+     split over blocks of at most 128
   2. carries: the shared carry pass, reversed, turns X into Lambda_c = the adjoint entering
      chunk c from its right (in place)
   3. main: per chunk, channels in groups of 16 staged through shared memory (coalesced
@@ -12,9 +13,12 @@ lambda_{j+1} is the same kind of linear recurrence run in reverse, so
      back with lambda from Lambda_c and form every gradient. Sums over the 16 states (du,
      ddelta, the pre-gate y for dz) are one transposing butterfly per 4 tokens; the sums over
      channels (dB, dC) stay in registers per lane across a warp's channels and meet in a
-     fixed warp order at the chunk's end; dA, dD, ddelta_bias get per-chunk partials
-  4. column sums of the partials over the chunks in a fixed order (dA_log = dA * A), read in
-     coalesced 8-column tiles
+     fixed warp order at the chunk's end; dA, dD, ddelta_bias get per-chunk partials. Where
+     the chunks alone give too few blocks (the small levels: L = 64..4096 with E = 192..768),
+     the channel groups are split over blocks too, each writing its dB / dC sums to a partial
+     that a small kernel adds up in split order
+  4. column sums of the partials over the chunks in a fixed order (dA_log = dA * A): all three
+     in one launch over row ranges, then one pass over the ranges
 Nothing uses atomics: the result is bit-reproducible. gout = dy(pi(j)) * silu(z(pi(j))).
 */
 #include "gpu_internal.h"
@@ -26,8 +30,11 @@ Nothing uses atomics: the result is bit-reproducible. gout = dy(pi(j)) * silu(z(
 // ----------------------------------------------------------------------------
 // 1. adjoint summary: X (dir, n, c, e, s), S (dir, n, c, e)
 
+// blockIdx.z: the channel block of scan_block_width(E) channels. (Staging the chunk's dt and
+// gout in shared memory first, as scan_fwd_summary does, measured slower here: 1.29 -> 1.58 ms
+// at level 0 under ncu, the 24 KB per block cutting the resident warps from 63 to 27.)
 template <typename T>
-__global__ void scan_bwd_summary(scan_k k, const T *dy, float *X, float *S)
+__global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float *S)
 {
     __shared__ float Cs[SCAN_T][SCAN_NS];
     __shared__ size_t srow[SCAN_T];                 // n L + pi(j0 + t): the dy / z row of token t
@@ -46,7 +53,7 @@ __global__ void scan_bwd_summary(scan_k k, const T *dy, float *X, float *S)
         srow[threadIdx.x] = (int)threadIdx.x < tn
             ? (size_t)n * k.L + tom_pi(P.order, j0 + threadIdx.x, k.L, k.nslices) : 0;
     __syncthreads();
-    const int e = threadIdx.x;
+    const int e = blockIdx.z * eb + threadIdx.x;
     if (e >= k.E) return;
     float A[SCAN_NS], lam[SCAN_NS];
 #pragma unroll
@@ -126,7 +133,8 @@ __device__ __forceinline__ float reduce12_16(const float (&v)[12], int s)
 // are asked for (<= 128 registers) so the compiler does not trade occupancy for hoisted decays.
 template <typename T, int EXACT>
 __global__ void __launch_bounds__(BWD_THREADS, 4)
-scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *Dp, float *bp)
+scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *Dp, float *bp,
+              int egs, float *dbcp)
 {
     // (B, C) and (dt, u, gout, dt u) packed: one 8- and one 16-byte shared load per step
     __shared__ float2 BC[SCAN_T][SCAN_NS];
@@ -167,7 +175,9 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
 #pragma unroll
     for (int t = 0; t < SCAN_T; t++) acc[t] = 0.0f;
 
-    for (int e0 = 0; e0 < k.E; e0 += BWD_EG) {
+    // this block's channels: [blockIdx.z egs, + egs), egs a multiple of BWD_EG (one split: all)
+    const int e_end = min(k.E, ((int)blockIdx.z + 1) * egs);
+    for (int e0 = blockIdx.z * egs; e0 < e_end; e0 += BWD_EG) {
         const int e_t = e0 + cc;
         const float bias_t = e_t < k.E && P.bias ? P.bias[e_t] : 0.0f;
         __syncthreads();                            // staging / previous post phase done
@@ -282,13 +292,17 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
     for (int t = 0; t < SCAN_T; t++) bc[w][t][lane] = acc[t];
     __syncthreads();
 
-    // dB, dC of the chunk: the warps' rows in a fixed order
+    // dB, dC of the chunk: the warps' rows in a fixed order; with a channel split, this split's
+    // rows go to its partial (scan_bwd_dbc_finish adds the splits up)
     T *dB = (T *)P.dB, *dC = (T *)P.dC;
+    float *part = dbcp ? dbcp + (((size_t)blockIdx.y * k.nch + c) * gridDim.z + blockIdx.z) * (SCAN_T * 32)
+                       : NULL;
     for (int i = threadIdx.x; i < SCAN_T * 32; i += blockDim.x) {
         const int t = i / 32, col = i % 32;
-        if (t >= tn) continue;
         float v = 0.0f;
         for (int q = 0; q < BWD_WARPS; q++) v += bc[q][t][col];
+        if (part) { part[i] = v; continue; }
+        if (t >= tn) continue;
         T *dst = col < SCAN_NS ? dB : dC;
         if (!dst) continue;
         T *pp = dst + ((size_t)n * k.L + j0 + t) * k.ldbc + (col % SCAN_NS);
@@ -296,52 +310,122 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
     }
 }
 
+// dB, dC += the sum of the splits' partials (dir, n, chunk, split, token, 32), splits in order.
+template <typename T>
+__global__ void scan_bwd_dbc_finish(scan_k k, const float *dbcp, int nsplit)
+{
+    const int c = blockIdx.x, d = blockIdx.y / k.N, n = blockIdx.y % k.N;
+    const scan_kdir &P = k.d[d];
+    const size_t j0 = (size_t)c * SCAN_T;
+    const int tn = (int)min((size_t)SCAN_T, k.L - j0);
+    const float *p = dbcp + ((size_t)blockIdx.y * k.nch + c) * nsplit * (SCAN_T * 32);
+    for (int i = threadIdx.x; i < tn * 32; i += blockDim.x) {
+        const int t = i / 32, col = i % 32;
+        T *dst = (T *)(col < SCAN_NS ? P.dB : P.dC);
+        if (!dst) continue;
+        float v = 0.0f;
+        for (int z = 0; z < nsplit; z++) v += p[(size_t)z * (SCAN_T * 32) + i];
+        T *pp = dst + ((size_t)n * k.L + j0 + t) * k.ldbc + (col % SCAN_NS);
+        *pp = from_f<T>(to_f(*pp) + v);
+    }
+}
+
+// Channel split of scan_bwd_main: enough (chunk, dir, n, split) blocks for ~8 per SM
+// (4 resident) where the chunks alone are fewer -- at L = 64 the 6 chunk blocks walked 768
+// channels each, one group after another. Channels per split (egs) is a multiple of BWD_EG.
+#define BWD_BLOCKS_WANTED 1024
+static int bwd_split(const scan_gpu_t *s, int *egs)
+{
+    const int groups = CEIL_DIV(s->E, BWD_EG);
+    const size_t base = (size_t)CEIL_DIV(s->L, (size_t)SCAN_T) * s->ndir * s->N;
+    const size_t need = CEIL_DIV((size_t)BWD_BLOCKS_WANTED, base);
+    const int want = need < (size_t)groups ? (int)need : groups;
+    const int per = CEIL_DIV(groups, want);
+    *egs = per * BWD_EG;
+    return CEIL_DIV(groups, per);
+}
+
 // ----------------------------------------------------------------------------
 // 4. out[col] += mul(col) * sum over the rows (n, chunk) of part (dir, rows, cols), in a fixed
-// order. which: 0 dA_log (mul = A = -exp(A_log)), 1 dD, 2 ddelta_bias. A block owns
-// COLSUM_COLS adjacent columns; its threads are (row lane, column), columns fastest, so every
-// warp load reads 4 full 32-byte sectors (v1: a warp per column, one 4-byte word per sector).
-// Row lane lr sums rows lr, lr + 32, ... into COLSUM_ACC interleaved accumulators (that many
-// independent loads in flight), the 32 row lanes meet in shared memory in lane order.
+// order, for the three partials at once: dA_log (mul = A = -exp(A_log), E*16 columns), dD and
+// ddelta_bias (E columns each). Stage 1: a block owns COLSUM_COLS adjacent columns of one
+// partial and COLSUM_ROWS rows; its threads are (row lane, column), columns fastest, so every
+// warp load reads 4 full 32-byte sectors; row lane lr sums rows lr, lr + 32, ... of the range,
+// the 32 lanes meet in shared memory in lane order -> one value per (dir, range, column).
+// Stage 2 sums the ranges in order. (v10 had one block per 8 columns walk all rows: at level 0
+// the dD / ddelta_bias sums ran on 36 blocks, 0.11 ms each.)
 #define COLSUM_COLS 8
 #define COLSUM_THREADS (32 * COLSUM_COLS)
-#define COLSUM_ACC 8
+#define COLSUM_ROWS 256
 
+static size_t colsum_ranges(const scan_gpu_t *s)
+{
+    return CEIL_DIV((size_t)s->N * CEIL_DIV(s->L, (size_t)SCAN_T), (size_t)COLSUM_ROWS);
+}
+
+// which partial column w (0 .. 18E) is: dA_log (w < 16E), dD, or ddelta_bias
+struct colsum_col { const float *part; int cols, col, which; };
+__device__ __forceinline__ colsum_col colsum_pick(int w, int E, const float *dA, const float *Dp,
+                                                  const float *bp)
+{
+    if (w < E * SCAN_NS) return { dA, E * SCAN_NS, w, 0 };
+    if (w < E * (SCAN_NS + 1)) return { Dp, E, w - E * SCAN_NS, 1 };
+    return { bp, E, w - E * (SCAN_NS + 1), 2 };
+}
+
+// grid (column tiles of the three partials, dir, row range); out (dir, range, 18E)
 __global__ void __launch_bounds__(COLSUM_THREADS)
-scan_colsum_kernel(const float *part, scan_k k, int cols, int which)
+scan_colsum_ranges(const float *dA, const float *Dp, const float *bp, scan_k k, float *out)
 {
     __shared__ float red[32][COLSUM_COLS];
-    const int lc = threadIdx.x % COLSUM_COLS, lr = threadIdx.x / COLSUM_COLS;
-    const int col = blockIdx.x * COLSUM_COLS + lc, d = blockIdx.y;
-    const scan_kdir &P = k.d[d];
-    float *out = which == 0 ? P.dA_log : which == 1 ? P.dD : P.dbias;
-    if (!out) return;                               // uniform over the block
+    const int lc = threadIdx.x % COLSUM_COLS, lr = threadIdx.x / COLSUM_COLS, d = blockIdx.y;
+    // tiles are counted per partial (E need not be a multiple of COLSUM_COLS): a tile never
+    // straddles two of them
+    const int t0 = CEIL_DIV(k.E * SCAN_NS, COLSUM_COLS), t1 = CEIL_DIV(k.E, COLSUM_COLS);
+    const int tile = blockIdx.x;
+    const int base = tile < t0 ? 0 : tile < t0 + t1 ? k.E * SCAN_NS : k.E * (SCAN_NS + 1);
+    const int tcol = (tile < t0 ? tile : tile < t0 + t1 ? tile - t0 : tile - t0 - t1) * COLSUM_COLS + lc;
+    const colsum_col q = colsum_pick(base, k.E, dA, Dp, bp);
     const size_t rows = (size_t)k.N * k.nch;
-    float acc[COLSUM_ACC];
-#pragma unroll
-    for (int q = 0; q < COLSUM_ACC; q++) acc[q] = 0.0f;
-    if (col < cols) {
-        const float *pd = part + (size_t)d * rows * cols + col;
-        size_t r = lr;
-        for (; r + 32 * (COLSUM_ACC - 1) < rows; r += 32 * COLSUM_ACC) {
-#pragma unroll
-            for (int q = 0; q < COLSUM_ACC; q++) acc[q] += pd[(r + 32 * q) * cols];
-        }
-#pragma unroll
-        for (int q = 0; q < COLSUM_ACC - 1; q++)    // the last < COLSUM_ACC rows of this lane
-            if (r + 32 * q < rows) acc[q] += pd[(r + 32 * q) * cols];
+    const size_t r0 = (size_t)blockIdx.z * COLSUM_ROWS, r1 = rows < r0 + COLSUM_ROWS ? rows : r0 + COLSUM_ROWS;
+    float acc = 0.0f;
+    if (tcol < q.cols) {
+        const float *pd = q.part + (size_t)d * rows * q.cols + tcol;
+#pragma unroll 8
+        for (size_t r = r0 + lr; r < r1; r += 32) acc += pd[r * q.cols];
     }
-    float sum = 0.0f;
-#pragma unroll
-    for (int q = 0; q < COLSUM_ACC; q++) sum += acc[q];
-    red[lr][lc] = sum;
+    red[lr][lc] = acc;
     __syncthreads();
-    if (lr == 0 && col < cols) {
+    if (lr == 0 && tcol < q.cols) {
         float tot = 0.0f;
         for (int i = 0; i < 32; i++) tot += red[i][lc];
-        const float mul = which == 0 ? -expf(P.A_log[col]) : 1.0f;
-        out[col] += mul * tot;
+        out[((size_t)d * gridDim.z + blockIdx.z) * (k.E * (SCAN_NS + 2)) + base + tcol] = tot;
     }
+}
+
+// grid (18E / 256, dir): out[col] += mul * sum over the ranges in order
+__global__ void scan_colsum_finish(const float *ranges, int nr, scan_k k)
+{
+    const int w = blockIdx.x * blockDim.x + threadIdx.x, d = blockIdx.y, W = k.E * (SCAN_NS + 2);
+    if (w >= W) return;
+    const scan_kdir &P = k.d[d];
+    const colsum_col q = colsum_pick(w, k.E, NULL, NULL, NULL);
+    float *out = q.which == 0 ? P.dA_log : q.which == 1 ? P.dD : P.dbias;
+    if (!out) return;
+    float tot = 0.0f;
+    for (int r = 0; r < nr; r++) tot += ranges[((size_t)d * nr + r) * W + w];
+    const float mul = q.which == 0 ? -expf(P.A_log[q.col]) : 1.0f;
+    out[q.col] += mul * tot;
+}
+
+size_t scan_bwd_aux_bytes(const scan_gpu_t *s)
+{
+    int egs;
+    const int nsplit = bwd_split(s, &egs);
+    const size_t nch = CEIL_DIV(s->L, (size_t)SCAN_T);
+    const size_t dbc = nsplit > 1 ? (size_t)s->ndir * s->N * nch * nsplit * SCAN_T * 32 : 0;
+    const size_t ranges = (size_t)s->ndir * colsum_ranges(s) * s->E * (SCAN_NS + 2);
+    return (dbc > ranges ? dbc : ranges) * sizeof(float);
 }
 
 void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *states,
@@ -349,29 +433,37 @@ void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *stat
 {
     const scan_k k = scan_kernel_args(g, s);
     const scan_ws w = scan_workspace_views(workspace, s);
-    const int threads = CEIL_DIV(k.E, 32) * 32;
-    const dim3 grid(k.nch, k.ndir * k.N);
+    const int eb = scan_block_width(k.E);
     ACT_DISPATCH(g->act, T, {
-        scan_bwd_summary<T><<<grid, threads, 0, g->stream>>>(k, (const T *)dy, w.big, w.S);
+        scan_bwd_summary<T><<<dim3(k.nch, k.ndir * k.N, CEIL_DIV(k.E, eb)), eb, 0, g->stream>>>(
+            k, eb, (const T *)dy, w.big, w.S);
         KERNEL_CHECK();
     });
     scan_carry_pass(g, w.big, w.S, k, 1);
+    int egs;
+    const int nsplit = bwd_split(s, &egs);
+    float *dbcp = nsplit > 1 ? w.aux : NULL;
+    const dim3 grid(k.nch, k.ndir * k.N, nsplit);
     ACT_DISPATCH(g->act, T, {
         if (k.exact)
             scan_bwd_main<T, 1><<<grid, BWD_THREADS, 0, g->stream>>>(k, (const T *)dy, states,
-                                                                     w.big, w.Dp, w.bp);
+                                                                     w.big, w.Dp, w.bp, egs, dbcp);
         else
             scan_bwd_main<T, 0><<<grid, BWD_THREADS, 0, g->stream>>>(k, (const T *)dy, states,
-                                                                     w.big, w.Dp, w.bp);
+                                                                     w.big, w.Dp, w.bp, egs, dbcp);
         KERNEL_CHECK();
+        if (dbcp) {
+            scan_bwd_dbc_finish<T><<<dim3(k.nch, k.ndir * k.N), 256, 0, g->stream>>>(k, dbcp, nsplit);
+            KERNEL_CHECK();
+        }
     });
-    scan_colsum_kernel<<<dim3(CEIL_DIV(k.E * SCAN_NS, COLSUM_COLS), k.ndir), COLSUM_THREADS, 0,
-                         g->stream>>>(w.big, k, k.E * SCAN_NS, 0);
+    // the ranges' sums reuse aux (the split partials are consumed above)
+    const int nr = (int)colsum_ranges(s);
+    const int tiles = CEIL_DIV(k.E * SCAN_NS, COLSUM_COLS) + 2 * CEIL_DIV(k.E, COLSUM_COLS);
+    scan_colsum_ranges<<<dim3(tiles, k.ndir, nr), COLSUM_THREADS, 0, g->stream>>>(w.big, w.Dp, w.bp,
+                                                                                  k, w.aux);
     KERNEL_CHECK();
-    scan_colsum_kernel<<<dim3(CEIL_DIV(k.E, COLSUM_COLS), k.ndir), COLSUM_THREADS, 0, g->stream>>>(
-        w.Dp, k, k.E, 1);
-    KERNEL_CHECK();
-    scan_colsum_kernel<<<dim3(CEIL_DIV(k.E, COLSUM_COLS), k.ndir), COLSUM_THREADS, 0, g->stream>>>(
-        w.bp, k, k.E, 2);
+    scan_colsum_finish<<<dim3(CEIL_DIV(k.E * (SCAN_NS + 2), 256), k.ndir), 256, 0, g->stream>>>(
+        w.aux, nr, k);
     KERNEL_CHECK();
 }

@@ -654,28 +654,25 @@ static void *dev_rand_act(size_t n, float mean, float std)
     return d;
 }
 
-static void timing(void)
+// The scan alone at one layer shape (3 directions, forward + backward): median ms into *mf, *mb.
+static void scan_timing(gpu_timer_t *tm, size_t L, int E, size_t ns, int Rk, float *mf, float *mb,
+                        int report_memory)
 {
-    const int N = 1, E = 96, C = 48;
-    const size_t L = (size_t)64 * 64 * 64, ns = 64, nl = (size_t)N * L, n = nl * E;
-    gpu_timer_t *tm = gpu_timer_new(g);
+    const int N = 1, P = Rk + 2 * NSt;
+    const size_t nl = (size_t)N * L, n = nl * E;
     float tf[REPS_MAX], tb[REPS_MAX];
-    char desc[256];
-    gpu_describe(g, desc, sizeof desc);
-    printf("timing on %s, %s mode\n", desc, bf16 ? "bf16" : "fp32");
-
-    // the scan alone: 3 directions forward + backward
     scan_gpu_t s;
     memset(&s, 0, sizeof s);
-    s.N = N; s.E = E; s.L = L; s.nslices = ns; s.ldbc = PP; s.ldz = 2 * (size_t)E; s.ndir = 3;
+    s.N = N; s.E = E; s.L = L; s.nslices = ns; s.ldbc = P; s.ldz = 2 * (size_t)E; s.ndir = 3;
     void *bufs[64];
     int nb = 0;
     void *xz = bufs[nb++] = dev_rand_act(nl * 2 * E, 0, 1);
     void *dY = bufs[nb++] = dev_rand_act(n, 0, 1);
     void *Y = bufs[nb++] = dev_rand_act(n, 0, 1);
+    float *al = xmalloc((size_t)E * NSt * 4), *one = xmalloc((size_t)E * 4);
+    float *bias = xmalloc((size_t)E * 4), *zero = xcalloc((size_t)E * NSt, 4);
     for (int k = 0; k < 3; k++) {
         scan_dir_gpu_t *d = &s.dir[k];
-        float al[96 * NSt], one[96], bias[96];
         for (int i = 0; i < E * NSt; i++) al[i] = logf((float)(i % NSt + 1));
         for (int i = 0; i < E; i++) { one[i] = 1.0f; bias[i] = -3.0f + 0.5f * (float)rng_normal(&R); }
         d->order = (tom_order_t)k;
@@ -683,9 +680,9 @@ static void timing(void)
         float *hd = hrand(n, 0, 0.7f);
         d->delta = bufs[nb++] = dev_f32(hd, n);
         free(hd);
-        void *xd = bufs[nb++] = dev_rand_act(nl * PP, 0, 1);
-        d->B = (char *)xd + RR * asz();
-        d->C = (char *)xd + (RR + NSt) * asz();
+        void *xd = bufs[nb++] = dev_rand_act(nl * P, 0, 1);
+        d->B = (char *)xd + Rk * asz();
+        d->C = (char *)xd + (Rk + NSt) * asz();
         d->z = (char *)xz + (size_t)E * asz();
         d->A_log = bufs[nb++] = dev_f32(al, (size_t)E * NSt);
         d->D = bufs[nb++] = dev_f32(one, E);
@@ -695,15 +692,14 @@ static void timing(void)
         d->ddelta = bufs[nb++] = dev_f32(hd, n);
         free(hd);
         d->dz = bufs[nb++] = dev_rand_act(n, 0, 1);
-        void *dxd = bufs[nb++] = dev_rand_act(nl * PP, 0, 1);
-        d->dB = (char *)dxd + RR * asz();
-        d->dC = (char *)dxd + (RR + NSt) * asz();
-        float zero[96 * NSt];
-        memset(zero, 0, sizeof zero);
+        void *dxd = bufs[nb++] = dev_rand_act(nl * P, 0, 1);
+        d->dB = (char *)dxd + Rk * asz();
+        d->dC = (char *)dxd + (Rk + NSt) * asz();
         d->dA_log = bufs[nb++] = dev_f32(zero, (size_t)E * NSt);
         d->dD = bufs[nb++] = dev_f32(zero, E);
         d->ddelta_bias = bufs[nb++] = dev_f32(zero, E);
     }
+    free(al); free(one); free(bias); free(zero);
     float *states = bufs[nb++] = gpu_malloc(g, selective_scan_states_bytes(&s), "states");
     void *ws = bufs[nb++] = gpu_malloc(g, selective_scan_workspace_bytes(&s), "ws");
     for (int r = -3; r < REPS; r++) {
@@ -717,12 +713,46 @@ static void timing(void)
         float b = gpu_timer_ms(tm);
         if (r >= 0) { tf[r] = f; tb[r] = b; }
     }
-    const float mf = median_ms(tf, REPS), mb = median_ms(tb, REPS);
+    *mf = median_ms(tf, REPS);
+    *mb = median_ms(tb, REPS);
+    if (report_memory)
+        printf("scan memory: states %.1f MiB (saved), workspace %.1f MiB\n",
+               selective_scan_states_bytes(&s) / 1048576.0,
+               selective_scan_workspace_bytes(&s) / 1048576.0);
+    for (int i = 0; i < nb; i++) gpu_free(g, bufs[i]);
+}
+
+static void timing(void)
+{
+    const int N = 1, E = 96, C = 48;
+    const size_t L = (size_t)64 * 64 * 64, ns = 64, nl = (size_t)N * L;
+    gpu_timer_t *tm = gpu_timer_new(g);
+    float tf[REPS_MAX], tb[REPS_MAX];
+    char desc[256];
+    gpu_describe(g, desc, sizeof desc);
+    printf("timing on %s, %s mode\n", desc, bf16 ? "bf16" : "fp32");
+
+    float mf, mb;
+    scan_timing(tm, L, E, ns, RR, &mf, &mb, 1);
     printf("scan level 0 (N=1 L=%zu E=%d, 3 directions): forward %.3f ms, backward %.3f ms, "
            "fwd+bwd %.3f ms; two layers' worth %.3f ms\n", L, E, mf, mb, mf + mb, 2 * (mf + mb));
-    printf("scan memory: states %.1f MiB (saved), workspace %.1f MiB\n",
-           selective_scan_states_bytes(&s) / 1048576.0, selective_scan_workspace_bytes(&s) / 1048576.0);
-    for (int i = 0; i < nb; i++) gpu_free(g, bufs[i]);
+    // Every ToM layer shape of variant M at 128^3, batch 1 (architecture.md's level table):
+    // per level the CMMB's ToM_A (nslices 4) once and the stage's ToM_B / ToM_C twice. The sum
+    // is what one training step's scans should cost without the model's other work.
+    static const struct { size_t L; int E; size_t ns; int layers; } shp[] = {
+        { 32768, 96, 4, 1 }, { 262144, 96, 64, 2 }, { 4096, 192, 4, 1 }, { 32768, 192, 32, 2 },
+        { 512, 384, 4, 1 }, { 4096, 384, 16, 2 }, { 64, 768, 4, 1 }, { 512, 768, 8, 2 },
+    };
+    float sf = 0.0f, sb = 0.0f;
+    for (size_t i = 0; i < sizeof shp / sizeof *shp; i++) {
+        scan_timing(tm, shp[i].L, shp[i].E, shp[i].ns, (shp[i].E / 2 + 15) / 16, &mf, &mb, 0);
+        printf("scan shape L=%zu E=%d nslices=%zu (x%d): forward %.3f ms, backward %.3f ms\n",
+               shp[i].L, shp[i].E, shp[i].ns, shp[i].layers, mf, mb);
+        sf += shp[i].layers * mf;
+        sb += shp[i].layers * mb;
+    }
+    printf("scan all layers of M at 128^3: forward %.3f ms, backward %.3f ms, total %.3f ms\n",
+           sf, sb, sf + sb);
 
     // the whole layer
     mamba_layer_t m;
@@ -792,6 +822,7 @@ int main(void)
         test_scan(1, 20, 301, 7);
         test_scan(2, 20, 4133, 1);
         test_scan(1, 96, 4134, 13);
+        test_scan(1, 45, 11000, 8);                 // enough chunks: no channel split
         test_layer(2, 10, 37, 1);
         test_layer(1, 20, 301, 7);
         test_layer(1, 48, 4134, 13);

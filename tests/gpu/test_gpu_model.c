@@ -375,9 +375,14 @@ static void run_case(gpu_ctx_t *g32, gpu_ctx_t *g16, const case_t *c, int check_
 }
 
 // Three steps with Adam and a cosine lr. The reference of the step machinery (zero grads,
-// Adam, lr through the device scalar, graph capture and replay) is built from the GPU's own
-// gradients (gpu_model_grads on a second model holding the same parameters) and the CPU Adam
-// (adam_update_cpu): the network's numerics are checked by the gradient comparisons above.
+// Adam, lr through the device scalar, graph capture and replay) is built, step by step, from the
+// GPU's own gradients at the graph model's current parameters (gpu_model_grads on a second model
+// given those parameters) and the CPU Adam (adam_update_cpu) with its own m and v: the network's
+// numerics are checked by the gradient comparisons above. Each step starts both sides from the
+// same parameters, so they differ only by the float GPU Adam against the CPU's rounding. (Run
+// three steps apart, a last-bit difference after step 1 changes the next gradients by rounding,
+// and parameters whose gradient is ~0 -- directions an InstanceNorm cancels -- take updates of
+// either sign, up to lr each: noise of ~1e-4 in norm that moved with any summation order.)
 static void check_training(gpu_ctx_t *g32)
 {
     const case_t c = { "tiny M train", MODEL_M, 8, 1, { 64, 64, 64 }, LOSS_DICE };
@@ -387,7 +392,6 @@ static void check_training(gpu_ctx_t *g32)
     const size_t np = r.m.table.numel;
     float *ph = xmalloc(np * sizeof(float)), *m = xcalloc(np, sizeof(float));
     float *v = xcalloc(np, sizeof(float)), *gr = xcalloc(np, sizeof(float));
-    memcpy(ph, r.params, np * sizeof(float));
     float *pg[2];
     gpu_model_t *gm[3];
     for (int k = 0; k < 3; k++) {       // 0: graph steps, 1: eager steps, 2: gradients only
@@ -399,8 +403,10 @@ static void check_training(gpu_ctx_t *g32)
     for (int k = 0; k < 2; k++) pg[k] = xmalloc(np * sizeof(float));
     const float base = 1e-3f;      // larger than the default so that the steps move visibly
     r.tc.adam.lr = base;
+    double worst = 0.0;
     for (long s = 1; s <= 3; s++) {
         float lr = lr_cosine(base, s - 1, 10);
+        gpu_model_get_params(gm[0], ph);
         gpu_model_set_params(gm[2], ph);
         double lh = gpu_model_grads(gm[2], r.x, r.labels);
         gpu_model_get_grads(gm[2], gr);
@@ -412,20 +418,20 @@ static void check_training(gpu_ctx_t *g32)
         EXPECT(fabs(l0 - lh) <= 1e-6 * fabs(lh), "step %ld: step loss %.9g vs reference %.9g", s,
                l0, lh);
         EXPECT(l0 == l1, "step %ld: graph loss %.9g vs eager %.9g", s, l0, l1);
+        gpu_model_get_params(gm[0], pg[0]);
+        // 1e-6: float Adam on the GPU against the CPU's, from the same parameters and gradients
+        EXPECT(tensor_close("params after a step, graph vs GPU grads + CPU Adam", pg[0], ph, np,
+                            1e-6, 0), "params after Adam step %ld", s);
+        const double e = rel_err(pg[0], ph, np);
+        if (e > worst) worst = e;
     }
-    gpu_model_get_params(gm[0], pg[0]);
     gpu_model_get_params(gm[1], pg[1]);
-    // 1e-4: after step 1 the two parameter copies differ in the last bits (float GPU Adam vs
-    // the CPU's), so the next gradients differ by rounding and, for elements whose gradient is
-    // ~0, m / (sqrt(v) + eps) can move by up to lr: a few elements, far under 1e-4 in norm.
-    EXPECT(tensor_close("params after 3 steps, graph vs GPU grads + CPU Adam", pg[0], ph, np,
-                        1e-4, 0), "params after 3 Adam steps");
     EXPECT(memcmp(pg[0], pg[1], np * sizeof(float)) == 0,
            "graph replay and eager steps give different parameters");
     double moved = rel_err(pg[0], r.params, np);
     EXPECT(moved > 1e-4, "parameters moved by only %.2e (relative)", moved);
-    printf("training: 3 steps, parameters moved %.2e relative; graph steps vs reference %.2e\n",
-           moved, rel_err(pg[0], ph, np));
+    printf("training: 3 steps, parameters moved %.2e relative; graph step vs reference at most "
+           "%.2e\n", moved, worst);
     for (int k = 0; k < 3; k++) gpu_model_free(&gm[k]);
     for (int k = 0; k < 2; k++) free(pg[k]);
     free(ph); free(m); free(v); free(gr);
