@@ -246,8 +246,10 @@ typedef struct {
     const void *B, *C;          // (N, L, ldbc) scanned order: 16 columns each
     const void *z;              // (N, L, ldz) original order, or NULL
     const float *A_log, *D, *delta_bias;
-    // backward outputs, ACCUMULATED (+=), any may be NULL; scanned order, same strides as inputs
-    void *du, *dB, *dC, *dz;    // act; dz: (N, L, E) dense, scanned order
+    // backward outputs, ACCUMULATED (+=; see overwrite), any may be NULL; same orders and
+    // strides as inputs
+    void *du, *dB, *dC, *dz;    // act; dz: (N, L, ldz) original order, like z (the Mamba layer
+                                // passes the gate half of dxz: no scanned-order dz, no scatter)
     float *ddelta;              // (N, L, E) f32
     float *dA_log, *dD, *ddelta_bias;
 } scan_dir_gpu_t;
@@ -257,6 +259,8 @@ typedef struct {
     size_t L, nslices;
     size_t ldbc, ldz;           // row strides (elements) of B/C and z
     int ndir;                   // 1..3 entries of dir[] used
+    int overwrite;              // backward: du, ddelta, dB, dC written (=), not added, so the
+                                // caller need not zero them; dz, dA_log, dD, ddelta_bias are added
     scan_dir_gpu_t dir[3];
 } scan_gpu_t;
 
@@ -368,8 +372,8 @@ void gpu_model_profile_step(gpu_model_t *gm, const float *x, const uint8_t *labe
 void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, double *bwd_ms);
 // The Mamba layers' bucket split by part (mamba_layer.cu marks each part, model_bench.cu names
 // them): forward, the backward's recomputes (rc) and the backward proper. The gate z * SiLU(z)
-// is fused into the scans; "zeroing" is the backward's gradient memsets, "dz scatter" the
-// unpermuting add of each direction's dz into dxz.
+// is fused into the scans, and so is dz's add into dxz at pi(j); "zeroing" is the backward's
+// gradient memsets.
 typedef enum {
     GPU_MPART_LN_FWD = 0, GPU_MPART_LN_RC, GPU_MPART_LN_BWD,
     GPU_MPART_IN_FWD, GPU_MPART_IN_RC, GPU_MPART_IN_BWD,
@@ -378,7 +382,7 @@ typedef enum {
     GPU_MPART_DT_FWD, GPU_MPART_DT_RC, GPU_MPART_DT_BWD,
     GPU_MPART_SCAN_FWD, GPU_MPART_SCAN_BWD,
     GPU_MPART_OUT_FWD, GPU_MPART_OUT_BWD,
-    GPU_MPART_ZERO, GPU_MPART_DZ_SCATTER,
+    GPU_MPART_ZERO,
     GPU_MPART_COUNT
 } gpu_mpart_t;
 #define GPU_MPART_END (-1)      // closes a layer call's last part

@@ -82,6 +82,7 @@ struct scan_kdir {
 struct scan_k {
     int N, E, ndir, nch;
     int exact;              // 1: exp2_acc for the decays (strict fp32 mode), 0: ex2_fast
+    int ow;                 // scan_gpu_t.overwrite
     size_t L, nslices, ldbc, ldz;
     scan_kdir d[3];
 };

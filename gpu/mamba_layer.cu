@@ -17,7 +17,8 @@ Saved:    G and the scan's chunk-boundary states only. Everything else is recomp
 Backward: T = LN(x), xz = T W_in^T; dG = dy W_out; then one direction at a time (buffers
           reused): recompute u_k, x_dbl_k, delta_k; scan backward (ddelta fp32); dt_proj
           backward in fp32 (x_dbl[:R] widened to fp32, the fp32 master W_dt), x_proj GEMM
-          backward; conv backward (SiLU recomputed) into dxz at pi_k; dz_k into dxz[E:] at pi_k;
+          backward; conv backward (SiLU recomputed) into dxz at pi_k; the scan backward adds
+          dz_k into dxz[E:] at pi_k itself;
           then T = LN(x) again, dT = dxz W_in, LN backward.
 Precision: delta (the step size) and ddelta are fp32 in both modes (architecture.md §8).
 Parameters: offsets of mamba_layer_t into the device buffers; GEMM weights are read from the
@@ -96,7 +97,7 @@ static saved_v saved_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *
 // Backward: xz, dG, dxz live through the whole call; behind them ONE region serves three
 // phases in turn (stream order separates them):
 //   start      T, mean, rstd            LN(x) for the xz recompute; dead once xz is written
-//   direction  u, xdbl, delta, du, ddelta, dz, dxdbl, ws; xR, dxR reuse delta's bytes (delta's
+//   direction  u, xdbl, delta, du, ddelta, dxdbl, ws; xR, dxR reuse delta's bytes (delta's
 //              last reader is the scan backward, xR's first writer runs after it)
 //   end        T, mean, rstd, dT        LN(x) again for dW_in and the LN backward
 struct scratch_v {
@@ -105,7 +106,7 @@ struct scratch_v {
     float *delta3[3];                       //          and delta
     float *delta;                           // (N*L, E) f32
     float *mean, *rstd;
-    void *dG, *dxz, *dT, *du, *dz, *dxdbl;  // backward, act
+    void *dG, *dxz, *dT, *du, *dxdbl;       // backward, act
     float *ddelta, *xR, *dxR;               // backward, f32: (N*L, E), (N*L, R), (N*L, R)
 };
 
@@ -162,7 +163,6 @@ static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer
     if (b.off < after_delta) b.off = after_delta;
     v.du = b.take(nle);
     v.ddelta = (float *)b.take(nle32);
-    v.dz = b.take(nle);
     v.dxdbl = b.take(d.NL * d.P * d.act);
     v.ws = b.take(selective_scan_workspace_bytes(&s));
     if (b.off < end_phase) b.off = end_phase;
@@ -274,21 +274,7 @@ void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, 
     gpu_mark(g, GPU_MPART_END);
 }
 
-// dxz[n, pi(j), E + e] += dz[n, j, e]
-template <typename T>
-__global__ void unpermute_add_kernel(T *dxz, const T *dz, size_t L, int E, int order,
-                                     size_t nslices, size_t total)
-{
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const int e = (int)(i % E);
-        const size_t m = i / E, n = m / L, j = m % L;
-        T *p = dxz + (n * L + tom_pi(order, j, L, nslices)) * 2 * E + E + e;
-        *p = from_f<T>(to_f(*p) + to_f(dz[i]));
-    }
-}
-
-// xR[t, r] = x_dbl[t, r] (r < R) widened to f32; dxdbl[t, r] += dxR[t, r]. x_dbl rows have
+// xR[t, r] = x_dbl[t, r] (r < R) widened to f32; dxdbl[t, r] = dxR[t, r]. x_dbl rows have
 // stride P. One thread per (token, r).
 template <typename T>
 __global__ void xr_widen_kernel(float *xR, const T *xdbl, size_t P, int R, size_t total)
@@ -298,13 +284,11 @@ __global__ void xr_widen_kernel(float *xR, const T *xdbl, size_t P, int R, size_
         xR[i] = to_f(xdbl[(i / R) * P + i % R]);
 }
 template <typename T>
-__global__ void xr_add_kernel(T *dxdbl, const float *dxR, size_t P, int R, size_t total)
+__global__ void xr_store_kernel(T *dxdbl, const float *dxR, size_t P, int R, size_t total)
 {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        T *p = dxdbl + (i / R) * P + i % R;
-        *p = from_f<T>(to_f(*p) + dxR[i]);
-    }
+         i += (size_t)gridDim.x * blockDim.x)
+        dxdbl[(i / R) * P + i % R] = from_f<T>(dxR[i]);
 }
 
 void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scratch,
@@ -334,19 +318,17 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
     const size_t states_per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
     for (int k = 0; k < 3; k++) {
         direction_front(g, w.u, w.delta, w.xdbl, w.xz, params, pa, m, d, N, L, k, 1);
-        gpu_mark(g, GPU_MPART_ZERO);
-        gpu_memset(g, w.du, 0, nle);
-        gpu_memset(g, w.ddelta, 0, d.NL * d.E * sizeof(float));
-        gpu_memset(g, w.dz, 0, nle);
-        gpu_memset(g, w.dxdbl, 0, d.NL * d.P * d.act);
 
+        // du, ddelta and dx_dbl[:, R:] are written by the scan (overwrite: no zeroing), dx_dbl[:, :R]
+        // by the dt_proj backward below; dz is added into dxz (zeroed above)
         scan_gpu_t s = direction_scan(m, d, N, L, k, w.u, w.delta, w.xdbl, w.xz, params);
+        s.overwrite = 1;
         scan_dir_gpu_t *sd = &s.dir[0];
         sd->du = w.du;
         sd->ddelta = w.ddelta;
         sd->dB = (char *)w.dxdbl + (size_t)d.R * d.act;
         sd->dC = (char *)w.dxdbl + ((size_t)d.R + SCAN_NS) * d.act;
-        sd->dz = w.dz;
+        sd->dz = (char *)w.dxz + (size_t)d.E * d.act;     // the gate half of dxz, at pi_k
         sd->dA_log = dparams + m->A_log[k];
         sd->dD = dparams + m->D[k];
         sd->ddelta_bias = dparams + m->dt_b[k];
@@ -354,7 +336,7 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
         selective_scan_backward_gpu(g, w.dG, sv.states + (size_t)k * states_per_dir, w.ws, &s);
 
         // delta_raw = x_dbl[:R] W_dt^T -> dx_dbl[:R], dW_dt, in fp32 (ddelta never rounded to
-        // bf16): x_dbl[:R] widened into xR, dx into dxR, then added into dx_dbl[:R].
+        // bf16): x_dbl[:R] widened into xR, dx into dxR, then stored into dx_dbl[:R].
         const size_t nr = d.NL * d.R;
         gpu_mark(g, GPU_MPART_DT_BWD);
         ACT_DISPATCH(g->act, T, {
@@ -367,7 +349,7 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
         linear_backward_f32_gpu(g, w.dxR, dparams + m->dt_w[k], w.ddelta, w.xR,
                                 params + m->dt_w[k], ds);
         ACT_DISPATCH(g->act, T, {
-            xr_add_kernel<T><<<grid_for(g, nr, 256), 256, 0, g->stream>>>(
+            xr_store_kernel<T><<<grid_for(g, nr, 256), 256, 0, g->stream>>>(
                 (T *)w.dxdbl, w.dxR, (size_t)d.P, d.R, nr);
             KERNEL_CHECK();
         });
@@ -382,13 +364,6 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
                                    w.xz, 2 * (size_t)d.E, params + m->conv_w[k],
                                    params + m->conv_b[k], N, d.E, L, m->K, (tom_order_t)k,
                                    m->nslices, 1);
-        const size_t total = d.NL * d.E;
-        gpu_mark(g, GPU_MPART_DZ_SCATTER);
-        ACT_DISPATCH(g->act, T, {
-            unpermute_add_kernel<T><<<grid_for(g, total, 256), 256, 0, g->stream>>>(
-                (T *)w.dxz, (const T *)w.dz, L, d.E, k, m->nslices, total);
-            KERNEL_CHECK();
-        });
     }
 
     // Recompute T = LN(x) and its statistics (the direction phase reused T's bytes);

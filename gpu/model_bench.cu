@@ -73,8 +73,9 @@ static scan_gpu_t scan_of(const tom_t *tm, int N, int ndir)
     return s;
 }
 
-// Direction k of layer tm alone, as mamba_layer_forward_gpu runs it: forward inputs set (B, C
-// from x_dbl, the gate from xz[:, E:]); the backward adds the gradient pointers.
+// Direction k of layer tm alone, as mamba_layer_backward_gpu runs it (the forward takes the
+// three as dir[0..2] of one call): forward inputs set (B, C from x_dbl, the gate from
+// xz[:, E:]); the backward adds the gradient pointers.
 static scan_gpu_t dir_scan(const tom_t *tm, int N, int k, size_t es, const char *u, const float *dl,
                            const char *xd, const char *xz, const float *A_log, const float *D,
                            const float *bias)
@@ -117,23 +118,25 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
         const size_t eps = (size_t)toms[i].t.E * (size_t)toms[i].t.NS;
         if (eps > ep) ep = eps;
     }
-    char *u = (char *)gpu_malloc(g, nle * es, "scan bench u");
-    float *dl = (float *)gpu_malloc(g, nle * sizeof(float), "scan bench delta");
+    // three directions' u and delta: the layer's forward scans them in one call
+    char *u = (char *)gpu_malloc(g, 3 * nle * es, "scan bench u");
+    float *dl = (float *)gpu_malloc(g, 3 * nle * sizeof(float), "scan bench delta");
     char *xd = (char *)gpu_malloc(g, nlp * es, "scan bench x_dbl");
     char *xz = (char *)gpu_malloc(g, 2 * nle * es, "scan bench xz");
     char *y = (char *)gpu_malloc(g, nle * es, "scan bench y / dy");
     char *du = (char *)gpu_malloc(g, nle * es, "scan bench du");
     float *dd = (float *)gpu_malloc(g, nle * sizeof(float), "scan bench ddelta");
-    char *dz = (char *)gpu_malloc(g, nle * es, "scan bench dz");
+    char *dxz = (char *)gpu_malloc(g, 2 * nle * es, "scan bench dxz");
     char *dxd = (char *)gpu_malloc(g, nlp * es, "scan bench dx_dbl");
     float *states = (float *)gpu_malloc(g, st, "scan bench states");
     void *wsp = gpu_malloc(g, ws, "scan bench workspace");
     float *par = (float *)gpu_malloc(g, 6 * ep * sizeof(float), "scan bench params");
-    fill(g, u, t, nle, -1, 1, 1);
-    fill(g, dl, GPU_F32, nle, -1, 1, 2);
+    fill(g, u, t, 3 * nle, -1, 1, 1);
+    fill(g, dl, GPU_F32, 3 * nle, -1, 1, 2);
     fill(g, xd, t, nlp, -1, 1, 3);
     fill(g, xz, t, 2 * nle, -1, 1, 4);
     fill(g, y, t, nle, -1, 1, 5);
+    fill(g, dxz, t, 2 * nle, -1, 1, 9);
     float *A_log = par, *D = par + ep, *bias = par + 2 * ep, *dA = par + 3 * ep;
     float *dD = par + 4 * ep, *dbias = par + 5 * ep;
     fill(g, A_log, GPU_F32, ep, 0.0f, 2.8f, 6);
@@ -145,26 +148,28 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
     for (int r = 0; r < warm + n; r++) {
         gpu_timer_start(tf);
         for (int i = 0; i < nt; i++) {
-            // as mamba_layer_forward_gpu: one direction at a time, summed into y
+            // as mamba_layer_forward_gpu: the three directions in one call, summed into y
             scan_gpu_t s3 = scan_of(&toms[i], N, 3);
-            const size_t per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
-            for (int k = 0; k < 3; k++) {
-                const scan_gpu_t s = dir_scan(&toms[i], N, k, es, u, dl, xd, xz, A_log, D, bias);
-                selective_scan_forward_gpu(g, y, k > 0, states + (size_t)k * per_dir, wsp, &s);
-            }
+            const size_t NLE = (size_t)N * toms[i].L * toms[i].t.E;
+            for (int k = 0; k < 3; k++)
+                s3.dir[k] = dir_scan(&toms[i], N, k, es, u + k * NLE * es, dl + k * NLE, xd, xz,
+                                     A_log, D, bias).dir[0];
+            selective_scan_forward_gpu(g, y, 0, states, wsp, &s3);
         }
         gpu_timer_stop(tf);
         gpu_timer_start(tb);
         for (int i = 0; i < nt; i++) {
+            // as mamba_layer_backward_gpu: one direction at a time
             scan_gpu_t s3 = scan_of(&toms[i], N, 3);
             const size_t per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
             for (int k = 0; k < 3; k++) {
                 scan_gpu_t s = dir_scan(&toms[i], N, k, es, u, dl, xd, xz, A_log, D, bias);
+                s.overwrite = 1;
                 scan_dir_gpu_t *sd = &s.dir[0];
                 sd->du = du; sd->ddelta = dd;
                 sd->dB = dxd + (size_t)toms[i].t.R * es;
                 sd->dC = dxd + ((size_t)toms[i].t.R + toms[i].t.NS) * es;
-                sd->dz = dz;
+                sd->dz = dxz + (size_t)toms[i].t.E * es;    // the gate half, at pi(j)
                 sd->dA_log = dA; sd->dD = dD; sd->ddelta_bias = dbias;
                 selective_scan_backward_gpu(g, y, states + (size_t)k * per_dir, wsp, &s);
             }
@@ -181,7 +186,7 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
     free(b);
     gpu_timer_free(&tf);
     gpu_timer_free(&tb);
-    void *bufs[] = { u, dl, xd, xz, y, du, dd, dz, dxd, states, wsp, par };
+    void *bufs[] = { u, dl, xd, xz, y, du, dd, dxz, dxd, states, wsp, par };
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) gpu_free(g, bufs[i]);
 }
 
@@ -194,10 +199,10 @@ const char *gpu_mpart_name(int part)
         "conv1d + SiLU fwd (3 directions)", "conv1d + SiLU recompute (bwd)", "conv1d + SiLU bwd",
         "x_proj GEMM fwd", "x_proj GEMM recompute (bwd: x_dbl)", "x_proj GEMM bwd",
         "dt_proj GEMM fwd (fp32 out)", "dt_proj GEMM recompute (bwd: delta)",
-        "dt_proj bwd (fp32: widen, GEMM, add)",
+        "dt_proj bwd (fp32: widen, GEMM, store)",
         "selective scan fwd (3 directions, gate, sum)", "selective scan bwd (3 launches, gate)",
         "out_proj GEMM fwd", "out_proj GEMM bwd (dG, dW_out)",
-        "zeroing gradient buffers (bwd memsets)", "dz scatter into dxz (bwd, unpermute add)" };
+        "zeroing gradient buffers (bwd memsets)" };
     return part >= 0 && part < GPU_MPART_COUNT ? names[part] : "?";
 }
 

@@ -28,7 +28,7 @@ scan_k scan_kernel_args(const gpu_ctx_t *g, const scan_gpu_t *s)
     ASSERT(s->ndir >= 1 && s->ndir <= 3 && s->N >= 1 && s->E >= 1 && s->E <= 1024 && s->L >= 1);
     scan_k k;
     memset(&k, 0, sizeof k);
-    k.N = s->N; k.E = s->E; k.ndir = s->ndir;
+    k.N = s->N; k.E = s->E; k.ndir = s->ndir; k.ow = s->overwrite;
     // SRM_SCAN_FAST_EXP=1 forces the MUFU decays in fp32 too (diagnostics: shows their error).
     k.exact = g->act == GPU_F32 && !getenv("SRM_SCAN_FAST_EXP");
     k.nch = (int)CEIL_DIV(s->L, (size_t)SCAN_T);

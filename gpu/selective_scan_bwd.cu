@@ -122,7 +122,8 @@ __device__ __forceinline__ float reduce12_16(const float (&v)[12], int s)
 //         per lane across all of the warp's pairs (flushed once per chunk, not a shared
 //         read-modify-write per step) and reduces the 3 state sums once per 4 tokens
 //   post: threads over (token, channel) again: du, ddelta, dz read-modify-written coalesced from
-//         the state sums the scan left in shared; dD / dbias partials of the chunk
+//         the state sums the scan left in shared (dz at the token's original row pi(j), with
+//         z's stride); dD / dbias partials of the chunk
 // Summation orders are fixed (tokens descending, pairs in warp order, warps in order): two runs
 // are bit-identical.
 #define BWD_EG 16                                   // channels per group (8 pairs)
@@ -268,11 +269,12 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             const float4 pv = pre[t][cc];
             const float ut = pv.y, gout = pv.z;
             const float draw = sfin[t][(BWD_EG + 1) + cc] * dsps[t][cc];
-            if (du) du[it] = from_f<T>(to_f(du[it]) + fmaf(De, gout, sfin[t][cc]));
-            if (ddl) ddl[it] += draw;
-            if (z && dz) {
+            if (du) du[it] = from_f<T>((k.ow ? 0.0f : to_f(du[it])) + fmaf(De, gout, sfin[t][cc]));
+            if (ddl) ddl[it] = (k.ow ? 0.0f : ddl[it]) + draw;
+            if (z && dz) {                          // at pi(j), like z
                 const float ypre = fmaf(De, ut, sfin[t][2 * (BWD_EG + 1) + cc]);
-                dz[it] = from_f<T>(to_f(dz[it]) + ypre * gzs[t][cc]);
+                T *pz = dz + srow[t] * k.ldz + e_t;
+                *pz = from_f<T>(to_f(*pz) + ypre * gzs[t][cc]);
             }
             dDc = fmaf(gout, ut, dDc);
             dbc += draw;
@@ -306,11 +308,11 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
         T *dst = col < SCAN_NS ? dB : dC;
         if (!dst) continue;
         T *pp = dst + ((size_t)n * k.L + j0 + t) * k.ldbc + (col % SCAN_NS);
-        *pp = from_f<T>(to_f(*pp) + v);
+        *pp = from_f<T>((k.ow ? 0.0f : to_f(*pp)) + v);
     }
 }
 
-// dB, dC += the sum of the splits' partials (dir, n, chunk, split, token, 32), splits in order.
+// dB, dC (+)= the sum of the splits' partials (dir, n, chunk, split, token, 32), splits in order.
 template <typename T>
 __global__ void scan_bwd_dbc_finish(scan_k k, const float *dbcp, int nsplit)
 {
@@ -326,7 +328,7 @@ __global__ void scan_bwd_dbc_finish(scan_k k, const float *dbcp, int nsplit)
         float v = 0.0f;
         for (int z = 0; z < nsplit; z++) v += p[(size_t)z * (SCAN_T * 32) + i];
         T *pp = dst + ((size_t)n * k.L + j0 + t) * k.ldbc + (col % SCAN_NS);
-        *pp = from_f<T>(to_f(*pp) + v);
+        *pp = from_f<T>((k.ow ? 0.0f : to_f(*pp)) + v);
     }
 }
 

@@ -254,7 +254,9 @@ static void test_scan(int N, int E, size_t L, size_t ns)
     float *due[3], *dde[3], *dze[3], *dxe[3], *dAe[3], *dDe[3], *dbe[3];
     const scan_shape_t ss = { .N = N, .E = E, .NS = NSt, .L = L, .bc_nstride = 0 };
     for (int k = 0; k < 3; k++) {
-        du0[k] = hrand(n, 0, 1); dd0[k] = hrand(n, 0, 1); dz0[k] = hrand(n, 0, 1);
+        // dz: (N, L, ldz) original order like z, the gate half at columns [E, 2E) (the rest must
+        // stay as it was)
+        du0[k] = hrand(n, 0, 1); dd0[k] = hrand(n, 0, 1); dz0[k] = hrand(nl * ldz, 0, 1);
         dx0[k] = hrand(nl * PP, 0, 1);
         dA0[k] = hrand((size_t)E * NSt, 0, 1); dD0[k] = hrand(E, 0, 1); db0[k] = hrand(E, 0, 1);
         const tom_order_t o = (tom_order_t)k;
@@ -272,7 +274,8 @@ static void test_scan(int N, int E, size_t L, size_t ns)
         float *dB = xmalloc(nl * NSt * 4), *dC = xmalloc(nl * NSt * 4), *dA = calloc((size_t)E * NSt, 4);
         tl_to_cf(du, du0[k], N, E, L, E, 0);
         tl_to_cf(dd, dd0[k], N, E, L, E, 0);
-        tl_to_cf(dz, dz0[k], N, E, L, E, 0);
+        tl_to_cf(tmp, dz0[k], N, E, L, ldz, E);
+        tom_permute_cpu(dz, tmp, N, E, L, o, ns);
         tl_to_cf(dB, dx0[k], N, NSt, L, PP, RR);
         tl_to_cf(dC, dx0[k], N, NSt, L, PP, RR + NSt);
         dDe[k] = hcopy(dD0[k], E);
@@ -280,11 +283,12 @@ static void test_scan(int N, int E, size_t L, size_t ns)
         tom_permute_cpu(dyp, dyc, N, E, L, o, ns);
         selective_scan_backward_cpu(du, dd, dA, dB, dC, dDe[k], dz, dbe[k], dyp, uc, dc, A, Bc, Cc,
                                     in.D[k], zp, in.bias[k], ss);
-        due[k] = xmalloc(n * 4); dde[k] = xmalloc(n * 4); dze[k] = xmalloc(n * 4);
+        due[k] = xmalloc(n * 4); dde[k] = xmalloc(n * 4); dze[k] = hcopy(dz0[k], nl * ldz);
         dxe[k] = hcopy(dx0[k], nl * PP);
         cf_to_tl(due[k], du, N, E, L, E, 0);
         cf_to_tl(dde[k], dd, N, E, L, E, 0);
-        cf_to_tl(dze[k], dz, N, E, L, E, 0);
+        tom_unpermute_cpu(tmp, dz, N, E, L, o, ns);
+        cf_to_tl(dze[k], tmp, N, E, L, ldz, E);
         cf_to_tl(dxe[k], dB, N, NSt, L, PP, RR);
         cf_to_tl(dxe[k], dC, N, NSt, L, PP, RR + NSt);
         dAe[k] = hcopy(dA0[k], (size_t)E * NSt);
@@ -315,7 +319,7 @@ static void test_scan(int N, int E, size_t L, size_t ns)
         d->delta_bias = bufs[nb++] = dev_f32(in.bias[k], E);
         d->du = bufs[nb++] = dev_act(du0[k], n);
         d->ddelta = bufs[nb++] = dev_f32(dd0[k], n);
-        d->dz = bufs[nb++] = dev_act(dz0[k], n);
+        d->dz = (char *)(bufs[nb++] = dev_act(dz0[k], nl * ldz)) + (size_t)E * asz();
         void *dxd = bufs[nb++] = dev_act(dx0[k], nl * PP);
         d->dB = (char *)dxd + RR * asz();
         d->dC = (char *)dxd + (RR + NSt) * asz();
@@ -336,7 +340,8 @@ static void test_scan(int N, int E, size_t L, size_t ns)
     free(y);
     for (int k = 0; k < 3; k++) {
         scan_dir_gpu_t *d = &s.dir[k];
-        float *a = get_act(d->du, n), *b = get_f32(d->ddelta, n), *c = get_act(d->dz, n);
+        float *a = get_act(d->du, n), *b = get_f32(d->ddelta, n);
+        float *c = get_act((char *)d->dz - (size_t)E * asz(), nl * ldz);
         float *x = get_act((char *)d->dB - RR * asz(), nl * PP);
         float *dA = get_f32(d->dA_log, (size_t)E * NSt), *dD = get_f32(d->dD, E);
         float *db = get_f32(d->ddelta_bias, E);
@@ -344,7 +349,19 @@ static void test_scan(int N, int E, size_t L, size_t ns)
         char t[64];
         snprintf(t, sizeof t, "scan %s du", nm[k]);    CLOSE(t, a, due[k], n, rtol_scan());
         snprintf(t, sizeof t, "scan %s ddelta", nm[k]); CLOSE(t, b, dde[k], n, rtol_scan());
-        snprintf(t, sizeof t, "scan %s dz", nm[k]);    CLOSE(t, c, dze[k], n, rtol_scan());
+        {   // dz: the gate half close, the other half of each row untouched (bit for bit)
+            float *got = xmalloc(n * 4), *want = xmalloc(n * 4);
+            int kept = 1;
+            for (size_t r = 0; r < nl; r++)
+                for (int e = 0; e < E; e++) {
+                    got[r * E + e] = c[r * ldz + E + e];
+                    want[r * E + e] = dze[k][r * ldz + E + e];
+                    kept &= c[r * ldz + e] == dze[k][r * ldz + e];
+                }
+            snprintf(t, sizeof t, "scan %s dz", nm[k]); CLOSE(t, got, want, n, rtol_scan());
+            EXPECT(kept, "scan %s: dz wrote outside the gate half of its rows", nm[k]);
+            free(got); free(want);
+        }
         snprintf(t, sizeof t, "scan %s dB|dC", nm[k]); CLOSE(t, x, dxe[k], nl * PP, rtol_scan());
         snprintf(t, sizeof t, "scan %s dA_log", nm[k]); CLOSE(t, dA, dAe[k], (size_t)E * NSt, rtol_scan());
         snprintf(t, sizeof t, "scan %s dD", nm[k]);    CLOSE(t, dD, dDe[k], E, rtol_scan());
@@ -372,6 +389,35 @@ static void test_scan(int N, int E, size_t L, size_t ns)
                !memcmp(firstB, secondB, nl * PP * asz()),
                "%s scan backward not bit-reproducible (L=%zu)", bf16 ? "bf16" : "f32", L);
         free(first); free(second); free(firstB); free(secondB);
+    }
+    // Overwrite mode (the Mamba layer's): du, ddelta, dB, dC are written, not added, so buffers
+    // poisoned first come back as the gradients alone (expected: the accumulated results minus
+    // the starting values).
+    s.overwrite = 1;
+    for (int k = 0; k < 3; k++) {
+        scan_dir_gpu_t *d = &s.dir[k];
+        gpu_poison(g, d->du, n * asz());
+        gpu_poison(g, d->ddelta, n * 4);
+        gpu_poison(g, (char *)d->dB - RR * asz(), nl * PP * asz());
+    }
+    selective_scan_backward_gpu(g, dDY, states, ws, &s);
+    for (int k = 0; k < 3; k++) {
+        scan_dir_gpu_t *d = &s.dir[k];
+        float *a = get_act(d->du, n), *b = get_f32(d->ddelta, n);
+        float *x = get_act((char *)d->dB - RR * asz(), nl * PP);
+        float *wa = xmalloc(n * 4), *wb = xmalloc(n * 4);
+        float *gx = xmalloc(nl * 2 * NSt * 4), *wx = xmalloc(nl * 2 * NSt * 4);
+        for (size_t i = 0; i < n; i++) { wa[i] = due[k][i] - du0[k][i]; wb[i] = dde[k][i] - dd0[k][i]; }
+        for (size_t r = 0; r < nl; r++)
+            for (int q = 0; q < 2 * NSt; q++) {
+                gx[r * 2 * NSt + q] = x[r * PP + RR + q];
+                wx[r * 2 * NSt + q] = dxe[k][r * PP + RR + q] - dx0[k][r * PP + RR + q];
+            }
+        char t[64];
+        snprintf(t, sizeof t, "scan dir %d overwrite du", k);     CLOSE(t, a, wa, n, rtol_scan());
+        snprintf(t, sizeof t, "scan dir %d overwrite ddelta", k); CLOSE(t, b, wb, n, rtol_scan());
+        snprintf(t, sizeof t, "scan dir %d overwrite dB|dC", k);  CLOSE(t, gx, wx, nl * 2 * NSt, rtol_scan());
+        free(a); free(b); free(x); free(wa); free(wb); free(gx); free(wx);
     }
     for (int i = 0; i < nb; i++) gpu_free(g, bufs[i]);
     gpu_free(g, dxz); gpu_free(g, dY); gpu_free(g, dDY); gpu_free(g, states); gpu_free(g, ws);
@@ -654,7 +700,8 @@ static void *dev_rand_act(size_t n, float mean, float std)
     return d;
 }
 
-// The scan alone at one layer shape (3 directions, forward + backward): median ms into *mf, *mb.
+// The scan alone at one layer shape, called as the Mamba layer calls it (forward: the 3
+// directions in one call; backward: one call per direction): median ms into *mf, *mb.
 static void scan_timing(gpu_timer_t *tm, size_t L, int E, size_t ns, int Rk, float *mf, float *mb,
                         int report_memory)
 {
@@ -691,7 +738,8 @@ static void scan_timing(gpu_timer_t *tm, size_t L, int E, size_t ns, int Rk, flo
         hd = hrand(n, 0, 1);
         d->ddelta = bufs[nb++] = dev_f32(hd, n);
         free(hd);
-        d->dz = bufs[nb++] = dev_rand_act(n, 0, 1);
+        d->dz = (char *)dev_rand_act(nl * 2 * E, 0, 1) + (size_t)E * asz();   // like z
+        bufs[nb++] = (char *)d->dz - (size_t)E * asz();
         void *dxd = bufs[nb++] = dev_rand_act(nl * P, 0, 1);
         d->dB = (char *)dxd + Rk * asz();
         d->dC = (char *)dxd + (Rk + NSt) * asz();
@@ -702,13 +750,20 @@ static void scan_timing(gpu_timer_t *tm, size_t L, int E, size_t ns, int Rk, flo
     free(al); free(one); free(bias); free(zero);
     float *states = bufs[nb++] = gpu_malloc(g, selective_scan_states_bytes(&s), "states");
     void *ws = bufs[nb++] = gpu_malloc(g, selective_scan_workspace_bytes(&s), "ws");
+    const size_t per_dir = selective_scan_states_bytes(&s) / 3 / sizeof(float);
     for (int r = -3; r < REPS; r++) {
         gpu_timer_start(tm);
         selective_scan_forward_gpu(g, Y, 0, states, ws, &s);
         gpu_timer_stop(tm);
         float f = gpu_timer_ms(tm);
+        // as mamba_layer_backward_gpu: one direction per call (one u / delta buffer)
         gpu_timer_start(tm);
-        selective_scan_backward_gpu(g, dY, states, ws, &s);
+        for (int k = 0; k < 3; k++) {
+            scan_gpu_t s1 = s;
+            s1.ndir = 1;
+            s1.dir[0] = s.dir[k];
+            selective_scan_backward_gpu(g, dY, states + (size_t)k * per_dir, ws, &s1);
+        }
         gpu_timer_stop(tm);
         float b = gpu_timer_ms(tm);
         if (r >= 0) { tf[r] = f; tb[r] = b; }
