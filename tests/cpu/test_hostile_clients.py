@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from srmtest import ROOT, BIN, check_ok, failures, summary
 
 STEPS = 60
+PROBE_S = 240           # deadline of the "still served after the attack" probes (runs: 300 s)
 
 
 def encode(type_, fields, arrays, version=1):
@@ -174,22 +175,27 @@ def attack(run, stats):
             send(socks[name], garbage(rng, kinds[i % len(kinds)]))
     stats["sent"] = sent
     time.sleep(2.0)
-    # well-formed peers are still served
+    # well-formed peers are still served. A stage answers once it has worked through the flood's
+    # backlog queued ahead of the request (thousands of rejections, each logged): seconds on an
+    # idle machine, over a minute on a loaded 2-core one (seen once with 30 / 60 s deadlines). A
+    # stage that stopped serving never answers, so a generous deadline still catches it; the
+    # answer times are printed.
+    def answer(sock, types, deadline):
+        t0, end = time.time(), time.time() + deadline
+        while time.time() < end:
+            if sock.poll(1000):
+                ans = msgpack.unpackb(sock.recv_multipart()[0], raw=False)
+                if ans.get("type") in types:
+                    return ans, time.time() - t0
+        return {}, time.time() - t0
     d = ctx.socket(zmq.DEALER); d.linger = 0; d.connect(S("cases"))
     d.send_multipart(encode("request", {"what": "validation_case", "index": 0, "seq": 42}, []))
-    ans = msgpack.unpackb(d.recv_multipart()[0], raw=False) if d.poll(30000) else {}
+    ans, stats["case_s"] = answer(d, ("volume", "error"), PROBE_S)
     stats["case_answer"] = ans.get("type")
     e = ctx.socket(zmq.DEALER); e.linger = 0; e.connect(S("exporter"))
     e.send_multipart(encode("request", {"what": "latest_checkpoint", "seq": 43}, []))
-    # drain until the answer to our request (the flood's error replies went to other sockets)
-    # (the exporter may still be working through the flood's backlog: wait for the answer)
-    ans = {}
-    end = time.time() + 60
-    while time.time() < end:
-        if e.poll(1000):
-            ans = msgpack.unpackb(e.recv_multipart()[0], raw=False)
-            if ans.get("type") in ("checkpoint", "error"):
-                break
+    # the flood's error replies went to other sockets: only our request's answer comes here
+    ans, stats["exporter_s"] = answer(e, ("checkpoint", "error"), PROBE_S)
     stats["exporter_answer"] = (ans.get("type"), ans.get("code"))
     ctx.destroy(linger=0)
 
@@ -233,7 +239,8 @@ def main():
         pids1 = stage_pids(run)
         stop.set(); th.join()
         print(f"attack: {stats['sent']} hostile messages in {time.time() - t0:.1f} s on cases, patches, metrics, exporter "
-              f"(+ wrong socket types on volumes, evaljobs)")
+              f"(+ wrong socket types on volumes, evaljobs); probes answered after {stats['case_s']:.1f} s (loader), "
+              f"{stats['exporter_s']:.1f} s (exporter)")
         # A stage still running has its pre-attack pid; one that is gone must have ended with the
         # run (an unloaded machine can finish the 60 steps during the attack), never died: train.sh
         # logs every death ("NAME died (status N)") before restarting the stage.
