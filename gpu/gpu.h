@@ -247,7 +247,8 @@ typedef struct {
     const void *z;              // (N, L, ldz) original order, or NULL
     const float *A_log, *D, *delta_bias;
     // backward outputs, ACCUMULATED (+=; see overwrite), any may be NULL; same orders and
-    // strides as inputs
+    // strides as inputs; each direction of one call needs its own (asserted: a shared one would
+    // be updated by two directions' blocks at once)
     void *du, *dB, *dC, *dz;    // act; dz: (N, L, ldz) original order, like z (the Mamba layer
                                 // passes the gate half of dxz: no scanned-order dz, no scatter)
     float *ddelta;              // (N, L, E) f32

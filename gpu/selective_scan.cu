@@ -40,6 +40,15 @@ scan_k scan_kernel_args(const gpu_ctx_t *g, const scan_gpu_t *s)
         ASSERT(a->order != TOM_SLICE || s->L % k.nslices == 0);
         ASSERT(!a->z || s->ldz >= (size_t)s->E);
         ASSERT(s->ldbc >= SCAN_NS);
+        // one launch updates all directions at once: outputs shared between two of them (dz
+        // into one dxz, say) would race, so each direction needs its own
+        for (int e = 0; e < d; e++) {
+            const scan_dir_gpu_t *b = &s->dir[e];
+            const void *oa[] = { a->du, a->dB, a->dC, a->dz, a->ddelta, a->dA_log, a->dD, a->ddelta_bias };
+            const void *ob[] = { b->du, b->dB, b->dC, b->dz, b->ddelta, b->dA_log, b->dD, b->ddelta_bias };
+            for (size_t i = 0; i < sizeof oa / sizeof *oa; i++)
+                ASSERT(!oa[i] || oa[i] != ob[i]);
+        }
         scan_kdir *o = &k.d[d];
         o->u = a->u; o->delta = a->delta; o->B = a->B; o->C = a->C; o->z = a->z;
         o->A_log = a->A_log; o->D = a->D; o->bias = a->delta_bias;

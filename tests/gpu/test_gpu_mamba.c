@@ -371,11 +371,14 @@ static void test_scan(int N, int E, size_t L, size_t ns)
     // Determinism: the backward again from the same starting gradients, bit for bit.
     {
         float *first = get_f32(s.dir[2].dA_log, (size_t)E * NSt);
+        float *firstD = get_f32(s.dir[2].dD, E), *firstb = get_f32(s.dir[2].ddelta_bias, E);
         void *firstB = xmalloc(nl * PP * asz());
         gpu_download(g, firstB, (char *)s.dir[2].dB - RR * asz(), nl * PP * asz());
         for (int k = 0; k < 3; k++) {
             scan_dir_gpu_t *d = &s.dir[k];
             gpu_upload(g, d->dA_log, dA0[k], (size_t)E * NSt * 4);
+            gpu_upload(g, d->dD, dD0[k], (size_t)E * 4);
+            gpu_upload(g, d->ddelta_bias, db0[k], (size_t)E * 4);
             void *tmpb = dev_act(dx0[k], nl * PP);
             gpu_copy(g, (char *)d->dB - RR * asz(), tmpb, nl * PP * asz());
             gpu_sync(g);
@@ -383,12 +386,15 @@ static void test_scan(int N, int E, size_t L, size_t ns)
         }
         selective_scan_backward_gpu(g, dDY, states, ws, &s);
         float *second = get_f32(s.dir[2].dA_log, (size_t)E * NSt);
+        float *secondD = get_f32(s.dir[2].dD, E), *secondb = get_f32(s.dir[2].ddelta_bias, E);
         void *secondB = xmalloc(nl * PP * asz());
         gpu_download(g, secondB, (char *)s.dir[2].dB - RR * asz(), nl * PP * asz());
         EXPECT(!memcmp(first, second, (size_t)E * NSt * 4) &&
+               !memcmp(firstD, secondD, (size_t)E * 4) && !memcmp(firstb, secondb, (size_t)E * 4) &&
                !memcmp(firstB, secondB, nl * PP * asz()),
                "%s scan backward not bit-reproducible (L=%zu)", bf16 ? "bf16" : "f32", L);
         free(first); free(second); free(firstB); free(secondB);
+        free(firstD); free(secondD); free(firstb); free(secondb);
     }
     // Overwrite mode (the Mamba layer's): du, ddelta, dB, dC are written, not added, so buffers
     // poisoned first come back as the gradients alone (expected: the accumulated results minus
@@ -761,6 +767,7 @@ static void scan_timing(gpu_timer_t *tm, size_t L, int E, size_t ns, int Rk, flo
         for (int k = 0; k < 3; k++) {
             scan_gpu_t s1 = s;
             s1.ndir = 1;
+            s1.overwrite = 1;                       // as the layer
             s1.dir[0] = s.dir[k];
             selective_scan_backward_gpu(g, dY, states + (size_t)k * per_dir, ws, &s1);
         }
@@ -878,6 +885,8 @@ int main(void)
         test_scan(2, 20, 4133, 1);
         test_scan(1, 96, 4134, 13);
         test_scan(1, 45, 11000, 8);                 // enough chunks: no channel split
+        test_scan(1, 200, 301, 7);                  // channel blocks of 128 + a 72-wide tail
+        test_scan(1, 129, 301, 7);                  // channel blocks of 96 (129 = 96 + 33)
         test_layer(2, 10, 37, 1);
         test_layer(1, 20, 301, 7);
         test_layer(1, 48, 4134, 13);
