@@ -88,6 +88,18 @@ struct scan_k {
 };
 scan_k scan_kernel_args(const gpu_ctx_t *g, const scan_gpu_t *s);
 
+// srow[t] = n L + pi(j0 + t), the original-order row (dy / y / z) of each of a chunk's tokens,
+// one thread per token (blockDim >= SCAN_T): in the slice order pi is a 64-bit div / mod, as
+// many instructions as a token's 16-state update, so once per token, not per (token, channel).
+// Tail tokens (t >= tn) get row 0, never read. The caller synchronizes before reading srow.
+__device__ __forceinline__ void scan_chunk_rows(size_t *srow, const scan_k &k, int order, int n,
+                                                size_t j0, int tn)
+{
+    if (threadIdx.x < SCAN_T)
+        srow[threadIdx.x] = (int)threadIdx.x < tn
+            ? (size_t)n * k.L + tom_pi(order, j0 + threadIdx.x, k.L, k.nslices) : 0;
+}
+
 // Channels per block of the thread-per-channel scan kernels (forward summary and emit, adjoint
 // summary): E split into ceil(E / 128) blocks of equal width, a multiple of 32 -- 96 at E = 96
 // and 192, 128 at 384 and 768. One block of 768 threads per chunk left the small levels

@@ -61,6 +61,12 @@ scan_k scan_kernel_args(const gpu_ctx_t *g, const scan_gpu_t *s)
 
 static size_t nch_of(const scan_gpu_t *s) { return CEIL_DIV(s->L, (size_t)SCAN_T); }
 
+// one f32 per (dir, n, chunk, channel), arena-rounded: S, Dp and bp each
+static size_t per_chunk_bytes(const scan_gpu_t *s)
+{
+    return gpu_arena_round((size_t)s->ndir * s->N * nch_of(s) * s->E * sizeof(float));
+}
+
 size_t selective_scan_states_bytes(const scan_gpu_t *s)
 {
     return (size_t)s->ndir * s->N * nch_of(s) * s->E * SCAN_NS * sizeof(float);
@@ -68,14 +74,13 @@ size_t selective_scan_states_bytes(const scan_gpu_t *s)
 
 size_t selective_scan_workspace_bytes(const scan_gpu_t *s)
 {
-    const size_t small = gpu_arena_round((size_t)s->ndir * s->N * nch_of(s) * s->E * sizeof(float));
-    return 3 * small + gpu_arena_round(selective_scan_states_bytes(s)) +
+    return 3 * per_chunk_bytes(s) + gpu_arena_round(selective_scan_states_bytes(s)) +
            gpu_arena_round(scan_bwd_aux_bytes(s));
 }
 
 scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s)
 {
-    const size_t small = gpu_arena_round((size_t)s->ndir * s->N * nch_of(s) * s->E * sizeof(float));
+    const size_t small = per_chunk_bytes(s);
     char *p = (char *)ws;
     scan_ws w;
     w.S = (float *)p;
@@ -270,11 +275,7 @@ __global__ void scan_fwd_emit(scan_k k, int d, int eb, T *y, int accumulate, con
         Bs[t][s] = t < tn ? to_f(B[r]) : 0.0f;
         Cs[t][s] = t < tn ? to_f(C[r]) : 0.0f;
     }
-    // pi once per token by one thread (blockDim >= 32), not per (token, channel): the slice
-    // order's pi is a 64-bit div / mod, as many instructions as a token's 16-state update
-    if (threadIdx.x < SCAN_T)
-        srow[threadIdx.x] = (int)threadIdx.x < tn
-            ? (size_t)n * k.L + tom_pi(P.order, j0 + threadIdx.x, k.L, k.nslices) : 0;
+    scan_chunk_rows(srow, k, P.order, n, j0, tn);
     __syncthreads();
     const int e = blockIdx.z * eb + threadIdx.x;
     if (e >= k.E) return;
@@ -323,7 +324,7 @@ __global__ void scan_fwd_emit(scan_k k, int d, int eb, T *y, int accumulate, con
 
 size_t selective_scan_forward_workspace_bytes(const scan_gpu_t *s)
 {
-    return gpu_arena_round((size_t)s->ndir * s->N * nch_of(s) * s->E * sizeof(float));   // S only
+    return per_chunk_bytes(s);                      // S only
 }
 
 void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *states,

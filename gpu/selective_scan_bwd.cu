@@ -47,11 +47,7 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
         const int t = i / SCAN_NS, s = i % SCAN_NS;
         Cs[t][s] = t < tn ? to_f(C[((size_t)n * k.L + j0 + t) * k.ldbc + s]) : 0.0f;
     }
-    // pi once per token (blockDim >= 32), not per (token, channel): a 64-bit div / mod in the
-    // slice order
-    if (threadIdx.x < SCAN_T)
-        srow[threadIdx.x] = (int)threadIdx.x < tn
-            ? (size_t)n * k.L + tom_pi(P.order, j0 + threadIdx.x, k.L, k.nslices) : 0;
+    scan_chunk_rows(srow, k, P.order, n, j0, tn);
     __syncthreads();
     const int e = blockIdx.z * eb + threadIdx.x;
     if (e >= k.E) return;
@@ -111,6 +107,17 @@ __device__ __forceinline__ float reduce12_16(const float (&v)[12], int s)
     return (b0 ? y1 : y0) + __shfl_xor_sync(0xffffffffu, b0 ? y0 : y1, 1);
 }
 
+// dB (col < 16) or dC (col - 16) of token row `row` (n L + j) gets v: stored (k.ow) or added;
+// a NULL output is skipped. The callers hoist dB, dC out of their loops.
+template <typename T>
+__device__ __forceinline__ void dbc_put(const scan_k &k, T *dB, T *dC, size_t row, int col, float v)
+{
+    T *dst = col < SCAN_NS ? dB : dC;
+    if (!dst) return;
+    T *pp = dst + row * k.ldbc + (col % SCAN_NS);
+    *pp = from_f<T>((k.ow ? 0.0f : to_f(*pp)) + v);
+}
+
 // lam_dA: in Lambda (dir, n, c, e, s), out the chunk's dA partial (same index, in place).
 // Dp, bp: (dir, n, c, e) partial dD / ddelta_bias.
 // The chunk's channels are walked in groups of BWD_EG. Per group, three phases:
@@ -158,9 +165,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             const size_t r = ((size_t)n * k.L + j0 + t) * k.ldbc + q;
             BC[t][q] = t < tn ? make_float2(to_f(B[r]), to_f(C[r])) : make_float2(0.0f, 0.0f);
         }
-        if (threadIdx.x < SCAN_T)                   // tails: row 0, never read (t >= tn)
-            srow[threadIdx.x] = (int)threadIdx.x < tn
-                ? (size_t)n * k.L + tom_pi(P.order, j0 + threadIdx.x, k.L, k.nslices) : 0;
+        scan_chunk_rows(srow, k, P.order, n, j0, tn);
     }
 
     const T *u = (const T *)P.u, *z = (const T *)P.z;
@@ -303,12 +308,8 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
         const int t = i / 32, col = i % 32;
         float v = 0.0f;
         for (int q = 0; q < BWD_WARPS; q++) v += bc[q][t][col];
-        if (part) { part[i] = v; continue; }
-        if (t >= tn) continue;
-        T *dst = col < SCAN_NS ? dB : dC;
-        if (!dst) continue;
-        T *pp = dst + ((size_t)n * k.L + j0 + t) * k.ldbc + (col % SCAN_NS);
-        *pp = from_f<T>((k.ow ? 0.0f : to_f(*pp)) + v);
+        if (part) part[i] = v;
+        else if (t < tn) dbc_put<T>(k, dB, dC, (size_t)n * k.L + j0 + t, col, v);
     }
 }
 
@@ -321,14 +322,12 @@ __global__ void scan_bwd_dbc_finish(scan_k k, const float *dbcp, int nsplit)
     const size_t j0 = (size_t)c * SCAN_T;
     const int tn = (int)min((size_t)SCAN_T, k.L - j0);
     const float *p = dbcp + ((size_t)blockIdx.y * k.nch + c) * nsplit * (SCAN_T * 32);
+    T *dB = (T *)P.dB, *dC = (T *)P.dC;
     for (int i = threadIdx.x; i < tn * 32; i += blockDim.x) {
         const int t = i / 32, col = i % 32;
-        T *dst = (T *)(col < SCAN_NS ? P.dB : P.dC);
-        if (!dst) continue;
         float v = 0.0f;
         for (int z = 0; z < nsplit; z++) v += p[(size_t)z * (SCAN_T * 32) + i];
-        T *pp = dst + ((size_t)n * k.L + j0 + t) * k.ldbc + (col % SCAN_NS);
-        *pp = from_f<T>((k.ow ? 0.0f : to_f(*pp)) + v);
+        dbc_put<T>(k, dB, dC, (size_t)n * k.L + j0 + t, col, v);
     }
 }
 
