@@ -68,6 +68,18 @@ __device__ __forceinline__ float scan_ex2(float x, int exact) { return exact ? e
 __device__ __forceinline__ float sigmoid_f(float v) { return 1.0f / (1.0f + expf(-v)); }
 __device__ __forceinline__ float softplus20_f(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
 
+// 16-byte asynchronous global -> shared copies (sm_80+): the copy runs while the thread goes on
+// and costs no registers until it is waited for. bytes = 16, or 0 for a zero fill (the source
+// is then not read, but must still be a valid address).
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int bytes)
+{
+    const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(sa), "l"(gmem), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// every copy this thread committed has landed (other threads' need a barrier after this)
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
 // ---- selective scan internals shared by selective_scan.cu and selective_scan_bwd.cu ----
 // Kernel view of scan_gpu_t (passed by value).
 struct scan_kdir {

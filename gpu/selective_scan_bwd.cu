@@ -8,7 +8,8 @@ lambda_{j+1} is the same kind of linear recurrence run in reverse, so
   2. carries: the shared carry pass, reversed, turns X into Lambda_c = the adjoint entering
      chunk c from its right (in place)
   3. main: per chunk, channels in groups of 16 staged through shared memory (coalesced
-     loads and read-modify-writes), one lane per (channel, state), two channels per warp:
+     loads and read-modify-writes; the next group's inputs fetched by cp.async while the
+     current one is scanned), one lane per (channel, state), two channels per warp:
      recompute the chunk's 32 states in registers from the saved entering state, then walk
      back with lambda from Lambda_c and form every gradient. Sums over the 16 states (du,
      ddelta, the pre-gate y for dz) are one transposing butterfly per 4 tokens; the sums over
@@ -23,6 +24,7 @@ Nothing uses atomics: the result is bit-reproducible. gout = dy(pi(j)) * silu(z(
 */
 #include "gpu_internal.h"
 #include "mamba_kernels.cuh"
+#include <stdint.h>
 #include <string.h>
 
 #define BWD_WARPS 4
@@ -33,6 +35,11 @@ Nothing uses atomics: the result is bit-reproducible. gout = dy(pi(j)) * silu(z(
 // blockIdx.z: the channel block of scan_block_width(E) channels. (Staging the chunk's dt and
 // gout in shared memory first, as scan_fwd_summary does, measured slower here: 1.29 -> 1.58 ms
 // at level 0 under ncu, the 24 KB per block cutting the resident warps from 63 to 27.)
+// Tokens whose loads a thread issues together before using them. Scan backward of a 128^3 step
+// (srm-bench, H100, with the cp.async main kernel): batch 1 16.2 ms, 2 15.7, 4 16.1, 8 17.2 --
+// every token more holds ~3 more registers, and past 2 the lost occupancy costs more than the
+// overlapped loads win (gpu/PERF_NOTES.md v17).
+#define BWD_SUM_BATCH 2
 template <typename T>
 __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float *S)
 {
@@ -58,18 +65,31 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
     const float *dl = P.delta;
     const T *z = (const T *)P.z;
     float sum = 0.0f;
-    for (int t = tn - 1; t >= 0; t--) {
-        const size_t j = j0 + t, i = ((size_t)n * k.L + j) * k.E + e;
-        const size_t r = srow[t];
-        const float dt = softplus20_f(dl[i] + bias);
-        float gout = to_f(dy[r * k.E + e]);
-        if (z) {
-            const float zt = to_f(z[r * k.ldz + e]);
-            gout *= zt * sigmoid_f(zt);
-        }
-        sum += dt;
+    // tokens in batches of BWD_SUM_BATCH, all of a batch's loads issued before its first use:
+    // one token's loads at a time left the thread waiting on each (L1TEX stall 55 % under ncu,
+    // 16.6 cycles between issues; 12.8 now)
+    for (int tb = tn - 1; tb >= 0; tb -= BWD_SUM_BATCH) {
+        float draw[BWD_SUM_BATCH], dyv[BWD_SUM_BATCH], zv[BWD_SUM_BATCH];
 #pragma unroll
-        for (int s = 0; s < SCAN_NS; s++) lam[s] = scan_ex2(dt * A[s], k.exact) * fmaf(gout, Cs[t][s], lam[s]);
+        for (int q = 0; q < BWD_SUM_BATCH; q++) {
+            const int t = tb - q;
+            if (t < 0) break;
+            const size_t r = srow[t];
+            draw[q] = dl[((size_t)n * k.L + j0 + t) * k.E + e];
+            dyv[q] = to_f(dy[r * k.E + e]);
+            zv[q] = z ? to_f(z[r * k.ldz + e]) : 0.0f;
+        }
+#pragma unroll
+        for (int q = 0; q < BWD_SUM_BATCH; q++) {
+            const int t = tb - q;
+            if (t < 0) break;
+            const float dt = softplus20_f(draw[q] + bias);
+            float gout = dyv[q];
+            if (z) gout *= zv[q] * sigmoid_f(zv[q]);
+            sum += dt;
+#pragma unroll
+            for (int s = 0; s < SCAN_NS; s++) lam[s] = scan_ex2(dt * A[s], k.exact) * fmaf(gout, Cs[t][s], lam[s]);
+        }
     }
     const size_t row = ((size_t)blockIdx.y * k.nch + c) * k.E + e;
 #pragma unroll
@@ -121,13 +141,16 @@ __device__ __forceinline__ void dbc_put(const scan_k &k, T *dB, T *dC, size_t ro
 // lam_dA: in Lambda (dir, n, c, e, s), out the chunk's dA partial (same index, in place).
 // Dp, bp: (dir, n, c, e) partial dD / ddelta_bias.
 // The chunk's channels are walked in groups of BWD_EG. Per group, three phases:
-//   pre:  threads over (token, channel), channels fastest: coalesced loads of delta, u, dy, z
-//         (the last two at pi(j), whose row index is computed once per token per chunk) ->
-//         dt, u, gout, softplus' and the dz factor in shared; nothing is reloaded later
+//   pre:  threads over (token, channel), channels fastest: the group's delta, u, dy, z (the
+//         last two at pi(j), whose row index is computed once per token per chunk), already in
+//         shared memory (bwd_stage) -> dt, u, gout, softplus' and the dz factor in shared;
+//         nothing is reloaded later
 //   scan: lanes over (channel of a pair, state), reading shared only: the forward recompute
 //         keeps the chunk's 32 states in registers; the backward keeps dB / dC in registers
 //         per lane across all of the warp's pairs (flushed once per chunk, not a shared
-//         read-modify-write per step) and reduces the 3 state sums once per 4 tokens
+//         read-modify-write per step) and reduces the 3 state sums once per 4 tokens. Before
+//         it starts, the next group's raw inputs are requested with cp.async, so their loads
+//         run under this group's scan and post phases instead of in front of its pre phase
 //   post: threads over (token, channel) again: du, ddelta, dz read-modify-written coalesced from
 //         the state sums the scan left in shared (dz at the token's original row pi(j), with
 //         z's stride); dD / dbias partials of the chunk
@@ -136,13 +159,66 @@ __device__ __forceinline__ void dbc_put(const scan_k &k, T *dB, T *dC, size_t ro
 #define BWD_EG 16                                   // channels per group (8 pairs)
 #define BWD_THREADS (32 * BWD_WARPS)
 #define BWD_FIN (3 * (BWD_EG + 1))                  // sfin row: 3 sums x 17 (bank spread)
+
+// One channel group's raw inputs of a chunk, as stored: delta (f32), u, dy and z (at pi(j)).
+template <typename T> struct bwd_raw {
+    float delta[SCAN_T][BWD_EG];
+    T u[SCAN_T][BWD_EG], dy[SCAN_T][BWD_EG], z[SCAN_T][BWD_EG];
+};
+
+// Fills r with group e0's raw inputs (tokens past tn, channels past E: zeros). vec (uniform
+// over the launch; selective_scan_backward_gpu checks E % 8 == 0, ldz % 8 == 0 and 16-byte
+// aligned bases, so every 16-byte piece of a row is wholly inside or outside E): 16-byte
+// cp.async copies, committed but not waited for (the caller waits and syncs before reading).
+// Otherwise plain loads, waited for here: the same values.
+template <typename T>
+__device__ __forceinline__ void bwd_stage(bwd_raw<T> &r, const scan_k &k, const scan_kdir &P,
+                                          const T *dy, const size_t *srow, int n, size_t j0,
+                                          int tn, int e0, int vec)
+{
+    const T *u = (const T *)P.u, *z = (const T *)P.z;
+    if (vec) {
+        constexpr int PD = BWD_EG * 4 / 16, PT = BWD_EG * (int)sizeof(T) / 16;  // pieces per row
+        constexpr int CT = 16 / (int)sizeof(T);                                 // channels per piece
+        static_assert(SCAN_T * PD == BWD_THREADS, "one delta piece per thread");
+        {
+            const int t = threadIdx.x / PD, e = e0 + threadIdx.x % PD * 4;
+            const bool ok = t < tn && e < k.E;
+            const float *src = ok ? P.delta + ((size_t)n * k.L + j0 + t) * k.E + e : P.delta;
+            cp_async16(&r.delta[t][e - e0], src, ok ? 16 : 0);
+        }
+        // u, dy, z: SCAN_T * PT pieces each (z absent: two arrays)
+        const int pieces = (z ? 3 : 2) * SCAN_T * PT;
+#pragma unroll
+        for (int i = threadIdx.x; i < 3 * SCAN_T * PT; i += BWD_THREADS) {
+            if (i >= pieces) break;
+            const int a = i / (SCAN_T * PT), t = i % (SCAN_T * PT) / PT, ch = i % PT * CT, e = e0 + ch;
+            const bool ok = t < tn && e < k.E;
+            const T *src = !ok ? u : a == 0 ? u + ((size_t)n * k.L + j0 + t) * k.E + e
+                                   : a == 1 ? dy + srow[t] * k.E + e : z + srow[t] * k.ldz + e;
+            T *dst = a == 0 ? &r.u[t][ch] : a == 1 ? &r.dy[t][ch] : &r.z[t][ch];
+            cp_async16(dst, src, ok ? 16 : 0);
+        }
+        cp_async_commit();
+    } else {
+        const int cc = threadIdx.x % BWD_EG, e = e0 + cc;
+        for (int t = threadIdx.x / BWD_EG; t < SCAN_T; t += BWD_THREADS / BWD_EG) {
+            const bool ok = t < tn && e < k.E;
+            const size_t it = ((size_t)n * k.L + j0 + t) * k.E + e, rt = srow[t];
+            r.delta[t][cc] = ok ? P.delta[it] : 0.0f;
+            r.u[t][cc] = ok ? u[it] : from_f<T>(0.0f);
+            r.dy[t][cc] = ok ? dy[rt * k.E + e] : from_f<T>(0.0f);
+            if (z) r.z[t][cc] = ok ? z[rt * k.ldz + e] : from_f<T>(0.0f);
+        }
+    }
+}
 // EXACT is k.exact as a template argument: as a run-time flag every decay carried a branch
 // (BRA + convergence barriers, ~8 SASS instructions per step); 4 blocks of 128 threads per SM
 // are asked for (<= 128 registers) so the compiler does not trade occupancy for hoisted decays.
 template <typename T, int EXACT>
 __global__ void __launch_bounds__(BWD_THREADS, 4)
 scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *Dp, float *bp,
-              int egs, float *dbcp)
+              int egs, float *dbcp, int vec)
 {
     // (B, C) and (dt, u, gout, dt u) packed: one 8- and one 16-byte shared load per step
     __shared__ float2 BC[SCAN_T][SCAN_NS];
@@ -153,6 +229,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
     __shared__ float sfin[SCAN_T][BWD_FIN];             // [t][q * 17 + ch]: du, ddt, ypre sums
     __shared__ float sred[2][BWD_THREADS / BWD_EG][BWD_EG];
     __shared__ size_t srow[SCAN_T];                     // n L + pi(j0 + t): dy / z row
+    __shared__ __align__(16) bwd_raw<T> raw;            // the group's inputs (bwd_stage)
     const int c = blockIdx.x, d = blockIdx.y / k.N, n = blockIdx.y % k.N;
     const scan_kdir &P = k.d[d];
     const size_t j0 = (size_t)c * SCAN_T;
@@ -168,8 +245,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
         scan_chunk_rows(srow, k, P.order, n, j0, tn);
     }
 
-    const T *u = (const T *)P.u, *z = (const T *)P.z;
-    const float *dl = P.delta;
+    const T *z = (const T *)P.z;
     T *du = (T *)P.du, *dz = (T *)P.dz;
     float *ddl = P.ddelta;
     const size_t prow = ((size_t)blockIdx.y * k.nch + c) * k.E;
@@ -183,22 +259,24 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
 
     // this block's channels: [blockIdx.z egs, + egs), egs a multiple of BWD_EG (one split: all)
     const int e_end = min(k.E, ((int)blockIdx.z + 1) * egs);
+    __syncthreads();                                // srow
+    bwd_stage<T>(raw, k, P, dy, srow, n, j0, tn, blockIdx.z * egs, vec);
     for (int e0 = blockIdx.z * egs; e0 < e_end; e0 += BWD_EG) {
         const int e_t = e0 + cc;
         const float bias_t = e_t < k.E && P.bias ? P.bias[e_t] : 0.0f;
-        __syncthreads();                            // staging / previous post phase done
+        cp_async_wait_all();
+        __syncthreads();                            // raw staged, previous post phase done
         for (int t = t_first; t < SCAN_T; t += t_step) {
             float dt = 0.0f, ut = 0.0f, gout = 0.0f, dsp = 0.0f, gz = 0.0f;
             if (t < tn && e_t < k.E) {
-                const size_t it = ((size_t)n * k.L + j0 + t) * k.E + e_t, rt = srow[t];
-                const float v = dl[it] + bias_t;
+                const float v = raw.delta[t][cc] + bias_t;
                 dt = softplus20_f(v);
                 dsp = v > 20.0f ? 1.0f : sigmoid_f(v);
-                ut = to_f(u[it]);
-                const float dyt = to_f(dy[rt * k.E + e_t]);
+                ut = to_f(raw.u[t][cc]);
+                const float dyt = to_f(raw.dy[t][cc]);
                 gout = dyt;
                 if (z) {
-                    const float zt = to_f(z[rt * k.ldz + e_t]), sz = sigmoid_f(zt);
+                    const float zt = to_f(raw.z[t][cc]), sz = sigmoid_f(zt);
                     gout = dyt * (zt * sz);         // dy silu(z)
                     gz = dyt * sz * (1.0f + zt * (1.0f - sz));   // dy silu'(z)
                 }
@@ -209,7 +287,8 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             dsps[t][cc] = dsp;
             gzs[t][cc] = gz;
         }
-        __syncthreads();
+        __syncthreads();                            // pre written; raw free for the next group
+        if (e0 + BWD_EG < e_end) bwd_stage<T>(raw, k, P, dy, srow, n, j0, tn, e0 + BWD_EG, vec);
 
         for (int p = w; 2 * p < BWD_EG; p += BWD_WARPS) {
             // lane = (channel el of the pair, state s)
@@ -445,6 +524,21 @@ size_t scan_bwd_aux_bytes(const scan_gpu_t *s)
     return most * sizeof(float);
 }
 
+// Whether scan_bwd_main may stage with 16-byte copies (bwd_stage): whole 16-byte pieces of
+// every u / dy / z / delta row, at 16-byte aligned addresses. M's layers (E = 96..768, z inside
+// xz at column E) all qualify; other shapes take the plain loads.
+static int bwd_vec_ok(const scan_gpu_t *s, const void *dy)
+{
+    const int E8 = s->E % 8 == 0;
+    int ok = E8 && (uintptr_t)dy % 16 == 0;
+    for (int d = 0; d < s->ndir; d++) {
+        const scan_dir_gpu_t *a = &s->dir[d];
+        ok = ok && (uintptr_t)a->u % 16 == 0 && (uintptr_t)a->delta % 16 == 0;
+        if (a->z) ok = ok && (uintptr_t)a->z % 16 == 0 && s->ldz % 8 == 0;
+    }
+    return ok;
+}
+
 void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *states,
                                  void *workspace, const scan_gpu_t *s)
 {
@@ -461,13 +555,14 @@ void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *stat
     const int nsplit = bwd_split(s, &egs);
     float *dbcp = nsplit > 1 ? w.aux : NULL;
     const dim3 grid(k.nch, k.ndir * k.N, nsplit);
+    const int vec = bwd_vec_ok(s, dy);
     ACT_DISPATCH(g->act, T, {
         if (k.exact)
-            scan_bwd_main<T, 1><<<grid, BWD_THREADS, 0, g->stream>>>(k, (const T *)dy, states,
-                                                                     w.big, w.Dp, w.bp, egs, dbcp);
+            scan_bwd_main<T, 1><<<grid, BWD_THREADS, 0, g->stream>>>(
+                k, (const T *)dy, states, w.big, w.Dp, w.bp, egs, dbcp, vec);
         else
-            scan_bwd_main<T, 0><<<grid, BWD_THREADS, 0, g->stream>>>(k, (const T *)dy, states,
-                                                                     w.big, w.Dp, w.bp, egs, dbcp);
+            scan_bwd_main<T, 0><<<grid, BWD_THREADS, 0, g->stream>>>(
+                k, (const T *)dy, states, w.big, w.Dp, w.bp, egs, dbcp, vec);
         KERNEL_CHECK();
         if (dbcp) {
             scan_bwd_dbc_finish<T><<<dim3(k.nch, k.ndir * k.N), 256, 0, g->stream>>>(k, dbcp, nsplit);
