@@ -267,6 +267,9 @@ typedef struct {
 
 // Chunk-boundary states saved by forward for backward: bytes for `s` (f32).
 size_t selective_scan_states_bytes(const scan_gpu_t *s);
+// Where direction d's states start (floats) inside the states of a multi-direction forward: the
+// backward, run one direction per call, reads states + selective_scan_dir_states(s, d).
+size_t selective_scan_dir_states(const scan_gpu_t *s, int d);
 // Workspace (device bytes) forward / backward need; the same buffer may serve both.
 size_t selective_scan_workspace_bytes(const scan_gpu_t *s);
 // The smaller workspace the forward alone needs (its start is the same view: the chunk sums S).

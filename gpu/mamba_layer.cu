@@ -315,7 +315,6 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
     gpu_mark(g, GPU_MPART_ZERO);
     gpu_memset(g, w.dxz, 0, 2 * nle);
     const scan_gpu_t s3 = scan_desc(m, N, L, 3);
-    const size_t states_per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
     for (int k = 0; k < 3; k++) {
         direction_front(g, w.u, w.delta, w.xdbl, w.xz, params, pa, m, d, N, L, k, 1);
 
@@ -333,7 +332,8 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
         sd->dD = dparams + m->D[k];
         sd->ddelta_bias = dparams + m->dt_b[k];
         gpu_mark(g, GPU_MPART_SCAN_BWD);
-        selective_scan_backward_gpu(g, w.dG, sv.states + (size_t)k * states_per_dir, w.ws, &s);
+        selective_scan_backward_gpu(g, w.dG, sv.states + selective_scan_dir_states(&s3, k), w.ws,
+                                    &s);
 
         // delta_raw = x_dbl[:R] W_dt^T -> dx_dbl[:R], dW_dt, in fp32 (ddelta never rounded to
         // bf16): x_dbl[:R] widened into xR, dx into dxR, then stored into dx_dbl[:R].

@@ -161,7 +161,6 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
         for (int i = 0; i < nt; i++) {
             // as mamba_layer_backward_gpu: one direction at a time
             scan_gpu_t s3 = scan_of(&toms[i], N, 3);
-            const size_t per_dir = selective_scan_states_bytes(&s3) / 3 / sizeof(float);
             for (int k = 0; k < 3; k++) {
                 scan_gpu_t s = dir_scan(&toms[i], N, k, es, u, dl, xd, xz, A_log, D, bias);
                 s.overwrite = 1;
@@ -171,7 +170,8 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
                 sd->dC = dxd + ((size_t)toms[i].t.R + toms[i].t.NS) * es;
                 sd->dz = dxz + (size_t)toms[i].t.E * es;    // the gate half, at pi(j)
                 sd->dA_log = dA; sd->dD = dD; sd->ddelta_bias = dbias;
-                selective_scan_backward_gpu(g, y, states + (size_t)k * per_dir, wsp, &s);
+                selective_scan_backward_gpu(g, y, states + selective_scan_dir_states(&s3, k), wsp,
+                                            &s);
             }
         }
         gpu_timer_stop(tb);

@@ -72,6 +72,12 @@ size_t selective_scan_states_bytes(const scan_gpu_t *s)
     return (size_t)s->ndir * s->N * nch_of(s) * s->E * SCAN_NS * sizeof(float);
 }
 
+size_t selective_scan_dir_states(const scan_gpu_t *s, int d)
+{
+    ASSERT(d >= 0 && d < s->ndir);
+    return (size_t)d * s->N * nch_of(s) * s->E * SCAN_NS;
+}
+
 size_t selective_scan_workspace_bytes(const scan_gpu_t *s)
 {
     return 3 * per_chunk_bytes(s) + gpu_arena_round(selective_scan_states_bytes(s)) +

@@ -756,7 +756,6 @@ static void scan_timing(gpu_timer_t *tm, size_t L, int E, size_t ns, int Rk, flo
     free(al); free(one); free(bias); free(zero);
     float *states = bufs[nb++] = gpu_malloc(g, selective_scan_states_bytes(&s), "states");
     void *ws = bufs[nb++] = gpu_malloc(g, selective_scan_workspace_bytes(&s), "ws");
-    const size_t per_dir = selective_scan_states_bytes(&s) / 3 / sizeof(float);
     for (int r = -3; r < REPS; r++) {
         gpu_timer_start(tm);
         selective_scan_forward_gpu(g, Y, 0, states, ws, &s);
@@ -769,7 +768,7 @@ static void scan_timing(gpu_timer_t *tm, size_t L, int E, size_t ns, int Rk, flo
             s1.ndir = 1;
             s1.overwrite = 1;                       // as the layer
             s1.dir[0] = s.dir[k];
-            selective_scan_backward_gpu(g, dY, states + (size_t)k * per_dir, ws, &s1);
+            selective_scan_backward_gpu(g, dY, states + selective_scan_dir_states(&s, k), ws, &s1);
         }
         gpu_timer_stop(tm);
         float b = gpu_timer_ms(tm);
