@@ -9,8 +9,6 @@ cuBLASLt is column-major, so every row-major (r, c) matrix is read as its (c, r)
 Compute is CUBLAS_COMPUTE_32F in both modes (never the TF32 fast path); in bf16 mode A and B
 are bf16, the weight gradient is accumulated straight into fp32. Matmul descriptors, layouts
 and the heuristic's algorithm are cached per shape (built on first use, as conv plans are).
-Two typed variants serve the Mamba dt_proj, whose output delta is fp32 in both modes:
-linear_forward_f32out_gpu (act inputs, fp32 output) and linear_backward_f32_gpu (all fp32).
 Where cuBLASLt offers no algorithm (bf16 rows that are not multiples of 16 bytes, e.g. Cout 5),
 the same GEMM goes through cublasGemmEx, same types, fp32 compute, our workspace.
 Autotuning (autotune.cu says when it is on): the heuristic's first GEMM_CANDS algorithms are
@@ -311,26 +309,19 @@ static void run(gpu_ctx_t *g, gemm_plan_t *p, const void *A, const void *B, void
                                 &p->algo, g->ws, g->ws_bytes, g->stream));
 }
 
-// ab: the element type of A and B (GPU_F32 / GPU_BF16); C/D are fp32 when cd_f32, else ab.
-static gemm_key_t make_key_t(gpu_dtype_t ab, int kind, int64_t m, int64_t n, int64_t k,
-                             int64_t lda, int64_t ldb, int64_t ldc, int cd_f32, const void *A,
-                             const void *B, const void *C, int bias)
+// A and B of the context's act type; C/D fp32 when cd_f32, else the act type.
+static gemm_key_t make_key(const gpu_ctx_t *g, int kind, int64_t m, int64_t n, int64_t k,
+                           int64_t lda, int64_t ldb, int64_t ldc, int cd_f32, const void *A,
+                           const void *B, const void *C, int bias)
 {
     gemm_key_t key;
     memset(&key, 0, sizeof key);
     key.kind = kind; key.bias = bias;
     key.m = m; key.n = n; key.k = k; key.lda = lda; key.ldb = ldb; key.ldc = ldc;
-    key.ab_type = ab == GPU_F32 ? CUDA_R_32F : CUDA_R_16BF;
+    key.ab_type = g->act == GPU_F32 ? CUDA_R_32F : CUDA_R_16BF;
     key.cd_type = cd_f32 ? CUDA_R_32F : key.ab_type;
     key.align[0] = ptr_align(A); key.align[1] = ptr_align(B); key.align[2] = ptr_align(C);
     return key;
-}
-
-static gemm_key_t make_key(const gpu_ctx_t *g, int kind, int64_t m, int64_t n, int64_t k,
-                           int64_t lda, int64_t ldb, int64_t ldc, int cd_f32, const void *A,
-                           const void *B, const void *C, int bias)
-{
-    return make_key_t(g->act, kind, m, n, k, lda, ldb, ldc, cd_f32, A, B, C, bias);
 }
 
 void linear_forward_gpu(gpu_ctx_t *g, void *y, const void *x, const void *w, const float *b,
@@ -348,46 +339,23 @@ void linear_forward_gpu(gpu_ctx_t *g, void *y, const void *x, const void *w, con
     }
 }
 
-// dx = dy W (into dx with beta dx_beta: 1 accumulates, 0 overwrites) and dw += dy^T x, with
-// A/B of type ab: the backward of the activation-typed linear and of the fp32 one share this.
-static void linear_backward_ab(gpu_ctx_t *g, gpu_dtype_t ab, float dx_beta, void *dx, float *dw,
-                               const void *dy, const void *x, const void *w, linear_shape_t s)
+// dx += dy W, dw += dy^T x (A / B of the act type), db += the column sums of dy.
+void linear_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const void *dy,
+                         const void *x, const void *w, linear_shape_t s)
 {
     int64_t M = (int64_t)s.N * (int64_t)s.L;
     int64_t ldx = s.x_nstride ? (int64_t)s.x_nstride : s.Cin;
     int64_t ldy = s.y_nstride ? (int64_t)s.y_nstride : s.Cout;
     if (dx) {
-        gemm_key_t k = make_key_t(ab, GK_DX, s.Cin, M, s.Cout, s.Cin, ldy, ldx, 0, w, dy, dx, 0);
-        run(g, get_plan(g, &k), w, dy, dx, dx_beta, NULL);
+        gemm_key_t k = make_key(g, GK_DX, s.Cin, M, s.Cout, s.Cin, ldy, ldx, 0, w, dy, dx, 0);
+        run(g, get_plan(g, &k), w, dy, dx, 1.0f, NULL);
     }
     if (dw) {
-        gemm_key_t k = make_key_t(ab, GK_DW, s.Cin, s.Cout, M, ldx, ldy, s.Cin, 1, x, dy, dw, 0);
+        gemm_key_t k = make_key(g, GK_DW, s.Cin, s.Cout, M, ldx, ldy, s.Cin, 1, x, dy, dw, 0);
         run(g, get_plan(g, &k), x, dy, dw, 1.0f, NULL);
     }
-}
-
-void linear_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const void *dy,
-                         const void *x, const void *w, linear_shape_t s)
-{
-    linear_backward_ab(g, g->act, 1.0f, dx, dw, dy, x, w, s);
     if (db) {
         ASSERT(s.y_nstride == 0 || s.y_nstride == (size_t)s.Cout);   // dense dy rows
         bias_grad_gpu(g, db, dy, (size_t)s.N * s.L, s.Cout);
     }
-}
-
-void linear_forward_f32out_gpu(gpu_ctx_t *g, float *y, const void *x, const void *w,
-                               linear_shape_t s)
-{
-    int64_t M = (int64_t)s.N * (int64_t)s.L;
-    int64_t ldx = s.x_nstride ? (int64_t)s.x_nstride : s.Cin;
-    int64_t ldy = s.y_nstride ? (int64_t)s.y_nstride : s.Cout;
-    gemm_key_t k = make_key(g, GK_FWD, s.Cout, M, s.Cin, s.Cin, ldx, ldy, 1, w, x, y, 0);
-    run(g, get_plan(g, &k), w, x, y, 0.0f, NULL);
-}
-
-void linear_backward_f32_gpu(gpu_ctx_t *g, float *dx, float *dw, const float *dy, const float *x,
-                             const float *w, linear_shape_t s)
-{
-    linear_backward_ab(g, GPU_F32, 0.0f, dx, dw, dy, x, w, s);
 }

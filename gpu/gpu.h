@@ -233,16 +233,20 @@ void causal_conv1d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, co
                                 int E, size_t L, int K, tom_order_t order, size_t nslices,
                                 int silu);
 
-// Selective scan of up to 3 ToM directions in one launch (d_state NS = 16 only). Per direction:
-// the SCANNED-order inputs u, delta (raw: softplus(delta + delta_bias) is fused), B, C and the
+// Selective scan of up to 3 ToM directions in one launch (d_state NS = 16 only), with the
+// Mamba dt projection fused in. Per direction: the SCANNED-order inputs u, x_dt, B, C and the
 // ORIGINAL-order z (gate y * silu(z), NULL = none); y / dy in ORIGINAL order (pi fused).
-// A_log: (E, 16) f32 (A = -exp(A_log) is fused), D, delta_bias: (E) f32.
-// delta and ddelta are fp32 in BOTH modes (architecture.md §8: the step size sets the decays
-// exp(dt A) of a long-memory state, where a bf16 delta's 2^-9 error is amplified ~1/(1-a)).
+// The step sizes are delta = softplus(x_dt W_dt^T + delta_bias) (threshold 20), the projection
+// computed inside the kernels in fp32 from the fp32 W_dt, r ascending -- the same value in the
+// forward and in the backward's recomputes, and never stored (architecture.md §8: the step
+// size sets the decays exp(dt A) of a long-memory state, where a bf16 delta's 2^-9 error is
+// amplified ~1/(1-a)). A_log: (E, 16) f32 (A = -exp(A_log) is fused), D, delta_bias: (E) f32.
+#define SCAN_RMAX 64            // the widest x_dt (dt rank R)
 typedef struct {
     tom_order_t order;
     const void *u;              // (N, L, E) scanned order, act
-    const float *delta;         // (N, L, E) scanned order, f32
+    const void *x_dt;           // (N, L, ldbc) scanned order, act: columns [0, R) (x_dbl's dt part)
+    const float *W_dt;          // (E, R) f32
     const void *B, *C;          // (N, L, ldbc) scanned order: 16 columns each
     const void *z;              // (N, L, ldz) original order, or NULL
     const float *A_log, *D, *delta_bias;
@@ -251,17 +255,22 @@ typedef struct {
     // be updated by two directions' blocks at once)
     void *du, *dB, *dC, *dz;    // act; dz: (N, L, ldz) original order, like z (the Mamba layer
                                 // passes the gate half of dxz: no scanned-order dz, no scatter)
-    float *ddelta;              // (N, L, E) f32
+    void *dx_dt;                // like x_dt: dx_dt = ddelta_raw W_dt (fp32 sums, fixed order)
+    float *dW_dt;               // (E, R): ddelta_raw^T x_dt
+    float *ddelta;              // (N, L, E) f32: the gradient of delta_raw (x_dt W_dt^T), for
+                                // tests; the layer leaves it NULL and ddelta stays in registers
     float *dA_log, *dD, *ddelta_bias;
 } scan_dir_gpu_t;
 
 typedef struct {
     int N, E;
     size_t L, nslices;
-    size_t ldbc, ldz;           // row strides (elements) of B/C and z
+    size_t ldbc, ldz;           // row strides (elements) of x_dt / B / C and of z
     int ndir;                   // 1..3 entries of dir[] used
-    int overwrite;              // backward: du, ddelta, dB, dC written (=), not added, so the
-                                // caller need not zero them; dz, dA_log, dD, ddelta_bias are added
+    int R;                      // columns of x_dt (dt rank, 1..SCAN_RMAX)
+    int overwrite;              // backward: du, dB, dC, dx_dt, ddelta written (=), not added, so
+                                // the caller need not zero them; dz, dA_log, dD, ddelta_bias,
+                                // dW_dt are added
     scan_dir_gpu_t dir[3];
 } scan_gpu_t;
 
@@ -288,6 +297,8 @@ void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *stat
 // saved: written by forward, read by backward; scratch: temporary, for either.
 size_t mamba_layer_gpu_saved_bytes(const gpu_ctx_t *g, const mamba_layer_t *m, int N, size_t L);
 size_t mamba_layer_gpu_scratch_bytes(const gpu_ctx_t *g, const mamba_layer_t *m, int N, size_t L);
+// The row stride (elements) of the layer's x_dbl = [dt | B | C]: R + 32 rounded up to 8.
+size_t mamba_layer_gpu_xdbl_ld(const mamba_layer_t *m);
 void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, const void *x,
                              const float *params, const void *params_act, const mamba_layer_t *m,
                              int N, size_t L);
@@ -383,7 +394,6 @@ typedef enum {
     GPU_MPART_IN_FWD, GPU_MPART_IN_RC, GPU_MPART_IN_BWD,
     GPU_MPART_CONV_FWD, GPU_MPART_CONV_RC, GPU_MPART_CONV_BWD,
     GPU_MPART_XPROJ_FWD, GPU_MPART_XPROJ_RC, GPU_MPART_XPROJ_BWD,
-    GPU_MPART_DT_FWD, GPU_MPART_DT_RC, GPU_MPART_DT_BWD,
     GPU_MPART_SCAN_FWD, GPU_MPART_SCAN_BWD,
     GPU_MPART_OUT_FWD, GPU_MPART_OUT_BWD,
     GPU_MPART_ZERO,

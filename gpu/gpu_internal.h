@@ -69,13 +69,6 @@ void gpu_gemm_cache_free(gpu_ctx_t *g);
 // per chunk, and within the context's reduction scratch (`slots` floats per chunk and column).
 int gpu_reduce_chunks(const gpu_ctx_t *g, size_t rows, int batch, size_t cols, int slots,
                       size_t rows_min);
-// gemm.cu, for the Mamba dt_proj (delta is fp32 in both modes): y (N*L, Cout) f32 = x w^T with
-// x, w of the act type; and the all-fp32 backward: dx (N*L, Cin) f32 OVERWRITTEN (dense when
-// s.x_nstride = 0), dw (Cout, Cin) f32 accumulated; x, dy, w f32. NULL = not computed.
-void linear_forward_f32out_gpu(gpu_ctx_t *g, float *y, const void *x, const void *w,
-                               linear_shape_t s);
-void linear_backward_f32_gpu(gpu_ctx_t *g, float *dx, float *dw, const float *dy, const float *x,
-                             const float *w, linear_shape_t s);
 // elementwise.cu: dst (f32, n) += (f32) src (type ts, n).
 void gpu_add_to_f32(gpu_ctx_t *g, float *dst, const void *src, gpu_dtype_t ts, size_t n);
 // conv_cudnn.cu: device memory (nothing live in it) that plan autotuning may overwrite with

@@ -83,16 +83,15 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 // ---- selective scan internals shared by selective_scan.cu and selective_scan_bwd.cu ----
 // Kernel view of scan_gpu_t (passed by value).
 struct scan_kdir {
-    const void *u, *B, *C, *z;
-    const float *delta;                 // f32 in both modes
-    const float *A_log, *D, *bias;
-    void *du, *dB, *dC, *dz;
-    float *ddelta;                      // f32 in both modes
-    float *dA_log, *dD, *dbias;
+    const void *u, *xdt, *B, *C, *z;
+    const float *Wdt, *A_log, *D, *bias;
+    void *du, *dB, *dC, *dz, *dxdt;
+    float *dWdt, *ddelta, *dA_log, *dD, *dbias;
     int order;
 };
 struct scan_k {
     int N, E, ndir, nch;
+    int R;                  // scan_gpu_t.R
     int exact;              // 1: exp2_acc for the decays (strict fp32 mode), 0: ex2_fast
     int ow;                 // scan_gpu_t.overwrite
     size_t L, nslices, ldbc, ldz;
@@ -112,6 +111,84 @@ __device__ __forceinline__ void scan_chunk_rows(size_t *srow, const scan_k &k, i
             ? (size_t)n * k.L + tom_pi(order, j0 + threadIdx.x, k.L, k.nslices) : 0;
 }
 
+// The fused dt projection: delta_raw(t, e) = sum_r x_dt(t, r) W_dt(e, r), fp32, one fmaf per r
+// from r = 0 up. Every scan kernel forms it in exactly this order (scan_dt_tokens, or the same
+// operations per token in scan_bwd_main), so the forward, the backward's recomputes and its
+// gradients see bit-identical step sizes.
+// xs: the chunk's x_dt staged in shared memory transposed, x_dt(t, r) at xs[r * SCAN_T + t]
+// (zeros past tn): a thread's 32 tokens of one r are contiguous (16-byte loads, no index math).
+template <typename T>
+__device__ __forceinline__ void scan_stage_xdt(float *xs, const scan_k &k, const scan_kdir &P, int n,
+                                               size_t j0, int tn)
+{
+    const T *x = (const T *)P.xdt;
+    for (int i = threadIdx.x; i < SCAN_T * k.R; i += blockDim.x) {
+        const int t = i / k.R, r = i % k.R;
+        xs[r * SCAN_T + t] = t < tn ? to_f(x[((size_t)n * k.L + j0 + t) * k.ldbc + r]) : 0.0f;
+    }
+}
+// ws: the W_dt rows of channels [e0, e0 + cols) (past E: zeros), one coalesced copy per block,
+// so each thread's row comes from shared memory, not R dependent global round trips
+__device__ __forceinline__ void scan_stage_wdt(float *ws, const scan_k &k, const scan_kdir &P,
+                                               int e0, int cols)
+{
+    for (int i = threadIdx.x; i < cols * k.R; i += blockDim.x)
+        ws[i] = e0 + i / k.R < k.E ? P.Wdt[(size_t)e0 * k.R + i] : 0.0f;
+}
+// tokens [t0, t0 + NT) of the chunk for one channel (w: its W_dt row)
+template <int NT>
+__device__ __forceinline__ void scan_dt_tokens(float (&a)[NT], const float *xs, int t0,
+                                               const float *w, int R)
+{
+#pragma unroll
+    for (int t = 0; t < NT; t++) a[t] = 0.0f;
+    for (int r = 0; r < R; r++) {
+        const float wr = w[r];
+        const float4 *x4 = (const float4 *)(xs + r * SCAN_T + t0);
+#pragma unroll
+        for (int q = 0; q < NT / 4; q++) {
+            const float4 v = x4[q];
+            a[4 * q] = fmaf(v.x, wr, a[4 * q]);
+            a[4 * q + 1] = fmaf(v.y, wr, a[4 * q + 1]);
+            a[4 * q + 2] = fmaf(v.z, wr, a[4 * q + 2]);
+            a[4 * q + 3] = fmaf(v.w, wr, a[4 * q + 3]);
+        }
+    }
+}
+// the whole chunk for the thread's channel into dts[t * eb + el], a quarter of the chunk at a
+// time (all 32 accumulators at once raised the adjoint summary from 56 to 68 registers, 12 -> 9
+// blocks per SM; halves 61)
+__device__ __forceinline__ void scan_dt_to_shared(float *dts, int eb, int el, const float *xs,
+                                                  const float *w, int R)
+{
+    constexpr int NT = SCAN_T / 4;
+#pragma unroll 1
+    for (int h = 0; h < SCAN_T; h += NT) {
+        float a[NT];
+        scan_dt_tokens(a, xs, h, w, R);
+#pragma unroll
+        for (int t = 0; t < NT; t++) dts[(h + t) * eb + el] = a[t];   // own column
+    }
+}
+// dynamic shared memory of the thread-per-channel kernels: a per-(token, channel) array of
+// `per` bytes per element (SCAN_T x eb), then the staged x_dt (SCAN_T x R f32) and W_dt rows
+// (eb x R f32)
+static inline size_t scan_chan_shm(int eb, int R, size_t per)
+{
+    return (size_t)SCAN_T * eb * per + (size_t)(SCAN_T + eb) * R * sizeof(float);
+}
+// Lets `kernel` take `bytes` of dynamic shared memory where that and its static shared memory
+// pass the default 48 KB (wide x_dt: R = 64 at 128 channels is 72 KB in the forward summary).
+// Not stream-ordered.
+template <typename K>
+static inline void scan_allow_shm(K kernel, size_t bytes)
+{
+    cudaFuncAttributes fa;
+    CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+    if (bytes + fa.sharedSizeBytes > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
 // Channels per block of the thread-per-channel scan kernels (forward summary and emit, adjoint
 // summary): E split into ceil(E / 128) blocks of equal width, a multiple of 32 -- 96 at E = 96
 // and 192, 128 at 384 and 768. One block of 768 threads per chunk left the small levels
@@ -124,8 +201,9 @@ static inline int scan_block_width(int E)
 
 // Workspace views (f32): S (ndir, N, nch, E) chunk sums of delta; big (ndir, N, nch, E, 16);
 // Dp, bp (ndir, N, nch, E) partial dD / ddelta_bias of each chunk; aux (scan_bwd_aux_bytes):
-// the backward's channel-split dB / dC partials, then its column sums over row ranges.
-struct scan_ws { float *S, *big, *Dp, *bp, *aux; };
+// the backward's channel-split dB / dC / dx_dt partials, then its column sums over row
+// ranges; Wp (ndir, N, nch, E, R) partial dW_dt of each chunk.
+struct scan_ws { float *S, *big, *Dp, *bp, *aux, *Wp; };
 scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s);
 size_t scan_bwd_aux_bytes(const scan_gpu_t *s);
 

@@ -4,25 +4,25 @@ inter-slice orders) forward and backward on the GPU, token-major (N, L, C) end t
 of common/nn/mamba_layer.c (architecture.md §5.4-5.6).
 
 Forward:  T = LN(x); xz = T W_in^T (N, L, 2E); per direction k: u_k = SiLU(conv_k(x[pi_k]))
-          (order fused into the conv load), x_dbl_k = u_k W_x^T, delta_k = x_dbl_k[:R] W_dt^T
-          (fp32 output); then ONE scan of the three directions (one summary and one carry
-          launch over all three, three emits summing G in the fixed order =, +=, +=);
-          G = sum_k unpermute(gated y_k); y = G W_out^T. The three u / x_dbl / delta sets sit
-          over T's dead bytes and stay below the backward's scratch (h27 v12).
+          (order fused into the conv load), x_dbl_k = u_k W_x^T; then ONE scan of the three
+          directions (one summary and one carry launch over all three, three emits summing G
+          in the fixed order =, +=, +=), the dt projection delta_k = x_dbl_k[:R] W_dt^T fused
+          into it (fp32, never stored); G = sum_k unpermute(gated y_k); y = G W_out^T. The
+          three u / x_dbl sets sit over T's dead bytes and stay below the backward's scratch.
 Saved:    G and the scan's chunk-boundary states only. Everything else is recomputed in the
           backward by the same kernels / GEMM plans on the same inputs (bit-identical): the
-          LayerNorm, xz (one GEMM), u_k, x_dbl_k (one GEMM each) and delta_k (issue 5's Memory
+          LayerNorm, xz (one GEMM), u_k and x_dbl_k (one GEMM each) (issue 5's Memory
           paragraph; at level 0 of M this keeps 148.5 of the layer's 340.5 MiB out of the saved
           set for ~0.1 ms of GEMMs).
 Backward: T = LN(x), xz = T W_in^T; dG = dy W_out; then one direction at a time (buffers
-          reused): recompute u_k, x_dbl_k, delta_k; scan backward (ddelta fp32); dt_proj
-          backward in fp32 (x_dbl[:R] widened to fp32, the fp32 master W_dt), x_proj GEMM
-          backward; conv backward (SiLU recomputed) into dxz at pi_k; the scan backward adds
-          dz_k into dxz[E:] at pi_k itself;
+          reused): recompute u_k, x_dbl_k; scan backward, which also runs the dt_proj backward
+          from its fp32 ddelta (dx_dbl[:R] and dW_dt with the fp32 master W_dt; ddelta never
+          goes to memory); x_proj GEMM backward; conv backward (SiLU
+          recomputed) into dxz at pi_k; the scan backward adds dz_k into dxz[E:] at pi_k itself;
           then T = LN(x) again, dT = dxz W_in, LN backward.
 Precision: delta (the step size) and ddelta are fp32 in both modes (architecture.md §8).
 Parameters: offsets of mamba_layer_t into the device buffers; GEMM weights are read from the
-act-type copy (bf16 in bf16 mode), everything else (and W_dt in its backward) from the fp32 master. Gradients: fp32, +=.
+act-type copy (bf16 in bf16 mode), everything else (W_dt too: the scan's) from the fp32 master. Gradients: fp32, +=.
 Directions are accumulated into dxz one after another (fixed order): deterministic.
 Timing: gpu_mark(g, GPU_MPART_*) before each part (gpu_internal.h) splits the layer for the
 bench's breakdown; it enqueues nothing unless a profile armed the marks (never in timed steps
@@ -48,8 +48,14 @@ struct bump {
 
 struct layer_dims {
     int C, E, R, P;
+    size_t ldp;             // x_dbl's row stride: P rounded up to 8 elements (16-byte rows)
     size_t NL, act;
 };
+
+// x_dbl = [dt (R) | B (16) | C (16)] rows padded to a multiple of 8 elements: with P = 35 (M at
+// level 0) bf16 rows of 70 bytes leave cuBLASLt no 16-byte-aligned algorithm for the x_proj
+// GEMMs; the pad columns are never read or written.
+size_t mamba_layer_gpu_xdbl_ld(const mamba_layer_t *m) { return ((size_t)m->R + 2 * m->NS + 7) / 8 * 8; }
 
 static layer_dims dims_of(const gpu_ctx_t *g, const mamba_layer_t *m, int N, size_t L)
 {
@@ -57,6 +63,7 @@ static layer_dims dims_of(const gpu_ctx_t *g, const mamba_layer_t *m, int N, siz
     ASSERT(m->nslices > 0 && L % m->nslices == 0);
     layer_dims d;
     d.C = m->C; d.E = m->E; d.R = m->R; d.P = m->R + 2 * m->NS;
+    d.ldp = mamba_layer_gpu_xdbl_ld(m);
     d.NL = (size_t)N * L;
     d.act = gpu_dtype_size(g->act);
     return d;
@@ -67,9 +74,10 @@ static scan_gpu_t scan_desc(const mamba_layer_t *m, int N, size_t L, int ndir)
     scan_gpu_t s;
     memset(&s, 0, sizeof s);
     s.N = N; s.E = m->E; s.L = L; s.nslices = m->nslices;
-    s.ldbc = (size_t)m->R + 2 * m->NS;
+    s.ldbc = mamba_layer_gpu_xdbl_ld(m);
     s.ldz = 2 * (size_t)m->E;
     s.ndir = ndir;
+    s.R = m->R;
     return s;
 }
 
@@ -91,23 +99,19 @@ static saved_v saved_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *
 
 // Views of `scratch` for the forward (fw = 1) or the backward (fw = 0).
 // Forward: xz, then one region for two phases: T, mean, rstd (dead once xz is written), then
-// the three directions' u, x_dbl, delta and the forward scan workspace (chunk sums only).
+// the three directions' u, x_dbl and the forward scan workspace (chunk sums only).
 // With E >= R + 32 this is smaller than the backward's scratch (at level 0 of M 589.5 against
 // 668 MiB): running the three directions as one scan costs no peak memory.
 // Backward: xz, dG, dxz live through the whole call; behind them ONE region serves three
 // phases in turn (stream order separates them):
 //   start      T, mean, rstd            LN(x) for the xz recompute; dead once xz is written
-//   direction  u, xdbl, delta, du, ddelta, dxdbl, ws; xR, dxR reuse delta's bytes (delta's
-//              last reader is the scan backward, xR's first writer runs after it)
+//   direction  u, xdbl, du, dxdbl, ws
 //   end        T, mean, rstd, dT        LN(x) again for dW_in and the LN backward
 struct scratch_v {
     void *T, *u, *xz, *xdbl, *ws;           // both directions of use (forward: direction 0's)
     void *u3[3], *xdbl3[3];                 // forward: the three directions' u, x_dbl
-    float *delta3[3];                       //          and delta
-    float *delta;                           // (N*L, E) f32
     float *mean, *rstd;
     void *dG, *dxz, *dT, *du, *dxdbl;       // backward, act
-    float *ddelta, *xR, *dxR;               // backward, f32: (N*L, E), (N*L, R), (N*L, R)
 };
 
 static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *m, int N,
@@ -115,7 +119,6 @@ static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer
 {
     const layer_dims d = dims_of(g, m, N, L);
     const size_t nle = d.NL * d.E * d.act, nlc = d.NL * d.C * d.act;
-    const size_t nle32 = d.NL * d.E * sizeof(float), nlr32 = d.NL * d.R * sizeof(float);
     const scan_gpu_t s = scan_desc(m, N, L, 1);
     bump b = { (char *)base, 0 };
     scratch_v v;
@@ -131,10 +134,9 @@ static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer
         b.off = region;
         for (int k = 0; k < 3; k++) {
             v.u3[k] = b.take(nle);
-            v.xdbl3[k] = b.take(d.NL * d.P * d.act);
-            v.delta3[k] = (float *)b.take(nle32);
+            v.xdbl3[k] = b.take(d.NL * d.ldp * d.act);
         }
-        v.u = v.u3[0]; v.xdbl = v.xdbl3[0]; v.delta = v.delta3[0];
+        v.u = v.u3[0]; v.xdbl = v.xdbl3[0];
         v.ws = b.take(selective_scan_forward_workspace_bytes(&s3));
         if (b.off < front_end) b.off = front_end;
         if (total) *total = b.off;
@@ -153,17 +155,9 @@ static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer
     // direction phase, over the same bytes
     b.off = region;
     v.u = b.take(nle);
-    v.xdbl = b.take(d.NL * d.P * d.act);
-    const size_t delta_at = b.off;
-    v.delta = (float *)b.take(nle32);
-    const size_t after_delta = b.off;
-    b.off = delta_at;
-    v.xR = (float *)b.take(nlr32);
-    v.dxR = (float *)b.take(nlr32);
-    if (b.off < after_delta) b.off = after_delta;
+    v.xdbl = b.take(d.NL * d.ldp * d.act);
     v.du = b.take(nle);
-    v.ddelta = (float *)b.take(nle32);
-    v.dxdbl = b.take(d.NL * d.P * d.act);
+    v.dxdbl = b.take(d.NL * d.ldp * d.act);
     v.ws = b.take(selective_scan_workspace_bytes(&s));
     if (b.off < end_phase) b.off = end_phase;
     if (total) *total = b.off;
@@ -190,38 +184,34 @@ static const void *wptr(const void *params_act, size_t off, size_t act)
     return (const char *)params_act + off * act;
 }
 
-// x_k = conv + SiLU of xz[:, :E] in order k (u), x_dbl_k = u W_x^T,
-// delta_k = x_dbl[:R] W_dt^T in fp32 (bf16 inputs, fp32 accumulation and output).
-// The backward calls this again on the same xz: same kernels, same GEMM plans, same values
-// (rc = 1 only tags its timing marks as the backward's recompute).
-static void direction_front(gpu_ctx_t *g, void *u, float *delta, void *xdbl, const void *xz,
+// x_k = conv + SiLU of xz[:, :E] in order k (u), x_dbl_k = u W_x^T (the scan forms delta_k
+// from x_dbl_k[:R] itself). The backward calls this again on the same xz: same kernels, same
+// GEMM plans, same values (rc = 1 only tags its timing marks as the backward's recompute).
+static void direction_front(gpu_ctx_t *g, void *u, void *xdbl, const void *xz,
                             const float *params, const void *pa, const mamba_layer_t *m,
                             const layer_dims &d, int N, size_t L, int k, int rc)
 {
     gpu_mark(g, rc ? GPU_MPART_CONV_RC : GPU_MPART_CONV_FWD);
     causal_conv1d_forward_gpu(g, u, xz, 2 * (size_t)d.E, params + m->conv_w[k],
                               params + m->conv_b[k], N, d.E, L, m->K, (tom_order_t)k, m->nslices, 1);
-    linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0, .y_nstride = 0 };
+    linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0, .y_nstride = d.ldp };
     gpu_mark(g, rc ? GPU_MPART_XPROJ_RC : GPU_MPART_XPROJ_FWD);
     linear_forward_gpu(g, xdbl, u, wptr(pa, m->x_proj[k], d.act), NULL, xs);
-    linear_shape_t ds = { .N = N, .Cin = d.R, .Cout = d.E, .L = L, .x_nstride = (size_t)d.P,
-                          .y_nstride = 0 };
-    gpu_mark(g, rc ? GPU_MPART_DT_RC : GPU_MPART_DT_FWD);
-    linear_forward_f32out_gpu(g, delta, xdbl, wptr(pa, m->dt_w[k], d.act), ds);
 }
 
-// The scan of direction k alone, forward inputs set: u, delta (fp32), B and C from x_dbl_k,
-// the gate z = xz[:, E:], and direction k's A_log, D and delta bias. The backward adds the
-// gradient pointers.
+// The scan of direction k alone, forward inputs set: u; x_dt, B and C from x_dbl_k with the
+// fp32 master W_dt (the fused dt projection); the gate z = xz[:, E:]; direction k's A_log, D
+// and delta bias. The backward adds the gradient pointers.
 static scan_gpu_t direction_scan(const mamba_layer_t *m, const layer_dims &d, int N, size_t L,
-                                 int k, const void *u, const float *delta, const void *xdbl,
-                                 const void *xz, const float *params)
+                                 int k, const void *u, const void *xdbl, const void *xz,
+                                 const float *params)
 {
     scan_gpu_t s = scan_desc(m, N, L, 1);
     scan_dir_gpu_t *sd = &s.dir[0];
     sd->order = (tom_order_t)k;
     sd->u = u;
-    sd->delta = delta;
+    sd->x_dt = xdbl;
+    sd->W_dt = params + m->dt_w[k];
     sd->B = (const char *)xdbl + (size_t)d.R * d.act;
     sd->C = (const char *)xdbl + ((size_t)d.R + SCAN_NS) * d.act;
     sd->z = (const char *)xz + (size_t)d.E * d.act;
@@ -260,9 +250,9 @@ void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, 
     // scans put them ((dir, N, nch, E, 16)), and G is summed in the fixed order 0, 1, 2
     scan_gpu_t s3 = scan_desc(m, N, L, 3);
     for (int k = 0; k < 3; k++) {
-        direction_front(g, w.u3[k], w.delta3[k], w.xdbl3[k], w.xz, params, params_act, m, d, N, L, k,
+        direction_front(g, w.u3[k], w.xdbl3[k], w.xz, params, params_act, m, d, N, L, k,
                         0);
-        const scan_gpu_t s = direction_scan(m, d, N, L, k, w.u3[k], w.delta3[k], w.xdbl3[k], w.xz,
+        const scan_gpu_t s = direction_scan(m, d, N, L, k, w.u3[k], w.xdbl3[k], w.xz,
                                             params);
         s3.dir[k] = s.dir[0];
     }
@@ -272,23 +262,6 @@ void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, 
     gpu_mark(g, GPU_MPART_OUT_FWD);
     linear_forward_gpu(g, y, sv.G, wptr(params_act, m->out_proj, d.act), NULL, out);
     gpu_mark(g, GPU_MPART_END);
-}
-
-// xR[t, r] = x_dbl[t, r] (r < R) widened to f32; dxdbl[t, r] = dxR[t, r]. x_dbl rows have
-// stride P. One thread per (token, r).
-template <typename T>
-__global__ void xr_widen_kernel(float *xR, const T *xdbl, size_t P, int R, size_t total)
-{
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x)
-        xR[i] = to_f(xdbl[(i / R) * P + i % R]);
-}
-template <typename T>
-__global__ void xr_store_kernel(T *dxdbl, const float *dxR, size_t P, int R, size_t total)
-{
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x)
-        dxdbl[(i / R) * P + i % R] = from_f<T>(dxR[i]);
 }
 
 void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scratch,
@@ -316,15 +289,17 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
     gpu_memset(g, w.dxz, 0, 2 * nle);
     const scan_gpu_t s3 = scan_desc(m, N, L, 3);
     for (int k = 0; k < 3; k++) {
-        direction_front(g, w.u, w.delta, w.xdbl, w.xz, params, pa, m, d, N, L, k, 1);
+        direction_front(g, w.u, w.xdbl, w.xz, params, pa, m, d, N, L, k, 1);
 
-        // du, ddelta and dx_dbl[:, R:] are written by the scan (overwrite: no zeroing), dx_dbl[:, :R]
-        // by the dt_proj backward below; dz is added into dxz (zeroed above)
-        scan_gpu_t s = direction_scan(m, d, N, L, k, w.u, w.delta, w.xdbl, w.xz, params);
+        // du and all of dx_dbl are written by the scan (overwrite: no zeroing): dB, dC, and
+        // dx_dbl[:, :R] from the fused dt_proj backward (in fp32 with the fp32 master W_dt),
+        // which adds dW_dt too; dz is added into dxz (zeroed above)
+        scan_gpu_t s = direction_scan(m, d, N, L, k, w.u, w.xdbl, w.xz, params);
         s.overwrite = 1;
         scan_dir_gpu_t *sd = &s.dir[0];
         sd->du = w.du;
-        sd->ddelta = w.ddelta;
+        sd->dx_dt = w.dxdbl;
+        sd->dW_dt = dparams + m->dt_w[k];
         sd->dB = (char *)w.dxdbl + (size_t)d.R * d.act;
         sd->dC = (char *)w.dxdbl + ((size_t)d.R + SCAN_NS) * d.act;
         sd->dz = (char *)w.dxz + (size_t)d.E * d.act;     // the gate half of dxz, at pi_k
@@ -335,26 +310,9 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
         selective_scan_backward_gpu(g, w.dG, sv.states + selective_scan_dir_states(&s3, k), w.ws,
                                     &s);
 
-        // delta_raw = x_dbl[:R] W_dt^T -> dx_dbl[:R], dW_dt, in fp32 (ddelta never rounded to
-        // bf16): x_dbl[:R] widened into xR, dx into dxR, then stored into dx_dbl[:R].
-        const size_t nr = d.NL * d.R;
-        gpu_mark(g, GPU_MPART_DT_BWD);
-        ACT_DISPATCH(g->act, T, {
-            xr_widen_kernel<T><<<grid_for(g, nr, 256), 256, 0, g->stream>>>(
-                w.xR, (const T *)w.xdbl, (size_t)d.P, d.R, nr);
-            KERNEL_CHECK();
-        });
-        linear_shape_t ds = { .N = N, .Cin = d.R, .Cout = d.E, .L = L, .x_nstride = 0,
-                              .y_nstride = 0 };
-        linear_backward_f32_gpu(g, w.dxR, dparams + m->dt_w[k], w.ddelta, w.xR,
-                                params + m->dt_w[k], ds);
-        ACT_DISPATCH(g->act, T, {
-            xr_store_kernel<T><<<grid_for(g, nr, 256), 256, 0, g->stream>>>(
-                (T *)w.dxdbl, w.dxR, (size_t)d.P, d.R, nr);
-            KERNEL_CHECK();
-        });
         // x_dbl = u W_x^T -> du, dW_x
-        linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0, .y_nstride = 0 };
+        linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0,
+                              .y_nstride = d.ldp };
         gpu_mark(g, GPU_MPART_XPROJ_BWD);
         linear_backward_gpu(g, w.du, dparams + m->x_proj[k], NULL, w.dxdbl, w.u,
                             wptr(pa, m->x_proj[k], d.act), xs);

@@ -67,23 +67,24 @@ static scan_gpu_t scan_of(const tom_t *tm, int N, int ndir)
     scan_gpu_t s;
     memset(&s, 0, sizeof s);
     s.N = N; s.E = tm->t.E; s.L = tm->L; s.nslices = tm->t.nslices;
-    s.ldbc = (size_t)tm->t.R + 2 * (size_t)tm->t.NS;
+    s.ldbc = mamba_layer_gpu_xdbl_ld(&tm->t);
     s.ldz = 2 * (size_t)tm->t.E;
     s.ndir = ndir;
+    s.R = tm->t.R;
     return s;
 }
 
 // Direction k of layer tm alone, as mamba_layer_backward_gpu runs it (the forward takes the
 // three as dir[0..2] of one call): forward inputs set (B, C from x_dbl, the gate from
 // xz[:, E:]); the backward adds the gradient pointers.
-static scan_gpu_t dir_scan(const tom_t *tm, int N, int k, size_t es, const char *u, const float *dl,
+static scan_gpu_t dir_scan(const tom_t *tm, int N, int k, size_t es, const char *u, const float *Wdt,
                            const char *xd, const char *xz, const float *A_log, const float *D,
                            const float *bias)
 {
     scan_gpu_t s = scan_of(tm, N, 1);
     scan_dir_gpu_t *sd = &s.dir[0];
     sd->order = (tom_order_t)k;
-    sd->u = u; sd->delta = dl;
+    sd->u = u; sd->x_dt = xd; sd->W_dt = Wdt;
     sd->B = xd + (size_t)tm->t.R * es; sd->C = xd + ((size_t)tm->t.R + tm->t.NS) * es;
     sd->z = xz + (size_t)tm->t.E * es;
     sd->A_log = A_log; sd->D = D; sd->delta_bias = bias;
@@ -107,7 +108,7 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
     *fwd_ms = *bwd_ms = 0;
     if (!nt) return;
     // buffers for the largest layer
-    size_t nle = 0, nlp = 0, st = 0, ws = 0, ep = 0;
+    size_t nle = 0, nlp = 0, st = 0, ws = 0, ep = 0, er = 0;
     for (int i = 0; i < nt; i++) {
         const size_t NL = (size_t)N * toms[i].L;
         scan_gpu_t s3 = scan_of(&toms[i], N, 3);
@@ -117,22 +118,20 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
         if (selective_scan_workspace_bytes(&s3) > ws) ws = selective_scan_workspace_bytes(&s3);
         const size_t eps = (size_t)toms[i].t.E * (size_t)toms[i].t.NS;
         if (eps > ep) ep = eps;
+        if ((size_t)toms[i].t.E * toms[i].t.R > er) er = (size_t)toms[i].t.E * toms[i].t.R;
     }
-    // three directions' u and delta: the layer's forward scans them in one call
+    // three directions' u: the layer's forward scans them in one call
     char *u = (char *)gpu_malloc(g, 3 * nle * es, "scan bench u");
-    float *dl = (float *)gpu_malloc(g, 3 * nle * sizeof(float), "scan bench delta");
     char *xd = (char *)gpu_malloc(g, nlp * es, "scan bench x_dbl");
     char *xz = (char *)gpu_malloc(g, 2 * nle * es, "scan bench xz");
     char *y = (char *)gpu_malloc(g, nle * es, "scan bench y / dy");
     char *du = (char *)gpu_malloc(g, nle * es, "scan bench du");
-    float *dd = (float *)gpu_malloc(g, nle * sizeof(float), "scan bench ddelta");
     char *dxz = (char *)gpu_malloc(g, 2 * nle * es, "scan bench dxz");
     char *dxd = (char *)gpu_malloc(g, nlp * es, "scan bench dx_dbl");
     float *states = (float *)gpu_malloc(g, st, "scan bench states");
     void *wsp = gpu_malloc(g, ws, "scan bench workspace");
-    float *par = (float *)gpu_malloc(g, 6 * ep * sizeof(float), "scan bench params");
+    float *par = (float *)gpu_malloc(g, (6 * ep + 2 * er) * sizeof(float), "scan bench params");
     fill(g, u, t, 3 * nle, -1, 1, 1);
-    fill(g, dl, GPU_F32, 3 * nle, -1, 1, 2);
     fill(g, xd, t, nlp, -1, 1, 3);
     fill(g, xz, t, 2 * nle, -1, 1, 4);
     fill(g, y, t, nle, -1, 1, 5);
@@ -142,6 +141,9 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
     fill(g, A_log, GPU_F32, ep, 0.0f, 2.8f, 6);
     fill(g, D, GPU_F32, ep, 0.5f, 1.5f, 7);
     fill(g, bias, GPU_F32, ep, -4.0f, -2.0f, 8);
+    float *Wdt = par + 6 * ep, *dWdt = Wdt + er;     // the fused dt projection's W_dt, dW_dt
+    fill(g, Wdt, GPU_F32, er, -0.5f, 0.5f, 10);
+    gpu_memset(g, dWdt, 0, er * sizeof(float));
 
     gpu_timer_t *tf = gpu_timer_new(g), *tb = gpu_timer_new(g);
     double *f = (double *)xcalloc((size_t)n, sizeof *f), *b = (double *)xcalloc((size_t)n, sizeof *b);
@@ -152,20 +154,21 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
             scan_gpu_t s3 = scan_of(&toms[i], N, 3);
             const size_t NLE = (size_t)N * toms[i].L * toms[i].t.E;
             for (int k = 0; k < 3; k++)
-                s3.dir[k] = dir_scan(&toms[i], N, k, es, u + k * NLE * es, dl + k * NLE, xd, xz,
-                                     A_log, D, bias).dir[0];
+                s3.dir[k] = dir_scan(&toms[i], N, k, es, u + k * NLE * es, Wdt, xd, xz, A_log, D,
+                                     bias).dir[0];
             selective_scan_forward_gpu(g, y, 0, states, wsp, &s3);
         }
         gpu_timer_stop(tf);
         gpu_timer_start(tb);
         for (int i = 0; i < nt; i++) {
-            // as mamba_layer_backward_gpu: one direction at a time
+            // as mamba_layer_backward_gpu: one direction at a time, the dt_proj backward fused
             scan_gpu_t s3 = scan_of(&toms[i], N, 3);
             for (int k = 0; k < 3; k++) {
-                scan_gpu_t s = dir_scan(&toms[i], N, k, es, u, dl, xd, xz, A_log, D, bias);
+                scan_gpu_t s = dir_scan(&toms[i], N, k, es, u, Wdt, xd, xz, A_log, D, bias);
                 s.overwrite = 1;
                 scan_dir_gpu_t *sd = &s.dir[0];
-                sd->du = du; sd->ddelta = dd;
+                sd->du = du;
+                sd->dx_dt = dxd; sd->dW_dt = dWdt;
                 sd->dB = dxd + (size_t)toms[i].t.R * es;
                 sd->dC = dxd + ((size_t)toms[i].t.R + toms[i].t.NS) * es;
                 sd->dz = dxz + (size_t)toms[i].t.E * es;    // the gate half, at pi(j)
@@ -186,7 +189,7 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
     free(b);
     gpu_timer_free(&tf);
     gpu_timer_free(&tb);
-    void *bufs[] = { u, dl, xd, xz, y, du, dd, dxz, dxd, states, wsp, par };
+    void *bufs[] = { u, xd, xz, y, du, dxz, dxd, states, wsp, par };
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) gpu_free(g, bufs[i]);
 }
 
@@ -198,9 +201,8 @@ const char *gpu_mpart_name(int part)
         "in_proj GEMM fwd", "in_proj GEMM recompute (bwd: xz)", "in_proj GEMM bwd (dT, dW_in)",
         "conv1d + SiLU fwd (3 directions)", "conv1d + SiLU recompute (bwd)", "conv1d + SiLU bwd",
         "x_proj GEMM fwd", "x_proj GEMM recompute (bwd: x_dbl)", "x_proj GEMM bwd",
-        "dt_proj GEMM fwd (fp32 out)", "dt_proj GEMM recompute (bwd: delta)",
-        "dt_proj bwd (fp32: widen, GEMM, store)",
-        "selective scan fwd (3 directions, gate, sum)", "selective scan bwd (3 launches, gate)",
+        "selective scan fwd (3 directions, dt_proj, gate, sum)",
+        "selective scan bwd (3 launches, dt_proj, gate)",
         "out_proj GEMM fwd", "out_proj GEMM bwd (dG, dW_out)",
         "zeroing gradient buffers (bwd memsets)" };
     return part >= 0 && part < GPU_MPART_COUNT ? names[part] : "?";

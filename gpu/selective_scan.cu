@@ -13,10 +13,10 @@ state s) composes associatively, so the sequence is cut into chunks of SCAN_T to
                y = (sum_s C h + D u) * silu(z) at the original position pi(j).
 One thread per channel holds the 16 states in registers; loads of (token, channel) rows are
 coalesced (channels fastest); B and C of the chunk are staged in shared memory.
-delta = softplus(delta_raw + bias) (threshold 20), A = -exp(A_log), the D skip, the gate and the
-ToM order are fused. State, A, D, delta in fp32. The three directions' outputs are summed into
-one buffer by three emit launches in a fixed order (=, +=, +=): deterministic, and no
-(3, N, L, E) temporary.
+delta = softplus(x_dt W_dt^T + bias) (threshold 20: the dt projection too, mamba_kernels.cuh),
+A = -exp(A_log), the D skip, the gate and the ToM order are fused. State, A, D, delta in fp32.
+The three directions' outputs are summed into one buffer by three emit launches in a fixed
+order (=, +=, +=): deterministic, and no (3, N, L, E) temporary.
 */
 #include "gpu_internal.h"
 #include "mamba_kernels.cuh"
@@ -34,9 +34,11 @@ scan_k scan_kernel_args(const gpu_ctx_t *g, const scan_gpu_t *s)
     k.nch = (int)CEIL_DIV(s->L, (size_t)SCAN_T);
     k.L = s->L; k.nslices = s->nslices ? s->nslices : 1;
     k.ldbc = s->ldbc; k.ldz = s->ldz;
+    ASSERT(s->R >= 1 && s->R <= SCAN_RMAX && s->ldbc >= (size_t)s->R);
+    k.R = s->R;
     for (int d = 0; d < s->ndir; d++) {
         const scan_dir_gpu_t *a = &s->dir[d];
-        ASSERT(a->u && a->delta && a->B && a->C && a->A_log);
+        ASSERT(a->u && a->x_dt && a->W_dt && a->B && a->C && a->A_log);
         ASSERT(a->order != TOM_SLICE || s->L % k.nslices == 0);
         ASSERT(!a->z || s->ldz >= (size_t)s->E);
         ASSERT(s->ldbc >= SCAN_NS);
@@ -44,16 +46,19 @@ scan_k scan_kernel_args(const gpu_ctx_t *g, const scan_gpu_t *s)
         // into one dxz, say) would race, so each direction needs its own
         for (int e = 0; e < d; e++) {
             const scan_dir_gpu_t *b = &s->dir[e];
-            const void *oa[] = { a->du, a->dB, a->dC, a->dz, a->ddelta, a->dA_log, a->dD, a->ddelta_bias };
-            const void *ob[] = { b->du, b->dB, b->dC, b->dz, b->ddelta, b->dA_log, b->dD, b->ddelta_bias };
+            const void *oa[] = { a->du, a->dB, a->dC, a->dz, a->ddelta, a->dA_log, a->dD,
+                                 a->ddelta_bias, a->dx_dt, a->dW_dt };
+            const void *ob[] = { b->du, b->dB, b->dC, b->dz, b->ddelta, b->dA_log, b->dD,
+                                 b->ddelta_bias, b->dx_dt, b->dW_dt };
             for (size_t i = 0; i < sizeof oa / sizeof *oa; i++)
                 ASSERT(!oa[i] || oa[i] != ob[i]);
         }
         scan_kdir *o = &k.d[d];
-        o->u = a->u; o->delta = a->delta; o->B = a->B; o->C = a->C; o->z = a->z;
+        o->u = a->u; o->B = a->B; o->C = a->C; o->z = a->z;
         o->A_log = a->A_log; o->D = a->D; o->bias = a->delta_bias;
         o->du = a->du; o->ddelta = a->ddelta; o->dB = a->dB; o->dC = a->dC; o->dz = a->dz;
         o->dA_log = a->dA_log; o->dD = a->dD; o->dbias = a->ddelta_bias;
+        o->xdt = a->x_dt; o->Wdt = a->W_dt; o->dxdt = a->dx_dt; o->dWdt = a->dW_dt;
         o->order = (int)a->order;
     }
     return k;
@@ -78,10 +83,16 @@ size_t selective_scan_dir_states(const scan_gpu_t *s, int d)
     return (size_t)d * s->N * nch_of(s) * s->E * SCAN_NS;
 }
 
+// the backward's per-chunk dW_dt partials (ndir, N, nch, E, R)
+static size_t wp_bytes(const scan_gpu_t *s)
+{
+    return gpu_arena_round((size_t)s->ndir * s->N * nch_of(s) * s->E * s->R * sizeof(float));
+}
+
 size_t selective_scan_workspace_bytes(const scan_gpu_t *s)
 {
     return 3 * per_chunk_bytes(s) + gpu_arena_round(selective_scan_states_bytes(s)) +
-           gpu_arena_round(scan_bwd_aux_bytes(s));
+           gpu_arena_round(scan_bwd_aux_bytes(s)) + wp_bytes(s);
 }
 
 scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s)
@@ -94,6 +105,7 @@ scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s)
     w.bp = (float *)(p + 2 * small);
     w.big = (float *)(p + 3 * small);
     w.aux = (float *)(p + 3 * small + gpu_arena_round(selective_scan_states_bytes(s)));
+    w.Wp = (float *)((char *)w.aux + gpu_arena_round(scan_bwd_aux_bytes(s)));
     return w;
 }
 
@@ -104,12 +116,14 @@ scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s)
 // decays of a token carried a branch with convergence barriers (BSSY / BSYNC, ~4 issue slots
 // each), more issue than the MUFU work it guarded.
 // blockIdx.z: the channel block of eb = scan_block_width(E) channels. The chunk's (dt, dt u) are
-// staged in shared memory first (dynamic, SCAN_T x eb float2): one bulk of independent loads
-// instead of a dependent round trip per token.
+// staged in shared memory first (dynamic, SCAN_T x eb float2, then x_dt and W_dt): one bulk
+// of independent loads instead of a dependent round trip per token.
 template <typename T, int EXACT>
 __global__ void scan_fwd_summary(scan_k k, int eb, float *hloc, float *S)
 {
     extern __shared__ float2 tdu[];                 // [t * eb + channel]: dt, dt u
+    float *xs = (float *)(tdu + SCAN_T * eb);       // [r * SCAN_T + t]: x_dt
+    float *ws = xs + SCAN_T * k.R;                  // [channel * R + r]: W_dt
     __shared__ float Bs[SCAN_T][SCAN_NS];
     const int c = blockIdx.x, d = blockIdx.y / k.N, n = blockIdx.y % k.N;
     const scan_kdir &P = k.d[d];
@@ -120,17 +134,24 @@ __global__ void scan_fwd_summary(scan_k k, int eb, float *hloc, float *S)
         const int t = i / SCAN_NS, s = i % SCAN_NS;
         Bs[t][s] = t < tn ? to_f(B[((size_t)n * k.L + j0 + t) * k.ldbc + s]) : 0.0f;
     }
+    scan_stage_xdt<T>(xs, k, P, n, j0, tn);
+    scan_stage_wdt(ws, k, P, blockIdx.z * eb, eb);
     __syncthreads();
     const int el = threadIdx.x, e = blockIdx.z * eb + el;
     if (e >= k.E) return;
     const float bias = P.bias ? P.bias[e] : 0.0f;
     const T *u = (const T *)P.u;
-    const float *dl = P.delta;
-#pragma unroll 8
-    for (int t = 0; t < tn; t++) {                  // the thread stages only its own channel
-        const size_t i = ((size_t)n * k.L + j0 + t) * k.E + e;
-        const float dt = softplus20_f(dl[i] + bias);
-        tdu[t * eb + el] = make_float2(dt, dt * to_f(u[i]));
+    {
+        // the thread stages only its own channel; all tokens (past tn: unused values), so the
+        // u loads are predicated, not behind a branch each, and go out together
+        float draw[SCAN_T];
+        scan_dt_tokens(draw, xs, 0, ws + el * k.R, k.R);
+#pragma unroll
+        for (int t = 0; t < SCAN_T; t++) {
+            const float ut = t < tn ? to_f(u[((size_t)n * k.L + j0 + t) * k.E + e]) : 0.0f;
+            const float dt = softplus20_f(draw[t] + bias);
+            tdu[t * eb + el] = make_float2(dt, dt * ut);
+        }
     }
     float A[SCAN_NS], h[SCAN_NS];
 #pragma unroll
@@ -255,7 +276,9 @@ void scan_carry_pass(gpu_ctx_t *g, float *buf, const float *S, const scan_k &k, 
 
 // ----------------------------------------------------------------------------
 // 3. emit one direction: y[n, pi(j), e] (=|+=) (sum_s C h + D u) * silu(z)
-// The global loads of token t + 1 (u, delta, z, and y when accumulating) are issued before
+// The chunk's raw step sizes of the thread's channel go to shared memory first (dynamic,
+// SCAN_T x eb, then the chunk's x_dt and the channels' W_dt rows).
+// The global loads of token t + 1 (u, z, and y when accumulating) are issued before
 // token t's 16-state update (h27 v12): before, a token's loads could not move above the
 // previous token's y store (the compiler cannot prove u / z / y do not alias), so every token
 // waited one dependent round trip (two with the y read) after its predecessor. One token ahead
@@ -268,6 +291,9 @@ void scan_carry_pass(gpu_ctx_t *g, float *buf, const float *S, const scan_k &k, 
 template <typename T, int EXACT>
 __global__ void scan_fwd_emit(scan_k k, int d, int eb, T *y, int accumulate, const float *states)
 {
+    extern __shared__ float dts[];                  // [t * eb + channel]: delta_raw
+    float *xs = dts + SCAN_T * eb;                  // [r * SCAN_T + t]: x_dt
+    float *ws = xs + SCAN_T * k.R;                  // [channel * R + r]: W_dt
     __shared__ float Bs[SCAN_T][SCAN_NS], Cs[SCAN_T][SCAN_NS];
     __shared__ size_t srow[SCAN_T];                 // n L + pi(j0 + t): the y / z row of token t
     const int c = blockIdx.x, n = blockIdx.y;
@@ -282,9 +308,12 @@ __global__ void scan_fwd_emit(scan_k k, int d, int eb, T *y, int accumulate, con
         Cs[t][s] = t < tn ? to_f(C[r]) : 0.0f;
     }
     scan_chunk_rows(srow, k, P.order, n, j0, tn);
+    scan_stage_xdt<T>(xs, k, P, n, j0, tn);
+    scan_stage_wdt(ws, k, P, blockIdx.z * eb, eb);
     __syncthreads();
-    const int e = blockIdx.z * eb + threadIdx.x;
+    const int el = threadIdx.x, e = blockIdx.z * eb + el;
     if (e >= k.E) return;
+    scan_dt_to_shared(dts, eb, el, xs, ws + el * k.R, k.R);   // own column: no barrier
     const size_t row = (((size_t)d * k.N + n) * k.nch + c) * k.E + e;
     float A[SCAN_NS], h[SCAN_NS];
 #pragma unroll
@@ -294,15 +323,14 @@ __global__ void scan_fwd_emit(scan_k k, int d, int eb, T *y, int accumulate, con
     }
     const float bias = P.bias ? P.bias[e] : 0.0f, De = P.D ? P.D[e] : 0.0f;
     const T *u = (const T *)P.u, *z = (const T *)P.z;
-    const float *dl = P.delta;
-    const size_t ib = ((size_t)n * k.L + j0) * k.E + e;  // (n, j0, e) of u / delta, token stride E
+    const size_t ib = ((size_t)n * k.L + j0) * k.E + e;  // (n, j0, e) of u, token stride E
     // token t + 1's inputs, raw (converted at use, so no instruction waits on them early)
     T un, zn = T(), yn = T();
     float dn;
     size_t rn;
     auto fetch = [&](int t) {
         un = u[ib + (size_t)t * k.E];
-        dn = dl[ib + (size_t)t * k.E];
+        dn = dts[t * eb + el];
         rn = srow[t];
         if (z) zn = z[rn * k.ldz + e];
         if (accumulate) yn = y[rn * k.E + e];
@@ -339,11 +367,16 @@ void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *st
     const scan_k k = scan_kernel_args(g, s);
     float *S = scan_workspace_views(workspace, s).S;   // the forward uses S alone (first view)
     const int eb = scan_block_width(k.E), nb = CEIL_DIV(k.E, eb);
-    const size_t shm = SCAN_T * eb * sizeof(float2);
+    const size_t shm = scan_chan_shm(eb, k.R, sizeof(float2)), shm_e = scan_chan_shm(eb, k.R, sizeof(float));
     ACT_DISPATCH(g->act, T, {
         const dim3 grid(k.nch, k.ndir * k.N, nb);
-        if (k.exact) scan_fwd_summary<T, 1><<<grid, eb, shm, g->stream>>>(k, eb, states, S);
-        else scan_fwd_summary<T, 0><<<grid, eb, shm, g->stream>>>(k, eb, states, S);
+        if (k.exact) {
+            scan_allow_shm(scan_fwd_summary<T, 1>, shm);
+            scan_fwd_summary<T, 1><<<grid, eb, shm, g->stream>>>(k, eb, states, S);
+        } else {
+            scan_allow_shm(scan_fwd_summary<T, 0>, shm);
+            scan_fwd_summary<T, 0><<<grid, eb, shm, g->stream>>>(k, eb, states, S);
+        }
         KERNEL_CHECK();
     });
     scan_carry_pass(g, states, S, k, 0);
@@ -353,8 +386,13 @@ void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *st
         ACT_DISPATCH(g->act, T, {
             const int acc = accumulate || d > 0;
             T *yt = (T *)y;
-            if (k.exact) scan_fwd_emit<T, 1><<<grid, eb, 0, g->stream>>>(k, d, eb, yt, acc, states);
-            else scan_fwd_emit<T, 0><<<grid, eb, 0, g->stream>>>(k, d, eb, yt, acc, states);
+            if (k.exact) {
+                scan_allow_shm(scan_fwd_emit<T, 1>, shm_e);
+                scan_fwd_emit<T, 1><<<grid, eb, shm_e, g->stream>>>(k, d, eb, yt, acc, states);
+            } else {
+                scan_allow_shm(scan_fwd_emit<T, 0>, shm_e);
+                scan_fwd_emit<T, 0><<<grid, eb, shm_e, g->stream>>>(k, d, eb, yt, acc, states);
+            }
             KERNEL_CHECK();
         });
 }

@@ -18,7 +18,11 @@ lambda_{j+1} is the same kind of linear recurrence run in reverse, so
      the chunks alone give too few blocks (the small levels: L = 64..4096 with E = 192..768),
      the channel groups are split over blocks too, each writing its dB / dC sums to a partial
      that a small kernel adds up in split order
-  4. column sums of the partials over the chunks in a fixed order (dA_log = dA * A): all three
+     The main kernel also runs the fused dt projection's backward (delta_raw = x_dt W_dt^T)
+     from the ddelta it has just formed, so ddelta never goes to memory: dx_dt = ddelta W_dt
+     summed over the chunk's channels in a fixed order (per token, in shared memory across the
+     groups), and per-chunk partials of dW_dt = ddelta^T x_dt
+  4. column sums of the partials over the chunks in a fixed order (dA_log = dA * A): all four
      in one launch over row ranges, then one pass over the ranges
 Nothing uses atomics: the result is bit-reproducible. gout = dy(pi(j)) * silu(z(pi(j))).
 */
@@ -32,9 +36,11 @@ Nothing uses atomics: the result is bit-reproducible. gout = dy(pi(j)) * silu(z(
 // ----------------------------------------------------------------------------
 // 1. adjoint summary: X (dir, n, c, e, s), S (dir, n, c, e)
 
-// blockIdx.z: the channel block of scan_block_width(E) channels. (Staging the chunk's dt and
-// gout in shared memory first, as scan_fwd_summary does, measured slower here: 1.29 -> 1.58 ms
-// at level 0 under ncu, the 24 KB per block cutting the resident warps from 63 to 27.)
+// blockIdx.z: the channel block of eb = scan_block_width(E) channels. The chunk's raw step sizes
+// of the thread's channel are formed first into shared memory (dynamic, SCAN_T x eb, then the
+// chunk's x_dt and the channels' W_dt rows). (Staging dt AND gout that way, as scan_fwd_summary does, measured slower
+// here: 1.29 -> 1.58 ms at level 0 under ncu, the 24 KB per block cutting the resident warps
+// from 63 to 27.)
 // Tokens whose loads a thread issues together before using them. Scan backward of a 128^3 step
 // (srm-bench, H100, with the cp.async main kernel): batch 1 16.2 ms, 2 15.7, 4 16.1, 8 17.2 --
 // every token more holds ~3 more registers, and past 2 the lost occupancy costs more than the
@@ -43,6 +49,9 @@ Nothing uses atomics: the result is bit-reproducible. gout = dy(pi(j)) * silu(z(
 template <typename T>
 __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float *S)
 {
+    extern __shared__ float dts[];                  // [t * eb + channel]: delta_raw
+    float *xs = dts + SCAN_T * eb;                  // [r * SCAN_T + t]: x_dt
+    float *ws = xs + SCAN_T * k.R;                  // [channel * R + r]: W_dt
     __shared__ float Cs[SCAN_T][SCAN_NS];
     __shared__ size_t srow[SCAN_T];                 // n L + pi(j0 + t): the dy / z row of token t
     const int c = blockIdx.x, d = blockIdx.y / k.N, n = blockIdx.y % k.N;
@@ -55,14 +64,16 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
         Cs[t][s] = t < tn ? to_f(C[((size_t)n * k.L + j0 + t) * k.ldbc + s]) : 0.0f;
     }
     scan_chunk_rows(srow, k, P.order, n, j0, tn);
+    scan_stage_xdt<T>(xs, k, P, n, j0, tn);
+    scan_stage_wdt(ws, k, P, blockIdx.z * eb, eb);
     __syncthreads();
-    const int e = blockIdx.z * eb + threadIdx.x;
+    const int el = threadIdx.x, e = blockIdx.z * eb + el;
     if (e >= k.E) return;
+    scan_dt_to_shared(dts, eb, el, xs, ws + el * k.R, k.R);   // own column: no barrier
     float A[SCAN_NS], lam[SCAN_NS];
 #pragma unroll
     for (int s = 0; s < SCAN_NS; s++) { A[s] = -expf(P.A_log[e * SCAN_NS + s]) * LOG2E_F; lam[s] = 0.0f; }
     const float bias = P.bias ? P.bias[e] : 0.0f;
-    const float *dl = P.delta;
     const T *z = (const T *)P.z;
     float sum = 0.0f;
     // tokens in batches of BWD_SUM_BATCH, all of a batch's loads issued before its first use:
@@ -75,7 +86,7 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
             const int t = tb - q;
             if (t < 0) break;
             const size_t r = srow[t];
-            draw[q] = dl[((size_t)n * k.L + j0 + t) * k.E + e];
+            draw[q] = dts[t * eb + el];
             dyv[q] = to_f(dy[r * k.E + e]);
             zv[q] = z ? to_f(z[r * k.ldz + e]) : 0.0f;
         }
@@ -141,10 +152,10 @@ __device__ __forceinline__ void dbc_put(const scan_k &k, T *dB, T *dC, size_t ro
 // lam_dA: in Lambda (dir, n, c, e, s), out the chunk's dA partial (same index, in place).
 // Dp, bp: (dir, n, c, e) partial dD / ddelta_bias.
 // The chunk's channels are walked in groups of BWD_EG. Per group, three phases:
-//   pre:  threads over (token, channel), channels fastest: the group's delta, u, dy, z (the
-//         last two at pi(j), whose row index is computed once per token per chunk), already in
-//         shared memory (bwd_stage) -> dt, u, gout, softplus' and the dz factor in shared;
-//         nothing is reloaded later
+//   pre:  threads over (token, channel), channels fastest: the group's u, dy, z (the last two at
+//         pi(j), whose row index is computed once per token per chunk), already in shared
+//         memory (bwd_stage), and delta_raw from the staged x_dt -> dt, u, gout, softplus' and
+//         the dz factor in shared; nothing is reloaded later
 //   scan: lanes over (channel of a pair, state), reading shared only: the forward recompute
 //         keeps the chunk's 32 states in registers; the backward keeps dB / dC in registers
 //         per lane across all of the warp's pairs (flushed once per chunk, not a shared
@@ -157,12 +168,14 @@ __device__ __forceinline__ void dbc_put(const scan_k &k, T *dB, T *dC, size_t ro
 // Summation orders are fixed (tokens descending, pairs in warp order, warps in order): two runs
 // are bit-identical.
 #define BWD_EG 16                                   // channels per group (8 pairs)
+// floats of one channel split's partial row of a chunk: dB | dC (32 per token), then dx_dt
+// (R per token)
+__host__ __device__ __forceinline__ size_t bwd_part_floats(int R) { return (size_t)SCAN_T * (32 + R); }
 #define BWD_THREADS (32 * BWD_WARPS)
 #define BWD_FIN (3 * (BWD_EG + 1))                  // sfin row: 3 sums x 17 (bank spread)
 
-// One channel group's raw inputs of a chunk, as stored: delta (f32), u, dy and z (at pi(j)).
+// One channel group's raw inputs of a chunk, as stored: u, dy and z (at pi(j)).
 template <typename T> struct bwd_raw {
-    float delta[SCAN_T][BWD_EG];
     T u[SCAN_T][BWD_EG], dy[SCAN_T][BWD_EG], z[SCAN_T][BWD_EG];
 };
 
@@ -178,15 +191,8 @@ __device__ __forceinline__ void bwd_stage(bwd_raw<T> &r, const scan_k &k, const 
 {
     const T *u = (const T *)P.u, *z = (const T *)P.z;
     if (vec) {
-        constexpr int PD = BWD_EG * 4 / 16, PT = BWD_EG * (int)sizeof(T) / 16;  // pieces per row
-        constexpr int CT = 16 / (int)sizeof(T);                                 // channels per piece
-        static_assert(SCAN_T * PD == BWD_THREADS, "one delta piece per thread");
-        {
-            const int t = threadIdx.x / PD, e = e0 + threadIdx.x % PD * 4;
-            const bool ok = t < tn && e < k.E;
-            const float *src = ok ? P.delta + ((size_t)n * k.L + j0 + t) * k.E + e : P.delta;
-            cp_async16(&r.delta[t][e - e0], src, ok ? 16 : 0);
-        }
+        constexpr int PT = BWD_EG * (int)sizeof(T) / 16;    // pieces per row
+        constexpr int CT = 16 / (int)sizeof(T);             // channels per piece
         // u, dy, z: SCAN_T * PT pieces each (z absent: two arrays)
         const int pieces = (z ? 3 : 2) * SCAN_T * PT;
 #pragma unroll
@@ -205,7 +211,6 @@ __device__ __forceinline__ void bwd_stage(bwd_raw<T> &r, const scan_k &k, const 
         for (int t = threadIdx.x / BWD_EG; t < SCAN_T; t += BWD_THREADS / BWD_EG) {
             const bool ok = t < tn && e < k.E;
             const size_t it = ((size_t)n * k.L + j0 + t) * k.E + e, rt = srow[t];
-            r.delta[t][cc] = ok ? P.delta[it] : 0.0f;
             r.u[t][cc] = ok ? u[it] : from_f<T>(0.0f);
             r.dy[t][cc] = ok ? dy[rt * k.E + e] : from_f<T>(0.0f);
             if (z) r.z[t][cc] = ok ? z[rt * k.ldz + e] : from_f<T>(0.0f);
@@ -218,13 +223,18 @@ __device__ __forceinline__ void bwd_stage(bwd_raw<T> &r, const scan_k &k, const 
 template <typename T, int EXACT>
 __global__ void __launch_bounds__(BWD_THREADS, 4)
 scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *Dp, float *bp,
-              int egs, float *dbcp, int vec)
+              float *Wp, int egs, float *dbcp, int vec)
 {
     // (B, C) and (dt, u, gout, dt u) packed: one 8- and one 16-byte shared load per step
     __shared__ float2 BC[SCAN_T][SCAN_NS];
-    __shared__ float bc[BWD_WARPS][SCAN_T][32];        // per warp: dB (lanes 0-15), dC (16-31)
+    // the chunk-end dB / dC flush over the same bytes as the chunk's x_dt (the dt projection)
+    // and its dx_dt sums, which live only while the groups run
+    __shared__ union {
+        float bc[BWD_WARPS][SCAN_T][32];                // per warp: dB (lanes 0-15), dC (16-31)
+        struct { float x[SCAN_RMAX][SCAN_T], dx[SCAN_T][SCAN_RMAX]; } dt;   // x as scan_stage_xdt
+    } un;
     __shared__ float4 pre[SCAN_T][BWD_EG];              // dt, u, gout, dt u
-    __shared__ float dsps[SCAN_T][BWD_EG];              // d softplus / d raw (post phase only)
+    __shared__ float dsps[SCAN_T][BWD_EG];              // d softplus / d raw, then ddelta_raw
     __shared__ float gzs[SCAN_T][BWD_EG];               // dz = ypre * gz
     __shared__ float sfin[SCAN_T][BWD_FIN];             // [t][q * 17 + ch]: du, ddt, ypre sums
     __shared__ float sred[2][BWD_THREADS / BWD_EG][BWD_EG];
@@ -243,6 +253,8 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             BC[t][q] = t < tn ? make_float2(to_f(B[r]), to_f(C[r])) : make_float2(0.0f, 0.0f);
         }
         scan_chunk_rows(srow, k, P.order, n, j0, tn);
+        scan_stage_xdt<T>(&un.dt.x[0][0], k, P, n, j0, tn);
+        for (int i = threadIdx.x; i < SCAN_T * k.R; i += blockDim.x) un.dt.dx[i / k.R][i % k.R] = 0.0f;
     }
 
     const T *z = (const T *)P.z;
@@ -250,8 +262,8 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
     float *ddl = P.ddelta;
     const size_t prow = ((size_t)blockIdx.y * k.nch + c) * k.E;
     // this thread's (token row, channel) slots in the pre/post phases: fixed channel cc
+    constexpr int t_step = BWD_THREADS / BWD_EG, t_per = SCAN_T / t_step;
     const int cc = threadIdx.x % BWD_EG, t_first = threadIdx.x / BWD_EG;
-    const int t_step = BWD_THREADS / BWD_EG;
     // this lane's dB (el = 0) or dC (el = 1) sums of state s over the warp's channels, per token
     float acc[SCAN_T];
 #pragma unroll
@@ -264,12 +276,27 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
     for (int e0 = blockIdx.z * egs; e0 < e_end; e0 += BWD_EG) {
         const int e_t = e0 + cc;
         const float bias_t = e_t < k.E && P.bias ? P.bias[e_t] : 0.0f;
+        // delta_raw of the thread's tokens t_first + q t_step (its W_dt row read once; rows past
+        // E read row E - 1, unused)
+        float dr[t_per];
+        {
+            const float *wr = P.Wdt + (size_t)min(e_t, k.E - 1) * k.R;
+#pragma unroll
+            for (int q = 0; q < t_per; q++) dr[q] = 0.0f;
+            for (int r = 0; r < k.R; r++) {
+                const float wv = wr[r];
+#pragma unroll
+                for (int q = 0; q < t_per; q++) dr[q] = fmaf(un.dt.x[r][t_first + q * t_step], wv, dr[q]);
+            }
+        }
         cp_async_wait_all();
         __syncthreads();                            // raw staged, previous post phase done
-        for (int t = t_first; t < SCAN_T; t += t_step) {
+#pragma unroll
+        for (int q = 0; q < t_per; q++) {
+            const int t = t_first + q * t_step;
             float dt = 0.0f, ut = 0.0f, gout = 0.0f, dsp = 0.0f, gz = 0.0f;
             if (t < tn && e_t < k.E) {
-                const float v = raw.delta[t][cc] + bias_t;
+                const float v = dr[q] + bias_t;
                 dt = softplus20_f(v);
                 dsp = v > 20.0f ? 1.0f : sigmoid_f(v);
                 ut = to_f(raw.u[t][cc]);
@@ -355,6 +382,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             const float draw = sfin[t][(BWD_EG + 1) + cc] * dsps[t][cc];
             if (du) du[it] = from_f<T>((k.ow ? 0.0f : to_f(du[it])) + fmaf(De, gout, sfin[t][cc]));
             if (ddl) ddl[it] = (k.ow ? 0.0f : ddl[it]) + draw;
+            dsps[t][cc] = draw;                     // (0 where t >= tn or e >= E, as dsp was)
             if (z && dz) {                          // at pi(j), like z
                 const float ypre = fmaf(De, ut, sfin[t][2 * (BWD_EG + 1) + cc]);
                 T *pz = dz + srow[t] * k.ldz + e_t;
@@ -372,41 +400,90 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             Dp[prow + e_t] = a0;
             bp[prow + e_t] = a1;
         }
-    }
-    // flush the warps' dB / dC sums (no barrier needed before: bc is written only here)
+        // dt_proj backward of the group (delta_raw = x_dt W_dt^T; dsps holds ddelta_raw):
+        // dW_dt partial of each (channel, r) over the chunk's tokens (all SCAN_T: past tn both
+        // factors are 0; four interleaved partial sums in a fixed order keep the FMA chain
+        // short) ...
+        for (int i = threadIdx.x; i < BWD_EG * k.R; i += BWD_THREADS) {
+            const int c2 = i % BWD_EG, r = i / BWD_EG, e = e0 + c2;
+            if (e >= k.E) continue;
+            float a[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
 #pragma unroll
-    for (int t = 0; t < SCAN_T; t++) bc[w][t][lane] = acc[t];
+            for (int t = 0; t < SCAN_T; t++) a[t & 3] = fmaf(dsps[t][c2], un.dt.x[r][t], a[t & 3]);
+            Wp[(prow + e) * k.R + r] = (a[0] + a[1]) + (a[2] + a[3]);
+        }
+        // ... and dx_dt of each (token, r): the group's channels (W_dt rows loaded together,
+        // zero past E), added to the chunk's sum (groups in order); each (t, r) has one
+        // owner thread, fixed per launch
+        for (int i = threadIdx.x; i < tn * k.R; i += BWD_THREADS) {
+            const int t = i / k.R, r = i % k.R;
+            const int ce = min(BWD_EG, k.E - e0);
+            const float *W = P.Wdt + (size_t)e0 * k.R + r;
+            float wv[BWD_EG], a[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+#pragma unroll
+            for (int c2 = 0; c2 < BWD_EG; c2++) wv[c2] = c2 < ce ? W[(size_t)c2 * k.R] : 0.0f;
+#pragma unroll
+            for (int c2 = 0; c2 < BWD_EG; c2++) a[c2 & 3] = fmaf(dsps[t][c2], wv[c2], a[c2 & 3]);
+            un.dt.dx[t][r] += (a[0] + a[1]) + (a[2] + a[3]);
+        }
+    }
+    // dx_dt of the chunk (this split's channels): to the split partial behind its dB / dC,
+    // or stored; then the warps' dB / dC sums over the same bytes
+    T *dB = (T *)P.dB, *dC = (T *)P.dC;
+    float *part = dbcp ? dbcp + (((size_t)blockIdx.y * k.nch + c) * gridDim.z + blockIdx.z) * bwd_part_floats(k.R)
+                       : NULL;
+    T *dx = (T *)P.dxdt;
+    __syncthreads();
+    for (int i = threadIdx.x; i < tn * k.R; i += BWD_THREADS) {
+        const int t = i / k.R, r = i % k.R;
+        const float v = un.dt.dx[t][r];
+        if (part) part[SCAN_T * 32 + i] = v;
+        else if (dx) {
+            T *pp = dx + ((size_t)n * k.L + j0 + t) * k.ldbc + r;
+            *pp = from_f<T>((k.ow ? 0.0f : to_f(*pp)) + v);
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < SCAN_T; t++) un.bc[w][t][lane] = acc[t];
     __syncthreads();
 
     // dB, dC of the chunk: the warps' rows in a fixed order; with a channel split, this split's
     // rows go to its partial (scan_bwd_dbc_finish adds the splits up)
-    T *dB = (T *)P.dB, *dC = (T *)P.dC;
-    float *part = dbcp ? dbcp + (((size_t)blockIdx.y * k.nch + c) * gridDim.z + blockIdx.z) * (SCAN_T * 32)
-                       : NULL;
     for (int i = threadIdx.x; i < SCAN_T * 32; i += blockDim.x) {
         const int t = i / 32, col = i % 32;
         float v = 0.0f;
-        for (int q = 0; q < BWD_WARPS; q++) v += bc[q][t][col];
+        for (int q = 0; q < BWD_WARPS; q++) v += un.bc[q][t][col];
         if (part) part[i] = v;
         else if (t < tn) dbc_put<T>(k, dB, dC, (size_t)n * k.L + j0 + t, col, v);
     }
 }
 
-// dB, dC (+)= the sum of the splits' partials (dir, n, chunk, split, token, 32), splits in order.
+// dB, dC (+)= the sum of the splits' partials (dir, n, chunk, split, bwd_part_floats(R)),
+// splits in order; dx_dt likewise where the direction has W_dt.
 template <typename T>
 __global__ void scan_bwd_dbc_finish(scan_k k, const float *dbcp, int nsplit)
 {
     const int c = blockIdx.x, d = blockIdx.y / k.N, n = blockIdx.y % k.N;
     const scan_kdir &P = k.d[d];
-    const size_t j0 = (size_t)c * SCAN_T;
+    const size_t j0 = (size_t)c * SCAN_T, pf = bwd_part_floats(k.R);
     const int tn = (int)min((size_t)SCAN_T, k.L - j0);
-    const float *p = dbcp + ((size_t)blockIdx.y * k.nch + c) * nsplit * (SCAN_T * 32);
+    const float *p = dbcp + ((size_t)blockIdx.y * k.nch + c) * nsplit * pf;
     T *dB = (T *)P.dB, *dC = (T *)P.dC;
     for (int i = threadIdx.x; i < tn * 32; i += blockDim.x) {
         const int t = i / 32, col = i % 32;
         float v = 0.0f;
-        for (int z = 0; z < nsplit; z++) v += p[(size_t)z * (SCAN_T * 32) + i];
+        for (int z = 0; z < nsplit; z++) v += p[(size_t)z * pf + i];
         dbc_put<T>(k, dB, dC, (size_t)n * k.L + j0 + t, col, v);
+    }
+    T *dx = (T *)P.dxdt;
+    if (!dx) return;
+    for (int i = threadIdx.x; i < tn * k.R; i += blockDim.x) {
+        const int t = i / k.R, r = i % k.R;
+        float v = 0.0f;
+        for (int z = 0; z < nsplit; z++) v += p[(size_t)z * pf + SCAN_T * 32 + i];
+        T *pp = dx + ((size_t)n * k.L + j0 + t) * k.ldbc + r;
+        *pp = from_f<T>((k.ow ? 0.0f : to_f(*pp)) + v);
     }
 }
 
@@ -427,75 +504,86 @@ static int bwd_split(const scan_gpu_t *s, int *egs)
 
 // ----------------------------------------------------------------------------
 // 4. out[col] += mul(col) * sum over the rows (n, chunk) of part (dir, rows, cols), in a fixed
-// order, for the three partials at once: dA_log (mul = A = -exp(A_log), E*16 columns), dD and
-// ddelta_bias (E columns each). Stage 1: a block owns COLSUM_COLS adjacent columns of one
-// partial and COLSUM_ROWS rows; its threads are (row lane, column), columns fastest, so every
-// warp load reads 4 full 32-byte sectors; row lane lr sums rows lr, lr + 32, ... of the range,
-// the 32 lanes meet in shared memory in lane order -> one value per (dir, range, column).
-// Stage 2 sums the ranges in order. (v10 had one block per 8 columns walk all rows: at level 0
-// the dD / ddelta_bias sums ran on 36 blocks, 0.11 ms each.)
+// order, for the four partials at once: dA_log (mul = A = -exp(A_log), E*16 columns), dD and
+// ddelta_bias (E columns each), dW_dt (E*R columns). Stage 1: a block owns
+// COLSUM_COLS adjacent columns of one partial and COLSUM_ROWS rows; its threads are (row lane,
+// column), columns fastest, so every warp load reads 4 full 32-byte sectors; row lane lr sums
+// rows lr, lr + 32, ... of the range, the 32 lanes meet in shared memory in lane order -> one
+// value per (dir, range, column). Stage 2 sums the ranges in order. (v10 had one block per 8
+// columns walk all rows: at level 0 the dD / ddelta_bias sums ran on 36 blocks, 0.11 ms each.)
 #define COLSUM_COLS 8
 #define COLSUM_THREADS (32 * COLSUM_COLS)
 #define COLSUM_ROWS 256
+#define COLSUM_PARTS 4
 
 static size_t colsum_ranges(const scan_gpu_t *s)
 {
     return CEIL_DIV((size_t)s->N * CEIL_DIV(s->L, (size_t)SCAN_T), (size_t)COLSUM_ROWS);
 }
 
-// which partial column w (0 .. 18E) is: dA_log (w < 16E), dD, or ddelta_bias
-struct colsum_col { const float *part; int cols, col, which; };
-__device__ __forceinline__ colsum_col colsum_pick(int w, int E, const float *dA, const float *Dp,
-                                                  const float *bp)
+// columns of partial p (0 dA_log, 1 dD, 2 ddelta_bias, 3 dW_dt), and of all four
+__host__ __device__ __forceinline__ int colsum_cols(int p, int E, int R)
 {
-    if (w < E * SCAN_NS) return { dA, E * SCAN_NS, w, 0 };
-    if (w < E * (SCAN_NS + 1)) return { Dp, E, w - E * SCAN_NS, 1 };
-    return { bp, E, w - E * (SCAN_NS + 1), 2 };
+    return p == 0 ? E * SCAN_NS : p == 3 ? E * R : E;
+}
+__host__ __device__ __forceinline__ int colsum_width(int E, int R) { return E * (SCAN_NS + 2 + R); }
+static int colsum_tiles(int E, int R)
+{
+    int t = 0;
+    for (int p = 0; p < COLSUM_PARTS; p++) t += CEIL_DIV(colsum_cols(p, E, R), COLSUM_COLS);
+    return t;
 }
 
-// grid (column tiles of the three partials, dir, row range); out (dir, range, 18E)
+// grid (column tiles of the four partials, dir, row range); out (dir, range, colsum_width)
 __global__ void __launch_bounds__(COLSUM_THREADS)
-scan_colsum_ranges(const float *dA, const float *Dp, const float *bp, scan_k k, float *out)
+scan_colsum_ranges(const float *dA, const float *Dp, const float *bp, const float *Wp, scan_k k,
+                   float *out)
 {
     __shared__ float red[32][COLSUM_COLS];
     const int lc = threadIdx.x % COLSUM_COLS, lr = threadIdx.x / COLSUM_COLS, d = blockIdx.y;
     // tiles are counted per partial (E need not be a multiple of COLSUM_COLS): a tile never
     // straddles two of them
-    const int t0 = CEIL_DIV(k.E * SCAN_NS, COLSUM_COLS), t1 = CEIL_DIV(k.E, COLSUM_COLS);
-    const int tile = blockIdx.x;
-    const int base = tile < t0 ? 0 : tile < t0 + t1 ? k.E * SCAN_NS : k.E * (SCAN_NS + 1);
-    const int tcol = (tile < t0 ? tile : tile < t0 + t1 ? tile - t0 : tile - t0 - t1) * COLSUM_COLS + lc;
-    const colsum_col q = colsum_pick(base, k.E, dA, Dp, bp);
+    int p = 0, tile = blockIdx.x, base = 0;
+    while (p < COLSUM_PARTS - 1 && tile >= CEIL_DIV(colsum_cols(p, k.E, k.R), COLSUM_COLS)) {
+        tile -= CEIL_DIV(colsum_cols(p, k.E, k.R), COLSUM_COLS);
+        base += colsum_cols(p, k.E, k.R);
+        p++;
+    }
+    const float *part = p == 0 ? dA : p == 1 ? Dp : p == 2 ? bp : Wp;
+    const int cols = colsum_cols(p, k.E, k.R), tcol = tile * COLSUM_COLS + lc;
     const size_t rows = (size_t)k.N * k.nch;
     const size_t r0 = (size_t)blockIdx.z * COLSUM_ROWS, r1 = rows < r0 + COLSUM_ROWS ? rows : r0 + COLSUM_ROWS;
     float acc = 0.0f;
-    if (tcol < q.cols) {
-        const float *pd = q.part + (size_t)d * rows * q.cols + tcol;
+    if (tcol < cols) {
+        const float *pd = part + (size_t)d * rows * cols + tcol;
 #pragma unroll 8
-        for (size_t r = r0 + lr; r < r1; r += 32) acc += pd[r * q.cols];
+        for (size_t r = r0 + lr; r < r1; r += 32) acc += pd[r * cols];
     }
     red[lr][lc] = acc;
     __syncthreads();
-    if (lr == 0 && tcol < q.cols) {
+    if (lr == 0 && tcol < cols) {
         float tot = 0.0f;
         for (int i = 0; i < 32; i++) tot += red[i][lc];
-        out[((size_t)d * gridDim.z + blockIdx.z) * (k.E * (SCAN_NS + 2)) + base + tcol] = tot;
+        out[((size_t)d * gridDim.z + blockIdx.z) * colsum_width(k.E, k.R) + base + tcol] = tot;
     }
 }
 
-// grid (18E / 256, dir): out[col] += mul * sum over the ranges in order
+// grid (colsum_width / 256, dir): out[col] += mul * sum over the ranges in order
 __global__ void scan_colsum_finish(const float *ranges, int nr, scan_k k)
 {
-    const int w = blockIdx.x * blockDim.x + threadIdx.x, d = blockIdx.y, W = k.E * (SCAN_NS + 2);
+    const int W = colsum_width(k.E, k.R), d = blockIdx.y;
+    int w = blockIdx.x * blockDim.x + threadIdx.x;
     if (w >= W) return;
+    const int tot_w = w;
+    int p = 0;
+    while (w >= colsum_cols(p, k.E, k.R)) { w -= colsum_cols(p, k.E, k.R); p++; }
     const scan_kdir &P = k.d[d];
-    const colsum_col q = colsum_pick(w, k.E, NULL, NULL, NULL);
-    float *out = q.which == 0 ? P.dA_log : q.which == 1 ? P.dD : P.dbias;
+    float *out = p == 0 ? P.dA_log : p == 1 ? P.dD : p == 2 ? P.dbias : P.dWdt;
     if (!out) return;
     float tot = 0.0f;
-    for (int r = 0; r < nr; r++) tot += ranges[((size_t)d * nr + r) * W + w];
-    const float mul = q.which == 0 ? -expf(P.A_log[q.col]) : 1.0f;
-    out[q.col] += mul * tot;
+    for (int r = 0; r < nr; r++) tot += ranges[((size_t)d * nr + r) * W + tot_w];
+    const float mul = p == 0 ? -expf(P.A_log[w]) : 1.0f;
+    out[w] += mul * tot;
 }
 
 static size_t aux_floats(const scan_gpu_t *s)
@@ -503,8 +591,8 @@ static size_t aux_floats(const scan_gpu_t *s)
     int egs;
     const int nsplit = bwd_split(s, &egs);
     const size_t nch = CEIL_DIV(s->L, (size_t)SCAN_T);
-    const size_t dbc = nsplit > 1 ? (size_t)s->ndir * s->N * nch * nsplit * SCAN_T * 32 : 0;
-    const size_t ranges = (size_t)s->ndir * colsum_ranges(s) * s->E * (SCAN_NS + 2);
+    const size_t dbc = nsplit > 1 ? (size_t)s->ndir * s->N * nch * nsplit * bwd_part_floats(s->R) : 0;
+    const size_t ranges = (size_t)s->ndir * colsum_ranges(s) * colsum_width(s->E, s->R);
     return dbc > ranges ? dbc : ranges;
 }
 
@@ -525,7 +613,7 @@ size_t scan_bwd_aux_bytes(const scan_gpu_t *s)
 }
 
 // Whether scan_bwd_main may stage with 16-byte copies (bwd_stage): whole 16-byte pieces of
-// every u / dy / z / delta row, at 16-byte aligned addresses. M's layers (E = 96..768, z inside
+// every u / dy / z row, at 16-byte aligned addresses. M's layers (E = 96..768, z inside
 // xz at column E) all qualify; other shapes take the plain loads.
 static int bwd_vec_ok(const scan_gpu_t *s, const void *dy)
 {
@@ -533,7 +621,7 @@ static int bwd_vec_ok(const scan_gpu_t *s, const void *dy)
     int ok = E8 && (uintptr_t)dy % 16 == 0;
     for (int d = 0; d < s->ndir; d++) {
         const scan_dir_gpu_t *a = &s->dir[d];
-        ok = ok && (uintptr_t)a->u % 16 == 0 && (uintptr_t)a->delta % 16 == 0;
+        ok = ok && (uintptr_t)a->u % 16 == 0;
         if (a->z) ok = ok && (uintptr_t)a->z % 16 == 0 && s->ldz % 8 == 0;
     }
     return ok;
@@ -546,7 +634,9 @@ void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *stat
     const scan_ws w = scan_workspace_views(workspace, s);
     const int eb = scan_block_width(k.E);
     ACT_DISPATCH(g->act, T, {
-        scan_bwd_summary<T><<<dim3(k.nch, k.ndir * k.N, CEIL_DIV(k.E, eb)), eb, 0, g->stream>>>(
+        const size_t shm = scan_chan_shm(eb, k.R, sizeof(float));
+        scan_allow_shm(scan_bwd_summary<T>, shm);
+        scan_bwd_summary<T><<<dim3(k.nch, k.ndir * k.N, CEIL_DIV(k.E, eb)), eb, shm, g->stream>>>(
             k, eb, (const T *)dy, w.big, w.S);
         KERNEL_CHECK();
     });
@@ -559,10 +649,10 @@ void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *stat
     ACT_DISPATCH(g->act, T, {
         if (k.exact)
             scan_bwd_main<T, 1><<<grid, BWD_THREADS, 0, g->stream>>>(
-                k, (const T *)dy, states, w.big, w.Dp, w.bp, egs, dbcp, vec);
+                k, (const T *)dy, states, w.big, w.Dp, w.bp, w.Wp, egs, dbcp, vec);
         else
             scan_bwd_main<T, 0><<<grid, BWD_THREADS, 0, g->stream>>>(
-                k, (const T *)dy, states, w.big, w.Dp, w.bp, egs, dbcp, vec);
+                k, (const T *)dy, states, w.big, w.Dp, w.bp, w.Wp, egs, dbcp, vec);
         KERNEL_CHECK();
         if (dbcp) {
             scan_bwd_dbc_finish<T><<<dim3(k.nch, k.ndir * k.N), 256, 0, g->stream>>>(k, dbcp, nsplit);
@@ -571,11 +661,10 @@ void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *stat
     });
     // the ranges' sums reuse aux (the split partials are consumed above)
     const int nr = (int)colsum_ranges(s);
-    const int tiles = CEIL_DIV(k.E * SCAN_NS, COLSUM_COLS) + 2 * CEIL_DIV(k.E, COLSUM_COLS);
-    scan_colsum_ranges<<<dim3(tiles, k.ndir, nr), COLSUM_THREADS, 0, g->stream>>>(w.big, w.Dp, w.bp,
-                                                                                  k, w.aux);
+    scan_colsum_ranges<<<dim3(colsum_tiles(k.E, k.R), k.ndir, nr), COLSUM_THREADS, 0, g->stream>>>(
+        w.big, w.Dp, w.bp, w.Wp, k, w.aux);
     KERNEL_CHECK();
-    scan_colsum_finish<<<dim3(CEIL_DIV(k.E * (SCAN_NS + 2), 256), k.ndir), 256, 0, g->stream>>>(
+    scan_colsum_finish<<<dim3(CEIL_DIV(colsum_width(k.E, k.R), 256), k.ndir), 256, 0, g->stream>>>(
         w.aux, nr, k);
     KERNEL_CHECK();
 }

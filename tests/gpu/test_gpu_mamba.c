@@ -13,7 +13,8 @@ Tolerances (||gpu - cpu|| <= rtol ||cpu|| + atol): LayerNorm and conv1d 1e-5 (fp
 fp32 roundings per element; the scan and the layer 1e-4 (fp32): 32..4134-step fp32 recurrences
 and fp32 sums over up to N*L = 8268 tokens (dA, dD, dB over channels) against the CPU's double
 accumulators accumulate ~sqrt(steps) ulps; bf16 mode 1e-2 for ops, 2e-2 for the layer (bf16
-GEMM inputs and bf16 intermediates xz, u, G between the fused stages; delta is fp32).
+GEMM inputs and bf16 intermediates xz, u, G between the fused stages; delta, formed in the scan
+kernels, is fp32).
 */
 #include <math.h>
 #include <stdint.h>
@@ -211,22 +212,31 @@ static void test_conv(int N, int E, size_t L, size_t ns, int order, int silu)
 
 // ---- selective scan, three directions in one call ---------------------------------------
 #define NSt 16
-#define RR 3
-#define PP (RR + 2 * NSt)
+#define R_L0 3                                      // M's dt rank at level 0 (C = 48)
 
 typedef struct {
-    float *u[3], *dl[3], *xd[3], *Al[3], *D[3], *bias[3], *xz;
+    float *u[3], *dl[3], *xd[3], *Wd[3], *Al[3], *D[3], *bias[3], *xz;
 } scan_in_t;
 
-static void test_scan(int N, int E, size_t L, size_t ns)
+static void test_scan(int N, int E, size_t L, size_t ns, int rr)
 {
+    const int pp = rr + 2 * NSt;
     const int C = E, extra = (int)ns;
     const size_t nl = (size_t)N * L, n = nl * E, ldz = 2 * (size_t)E;
     scan_in_t in;
     for (int k = 0; k < 3; k++) {
         in.u[k] = hrand(n, 0, 1);
-        in.dl[k] = hrand(n, 0, 0.7f);
-        in.xd[k] = hrand(nl * PP, 0, 1);
+        in.xd[k] = hrand(nl * pp, 0, 1);
+        // the fused dt projection: delta_raw = x_dbl[:R] W_dt^T ~ N(0, 0.7), formed here as the
+        // kernels form it (fp32 fmaf, r ascending) from the values they see
+        in.Wd[k] = hrand((size_t)E * rr, 0, 0.7f / sqrtf((float)rr));
+        in.dl[k] = xmalloc(n * 4);
+        for (size_t t = 0; t < nl; t++)
+            for (int e = 0; e < E; e++) {
+                float a = 0.0f;
+                for (int r = 0; r < rr; r++) a = fmaf(in.xd[k][t * pp + r], in.Wd[k][e * rr + r], a);
+                in.dl[k][t * E + e] = a;
+            }
         in.Al[k] = xmalloc((size_t)E * NSt * 4);
         for (int e = 0; e < E; e++)
             for (int s = 0; s < NSt; s++)
@@ -239,7 +249,7 @@ static void test_scan(int N, int E, size_t L, size_t ns)
         }
     }
     in.xz = hrand(nl * ldz, 0, 1);
-    in.dl[0][3] = 25.0f;                   // one delta beyond the softplus threshold (fp32 input)
+    in.bias[0][3] = 25.0f;                 // one channel beyond the softplus threshold
     float *dy = hrand(n, 0, 1);
 
     // CPU reference, direction by direction
@@ -252,18 +262,21 @@ static void test_scan(int N, int E, size_t L, size_t ns)
     // backward initial values (same on both sides) and expected results (token-major)
     float *du0[3], *dd0[3], *dz0[3], *dx0[3], *dA0[3], *dD0[3], *db0[3];
     float *due[3], *dde[3], *dze[3], *dxe[3], *dAe[3], *dDe[3], *dbe[3];
+    // the dt projection's gradients dx_dbl[:R] and dW_dt on directions 0 and 2; direction 1
+    // asks for neither, so its dx_dbl[:R] must stay as it was
+    float *dW0[3], *dWe[3];
     const scan_shape_t ss = { .N = N, .E = E, .NS = NSt, .L = L, .bc_nstride = 0 };
     for (int k = 0; k < 3; k++) {
         // dz: (N, L, ldz) original order like z, the gate half at columns [E, 2E) (the rest must
         // stay as it was)
         du0[k] = hrand(n, 0, 1); dd0[k] = hrand(n, 0, 1); dz0[k] = hrand(nl * ldz, 0, 1);
-        dx0[k] = hrand(nl * PP, 0, 1);
+        dx0[k] = hrand(nl * pp, 0, 1);
         dA0[k] = hrand((size_t)E * NSt, 0, 1); dD0[k] = hrand(E, 0, 1); db0[k] = hrand(E, 0, 1);
         const tom_order_t o = (tom_order_t)k;
         tl_to_cf(uc, in.u[k], N, E, L, E, 0);
         tl_to_cf(dc, in.dl[k], N, E, L, E, 0);
-        tl_to_cf(Bc, in.xd[k], N, NSt, L, PP, RR);
-        tl_to_cf(Cc, in.xd[k], N, NSt, L, PP, RR + NSt);
+        tl_to_cf(Bc, in.xd[k], N, NSt, L, pp, rr);
+        tl_to_cf(Cc, in.xd[k], N, NSt, L, pp, rr + NSt);
         tom_permute_cpu(zp, zc, N, E, L, o, ns);
         for (size_t i = 0; i < (size_t)E * NSt; i++) A[i] = -expf(in.Al[k][i]);
         selective_scan_forward_cpu(yk, uc, dc, A, Bc, Cc, in.D[k], zp, in.bias[k], ss);
@@ -276,21 +289,44 @@ static void test_scan(int N, int E, size_t L, size_t ns)
         tl_to_cf(dd, dd0[k], N, E, L, E, 0);
         tl_to_cf(tmp, dz0[k], N, E, L, ldz, E);
         tom_permute_cpu(dz, tmp, N, E, L, o, ns);
-        tl_to_cf(dB, dx0[k], N, NSt, L, PP, RR);
-        tl_to_cf(dC, dx0[k], N, NSt, L, PP, RR + NSt);
+        tl_to_cf(dB, dx0[k], N, NSt, L, pp, rr);
+        tl_to_cf(dC, dx0[k], N, NSt, L, pp, rr + NSt);
         dDe[k] = hcopy(dD0[k], E);
         dbe[k] = hcopy(db0[k], E);
         tom_permute_cpu(dyp, dyc, N, E, L, o, ns);
         selective_scan_backward_cpu(du, dd, dA, dB, dC, dDe[k], dz, dbe[k], dyp, uc, dc, A, Bc, Cc,
                                     in.D[k], zp, in.bias[k], ss);
         due[k] = xmalloc(n * 4); dde[k] = xmalloc(n * 4); dze[k] = hcopy(dz0[k], nl * ldz);
-        dxe[k] = hcopy(dx0[k], nl * PP);
+        dxe[k] = hcopy(dx0[k], nl * pp);
+        dW0[k] = hrand((size_t)E * rr, 0, 1);
+        dWe[k] = hcopy(dW0[k], (size_t)E * rr);
+        if (k != 1) {
+            // ddelta_raw alone (dd started at dd0): dx_dbl[:R] += ddelta W, dW += ddelta^T x
+            for (size_t t = 0; t < nl; t++)
+                for (int r = 0; r < rr; r++) {
+                    double a = 0.0;
+                    for (int e = 0; e < E; e++) {
+                        const size_t i = (size_t)e * L + t % L + (t / L) * (size_t)E * L;
+                        a += ((double)dd[i] - dd0[k][t * E + e]) * in.Wd[k][e * rr + r];
+                    }
+                    dxe[k][t * pp + r] += (float)a;
+                }
+            for (int e = 0; e < E; e++)
+                for (int r = 0; r < rr; r++) {
+                    double a = dW0[k][e * rr + r];
+                    for (size_t t = 0; t < nl; t++) {
+                        const size_t i = (size_t)e * L + t % L + (t / L) * (size_t)E * L;
+                        a += ((double)dd[i] - dd0[k][t * E + e]) * in.xd[k][t * pp + r];
+                    }
+                    dWe[k][e * rr + r] = (float)a;
+                }
+        }
         cf_to_tl(due[k], du, N, E, L, E, 0);
         cf_to_tl(dde[k], dd, N, E, L, E, 0);
         tom_unpermute_cpu(tmp, dz, N, E, L, o, ns);
         cf_to_tl(dze[k], tmp, N, E, L, ldz, E);
-        cf_to_tl(dxe[k], dB, N, NSt, L, PP, RR);
-        cf_to_tl(dxe[k], dC, N, NSt, L, PP, RR + NSt);
+        cf_to_tl(dxe[k], dB, N, NSt, L, pp, rr);
+        cf_to_tl(dxe[k], dC, N, NSt, L, pp, rr + NSt);
         dAe[k] = hcopy(dA0[k], (size_t)E * NSt);
         for (size_t i = 0; i < (size_t)E * NSt; i++) dAe[k][i] += dA[i] * A[i];
         free(du); free(dd); free(dz); free(dB); free(dC); free(dA);
@@ -301,7 +337,7 @@ static void test_scan(int N, int E, size_t L, size_t ns)
     // GPU
     scan_gpu_t s;
     memset(&s, 0, sizeof s);
-    s.N = N; s.E = E; s.L = L; s.nslices = ns; s.ldbc = PP; s.ldz = ldz; s.ndir = 3;
+    s.N = N; s.E = E; s.L = L; s.nslices = ns; s.ldbc = pp; s.ldz = ldz; s.ndir = 3; s.R = rr;
     void *dxz = dev_act(in.xz, nl * ldz), *dY = gpu_malloc(g, n * asz(), "y"), *dDY = dev_act(dy, n);
     void *bufs[64];
     int nb = 0;
@@ -309,10 +345,11 @@ static void test_scan(int N, int E, size_t L, size_t ns)
         scan_dir_gpu_t *d = &s.dir[k];
         d->order = (tom_order_t)k;
         d->u = bufs[nb++] = dev_act(in.u[k], n);
-        d->delta = bufs[nb++] = dev_f32(in.dl[k], n);        // fp32 in both modes
-        void *xd = bufs[nb++] = dev_act(in.xd[k], nl * PP);
-        d->B = (char *)xd + RR * asz();
-        d->C = (char *)xd + (RR + NSt) * asz();
+        void *xd = bufs[nb++] = dev_act(in.xd[k], nl * pp);
+        d->x_dt = xd;
+        d->W_dt = bufs[nb++] = dev_f32(in.Wd[k], (size_t)E * rr);
+        d->B = (char *)xd + rr * asz();
+        d->C = (char *)xd + (rr + NSt) * asz();
         d->z = (char *)dxz + (size_t)E * asz();
         d->A_log = bufs[nb++] = dev_f32(in.Al[k], (size_t)E * NSt);
         d->D = bufs[nb++] = dev_f32(in.D[k], E);
@@ -320,12 +357,16 @@ static void test_scan(int N, int E, size_t L, size_t ns)
         d->du = bufs[nb++] = dev_act(du0[k], n);
         d->ddelta = bufs[nb++] = dev_f32(dd0[k], n);
         d->dz = (char *)(bufs[nb++] = dev_act(dz0[k], nl * ldz)) + (size_t)E * asz();
-        void *dxd = bufs[nb++] = dev_act(dx0[k], nl * PP);
-        d->dB = (char *)dxd + RR * asz();
-        d->dC = (char *)dxd + (RR + NSt) * asz();
+        void *dxd = bufs[nb++] = dev_act(dx0[k], nl * pp);
+        d->dB = (char *)dxd + rr * asz();
+        d->dC = (char *)dxd + (rr + NSt) * asz();
         d->dA_log = bufs[nb++] = dev_f32(dA0[k], (size_t)E * NSt);
         d->dD = bufs[nb++] = dev_f32(dD0[k], E);
         d->ddelta_bias = bufs[nb++] = dev_f32(db0[k], E);
+        if (k != 1) {
+            d->dx_dt = dxd;
+            d->dW_dt = bufs[nb++] = dev_f32(dW0[k], (size_t)E * rr);
+        }
     }
     float *states = gpu_malloc(g, selective_scan_states_bytes(&s), "states");
     void *ws = gpu_malloc(g, selective_scan_workspace_bytes(&s), "ws");
@@ -342,7 +383,7 @@ static void test_scan(int N, int E, size_t L, size_t ns)
         scan_dir_gpu_t *d = &s.dir[k];
         float *a = get_act(d->du, n), *b = get_f32(d->ddelta, n);
         float *c = get_act((char *)d->dz - (size_t)E * asz(), nl * ldz);
-        float *x = get_act((char *)d->dB - RR * asz(), nl * PP);
+        float *x = get_act((char *)d->dB - rr * asz(), nl * pp);
         float *dA = get_f32(d->dA_log, (size_t)E * NSt), *dD = get_f32(d->dD, E);
         float *db = get_f32(d->ddelta_bias, E);
         const char *nm[] = { "fwd", "rev", "slice" };
@@ -362,75 +403,87 @@ static void test_scan(int N, int E, size_t L, size_t ns)
             EXPECT(kept, "scan %s: dz wrote outside the gate half of its rows", nm[k]);
             free(got); free(want);
         }
-        snprintf(t, sizeof t, "scan %s dB|dC", nm[k]); CLOSE(t, x, dxe[k], nl * PP, rtol_scan());
+        snprintf(t, sizeof t, "scan %s dB|dC", nm[k]); CLOSE(t, x, dxe[k], nl * pp, rtol_scan());
         snprintf(t, sizeof t, "scan %s dA_log", nm[k]); CLOSE(t, dA, dAe[k], (size_t)E * NSt, rtol_scan());
         snprintf(t, sizeof t, "scan %s dD", nm[k]);    CLOSE(t, dD, dDe[k], E, rtol_scan());
         snprintf(t, sizeof t, "scan %s ddelta_bias", nm[k]); CLOSE(t, db, dbe[k], E, rtol_scan());
+        if (d->dW_dt) {
+            float *dW = get_f32(d->dW_dt, (size_t)E * rr);
+            snprintf(t, sizeof t, "scan %s dW_dt (fused)", nm[k]);
+            CLOSE(t, dW, dWe[k], (size_t)E * rr, rtol_scan());
+            free(dW);
+        }
         free(a); free(b); free(c); free(x); free(dA); free(dD); free(db);
     }
     // Determinism: the backward again from the same starting gradients, bit for bit.
     {
         float *first = get_f32(s.dir[2].dA_log, (size_t)E * NSt);
         float *firstD = get_f32(s.dir[2].dD, E), *firstb = get_f32(s.dir[2].ddelta_bias, E);
-        void *firstB = xmalloc(nl * PP * asz());
-        gpu_download(g, firstB, (char *)s.dir[2].dB - RR * asz(), nl * PP * asz());
+        float *firstW = get_f32(s.dir[2].dW_dt, (size_t)E * rr);
+        void *firstB = xmalloc(nl * pp * asz());
+        gpu_download(g, firstB, (char *)s.dir[2].dB - rr * asz(), nl * pp * asz());
         for (int k = 0; k < 3; k++) {
             scan_dir_gpu_t *d = &s.dir[k];
             gpu_upload(g, d->dA_log, dA0[k], (size_t)E * NSt * 4);
             gpu_upload(g, d->dD, dD0[k], (size_t)E * 4);
             gpu_upload(g, d->ddelta_bias, db0[k], (size_t)E * 4);
-            void *tmpb = dev_act(dx0[k], nl * PP);
-            gpu_copy(g, (char *)d->dB - RR * asz(), tmpb, nl * PP * asz());
+            if (d->dW_dt) gpu_upload(g, d->dW_dt, dW0[k], (size_t)E * rr * 4);
+            void *tmpb = dev_act(dx0[k], nl * pp);
+            gpu_copy(g, (char *)d->dB - rr * asz(), tmpb, nl * pp * asz());
             gpu_sync(g);
             gpu_free(g, tmpb);
         }
         selective_scan_backward_gpu(g, dDY, states, ws, &s);
         float *second = get_f32(s.dir[2].dA_log, (size_t)E * NSt);
         float *secondD = get_f32(s.dir[2].dD, E), *secondb = get_f32(s.dir[2].ddelta_bias, E);
-        void *secondB = xmalloc(nl * PP * asz());
-        gpu_download(g, secondB, (char *)s.dir[2].dB - RR * asz(), nl * PP * asz());
+        float *secondW = get_f32(s.dir[2].dW_dt, (size_t)E * rr);
+        void *secondB = xmalloc(nl * pp * asz());
+        gpu_download(g, secondB, (char *)s.dir[2].dB - rr * asz(), nl * pp * asz());
         EXPECT(!memcmp(first, second, (size_t)E * NSt * 4) &&
                !memcmp(firstD, secondD, (size_t)E * 4) && !memcmp(firstb, secondb, (size_t)E * 4) &&
-               !memcmp(firstB, secondB, nl * PP * asz()),
+               !memcmp(firstB, secondB, nl * pp * asz()) &&
+               !memcmp(firstW, secondW, (size_t)E * rr * 4),
                "%s scan backward not bit-reproducible (L=%zu)", bf16 ? "bf16" : "f32", L);
         free(first); free(second); free(firstB); free(secondB);
-        free(firstD); free(secondD); free(firstb); free(secondb);
+        free(firstD); free(secondD); free(firstb); free(secondb); free(firstW); free(secondW);
     }
-    // Overwrite mode (the Mamba layer's): du, ddelta, dB, dC are written, not added, so buffers
-    // poisoned first come back as the gradients alone (expected: the accumulated results minus
-    // the starting values).
+    // Overwrite mode (the Mamba layer's): du, ddelta, dB, dC (and dx_dbl[:R] where fused) are
+    // written, not added, so buffers poisoned first come back as the gradients alone (expected:
+    // the accumulated results minus the starting values).
     s.overwrite = 1;
     for (int k = 0; k < 3; k++) {
         scan_dir_gpu_t *d = &s.dir[k];
         gpu_poison(g, d->du, n * asz());
         gpu_poison(g, d->ddelta, n * 4);
-        gpu_poison(g, (char *)d->dB - RR * asz(), nl * PP * asz());
+        gpu_poison(g, (char *)d->dB - rr * asz(), nl * pp * asz());
     }
     selective_scan_backward_gpu(g, dDY, states, ws, &s);
     for (int k = 0; k < 3; k++) {
         scan_dir_gpu_t *d = &s.dir[k];
         float *a = get_act(d->du, n), *b = get_f32(d->ddelta, n);
-        float *x = get_act((char *)d->dB - RR * asz(), nl * PP);
+        float *x = get_act((char *)d->dB - rr * asz(), nl * pp);
         float *wa = xmalloc(n * 4), *wb = xmalloc(n * 4);
-        float *gx = xmalloc(nl * 2 * NSt * 4), *wx = xmalloc(nl * 2 * NSt * 4);
+        // the columns the scan writes: dB | dC, and dx_dbl[:R] where fused
+        const int q0 = d->dx_dt ? 0 : rr, nq = pp - q0;
+        float *gx = xmalloc(nl * nq * 4), *wx = xmalloc(nl * nq * 4);
         for (size_t i = 0; i < n; i++) { wa[i] = due[k][i] - du0[k][i]; wb[i] = dde[k][i] - dd0[k][i]; }
         for (size_t r = 0; r < nl; r++)
-            for (int q = 0; q < 2 * NSt; q++) {
-                gx[r * 2 * NSt + q] = x[r * PP + RR + q];
-                wx[r * 2 * NSt + q] = dxe[k][r * PP + RR + q] - dx0[k][r * PP + RR + q];
+            for (int q = 0; q < nq; q++) {
+                gx[r * nq + q] = x[r * pp + q0 + q];
+                wx[r * nq + q] = dxe[k][r * pp + q0 + q] - dx0[k][r * pp + q0 + q];
             }
         char t[64];
         snprintf(t, sizeof t, "scan dir %d overwrite du", k);     CLOSE(t, a, wa, n, rtol_scan());
         snprintf(t, sizeof t, "scan dir %d overwrite ddelta", k); CLOSE(t, b, wb, n, rtol_scan());
-        snprintf(t, sizeof t, "scan dir %d overwrite dB|dC", k);  CLOSE(t, gx, wx, nl * 2 * NSt, rtol_scan());
+        snprintf(t, sizeof t, "scan dir %d overwrite dx_dbl", k); CLOSE(t, gx, wx, nl * nq, rtol_scan());
         free(a); free(b); free(x); free(wa); free(wb); free(gx); free(wx);
     }
     for (int i = 0; i < nb; i++) gpu_free(g, bufs[i]);
     gpu_free(g, dxz); gpu_free(g, dY); gpu_free(g, dDY); gpu_free(g, states); gpu_free(g, ws);
     for (int k = 0; k < 3; k++) {
-        float *hv[] = { in.u[k], in.dl[k], in.xd[k], in.Al[k], in.D[k], in.bias[k], du0[k],
-                        dd0[k], dz0[k], dx0[k], dA0[k], dD0[k], db0[k], due[k], dde[k], dze[k],
-                        dxe[k], dAe[k], dDe[k], dbe[k] };
+        float *hv[] = { in.u[k], in.dl[k], in.xd[k], in.Wd[k], in.Al[k], in.D[k], in.bias[k],
+                        du0[k], dd0[k], dz0[k], dx0[k], dA0[k], dD0[k], db0[k], due[k], dde[k],
+                        dze[k], dxe[k], dAe[k], dDe[k], dbe[k], dW0[k], dWe[k] };
         for (size_t i = 0; i < sizeof hv / sizeof *hv; i++) free(hv[i]);
     }
     float *hv[] = { in.xz, dy, Gc, zc, zp, uc, dc, Bc, Cc, yk, tmp, A, dyc, dyp, Gt };
@@ -717,22 +770,20 @@ static void scan_timing(gpu_timer_t *tm, size_t L, int E, size_t ns, int Rk, flo
     scan_gpu_t s;
     memset(&s, 0, sizeof s);
     s.N = N; s.E = E; s.L = L; s.nslices = ns; s.ldbc = P; s.ldz = 2 * (size_t)E; s.ndir = 3;
+    s.R = Rk;
     void *bufs[64];
     int nb = 0;
     void *xz = bufs[nb++] = dev_rand_act(nl * 2 * E, 0, 1);
     void *dY = bufs[nb++] = dev_rand_act(n, 0, 1);
     void *Y = bufs[nb++] = dev_rand_act(n, 0, 1);
     float *al = xmalloc((size_t)E * NSt * 4), *one = xmalloc((size_t)E * 4);
-    float *bias = xmalloc((size_t)E * 4), *zero = xcalloc((size_t)E * NSt, 4);
+    float *bias = xmalloc((size_t)E * 4), *zero = xcalloc((size_t)E * (Rk > NSt ? Rk : NSt), 4);
     for (int k = 0; k < 3; k++) {
         scan_dir_gpu_t *d = &s.dir[k];
         for (int i = 0; i < E * NSt; i++) al[i] = logf((float)(i % NSt + 1));
         for (int i = 0; i < E; i++) { one[i] = 1.0f; bias[i] = -3.0f + 0.5f * (float)rng_normal(&R); }
         d->order = (tom_order_t)k;
         d->u = bufs[nb++] = dev_rand_act(n, 0, 1);
-        float *hd = hrand(n, 0, 0.7f);
-        d->delta = bufs[nb++] = dev_f32(hd, n);
-        free(hd);
         void *xd = bufs[nb++] = dev_rand_act(nl * P, 0, 1);
         d->B = (char *)xd + Rk * asz();
         d->C = (char *)xd + (Rk + NSt) * asz();
@@ -741,14 +792,18 @@ static void scan_timing(gpu_timer_t *tm, size_t L, int E, size_t ns, int Rk, flo
         d->D = bufs[nb++] = dev_f32(one, E);
         d->delta_bias = bufs[nb++] = dev_f32(bias, E);
         d->du = bufs[nb++] = dev_rand_act(n, 0, 1);
-        hd = hrand(n, 0, 1);
-        d->ddelta = bufs[nb++] = dev_f32(hd, n);
+        // as the layer: delta_raw = x_dbl[:R] W_dt^T (~ N(0, 0.7)), ddelta not stored
+        float *hd = hrand((size_t)E * Rk, 0, 0.7f / sqrtf((float)Rk));
+        d->W_dt = bufs[nb++] = dev_f32(hd, (size_t)E * Rk);
         free(hd);
+        d->x_dt = xd;
         d->dz = (char *)dev_rand_act(nl * 2 * E, 0, 1) + (size_t)E * asz();   // like z
         bufs[nb++] = (char *)d->dz - (size_t)E * asz();
         void *dxd = bufs[nb++] = dev_rand_act(nl * P, 0, 1);
         d->dB = (char *)dxd + Rk * asz();
         d->dC = (char *)dxd + (Rk + NSt) * asz();
+        d->dx_dt = dxd;
+        d->dW_dt = bufs[nb++] = dev_f32(zero, (size_t)E * Rk);
         d->dA_log = bufs[nb++] = dev_f32(zero, (size_t)E * NSt);
         d->dD = bufs[nb++] = dev_f32(zero, E);
         d->ddelta_bias = bufs[nb++] = dev_f32(zero, E);
@@ -761,7 +816,7 @@ static void scan_timing(gpu_timer_t *tm, size_t L, int E, size_t ns, int Rk, flo
         selective_scan_forward_gpu(g, Y, 0, states, ws, &s);
         gpu_timer_stop(tm);
         float f = gpu_timer_ms(tm);
-        // as mamba_layer_backward_gpu: one direction per call (one u / delta buffer)
+        // as mamba_layer_backward_gpu: one direction per call (one u buffer)
         gpu_timer_start(tm);
         for (int k = 0; k < 3; k++) {
             scan_gpu_t s1 = s;
@@ -794,7 +849,7 @@ static void timing(void)
     printf("timing on %s, %s mode\n", desc, bf16 ? "bf16" : "fp32");
 
     float mf, mb;
-    scan_timing(tm, L, E, ns, RR, &mf, &mb, 1);
+    scan_timing(tm, L, E, ns, R_L0, &mf, &mb, 1);
     printf("scan level 0 (N=1 L=%zu E=%d, 3 directions): forward %.3f ms, backward %.3f ms, "
            "fwd+bwd %.3f ms; two layers' worth %.3f ms\n", L, E, mf, mb, mf + mb, 2 * (mf + mb));
     // Every ToM layer shape of variant M at 128^3, batch 1 (architecture.md's level table):
@@ -879,13 +934,14 @@ int main(void)
                 test_conv(2, 20, 37, 1, order, silu);
                 test_conv(1, 20, 4134, 13, order, silu);
             }
-        test_scan(2, 20, 37, 1);
-        test_scan(1, 20, 301, 7);
-        test_scan(2, 20, 4133, 1);
-        test_scan(1, 96, 4134, 13);
-        test_scan(1, 45, 11000, 8);                 // enough chunks: no channel split
-        test_scan(1, 200, 301, 7);                  // channel blocks of 128 + a 72-wide tail
-        test_scan(1, 129, 301, 7);                  // channel blocks of 96 (129 = 96 + 33)
+        // last argument: the dt rank R (x_dbl = [dt (R) | B | C]) of the fused dt_proj backward
+        test_scan(2, 20, 37, 1, 3);
+        test_scan(1, 20, 301, 7, 1);
+        test_scan(2, 20, 4133, 1, 3);
+        test_scan(1, 96, 4134, 13, 6);
+        test_scan(1, 45, 11000, 8, 3);              // enough chunks: no channel split
+        test_scan(1, 200, 301, 7, 13);              // channel blocks of 128 + a 72-wide tail
+        test_scan(1, 129, 301, 7, SCAN_RMAX);       // channel blocks of 96 (129 = 96 + 33)
         test_layer(2, 10, 37, 1);
         test_layer(1, 20, 301, 7);
         test_layer(1, 48, 4134, 13);
