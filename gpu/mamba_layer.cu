@@ -17,9 +17,9 @@ Saved:    G and the scan's chunk-boundary states only. Everything else is recomp
 Backward: T = LN(x), xz = T W_in^T; dG = dy W_out; then one direction at a time (buffers
           reused): recompute u_k, x_dbl_k; scan backward, which also runs the dt_proj backward
           from its fp32 ddelta (dx_dbl[:R] and dW_dt with the fp32 master W_dt; ddelta never
-          goes to memory); x_proj GEMM backward; conv backward (SiLU
-          recomputed) into dxz at pi_k; the scan backward adds dz_k into dxz[E:] at pi_k itself;
-          then T = LN(x) again, dT = dxz W_in, LN backward.
+          goes to memory); x_proj GEMM backward; conv backward (SiLU recomputed) into dxz at
+          pi_k; the scan backward adds dz_k into dxz[E:] at pi_k itself; then, with the T kept
+          from the start, dT = dxz W_in, dW_in, LN backward.
 Precision: delta (the step size) and ddelta are fp32 in both modes (architecture.md §8).
 Parameters: offsets of mamba_layer_t into the device buffers; GEMM weights are read from the
 act-type copy (bf16 in bf16 mode), everything else (W_dt too: the scan's) from the fp32 master. Gradients: fp32, +=.
@@ -102,11 +102,12 @@ static saved_v saved_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *
 // the three directions' u, x_dbl and the forward scan workspace (chunk sums only).
 // With E >= R + 32 this is smaller than the backward's scratch (at level 0 of M 589.5 against
 // 668 MiB): running the three directions as one scan costs no peak memory.
-// Backward: xz, dG, dxz live through the whole call; behind them ONE region serves three
-// phases in turn (stream order separates them):
-//   start      T, mean, rstd            LN(x) for the xz recompute; dead once xz is written
+// Backward: xz, dG, dxz and T = LN(x) with its mean, rstd (recomputed once, for xz, and kept
+// for dW_in and the LN backward: 27 MB at level 0 of M instead of a second LayerNorm) live
+// through the whole call; behind them ONE region serves two phases in turn (stream order
+// separates them):
 //   direction  u, xdbl, du, dxdbl, ws
-//   end        T, mean, rstd, dT        LN(x) again for dW_in and the LN backward
+//   end        dT
 struct scratch_v {
     void *T, *u, *xz, *xdbl, *ws;           // both directions of use (forward: direction 0's)
     void *u3[3], *xdbl3[3];                 // forward: the three directions' u, x_dbl
@@ -145,11 +146,10 @@ static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer
     v.xz = b.take(2 * nle);
     v.dG = b.take(nle);
     v.dxz = b.take(2 * nle);
-    const size_t region = b.off;
-    // start / end phases
     v.T = b.take(nlc);
     v.mean = (float *)b.take(d.NL * sizeof(float));
     v.rstd = (float *)b.take(d.NL * sizeof(float));
+    const size_t region = b.off;
     v.dT = b.take(nlc);
     const size_t end_phase = b.off;
     // direction phase, over the same bytes
@@ -275,7 +275,7 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
     const size_t nle = d.NL * d.E * d.act;
     const void *pa = params_act;
 
-    // xz again (T lives in the region the directions reuse below)
+    // T = LN(x) and xz again (T, mean, rstd kept for the end)
     layer_front(g, w.xz, w.T, w.mean, w.rstd, x, params, pa, m, d, N, L, 1);
     // y = G W_out^T: dG = dy W_out, dW_out += dy^T G
     gpu_mark(g, GPU_MPART_ZERO);
@@ -324,11 +324,7 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
                                    m->nslices, 1);
     }
 
-    // Recompute T = LN(x) and its statistics (the direction phase reused T's bytes);
-    // xz = T W_in^T: dT = dxz W_in, dW_in += dxz^T T.
-    gpu_mark(g, GPU_MPART_LN_RC);
-    layernorm_forward_gpu(g, w.T, w.mean, w.rstd, x, params + m->norm_w, params + m->norm_b, N,
-                          d.C, L, LN_EPS);
+    // xz = T W_in^T: dT = dxz W_in, dW_in += dxz^T T
     gpu_mark(g, GPU_MPART_ZERO);
     gpu_memset(g, w.dT, 0, d.NL * d.C * d.act);
     linear_shape_t in = { .N = N, .Cin = d.C, .Cout = 2 * d.E, .L = L, .x_nstride = 0, .y_nstride = 0 };

@@ -197,7 +197,7 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
 const char *gpu_mpart_name(int part)
 {
     static const char *names[GPU_MPART_COUNT] = {
-        "LayerNorm fwd", "LayerNorm recomputes (bwd, 2 per layer)", "LayerNorm bwd",
+        "LayerNorm fwd", "LayerNorm recompute (bwd)", "LayerNorm bwd",
         "in_proj GEMM fwd", "in_proj GEMM recompute (bwd: xz)", "in_proj GEMM bwd (dT, dW_in)",
         "conv1d + SiLU fwd (3 directions)", "conv1d + SiLU recompute (bwd)", "conv1d + SiLU bwd",
         "x_proj GEMM fwd", "x_proj GEMM recompute (bwd: x_dbl)", "x_proj GEMM bwd",
