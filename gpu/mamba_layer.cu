@@ -8,14 +8,14 @@ Forward:  T = LN(x); xz = T W_in^T (N, L, 2E); per direction k: u_k = SiLU(conv_
           directions (one summary and one carry launch over all three, three emits summing G
           in the fixed order =, +=, +=), the dt projection delta_k = x_dbl_k[:R] W_dt^T fused
           into it (fp32, never stored); G = sum_k unpermute(gated y_k); y = G W_out^T. The
-          three u / x_dbl sets sit over T's dead bytes and stay below the backward's scratch.
-Saved:    G and the scan's chunk-boundary states only. Everything else is recomputed in the
-          backward by the same kernels / GEMM plans on the same inputs (bit-identical): the
-          LayerNorm, xz (one GEMM), u_k and x_dbl_k (one GEMM each) (issue 5's Memory
-          paragraph; at level 0 of M this keeps 148.5 of the layer's 340.5 MiB out of the saved
-          set for ~0.1 ms of GEMMs).
+          three u sets sit over T's dead bytes and stay below the backward's scratch.
+Saved:    G, the three x_dbl_k (row stride R + 32 rounded up to 8: 63 MB at level 0 of M; the
+          x_proj GEMM's recompute cost 0.68 ms a step) and the scan's chunk-boundary states.
+          Everything else is recomputed in the backward by the same kernels / GEMM plans on the
+          same inputs (bit-identical): the LayerNorm, xz (one GEMM) and u_k (issue 5's Memory
+          paragraph).
 Backward: T = LN(x), xz = T W_in^T; dG = dy W_out; then one direction at a time (buffers
-          reused): recompute u_k, x_dbl_k; scan backward, which also runs the dt_proj backward
+          reused): recompute u_k; scan backward, which also runs the dt_proj backward
           from its fp32 ddelta (dx_dbl[:R] and dW_dt with the fp32 master W_dt; ddelta never
           goes to memory); x_proj GEMM backward; conv backward (SiLU recomputed) into dxz at
           pi_k; the scan backward adds dz_k into dxz[E:] at pi_k itself; then, with the T kept
@@ -82,7 +82,7 @@ static scan_gpu_t scan_desc(const mamba_layer_t *m, int N, size_t L, int ndir)
 }
 
 // Views of `saved`.
-struct saved_v { void *G; float *states; };
+struct saved_v { void *G; float *states; void *xdbl3[3]; };
 
 static saved_v saved_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *m, int N, size_t L,
                            size_t *total)
@@ -93,24 +93,25 @@ static saved_v saved_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *
     saved_v v;
     v.G = b.take(d.NL * d.E * d.act);
     v.states = (float *)b.take(selective_scan_states_bytes(&s3));
+    for (int k = 0; k < 3; k++) v.xdbl3[k] = b.take(d.NL * d.ldp * d.act);
     if (total) *total = b.off;
     return v;
 }
 
 // Views of `scratch` for the forward (fw = 1) or the backward (fw = 0).
 // Forward: xz, then one region for two phases: T, mean, rstd (dead once xz is written), then
-// the three directions' u, x_dbl and the forward scan workspace (chunk sums only).
-// With E >= R + 32 this is smaller than the backward's scratch (at level 0 of M 589.5 against
-// 668 MiB): running the three directions as one scan costs no peak memory.
+// the three directions' u and the forward scan workspace (chunk sums only).
+// This is smaller than the backward's scratch: running the three directions as one scan
+// costs no peak memory.
 // Backward: xz, dG, dxz and T = LN(x) with its mean, rstd (recomputed once, for xz, and kept
 // for dW_in and the LN backward: 27 MB at level 0 of M instead of a second LayerNorm) live
 // through the whole call; behind them ONE region serves two phases in turn (stream order
 // separates them):
-//   direction  u, xdbl, du, dxdbl, ws
+//   direction  u, du, dxdbl, ws
 //   end        dT
 struct scratch_v {
-    void *T, *u, *xz, *xdbl, *ws;           // both directions of use (forward: direction 0's)
-    void *u3[3], *xdbl3[3];                 // forward: the three directions' u, x_dbl
+    void *T, *u, *xz, *ws;                  // both directions of use (forward: direction 0's)
+    void *u3[3];                            // forward: the three directions' u
     float *mean, *rstd;
     void *dG, *dxz, *dT, *du, *dxdbl;       // backward, act
 };
@@ -133,11 +134,8 @@ static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer
         v.rstd = (float *)b.take(d.NL * sizeof(float));
         const size_t front_end = b.off;
         b.off = region;
-        for (int k = 0; k < 3; k++) {
-            v.u3[k] = b.take(nle);
-            v.xdbl3[k] = b.take(d.NL * d.ldp * d.act);
-        }
-        v.u = v.u3[0]; v.xdbl = v.xdbl3[0];
+        for (int k = 0; k < 3; k++) v.u3[k] = b.take(nle);
+        v.u = v.u3[0];
         v.ws = b.take(selective_scan_forward_workspace_bytes(&s3));
         if (b.off < front_end) b.off = front_end;
         if (total) *total = b.off;
@@ -155,7 +153,6 @@ static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer
     // direction phase, over the same bytes
     b.off = region;
     v.u = b.take(nle);
-    v.xdbl = b.take(d.NL * d.ldp * d.act);
     v.du = b.take(nle);
     v.dxdbl = b.take(d.NL * d.ldp * d.act);
     v.ws = b.take(selective_scan_workspace_bytes(&s));
@@ -184,19 +181,15 @@ static const void *wptr(const void *params_act, size_t off, size_t act)
     return (const char *)params_act + off * act;
 }
 
-// x_k = conv + SiLU of xz[:, :E] in order k (u), x_dbl_k = u W_x^T (the scan forms delta_k
-// from x_dbl_k[:R] itself). The backward calls this again on the same xz: same kernels, same
-// GEMM plans, same values (rc = 1 only tags its timing marks as the backward's recompute).
-static void direction_front(gpu_ctx_t *g, void *u, void *xdbl, const void *xz,
-                            const float *params, const void *pa, const mamba_layer_t *m,
-                            const layer_dims &d, int N, size_t L, int k, int rc)
+// u_k = conv + SiLU of xz[:, :E] in order k. The backward calls this again on the same xz:
+// same kernel, same values (rc = 1 only tags its timing mark as the backward's recompute).
+static void direction_conv(gpu_ctx_t *g, void *u, const void *xz, const float *params,
+                           const mamba_layer_t *m, const layer_dims &d, int N, size_t L, int k,
+                           int rc)
 {
     gpu_mark(g, rc ? GPU_MPART_CONV_RC : GPU_MPART_CONV_FWD);
     causal_conv1d_forward_gpu(g, u, xz, 2 * (size_t)d.E, params + m->conv_w[k],
                               params + m->conv_b[k], N, d.E, L, m->K, (tom_order_t)k, m->nslices, 1);
-    linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0, .y_nstride = d.ldp };
-    gpu_mark(g, rc ? GPU_MPART_XPROJ_RC : GPU_MPART_XPROJ_FWD);
-    linear_forward_gpu(g, xdbl, u, wptr(pa, m->x_proj[k], d.act), NULL, xs);
 }
 
 // The scan of direction k alone, forward inputs set: u; x_dt, B and C from x_dbl_k with the
@@ -250,10 +243,13 @@ void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, 
     // scans put them ((dir, N, nch, E, 16)), and G is summed in the fixed order 0, 1, 2
     scan_gpu_t s3 = scan_desc(m, N, L, 3);
     for (int k = 0; k < 3; k++) {
-        direction_front(g, w.u3[k], w.xdbl3[k], w.xz, params, params_act, m, d, N, L, k,
-                        0);
-        const scan_gpu_t s = direction_scan(m, d, N, L, k, w.u3[k], w.xdbl3[k], w.xz,
-                                            params);
+        // x_dbl_k = u_k W_x^T, saved for the backward (the scan forms delta_k from x_dbl_k[:R])
+        direction_conv(g, w.u3[k], w.xz, params, m, d, N, L, k, 0);
+        linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0,
+                              .y_nstride = d.ldp };
+        gpu_mark(g, GPU_MPART_XPROJ_FWD);
+        linear_forward_gpu(g, sv.xdbl3[k], w.u3[k], wptr(params_act, m->x_proj[k], d.act), NULL, xs);
+        const scan_gpu_t s = direction_scan(m, d, N, L, k, w.u3[k], sv.xdbl3[k], w.xz, params);
         s3.dir[k] = s.dir[0];
     }
     gpu_mark(g, GPU_MPART_SCAN_FWD);
@@ -289,12 +285,12 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
     gpu_memset(g, w.dxz, 0, 2 * nle);
     const scan_gpu_t s3 = scan_desc(m, N, L, 3);
     for (int k = 0; k < 3; k++) {
-        direction_front(g, w.u, w.xdbl, w.xz, params, pa, m, d, N, L, k, 1);
+        direction_conv(g, w.u, w.xz, params, m, d, N, L, k, 1);
 
         // du and all of dx_dbl are written by the scan (overwrite: no zeroing): dB, dC, and
         // dx_dbl[:, :R] from the fused dt_proj backward (in fp32 with the fp32 master W_dt),
         // which adds dW_dt too; dz is added into dxz (zeroed above)
-        scan_gpu_t s = direction_scan(m, d, N, L, k, w.u, w.xdbl, w.xz, params);
+        scan_gpu_t s = direction_scan(m, d, N, L, k, w.u, sv.xdbl3[k], w.xz, params);
         s.overwrite = 1;
         scan_dir_gpu_t *sd = &s.dir[0];
         sd->du = w.du;

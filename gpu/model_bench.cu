@@ -200,7 +200,7 @@ const char *gpu_mpart_name(int part)
         "LayerNorm fwd", "LayerNorm recompute (bwd)", "LayerNorm bwd",
         "in_proj GEMM fwd", "in_proj GEMM recompute (bwd: xz)", "in_proj GEMM bwd (dT, dW_in)",
         "conv1d + SiLU fwd (3 directions)", "conv1d + SiLU recompute (bwd)", "conv1d + SiLU bwd",
-        "x_proj GEMM fwd", "x_proj GEMM recompute (bwd: x_dbl)", "x_proj GEMM bwd",
+        "x_proj GEMM fwd", "x_proj GEMM bwd",
         "selective scan fwd (3 directions, dt_proj, gate, sum)",
         "selective scan bwd (3 launches, dt_proj, gate)",
         "out_proj GEMM fwd", "out_proj GEMM bwd (dG, dW_out)",
