@@ -179,13 +179,14 @@ static inline size_t scan_chan_shm(int eb, int R, size_t per)
 }
 // Lets `kernel` take `bytes` of dynamic shared memory where that and its static shared memory
 // pass the default 48 KB (wide x_dt: R = 64 at 128 channels is 72 KB in the forward summary).
+// Only ever raises the kernel's limit: a captured graph may hold an earlier, larger launch.
 // Not stream-ordered.
 template <typename K>
 static inline void scan_allow_shm(K kernel, size_t bytes)
 {
     cudaFuncAttributes fa;
     CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
-    if (bytes + fa.sharedSizeBytes > 48 * 1024)
+    if (bytes + fa.sharedSizeBytes > 48 * 1024 && bytes > (size_t)fa.maxDynamicSharedSizeBytes)
         CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
