@@ -22,7 +22,8 @@ Backward: T = LN(x), xz = T W_in^T; dG = dy W_out; then one direction at a time 
           from the start, dT = dxz W_in, dW_in, LN backward.
 Precision: delta (the step size) and ddelta are fp32 in both modes (architecture.md §8).
 Parameters: offsets of mamba_layer_t into the device buffers; GEMM weights are read from the
-act-type copy (bf16 in bf16 mode), everything else (W_dt too: the scan's) from the fp32 master. Gradients: fp32, +=.
+act-type copy (bf16 in bf16 mode), everything else (W_dt too: the scan's) from the fp32 master.
+Gradients: fp32, +=.
 Directions are accumulated into dxz one after another (fixed order): deterministic.
 Timing: gpu_mark(g, GPU_MPART_*) before each part (gpu_internal.h) splits the layer for the
 bench's breakdown; it enqueues nothing unless a profile armed the marks (never in timed steps

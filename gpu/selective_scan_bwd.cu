@@ -38,9 +38,9 @@ Nothing uses atomics: the result is bit-reproducible. gout = dy(pi(j)) * silu(z(
 
 // blockIdx.z: the channel block of eb = scan_block_width(E) channels. The chunk's raw step sizes
 // of the thread's channel are formed first into shared memory (dynamic, SCAN_T x eb, then the
-// chunk's x_dt and the channels' W_dt rows). (Staging dt AND gout that way, as scan_fwd_summary does, measured slower
-// here: 1.29 -> 1.58 ms at level 0 under ncu, the 24 KB per block cutting the resident warps
-// from 63 to 27.)
+// chunk's x_dt and the channels' W_dt rows). (Staging dt AND gout that way, as scan_fwd_summary
+// does, measured slower here: 1.29 -> 1.58 ms at level 0 under ncu, the 24 KB per block cutting
+// the resident warps from 63 to 27.)
 // Tokens whose loads a thread issues together before using them. Scan backward of a 128^3 step
 // (srm-bench, H100, with the cp.async main kernel): batch 1 16.2 ms, 2 15.7, 4 16.1, 8 17.2 --
 // every token more holds ~3 more registers, and past 2 the lost occupancy costs more than the
@@ -430,7 +430,8 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
     // dx_dt of the chunk (this split's channels): to the split partial behind its dB / dC,
     // or stored; then the warps' dB / dC sums over the same bytes
     T *dB = (T *)P.dB, *dC = (T *)P.dC;
-    float *part = dbcp ? dbcp + (((size_t)blockIdx.y * k.nch + c) * gridDim.z + blockIdx.z) * bwd_part_floats(k.R)
+    float *part = dbcp ? dbcp + (((size_t)blockIdx.y * k.nch + c) * gridDim.z + blockIdx.z) *
+                                    bwd_part_floats(k.R)
                        : NULL;
     T *dx = (T *)P.dxdt;
     __syncthreads();
