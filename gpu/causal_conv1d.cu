@@ -6,25 +6,26 @@ GPU twin of common/ops/causal_conv1d.c composed with tom_permute / silu (common/
 The token order is fused into the load: scanned token j reads x at row pi(j) of the
 original-order input (a channel slice of xz, row stride ldx), so no permuted copy of x exists.
 The output (and its gradient) is dense (N, L, E) in scanned order.
-Work item = (run of T consecutive SCANNED tokens, group of V channels); items are numbered
-with the channel group fastest, so a warp's vector loads cover whole rows (coalesced even in
-the slice order, where consecutive scanned tokens are far apart in memory). A thread keeps the
-last K-1 x values (and in the backward the last K-1 pre-activation gradients) in registers, so
-each row is read once per run plus a K-1 token halo (h24, PERF_NOTES v9).
-Backward is ONE pass over (x, dy, dx): it recomputes the pre-activation for the SiLU
-derivative (nothing saved), gathers dx (one writer per element), and keeps per-thread dw / db
-sums in registers; blocks reduce them in a fixed order into the context's reduction scratch and
-a last kernel sums the block partials in a fixed order (deterministic, no atomics).
+Forward: work item = (run of T consecutive SCANNED tokens, group of V channels); items are
+numbered with the channel group fastest, so a warp's vector loads cover whole rows (coalesced
+even in the slice order, where consecutive scanned tokens are far apart in memory). A thread
+keeps the last K-1 x values in registers, so each row is read once per run plus a K-1 token
+halo (h24, PERF_NOTES v9).
+Backward is ONE pass over (x, dy, dx) in tiles of 32 tokens x 32 channels: every load of a tile
+first, then the pre-activation (recomputed for the SiLU derivative: nothing saved) and its
+gradient for the tile and a 3-token halo into shared memory, then dx gathered from there (one
+writer per element); per-thread dw / db sums in registers, which blocks reduce in a fixed order
+into the context's reduction scratch and a last kernel sums over the blocks in a fixed order
+(deterministic, no atomics; PERF_NOTES v24).
 Index arithmetic is 32-bit (the launchers check N L ldx < 2^32).
 */
 #include "gpu_internal.h"
 #include "mamba_kernels.cuh"
 
-// The per-run functions are host-callable too (so a CPU harness can walk them over every
-// order / K / tail without a GPU); hence host-device twins of to_f / from_f / sigmoid_f.
+// The forward's per-run functions are host-callable too (so a CPU harness can walk them over
+// every order / K / tail without a GPU); hence host-device twins of to_f / from_f / sigmoid_f.
 #define C1_HD __host__ __device__ __forceinline__
 #define FWD_BLOCK 256
-#define BWD_BLOCK 256
 
 struct c1_args {
     const float *w, *b;             // w: (E, K) f32, b: (E) f32 or NULL
@@ -80,6 +81,11 @@ C1_HD float c1_dsilu(float v)
 
 // Taps in a 4-slot frame: slot i4 reads token t - (3 - i4); tap i of K sits in slot i + 4 - K,
 // slots below 4 - K are off (weight 0, never used: the loops test `i4 >= 4 - K`, uniform).
+// Tap slot i4 of channel e (0 where the slot is off).
+C1_HD float c1_tap(const c1_args &a, unsigned e, int i4)
+{
+    return i4 >= 4 - a.K ? a.w[(size_t)e * a.K + (i4 - (4 - a.K))] : 0.0f;
+}
 // w4: (4, V), bias: (V) for channels e0 .. e0 + V - 1.
 template <int V> C1_HD void c1_weights(const c1_args &a, unsigned e0, float (&w4)[4][V],
                                        float (&bias)[V])
@@ -88,23 +94,31 @@ template <int V> C1_HD void c1_weights(const c1_args &a, unsigned e0, float (&w4
     for (int v = 0; v < V; v++) {
         bias[v] = a.b ? a.b[e0 + v] : 0.0f;
 #pragma unroll
-        for (int i4 = 0; i4 < 4; i4++)
-            w4[i4][v] = i4 >= 4 - a.K ? a.w[(size_t)(e0 + v) * a.K + (i4 - (4 - a.K))] : 0.0f;
+        for (int i4 = 0; i4 < 4; i4++) w4[i4][v] = c1_tap(a, e0 + v, i4);
     }
 }
 
-// Pre-activation of token t: bias, then the taps in order (slot 3 = x[t] = xt).
+// Pre-activation of one channel of token t from x[t - 3 .. t] (x0 .. x3): bias, then the taps
+// in order, as the CPU reference sums them.
+C1_HD float c1_pre1(const c1_args &a, const float (&w)[4], float bias, float x0, float x1,
+                    float x2, float x3)
+{
+    const float xw[3] = { x0, x1, x2 };
+    float acc = bias;
+#pragma unroll
+    for (int i4 = 0; i4 < 3; i4++)
+        if (i4 >= 4 - a.K) acc = fmaf(w[i4], xw[i4], acc);
+    return fmaf(w[3], x3, acc);
+}
+// The same for V channels (slot 3 = x[t] = xt).
 template <int V> C1_HD void c1_pre(float (&pre)[V], const c1_args &a, const float (&w4)[4][V],
                                    const float (&bias)[V], const float (&xw)[3][V],
                                    const float (&xt)[V])
 {
 #pragma unroll
     for (int v = 0; v < V; v++) {
-        float acc = bias[v];
-#pragma unroll
-        for (int i4 = 0; i4 < 3; i4++)
-            if (i4 >= 4 - a.K) acc = fmaf(w4[i4][v], xw[i4][v], acc);
-        pre[v] = fmaf(w4[3][v], xt[v], acc);
+        const float w[4] = { w4[0][v], w4[1][v], w4[2][v], w4[3][v] };
+        pre[v] = c1_pre1(a, w, bias[v], xw[0][v], xw[1][v], xw[2][v], xt[v]);
     }
 }
 
@@ -128,6 +142,15 @@ struct c1_walk {
         if (++p == a.ns) { p = 0; q++; }        // p, q only read in the slice order
     }
 };
+
+// pi(j) directly (the backward's tiles: one division per row in the slice order).
+C1_HD unsigned c1_pi(const c1_args &a, unsigned j)
+{
+    if (a.order == TOM_FORWARD) return j;
+    if (a.order == TOM_REVERSE) return a.L - 1 - j;
+    const unsigned q = j / a.ns;
+    return (j - q * a.ns) * a.m + q;
+}
 
 template <typename T, int V> C1_HD c1_vec<T, V> c1_vzero()
 {
@@ -199,91 +222,6 @@ C1_HD void c1_fwd_run(T *y, const T *x, const c1_args &a, unsigned n, unsigned j
     }
 }
 
-// One backward run over own tokens [j0, jrun), jrun = min(j0 + T, L). With dpre[t] = dy[t]
-// silu'(pre[t]) (or dy[t]), and dpre[t >= L] = 0:
-//   dx[n, pi(s), e] += sum_i w[e, i] dpre[s + K-1-i]            for s in the run (gather)
-//   acc[i4] += dpre[t] x[t - (3 - i4)], acc[4] += dpre[t]        for t in the run
-// Walks t = j0 .. jrun + 2: dx of token s = t - 3 is emitted once dpre[s .. s+3] are known.
-// dy: (N, L, E) scanned order; x, dx: rows of stride ldx, original order; dx may be NULL.
-template <typename T, int V>
-C1_HD void c1_bwd_run(T *dx, const T *dy, const T *x, const c1_args &a, unsigned n, unsigned j0,
-                      unsigned e0, int silu, float (&acc)[5][V])
-{
-    float w4[4][V], bias[V], xw[3][V], dpw[3][V];    // dpw[h] = dpre[t - 3 + h]
-    unsigned rw[3];                                  // rw[h] = pi(t - 3 + h)
-    c1_weights<V>(a, e0, w4, bias);
-    const size_t xoff = (size_t)n * a.L * a.ldx + e0;
-    const T *xn = x + xoff, *dyn = dy + (size_t)n * a.L * a.E + e0;
-    T *dxn = dx ? dx + xoff : NULL;
-    c1_walk wk = c1_warmup<T, V>(xw, rw, xn, a, j0);
-#pragma unroll
-    for (int h = 0; h < 3; h++) c1_zero<V>(dpw[h]);
-    const unsigned jrun = c1_umin(j0 + a.T, a.L), tend = jrun + 3;
-    for (unsigned tb = j0; tb < tend; tb += 4) {
-        c1_vec<T, V> xr[4], dyr[4], dxr[4];
-        unsigned rb[4];                              // rb[q] = pi(tb + q)
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            const unsigned t = tb + q;
-            rb[q] = wk.row(a);
-            wk.next(a);
-            if (t < tend && t < a.L) {
-                xr[q] = c1_ld<T, V>(xn + (size_t)rb[q] * a.ldx);
-                dyr[q] = c1_ld<T, V>(dyn + (size_t)t * a.E);
-            } else {
-                xr[q] = c1_vzero<T, V>();
-                dyr[q] = c1_vzero<T, V>();
-            }
-            // dx of s = t - 3 (row rw[q] from the previous batch, or rb[q - 3])
-            if (dxn && t < tend && t >= j0 + 3)
-                dxr[q] = c1_ld<T, V>(dxn + (size_t)(q >= 3 ? rb[q - 3] : rw[q]) * a.ldx);
-            else dxr[q] = c1_vzero<T, V>();
-        }
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            const unsigned t = tb + q;
-            if (t >= tend) break;
-            float xt[V], d[V];
-            c1_cvt<T, V>(xt, xr[q]);
-            c1_cvt<T, V>(d, dyr[q]);                // 0 for t >= L
-            if (silu && t < a.L) {
-                float pre[V];
-                c1_pre<V>(pre, a, w4, bias, xw, xt);
-#pragma unroll
-                for (int v = 0; v < V; v++) d[v] *= c1_dsilu(pre[v]);
-            }
-            if (t < jrun) {
-#pragma unroll
-                for (int v = 0; v < V; v++) {
-#pragma unroll
-                    for (int i4 = 0; i4 < 3; i4++) acc[i4][v] = fmaf(d[v], xw[i4][v], acc[i4][v]);
-                    acc[3][v] = fmaf(d[v], xt[v], acc[3][v]);
-                    acc[4][v] += d[v];
-                }
-            }
-            if (dxn && t >= j0 + 3) {
-                // dx[s], s = t - 3: slot i4 pairs with dpre[s + 3 - i4] = dpre[t - i4]
-                float o[V];
-                c1_cvt<T, V>(o, dxr[q]);
-#pragma unroll
-                for (int v = 0; v < V; v++) {
-                    const float dp[4] = { d[v], dpw[2][v], dpw[1][v], dpw[0][v] };
-                    float s = 0.0f;
-#pragma unroll
-                    for (int i4 = 0; i4 < 4; i4++)
-                        if (i4 >= 4 - a.K) s = fmaf(w4[i4][v], dp[i4], s);
-                    o[v] += s;
-                }
-                c1_store<T, V>(dxn + (size_t)(q >= 3 ? rb[q - 3] : rw[q]) * a.ldx, o);
-            }
-            c1_shift<V>(xw, xt);
-            c1_shift<V>(dpw, d);
-        }
-#pragma unroll
-        for (int h = 0; h < 3; h++) rw[h] = rb[h + 1];
-    }
-}
-
 // ---- kernels ----
 // Items (n, run, group), group fastest; grid-stride.
 template <typename T, int V>
@@ -298,42 +236,115 @@ __global__ void __launch_bounds__(FWD_BLOCK) conv_fwd_kernel(T *y, const T *x, c
     }
 }
 
-// Block = Rb runs x Gb groups (thread t: group cl = t % Gb of slab blockIdx.y, run slot
-// rl = t / Gb); a block walks run tiles blockIdx.x, + gridDim.x, ... so each thread keeps ONE
-// channel group for its whole life and its dw / db sums stay in registers. At the end the Rb
-// run slots are summed in order through shared memory: part[(bx, e, 5)] (taps in 4-slot frame,
-// then db), written only when `part` is non-NULL.
-template <typename T, int V>
-__global__ void __launch_bounds__(BWD_BLOCK) conv_bwd_kernel(T *dx, float *part, const T *dy,
-                                                             const T *x, c1_args a, unsigned Gb,
-                                                             unsigned Rb, int silu)
+// Backward, one tile of CB_TT scanned tokens [j0, j0 + CB_TT) x CB_EB channels per step.
+// With dpre[t] = dy[t] silu'(pre[t]) (or dy[t]) and dpre[t >= L] = 0:
+//   dx[n, pi(s), e] += sum_i w[e, i] dpre[s + K-1-i]          for s in the tile (gather)
+//   acc[i4] += dpre[t] x[t - (3 - i4)], acc[4] += dpre[t]      for t in the tile
+// The tile's x rows (tokens j0 - 3 .. j0 + CB_TT + 2, at pi(j)), dy rows (j0 .. j0 + CB_TT + 2)
+// and the old dx rows are all loaded before their first use (one round trip per tile, ~14
+// loads in flight per thread), the pre-activation gradients of the tile and its 3-token halo
+// go to shared memory, then every dx of the tile is formed from shared memory: no serial walk
+// over the tokens. (v9's walker -- a thread per run of T tokens, 4 tokens of loads at a time,
+// 110 registers -- ran level 0 at 0.9 TB/s and the small levels 4-10x off their bytes,
+// latency-bound: PERF_NOTES v24.) Thread (el, tl): channel blockIdx.y CB_EB + el for life (its
+// dw / db sums stay in registers), tokens tl, tl + CB_TR, ... of each tile; the block walks
+// tiles blockIdx.x, + gridDim.x, ... of its channel slab blockIdx.y, and sums its token lanes
+// in order into part[(bx, e, 5)] (taps in the 4-slot frame, then db) when `part` is non-NULL.
+#define CB_EB 32                                    // channels per block
+#define CB_TT 32                                    // tokens per tile
+#define CB_THREADS 256
+#define CB_TR (CB_THREADS / CB_EB)                  // token lanes
+#define CB_XR (CB_TT + 6)                           // x rows: tokens j0 - 3 .. j0 + CB_TT + 2
+#define CB_DR (CB_TT + 3)                           // dpre rows: tokens j0 .. j0 + CB_TT + 2
+template <typename T>
+__global__ void __launch_bounds__(CB_THREADS) conv_bwd_kernel(T *dx, float *part, const T *dy,
+                                                              const T *x, c1_args a, int silu)
 {
-    extern __shared__ float c1_sm[];            // (Rb * Gb, V)
-    const unsigned G = a.E / V, cl = threadIdx.x % Gb, rl = threadIdx.x / Gb;
-    const unsigned c = blockIdx.y * Gb + cl, NR = a.N * a.nruns;
-    float acc[5][V];
+    __shared__ float xs[CB_XR][CB_EB], dps[CB_DR][CB_EB];
+    __shared__ unsigned rows[CB_XR];                // pi(j0 - 3 + i), 0 outside [0, L)
+    __shared__ float red[5][CB_TR][CB_EB];
+    const unsigned el = threadIdx.x % CB_EB, tl = threadIdx.x / CB_EB, e = blockIdx.y * CB_EB + el;
+    const bool eok = e < a.E;
+    float w4[4], acc[5] = { 0.0f, 0.0f, 0.0f, 0.0f, 0.0f };
 #pragma unroll
-    for (int q = 0; q < 5; q++) c1_zero<V>(acc[q]);
-    if (c < G && rl < Rb)
-        for (unsigned r = blockIdx.x * Rb + rl; r < NR; r += gridDim.x * Rb) {
-            const unsigned n = r / a.nruns;
-            c1_bwd_run<T, V>(dx, dy, x, a, n, (r - n * a.nruns) * a.T, c * V, silu, acc);
+    for (int i4 = 0; i4 < 4; i4++) w4[i4] = eok ? c1_tap(a, e, i4) : 0.0f;
+    const float bias = eok && a.b ? a.b[e] : 0.0f;
+    const unsigned ntile = a.N * a.nruns;           // nruns: tiles per sequence
+    for (unsigned r = blockIdx.x; r < ntile; r += gridDim.x) {
+        const unsigned n = r / a.nruns, j0 = (r - n * a.nruns) * CB_TT;
+        const T *xn = x + (size_t)n * a.L * a.ldx + e, *dyn = dy + (size_t)n * a.L * a.E + e;
+        T *dxn = dx ? dx + (size_t)n * a.L * a.ldx + e : NULL;
+        __syncthreads();                            // the previous tile's reads are done
+        for (unsigned i = threadIdx.x; i < CB_XR; i += CB_THREADS) {
+            const unsigned j = j0 + i - 3;          // wraps below 0: fails j < L
+            rows[i] = j0 + i >= 3 && j < a.L ? c1_pi(a, j) : 0u;
         }
-    if (!part) return;                          // uniform over the block
-#pragma unroll
-    for (int q = 0; q < 5; q++) {
-#pragma unroll
-        for (int v = 0; v < V; v++) c1_sm[threadIdx.x * V + v] = acc[q][v];
         __syncthreads();
-        if (rl == 0 && c < G)
+        // every load of the tile first: x (0 before the sequence), dy (0 from L on), old dx
+        T xv[(CB_XR + CB_TR - 1) / CB_TR], dv[(CB_DR + CB_TR - 1) / CB_TR], ov[CB_TT / CB_TR];
 #pragma unroll
-            for (int v = 0; v < V; v++) {
-                float s = 0.0f;
-                for (unsigned k = 0; k < Rb; k++) s += c1_sm[(k * Gb + cl) * V + v];
-                part[((size_t)blockIdx.x * a.E + c * V + v) * 5 + q] = s;
+        for (int k = 0; k < (CB_XR + CB_TR - 1) / CB_TR; k++) {
+            const unsigned i = tl + k * CB_TR;
+            const bool ok = eok && i < CB_XR && j0 + i >= 3 && j0 + i - 3 < a.L;
+            xv[k] = ok ? xn[(size_t)rows[i] * a.ldx] : c1_from_f<T>(0.0f);
+        }
+#pragma unroll
+        for (int k = 0; k < (CB_DR + CB_TR - 1) / CB_TR; k++) {
+            const unsigned i = tl + k * CB_TR;
+            const bool ok = eok && i < CB_DR && j0 + i < a.L;
+            dv[k] = ok ? dyn[(size_t)(j0 + i) * a.E] : c1_from_f<T>(0.0f);
+        }
+#pragma unroll
+        for (int k = 0; k < CB_TT / CB_TR; k++) {
+            const unsigned i = tl + k * CB_TR;
+            const bool ok = dxn && eok && j0 + i < a.L;
+            ov[k] = ok ? dxn[(size_t)rows[i + 3] * a.ldx] : c1_from_f<T>(0.0f);
+        }
+#pragma unroll
+        for (int k = 0; k < (CB_XR + CB_TR - 1) / CB_TR; k++)
+            if (tl + k * CB_TR < CB_XR) xs[tl + k * CB_TR][el] = c1_to_f(xv[k]);
+        __syncthreads();
+        // dpre of the tile and its halo; dw / db sums over the tile's own tokens (< L)
+#pragma unroll
+        for (int k = 0; k < (CB_DR + CB_TR - 1) / CB_TR; k++) {
+            const unsigned i = tl + k * CB_TR;
+            if (i >= CB_DR) break;
+            float d = c1_to_f(dv[k]);               // 0 from L on
+            if (silu && j0 + i < a.L)
+                d *= c1_dsilu(c1_pre1(a, w4, bias, xs[i][el], xs[i + 1][el], xs[i + 2][el],
+                                      xs[i + 3][el]));
+            dps[i][el] = d;
+            if (i < CB_TT) {
+#pragma unroll
+                for (int i4 = 0; i4 < 4; i4++) acc[i4] = fmaf(d, xs[i + i4][el], acc[i4]);
+                acc[4] += d;
             }
+        }
         __syncthreads();
+        if (!dxn) continue;
+        // dx[s] += sum over the taps of w4[i4] dpre[s + 3 - i4], at row pi(s)
+#pragma unroll
+        for (int k = 0; k < CB_TT / CB_TR; k++) {
+            const unsigned i = tl + k * CB_TR;
+            if (!eok || j0 + i >= a.L) continue;
+            float s = 0.0f;
+#pragma unroll
+            for (int i4 = 0; i4 < 4; i4++)
+                if (i4 >= 4 - a.K) s = fmaf(w4[i4], dps[i + 3 - i4][el], s);
+            dxn[(size_t)rows[i + 3] * a.ldx] = c1_from_f<T>(c1_to_f(ov[k]) + s);
+        }
     }
+    if (!part) return;                              // uniform over the block
+#pragma unroll
+    for (int q = 0; q < 5; q++) red[q][tl][el] = acc[q];
+    __syncthreads();
+    if (tl == 0 && eok)
+#pragma unroll
+        for (int q = 0; q < 5; q++) {
+            float s = 0.0f;
+            for (int k = 0; k < CB_TR; k++) s += red[q][k][el];
+            part[((size_t)blockIdx.x * a.E + e) * 5 + q] = s;
+        }
 }
 
 // One warp per (e, slot): sums the nbx block partials in a fixed order (lane-strided in
@@ -396,18 +407,11 @@ static void pick_run(c1_args &a, int V, size_t want)
     a.nruns = (unsigned)CEIL_DIV((size_t)a.L, T);
 }
 
-// V = 4 only in the forward: the backward holds ~5x the per-channel state (window, dpre
-// window, dw / db sums) and at V = 4 needs 183 registers (1 block per SM); V = 2 takes 110.
+// Channels per forward thread: V = 4 (8-byte bf16 loads) where E, ldx and the pointers allow.
 #define C1_VEC_SWITCH(V, ...)                                               \
     do {                                                                    \
         if ((V) == 4) { constexpr int VV = 4; __VA_ARGS__; }                \
         else if ((V) == 2) { constexpr int VV = 2; __VA_ARGS__; }           \
-        else { constexpr int VV = 1; __VA_ARGS__; }                         \
-    } while (0)
-#define C1_VEC_SWITCH_BWD(V, ...)                                           \
-    do {                                                                    \
-        ASSERT((V) <= 2);                                                   \
-        if ((V) == 2) { constexpr int VV = 2; __VA_ARGS__; }                \
         else { constexpr int VV = 1; __VA_ARGS__; }                         \
     } while (0)
 
@@ -438,17 +442,14 @@ void causal_conv1d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, co
 {
     if (!N || !E || !L || (!dx && !dw && !db)) return;
     c1_args a = make_args(w, b, ldx, N, E, L, K, order, nslices);
-    const size_t esz = g->act == GPU_F32 ? 4 : 2;
-    const int V = pick_vec(esz, esz == 2 ? 4 : 8, a, dx ? dx : x, dy, x);
-    pick_run(a, V, (size_t)g->sm_count * 1024);
-    // block: Rb runs x Gb groups; channel slabs of <= BWD_BLOCK groups on grid.y
-    const unsigned G = a.E / (unsigned)V, nslab = CEIL_DIV(G, (unsigned)BWD_BLOCK);
-    const unsigned Gb = CEIL_DIV(G, nslab), Rb = BWD_BLOCK / Gb;
-    const size_t NR = (size_t)a.N * a.nruns;
-    ASSERT(NR * G <= 0xffffffffu);
-    // grid.x: enough run tiles to fill the GPU a few times over, and (when dw / db are wanted)
-    // no more block partials than the reduction scratch holds
-    size_t nbx = CEIL_DIV(NR, (size_t)Rb), cap = (size_t)g->sm_count * 8;
+    a.T = CB_TT;
+    a.nruns = (unsigned)CEIL_DIV(L, (size_t)CB_TT);
+    const size_t ntile = (size_t)N * a.nruns;
+    ASSERT(ntile <= 0xffffffffu);
+    // grid.x: enough tiles in flight to fill the GPU a few times over, and (when dw / db are
+    // wanted) no more block partials than the reduction scratch holds; grid.y: channel slabs
+    const unsigned nslab = (unsigned)CEIL_DIV(E, CB_EB);
+    size_t nbx = ntile, cap = CEIL_DIV((size_t)g->sm_count * 16, nslab);
     if (dw || db) {
         const size_t fit = g->red_floats / (5 * (size_t)E);
         ASSERT(fit >= 1);
@@ -456,14 +457,10 @@ void causal_conv1d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, co
     }
     if (nbx > cap) nbx = cap;
     float *part = (dw || db) ? g->red : NULL;
-    const unsigned threads = Rb * Gb;
     ACT_DISPATCH(g->act, T, {
-        C1_VEC_SWITCH_BWD(V, {
-            conv_bwd_kernel<T, VV><<<dim3((unsigned)nbx, nslab), threads,
-                                     threads * VV * sizeof(float), g->stream>>>(
-                (T *)dx, part, (const T *)dy, (const T *)x, a, Gb, Rb, silu);
-            KERNEL_CHECK();
-        });
+        conv_bwd_kernel<T><<<dim3((unsigned)nbx, nslab), CB_THREADS, 0, g->stream>>>(
+            (T *)dx, part, (const T *)dy, (const T *)x, a, silu);
+        KERNEL_CHECK();
     });
     if (part) {
         const size_t warps = (size_t)E * 5;

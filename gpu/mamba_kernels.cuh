@@ -112,9 +112,8 @@ __device__ __forceinline__ void scan_chunk_rows(size_t *srow, const scan_k &k, i
 }
 
 // The fused dt projection: delta_raw(t, e) = sum_r x_dt(t, r) W_dt(e, r), fp32, one fmaf per r
-// from r = 0 up. Every scan kernel forms it in exactly this order (scan_dt_tokens, or the same
-// operations per token in scan_bwd_main), so the forward, the backward's recomputes and its
-// gradients see bit-identical step sizes.
+// from r = 0 up. Every scan kernel forms it through scan_dt_tokens, so the forward, the
+// backward's recomputes and its gradients see bit-identical step sizes.
 // xs: the chunk's x_dt staged in shared memory transposed, x_dt(t, r) at xs[r * SCAN_T + t]
 // (zeros past tn): a thread's 32 tokens of one r are contiguous (16-byte loads, no index math).
 template <typename T>
@@ -135,23 +134,29 @@ __device__ __forceinline__ void scan_stage_wdt(float *ws, const scan_k &k, const
     for (int i = threadIdx.x; i < cols * k.R; i += blockDim.x)
         ws[i] = e0 + i / k.R < k.E ? P.Wdt[(size_t)e0 * k.R + i] : 0.0f;
 }
-// tokens [t0, t0 + NT) of the chunk for one channel (w: its W_dt row)
-template <int NT>
+// tokens t0, t0 + STRIDE, ... (NT of them) of the chunk for one channel (w: its W_dt row, in
+// shared or global memory); contiguous tokens (STRIDE 1, t0 a multiple of 4) load 16 bytes
+template <int NT, int STRIDE = 1>
 __device__ __forceinline__ void scan_dt_tokens(float (&a)[NT], const float *xs, int t0,
                                                const float *w, int R)
 {
 #pragma unroll
     for (int t = 0; t < NT; t++) a[t] = 0.0f;
     for (int r = 0; r < R; r++) {
-        const float wr = w[r];
-        const float4 *x4 = (const float4 *)(xs + r * SCAN_T + t0);
+        const float wr = w[r], *xr = xs + r * SCAN_T + t0;
+        if constexpr (STRIDE == 1) {
+            const float4 *x4 = (const float4 *)xr;
 #pragma unroll
-        for (int q = 0; q < NT / 4; q++) {
-            const float4 v = x4[q];
-            a[4 * q] = fmaf(v.x, wr, a[4 * q]);
-            a[4 * q + 1] = fmaf(v.y, wr, a[4 * q + 1]);
-            a[4 * q + 2] = fmaf(v.z, wr, a[4 * q + 2]);
-            a[4 * q + 3] = fmaf(v.w, wr, a[4 * q + 3]);
+            for (int q = 0; q < NT / 4; q++) {
+                const float4 v = x4[q];
+                a[4 * q] = fmaf(v.x, wr, a[4 * q]);
+                a[4 * q + 1] = fmaf(v.y, wr, a[4 * q + 1]);
+                a[4 * q + 2] = fmaf(v.z, wr, a[4 * q + 2]);
+                a[4 * q + 3] = fmaf(v.w, wr, a[4 * q + 3]);
+            }
+        } else {
+#pragma unroll
+            for (int q = 0; q < NT; q++) a[q] = fmaf(xr[q * STRIDE], wr, a[q]);
         }
     }
 }
@@ -172,10 +177,18 @@ __device__ __forceinline__ void scan_dt_to_shared(float *dts, int eb, int el, co
 }
 // dynamic shared memory of the thread-per-channel kernels: a per-(token, channel) array of
 // `per` bytes per element (SCAN_T x eb), then the staged x_dt (SCAN_T x R f32) and W_dt rows
-// (eb x R f32)
+// (eb x R f32). scan_chan_shm sizes it, scan_chan_carve cuts the kernel's extern buffer into it.
 static inline size_t scan_chan_shm(int eb, int R, size_t per)
 {
     return (size_t)SCAN_T * eb * per + (size_t)(SCAN_T + eb) * R * sizeof(float);
+}
+template <typename E>
+__device__ __forceinline__ E *scan_chan_carve(float4 *shm, int eb, int R, float *&xs, float *&ws)
+{
+    E *arr = (E *)shm;                              // [t * eb + channel]
+    xs = (float *)(arr + SCAN_T * eb);              // [r * SCAN_T + t]: x_dt (scan_stage_xdt)
+    ws = xs + SCAN_T * R;                           // [channel * R + r]: W_dt (scan_stage_wdt)
+    return arr;
 }
 // Lets `kernel` take `bytes` of dynamic shared memory where that and its static shared memory
 // pass the default 48 KB (wide x_dt: R = 64 at 128 channels is 72 KB in the forward summary).

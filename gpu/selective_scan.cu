@@ -121,9 +121,9 @@ scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s)
 template <typename T, int EXACT>
 __global__ void scan_fwd_summary(scan_k k, int eb, float *hloc, float *S)
 {
-    extern __shared__ float2 tdu[];                 // [t * eb + channel]: dt, dt u
-    float *xs = (float *)(tdu + SCAN_T * eb);       // [r * SCAN_T + t]: x_dt
-    float *ws = xs + SCAN_T * k.R;                  // [channel * R + r]: W_dt
+    extern __shared__ float4 scan_dyn[];
+    float *xs, *ws;                                 // x_dt, W_dt (scan_chan_carve)
+    float2 *tdu = scan_chan_carve<float2>(scan_dyn, eb, k.R, xs, ws);   // dt, dt u
     __shared__ float Bs[SCAN_T][SCAN_NS];
     const int c = blockIdx.x, d = blockIdx.y / k.N, n = blockIdx.y % k.N;
     const scan_kdir &P = k.d[d];
@@ -291,9 +291,9 @@ void scan_carry_pass(gpu_ctx_t *g, float *buf, const float *S, const scan_k &k, 
 template <typename T, int EXACT>
 __global__ void scan_fwd_emit(scan_k k, int d, int eb, T *y, int accumulate, const float *states)
 {
-    extern __shared__ float dts[];                  // [t * eb + channel]: delta_raw
-    float *xs = dts + SCAN_T * eb;                  // [r * SCAN_T + t]: x_dt
-    float *ws = xs + SCAN_T * k.R;                  // [channel * R + r]: W_dt
+    extern __shared__ float4 scan_dyn[];
+    float *xs, *ws;                                 // x_dt, W_dt (scan_chan_carve)
+    float *dts = scan_chan_carve<float>(scan_dyn, eb, k.R, xs, ws);     // delta_raw
     __shared__ float Bs[SCAN_T][SCAN_NS], Cs[SCAN_T][SCAN_NS];
     __shared__ size_t srow[SCAN_T];                 // n L + pi(j0 + t): the y / z row of token t
     const int c = blockIdx.x, n = blockIdx.y;

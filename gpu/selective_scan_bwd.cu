@@ -49,9 +49,9 @@ Nothing uses atomics: the result is bit-reproducible. gout = dy(pi(j)) * silu(z(
 template <typename T>
 __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float *S)
 {
-    extern __shared__ float dts[];                  // [t * eb + channel]: delta_raw
-    float *xs = dts + SCAN_T * eb;                  // [r * SCAN_T + t]: x_dt
-    float *ws = xs + SCAN_T * k.R;                  // [channel * R + r]: W_dt
+    extern __shared__ float4 scan_dyn[];
+    float *xs, *ws;                                 // x_dt, W_dt (scan_chan_carve)
+    float *dts = scan_chan_carve<float>(scan_dyn, eb, k.R, xs, ws);     // delta_raw
     __shared__ float Cs[SCAN_T][SCAN_NS];
     __shared__ size_t srow[SCAN_T];                 // n L + pi(j0 + t): the dy / z row of token t
     const int c = blockIdx.x, d = blockIdx.y / k.N, n = blockIdx.y % k.N;
@@ -236,7 +236,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
     __shared__ float4 pre[SCAN_T][BWD_EG];              // dt, u, gout, dt u
     __shared__ float dsps[SCAN_T][BWD_EG];              // d softplus / d raw, then ddelta_raw
     __shared__ float gzs[SCAN_T][BWD_EG];               // dz = ypre * gz
-    __shared__ float sfin[SCAN_T][BWD_FIN];             // [t][q * 17 + ch]: du, ddt, ypre sums
+    __shared__ float sfin[SCAN_T][BWD_FIN];             // [t][q * 17 + ch]: state sums (post)
     __shared__ float sred[2][BWD_THREADS / BWD_EG][BWD_EG];
     __shared__ size_t srow[SCAN_T];                     // n L + pi(j0 + t): dy / z row
     __shared__ __align__(16) bwd_raw<T> raw;            // the group's inputs (bwd_stage)
@@ -279,16 +279,8 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
         // delta_raw of the thread's tokens t_first + q t_step (its W_dt row read once; rows past
         // E read row E - 1, unused)
         float dr[t_per];
-        {
-            const float *wr = P.Wdt + (size_t)min(e_t, k.E - 1) * k.R;
-#pragma unroll
-            for (int q = 0; q < t_per; q++) dr[q] = 0.0f;
-            for (int r = 0; r < k.R; r++) {
-                const float wv = wr[r];
-#pragma unroll
-                for (int q = 0; q < t_per; q++) dr[q] = fmaf(un.dt.x[r][t_first + q * t_step], wv, dr[q]);
-            }
-        }
+        scan_dt_tokens<t_per, t_step>(dr, &un.dt.x[0][0], t_first,
+                                      P.Wdt + (size_t)min(e_t, k.E - 1) * k.R, k.R);
         cp_async_wait_all();
         __syncthreads();                            // raw staged, previous post phase done
 #pragma unroll
@@ -347,19 +339,20 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
                 for (int kk = 3; kk >= 0; kk--) {
                     const int t = 4 * g + kk;
                     const float4 pv = pre[t][ce];
-                    const float dt = pv.x, ut = pv.y, gout = pv.z;
+                    const float dt = pv.x, gout = pv.z;
                     const float2 bcv = BC[t][s];
                     const float Bt = bcv.x, Ct = bcv.y;
                     const float hprev = t ? h[t - 1] : h0;
                     lam = fmaf(gout, Ct, lam);          // dL/dh_t, all paths
                     const float at = EXACT ? exp2_acc(dt * A2) : ex2_fast_again(dt * A2);
-                    const float ahp = at * hprev, lamdt = lam * dt;
-                    const float dBl = lamdt * ut, dCl = gout * h[t];
-                    dA = fmaf(lamdt, ahp, dA);
-                    v[3 * kk + 0] = lamdt * Bt;                     // -> du
-                    v[3 * kk + 1] = lam * fmaf(A, ahp, Bt * ut);    // -> ddt
-                    v[3 * kk + 2] = Ct * h[t];                      // -> ypre
-                    lam *= at;                              // -> contribution to dL/dh_{t-1}
+                    const float q = lam * Bt;           // du = dt sum q; ddt gets u sum q
+                    const float dBl = lam * pv.w, dCl = gout * h[t];
+                    lam *= at;                          // -> contribution to dL/dh_{t-1}
+                    const float r = lam * hprev;        // lam_t a_t h_{t-1}
+                    dA = fmaf(r, dt, dA);
+                    v[3 * kk + 0] = q;                  // -> du, ddt (post phase)
+                    v[3 * kk + 1] = A * r;              // -> ddt
+                    v[3 * kk + 2] = Ct * h[t];          // -> ypre
                     // dB over the pair's two channels on lanes 0-15, dC on lanes 16-31
                     const float other = __shfl_xor_sync(0xffffffffu, el ? dBl : dCl, 16);
                     acc[t] += (el ? dCl : dBl) + other;
@@ -379,8 +372,11 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             const size_t it = ((size_t)n * k.L + j0 + t) * k.E + e_t;
             const float4 pv = pre[t][cc];
             const float ut = pv.y, gout = pv.z;
-            const float draw = sfin[t][(BWD_EG + 1) + cc] * dsps[t][cc];
-            if (du) du[it] = from_f<T>((k.ow ? 0.0f : to_f(du[it])) + fmaf(De, gout, sfin[t][cc]));
+            // state sums: sq = sum lam B, sa = sum A lam a h_prev -> du = dt sq (+ D gout),
+            // ddelta = sa + u sq (times softplus' for the raw step)
+            const float sq = sfin[t][cc], sa = sfin[t][(BWD_EG + 1) + cc];
+            const float draw = fmaf(ut, sq, sa) * dsps[t][cc];
+            if (du) du[it] = from_f<T>((k.ow ? 0.0f : to_f(du[it])) + fmaf(De, gout, pv.x * sq));
             if (ddl) ddl[it] = (k.ow ? 0.0f : ddl[it]) + draw;
             dsps[t][cc] = draw;                     // (0 where t >= tn or e >= E, as dsp was)
             if (z && dz) {                          // at pi(j), like z

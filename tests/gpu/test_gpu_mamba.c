@@ -160,9 +160,9 @@ static void test_layernorm(int N, int C, size_t L)
 }
 
 // ---- causal conv1d with the ToM order fused -----------------------------------------------
-static void test_conv(int N, int E, size_t L, size_t ns, int order, int silu)
+static void test_conv(int N, int E, size_t L, size_t ns, int order, int silu, int K)
 {
-    const int C = E, K = 4, extra = order * 10 + silu;
+    const int C = E, extra = order * 100 + silu * 10 + K;
     const size_t nl = (size_t)N * L, n = nl * E, ldx = 2 * (size_t)E;
     float *xz = hrand(nl * ldx, 0, 1), *dy = hrand(n, 0, 1), *dxz0 = hrand(nl * ldx, 0, 1);
     float *w = hrand((size_t)E * K, 0, 0.5f), *b = hrand(E, 0, 0.5f);
@@ -931,8 +931,14 @@ int main(void)
         test_layernorm(2, 96, 4133);
         for (int order = 0; order < 3; order++)
             for (int silu = 0; silu < 2; silu++) {
-                test_conv(2, 20, 37, 1, order, silu);
-                test_conv(1, 20, 4134, 13, order, silu);
+                test_conv(2, 20, 37, 1, order, silu, 4);
+                test_conv(1, 20, 4134, 13, order, silu, 4);
+                // backward tiles: three whole 32-channel slabs; a part slab with N = 2 and
+                // fewer taps; more tiles than blocks (blocks walk several)
+                test_conv(1, 96, 4134, 13, order, silu, 4);
+                test_conv(2, 45, 301, 7, order, silu, 3);
+                test_conv(1, 20, 301, 7, order, silu, 2);
+                test_conv(1, 64, 40000, 16, order, silu, 4);
             }
         // last argument: the dt rank R (x_dbl = [dt (R) | B | C]) of the fused dt_proj backward
         test_scan(2, 20, 37, 1, 3);
