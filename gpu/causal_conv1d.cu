@@ -72,10 +72,19 @@ template <int V> C1_HD void c1_zero(float (&f)[V])
     for (int v = 0; v < V; v++) f[v] = 0.0f;
 }
 
-C1_HD float c1_sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
-C1_HD float c1_dsilu(float v)
+// bf16 tensors take the fast exponential and division (relative error ~1e-7, far under bf16's
+// 4e-3 rounding; the accurate expf and IEEE division were a third of the backward's issue
+// slots, PERF_NOTES v24); fp32 keeps the accurate ones, as the CPU reference computes them.
+template <typename T> C1_HD float c1_sigmoid(float v)
 {
-    const float s = c1_sigmoid(v);
+#ifdef __CUDA_ARCH__
+    if constexpr (sizeof(T) == 2) return __fdividef(1.0f, 1.0f + __expf(-v));
+#endif
+    return 1.0f / (1.0f + expf(-v));
+}
+template <typename T> C1_HD float c1_dsilu(float v)
+{
+    const float s = c1_sigmoid<T>(v);
     return s * (1.0f + v * (1.0f - s));
 }
 
@@ -214,7 +223,7 @@ C1_HD void c1_fwd_run(T *y, const T *x, const c1_args &a, unsigned n, unsigned j
             c1_pre<V>(pre, a, w4, bias, xw, xt);
             if (silu) {
 #pragma unroll
-                for (int v = 0; v < V; v++) pre[v] *= c1_sigmoid(pre[v]);
+                for (int v = 0; v < V; v++) pre[v] *= c1_sigmoid<T>(pre[v]);
             }
             c1_store<T, V>(yn + (size_t)(jb + q) * a.E, pre);
             c1_shift<V>(xw, xt);
@@ -256,12 +265,13 @@ __global__ void __launch_bounds__(FWD_BLOCK) conv_fwd_kernel(T *y, const T *x, c
 #define CB_TR (CB_THREADS / CB_EB)                  // token lanes
 #define CB_XR (CB_TT + 6)                           // x rows: tokens j0 - 3 .. j0 + CB_TT + 2
 #define CB_DR (CB_TT + 3)                           // dpre rows: tokens j0 .. j0 + CB_TT + 2
+#define C1_NOROW 0xffffffffu                        // a token outside [0, L): reads as 0
 template <typename T>
 __global__ void __launch_bounds__(CB_THREADS) conv_bwd_kernel(T *dx, float *part, const T *dy,
                                                               const T *x, c1_args a, int silu)
 {
     __shared__ float xs[CB_XR][CB_EB], dps[CB_DR][CB_EB];
-    __shared__ unsigned rows[CB_XR];                // pi(j0 - 3 + i), 0 outside [0, L)
+    __shared__ unsigned rows[CB_XR];    // (n L + pi(j0 - 3 + i)) ldx, C1_NOROW outside [0, L)
     __shared__ float red[5][CB_TR][CB_EB];
     const unsigned el = threadIdx.x % CB_EB, tl = threadIdx.x / CB_EB, e = blockIdx.y * CB_EB + el;
     const bool eok = e < a.E;
@@ -272,66 +282,66 @@ __global__ void __launch_bounds__(CB_THREADS) conv_bwd_kernel(T *dx, float *part
     const unsigned ntile = a.N * a.nruns;           // nruns: tiles per sequence
     for (unsigned r = blockIdx.x; r < ntile; r += gridDim.x) {
         const unsigned n = r / a.nruns, j0 = (r - n * a.nruns) * CB_TT;
-        const T *xn = x + (size_t)n * a.L * a.ldx + e, *dyn = dy + (size_t)n * a.L * a.E + e;
-        T *dxn = dx ? dx + (size_t)n * a.L * a.ldx + e : NULL;
+        // tokens of the tile that exist: dy rows with the halo, own tokens
+        const unsigned dn = c1_umin(CB_DR, a.L - j0), tn = c1_umin(CB_TT, a.L - j0);
+        const T *dyt = dy + ((size_t)n * a.L + j0) * a.E + e;
         __syncthreads();                            // the previous tile's reads are done
         for (unsigned i = threadIdx.x; i < CB_XR; i += CB_THREADS) {
             const unsigned j = j0 + i - 3;          // wraps below 0: fails j < L
-            rows[i] = j0 + i >= 3 && j < a.L ? c1_pi(a, j) : 0u;
+            rows[i] = j0 + i >= 3 && j < a.L ? (n * a.L + c1_pi(a, j)) * a.ldx : C1_NOROW;
         }
         __syncthreads();
-        // every load of the tile first: x (0 before the sequence), dy (0 from L on), old dx
+        // every load of the tile first: x (0 before the sequence), dy (0 from L on), old dx;
+        // 32-bit element offsets from the tensors' bases (N L ldx < 2^32)
         T xv[(CB_XR + CB_TR - 1) / CB_TR], dv[(CB_DR + CB_TR - 1) / CB_TR], ov[CB_TT / CB_TR];
 #pragma unroll
         for (int k = 0; k < (CB_XR + CB_TR - 1) / CB_TR; k++) {
-            const unsigned i = tl + k * CB_TR;
-            const bool ok = eok && i < CB_XR && j0 + i >= 3 && j0 + i - 3 < a.L;
-            xv[k] = ok ? xn[(size_t)rows[i] * a.ldx] : c1_from_f<T>(0.0f);
+            const unsigned i = tl + k * CB_TR, ro = i < CB_XR ? rows[i] : C1_NOROW;
+            xv[k] = eok && ro != C1_NOROW ? x[ro + e] : c1_from_f<T>(0.0f);
         }
 #pragma unroll
         for (int k = 0; k < (CB_DR + CB_TR - 1) / CB_TR; k++) {
             const unsigned i = tl + k * CB_TR;
-            const bool ok = eok && i < CB_DR && j0 + i < a.L;
-            dv[k] = ok ? dyn[(size_t)(j0 + i) * a.E] : c1_from_f<T>(0.0f);
+            dv[k] = eok && i < dn ? dyt[i * a.E] : c1_from_f<T>(0.0f);
         }
 #pragma unroll
         for (int k = 0; k < CB_TT / CB_TR; k++) {
             const unsigned i = tl + k * CB_TR;
-            const bool ok = dxn && eok && j0 + i < a.L;
-            ov[k] = ok ? dxn[(size_t)rows[i + 3] * a.ldx] : c1_from_f<T>(0.0f);
+            ov[k] = dx && eok && i < tn ? dx[rows[i + 3] + e] : c1_from_f<T>(0.0f);
         }
 #pragma unroll
         for (int k = 0; k < (CB_XR + CB_TR - 1) / CB_TR; k++)
             if (tl + k * CB_TR < CB_XR) xs[tl + k * CB_TR][el] = c1_to_f(xv[k]);
         __syncthreads();
-        // dpre of the tile and its halo; dw / db sums over the tile's own tokens (< L)
+        // dpre of the tile and its halo (0 from L on: dy is), dw / db sums over its own tokens
 #pragma unroll
         for (int k = 0; k < (CB_DR + CB_TR - 1) / CB_TR; k++) {
             const unsigned i = tl + k * CB_TR;
             if (i >= CB_DR) break;
-            float d = c1_to_f(dv[k]);               // 0 from L on
-            if (silu && j0 + i < a.L)
-                d *= c1_dsilu(c1_pre1(a, w4, bias, xs[i][el], xs[i + 1][el], xs[i + 2][el],
-                                      xs[i + 3][el]));
+            const float x0 = xs[i][el], x1 = xs[i + 1][el], x2 = xs[i + 2][el], x3 = xs[i + 3][el];
+            float d = c1_to_f(dv[k]);
+            if (silu) d *= c1_dsilu<T>(c1_pre1(a, w4, bias, x0, x1, x2, x3));
             dps[i][el] = d;
             if (i < CB_TT) {
-#pragma unroll
-                for (int i4 = 0; i4 < 4; i4++) acc[i4] = fmaf(d, xs[i + i4][el], acc[i4]);
+                acc[0] = fmaf(d, x0, acc[0]);
+                acc[1] = fmaf(d, x1, acc[1]);
+                acc[2] = fmaf(d, x2, acc[2]);
+                acc[3] = fmaf(d, x3, acc[3]);
                 acc[4] += d;
             }
         }
         __syncthreads();
-        if (!dxn) continue;
+        if (!dx) continue;
         // dx[s] += sum over the taps of w4[i4] dpre[s + 3 - i4], at row pi(s)
 #pragma unroll
         for (int k = 0; k < CB_TT / CB_TR; k++) {
             const unsigned i = tl + k * CB_TR;
-            if (!eok || j0 + i >= a.L) continue;
+            if (!eok || i >= tn) continue;
             float s = 0.0f;
 #pragma unroll
             for (int i4 = 0; i4 < 4; i4++)
                 if (i4 >= 4 - a.K) s = fmaf(w4[i4], dps[i + 3 - i4][el], s);
-            dxn[(size_t)rows[i + 3] * a.ldx] = c1_from_f<T>(c1_to_f(ov[k]) + s);
+            dx[rows[i + 3] + e] = c1_from_f<T>(c1_to_f(ov[k]) + s);
         }
     }
     if (!part) return;                              // uniform over the block
