@@ -67,6 +67,30 @@ __device__ __forceinline__ float scan_ex2(float x, int exact) { return exact ? e
 
 __device__ __forceinline__ float sigmoid_f(float v) { return 1.0f / (1.0f + expf(-v)); }
 __device__ __forceinline__ float softplus20_f(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+// The sigmoid for a layer of element type T: bf16 layers take the fast exponential and division
+// (relative error ~1e-7, far under bf16's 4e-3 rounding; the accurate pair costs ~16 issue
+// slots per use), fp32 layers the accurate one. Never the step size: softplus20_f is the same
+// function in every kernel, so the forward and the backward's recomputes agree bit for bit.
+template <typename T> __device__ __forceinline__ float sigmoid_t(float v)
+{
+    if constexpr (sizeof(T) == 2) return __fdividef(1.0f, 1.0f + __expf(-v));
+    else return sigmoid_f(v);
+}
+// softplus20_f(v) (the same operations, bit for bit) and its derivative sigmoid(v): for bf16
+// from the same exponential and a fast division; for fp32 as before (sharing the exponential
+// there doubled scan_bwd_main's spills)
+template <typename T> __device__ __forceinline__ float softplus20_d(float v, float &dsp)
+{
+    if constexpr (sizeof(T) == 2) {
+        const float ev = expf(v);
+        dsp = v > 20.0f ? 1.0f : __fdividef(ev, 1.0f + ev);
+        return v > 20.0f ? v : log1pf(ev);
+    } else {
+        const float dt = softplus20_f(v);
+        dsp = v > 20.0f ? 1.0f : sigmoid_f(v);
+        return dt;
+    }
+}
 
 // 16-byte asynchronous global -> shared copies (sm_80+): the copy runs while the thread goes on
 // and costs no registers until it is waited for. bytes = 16, or 0 for a zero fill (the source

@@ -96,7 +96,7 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
             if (t < 0) break;
             const float dt = softplus20_f(draw[q] + bias);
             float gout = dyv[q];
-            if (z) gout *= zv[q] * sigmoid_f(zv[q]);
+            if (z) gout *= zv[q] * sigmoid_t<T>(zv[q]);
             sum += dt;
 #pragma unroll
             for (int s = 0; s < SCAN_NS; s++) lam[s] = scan_ex2(dt * A[s], k.exact) * fmaf(gout, Cs[t][s], lam[s]);
@@ -289,13 +289,12 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             float dt = 0.0f, ut = 0.0f, gout = 0.0f, dsp = 0.0f, gz = 0.0f;
             if (t < tn && e_t < k.E) {
                 const float v = dr[q] + bias_t;
-                dt = softplus20_f(v);
-                dsp = v > 20.0f ? 1.0f : sigmoid_f(v);
+                dt = softplus20_d<T>(v, dsp);
                 ut = to_f(raw.u[t][cc]);
                 const float dyt = to_f(raw.dy[t][cc]);
                 gout = dyt;
                 if (z) {
-                    const float zt = to_f(raw.z[t][cc]), sz = sigmoid_f(zt);
+                    const float zt = to_f(raw.z[t][cc]), sz = sigmoid_t<T>(zt);
                     gout = dyt * (zt * sz);         // dy silu(z)
                     gz = dyt * sz * (1.0f + zt * (1.0f - sz));   // dy silu'(z)
                 }
