@@ -22,8 +22,9 @@ Index arithmetic is 32-bit (the launchers check N L ldx < 2^32).
 #include "gpu_internal.h"
 #include "mamba_kernels.cuh"
 
-// The forward's per-run functions are host-callable too (so a CPU harness can walk them over
-// every order / K / tail without a GPU); hence host-device twins of to_f / from_f / sigmoid_f.
+// The forward's per-run functions are host-callable too (h24 checked them on the CPU against a
+// double reference over every order / K / tail, PERF_NOTES v9); hence host-device twins of
+// to_f / from_f / sigmoid_f.
 #define C1_HD __host__ __device__ __forceinline__
 #define FWD_BLOCK 256
 
@@ -31,7 +32,9 @@ struct c1_args {
     const float *w, *b;             // w: (E, K) f32, b: (E) f32 or NULL
     unsigned N, L, E, ldx;          // 32-bit: N L ldx < 2^32
     unsigned ns, m;                 // slice order: nslices, L / nslices
-    unsigned T, nruns;              // tokens per run (multiple of 4), runs per item ceil(L / T)
+    unsigned T, nruns;              // forward: tokens per run (multiple of 4), runs per
+                                    // sequence ceil(L / T); backward: T unused, nruns tiles
+                                    // per sequence ceil(L / CB_TT)
     int K, order;
 };
 
@@ -170,18 +173,15 @@ template <typename T, int V> C1_HD c1_vec<T, V> c1_vzero()
 }
 
 // x window before the run: xw[h] = x[j0 - 3 + h] (0 before the sequence start). Returns the
-// walker at token j0 and fills rw[h] = pi(j0 - 3 + h) where that token exists.
-// xn: item n's x with the channel offset applied.
-template <typename T, int V> C1_HD c1_walk c1_warmup(float (&xw)[3][V], unsigned (&rw)[3],
-                                                      const T *xn, const c1_args &a, unsigned j0)
+// walker at token j0. xn: item n's x with the channel offset applied.
+template <typename T, int V> C1_HD c1_walk c1_warmup(float (&xw)[3][V], const T *xn,
+                                                      const c1_args &a, unsigned j0)
 {
     c1_walk wk(a, j0 >= 3 ? j0 - 3 : 0);
 #pragma unroll
     for (int h = 0; h < 3; h++) {
-        rw[h] = 0;
         if (j0 + h >= 3) {
-            rw[h] = wk.row(a);
-            c1_load<T, V>(xw[h], xn + (size_t)rw[h] * a.ldx);
+            c1_load<T, V>(xw[h], xn + (size_t)wk.row(a) * a.ldx);
             wk.next(a);
         } else c1_zero<V>(xw[h]);
     }
@@ -201,11 +201,10 @@ C1_HD void c1_fwd_run(T *y, const T *x, const c1_args &a, unsigned n, unsigned j
                       int silu)
 {
     float w4[4][V], bias[V], xw[3][V];
-    unsigned rw[3];
     c1_weights<V>(a, e0, w4, bias);
     const T *xn = x + (size_t)n * a.L * a.ldx + e0;
     T *yn = y + (size_t)n * a.L * a.E + e0;
-    c1_walk wk = c1_warmup<T, V>(xw, rw, xn, a, j0);
+    c1_walk wk = c1_warmup<T, V>(xw, xn, a, j0);
     const unsigned jend = c1_umin(j0 + a.T, a.L);
     for (unsigned jb = j0; jb < jend; jb += 4) {
         c1_vec<T, V> xr[4];         // the batch's loads go out before the first use
@@ -452,10 +451,10 @@ void causal_conv1d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, co
 {
     if (!N || !E || !L || (!dx && !dw && !db)) return;
     c1_args a = make_args(w, b, ldx, N, E, L, K, order, nslices);
-    a.T = CB_TT;
     a.nruns = (unsigned)CEIL_DIV(L, (size_t)CB_TT);
     const size_t ntile = (size_t)N * a.nruns;
-    ASSERT(ntile <= 0xffffffffu);
+    // 32-bit token indices: j0 + i (< L + CB_XR) must not wrap
+    ASSERT(ntile <= 0xffffffffu && L + CB_XR <= 0xffffffffu);
     // grid.x: enough tiles in flight to fill the GPU a few times over, and (when dw / db are
     // wanted) no more block partials than the reduction scratch holds; grid.y: channel slabs
     const unsigned nslab = (unsigned)CEIL_DIV(E, CB_EB);

@@ -11,8 +11,9 @@ lambda_{j+1} is the same kind of linear recurrence run in reverse, so
      loads and read-modify-writes; the next group's inputs fetched by cp.async while the
      current one is scanned), one lane per (channel, state), two channels per warp:
      recompute the chunk's 32 states in registers from the saved entering state, then walk
-     back with lambda from Lambda_c and form every gradient. Sums over the 16 states (du,
-     ddelta, the pre-gate y for dz) are one transposing butterfly per 4 tokens; the sums over
+     back with lambda from Lambda_c and form every gradient. Sums over the 16 states
+     (sum lam B for du and ddelta, sum A lam a h_prev for ddelta, the pre-gate y for dz) are
+     one transposing butterfly per 4 tokens; the sums over
      channels (dB, dC) stay in registers per lane across a warp's channels and meet in a
      fixed warp order at the chunk's end; dA, dD, ddelta_bias get per-chunk partials. Where
      the chunks alone give too few blocks (the small levels: L = 64..4096 with E = 192..768),
@@ -112,10 +113,10 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
 // 3. main backward kernel
 
 // Sums over the 16 lanes of each half-warp (the states) of 12 values per lane: the three
-// per-state sums (du, ddelta, ypre) of 4 tokens, v[3k + q] = value q of token k. A transposing
-// butterfly: at each level a lane keeps half of its values and sends the other half to its
-// partner (lane ^ 8, ^4, ^2, ^1), so 12 + 6 + 3 + 2 values cost 6 + 3 + 2 + 1 = 12 shuffles
-// (5 per token before). Afterwards the lane with state index s holds the sum of value
+// per-state sums (lam B, A lam a h_prev, C h) of 4 tokens, v[3k + q] = value q of token k. A
+// transposing butterfly: at each level a lane keeps half of its values and sends the other
+// half to its partner (lane ^ 8, ^4, ^2, ^1), so 12 + 6 + 3 + 2 values cost 6 + 3 + 2 + 1 = 12
+// shuffles (5 per token before). Afterwards the lane with state index s holds the sum of value
 // q = s & 3 of token k = s >> 2, for q < 3 (lanes with s & 3 == 3 hold 0). Fixed order.
 __device__ __forceinline__ float reduce12_16(const float (&v)[12], int s)
 {

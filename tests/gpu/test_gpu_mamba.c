@@ -203,6 +203,21 @@ static void test_conv(int N, int E, size_t L, size_t ns, int order, int silu, in
     CLOSE("conv1d dxz", dxg, dxzt, nl * ldx, rtol_op());
     CLOSE("conv1d dw", dwg, dwc, (size_t)E * K, bf16 ? 1e-2 : 1e-4);
     CLOSE("conv1d db", dbg, dbc, E, bf16 ? 1e-2 : 1e-4);
+    // the same backward asked for part of the gradients: dw, db alone, then dx alone
+    float *dDW2 = dev_f32(dw0, (size_t)E * K), *dDB2 = dev_f32(db0, E);
+    void *dDX2 = dev_act(dxz0, nl * ldx);
+    causal_conv1d_backward_gpu(g, NULL, dDW2, dDB2, dDY, dX, ldx, dW, dB, N, E, L, K,
+                               (tom_order_t)order, ns, silu);
+    causal_conv1d_backward_gpu(g, dDX2, NULL, NULL, dDY, dX, ldx, dW, dB, N, E, L, K,
+                               (tom_order_t)order, ns, silu);
+    float *dwg2 = get_f32(dDW2, (size_t)E * K), *dbg2 = get_f32(dDB2, E);
+    float *dxg2 = get_act(dDX2, nl * ldx);
+    CLOSE("conv1d dw (no dx)", dwg2, dwc, (size_t)E * K, bf16 ? 1e-2 : 1e-4);
+    CLOSE("conv1d db (no dx)", dbg2, dbc, E, bf16 ? 1e-2 : 1e-4);
+    CLOSE("conv1d dxz (no dw, db)", dxg2, dxzt, nl * ldx, rtol_op());
+    void *dv2[] = { dDW2, dDB2, dDX2 };
+    for (size_t i = 0; i < sizeof dv2 / sizeof *dv2; i++) gpu_free(g, dv2[i]);
+    free(dwg2); free(dbg2); free(dxg2);
     void *dv[] = { dX, dY, dDY, dDX, dW, dB, dDW, dDB };
     for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu_free(g, dv[i]);
     float *hv[] = { xz, dy, dxz0, w, b, dw0, db0, xc, xp, yc, pre, yt, dyc, dpre, dxp, dxc, dwc,
@@ -938,6 +953,8 @@ int main(void)
                 test_conv(1, 96, 4134, 13, order, silu, 4);
                 test_conv(2, 45, 301, 7, order, silu, 3);
                 test_conv(1, 20, 301, 7, order, silu, 2);
+                test_conv(2, 33, 5, 1, order, silu, 1);     // one part tile, one tap
+                test_conv(1, 8, 2, 2, order, silu, 4);      // shorter than the taps
                 test_conv(1, 64, 40000, 16, order, silu, 4);
             }
         // last argument: the dt rank R (x_dbl = [dt (R) | B | C]) of the fused dt_proj backward
