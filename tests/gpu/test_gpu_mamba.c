@@ -965,6 +965,9 @@ int main(void)
         test_scan(1, 45, 11000, 8, 3);              // enough chunks: no channel split
         test_scan(1, 200, 301, 7, 13);              // channel blocks of 128 + a 72-wide tail
         test_scan(1, 129, 301, 7, SCAN_RMAX);       // channel blocks of 96 (129 = 96 + 33)
+        test_scan(1, 1024, 301, 7, 32);             // the widest layer the scans take
+        test_scan(1, 96, 33000, 8, 6);              // level 0's width, no channel split: the
+                                                    // direct dx_dbl[:R] store
         test_layer(2, 10, 37, 1);
         test_layer(1, 20, 301, 7);
         test_layer(1, 48, 4134, 13);
