@@ -75,15 +75,16 @@ template <int V> C1_HD void c1_zero(float (&f)[V])
     for (int v = 0; v < V; v++) f[v] = 0.0f;
 }
 
-// bf16 tensors take the fast exponential and division (relative error ~1e-7, far under bf16's
-// 4e-3 rounding; the accurate expf and IEEE division were a third of the backward's issue
-// slots, PERF_NOTES v24); fp32 keeps the accurate ones, as the CPU reference computes them.
+// bf16 tensors take the fast exponential and division (sigmoid_t: the accurate expf and IEEE
+// division were a third of the backward's issue slots, PERF_NOTES v25); fp32 keeps the accurate
+// ones, as the CPU reference computes them.
 template <typename T> C1_HD float c1_sigmoid(float v)
 {
 #ifdef __CUDA_ARCH__
-    if constexpr (sizeof(T) == 2) return __fdividef(1.0f, 1.0f + __expf(-v));
-#endif
+    return sigmoid_t<T>(v);                         // mamba_kernels.cuh
+#else
     return 1.0f / (1.0f + expf(-v));
+#endif
 }
 template <typename T> C1_HD float c1_dsilu(float v)
 {

@@ -139,15 +139,19 @@ __device__ __forceinline__ float reduce12_16(const float (&v)[12], int s)
     return (b0 ? y1 : y0) + __shfl_xor_sync(0xffffffffu, b0 ? y0 : y1, 1);
 }
 
-// dB (col < 16) or dC (col - 16) of token row `row` (n L + j) gets v: stored (k.ow) or added;
-// a NULL output is skipped. The callers hoist dB, dC out of their loops.
+// *pp gets v: stored (k.ow) or added
+template <typename T>
+__device__ __forceinline__ void scan_put(const scan_k &k, T *pp, float v)
+{
+    *pp = from_f<T>((k.ow ? 0.0f : to_f(*pp)) + v);
+}
+// dB (col < 16) or dC (col - 16) of token row `row` (n L + j) gets v (scan_put); a NULL output
+// is skipped. The callers hoist dB, dC out of their loops.
 template <typename T>
 __device__ __forceinline__ void dbc_put(const scan_k &k, T *dB, T *dC, size_t row, int col, float v)
 {
     T *dst = col < SCAN_NS ? dB : dC;
-    if (!dst) return;
-    T *pp = dst + row * k.ldbc + (col % SCAN_NS);
-    *pp = from_f<T>((k.ow ? 0.0f : to_f(*pp)) + v);
+    if (dst) scan_put<T>(k, dst + row * k.ldbc + (col % SCAN_NS), v);
 }
 
 // lam_dA: in Lambda (dir, n, c, e, s), out the chunk's dA partial (same index, in place).
@@ -435,10 +439,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
         const int t = i / k.R, r = i % k.R;
         const float v = un.dt.dx[t][r];
         if (part) part[SCAN_T * 32 + i] = v;
-        else if (dx) {
-            T *pp = dx + ((size_t)n * k.L + j0 + t) * k.ldbc + r;
-            *pp = from_f<T>((k.ow ? 0.0f : to_f(*pp)) + v);
-        }
+        else if (dx) scan_put<T>(k, dx + ((size_t)n * k.L + j0 + t) * k.ldbc + r, v);
     }
     __syncthreads();
 #pragma unroll
@@ -479,8 +480,7 @@ __global__ void scan_bwd_dbc_finish(scan_k k, const float *dbcp, int nsplit)
         const int t = i / k.R, r = i % k.R;
         float v = 0.0f;
         for (int z = 0; z < nsplit; z++) v += p[(size_t)z * pf + SCAN_T * 32 + i];
-        T *pp = dx + ((size_t)n * k.L + j0 + t) * k.ldbc + r;
-        *pp = from_f<T>((k.ow ? 0.0f : to_f(*pp)) + v);
+        scan_put<T>(k, dx + ((size_t)n * k.L + j0 + t) * k.ldbc + r, v);
     }
 }
 
