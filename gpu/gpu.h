@@ -253,8 +253,8 @@ typedef struct {
     // backward outputs, ACCUMULATED (+=; see overwrite), any may be NULL; same orders and
     // strides as inputs; each direction of one call needs its own (asserted: a shared one would
     // be updated by two directions' blocks at once)
-    void *du, *dB, *dC, *dz;    // act; dz: (N, L, ldz) original order, like z (the Mamba layer
-                                // passes the gate half of dxz: no scanned-order dz, no scatter)
+    void *du, *dB, *dC;         // act. No dz: it needs the pre-gate y, which the Mamba layer
+                                // saves from the forward (mamba_gate_backward_gpu)
     void *dx_dt;                // like x_dt: dx_dt = ddelta_raw W_dt (fp32 sums, fixed order)
     float *dW_dt;               // (E, R): ddelta_raw^T x_dt
     float *ddelta;              // (N, L, E) f32: the gradient of delta_raw (x_dt W_dt^T), for
@@ -269,7 +269,7 @@ typedef struct {
     int ndir;                   // 1..3 entries of dir[] used
     int R;                      // columns of x_dt (dt rank, 1..SCAN_RMAX)
     int overwrite;              // backward: du, dB, dC, dx_dt, ddelta written (=), not added, so
-                                // the caller need not zero them; dz, dA_log, dD, ddelta_bias,
+                                // the caller need not zero them; dA_log, dD, ddelta_bias,
                                 // dW_dt are added
     scan_dir_gpu_t dir[3];
 } scan_gpu_t;
@@ -289,6 +289,16 @@ void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *st
 // dy: (N, L, E) original order (the gradient of y, shared by all directions).
 void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *states,
                                  void *workspace, const scan_gpu_t *s);
+
+// The Mamba gate in original token order, n rows: G = Y * silu(z) and its backward
+// dz = dG * Y * silu'(z), Y being the pre-gate output summed over the directions (the layer's
+// forward scans with z = NULL and saves Y, as mamba_ssm saves `out`; G is formed from it for
+// out_proj). xz, dxz: (n, 2E) rows [x | z]; the backward writes dxz's z half and zeroes its x
+// half (the conv backward then accumulates there: no memset), and G again where G is not
+// NULL (dW_out needs it). Y, G, dG: (n, E). All act.
+void mamba_gate_forward_gpu(gpu_ctx_t *g, void *G, const void *Y, const void *xz, size_t n, int E);
+void mamba_gate_backward_gpu(gpu_ctx_t *g, void *dxz, void *G, const void *dG, const void *Y,
+                             const void *xz, size_t n, int E);
 
 // The whole ToM MambaLayer (common/nn/mamba_layer.h) on the GPU, token-major: x, y, dx, dy
 // (N, L, C) act. m: offsets (elements) into the device parameter buffer: params (f32 master:
@@ -382,13 +392,13 @@ const char *gpu_kind_name(int kind);
 void gpu_model_profile_step(gpu_model_t *gm, const float *x, const uint8_t *labels, long step,
                             double ms[GPU_KIND_COUNT], double *total_ms);
 // The selective scans of one training step replayed alone (same shapes, every ToM layer, all
-// three directions, forward then backward) on random inputs: ms of the forward and the
-// backward scans per replay, median of n after warm.
+// three directions, forward then backward, each with the layer's gate pass: the work of
+// mamba_ssm's scan with z) on random inputs: ms of the forward and the backward scans per
+// replay, median of n after warm.
 void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, double *bwd_ms);
 // The Mamba layers' bucket split by part (mamba_layer.cu marks each part, model_bench.cu names
-// them): forward, the backward's recomputes (rc) and the backward proper. The gate z * SiLU(z)
-// is fused into the scans, and so is dz's add into dxz at pi(j); "zeroing" is the backward's
-// gradient memsets.
+// them): forward, the backward's recomputes (rc) and the backward proper. The gate Y * SiLU(z)
+// and its backward are their own part (gate); "zeroing" is the backward's gradient memsets.
 typedef enum {
     GPU_MPART_LN_FWD = 0, GPU_MPART_LN_RC, GPU_MPART_LN_BWD,
     GPU_MPART_IN_FWD, GPU_MPART_IN_RC, GPU_MPART_IN_BWD,
@@ -396,6 +406,7 @@ typedef enum {
     GPU_MPART_XPROJ_FWD, GPU_MPART_XPROJ_BWD,
     GPU_MPART_SCAN_FWD, GPU_MPART_SCAN_BWD,
     GPU_MPART_OUT_FWD, GPU_MPART_OUT_BWD,
+    GPU_MPART_GATE,
     GPU_MPART_ZERO,
     GPU_MPART_COUNT
 } gpu_mpart_t;

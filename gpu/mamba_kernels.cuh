@@ -109,7 +109,7 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 struct scan_kdir {
     const void *u, *xdt, *B, *C, *z;
     const float *Wdt, *A_log, *D, *bias;
-    void *du, *dB, *dC, *dz, *dxdt;
+    void *du, *dB, *dC, *dxdt;
     float *dWdt, *ddelta, *dA_log, *dD, *dbias;
     int order;
 };

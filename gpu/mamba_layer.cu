@@ -5,21 +5,25 @@ of common/nn/mamba_layer.c (architecture.md §5.4-5.6).
 
 Forward:  T = LN(x); xz = T W_in^T (N, L, 2E); per direction k: u_k = SiLU(conv_k(x[pi_k]))
           (order fused into the conv load), x_dbl_k = u_k W_x^T; then ONE scan of the three
-          directions (one summary and one carry launch over all three, three emits summing G
-          in the fixed order =, +=, +=), the dt projection delta_k = x_dbl_k[:R] W_dt^T fused
-          into it (fp32, never stored); G = sum_k unpermute(gated y_k); y = G W_out^T. The
-          three u sets sit over T's dead bytes and stay below the backward's scratch.
-Saved:    G, the three x_dbl_k (row stride R + 32 rounded up to 8: 63 MB at level 0 of M; the
+          directions (one summary and one carry launch over all three, three emits summing
+          the pre-gate Y = sum_k unpermute(y_k) in the fixed order =, +=, +=), the dt
+          projection delta_k = x_dbl_k[:R] W_dt^T fused into it (fp32, never stored);
+          G = Y SiLU(z) (mamba_gate.cu: z is shared by the directions, so this is the sum of
+          the gated y_k); y = G W_out^T. The three u sets sit over T's dead bytes (G over the
+          first once the scan is done) and stay below the backward's scratch.
+Saved:    Y (the pre-gate sum: dz = dG Y SiLU'(z) needs it, G is formed from it again), the
+          three x_dbl_k (row stride R + 32 rounded up to 8: 63 MB at level 0 of M; the
           x_proj GEMM's recompute cost 0.68 ms a step) and the scan's chunk-boundary states.
           Everything else is recomputed in the backward by the same kernels / GEMM plans on the
           same inputs (bit-identical): the LayerNorm, xz (one GEMM) and u_k (issue 5's Memory
           paragraph).
-Backward: T = LN(x), xz = T W_in^T; dG = dy W_out; then one direction at a time (buffers
-          reused): recompute u_k; scan backward, which also runs the dt_proj backward
-          from its fp32 ddelta (dx_dbl[:R] and dW_dt with the fp32 master W_dt; ddelta never
-          goes to memory); x_proj GEMM backward; conv backward (SiLU recomputed) into dxz at
-          pi_k; the scan backward adds dz_k into dxz[E:] at pi_k itself; then, with the T kept
-          from the start, dT = dxz W_in, dW_in, LN backward.
+Backward: T = LN(x), xz = T W_in^T; dG = dy W_out; one pass forms dz = dG Y SiLU'(z) into
+          dxz[E:], zeroes dxz[:E] and forms G = Y SiLU(z) again for dW_out; then one direction at a
+          time (buffers reused): recompute u_k; scan backward (gout = dG SiLU(z) inside, no
+          dz), which also runs the dt_proj backward from its fp32 ddelta (dx_dbl[:R] and
+          dW_dt with the fp32 master W_dt; ddelta never goes to memory); x_proj GEMM backward;
+          conv backward (SiLU recomputed) into dxz[:E] at pi_k; then, with the T kept from the
+          start, dT = dxz W_in, dW_in, LN backward.
 Precision: delta (the step size) and ddelta are fp32 in both modes (architecture.md §8).
 Parameters: offsets of mamba_layer_t into the device buffers; GEMM weights are read from the
 act-type copy (bf16 in bf16 mode), everything else (W_dt too: the scan's) from the fp32 master.
@@ -83,7 +87,7 @@ static scan_gpu_t scan_desc(const mamba_layer_t *m, int N, size_t L, int ndir)
 }
 
 // Views of `saved`.
-struct saved_v { void *G; float *states; void *xdbl3[3]; };
+struct saved_v { void *Y; float *states; void *xdbl3[3]; };
 
 static saved_v saved_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *m, int N, size_t L,
                            size_t *total)
@@ -92,7 +96,7 @@ static saved_v saved_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *
     const scan_gpu_t s3 = scan_desc(m, N, L, 3);
     bump b = { (char *)base, 0 };
     saved_v v;
-    v.G = b.take(d.NL * d.E * d.act);
+    v.Y = b.take(d.NL * d.E * d.act);
     v.states = (float *)b.take(selective_scan_states_bytes(&s3));
     for (int k = 0; k < 3; k++) v.xdbl3[k] = b.take(d.NL * d.ldp * d.act);
     if (total) *total = b.off;
@@ -101,17 +105,21 @@ static saved_v saved_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *
 
 // Views of `scratch` for the forward (fw = 1) or the backward (fw = 0).
 // Forward: xz, then one region for two phases: T, mean, rstd (dead once xz is written), then
-// the three directions' u and the forward scan workspace (chunk sums only).
+// the three directions' u and the forward scan workspace (chunk sums only); G goes over the
+// first u once the scan is done.
 // This is smaller than the backward's scratch: running the three directions as one scan
 // costs no peak memory.
 // Backward: xz, dG, dxz and T = LN(x) with its mean, rstd (recomputed once, for xz, and kept
 // for dW_in and the LN backward: 27 MB at level 0 of M instead of a second LayerNorm) live
-// through the whole call; behind them ONE region serves two phases in turn (stream order
+// through the whole call; behind them ONE region serves three phases in turn (stream order
 // separates them):
+//   out_proj   G (for dW_out), over u
 //   direction  u, du, dxdbl, ws
 //   end        dT
 struct scratch_v {
     void *T, *u, *xz, *ws;                  // both directions of use (forward: direction 0's)
+    void *G;                                // the gated output (over u, after the scan / before
+                                            // the directions)
     void *u3[3];                            // forward: the three directions' u
     float *mean, *rstd;
     void *dG, *dxz, *dT, *du, *dxdbl;       // backward, act
@@ -136,7 +144,7 @@ static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer
         const size_t front_end = b.off;
         b.off = region;
         for (int k = 0; k < 3; k++) v.u3[k] = b.take(nle);
-        v.u = v.u3[0];
+        v.u = v.G = v.u3[0];
         v.ws = b.take(selective_scan_forward_workspace_bytes(&s3));
         if (b.off < front_end) b.off = front_end;
         if (total) *total = b.off;
@@ -153,7 +161,7 @@ static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer
     const size_t end_phase = b.off;
     // direction phase, over the same bytes
     b.off = region;
-    v.u = b.take(nle);
+    v.u = v.G = b.take(nle);
     v.du = b.take(nle);
     v.dxdbl = b.take(d.NL * d.ldp * d.act);
     v.ws = b.take(selective_scan_workspace_bytes(&s));
@@ -194,8 +202,9 @@ static void direction_conv(gpu_ctx_t *g, void *u, const void *xz, const float *p
 }
 
 // The scan of direction k alone, forward inputs set: u; x_dt, B and C from x_dbl_k with the
-// fp32 master W_dt (the fused dt projection); the gate z = xz[:, E:]; direction k's A_log, D
-// and delta bias. The backward adds the gradient pointers.
+// fp32 master W_dt (the fused dt projection); the gate z = xz[:, E:] (the backward's gout =
+// dy SiLU(z); the forward clears it and emits the pre-gate y); direction k's A_log, D and
+// delta bias. The backward adds the gradient pointers.
 static scan_gpu_t direction_scan(const mamba_layer_t *m, const layer_dims &d, int N, size_t L,
                                  int k, const void *u, const void *xdbl, const void *xz,
                                  const float *params)
@@ -252,12 +261,15 @@ void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, 
         linear_forward_gpu(g, sv.xdbl3[k], w.u3[k], wptr(params_act, m->x_proj[k], d.act), NULL, xs);
         const scan_gpu_t s = direction_scan(m, d, N, L, k, w.u3[k], sv.xdbl3[k], w.xz, params);
         s3.dir[k] = s.dir[0];
+        s3.dir[k].z = NULL;                         // Y ungated: saved for the backward's dz
     }
     gpu_mark(g, GPU_MPART_SCAN_FWD);
-    selective_scan_forward_gpu(g, sv.G, 0, sv.states, w.ws, &s3);
+    selective_scan_forward_gpu(g, sv.Y, 0, sv.states, w.ws, &s3);
+    gpu_mark(g, GPU_MPART_GATE);
+    mamba_gate_forward_gpu(g, w.G, sv.Y, w.xz, d.NL, d.E);
     linear_shape_t out = { .N = N, .Cin = d.E, .Cout = d.C, .L = L, .x_nstride = 0, .y_nstride = 0 };
     gpu_mark(g, GPU_MPART_OUT_FWD);
-    linear_forward_gpu(g, y, sv.G, wptr(params_act, m->out_proj, d.act), NULL, out);
+    linear_forward_gpu(g, y, w.G, wptr(params_act, m->out_proj, d.act), NULL, out);
     gpu_mark(g, GPU_MPART_END);
 }
 
@@ -274,23 +286,26 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
 
     // T = LN(x) and xz again (T, mean, rstd kept for the end)
     layer_front(g, w.xz, w.T, w.mean, w.rstd, x, params, pa, m, d, N, L, 1);
-    // y = G W_out^T: dG = dy W_out, dW_out += dy^T G
+    // y = G W_out^T: dG = dy W_out; then one pass forms dz = dG Y SiLU'(z) into dxz[:, E:]
+    // (dxz[:, :E] zeroed for the conv backward's sums) and G = Y SiLU(z) again; dW_out += dy^T G
     gpu_mark(g, GPU_MPART_ZERO);
     gpu_memset(g, w.dG, 0, nle);
     gpu_mark(g, GPU_MPART_OUT_BWD);
     linear_shape_t out = { .N = N, .Cin = d.E, .Cout = d.C, .L = L, .x_nstride = 0, .y_nstride = 0 };
-    linear_backward_gpu(g, w.dG, dparams + m->out_proj, NULL, dy, sv.G,
+    linear_backward_gpu(g, w.dG, NULL, NULL, dy, NULL, wptr(pa, m->out_proj, d.act), out);
+    gpu_mark(g, GPU_MPART_GATE);
+    mamba_gate_backward_gpu(g, w.dxz, w.G, w.dG, sv.Y, w.xz, d.NL, d.E);
+    gpu_mark(g, GPU_MPART_OUT_BWD);
+    linear_backward_gpu(g, NULL, dparams + m->out_proj, NULL, dy, w.G,
                         wptr(pa, m->out_proj, d.act), out);
 
-    gpu_mark(g, GPU_MPART_ZERO);
-    gpu_memset(g, w.dxz, 0, 2 * nle);
     const scan_gpu_t s3 = scan_desc(m, N, L, 3);
     for (int k = 0; k < 3; k++) {
         direction_conv(g, w.u, w.xz, params, m, d, N, L, k, 1);
 
         // du and all of dx_dbl are written by the scan (overwrite: no zeroing): dB, dC, and
         // dx_dbl[:, :R] from the fused dt_proj backward (in fp32 with the fp32 master W_dt),
-        // which adds dW_dt too; dz is added into dxz (zeroed above)
+        // which adds dW_dt too
         scan_gpu_t s = direction_scan(m, d, N, L, k, w.u, sv.xdbl3[k], w.xz, params);
         s.overwrite = 1;
         scan_dir_gpu_t *sd = &s.dir[0];
@@ -299,7 +314,6 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
         sd->dW_dt = dparams + m->dt_w[k];
         sd->dB = (char *)w.dxdbl + (size_t)d.R * d.act;
         sd->dC = (char *)w.dxdbl + ((size_t)d.R + SCAN_NS) * d.act;
-        sd->dz = (char *)w.dxz + (size_t)d.E * d.act;     // the gate half of dxz, at pi_k
         sd->dA_log = dparams + m->A_log[k];
         sd->dD = dparams + m->D[k];
         sd->ddelta_bias = dparams + m->dt_b[k];

@@ -125,6 +125,7 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
     char *xd = (char *)gpu_malloc(g, nlp * es, "scan bench x_dbl");
     char *xz = (char *)gpu_malloc(g, 2 * nle * es, "scan bench xz");
     char *y = (char *)gpu_malloc(g, nle * es, "scan bench y / dy");
+    char *gy = (char *)gpu_malloc(g, nle * es, "scan bench G");
     char *du = (char *)gpu_malloc(g, nle * es, "scan bench du");
     char *dxz = (char *)gpu_malloc(g, 2 * nle * es, "scan bench dxz");
     char *dxd = (char *)gpu_malloc(g, nlp * es, "scan bench dx_dbl");
@@ -150,19 +151,25 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
     for (int r = 0; r < warm + n; r++) {
         gpu_timer_start(tf);
         for (int i = 0; i < nt; i++) {
-            // as mamba_layer_forward_gpu: the three directions in one call, summed into y
+            // as mamba_layer_forward_gpu: the three directions in one call, the pre-gate y
+            // summed, then the gate (the work of mamba_ssm's scan with z)
             scan_gpu_t s3 = scan_of(&toms[i], N, 3);
-            const size_t NLE = (size_t)N * toms[i].L * toms[i].t.E;
-            for (int k = 0; k < 3; k++)
+            const size_t NL = (size_t)N * toms[i].L, NLE = NL * toms[i].t.E;
+            for (int k = 0; k < 3; k++) {
                 s3.dir[k] = dir_scan(&toms[i], N, k, es, u + k * NLE * es, Wdt, xd, xz, A_log, D,
                                      bias).dir[0];
+                s3.dir[k].z = NULL;
+            }
             selective_scan_forward_gpu(g, y, 0, states, wsp, &s3);
+            mamba_gate_forward_gpu(g, gy, y, xz, NL, toms[i].t.E);
         }
         gpu_timer_stop(tf);
         gpu_timer_start(tb);
         for (int i = 0; i < nt; i++) {
-            // as mamba_layer_backward_gpu: one direction at a time, the dt_proj backward fused
+            // as mamba_layer_backward_gpu: dz (and G again, into du here) from the saved pre-gate
+            // y (here gy), then one direction at a time, the dt_proj backward fused
             scan_gpu_t s3 = scan_of(&toms[i], N, 3);
+            mamba_gate_backward_gpu(g, dxz, du, y, gy, xz, (size_t)N * toms[i].L, toms[i].t.E);
             for (int k = 0; k < 3; k++) {
                 scan_gpu_t s = dir_scan(&toms[i], N, k, es, u, Wdt, xd, xz, A_log, D, bias);
                 s.overwrite = 1;
@@ -171,7 +178,6 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
                 sd->dx_dt = dxd; sd->dW_dt = dWdt;
                 sd->dB = dxd + (size_t)toms[i].t.R * es;
                 sd->dC = dxd + ((size_t)toms[i].t.R + toms[i].t.NS) * es;
-                sd->dz = dxz + (size_t)toms[i].t.E * es;    // the gate half, at pi(j)
                 sd->dA_log = dA; sd->dD = dD; sd->ddelta_bias = dbias;
                 selective_scan_backward_gpu(g, y, states + selective_scan_dir_states(&s3, k), wsp,
                                             &s);
@@ -189,7 +195,7 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
     free(b);
     gpu_timer_free(&tf);
     gpu_timer_free(&tb);
-    void *bufs[] = { u, xd, xz, y, du, dxz, dxd, states, wsp, par };
+    void *bufs[] = { u, xd, xz, y, gy, du, dxz, dxd, states, wsp, par };
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) gpu_free(g, bufs[i]);
 }
 
@@ -201,9 +207,10 @@ const char *gpu_mpart_name(int part)
         "in_proj GEMM fwd", "in_proj GEMM recompute (bwd: xz)", "in_proj GEMM bwd (dT, dW_in)",
         "conv1d + SiLU fwd (3 directions)", "conv1d + SiLU recompute (bwd)", "conv1d + SiLU bwd",
         "x_proj GEMM fwd", "x_proj GEMM bwd",
-        "selective scan fwd (3 directions, dt_proj, gate, sum)",
-        "selective scan bwd (3 launches, dt_proj, gate)",
+        "selective scan fwd (3 directions, dt_proj, sum)",
+        "selective scan bwd (3 launches, dt_proj)",
         "out_proj GEMM fwd", "out_proj GEMM bwd (dG, dW_out)",
+        "gate Y SiLU(z): G fwd, G again + dz bwd",
         "zeroing gradient buffers (bwd memsets)" };
     return part >= 0 && part < GPU_MPART_COUNT ? names[part] : "?";
 }

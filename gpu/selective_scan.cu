@@ -42,13 +42,13 @@ scan_k scan_kernel_args(const gpu_ctx_t *g, const scan_gpu_t *s)
         ASSERT(a->order != TOM_SLICE || s->L % k.nslices == 0);
         ASSERT(!a->z || s->ldz >= (size_t)s->E);
         ASSERT(s->ldbc >= SCAN_NS);
-        // one launch updates all directions at once: outputs shared between two of them (dz
-        // into one dxz, say) would race, so each direction needs its own
+        // one launch updates all directions at once: outputs shared between two of them
+        // would race, so each direction needs its own
         for (int e = 0; e < d; e++) {
             const scan_dir_gpu_t *b = &s->dir[e];
-            const void *oa[] = { a->du, a->dB, a->dC, a->dz, a->ddelta, a->dA_log, a->dD,
+            const void *oa[] = { a->du, a->dB, a->dC, a->ddelta, a->dA_log, a->dD,
                                  a->ddelta_bias, a->dx_dt, a->dW_dt };
-            const void *ob[] = { b->du, b->dB, b->dC, b->dz, b->ddelta, b->dA_log, b->dD,
+            const void *ob[] = { b->du, b->dB, b->dC, b->ddelta, b->dA_log, b->dD,
                                  b->ddelta_bias, b->dx_dt, b->dW_dt };
             for (size_t i = 0; i < sizeof oa / sizeof *oa; i++)
                 ASSERT(!oa[i] || oa[i] != ob[i]);
@@ -56,7 +56,7 @@ scan_k scan_kernel_args(const gpu_ctx_t *g, const scan_gpu_t *s)
         scan_kdir *o = &k.d[d];
         o->u = a->u; o->B = a->B; o->C = a->C; o->z = a->z;
         o->A_log = a->A_log; o->D = a->D; o->bias = a->delta_bias;
-        o->du = a->du; o->ddelta = a->ddelta; o->dB = a->dB; o->dC = a->dC; o->dz = a->dz;
+        o->du = a->du; o->ddelta = a->ddelta; o->dB = a->dB; o->dC = a->dC;
         o->dA_log = a->dA_log; o->dD = a->dD; o->dbias = a->ddelta_bias;
         o->xdt = a->x_dt; o->Wdt = a->W_dt; o->dxdt = a->dx_dt; o->dWdt = a->dW_dt;
         o->order = (int)a->order;

@@ -12,8 +12,8 @@ lambda_{j+1} is the same kind of linear recurrence run in reverse, so
      current one is scanned), one lane per (channel, state), two channels per warp:
      recompute the chunk's 32 states in registers from the saved entering state, then walk
      back with lambda from Lambda_c and form every gradient. Sums over the 16 states
-     (sum lam B for du and ddelta, sum A lam a h_prev for ddelta, the pre-gate y for dz) are
-     one transposing butterfly per 4 tokens; the sums over
+     (sum lam B for du and ddelta, sum A lam a h_prev for ddelta) are one transposing
+     butterfly per 4 tokens; the sums over
      channels (dB, dC) stay in registers per lane across a warp's channels and meet in a
      fixed warp order at the chunk's end; dA, dD, ddelta_bias get per-chunk partials. Where
      the chunks alone give too few blocks (the small levels: L = 64..4096 with E = 192..768),
@@ -26,6 +26,10 @@ lambda_{j+1} is the same kind of linear recurrence run in reverse, so
   4. column sums of the partials over the chunks in a fixed order (dA_log = dA * A): all four
      in one launch over row ranges, then one pass over the ranges
 Nothing uses atomics: the result is bit-reproducible. gout = dy(pi(j)) * silu(z(pi(j))).
+There is no dz: it needs the pre-gate y = sum_s C h + D u, a third sum over the states in the
+walk (~5 of its ~31 instructions per lane-step) and a read-modify-write of dz at pi(j) per
+direction. The Mamba layer saves the forward's pre-gate sum over the three directions instead
+(as mamba_ssm saves `out`) and forms dz from it elementwise (mamba_gate.cu), once for all three.
 */
 #include "gpu_internal.h"
 #include "mamba_kernels.cuh"
@@ -112,31 +116,30 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
 // ----------------------------------------------------------------------------
 // 3. main backward kernel
 
-// Sums over the 16 lanes of each half-warp (the states) of 12 values per lane: the three
-// per-state sums (lam B, A lam a h_prev, C h) of 4 tokens, v[3k + q] = value q of token k. A
-// transposing butterfly: at each level a lane keeps half of its values and sends the other
-// half to its partner (lane ^ 8, ^4, ^2, ^1), so 12 + 6 + 3 + 2 values cost 6 + 3 + 2 + 1 = 12
-// shuffles (5 per token before). Afterwards the lane with state index s holds the sum of value
-// q = s & 3 of token k = s >> 2, for q < 3 (lanes with s & 3 == 3 hold 0). Fixed order.
-__device__ __forceinline__ float reduce12_16(const float (&v)[12], int s)
+// Sums over the 16 lanes of each half-warp (the states) of 8 values per lane: the two per-state
+// sums (lam B, A lam a h_prev) of 4 tokens, v[2k + q] = value q of token k. A transposing
+// butterfly: at each level a lane keeps half of its values and sends the other half to its
+// partner (lane ^ 8, ^4, ^2), so 8 + 4 + 2 values cost 4 + 2 + 1 shuffles, and one more (^1)
+// adds the two half-sums of the last value: 8 shuffles per 4 tokens. Afterwards the lanes with
+// state index s and s ^ 1 both hold the sum of value q = (s >> 1) & 1 of token k = s >> 2.
+// Fixed order.
+__device__ __forceinline__ float reduce8_16(const float (&v)[8], int s)
 {
-    const bool b3 = s & 8, b2 = s & 4, b1 = s & 2, b0 = s & 1;
-    float w[6], x[3];
+    const bool b3 = s & 8, b2 = s & 4, b1 = s & 2;
+    float w[4], x[2];
 #pragma unroll
-    for (int j = 0; j < 6; j++) {                   // keep values 6*b3 + j
-        const float send = b3 ? v[j] : v[j + 6], keep = b3 ? v[j + 6] : v[j];
+    for (int j = 0; j < 4; j++) {                   // keep values 4*b3 + j
+        const float send = b3 ? v[j] : v[j + 4], keep = b3 ? v[j + 4] : v[j];
         w[j] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
     }
 #pragma unroll
-    for (int j = 0; j < 3; j++) {                   // keep values 6*b3 + 3*b2 + j
-        const float send = b2 ? w[j] : w[j + 3], keep = b2 ? w[j + 3] : w[j];
+    for (int j = 0; j < 2; j++) {                   // keep values 4*b3 + 2*b2 + j
+        const float send = b2 ? w[j] : w[j + 2], keep = b2 ? w[j + 2] : w[j];
         x[j] = keep + __shfl_xor_sync(0xffffffffu, send, 4);
     }
-    // 3 -> 2 per lane: b1 = 0 keeps q = 0, 1; b1 = 1 keeps q = 2 and an empty slot
-    const float y0 = (b1 ? x[2] : x[0]) + __shfl_xor_sync(0xffffffffu, b1 ? x[0] : x[2], 2);
-    const float y1 = (b1 ? 0.0f : x[1]) + __shfl_xor_sync(0xffffffffu, b1 ? x[1] : 0.0f, 2);
-    // 2 -> 1: b0 = 0 keeps y0 (q = 0 or 2), b0 = 1 keeps y1 (q = 1, or the empty slot)
-    return (b0 ? y1 : y0) + __shfl_xor_sync(0xffffffffu, b0 ? y0 : y1, 1);
+    // keep value 4*b3 + 2*b2 + b1: the sum over the 8 lanes that share s & 1, then both halves
+    const float y = (b1 ? x[1] : x[0]) + __shfl_xor_sync(0xffffffffu, b1 ? x[0] : x[1], 2);
+    return y + __shfl_xor_sync(0xffffffffu, y, 1);
 }
 
 // *pp gets v: stored (k.ow) or added
@@ -159,17 +162,16 @@ __device__ __forceinline__ void dbc_put(const scan_k &k, T *dB, T *dC, size_t ro
 // The chunk's channels are walked in groups of BWD_EG. Per group, three phases:
 //   pre:  threads over (token, channel), channels fastest: the group's u, dy, z (the last two at
 //         pi(j), whose row index is computed once per token per chunk), already in shared
-//         memory (bwd_stage), and delta_raw from the staged x_dt -> dt, u, gout, softplus' and
-//         the dz factor in shared; nothing is reloaded later
+//         memory (bwd_stage), and delta_raw from the staged x_dt -> dt, u, gout and softplus'
+//         in shared; nothing is reloaded later
 //   scan: lanes over (channel of a pair, state), reading shared only: the forward recompute
 //         keeps the chunk's 32 states in registers; the backward keeps dB / dC in registers
 //         per lane across all of the warp's pairs (flushed once per chunk, not a shared
-//         read-modify-write per step) and reduces the 3 state sums once per 4 tokens. Before
+//         read-modify-write per step) and reduces the 2 state sums once per 4 tokens. Before
 //         it starts, the next group's raw inputs are requested with cp.async, so their loads
 //         run under this group's scan and post phases instead of in front of its pre phase
-//   post: threads over (token, channel) again: du, ddelta, dz read-modify-written coalesced from
-//         the state sums the scan left in shared (dz at the token's original row pi(j), with
-//         z's stride); dD / dbias partials of the chunk
+//   post: threads over (token, channel) again: du and ddelta written coalesced from the state
+//         sums the scan left in shared; dD / dbias partials of the chunk
 // Summation orders are fixed (tokens descending, pairs in warp order, warps in order): two runs
 // are bit-identical.
 #define BWD_EG 16                                   // channels per group (8 pairs)
@@ -177,7 +179,7 @@ __device__ __forceinline__ void dbc_put(const scan_k &k, T *dB, T *dC, size_t ro
 // (R per token)
 __host__ __device__ __forceinline__ size_t bwd_part_floats(int R) { return (size_t)SCAN_T * (32 + R); }
 #define BWD_THREADS (32 * BWD_WARPS)
-#define BWD_FIN (3 * (BWD_EG + 1))                  // sfin row: 3 sums x 17 (bank spread)
+#define BWD_FIN (2 * (BWD_EG + 1))                  // sfin row: 2 sums x 17 (bank spread)
 
 // One channel group's raw inputs of a chunk, as stored: u, dy and z (at pi(j)).
 template <typename T> struct bwd_raw {
@@ -230,7 +232,8 @@ __global__ void __launch_bounds__(BWD_THREADS, 4)
 scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *Dp, float *bp,
               float *Wp, int egs, float *dbcp, int vec)
 {
-    // (B, C) and (dt, u, gout, dt u) packed: one 8- and one 16-byte shared load per step
+    // (B, C) and (dt, dt u, gout, u) packed: the walk's step reads one 8- and one 16-byte shared
+    // load, the recompute's one 4- and one 8-byte
     __shared__ float2 BC[SCAN_T][SCAN_NS];
     // the chunk-end dB / dC flush over the same bytes as the chunk's x_dt (the dt projection)
     // and its dx_dt sums, which live only while the groups run
@@ -238,9 +241,8 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
         float bc[BWD_WARPS][SCAN_T][32];                // per warp: dB (lanes 0-15), dC (16-31)
         struct { float x[SCAN_RMAX][SCAN_T], dx[SCAN_T][SCAN_RMAX]; } dt;   // x as scan_stage_xdt
     } un;
-    __shared__ float4 pre[SCAN_T][BWD_EG];              // dt, u, gout, dt u
+    __shared__ float4 pre[SCAN_T][BWD_EG];              // dt, dt u, gout, u
     __shared__ float dsps[SCAN_T][BWD_EG];              // d softplus / d raw, then ddelta_raw
-    __shared__ float gzs[SCAN_T][BWD_EG];               // dz = ypre * gz
     __shared__ float sfin[SCAN_T][BWD_FIN];             // [t][q * 17 + ch]: state sums (post)
     __shared__ float sred[2][BWD_THREADS / BWD_EG][BWD_EG];
     __shared__ size_t srow[SCAN_T];                     // n L + pi(j0 + t): dy / z row
@@ -251,11 +253,23 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
     const int tn = (int)min((size_t)SCAN_T, k.L - j0);
     const int w = threadIdx.x / 32, lane = threadIdx.x & 31, s = lane & 15, el = lane >> 4;
     {
+        // every load of the thread's B / C elements issued before the first store: a load after
+        // a shared store may not move above it (the pointers could alias), and one round trip
+        // per element was ~2 % of the kernel's stall samples (ncu, level 0)
         const T *B = (const T *)P.B, *C = (const T *)P.C;
-        for (int i = threadIdx.x; i < SCAN_T * SCAN_NS; i += blockDim.x) {
-            const int t = i / SCAN_NS, q = i % SCAN_NS;
+        constexpr int per = SCAN_T * SCAN_NS / BWD_THREADS;
+        T bv[per], cv[per];
+#pragma unroll
+        for (int j = 0; j < per; j++) {
+            const int i = threadIdx.x + j * BWD_THREADS, t = i / SCAN_NS, q = i % SCAN_NS;
             const size_t r = ((size_t)n * k.L + j0 + t) * k.ldbc + q;
-            BC[t][q] = t < tn ? make_float2(to_f(B[r]), to_f(C[r])) : make_float2(0.0f, 0.0f);
+            bv[j] = t < tn ? B[r] : from_f<T>(0.0f);
+            cv[j] = t < tn ? C[r] : from_f<T>(0.0f);
+        }
+#pragma unroll
+        for (int j = 0; j < per; j++) {
+            const int i = threadIdx.x + j * BWD_THREADS;
+            BC[i / SCAN_NS][i % SCAN_NS] = make_float2(to_f(bv[j]), to_f(cv[j]));
         }
         scan_chunk_rows(srow, k, P.order, n, j0, tn);
         scan_stage_xdt<T>(&un.dt.x[0][0], k, P, n, j0, tn);
@@ -263,7 +277,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
     }
 
     const T *z = (const T *)P.z;
-    T *du = (T *)P.du, *dz = (T *)P.dz;
+    T *du = (T *)P.du;
     float *ddl = P.ddelta;
     const size_t prow = ((size_t)blockIdx.y * k.nch + c) * k.E;
     // this thread's (token row, channel) slots in the pre/post phases: fixed channel cc
@@ -278,7 +292,24 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
     const int e_end = min(k.E, ((int)blockIdx.z + 1) * egs);
     __syncthreads();                                // srow
     bwd_stage<T>(raw, k, P, dy, srow, n, j0, tn, blockIdx.z * egs, vec);
+    // the warp's pairs of a group are p = w + i BWD_WARPS, i < PPW; each one's A_log, entering
+    // state and entering adjoint (global) are loaded one pair ahead -- the first at the group's
+    // start, under its pre phase -- instead of in front of the pair's recompute (a dependent
+    // round trip per pair: the kernel's top stall under ncu at level 0)
+    constexpr int PPW = BWD_EG / 2 / BWD_WARPS;
+    static_assert(PPW * 2 * BWD_WARPS == BWD_EG, "whole pairs per warp");
+    static_assert(SCAN_T * SCAN_NS % BWD_THREADS == 0, "whole B / C loads per thread");
+    float nxt_al, nxt_h0, nxt_lam;                  // the next pair's loads
+    auto pair_loads = [&](int e0, int i) {
+        const int e = e0 + 2 * (w + i * BWD_WARPS) + el;
+        const size_t sidx = (prow + e) * SCAN_NS + s;
+        const bool ok = e < k.E;
+        nxt_al = ok ? P.A_log[e * SCAN_NS + s] : 0.0f;
+        nxt_h0 = ok ? states[sidx] : 0.0f;
+        nxt_lam = ok ? lam_dA[sidx] : 0.0f;
+    };
     for (int e0 = blockIdx.z * egs; e0 < e_end; e0 += BWD_EG) {
+        pair_loads(e0, 0);
         const int e_t = e0 + cc;
         const float bias_t = e_t < k.E && P.bias ? P.bias[e_t] : 0.0f;
         // delta_raw of the thread's tokens t_first + q t_step (its W_dt row read once; rows past
@@ -291,7 +322,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
 #pragma unroll
         for (int q = 0; q < t_per; q++) {
             const int t = t_first + q * t_step;
-            float dt = 0.0f, ut = 0.0f, gout = 0.0f, dsp = 0.0f, gz = 0.0f;
+            float dt = 0.0f, ut = 0.0f, gout = 0.0f, dsp = 0.0f;
             if (t < tn && e_t < k.E) {
                 const float v = dr[q] + bias_t;
                 dt = softplus20_d<T>(v, dsp);
@@ -299,28 +330,28 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
                 const float dyt = to_f(raw.dy[t][cc]);
                 gout = dyt;
                 if (z) {
-                    const float zt = to_f(raw.z[t][cc]), sz = sigmoid_t<T>(zt);
-                    gout = dyt * (zt * sz);         // dy silu(z)
-                    gz = dyt * sz * (1.0f + zt * (1.0f - sz));   // dy silu'(z)
+                    const float zt = to_f(raw.z[t][cc]);
+                    gout = dyt * (zt * sigmoid_t<T>(zt));   // dy silu(z)
                 }
             }
             // dt u once per (token, channel), not per (token, channel, state) in the recompute:
             // the same product as before, so the states are bit-identical
-            pre[t][cc] = make_float4(dt, ut, gout, dt * ut);
+            pre[t][cc] = make_float4(dt, dt * ut, gout, ut);
             dsps[t][cc] = dsp;
-            gzs[t][cc] = gz;
         }
         __syncthreads();                            // pre written; raw free for the next group
         if (e0 + BWD_EG < e_end) bwd_stage<T>(raw, k, P, dy, srow, n, j0, tn, e0 + BWD_EG, vec);
 
-        for (int p = w; 2 * p < BWD_EG; p += BWD_WARPS) {
+#pragma unroll 1
+        for (int i = 0; i < PPW; i++) {                 // (one copy of the walk's code)
             // lane = (channel el of the pair, state s)
-            const int ce = 2 * p + el, e = e0 + ce;
+            const int ce = 2 * (w + i * BWD_WARPS) + el, e = e0 + ce;
             const bool e_ok = e < k.E;
-            const float A = e_ok ? -expf(P.A_log[e * SCAN_NS + s]) : 0.0f, A2 = A * LOG2E_F;
+            const float A = e_ok ? -expf(nxt_al) : 0.0f, A2 = A * LOG2E_F;
             const size_t sidx = (prow + e) * SCAN_NS + s;
-            const float h0 = e_ok ? states[sidx] : 0.0f;
-            float lam = e_ok ? lam_dA[sidx] : 0.0f;
+            const float h0 = nxt_h0;
+            float lam = nxt_lam;
+            if (i + 1 < PPW) pair_loads(e0, i + 1);
             // forward recompute of the states h[t] from the entering state (tokens t >= tn have
             // dt = u = B = 0: a = 1, h unchanged, no contribution). The decays are recomputed in
             // the backward walk rather than kept: a[32] next to h[32] and acc[32] took the kernel
@@ -330,15 +361,15 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
                 float hp = h0;
 #pragma unroll
                 for (int t = 0; t < SCAN_T; t++) {
-                    const float4 pv = pre[t][ce];
-                    hp = fmaf(scan_ex2(pv.x * A2, EXACT), hp, pv.w * BC[t][s].x);
+                    const float2 pv = *reinterpret_cast<const float2 *>(&pre[t][ce]);   // dt, dt u
+                    hp = fmaf(scan_ex2(pv.x * A2, EXACT), hp, pv.y * BC[t][s].x);
                     h[t] = hp;
                 }
             }
             float dA = 0.0f;
 #pragma unroll
             for (int g = SCAN_T / 4 - 1; g >= 0; g--) {
-                float v[12];                        // v[3k + q]: state sum q of token 4g + k
+                float v[8];                         // v[2k + q]: state sum q of token 4g + k
 #pragma unroll
                 for (int kk = 3; kk >= 0; kk--) {
                     const int t = 4 * g + kk;
@@ -350,19 +381,18 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
                     lam = fmaf(gout, Ct, lam);          // dL/dh_t, all paths
                     const float at = EXACT ? exp2_acc(dt * A2) : ex2_fast_again(dt * A2);
                     const float q = lam * Bt;           // du = dt sum q; ddt gets u sum q
-                    const float dBl = lam * pv.w, dCl = gout * h[t];
+                    const float dBl = lam * pv.y, dCl = gout * h[t];
                     lam *= at;                          // -> contribution to dL/dh_{t-1}
                     const float r = lam * hprev;        // lam_t a_t h_{t-1}
                     dA = fmaf(r, dt, dA);
-                    v[3 * kk + 0] = q;                  // -> du, ddt (post phase)
-                    v[3 * kk + 1] = A * r;              // -> ddt
-                    v[3 * kk + 2] = Ct * h[t];          // -> ypre
+                    v[2 * kk + 0] = q;                  // -> du, ddt (post phase)
+                    v[2 * kk + 1] = A * r;              // -> ddt
                     // dB over the pair's two channels on lanes 0-15, dC on lanes 16-31
                     const float other = __shfl_xor_sync(0xffffffffu, el ? dBl : dCl, 16);
                     acc[t] += (el ? dCl : dBl) + other;
                 }
-                const float x = reduce12_16(v, s);
-                if ((s & 3) != 3) sfin[4 * g + (s >> 2)][(s & 3) * (BWD_EG + 1) + ce] = x;
+                const float x = reduce8_16(v, s);
+                if (!(s & 1)) sfin[4 * g + (s >> 2)][((s >> 1) & 1) * (BWD_EG + 1) + ce] = x;
             }
             if (e_ok) lam_dA[sidx] = dA;
         }
@@ -375,7 +405,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             if (t >= tn || e_t >= k.E) continue;
             const size_t it = ((size_t)n * k.L + j0 + t) * k.E + e_t;
             const float4 pv = pre[t][cc];
-            const float ut = pv.y, gout = pv.z;
+            const float ut = pv.w, gout = pv.z;
             // state sums: sq = sum lam B, sa = sum A lam a h_prev -> du = dt sq (+ D gout),
             // ddelta = sa + u sq (times softplus' for the raw step)
             const float sq = sfin[t][cc], sa = sfin[t][(BWD_EG + 1) + cc];
@@ -383,11 +413,6 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             if (du) du[it] = from_f<T>((k.ow ? 0.0f : to_f(du[it])) + fmaf(De, gout, pv.x * sq));
             if (ddl) ddl[it] = (k.ow ? 0.0f : ddl[it]) + draw;
             dsps[t][cc] = draw;                     // (0 where t >= tn or e >= E, as dsp was)
-            if (z && dz) {                          // at pi(j), like z
-                const float ypre = fmaf(De, ut, sfin[t][2 * (BWD_EG + 1) + cc]);
-                T *pz = dz + srow[t] * k.ldz + e_t;
-                *pz = from_f<T>(to_f(*pz) + ypre * gzs[t][cc]);
-            }
             dDc = fmaf(gout, ut, dDc);
             dbc += draw;
         }

@@ -275,16 +275,17 @@ static void test_scan(int N, int E, size_t L, size_t ns, int rr)
     tl_to_cf(zc, in.xz, N, E, L, ldz, E);
     tl_to_cf(dyc, dy, N, E, L, E, 0);
     // backward initial values (same on both sides) and expected results (token-major)
-    float *du0[3], *dd0[3], *dz0[3], *dx0[3], *dA0[3], *dD0[3], *db0[3];
-    float *due[3], *dde[3], *dze[3], *dxe[3], *dAe[3], *dDe[3], *dbe[3];
+    float *du0[3], *dd0[3], *dx0[3], *dA0[3], *dD0[3], *db0[3];
+    float *due[3], *dde[3], *dxe[3], *dAe[3], *dDe[3], *dbe[3];
+    // dz summed over the directions, original order: what the layer's gate backward forms from
+    // the pre-gate sum Y (the scans themselves have no dz)
+    float *dzs = calloc(n, 4);
     // the dt projection's gradients dx_dbl[:R] and dW_dt on directions 0 and 2; direction 1
     // asks for neither, so its dx_dbl[:R] must stay as it was
     float *dW0[3], *dWe[3];
     const scan_shape_t ss = { .N = N, .E = E, .NS = NSt, .L = L, .bc_nstride = 0 };
     for (int k = 0; k < 3; k++) {
-        // dz: (N, L, ldz) original order like z, the gate half at columns [E, 2E) (the rest must
-        // stay as it was)
-        du0[k] = hrand(n, 0, 1); dd0[k] = hrand(n, 0, 1); dz0[k] = hrand(nl * ldz, 0, 1);
+        du0[k] = hrand(n, 0, 1); dd0[k] = hrand(n, 0, 1);
         dx0[k] = hrand(nl * pp, 0, 1);
         dA0[k] = hrand((size_t)E * NSt, 0, 1); dD0[k] = hrand(E, 0, 1); db0[k] = hrand(E, 0, 1);
         const tom_order_t o = (tom_order_t)k;
@@ -298,12 +299,10 @@ static void test_scan(int N, int E, size_t L, size_t ns, int rr)
         tom_unpermute_cpu(tmp, yk, N, E, L, o, ns);
         for (size_t i = 0; i < n; i++) Gc[i] += tmp[i];
 
-        float *du = xmalloc(n * 4), *dd = xmalloc(n * 4), *dz = xmalloc(n * 4);
+        float *du = xmalloc(n * 4), *dd = xmalloc(n * 4), *dz = calloc(n, 4);
         float *dB = xmalloc(nl * NSt * 4), *dC = xmalloc(nl * NSt * 4), *dA = calloc((size_t)E * NSt, 4);
         tl_to_cf(du, du0[k], N, E, L, E, 0);
         tl_to_cf(dd, dd0[k], N, E, L, E, 0);
-        tl_to_cf(tmp, dz0[k], N, E, L, ldz, E);
-        tom_permute_cpu(dz, tmp, N, E, L, o, ns);
         tl_to_cf(dB, dx0[k], N, NSt, L, pp, rr);
         tl_to_cf(dC, dx0[k], N, NSt, L, pp, rr + NSt);
         dDe[k] = hcopy(dD0[k], E);
@@ -311,7 +310,7 @@ static void test_scan(int N, int E, size_t L, size_t ns, int rr)
         tom_permute_cpu(dyp, dyc, N, E, L, o, ns);
         selective_scan_backward_cpu(du, dd, dA, dB, dC, dDe[k], dz, dbe[k], dyp, uc, dc, A, Bc, Cc,
                                     in.D[k], zp, in.bias[k], ss);
-        due[k] = xmalloc(n * 4); dde[k] = xmalloc(n * 4); dze[k] = hcopy(dz0[k], nl * ldz);
+        due[k] = xmalloc(n * 4); dde[k] = xmalloc(n * 4);
         dxe[k] = hcopy(dx0[k], nl * pp);
         dW0[k] = hrand((size_t)E * rr, 0, 1);
         dWe[k] = hcopy(dW0[k], (size_t)E * rr);
@@ -339,7 +338,8 @@ static void test_scan(int N, int E, size_t L, size_t ns, int rr)
         cf_to_tl(due[k], du, N, E, L, E, 0);
         cf_to_tl(dde[k], dd, N, E, L, E, 0);
         tom_unpermute_cpu(tmp, dz, N, E, L, o, ns);
-        cf_to_tl(dze[k], tmp, N, E, L, ldz, E);
+        cf_to_tl(yk, tmp, N, E, L, E, 0);
+        for (size_t i = 0; i < n; i++) dzs[i] += yk[i];
         cf_to_tl(dxe[k], dB, N, NSt, L, pp, rr);
         cf_to_tl(dxe[k], dC, N, NSt, L, pp, rr + NSt);
         dAe[k] = hcopy(dA0[k], (size_t)E * NSt);
@@ -371,7 +371,6 @@ static void test_scan(int N, int E, size_t L, size_t ns, int rr)
         d->delta_bias = bufs[nb++] = dev_f32(in.bias[k], E);
         d->du = bufs[nb++] = dev_act(du0[k], n);
         d->ddelta = bufs[nb++] = dev_f32(dd0[k], n);
-        d->dz = (char *)(bufs[nb++] = dev_act(dz0[k], nl * ldz)) + (size_t)E * asz();
         void *dxd = bufs[nb++] = dev_act(dx0[k], nl * pp);
         d->dB = (char *)dxd + rr * asz();
         d->dC = (char *)dxd + (rr + NSt) * asz();
@@ -397,7 +396,6 @@ static void test_scan(int N, int E, size_t L, size_t ns, int rr)
     for (int k = 0; k < 3; k++) {
         scan_dir_gpu_t *d = &s.dir[k];
         float *a = get_act(d->du, n), *b = get_f32(d->ddelta, n);
-        float *c = get_act((char *)d->dz - (size_t)E * asz(), nl * ldz);
         float *x = get_act((char *)d->dB - rr * asz(), nl * pp);
         float *dA = get_f32(d->dA_log, (size_t)E * NSt), *dD = get_f32(d->dD, E);
         float *db = get_f32(d->ddelta_bias, E);
@@ -405,19 +403,6 @@ static void test_scan(int N, int E, size_t L, size_t ns, int rr)
         char t[64];
         snprintf(t, sizeof t, "scan %s du", nm[k]);    CLOSE(t, a, due[k], n, rtol_scan());
         snprintf(t, sizeof t, "scan %s ddelta", nm[k]); CLOSE(t, b, dde[k], n, rtol_scan());
-        {   // dz: the gate half close, the other half of each row untouched (bit for bit)
-            float *got = xmalloc(n * 4), *want = xmalloc(n * 4);
-            int kept = 1;
-            for (size_t r = 0; r < nl; r++)
-                for (int e = 0; e < E; e++) {
-                    got[r * E + e] = c[r * ldz + E + e];
-                    want[r * E + e] = dze[k][r * ldz + E + e];
-                    kept &= c[r * ldz + e] == dze[k][r * ldz + e];
-                }
-            snprintf(t, sizeof t, "scan %s dz", nm[k]); CLOSE(t, got, want, n, rtol_scan());
-            EXPECT(kept, "scan %s: dz wrote outside the gate half of its rows", nm[k]);
-            free(got); free(want);
-        }
         snprintf(t, sizeof t, "scan %s dB|dC", nm[k]); CLOSE(t, x, dxe[k], nl * pp, rtol_scan());
         snprintf(t, sizeof t, "scan %s dA_log", nm[k]); CLOSE(t, dA, dAe[k], (size_t)E * NSt, rtol_scan());
         snprintf(t, sizeof t, "scan %s dD", nm[k]);    CLOSE(t, dD, dDe[k], E, rtol_scan());
@@ -428,7 +413,41 @@ static void test_scan(int N, int E, size_t L, size_t ns, int rr)
             CLOSE(t, dW, dWe[k], (size_t)E * rr, rtol_scan());
             free(dW);
         }
-        free(a); free(b); free(c); free(x); free(dA); free(dD); free(db);
+        free(a); free(b); free(x); free(dA); free(dD); free(db);
+    }
+    // The Mamba layer's path: the scans emit the pre-gate Y (z = NULL), then G = Y silu(z) and
+    // dz = dy Y silu'(z) for the three directions at once -- G as the gated scans' sum above,
+    // dz as the sum of the CPU reference's per-direction dz, dxz's x half zeroed.
+    {
+        scan_gpu_t su = s;
+        for (int k = 0; k < 3; k++) su.dir[k].z = NULL;
+        void *dYu = gpu_malloc(g, n * asz(), "Y"), *dG = gpu_malloc(g, n * asz(), "G");
+        void *ddxz = gpu_malloc(g, nl * ldz * asz(), "dxz"), *dG2 = gpu_malloc(g, n * asz(), "G'");
+        gpu_poison(g, dG, n * asz());
+        gpu_poison(g, dG2, n * asz());
+        gpu_poison(g, ddxz, nl * ldz * asz());
+        selective_scan_forward_gpu(g, dYu, 0, states, ws, &su);
+        mamba_gate_forward_gpu(g, dG, dYu, dxz, nl, E);
+        mamba_gate_backward_gpu(g, ddxz, dG2, dDY, dYu, dxz, nl, E);
+        float *gg = get_act(dG, n), *c = get_act(ddxz, nl * ldz), *got = xmalloc(n * 4);
+        CLOSE("scan pre-gate Y, then the gate: G", gg, Gt, n, rtol_scan());
+        {   // the backward's G for dW_out: the forward's, bit for bit
+            void *h1 = xmalloc(n * asz()), *h2 = xmalloc(n * asz());
+            gpu_download(g, h1, dG, n * asz());
+            gpu_download(g, h2, dG2, n * asz());
+            EXPECT(!memcmp(h1, h2, n * asz()), "gate backward's G differs from the forward's (E=%d)", E);
+            free(h1); free(h2);
+        }
+        int zeroed = 1;
+        for (size_t r = 0; r < nl; r++)
+            for (int e = 0; e < E; e++) {
+                got[r * E + e] = c[r * ldz + E + e];
+                zeroed &= c[r * ldz + e] == 0.0f;
+            }
+        CLOSE("gate dz (3 directions)", got, dzs, n, rtol_scan());
+        EXPECT(zeroed, "gate backward: dxz[:, :E] not zeroed (E=%d)", E);
+        free(gg); free(c); free(got);
+        gpu_free(g, dYu); gpu_free(g, dG); gpu_free(g, dG2); gpu_free(g, ddxz);
     }
     // Determinism: the backward again from the same starting gradients, bit for bit.
     {
@@ -497,11 +516,11 @@ static void test_scan(int N, int E, size_t L, size_t ns, int rr)
     gpu_free(g, dxz); gpu_free(g, dY); gpu_free(g, dDY); gpu_free(g, states); gpu_free(g, ws);
     for (int k = 0; k < 3; k++) {
         float *hv[] = { in.u[k], in.dl[k], in.xd[k], in.Wd[k], in.Al[k], in.D[k], in.bias[k],
-                        du0[k], dd0[k], dz0[k], dx0[k], dA0[k], dD0[k], db0[k], due[k], dde[k],
-                        dze[k], dxe[k], dAe[k], dDe[k], dbe[k], dW0[k], dWe[k] };
+                        du0[k], dd0[k], dx0[k], dA0[k], dD0[k], db0[k], due[k], dde[k],
+                        dxe[k], dAe[k], dDe[k], dbe[k], dW0[k], dWe[k] };
         for (size_t i = 0; i < sizeof hv / sizeof *hv; i++) free(hv[i]);
     }
-    float *hv[] = { in.xz, dy, Gc, zc, zp, uc, dc, Bc, Cc, yk, tmp, A, dyc, dyp, Gt };
+    float *hv[] = { in.xz, dy, Gc, zc, zp, uc, dc, Bc, Cc, yk, tmp, A, dyc, dyp, Gt, dzs };
     for (size_t i = 0; i < sizeof hv / sizeof *hv; i++) free(hv[i]);
 }
 
@@ -775,7 +794,8 @@ static void *dev_rand_act(size_t n, float mean, float std)
 }
 
 // The scan alone at one layer shape, called as the Mamba layer calls it (forward: the 3
-// directions in one call; backward: one call per direction): median ms into *mf, *mb.
+// directions in one call emitting the pre-gate Y, then the gate; backward: the gate's dz, then
+// one call per direction): median ms into *mf, *mb.
 static void scan_timing(gpu_timer_t *tm, size_t L, int E, size_t ns, int Rk, float *mf, float *mb,
                         int report_memory)
 {
@@ -790,7 +810,8 @@ static void scan_timing(gpu_timer_t *tm, size_t L, int E, size_t ns, int Rk, flo
     int nb = 0;
     void *xz = bufs[nb++] = dev_rand_act(nl * 2 * E, 0, 1);
     void *dY = bufs[nb++] = dev_rand_act(n, 0, 1);
-    void *Y = bufs[nb++] = dev_rand_act(n, 0, 1);
+    void *Y = bufs[nb++] = dev_rand_act(n, 0, 1), *G = bufs[nb++] = dev_rand_act(n, 0, 1);
+    void *dxz = bufs[nb++] = dev_rand_act(nl * 2 * E, 0, 1);
     float *al = xmalloc((size_t)E * NSt * 4), *one = xmalloc((size_t)E * 4);
     float *bias = xmalloc((size_t)E * 4), *zero = xcalloc((size_t)E * (Rk > NSt ? Rk : NSt), 4);
     for (int k = 0; k < 3; k++) {
@@ -812,8 +833,6 @@ static void scan_timing(gpu_timer_t *tm, size_t L, int E, size_t ns, int Rk, flo
         d->W_dt = bufs[nb++] = dev_f32(hd, (size_t)E * Rk);
         free(hd);
         d->x_dt = xd;
-        d->dz = (char *)dev_rand_act(nl * 2 * E, 0, 1) + (size_t)E * asz();   // like z
-        bufs[nb++] = (char *)d->dz - (size_t)E * asz();
         void *dxd = bufs[nb++] = dev_rand_act(nl * P, 0, 1);
         d->dB = (char *)dxd + Rk * asz();
         d->dC = (char *)dxd + (Rk + NSt) * asz();
@@ -827,12 +846,16 @@ static void scan_timing(gpu_timer_t *tm, size_t L, int E, size_t ns, int Rk, flo
     float *states = bufs[nb++] = gpu_malloc(g, selective_scan_states_bytes(&s), "states");
     void *ws = bufs[nb++] = gpu_malloc(g, selective_scan_workspace_bytes(&s), "ws");
     for (int r = -3; r < REPS; r++) {
+        scan_gpu_t sf = s;
+        for (int k = 0; k < 3; k++) sf.dir[k].z = NULL;
         gpu_timer_start(tm);
-        selective_scan_forward_gpu(g, Y, 0, states, ws, &s);
+        selective_scan_forward_gpu(g, Y, 0, states, ws, &sf);
+        mamba_gate_forward_gpu(g, G, Y, xz, nl, E);
         gpu_timer_stop(tm);
         float f = gpu_timer_ms(tm);
         // as mamba_layer_backward_gpu: one direction per call (one u buffer)
         gpu_timer_start(tm);
+        mamba_gate_backward_gpu(g, dxz, G, dY, Y, xz, nl, E);
         for (int k = 0; k < 3; k++) {
             scan_gpu_t s1 = s;
             s1.ndir = 1;

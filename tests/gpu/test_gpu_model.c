@@ -35,7 +35,8 @@ GPU (`make test-gpu`):
      GPU gradients + the CPU Adam, and the graph replay equals eager steps bit for bit.
   4. determinism: with the deterministic switch, two bf16 runs of 10 steps from one seed give
      bit-identical parameters.
-SRM_TEST_SEED=n repeats a run's random inputs; SRM_TEST_TINY_ONLY=1 runs only the tiny M step.
+SRM_TEST_SEED=n repeats a run's random inputs; SRM_TEST_TINY_ONLY=1 runs only the tiny M step;
+SRM_TEST_CASE=TEXT only the cases whose name contains TEXT.
 */
 #include <math.h>
 #include <stdint.h>
@@ -259,8 +260,8 @@ static int compare_grads(const char *tag, const ref_t *r, const float *got, cons
 {
     const model_t *m = &r->m;
     int bad = 0, widened = 0;
-    double worst = 0, worst_band = 0;
-    const char *worst_name = "";
+    double worst = 0, worst_band = 0, use_most = 0, use_floor = 0;
+    const char *worst_name = "", *use_name = "";
     for (int t = 0; t < m->table.count; t++) {
         const param_t *P = &m->table.items[t];
         char label[200];
@@ -269,11 +270,17 @@ static int compare_grads(const char *tag, const ref_t *r, const float *got, cons
         const double tol = 2 * b->tensor[t] > rtol ? 2 * b->tensor[t] : rtol;
         widened += tol > rtol;
         int ok = tensor_close(label, got + P->offset, r->grads64 + P->offset, P->numel, tol, atol);
-        EXPECT(ok, "%s (reference band %.2e)", label, b->tensor[t]);
+        EXPECT(ok, "%s (reference band %.2e, floor %.2e)", label, b->tensor[t], atol);
         bad += !ok;
         const float *w = r->grads64 + P->offset;
-        double nrm = 0;
-        for (size_t i = 0; i < P->numel; i++) nrm += (double)w[i] * w[i];
+        double nrm = 0, dif = 0;
+        for (size_t i = 0; i < P->numel; i++) {
+            nrm += (double)w[i] * w[i];
+            dif += ((double)got[P->offset + i] - w[i]) * ((double)got[P->offset + i] - w[i]);
+        }
+        // the share of its allowance (tensor_close: |a - b| <= tol |b| + atol) a tensor uses
+        const double use = sqrt(dif) / (tol * sqrt(nrm) + atol);
+        if (use > use_most) { use_most = use; use_name = P->name; use_floor = atol; }
         const double e = rel_err(got + P->offset, w, P->numel);
         if (sqrt(nrm) > atol && e > worst) {   // tensors above their floor: a relative error
             worst = e;                         // of a zero-gradient bias says nothing
@@ -283,8 +290,9 @@ static int compare_grads(const char *tag, const ref_t *r, const float *got, cons
     }
     printf("%s: %d tensors, %d failing (rtol %.0e; %d tensors where the reference's band is wider, "
            "allowed 2x the band); largest relative error vs double among tensors above their floor "
-           "%.2e (%s; band there %.2e)\n", tag, m->table.count, bad, rtol, widened, worst,
-           worst_name, worst_band);
+           "%.2e (%s; band there %.2e); closest to its bar: %s at %.2f of its allowance (floor "
+           "%.2e)\n", tag, m->table.count, bad, rtol, widened, worst, worst_name, worst_band,
+           use_name, use_most, use_floor);
     return bad;
 }
 
@@ -509,9 +517,13 @@ int main(void)
         tiny.dims[0] = tiny.dims[1] = tiny.dims[2] = D;
         tiny.name = "tiny M (SRM_TEST_TINY_DIMS)";
     }
+    // SRM_TEST_CASE=TEXT: only the cases whose name contains TEXT (repeating one case over seeds)
+    const char *only = getenv("SRM_TEST_CASE");
     const size_t ncase = tiny_only ? 1 : sizeof cases / sizeof *cases;
-    for (size_t i = 0; i < ncase; i++) run_case(g32, g16, i == 0 ? &tiny : &cases[i], i == 0);
-    if (tiny_only) {
+    for (size_t i = 0; i < ncase; i++)
+        if (!only || strstr(cases[i].name, only))
+            run_case(g32, g16, i == 0 ? &tiny : &cases[i], i == 0);
+    if (tiny_only || only) {
         gpu_ctx_destroy(&g16);
         gpu_ctx_destroy(&g32);
         return test_summary();

@@ -1,0 +1,112 @@
+/*
+mamba_gate.cu -- the Mamba layer's gate in original token order: G = Y * SiLU(z) forward and
+dz = dG * Y * SiLU'(z) backward, where Y = sum_k y_k is the pre-gate output summed over the
+three directions (z is shared by them, so sum_k y_k SiLU(z) = Y SiLU(z): architecture.md §5.4
+step 8 with the sum of step 3 taken first).
+Why here and not in the scans: dz needs the pre-gate y. Inside the scan backward that was a
+third sum over the 16 states in the walk (~5 of its ~31 instructions per lane-step) and a
+read-modify-write of dz at pi(j) per direction; with Y saved by the forward (as mamba_ssm saves
+its pre-gate `out`) dz is one elementwise pass for all three directions. The forward's scans
+emit Y (z = NULL) and this file forms G from it for out_proj; the backward forms it again in
+the same pass as dz (dW_out needs G; Y is what is saved, G is not), so Y and z are read once.
+Memory bound: 16-byte vectors (8 bf16 / 4 f32 channels a thread) where E and the bases allow,
+else one element a thread. fp32 math; the accurate exponential in both modes (the bytes, not
+the math, set the time).
+*/
+#include "gpu_internal.h"
+#include "mamba_kernels.cuh"
+
+#define GATE_BLOCK 256
+
+template <typename T, int V> struct alignas(V * sizeof(T)) gate_vec { T v[V]; };
+
+template <typename T, int V> __device__ __forceinline__ gate_vec<T, V> gate_ld(const T *p)
+{
+    return *reinterpret_cast<const gate_vec<T, V> *>(p);
+}
+
+template <typename T, int V>
+__global__ void gate_fwd_kernel(T *G, const T *Y, const T *xz, size_t n, int E)
+{
+    const size_t per = (size_t)(E / V);             // threads a row
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n * per;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / per, c = i % per * V;
+        const gate_vec<T, V> y = gate_ld<T, V>(Y + r * E + c), z = gate_ld<T, V>(xz + r * 2 * E + E + c);
+        gate_vec<T, V> o;
+#pragma unroll
+        for (int j = 0; j < V; j++) {
+            const float zt = to_f(z.v[j]);
+            o.v[j] = from_f<T>(to_f(y.v[j]) * (zt * sigmoid_f(zt)));
+        }
+        *reinterpret_cast<gate_vec<T, V> *>(G + r * E + c) = o;
+    }
+}
+
+template <typename T, int V>
+__global__ void gate_bwd_kernel(T *dxz, T *G, const T *dG, const T *Y, const T *xz, size_t n, int E)
+{
+    const size_t per = (size_t)(E / V);
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n * per;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / per, c = i % per * V;
+        const gate_vec<T, V> dg = gate_ld<T, V>(dG + r * E + c), y = gate_ld<T, V>(Y + r * E + c),
+                             z = gate_ld<T, V>(xz + r * 2 * E + E + c);
+        gate_vec<T, V> dz, zero, o;
+#pragma unroll
+        for (int j = 0; j < V; j++) {
+            const float zt = to_f(z.v[j]), sz = sigmoid_f(zt), yt = to_f(y.v[j]);
+            dz.v[j] = from_f<T>(to_f(dg.v[j]) * yt * (sz * (1.0f + zt * (1.0f - sz))));
+            zero.v[j] = from_f<T>(0.0f);
+            o.v[j] = from_f<T>(yt * (zt * sz));    // as gate_fwd_kernel: the same G
+        }
+        *reinterpret_cast<gate_vec<T, V> *>(dxz + r * 2 * E + c) = zero;
+        *reinterpret_cast<gate_vec<T, V> *>(dxz + r * 2 * E + E + c) = dz;
+        if (G) *reinterpret_cast<gate_vec<T, V> *>(G + r * E + c) = o;
+    }
+}
+
+// Channels a thread: 16 bytes where every row of every operand starts 16-byte aligned.
+static int gate_width(size_t esz, int E, const void *a, const void *b, const void *c, const void *d)
+{
+    const int v = (int)(16 / esz);
+    const int ok = E % v == 0 && (uintptr_t)a % 16 == 0 && (uintptr_t)b % 16 == 0 &&
+                   (uintptr_t)c % 16 == 0 && (!d || (uintptr_t)d % 16 == 0);
+    return ok ? v : 1;
+}
+
+void mamba_gate_forward_gpu(gpu_ctx_t *g, void *G, const void *Y, const void *xz, size_t n, int E)
+{
+    if (!n) return;
+    const int v = gate_width(gpu_dtype_size(g->act), E, G, Y, xz, NULL);
+    const size_t work = n * (size_t)(E / v);
+    ACT_DISPATCH(g->act, T, {
+        constexpr int V = 16 / (int)sizeof(T);
+        if (v == V)
+            gate_fwd_kernel<T, V><<<grid_for(g, work, GATE_BLOCK), GATE_BLOCK, 0, g->stream>>>(
+                (T *)G, (const T *)Y, (const T *)xz, n, E);
+        else
+            gate_fwd_kernel<T, 1><<<grid_for(g, work, GATE_BLOCK), GATE_BLOCK, 0, g->stream>>>(
+                (T *)G, (const T *)Y, (const T *)xz, n, E);
+    });
+    KERNEL_CHECK();
+}
+
+void mamba_gate_backward_gpu(gpu_ctx_t *g, void *dxz, void *G, const void *dG, const void *Y,
+                             const void *xz, size_t n, int E)
+{
+    if (!n) return;
+    int v = gate_width(gpu_dtype_size(g->act), E, dxz, dG, Y, xz);
+    if (G && (uintptr_t)G % 16) v = 1;
+    const size_t work = n * (size_t)(E / v);
+    ACT_DISPATCH(g->act, T, {
+        constexpr int V = 16 / (int)sizeof(T);
+        if (v == V)
+            gate_bwd_kernel<T, V><<<grid_for(g, work, GATE_BLOCK), GATE_BLOCK, 0, g->stream>>>(
+                (T *)dxz, (T *)G, (const T *)dG, (const T *)Y, (const T *)xz, n, E);
+        else
+            gate_bwd_kernel<T, 1><<<grid_for(g, work, GATE_BLOCK), GATE_BLOCK, 0, g->stream>>>(
+                (T *)dxz, (T *)G, (const T *)dG, (const T *)Y, (const T *)xz, n, E);
+    });
+    KERNEL_CHECK();
+}
