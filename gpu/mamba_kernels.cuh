@@ -199,6 +199,64 @@ __device__ __forceinline__ void scan_dt_to_shared(float *dts, int eb, int el, co
         for (int t = 0; t < NT; t++) dts[(h + t) * eb + el] = a[t];   // own column
     }
 }
+// A channel's 16 A_log values (0 past E), loaded by the thread-per-channel kernels before
+// their staging, so the loads' latency hides under it (waiting for them after the barrier was
+// the emit's largest single stall under ncu, ~9 % of its samples); scan_A_of turns them into
+// A log2(e) after it.
+__device__ __forceinline__ void scan_ld_alog(float (&a)[SCAN_NS], const scan_kdir &P, int e, int E)
+{
+#pragma unroll
+    for (int s = 0; s < SCAN_NS; s++) a[s] = e < E ? P.A_log[e * SCAN_NS + s] : 0.0f;
+}
+__device__ __forceinline__ void scan_A_of(float (&a)[SCAN_NS])
+{
+#pragma unroll
+    for (int s = 0; s < SCAN_NS; s++) a[s] = -expf(a[s]) * LOG2E_F;    // exp(dt A) = 2^(dt A log2 e)
+}
+// The chunk's B and / or C columns (NULL: not wanted) into shared memory as f32 [t][s], zeros
+// past tn. Loads go out in batches of SCAN_BC_BATCH per thread before their stores: a load after
+// a shared store may not move above it (the pointers could alias), so the plain loop waited one
+// round trip per element (4-6 % of each thread-per-channel kernel's stall samples under ncu).
+#define SCAN_BC_BATCH 4
+template <typename T>
+__device__ __forceinline__ void scan_stage_bc(float (*Bs)[SCAN_NS], float (*Cs)[SCAN_NS],
+                                              const scan_k &k, const scan_kdir &P, int n,
+                                              size_t j0, int tn)
+{
+    const T *B = (const T *)P.B, *C = (const T *)P.C;
+    for (int i0 = 0; i0 < SCAN_T * SCAN_NS; i0 += SCAN_BC_BATCH * blockDim.x) {
+        T bv[SCAN_BC_BATCH], cv[SCAN_BC_BATCH];
+#pragma unroll
+        for (int q = 0; q < SCAN_BC_BATCH; q++) {
+            const int i = i0 + q * blockDim.x + threadIdx.x, t = i / SCAN_NS;
+            const bool ok = i < SCAN_T * SCAN_NS && t < tn;
+            const size_t r = ((size_t)n * k.L + j0 + t) * k.ldbc + i % SCAN_NS;
+            bv[q] = Bs && ok ? B[r] : from_f<T>(0.0f);
+            cv[q] = Cs && ok ? C[r] : from_f<T>(0.0f);
+        }
+#pragma unroll
+        for (int q = 0; q < SCAN_BC_BATCH; q++) {
+            const int i = i0 + q * blockDim.x + threadIdx.x;
+            if (i >= SCAN_T * SCAN_NS) break;
+            if (Bs) Bs[i / SCAN_NS][i % SCAN_NS] = to_f(bv[q]);
+            if (Cs) Cs[i / SCAN_NS][i % SCAN_NS] = to_f(cv[q]);
+        }
+    }
+}
+// The common start of the thread-per-channel kernels (forward summary and emit, adjoint
+// summary): B / C as wanted (scan_stage_bc), the tokens' original rows (srow, NULL: not
+// wanted), x_dt and the W_dt rows of channels [e0, e0 + eb). The caller synchronizes.
+template <typename T>
+__device__ __forceinline__ void scan_chan_stage(float (*Bs)[SCAN_NS], float (*Cs)[SCAN_NS],
+                                                size_t *srow, float *xs, float *ws,
+                                                const scan_k &k, const scan_kdir &P, int n,
+                                                size_t j0, int tn, int e0, int eb)
+{
+    scan_stage_bc<T>(Bs, Cs, k, P, n, j0, tn);
+    if (srow) scan_chunk_rows(srow, k, P.order, n, j0, tn);
+    scan_stage_xdt<T>(xs, k, P, n, j0, tn);
+    scan_stage_wdt(ws, k, P, e0, eb);
+}
 // dynamic shared memory of the thread-per-channel kernels: a per-(token, channel) array of
 // `per` bytes per element (SCAN_T x eb), then the staged x_dt (SCAN_T x R f32) and W_dt rows
 // (eb x R f32). scan_chan_shm sizes it, scan_chan_carve cuts the kernel's extern buffer into it.

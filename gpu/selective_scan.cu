@@ -129,13 +129,7 @@ __global__ void scan_fwd_summary(scan_k k, int eb, float *hloc, float *S)
     const scan_kdir &P = k.d[d];
     const size_t j0 = (size_t)c * SCAN_T;
     const int tn = (int)min((size_t)SCAN_T, k.L - j0);
-    const T *B = (const T *)P.B;
-    for (int i = threadIdx.x; i < SCAN_T * SCAN_NS; i += blockDim.x) {
-        const int t = i / SCAN_NS, s = i % SCAN_NS;
-        Bs[t][s] = t < tn ? to_f(B[((size_t)n * k.L + j0 + t) * k.ldbc + s]) : 0.0f;
-    }
-    scan_stage_xdt<T>(xs, k, P, n, j0, tn);
-    scan_stage_wdt(ws, k, P, blockIdx.z * eb, eb);
+    scan_chan_stage<T>(Bs, NULL, NULL, xs, ws, k, P, n, j0, tn, blockIdx.z * eb, eb);
     __syncthreads();
     const int el = threadIdx.x, e = blockIdx.z * eb + el;
     if (e >= k.E) return;
@@ -153,9 +147,13 @@ __global__ void scan_fwd_summary(scan_k k, int eb, float *hloc, float *S)
             tdu[t * eb + el] = make_float2(dt, dt * ut);
         }
     }
+    // (A_log is loaded here, not before the staging as in the emit: live across the u loop above
+    // its 16 registers took the kernel from 78 to 95)
     float A[SCAN_NS], h[SCAN_NS];
+    scan_ld_alog(A, P, e, k.E);
+    scan_A_of(A);
 #pragma unroll
-    for (int s = 0; s < SCAN_NS; s++) { A[s] = -expf(P.A_log[e * SCAN_NS + s]) * LOG2E_F; h[s] = 0.0f; }
+    for (int s = 0; s < SCAN_NS; s++) h[s] = 0.0f;
     float sum = 0.0f;
     for (int t = 0; t < tn; t++) {
         const float2 v = tdu[t * eb + el];
@@ -300,27 +298,18 @@ __global__ void scan_fwd_emit(scan_k k, int d, int eb, T *y, int accumulate, con
     const scan_kdir &P = k.d[d];
     const size_t j0 = (size_t)c * SCAN_T;
     const int tn = (int)min((size_t)SCAN_T, k.L - j0);
-    const T *B = (const T *)P.B, *C = (const T *)P.C;
-    for (int i = threadIdx.x; i < SCAN_T * SCAN_NS; i += blockDim.x) {
-        const int t = i / SCAN_NS, s = i % SCAN_NS;
-        const size_t r = ((size_t)n * k.L + j0 + t) * k.ldbc + s;
-        Bs[t][s] = t < tn ? to_f(B[r]) : 0.0f;
-        Cs[t][s] = t < tn ? to_f(C[r]) : 0.0f;
-    }
-    scan_chunk_rows(srow, k, P.order, n, j0, tn);
-    scan_stage_xdt<T>(xs, k, P, n, j0, tn);
-    scan_stage_wdt(ws, k, P, blockIdx.z * eb, eb);
-    __syncthreads();
     const int el = threadIdx.x, e = blockIdx.z * eb + el;
-    if (e >= k.E) return;
-    scan_dt_to_shared(dts, eb, el, xs, ws + el * k.R, k.R);   // own column: no barrier
+    // the channel's A_log and entering states first: their loads run under the staging
     const size_t row = (((size_t)d * k.N + n) * k.nch + c) * k.E + e;
     float A[SCAN_NS], h[SCAN_NS];
+    scan_ld_alog(A, P, e, k.E);
 #pragma unroll
-    for (int s = 0; s < SCAN_NS; s++) {
-        A[s] = -expf(P.A_log[e * SCAN_NS + s]) * LOG2E_F;     // exp(dt A) = 2^(dt A log2 e)
-        h[s] = states[row * SCAN_NS + s];
-    }
+    for (int s = 0; s < SCAN_NS; s++) h[s] = e < k.E ? states[row * SCAN_NS + s] : 0.0f;
+    scan_chan_stage<T>(Bs, Cs, srow, xs, ws, k, P, n, j0, tn, blockIdx.z * eb, eb);
+    __syncthreads();
+    if (e >= k.E) return;
+    scan_dt_to_shared(dts, eb, el, xs, ws + el * k.R, k.R);   // own column: no barrier
+    scan_A_of(A);
     const float bias = P.bias ? P.bias[e] : 0.0f, De = P.D ? P.D[e] : 0.0f;
     const T *u = (const T *)P.u, *z = (const T *)P.z;
     const size_t ib = ((size_t)n * k.L + j0) * k.E + e;  // (n, j0, e) of u, token stride E

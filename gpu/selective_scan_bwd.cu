@@ -63,21 +63,16 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
     const scan_kdir &P = k.d[d];
     const size_t j0 = (size_t)c * SCAN_T;
     const int tn = (int)min((size_t)SCAN_T, k.L - j0);
-    const T *C = (const T *)P.C;
-    for (int i = threadIdx.x; i < SCAN_T * SCAN_NS; i += blockDim.x) {
-        const int t = i / SCAN_NS, s = i % SCAN_NS;
-        Cs[t][s] = t < tn ? to_f(C[((size_t)n * k.L + j0 + t) * k.ldbc + s]) : 0.0f;
-    }
-    scan_chunk_rows(srow, k, P.order, n, j0, tn);
-    scan_stage_xdt<T>(xs, k, P, n, j0, tn);
-    scan_stage_wdt(ws, k, P, blockIdx.z * eb, eb);
-    __syncthreads();
     const int el = threadIdx.x, e = blockIdx.z * eb + el;
+    float A[SCAN_NS], lam[SCAN_NS];
+    scan_ld_alog(A, P, e, k.E);
+    scan_chan_stage<T>(NULL, Cs, srow, xs, ws, k, P, n, j0, tn, blockIdx.z * eb, eb);
+    __syncthreads();
     if (e >= k.E) return;
     scan_dt_to_shared(dts, eb, el, xs, ws + el * k.R, k.R);   // own column: no barrier
-    float A[SCAN_NS], lam[SCAN_NS];
+    scan_A_of(A);
 #pragma unroll
-    for (int s = 0; s < SCAN_NS; s++) { A[s] = -expf(P.A_log[e * SCAN_NS + s]) * LOG2E_F; lam[s] = 0.0f; }
+    for (int s = 0; s < SCAN_NS; s++) lam[s] = 0.0f;
     const float bias = P.bias ? P.bias[e] : 0.0f;
     const T *z = (const T *)P.z;
     float sum = 0.0f;
