@@ -41,65 +41,110 @@ direction. The Mamba layer saves the forward's pre-gate sum over the three direc
 // ----------------------------------------------------------------------------
 // 1. adjoint summary: X (dir, n, c, e, s), S (dir, n, c, e)
 
-// blockIdx.z: the channel block of eb = scan_block_width(E) channels. The chunk's raw step sizes
-// of the thread's channel are formed first into shared memory (dynamic, SCAN_T x eb, then the
-// chunk's x_dt and the channels' W_dt rows). (Staging dt AND gout that way, as scan_fwd_summary
-// does, measured slower here: 1.29 -> 1.58 ms at level 0 under ncu, the 24 KB per block cutting
-// the resident warps from 63 to 27.)
-// Tokens whose loads a thread issues together before using them. Scan backward of a 128^3 step
-// (srm-bench, H100, with the cp.async main kernel): batch 1 16.2 ms, 2 15.7, 4 16.1, 8 17.2 --
-// every token more holds ~3 more registers, and past 2 the lost occupancy costs more than the
-// overlapped loads win (gpu/PERF_NOTES.md v17).
+// blockIdx.z: the channel block of eb = scan_block_width(E) channels. Dynamic shared memory
+// (bsum_shm): the raw step sizes of half a chunk for the thread's channel (SCAN_T / 2 x eb f32,
+// formed from the staged x_dt and W_dt rows, one half at a time), x_dt, the W_dt rows, then with
+// VEC the chunk's dy and z rows as stored (2 x SCAN_T x eb of T), copied by 16-byte cp.async
+// right after the rows are known: the loads of all 32 tokens are in flight together, under
+// the first half's step sizes, instead of two tokens' at a time in front of their use (the
+// kernel's largest stall: 32 % of its samples waited on those loads, ncu at level 0). VEC
+// needs what scan_bwd_main's staging needs (bwd_vec_ok); otherwise the loads stay in the loop,
+// BWD_SUM_BATCH tokens' at a time.
+// Tokens whose loads a thread issues together before using them (without VEC). Scan backward
+// of a 128^3 step (srm-bench, H100, with the cp.async main kernel): batch 1 16.2 ms, 2 15.7, 4
+// 16.1, 8 17.2 (gpu/PERF_NOTES.md v17; 4 again no better in v28).
 #define BWD_SUM_BATCH 2
-template <typename T>
+#define BSUM_HALF (SCAN_T / 2)
+static size_t bsum_shm(int eb, int R, size_t act, int vec)
+{
+    return (size_t)BSUM_HALF * eb * sizeof(float) + (size_t)(SCAN_T + eb) * R * sizeof(float) +
+           (vec ? 2 * (size_t)SCAN_T * eb * act : 0);
+}
+template <typename T, int VEC>
 __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float *S)
 {
     extern __shared__ float4 scan_dyn[];
-    float *xs, *ws;                                 // x_dt, W_dt (scan_chan_carve)
-    float *dts = scan_chan_carve<float>(scan_dyn, eb, k.R, xs, ws);     // delta_raw
+    float *dts = (float *)scan_dyn;                 // [t * eb + channel], t < BSUM_HALF
+    float *xs = dts + BSUM_HALF * eb;               // [r * SCAN_T + t] (scan_stage_xdt)
+    float *ws = xs + SCAN_T * k.R;                  // [channel * R + r] (scan_stage_wdt)
+    T *rdy = (T *)(ws + eb * k.R), *rz = rdy + SCAN_T * eb;   // [t * eb + channel] (16-byte aligned:
+                                                    // eb is a multiple of 32)
     __shared__ float Cs[SCAN_T][SCAN_NS];
     __shared__ size_t srow[SCAN_T];                 // n L + pi(j0 + t): the dy / z row of token t
     const int c = blockIdx.x, d = blockIdx.y / k.N, n = blockIdx.y % k.N;
     const scan_kdir &P = k.d[d];
     const size_t j0 = (size_t)c * SCAN_T;
     const int tn = (int)min((size_t)SCAN_T, k.L - j0);
-    const int el = threadIdx.x, e = blockIdx.z * eb + el;
+    const int el = threadIdx.x, e0 = blockIdx.z * eb, e = e0 + el;
+    const T *z = (const T *)P.z;
     float A[SCAN_NS], lam[SCAN_NS];
     scan_ld_alog(A, P, e, k.E);
-    scan_chan_stage<T>(NULL, Cs, srow, xs, ws, k, P, n, j0, tn, blockIdx.z * eb, eb);
+    scan_chan_stage<T>(NULL, Cs, srow, xs, ws, k, P, n, j0, tn, e0, eb);
     __syncthreads();
+    if (VEC) {                                      // dy and z rows: 16-byte pieces, zero-filled
+        constexpr int CT = 16 / (int)sizeof(T);     // channels a piece (E % 8 == 0: whole pieces)
+        const int ppr = eb / CT, rows = (z ? 2 : 1) * SCAN_T;
+        for (int i = threadIdx.x; i < rows * ppr; i += blockDim.x) {
+            const int a = i / (SCAN_T * ppr), t = i / ppr % SCAN_T, ch = i % ppr * CT;
+            const bool ok = t < tn && e0 + ch < k.E;
+            const T *src = !ok ? dy : a == 0 ? dy + srow[t] * k.E + e0 + ch : z + srow[t] * k.ldz + e0 + ch;
+            cp_async16((a == 0 ? rdy : rz) + t * eb + ch, src, ok ? 16 : 0);
+        }
+        cp_async_commit();
+    }
+    // the step sizes of the half starting at h0, own column (no barrier; rows past E read the
+    // zero W_dt rows), a quarter chunk's registers at a time
+    auto half_dts = [&](int h0) {
+#pragma unroll 1
+        for (int q0 = 0; q0 < BSUM_HALF; q0 += BSUM_HALF / 2) {
+            float a[BSUM_HALF / 2];
+            scan_dt_tokens(a, xs, h0 + q0, ws + el * k.R, k.R);
+#pragma unroll
+            for (int t = 0; t < BSUM_HALF / 2; t++) dts[(q0 + t) * eb + el] = a[t];
+        }
+    };
+    half_dts(BSUM_HALF);                            // while the copies are in flight
+    if (VEC) {
+        cp_async_wait_all();
+        __syncthreads();                            // every thread's pieces have landed
+    }
     if (e >= k.E) return;
-    scan_dt_to_shared(dts, eb, el, xs, ws + el * k.R, k.R);   // own column: no barrier
     scan_A_of(A);
 #pragma unroll
     for (int s = 0; s < SCAN_NS; s++) lam[s] = 0.0f;
     const float bias = P.bias ? P.bias[e] : 0.0f;
-    const T *z = (const T *)P.z;
     float sum = 0.0f;
-    // tokens in batches of BWD_SUM_BATCH, all of a batch's loads issued before its first use:
-    // one token's loads at a time left the thread waiting on each (L1TEX stall 55 % under ncu,
-    // 16.6 cycles between issues; 12.8 now)
-    for (int tb = tn - 1; tb >= 0; tb -= BWD_SUM_BATCH) {
-        float draw[BWD_SUM_BATCH], dyv[BWD_SUM_BATCH], zv[BWD_SUM_BATCH];
+    // the halves from the last, each walked backward BWD_SUM_BATCH tokens at a time
+#pragma unroll 1
+    for (int h0 = BSUM_HALF; h0 >= 0; h0 -= BSUM_HALF) {
+        if (h0 != BSUM_HALF) half_dts(h0);
+        for (int tb = min(tn, h0 + BSUM_HALF) - 1; tb >= h0; tb -= BWD_SUM_BATCH) {
+            float draw[BWD_SUM_BATCH], dyv[BWD_SUM_BATCH], zv[BWD_SUM_BATCH];
 #pragma unroll
-        for (int q = 0; q < BWD_SUM_BATCH; q++) {
-            const int t = tb - q;
-            if (t < 0) break;
-            const size_t r = srow[t];
-            draw[q] = dts[t * eb + el];
-            dyv[q] = to_f(dy[r * k.E + e]);
-            zv[q] = z ? to_f(z[r * k.ldz + e]) : 0.0f;
-        }
+            for (int q = 0; q < BWD_SUM_BATCH; q++) {
+                const int t = tb - q;
+                if (t < h0) break;
+                draw[q] = dts[(t - h0) * eb + el];
+                if (VEC) {
+                    dyv[q] = to_f(rdy[t * eb + el]);
+                    zv[q] = z ? to_f(rz[t * eb + el]) : 0.0f;
+                } else {
+                    const size_t r = srow[t];
+                    dyv[q] = to_f(dy[r * k.E + e]);
+                    zv[q] = z ? to_f(z[r * k.ldz + e]) : 0.0f;
+                }
+            }
 #pragma unroll
-        for (int q = 0; q < BWD_SUM_BATCH; q++) {
-            const int t = tb - q;
-            if (t < 0) break;
-            const float dt = softplus20_f(draw[q] + bias);
-            float gout = dyv[q];
-            if (z) gout *= zv[q] * sigmoid_t<T>(zv[q]);
-            sum += dt;
+            for (int q = 0; q < BWD_SUM_BATCH; q++) {
+                const int t = tb - q;
+                if (t < h0) break;
+                const float dt = softplus20_f(draw[q] + bias);
+                float gout = dyv[q];
+                if (z) gout *= zv[q] * sigmoid_t<T>(zv[q]);
+                sum += dt;
 #pragma unroll
-            for (int s = 0; s < SCAN_NS; s++) lam[s] = scan_ex2(dt * A[s], k.exact) * fmaf(gout, Cs[t][s], lam[s]);
+                for (int s = 0; s < SCAN_NS; s++) lam[s] = scan_ex2(dt * A[s], k.exact) * fmaf(gout, Cs[t][s], lam[s]);
+            }
         }
     }
     const size_t row = ((size_t)blockIdx.y * k.nch + c) * k.E + e;
@@ -650,11 +695,17 @@ void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *stat
     const scan_k k = scan_kernel_args(g, s);
     const scan_ws w = scan_workspace_views(workspace, s);
     const int eb = scan_block_width(k.E);
+    const int vec = bwd_vec_ok(s, dy);
     ACT_DISPATCH(g->act, T, {
-        const size_t shm = scan_chan_shm(eb, k.R, sizeof(float));
-        scan_allow_shm(scan_bwd_summary<T>, shm);
-        scan_bwd_summary<T><<<dim3(k.nch, k.ndir * k.N, CEIL_DIV(k.E, eb)), eb, shm, g->stream>>>(
-            k, eb, (const T *)dy, w.big, w.S);
+        const size_t shm = bsum_shm(eb, k.R, sizeof(T), vec);
+        const dim3 sgrid(k.nch, k.ndir * k.N, CEIL_DIV(k.E, eb));
+        if (vec) {
+            scan_allow_shm(scan_bwd_summary<T, 1>, shm);
+            scan_bwd_summary<T, 1><<<sgrid, eb, shm, g->stream>>>(k, eb, (const T *)dy, w.big, w.S);
+        } else {
+            scan_allow_shm(scan_bwd_summary<T, 0>, shm);
+            scan_bwd_summary<T, 0><<<sgrid, eb, shm, g->stream>>>(k, eb, (const T *)dy, w.big, w.S);
+        }
         KERNEL_CHECK();
     });
     scan_carry_pass(g, w.big, w.S, k, 1);
@@ -662,7 +713,6 @@ void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *stat
     const int nsplit = bwd_split(s, &egs);
     float *dbcp = nsplit > 1 ? w.aux : NULL;
     const dim3 grid(k.nch, k.ndir * k.N, nsplit);
-    const int vec = bwd_vec_ok(s, dy);
     ACT_DISPATCH(g->act, T, {
         if (k.exact)
             scan_bwd_main<T, 1><<<grid, BWD_THREADS, 0, g->stream>>>(
