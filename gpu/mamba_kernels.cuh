@@ -109,6 +109,7 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 struct scan_kdir {
     const void *u, *xdt, *B, *C, *z;
     const float *Wdt, *A_log, *D, *bias;
+    const float *A;         // -exp(A_log), (E, 16): formed once per call (scan_prepare_A)
     void *du, *dB, *dC, *dxdt;
     float *dWdt, *ddelta, *dA_log, *dD, *dbias;
     int order;
@@ -199,19 +200,19 @@ __device__ __forceinline__ void scan_dt_to_shared(float *dts, int eb, int el, co
         for (int t = 0; t < NT; t++) dts[(h + t) * eb + el] = a[t];   // own column
     }
 }
-// A channel's 16 A_log values (0 past E), loaded by the thread-per-channel kernels before
-// their staging, so the loads' latency hides under it (waiting for them after the barrier was
-// the emit's largest single stall under ncu, ~9 % of its samples); scan_A_of turns them into
-// A log2(e) after it.
-__device__ __forceinline__ void scan_ld_alog(float (&a)[SCAN_NS], const scan_kdir &P, int e, int E)
+// A channel's 16 values of A = -exp(A_log) (0 past E), loaded by the thread-per-channel kernels
+// before their staging, so the loads' latency hides under it (waiting for them after the barrier
+// was the emit's largest single stall under ncu, ~9 % of its samples); scan_A_of scales them to
+// A log2(e) after it (exp(dt A) = 2^(dt A log2 e)).
+__device__ __forceinline__ void scan_ld_A(float (&a)[SCAN_NS], const scan_kdir &P, int e, int E)
 {
 #pragma unroll
-    for (int s = 0; s < SCAN_NS; s++) a[s] = e < E ? P.A_log[e * SCAN_NS + s] : 0.0f;
+    for (int s = 0; s < SCAN_NS; s++) a[s] = e < E ? P.A[e * SCAN_NS + s] : 0.0f;
 }
 __device__ __forceinline__ void scan_A_of(float (&a)[SCAN_NS])
 {
 #pragma unroll
-    for (int s = 0; s < SCAN_NS; s++) a[s] = -expf(a[s]) * LOG2E_F;    // exp(dt A) = 2^(dt A log2 e)
+    for (int s = 0; s < SCAN_NS; s++) a[s] *= LOG2E_F;
 }
 // The chunk's B and / or C columns (NULL: not wanted) into shared memory as f32 [t][s], zeros
 // past tn. Loads go out in batches of SCAN_BC_BATCH per thread before their stores: a load after
@@ -299,8 +300,11 @@ static inline int scan_block_width(int E)
 // Dp, bp (ndir, N, nch, E) partial dD / ddelta_bias of each chunk; aux (scan_bwd_aux_bytes):
 // the backward's channel-split dB / dC / dx_dt partials, then its column sums over row
 // ranges; Wp (ndir, N, nch, E, R) partial dW_dt of each chunk.
-struct scan_ws { float *S, *big, *Dp, *bp, *aux, *Wp; };
+struct scan_ws { float *A, *S, *big, *Dp, *bp, *aux, *Wp; };
 scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s);
+// k.d[*].A = w.A + d E 16, filled with -exp(A_log) of every direction: every scan kernel reads A
+// from there instead of forming 16 exponentials per thread (per chunk, per pair)
+void scan_prepare_A(gpu_ctx_t *g, scan_k &k, const scan_ws &w);
 size_t scan_bwd_aux_bytes(const scan_gpu_t *s);
 
 // In place over buf (ndir, N, nch, E*16): per (dir, n, column), with a_c = exp(A * S[c, e]),

@@ -14,7 +14,8 @@ state s) composes associatively, so the sequence is cut into chunks of SCAN_T to
 One thread per channel holds the 16 states in registers; loads of (token, channel) rows are
 coalesced (channels fastest); B and C of the chunk are staged in shared memory.
 delta = softplus(x_dt W_dt^T + bias) (threshold 20: the dt projection too, mamba_kernels.cuh),
-A = -exp(A_log), the D skip, the gate and the ToM order are fused. State, A, D, delta in fp32.
+A = -exp(A_log) (formed once per call into the workspace), the D skip, the gate and the ToM
+order are fused. State, A, D, delta in fp32.
 The three directions' outputs are summed into one buffer by three emit launches in a fixed
 order (=, +=, +=): deterministic, and no (3, N, L, E) temporary.
 */
@@ -89,17 +90,24 @@ static size_t wp_bytes(const scan_gpu_t *s)
     return gpu_arena_round((size_t)s->ndir * s->N * nch_of(s) * s->E * s->R * sizeof(float));
 }
 
+// A = -exp(A_log) of every direction (ndir, E, 16)
+static size_t a_bytes(const scan_gpu_t *s)
+{
+    return gpu_arena_round((size_t)s->ndir * s->E * SCAN_NS * sizeof(float));
+}
+
 size_t selective_scan_workspace_bytes(const scan_gpu_t *s)
 {
-    return 3 * per_chunk_bytes(s) + gpu_arena_round(selective_scan_states_bytes(s)) +
+    return a_bytes(s) + 3 * per_chunk_bytes(s) + gpu_arena_round(selective_scan_states_bytes(s)) +
            gpu_arena_round(scan_bwd_aux_bytes(s)) + wp_bytes(s);
 }
 
 scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s)
 {
     const size_t small = per_chunk_bytes(s);
-    char *p = (char *)ws;
     scan_ws w;
+    w.A = (float *)ws;
+    char *p = (char *)ws + a_bytes(s);
     w.S = (float *)p;
     w.Dp = (float *)(p + small);
     w.bp = (float *)(p + 2 * small);
@@ -107,6 +115,21 @@ scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s)
     w.aux = (float *)(p + 3 * small + gpu_arena_round(selective_scan_states_bytes(s)));
     w.Wp = (float *)((char *)w.aux + gpu_arena_round(scan_bwd_aux_bytes(s)));
     return w;
+}
+
+__global__ void scan_neg_exp(scan_k k, float *A)
+{
+    const int n = k.E * SCAN_NS, d = blockIdx.y;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        A[(size_t)d * n + i] = -expf(k.d[d].A_log[i]);
+}
+
+void scan_prepare_A(gpu_ctx_t *g, scan_k &k, const scan_ws &w)
+{
+    const int n = k.E * SCAN_NS;
+    scan_neg_exp<<<dim3(CEIL_DIV(n, 256), k.ndir), 256, 0, g->stream>>>(k, w.A);
+    KERNEL_CHECK();
+    for (int d = 0; d < k.ndir; d++) k.d[d].A = w.A + (size_t)d * n;
 }
 
 // ----------------------------------------------------------------------------
@@ -147,10 +170,10 @@ __global__ void scan_fwd_summary(scan_k k, int eb, float *hloc, float *S)
             tdu[t * eb + el] = make_float2(dt, dt * ut);
         }
     }
-    // (A_log is loaded here, not before the staging as in the emit: live across the u loop above
+    // (A is loaded here, not before the staging as in the emit: live across the u loop above
     // its 16 registers took the kernel from 78 to 95)
     float A[SCAN_NS], h[SCAN_NS];
-    scan_ld_alog(A, P, e, k.E);
+    scan_ld_A(A, P, e, k.E);
     scan_A_of(A);
 #pragma unroll
     for (int s = 0; s < SCAN_NS; s++) h[s] = 0.0f;
@@ -205,7 +228,7 @@ scan_carry_kernel(float *buf, const float *S, scan_k k, int reverse)
     const int dn = blockIdx.y, d = dn / k.N;
     const int cols = k.E * SCAN_NS, col0 = blockIdx.x * CARRY_COLS;  // col0 + 8 <= cols (16 | cols)
     const int e = col0 / SCAN_NS;
-    const float A = -expf(k.d[d].A_log[col0 + w]) * LOG2E_F;
+    const float A = k.d[d].A[col0 + w] * LOG2E_F;
     float *b = buf + (size_t)dn * k.nch * cols + col0;                // (nch, cols) of (dir, n)
     const float *Sd = S + (size_t)dn * k.nch * k.E + e;               // (nch) at stride E
     float pv[CARRY_LD], ps;                         // this thread's rows of the next step
@@ -299,10 +322,10 @@ __global__ void scan_fwd_emit(scan_k k, int d, int eb, T *y, int accumulate, con
     const size_t j0 = (size_t)c * SCAN_T;
     const int tn = (int)min((size_t)SCAN_T, k.L - j0);
     const int el = threadIdx.x, e = blockIdx.z * eb + el;
-    // the channel's A_log and entering states first: their loads run under the staging
+    // the channel's A and entering states first: their loads run under the staging
     const size_t row = (((size_t)d * k.N + n) * k.nch + c) * k.E + e;
     float A[SCAN_NS], h[SCAN_NS];
-    scan_ld_alog(A, P, e, k.E);
+    scan_ld_A(A, P, e, k.E);
 #pragma unroll
     for (int s = 0; s < SCAN_NS; s++) h[s] = e < k.E ? states[row * SCAN_NS + s] : 0.0f;
     scan_chan_stage<T>(Bs, Cs, srow, xs, ws, k, P, n, j0, tn, blockIdx.z * eb, eb);
@@ -347,14 +370,16 @@ __global__ void scan_fwd_emit(scan_k k, int d, int eb, T *y, int accumulate, con
 
 size_t selective_scan_forward_workspace_bytes(const scan_gpu_t *s)
 {
-    return per_chunk_bytes(s);                      // S only
+    return a_bytes(s) + per_chunk_bytes(s);         // A and S only
 }
 
 void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *states,
                                 void *workspace, const scan_gpu_t *s)
 {
-    const scan_k k = scan_kernel_args(g, s);
-    float *S = scan_workspace_views(workspace, s).S;   // the forward uses S alone (first view)
+    scan_k k = scan_kernel_args(g, s);
+    const scan_ws w = scan_workspace_views(workspace, s);   // the forward uses A and S (the first
+    float *S = w.S;                                         // two views) alone
+    scan_prepare_A(g, k, w);
     const int eb = scan_block_width(k.E), nb = CEIL_DIV(k.E, eb);
     const size_t shm = scan_chan_shm(eb, k.R, sizeof(float2)), shm_e = scan_chan_shm(eb, k.R, sizeof(float));
     ACT_DISPATCH(g->act, T, {

@@ -78,7 +78,7 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
     const int el = threadIdx.x, e0 = blockIdx.z * eb, e = e0 + el;
     const T *z = (const T *)P.z;
     float A[SCAN_NS], lam[SCAN_NS];
-    scan_ld_alog(A, P, e, k.E);
+    scan_ld_A(A, P, e, k.E);
     scan_chan_stage<T>(NULL, Cs, srow, xs, ws, k, P, n, j0, tn, e0, eb);
     __syncthreads();
     if (VEC) {                                      // dy and z rows: 16-byte pieces, zero-filled
@@ -332,19 +332,19 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
     const int e_end = min(k.E, ((int)blockIdx.z + 1) * egs);
     __syncthreads();                                // srow
     bwd_stage<T>(raw, k, P, dy, srow, n, j0, tn, blockIdx.z * egs, vec);
-    // the warp's pairs of a group are p = w + i BWD_WARPS, i < PPW; each one's A_log, entering
+    // the warp's pairs of a group are p = w + i BWD_WARPS, i < PPW; each one's A, entering
     // state and entering adjoint (global) are loaded one pair ahead -- the first at the group's
     // start, under its pre phase -- instead of in front of the pair's recompute (a dependent
     // round trip per pair: the kernel's top stall under ncu at level 0)
     constexpr int PPW = BWD_EG / 2 / BWD_WARPS;
     static_assert(PPW * 2 * BWD_WARPS == BWD_EG, "whole pairs per warp");
     static_assert(SCAN_T * SCAN_NS % BWD_THREADS == 0, "whole B / C loads per thread");
-    float nxt_al, nxt_h0, nxt_lam;                  // the next pair's loads
+    float nxt_a, nxt_h0, nxt_lam;                   // the next pair's loads
     auto pair_loads = [&](int e0, int i) {
         const int e = e0 + 2 * (w + i * BWD_WARPS) + el;
         const size_t sidx = (prow + e) * SCAN_NS + s;
         const bool ok = e < k.E;
-        nxt_al = ok ? P.A_log[e * SCAN_NS + s] : 0.0f;
+        nxt_a = ok ? P.A[e * SCAN_NS + s] : 0.0f;
         nxt_h0 = ok ? states[sidx] : 0.0f;
         nxt_lam = ok ? lam_dA[sidx] : 0.0f;
     };
@@ -387,7 +387,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             // lane = (channel el of the pair, state s)
             const int ce = 2 * (w + i * BWD_WARPS) + el, e = e0 + ce;
             const bool e_ok = e < k.E;
-            const float A = e_ok ? -expf(nxt_al) : 0.0f, A2 = A * LOG2E_F;
+            const float A = nxt_a, A2 = A * LOG2E_F;
             const size_t sidx = (prow + e) * SCAN_NS + s;
             const float h0 = nxt_h0;
             float lam = nxt_lam;
@@ -644,7 +644,7 @@ __global__ void scan_colsum_finish(const float *ranges, int nr, scan_k k)
     if (!out) return;
     float tot = 0.0f;
     for (int r = 0; r < nr; r++) tot += ranges[((size_t)d * nr + r) * W + tot_w];
-    const float mul = p == 0 ? -expf(P.A_log[w]) : 1.0f;
+    const float mul = p == 0 ? P.A[w] : 1.0f;
     out[w] += mul * tot;
 }
 
@@ -692,8 +692,9 @@ static int bwd_vec_ok(const scan_gpu_t *s, const void *dy)
 void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *states,
                                  void *workspace, const scan_gpu_t *s)
 {
-    const scan_k k = scan_kernel_args(g, s);
+    scan_k k = scan_kernel_args(g, s);
     const scan_ws w = scan_workspace_views(workspace, s);
+    scan_prepare_A(g, k, w);
     const int eb = scan_block_width(k.E);
     const int vec = bwd_vec_ok(s, dy);
     ACT_DISPATCH(g->act, T, {
