@@ -185,9 +185,9 @@ __device__ __forceinline__ void scan_dt_tokens(float (&a)[NT], const float *xs, 
         }
     }
 }
-// the whole chunk for the thread's channel into dts[t * eb + el], a quarter of the chunk at a
-// time (all 32 accumulators at once raised the adjoint summary from 56 to 68 registers, 12 -> 9
-// blocks per SM; halves 61)
+// the whole chunk for the thread's channel into dts[t * eb + el] (the emit's), a quarter of the
+// chunk at a time (all 32 accumulators at once raised the adjoint summary, its user then, from
+// 56 to 68 registers, 12 -> 9 blocks per SM; halves 61)
 __device__ __forceinline__ void scan_dt_to_shared(float *dts, int eb, int el, const float *xs,
                                                   const float *w, int R)
 {
@@ -258,9 +258,10 @@ __device__ __forceinline__ void scan_chan_stage(float (*Bs)[SCAN_NS], float (*Cs
     scan_stage_xdt<T>(xs, k, P, n, j0, tn);
     scan_stage_wdt(ws, k, P, e0, eb);
 }
-// dynamic shared memory of the thread-per-channel kernels: a per-(token, channel) array of
-// `per` bytes per element (SCAN_T x eb), then the staged x_dt (SCAN_T x R f32) and W_dt rows
-// (eb x R f32). scan_chan_shm sizes it, scan_chan_carve cuts the kernel's extern buffer into it.
+// dynamic shared memory of the forward's thread-per-channel kernels: a per-(token, channel)
+// array of `per` bytes per element (SCAN_T x eb), then the staged x_dt (SCAN_T x R f32) and W_dt
+// rows (eb x R f32). scan_chan_shm sizes it, scan_chan_carve cuts the kernel's extern buffer
+// into it. (The adjoint summary holds half a chunk and staged rows: bsum_shm.)
 static inline size_t scan_chan_shm(int eb, int R, size_t per)
 {
     return (size_t)SCAN_T * eb * per + (size_t)(SCAN_T + eb) * R * sizeof(float);
