@@ -11,7 +11,8 @@ Forward:  T = LN(x); xz = T W_in^T (N, L, 2E); per direction k: u_k = SiLU(conv_
           G = Y SiLU(z) (mamba_gate.cu: z is shared by the directions, so this is the sum of
           the gated y_k); y = G W_out^T. The three u sets sit over T's dead bytes (G over the
           first once the scan is done) and stay below the backward's scratch.
-Saved:    Y (the pre-gate sum: dz = dG Y SiLU'(z) needs it, G is formed from it again), the
+Saved:    Y (the pre-gate sum: dz = dG Y SiLU'(z) needs it, G is formed from it again; the CPU
+          twin saves G and recomputes the scans' dz, the same math), the
           three x_dbl_k (row stride R + 32 rounded up to 8: 63 MB at level 0 of M; the
           x_proj GEMM's recompute cost 0.68 ms a step) and the scan's chunk-boundary states.
           Everything else is recomputed in the backward by the same kernels / GEMM plans on the
