@@ -185,17 +185,19 @@ __device__ __forceinline__ void scan_dt_tokens(float (&a)[NT], const float *xs, 
         }
     }
 }
-// the whole chunk for the thread's channel into dts[t * eb + el] (the emit's), a quarter of the
-// chunk at a time (all 32 accumulators at once raised the adjoint summary, its user then, from
-// 56 to 68 registers, 12 -> 9 blocks per SM; halves 61)
+// tokens [t0, t0 + nt) of the chunk (the whole chunk by default; nt a multiple of SCAN_T / 4)
+// for the thread's channel into dts[(t - t0) * eb + el], a quarter of the chunk at a time (all
+// 32 accumulators at once raised the adjoint summary from 56 to 68 registers, 12 -> 9 blocks per
+// SM; halves 61)
 __device__ __forceinline__ void scan_dt_to_shared(float *dts, int eb, int el, const float *xs,
-                                                  const float *w, int R)
+                                                  const float *w, int R, int t0 = 0,
+                                                  int nt = SCAN_T)
 {
     constexpr int NT = SCAN_T / 4;
 #pragma unroll 1
-    for (int h = 0; h < SCAN_T; h += NT) {
+    for (int h = 0; h < nt; h += NT) {
         float a[NT];
-        scan_dt_tokens(a, xs, h, w, R);
+        scan_dt_tokens(a, xs, t0 + h, w, R);
 #pragma unroll
         for (int t = 0; t < NT; t++) dts[(h + t) * eb + el] = a[t];   // own column
     }

@@ -92,18 +92,9 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
         }
         cp_async_commit();
     }
-    // the step sizes of the half starting at h0, own column (no barrier; rows past E read the
-    // zero W_dt rows), a quarter chunk's registers at a time
-    auto half_dts = [&](int h0) {
-#pragma unroll 1
-        for (int q0 = 0; q0 < BSUM_HALF; q0 += BSUM_HALF / 2) {
-            float a[BSUM_HALF / 2];
-            scan_dt_tokens(a, xs, h0 + q0, ws + el * k.R, k.R);
-#pragma unroll
-            for (int t = 0; t < BSUM_HALF / 2; t++) dts[(q0 + t) * eb + el] = a[t];
-        }
-    };
-    half_dts(BSUM_HALF);                            // while the copies are in flight
+    // the step sizes of a half, own column (no barrier; rows past E read the zero W_dt rows):
+    // the last half's while the copies are in flight
+    scan_dt_to_shared(dts, eb, el, xs, ws + el * k.R, k.R, BSUM_HALF, BSUM_HALF);
     if (VEC) {
         cp_async_wait_all();
         __syncthreads();                            // every thread's pieces have landed
@@ -117,7 +108,7 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
     // the halves from the last, each walked backward BWD_SUM_BATCH tokens at a time
 #pragma unroll 1
     for (int h0 = BSUM_HALF; h0 >= 0; h0 -= BSUM_HALF) {
-        if (h0 != BSUM_HALF) half_dts(h0);
+        if (h0 != BSUM_HALF) scan_dt_to_shared(dts, eb, el, xs, ws + el * k.R, k.R, h0, BSUM_HALF);
         for (int tb = min(tn, h0 + BSUM_HALF) - 1; tb >= h0; tb -= BWD_SUM_BATCH) {
             float draw[BWD_SUM_BATCH], dyv[BWD_SUM_BATCH], zv[BWD_SUM_BATCH];
 #pragma unroll
