@@ -83,14 +83,10 @@ template <typename T> C1_HD float c1_sigmoid(float v)
 #ifdef __CUDA_ARCH__
     return sigmoid_t<T>(v);                         // mamba_kernels.cuh
 #else
-    return 1.0f / (1.0f + expf(-v));
+    return sigmoid_f(v);                            // gpu_internal.h
 #endif
 }
-template <typename T> C1_HD float c1_dsilu(float v)
-{
-    const float s = c1_sigmoid<T>(v);
-    return s * (1.0f + v * (1.0f - s));
-}
+template <typename T> C1_HD float c1_dsilu(float v) { return dsilu_of(v, c1_sigmoid<T>(v)); }
 
 // Taps in a 4-slot frame: slot i4 reads token t - (3 - i4); tap i of K sits in slot i + 4 - K,
 // slots below 4 - K are off (weight 0, never used: the loops test `i4 >= 4 - K`, uniform).

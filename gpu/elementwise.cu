@@ -18,13 +18,11 @@ chunks added in order), never atomics.
 
 enum { ACT_RELU, ACT_GELU, ACT_SILU, ACT_SOFTPLUS };
 
-__device__ __forceinline__ float sigmoidf_(float v) { return 1.0f / (1.0f + expf(-v)); }
-
 template <int A> __device__ __forceinline__ float act_f(float v)
 {
     if (A == ACT_RELU) return v > 0.0f ? v : 0.0f;
     if (A == ACT_GELU) return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-    if (A == ACT_SILU) return v * sigmoidf_(v);
+    if (A == ACT_SILU) return v * sigmoid_f(v);
     return v > 20.0f ? v : log1pf(expf(v));
 }
 
@@ -35,11 +33,8 @@ template <int A> __device__ __forceinline__ float act_df(float v)
         float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752f));
         return cdf + v * 0.39894228040143268f * expf(-0.5f * v * v);
     }
-    if (A == ACT_SILU) {
-        float s = sigmoidf_(v);
-        return s * (1.0f + v * (1.0f - s));
-    }
-    return v > 20.0f ? 1.0f : sigmoidf_(v);
+    if (A == ACT_SILU) return dsilu_of(v, sigmoid_f(v));
+    return v > 20.0f ? 1.0f : sigmoid_f(v);
 }
 
 // ----------------------------------------------------------------------------

@@ -95,6 +95,12 @@ template <typename T> __device__ __forceinline__ T from_f(float x);
 template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
 template <> __device__ __forceinline__ bf16 from_f<bf16>(float x) { return __float2bfloat16_rn(x); }
 
+// The logistic sigmoid with the accurate exponential, and SiLU's derivative from v and a
+// sigmoid value s of it: silu'(v) = s (1 + v (1 - s)). One definition for every kernel (and the
+// conv1d's host emulation) that needs them.
+__host__ __device__ __forceinline__ float sigmoid_f(float v) { return 1.0f / (1.0f + expf(-v)); }
+__host__ __device__ __forceinline__ float dsilu_of(float v, float s) { return s * (1.0f + v * (1.0f - s)); }
+
 // Launch body for the context's activation type: `ACT_DISPATCH(g->act, T, stmt)` runs stmt
 // with T = float or bf16.
 #define ACT_DISPATCH(dt, T, ...)                            \

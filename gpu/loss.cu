@@ -50,8 +50,6 @@ __device__ __forceinline__ void softmax_mz(const T *lg, int K, float *mx, float 
     *z = s;
 }
 
-__device__ __forceinline__ float sigm(float v) { return 1.0f / (1.0f + expf(-v)); }
-
 // ----------------------------------------------------------------------------
 // stage 1: partials (N, nch, slots). Softmax Dice slots: I[k], P[k], G[k] (3K);
 // CE: 1 slot; sigmoid Dice: I[r], P[r], G[r] (3R).
@@ -72,7 +70,7 @@ __global__ void loss_partial_kernel(float *part, const T *logits, const uint8_t 
 #pragma unroll
             for (int r = 0; r < KMAX_GPU; r++) {
                 if (r >= K) break;
-                float p = sigm(to_f(lg[r])), t = mem.member[r][lab] ? 1.0f : 0.0f;
+                float p = sigmoid_f(to_f(lg[r])), t = mem.member[r][lab] ? 1.0f : 0.0f;
                 accI[r] += p * t;
                 accP[r] += a.c.squared_pred ? p * p : p;
                 accG[r] += t;
@@ -161,7 +159,7 @@ __global__ void loss_grad_kernel(T *dlogits, const T *logits, const uint8_t *lab
         size_t n = v / a.S;
         if (a.kind == L_DICE_SIGMOID) {
             for (int r = 0; r < K; r++) {
-                float p = sigm(to_f(lg[r])), t = mem.member[r][lab] ? 1.0f : 0.0f;
+                float p = sigmoid_f(to_f(lg[r])), t = mem.member[r][lab] ? 1.0f : 0.0f;
                 float d = f * dice_dterm(sums + (n * K + r) * 3, a.c, p, t) * p * (1.0f - p);
                 dl[r] = from_f<T>(to_f(dl[r]) + d);
             }

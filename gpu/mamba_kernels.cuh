@@ -65,7 +65,6 @@ __device__ __forceinline__ float exp2_acc(float x)
 // bf16 inputs dominate the error). `exact` is uniform over a launch: no divergence.
 __device__ __forceinline__ float scan_ex2(float x, int exact) { return exact ? exp2_acc(x) : ex2_fast(x); }
 
-__device__ __forceinline__ float sigmoid_f(float v) { return 1.0f / (1.0f + expf(-v)); }
 __device__ __forceinline__ float softplus20_f(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
 // The sigmoid for a layer of element type T: bf16 layers take the fast exponential and division
 // (relative error ~1e-7, far under bf16's 4e-3 rounding; the accurate pair costs ~16 issue
