@@ -14,7 +14,7 @@ else one element a thread. fp32 math; the accurate exponential in both modes (th
 the math, set the time).
 */
 #include "gpu_internal.h"
-#include "mamba_kernels.cuh"
+#include <initializer_list>
 
 #define GATE_BLOCK 256
 
@@ -56,7 +56,7 @@ __global__ void gate_bwd_kernel(T *dxz, T *G, const T *dG, const T *Y, const T *
 #pragma unroll
         for (int j = 0; j < V; j++) {
             const float zt = to_f(z.v[j]), sz = sigmoid_f(zt), yt = to_f(y.v[j]);
-            dz.v[j] = from_f<T>(to_f(dg.v[j]) * yt * (sz * (1.0f + zt * (1.0f - sz))));
+            dz.v[j] = from_f<T>(to_f(dg.v[j]) * yt * dsilu_of(zt, sz));
             zero.v[j] = from_f<T>(0.0f);
             o.v[j] = from_f<T>(yt * (zt * sz));    // as gate_fwd_kernel: the same G
         }
@@ -66,19 +66,20 @@ __global__ void gate_bwd_kernel(T *dxz, T *G, const T *dG, const T *Y, const T *
     }
 }
 
-// Channels a thread: 16 bytes where every row of every operand starts 16-byte aligned.
-static int gate_width(size_t esz, int E, const void *a, const void *b, const void *c, const void *d)
+// Channels a thread: 16 bytes where every row of every operand (NULL: absent) starts 16-byte
+// aligned.
+static int gate_width(size_t esz, int E, std::initializer_list<const void *> ops)
 {
     const int v = (int)(16 / esz);
-    const int ok = E % v == 0 && (uintptr_t)a % 16 == 0 && (uintptr_t)b % 16 == 0 &&
-                   (uintptr_t)c % 16 == 0 && (!d || (uintptr_t)d % 16 == 0);
+    int ok = E % v == 0;
+    for (const void *p : ops) ok = ok && (uintptr_t)p % 16 == 0;
     return ok ? v : 1;
 }
 
 void mamba_gate_forward_gpu(gpu_ctx_t *g, void *G, const void *Y, const void *xz, size_t n, int E)
 {
     if (!n) return;
-    const int v = gate_width(gpu_dtype_size(g->act), E, G, Y, xz, NULL);
+    const int v = gate_width(gpu_dtype_size(g->act), E, { G, Y, xz });
     const size_t work = n * (size_t)(E / v);
     ACT_DISPATCH(g->act, T, {
         constexpr int V = 16 / (int)sizeof(T);
@@ -96,8 +97,7 @@ void mamba_gate_backward_gpu(gpu_ctx_t *g, void *dxz, void *G, const void *dG, c
                              const void *xz, size_t n, int E)
 {
     if (!n) return;
-    int v = gate_width(gpu_dtype_size(g->act), E, dxz, dG, Y, xz);
-    if (G && (uintptr_t)G % 16) v = 1;
+    const int v = gate_width(gpu_dtype_size(g->act), E, { dxz, G, dG, Y, xz });
     const size_t work = n * (size_t)(E / v);
     ACT_DISPATCH(g->act, T, {
         constexpr int V = 16 / (int)sizeof(T);
