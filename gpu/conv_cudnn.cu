@@ -710,13 +710,15 @@ void conv_transpose3d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db,
     }
 }
 
-void conv3d_prepare_gpu(gpu_ctx_t *g, conv3d_shape_t s)
+void conv3d_prepare_gpu(gpu_ctx_t *g, conv3d_shape_t s, int with_dx)
 {
     conv_key_t k0 = conv_problem(g, s, CK_FWD, 0);
-    conv_key_t k1 = conv_problem(g, s, CK_BWD_DATA, 1);
     conv_key_t k2 = conv_problem(g, s, CK_BWD_FILTER, g->act == GPU_F32);
     get_plan(g, &k0, NULL);
-    get_plan(g, &k1, NULL);
+    if (with_dx) {
+        conv_key_t k1 = conv_problem(g, s, CK_BWD_DATA, 1);
+        get_plan(g, &k1, NULL);
+    }
     get_plan(g, &k2, NULL);
     reserve_wscratch(g, (size_t)s.Cout * s.Cin * vox(s.k));
 }

@@ -115,11 +115,21 @@ void conv_transpose3d_forward_gpu(gpu_ctx_t *g, void *y, const void *x, const vo
 void conv_transpose3d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const void *dy,
                                    const void *x, const void *w, conv3d_shape_t s);
 // prepare: build (and cache) the forward and backward plans of one layer now and grow the
-// workspace to fit them. With gpu_conv_freeze(g, 1), a conv whose plan was not prepared DIEs
-// instead of building a plan inside the step.
-void conv3d_prepare_gpu(gpu_ctx_t *g, conv3d_shape_t s);
+// workspace to fit them (with_dx 0: no input gradient, a first layer). With
+// gpu_conv_freeze(g, 1), a conv whose plan was not prepared DIEs instead of building a plan
+// inside the step.
+void conv3d_prepare_gpu(gpu_ctx_t *g, conv3d_shape_t s, int with_dx);
 void conv_transpose3d_prepare_gpu(gpu_ctx_t *g, conv3d_shape_t s);
 void gpu_conv_freeze(gpu_ctx_t *g, int frozen);
+// The stem (k7 s2 p3 over even extents) as a k5 s1 p2 convolution of the input's 2x2x2 blocks
+// (stem_s2d.cu says why and how): stem_s2d_shape gives that convolution's shape; the input
+// goes up as blocks (x: the host's channels-first f32 volume, staged on the device; y: act,
+// (N, D/2, H/2, W/2, 8 Cin)); the block weight w2 (act, (K, 5, 5, 5, 8 Cin)) is formed from the
+// stem weight w (act, (K, 7, 7, 7, Cin)); dw (f32, the stem's) += the fold of dw2 (f32, w2's).
+conv3d_shape_t stem_s2d_shape(conv3d_shape_t stem);
+void stem_s2d_input_gpu(gpu_ctx_t *g, void *y, const float *x, conv3d_shape_t stem);
+void stem_s2d_weight_gpu(gpu_ctx_t *g, void *w2, const void *w, conv3d_shape_t stem);
+void stem_s2d_grad_fold_gpu(gpu_ctx_t *g, float *dw, const float *dw2, conv3d_shape_t stem);
 // Number of cached plans and the largest workspace one needs (for logs and tests).
 void gpu_conv_plan_stats(const gpu_ctx_t *g, int *nplans, size_t *max_workspace);
 

@@ -118,6 +118,26 @@ static inline unsigned grid_for(const gpu_ctx_t *g, size_t n, int block)
     return (unsigned)(want ? want : 1);
 }
 
+// Element i of an input stored as 2x2x2 blocks, (N, D/2, H/2, W/2, 8 Cin) with extents
+// (Db, Hb, Wb) = (D/2, H/2, W/2) (stem_s2d.cu): its sample n, channel c and voxel (z, y, x) of
+// the (N, Cin, D, H, W) volume. Channel q Cin + c of a block holds parity q = 4 qz + 2 qy + qx.
+struct s2d_src { size_t n; int c, z, y, x; };
+__device__ __forceinline__ s2d_src s2d_source(size_t i, int Cin, int Db, int Hb, int Wb)
+{
+    const int C8 = 8 * Cin, ch = (int)(i % C8), q = ch / Cin;
+    size_t t = i / C8;
+    const int bx = (int)(t % Wb); t /= Wb;
+    const int by = (int)(t % Hb); t /= Hb;
+    const int bz = (int)(t % Db);
+    s2d_src r;
+    r.n = t / Db;
+    r.c = ch % Cin;
+    r.z = 2 * bz + (q >> 2);
+    r.y = 2 * by + ((q >> 1) & 1);
+    r.x = 2 * bx + (q & 1);
+    return r;
+}
+
 // ---- tagged marks (gpu_timer.cu): a profile's finer split of ops that are one op to gm_prof --
 // gpu_mark(g, tag) records an event tagged `tag` (>= 0; < 0 closes a span) on g's stream while a
 // mark list is armed for g, and does nothing else: unarmed (timed steps, graph captures,

@@ -68,6 +68,8 @@ static size_t infer_layout(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, char *b
     }
     // persistent
     p->x = gm_take(&b, p->in_numel * es);
+    p->stem_w = gm_take(&b, gm_stem_w_numel(m) * es);
+    p->stem_dw = NULL;
     p->logits = gm_take(&b, p->out_numel * es);
     p->scratch = scratch ? gm_take(&b, scratch) : NULL;
     void *ms = msaved ? gm_take(&b, msaved) : NULL;
@@ -218,8 +220,7 @@ void gpu_infer_set_params(gpu_infer_t *gi, const float *params)
 
 static void forward_uploaded(gpu_infer_t *gi)
 {
-    gpu_to_channels_last(gi->g, gi->plan.x, gi->g->act, gi->x_stage, GPU_F32, gi->N,
-                         gi->m->cfg.in_channels, vox(gi->dims));
+    stem_s2d_input_gpu(gi->g, gi->plan.x, gi->x_stage, gm_stem_shape(gi->m, gi->N, gi->dims));
     gm_forward(gi->g, &gi->plan, &gi->q, gi->m, NULL);
 }
 
@@ -261,27 +262,22 @@ void gpu_infer_time(gpu_infer_t *gi, const float *x, int warm, int n, float *ms)
 typedef struct { int n; int start[INFER_MAX_BATCH][3]; } win_batch_t;
 typedef struct { int d[3]; } dims3_t;
 
-// x (N, S, Cin) act <- vol (Cin, V) f32 at each window's start; zero outside the volume and for
-// batch slots past w.n.
+// x (the stem's 2x2x2-block input of N windows, s2d_source) act <- vol (Cin, V) f32 at each
+// window's start; zero outside the volume and for batch slots past w.n.
 template <typename T>
 __global__ void gather_kernel(T *x, const float *vol, win_batch_t w, dims3_t wd, dims3_t vd,
                               int Cin, size_t total)
 {
-    const size_t S = (size_t)wd.d[0] * wd.d[1] * wd.d[2];
     const size_t V = (size_t)vd.d[0] * vd.d[1] * vd.d[2];
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
-        const int c = (int)(i % Cin);
-        const size_t s = (i / Cin) % S;
-        const int b = (int)(i / ((size_t)Cin * S));
+        const s2d_src s = s2d_source(i, Cin, wd.d[0] / 2, wd.d[1] / 2, wd.d[2] / 2);
+        const int b = (int)s.n;
         float v = 0.0f;
         if (b < w.n) {
-            const int z = (int)(s / ((size_t)wd.d[1] * wd.d[2]));
-            const int y = (int)((s / wd.d[2]) % wd.d[1]);
-            const int xx = (int)(s % wd.d[2]);
-            const int gz = w.start[b][0] + z, gy = w.start[b][1] + y, gx = w.start[b][2] + xx;
+            const int gz = w.start[b][0] + s.z, gy = w.start[b][1] + s.y, gx = w.start[b][2] + s.x;
             if (gz < vd.d[0] && gy < vd.d[1] && gx < vd.d[2])
-                v = vol[(size_t)c * V + ((size_t)gz * vd.d[1] + gy) * vd.d[2] + gx];
+                v = vol[(size_t)s.c * V + ((size_t)gz * vd.d[1] + gy) * vd.d[2] + gx];
         }
         x[i] = from_f<T>(v);
     }

@@ -206,7 +206,13 @@ static void level_backward(const bctx_t *c, int i)
     conv_b(c, DX, Tg, A->X, &ML->proj, N, A->s, 2, 2);                          // DX = d X
 
     if (i == 0) {
-        conv_b(c, NULL, DX, p->x, &ML->stem, N, p->dims, 2, 3);
+        // the stem's weight gradient through its block form (stem_s2d.cu); no input gradient
+        gm_prof(c->pr, c->g, GPU_KIND_CONV);
+        const conv3d_shape_t st = gm_stem_shape(c->m, N, p->dims);
+        gpu_memset(c->g, p->stem_dw, 0, gm_stem_w_numel(c->m) * sizeof(float));
+        conv3d_backward_gpu(c->g, NULL, p->stem_dw, gm_gb(c->G, ML->stem.b), DX, p->x, p->stem_w,
+                            stem_s2d_shape(st));
+        stem_s2d_grad_fold_gpu(c->g, c->G + ML->stem.w, p->stem_dw, st);
         return;
     }
     // X = conv2s2(IN(conv3(xn_{i-1})))

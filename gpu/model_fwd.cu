@@ -54,7 +54,11 @@ static void level_forward(gpu_ctx_t *g, const gm_plan_t *p, const gm_params_t *q
 
     // stem (level 0) or downsample: IN(x) [= xn of the level above] -> conv3 -> IN -> conv2 s2
     if (i == 0) {
-        conv_f(g, pr, A->X, p->x, q, &ML->stem, N, p->dims, 2, 3);
+        // the stem as a convolution of the input's 2x2x2 blocks (stem_s2d.cu)
+        gm_prof(pr, g, GPU_KIND_CONV);
+        const conv3d_shape_t st = gm_stem_shape(m, N, p->dims);
+        stem_s2d_weight_gpu(g, p->stem_w, gm_w(q, ML->stem.w), st);
+        conv3d_forward_gpu(g, A->X, p->x, p->stem_w, gm_b(q, ML->stem.b), stem_s2d_shape(st));
     } else {
         const gm_level_t *B = &p->lv[i - 1];
         conv_f(g, pr, A->dn_c, B->xn, q, &ML->down_conv, N, B->s, 1, 1);

@@ -56,7 +56,11 @@ typedef struct {
     size_t in_numel, out_numel;                     // N*Cin*S, N*K*S
     gm_level_t lv[MODEL_LEVELS];
     gm_dec_t dec[3];
-    void *x;                                        // input, channels-last act (N, S, Cin)
+    void *x;                                        // input as 2x2x2 blocks, channels-last act
+                                                    // (N, S/8, 8 Cin): stem_s2d.cu
+    void *stem_w;                                   // the stem's block weight (act; formed by
+                                                    // every forward from the stem weight)
+    float *stem_dw;                                 // its f32 gradient (training only)
     void *logits, *dlogits;                         // (N, S, K)
     void *scratch;                                  // one Mamba scratch for every layer
                                                     // (inference; training: NULL, per layer)
@@ -107,6 +111,19 @@ static inline const float *gm_b(const gm_params_t *q, size_t off)
     return off == PARAM_NONE ? NULL : q->p + off;
 }
 static inline float *gm_gb(float *G, size_t off) { return off == PARAM_NONE ? NULL : G + off; }
+
+// The stem convolution's shape at batch N and input extents dims (run as stem_s2d_shape of it).
+static inline conv3d_shape_t gm_stem_shape(const model_t *m, int N, const int dims[3])
+{
+    const conv_p_t *c = &m->lv[0].stem;
+    return conv3d_shape(N, c->cin, c->cout, dims, c->k, 2, 3);
+}
+// Elements of the stem's block weight (stem_s2d.cu).
+static inline size_t gm_stem_w_numel(const model_t *m)
+{
+    const conv3d_shape_t s = stem_s2d_shape(gm_stem_shape(m, 1, (const int[3]){ 16, 16, 16 }));
+    return (size_t)s.Cout * s.Cin * s.k[0] * s.k[1] * s.k[2];
+}
 
 // Prepare (cuDNN plans, weight-gradient scratch) every conv the model runs at batch N and dims.
 void gm_prepare_convs(gpu_ctx_t *g, const model_t *m, const gm_plan_t *p);

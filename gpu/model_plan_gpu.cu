@@ -142,7 +142,9 @@ static void lay_out(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, const gm_tmp_s
     p->logits = p->Tg;
 
     p->x = gm_take(&b, p->in_numel * es);
-    GM_ACCT("input x (channels-last)");
+    p->stem_w = gm_take(&b, gm_stem_w_numel(m) * es);
+    p->stem_dw = (float *)gm_take(&b, gm_stem_w_numel(m) * sizeof(float));
+    GM_ACCT("input x (2x2x2 blocks, channels-last), stem block weight and its gradient");
     p->Ta = gm_take(&b, z->nTa * es);
     p->dlogits = p->Ta;
     GM_ACCT("Ta (backward temporary; dlogits, decoder u)");
@@ -263,7 +265,7 @@ size_t gpu_model_arena_bytes(gpu_ctx_t *g, const model_t *m, int N, const int di
 // ---- conv plans ----------------------------------------------------------------------------------
 static void prep_conv(gpu_ctx_t *g, const conv_p_t *c, int N, const int in[3], int stride, int pad)
 {
-    conv3d_prepare_gpu(g, conv3d_shape(N, c->cin, c->cout, in, c->k, stride, pad));
+    conv3d_prepare_gpu(g, conv3d_shape(N, c->cin, c->cout, in, c->k, stride, pad), 1);
 }
 
 void gm_prepare_convs(gpu_ctx_t *g, const model_t *m, const gm_plan_t *p)
@@ -274,7 +276,7 @@ void gm_prepare_convs(gpu_ctx_t *g, const model_t *m, const gm_plan_t *p)
         const model_level_t *ML = &m->lv[i];
         const gm_level_t *L = &p->lv[i];
         if (i == 0) {
-            prep_conv(g, &ML->stem, N, p->dims, 2, 3);
+            conv3d_prepare_gpu(g, stem_s2d_shape(gm_stem_shape(m, N, p->dims)), 0);
         } else {
             prep_conv(g, &ML->down_conv, N, p->lv[i - 1].s, 1, 1);
             prep_conv(g, &ML->down_s2, N, p->lv[i - 1].s, 2, 0);

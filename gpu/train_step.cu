@@ -41,7 +41,7 @@ void gm_enqueue_forward_loss(gpu_model_t *gm, int backward_too, gm_prof_t *pr)
     const int N = p->N, K = m->cfg.classes;
     const size_t S = vox(p->dims);
     gm_prof(pr, g, GPU_KIND_COPY);
-    gpu_to_channels_last(g, p->x, g->act, gm->x_stage, GPU_F32, N, m->cfg.in_channels, S);
+    stem_s2d_input_gpu(g, p->x, gm->x_stage, gm_stem_shape(m, N, p->dims));
     gm_forward(g, p, &gm->q, m, pr);
 
     gm_prof(pr, g, GPU_KIND_LOSS);

@@ -243,6 +243,51 @@ static void check_conv(const char *name, conv3d_shape_t s, int transposed)
     free(x_cl); free(w_cl); free(dy_cl); free(dx0_cl); free(dw0_cl);
 }
 
+// The stem through its 2x2x2-block form (stem_s2d.cu) against the CPU's direct k7 s2 p3
+// convolution: the input uploaded as blocks from the channels-first f32 volume, the block
+// weight formed on the GPU from the stem weight, the weight gradient folded back into a
+// gradient that already holds values (it must accumulate).
+static void check_stem_s2d(int N, int Cin, int Cout, int d, int h, int w)
+{
+    const int in[3] = { d, h, w };
+    const conv3d_shape_t s = conv3d_shape(N, Cin, Cout, in, 7, 2, 3);
+    const conv3d_shape_t sb = stem_s2d_shape(s);
+    int out[3];
+    conv3d_out_dims(&s, out);
+    const size_t Si = vox(in), So = vox(out), nx = (size_t)N * Cin * Si, ny = (size_t)N * Cout * So;
+    const size_t nw = (size_t)Cout * Cin * 343, nwb = (size_t)Cout * sb.Cin * 125;
+    float *x = rnd(nx, -1, 1), *wt = rnd(nw, -0.5f, 0.5f), *b = rnd_f32(Cout, -1, 1);
+    float *dy = rnd(ny, -1, 1), *dw0 = rnd_f32(nw, -1, 1), *db0 = rnd_f32(Cout, -1, 1);
+    float *y_ref = xmalloc(ny * 4), *dw = dup(dw0, nw), *db = dup(db0, Cout);
+    conv3d_forward_cpu(y_ref, x, wt, b, s);
+    conv3d_backward_cpu(NULL, dw, db, dy, x, wt, s);
+
+    float *w_cl = to_cl(wt, Cout, Cin, 343), *dy_cl = to_cl(dy, N, Cout, So);
+    float *dw0_cl = to_cl(dw0, Cout, Cin, 343);
+    float *x_stage = up_f32(x, nx), *b_dev = up_f32(b, Cout);
+    void *w_dev = up_act(w_cl, nw), *dy_dev = up_act(dy_cl, ny);
+    void *xb = poisoned_act(nx), *wb = poisoned_act(nwb), *y_dev = poisoned_act(ny);
+    float *dwb = dalloc(nwb * 4), *dw_dev = up_f32(dw0_cl, nw), *db_dev = up_f32(db0, Cout);
+    stem_s2d_input_gpu(g, xb, x_stage, s);
+    stem_s2d_weight_gpu(g, wb, w_dev, s);
+    conv3d_forward_gpu(g, y_dev, xb, wb, b_dev, sb);
+    gpu_memset(g, dwb, 0, nwb * 4);
+    conv3d_backward_gpu(g, NULL, dwb, db_dev, dy_dev, xb, wb, sb);
+    stem_s2d_grad_fold_gpu(g, dw_dev, dwb, s);
+    char lab[160];
+    snprintf(lab, sizeof lab, "stem as blocks %d->%d N%d %dx%dx%d y", Cin, Cout, N, d, h, w);
+    EXPECT(close_act(lab, y_dev, y_ref, N, Cout, So, rtol()), "%s", lab);
+    float *dw_h = down_f32(dw_dev, nw);
+    snprintf(lab, sizeof lab, "stem as blocks %d->%d N%d %dx%dx%d dw", Cin, Cout, N, d, h, w);
+    EXPECT(close_cl(lab, dw_h, dw, Cout, Cin, 343, rtol()), "%s", lab);
+    snprintf(lab, sizeof lab, "stem as blocks %d->%d N%d %dx%dx%d db", Cin, Cout, N, d, h, w);
+    EXPECT(close_f32(lab, db_dev, db, Cout, rtol()), "%s", lab);
+    free(dw_h);
+    dfree_all();
+    free(x); free(wt); free(b); free(dy); free(dw0); free(db0); free(y_ref); free(dw); free(db);
+    free(w_cl); free(dy_cl); free(dw0_cl);
+}
+
 static conv3d_shape_t shp(int N, int Cin, int Cout, int d, int h, int w, int k, int st, int pad,
                           int op)
 {
@@ -264,6 +309,9 @@ static void test_convs(void)
     check_conv("convT CMMB k5 s2 p2 op1 8->8", shp(1, 8, 8, 5, 4, 3, 5, 2, 2, 1), 1);
     check_conv("convT head k2 s2 8->3", shp(2, 8, 3, 4, 5, 3, 2, 2, 0, 0), 1);
     check_conv("convT k3 s2 p1 3->12 5x7x3", shp(1, 3, 12, 5, 7, 3, 3, 2, 1, 0), 1);
+    check_stem_s2d(1, 1, 8, 16, 12, 10);
+    check_stem_s2d(2, 4, 16, 8, 10, 6);
+    check_stem_s2d(1, 3, 8, 6, 8, 16);
 }
 
 // ---- linear ------------------------------------------------------------------------------
@@ -689,7 +737,7 @@ static void test_memory(void)
     // workspace we hold covers every plan.
     const int in[3] = { 6, 6, 6 };
     conv3d_shape_t s = conv3d_shape(1, 8, 8, in, 3, 1, 1);
-    conv3d_prepare_gpu(g, s);
+    conv3d_prepare_gpu(g, s, 1);
     int np;
     size_t maxws;
     gpu_conv_plan_stats(g, &np, &maxws);
@@ -741,7 +789,8 @@ static void bench_op(bench_t *B, int op)
     case 8: dice_softmax_forward_gpu(g, B->loss, B->lg, B->lab, 1, 14, 8 * S, dc);
             dice_softmax_backward_gpu(g, B->dl, B->lg, B->lab, 1, 14, 8 * S, dc, 1.0); break;
     case 9: adam_update_gpu(g, B->p, B->m, B->v, B->gr, B->p16, B->np, ac, 5); break;
-    case 10: conv3d_forward_gpu(g, B->y, B->lg, B->w, B->b, B->stem); break;
+    case 10: stem_s2d_weight_gpu(g, B->w, B->dx, B->stem);
+             conv3d_forward_gpu(g, B->y, B->lg, B->w, B->b, stem_s2d_shape(B->stem)); break;
     case 11: conv_transpose3d_forward_gpu(g, B->lg, B->x, B->w, B->b, B->head); break;
     case 12: gelu_forward_gpu(g, B->y, B->x, C * S); break;
     }
@@ -779,7 +828,7 @@ static void bench_model_sizes(void)
         { "groupnorm+relu 48x64^3 fwd", 0 }, { "linear 48->96 over 64^3 fwd", 0 },
         { "upsample x2 48x32^3 fwd", 0 }, { "upsample x2 48x32^3 bwd", 0 },
         { "dice softmax K=14 128^3 fwd+bwd", 0 }, { "adam 80.4M params (+bf16 copy)", 0 },
-        { "stem conv k7 s2 1->48 128^3 fwd", 0 }, { "head convT k2 s2 48->14 fwd", 0 },
+        { "stem k7 s2 1->48 128^3 fwd (as blocks)", 0 }, { "head convT k2 s2 48->14 fwd", 0 },
         { "gelu 48x64^3", 0 },
     };
     // ideal bytes: read + write once (norm forward/backward read x twice: stats then apply)
