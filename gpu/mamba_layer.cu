@@ -60,7 +60,8 @@ struct layer_dims {
 
 // x_dbl = [dt (R) | B (16) | C (16)] rows padded to a multiple of 8 elements: with P = 35 (M at
 // level 0) bf16 rows of 70 bytes leave cuBLASLt no 16-byte-aligned algorithm for the x_proj
-// GEMMs; the pad columns are never read or written.
+// GEMMs. The forward GEMM writes zeros into the pad columns (it runs with ldp outputs); nothing
+// reads them.
 size_t mamba_layer_gpu_xdbl_ld(const mamba_layer_t *m) { return ((size_t)m->R + 2 * m->NS + 7) / 8 * 8; }
 
 static layer_dims dims_of(const gpu_ctx_t *g, const mamba_layer_t *m, int N, size_t L)
@@ -122,6 +123,7 @@ struct scratch_v {
     void *G;                                // the gated output (over u, after the scan / before
                                             // the directions)
     void *u3[3];                            // forward: the three directions' u
+    void *wx;                               // forward: W_x with zero rows up to ldp (act)
     float *mean, *rstd;
     void *dG, *dxz, *dT, *du, *dxdbl;       // backward, act
 };
@@ -147,6 +149,7 @@ static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer
         for (int k = 0; k < 3; k++) v.u3[k] = b.take(nle);
         v.u = v.G = v.u3[0];
         v.ws = b.take(selective_scan_forward_workspace_bytes(&s3));
+        v.wx = b.take(d.ldp * d.E * d.act);
         if (b.off < front_end) b.off = front_end;
         if (total) *total = b.off;
         return v;
@@ -256,10 +259,16 @@ void mamba_layer_forward_gpu(gpu_ctx_t *g, void *y, void *saved, void *scratch, 
     for (int k = 0; k < 3; k++) {
         // x_dbl_k = u_k W_x^T, saved for the backward (the scan forms delta_k from x_dbl_k[:R])
         direction_conv(g, w.u3[k], w.xz, params, m, d, N, L, k, 0);
-        linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0,
-                              .y_nstride = d.ldp };
+        // as ldp outputs (W_x's P rows, then zero rows: the rows' padding gets zeros): with
+        // P = 35 (level 0 of M) cuBLASLt's best algorithm took 0.081 ms a direction for this
+        // memory-bound GEMM (0.033 for 48 outputs; gpu/PERF_NOTES.md v33)
+        const size_t wb = (size_t)d.P * d.E * d.act;
+        gpu_copy(g, w.wx, wptr(params_act, m->x_proj[k], d.act), wb);
+        if (d.ldp > d.P) gpu_memset(g, (char *)w.wx + wb, 0, (d.ldp - d.P) * d.E * d.act);
+        linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = (int)d.ldp, .L = L, .x_nstride = 0,
+                              .y_nstride = 0 };
         gpu_mark(g, GPU_MPART_XPROJ_FWD);
-        linear_forward_gpu(g, sv.xdbl3[k], w.u3[k], wptr(params_act, m->x_proj[k], d.act), NULL, xs);
+        linear_forward_gpu(g, sv.xdbl3[k], w.u3[k], w.wx, NULL, xs);
         const scan_gpu_t s = direction_scan(m, d, N, L, k, w.u3[k], sv.xdbl3[k], w.xz, params);
         s3.dir[k] = s.dir[0];
         s3.dir[k].z = NULL;                         // Y ungated: saved for the backward's dz
