@@ -49,6 +49,8 @@ struct conv_cache {
     size_t max_ws;
     void *wscratch;            // bf16 weight-gradient scratch (bf16 mode)
     size_t wscratch_bytes;
+    void *bscratch;            // weight gradients through blocks: the input's blocks, then
+    size_t bscratch_bytes;     //   the block weight's gradient (act)
     void *tune_scratch;        // gpu_conv_tune_scratch: memory autotuning may overwrite
     size_t tune_scratch_bytes;
     // autotuning totals, and what the last log line covered
@@ -85,6 +87,7 @@ void gpu_conv_cache_free(gpu_ctx_t *g)
     }
     free(c->plans);
     gpu_free(g, c->wscratch);
+    gpu_free(g, c->bscratch);
     free(c);
     g->conv = NULL;
 }
@@ -631,24 +634,99 @@ static conv_key_t convT_problem(const gpu_ctx_t *g, conv3d_shape_t s, int kind, 
     return k;
 }
 
+// Grow a scratch buffer of the cache to at least `bytes` (outside a frozen step only).
+static void grow_scratch(gpu_ctx_t *g, void **buf, size_t *have, size_t bytes, const char *what)
+{
+    if (bytes <= *have) return;
+    if (g->conv->frozen) DIE("%s of %zu bytes was not prepared", what, bytes);
+    CUDA_CHECK(cudaStreamSynchronize(g->stream));
+    gpu_free(g, *buf);
+    *buf = gpu_malloc(g, bytes, what);
+    *have = bytes;
+}
+
 // bf16 mode: weight gradients go through a bf16 scratch of the weight's size.
 static void reserve_wscratch(gpu_ctx_t *g, size_t nw)
 {
     if (g->act == GPU_F32) return;
-    size_t bytes = nw * sizeof(bf16);
-    conv_cache *c = g->conv;
-    if (bytes <= c->wscratch_bytes) return;
-    if (c->frozen) DIE("conv weight-gradient scratch of %zu bytes was not prepared", bytes);
-    CUDA_CHECK(cudaStreamSynchronize(g->stream));
-    gpu_free(g, c->wscratch);
-    c->wscratch = gpu_malloc(g, bytes, "bf16 conv weight-gradient scratch");
-    c->wscratch_bytes = bytes;
+    grow_scratch(g, &g->conv->wscratch, &g->conv->wscratch_bytes, nw * sizeof(bf16),
+                 "bf16 conv weight-gradient scratch");
+}
+
+// ---- weight gradients of k5 s2 p2 convolutions through 2x2x2 blocks (conv_wgrad_blocks.cu) --
+// Where the output has BLOCKS_MIN_VOX < voxels <= BLOCKS_MAX_VOX a sample, as measured on an
+// H100 (gpu/PERF_NOTES.md v34) for the CMMB conv5 of M at 128^3 (two per step: the conv and its
+// transposed twin share the problem): level 2 (192 channels, 16^3 -> 8^3) 0.32 ms with
+// cuDNN's best plan (0.55 at batch 2; 15 TFLOP/s), 0.066 ms through blocks (copy and fold
+// included); level 1 (32^3 -> 16^3) 0.064 vs 0.048 before the blocks' 6 MB copy and fold (not
+// worth the scratch); level 0 0.14 vs 0.10 likewise; level 3 (4^3 outputs) 0.028 ms with
+// cuDNN's plan in the training step but 0.151 through blocks (3072 channels of 64 voxels).
+#define BLOCKS_MIN_VOX 64
+#define BLOCKS_MAX_VOX 512
+static int blocks_wgrad(const conv_key_t *k)
+{
+    const size_t v = vox(k->small);
+    if (k->kind != CK_BWD_FILTER || v <= BLOCKS_MIN_VOX || v > BLOCKS_MAX_VOX) return 0;
+    for (int a = 0; a < 3; a++)
+        if (k->k[a] != 5 || k->stride[a] != 2 || k->pad[a] != 2 || k->big[a] != 2 * k->small[a])
+            return 0;
+    return 1;
+}
+// The blocks' problem of k (written, not accumulated: the fold adds it up).
+static conv_key_t blocks_key(const conv_key_t *k)
+{
+    conv_key_t b = *k;
+    b.C = 8 * k->C;
+    for (int a = 0; a < 3; a++) {
+        b.big[a] = k->small[a];
+        b.k[a] = 3; b.stride[a] = 1; b.pad[a] = 1;
+    }
+    b.beta_one = 0;
+    return b;
+}
+// bscratch bytes of k's blocks: the input's blocks, then the block weight's gradient
+static size_t blocks_bytes(const gpu_ctx_t *g, const conv_key_t *k, size_t *dwb_off)
+{
+    const size_t es = gpu_dtype_size(g->act);
+    *dwb_off = gpu_arena_round((size_t)k->N * 8 * k->C * vox(k->small) * es);
+    return *dwb_off + (size_t)k->K * 8 * k->C * 27 * es;
+}
+static void reserve_bscratch(gpu_ctx_t *g, const conv_key_t *k)
+{
+    size_t off;
+    grow_scratch(g, &g->conv->bscratch, &g->conv->bscratch_bytes, blocks_bytes(g, k, &off),
+                 "conv weight-gradient blocks scratch");
+}
+
+// Prepare the weight gradient of problem k: its plan (or its blocks' plan) and scratch.
+static void prepare_wgrad(gpu_ctx_t *g, const conv_key_t *k)
+{
+    if (blocks_wgrad(k)) {
+        const conv_key_t kb = blocks_key(k);
+        get_plan(g, &kb, NULL);
+        reserve_bscratch(g, k);
+        return;
+    }
+    get_plan(g, k, NULL);
+    reserve_wscratch(g, (size_t)k->K * k->C * vox(k->k));
 }
 
 // Weight gradient of one problem: fp32 accumulates in place, bf16 goes through the scratch.
 static void weight_grad(gpu_ctx_t *g, const conv_key_t *kf, float *dw, void *xa, void *ya)
 {
     size_t nw = (size_t)kf->K * kf->C * vox(kf->k);
+    if (blocks_wgrad(kf)) {
+        const conv_key_t kb = blocks_key(kf);
+        size_t off;
+        reserve_bscratch(g, kf);
+        char *xb = (char *)g->conv->bscratch, *dwb = xb;
+        blocks_bytes(g, kf, &off);
+        dwb += off;
+        wgrad_blocks_input_gpu(g, xb, xa, kf->N, kf->C, kf->big);
+        run_conv(g, &kb, xb, dwb, ya);
+        wgrad_blocks_fold_gpu(g, dw, dwb, kf->K, kf->C);
+        return;
+    }
     if (g->act == GPU_F32) {
         run_conv(g, kf, xa, dw, ya);
         return;
@@ -719,8 +797,7 @@ void conv3d_prepare_gpu(gpu_ctx_t *g, conv3d_shape_t s, int with_dx)
         conv_key_t k1 = conv_problem(g, s, CK_BWD_DATA, 1);
         get_plan(g, &k1, NULL);
     }
-    get_plan(g, &k2, NULL);
-    reserve_wscratch(g, (size_t)s.Cout * s.Cin * vox(s.k));
+    prepare_wgrad(g, &k2);
 }
 
 void conv_transpose3d_prepare_gpu(gpu_ctx_t *g, conv3d_shape_t s)
@@ -730,6 +807,5 @@ void conv_transpose3d_prepare_gpu(gpu_ctx_t *g, conv3d_shape_t s)
     conv_key_t k2 = convT_problem(g, s, CK_BWD_FILTER, g->act == GPU_F32);
     get_plan(g, &k0, NULL);
     get_plan(g, &k1, NULL);
-    get_plan(g, &k2, NULL);
-    reserve_wscratch(g, (size_t)s.Cout * s.Cin * vox(s.k));
+    prepare_wgrad(g, &k2);
 }

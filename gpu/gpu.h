@@ -121,15 +121,27 @@ void conv_transpose3d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db,
 void conv3d_prepare_gpu(gpu_ctx_t *g, conv3d_shape_t s, int with_dx);
 void conv_transpose3d_prepare_gpu(gpu_ctx_t *g, conv3d_shape_t s);
 void gpu_conv_freeze(gpu_ctx_t *g, int frozen);
-// The stem (k7 s2 p3 over even extents) as a k5 s1 p2 convolution of the input's 2x2x2 blocks
-// (stem_s2d.cu says why and how): stem_s2d_shape gives that convolution's shape; the input
-// goes up as blocks (x: the host's channels-first f32 volume, staged on the device; y: act,
-// (N, D/2, H/2, W/2, 8 Cin)); the block weight w2 (act, (K, 5, 5, 5, 8 Cin)) is formed from the
-// stem weight w (act, (K, 7, 7, 7, Cin)); dw (f32, the stem's) += the fold of dw2 (f32, w2's).
+// The stem (k7 s2 p3 over even extents) as a k4 s1 p1 convolution of the input's 2x2x2 blocks
+// behind a zero block (stem_s2d.cu says why and how): stem_s2d_shape gives that convolution's
+// shape; the input goes up as blocks (x: the host's channels-first f32 volume, staged on the
+// device; y: act, stem_s2d_input_numel elements (N, D/2 + 1, H/2 + 1, W/2 + 1, 8 Cin)); the
+// block weight w2 (act, (K, 4, 4, 4, 8 Cin)) is formed from the stem weight w (act,
+// (K, 7, 7, 7, Cin)); dw (f32, the stem's) += the fold of dw2 (f32, w2's).
 conv3d_shape_t stem_s2d_shape(conv3d_shape_t stem);
+size_t stem_s2d_input_numel(conv3d_shape_t stem);
 void stem_s2d_input_gpu(gpu_ctx_t *g, void *y, const float *x, conv3d_shape_t stem);
 void stem_s2d_weight_gpu(gpu_ctx_t *g, void *w2, const void *w, conv3d_shape_t stem);
 void stem_s2d_grad_fold_gpu(gpu_ctx_t *g, float *dw, const float *dw2, conv3d_shape_t stem);
+// The head, a transposed conv with kernel 2 and stride 2 (s as for conv_transpose3d_*), as a
+// GEMM and a depth-to-space copy (head_d2s.cu). wl (act, (8 Cout, Cin)) is formed from w (act,
+// the transposed-conv layout) by head_d2s_weight_gpu; yb / dyb are temporaries of y's size
+// (act). The backward accumulates dx, dw, db (f32) like conv_transpose3d_backward_gpu; dwl
+// (f32, wl's size) is its scratch; NULL dx / dw / db are not computed.
+void head_d2s_weight_gpu(gpu_ctx_t *g, void *wl, const void *w, conv3d_shape_t s);
+void head_d2s_forward_gpu(gpu_ctx_t *g, void *y, void *yb, const void *x, const void *wl,
+                          const float *b, conv3d_shape_t s);
+void head_d2s_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *dwl, float *db, void *dyb,
+                           const void *dy, const void *x, const void *wl, conv3d_shape_t s);
 // Number of cached plans and the largest workspace one needs (for logs and tests).
 void gpu_conv_plan_stats(const gpu_ctx_t *g, int *nplans, size_t *max_workspace);
 

@@ -118,23 +118,31 @@ static inline unsigned grid_for(const gpu_ctx_t *g, size_t n, int block)
     return (unsigned)(want ? want : 1);
 }
 
-// Element i of an input stored as 2x2x2 blocks, (N, D/2, H/2, W/2, 8 Cin) with extents
-// (Db, Hb, Wb) = (D/2, H/2, W/2) (stem_s2d.cu): its sample n, channel c and voxel (z, y, x) of
-// the (N, Cin, D, H, W) volume. Channel q Cin + c of a block holds parity q = 4 qz + 2 qy + qx.
-struct s2d_src { size_t n; int c, z, y, x; };
+// conv_wgrad_blocks.cu: a k5 s2 p2 weight gradient through the input's 2x2x2 blocks (used by
+// conv_cudnn.cu): xb (N, big/2, 8 C) act from x (N, big, C) act; dw (K, 5^3, C) f32 += the fold
+// of dwb (K, 3^3, 8 C) act.
+void wgrad_blocks_input_gpu(gpu_ctx_t *g, void *xb, const void *x, int N, int C, const int big[3]);
+void wgrad_blocks_fold_gpu(gpu_ctx_t *g, float *dw, const void *dwb, int K, int C);
+
+// Element i of an input stored as 2x2x2 blocks behind one zero block per axis (stem_s2d.cu),
+// (N, Db + 1, Hb + 1, Wb + 1, 8 Cin) for a (N, Cin, 2 Db, 2 Hb, 2 Wb) volume: its sample n,
+// channel c and voxel (z, y, x) of the volume, or in = 0 for the zero blocks. Channel q Cin + c
+// of a block holds parity q = 4 qz + 2 qy + qx.
+struct s2d_src { size_t n; int c, z, y, x, in; };
 __device__ __forceinline__ s2d_src s2d_source(size_t i, int Cin, int Db, int Hb, int Wb)
 {
     const int C8 = 8 * Cin, ch = (int)(i % C8), q = ch / Cin;
     size_t t = i / C8;
-    const int bx = (int)(t % Wb); t /= Wb;
-    const int by = (int)(t % Hb); t /= Hb;
-    const int bz = (int)(t % Db);
+    const int bx = (int)(t % (Wb + 1)); t /= Wb + 1;
+    const int by = (int)(t % (Hb + 1)); t /= Hb + 1;
+    const int bz = (int)(t % (Db + 1));
     s2d_src r;
-    r.n = t / Db;
+    r.n = t / (Db + 1);
     r.c = ch % Cin;
-    r.z = 2 * bz + (q >> 2);
-    r.y = 2 * by + ((q >> 1) & 1);
-    r.x = 2 * bx + (q & 1);
+    r.in = bz > 0 && by > 0 && bx > 0;
+    r.z = 2 * (bz - 1) + (q >> 2);
+    r.y = 2 * (by - 1) + ((q >> 1) & 1);
+    r.x = 2 * (bx - 1) + (q & 1);
     return r;
 }
 

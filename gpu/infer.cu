@@ -67,9 +67,12 @@ static size_t infer_layout(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, char *b
             }
     }
     // persistent
-    p->x = gm_take(&b, p->in_numel * es);
+    p->x = gm_take(&b, gm_x_numel(m, p) * es);
     p->stem_w = gm_take(&b, gm_stem_w_numel(m) * es);
     p->stem_dw = NULL;
+    p->head_w = gm_take(&b, (size_t)8 * m->out.cout * m->out.cin * es);
+    p->head_dw = NULL;
+    p->head_dyb = NULL;
     p->logits = gm_take(&b, p->out_numel * es);
     p->scratch = scratch ? gm_take(&b, scratch) : NULL;
     void *ms = msaved ? gm_take(&b, msaved) : NULL;
@@ -135,6 +138,8 @@ static size_t infer_layout(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, char *b
         D->n1_mean = (float *)gm_take(&b, ng); D->n1_rstd = (float *)gm_take(&b, ng);
         D->n2_mean = (float *)gm_take(&b, ng); D->n2_rstd = (float *)gm_take(&b, ng);
     }
+    b.off = region;                                 // the head runs after every temporary
+    p->head_yb = gm_take(&b, p->out_numel * es);
     return b.high;
 }
 
@@ -178,7 +183,7 @@ gpu_infer_t *gpu_infer_new(gpu_ctx_t *g, const model_t *m, int N, const int dims
     }
     gi->x_stage = (float *)gpu_malloc(g, p.in_numel * sizeof(float), "inference input staging");
     // Build the forward conv and GEMM plans now (one forward on a zero input), then freeze.
-    gpu_memset(g, gi->plan.x, 0, p.in_numel * gi->q.es);
+    gpu_memset(g, gi->plan.x, 0, gm_x_numel(m, &p) * gi->q.es);
     gpu_conv_freeze(g, 0);
     gm_forward(g, &gi->plan, &gi->q, m, NULL);
     gpu_conv_freeze(g, 1);
@@ -274,7 +279,7 @@ __global__ void gather_kernel(T *x, const float *vol, win_batch_t w, dims3_t wd,
         const s2d_src s = s2d_source(i, Cin, wd.d[0] / 2, wd.d[1] / 2, wd.d[2] / 2);
         const int b = (int)s.n;
         float v = 0.0f;
-        if (b < w.n) {
+        if (b < w.n && s.in) {
             const int gz = w.start[b][0] + s.z, gy = w.start[b][1] + s.y, gx = w.start[b][2] + s.x;
             if (gz < vd.d[0] && gy < vd.d[1] && gx < vd.d[2])
                 v = vol[(size_t)s.c * V + ((size_t)gz * vd.d[1] + gy) * vd.d[2] + gx];
@@ -368,7 +373,7 @@ int gpu_infer_sliding(gpu_infer_t *gi, const float *vol, const int vdims[3], dou
     memcpy(wd.d, gi->dims, sizeof wd.d);
     memcpy(vd.d, vdims, sizeof vd.d);
     const int total = ns[0] * ns[1] * ns[2];
-    const size_t S = vox(gi->dims), xn = (size_t)gi->N * S * Cin;
+    const size_t S = vox(gi->dims), xn = gm_x_numel(gi->m, &gi->plan);
     for (int w0 = 0; w0 < total; w0 += gi->N) {
         win_batch_t wb;
         memset(&wb, 0, sizeof wb);

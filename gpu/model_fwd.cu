@@ -155,9 +155,9 @@ void gm_forward(gpu_ctx_t *g, const gm_plan_t *p, const gm_params_t *q, const mo
 {
     for (int i = 0; i < MODEL_LEVELS; i++) level_forward(g, p, q, m, pr, i);
     for (int j = 0; j < 3; j++) dec_forward(g, p, q, m, pr, j);
-    // head: ConvTranspose3d(w, K, 2, s2) + bias -> logits (N, S, K)
+    // head: ConvTranspose3d(w, K, 2, s2) + bias -> logits (N, S, K), as a GEMM (head_d2s.cu)
     gm_prof(pr, g, GPU_KIND_CONV);
-    conv3d_shape_t s = conv3d_shape(p->N, m->out.cin, m->out.cout, p->dec[2].s, 2, 2, 0);
-    conv_transpose3d_forward_gpu(g, p->logits, p->dec[2].out, gm_w(q, m->out.w),
-                                 gm_b(q, m->out.b), s);
+    const conv3d_shape_t s = gm_head_shape(m, p->N, p->dec[2].s);
+    head_d2s_weight_gpu(g, p->head_w, gm_w(q, m->out.w), s);
+    head_d2s_forward_gpu(g, p->logits, p->head_yb, p->dec[2].out, p->head_w, gm_b(q, m->out.b), s);
 }

@@ -57,10 +57,16 @@ typedef struct {
     gm_level_t lv[MODEL_LEVELS];
     gm_dec_t dec[3];
     void *x;                                        // input as 2x2x2 blocks, channels-last act
-                                                    // (N, S/8, 8 Cin): stem_s2d.cu
+                                                    // (gm_x_numel; stem_s2d.cu)
     void *stem_w;                                   // the stem's block weight (act; formed by
                                                     // every forward from the stem weight)
     float *stem_dw;                                 // its f32 gradient (training only)
+    void *head_w;                                   // the head's GEMM weight (act; formed by
+    float *head_dw;                                 //   every forward; head_d2s.cu), its f32
+                                                    //   gradient (training only)
+    void *head_yb, *head_dyb;                       // the head's block-form temporaries, logits-
+                                                    //   sized: forward (free then: Ta in
+                                                    //   training), backward (training: Tg)
     void *logits, *dlogits;                         // (N, S, K)
     void *scratch;                                  // one Mamba scratch for every layer
                                                     // (inference; training: NULL, per layer)
@@ -117,6 +123,16 @@ static inline conv3d_shape_t gm_stem_shape(const model_t *m, int N, const int di
 {
     const conv_p_t *c = &m->lv[0].stem;
     return conv3d_shape(N, c->cin, c->cout, dims, c->k, 2, 3);
+}
+// The head's transposed-conv shape (k2 s2 over decoder 2's output) at batch N.
+static inline conv3d_shape_t gm_head_shape(const model_t *m, int N, const int s[3])
+{
+    return conv3d_shape(N, m->out.cin, m->out.cout, s, 2, 2, 0);
+}
+// Elements of the plan's input x (the stem's blocks; stem_s2d.cu).
+static inline size_t gm_x_numel(const model_t *m, const gm_plan_t *p)
+{
+    return stem_s2d_input_numel(gm_stem_shape(m, p->N, p->dims));
 }
 // Elements of the stem's block weight (stem_s2d.cu).
 static inline size_t gm_stem_w_numel(const model_t *m)

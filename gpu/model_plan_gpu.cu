@@ -141,12 +141,16 @@ static void lay_out(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, const gm_tmp_s
     p->Tr = base ? base + top + tg : NULL;
     p->logits = p->Tg;
 
-    p->x = gm_take(&b, p->in_numel * es);
+    p->x = gm_take(&b, gm_x_numel(m, p) * es);
     p->stem_w = gm_take(&b, gm_stem_w_numel(m) * es);
     p->stem_dw = (float *)gm_take(&b, gm_stem_w_numel(m) * sizeof(float));
-    GM_ACCT("input x (2x2x2 blocks, channels-last), stem block weight and its gradient");
+    p->head_w = gm_take(&b, (size_t)8 * m->out.cout * m->out.cin * es);
+    p->head_dw = (float *)gm_take(&b, (size_t)8 * m->out.cout * m->out.cin * sizeof(float));
+    GM_ACCT("input x (2x2x2 blocks), the stem's and head's GEMM-form weights and gradients");
     p->Ta = gm_take(&b, z->nTa * es);
     p->dlogits = p->Ta;
+    p->head_yb = p->Ta;                             // decoder u is dead by the head
+    p->head_dyb = p->Tg;                            // logits are dead once dlogits exist
     GM_ACCT("Ta (backward temporary; dlogits, decoder u)");
     p->DX = gm_take(&b, z->nDX * es);
     p->XN[0] = gm_take(&b, z->nXN[0] * es);
@@ -294,7 +298,6 @@ void gm_prepare_convs(gpu_ctx_t *g, const model_t *m, const gm_plan_t *p)
         prep_conv(g, &m->dec[j].conv1, N, p->dec[j].s, 1, 1);
         prep_conv(g, &m->dec[j].conv2, N, p->dec[j].s, 1, 1);
     }
-    conv_transpose3d_prepare_gpu(g, conv3d_shape(N, m->out.cin, m->out.cout, p->dec[2].s, 2, 2, 0));
     gpu_conv_freeze(g, 1);
 }
 

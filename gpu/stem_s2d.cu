@@ -1,24 +1,27 @@
 /*
 stem_s2d.cu -- the stem convolution (k7 s2 p3, Cin -> K) run as an ordinary convolution over
-the input's 2x2x2 blocks ("space to depth"): the input x (N, D, H, W, Cin) is stored as
-x' (N, D/2, H/2, W/2, 8 Cin), channel q Cin + c of block Z holding x[2Z + q] of channel c
-(q = 4 qz + 2 qy + qx), and the stem becomes a k5 s1 p2 convolution of x' with
-  W'[j][q][c] = W[2j + q - 1][c] (per axis; 0 where 2j + q - 1 falls outside 0..6),
-because out[z] = sum_t x[2z - 3 + t] W[t] and x[2z - 3 + t] = x'[z - 2 + j][q] for
-t = 2j + q - 1. Why: with Cin = 1..4 input channels cuDNN has no tensor-core engine for the
-k7 s2 stem, and its best plans took 0.84 ms (forward) + 0.68 ms (weight gradient) of a 128^3
-training step on an H100 (1.64 + 1.85 ms at batch 2; gpu/PERF_NOTES.md v31). 8 Cin channels
-are tensor-core sized; the zero taps cost 1000 / 343 = 2.9x the multiply-adds, on units ~16x
-faster. The input needs no extra pass: the upload writes x' straight from the host layout.
+the input's 2x2x2 blocks ("space to depth"). Per axis, out[z] = sum_t x[2z - 3 + t] W[t], and
+with x'[Z] the block Z (8 Cin channels: channel q Cin + c holds x[2Z + q] of channel c, parity
+q = 4 qz + 2 qy + qx) that is out[z] = sum_j x'[z - 2 + j] W'[j] over the four blocks
+j = 0..3, with W'[j][q][c] = W[2j + q - 1][c] (0 where 2j + q - 1 falls outside 0..6). Four
+taps centred at -1/2 need the padding (2 before, 1 after), which cuDNN takes only
+symmetrically: so the blocks are stored with one zero block in front on every axis,
+x''[Z + 1] = x'[Z] (extents D/2 + 1, ...), and the stem is the k4 s1 p1 convolution of x''.
+Why: with Cin = 1..4 input channels cuDNN has no tensor-core engine for the k7 s2 stem, and its
+best plans took 0.84 ms (forward) + 0.68 ms (weight gradient) of a 128^3 training step on an
+H100 (1.64 + 1.85 ms at batch 2; gpu/PERF_NOTES.md v31). 8 Cin channels are tensor-core sized;
+the zero taps cost 512 / 343 = 1.5x the multiply-adds, on units ~16x faster (the first
+version, a symmetric k5 over x' with a zero fifth tap, cost 1000 / 343 = 2.9x). The input
+needs no extra pass: the upload writes x'' straight from the host layout.
 The weight gradient of W' folds back into W's: each tap t of W has exactly one (j, q), so the
 fold is a gather (deterministic).
-Layouts: W (K, 7, 7, 7, Cin) and W' (K, 5, 5, 5, 8 Cin), the GPU's channels-last conv weights.
+Layouts: W (K, 7, 7, 7, Cin) and W' (K, 4, 4, 4, 8 Cin), the GPU's channels-last conv weights.
 */
 #include "gpu_internal.h"
 
 #define BLOCK 256
 #define SK 7            // the stem's kernel (stride 2, pad 3)
-#define JK 5            // taps of the block convolution (pad 2)
+#define JK 4            // taps of the block convolution (pad 1 over the front zero block)
 
 // x' from the channels-first f32 staging of the host volume (N, Cin, D, H, W); one thread per
 // x' element, so the act-typed writes are coalesced.
@@ -28,7 +31,7 @@ __global__ void s2d_input_kernel(T *y, const float *x, int Cin, int D, int H, in
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
         const s2d_src s = s2d_source(i, Cin, D / 2, H / 2, W / 2);
-        y[i] = from_f<T>(x[(((s.n * Cin + s.c) * D + s.z) * H + s.y) * W + s.x]);
+        y[i] = from_f<T>(s.in ? x[(((s.n * Cin + s.c) * D + s.z) * H + s.y) * W + s.x] : 0.0f);
     }
 }
 
@@ -91,14 +94,20 @@ static void check_stem(const conv3d_shape_t *s)
 conv3d_shape_t stem_s2d_shape(conv3d_shape_t stem)
 {
     check_stem(&stem);
-    const int in[3] = { stem.in[0] / 2, stem.in[1] / 2, stem.in[2] / 2 };
-    return conv3d_shape(stem.N, 8 * stem.Cin, stem.Cout, in, JK, 1, JK / 2);
+    const int in[3] = { stem.in[0] / 2 + 1, stem.in[1] / 2 + 1, stem.in[2] / 2 + 1 };
+    return conv3d_shape(stem.N, 8 * stem.Cin, stem.Cout, in, JK, 1, 1);
+}
+
+size_t stem_s2d_input_numel(conv3d_shape_t stem)
+{
+    const conv3d_shape_t b = stem_s2d_shape(stem);
+    return (size_t)b.N * b.Cin * b.in[0] * b.in[1] * b.in[2];
 }
 
 void stem_s2d_input_gpu(gpu_ctx_t *g, void *y, const float *x, conv3d_shape_t stem)
 {
     check_stem(&stem);
-    const size_t total = (size_t)stem.N * stem.Cin * stem.in[0] * stem.in[1] * stem.in[2];
+    const size_t total = stem_s2d_input_numel(stem);
     ACT_DISPATCH(g->act, T, s2d_input_kernel<T><<<grid_for(g, total, BLOCK), BLOCK, 0, g->stream>>>(
                                 (T *)y, x, stem.Cin, stem.in[0], stem.in[1], stem.in[2], total));
     KERNEL_CHECK();

@@ -255,7 +255,7 @@ static void check_stem_s2d(int N, int Cin, int Cout, int d, int h, int w)
     int out[3];
     conv3d_out_dims(&s, out);
     const size_t Si = vox(in), So = vox(out), nx = (size_t)N * Cin * Si, ny = (size_t)N * Cout * So;
-    const size_t nw = (size_t)Cout * Cin * 343, nwb = (size_t)Cout * sb.Cin * 125;
+    const size_t nw = (size_t)Cout * Cin * 343, nwb = (size_t)Cout * sb.Cin * vox(sb.k);
     float *x = rnd(nx, -1, 1), *wt = rnd(nw, -0.5f, 0.5f), *b = rnd_f32(Cout, -1, 1);
     float *dy = rnd(ny, -1, 1), *dw0 = rnd_f32(nw, -1, 1), *db0 = rnd_f32(Cout, -1, 1);
     float *y_ref = xmalloc(ny * 4), *dw = dup(dw0, nw), *db = dup(db0, Cout);
@@ -266,7 +266,7 @@ static void check_stem_s2d(int N, int Cin, int Cout, int d, int h, int w)
     float *dw0_cl = to_cl(dw0, Cout, Cin, 343);
     float *x_stage = up_f32(x, nx), *b_dev = up_f32(b, Cout);
     void *w_dev = up_act(w_cl, nw), *dy_dev = up_act(dy_cl, ny);
-    void *xb = poisoned_act(nx), *wb = poisoned_act(nwb), *y_dev = poisoned_act(ny);
+    void *xb = poisoned_act(stem_s2d_input_numel(s)), *wb = poisoned_act(nwb), *y_dev = poisoned_act(ny);
     float *dwb = dalloc(nwb * 4), *dw_dev = up_f32(dw0_cl, nw), *db_dev = up_f32(db0, Cout);
     stem_s2d_input_gpu(g, xb, x_stage, s);
     stem_s2d_weight_gpu(g, wb, w_dev, s);
@@ -286,6 +286,46 @@ static void check_stem_s2d(int N, int Cin, int Cout, int d, int h, int w)
     dfree_all();
     free(x); free(wt); free(b); free(dy); free(dw0); free(db0); free(y_ref); free(dw); free(db);
     free(w_cl); free(dy_cl); free(dw0_cl);
+}
+
+// The head (transposed conv, kernel 2, stride 2) as a GEMM + depth-to-space (head_d2s.cu)
+// against the CPU's transposed conv; gradients start from random values (accumulation).
+static void check_head_d2s(int N, int Cin, int Cout, int d, int h, int w)
+{
+    const int in[3] = { d, h, w };
+    const conv3d_shape_t s = conv3d_shape(N, Cin, Cout, in, 2, 2, 0);
+    const size_t Si = vox(in), So = 8 * Si, nx = (size_t)N * Cin * Si, ny = (size_t)N * Cout * So;
+    const size_t nw = (size_t)Cin * Cout * 8;
+    float *x = rnd(nx, -1, 1), *wt = rnd(nw, -0.5f, 0.5f), *b = rnd_f32(Cout, -1, 1);
+    float *dy = rnd(ny, -1, 1), *dx0 = rnd(nx, -1, 1), *dw0 = rnd_f32(nw, -1, 1);
+    float *db0 = rnd_f32(Cout, -1, 1);
+    float *y_ref = xmalloc(ny * 4), *dx = dup(dx0, nx), *dw = dup(dw0, nw), *db = dup(db0, Cout);
+    conv_transpose3d_forward_cpu(y_ref, x, wt, b, s);
+    conv_transpose3d_backward_cpu(dx, dw, db, dy, x, wt, s);
+
+    float *x_cl = to_cl(x, N, Cin, Si), *w_cl = to_cl(wt, Cin, Cout, 8);
+    float *dy_cl = to_cl(dy, N, Cout, So), *dx0_cl = to_cl(dx0, N, Cin, Si);
+    float *dw0_cl = to_cl(dw0, Cin, Cout, 8);
+    void *x_dev = up_act(x_cl, nx), *w_dev = up_act(w_cl, nw), *dy_dev = up_act(dy_cl, ny);
+    void *wl = poisoned_act(nw), *y_dev = poisoned_act(ny), *yb = poisoned_act(ny);
+    void *dyb = poisoned_act(ny), *dx_dev = up_act(dx0_cl, nx);
+    float *b_dev = up_f32(b, Cout), *dw_dev = up_f32(dw0_cl, nw), *db_dev = up_f32(db0, Cout);
+    float *dwl = poisoned_f32(nw);
+    head_d2s_weight_gpu(g, wl, w_dev, s);
+    head_d2s_forward_gpu(g, y_dev, yb, x_dev, wl, b_dev, s);
+    head_d2s_backward_gpu(g, dx_dev, dw_dev, dwl, db_dev, dyb, dy_dev, x_dev, wl, s);
+    char lab[160];
+    snprintf(lab, sizeof lab, "head as a GEMM %d->%d N%d %dx%dx%d", Cin, Cout, N, d, h, w);
+    EXPECT(close_act(lab, y_dev, y_ref, N, Cout, So, rtol()), "%s y", lab);
+    EXPECT(close_act(lab, dx_dev, dx, N, Cin, Si, rtol()), "%s dx", lab);
+    float *dw_h = down_f32(dw_dev, nw);
+    EXPECT(close_cl(lab, dw_h, dw, Cin, Cout, 8, rtol()), "%s dw", lab);
+    EXPECT(close_f32(lab, db_dev, db, Cout, rtol()), "%s db", lab);
+    free(dw_h);
+    dfree_all();
+    free(x); free(wt); free(b); free(dy); free(dx0); free(dw0); free(db0);
+    free(y_ref); free(dx); free(dw); free(db);
+    free(x_cl); free(w_cl); free(dy_cl); free(dx0_cl); free(dw0_cl);
 }
 
 static conv3d_shape_t shp(int N, int Cin, int Cout, int d, int h, int w, int k, int st, int pad,
@@ -309,9 +349,16 @@ static void test_convs(void)
     check_conv("convT CMMB k5 s2 p2 op1 8->8", shp(1, 8, 8, 5, 4, 3, 5, 2, 2, 1), 1);
     check_conv("convT head k2 s2 8->3", shp(2, 8, 3, 4, 5, 3, 2, 2, 0, 0), 1);
     check_conv("convT k3 s2 p1 3->12 5x7x3", shp(1, 3, 12, 5, 7, 3, 3, 2, 1, 0), 1);
+    check_conv("conv k5 s2 p2 8->12 8x6x4 (weight gradient through blocks)",
+               shp(2, 8, 12, 8, 6, 4, 5, 2, 2, 0), 0);
+    check_conv("convT k5 s2 p2 op1 12->8 4x3x2 (weight gradient through blocks)",
+               shp(1, 12, 8, 4, 3, 2, 5, 2, 2, 1), 1);
     check_stem_s2d(1, 1, 8, 16, 12, 10);
     check_stem_s2d(2, 4, 16, 8, 10, 6);
     check_stem_s2d(1, 3, 8, 6, 8, 16);
+    check_head_d2s(2, 8, 3, 4, 5, 3);
+    check_head_d2s(1, 16, 14, 6, 4, 8);
+    check_head_d2s(1, 24, 2, 3, 3, 5);
 }
 
 // ---- linear ------------------------------------------------------------------------------
@@ -766,7 +813,8 @@ typedef struct {
     void *x, *y, *dy, *dx, *w, *lg, *dl, *p16;
     float *b, *mean, *rstd, *dw, *gam, *bet, *loss, *p, *m, *v, *gr;
     uint8_t *lab;
-    conv3d_shape_t conv, stem, head;
+    conv3d_shape_t conv, stem, head, p5[4], p5b;  // p5: CMMB k5 s2 per level; p5b: level 1's as blocks
+    float *dwbig;
     linear_shape_t lin;
     size_t np;
 } bench_t;
@@ -791,8 +839,12 @@ static void bench_op(bench_t *B, int op)
     case 9: adam_update_gpu(g, B->p, B->m, B->v, B->gr, B->p16, B->np, ac, 5); break;
     case 10: stem_s2d_weight_gpu(g, B->w, B->dx, B->stem);
              conv3d_forward_gpu(g, B->y, B->lg, B->w, B->b, stem_s2d_shape(B->stem)); break;
-    case 11: conv_transpose3d_forward_gpu(g, B->lg, B->x, B->w, B->b, B->head); break;
+    case 11: head_d2s_weight_gpu(g, B->w, B->dx, B->head);
+             head_d2s_forward_gpu(g, B->lg, B->dl, B->x, B->w, B->b, B->head); break;
     case 12: gelu_forward_gpu(g, B->y, B->x, C * S); break;
+    case 13: case 14: case 15: case 16:
+        conv3d_backward_gpu(g, NULL, B->dwbig, NULL, B->dy, B->x, B->w, B->p5[op - 13]); break;
+    case 17: conv3d_backward_gpu(g, NULL, B->dwbig, NULL, B->dy, B->x, B->w, B->p5b); break;
     }
 }
 
@@ -806,6 +858,13 @@ static void bench_model_sizes(void)
     B.stem = conv3d_shape(1, 1, 48, in128, 7, 2, 3);
     B.head = conv3d_shape(1, 48, 14, in64, 2, 2, 0);
     B.lin = (linear_shape_t){ .N = 1, .Cin = 48, .Cout = 96, .L = S };
+    const int in16[3] = { 16, 16, 16 }, in8[3] = { 8, 8, 8 }, in32[3] = { 32, 32, 32 };
+    B.p5[0] = conv3d_shape(1, 48, 48, in64, 5, 2, 2);
+    B.p5[1] = conv3d_shape(1, 96, 96, in32, 5, 2, 2);
+    B.p5[2] = conv3d_shape(1, 192, 192, in16, 5, 2, 2);
+    B.p5[3] = conv3d_shape(1, 384, 384, in8, 5, 2, 2);
+    B.p5b = conv3d_shape(1, 768, 96, in16, 3, 1, 1);
+    B.dwbig = dalloc((size_t)384 * 384 * 125 * 4);      // the largest (level 3) weight
     B.np = 80397710;                                        // variant M's executed parameters
     float *h = rnd(n, -1, 1);
     B.x = up_act(h, n); B.y = up_act(h, n); B.dy = up_act(h, n); B.dx = up_act(h, n);
@@ -828,15 +887,19 @@ static void bench_model_sizes(void)
         { "groupnorm+relu 48x64^3 fwd", 0 }, { "linear 48->96 over 64^3 fwd", 0 },
         { "upsample x2 48x32^3 fwd", 0 }, { "upsample x2 48x32^3 bwd", 0 },
         { "dice softmax K=14 128^3 fwd+bwd", 0 }, { "adam 80.4M params (+bf16 copy)", 0 },
-        { "stem k7 s2 1->48 128^3 fwd (as blocks)", 0 }, { "head convT k2 s2 48->14 fwd", 0 },
+        { "stem k7 s2 1->48 128^3 fwd (as blocks)", 0 }, { "head convT k2 s2 48->14 fwd (GEMM)", 0 },
         { "gelu 48x64^3", 0 },
+        { "CMMB conv5 48 64^3 wgrad (cuDNN)", 0 }, { "CMMB conv5 96 32^3 wgrad (cuDNN)", 0 },
+        { "CMMB conv5 192 16^3 wgrad (blocks)", 0 }, { "CMMB conv5 384 8^3 wgrad (cuDNN)", 0 },
+        { "  96 32^3 as blocks: k3 768->96 16^3", 0 },
     };
     // ideal bytes: read + write once (norm forward/backward read x twice: stats then apply)
     const double ideal[] = { 2 * act, 4 * act, 3 * act, 5 * act, 3 * act, 3 * act, 9.0 / 8 * act,
                              9.0 / 8 * act, 14.0 * 8 * S * a * 3, B.np * 18.0, 8 * S * a + act,
-                             act + 14.0 * 8 * S * a, 2 * act };
+                             act + 14.0 * 8 * S * a, 2 * act, 1.125 * act, 1.125 * act / 4,
+                             1.125 * act / 16, 1.125 * act / 64, 1.125 * act / 4 };
     printf("   %-38s %10s %10s\n", "op (bf16, N=1)", "ms", "GB/s*");
-    for (int op = 0; op < 13; op++) {
+    for (int op = 0; op < 18; op++) {
         bench_op(&B, op);                                   // warm-up: plans, first launch
         gpu_sync(g);
         int reps = 10;
