@@ -6,7 +6,8 @@ Conventions (the CPU twins' rules of common/ops/ops.h hold unless said otherwise
   - Every op is the twin of <op>_cpu: same name with _gpu, same argument order, gpu_ctx_t first.
     Everything runs asynchronously on the context's one stream.
   - Layout: activations are CHANNELS-LAST on the GPU, (N, D, H, W, C) = (N, S, C), end to end.
-    Shape comments below use that order. gpu_to_channels_last / _first convert at the boundaries.
+    Shape comments below use that order. The input enters as the stem's 2x2x2 blocks
+    (stem_s2d_input_gpu); conv weights are converted on the host (below).
   - Precision: the context's activation type `act` (gpu_act_dtype) is float in the strict fp32
     mode (GPU_F32: FMA math, no TF32, for tests) and bf16 in the default mode (GPU_BF16).
     Arguments typed `void *` hold `act` elements: activations, their gradients, conv and linear
@@ -14,8 +15,9 @@ Conventions (the CPU twins' rules of common/ops/ops.h hold unless said otherwise
     norm affine parameters, norm statistics, every parameter gradient, losses, Adam state.
     Accumulation is always fp32.
   - Conv weights on the GPU are channels-last too: conv (Cout, kD, kH, kW, Cin), transposed conv
-    (Cin, kD, kH, kW, Cout); gpu_to_channels_last with N = Cout (Cin for convT), C = Cin (Cout),
-    S = kD*kH*kW converts the PyTorch layout. Linear weights keep (Cout, Cin).
+    (Cin, kD, kH, kW, Cout): the PyTorch layout (A, B, k) transposed per A to (A, k, B) when
+    parameters are uploaded (model_plan_gpu.cu's gm_params_layout). Linear weights keep
+    (Cout, Cin).
   - Forward writes (=); backward ACCUMULATES (+=) into every gradient; NULL = not computed.
   - Nothing here allocates inside a training step except where a comment says "prepare":
     cuDNN plans and workspaces are built by conv*_prepare_gpu (or on first use before
@@ -93,12 +95,7 @@ size_t       gpu_arena_high_water(const gpu_arena_t *a);
 size_t       gpu_arena_capacity(const gpu_arena_t *a);
 void         gpu_arena_destroy(gpu_arena_t **a);
 
-// ---- layout and type conversion (layout.cu) ----------------------------------------
-// x (N, C, S) of type tx -> y (N, S, C) of type ty, and back. y must not alias x.
-void gpu_to_channels_last(gpu_ctx_t *g, void *y, gpu_dtype_t ty, const void *x, gpu_dtype_t tx,
-                          int N, int C, size_t S);
-void gpu_to_channels_first(gpu_ctx_t *g, void *y, gpu_dtype_t ty, const void *x, gpu_dtype_t tx,
-                           int N, int C, size_t S);
+// ---- type conversion (convert.cu) -----------------------------------------------------
 // y = (ty) x elementwise, n elements (round to nearest even into bf16).
 void gpu_convert(gpu_ctx_t *g, void *y, gpu_dtype_t ty, const void *x, gpu_dtype_t tx, size_t n);
 

@@ -483,7 +483,7 @@ const char *gpu_kind_name(int kind)
     static const char *names[GPU_KIND_COUNT] = {
         "convolutions (cuDNN)", "Mamba layers (scans, their GEMMs, conv1d, LN)",
         "norms (IN/GN, fused ReLU)", "GEMMs (1x1 convs: skip MLP, up)",
-        "element-wise (GELU, adds, memsets)", "copies, layout (pad/crop, upsample, NCDHW->NDHWC)",
+        "element-wise (GELU, adds, memsets)", "copies, layout (pad/crop, upsample, input to blocks)",
         "loss (Dice fwd + bwd)", "Adam (fused, + bf16 copy)" };
     return kind >= 0 && kind < GPU_KIND_COUNT ? names[kind] : "?";
 }
