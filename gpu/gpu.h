@@ -206,6 +206,13 @@ void dice_softmax_forward_gpu(gpu_ctx_t *g, float *loss, const void *logits,
 void dice_softmax_backward_gpu(gpu_ctx_t *g, void *dlogits, const void *logits,
                                const uint8_t *labels, int N, int K, size_t S, dice_cfg_t c,
                                double scale);
+// The training step's softmax Dice + ce_weight x cross-entropy (ce_weight 0: Dice alone) in
+// two passes: loss[0] Dice, loss[1] CE (always formed), loss[2] = loss[0] + ce_weight loss[1];
+// with dlogits (else NULL), scale x d loss[2] / d logits is WRITTEN (not accumulated). Uses the
+// context's reduction scratch.
+void dice_ce_softmax_gpu(gpu_ctx_t *g, float *loss, void *dlogits, const void *logits,
+                         const uint8_t *labels, int N, int K, size_t S, dice_cfg_t c,
+                         double ce_weight, double scale);
 void cross_entropy_forward_gpu(gpu_ctx_t *g, float *loss, const void *logits,
                                const uint8_t *labels, int N, int K, size_t S);
 void cross_entropy_backward_gpu(gpu_ctx_t *g, void *dlogits, const void *logits,

@@ -191,6 +191,169 @@ __global__ void loss_grad_kernel(T *dlogits, const T *logits, const uint8_t *lab
 }
 
 // ----------------------------------------------------------------------------
+// The training step's softmax Dice + cross-entropy in two passes over the logits (the separate
+// ops read them five times -- Dice sums, CE sums, CE gradient, Dice sums again, Dice gradient
+// -- with one thread per voxel loading its K logits 2K bytes apart across the warp, 3K + 42
+// expf and per-class double divisions: 0.70 ms of a 128^3 step on an H100, gpu/PERF_NOTES.md
+// v36). Here each block stages BLOCK voxels' logits through shared memory (coalesced rows),
+// each voxel's K exponentials are taken once, and the backward's per-(n, class) Dice
+// derivatives are two float coefficients formed once (in double) by the final kernel.
+
+// Sum over the block of one value per thread in a fixed order: warp shuffles, then the warps in
+// order (thread 0 returns it; the others return garbage).
+__device__ __forceinline__ float block_sum_fixed(float v, float *sh)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float t = 0.0f;
+    if (threadIdx.x == 0)
+        for (int w = 0; w < BLOCK / 32; w++) t += sh[w];
+    __syncthreads();
+    return t;
+}
+
+// Stages voxels [v0, v0 + nv) of the (voxels, K) array src into tile (coalesced).
+template <typename T>
+__device__ __forceinline__ void stage_rows(T *tile, const T *src, size_t v0, int nv, int K)
+{
+    const T *p = src + v0 * K;
+    for (int i = threadIdx.x; i < nv * K; i += BLOCK) tile[i] = p[i];
+}
+
+// p[k] = softmax of the voxel's K logits from the tile (exponentials once); returns log z + max
+template <typename T>
+__device__ __forceinline__ float softmax_row(const T *lg, int K, float (&p)[KMAX_GPU])
+{
+    float m = to_f(lg[0]);
+    for (int k = 1; k < K; k++) m = fmaxf(m, to_f(lg[k]));
+    float z = 0.0f;
+#pragma unroll
+    for (int k = 0; k < KMAX_GPU; k++) {
+        if (k >= K) break;
+        p[k] = expf(to_f(lg[k]) - m);
+        z += p[k];
+    }
+    const float iz = 1.0f / z;
+#pragma unroll
+    for (int k = 0; k < KMAX_GPU; k++) {
+        if (k >= K) break;
+        p[k] *= iz;
+    }
+    return m + logf(z);
+}
+
+// partials (N, nch, 3K + 1): I, P, G per class as loss_partial_kernel, then the CE sum
+template <typename T>
+__global__ void dice_ce_partial_kernel(float *part, const T *logits, const uint8_t *labels,
+                                       loss_args_t a, size_t chunk)
+{
+    __shared__ T tile[BLOCK * KMAX_GPU];
+    __shared__ float sh[BLOCK / 32];
+    const int n = blockIdx.y, c = blockIdx.x, nch = gridDim.x, K = a.K, slots = 3 * K + 1;
+    const size_t s0 = (size_t)c * chunk, s1 = min(a.S, s0 + chunk);
+    float accI[KMAX_GPU], accP[KMAX_GPU], accG[KMAX_GPU], ce = 0.0f;
+    for (int q = 0; q < KMAX_GPU; q++) accI[q] = accP[q] = accG[q] = 0.0f;
+    for (size_t t0 = s0; t0 < s1; t0 += BLOCK) {
+        const int nv = (int)min((size_t)BLOCK, s1 - t0);
+        __syncthreads();                            // the previous tile is consumed
+        stage_rows(tile, logits, (size_t)n * a.S + t0, nv, K);
+        __syncthreads();
+        if (threadIdx.x >= nv) continue;
+        const int lab = labels[(size_t)n * a.S + t0 + threadIdx.x];
+        if (lab >= K) continue;                     // invalid label: a loader bug (CPU ASSERTs)
+        const T *lg = tile + threadIdx.x * K;
+        float p[KMAX_GPU];
+        ce += softmax_row(lg, K, p) - to_f(lg[lab]);
+#pragma unroll
+        for (int q = 0; q < KMAX_GPU; q++) {
+            if (q >= K) break;
+            accP[q] += a.c.squared_pred ? p[q] * p[q] : p[q];
+            if (q == lab) { accI[q] += p[q]; accG[q] += 1.0f; }
+        }
+    }
+    float *o = part + ((size_t)n * nch + c) * slots;
+#pragma unroll
+    for (int q = 0; q < KMAX_GPU; q++) {
+        if (q >= K) break;
+        const float tI = block_sum_fixed(accI[q], sh), tP = block_sum_fixed(accP[q], sh);
+        const float tG = block_sum_fixed(accG[q], sh);
+        if (threadIdx.x == 0) { o[3 * q] = tI; o[3 * q + 1] = tP; o[3 * q + 2] = tG; }
+    }
+    const float tc = block_sum_fixed(ce, sh);
+    if (threadIdx.x == 0) o[3 * K] = tc;
+}
+
+// loss[0] Dice, loss[1] CE, loss[2] = Dice + ce_weight CE; coef (N, K, 2): the Dice term's
+// derivative d/dp_k = dP cB - t cA with cA = 2 / den, cB = num / den^2 (dice_dterm's algebra)
+__global__ void dice_ce_final_kernel(float *loss, float *coef, const float *sums, loss_args_t a,
+                                     double ce_weight)
+{
+    if (threadIdx.x || blockIdx.x) return;
+    const int K = a.K, slots = 3 * K + 1;
+    double dice = 0, ce = 0;
+    for (int n = 0; n < a.N; n++) {
+        ce += sums[(size_t)n * slots + 3 * K];
+        for (int k = 0; k < K; k++) {
+            const float *s = sums + (size_t)n * slots + 3 * k;
+            const double num = 2.0 * s[0] + a.c.smooth_nr, den = (double)s[1] + s[2] + a.c.smooth_dr;
+            if (k >= a.k0) dice += dice_term(s, a.c);
+            coef[((size_t)n * K + k) * 2] = (float)(2.0 / den);
+            coef[((size_t)n * K + k) * 2 + 1] = (float)(num / (den * den));
+        }
+    }
+    const double d = dice / ((double)a.N * (K - a.k0)), e = ce / ((double)a.N * (double)a.S);
+    loss[0] = (float)d;
+    loss[1] = (float)e;
+    loss[2] = (float)(d + ce_weight * e);
+}
+
+// dlogits = fd * d Dice + fce * d CE, written; one thread per voxel, rows staged both ways
+template <typename T>
+__global__ void dice_ce_grad_kernel(T *dlogits, const T *logits, const uint8_t *labels,
+                                    const float *coef, loss_args_t a, float fd, float fce)
+{
+    __shared__ T tile[BLOCK * KMAX_GPU];
+    const int K = a.K;
+    const size_t total = (size_t)a.N * a.S;
+    for (size_t v0 = (size_t)blockIdx.x * BLOCK; v0 < total; v0 += (size_t)gridDim.x * BLOCK) {
+        const int nv = (int)min((size_t)BLOCK, total - v0);
+        __syncthreads();                            // the previous tile is stored
+        stage_rows(tile, logits, v0, nv, K);
+        __syncthreads();
+        if (threadIdx.x < nv) {
+            const size_t v = v0 + threadIdx.x;
+            const int lab = labels[v];
+            T *row = tile + threadIdx.x * K;
+            if (lab >= K) {
+                for (int k = 0; k < K; k++) row[k] = from_f<T>(0.0f);
+            } else {
+                const float *cf = coef + (v / a.S) * K * 2;
+                float p[KMAX_GPU], dp[KMAX_GPU], dot = 0.0f;
+                softmax_row(row, K, p);
+#pragma unroll
+                for (int k = 0; k < KMAX_GPU; k++) {
+                    if (k >= K) break;
+                    const float t = k == lab ? 1.0f : 0.0f, dP = a.c.squared_pred ? 2.0f * p[k] : 1.0f;
+                    dp[k] = k < a.k0 ? 0.0f : fd * (dP * cf[2 * k + 1] - t * cf[2 * k]);
+                    dot += p[k] * dp[k];
+                }
+#pragma unroll
+                for (int k = 0; k < KMAX_GPU; k++) {
+                    if (k >= K) break;
+                    const float t = k == lab ? 1.0f : 0.0f;
+                    row[k] = from_f<T>(p[k] * (dp[k] - dot) + fce * (p[k] - t));
+                }
+            }
+        }
+        __syncthreads();
+        T *dst = dlogits + v0 * K;
+        for (int i = threadIdx.x; i < nv * K; i += BLOCK) dst[i] = tile[i];
+    }
+}
+
+// ----------------------------------------------------------------------------
 // launchers
 
 // Stage 1 and 2 into the reduction scratch; returns the sums (N, slots).
@@ -297,4 +460,34 @@ void dice_sigmoid_backward_gpu(gpu_ctx_t *g, void *dlogits, const void *logits,
     members_t m = members_of(reg);
     loss_backward(g, dlogits, logits, labels, args(L_DICE_SIGMOID, N, reg->R, S, c, 0), &m,
                   scale / ((double)N * reg->R));
+}
+
+void dice_ce_softmax_gpu(gpu_ctx_t *g, float *loss, void *dlogits, const void *logits,
+                         const uint8_t *labels, int N, int K, size_t S, dice_cfg_t c,
+                         double ce_weight, double scale)
+{
+    const int k0 = c.include_background ? 0 : 1;
+    ASSERT(N > 0 && K >= 1 && K <= KMAX_GPU && K - k0 >= 1 && S > 0);
+    const loss_args_t a = args(L_DICE_SOFTMAX, N, K, S, c, k0);
+    const int slots = 3 * K + 1;
+    const size_t reserve = (size_t)N * slots + (size_t)N * K * 2;
+    int nch = gpu_reduce_chunks(g, S, N, (size_t)slots, 1, 4 * BLOCK);
+    while (nch > 1 && (size_t)N * nch * slots + reserve > g->red_floats) nch--;
+    const size_t chunk = CEIL_DIV(S, (size_t)nch);
+    nch = (int)CEIL_DIV(S, chunk);
+    float *part = g->red, *sums = part + (size_t)N * nch * slots, *coef = sums + (size_t)N * slots;
+    ACT_DISPATCH(g->act, T, dice_ce_partial_kernel<T><<<dim3(nch, N), BLOCK, 0, g->stream>>>(
+                                part, (const T *)logits, labels, a, chunk));
+    KERNEL_CHECK();
+    loss_sum_kernel<<<CEIL_DIV(N * slots, 128), 128, 0, g->stream>>>(sums, part, N, nch, slots);
+    KERNEL_CHECK();
+    dice_ce_final_kernel<<<1, 1, 0, g->stream>>>(loss, coef, sums, a, ce_weight);
+    KERNEL_CHECK();
+    if (!dlogits) return;
+    const float fd = (float)(scale / ((double)N * (K - k0)));
+    const float fce = (float)(scale * ce_weight / ((double)N * (double)S));
+    const size_t tiles = CEIL_DIV((size_t)N * S, (size_t)BLOCK);
+    ACT_DISPATCH(g->act, T, dice_ce_grad_kernel<T><<<grid_for(g, tiles * BLOCK, BLOCK), BLOCK, 0, g->stream>>>(
+                                (T *)dlogits, (const T *)logits, labels, coef, a, fd, fce));
+    KERNEL_CHECK();
 }

@@ -26,10 +26,8 @@ void gm_upload_inputs(gpu_model_t *gm, const float *x, const uint8_t *labels)
                                    cudaMemcpyHostToDevice, gm->g->stream));
 }
 
-__global__ void loss_total_kernel(float *l, float ce_weight, int with_ce)
-{
-    l[2] = with_ce ? l[0] + ce_weight * l[1] : l[0];
-}
+// sigmoid Dice alone: the total is the Dice term
+__global__ void loss_total_kernel(float *l) { l[2] = l[0]; }
 
 // Input layout, forward, loss (into gm->loss[2]) and, with backward_too, dlogits and backward.
 void gm_enqueue_forward_loss(gpu_model_t *gm, int backward_too, gm_prof_t *pr)
@@ -45,27 +43,24 @@ void gm_enqueue_forward_loss(gpu_model_t *gm, int backward_too, gm_prof_t *pr)
     gm_forward(g, p, &gm->q, m, pr);
 
     gm_prof(pr, g, GPU_KIND_LOSS);
-    int with_ce = tc->loss == LOSS_DICE_CE;
-    if (tc->loss == LOSS_DICE_SIGMOID)
+    if (tc->loss != LOSS_DICE_SIGMOID) {
+        // softmax Dice (+ CE): loss and, with the backward, dlogits (written) in two passes
+        const double w = tc->loss == LOSS_DICE_CE ? tc->ce_weight : 0.0;
+        dice_ce_softmax_gpu(g, gm->loss, backward_too ? p->dlogits : NULL, p->logits, gm->labels,
+                            N, K, S, tc->dice, w, 1.0);
+        if (!backward_too) return;
+    } else {
         dice_sigmoid_forward_gpu(g, &gm->loss[0], p->logits, gm->labels, N, S, tc->regions,
                                  tc->dice);
-    else
-        dice_softmax_forward_gpu(g, &gm->loss[0], p->logits, gm->labels, N, K, S, tc->dice);
-    if (with_ce) cross_entropy_forward_gpu(g, &gm->loss[1], p->logits, gm->labels, N, K, S);
-    loss_total_kernel<<<1, 1, 0, g->stream>>>(gm->loss, (float)tc->ce_weight, with_ce);
-    KERNEL_CHECK();
-    if (!backward_too) return;
-
-    gm_prof(pr, g, GPU_KIND_ELEMENTWISE);
-    gpu_memset(g, p->dlogits, 0, p->out_numel * gm->q.es);
-    gm_prof(pr, g, GPU_KIND_LOSS);
-    if (with_ce)
-        cross_entropy_backward_gpu(g, p->dlogits, p->logits, gm->labels, N, K, S, tc->ce_weight);
-    if (tc->loss == LOSS_DICE_SIGMOID)
+        loss_total_kernel<<<1, 1, 0, g->stream>>>(gm->loss);
+        KERNEL_CHECK();
+        if (!backward_too) return;
+        gm_prof(pr, g, GPU_KIND_ELEMENTWISE);
+        gpu_memset(g, p->dlogits, 0, p->out_numel * gm->q.es);
+        gm_prof(pr, g, GPU_KIND_LOSS);
         dice_sigmoid_backward_gpu(g, p->dlogits, p->logits, gm->labels, N, S, tc->regions,
                                   tc->dice, 1.0);
-    else
-        dice_softmax_backward_gpu(g, p->dlogits, p->logits, gm->labels, N, K, S, tc->dice, 1.0);
+    }
     gm_backward(g, p, &gm->q, gm->grads, m, pr);
 }
 

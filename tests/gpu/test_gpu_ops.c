@@ -662,6 +662,36 @@ static void check_loss(const char *name, int kind, int N, int K, size_t S, dice_
     free(lg); free(dl0); free(dl); free(lab); free(lg_cl); free(dl0_cl);
 }
 
+// The training step's fused softmax Dice + w CE (loss.cu) against the CPU's separate ops: the
+// three loss values and the gradient, which it writes (the output starts poisoned).
+static void check_dice_ce(const char *name, int N, int K, size_t S, dice_cfg_t c, double w)
+{
+    const size_t n = (size_t)N * K * S;
+    const double scale = 0.7;
+    float *lg = rnd(n, -3, 3), *dl = xcalloc(n, sizeof *dl);
+    uint8_t *lab = xmalloc((size_t)N * S);
+    for (size_t i = 0; i < (size_t)N * S; i++) lab[i] = (uint8_t)rng_below(&R, (uint64_t)K);
+    const double d = dice_softmax_forward_cpu(lg, lab, N, K, S, c);
+    const double e = cross_entropy_forward_cpu(lg, lab, N, K, S);
+    dice_softmax_backward_cpu(dl, lg, lab, N, K, S, c, scale);
+    if (w != 0.0) cross_entropy_backward_cpu(dl, lg, lab, N, K, S, scale * w);
+    float *lg_cl = to_cl(lg, N, K, S);
+    void *lg_dev = up_act(lg_cl, n), *dl_dev = poisoned_act(n);
+    uint8_t *lab_dev = dalloc((size_t)N * S);
+    gpu_upload(g, lab_dev, lab, (size_t)N * S);
+    float *loss_dev = poisoned_f32(3);
+    dice_ce_softmax_gpu(g, loss_dev, dl_dev, lg_dev, lab_dev, N, K, S, c, w, scale);
+    float got[3], want[3] = { (float)d, (float)e, (float)(d + w * e) };
+    gpu_download(g, got, loss_dev, sizeof got);
+    char lab_s[128];
+    snprintf(lab_s, sizeof lab_s, "%s losses", name);
+    EXPECT(tensor_close(lab_s, got, want, 3, 1e-5, 0), "%s", lab_s);
+    snprintf(lab_s, sizeof lab_s, "%s dlogits", name);
+    EXPECT(close_act(lab_s, dl_dev, dl, N, K, S, rtol()), "%s", lab_s);
+    dfree_all();
+    free(lg); free(dl); free(lab); free(lg_cl);
+}
+
 static void test_losses(void)
 {
     dice_cfg_t plain = { .include_background = 1, .squared_pred = 0, .smooth_nr = 1e-5, .smooth_dr = 1e-5 };
@@ -679,6 +709,9 @@ static void test_losses(void)
     reg.member[2][4] = 1;
     check_loss("dice sigmoid BraTS regions", 2, 2, 3, 105, plain, &reg);
     check_loss("dice sigmoid squared 16^3", 2, 1, 3, 4096, nobg_sq, &reg);
+    check_dice_ce("dice + CE K=5 5x7x3", 2, 5, 105, plain, 1.0);
+    check_dice_ce("dice alone no-bg squared K=3", 1, 3, 300, nobg_sq, 0.0);
+    check_dice_ce("dice + 0.5 CE K=14 32^3 (many chunks)", 2, 14, 32768, plain, 0.5);
 }
 
 // ---- Adam --------------------------------------------------------------------------------
@@ -820,8 +853,7 @@ static void bench_op(bench_t *B, int op)
     case 5: linear_forward_gpu(g, B->y, B->x, B->w, B->b, B->lin); break;
     case 6: upsample_trilinear2x_forward_gpu(g, B->y, B->x, N, C, in32); break;
     case 7: upsample_trilinear2x_backward_gpu(g, B->dx, B->dy, N, C, in32); break;
-    case 8: dice_softmax_forward_gpu(g, B->loss, B->lg, B->lab, 1, 14, 8 * S, dc);
-            dice_softmax_backward_gpu(g, B->dl, B->lg, B->lab, 1, 14, 8 * S, dc, 1.0); break;
+    case 8: dice_ce_softmax_gpu(g, B->loss, B->dl, B->lg, B->lab, 1, 14, 8 * S, dc, 1.0, 1.0); break;
     case 9: adam_update_gpu(g, B->p, B->m, B->v, B->gr, B->p16, B->np, ac, 5); break;
     case 10: stem_s2d_weight_gpu(g, B->w, B->dx, B->stem);
              conv3d_forward_gpu(g, B->y, B->lg, B->w, B->b, stem_s2d_shape(B->stem)); break;
@@ -856,7 +888,7 @@ static void bench_model_sizes(void)
     B.x = up_act(h, n); B.y = up_act(h, n); B.dy = up_act(h, n); B.dx = up_act(h, n);
     B.w = up_act(h, 48 * 48 * 27); B.b = up_f32(h, 96); B.dw = up_f32(h, 48 * 48 * 27);
     B.gam = up_f32(h, 48); B.bet = up_f32(h, 48);
-    B.mean = poisoned_f32(48); B.rstd = poisoned_f32(48); B.loss = poisoned_f32(1);
+    B.mean = poisoned_f32(48); B.rstd = poisoned_f32(48); B.loss = poisoned_f32(3);
     float *hl = rnd(14 * L, -3, 3);
     B.lg = up_act(hl, 14 * L); B.dl = up_act(hl, 14 * L);
     uint8_t *lab = xmalloc(L);
@@ -872,7 +904,7 @@ static void bench_model_sizes(void)
         { "instancenorm+relu 48x64^3 fwd", 0 }, { "instancenorm+relu 48x64^3 bwd", 0 },
         { "groupnorm+relu 48x64^3 fwd", 0 }, { "linear 48->96 over 64^3 fwd", 0 },
         { "upsample x2 48x32^3 fwd", 0 }, { "upsample x2 48x32^3 bwd", 0 },
-        { "dice softmax K=14 128^3 fwd+bwd", 0 }, { "adam 80.4M params (+bf16 copy)", 0 },
+        { "dice + CE softmax K=14 128^3 fwd+bwd", 0 }, { "adam 80.4M params (+bf16 copy)", 0 },
         { "stem k7 s2 1->48 128^3 fwd (as blocks)", 0 }, { "head convT k2 s2 48->14 fwd (GEMM)", 0 },
         { "gelu 48x64^3", 0 },
         { "CMMB conv5 48 64^3 wgrad (cuDNN)", 0 }, { "CMMB conv5 96 32^3 wgrad (cuDNN)", 0 },
