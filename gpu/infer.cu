@@ -68,7 +68,7 @@ static size_t infer_layout(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, char *b
     }
     // persistent
     p->x = gm_take(&b, gm_x_numel(m, p) * es);
-    p->stem_w = gm_take(&b, gm_stem_w_numel(m) * es);
+    p->stem_w = gm_take(&b, gm_stem_w_numel(m, p) * es);
     p->stem_dw = NULL;
     p->head_w = gm_take(&b, (size_t)8 * m->out.cout * m->out.cin * es);
     p->head_dw = NULL;

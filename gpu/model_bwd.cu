@@ -216,7 +216,7 @@ static void level_backward(const bctx_t *c, int i)
         // the stem's weight gradient through its block form (stem_s2d.cu); no input gradient
         gm_prof(c->pr, c->g, GPU_KIND_CONV);
         const conv3d_shape_t st = gm_stem_shape(c->m, N, p->dims);
-        gpu_memset(c->g, p->stem_dw, 0, gm_stem_w_numel(c->m) * sizeof(float));
+        gpu_memset(c->g, p->stem_dw, 0, gm_stem_w_numel(c->m, p) * sizeof(float));
         conv3d_backward_gpu(c->g, NULL, p->stem_dw, gm_gb(c->G, ML->stem.b), DX, p->x, p->stem_w,
                             stem_s2d_shape(st));
         stem_s2d_grad_fold_gpu(c->g, c->G + ML->stem.w, p->stem_dw, st);

@@ -135,9 +135,9 @@ static inline size_t gm_x_numel(const model_t *m, const gm_plan_t *p)
     return stem_s2d_input_numel(gm_stem_shape(m, p->N, p->dims));
 }
 // Elements of the stem's block weight (stem_s2d.cu).
-static inline size_t gm_stem_w_numel(const model_t *m)
+static inline size_t gm_stem_w_numel(const model_t *m, const gm_plan_t *p)
 {
-    const conv3d_shape_t s = stem_s2d_shape(gm_stem_shape(m, 1, (const int[3]){ 16, 16, 16 }));
+    const conv3d_shape_t s = stem_s2d_shape(gm_stem_shape(m, p->N, p->dims));
     return (size_t)s.Cout * s.Cin * s.k[0] * s.k[1] * s.k[2];
 }
 

@@ -142,8 +142,8 @@ static void lay_out(gm_plan_t *p, gpu_ctx_t *g, const model_t *m, const gm_tmp_s
     p->logits = p->Tg;
 
     p->x = gm_take(&b, gm_x_numel(m, p) * es);
-    p->stem_w = gm_take(&b, gm_stem_w_numel(m) * es);
-    p->stem_dw = (float *)gm_take(&b, gm_stem_w_numel(m) * sizeof(float));
+    p->stem_w = gm_take(&b, gm_stem_w_numel(m, p) * es);
+    p->stem_dw = (float *)gm_take(&b, gm_stem_w_numel(m, p) * sizeof(float));
     p->head_w = gm_take(&b, (size_t)8 * m->out.cout * m->out.cin * es);
     p->head_dw = (float *)gm_take(&b, (size_t)8 * m->out.cout * m->out.cin * sizeof(float));
     GM_ACCT("input x (2x2x2 blocks), the stem's and head's GEMM-form weights and gradients");
