@@ -222,22 +222,25 @@ __device__ __forceinline__ void stage_rows(T *tile, const T *src, size_t v0, int
     for (int i = threadIdx.x; i < nv * K; i += BLOCK) tile[i] = p[i];
 }
 
-// p[k] = softmax of the voxel's K logits from the tile (exponentials once); returns log z + max
-template <typename T>
-__device__ __forceinline__ float softmax_row(const T *lg, int K, float (&p)[KMAX_GPU])
+// p[k] = softmax of the voxel's K <= KM logits from the tile (exponentials once); returns
+// log z + max. KM (8, 16 or 32: the launchers pick the smallest that holds K) sizes the
+// per-thread arrays here and in the kernels: with 32 for every K the partial kernel's 4 x 32
+// floats a thread left one block of 256 threads per SM.
+template <typename T, int KM>
+__device__ __forceinline__ float softmax_row(const T *lg, int K, float (&p)[KM])
 {
     float m = to_f(lg[0]);
     for (int k = 1; k < K; k++) m = fmaxf(m, to_f(lg[k]));
     float z = 0.0f;
 #pragma unroll
-    for (int k = 0; k < KMAX_GPU; k++) {
+    for (int k = 0; k < KM; k++) {
         if (k >= K) break;
         p[k] = expf(to_f(lg[k]) - m);
         z += p[k];
     }
     const float iz = 1.0f / z;
 #pragma unroll
-    for (int k = 0; k < KMAX_GPU; k++) {
+    for (int k = 0; k < KM; k++) {
         if (k >= K) break;
         p[k] *= iz;
     }
@@ -245,16 +248,16 @@ __device__ __forceinline__ float softmax_row(const T *lg, int K, float (&p)[KMAX
 }
 
 // partials (N, nch, 3K + 1): I, P, G per class as loss_partial_kernel, then the CE sum
-template <typename T>
+template <typename T, int KM>
 __global__ void dice_ce_partial_kernel(float *part, const T *logits, const uint8_t *labels,
                                        loss_args_t a, size_t chunk)
 {
-    __shared__ T tile[BLOCK * KMAX_GPU];
+    __shared__ T tile[BLOCK * KM];
     __shared__ float sh[BLOCK / 32];
     const int n = blockIdx.y, c = blockIdx.x, nch = gridDim.x, K = a.K, slots = 3 * K + 1;
     const size_t s0 = (size_t)c * chunk, s1 = min(a.S, s0 + chunk);
-    float accI[KMAX_GPU], accP[KMAX_GPU], accG[KMAX_GPU], ce = 0.0f;
-    for (int q = 0; q < KMAX_GPU; q++) accI[q] = accP[q] = accG[q] = 0.0f;
+    float accI[KM], accP[KM], accG[KM], ce = 0.0f;
+    for (int q = 0; q < KM; q++) accI[q] = accP[q] = accG[q] = 0.0f;
     for (size_t t0 = s0; t0 < s1; t0 += BLOCK) {
         const int nv = (int)min((size_t)BLOCK, s1 - t0);
         __syncthreads();                            // the previous tile is consumed
@@ -264,10 +267,10 @@ __global__ void dice_ce_partial_kernel(float *part, const T *logits, const uint8
         const int lab = labels[(size_t)n * a.S + t0 + threadIdx.x];
         if (lab >= K) continue;                     // invalid label: a loader bug (CPU ASSERTs)
         const T *lg = tile + threadIdx.x * K;
-        float p[KMAX_GPU];
-        ce += softmax_row(lg, K, p) - to_f(lg[lab]);
+        float p[KM];
+        ce += softmax_row<T, KM>(lg, K, p) - to_f(lg[lab]);
 #pragma unroll
-        for (int q = 0; q < KMAX_GPU; q++) {
+        for (int q = 0; q < KM; q++) {
             if (q >= K) break;
             accP[q] += a.c.squared_pred ? p[q] * p[q] : p[q];
             if (q == lab) { accI[q] += p[q]; accG[q] += 1.0f; }
@@ -275,7 +278,7 @@ __global__ void dice_ce_partial_kernel(float *part, const T *logits, const uint8
     }
     float *o = part + ((size_t)n * nch + c) * slots;
 #pragma unroll
-    for (int q = 0; q < KMAX_GPU; q++) {
+    for (int q = 0; q < KM; q++) {
         if (q >= K) break;
         const float tI = block_sum_fixed(accI[q], sh), tP = block_sum_fixed(accP[q], sh);
         const float tG = block_sum_fixed(accG[q], sh);
@@ -310,11 +313,11 @@ __global__ void dice_ce_final_kernel(float *loss, float *coef, const float *sums
 }
 
 // dlogits = fd * d Dice + fce * d CE, written; one thread per voxel, rows staged both ways
-template <typename T>
+template <typename T, int KM>
 __global__ void dice_ce_grad_kernel(T *dlogits, const T *logits, const uint8_t *labels,
                                     const float *coef, loss_args_t a, float fd, float fce)
 {
-    __shared__ T tile[BLOCK * KMAX_GPU];
+    __shared__ T tile[BLOCK * KM];
     const int K = a.K;
     const size_t total = (size_t)a.N * a.S;
     for (size_t v0 = (size_t)blockIdx.x * BLOCK; v0 < total; v0 += (size_t)gridDim.x * BLOCK) {
@@ -330,17 +333,17 @@ __global__ void dice_ce_grad_kernel(T *dlogits, const T *logits, const uint8_t *
                 for (int k = 0; k < K; k++) row[k] = from_f<T>(0.0f);
             } else {
                 const float *cf = coef + (v / a.S) * K * 2;
-                float p[KMAX_GPU], dp[KMAX_GPU], dot = 0.0f;
-                softmax_row(row, K, p);
+                float p[KM], dp[KM], dot = 0.0f;
+                softmax_row<T, KM>(row, K, p);
 #pragma unroll
-                for (int k = 0; k < KMAX_GPU; k++) {
+                for (int k = 0; k < KM; k++) {
                     if (k >= K) break;
                     const float t = k == lab ? 1.0f : 0.0f, dP = a.c.squared_pred ? 2.0f * p[k] : 1.0f;
                     dp[k] = k < a.k0 ? 0.0f : fd * (dP * cf[2 * k + 1] - t * cf[2 * k]);
                     dot += p[k] * dp[k];
                 }
 #pragma unroll
-                for (int k = 0; k < KMAX_GPU; k++) {
+                for (int k = 0; k < KM; k++) {
                     if (k >= K) break;
                     const float t = k == lab ? 1.0f : 0.0f;
                     row[k] = from_f<T>(p[k] * (dp[k] - dot) + fce * (p[k] - t));
@@ -476,8 +479,15 @@ void dice_ce_softmax_gpu(gpu_ctx_t *g, float *loss, void *dlogits, const void *l
     const size_t chunk = CEIL_DIV(S, (size_t)nch);
     nch = (int)CEIL_DIV(S, chunk);
     float *part = g->red, *sums = part + (size_t)N * nch * slots, *coef = sums + (size_t)N * slots;
-    ACT_DISPATCH(g->act, T, dice_ce_partial_kernel<T><<<dim3(nch, N), BLOCK, 0, g->stream>>>(
-                                part, (const T *)logits, labels, a, chunk));
+#define KM_DISPATCH(K, KM, ...)                                          \
+    do {                                                                 \
+        if ((K) <= 8) { constexpr int KM = 8; __VA_ARGS__; }             \
+        else if ((K) <= 16) { constexpr int KM = 16; __VA_ARGS__; }      \
+        else { constexpr int KM = KMAX_GPU; __VA_ARGS__; }               \
+    } while (0)
+    ACT_DISPATCH(g->act, T, KM_DISPATCH(K, KM,
+        dice_ce_partial_kernel<T, KM><<<dim3(nch, N), BLOCK, 0, g->stream>>>(
+            part, (const T *)logits, labels, a, chunk)));
     KERNEL_CHECK();
     loss_sum_kernel<<<CEIL_DIV(N * slots, 128), 128, 0, g->stream>>>(sums, part, N, nch, slots);
     KERNEL_CHECK();
@@ -487,7 +497,9 @@ void dice_ce_softmax_gpu(gpu_ctx_t *g, float *loss, void *dlogits, const void *l
     const float fd = (float)(scale / ((double)N * (K - k0)));
     const float fce = (float)(scale * ce_weight / ((double)N * (double)S));
     const size_t tiles = CEIL_DIV((size_t)N * S, (size_t)BLOCK);
-    ACT_DISPATCH(g->act, T, dice_ce_grad_kernel<T><<<grid_for(g, tiles * BLOCK, BLOCK), BLOCK, 0, g->stream>>>(
-                                (T *)dlogits, (const T *)logits, labels, coef, a, fd, fce));
+    ACT_DISPATCH(g->act, T, KM_DISPATCH(K, KM,
+        dice_ce_grad_kernel<T, KM><<<grid_for(g, tiles * BLOCK, BLOCK), BLOCK, 0, g->stream>>>(
+            (T *)dlogits, (const T *)logits, labels, coef, a, fd, fce)));
     KERNEL_CHECK();
+#undef KM_DISPATCH
 }

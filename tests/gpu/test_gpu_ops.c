@@ -712,6 +712,7 @@ static void test_losses(void)
     check_dice_ce("dice + CE K=5 5x7x3", 2, 5, 105, plain, 1.0);
     check_dice_ce("dice alone no-bg squared K=3", 1, 3, 300, nobg_sq, 0.0);
     check_dice_ce("dice + 0.5 CE K=14 32^3 (many chunks)", 2, 14, 32768, plain, 0.5);
+    check_dice_ce("dice + CE K=20 (the kernels' widest arrays)", 1, 20, 4096, plain, 1.0);
 }
 
 // ---- Adam --------------------------------------------------------------------------------
