@@ -8,7 +8,8 @@ decoder), and one Mamba "saved" buffer serves every ToM layer (written, never re
 Sliding window (MONAI sliding_window_inference semantics, constant weights): windows of the
 plan's dims start every int(dim * (1 - overlap)) voxels, the last one flush with the end; a
 volume smaller than the window is zero-padded. Windows are gathered on the device from the
-uploaded volume straight into channels-last act layout, N per batch; their logits are added into
+uploaded volume straight into the stem's 2x2x2-block input layout (stem_s2d.cu), N per batch;
+their logits are added into
 an fp32 accumulator one window per launch (no two threads add to one voxel in a launch: the sum
 order is fixed, so the result is deterministic), then divided by the count and argmaxed.
 */

@@ -476,6 +476,7 @@ void dice_ce_softmax_gpu(gpu_ctx_t *g, float *loss, void *dlogits, const void *l
     const size_t reserve = (size_t)N * slots + (size_t)N * K * 2;
     int nch = gpu_reduce_chunks(g, S, N, (size_t)slots, 1, 4 * BLOCK);
     while (nch > 1 && (size_t)N * nch * slots + reserve > g->red_floats) nch--;
+    ASSERT((size_t)N * nch * slots + reserve <= g->red_floats);
     const size_t chunk = CEIL_DIV(S, (size_t)nch);
     nch = (int)CEIL_DIV(S, chunk);
     float *part = g->red, *sums = part + (size_t)N * nch * slots, *coef = sums + (size_t)N * slots;

@@ -336,6 +336,21 @@ static void check_step(gpu_ctx_t *g, const case_t *c, const ref_t *r, double rto
             EXPECT(tensor_close(label, li, lg, no, 1e-6, 0), "%s", label);
             printf("%s: inference logits equal the training forward's in %zu of %zu elements\n",
                    tag, same, no);
+            // sliding window over sample 0 alone, a volume of the window's size: one window,
+            // gathered on the device into the stem's block layout (infer.cu), so its logits
+            // are sample 0's of the batch run
+            const size_t S = (size_t)c->dims[0] * c->dims[1] * c->dims[2];
+            const size_t ns = (size_t)r->m.cfg.classes * S;
+            float *ls = xmalloc(ns * sizeof(float));
+            uint8_t *lab = xmalloc(S);
+            int nw = 0;
+            EXPECT(!gpu_infer_sliding(gi, r->x, c->dims, 0.5, ls, lab, &nw, err),
+                   "%s: gpu_infer_sliding: %s", tag, err);
+            EXPECT(nw == 1, "%s: sliding window over one window's volume ran %d windows", tag, nw);
+            snprintf(label, sizeof label, "%s sliding window vs inference", tag);
+            EXPECT(tensor_close(label, ls, li, ns, 1e-6, 0), "%s", label);
+            free(ls);
+            free(lab);
             free(li);
             gpu_infer_free(&gi);
         }
