@@ -16,37 +16,10 @@ runs (small outputs, where cuDNN's k5 s2 weight-gradient plans are slow) and hol
 template <typename T>
 __global__ void blocks_kernel(T *xb, const T *x, int C, int D, int H, int W, size_t total)
 {
-    const int Db = D / 2, Hb = H / 2, Wb = W / 2, C8 = 8 * C;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
-        const int ch = (int)(i % C8), q = ch / C, c = ch - q * C;
-        size_t t = i / C8;
-        const int bx = (int)(t % Wb); t /= Wb;
-        const int by = (int)(t % Hb); t /= Hb;
-        const int bz = (int)(t % Db);
-        const size_t n = t / Db;
-        const int z = 2 * bz + (q >> 2), y = 2 * by + ((q >> 1) & 1), xx = 2 * bx + (q & 1);
-        xb[i] = x[(((n * D + z) * H + y) * W + xx) * C + c];
-    }
-}
-
-// dw (K, 5, 5, 5, C) f32 += dwb (K, 3, 3, 3, 8 C) read at j = t / 2, q = t % 2 per axis; one
-// thread per dw element
-template <typename Tw>
-__global__ void fold_kernel(float *dw, const Tw *dwb, int C, size_t total)
-{
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const int c = (int)(i % C);
-        size_t r = i / C;
-        const int tx = (int)(r % 5); r /= 5;
-        const int ty = (int)(r % 5); r /= 5;
-        const int tz = (int)(r % 5);
-        const size_t k = r / 5;
-        const int q = 4 * (tz & 1) + 2 * (ty & 1) + (tx & 1);
-        const size_t src = (((k * 3 + (tz >> 1)) * 3 + (ty >> 1)) * 3 + (tx >> 1)) * 8 * C +
-                           (size_t)q * C + c;
-        dw[i] += to_f(dwb[src]);
+        const s2d_src s = s2d_source(i, C, D / 2, H / 2, W / 2, 0);
+        xb[i] = x[(((s.n * D + s.z) * H + s.y) * W + s.x) * C + s.c];
     }
 }
 
@@ -61,7 +34,8 @@ void wgrad_blocks_input_gpu(gpu_ctx_t *g, void *xb, const void *x, int N, int C,
 void wgrad_blocks_fold_gpu(gpu_ctx_t *g, float *dw, const void *dwb, int K, int C)
 {
     const size_t total = (size_t)K * 125 * C;
-    ACT_DISPATCH(g->act, T, fold_kernel<T><<<grid_for(g, total, BLOCK), BLOCK, 0, g->stream>>>(
-                                dw, (const T *)dwb, C, total));
+    // t = 2 j + q
+    ACT_DISPATCH(g->act, T, (blocks_fold_kernel<T, 5, 3, 0><<<grid_for(g, total, BLOCK), BLOCK, 0,
+                                                              g->stream>>>(dw, (const T *)dwb, C, total)));
     KERNEL_CHECK();
 }

@@ -124,26 +124,49 @@ static inline unsigned grid_for(const gpu_ctx_t *g, size_t n, int block)
 void wgrad_blocks_input_gpu(gpu_ctx_t *g, void *xb, const void *x, int N, int C, const int big[3]);
 void wgrad_blocks_fold_gpu(gpu_ctx_t *g, float *dw, const void *dwb, int K, int C);
 
-// Element i of an input stored as 2x2x2 blocks behind one zero block per axis (stem_s2d.cu),
-// (N, Db + 1, Hb + 1, Wb + 1, 8 Cin) for a (N, Cin, 2 Db, 2 Hb, 2 Wb) volume: its sample n,
-// channel c and voxel (z, y, x) of the volume, or in = 0 for the zero blocks. Channel q Cin + c
-// of a block holds parity q = 4 qz + 2 qy + qx.
+// ---- 2x2x2 blocks ("space to depth"): the stem (stem_s2d.cu) and the k5 s2 weight gradient
+// (conv_wgrad_blocks.cu) run as ordinary convolutions over an input stored as blocks ------------
+// Element i of an input stored as 2x2x2 blocks, `front` zero blocks ahead of each axis (the
+// stem's layout: 1; plain blocks: 0), (N, Db + front, Hb + front, Wb + front, 8 C) for a
+// (N, C, 2 Db, 2 Hb, 2 Wb) volume: its sample n, channel c and voxel (z, y, x) of the volume,
+// or in = 0 for a zero block. Channel q C + c of a block holds parity q = 4 qz + 2 qy + qx.
 struct s2d_src { size_t n; int c, z, y, x, in; };
-__device__ __forceinline__ s2d_src s2d_source(size_t i, int Cin, int Db, int Hb, int Wb)
+__device__ __forceinline__ s2d_src s2d_source(size_t i, int C, int Db, int Hb, int Wb, int front)
 {
-    const int C8 = 8 * Cin, ch = (int)(i % C8), q = ch / Cin;
+    const int C8 = 8 * C, ch = (int)(i % C8), q = ch / C;
     size_t t = i / C8;
-    const int bx = (int)(t % (Wb + 1)); t /= Wb + 1;
-    const int by = (int)(t % (Hb + 1)); t /= Hb + 1;
-    const int bz = (int)(t % (Db + 1));
+    const int bx = (int)(t % (Wb + front)); t /= Wb + front;
+    const int by = (int)(t % (Hb + front)); t /= Hb + front;
+    const int bz = (int)(t % (Db + front));
     s2d_src r;
-    r.n = t / (Db + 1);
-    r.c = ch % Cin;
-    r.in = bz > 0 && by > 0 && bx > 0;
-    r.z = 2 * (bz - 1) + (q >> 2);
-    r.y = 2 * (by - 1) + ((q >> 1) & 1);
-    r.x = 2 * (bx - 1) + (q & 1);
+    r.n = t / (Db + front);
+    r.c = ch % C;
+    r.in = bz >= front && by >= front && bx >= front;
+    r.z = 2 * (bz - front) + (q >> 2);
+    r.y = 2 * (by - front) + ((q >> 1) & 1);
+    r.x = 2 * (bx - front) + (q & 1);
     return r;
+}
+
+// dw (K, SK^3, C) f32 += the block weight's gradient dwb (K, JK^3, 8 C) folded back: tap t of an
+// axis is block tap j = (t + OFF) / 2 at parity q = (t + OFF) % 2 (t = 2j + q - OFF), so every
+// dw element has one source (a gather). One thread per dw element.
+template <typename Tw, int SK, int JK, int OFF>
+__global__ void blocks_fold_kernel(float *dw, const Tw *dwb, int C, size_t total)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const int c = (int)(i % C);
+        size_t r = i / C;
+        const int tx = (int)(r % SK) + OFF; r /= SK;
+        const int ty = (int)(r % SK) + OFF; r /= SK;
+        const int tz = (int)(r % SK) + OFF;
+        const size_t k = r / SK;
+        const int q = 4 * (tz & 1) + 2 * (ty & 1) + (tx & 1);
+        const size_t src = (((k * JK + (tz >> 1)) * JK + (ty >> 1)) * JK + (tx >> 1)) * 8 * C +
+                           (size_t)q * C + c;
+        dw[i] += to_f(dwb[src]);
+    }
 }
 
 // ---- tagged marks (gpu_timer.cu): a profile's finer split of ops that are one op to gm_prof --

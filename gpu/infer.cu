@@ -277,7 +277,7 @@ __global__ void gather_kernel(T *x, const float *vol, win_batch_t w, dims3_t wd,
     const size_t V = (size_t)vd.d[0] * vd.d[1] * vd.d[2];
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
-        const s2d_src s = s2d_source(i, Cin, wd.d[0] / 2, wd.d[1] / 2, wd.d[2] / 2);
+        const s2d_src s = s2d_source(i, Cin, wd.d[0] / 2, wd.d[1] / 2, wd.d[2] / 2, 1);
         const int b = (int)s.n;
         float v = 0.0f;
         if (b < w.n && s.in) {

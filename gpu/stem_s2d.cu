@@ -30,7 +30,7 @@ __global__ void s2d_input_kernel(T *y, const float *x, int Cin, int D, int H, in
 {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
-        const s2d_src s = s2d_source(i, Cin, D / 2, H / 2, W / 2);
+        const s2d_src s = s2d_source(i, Cin, D / 2, H / 2, W / 2, 1);
         y[i] = from_f<T>(s.in ? x[(((s.n * Cin + s.c) * D + s.z) * H + s.y) * W + s.x] : 0.0f);
     }
 }
@@ -59,26 +59,6 @@ __global__ void s2d_weight_kernel(T *w2, const T *w, int Cin, size_t total)
         float v = 0.0f;
         if (tz >= 0 && ty >= 0 && tx >= 0) v = to_f(w[(((k * SK + tz) * SK + ty) * SK + tx) * Cin + c]);
         w2[i] = from_f<T>(v);
-    }
-}
-
-// dw += the fold of dw2 (both f32; one thread per dw element, its one source in dw2)
-__global__ void s2d_grad_fold_kernel(float *dw, const float *dw2, int Cin, size_t total)
-{
-    const int C8 = 8 * Cin;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const int c = (int)(i % Cin);
-        size_t r = i / Cin;
-        const int tx = (int)(r % SK); r /= SK;
-        const int ty = (int)(r % SK); r /= SK;
-        const int tz = (int)(r % SK);
-        const size_t k = r / SK;
-        // t = 2 j + q - 1  <=>  j = (t + 1) / 2, q = (t + 1) % 2
-        const int q = 4 * ((tz + 1) & 1) + 2 * ((ty + 1) & 1) + ((tx + 1) & 1);
-        const size_t src = (((k * JK + (tz + 1) / 2) * JK + (ty + 1) / 2) * JK + (tx + 1) / 2) * C8 +
-                           (size_t)q * Cin + c;
-        dw[i] += dw2[src];
     }
 }
 
@@ -126,6 +106,8 @@ void stem_s2d_grad_fold_gpu(gpu_ctx_t *g, float *dw, const float *dw2, conv3d_sh
 {
     check_stem(&stem);
     const size_t total = (size_t)stem.Cout * SK * SK * SK * stem.Cin;
-    s2d_grad_fold_kernel<<<grid_for(g, total, BLOCK), BLOCK, 0, g->stream>>>(dw, dw2, stem.Cin, total);
+    // t = 2 j + q - 1
+    blocks_fold_kernel<float, SK, JK, 1><<<grid_for(g, total, BLOCK), BLOCK, 0, g->stream>>>(
+        dw, dw2, stem.Cin, total);
     KERNEL_CHECK();
 }
