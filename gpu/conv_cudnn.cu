@@ -691,11 +691,13 @@ static size_t blocks_bytes(const gpu_ctx_t *g, const conv_key_t *k, size_t *dwb_
     *dwb_off = gpu_arena_round((size_t)k->N * 8 * k->C * vox(k->small) * es);
     return *dwb_off + (size_t)k->K * 8 * k->C * 27 * es;
 }
-static void reserve_bscratch(gpu_ctx_t *g, const conv_key_t *k)
+// Grows the scratch to k's blocks; returns where the block weight's gradient starts in it.
+static size_t reserve_bscratch(gpu_ctx_t *g, const conv_key_t *k)
 {
     size_t off;
     grow_scratch(g, &g->conv->bscratch, &g->conv->bscratch_bytes, blocks_bytes(g, k, &off),
                  "conv weight-gradient blocks scratch");
+    return off;
 }
 
 // Prepare the weight gradient of problem k: its plan (or its blocks' plan) and scratch.
@@ -717,11 +719,8 @@ static void weight_grad(gpu_ctx_t *g, const conv_key_t *kf, float *dw, void *xa,
     size_t nw = (size_t)kf->K * kf->C * vox(kf->k);
     if (blocks_wgrad(kf)) {
         const conv_key_t kb = blocks_key(kf);
-        size_t off;
-        reserve_bscratch(g, kf);
-        char *xb = (char *)g->conv->bscratch, *dwb = xb;
-        blocks_bytes(g, kf, &off);
-        dwb += off;
+        const size_t off = reserve_bscratch(g, kf);
+        char *xb = (char *)g->conv->bscratch, *dwb = xb + off;
         wgrad_blocks_input_gpu(g, xb, xa, kf->N, kf->C, kf->big);
         run_conv(g, &kb, xb, dwb, ya);
         wgrad_blocks_fold_gpu(g, dw, dwb, kf->K, kf->C);

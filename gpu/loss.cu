@@ -360,16 +360,26 @@ __global__ void dice_ce_grad_kernel(T *dlogits, const T *logits, const uint8_t *
 // launchers
 
 // Stage 1 and 2 into the reduction scratch; returns the sums (N, slots).
+// Voxel chunks of the partial-sum pass (returned; *chunk voxels each): enough blocks to fill the
+// GPU, with the N x chunks x slots partials and `reserve` floats after them inside the context's
+// reduction scratch.
+static int loss_chunks(const gpu_ctx_t *g, int N, size_t S, int slots, size_t reserve,
+                       size_t *chunk)
+{
+    int nch = gpu_reduce_chunks(g, S, N, (size_t)slots, 1, 4 * BLOCK);
+    while (nch > 1 && (size_t)N * nch * slots + reserve > g->red_floats) nch--;
+    ASSERT((size_t)N * nch * slots + reserve <= g->red_floats);
+    *chunk = CEIL_DIV(S, (size_t)nch);
+    return (int)CEIL_DIV(S, *chunk);
+}
+
 static float *loss_sums(gpu_ctx_t *g, const void *logits, const uint8_t *labels,
                         const loss_args_t *a, const members_t *mem)
 {
     ASSERT(a->N > 0 && a->K >= 1 && a->K <= KMAX_GPU && a->S > 0);
     int slots = a->kind == L_CE ? 1 : 3 * a->K;
-    size_t reserve = (size_t)a->N * slots;
-    int nch = gpu_reduce_chunks(g, a->S, a->N, (size_t)slots, 1, 4 * BLOCK);
-    while (nch > 1 && (size_t)a->N * nch * slots + reserve > g->red_floats) nch--;
-    size_t chunk = CEIL_DIV(a->S, (size_t)nch);
-    nch = (int)CEIL_DIV(a->S, chunk);
+    size_t chunk;
+    const int nch = loss_chunks(g, a->N, a->S, slots, (size_t)a->N * slots, &chunk);
     float *part = g->red, *sums = g->red + (size_t)a->N * nch * slots;
     ACT_DISPATCH(g->act, T, loss_partial_kernel<T><<<dim3(nch, a->N), BLOCK, 0, g->stream>>>(
                                 part, (const T *)logits, labels, *a, *mem, chunk));
@@ -473,12 +483,8 @@ void dice_ce_softmax_gpu(gpu_ctx_t *g, float *loss, void *dlogits, const void *l
     ASSERT(N > 0 && K >= 1 && K <= KMAX_GPU && K - k0 >= 1 && S > 0);
     const loss_args_t a = args(L_DICE_SOFTMAX, N, K, S, c, k0);
     const int slots = 3 * K + 1;
-    const size_t reserve = (size_t)N * slots + (size_t)N * K * 2;
-    int nch = gpu_reduce_chunks(g, S, N, (size_t)slots, 1, 4 * BLOCK);
-    while (nch > 1 && (size_t)N * nch * slots + reserve > g->red_floats) nch--;
-    ASSERT((size_t)N * nch * slots + reserve <= g->red_floats);
-    const size_t chunk = CEIL_DIV(S, (size_t)nch);
-    nch = (int)CEIL_DIV(S, chunk);
+    size_t chunk;       // the sums, then the (n, class) coefficients behind the partials
+    const int nch = loss_chunks(g, N, S, slots, (size_t)N * slots + (size_t)N * K * 2, &chunk);
     float *part = g->red, *sums = part + (size_t)N * nch * slots, *coef = sums + (size_t)N * slots;
 #define KM_DISPATCH(K, KM, ...)                                          \
     do {                                                                 \
