@@ -118,12 +118,6 @@ static inline unsigned grid_for(const gpu_ctx_t *g, size_t n, int block)
     return (unsigned)(want ? want : 1);
 }
 
-// conv_wgrad_blocks.cu: a k5 s2 p2 weight gradient through the input's 2x2x2 blocks (used by
-// conv_cudnn.cu): xb (N, big/2, 8 C) act from x (N, big, C) act; dw (K, 5^3, C) f32 += the fold
-// of dwb (K, 3^3, 8 C) act.
-void wgrad_blocks_input_gpu(gpu_ctx_t *g, void *xb, const void *x, int N, int C, const int big[3]);
-void wgrad_blocks_fold_gpu(gpu_ctx_t *g, float *dw, const void *dwb, int K, int C);
-
 // ---- 2x2x2 blocks ("space to depth"): the stem (stem_s2d.cu) and the k5 s2 weight gradient
 // (conv_wgrad_blocks.cu) run as ordinary convolutions over an input stored as blocks ------------
 // Element i of an input stored as 2x2x2 blocks, `front` zero blocks ahead of each axis (the
@@ -168,6 +162,12 @@ __global__ void blocks_fold_kernel(float *dw, const Tw *dwb, int C, size_t total
         dw[i] += to_f(dwb[src]);
     }
 }
+
+// conv_wgrad_blocks.cu: a k5 s2 p2 weight gradient through the input's 2x2x2 blocks (used by
+// conv_cudnn.cu): xb (N, big/2, 8 C) act from x (N, big, C) act; dw (K, 5^3, C) f32 += the fold
+// of dwb (K, 3^3, 8 C) act.
+void wgrad_blocks_input_gpu(gpu_ctx_t *g, void *xb, const void *x, int N, int C, const int big[3]);
+void wgrad_blocks_fold_gpu(gpu_ctx_t *g, float *dw, const void *dwb, int K, int C);
 
 // ---- tagged marks (gpu_timer.cu): a profile's finer split of ops that are one op to gm_prof --
 // gpu_mark(g, tag) records an event tagged `tag` (>= 0; < 0 closes a span) on g's stream while a
