@@ -22,46 +22,6 @@ dgamma += sum_n B, dbeta += sum_n A.
 
 #define NORM_THREADS 256
 
-// ----------------------------------------------------------------------------
-// vector loads/stores of VEC elements (VEC = 1, 4 floats or 8 bf16 = 16 bytes), fp32 inside
-
-template <typename T, int VEC>
-__device__ __forceinline__ void ld_vec(const T *p, float *v)
-{
-    if constexpr (VEC == 1) {
-        v[0] = to_f(p[0]);
-    } else if constexpr (sizeof(T) == 4) {
-        static_assert(VEC == 4, "float vectors are 4 wide");
-        const float4 r = *reinterpret_cast<const float4 *>(p);
-        v[0] = r.x; v[1] = r.y; v[2] = r.z; v[3] = r.w;
-    } else {
-        static_assert(VEC == 8, "bf16 vectors are 8 wide");
-        const uint4 r = *reinterpret_cast<const uint4 *>(p);
-        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&r);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const float2 f = __bfloat1622float2(h[i]);
-            v[2 * i] = f.x; v[2 * i + 1] = f.y;
-        }
-    }
-}
-
-template <typename T, int VEC>
-__device__ __forceinline__ void st_vec(T *p, const float *v)
-{
-    if constexpr (VEC == 1) {
-        p[0] = from_f<T>(v[0]);
-    } else if constexpr (sizeof(T) == 4) {
-        *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
-    } else {
-        uint4 r;
-        __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&r);
-#pragma unroll
-        for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
-        *reinterpret_cast<uint4 *>(p) = r;
-    }
-}
-
 // Block geometry of a pass over (N, S, C) with VEC-wide columns: cpb vector columns per block
 // (threadIdx.x % cpb), rp row lanes (threadIdx.x / cpb), `tiles` column tiles when C / VEC is
 // wider than a block. grid.y = N * tiles.

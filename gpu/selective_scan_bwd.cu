@@ -514,30 +514,29 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
 }
 
 // dB, dC (+)= the sum of the splits' partials (dir, n, chunk, split, bwd_part_floats(R)),
-// splits in order; dx_dt likewise where the direction has W_dt.
+// splits in order; dx_dt likewise where the direction has W_dt. A thread per partial column
+// (grid.z slices a chunk's SCAN_T (32 + R) columns), its loads over the splits unrolled so they
+// overlap: the first version walked 4+ columns a thread with one split's load at a time, ~36 us
+// a launch at level 3 (48 splits, 16 chunk blocks) for a few KB -- a latency chain.
+#define DBC_THREADS 256
 template <typename T>
-__global__ void scan_bwd_dbc_finish(scan_k k, const float *dbcp, int nsplit)
+__global__ void __launch_bounds__(DBC_THREADS) scan_bwd_dbc_finish(scan_k k, const float *dbcp, int nsplit)
 {
     const int c = blockIdx.x, d = blockIdx.y / k.N, n = blockIdx.y % k.N;
     const scan_kdir &P = k.d[d];
     const size_t j0 = (size_t)c * SCAN_T, pf = bwd_part_floats(k.R);
     const int tn = (int)min((size_t)SCAN_T, k.L - j0);
-    const float *p = dbcp + ((size_t)blockIdx.y * k.nch + c) * nsplit * pf;
-    T *dB = (T *)P.dB, *dC = (T *)P.dC;
-    for (int i = threadIdx.x; i < tn * 32; i += blockDim.x) {
-        const int t = i / 32, col = i % 32;
-        float v = 0.0f;
-        for (int z = 0; z < nsplit; z++) v += p[(size_t)z * pf + i];
-        dbc_put<T>(k, dB, dC, (size_t)n * k.L + j0 + t, col, v);
-    }
+    const int i = blockIdx.z * DBC_THREADS + threadIdx.x;
+    const bool bc = i < SCAN_T * 32;                // dB / dC column, else dx_dt
+    const int t = bc ? i / 32 : (i - SCAN_T * 32) / k.R;
     T *dx = (T *)P.dxdt;
-    if (!dx) return;
-    for (int i = threadIdx.x; i < tn * k.R; i += blockDim.x) {
-        const int t = i / k.R, r = i % k.R;
-        float v = 0.0f;
-        for (int z = 0; z < nsplit; z++) v += p[(size_t)z * pf + SCAN_T * 32 + i];
-        scan_put<T>(k, dx + ((size_t)n * k.L + j0 + t) * k.ldbc + r, v);
-    }
+    if (t >= tn || (size_t)i >= pf || (!bc && !dx)) return;
+    const float *p = dbcp + ((size_t)blockIdx.y * k.nch + c) * nsplit * pf + i;
+    float v = 0.0f;
+#pragma unroll 8
+    for (int z = 0; z < nsplit; z++) v += p[(size_t)z * pf];
+    if (bc) dbc_put<T>(k, (T *)P.dB, (T *)P.dC, (size_t)n * k.L + j0 + t, i % 32, v);
+    else scan_put<T>(k, dx + ((size_t)n * k.L + j0 + t) * k.ldbc + (i - SCAN_T * 32) % k.R, v);
 }
 
 // Channel split of scan_bwd_main: enough (chunk, dir, n, split) blocks for ~8 per SM
@@ -714,7 +713,8 @@ void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *stat
                 k, (const T *)dy, states, w.big, w.Dp, w.bp, w.Wp, egs, dbcp, vec);
         KERNEL_CHECK();
         if (dbcp) {
-            scan_bwd_dbc_finish<T><<<dim3(k.nch, k.ndir * k.N), 256, 0, g->stream>>>(k, dbcp, nsplit);
+            const dim3 fgrid(k.nch, k.ndir * k.N, (unsigned)CEIL_DIV(bwd_part_floats(k.R), (size_t)DBC_THREADS));
+            scan_bwd_dbc_finish<T><<<fgrid, DBC_THREADS, 0, g->stream>>>(k, dbcp, nsplit);
             KERNEL_CHECK();
         }
     });

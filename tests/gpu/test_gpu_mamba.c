@@ -964,9 +964,17 @@ int main(void)
         cfg.deterministic = 1;
         g = gpu_ctx_new(cfg);
         if (only_timing) { timing(); gpu_ctx_destroy(&g); continue; }
+        // token groups of G lanes (16-byte vectors where C allows): C 20 one element a lane
+        // (the fallback), 8 one lane a token (G 1), 48 / 96 M's levels 0-1, 384 / 512 several
+        // vectors a lane; L 40000 more token groups than the grid's lanes (every warp loops,
+        // many blocks' dgamma / dbeta rows)
         test_layernorm(2, 20, 37);
+        test_layernorm(2, 8, 33);
         test_layernorm(1, 48, 301);
         test_layernorm(2, 96, 4133);
+        test_layernorm(1, 48, 40000);
+        test_layernorm(1, 384, 1000);
+        test_layernorm(1, 512, 301);
         for (int order = 0; order < 3; order++)
             for (int silu = 0; silu < 2; silu++) {
                 test_conv(2, 20, 37, 1, order, silu, 4);
