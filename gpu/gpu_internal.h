@@ -71,6 +71,9 @@ int gpu_reduce_chunks(const gpu_ctx_t *g, size_t rows, int batch, size_t cols, i
                       size_t rows_min);
 // elementwise.cu: dst (f32, n) += (f32) src (type ts, n).
 void gpu_add_to_f32(gpu_ctx_t *g, float *dst, const void *src, gpu_dtype_t ts, size_t n);
+// out[c] += sum over rows r of part[r * ld + c], c < cols, in a fixed order (the second stage of
+// the column sums: bias gradients, LayerNorm's dgamma / dbeta). out NULL: nothing.
+void gpu_rows_sum_add(gpu_ctx_t *g, float *out, const float *part, size_t ld, int cols, int rows);
 // conv_cudnn.cu: device memory (nothing live in it) that plan autotuning may overwrite with
 // its test tensors while conv plans are prepared; NULL / 0 withdraws it.
 void gpu_conv_tune_scratch(gpu_ctx_t *g, void *p, size_t bytes);

@@ -13,8 +13,8 @@ forward 121 us, dx 222 us for 25 MB tensors). mean and rstd are saved for the ba
 The backward forms dx and the dgamma / dbeta column sums in one pass over x and dy: every lane
 adds its channels' dy * xhat and dy over the tokens it visits, the partials meet per block in a
 fixed order (shuffles over the warp's token groups, then the warps in order) into the context's
-reduction scratch, and a second kernel adds the blocks' rows in a fixed order with many threads
-per column. Deterministic, no atomics.
+reduction scratch, and gpu_rows_sum_add (elementwise.cu) adds the blocks' rows in a fixed order.
+Deterministic, no atomics.
 */
 #include "gpu_internal.h"
 
@@ -193,29 +193,6 @@ ln_bwd_kernel(T *dx, float *part, const T *dy, const T *x, const float *mean, co
     }
 }
 
-// dgamma[c] += sum over the rows of part[:, c], dbeta[c] += of part[:, C + c]: a block per 32
-// columns, 32 x LN_FIN_ROWS threads; row lane r adds rows r, r + LN_FIN_ROWS, ... (loads
-// independent of the sum, so they overlap), then the lanes in order. (The first version had
-// one thread per column walk all rows: ~47 us for one 528-row launch, a latency chain.)
-#define LN_FIN_ROWS 16
-__global__ void ln_bwd_affine_final(float *dgamma, float *dbeta, const float *part, int C, int rows)
-{
-    __shared__ float red[LN_FIN_ROWS][33];
-    const int k = blockIdx.x * 32 + threadIdx.x, r0 = threadIdx.y;
-    float s = 0.0f;
-    if (k < 2 * C) {
-#pragma unroll 4
-        for (int r = r0; r < rows; r += LN_FIN_ROWS) s += part[(size_t)r * 2 * C + k];
-    }
-    red[r0][threadIdx.x] = s;
-    __syncthreads();
-    if (r0 != 0 || k >= 2 * C) return;
-    float tot = 0.0f;
-    for (int r = 0; r < LN_FIN_ROWS; r++) tot += red[r][threadIdx.x];
-    float *out = k < C ? dgamma : dbeta;
-    if (out) out[k % C] += tot;
-}
-
 // blocks for a pass over M tokens: about 8 resident per SM (a block takes LN_WARPS * 32 / G
 // tokens at a time), fewer where M is small
 static unsigned ln_grid(const gpu_ctx_t *g, size_t M, int G)
@@ -275,9 +252,8 @@ void layernorm_backward_gpu(gpu_ctx_t *g, void *dx, float *dgamma, float *dbeta,
             (T *)dx, part, (const T *)dy, (const T *)x, mean, rstd, gamma, M, C, q.G));
         KERNEL_CHECK();
     });
-    if (part) {
-        ln_bwd_affine_final<<<CEIL_DIV(2 * C, 32), dim3(32, LN_FIN_ROWS), 0, g->stream>>>(
-            dgamma, dbeta, part, C, (int)grid);
-        KERNEL_CHECK();
+    if (part) {                                     // the blocks' rows, in order
+        gpu_rows_sum_add(g, dgamma, part, 2 * (size_t)C, C, (int)grid);
+        gpu_rows_sum_add(g, dbeta, part + C, 2 * (size_t)C, C, (int)grid);
     }
 }

@@ -6,6 +6,7 @@ The backward is a gather, not a scatter: each input sample sums the (at most 4 p
 whose taps touch it, so it is deterministic without atomics.
 */
 #include "gpu_internal.h"
+#include <stdint.h>
 
 #define BLOCK 256
 
@@ -27,74 +28,132 @@ __device__ __forceinline__ float tap_weight(int o, int n, int j)
     return (i0 == j ? 1.0f - f : 0.0f) + (i1 == j ? f : 0.0f);
 }
 
-template <typename T>
-__global__ void upsample_fwd_kernel(T *y, const T *x, int C, int D, int H, int W, size_t total)
+// Threads over (voxel, vector of VEC channels): VEC = 16 bytes of channels where C and the
+// pointers allow, else 1. A block row is one (n, d, h) line of the voxels a kernel writes
+// (grid.y strides over the lines), its threads (w, channel vector) -- the index math is per
+// line and per VEC channels, not 64-bit divisions per element as in the first version (level 0,
+// 48 channels: forward 146 us, backward 207 us under ncu, for ~25 MB of output).
+template <typename T, int VEC>
+__global__ void upsample_fwd_kernel(T *y, const T *x, int C, int D, int H, int W, size_t lines)
 {
-    const int OD = 2 * D, OH = 2 * H, OW = 2 * W;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        size_t t = i / C;
-        int c = (int)(i % C);
-        int ow = (int)(t % OW); t /= OW;
-        int oh = (int)(t % OH); t /= OH;
-        int od = (int)(t % OD);
-        size_t n = t / OD;
-        int d0, d1, h0, h1, w0, w1;
-        float fd, fh, fw;
+    const int OD = 2 * D, OH = 2 * H, OW = 2 * W, CV = C / VEC;
+    const int it = blockIdx.x * blockDim.x + threadIdx.x;
+    if (it >= OW * CV) return;
+    const int ow = it / CV, c = it % CV * VEC;
+    int w0, w1;
+    float fw;
+    tap(ow, W, &w0, &w1, &fw);
+    for (size_t line = blockIdx.y; line < lines; line += gridDim.y) {
+        const int oh = (int)(line % OH), od = (int)(line / OH % OD);
+        const size_t n = line / ((size_t)OH * OD);
+        int d0, d1, h0, h1;
+        float fd, fh;
         tap(od, D, &d0, &d1, &fd);
         tap(oh, H, &h0, &h1, &fh);
-        tap(ow, W, &w0, &w1, &fw);
         const T *xn = x + n * D * H * W * C + c;
-#define X(a, b, e) to_f(xn[(((size_t)(a) * H + (b)) * W + (e)) * C])
+        float v[8][VEC];                            // taps (d, h, w) in the order d0h0w0, d0h0w1, ...
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const int a = k & 4 ? d1 : d0, b = k & 2 ? h1 : h0, e = k & 1 ? w1 : w0;
+            ld_vec<T, VEC>(xn + (((size_t)a * H + b) * W + e) * C, v[k]);
+        }
+        float o[VEC];
         // same nesting as the CPU twin (d outer, then h, then w)
-        float v = (1 - fd) * ((1 - fh) * ((1 - fw) * X(d0, h0, w0) + fw * X(d0, h0, w1)) +
-                              fh * ((1 - fw) * X(d0, h1, w0) + fw * X(d0, h1, w1))) +
-                  fd * ((1 - fh) * ((1 - fw) * X(d1, h0, w0) + fw * X(d1, h0, w1)) +
-                        fh * ((1 - fw) * X(d1, h1, w0) + fw * X(d1, h1, w1)));
-#undef X
-        y[i] = from_f<T>(v);
+#pragma unroll
+        for (int i = 0; i < VEC; i++)
+            o[i] = (1 - fd) * ((1 - fh) * ((1 - fw) * v[0][i] + fw * v[1][i]) +
+                              fh * ((1 - fw) * v[2][i] + fw * v[3][i])) +
+                   fd * ((1 - fh) * ((1 - fw) * v[4][i] + fw * v[5][i]) +
+                         fh * ((1 - fw) * v[6][i] + fw * v[7][i]));
+        st_vec<T, VEC>(y + ((line * OW) + ow) * C + c, o);
     }
 }
 
-template <typename T>
-__global__ void upsample_bwd_kernel(T *dx, const T *dy, int C, int D, int H, int W, size_t total)
+// the outputs 2j - 1 .. 2j + 2 along one axis are the only ones whose taps can reach input j:
+// their first index and the 4 weights (0 outside the axis or where no tap reaches j)
+__device__ __forceinline__ int gather_taps(int j, int n, float (&wt)[4])
 {
-    const int OD = 2 * D, OH = 2 * H, OW = 2 * W;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        size_t t = i / C;
-        int c = (int)(i % C);
-        int jw = (int)(t % W); t /= W;
-        int jh = (int)(t % H); t /= H;
-        int jd = (int)(t % D);
-        size_t n = t / D;
+    const int o0 = 2 * j - 1;
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        const int o = o0 + q;
+        wt[q] = o >= 0 && o < 2 * n ? tap_weight(o, n, j) : 0.0f;
+    }
+    return o0;
+}
+
+template <typename T, int VEC>
+__global__ void upsample_bwd_kernel(T *dx, const T *dy, int C, int D, int H, int W, size_t lines)
+{
+    const int OD = 2 * D, OH = 2 * H, OW = 2 * W, CV = C / VEC;
+    const int it = blockIdx.x * blockDim.x + threadIdx.x;
+    if (it >= W * CV) return;
+    const int jw = it / CV, c = it % CV * VEC;
+    float ww[4];
+    const int ow0 = gather_taps(jw, W, ww);
+    for (size_t line = blockIdx.y; line < lines; line += gridDim.y) {
+        const int jh = (int)(line % H), jd = (int)(line / H % D);
+        const size_t n = line / ((size_t)H * D);
+        float wd[4], wh[4];
+        const int od0 = gather_taps(jd, D, wd), oh0 = gather_taps(jh, H, wh);
         const T *dyn = dy + n * OD * OH * OW * C + c;
-        float acc = 0.0f;
-        // outputs 2j-1 .. 2j+2 are the only ones whose taps can reach input j
-        for (int od = max(2 * jd - 1, 0); od <= min(2 * jd + 2, OD - 1); od++) {
-            float wd = tap_weight(od, D, jd);
-            if (wd == 0.0f) continue;
-            for (int oh = max(2 * jh - 1, 0); oh <= min(2 * jh + 2, OH - 1); oh++) {
-                float wh = tap_weight(oh, H, jh);
-                if (wh == 0.0f) continue;
-                for (int ow = max(2 * jw - 1, 0); ow <= min(2 * jw + 2, OW - 1); ow++) {
-                    float ww = tap_weight(ow, W, jw);
-                    if (ww == 0.0f) continue;
-                    acc += wd * wh * ww * to_f(dyn[(((size_t)od * OH + oh) * OW + ow) * C]);
+        float acc[VEC];
+#pragma unroll
+        for (int i = 0; i < VEC; i++) acc[i] = 0.0f;
+        // od, then oh, then ow ascending, zero weights skipped (a fixed order)
+        for (int a = 0; a < 4; a++) {
+            if (wd[a] == 0.0f) continue;
+            for (int b = 0; b < 4; b++) {
+                if (wh[b] == 0.0f) continue;
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    if (ww[e] == 0.0f) continue;
+                    float v[VEC];
+                    ld_vec<T, VEC>(dyn + (((size_t)(od0 + a) * OH + oh0 + b) * OW + ow0 + e) * C, v);
+                    const float wgt = wd[a] * wh[b] * ww[e];
+#pragma unroll
+                    for (int i = 0; i < VEC; i++) acc[i] += wgt * v[i];
                 }
             }
         }
-        dx[i] = from_f<T>(to_f(dx[i]) + acc);
+        T *p = dx + ((line * W) + jw) * C + c;
+        float o[VEC];
+        ld_vec<T, VEC>(p, o);
+#pragma unroll
+        for (int i = 0; i < VEC; i++) o[i] += acc[i];
+        st_vec<T, VEC>(p, o);
     }
 }
+
+// 16-byte channel vectors where C and the pointers allow
+static int up_vec(const gpu_ctx_t *g, int C, const void *a, const void *b)
+{
+    const int v = (int)(16 / gpu_dtype_size(g->act));
+    return C % v == 0 && (uintptr_t)a % 16 == 0 && (uintptr_t)b % 16 == 0 ? v : 1;
+}
+
+// grid for `lines` block rows of `items` (w, channel vector) threads each
+static dim3 up_grid(size_t lines, int items)
+{
+    const size_t gy = lines < 65535 ? lines : 65535;
+    return dim3((unsigned)CEIL_DIV(items, BLOCK), (unsigned)gy);
+}
+
+#define UP_DISPATCH(vec, T, K, ...)                                       \
+    do {                                                                  \
+        if ((vec) == 1) K<T, 1> __VA_ARGS__;                              \
+        else K<T, 16 / (int)sizeof(T)> __VA_ARGS__;                       \
+    } while (0)
 
 void upsample_trilinear2x_forward_gpu(gpu_ctx_t *g, void *y, const void *x, int N, int C,
                                       const int in[3])
 {
     ASSERT(N > 0 && C > 0 && in[0] > 0 && in[1] > 0 && in[2] > 0);
-    size_t total = (size_t)N * C * 8 * in[0] * in[1] * in[2];
-    ACT_DISPATCH(g->act, T, upsample_fwd_kernel<T><<<grid_for(g, total, BLOCK), BLOCK, 0, g->stream>>>(
-                                (T *)y, (const T *)x, C, in[0], in[1], in[2], total));
+    const int vec = up_vec(g, C, y, x);
+    const size_t lines = (size_t)N * 2 * in[0] * 2 * in[1];
+    const dim3 grid = up_grid(lines, 2 * in[2] * (C / vec));
+    ACT_DISPATCH(g->act, T, UP_DISPATCH(vec, T, upsample_fwd_kernel, <<<grid, BLOCK, 0, g->stream>>>(
+                                (T *)y, (const T *)x, C, in[0], in[1], in[2], lines)));
     KERNEL_CHECK();
 }
 
@@ -103,8 +162,10 @@ void upsample_trilinear2x_backward_gpu(gpu_ctx_t *g, void *dx, const void *dy, i
 {
     ASSERT(N > 0 && C > 0 && in[0] > 0 && in[1] > 0 && in[2] > 0);
     if (!dx) return;
-    size_t total = (size_t)N * C * in[0] * in[1] * in[2];
-    ACT_DISPATCH(g->act, T, upsample_bwd_kernel<T><<<grid_for(g, total, BLOCK), BLOCK, 0, g->stream>>>(
-                                (T *)dx, (const T *)dy, C, in[0], in[1], in[2], total));
+    const int vec = up_vec(g, C, dx, dy);
+    const size_t lines = (size_t)N * in[0] * in[1];
+    const dim3 grid = up_grid(lines, in[2] * (C / vec));
+    ACT_DISPATCH(g->act, T, UP_DISPATCH(vec, T, upsample_bwd_kernel, <<<grid, BLOCK, 0, g->stream>>>(
+                                (T *)dx, (const T *)dy, C, in[0], in[1], in[2], lines)));
     KERNEL_CHECK();
 }
