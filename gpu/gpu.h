@@ -315,6 +315,11 @@ void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *st
 // dy: (N, L, E) original order (the gradient of y, shared by all directions).
 void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *states,
                                  void *workspace, const scan_gpu_t *s);
+// Whether the backward of ONE direction of this shape gives the GPU too few blocks to fill it
+// (fewer than ~4 chunk-and-channel blocks an SM: its kernels are then latency-bound, and three
+// directions in one call run in about the time of one). The Mamba layer runs its three
+// directions' backward as one call where this holds (the small levels).
+int selective_scan_backward_small(const gpu_ctx_t *g, int N, int E, size_t L);
 
 // The Mamba gate in original token order, n rows: G = Y * silu(z) and its backward
 // dz = dG * Y * silu'(z), Y being the pre-gate output summed over the directions (the layer's

@@ -105,6 +105,15 @@ static saved_v saved_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *
     return v;
 }
 
+// How many directions the backward runs as one scan call: 3 at the small levels, where one
+// direction's scan backward leaves most of the GPU idle (selective_scan_backward_small; its
+// kernels are latency-bound there, and three directions' u, du, dx_dbl are a few MB), else 1
+// (level 0 of M: 50 MB each, and its grids fill the GPU alone).
+static int bwd_dirs_together(const gpu_ctx_t *g, const mamba_layer_t *m, int N, size_t L)
+{
+    return selective_scan_backward_small(g, N, m->E, L) ? 3 : 1;
+}
+
 // Views of `scratch` for the forward (fw = 1) or the backward (fw = 0).
 // Forward: xz, then one region for two phases: T, mean, rstd (dead once xz is written), then
 // the three directions' u and the forward scan workspace (chunk sums only); G goes over the
@@ -116,16 +125,18 @@ static saved_v saved_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *
 // through the whole call; behind them ONE region serves three phases in turn (stream order
 // separates them):
 //   out_proj   G (for dW_out), over u
-//   direction  u, du, dxdbl, ws
+//   direction  u, du, dxdbl for one direction, or for all three where their scans' backward
+//              runs as one call (bwd_dirs_together), and the scan workspace
 //   end        dT
 struct scratch_v {
-    void *T, *u, *xz, *ws;                  // both directions of use (forward: direction 0's)
+    void *T, *xz, *ws;                      // both directions of use
     void *G;                                // the gated output (over u, after the scan / before
                                             // the directions)
-    void *u3[3];                            // forward: the three directions' u
+    void *u3[3];                            // the directions' u (forward: three; backward:
+    void *du3[3], *dxdbl3[3];               // bwd_dirs_together of them, with du, dx_dbl)
     void *wx;                               // forward: W_x with zero rows up to ldp (act)
     float *mean, *rstd;
-    void *dG, *dxz, *dT, *du, *dxdbl;       // backward, act
+    void *dG, *dxz, *dT;                    // backward, act
 };
 
 static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *m, int N,
@@ -133,7 +144,6 @@ static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer
 {
     const layer_dims d = dims_of(g, m, N, L);
     const size_t nle = d.NL * d.E * d.act, nlc = d.NL * d.C * d.act;
-    const scan_gpu_t s = scan_desc(m, N, L, 1);
     bump b = { (char *)base, 0 };
     scratch_v v;
     memset(&v, 0, sizeof v);
@@ -147,7 +157,7 @@ static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer
         const size_t front_end = b.off;
         b.off = region;
         for (int k = 0; k < 3; k++) v.u3[k] = b.take(nle);
-        v.u = v.G = v.u3[0];
+        v.G = v.u3[0];
         v.ws = b.take(selective_scan_forward_workspace_bytes(&s3));
         v.wx = b.take(d.ldp * d.E * d.act);
         if (b.off < front_end) b.off = front_end;
@@ -165,10 +175,15 @@ static scratch_v scratch_views(void *base, const gpu_ctx_t *g, const mamba_layer
     const size_t end_phase = b.off;
     // direction phase, over the same bytes
     b.off = region;
-    v.u = v.G = b.take(nle);
-    v.du = b.take(nle);
-    v.dxdbl = b.take(d.NL * d.ldp * d.act);
-    v.ws = b.take(selective_scan_workspace_bytes(&s));
+    const int nd = bwd_dirs_together(g, m, N, L);
+    for (int k = 0; k < nd; k++) {
+        v.u3[k] = b.take(nle);
+        v.du3[k] = b.take(nle);
+        v.dxdbl3[k] = b.take(d.NL * d.ldp * d.act);
+    }
+    v.G = v.u3[0];
+    const scan_gpu_t sw = scan_desc(m, N, L, nd);
+    v.ws = b.take(selective_scan_workspace_bytes(&sw));
     if (b.off < end_phase) b.off = end_phase;
     if (total) *total = b.off;
     return v;
@@ -309,40 +324,49 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
     linear_backward_gpu(g, NULL, dparams + m->out_proj, NULL, dy, w.G,
                         wptr(pa, m->out_proj, d.act), out);
 
+    // the directions one at a time, or all three as one scan call where that fills the GPU
+    // better (bwd_dirs_together); either way dxz[:, :E] gets their conv gradients in the order
+    // 0, 1, 2
     const scan_gpu_t s3 = scan_desc(m, N, L, 3);
-    for (int k = 0; k < 3; k++) {
-        direction_conv(g, w.u, w.xz, params, m, d, N, L, k, 1);
-
+    const int nd = bwd_dirs_together(g, m, N, L);
+    for (int k0 = 0; k0 < 3; k0 += nd) {
         // du and all of dx_dbl are written by the scan (overwrite: no zeroing): dB, dC, and
         // dx_dbl[:, :R] from the fused dt_proj backward (in fp32 with the fp32 master W_dt),
         // which adds dW_dt too
-        scan_gpu_t s = direction_scan(m, d, N, L, k, w.u, sv.xdbl3[k], w.xz, params);
+        scan_gpu_t s = scan_desc(m, N, L, nd);
         s.overwrite = 1;
-        scan_dir_gpu_t *sd = &s.dir[0];
-        sd->du = w.du;
-        sd->dx_dt = w.dxdbl;
-        sd->dW_dt = dparams + m->dt_w[k];
-        sd->dB = (char *)w.dxdbl + (size_t)d.R * d.act;
-        sd->dC = (char *)w.dxdbl + ((size_t)d.R + SCAN_NS) * d.act;
-        sd->dA_log = dparams + m->A_log[k];
-        sd->dD = dparams + m->D[k];
-        sd->ddelta_bias = dparams + m->dt_b[k];
+        for (int j = 0; j < nd; j++) {
+            const int k = k0 + j;
+            direction_conv(g, w.u3[j], w.xz, params, m, d, N, L, k, 1);
+            scan_dir_gpu_t *sd = &s.dir[j];
+            *sd = direction_scan(m, d, N, L, k, w.u3[j], sv.xdbl3[k], w.xz, params).dir[0];
+            sd->du = w.du3[j];
+            sd->dx_dt = w.dxdbl3[j];
+            sd->dW_dt = dparams + m->dt_w[k];
+            sd->dB = (char *)w.dxdbl3[j] + (size_t)d.R * d.act;
+            sd->dC = (char *)w.dxdbl3[j] + ((size_t)d.R + SCAN_NS) * d.act;
+            sd->dA_log = dparams + m->A_log[k];
+            sd->dD = dparams + m->D[k];
+            sd->ddelta_bias = dparams + m->dt_b[k];
+        }
         gpu_mark(g, GPU_MPART_SCAN_BWD);
-        selective_scan_backward_gpu(g, w.dG, sv.states + selective_scan_dir_states(&s3, k), w.ws,
+        selective_scan_backward_gpu(g, w.dG, sv.states + selective_scan_dir_states(&s3, k0), w.ws,
                                     &s);
-
-        // x_dbl = u W_x^T -> du, dW_x
-        linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0,
-                              .y_nstride = d.ldp };
-        gpu_mark(g, GPU_MPART_XPROJ_BWD);
-        linear_backward_gpu(g, w.du, dparams + m->x_proj[k], NULL, w.dxdbl, w.u,
-                            wptr(pa, m->x_proj[k], d.act), xs);
-        // u = SiLU(conv(x[pi])): dx into dxz[:, :E] at pi, dW_conv, db_conv
-        gpu_mark(g, GPU_MPART_CONV_BWD);
-        causal_conv1d_backward_gpu(g, w.dxz, dparams + m->conv_w[k], dparams + m->conv_b[k], w.du,
-                                   w.xz, 2 * (size_t)d.E, params + m->conv_w[k],
-                                   params + m->conv_b[k], N, d.E, L, m->K, (tom_order_t)k,
-                                   m->nslices, 1);
+        for (int j = 0; j < nd; j++) {
+            const int k = k0 + j;
+            // x_dbl = u W_x^T -> du, dW_x
+            linear_shape_t xs = { .N = N, .Cin = d.E, .Cout = d.P, .L = L, .x_nstride = 0,
+                                  .y_nstride = d.ldp };
+            gpu_mark(g, GPU_MPART_XPROJ_BWD);
+            linear_backward_gpu(g, w.du3[j], dparams + m->x_proj[k], NULL, w.dxdbl3[j], w.u3[j],
+                                wptr(pa, m->x_proj[k], d.act), xs);
+            // u = SiLU(conv(x[pi])): dx into dxz[:, :E] at pi, dW_conv, db_conv
+            gpu_mark(g, GPU_MPART_CONV_BWD);
+            causal_conv1d_backward_gpu(g, w.dxz, dparams + m->conv_w[k], dparams + m->conv_b[k],
+                                       w.du3[j], w.xz, 2 * (size_t)d.E, params + m->conv_w[k],
+                                       params + m->conv_b[k], N, d.E, L, m->K, (tom_order_t)k,
+                                       m->nslices, 1);
+        }
     }
 
     // xz = T W_in^T: dT = dxz W_in, dW_in += dxz^T T

@@ -2,7 +2,8 @@
 model_bench.cu -- measurements behind two parts of srm-bench's table.
 1. The scan-only replay behind the "all selective scans of one training step" row: every ToM
    layer of the model at the training plan's shapes, its forward scan (three directions in one
-   launch, as mamba_layer.cu runs it) and its backward scans (one direction per launch), on
+   launch, as mamba_layer.cu runs it) and its backward scans (one direction per launch, or
+   the three in one where mamba_layer.cu runs them so: selective_scan_backward_small), on
    random inputs, timed with CUDA events: the same launches with the same shapes, alone.
 2. The Mamba layers' bucket of the per-kind breakdown split by part: the profiled eager step
    of train_step.cu with mamba_layer.cu's gpu_mark points armed (gpu_timer.cu), so that step's
@@ -74,8 +75,8 @@ static scan_gpu_t scan_of(const tom_t *tm, int N, int ndir)
     return s;
 }
 
-// Direction k of layer tm alone, as mamba_layer_backward_gpu runs it (the forward takes the
-// three as dir[0..2] of one call): forward inputs set (B, C from x_dbl, the gate from
+// Direction k of layer tm alone (the calls over several directions take dir[0] of each):
+// forward inputs set (B, C from x_dbl, the gate from
 // xz[:, E:]); the backward adds the gradient pointers.
 static scan_gpu_t dir_scan(const tom_t *tm, int N, int k, size_t es, const char *u, const float *Wdt,
                            const char *xd, const char *xz, const float *A_log, const float *D,
@@ -107,13 +108,17 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
     const int nt = list_toms(gm, toms);
     *fwd_ms = *bwd_ms = 0;
     if (!nt) return;
-    // buffers for the largest layer
-    size_t nle = 0, nlp = 0, st = 0, ws = 0, ep = 0, er = 0;
+    // buffers for the largest layer; du and dx_dbl for three directions where the backward
+    // runs them together
+    size_t nle = 0, nlp = 0, st = 0, ws = 0, ep = 0, er = 0, dun = 0, dxn = 0;
     for (int i = 0; i < nt; i++) {
         const size_t NL = (size_t)N * toms[i].L;
         scan_gpu_t s3 = scan_of(&toms[i], N, 3);
+        const size_t nd = selective_scan_backward_small(g, N, toms[i].t.E, toms[i].L) ? 3 : 1;
         if (NL * toms[i].t.E > nle) nle = NL * toms[i].t.E;
         if (NL * s3.ldbc > nlp) nlp = NL * s3.ldbc;
+        if (nd * NL * toms[i].t.E > dun) dun = nd * NL * toms[i].t.E;
+        if (nd * NL * s3.ldbc > dxn) dxn = nd * NL * s3.ldbc;
         if (selective_scan_states_bytes(&s3) > st) st = selective_scan_states_bytes(&s3);
         if (selective_scan_workspace_bytes(&s3) > ws) ws = selective_scan_workspace_bytes(&s3);
         const size_t eps = (size_t)toms[i].t.E * (size_t)toms[i].t.NS;
@@ -126,25 +131,26 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
     char *xz = (char *)gpu_malloc(g, 2 * nle * es, "scan bench xz");
     char *y = (char *)gpu_malloc(g, nle * es, "scan bench y / dy");
     char *gy = (char *)gpu_malloc(g, nle * es, "scan bench G");
-    char *du = (char *)gpu_malloc(g, nle * es, "scan bench du");
+    char *du = (char *)gpu_malloc(g, dun * es, "scan bench du");
     char *dxz = (char *)gpu_malloc(g, 2 * nle * es, "scan bench dxz");
-    char *dxd = (char *)gpu_malloc(g, nlp * es, "scan bench dx_dbl");
+    char *dxd = (char *)gpu_malloc(g, dxn * es, "scan bench dx_dbl");
     float *states = (float *)gpu_malloc(g, st, "scan bench states");
     void *wsp = gpu_malloc(g, ws, "scan bench workspace");
-    float *par = (float *)gpu_malloc(g, (6 * ep + 2 * er) * sizeof(float), "scan bench params");
+    // A_log, D, bias, W_dt, then per direction dA_log, dD, dbias, dW_dt
+    float *par = (float *)gpu_malloc(g, (3 * ep + er + 3 * (3 * ep + er)) * sizeof(float),
+                                     "scan bench params");
     fill(g, u, t, 3 * nle, -1, 1, 1);
     fill(g, xd, t, nlp, -1, 1, 3);
     fill(g, xz, t, 2 * nle, -1, 1, 4);
     fill(g, y, t, nle, -1, 1, 5);
     fill(g, dxz, t, 2 * nle, -1, 1, 9);
-    float *A_log = par, *D = par + ep, *bias = par + 2 * ep, *dA = par + 3 * ep;
-    float *dD = par + 4 * ep, *dbias = par + 5 * ep;
+    float *A_log = par, *D = par + ep, *bias = par + 2 * ep;
+    float *Wdt = par + 3 * ep, *grads = Wdt + er;   // the fused dt projection's W_dt; gradients
     fill(g, A_log, GPU_F32, ep, 0.0f, 2.8f, 6);
     fill(g, D, GPU_F32, ep, 0.5f, 1.5f, 7);
     fill(g, bias, GPU_F32, ep, -4.0f, -2.0f, 8);
-    float *Wdt = par + 6 * ep, *dWdt = Wdt + er;     // the fused dt projection's W_dt, dW_dt
     fill(g, Wdt, GPU_F32, er, -0.5f, 0.5f, 10);
-    gpu_memset(g, dWdt, 0, er * sizeof(float));
+    gpu_memset(g, grads, 0, 3 * (3 * ep + er) * sizeof(float));
 
     gpu_timer_t *tf = gpu_timer_new(g), *tb = gpu_timer_new(g);
     double *f = (double *)xcalloc((size_t)n, sizeof *f), *b = (double *)xcalloc((size_t)n, sizeof *b);
@@ -167,19 +173,31 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, doub
         gpu_timer_start(tb);
         for (int i = 0; i < nt; i++) {
             // as mamba_layer_backward_gpu: dz (and G again, into du here) from the saved pre-gate
-            // y (here gy), then one direction at a time, the dt_proj backward fused
-            scan_gpu_t s3 = scan_of(&toms[i], N, 3);
-            mamba_gate_backward_gpu(g, dxz, du, y, gy, xz, (size_t)N * toms[i].L, toms[i].t.E);
-            for (int k = 0; k < 3; k++) {
-                scan_gpu_t s = dir_scan(&toms[i], N, k, es, u, Wdt, xd, xz, A_log, D, bias);
+            // y (here gy), then the directions one at a time or the three in one call, the
+            // dt_proj backward fused
+            const tom_t *tm = &toms[i];
+            const size_t NL = (size_t)N * tm->L, NLE = NL * tm->t.E, NLP = NL * mamba_layer_gpu_xdbl_ld(&tm->t);
+            const size_t epi = (size_t)tm->t.E * tm->t.NS, eri = (size_t)tm->t.E * tm->t.R;
+            scan_gpu_t s3 = scan_of(tm, N, 3);
+            mamba_gate_backward_gpu(g, dxz, du, y, gy, xz, NL, tm->t.E);
+            const int nd = selective_scan_backward_small(g, N, tm->t.E, tm->L) ? 3 : 1;
+            for (int k0 = 0; k0 < 3; k0 += nd) {
+                scan_gpu_t s = scan_of(tm, N, nd);
                 s.overwrite = 1;
-                scan_dir_gpu_t *sd = &s.dir[0];
-                sd->du = du;
-                sd->dx_dt = dxd; sd->dW_dt = dWdt;
-                sd->dB = dxd + (size_t)toms[i].t.R * es;
-                sd->dC = dxd + ((size_t)toms[i].t.R + toms[i].t.NS) * es;
-                sd->dA_log = dA; sd->dD = dD; sd->ddelta_bias = dbias;
-                selective_scan_backward_gpu(g, y, states + selective_scan_dir_states(&s3, k), wsp,
+                for (int j = 0; j < nd; j++) {
+                    scan_dir_gpu_t *sd = &s.dir[j];
+                    *sd = dir_scan(tm, N, k0 + j, es, u + j * NLE * es, Wdt, xd, xz, A_log, D,
+                                   bias).dir[0];
+                    char *dx = dxd + j * NLP * es;
+                    float *gr = grads + j * (3 * epi + eri);
+                    sd->du = du + j * NLE * es;
+                    sd->dx_dt = dx;
+                    sd->dB = dx + (size_t)tm->t.R * es;
+                    sd->dC = dx + ((size_t)tm->t.R + tm->t.NS) * es;
+                    sd->dA_log = gr; sd->dD = gr + epi; sd->ddelta_bias = gr + 2 * epi;
+                    sd->dW_dt = gr + 3 * epi;
+                }
+                selective_scan_backward_gpu(g, y, states + selective_scan_dir_states(&s3, k0), wsp,
                                             &s);
             }
         }

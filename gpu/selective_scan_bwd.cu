@@ -679,6 +679,14 @@ static int bwd_vec_ok(const scan_gpu_t *s, const void *dy)
     return ok;
 }
 
+int selective_scan_backward_small(const gpu_ctx_t *g, int N, int E, size_t L)
+{
+    // the adjoint summary's blocks (the main kernel splits channels further where chunks are
+    // few, but its per-block latency is the same kind)
+    const size_t blocks = CEIL_DIV(L, (size_t)SCAN_T) * (size_t)N * CEIL_DIV(E, scan_block_width(E));
+    return blocks < (size_t)4 * g->sm_count;
+}
+
 void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *states,
                                  void *workspace, const scan_gpu_t *s)
 {
