@@ -231,8 +231,13 @@ scan_carry_kernel(float *buf, const float *S, scan_k k, int reverse)
     const float A = k.d[d].A[col0 + w] * LOG2E_F;
     float *b = buf + (size_t)dn * k.nch * cols + col0;                // (nch, cols) of (dir, n)
     const float *Sd = S + (size_t)dn * k.nch * k.E + e;               // (nch) at stride E
-    float pv[CARRY_LD], ps;                         // this thread's rows of the next step
-    auto load = [&](int i0) {
+    // this thread's rows of the next two steps: the loads of step j + 2 are issued when step j's
+    // rows have been staged, so two steps' loads are in flight during a scan (one step ahead
+    // kept ~12 KB in flight a multiprocessor at level 0, where the grid has ~1.5 blocks an SM:
+    // ~1.3 TB/s, a latency-bound walk)
+    float pv0[CARRY_LD], ps0, pv1[CARRY_LD], ps1;
+    auto load = [&](int i0, float (&pv)[CARRY_LD], float &ps) {
+        if (i0 >= k.nch) return;
 #pragma unroll
         for (int q = 0; q < CARRY_LD; q++) {
             const int i = i0 + lr + 32 * q, c = reverse ? k.nch - 1 - i : i;
@@ -241,15 +246,14 @@ scan_carry_kernel(float *buf, const float *S, scan_k k, int reverse)
         const int i = i0 + (int)threadIdx.x, c = reverse ? k.nch - 1 - i : i;
         ps = i < k.nch ? Sd[(size_t)c * k.E] : 0.0f;
     };
-    load(0);
     float carry = 0.0f;                             // state entering this step's first chunk
-    for (int i0 = 0; i0 < k.nch; i0 += CARRY_STEP) {
+    auto step = [&](int i0, float (&pv)[CARRY_LD], float &ps) {
         __syncthreads();                            // the previous step's tile is stored
 #pragma unroll
         for (int q = 0; q < CARRY_LD; q++) tile[carry_at(lr + 32 * q, lc)] = pv[q];
         Ss[threadIdx.x + threadIdx.x / 8] = ps;
         __syncthreads();
-        if (i0 + CARRY_STEP < k.nch) load(i0 + CARRY_STEP);   // in flight during the scan
+        load(i0 + 2 * CARRY_STEP, pv, ps);          // in flight during this step and the next
 
         float a[CARRY_Q], v[CARRY_Q];
         float ca = 1.0f, cb = 0.0f;                 // this lane's composite
@@ -283,6 +287,12 @@ scan_carry_kernel(float *buf, const float *S, scan_k k, int reverse)
             const int i = i0 + lr + 32 * q, c = reverse ? k.nch - 1 - i : i;
             if (i < k.nch) b[(size_t)c * cols + lc] = tile[carry_at(lr + 32 * q, lc)];
         }
+    };
+    load(0, pv0, ps0);
+    load(CARRY_STEP, pv1, ps1);
+    for (int i0 = 0; i0 < k.nch; i0 += 2 * CARRY_STEP) {   // uniform over the block
+        step(i0, pv0, ps0);
+        if (i0 + CARRY_STEP < k.nch) step(i0 + CARRY_STEP, pv1, ps1);
     }
 }
 
