@@ -33,6 +33,12 @@ typedef struct {
 typedef struct {
     size_t w, b;            // b == PARAM_NONE: no bias
     int cin, cout, k;
+    int norm_fed;           // the output feeds instance norms without affine and nothing else:
+                            // the bias cannot change the model's output (each norm removes
+                            // its channel's mean) and its true gradient is 0. The GPU model
+                            // neither adds it nor forms that gradient (gpu/model_fwd.cu,
+                            // model_bwd.cu); the CPU reference does both, so the tests see
+                            // the gradient come out as rounding noise around 0
 } conv_p_t;
 
 typedef enum { STAGE_TOM = 0, STAGE_CONV = 1 } stage_kind_t;

@@ -147,6 +147,7 @@ int model_describe(model_t *m, const model_cfg_t *cfg, char *err)
         int dp = m->lv[i - 1].d, d = m->lv[i].d;
         snprintf(n, sizeof n, "vit.downsample_layers.%d.1", i);
         m->lv[i].down_conv = add_conv(t, n, dp, dp, 3, 1, 0);
+        m->lv[i].down_conv.norm_fed = 1;            // -> the downsample's instance norm
         snprintf(n, sizeof n, "vit.downsample_layers.%d.3", i);
         m->lv[i].down_s2 = add_conv(t, n, dp, d, 2, 1, 0);
     }
@@ -160,6 +161,9 @@ int model_describe(model_t *m, const model_cfg_t *cfg, char *err)
             if (L->stage_kind[k] == STAGE_TOM) add_mamba(t, n, L->d, 0, &L->stage_tom[k]);
             else L->stage_conv[k] = add_conv(t, n, L->d, L->d, 3, 1, 0);
         }
+        // the last stage op's output feeds only the level's instance norm IN(x)
+        if (L->nstage > 0 && L->stage_kind[L->nstage - 1] == STAGE_CONV)
+            L->stage_conv[L->nstage - 1].norm_fed = 1;
     }
     // CMMBs
     for (int i = 0; i < MODEL_LEVELS; i++) {
@@ -174,6 +178,8 @@ int model_describe(model_t *m, const model_cfg_t *cfg, char *err)
         }
         snprintf(n, sizeof n, "vit.gscs.%d.proj4", i); L->proj4 = add_conv(t, n, d, d, 3, 1, 0);
         snprintf(n, sizeof n, "vit.gscs.%d.proj5", i); L->proj5 = add_conv(t, n, d, d, 5, 1, 1);
+        // each CMMB conv feeds one of its instance norms only
+        L->proj.norm_fed = L->proj3.norm_fed = L->proj4.norm_fed = L->proj5.norm_fed = 1;
     }
     // skip MLPs
     for (int i = 0; i < MODEL_LEVELS; i++) {

@@ -32,18 +32,21 @@ static void zero(const bctx_t *c, void *x, size_t n)
     gpu_memset(c->g, x, 0, n * c->q->es);
 }
 
-// in_only: the conv's output feeds instance norms (no affine) and nothing else, so its bias
-// gradient is exactly zero -- each norm subtracts its channel's mean, and the gradient it
-// passes back sums to zero over the voxels. Computed, it would be the bf16 rounding noise of
-// that sum (which Adam, dividing by the gradient's running magnitude, turns into lr-sized
-// steps of a bias the output does not depend on), so it is not computed and stays 0.
+// A norm-fed conv's (conv_p_t.norm_fed) bias gradient is exactly zero -- each instance norm
+// subtracts its channel's mean, and the gradient it passes back sums to zero over the voxels.
+// Computed, it would be the bf16 rounding noise of that sum (which Adam, dividing by the
+// gradient's running magnitude, turns into lr-sized steps of a bias the output does not depend
+// on), so it is not computed and stays 0.
+static float *conv_bias_grad(const bctx_t *c, const conv_p_t *cp)
+{
+    return cp->norm_fed ? NULL : gm_gb(c->G, cp->b);
+}
 static void conv_b(const bctx_t *c, void *dx, const void *dy, const void *x, const conv_p_t *cp,
-                   int N, const int in[3], int stride, int pad, int in_only)
+                   int N, const int in[3], int stride, int pad)
 {
     gm_prof(c->pr, c->g, GPU_KIND_CONV);
     conv3d_shape_t s = conv3d_shape(N, cp->cin, cp->cout, in, cp->k, stride, pad);
-    conv3d_backward_gpu(c->g, dx, c->G + cp->w, in_only ? NULL : gm_gb(c->G, cp->b), dy, x,
-                        gm_w(c->q, cp->w), s);
+    conv3d_backward_gpu(c->g, dx, c->G + cp->w, conv_bias_grad(c, cp), dy, x, gm_w(c->q, cp->w), s);
 }
 
 static void conv1_b(const bctx_t *c, void *dx, const void *dy, const void *x, const conv_p_t *cp,
@@ -97,7 +100,7 @@ static void dec_backward(const bctx_t *c, int j)
     groupnorm_forward_gpu(g, p->Tr, p->tmean, p->trstd, A->c1, P + MD->gn2_w, P + MD->gn2_b, N,
                           ch, 8, S, GM_IN_EPS, 1);                              // r2
     zero(c, p->Ta, n);
-    conv_b(c, p->Ta, dout, p->Tr, &MD->conv2, N, A->s, 1, 1, 0);
+    conv_b(c, p->Ta, dout, p->Tr, &MD->conv2, N, A->s, 1, 1);
     zero(c, p->Tg, n);
     gm_prof(c->pr, g, GPU_KIND_NORM);
     groupnorm_backward_gpu(g, p->Tg, c->G + MD->gn2_w, c->G + MD->gn2_b, p->Ta, A->c1,
@@ -106,7 +109,7 @@ static void dec_backward(const bctx_t *c, int j)
     groupnorm_forward_gpu(g, p->Tr, p->tmean, p->trstd, A->v, P + MD->gn1_w, P + MD->gn1_b, N,
                           ch, 8, S, GM_IN_EPS, 1);                              // r1
     zero(c, p->Ta, n);
-    conv_b(c, p->Ta, p->Tg, p->Tr, &MD->conv1, N, A->s, 1, 1, 0);
+    conv_b(c, p->Ta, p->Tg, p->Tr, &MD->conv1, N, A->s, 1, 1);
     // the residual already put d out into dout: the GN1 path on top gives d v = d skip_{2-j}
     gm_prof(c->pr, g, GPU_KIND_NORM);
     groupnorm_backward_gpu(g, dout, c->G + MD->gn1_w, c->G + MD->gn1_b, p->Ta, A->v, A->n1_mean,
@@ -160,7 +163,7 @@ static void level_backward(const bctx_t *c, int i)
             mamba_b(c, dnext, dcur, in, A->st_saved[k], A->st_scratch[k], &t, N, Ss);
         } else {
             // the last stage op's output x feeds only IN(x)
-            conv_b(c, dnext, dcur, in, &ML->stage_conv[k], N, A->s, 1, 1, k == ML->nstage - 1);
+            conv_b(c, dnext, dcur, in, &ML->stage_conv[k], N, A->s, 1, 1);
         }
         void *t = dcur; dcur = dnext; dnext = t;
     }
@@ -177,13 +180,13 @@ static void level_backward(const bctx_t *c, int i)
         gm_prof(c->pr, g, GPU_KIND_CONV);
         conv3d_shape_t s = conv3d_shape(N, d, d, A->h, 5, 2, 2);
         for (int a = 0; a < 3; a++) s.outpad[a] = 1;
-        conv_transpose3d_backward_gpu(g, Ta, c->G + ML->proj5.w, NULL, Tg, Tr,    // (in_only)
-                                      gm_w(c->q, ML->proj5.w), s);                // d a4
+        conv_transpose3d_backward_gpu(g, Ta, c->G + ML->proj5.w, conv_bias_grad(c, &ML->proj5),
+                                      Tg, Tr, gm_w(c->q, ML->proj5.w), s);        // d a4
     }
     zero(c, Tg, nh);
     in_b(c, Tg, Ta, A->p4, A->p4_mean, A->p4_rstd, N, d, Sh, 1);                // d p4
     zero(c, Ta, nh);
-    conv_b(c, Ta, Tg, A->b, &ML->proj4, N, A->h, 1, 1, 1);                      // d b
+    conv_b(c, Ta, Tg, A->b, &ML->proj4, N, A->h, 1, 1);                         // d b
     const void *da3 = Ta;
     if (ML->has_tom_a) {          // XN is free again (d xn consumed above)
         mamba_layer_t t = ML->tom_a;
@@ -207,10 +210,10 @@ static void level_backward(const bctx_t *c, int i)
     in_b(c, Tg, da3, A->p3, A->p3_mean, A->p3_rstd, N, d, Sh, 1);               // d p3
     in_re(c, A->p1, N, d, Sh, 1);                                               // a1
     zero(c, Ta, nh);
-    conv_b(c, Ta, Tg, Tr, &ML->proj3, N, A->h, 1, 1, 1);                        // d a1
+    conv_b(c, Ta, Tg, Tr, &ML->proj3, N, A->h, 1, 1);                           // d a1
     zero(c, Tg, nh);
     in_b(c, Tg, Ta, A->p1, A->p1_mean, A->p1_rstd, N, d, Sh, 1);                // d p1
-    conv_b(c, DX, Tg, A->X, &ML->proj, N, A->s, 2, 2, 1);                       // DX = d X
+    conv_b(c, DX, Tg, A->X, &ML->proj, N, A->s, 2, 2);                          // DX = d X
 
     if (i == 0) {
         // the stem's weight gradient through its block form (stem_s2d.cu); no input gradient
@@ -227,12 +230,12 @@ static void level_backward(const bctx_t *c, int i)
     const int dp = c->m->lv[i - 1].d;
     in_re(c, A->dn_c, N, dp, vox(B->s), 0);                                     // dn_n
     zero(c, Ta, B->numel_s);
-    conv_b(c, Ta, DX, Tr, &ML->down_s2, N, B->s, 2, 0, 0);
+    conv_b(c, Ta, DX, Tr, &ML->down_s2, N, B->s, 2, 0);
     zero(c, Tg, B->numel_s);
     in_b(c, Tg, Ta, A->dn_c, A->dn_mean, A->dn_rstd, N, dp, vox(B->s), 0);
     void *XNp = p->XN[(i - 1) & 1];
     zero(c, XNp, B->numel_s);
-    conv_b(c, XNp, Tg, B->xn, &ML->down_conv, N, B->s, 1, 1, 1);
+    conv_b(c, XNp, Tg, B->xn, &ML->down_conv, N, B->s, 1, 1);
 }
 
 void gm_backward(gpu_ctx_t *g, const gm_plan_t *p, const gm_params_t *q, float *G,

@@ -9,16 +9,20 @@ Every op is preceded by a profiling boundary (gm_prof, a no-op unless a profile 
 
 static size_t vox(const int s[3]) { return (size_t)s[0] * s[1] * s[2]; }
 
-// y = conv(x) with a cubic kernel; bias fused by conv3d_forward_gpu. in_only: y feeds instance
-// norms (no affine) and nothing else, which subtract each channel's mean -- the bias cannot
-// change the model's output, so its pass over y is skipped (and its gradient is zero:
-// model_bwd.cu's conv_b).
+// y = conv(x) with a cubic kernel; bias fused by conv3d_forward_gpu, except for a norm-fed conv
+// (conv_p_t.norm_fed: y feeds only instance norms, which subtract each channel's mean -- the
+// bias cannot change the model's output, so its pass over y is skipped; model_bwd.cu's conv_b
+// leaves its gradient at 0)
+static const float *conv_bias(const gm_params_t *q, const conv_p_t *c)
+{
+    return c->norm_fed ? NULL : gm_b(q, c->b);
+}
 static void conv_f(gpu_ctx_t *g, gm_prof_t *pr, void *y, const void *x, const gm_params_t *q,
-                   const conv_p_t *c, int N, const int in[3], int stride, int pad, int in_only)
+                   const conv_p_t *c, int N, const int in[3], int stride, int pad)
 {
     gm_prof(pr, g, GPU_KIND_CONV);
     conv3d_shape_t s = conv3d_shape(N, c->cin, c->cout, in, c->k, stride, pad);
-    conv3d_forward_gpu(g, y, x, gm_w(q, c->w), in_only ? NULL : gm_b(q, c->b), s);
+    conv3d_forward_gpu(g, y, x, gm_w(q, c->w), conv_bias(q, c), s);
 }
 
 // 1x1x1 convolution = one GEMM over the N*S tokens.
@@ -64,15 +68,15 @@ static void level_forward(gpu_ctx_t *g, const gm_plan_t *p, const gm_params_t *q
         conv3d_forward_gpu(g, A->X, p->x, p->stem_w, gm_b(q, ML->stem.b), stem_s2d_shape(st));
     } else {
         const gm_level_t *B = &p->lv[i - 1];
-        conv_f(g, pr, A->dn_c, B->xn, q, &ML->down_conv, N, B->s, 1, 1, 1);
+        conv_f(g, pr, A->dn_c, B->xn, q, &ML->down_conv, N, B->s, 1, 1);
         in_f(g, pr, A->dn_n, A->dn_mean, A->dn_rstd, A->dn_c, N, m->lv[i - 1].d, vox(B->s), 0);
-        conv_f(g, pr, A->X, A->dn_n, q, &ML->down_s2, N, B->s, 2, 0, 0);
+        conv_f(g, pr, A->X, A->dn_n, q, &ML->down_s2, N, B->s, 2, 0);
     }
 
     // CMMB: conv5 s2 -> conv3 -> ToM_A -> conv3 -> convT5 s2, each IN + ReLU; + X
-    conv_f(g, pr, A->p1, A->X, q, &ML->proj, N, A->s, 2, 2, 1);
+    conv_f(g, pr, A->p1, A->X, q, &ML->proj, N, A->s, 2, 2);
     in_f(g, pr, A->a1, A->p1_mean, A->p1_rstd, A->p1, N, d, Sh, 1);
-    conv_f(g, pr, A->p3, A->a1, q, &ML->proj3, N, A->h, 1, 1, 1);
+    conv_f(g, pr, A->p3, A->a1, q, &ML->proj3, N, A->h, 1, 1);
     in_f(g, pr, A->a3, A->p3_mean, A->p3_rstd, A->p3, N, d, Sh, 1);
     if (ML->has_tom_a) {
         mamba_layer_t t = ML->tom_a;
@@ -88,13 +92,14 @@ static void level_forward(gpu_ctx_t *g, const gm_plan_t *p, const gm_params_t *q
             pad_crop3d_forward_gpu(g, A->b, A->ta_out, N, d, A->hp, A->h, zero);
         }
     }
-    conv_f(g, pr, A->p4, A->b, q, &ML->proj4, N, A->h, 1, 1, 1);
+    conv_f(g, pr, A->p4, A->b, q, &ML->proj4, N, A->h, 1, 1);
     in_f(g, pr, A->a4, A->p4_mean, A->p4_rstd, A->p4, N, d, Sh, 1);
     {
         gm_prof(pr, g, GPU_KIND_CONV);
         conv3d_shape_t s = conv3d_shape(N, d, d, A->h, 5, 2, 2);
         for (int a = 0; a < 3; a++) s.outpad[a] = 1;
-        conv_transpose3d_forward_gpu(g, A->p5, A->a4, gm_w(q, ML->proj5.w), NULL, s);   // (in_only)
+        conv_transpose3d_forward_gpu(g, A->p5, A->a4, gm_w(q, ML->proj5.w), conv_bias(q, &ML->proj5),
+                                     s);
     }
     in_f(g, pr, A->a5, A->p5_mean, A->p5_rstd, A->p5, N, d, vox(h2), 1);
     gm_prof(pr, g, GPU_KIND_COPY);
@@ -111,8 +116,7 @@ static void level_forward(gpu_ctx_t *g, const gm_plan_t *p, const gm_params_t *q
             t.nslices = (size_t)A->s[0];
             mamba_f(g, pr, out, A->st_saved[k], gm_scratch(p, A->st_scratch[k]), in, q, &t, N, Ss);
         } else {
-            // the last stage op's output x feeds only IN(x)
-            conv_f(g, pr, out, in, q, &ML->stage_conv[k], N, A->s, 1, 1, k == ML->nstage - 1);
+            conv_f(g, pr, out, in, q, &ML->stage_conv[k], N, A->s, 1, 1);
         }
         in = out;
     }
@@ -144,11 +148,11 @@ static void dec_forward(gpu_ctx_t *g, const gm_plan_t *p, const gm_params_t *q, 
     gm_prof(pr, g, GPU_KIND_NORM);
     groupnorm_forward_gpu(g, A->r1, A->n1_mean, A->n1_rstd, A->v, q->p + MD->gn1_w,
                           q->p + MD->gn1_b, N, c, 8, S, GM_IN_EPS, 1);
-    conv_f(g, pr, A->c1, A->r1, q, &MD->conv1, N, A->s, 1, 1, 0);
+    conv_f(g, pr, A->c1, A->r1, q, &MD->conv1, N, A->s, 1, 1);
     gm_prof(pr, g, GPU_KIND_NORM);
     groupnorm_forward_gpu(g, A->r2, A->n2_mean, A->n2_rstd, A->c1, q->p + MD->gn2_w,
                           q->p + MD->gn2_b, N, c, 8, S, GM_IN_EPS, 1);
-    conv_f(g, pr, A->out, A->r2, q, &MD->conv2, N, A->s, 1, 1, 0);
+    conv_f(g, pr, A->out, A->r2, q, &MD->conv2, N, A->s, 1, 1);
     gm_prof(pr, g, GPU_KIND_ELEMENTWISE);
     add_forward_gpu(g, A->out, A->out, A->v, A->numel);
 }
