@@ -18,13 +18,7 @@ the math, set the time).
 
 #define GATE_BLOCK 256
 
-template <typename T, int V> struct alignas(V * sizeof(T)) gate_vec { T v[V]; };
-
-template <typename T, int V> __device__ __forceinline__ gate_vec<T, V> gate_ld(const T *p)
-{
-    return *reinterpret_cast<const gate_vec<T, V> *>(p);
-}
-
+// ld_vec / st_vec (gpu_internal.h): V channels a thread, fp32 inside
 template <typename T, int V>
 __global__ void gate_fwd_kernel(T *G, const T *Y, const T *xz, size_t n, int E)
 {
@@ -32,14 +26,12 @@ __global__ void gate_fwd_kernel(T *G, const T *Y, const T *xz, size_t n, int E)
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n * per;
          i += (size_t)gridDim.x * blockDim.x) {
         const size_t r = i / per, c = i % per * V;
-        const gate_vec<T, V> y = gate_ld<T, V>(Y + r * E + c), z = gate_ld<T, V>(xz + r * 2 * E + E + c);
-        gate_vec<T, V> o;
+        float y[V], z[V], o[V];
+        ld_vec<T, V>(Y + r * E + c, y);
+        ld_vec<T, V>(xz + r * 2 * E + E + c, z);
 #pragma unroll
-        for (int j = 0; j < V; j++) {
-            const float zt = to_f(z.v[j]);
-            o.v[j] = from_f<T>(to_f(y.v[j]) * (zt * sigmoid_f(zt)));
-        }
-        *reinterpret_cast<gate_vec<T, V> *>(G + r * E + c) = o;
+        for (int j = 0; j < V; j++) o[j] = y[j] * (z[j] * sigmoid_f(z[j]));
+        st_vec<T, V>(G + r * E + c, o);
     }
 }
 
@@ -50,19 +42,20 @@ __global__ void gate_bwd_kernel(T *dxz, T *G, const T *dG, const T *Y, const T *
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n * per;
          i += (size_t)gridDim.x * blockDim.x) {
         const size_t r = i / per, c = i % per * V;
-        const gate_vec<T, V> dg = gate_ld<T, V>(dG + r * E + c), y = gate_ld<T, V>(Y + r * E + c),
-                             z = gate_ld<T, V>(xz + r * 2 * E + E + c);
-        gate_vec<T, V> dz, zero, o;
+        float dg[V], y[V], z[V], dz[V], zero[V], o[V];
+        ld_vec<T, V>(dG + r * E + c, dg);
+        ld_vec<T, V>(Y + r * E + c, y);
+        ld_vec<T, V>(xz + r * 2 * E + E + c, z);
 #pragma unroll
         for (int j = 0; j < V; j++) {
-            const float zt = to_f(z.v[j]), sz = sigmoid_f(zt), yt = to_f(y.v[j]);
-            dz.v[j] = from_f<T>(to_f(dg.v[j]) * yt * dsilu_of(zt, sz));
-            zero.v[j] = from_f<T>(0.0f);
-            o.v[j] = from_f<T>(yt * (zt * sz));    // as gate_fwd_kernel: the same G
+            const float sz = sigmoid_f(z[j]);
+            dz[j] = dg[j] * y[j] * dsilu_of(z[j], sz);
+            zero[j] = 0.0f;
+            o[j] = y[j] * (z[j] * sz);              // as gate_fwd_kernel: the same G
         }
-        *reinterpret_cast<gate_vec<T, V> *>(dxz + r * 2 * E + c) = zero;
-        *reinterpret_cast<gate_vec<T, V> *>(dxz + r * 2 * E + E + c) = dz;
-        if (G) *reinterpret_cast<gate_vec<T, V> *>(G + r * E + c) = o;
+        st_vec<T, V>(dxz + r * 2 * E + c, zero);
+        st_vec<T, V>(dxz + r * 2 * E + E + c, dz);
+        if (G) st_vec<T, V>(G + r * E + c, o);
     }
 }
 
