@@ -302,12 +302,13 @@ typedef struct {
 
 // Chunk-boundary states saved by forward for backward: bytes for `s` (f32).
 size_t selective_scan_states_bytes(const scan_gpu_t *s);
-// Where direction d's states start (floats) inside the states of a multi-direction forward: the
-// backward, run one direction per call, reads states + selective_scan_dir_states(s, d).
+// Where direction d's states start (floats) inside the states of a multi-direction forward: a
+// backward call starting at direction d reads states + selective_scan_dir_states(s, d).
 size_t selective_scan_dir_states(const scan_gpu_t *s, int d);
 // Workspace (device bytes) forward / backward need; the same buffer may serve both.
 size_t selective_scan_workspace_bytes(const scan_gpu_t *s);
-// The smaller workspace the forward alone needs (its start is the same view: the chunk sums S).
+// The smaller workspace the forward alone needs (its start is the same views: A, the chunk sums
+// S and, for small shapes, the directions' fp32 outputs).
 size_t selective_scan_forward_workspace_bytes(const scan_gpu_t *s);
 // y: (N, L, E) original order; accumulate = 0: y = sum over the directions, 1: y += that sum.
 void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *states,

@@ -298,11 +298,13 @@ static inline int scan_block_width(int E)
     return ((E + parts - 1) / parts + 31) / 32 * 32;
 }
 
-// Workspace views (f32): S (ndir, N, nch, E) chunk sums of delta; big (ndir, N, nch, E, 16);
+// Workspace views (f32): S (ndir, N, nch, E) chunk sums of delta; yf (ndir, N, L, E) the
+// forward's per-direction outputs for small shapes (NULL otherwise; over the views behind it,
+// which only the backward uses); big (ndir, N, nch, E, 16);
 // Dp, bp (ndir, N, nch, E) partial dD / ddelta_bias of each chunk; aux (scan_bwd_aux_bytes):
 // the backward's channel-split dB / dC / dx_dt partials, then its column sums over row
 // ranges; Wp (ndir, N, nch, E, R) partial dW_dt of each chunk.
-struct scan_ws { float *A, *S, *big, *Dp, *bp, *aux, *Wp; };
+struct scan_ws { float *A, *S, *yf, *big, *Dp, *bp, *aux, *Wp; };
 scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s);
 // k.d[*].A = w.A + d E 16, filled with -exp(A_log) of every direction: every scan kernel reads A
 // from there instead of forming 16 exponentials per thread (per chunk, per pair)

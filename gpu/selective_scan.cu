@@ -17,7 +17,10 @@ delta = softplus(x_dt W_dt^T + bias) (threshold 20: the dt projection too, mamba
 A = -exp(A_log) (formed once per call into the workspace), the D skip, the gate and the ToM
 order are fused. State, A, D, delta in fp32.
 The three directions' outputs are summed into one buffer by three emit launches in a fixed
-order (=, +=, +=): deterministic, and no (3, N, L, E) temporary.
+order (=, +=, +=): deterministic, and no (3, N, L, E) temporary -- except for small shapes
+(the small levels, where one emit launch is latency-bound with a few blocks an SM): there the
+three run as one launch into an fp32 (3, N, L, E) workspace view and a pass adds them in the
+same order with the same roundings.
 */
 #include "gpu_internal.h"
 #include "mamba_kernels.cuh"
@@ -96,10 +99,26 @@ static size_t a_bytes(const scan_gpu_t *s)
     return gpu_arena_round((size_t)s->ndir * s->E * SCAN_NS * sizeof(float));
 }
 
+// The forward's per-direction outputs in fp32 (ndir, N, L, E), kept for small shapes (N L E <=
+// 2^21: at most 24 MB for three directions) so that their emits can run as one launch
+// (selective_scan_forward_gpu); 0 for the others.
+static size_t yf_bytes(const scan_gpu_t *s)
+{
+    const size_t n = (size_t)s->N * s->L * s->E;
+    return s->ndir > 1 && n <= ((size_t)1 << 21) ? gpu_arena_round((size_t)s->ndir * n * sizeof(float)) : 0;
+}
+
+size_t selective_scan_forward_workspace_bytes(const scan_gpu_t *s)
+{
+    return a_bytes(s) + per_chunk_bytes(s) + yf_bytes(s);  // A, S and the fp32 outputs
+}
+
 size_t selective_scan_workspace_bytes(const scan_gpu_t *s)
 {
-    return a_bytes(s) + 3 * per_chunk_bytes(s) + gpu_arena_round(selective_scan_states_bytes(s)) +
-           gpu_arena_round(scan_bwd_aux_bytes(s)) + wp_bytes(s);
+    const size_t b = a_bytes(s) + 3 * per_chunk_bytes(s) + gpu_arena_round(selective_scan_states_bytes(s)) +
+                     gpu_arena_round(scan_bwd_aux_bytes(s)) + wp_bytes(s);
+    const size_t f = selective_scan_forward_workspace_bytes(s);
+    return b > f ? b : f;
 }
 
 scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s)
@@ -109,6 +128,7 @@ scan_ws scan_workspace_views(void *ws, const scan_gpu_t *s)
     w.A = (float *)ws;
     char *p = (char *)ws + a_bytes(s);
     w.S = (float *)p;
+    w.yf = yf_bytes(s) ? (float *)(p + small) : NULL;  // forward only: over the backward's views
     w.Dp = (float *)(p + small);
     w.bp = (float *)(p + 2 * small);
     w.big = (float *)(p + 3 * small);
@@ -318,16 +338,21 @@ void scan_carry_pass(gpu_ctx_t *g, float *buf, const float *S, const scan_k &k, 
 // this thread stores before it. (Measured: worth ~0.2 ms of the 96^3 step, within noise; the
 // A/B switch that measured it is gone.)
 
-// blockIdx.z: the channel block of eb = scan_block_width(E) channels.
-template <typename T, int EXACT>
-__global__ void scan_fwd_emit(scan_k k, int d, int eb, T *y, int accumulate, const float *states)
+// blockIdx.z: the channel block of eb = scan_block_width(E) channels. ALL = 0: direction dir,
+// blockIdx.y = n, y (+)= the output; ALL = 1: every direction (blockIdx.y = d N + n), direction
+// d's fp32 output stored into yf (d, N, L, E) for scan_sum_dirs (a template argument: as a
+// run-time pointer test it cost the one-direction kernel 12 registers).
+template <typename T, int EXACT, int ALL>
+__global__ void scan_fwd_emit(scan_k k, int dir, int eb, T *y, int accumulate, const float *states,
+                              float *yf)
 {
     extern __shared__ float4 scan_dyn[];
     float *xs, *ws;                                 // x_dt, W_dt (scan_chan_carve)
     float *dts = scan_chan_carve<float>(scan_dyn, eb, k.R, xs, ws);     // delta_raw
     __shared__ float Bs[SCAN_T][SCAN_NS], Cs[SCAN_T][SCAN_NS];
     __shared__ size_t srow[SCAN_T];                 // n L + pi(j0 + t): the y / z row of token t
-    const int c = blockIdx.x, n = blockIdx.y;
+    const int c = blockIdx.x, d = ALL ? (int)blockIdx.y / k.N : dir;
+    const int n = ALL ? (int)blockIdx.y % k.N : (int)blockIdx.y;
     const scan_kdir &P = k.d[d];
     const size_t j0 = (size_t)c * SCAN_T;
     const int tn = (int)min((size_t)SCAN_T, k.L - j0);
@@ -374,21 +399,37 @@ __global__ void scan_fwd_emit(scan_k k, int d, int eb, T *y, int accumulate, con
             const float zt = to_f(zc);
             acc *= zt * sigmoid_f(zt);
         }
-        y[r * k.E + e] = from_f<T>(accumulate ? to_f(yc) + acc : acc);
+        if (ALL) yf[((size_t)d * k.N * k.L + r) * k.E + e] = acc;
+        else y[r * k.E + e] = from_f<T>(accumulate ? to_f(yc) + acc : acc);
     }
 }
 
-size_t selective_scan_forward_workspace_bytes(const scan_gpu_t *s)
+// y (+)= the directions' fp32 outputs yf (ndir, n) in the order 0, 1, 2 with the rounding to T
+// after each, as the one-launch-per-direction emits do it: the same values, bit for bit.
+template <typename T>
+__global__ void scan_sum_dirs(T *y, const float *yf, size_t n, int ndir, int accumulate)
 {
-    return a_bytes(s) + per_chunk_bytes(s);         // A and S only
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        T t = from_f<T>(accumulate ? to_f(y[i]) + yf[i] : yf[i]);
+        for (int d = 1; d < ndir; d++) t = from_f<T>(to_f(t) + yf[(size_t)d * n + i]);
+        y[i] = t;
+    }
+}
+
+template <typename T, int EXACT, int ALL>
+static void launch_emit(gpu_ctx_t *g, dim3 grid, int eb, size_t shm, const scan_k &k, int d, T *y,
+                        int acc, const float *states, float *yf)
+{
+    scan_allow_shm(scan_fwd_emit<T, EXACT, ALL>, shm);
+    scan_fwd_emit<T, EXACT, ALL><<<grid, eb, shm, g->stream>>>(k, d, eb, y, acc, states, yf);
 }
 
 void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *states,
                                 void *workspace, const scan_gpu_t *s)
 {
     scan_k k = scan_kernel_args(g, s);
-    const scan_ws w = scan_workspace_views(workspace, s);   // the forward uses A and S (the first
-    float *S = w.S;                                         // two views) alone
+    const scan_ws w = scan_workspace_views(workspace, s);   // the forward uses A, S and yf (the
+    float *S = w.S;                                         // first three views) alone
     scan_prepare_A(g, k, w);
     const int eb = scan_block_width(k.E), nb = CEIL_DIV(k.E, eb);
     const size_t shm = scan_chan_shm(eb, k.R, sizeof(float2)), shm_e = scan_chan_shm(eb, k.R, sizeof(float));
@@ -404,19 +445,30 @@ void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *st
         KERNEL_CHECK();
     });
     scan_carry_pass(g, states, S, k, 0);
-    // the directions' outputs summed into y in the fixed order 0, 1, 2: deterministic
-    const dim3 grid(k.nch, k.N, nb);
-    for (int d = 0; d < k.ndir; d++)
+    // the directions' outputs summed into y in the fixed order 0, 1, 2: deterministic. Where one
+    // direction's emit has under 4 blocks an SM and the workspace holds the fp32 outputs (the
+    // small levels: the emit is latency-bound there, ~35 us a launch whatever its grid), the
+    // directions run as one launch and scan_sum_dirs adds them up; else one launch each.
+    const int together = w.yf && (size_t)k.nch * k.N * nb < (size_t)4 * g->sm_count;
+    const int nl = together ? 1 : k.ndir;
+    const dim3 grid(k.nch, together ? k.ndir * k.N : k.N, nb);
+    for (int d = 0; d < nl; d++)
         ACT_DISPATCH(g->act, T, {
-            const int acc = accumulate || d > 0;
+            const int acc = !together && (accumulate || d > 0);
             T *yt = (T *)y;
             if (k.exact) {
-                scan_allow_shm(scan_fwd_emit<T, 1>, shm_e);
-                scan_fwd_emit<T, 1><<<grid, eb, shm_e, g->stream>>>(k, d, eb, yt, acc, states);
+                if (together) launch_emit<T, 1, 1>(g, grid, eb, shm_e, k, d, yt, acc, states, w.yf);
+                else launch_emit<T, 1, 0>(g, grid, eb, shm_e, k, d, yt, acc, states, w.yf);
             } else {
-                scan_allow_shm(scan_fwd_emit<T, 0>, shm_e);
-                scan_fwd_emit<T, 0><<<grid, eb, shm_e, g->stream>>>(k, d, eb, yt, acc, states);
+                if (together) launch_emit<T, 0, 1>(g, grid, eb, shm_e, k, d, yt, acc, states, w.yf);
+                else launch_emit<T, 0, 0>(g, grid, eb, shm_e, k, d, yt, acc, states, w.yf);
             }
             KERNEL_CHECK();
         });
+    if (together) {
+        const size_t n = (size_t)k.N * k.L * k.E;
+        ACT_DISPATCH(g->act, T, scan_sum_dirs<T><<<grid_for(g, n, 256), 256, 0, g->stream>>>(
+                                    (T *)y, w.yf, n, k.ndir, accumulate));
+        KERNEL_CHECK();
+    }
 }

@@ -393,6 +393,18 @@ static void test_scan(int N, int E, size_t L, size_t ns, int rr)
     float *y = get_act(dY, n);
     CLOSE("scan y (sum of 3 dirs)", y, Gt, n, rtol_scan());
     free(y);
+    {
+        // accumulate = 1: y += the sum, onto random values (the states it rewrites are the same)
+        float *y0 = hrand(n, 0, 1), *want = xmalloc(n * 4);
+        for (size_t i = 0; i < n; i++) want[i] = y0[i] + Gt[i];
+        void *dY0 = dev_act(y0, n);
+        gpu_poison(g, ws, selective_scan_workspace_bytes(&s));
+        selective_scan_forward_gpu(g, dY0, 1, states, ws, &s);
+        float *ya = get_act(dY0, n);
+        CLOSE("scan y += (sum of 3 dirs)", ya, want, n, rtol_scan());
+        gpu_free(g, dY0);
+        free(y0); free(want); free(ya);
+    }
     for (int k = 0; k < 3; k++) {
         scan_dir_gpu_t *d = &s.dir[k];
         float *a = get_act(d->du, n), *b = get_f32(d->ddelta, n);
