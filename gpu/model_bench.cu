@@ -226,7 +226,7 @@ const char *gpu_mpart_name(int part)
         "conv1d + SiLU fwd (3 directions)", "conv1d + SiLU recompute (bwd)", "conv1d + SiLU bwd",
         "x_proj GEMM fwd", "x_proj GEMM bwd",
         "selective scan fwd (3 directions, dt_proj, sum)",
-        "selective scan bwd (3 launches, dt_proj)",
+        "selective scan bwd (3 directions, dt_proj)",
         "out_proj GEMM fwd", "out_proj GEMM bwd (dG, dW_out)",
         "gate Y SiLU(z): G fwd, G again + dz bwd",
         "zeroing gradient buffers (bwd memsets)" };
