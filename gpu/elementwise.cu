@@ -2,10 +2,11 @@
 elementwise.cu -- activations (ReLU, GELU exact erf, SiLU, softplus with threshold 20), the
 residual add and gradient accumulation, and the channel bias add / bias gradient of channels-last
 tensors. Twin of common/ops/act.c (formulas and edge cases as there: ReLU'(0) = 0, softplus
-returns x above 20). One thread per element in grid-stride loops: these ops are memory bound.
+returns x above 20). One thread per element (the bias add: per 16-byte vector where C allows)
+in grid-stride loops: these ops are memory bound.
 Values are loaded as `act` (float or bf16), computed in fp32, stored as `act`.
 The bias gradient is a deterministic two-stage column sum (partials per row chunk, then the
-chunks added in order), never atomics.
+chunks added in order by gpu_rows_sum_add, fp32), never atomics.
 */
 #include "gpu_internal.h"
 #include <stdint.h>

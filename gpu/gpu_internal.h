@@ -105,7 +105,7 @@ __host__ __device__ __forceinline__ float sigmoid_f(float v) { return 1.0f / (1.
 __host__ __device__ __forceinline__ float dsilu_of(float v, float s) { return s * (1.0f + v * (1.0f - s)); }
 
 // Vector loads / stores of VEC elements (VEC = 1, or 16 bytes: 4 floats or 8 bf16), fp32 inside
-// (norm.cu, layernorm.cu). p must be VEC * sizeof(T) aligned.
+// (the norms, LayerNorm, upsample, bias add, the Mamba gate). p must be VEC * sizeof(T) aligned.
 
 template <typename T, int VEC>
 __device__ __forceinline__ void ld_vec(const T *p, float *v)

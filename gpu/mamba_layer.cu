@@ -5,8 +5,9 @@ of common/nn/mamba_layer.c (architecture.md §5.4-5.6).
 
 Forward:  T = LN(x); xz = T W_in^T (N, L, 2E); per direction k: u_k = SiLU(conv_k(x[pi_k]))
           (order fused into the conv load), x_dbl_k = u_k W_x^T; then ONE scan of the three
-          directions (one summary and one carry launch over all three, three emits summing
-          the pre-gate Y = sum_k unpermute(y_k) in the fixed order =, +=, +=), the dt
+          directions (one summary and one carry launch over all three, emits summing the
+          pre-gate Y = sum_k unpermute(y_k) in the fixed order =, +=, += -- three launches, or
+          one into fp32 outputs and an ordered sum at the small levels), the dt
           projection delta_k = x_dbl_k[:R] W_dt^T fused into it (fp32, never stored);
           G = Y SiLU(z) (mamba_gate.cu: z is shared by the directions, so this is the sum of
           the gated y_k); y = G W_out^T. The three u sets sit over T's dead bytes (G over the
@@ -20,11 +21,12 @@ Saved:    Y (the pre-gate sum: dz = dG Y SiLU'(z) needs it, G is formed from it 
           paragraph).
 Backward: T = LN(x), xz = T W_in^T; dG = dy W_out; one pass forms dz = dG Y SiLU'(z) into
           dxz[E:], zeroes dxz[:E] and forms G = Y SiLU(z) again for dW_out; then one direction at a
-          time (buffers reused): recompute u_k; scan backward (gout = dG SiLU(z) inside, no
-          dz), which also runs the dt_proj backward from its fp32 ddelta (dx_dbl[:R] and
-          dW_dt with the fp32 master W_dt; ddelta never goes to memory); x_proj GEMM backward;
-          conv backward (SiLU recomputed) into dxz[:E] at pi_k; then, with the T kept from the
-          start, dT = dxz W_in, dW_in, LN backward.
+          time (buffers reused; at the small levels the three at once, bwd_dirs_together):
+          recompute u_k; scan backward (gout = dG SiLU(z) inside, no dz), which also runs the
+          dt_proj backward from its fp32 ddelta (dx_dbl[:R] and dW_dt with the fp32 master
+          W_dt; ddelta never goes to memory); x_proj GEMM backward; conv backward (SiLU
+          recomputed) into dxz[:E] at pi_k, directions in the order 0, 1, 2; then, with the T
+          kept from the start, dT = dxz W_in, dW_in, LN backward.
 Precision: delta (the step size) and ddelta are fp32 in both modes (architecture.md §8).
 Parameters: offsets of mamba_layer_t into the device buffers; GEMM weights are read from the
 act-type copy (bf16 in bf16 mode), everything else (W_dt too: the scan's) from the fp32 master.
@@ -116,10 +118,10 @@ static int bwd_dirs_together(const gpu_ctx_t *g, const mamba_layer_t *m, int N, 
 
 // Views of `scratch` for the forward (fw = 1) or the backward (fw = 0).
 // Forward: xz, then one region for two phases: T, mean, rstd (dead once xz is written), then
-// the three directions' u and the forward scan workspace (chunk sums only); G goes over the
-// first u once the scan is done.
-// This is smaller than the backward's scratch: running the three directions as one scan
-// costs no peak memory.
+// the three directions' u and the forward scan workspace (A, the chunk sums and, at the small
+// levels, the directions' fp32 outputs); G goes over the first u once the scan is done.
+// This is smaller than the backward's scratch at level 0, which sets the arena: running the
+// three directions as one scan costs no peak memory.
 // Backward: xz, dG, dxz and T = LN(x) with its mean, rstd (recomputed once, for xz, and kept
 // for dW_in and the LN backward: 27 MB at level 0 of M instead of a second LayerNorm) live
 // through the whole call; behind them ONE region serves three phases in turn (stream order

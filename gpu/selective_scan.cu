@@ -99,9 +99,12 @@ static size_t a_bytes(const scan_gpu_t *s)
     return gpu_arena_round((size_t)s->ndir * s->E * SCAN_NS * sizeof(float));
 }
 
-// The forward's per-direction outputs in fp32 (ndir, N, L, E), kept for small shapes (N L E <=
-// 2^21: at most 24 MB for three directions) so that their emits can run as one launch
-// (selective_scan_forward_gpu); 0 for the others.
+// The forward's per-direction outputs in fp32 (ndir, N, L, E), reserved for small shapes (N L E
+// <= 2^21: at most 24 MB for three directions) so that their emits can run as one launch
+// (selective_scan_forward_gpu); 0 for the others. The sizes take no device, so the reservation
+// is by shape alone; whether a launch uses it also depends on the SM count (its grid must be
+// under 4 blocks an SM), so some shapes reserve a few MB they do not use. As the forward and
+// backward may share one workspace, selective_scan_workspace_bytes covers it too.
 static size_t yf_bytes(const scan_gpu_t *s)
 {
     const size_t n = (size_t)s->N * s->L * s->E;

@@ -976,11 +976,14 @@ int main(void)
         cfg.deterministic = 1;
         g = gpu_ctx_new(cfg);
         if (only_timing) { timing(); gpu_ctx_destroy(&g); continue; }
-        // token groups of G lanes (16-byte vectors where C allows): C 20 one element a lane
-        // (the fallback), 8 one lane a token (G 1), 48 / 96 M's levels 0-1, 384 / 512 several
-        // vectors a lane; L 40000 more token groups than the grid's lanes (every warp loops,
-        // many blocks' dgamma / dbeta rows)
+        // token groups of G lanes (16-byte vectors where C allows): C 37 one element a lane
+        // (the fallback) in both modes, 20 and 100 in bf16 (and 100 with 25 vectors in fp32),
+        // 8 one lane a token (G 1), 48 / 96 M's levels 0-1, 384 / 512 several vectors a lane;
+        // L 40000 more token groups than the grid's lanes (every warp loops, many blocks'
+        // dgamma / dbeta rows)
         test_layernorm(2, 20, 37);
+        test_layernorm(1, 37, 301);
+        test_layernorm(2, 100, 257);
         test_layernorm(2, 8, 33);
         test_layernorm(1, 48, 301);
         test_layernorm(2, 96, 4133);

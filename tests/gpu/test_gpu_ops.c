@@ -607,6 +607,8 @@ static void test_resample(void)
     check_upsample(1, 12, 4, 4, 2);
     check_upsample(1, 48, 6, 5, 4);                 // 16-byte channel vectors in both modes
     check_upsample(2, 16, 3, 4, 5);
+    // more (n, d, h) lines than a grid's 65535 rows: forward 266240, backward 66560 lines
+    check_upsample(1, 4, 260, 256, 1);
     check_upsample(1, 5, 1, 2, 3);
     const int in[3] = { 5, 7, 3 }, out1[3] = { 6, 6, 4 }, off1[3] = { -1, 1, 0 };
     check_pad_crop(2, 3, in, out1, off1);
