@@ -700,6 +700,13 @@ static size_t reserve_bscratch(gpu_ctx_t *g, const conv_key_t *k)
     return off;
 }
 
+int conv3d_wgrad_through_blocks(const gpu_ctx_t *g, conv3d_shape_t s, int transposed)
+{
+    const conv_key_t k = transposed ? convT_problem(g, s, CK_BWD_FILTER, 0)
+                                    : conv_problem(g, s, CK_BWD_FILTER, 0);
+    return blocks_wgrad(&k);
+}
+
 // Prepare the weight gradient of problem k: its plan (or its blocks' plan) and scratch.
 static void prepare_wgrad(gpu_ctx_t *g, const conv_key_t *k)
 {

@@ -111,6 +111,10 @@ void conv_transpose3d_forward_gpu(gpu_ctx_t *g, void *y, const void *x, const vo
                                   const float *b, conv3d_shape_t s);
 void conv_transpose3d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const void *dy,
                                    const void *x, const void *w, conv3d_shape_t s);
+// Whether the weight gradient of this conv (transposed: of this ConvTranspose) runs through the
+// input's 2x2x2 blocks (conv_wgrad_blocks.cu) instead of cuDNN's plan for it: k5 s2 p2 with
+// 64 < output voxels <= 512 a sample. For tests, which must know which path they checked.
+int conv3d_wgrad_through_blocks(const gpu_ctx_t *g, conv3d_shape_t s, int transposed);
 // prepare: build (and cache) the forward and backward plans of one layer now and grow the
 // workspace to fit them (with_dx 0: no input gradient, a first layer). With
 // gpu_conv_freeze(g, 1), a conv whose plan was not prepared DIEs instead of building a plan
