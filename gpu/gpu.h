@@ -321,9 +321,9 @@ void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *st
 void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *states,
                                  void *workspace, const scan_gpu_t *s);
 // Whether the backward of ONE direction of this shape gives the GPU too few blocks to fill it
-// (fewer than ~4 chunk-and-channel blocks an SM: its kernels are then latency-bound, and three
-// directions in one call run in about the time of one). The Mamba layer runs its three
-// directions' backward as one call where this holds (the small levels).
+// (fewer than 16 chunk-and-channel blocks an SM: its kernels are then latency-bound, and three
+// directions in one call take less than three times one). The Mamba layer runs its three
+// directions' backward as one call where this holds (every level but the largest).
 int selective_scan_backward_small(const gpu_ctx_t *g, int N, int E, size_t L);
 
 // The Mamba gate in original token order, n rows: G = Y * silu(z) and its backward

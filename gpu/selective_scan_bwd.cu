@@ -682,9 +682,11 @@ static int bwd_vec_ok(const scan_gpu_t *s, const void *dy)
 int selective_scan_backward_small(const gpu_ctx_t *g, int N, int E, size_t L)
 {
     // the adjoint summary's blocks (the main kernel splits channels further where chunks are
-    // few, but its per-block latency is the same kind)
+    // few, but its per-block latency is the same kind). Under 16 an SM: at 128^3, batch 1, that
+    // is every layer but level 0's stage layers (the training peak stays 2.84 GiB);
+    // under 4 (v42's first bound, levels 2-3 only) measured 0.2 ms slower a step (v46)
     const size_t blocks = CEIL_DIV(L, (size_t)SCAN_T) * (size_t)N * CEIL_DIV(E, scan_block_width(E));
-    return blocks < (size_t)4 * g->sm_count;
+    return blocks < (size_t)16 * g->sm_count;
 }
 
 void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *states,

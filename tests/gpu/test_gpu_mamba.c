@@ -1017,6 +1017,13 @@ int main(void)
         test_layer(2, 10, 37, 1);
         test_layer(1, 20, 301, 7);
         test_layer(1, 48, 4134, 13);
+        {
+            // the layer's one-direction-at-a-time backward: a length whose one-direction scan
+            // fills this GPU (the shapes above all run their three directions as one call)
+            size_t Lw = 65536;
+            while (selective_scan_backward_small(g, 1, 16, Lw)) Lw *= 2;
+            test_layer(1, 8, Lw, 16);
+        }
         test_layer_vs_double(1, 8, 32768, 32);      // tiny level 0: ToM_B / ToM_C
         test_layer_vs_double(1, 8, 4096, 4);        // tiny level 0: ToM_A
         test_layer_vs_double(1, 16, 4096, 16);      // tiny level 1
