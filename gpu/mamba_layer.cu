@@ -21,7 +21,7 @@ Saved:    Y (the pre-gate sum: dz = dG Y SiLU'(z) needs it, G is formed from it 
           paragraph).
 Backward: T = LN(x), xz = T W_in^T; dG = dy W_out; one pass forms dz = dG Y SiLU'(z) into
           dxz[E:], zeroes dxz[:E] and forms G = Y SiLU(z) again for dW_out; then one direction at a
-          time (buffers reused; at the small levels the three at once, bwd_dirs_together):
+          time (buffers reused; below level 0 the three at once, bwd_dirs_together):
           recompute u_k; scan backward (gout = dG SiLU(z) inside, no dz), which also runs the
           dt_proj backward from its fp32 ddelta (dx_dbl[:R] and dW_dt with the fp32 master
           W_dt; ddelta never goes to memory); x_proj GEMM backward; conv backward (SiLU
@@ -107,10 +107,12 @@ static saved_v saved_views(void *base, const gpu_ctx_t *g, const mamba_layer_t *
     return v;
 }
 
-// How many directions the backward runs as one scan call: 3 at the small levels, where one
-// direction's scan backward leaves most of the GPU idle (selective_scan_backward_small; its
-// kernels are latency-bound there, and three directions' u, du, dx_dbl are a few MB), else 1
-// (level 0 of M: 50 MB each, and its grids fill the GPU alone).
+// How many directions the backward runs as one scan call: 3 wherever one direction's scan
+// backward leaves the GPU short of blocks (selective_scan_backward_small: at 128^3 batch 1 every
+// layer but level 0's stage layers; their kernels are latency-bound there), else 1. The three
+// directions' u, du, dx_dbl and the 3-direction workspace then take ~140 MB at level 1 of M,
+// under level 0's one-direction region (~185 MB), so the arena's peak does not move (2.84 GiB
+// either way, measured).
 static int bwd_dirs_together(const gpu_ctx_t *g, const mamba_layer_t *m, int N, size_t L)
 {
     return selective_scan_backward_small(g, N, m->E, L) ? 3 : 1;
