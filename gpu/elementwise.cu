@@ -9,7 +9,6 @@ The bias gradient is a deterministic two-stage column sum (partials per row chun
 chunks added in order by gpu_rows_sum_add, fp32), never atomics.
 */
 #include "gpu_internal.h"
-#include <stdint.h>
 
 #define BLOCK 256
 #define GRID_STRIDE(i, n) \
@@ -206,8 +205,7 @@ void bias_add_gpu(gpu_ctx_t *g, void *y, const float *b, size_t rows, int C)
     size_t n = rows * (size_t)C;
     if (!n) return;
     // 16-byte vectors where C and y allow (a 64-bit modulo per element was most of the time)
-    const int v = (int)(16 / gpu_dtype_size(g->act));
-    const int vec = C % v == 0 && (uintptr_t)y % 16 == 0 ? v : 1;
+    const int vec = vec16_width(gpu_dtype_size(g->act), C, { y });
     ACT_DISPATCH(g->act, T, {
         if (vec == 1)
             bias_add_kernel<T, 1><<<grid_for(g, n, BLOCK), BLOCK, 0, g->stream>>>((T *)y, b, n, C);

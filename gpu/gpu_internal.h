@@ -16,6 +16,8 @@ context, stream, allocator and workspace.
 #include "cuda_check.h"
 extern "C" {
 #include "check.h"
+#include <initializer_list>
+#include <stdint.h>
 }
 
 #define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
@@ -103,6 +105,17 @@ template <> __device__ __forceinline__ bf16 from_f<bf16>(float x) { return __flo
 // conv1d's host emulation) that needs them.
 __host__ __device__ __forceinline__ float sigmoid_f(float v) { return 1.0f / (1.0f + expf(-v)); }
 __host__ __device__ __forceinline__ float dsilu_of(float v, float s) { return s * (1.0f + v * (1.0f - s)); }
+
+// How many channels of rows C elements wide (element size esz) a thread moves at once: 16 / esz
+// (one 16-byte vector) when C is a whole number of vectors and every operand (NULL: absent)
+// starts 16-byte aligned, so that every row of every operand does; else 1.
+static inline int vec16_width(size_t esz, int C, std::initializer_list<const void *> ops)
+{
+    const int v = (int)(16 / esz);
+    int ok = C % v == 0;
+    for (const void *p : ops) ok = ok && (uintptr_t)p % 16 == 0;
+    return ok ? v : 1;
+}
 
 // Vector loads / stores of VEC elements (VEC = 1, or 16 bytes: 4 floats or 8 bf16), fp32 inside
 // (the norms, LayerNorm, upsample, bias add, the Mamba gate). p must be VEC * sizeof(T) aligned.

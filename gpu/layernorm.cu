@@ -26,13 +26,10 @@ Deterministic, no atomics.
 // vectors per lane. Uniform over the launch.
 struct ln_geo { int vec, G, vpl; };
 
-static ln_geo ln_geo_for(int C, size_t act, const void *const *ptrs, int nptr)
+static ln_geo ln_geo_for(int C, size_t act, std::initializer_list<const void *> ops)
 {
     ln_geo q;
-    const int v16 = (int)(16 / act);
-    int ok = C % v16 == 0;
-    for (int i = 0; i < nptr; i++) ok = ok && (!ptrs[i] || (uintptr_t)ptrs[i] % 16 == 0);
-    q.vec = ok ? v16 : 1;
+    q.vec = vec16_width(act, C, ops);
     const int nv = C / q.vec;                       // vectors per token
     q.G = 1;
     while (q.G < 32 && q.G < nv) q.G *= 2;
@@ -220,8 +217,7 @@ void layernorm_forward_gpu(gpu_ctx_t *g, void *y, float *mean, float *rstd, cons
     ASSERT(C >= 1 && C <= LN_CMAX);
     const size_t M = (size_t)N * L;
     if (M == 0) return;
-    const void *ptrs[] = { y, x };
-    const ln_geo q = ln_geo_for(C, gpu_dtype_size(g->act), ptrs, 2);
+    const ln_geo q = ln_geo_for(C, gpu_dtype_size(g->act), { y, x });
     ACT_DISPATCH(g->act, T, {
         LN_DISPATCH(q, T, ln_fwd_kernel, <<<ln_grid(g, M, q.G), LN_THREADS, 0, g->stream>>>(
             (T *)y, mean, rstd, (const T *)x, gamma, beta, M, C, q.G, (float)eps));
@@ -236,8 +232,7 @@ void layernorm_backward_gpu(gpu_ctx_t *g, void *dx, float *dgamma, float *dbeta,
     ASSERT(C >= 1 && C <= LN_CMAX);
     const size_t M = (size_t)N * L;
     if (M == 0 || (!dx && !dgamma && !dbeta)) return;
-    const void *ptrs[] = { dx, dy, x };
-    const ln_geo q = ln_geo_for(C, gpu_dtype_size(g->act), ptrs, 3);
+    const ln_geo q = ln_geo_for(C, gpu_dtype_size(g->act), { dx, dy, x });
     unsigned grid = ln_grid(g, M, q.G);
     float *part = NULL;
     if (dgamma || dbeta) {                          // one 2 C row of partials a block

@@ -14,7 +14,6 @@ else one element a thread. fp32 math; the accurate exponential in both modes (th
 the math, set the time).
 */
 #include "gpu_internal.h"
-#include <initializer_list>
 
 #define GATE_BLOCK 256
 
@@ -59,20 +58,10 @@ __global__ void gate_bwd_kernel(T *dxz, T *G, const T *dG, const T *Y, const T *
     }
 }
 
-// Channels a thread: 16 bytes where every row of every operand (NULL: absent) starts 16-byte
-// aligned.
-static int gate_width(size_t esz, int E, std::initializer_list<const void *> ops)
-{
-    const int v = (int)(16 / esz);
-    int ok = E % v == 0;
-    for (const void *p : ops) ok = ok && (uintptr_t)p % 16 == 0;
-    return ok ? v : 1;
-}
-
 void mamba_gate_forward_gpu(gpu_ctx_t *g, void *G, const void *Y, const void *xz, size_t n, int E)
 {
     if (!n) return;
-    const int v = gate_width(gpu_dtype_size(g->act), E, { G, Y, xz });
+    const int v = vec16_width(gpu_dtype_size(g->act), E, { G, Y, xz });
     const size_t work = n * (size_t)(E / v);
     ACT_DISPATCH(g->act, T, {
         constexpr int V = 16 / (int)sizeof(T);
@@ -90,7 +79,7 @@ void mamba_gate_backward_gpu(gpu_ctx_t *g, void *dxz, void *G, const void *dG, c
                              const void *xz, size_t n, int E)
 {
     if (!n) return;
-    const int v = gate_width(gpu_dtype_size(g->act), E, { dxz, G, dG, Y, xz });
+    const int v = vec16_width(gpu_dtype_size(g->act), E, { dxz, G, dG, Y, xz });
     const size_t work = n * (size_t)(E / v);
     ACT_DISPATCH(g->act, T, {
         constexpr int V = 16 / (int)sizeof(T);

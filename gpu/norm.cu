@@ -396,14 +396,6 @@ static int norm_chunks(const gpu_ctx_t *g, int N, int C, size_t S, int slots, si
     return (int)CEIL_DIV(S, *chunk);
 }
 
-// 16-byte vectors when every row starts on a 16-byte boundary.
-static int vec_ok(size_t esz, int C, const void *a, const void *b, const void *c)
-{
-    const size_t w = 16 / esz;
-    return C % (int)w == 0 && ((uintptr_t)a % 16) == 0 && ((uintptr_t)b % 16) == 0 &&
-           ((uintptr_t)c % 16) == 0;
-}
-
 // Runs stmt with VEC = 16 / sizeof(T) when `ok`, else VEC = 1.
 #define VEC_DISPATCH(ok, T, VEC, ...)                                         \
     do {                                                                      \
@@ -429,7 +421,7 @@ static void norm_forward(gpu_ctx_t *g, void *y, float *mean, float *rstd, const 
     size_t chunk;
     int nch = norm_chunks(g, N, C, S, 3, 0, &chunk);
     const size_t esz = g->act == GPU_F32 ? 4 : 2;
-    const int vok = vec_ok(esz, C, x, y, x);
+    const int vok = vec16_width(esz, C, { x, y }) > 1;
     ACT_DISPATCH(g->act, T, VEC_DISPATCH(vok, T, VEC, {
         const norm_geo q = geo_for(C, VEC);
         const size_t shm = (size_t)(2 * q.rp * q.cpb * VEC + q.rp) * sizeof(float);
@@ -458,7 +450,7 @@ static void norm_backward(gpu_ctx_t *g, void *dx, float *dgamma, float *dbeta, c
     int nch = norm_chunks(g, N, C, S, 2, coef, &chunk);
     float *part = g->red, *AB = g->red + (size_t)N * nch * C * 2, *M = AB + (size_t)2 * N * C;
     const size_t esz = g->act == GPU_F32 ? 4 : 2;
-    const int vok = vec_ok(esz, C, x, dy, dx ? dx : x);
+    const int vok = vec16_width(esz, C, { x, dy, dx }) > 1;
     ACT_DISPATCH(g->act, T, VEC_DISPATCH(vok, T, VEC, {
         const norm_geo q = geo_for(C, VEC);
         const size_t shm = (size_t)(2 * q.rp * q.cpb * VEC) * sizeof(float);

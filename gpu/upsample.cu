@@ -6,7 +6,6 @@ The backward is a gather, not a scatter: each input sample sums the (at most 4 p
 whose taps touch it, so it is deterministic without atomics.
 */
 #include "gpu_internal.h"
-#include <stdint.h>
 
 #define BLOCK 256
 
@@ -125,13 +124,6 @@ __global__ void upsample_bwd_kernel(T *dx, const T *dy, int C, int D, int H, int
     }
 }
 
-// 16-byte channel vectors where C and the pointers allow
-static int up_vec(const gpu_ctx_t *g, int C, const void *a, const void *b)
-{
-    const int v = (int)(16 / gpu_dtype_size(g->act));
-    return C % v == 0 && (uintptr_t)a % 16 == 0 && (uintptr_t)b % 16 == 0 ? v : 1;
-}
-
 // grid for `lines` block rows of `items` (w, channel vector) threads each
 static dim3 up_grid(size_t lines, int items)
 {
@@ -149,7 +141,7 @@ void upsample_trilinear2x_forward_gpu(gpu_ctx_t *g, void *y, const void *x, int 
                                       const int in[3])
 {
     ASSERT(N > 0 && C > 0 && in[0] > 0 && in[1] > 0 && in[2] > 0);
-    const int vec = up_vec(g, C, y, x);
+    const int vec = vec16_width(gpu_dtype_size(g->act), C, { y, x });
     const size_t lines = (size_t)N * 2 * in[0] * 2 * in[1];
     const dim3 grid = up_grid(lines, 2 * in[2] * (C / vec));
     ACT_DISPATCH(g->act, T, UP_DISPATCH(vec, T, upsample_fwd_kernel, <<<grid, BLOCK, 0, g->stream>>>(
@@ -162,7 +154,7 @@ void upsample_trilinear2x_backward_gpu(gpu_ctx_t *g, void *dx, const void *dy, i
 {
     ASSERT(N > 0 && C > 0 && in[0] > 0 && in[1] > 0 && in[2] > 0);
     if (!dx) return;
-    const int vec = up_vec(g, C, dx, dy);
+    const int vec = vec16_width(gpu_dtype_size(g->act), C, { dx, dy });
     const size_t lines = (size_t)N * in[0] * in[1];
     const dim3 grid = up_grid(lines, in[2] * (C / vec));
     ACT_DISPATCH(g->act, T, UP_DISPATCH(vec, T, upsample_bwd_kernel, <<<grid, BLOCK, 0, g->stream>>>(
