@@ -230,18 +230,33 @@ static int parse_fixed(FILE *f, const char *path, uint64_t size, parsed_t *p, ch
     return 0;
 }
 
+// Opens path, verifies its checksum and parses its fixed header into *p (*size: the file's
+// bytes). On success the caller owns *f and p->b.b; on failure nothing is left open.
+static int open_parsed(const char *path, FILE **f, parsed_t *p, uint64_t *size, char *err)
+{
+    *f = fopen(path, "rb");
+    if (!*f) return set_err(err, "%s: cannot open: %s", path, strerror(errno));
+    int rc = verify(*f, path, size, err);
+    if (!rc) rc = parse_fixed(*f, path, *size, p, err);
+    if (rc) {
+        free(p->b.b);
+        p->b.b = NULL;
+        fclose(*f);
+        *f = NULL;
+    }
+    return rc;
+}
+
 int ckpt_read_state(const char *path, ckpt_state_t *st, char *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return set_err(err, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f;
     uint64_t size;
     parsed_t p = { 0 };
-    int rc = verify(f, path, &size, err);
-    if (!rc) rc = parse_fixed(f, path, size, &p, err);
-    if (!rc) *st = p.st;
+    if (open_parsed(path, &f, &p, &size, err)) return -1;
+    *st = p.st;
     free(p.b.b);
     fclose(f);
-    return rc;
+    return 0;
 }
 
 // Compare the file's table with the model's, entry by entry.
@@ -272,13 +287,12 @@ static int check_table(parsed_t *p, const model_t *m, const char *path, char *er
 int ckpt_read(const char *path, const model_t *m, float *params, float *adam_m, float *adam_v,
               ckpt_state_t *st, char *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return set_err(err, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f;
     uint64_t size;
     parsed_t p = { 0 };
-    int rc = verify(f, path, &size, err);
-    if (!rc) rc = parse_fixed(f, path, size, &p, err);
-    if (!rc && memcmp(&p.st.cfg, &m->cfg, sizeof m->cfg) != 0)
+    if (open_parsed(path, &f, &p, &size, err)) return -1;
+    int rc = 0;
+    if (memcmp(&p.st.cfg, &m->cfg, sizeof m->cfg) != 0)
         rc = set_err(err, "%s: checkpoint is model %s width %d in %d classes %d; the running model is "
                      "%s width %d in %d classes %d", path, model_variant_name(p.st.cfg.variant), p.st.cfg.width,
                      p.st.cfg.in_channels, p.st.cfg.classes, model_variant_name(m->cfg.variant), m->cfg.width,

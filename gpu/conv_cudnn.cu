@@ -601,37 +601,35 @@ static void run_conv(gpu_ctx_t *g, const conv_key_t *k, void *x, void *w, void *
 }
 
 // ---- problems of the four public ops ------------------------------------------------------
-// conv: x (N, Cin, in) -> y (N, Cout, out)
-static conv_key_t conv_problem(const gpu_ctx_t *g, conv3d_shape_t s, int kind, int beta_one)
+// The cuDNN problem of a conv, x (N, Cin, in) -> y (N, Cout, out) (transposed = 0), or of a
+// transposed conv (1), whose output y_T (N, Cout, out) is the conv problem's x (C = Cout, big =
+// out) and whose input x_T (N, Cin, in) is the conv problem's y (K = Cin, small = in).
+static conv_key_t problem_of(const gpu_ctx_t *g, conv3d_shape_t s, int transposed, int kind,
+                             int beta_one)
 {
     conv_key_t k;
     memset(&k, 0, sizeof k);
     k.kind = kind;
-    k.N = s.N; k.C = s.Cin; k.K = s.Cout;
-    conv3d_out_dims(&s, k.small);
+    k.N = s.N;
+    k.C = transposed ? s.Cout : s.Cin;
+    k.K = transposed ? s.Cin : s.Cout;
+    if (transposed) conv_transpose3d_out_dims(&s, k.big);
+    else conv3d_out_dims(&s, k.small);
+    int *in_side = transposed ? k.small : k.big;
     for (int i = 0; i < 3; i++) {
-        k.big[i] = s.in[i]; k.k[i] = s.k[i]; k.stride[i] = s.stride[i]; k.pad[i] = s.pad[i];
+        in_side[i] = s.in[i]; k.k[i] = s.k[i]; k.stride[i] = s.stride[i]; k.pad[i] = s.pad[i];
     }
     k.dtype = g->act == GPU_F32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_BFLOAT16;
     k.beta_one = beta_one;
     return k;
 }
-
-// convT: its output y_T (N, Cout, out) is the conv problem's x (C = Cout, big = out), its
-// input x_T (N, Cin, in) is the conv problem's y (K = Cin, small = in).
+static conv_key_t conv_problem(const gpu_ctx_t *g, conv3d_shape_t s, int kind, int beta_one)
+{
+    return problem_of(g, s, 0, kind, beta_one);
+}
 static conv_key_t convT_problem(const gpu_ctx_t *g, conv3d_shape_t s, int kind, int beta_one)
 {
-    conv_key_t k;
-    memset(&k, 0, sizeof k);
-    k.kind = kind;
-    k.N = s.N; k.C = s.Cout; k.K = s.Cin;
-    conv_transpose3d_out_dims(&s, k.big);
-    for (int i = 0; i < 3; i++) {
-        k.small[i] = s.in[i]; k.k[i] = s.k[i]; k.stride[i] = s.stride[i]; k.pad[i] = s.pad[i];
-    }
-    k.dtype = g->act == GPU_F32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_BFLOAT16;
-    k.beta_one = beta_one;
-    return k;
+    return problem_of(g, s, 1, kind, beta_one);
 }
 
 // Grow a scratch buffer of the cache to at least `bytes` (outside a frozen step only).
@@ -702,8 +700,7 @@ static size_t reserve_bscratch(gpu_ctx_t *g, const conv_key_t *k)
 
 int conv3d_wgrad_through_blocks(const gpu_ctx_t *g, conv3d_shape_t s, int transposed)
 {
-    const conv_key_t k = transposed ? convT_problem(g, s, CK_BWD_FILTER, 0)
-                                    : conv_problem(g, s, CK_BWD_FILTER, 0);
+    const conv_key_t k = problem_of(g, s, transposed, CK_BWD_FILTER, 0);
     return blocks_wgrad(&k);
 }
 

@@ -215,12 +215,7 @@ size_t gpu_infer_arena_bytes(const gpu_infer_t *gi) { return gi->plan.bytes; }
 void gpu_infer_set_params(gpu_infer_t *gi, const float *params)
 {
     ASSERT(gi->own_p);          // a shared model's parameters are set through it
-    const size_t n = gi->m->table.numel;
-    float *tmp = (float *)xmalloc(n * sizeof(float));
-    gm_params_layout(gi->m, tmp, params, +1);
-    gpu_upload(gi->g, gi->own_p, tmp, n * sizeof(float));
-    free(tmp);
-    if (gi->own_p16) gpu_convert(gi->g, gi->own_p16, GPU_BF16, gi->own_p, GPU_F32, n);
+    gm_params_upload(gi->g, gi->m, gi->own_p, gi->own_p16, params);
     gpu_sync(gi->g);
 }
 

@@ -195,6 +195,9 @@ void gm_set_adam_scalars(gpu_model_t *gm, float lr, long step);
 // Host conversion of the conv weights between the PyTorch layout and the device layout.
 // dir = +1: PyTorch -> device, -1: device -> PyTorch. src and dst are whole parameter buffers.
 void gm_params_layout(const model_t *m, float *dst, const float *src, int dir);
+// A PyTorch-layout host buffer of all parameters -> dev (f32, device layout); dev16 (NULL: none)
+// gets its bf16 copy (enqueued on the stream; the upload itself is done when it returns).
+void gm_params_upload(gpu_ctx_t *g, const model_t *m, float *dev, void *dev16, const float *host);
 
 // Host bf16 -> f32 (downloads of act-type tensors).
 float gm_bf16_to_f32(uint16_t h);

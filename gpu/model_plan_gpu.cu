@@ -430,13 +430,14 @@ size_t gpu_model_param_bytes(const gpu_model_t *gm) { return gm->param_bytes; }
 
 void gpu_model_use_graph(gpu_model_t *gm, int on) { gm->use_graph = on; }
 
-// PyTorch-layout host buffer -> device buffer (device layout).
-static void put(gpu_model_t *gm, float *dev, const float *host)
+void gm_params_upload(gpu_ctx_t *g, const model_t *m, float *dev, void *dev16, const float *host)
 {
-    float *tmp = (float *)xmalloc(gm->numel * sizeof(float));
-    gm_params_layout(gm->m, tmp, host, +1);
-    gpu_upload(gm->g, dev, tmp, gm->numel * sizeof(float));
+    const size_t n = m->table.numel;
+    float *tmp = (float *)xmalloc(n * sizeof(float));
+    gm_params_layout(m, tmp, host, +1);
+    gpu_upload(g, dev, tmp, n * sizeof(float));
     free(tmp);
+    if (dev16) gpu_convert(g, dev16, GPU_BF16, dev, GPU_F32, n);
 }
 
 static void get(gpu_model_t *gm, float *host, const float *dev)
@@ -449,8 +450,7 @@ static void get(gpu_model_t *gm, float *host, const float *dev)
 
 void gpu_model_set_params(gpu_model_t *gm, const float *params)
 {
-    put(gm, gm->params, params);
-    if (gm->params16) gpu_convert(gm->g, gm->params16, GPU_BF16, gm->params, GPU_F32, gm->numel);
+    gm_params_upload(gm->g, gm->m, gm->params, gm->params16, params);
     gpu_sync(gm->g);
 }
 
@@ -459,8 +459,8 @@ void gpu_model_get_grads(gpu_model_t *gm, float *grads) { get(gm, grads, gm->gra
 
 void gpu_model_set_adam(gpu_model_t *gm, const float *m, const float *v)
 {
-    put(gm, gm->adam_m, m);
-    put(gm, gm->adam_v, v);
+    gm_params_upload(gm->g, gm->m, gm->adam_m, NULL, m);
+    gm_params_upload(gm->g, gm->m, gm->adam_v, NULL, v);
 }
 
 void gpu_model_get_adam(gpu_model_t *gm, float *m, float *v)

@@ -165,6 +165,24 @@ stats_final_kernel(float *mean, float *rstd, const float *part, int C, int G, in
 // ----------------------------------------------------------------------------
 // forward apply: y = relu?((x - mean) * rstd * gamma + beta), grid (row blocks, N * tiles)
 
+// Per-thread coefficients of one vector column: mean, rstd, gamma, beta (gamma absent: 1, 0).
+struct col_coef { float mu, rs, ga, be; };
+// Those of channels col VEC .. + VEC - 1 of sample n (G groups of C / G channels).
+template <int VEC>
+__device__ __forceinline__ void col_coefs(col_coef (&kc)[VEC], const float *mean, const float *rstd,
+                                          const float *gamma, const float *beta, int n, int col,
+                                          int C, int G)
+{
+    const int cg = C / G;
+#pragma unroll
+    for (int i = 0; i < VEC; i++) {
+        const int ch = col * VEC + i, s = n * G + ch / cg;
+        kc[i].mu = mean[s]; kc[i].rs = rstd[s];
+        kc[i].ga = gamma ? gamma[ch] : 1.0f;
+        kc[i].be = gamma && beta ? beta[ch] : 0.0f;
+    }
+}
+
 template <typename T, int VEC>
 __global__ void __launch_bounds__(NORM_THREADS)
 norm_apply_kernel(T *__restrict__ y, const T *__restrict__ x, const float *mean, const float *rstd,
@@ -174,23 +192,16 @@ norm_apply_kernel(T *__restrict__ y, const T *__restrict__ x, const float *mean,
     const int n = blockIdx.y / tiles, tile = blockIdx.y % tiles;
     const int lc = threadIdx.x % cpb, ro = threadIdx.x / cpb, col = tile * cpb + lc;
     if (ro >= rp || col * VEC >= C) return;
-    const int cg = C / G;
-    float mu[VEC], rs[VEC], ga[VEC], be[VEC];
-#pragma unroll
-    for (int i = 0; i < VEC; i++) {
-        const int ch = col * VEC + i, s = n * G + ch / cg;
-        mu[i] = mean[s]; rs[i] = rstd[s];
-        ga[i] = gamma ? gamma[ch] : 1.0f;
-        be[i] = gamma ? beta[ch] : 0.0f;
-    }
+    col_coef kc[VEC];
+    col_coefs<VEC>(kc, mean, rstd, gamma, beta, n, col, C, G);
     const size_t off = (size_t)n * S * C + (size_t)col * VEC;
     for (size_t r = (size_t)blockIdx.x * rp + ro; r < S; r += (size_t)gridDim.x * rp) {
         float v[VEC];
         ld_vec<T, VEC>(x + off + r * C, v);
 #pragma unroll
         for (int i = 0; i < VEC; i++) {
-            float o = (v[i] - mu[i]) * rs[i];
-            if (gamma) o = o * ga[i] + be[i];
+            float o = (v[i] - kc[i].mu) * kc[i].rs;
+            if (gamma) o = o * kc[i].ga + kc[i].be;
             if (relu) o = o > 0.0f ? o : 0.0f;
             v[i] = o;
         }
@@ -200,9 +211,6 @@ norm_apply_kernel(T *__restrict__ y, const T *__restrict__ x, const float *mean,
 
 // ----------------------------------------------------------------------------
 // backward kernels
-
-// Per-thread coefficients of one vector column: mean, rstd, gamma, beta (for the ReLU mask).
-struct col_coef { float mu, rs, ga, be; };
 
 // dyr (dy masked by the fused ReLU, whose pre-activation is recomputed as the forward did it)
 // and xhat of one element.
@@ -230,20 +238,14 @@ grad_partial_kernel(float *__restrict__ part, const T *__restrict__ dy, const T 
     float *sa = sh, *sb = sh + rp * W;
     const int n = blockIdx.y / tiles, tile = blockIdx.y % tiles, k = blockIdx.x, nch = gridDim.x;
     const int lc = threadIdx.x % cpb, ro = threadIdx.x / cpb, col = tile * cpb + lc;
-    const int cg = C / G, affine = gamma != NULL;
+    const int affine = gamma != NULL;
     const size_t r0 = (size_t)k * chunk, r1 = min(S, r0 + chunk);
     float a[VEC], b[VEC];
 #pragma unroll
     for (int i = 0; i < VEC; i++) { a[i] = 0.0f; b[i] = 0.0f; }
     if (ro < rp && col * VEC < C) {
         col_coef kc[VEC];
-#pragma unroll
-        for (int i = 0; i < VEC; i++) {
-            const int ch = col * VEC + i, s = n * G + ch / cg;
-            kc[i].mu = mean[s]; kc[i].rs = rstd[s];
-            kc[i].ga = affine ? gamma[ch] : 1.0f;
-            kc[i].be = affine && beta ? beta[ch] : 0.0f;
-        }
+        col_coefs<VEC>(kc, mean, rstd, gamma, beta, n, col, C, G);
         const size_t off = (size_t)n * S * C + (size_t)col * VEC;
         size_t r = r0 + ro;
         for (; r + (size_t)rp < r1; r += 2 * (size_t)rp) {
@@ -354,15 +356,13 @@ grad_apply_kernel(T *__restrict__ dx, const T *__restrict__ dy, const T *__restr
     const int n = blockIdx.y / tiles, tile = blockIdx.y % tiles;
     const int lc = threadIdx.x % cpb, ro = threadIdx.x / cpb, col = tile * cpb + lc;
     if (ro >= rp || col * VEC >= C) return;
-    const int cg = C / G, affine = gamma != NULL;
+    const int affine = gamma != NULL;
     col_coef kc[VEC];
+    col_coefs<VEC>(kc, mean, rstd, gamma, beta, n, col, C, G);
     float m1[VEC], m2[VEC];
 #pragma unroll
     for (int i = 0; i < VEC; i++) {
-        const int ch = col * VEC + i, s = n * G + ch / cg;
-        kc[i].mu = mean[s]; kc[i].rs = rstd[s];
-        kc[i].ga = affine ? gamma[ch] : 1.0f;
-        kc[i].be = affine && beta ? beta[ch] : 0.0f;
+        const int s = n * G + (col * VEC + i) / (C / G);
         m1[i] = M[s]; m2[i] = M[(size_t)N * G + s];
     }
     const size_t off = (size_t)n * S * C + (size_t)col * VEC;
