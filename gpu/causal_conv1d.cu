@@ -14,9 +14,10 @@ halo (h24, PERF_NOTES v9).
 Backward is ONE pass over (x, dy, dx) in tiles of 32 tokens x 32 channels: every load of a tile
 first, then the pre-activation (recomputed for the SiLU derivative: nothing saved) and its
 gradient for the tile and a 3-token halo into shared memory, then dx gathered from there (one
-writer per element); per-thread dw / db sums in registers, which blocks reduce in a fixed order
-into the context's reduction scratch and a last kernel sums over the blocks in a fixed order
-(deterministic, no atomics; PERF_NOTES v24).
+writer per element; added to the old dx, or written where the caller asks, as for the first of
+the Mamba layer's three directions); per-thread dw / db sums in registers, which blocks reduce in
+a fixed order into the context's reduction scratch and a last kernel sums over the blocks in a
+fixed order (deterministic, no atomics; PERF_NOTES v24).
 Index arithmetic is 32-bit (the launchers check N L ldx < 2^32).
 */
 #include "gpu_internal.h"
@@ -152,15 +153,6 @@ struct c1_walk {
     }
 };
 
-// pi(j) directly (the backward's tiles: one division per row in the slice order).
-C1_HD unsigned c1_pi(const c1_args &a, unsigned j)
-{
-    if (a.order == TOM_FORWARD) return j;
-    if (a.order == TOM_REVERSE) return a.L - 1 - j;
-    const unsigned q = j / a.ns;
-    return (j - q * a.ns) * a.m + q;
-}
-
 template <typename T, int V> C1_HD c1_vec<T, V> c1_vzero()
 {
     c1_vec<T, V> r;
@@ -243,7 +235,7 @@ __global__ void __launch_bounds__(FWD_BLOCK) conv_fwd_kernel(T *y, const T *x, c
 
 // Backward, one tile of CB_TT scanned tokens [j0, j0 + CB_TT) x CB_EB channels per step.
 // With dpre[t] = dy[t] silu'(pre[t]) (or dy[t]) and dpre[t >= L] = 0:
-//   dx[n, pi(s), e] += sum_i w[e, i] dpre[s + K-1-i]          for s in the tile (gather)
+//   dx[n, pi(s), e] (+)= sum_i w[e, i] dpre[s + K-1-i]        for s in the tile (gather)
 //   acc[i4] += dpre[t] x[t - (3 - i4)], acc[4] += dpre[t]      for t in the tile
 // The tile's x rows (tokens j0 - 3 .. j0 + CB_TT + 2, at pi(j)), dy rows (j0 .. j0 + CB_TT + 2)
 // and the old dx rows are all loaded before their first use (one round trip per tile, ~14
@@ -255,6 +247,9 @@ __global__ void __launch_bounds__(FWD_BLOCK) conv_fwd_kernel(T *y, const T *x, c
 // dw / db sums stay in registers), tokens tl, tl + CB_TR, ... of each tile; the block walks
 // tiles blockIdx.x, + gridDim.x, ... of its channel slab blockIdx.y, and sums its token lanes
 // in order into part[(bx, e, 5)] (taps in the 4-slot frame, then db) when `part` is non-NULL.
+// dx_ow: dx is written, not added to (the old dx is not read); the launch writes every token
+// row and channel of dx once. (Loading the next tile under the current one's math, with its
+// token rows double-buffered, measured slower: 62 registers, 4 blocks an SM; PERF_NOTES v48.)
 #define CB_EB 32                                    // channels per block
 #define CB_TT 32                                    // tokens per tile
 #define CB_THREADS 256
@@ -264,7 +259,8 @@ __global__ void __launch_bounds__(FWD_BLOCK) conv_fwd_kernel(T *y, const T *x, c
 #define C1_NOROW 0xffffffffu                        // a token outside [0, L): reads as 0
 template <typename T>
 __global__ void __launch_bounds__(CB_THREADS) conv_bwd_kernel(T *dx, float *part, const T *dy,
-                                                              const T *x, c1_args a, int silu)
+                                                              const T *x, c1_args a, int silu,
+                                                              int dx_ow)
 {
     __shared__ float xs[CB_XR][CB_EB], dps[CB_DR][CB_EB];
     __shared__ unsigned rows[CB_XR];    // (n L + pi(j0 - 3 + i)) ldx, C1_NOROW outside [0, L)
@@ -284,7 +280,8 @@ __global__ void __launch_bounds__(CB_THREADS) conv_bwd_kernel(T *dx, float *part
         __syncthreads();                            // the previous tile's reads are done
         for (unsigned i = threadIdx.x; i < CB_XR; i += CB_THREADS) {
             const unsigned j = j0 + i - 3;          // wraps below 0: fails j < L
-            rows[i] = j0 + i >= 3 && j < a.L ? (n * a.L + c1_pi(a, j)) * a.ldx : C1_NOROW;
+            rows[i] = j0 + i >= 3 && j < a.L
+                          ? (n * a.L + tom_pi<unsigned>(a.order, j, a.L, a.ns)) * a.ldx : C1_NOROW;
         }
         __syncthreads();
         // every load of the tile first: x (0 before the sequence), dy (0 from L on), old dx;
@@ -303,7 +300,7 @@ __global__ void __launch_bounds__(CB_THREADS) conv_bwd_kernel(T *dx, float *part
 #pragma unroll
         for (int k = 0; k < CB_TT / CB_TR; k++) {
             const unsigned i = tl + k * CB_TR;
-            ov[k] = dx && eok && i < tn ? dx[rows[i + 3] + e] : c1_from_f<T>(0.0f);
+            ov[k] = dx && !dx_ow && eok && i < tn ? dx[rows[i + 3] + e] : c1_from_f<T>(0.0f);
         }
 #pragma unroll
         for (int k = 0; k < (CB_XR + CB_TR - 1) / CB_TR; k++)
@@ -328,7 +325,7 @@ __global__ void __launch_bounds__(CB_THREADS) conv_bwd_kernel(T *dx, float *part
         }
         __syncthreads();
         if (!dx) continue;
-        // dx[s] += sum over the taps of w4[i4] dpre[s + 3 - i4], at row pi(s)
+        // dx[s] (+)= sum over the taps of w4[i4] dpre[s + 3 - i4], at row pi(s)
 #pragma unroll
         for (int k = 0; k < CB_TT / CB_TR; k++) {
             const unsigned i = tl + k * CB_TR;
@@ -444,7 +441,7 @@ void causal_conv1d_forward_gpu(gpu_ctx_t *g, void *y, const void *x, size_t ldx,
 void causal_conv1d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const void *dy,
                                 const void *x, size_t ldx, const float *w, const float *b, int N,
                                 int E, size_t L, int K, tom_order_t order, size_t nslices,
-                                int silu)
+                                int silu, int dx_overwrite)
 {
     if (!N || !E || !L || (!dx && !dw && !db)) return;
     c1_args a = make_args(w, b, ldx, N, E, L, K, order, nslices);
@@ -465,7 +462,7 @@ void causal_conv1d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, co
     float *part = (dw || db) ? g->red : NULL;
     ACT_DISPATCH(g->act, T, {
         conv_bwd_kernel<T><<<dim3((unsigned)nbx, nslab), CB_THREADS, 0, g->stream>>>(
-            (T *)dx, part, (const T *)dy, (const T *)x, a, silu);
+            (T *)dx, part, (const T *)dy, (const T *)x, a, silu, dx_overwrite);
         KERNEL_CHECK();
     });
     if (part) {

@@ -340,16 +340,29 @@ void linear_forward_gpu(gpu_ctx_t *g, void *y, const void *x, const void *w, con
 }
 
 // dx += dy W, dw += dy^T x (A / B of the act type), db += the column sums of dy.
+// dx (+)= dy w: beta 1 adds, 0 writes (the GEMM then reads no old dx)
+static void linear_dx(gpu_ctx_t *g, void *dx, const void *dy, const void *w, linear_shape_t s,
+                      float beta)
+{
+    const int64_t M = (int64_t)s.N * (int64_t)s.L;
+    const int64_t ldx = s.x_nstride ? (int64_t)s.x_nstride : s.Cin;
+    const int64_t ldy = s.y_nstride ? (int64_t)s.y_nstride : s.Cout;
+    gemm_key_t k = make_key(g, GK_DX, s.Cin, M, s.Cout, s.Cin, ldy, ldx, 0, w, dy, dx, 0);
+    run(g, get_plan(g, &k), w, dy, dx, beta, NULL);
+}
+
+void linear_dx_gpu(gpu_ctx_t *g, void *dx, const void *dy, const void *w, linear_shape_t s)
+{
+    linear_dx(g, dx, dy, w, s, 0.0f);
+}
+
 void linear_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const void *dy,
                          const void *x, const void *w, linear_shape_t s)
 {
     int64_t M = (int64_t)s.N * (int64_t)s.L;
     int64_t ldx = s.x_nstride ? (int64_t)s.x_nstride : s.Cin;
     int64_t ldy = s.y_nstride ? (int64_t)s.y_nstride : s.Cout;
-    if (dx) {
-        gemm_key_t k = make_key(g, GK_DX, s.Cin, M, s.Cout, s.Cin, ldy, ldx, 0, w, dy, dx, 0);
-        run(g, get_plan(g, &k), w, dy, dx, 1.0f, NULL);
-    }
+    if (dx) linear_dx(g, dx, dy, w, s, 1.0f);
     if (dw) {
         gemm_key_t k = make_key(g, GK_DW, s.Cin, s.Cout, M, ldx, ldy, s.Cin, 1, x, dy, dw, 0);
         run(g, get_plan(g, &k), x, dy, dw, 1.0f, NULL);

@@ -154,6 +154,8 @@ void linear_forward_gpu(gpu_ctx_t *g, void *y, const void *x, const void *w, con
                         linear_shape_t s);
 void linear_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const void *dy,
                          const void *x, const void *w, linear_shape_t s);
+// dx = dy w, written rather than accumulated (no zeroing pass before it, no read of the old dx)
+void linear_dx_gpu(gpu_ctx_t *g, void *dx, const void *dy, const void *w, linear_shape_t s);
 
 // ---- norms (norm.cu); x, y, dx, dy: (N, S, C); statistics f32 --------------------------
 // relu = 1 fuses the ReLU that follows the norm (IN -> ReLU, GN -> ReLU): forward writes
@@ -254,14 +256,16 @@ void layernorm_backward_gpu(gpu_ctx_t *g, void *dx, float *dgamma, float *dbeta,
 // silu = 1. x: rows of row stride ldx (a channel slice of xz: ldx = 2E) in ORIGINAL order;
 // y, dy: (N, L, E) dense in SCANNED order. w: (E, K) f32, b: (E) f32 (K <= 4).
 // Backward: dy is the gradient of y (after the SiLU when silu = 1; the pre-activation is
-// recomputed from x, w, b); dx (row stride ldx, original order), dw, db accumulate.
+// recomputed from x, w, b); dx (row stride ldx, original order), dw, db accumulate -- dx is
+// written instead where dx_overwrite = 1 (all N L rows, channels 0 .. E-1; the old values are
+// not read).
 void causal_conv1d_forward_gpu(gpu_ctx_t *g, void *y, const void *x, size_t ldx, const float *w,
                                const float *b, int N, int E, size_t L, int K, tom_order_t order,
                                size_t nslices, int silu);
 void causal_conv1d_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const void *dy,
                                 const void *x, size_t ldx, const float *w, const float *b, int N,
                                 int E, size_t L, int K, tom_order_t order, size_t nslices,
-                                int silu);
+                                int silu, int dx_overwrite);
 
 // Selective scan of up to 3 ToM directions in one launch (d_state NS = 16 only), with the
 // Mamba dt projection fused in. Per direction: the SCANNED-order inputs u, x_dt, B, C and the
@@ -329,9 +333,9 @@ int selective_scan_backward_small(const gpu_ctx_t *g, int N, int E, size_t L);
 // The Mamba gate in original token order, n rows: G = Y * silu(z) and its backward
 // dz = dG * Y * silu'(z), Y being the pre-gate output summed over the directions (the layer's
 // forward scans with z = NULL and saves Y, as mamba_ssm saves `out`; G is formed from it for
-// out_proj). xz, dxz: (n, 2E) rows [x | z]; the backward writes dxz's z half and zeroes its x
-// half (the conv backward then accumulates there: no memset), and G again where G is not
-// NULL (dW_out needs it). Y, G, dG: (n, E). All act.
+// out_proj). xz, dxz: (n, 2E) rows [x | z]; the backward writes dxz's z half only (the layer's
+// first conv backward writes the x half: causal_conv1d_backward_gpu's dx_overwrite), and G
+// again where G is not NULL (dW_out needs it). Y, G, dG: (n, E). All act.
 void mamba_gate_forward_gpu(gpu_ctx_t *g, void *G, const void *Y, const void *xz, size_t n, int E);
 void mamba_gate_backward_gpu(gpu_ctx_t *g, void *dxz, void *G, const void *dG, const void *Y,
                              const void *xz, size_t n, int E);
@@ -434,7 +438,7 @@ void gpu_model_profile_step(gpu_model_t *gm, const float *x, const uint8_t *labe
 void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, double *bwd_ms);
 // The Mamba layers' bucket split by part (mamba_layer.cu marks each part, model_bench.cu names
 // them): forward, the backward's recomputes (rc) and the backward proper. The gate Y * SiLU(z)
-// and its backward are their own part (gate); "zeroing" is the backward's gradient memsets.
+// and its backward are their own part (gate).
 typedef enum {
     GPU_MPART_LN_FWD = 0, GPU_MPART_LN_RC, GPU_MPART_LN_BWD,
     GPU_MPART_IN_FWD, GPU_MPART_IN_RC, GPU_MPART_IN_BWD,
@@ -443,7 +447,6 @@ typedef enum {
     GPU_MPART_SCAN_FWD, GPU_MPART_SCAN_BWD,
     GPU_MPART_OUT_FWD, GPU_MPART_OUT_BWD,
     GPU_MPART_GATE,
-    GPU_MPART_ZERO,
     GPU_MPART_COUNT
 } gpu_mpart_t;
 #define GPU_MPART_END (-1)      // closes a layer call's last part

@@ -41,7 +41,7 @@ __global__ void gate_bwd_kernel(T *dxz, T *G, const T *dG, const T *Y, const T *
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n * per;
          i += (size_t)gridDim.x * blockDim.x) {
         const size_t r = i / per, c = i % per * V;
-        float dg[V], y[V], z[V], dz[V], zero[V], o[V];
+        float dg[V], y[V], z[V], dz[V], o[V];
         ld_vec<T, V>(dG + r * E + c, dg);
         ld_vec<T, V>(Y + r * E + c, y);
         ld_vec<T, V>(xz + r * 2 * E + E + c, z);
@@ -49,10 +49,8 @@ __global__ void gate_bwd_kernel(T *dxz, T *G, const T *dG, const T *Y, const T *
         for (int j = 0; j < V; j++) {
             const float sz = sigmoid_f(z[j]);
             dz[j] = dg[j] * y[j] * dsilu_of(z[j], sz);
-            zero[j] = 0.0f;
             o[j] = y[j] * (z[j] * sz);              // as gate_fwd_kernel: the same G
         }
-        st_vec<T, V>(dxz + r * 2 * E + c, zero);
         st_vec<T, V>(dxz + r * 2 * E + E + c, dz);
         if (G) st_vec<T, V>(G + r * E + c, o);
     }

@@ -12,12 +12,15 @@ Only .cu files include this (after gpu_internal.h).
 #define SCAN_T 32
 #define SCAN_NS 16
 
-// pi(j): position in the original order of the j-th scanned token (architecture.md §5.4).
-__device__ __forceinline__ size_t tom_pi(int order, size_t j, size_t L, size_t nslices)
+// pi(j): position in the original order of the j-th scanned token (architecture.md §5.4), in
+// index type I (size_t in the scans, unsigned in the conv1d's 32-bit tiles); host-callable for
+// the conv1d's host-checked run functions.
+template <typename I>
+__host__ __device__ __forceinline__ I tom_pi(int order, I j, I L, I nslices)
 {
     if (order == TOM_FORWARD) return j;
     if (order == TOM_REVERSE) return L - 1 - j;
-    const size_t m = L / nslices;
+    const I m = L / nslices;
     return (j % nslices) * m + j / nslices;
 }
 

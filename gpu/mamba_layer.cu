@@ -20,13 +20,13 @@ Saved:    Y (the pre-gate sum: dz = dG Y SiLU'(z) needs it, G is formed from it 
           same inputs (bit-identical): the LayerNorm, xz (one GEMM) and u_k (issue 5's Memory
           paragraph).
 Backward: T = LN(x), xz = T W_in^T; dG = dy W_out; one pass forms dz = dG Y SiLU'(z) into
-          dxz[E:], zeroes dxz[:E] and forms G = Y SiLU(z) again for dW_out; then one direction at a
-          time (buffers reused; below level 0 the three at once, bwd_dirs_together):
-          recompute u_k; scan backward (gout = dG SiLU(z) inside, no dz), which also runs the
-          dt_proj backward from its fp32 ddelta (dx_dbl[:R] and dW_dt with the fp32 master
-          W_dt; ddelta never goes to memory); x_proj GEMM backward; conv backward (SiLU
-          recomputed) into dxz[:E] at pi_k, directions in the order 0, 1, 2; then, with the T
-          kept from the start, dT = dxz W_in, dW_in, LN backward.
+          dxz[E:] and G = Y SiLU(z) again for dW_out; then one direction at a time (buffers
+          reused; below level 0 the three at once, bwd_dirs_together): recompute u_k; scan
+          backward (gout = dG SiLU(z) inside, no dz), which also runs the dt_proj backward from
+          its fp32 ddelta (dx_dbl[:R] and dW_dt with the fp32 master W_dt; ddelta never goes to
+          memory); x_proj GEMM backward; conv backward (SiLU recomputed) into dxz[:E] at pi_k
+          (written by direction 0, added to by 1 and 2); then, with the T kept from the start,
+          dT = dxz W_in, dW_in, LN backward.
 Precision: delta (the step size) and ddelta are fp32 in both modes (architecture.md §8).
 Parameters: offsets of mamba_layer_t into the device buffers; GEMM weights are read from the
 act-type copy (bf16 in bf16 mode), everything else (W_dt too: the scan's) from the fp32 master.
@@ -310,18 +310,16 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
     const layer_dims d = dims_of(g, m, N, L);
     const saved_v sv = saved_views((void *)saved, g, m, N, L, NULL);
     const scratch_v w = scratch_views(scratch, g, m, N, L, 0, NULL);
-    const size_t nle = d.NL * d.E * d.act;
     const void *pa = params_act;
 
     // T = LN(x) and xz again (T, mean, rstd kept for the end)
     layer_front(g, w.xz, w.T, w.mean, w.rstd, x, params, pa, m, d, N, L, 1);
-    // y = G W_out^T: dG = dy W_out; then one pass forms dz = dG Y SiLU'(z) into dxz[:, E:]
-    // (dxz[:, :E] zeroed for the conv backward's sums) and G = Y SiLU(z) again; dW_out += dy^T G
-    gpu_mark(g, GPU_MPART_ZERO);
-    gpu_memset(g, w.dG, 0, nle);
+    // y = G W_out^T: dG = dy W_out (written: no zeroing); then one pass forms dz = dG Y
+    // SiLU'(z) into dxz[:, E:] (dxz[:, :E] is written by direction 0's conv backward) and
+    // G = Y SiLU(z) again; dW_out += dy^T G
     gpu_mark(g, GPU_MPART_OUT_BWD);
     linear_shape_t out = { .N = N, .Cin = d.E, .Cout = d.C, .L = L, .x_nstride = 0, .y_nstride = 0 };
-    linear_backward_gpu(g, w.dG, NULL, NULL, dy, NULL, wptr(pa, m->out_proj, d.act), out);
+    linear_dx_gpu(g, w.dG, dy, wptr(pa, m->out_proj, d.act), out);
     gpu_mark(g, GPU_MPART_GATE);
     mamba_gate_backward_gpu(g, w.dxz, w.G, w.dG, sv.Y, w.xz, d.NL, d.E);
     gpu_mark(g, GPU_MPART_OUT_BWD);
@@ -369,17 +367,16 @@ void mamba_layer_backward_gpu(gpu_ctx_t *g, void *dx, float *dparams, void *scra
             causal_conv1d_backward_gpu(g, w.dxz, dparams + m->conv_w[k], dparams + m->conv_b[k],
                                        w.du3[j], w.xz, 2 * (size_t)d.E, params + m->conv_w[k],
                                        params + m->conv_b[k], N, d.E, L, m->K, (tom_order_t)k,
-                                       m->nslices, 1);
+                                       m->nslices, 1, k == 0);
         }
     }
 
-    // xz = T W_in^T: dT = dxz W_in, dW_in += dxz^T T
-    gpu_mark(g, GPU_MPART_ZERO);
-    gpu_memset(g, w.dT, 0, d.NL * d.C * d.act);
+    // xz = T W_in^T: dT = dxz W_in (written), dW_in += dxz^T T
     linear_shape_t in = { .N = N, .Cin = d.C, .Cout = 2 * d.E, .L = L, .x_nstride = 0, .y_nstride = 0 };
     gpu_mark(g, GPU_MPART_IN_BWD);
-    linear_backward_gpu(g, w.dT, dparams + m->in_proj, NULL, w.dxz, w.T,
-                        wptr(pa, m->in_proj, d.act), in);
+    const void *w_in = wptr(pa, m->in_proj, d.act);
+    linear_dx_gpu(g, w.dT, w.dxz, w_in, in);
+    linear_backward_gpu(g, NULL, dparams + m->in_proj, NULL, w.dxz, w.T, w_in, in);
     gpu_mark(g, GPU_MPART_LN_BWD);
     layernorm_backward_gpu(g, dx, dparams + m->norm_w, dparams + m->norm_b, w.dT, x, w.mean,
                            w.rstd, params + m->norm_w, N, d.C, L);

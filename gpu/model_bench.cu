@@ -228,8 +228,7 @@ const char *gpu_mpart_name(int part)
         "selective scan fwd (3 directions, dt_proj, sum)",
         "selective scan bwd (3 directions, dt_proj)",
         "out_proj GEMM fwd", "out_proj GEMM bwd (dG, dW_out)",
-        "gate Y SiLU(z): G fwd, G again + dz bwd",
-        "zeroing gradient buffers (bwd memsets)" };
+        "gate Y SiLU(z): G fwd, G again + dz bwd" };
     return part >= 0 && part < GPU_MPART_COUNT ? names[part] : "?";
 }
 

@@ -184,6 +184,9 @@ static void test_conv(int N, int E, size_t L, size_t ns, int order, int silu, in
     float *dwc = hcopy(dw0, (size_t)E * K), *dbc = hcopy(db0, E);
     causal_conv1d_backward_cpu(dxp, dwc, dbc, dpre, xp, w, N, E, L, K);
     tom_unpermute_cpu(dxc, dxp, N, E, L, (tom_order_t)order, ns);
+    // written instead of added (dx_overwrite): the x half is the gradient alone
+    float *dxzw = hcopy(dxz0, nl * ldx);
+    cf_to_tl(dxzw, dxc, N, E, L, ldx, 0);
     float *dxzt = hcopy(dxz0, nl * ldx), *orig = xmalloc(n * 4);
     tl_to_cf(orig, dxz0, N, E, L, ldx, 0);
     for (size_t i = 0; i < n; i++) dxc[i] += orig[i];
@@ -196,7 +199,7 @@ static void test_conv(int N, int E, size_t L, size_t ns, int order, int silu, in
     gpu_poison(g, dY, n * asz());
     causal_conv1d_forward_gpu(g, dY, dX, ldx, dW, dB, N, E, L, K, (tom_order_t)order, ns, silu);
     causal_conv1d_backward_gpu(g, dDX, dDW, dDB, dDY, dX, ldx, dW, dB, N, E, L, K,
-                               (tom_order_t)order, ns, silu);
+                               (tom_order_t)order, ns, silu, 0);
     float *y = get_act(dY, n), *dxg = get_act(dDX, nl * ldx);
     float *dwg = get_f32(dDW, (size_t)E * K), *dbg = get_f32(dDB, E);
     CLOSE("conv1d y", y, yt, n, rtol_op());
@@ -207,17 +210,23 @@ static void test_conv(int N, int E, size_t L, size_t ns, int order, int silu, in
     float *dDW2 = dev_f32(dw0, (size_t)E * K), *dDB2 = dev_f32(db0, E);
     void *dDX2 = dev_act(dxz0, nl * ldx);
     causal_conv1d_backward_gpu(g, NULL, dDW2, dDB2, dDY, dX, ldx, dW, dB, N, E, L, K,
-                               (tom_order_t)order, ns, silu);
+                               (tom_order_t)order, ns, silu, 0);
     causal_conv1d_backward_gpu(g, dDX2, NULL, NULL, dDY, dX, ldx, dW, dB, N, E, L, K,
-                               (tom_order_t)order, ns, silu);
+                               (tom_order_t)order, ns, silu, 0);
     float *dwg2 = get_f32(dDW2, (size_t)E * K), *dbg2 = get_f32(dDB2, E);
     float *dxg2 = get_act(dDX2, nl * ldx);
     CLOSE("conv1d dw (no dx)", dwg2, dwc, (size_t)E * K, bf16 ? 1e-2 : 1e-4);
     CLOSE("conv1d db (no dx)", dbg2, dbc, E, bf16 ? 1e-2 : 1e-4);
     CLOSE("conv1d dxz (no dw, db)", dxg2, dxzt, nl * ldx, rtol_op());
-    void *dv2[] = { dDW2, dDB2, dDX2 };
+    // dx written, not added (the old x half is random, the z half must stay)
+    void *dDX3 = dev_act(dxz0, nl * ldx);
+    causal_conv1d_backward_gpu(g, dDX3, NULL, NULL, dDY, dX, ldx, dW, dB, N, E, L, K,
+                               (tom_order_t)order, ns, silu, 1);
+    float *dxg3 = get_act(dDX3, nl * ldx);
+    CLOSE("conv1d dxz (overwrite)", dxg3, dxzw, nl * ldx, rtol_op());
+    void *dv2[] = { dDW2, dDB2, dDX2, dDX3 };
     for (size_t i = 0; i < sizeof dv2 / sizeof *dv2; i++) gpu_free(g, dv2[i]);
-    free(dwg2); free(dbg2); free(dxg2);
+    free(dwg2); free(dbg2); free(dxg2); free(dxg3); free(dxzw);
     void *dv[] = { dX, dY, dDY, dDX, dW, dB, dDW, dDB };
     for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu_free(g, dv[i]);
     float *hv[] = { xz, dy, dxz0, w, b, dw0, db0, xc, xp, yc, pre, yt, dyc, dpre, dxp, dxc, dwc,
@@ -429,7 +438,7 @@ static void test_scan(int N, int E, size_t L, size_t ns, int rr)
     }
     // The Mamba layer's path: the scans emit the pre-gate Y (z = NULL), then G = Y silu(z) and
     // dz = dy Y silu'(z) for the three directions at once -- G as the gated scans' sum above,
-    // dz as the sum of the CPU reference's per-direction dz, dxz's x half zeroed.
+    // dz as the sum of the CPU reference's per-direction dz, dxz's x half left alone.
     {
         scan_gpu_t su = s;
         for (int k = 0; k < 3; k++) su.dir[k].z = NULL;
@@ -438,9 +447,12 @@ static void test_scan(int N, int E, size_t L, size_t ns, int rr)
         gpu_poison(g, dG, n * asz());
         gpu_poison(g, dG2, n * asz());
         gpu_poison(g, ddxz, nl * ldz * asz());
+        unsigned char *before = xmalloc(nl * ldz * asz()), *after = xmalloc(nl * ldz * asz());
+        gpu_download(g, before, ddxz, nl * ldz * asz());
         selective_scan_forward_gpu(g, dYu, 0, states, ws, &su);
         mamba_gate_forward_gpu(g, dG, dYu, dxz, nl, E);
         mamba_gate_backward_gpu(g, ddxz, dG2, dDY, dYu, dxz, nl, E);
+        gpu_download(g, after, ddxz, nl * ldz * asz());
         float *gg = get_act(dG, n), *c = get_act(ddxz, nl * ldz), *got = xmalloc(n * 4);
         CLOSE("scan pre-gate Y, then the gate: G", gg, Gt, n, rtol_scan());
         {   // the backward's G for dW_out: the forward's, bit for bit
@@ -450,15 +462,14 @@ static void test_scan(int N, int E, size_t L, size_t ns, int rr)
             EXPECT(!memcmp(h1, h2, n * asz()), "gate backward's G differs from the forward's (E=%d)", E);
             free(h1); free(h2);
         }
-        int zeroed = 1;
-        for (size_t r = 0; r < nl; r++)
-            for (int e = 0; e < E; e++) {
-                got[r * E + e] = c[r * ldz + E + e];
-                zeroed &= c[r * ldz + e] == 0.0f;
-            }
+        int kept = 1;                               // the x half is the conv backward's
+        for (size_t r = 0; r < nl; r++) {
+            for (int e = 0; e < E; e++) got[r * E + e] = c[r * ldz + E + e];
+            kept &= !memcmp(before + r * ldz * asz(), after + r * ldz * asz(), (size_t)E * asz());
+        }
         CLOSE("gate dz (3 directions)", got, dzs, n, rtol_scan());
-        EXPECT(zeroed, "gate backward: dxz[:, :E] not zeroed (E=%d)", E);
-        free(gg); free(c); free(got);
+        EXPECT(kept, "gate backward wrote dxz[:, :E] (E=%d)", E);
+        free(gg); free(c); free(got); free(before); free(after);
         gpu_free(g, dYu); gpu_free(g, dG); gpu_free(g, dG2); gpu_free(g, ddxz);
     }
     // Determinism: the backward again from the same starting gradients, bit for bit.

@@ -406,10 +406,24 @@ static void check_linear(const char *name, int N, int Cin, int Cout, size_t L, i
         snprintf(lab, sizeof lab, "%s db", name);
         EXPECT(close_f32(lab, db_dev, db, Cout, rtol()), "%s", lab);
     }
+    // dx = dy w written (linear_dx_gpu) over random old values, the filler columns kept
+    float *dxp = calloc(nx, 4), *dwp = calloc(nw, 4);
+    linear_backward_cpu(dxp, dwp, NULL, dy, x, w, s);
+    void *dxw_dev = up_act(dxw, M * ldx);
+    linear_dx_gpu(g, dxw_dev, dy_dev, w_dev, sg);
+    float *dxg2 = down_act(dxw_dev, M * ldx);
+    filler_ok = 1;
+    for (size_t r = 0; r < M; r++) {
+        memcpy(dxs + r * Cin, dxg2 + r * ldx, Cin * 4);
+        for (int c = Cin; c < ldx; c++) filler_ok &= dxg2[r * ldx + c] == dxw[r * ldx + c];
+    }
+    snprintf(lab, sizeof lab, "%s dx written", name);
+    EXPECT(close_cl(lab, dxs, dxp, N, Cin, L, rtol()), "%s", lab);
+    EXPECT(filler_ok, "%s: dx written: columns outside the slice were modified", name);
     dfree_all();
     free(x); free(w); free(b); free(dy); free(dx0); free(dw0); free(db0); free(y_ref);
     free(dx); free(dw); free(db); free(x_cl); free(dx0_cl); free(xw); free(dxw); free(dy_cl);
-    free(dxg); free(dxs);
+    free(dxg); free(dxs); free(dxp); free(dwp); free(dxg2);
 }
 
 static void test_linear(void)
