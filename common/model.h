@@ -165,15 +165,7 @@ typedef struct {
 // Paper defaults: softmax Dice with background, smooth 1e-5 both, Adam(1e-4, 0.9, 0.999, 1e-8, wd 1e-5).
 train_cfg_t train_cfg_default(void);
 
-#define real float
-#define OP(name) name##_cpu
-#include "model_decl.h"
-#undef real
-#undef OP
-#define real double
-#define OP(name) name##_cpu_f64
-#include "model_decl.h"
-#undef real
-#undef OP
+#define PRECISION_DECL "model_decl.h"
+#include "both_precisions.h"
 
 #endif

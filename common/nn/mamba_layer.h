@@ -33,15 +33,7 @@ typedef struct {
 size_t mamba_layer_saved_size(const mamba_layer_t *m, int N, size_t L);
 size_t mamba_layer_scratch_size(const mamba_layer_t *m, int N, size_t L);
 
-#define real float
-#define OP(name) name##_cpu
-#include "mamba_layer_decl.h"
-#undef real
-#undef OP
-#define real double
-#define OP(name) name##_cpu_f64
-#include "mamba_layer_decl.h"
-#undef real
-#undef OP
+#define PRECISION_DECL "mamba_layer_decl.h"
+#include "both_precisions.h"
 
 #endif

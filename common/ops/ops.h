@@ -8,7 +8,7 @@ GPU. They are written to be read, not to be fast: plain loops, double accumulato
 Every op exists in two precisions built from ONE source file: each file in common/ops/ is
 compiled twice, once with `real` = float (functions named <op>_cpu) and once with
 `real` = double (functions named <op>_cpu_f64, used by the finite-difference checks).
-The declarations live in ops_decl.h, included twice below.
+The declarations live in ops_decl.h, included twice below (both_precisions.h).
 
 Letters used in shape comments:
   N batch   C channels   D, H, W spatial extents (NIfTI i, j, k; W fastest)   S = D*H*W
@@ -96,16 +96,7 @@ typedef struct {
 // ----------------------------------------------------------------------------
 // declarations, once per precision
 
-#define real float
-#define OP(name) name##_cpu
-#include "ops_decl.h"
-#undef real
-#undef OP
-
-#define real double
-#define OP(name) name##_cpu_f64
-#include "ops_decl.h"
-#undef real
-#undef OP
+#define PRECISION_DECL "ops_decl.h"
+#include "both_precisions.h"
 
 #endif
