@@ -1,8 +1,9 @@
 /*
 act.c -- elementwise activations on the CPU: ReLU, GELU (exact erf form), SiLU, softplus
-(threshold 20) and the residual add. Each value is computed in double and stored as `real`.
-Formulas follow the PyTorch docs of nn.ReLU / nn.GELU(approximate='none') / nn.SiLU /
-nn.Softplus(beta=1, threshold=20). Backward accumulates into dx (ops.h). Twin: gpu/act.cu.
+(threshold 20), the residual add, and the per-channel bias gradient of the convs and linears.
+Each value is computed in double and stored as `real`. Formulas follow the PyTorch docs of
+nn.ReLU / nn.GELU(approximate='none') / nn.SiLU / nn.Softplus(beta=1, threshold=20). Backward
+accumulates into dx (ops.h). Twin: gpu/elementwise.cu.
 */
 #include "real.h"
 #include <math.h>
@@ -109,4 +110,22 @@ void OP(add_forward)(real *y, const real *a, const real *b, size_t n)
 {
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+// ----------------------------------------------------------------------------
+// bias gradient: db[c] += sum over n and the S positions of dy (N, C, S), in double, sample n
+// at dy + n nstride (nstride 0: C S)
+
+void OP(bias_backward)(real *db, const real *dy, int N, int C, size_t S, size_t nstride)
+{
+    const size_t ns = nstride ? nstride : (size_t)C * S;
+    #pragma omp parallel for schedule(static) if((double)N * C * S >= 200000.0)
+    for (int c = 0; c < C; c++) {
+        double sum = 0;
+        for (int n = 0; n < N; n++) {
+            const real *d = dy + n * ns + (size_t)c * S;
+            for (size_t i = 0; i < S; i++) sum += d[i];
+        }
+        db[c] = (real)((double)db[c] + sum);
+    }
 }

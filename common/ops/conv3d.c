@@ -361,17 +361,7 @@ void OP(conv3d_backward)(real *dx, real *dw, real *db,
     conv3d_out_dims(&s, out);
     check_shape(&s, out);
     const size_t osz = (size_t)out[0] * out[1] * out[2];
-    if (db) {
-        #pragma omp parallel for schedule(static)
-        for (int co = 0; co < s.Cout; co++) {
-            double sum = 0;
-            for (int n = 0; n < s.N; n++) {
-                const real *d = dy + ((size_t)n * s.Cout + co) * osz;
-                for (size_t i = 0; i < osz; i++) sum += d[i];
-            }
-            db[co] = (real)((double)db[co] + sum);
-        }
-    }
+    if (db) OP(bias_backward)(db, dy, s.N, s.Cout, osz, 0);
     if (dw) {
         ASSERT(x);
         backward_weight(dw, dy, x, &s, out);

@@ -60,17 +60,7 @@ void OP(conv_transpose3d_backward)(real *dx, real *dw, real *db,
     conv3d_shape_t c = mirror_conv(&s, out);
     const size_t osz = (size_t)out[0] * out[1] * out[2];
     const size_t isz = (size_t)s.in[0] * s.in[1] * s.in[2];
-    if (db) {
-        #pragma omp parallel for schedule(static)
-        for (int co = 0; co < s.Cout; co++) {
-            double sum = 0;
-            for (int n = 0; n < s.N; n++) {
-                const real *d = dy + ((size_t)n * s.Cout + co) * osz;
-                for (size_t i = 0; i < osz; i++) sum += d[i];
-            }
-            db[co] = (real)((double)db[co] + sum);
-        }
-    }
+    if (db) OP(bias_backward)(db, dy, s.N, s.Cout, osz, 0);
     if (dw) {
         // mirror conv: its input is our dy, its output gradient is our x
         ASSERT(x);

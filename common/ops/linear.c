@@ -100,15 +100,5 @@ void OP(linear_backward)(real *dx, real *dw, real *db,
             dw[job] += (real)acc;
         }
     }
-    if (db) {
-        #pragma omp parallel for schedule(static) if((double)s.N * s.Cout * L >= PAR_MIN_WORK)
-        for (int o = 0; o < s.Cout; o++) {
-            double acc = 0;
-            for (int n = 0; n < s.N; n++) {
-                const real *dyr = dy + n * ys + (size_t)o * L;
-                for (size_t l = 0; l < L; l++) acc += dyr[l];
-            }
-            db[o] += (real)acc;
-        }
-    }
+    if (db) OP(bias_backward)(db, dy, s.N, s.Cout, L, ys);
 }

@@ -57,6 +57,9 @@ void OP(softplus_forward)(real *y, const real *x, size_t n);      // threshold 2
 void OP(softplus_backward)(real *dx, const real *dy, const real *x, size_t n);
 // y = a + b elementwise (residual adds); backward is the identity into both, done by callers.
 void OP(add_forward)(real *y, const real *a, const real *b, size_t n);
+// The gradient of a per-channel bias: db[c] += sum over n and s of dy (N, C, S), sample n at
+// dy + n nstride (0: dense, C S). The convs' and linears' backward use it.
+void OP(bias_backward)(real *db, const real *dy, int N, int C, size_t S, size_t nstride);
 
 // ---- depthwise causal conv1d (Mamba, kernel K <= 4), zero history ----------
 // y[n,e,t] = b[e] + sum_{i<K} w[e,i] * x[n,e,t-K+1+i]   (no activation)
