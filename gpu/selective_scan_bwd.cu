@@ -60,7 +60,10 @@ static size_t bsum_shm(int eb, int R, size_t act, int vec)
     return (size_t)BSUM_HALF * eb * sizeof(float) + (size_t)(SCAN_T + eb) * R * sizeof(float) +
            (vec ? 2 * (size_t)SCAN_T * eb * act : 0);
 }
-template <typename T, int VEC>
+// EXACT is k.exact as a template argument, as in every other scan kernel: as a run-time flag each
+// of a token's 16 decays carried a branch (BSSY / BRA / BSYNC) and the shared address of C was
+// formed again after each, ~4 of the ~9 issue slots a state (SASS of v49's build; PERF_NOTES v50).
+template <typename T, int VEC, int EXACT>
 __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float *S)
 {
     extern __shared__ float4 scan_dyn[];
@@ -134,7 +137,7 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
                 if (z) gout *= zv[q] * sigmoid_t<T>(zv[q]);
                 sum += dt;
 #pragma unroll
-                for (int s = 0; s < SCAN_NS; s++) lam[s] = scan_ex2(dt * A[s], k.exact) * fmaf(gout, Cs[t][s], lam[s]);
+                for (int s = 0; s < SCAN_NS; s++) lam[s] = scan_ex2(dt * A[s], EXACT) * fmaf(gout, Cs[t][s], lam[s]);
             }
         }
     }
@@ -679,6 +682,17 @@ static int bwd_vec_ok(const scan_gpu_t *s, const void *dy)
     return ok;
 }
 
+// The adjoint summary over every (chunk, dir, n, channel block) into w.big (X) and w.S
+template <typename T, int VEC, int EXACT>
+static void launch_bsum(gpu_ctx_t *g, const scan_k &k, int eb, const T *dy, const scan_ws &w)
+{
+    const size_t shm = bsum_shm(eb, k.R, sizeof(T), VEC);
+    const dim3 grid(k.nch, k.ndir * k.N, CEIL_DIV(k.E, eb));
+    scan_allow_shm(scan_bwd_summary<T, VEC, EXACT>, shm);
+    scan_bwd_summary<T, VEC, EXACT><<<grid, eb, shm, g->stream>>>(k, eb, dy, w.big, w.S);
+    KERNEL_CHECK();
+}
+
 int selective_scan_backward_small(const gpu_ctx_t *g, int N, int E, size_t L)
 {
     // the adjoint summary's blocks (the main kernel splits channels further where chunks are
@@ -698,16 +712,11 @@ void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *stat
     const int eb = scan_block_width(k.E);
     const int vec = bwd_vec_ok(s, dy);
     ACT_DISPATCH(g->act, T, {
-        const size_t shm = bsum_shm(eb, k.R, sizeof(T), vec);
-        const dim3 sgrid(k.nch, k.ndir * k.N, CEIL_DIV(k.E, eb));
-        if (vec) {
-            scan_allow_shm(scan_bwd_summary<T, 1>, shm);
-            scan_bwd_summary<T, 1><<<sgrid, eb, shm, g->stream>>>(k, eb, (const T *)dy, w.big, w.S);
-        } else {
-            scan_allow_shm(scan_bwd_summary<T, 0>, shm);
-            scan_bwd_summary<T, 0><<<sgrid, eb, shm, g->stream>>>(k, eb, (const T *)dy, w.big, w.S);
-        }
-        KERNEL_CHECK();
+        const T *dyt = (const T *)dy;
+        if (vec && k.exact) launch_bsum<T, 1, 1>(g, k, eb, dyt, w);
+        else if (vec) launch_bsum<T, 1, 0>(g, k, eb, dyt, w);
+        else if (k.exact) launch_bsum<T, 0, 1>(g, k, eb, dyt, w);
+        else launch_bsum<T, 0, 0>(g, k, eb, dyt, w);
     });
     scan_carry_pass(g, w.big, w.S, k, 1);
     int egs;
