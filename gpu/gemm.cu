@@ -339,7 +339,6 @@ void linear_forward_gpu(gpu_ctx_t *g, void *y, const void *x, const void *w, con
     }
 }
 
-// dx += dy W, dw += dy^T x (A / B of the act type), db += the column sums of dy.
 // dx (+)= dy w: beta 1 adds, 0 writes (the GEMM then reads no old dx)
 static void linear_dx(gpu_ctx_t *g, void *dx, const void *dy, const void *w, linear_shape_t s,
                       float beta)
@@ -356,6 +355,7 @@ void linear_dx_gpu(gpu_ctx_t *g, void *dx, const void *dy, const void *w, linear
     linear_dx(g, dx, dy, w, s, 0.0f);
 }
 
+// dx += dy W, dw += dy^T x (A / B of the act type), db += the column sums of dy.
 void linear_backward_gpu(gpu_ctx_t *g, void *dx, float *dw, float *db, const void *dy,
                          const void *x, const void *w, linear_shape_t s)
 {

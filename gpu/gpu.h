@@ -166,7 +166,7 @@ void instancenorm_forward_gpu(gpu_ctx_t *g, void *y, float *mean, float *rstd, c
 void instancenorm_backward_gpu(gpu_ctx_t *g, void *dx, const void *dy, const void *x,
                                const float *mean, const float *rstd, int N, int C, size_t S,
                                int relu);
-// gamma, beta: (C) f32. beta is needed by the backward only when relu = 1 (else may be NULL).
+// gamma, beta: (C) f32; a NULL beta reads as zeros (the backward needs it only when relu = 1).
 void groupnorm_forward_gpu(gpu_ctx_t *g, void *y, float *mean, float *rstd, const void *x,
                            const float *gamma, const float *beta, int N, int C, int G, size_t S,
                            double eps, int relu);

@@ -13,10 +13,9 @@ Only .cu files include this (after gpu_internal.h).
 #define SCAN_NS 16
 
 // pi(j): position in the original order of the j-th scanned token (architecture.md §5.4), in
-// index type I (size_t in the scans, unsigned in the conv1d's 32-bit tiles); host-callable for
-// the conv1d's host-checked run functions.
+// index type I (size_t in the scans, unsigned in the conv1d backward's 32-bit tiles).
 template <typename I>
-__host__ __device__ __forceinline__ I tom_pi(int order, I j, I L, I nslices)
+__device__ __forceinline__ I tom_pi(int order, I j, I L, I nslices)
 {
     if (order == TOM_FORWARD) return j;
     if (order == TOM_REVERSE) return L - 1 - j;

@@ -137,7 +137,8 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
                 if (z) gout *= zv[q] * sigmoid_t<T>(zv[q]);
                 sum += dt;
 #pragma unroll
-                for (int s = 0; s < SCAN_NS; s++) lam[s] = scan_ex2(dt * A[s], EXACT) * fmaf(gout, Cs[t][s], lam[s]);
+                for (int s = 0; s < SCAN_NS; s++)
+                    lam[s] = scan_ex2(dt * A[s], EXACT) * fmaf(gout, Cs[t][s], lam[s]);
             }
         }
     }

@@ -8,6 +8,8 @@ accumulates into dx (ops.h). Twin: gpu/elementwise.cu.
 #include "real.h"
 #include <math.h>
 
+#define PAR_MIN_WORK 200000.0       // elements under which an op stays on one thread
+
 // ----------------------------------------------------------------------------
 // ReLU; the derivative at exactly 0 is taken as 0 (PyTorch's threshold_backward does the same)
 
@@ -119,7 +121,7 @@ void OP(add_forward)(real *y, const real *a, const real *b, size_t n)
 void OP(bias_backward)(real *db, const real *dy, int N, int C, size_t S, size_t nstride)
 {
     const size_t ns = nstride ? nstride : (size_t)C * S;
-    #pragma omp parallel for schedule(static) if((double)N * C * S >= 200000.0)
+    #pragma omp parallel for schedule(static) if((double)N * C * S >= PAR_MIN_WORK)
     for (int c = 0; c < C; c++) {
         double sum = 0;
         for (int n = 0; n < N; n++) {

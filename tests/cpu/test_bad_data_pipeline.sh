@@ -8,12 +8,8 @@
 # case with the file and the problem and skips it; each epoch sends exactly the 4 good volumes and
 # skips the 10 bad ones; the good cases train (the trainer reaches its last step); nothing died.
 set -u
-BUILD=${BUILD:-build}
-BIN=${BIN:-bin}
-export BIN
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 source "$(dirname "$0")/../tally.sh"
-for b in srm-exporter srm-loader srm-augmenter srm-trainer; do [ -x "$BIN/$b" ] || { bad "$BIN/$b not built"; finish; }; done
+need_exec "$BIN"/srm-{exporter,loader,augmenter,trainer}
 work=$(mktemp -d /tmp/srm-baddata-XXXXXX)
 trainpid=""
 cleanup() { [ -n "$trainpid" ] && kill -TERM "$trainpid" 2>/dev/null && wait "$trainpid" 2>/dev/null; rm -rf "$work"; }

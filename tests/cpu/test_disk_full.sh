@@ -10,13 +10,8 @@
 # chmod would not stop the exporter): the exporter refuses again, and after a read-write remount
 # the final checkpoint lands. Prints "N passed, N failed".
 set -u
-BUILD=${BUILD:-build}
-BIN=${BIN:-bin}
-export BIN
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 source "$(dirname "$0")/../tally.sh"
-for b in srm-exporter srm-loader srm-augmenter srm-trainer; do [ -x "$BIN/$b" ] || { bad "$BIN/$b not built"; finish; }; done
-[ -x "$BUILD/tools/ckpt_verify" ] || { bad "$BUILD/tools/ckpt_verify not built (make tools)"; finish; }
+need_exec "$BIN"/srm-{exporter,loader,augmenter,trainer} "$BUILD/tools/ckpt_verify"
 
 work=$(mktemp -d /tmp/srm-diskfull-XXXXXX)
 run=$work/run ck=$work/run/checkpoints

@@ -12,17 +12,10 @@
 #   acknowledged step is on disk (the exporter keeps all here); no process of the run is left.
 # Prints "N passed, N failed" and the kill count.
 set -u
-BUILD=${BUILD:-build}
-BIN=${BIN:-bin}
-export BIN
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 source "$(dirname "$0")/../tally.sh"
 kills=0
-for b in srm-exporter srm-loader srm-augmenter srm-trainer srm-evaluator; do
-  [ -x "$BIN/$b" ] || { bad "$BIN/$b not built"; echo "$pass passed, $fail failed"; exit 1; }
-done
 VERIFY=$BUILD/tools/ckpt_verify ST=$BUILD/tools/safetensors_tool
-for t in "$VERIFY" "$ST"; do [ -x "$t" ] || { bad "$t not built (make tools)"; echo "$pass passed, $fail failed"; exit 1; }; done
+need_exec "$BIN"/srm-{exporter,loader,augmenter,trainer,evaluator} "$VERIFY" "$ST"
 
 work=$(mktemp -d /tmp/srm-faults-XXXXXX)
 trainpid=""

@@ -11,10 +11,6 @@
 # The loader's cases socket stays ipc:// (shared filesystem): the test is about the evaluator's
 # placement; the loader's own CURVE endpoints are covered by test_curve.py.
 set -u
-BUILD=${BUILD:-build}
-BIN=${BIN:-bin}
-export BIN
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 source "$(dirname "$0")/../tally.sh"
 
 ns=srm-ev-$$ vh=srmh$$ ve=srme$$ net=$(( $$ % 250 + 1 ))
@@ -54,7 +50,7 @@ ip netns exec "$ns" /usr/bin/python3 -c "import socket; socket.create_connection
 ip netns exec "$ns" ip -4 addr show | grep -q "127.0.0.1" && ! ip netns exec "$ns" ip -4 addr show | grep -q "$host_ip" \
   && ok "the namespace has its own addresses" || bad "namespace addresses look shared"
 
-for b in srm-exporter srm-loader srm-augmenter srm-trainer srm-evaluator; do [ -x "$BIN/$b" ] || { bad "$BIN/$b not built"; finish; }; done
+need_exec "$BIN"/srm-{exporter,loader,augmenter,trainer,evaluator}
 bash "$ROOT/scripts/keys.sh" "$work/keys" server trainer evaluator feeder >/dev/null && bash "$ROOT/scripts/keys.sh" "$work/strangers" stranger >/dev/null \
   || { bad "scripts/keys.sh failed"; finish; }
 K=$work/keys

@@ -17,7 +17,6 @@
 set -u
 cd "$(dirname "$0")/../.."
 source tests/tally.sh
-BUILD=${BUILD:-build}
 T=${SRM_SANITIZE_TIMEOUT:-600}
 LOGS=${SRM_SANITIZE_LOGS:-${TMPDIR:-/tmp}}
 CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer \
