@@ -281,7 +281,7 @@ __global__ void __launch_bounds__(CB_THREADS) conv_bwd_kernel(T *dx, float *part
         for (unsigned i = threadIdx.x; i < CB_XR; i += CB_THREADS) {
             const unsigned j = j0 + i - 3;          // wraps below 0: fails j < L
             rows[i] = j0 + i >= 3 && j < a.L
-                          ? (n * a.L + tom_pi<unsigned>(a.order, j, a.L, a.ns)) * a.ldx : C1_NOROW;
+                          ? (n * a.L + tom_pi<unsigned>(a.order, j, a.L, a.ns, a.m)) * a.ldx : C1_NOROW;
         }
         __syncthreads();
         // every load of the tile first: x (0 before the sequence), dy (0 from L on), old dx;

@@ -324,6 +324,12 @@ void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *st
 // dy: (N, L, E) original order (the gradient of y, shared by all directions).
 void selective_scan_backward_gpu(gpu_ctx_t *g, const void *dy, const float *states,
                                  void *workspace, const scan_gpu_t *s);
+// The step size delta = softplus(raw) (threshold 20) of n raw values as the scan kernels form
+// it for the context's mode (bf16: a fast form, relative error ~1e-6), its derivative dsp and
+// delta again as the backward kernel's combined form gives it (dt_bwd: the same bits as dt).
+// Device f32 arrays; for the tests.
+void selective_scan_step_size_gpu(gpu_ctx_t *g, float *dt, float *dsp, float *dt_bwd,
+                                  const float *raw, size_t n);
 // Whether the backward of ONE direction of this shape gives the GPU too few blocks to fill it
 // (fewer than 16 chunk-and-channel blocks an SM: its kernels are then latency-bound, and three
 // directions in one call take less than three times one). The Mamba layer runs its three

@@ -14,12 +14,12 @@ Only .cu files include this (after gpu_internal.h).
 
 // pi(j): position in the original order of the j-th scanned token (architecture.md §5.4), in
 // index type I (size_t in the scans, unsigned in the conv1d backward's 32-bit tiles).
+// m = L / nslices, formed once by the caller (a division per token costs ~20 instructions).
 template <typename I>
-__device__ __forceinline__ I tom_pi(int order, I j, I L, I nslices)
+__device__ __forceinline__ I tom_pi(int order, I j, I L, I nslices, I m)
 {
     if (order == TOM_FORWARD) return j;
     if (order == TOM_REVERSE) return L - 1 - j;
-    const I m = L / nslices;
     return (j % nslices) * m + j / nslices;
 }
 
@@ -64,28 +64,62 @@ __device__ __forceinline__ float exp2_acc(float x)
     return p * __int_as_float(((int)n + 127) << 23);
 }
 // The scan's decays: exact (strict fp32 mode) or the MUFU instruction (bf16 mode, where the
-// bf16 inputs dominate the error). `exact` is uniform over a launch: no divergence.
-__device__ __forceinline__ float scan_ex2(float x, int exact) { return exact ? exp2_acc(x) : ex2_fast(x); }
+// bf16 inputs dominate the error). The mode is a template argument only: as a run-time flag it
+// put a branch on every decay (v12, v50).
+template <int EXACT> __device__ __forceinline__ float scan_ex2(float x)
+{
+    if constexpr (EXACT) return exp2_acc(x);
+    else return ex2_fast(x);
+}
 
 __device__ __forceinline__ float softplus20_f(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+// softplus for bf16 layers without log1pf / expf (~45 instructions a use; this ~16, two of them
+// MUFU): softplus(v) = max(v, 0) + log1p(e), e = exp(-|v|) in (0, 1] by the MUFU exponential,
+// and log1p(e) = 2 atanh(s) = 2 s (1 + s^2/3 + ... + s^12/13), s = e / (2 + e) in (0, 1/3]
+// (truncation < (1/9)^7 / 15 = 1.4e-8 relative; the MUFU pair ~2^-21). Relative error a few
+// 1e-7, far under bf16's 4e-3. The threshold holds by itself: for v > 20, log1p(e) < 2.1e-9 is
+// under half an ulp of v. e comes back for the derivative.
+__device__ __forceinline__ float softplus_fast(float v, float &e)
+{
+    e = ex2_fast(-fabsf(v) * LOG2E_F);
+    const float sv = __fdividef(e, 2.0f + e), s2 = sv * sv;
+    float p = 1.0f / 13.0f;
+    p = fmaf(p, s2, 1.0f / 11.0f);
+    p = fmaf(p, s2, 1.0f / 9.0f);
+    p = fmaf(p, s2, 1.0f / 7.0f);
+    p = fmaf(p, s2, 1.0f / 5.0f);
+    p = fmaf(p, s2, 1.0f / 3.0f);
+    p = fmaf(p, s2, 1.0f);
+    return fmaf(2.0f * sv, p, fmaxf(v, 0.0f));
+}
+// The step size delta = softplus(raw) of a layer of element type T: the fast form above for
+// bf16 layers, softplus20_f for fp32 ones. Every scan kernel forms it through this (or
+// softplus20_d below, the same operations), so the forward and the backward's recomputes agree
+// bit for bit.
+template <typename T> __device__ __forceinline__ float softplus20_t(float v)
+{
+    if constexpr (sizeof(T) == 2) { float e; return softplus_fast(v, e); }
+    else return softplus20_f(v);
+}
 // The sigmoid for a layer of element type T: bf16 layers take the fast exponential and division
 // (relative error ~1e-7, far under bf16's 4e-3 rounding; the accurate pair costs ~16 issue
-// slots per use), fp32 layers the accurate one. Never the step size: softplus20_f is the same
-// function in every kernel, so the forward and the backward's recomputes agree bit for bit.
+// slots per use), fp32 layers the accurate one.
 template <typename T> __device__ __forceinline__ float sigmoid_t(float v)
 {
     if constexpr (sizeof(T) == 2) return __fdividef(1.0f, 1.0f + __expf(-v));
     else return sigmoid_f(v);
 }
-// softplus20_f(v) (the same operations, bit for bit) and its derivative sigmoid(v): for bf16
-// from the same exponential and a fast division; for fp32 as before (sharing the exponential
-// there doubled scan_bwd_main's spills)
+// softplus20_t<T>(v) (the same operations, bit for bit) and its derivative sigmoid(v): for
+// bf16 from the same exponential, sigmoid(v) = 1 / (1 + e) for v >= 0 and e / (1 + e) below;
+// for fp32 as before (sharing the exponential there doubled scan_bwd_main's spills)
 template <typename T> __device__ __forceinline__ float softplus20_d(float v, float &dsp)
 {
     if constexpr (sizeof(T) == 2) {
-        const float ev = expf(v);
-        dsp = v > 20.0f ? 1.0f : __fdividef(ev, 1.0f + ev);
-        return v > 20.0f ? v : log1pf(ev);
+        float e;
+        const float dt = softplus_fast(v, e);
+        const float r = __fdividef(1.0f, 1.0f + e);
+        dsp = v >= 0.0f ? r : e * r;
+        return dt;
     } else {
         const float dt = softplus20_f(v);
         dsp = v > 20.0f ? 1.0f : sigmoid_f(v);
@@ -134,7 +168,7 @@ __device__ __forceinline__ void scan_chunk_rows(size_t *srow, const scan_k &k, i
 {
     if (threadIdx.x < SCAN_T)
         srow[threadIdx.x] = (int)threadIdx.x < tn
-            ? (size_t)n * k.L + tom_pi(order, j0 + threadIdx.x, k.L, k.nslices) : 0;
+            ? (size_t)n * k.L + tom_pi(order, j0 + threadIdx.x, k.L, k.nslices, k.L / k.nslices) : 0;
 }
 
 // The fused dt projection: delta_raw(t, e) = sum_r x_dt(t, r) W_dt(e, r), fp32, one fmaf per r
@@ -186,13 +220,17 @@ __device__ __forceinline__ void scan_dt_tokens(float (&a)[NT], const float *xs, 
         }
     }
 }
-// tokens [t0, t0 + nt) of the chunk (the whole chunk by default; nt a multiple of SCAN_T / 4)
-// for the thread's channel into dts[(t - t0) * eb + el], a quarter of the chunk at a time (all
-// 32 accumulators at once raised the adjoint summary from 56 to 68 registers, 12 -> 9 blocks per
-// SM; halves 61)
-__device__ __forceinline__ void scan_dt_to_shared(float *dts, int eb, int el, const float *xs,
-                                                  const float *w, int R, int t0 = 0,
-                                                  int nt = SCAN_T)
+// The step sizes delta = softplus20_t<T>(delta_raw + bias) of tokens [t0, t0 + nt) of the chunk
+// (the whole chunk by default; nt a multiple of SCAN_T / 4) for the thread's channel into
+// dts[(t - t0) * eb + el], a quarter of the chunk at a time (all 32 accumulators at once raised
+// the adjoint summary from 56 to 68 registers, 12 -> 9 blocks per SM; halves 61). The softplus
+// is formed here, eight independent tokens at once, not in the token walks that read dts: there
+// its dependent chain (two MUFU round trips, eight FMAs) stood in front of each token's decays
+// and cost the emit 6-20 % (v51).
+template <typename T>
+__device__ __forceinline__ void scan_delta_to_shared(float *dts, int eb, int el, const float *xs,
+                                                     const float *w, int R, float bias, int t0 = 0,
+                                                     int nt = SCAN_T)
 {
     constexpr int NT = SCAN_T / 4;
 #pragma unroll 1
@@ -200,7 +238,7 @@ __device__ __forceinline__ void scan_dt_to_shared(float *dts, int eb, int el, co
         float a[NT];
         scan_dt_tokens(a, xs, t0 + h, w, R);
 #pragma unroll
-        for (int t = 0; t < NT; t++) dts[(h + t) * eb + el] = a[t];   // own column
+        for (int t = 0; t < NT; t++) dts[(h + t) * eb + el] = softplus20_t<T>(a[t] + bias);
     }
 }
 // A channel's 16 values of A = -exp(A_log) (0 past E), loaded by the thread-per-channel kernels

@@ -166,7 +166,7 @@ stats_final_kernel(float *mean, float *rstd, const float *part, int C, int G, in
 // forward apply: y = relu?((x - mean) * rstd * gamma + beta), grid (row blocks, N * tiles)
 
 // Per-thread coefficients of one vector column: mean, rstd, gamma, beta (gamma absent: 1, 0).
-struct col_coef { float mu, rs, ga, be; };
+struct col_coef { float mu, rs, ga, be; int s; };     // s: the (sample, group) index n G + g
 // Those of channels col VEC .. + VEC - 1 of sample n (G groups of C / G channels).
 template <int VEC>
 __device__ __forceinline__ void col_coefs(col_coef (&kc)[VEC], const float *mean, const float *rstd,
@@ -177,7 +177,7 @@ __device__ __forceinline__ void col_coefs(col_coef (&kc)[VEC], const float *mean
 #pragma unroll
     for (int i = 0; i < VEC; i++) {
         const int ch = col * VEC + i, s = n * G + ch / cg;
-        kc[i].mu = mean[s]; kc[i].rs = rstd[s];
+        kc[i].s = s; kc[i].mu = mean[s]; kc[i].rs = rstd[s];
         kc[i].ga = gamma ? gamma[ch] : 1.0f;
         kc[i].be = gamma && beta ? beta[ch] : 0.0f;
     }
@@ -361,10 +361,7 @@ grad_apply_kernel(T *__restrict__ dx, const T *__restrict__ dy, const T *__restr
     col_coefs<VEC>(kc, mean, rstd, gamma, beta, n, col, C, G);
     float m1[VEC], m2[VEC];
 #pragma unroll
-    for (int i = 0; i < VEC; i++) {
-        const int s = n * G + (col * VEC + i) / (C / G);
-        m1[i] = M[s]; m2[i] = M[(size_t)N * G + s];
-    }
+    for (int i = 0; i < VEC; i++) { m1[i] = M[kc[i].s]; m2[i] = M[(size_t)N * G + kc[i].s]; }
     const size_t off = (size_t)n * S * C + (size_t)col * VEC;
     for (size_t r = (size_t)blockIdx.x * rp + ro; r < S; r += (size_t)gridDim.x * rp) {
         float g0[VEC], x0[VEC], d0[VEC];

@@ -189,7 +189,7 @@ __global__ void scan_fwd_summary(scan_k k, int eb, float *hloc, float *S)
 #pragma unroll
         for (int t = 0; t < SCAN_T; t++) {
             const float ut = t < tn ? to_f(u[((size_t)n * k.L + j0 + t) * k.E + e]) : 0.0f;
-            const float dt = softplus20_f(draw[t] + bias);
+            const float dt = softplus20_t<T>(draw[t] + bias);
             tdu[t * eb + el] = make_float2(dt, dt * ut);
         }
     }
@@ -205,7 +205,7 @@ __global__ void scan_fwd_summary(scan_k k, int eb, float *hloc, float *S)
         const float2 v = tdu[t * eb + el];
         sum += v.x;
 #pragma unroll
-        for (int s = 0; s < SCAN_NS; s++) h[s] = fmaf(scan_ex2(v.x * A[s], EXACT), h[s], v.y * Bs[t][s]);
+        for (int s = 0; s < SCAN_NS; s++) h[s] = fmaf(scan_ex2<EXACT>(v.x * A[s]), h[s], v.y * Bs[t][s]);
     }
     const size_t row = ((size_t)blockIdx.y * k.nch + c) * k.E + e;
 #pragma unroll
@@ -241,6 +241,7 @@ __device__ __forceinline__ int carry_at(int row, int col)
     return row * CARRY_COLS + col + (row >> 3);
 }
 
+template <int EXACT>
 __global__ void __launch_bounds__(CARRY_THREADS)
 scan_carry_kernel(float *buf, const float *S, scan_k k, int reverse)
 {
@@ -283,7 +284,7 @@ scan_carry_kernel(float *buf, const float *S, scan_k k, int reverse)
 #pragma unroll
         for (int q = 0; q < CARRY_Q; q++) {
             const int r = lane * CARRY_Q + q;
-            a[q] = scan_ex2(A * Ss[r + (r >> 3)], k.exact);
+            a[q] = scan_ex2<EXACT>(A * Ss[r + (r >> 3)]);
             v[q] = tile[carry_at(r, w)];
             cb = fmaf(a[q], cb, v[q]);
             ca *= a[q];
@@ -324,22 +325,25 @@ void scan_carry_pass(gpu_ctx_t *g, float *buf, const float *S, const scan_k &k, 
     static_assert(SCAN_NS % CARRY_COLS == 0, "a carry tile must lie inside one channel");
     const int cols = k.E * SCAN_NS;
     dim3 grid(cols / CARRY_COLS, k.ndir * k.N);
-    scan_carry_kernel<<<grid, CARRY_THREADS, 0, g->stream>>>(buf, S, k, reverse);
+    if (k.exact) scan_carry_kernel<1><<<grid, CARRY_THREADS, 0, g->stream>>>(buf, S, k, reverse);
+    else scan_carry_kernel<0><<<grid, CARRY_THREADS, 0, g->stream>>>(buf, S, k, reverse);
     KERNEL_CHECK();
 }
 
 // ----------------------------------------------------------------------------
 // 3. emit one direction: y[n, pi(j), e] (=|+=) (sum_s C h + D u) * silu(z)
-// The chunk's raw step sizes of the thread's channel go to shared memory first (dynamic,
+// The chunk's step sizes of the thread's channel go to shared memory first (dynamic,
 // SCAN_T x eb, then the chunk's x_dt and the channels' W_dt rows).
-// The global loads of token t + 1 (u, z, and y when accumulating) are issued before
-// token t's 16-state update (h27 v12): before, a token's loads could not move above the
-// previous token's y store (the compiler cannot prove u / z / y do not alias), so every token
-// waited one dependent round trip (two with the y read) after its predecessor. One token ahead
-// costs ~6 registers; v5's 8-token prefetch cost 30-60 and lost more occupancy than it hid.
-// Safe: the rows read ahead belong to other tokens (pi is a permutation), never to a y row
-// this thread stores before it. (Measured: worth ~0.2 ms of the 96^3 step, within noise; the
-// A/B switch that measured it is gone.)
+// The global loads of token t + 2 (u, z, and y when accumulating) are issued before token t's
+// 16-state update (h27 v12, v51): before, a token's loads could not move above the previous
+// token's y store (the compiler cannot prove u / z / y do not alias), so every token waited
+// one dependent round trip (two with the y read) after its predecessor. One token ahead
+// sufficed while each token also formed its softplus (~45 instructions); with the step sizes
+// formed in the staging and the fast softplus, a token's update is ~90 instructions and the
+// next token's load was its largest stall (ncu source counters, level 0: ~40 % of the samples
+// on the register copy of the loaded u). v5's 8-token prefetch cost 30-60 registers and lost
+// more occupancy than it hid. Safe: the rows read ahead belong to other tokens (pi is a
+// permutation), never to a y row this thread stores before it.
 
 // blockIdx.z: the channel block of eb = scan_block_width(E) channels. ALL = 0: direction dir,
 // blockIdx.y = n, y (+)= the output; ALL = 1: every direction (blockIdx.y = d N + n), direction
@@ -351,7 +355,7 @@ __global__ void scan_fwd_emit(scan_k k, int dir, int eb, T *y, int accumulate, c
 {
     extern __shared__ float4 scan_dyn[];
     float *xs, *ws;                                 // x_dt, W_dt (scan_chan_carve)
-    float *dts = scan_chan_carve<float>(scan_dyn, eb, k.R, xs, ws);     // delta_raw
+    float *dts = scan_chan_carve<float>(scan_dyn, eb, k.R, xs, ws);     // delta
     __shared__ float Bs[SCAN_T][SCAN_NS], Cs[SCAN_T][SCAN_NS];
     __shared__ size_t srow[SCAN_T];                 // n L + pi(j0 + t): the y / z row of token t
     const int c = blockIdx.x, d = ALL ? (int)blockIdx.y / k.N : dir;
@@ -369,41 +373,52 @@ __global__ void scan_fwd_emit(scan_k k, int dir, int eb, T *y, int accumulate, c
     scan_chan_stage<T>(Bs, Cs, srow, xs, ws, k, P, n, j0, tn, blockIdx.z * eb, eb);
     __syncthreads();
     if (e >= k.E) return;
-    scan_dt_to_shared(dts, eb, el, xs, ws + el * k.R, k.R);   // own column: no barrier
-    scan_A_of(A);
     const float bias = P.bias ? P.bias[e] : 0.0f, De = P.D ? P.D[e] : 0.0f;
+    scan_delta_to_shared<T>(dts, eb, el, xs, ws + el * k.R, k.R, bias);   // own column: no barrier
+    scan_A_of(A);
     const T *u = (const T *)P.u, *z = (const T *)P.z;
     const size_t ib = ((size_t)n * k.L + j0) * k.E + e;  // (n, j0, e) of u, token stride E
-    // token t + 1's inputs, raw (converted at use, so no instruction waits on them early)
-    T un, zn = T(), yn = T();
-    float dn;
-    size_t rn;
-    auto fetch = [&](int t) {
-        un = u[ib + (size_t)t * k.E];
-        dn = dts[t * eb + el];
-        rn = srow[t];
-        if (z) zn = z[rn * k.ldz + e];
-        if (accumulate) yn = y[rn * k.E + e];
+    // a token's global inputs, raw (converted at use, so no instruction waits on them early),
+    // in three buffers that the walk uses in turn: each token's loads are issued two token
+    // steps before its own, into a buffer nothing copies from (a register copy of a load still
+    // in flight waits for it, v51). The step size and the row come from shared memory at the
+    // step, so a buffer holds only what the loads bring.
+    struct tok_in { T u, z, y; };
+    tok_in b0, b1, b2;
+    b0.z = b0.y = b1.z = b1.y = b2.z = b2.y = T();
+    auto fetch = [&](tok_in &f, int t) {
+        f.u = u[ib + (size_t)t * k.E];
+        const size_t r = srow[t];
+        if (z) f.z = z[r * k.ldz + e];
+        if (accumulate) f.y = y[r * k.E + e];
     };
-    fetch(0);
-    for (int t = 0; t < tn; t++) {
-        const T uc = un, zc = zn, yc = yn;
-        const float dc = dn;
-        const size_t r = rn;
-        if (t + 1 < tn) fetch(t + 1);
-        const float ut = to_f(uc), dt = softplus20_f(dc + bias), du = dt * ut;
+    auto step = [&](int t, const tok_in &f) {
+        const float ut = to_f(f.u), dt = dts[t * eb + el], du = dt * ut;
+        const size_t r = srow[t];
         float acc = De * ut;
 #pragma unroll
         for (int s = 0; s < SCAN_NS; s++) {
-            h[s] = fmaf(scan_ex2(dt * A[s], EXACT), h[s], du * Bs[t][s]);
+            h[s] = fmaf(scan_ex2<EXACT>(dt * A[s]), h[s], du * Bs[t][s]);
             acc = fmaf(Cs[t][s], h[s], acc);
         }
         if (z) {
-            const float zt = to_f(zc);
-            acc *= zt * sigmoid_f(zt);
+            const float zt = to_f(f.z);
+            acc *= zt * sigmoid_t<T>(zt);
         }
         if (ALL) yf[((size_t)d * k.N * k.L + r) * k.E + e] = acc;
-        else y[r * k.E + e] = from_f<T>(accumulate ? to_f(yc) + acc : acc);
+        else y[r * k.E + e] = from_f<T>(accumulate ? to_f(f.y) + acc : acc);
+    };
+    fetch(b0, 0);
+    if (tn > 1) fetch(b1, 1);
+    for (int t = 0; t < tn; t += 3) {
+        if (t + 2 < tn) fetch(b2, t + 2);
+        step(t, b0);
+        if (t + 1 >= tn) break;
+        if (t + 3 < tn) fetch(b0, t + 3);
+        step(t + 1, b1);
+        if (t + 2 >= tn) break;
+        if (t + 4 < tn) fetch(b1, t + 4);
+        step(t + 2, b2);
     }
 }
 
@@ -474,4 +489,28 @@ void selective_scan_forward_gpu(gpu_ctx_t *g, void *y, int accumulate, float *st
                                     (T *)y, w.yf, n, k.ndir, accumulate));
         KERNEL_CHECK();
     }
+}
+
+// ----------------------------------------------------------------------------
+// 4. the step size alone, as every scan kernel forms it (for the tests: the scans' own checks
+// see it only through bf16-rounded outputs, ~1e-2)
+template <typename T>
+__global__ void scan_step_size_kernel(float *dt, float *dsp, float *dt_bwd, const float *raw,
+                                      size_t n)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float d;
+        dt[i] = softplus20_t<T>(raw[i]);
+        dt_bwd[i] = softplus20_d<T>(raw[i], d);
+        dsp[i] = d;
+    }
+}
+
+void selective_scan_step_size_gpu(gpu_ctx_t *g, float *dt, float *dsp, float *dt_bwd,
+                                  const float *raw, size_t n)
+{
+    ACT_DISPATCH(g->act, T, scan_step_size_kernel<T><<<grid_for(g, n, 256), 256, 0, g->stream>>>(
+                                dt, dsp, dt_bwd, raw, n));
+    KERNEL_CHECK();
 }

@@ -42,7 +42,7 @@ direction. The Mamba layer saves the forward's pre-gate sum over the three direc
 // 1. adjoint summary: X (dir, n, c, e, s), S (dir, n, c, e)
 
 // blockIdx.z: the channel block of eb = scan_block_width(E) channels. Dynamic shared memory
-// (bsum_shm): the raw step sizes of half a chunk for the thread's channel (SCAN_T / 2 x eb f32,
+// (bsum_shm): the step sizes of half a chunk for the thread's channel (SCAN_T / 2 x eb f32,
 // formed from the staged x_dt and W_dt rows, one half at a time), x_dt, the W_dt rows, then with
 // VEC the chunk's dy and z rows as stored (2 x SCAN_T x eb of T), copied by 16-byte cp.async
 // right after the rows are known: the loads of all 32 tokens are in flight together, under
@@ -97,7 +97,8 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
     }
     // the step sizes of a half, own column (no barrier; rows past E read the zero W_dt rows):
     // the last half's while the copies are in flight
-    scan_dt_to_shared(dts, eb, el, xs, ws + el * k.R, k.R, BSUM_HALF, BSUM_HALF);
+    const float bias = e < k.E && P.bias ? P.bias[e] : 0.0f;
+    scan_delta_to_shared<T>(dts, eb, el, xs, ws + el * k.R, k.R, bias, BSUM_HALF, BSUM_HALF);
     if (VEC) {
         cp_async_wait_all();
         __syncthreads();                            // every thread's pieces have landed
@@ -106,19 +107,19 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
     scan_A_of(A);
 #pragma unroll
     for (int s = 0; s < SCAN_NS; s++) lam[s] = 0.0f;
-    const float bias = P.bias ? P.bias[e] : 0.0f;
     float sum = 0.0f;
     // the halves from the last, each walked backward BWD_SUM_BATCH tokens at a time
 #pragma unroll 1
     for (int h0 = BSUM_HALF; h0 >= 0; h0 -= BSUM_HALF) {
-        if (h0 != BSUM_HALF) scan_dt_to_shared(dts, eb, el, xs, ws + el * k.R, k.R, h0, BSUM_HALF);
+        if (h0 != BSUM_HALF)
+            scan_delta_to_shared<T>(dts, eb, el, xs, ws + el * k.R, k.R, bias, h0, BSUM_HALF);
         for (int tb = min(tn, h0 + BSUM_HALF) - 1; tb >= h0; tb -= BWD_SUM_BATCH) {
-            float draw[BWD_SUM_BATCH], dyv[BWD_SUM_BATCH], zv[BWD_SUM_BATCH];
+            float dtv[BWD_SUM_BATCH], dyv[BWD_SUM_BATCH], zv[BWD_SUM_BATCH];
 #pragma unroll
             for (int q = 0; q < BWD_SUM_BATCH; q++) {
                 const int t = tb - q;
                 if (t < h0) break;
-                draw[q] = dts[(t - h0) * eb + el];
+                dtv[q] = dts[(t - h0) * eb + el];
                 if (VEC) {
                     dyv[q] = to_f(rdy[t * eb + el]);
                     zv[q] = z ? to_f(rz[t * eb + el]) : 0.0f;
@@ -132,13 +133,13 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
             for (int q = 0; q < BWD_SUM_BATCH; q++) {
                 const int t = tb - q;
                 if (t < h0) break;
-                const float dt = softplus20_f(draw[q] + bias);
+                const float dt = dtv[q];
                 float gout = dyv[q];
                 if (z) gout *= zv[q] * sigmoid_t<T>(zv[q]);
                 sum += dt;
 #pragma unroll
                 for (int s = 0; s < SCAN_NS; s++)
-                    lam[s] = scan_ex2(dt * A[s], EXACT) * fmaf(gout, Cs[t][s], lam[s]);
+                    lam[s] = scan_ex2<EXACT>(dt * A[s]) * fmaf(gout, Cs[t][s], lam[s]);
             }
         }
     }
@@ -397,7 +398,7 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
 #pragma unroll
                 for (int t = 0; t < SCAN_T; t++) {
                     const float2 pv = *reinterpret_cast<const float2 *>(&pre[t][ce]);   // dt, dt u
-                    hp = fmaf(scan_ex2(pv.x * A2, EXACT), hp, pv.y * BC[t][s].x);
+                    hp = fmaf(scan_ex2<EXACT>(pv.x * A2), hp, pv.y * BC[t][s].x);
                     h[t] = hp;
                 }
             }

@@ -234,6 +234,52 @@ static void test_conv(int N, int E, size_t L, size_t ns, int order, int silu, in
     for (size_t i = 0; i < sizeof hv / sizeof *hv; i++) free(hv[i]);
 }
 
+// ---- the scans' step size ------------------------------------------------------------------
+// delta = softplus(raw) (threshold 20) and its derivative sigmoid(raw) as every scan kernel
+// forms them, element by element against double over raw in [-90, 45] (a 0.003 grid, the
+// threshold's neighbours, random values). Bound: relative 2e-6 (fp32 mode: 2 ulps of log1pf /
+// expf; bf16 mode's fast form: the MUFU exponential and division, ~2^-21 each) plus 7e-8 |raw|
+// (bf16 mode: the rounding of |raw| log2(e), the exponential's argument), absolute 1e-37 (the
+// MUFU exponential flushes results under 2^-126 to 0). A wrong series term or sign is >= 1e-4.
+// The backward's combined form must give delta bit for bit: the forward's states and the
+// backward's recomputes see the same step sizes.
+static void test_step_size(void)
+{
+    const size_t ngrid = 45000, nrand = 4096, n = ngrid + nrand + 8;
+    float *raw = xmalloc(n * 4);
+    for (size_t i = 0; i < ngrid; i++) raw[i] = -90.0f + 0.003f * (float)i;
+    for (size_t i = 0; i < nrand; i++) raw[ngrid + i] = 4.0f * (float)rng_normal(&R);
+    const float special[8] = { 0.0f, -0.0f, 20.0f, nextafterf(20.0f, 0.0f), nextafterf(20.0f, 30.0f),
+                               -20.0f, 1e-30f, -1e-30f };
+    memcpy(raw + ngrid + nrand, special, sizeof special);
+    float *draw = dev_f32(raw, n), *ddt = gpu_malloc(g, n * 4, "dt"), *ddsp = gpu_malloc(g, n * 4, "dsp");
+    float *ddt2 = gpu_malloc(g, n * 4, "dt bwd");
+    gpu_poison(g, ddt, n * 4); gpu_poison(g, ddsp, n * 4); gpu_poison(g, ddt2, n * 4);
+    selective_scan_step_size_gpu(g, ddt, ddsp, ddt2, draw, n);
+    float *dt = get_f32(ddt, n), *dsp = get_f32(ddsp, n), *dt2 = get_f32(ddt2, n);
+    double worst = 0.0, worst_d = 0.0;
+    size_t bad = 0, bad_d = 0, wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double v = raw[i], sp = v > 20.0 ? v : log1p(exp(v)), sg = 1.0 / (1.0 + exp(-v));
+        const double rt = 2e-6 + 7e-8 * fabs(v), at = 1e-37;
+        const double e1 = fabs(dt[i] - sp), e2 = fabs(dsp[i] - sg);
+        if (!(e1 <= rt * sp + at)) bad++;
+        if (!(e2 <= rt * sg + at)) bad_d++;
+        if (sp > at && e1 / sp > worst) { worst = e1 / sp; wi = i; }
+        if (sg > at && e2 / sg > worst_d) worst_d = e2 / sg;
+    }
+    printf("%s step size: largest relative error %.2e (raw %.4g), derivative %.2e\n",
+           bf16 ? "bf16" : "f32", worst, raw[wi], worst_d);
+    EXPECT(bad == 0, "%s: %zu of %zu step sizes off softplus (largest relative %.2e at raw %g)",
+           bf16 ? "bf16" : "f32", bad, n, worst, raw[wi]);
+    EXPECT(bad_d == 0, "%s: %zu of %zu step-size derivatives off sigmoid (largest %.2e)",
+           bf16 ? "bf16" : "f32", bad_d, n, worst_d);
+    EXPECT(!memcmp(dt, dt2, n * 4), "%s: the backward's step sizes differ from the forward's",
+           bf16 ? "bf16" : "f32");
+    gpu_free(g, draw); gpu_free(g, ddt); gpu_free(g, ddsp); gpu_free(g, ddt2);
+    free(raw); free(dt); free(dsp); free(dt2);
+}
+
 // ---- selective scan, three directions in one call ---------------------------------------
 #define NSt 16
 #define R_L0 3                                      // M's dt rank at level 0 (C = 48)
@@ -1014,6 +1060,7 @@ int main(void)
                 test_conv(1, 8, 2, 2, order, silu, 4);      // shorter than the taps
                 test_conv(1, 64, 40000, 16, order, silu, 4);
             }
+        test_step_size();
         // last argument: the dt rank R (x_dbl = [dt (R) | B | C]) of the fused dt_proj backward
         test_scan(2, 20, 37, 1, 3);
         test_scan(1, 20, 301, 7, 1);
