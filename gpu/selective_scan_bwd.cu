@@ -86,9 +86,9 @@ __global__ void scan_bwd_summary(scan_k k, int eb, const T *dy, float *X, float 
     __syncthreads();
     if (VEC) {                                      // dy and z rows: 16-byte pieces, zero-filled
         constexpr int CT = 16 / (int)sizeof(T);     // channels a piece (E % 8 == 0: whole pieces)
-        // piece i = (row, ch / CT) at row ppr + ch / CT; the block's eb = CT ppr threads step i
-        // by whole CT rows, so a thread keeps its column and forms it once (the run-time
-        // divisions per piece were 7 % of the kernel's instructions)
+        // piece i = row ppr + ch / CT; the block's eb = CT ppr threads step i by whole CT rows,
+        // so a thread keeps its column and forms it once (the run-time divisions per piece
+        // were 7 % of the kernel's instructions)
         const int ppr = eb / CT, rows = (z ? 2 : 1) * SCAN_T, ch = threadIdx.x % ppr * CT;
         for (int row = threadIdx.x / ppr; row < rows; row += CT) {
             const int a = row / SCAN_T, t = row % SCAN_T;

@@ -237,12 +237,16 @@ static void test_conv(int N, int E, size_t L, size_t ns, int order, int silu, in
 // ---- the scans' step size ------------------------------------------------------------------
 // delta = softplus(raw) (threshold 20) and its derivative sigmoid(raw) as every scan kernel
 // forms them, element by element against double over raw in [-90, 45] (a 0.003 grid, the
-// threshold's neighbours, random values). Bound: relative 2e-6 (fp32 mode: 2 ulps of log1pf /
-// expf; bf16 mode's fast form: the MUFU exponential and division, ~2^-21 each) plus 7e-8 |raw|
-// (bf16 mode: the rounding of |raw| log2(e), the exponential's argument), absolute 1e-37 (the
-// MUFU exponential flushes results under 2^-126 to 0). A wrong series term or sign is >= 1e-4.
-// The backward's combined form must give delta bit for bit: the forward's states and the
-// backward's recomputes see the same step sizes.
+// threshold's neighbours, random values). Bound, relative: 1e-6 for |raw| <= 5 (fp32 mode: 2
+// ulps of log1pf / expf; bf16 mode's fast form: 3.5e-7 in a host emulation with exact
+// exponentials, plus the MUFU exponential and division, ~2^-22 each), beyond it 2e-6 plus
+// 7e-8 |raw| (bf16: the rounding of |raw| log2(e), the exponential's argument); absolute 1e-37
+// (the MUFU exponential flushes results under 2^-126 to 0). What this catches in the series:
+// a wrong sign or low-order term (>= 1e-4), two of the top terms dropped (1.6e-6 near raw = 0);
+// a single top coefficient's error (~1e-7) is under fp32's resolution here, and under bf16's
+// 4e-3 by far. The backward's combined form must give delta bit for bit (both forms run in
+// one kernel here; that every scan kernel forms delta by the same operations is by
+// construction: softplus20_t / softplus20_d in mamba_kernels.cuh).
 static void test_step_size(void)
 {
     const size_t ngrid = 45000, nrand = 4096, n = ngrid + nrand + 8;
@@ -257,19 +261,20 @@ static void test_step_size(void)
     gpu_poison(g, ddt, n * 4); gpu_poison(g, ddsp, n * 4); gpu_poison(g, ddt2, n * 4);
     selective_scan_step_size_gpu(g, ddt, ddsp, ddt2, draw, n);
     float *dt = get_f32(ddt, n), *dsp = get_f32(ddsp, n), *dt2 = get_f32(ddt2, n);
-    double worst = 0.0, worst_d = 0.0;
+    double worst = 0.0, worst_d = 0.0, worst5 = 0.0;
     size_t bad = 0, bad_d = 0, wi = 0;
     for (size_t i = 0; i < n; i++) {
         const double v = raw[i], sp = v > 20.0 ? v : log1p(exp(v)), sg = 1.0 / (1.0 + exp(-v));
-        const double rt = 2e-6 + 7e-8 * fabs(v), at = 1e-37;
+        const double rt = fabs(v) <= 5.0 ? 1e-6 : 2e-6 + 7e-8 * fabs(v), at = 1e-37;
         const double e1 = fabs(dt[i] - sp), e2 = fabs(dsp[i] - sg);
         if (!(e1 <= rt * sp + at)) bad++;
         if (!(e2 <= rt * sg + at)) bad_d++;
         if (sp > at && e1 / sp > worst) { worst = e1 / sp; wi = i; }
+        if (fabs(v) <= 5.0 && e1 / sp > worst5) worst5 = e1 / sp;
         if (sg > at && e2 / sg > worst_d) worst_d = e2 / sg;
     }
-    printf("%s step size: largest relative error %.2e (raw %.4g), derivative %.2e\n",
-           bf16 ? "bf16" : "f32", worst, raw[wi], worst_d);
+    printf("%s step size: largest relative error %.2e (raw %.4g; %.2e for |raw| <= 5), "
+           "derivative %.2e\n", bf16 ? "bf16" : "f32", worst, raw[wi], worst5, worst_d);
     EXPECT(bad == 0, "%s: %zu of %zu step sizes off softplus (largest relative %.2e at raw %g)",
            bf16 ? "bf16" : "f32", bad, n, worst, raw[wi]);
     EXPECT(bad_d == 0, "%s: %zu of %zu step-size derivatives off sigmoid (largest %.2e)",
