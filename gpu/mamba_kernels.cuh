@@ -78,8 +78,8 @@ __device__ __forceinline__ float softplus20_f(float v) { return v > 20.0f ? v : 
 // and log1p(e) = 2 atanh(s) = 2 s (1 + s^2/3 + ... + s^12/13), s = e / (2 + e) in (0, 1/3]
 // (truncation < (1/9)^7 / 15 = 1.4e-8 relative; the MUFU pair ~2^-22 each). Relative error
 // a few 1e-7 for |v| <= 5, growing to ~4e-6 at v = -85 with the rounding of |v| log2(e)
-// (test_gpu_mamba's step-size check), far under bf16's 4e-3. The threshold holds by itself: for v > 20, log1p(e) < 2.1e-9 is
-// under half an ulp of v. e comes back for the derivative.
+// (test_gpu_mamba's step-size check), far under bf16's 4e-3. The threshold holds by itself:
+// for v > 20, log1p(e) < 2.1e-9 is under half an ulp of v. e comes back for the derivative.
 __device__ __forceinline__ float softplus_fast(float v, float &e)
 {
     e = ex2_fast(-fabsf(v) * LOG2E_F);

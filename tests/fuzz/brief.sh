@@ -11,9 +11,10 @@ fuzz_replay() {
   local name=$1 fuzzer=$2 seeds=$3 work=$4 f
   if "$fuzzer" -runs=0 "$seeds" >"$work/replay.log" 2>&1; then ok "replay of $seeds through $name"; return; fi
   bad "replay of $seeds through $name"
+  local first="ERROR: (Address|Undefined)|runtime error|^$name:|SUMMARY"
   for f in "$seeds"/*; do
     "$fuzzer" "$f" >"$work/one.log" 2>&1 && continue
-    echo "  $(basename "$f"): $(grep -m1 -E "ERROR: (Address|Undefined)|runtime error|^$name:|SUMMARY" "$work/one.log" | cut -c1-160)"
+    echo "  $(basename "$f"): $(grep -m1 -E "$first" "$work/one.log" | cut -c1-160)"
   done
   return 1
 }
