@@ -440,8 +440,13 @@ void gpu_model_profile_step(gpu_model_t *gm, const float *x, const uint8_t *labe
 // The selective scans of one training step replayed alone (same shapes, every ToM layer, all
 // three directions, forward then backward, each with the layer's gate pass: the work of
 // mamba_ssm's scan with z) on random inputs: ms of the forward and the backward scans per
-// replay, median of n after warm.
-void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, double *fwd_ms, double *bwd_ms);
+// replay, median of n after warm, launched one by one (fwd_ms, bwd_ms) and as two CUDA graphs
+// (graph_*: as the training step's graph runs them; graph_ok 0 where capture failed).
+typedef struct {
+    double fwd_ms, bwd_ms, graph_fwd_ms, graph_bwd_ms;
+    int graph_ok;
+} gpu_scan_times_t;
+void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, gpu_scan_times_t *out);
 // The Mamba layers' bucket split by part (mamba_layer.cu marks each part, model_bench.cu names
 // them): forward, the backward's recomputes (rc) and the backward proper. The gate Y * SiLU(z)
 // and its backward are their own part (gate).

@@ -219,11 +219,12 @@ __global__ void scan_fwd_summary(scan_k k, int eb, float *hloc, float *S)
 // ----------------------------------------------------------------------------
 // 2. carry pass (shared with the backward). Per (dir, n, column (e, s)) the maps h -> a_c h + b_c
 // (a_c = exp(A S_c), b_c the chunk-local value) are composed over the chunks in order:
-// (a2, b2) o (a1, b1) = (a2 a1, a2 b1 + b2). A block owns CARRY_COLS adjacent columns (one
-// 32-byte sector of each chunk row, all of one channel e: CARRY_COLS divides 16) and walks the
-// chunks in steps of CARRY_STEP rows:
-//   load:  threads over (row, column), columns fastest: every warp load touches 4 full sectors
-//          (v1 had a warp per column reading 4 bytes per sector, ~8x the bytes through L2/L1);
+// (a2, b2) o (a1, b1) = (a2 a1, a2 b1 + b2). A block owns the CARRY_COLS = 16 columns of one
+// channel e (64 contiguous bytes of each chunk row) and walks the chunks in steps of CARRY_STEP
+// rows:
+//   load:  threads over (row, column), columns fastest: every warp load reads two whole 64-byte
+//          pieces (v1 had a warp per column reading 4 bytes per sector, ~8x the bytes through
+//          L2/L1; v54: blocks of 8 columns read 32 bytes a row, ~1.4 TB/s at level 0);
 //          the next step's rows are loaded into registers while this step is scanned
 //   scan:  warp w scans column w out of shared memory exactly as v1 did from global memory: lane
 //          composes its CARRY_Q consecutive chunks serially, an inclusive warp scan combines the
@@ -232,13 +233,14 @@ __global__ void scan_fwd_summary(scan_k k, int eb, float *hloc, float *S)
 //   store: the entering carries go back through the tile, coalesced like the load.
 // Rows past the last chunk are loaded as v = 0, S = 0: a = exp2(0) = 1 exactly, the identity.
 #define CARRY_Q 8                                   // chunks one lane composes serially
-#define CARRY_COLS 8                                // columns per block = warps per block
+#define CARRY_COLS 16                               // columns per block = warps per block
 #define CARRY_STEP (32 * CARRY_Q)                   // chunk rows per step
 #define CARRY_THREADS (32 * CARRY_COLS)
 #define CARRY_LD (CARRY_STEP / 32)                  // rows each thread loads per step (= 8)
-// tile[row][col] at row * 8 + col + row / 8: a lane of the scan reads rows lane * 8 + q, which
-// without the pad all sit in one bank (stride 64 words); with it lane l is shifted by l. The
-// S values get the same pad (stride 8 -> 9 words).
+// tile[row][col] at row * 16 + col + row / 8: a lane of the scan reads rows lane * 8 + q, which
+// without the pad all sit in one bank (stride 128 words); with it lane l is shifted by l. The
+// S values get the same pad (stride 8 -> 9 words): one row each for the first CARRY_STEP
+// threads.
 __device__ __forceinline__ int carry_at(int row, int col)
 {
     return row * CARRY_COLS + col + (row >> 3);
@@ -253,7 +255,7 @@ scan_carry_kernel(float *buf, const float *S, scan_k k, int reverse)
     const int lane = threadIdx.x & 31, w = threadIdx.x / 32;
     const int lc = threadIdx.x % CARRY_COLS, lr = threadIdx.x / CARRY_COLS;   // load slot
     const int dn = blockIdx.y, d = dn / k.N;
-    const int cols = k.E * SCAN_NS, col0 = blockIdx.x * CARRY_COLS;  // col0 + 8 <= cols (16 | cols)
+    const int cols = k.E * SCAN_NS, col0 = blockIdx.x * CARRY_COLS;  // one channel (16 | cols)
     const int e = col0 / SCAN_NS;
     const float A = k.d[d].A[col0 + w] * LOG2E_F;
     float *b = buf + (size_t)dn * k.nch * cols + col0;                // (nch, cols) of (dir, n)
@@ -271,14 +273,14 @@ scan_carry_kernel(float *buf, const float *S, scan_k k, int reverse)
             pv[q] = i < k.nch ? b[(size_t)c * cols + lc] : 0.0f;
         }
         const int i = i0 + (int)threadIdx.x, c = reverse ? k.nch - 1 - i : i;
-        ps = i < k.nch ? Sd[(size_t)c * k.E] : 0.0f;
+        ps = threadIdx.x < CARRY_STEP && i < k.nch ? Sd[(size_t)c * k.E] : 0.0f;   // S: a row each
     };
     float carry = 0.0f;                             // state entering this step's first chunk
     auto step = [&](int i0, float (&pv)[CARRY_LD], float &ps) {
         __syncthreads();                            // the previous step's tile is stored
 #pragma unroll
         for (int q = 0; q < CARRY_LD; q++) tile[carry_at(lr + 32 * q, lc)] = pv[q];
-        Ss[threadIdx.x + threadIdx.x / 8] = ps;
+        if (threadIdx.x < CARRY_STEP) Ss[threadIdx.x + threadIdx.x / 8] = ps;
         __syncthreads();
         load(i0 + 2 * CARRY_STEP, pv, ps);          // in flight during this step and the next
 
@@ -325,7 +327,7 @@ scan_carry_kernel(float *buf, const float *S, scan_k k, int reverse)
 
 void scan_carry_pass(gpu_ctx_t *g, float *buf, const float *S, const scan_k &k, int reverse)
 {
-    static_assert(SCAN_NS % CARRY_COLS == 0, "a carry tile must lie inside one channel");
+    static_assert(SCAN_NS == CARRY_COLS, "a carry block walks one channel's columns");
     const int cols = k.E * SCAN_NS;
     dim3 grid(cols / CARRY_COLS, k.ndir * k.N);
     if (k.exact) scan_carry_kernel<1><<<grid, CARRY_THREADS, 0, g->stream>>>(buf, S, k, reverse);
