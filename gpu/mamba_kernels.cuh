@@ -156,6 +156,7 @@ struct scan_k {
     int exact;              // 1: exp2_acc for the decays (strict fp32 mode), 0: ex2_fast
     int ow;                 // scan_gpu_t.overwrite
     size_t L, nslices, ldbc, ldz;
+    size_t m;               // L / nslices, tom_pi's slice length (formed once, on the host)
     scan_kdir d[3];
 };
 scan_k scan_kernel_args(const gpu_ctx_t *g, const scan_gpu_t *s);
@@ -169,7 +170,7 @@ __device__ __forceinline__ void scan_chunk_rows(size_t *srow, const scan_k &k, i
 {
     if (threadIdx.x < SCAN_T)
         srow[threadIdx.x] = (int)threadIdx.x < tn
-            ? (size_t)n * k.L + tom_pi(order, j0 + threadIdx.x, k.L, k.nslices, k.L / k.nslices) : 0;
+            ? (size_t)n * k.L + tom_pi(order, j0 + threadIdx.x, k.L, k.nslices, k.m) : 0;
 }
 
 // The fused dt projection: delta_raw(t, e) = sum_r x_dt(t, r) W_dt(e, r), fp32, one fmaf per r

@@ -36,7 +36,7 @@ scan_k scan_kernel_args(const gpu_ctx_t *g, const scan_gpu_t *s)
     // SRM_SCAN_FAST_EXP=1 forces the MUFU decays in fp32 too (diagnostics: shows their error).
     k.exact = g->act == GPU_F32 && !getenv("SRM_SCAN_FAST_EXP");
     k.nch = (int)CEIL_DIV(s->L, (size_t)SCAN_T);
-    k.L = s->L; k.nslices = s->nslices ? s->nslices : 1;
+    k.L = s->L; k.nslices = s->nslices ? s->nslices : 1; k.m = k.L / k.nslices;
     k.ldbc = s->ldbc; k.ldz = s->ldz;
     ASSERT(s->R >= 1 && s->R <= SCAN_RMAX && s->ldbc >= (size_t)s->R);
     k.R = s->R;
