@@ -255,6 +255,7 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, gpu_scan_times_t *ou
     r.dxd = (char *)gpu_malloc(g, dxn * es, "scan bench dx_dbl");
     r.states = (float *)gpu_malloc(g, st, "scan bench states");
     r.wsp = gpu_malloc(g, ws, "scan bench workspace");
+    // A_log, D, bias, W_dt, then per direction dA_log, dD, dbias, dW_dt
     r.par = (float *)gpu_malloc(g, (3 * ep + er + 3 * (3 * ep + er)) * sizeof(float),
                                 "scan bench params");
     fill(g, r.u, t, 3 * nle, -1, 1, 1);

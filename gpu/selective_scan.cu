@@ -224,7 +224,7 @@ __global__ void scan_fwd_summary(scan_k k, int eb, float *hloc, float *S)
 // rows:
 //   load:  threads over (row, column), columns fastest: every warp load reads two whole 64-byte
 //          pieces (v1 had a warp per column reading 4 bytes per sector, ~8x the bytes through
-//          L2/L1; v54: blocks of 8 columns read 32 bytes a row, ~1.4 TB/s at level 0);
+//          L2/L1; until v55 a block had 8 columns: 32 bytes a row, ~1.4 TB/s at level 0);
 //          the next step's rows are loaded into registers while this step is scanned
 //   scan:  warp w scans column w out of shared memory exactly as v1 did from global memory: lane
 //          composes its CARRY_Q consecutive chunks serially, an inclusive warp scan combines the

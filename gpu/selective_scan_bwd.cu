@@ -568,8 +568,8 @@ static int bwd_split(const scan_gpu_t *s, int *egs)
 // order, for the four partials at once: dA_log (mul = A = -exp(A_log), E*16 columns), dD and
 // ddelta_bias (E columns each), dW_dt (E*R columns). Stage 1: a block owns
 // COLSUM_COLS adjacent columns of one partial and COLSUM_ROWS rows; its threads are (row lane,
-// column), columns fastest, so every warp load reads two whole 64-byte pieces (v54: 8 columns,
-// 32 bytes a row, read ~1.5 TB/s at level 0); row lane lr sums
+// column), columns fastest, so every warp load reads two whole 64-byte pieces (until v55: 8
+// columns, 32 bytes a row, ~1.5 TB/s at level 0); row lane lr sums
 // rows lr, lr + 32, ... of the range, the 32 lanes meet in shared memory in lane order -> one
 // value per (dir, range, column). Stage 2 sums the ranges in order. (v10 had one block per 8
 // columns walk all rows: at level 0 the dD / ddelta_bias sums ran on 36 blocks, 0.11 ms each.)
