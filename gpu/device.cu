@@ -113,6 +113,25 @@ void gpu_sync(gpu_ctx_t *g) { CUDA_CHECK(cudaStreamSynchronize(g->stream)); }
 
 void *gpu_stream(gpu_ctx_t *g) { return (void *)g->stream; }
 
+cudaGraphExec_t gpu_graph_capture(gpu_ctx_t *g, void (*fn)(void *), void *arg, const char **why)
+{
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    CUDA_CHECK(cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal));
+    fn(arg);
+    cudaError_t e = cudaStreamEndCapture(g->stream, &graph);
+    if (e == cudaSuccess) {
+        e = cudaGraphInstantiate(&exec, graph, 0);
+        CUDA_CHECK(cudaGraphDestroy(graph));
+    }
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        *why = cudaGetErrorString(e);
+        return NULL;
+    }
+    return exec;
+}
+
 void gpu_describe(const gpu_ctx_t *g, char *buf, size_t len)
 {
     int rt = 0, cublas_ver = 0;

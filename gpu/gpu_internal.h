@@ -92,6 +92,10 @@ float gpu_tuner_time(gpu_tuner_t *t, cudaStream_t s, int (*fn)(void *), void *ct
 // -1 when none has a time.
 int gpu_tune_pick(const float *ms, int n);
 double gpu_wall_s(void);                          // host monotonic clock, seconds
+// device.cu: fn(arg)'s launches on g's stream captured and instantiated as one CUDA graph (the
+// training step, the scan replay); NULL where capture or instantiation fails, with the CUDA
+// error's text in *why and the error cleared, so the caller can go on eagerly.
+cudaGraphExec_t gpu_graph_capture(gpu_ctx_t *g, void (*fn)(void *), void *arg, const char **why);
 
 // ---- element-type helpers: storage T, arithmetic in float ---------------------
 __device__ __forceinline__ float to_f(float x) { return x; }

@@ -166,22 +166,13 @@ static void replay_backward(const replay_t *r)
 
 // fn's launches captured into one CUDA graph (as the training step runs them); NULL where
 // capture fails (then only the eager figures are reported).
-static cudaGraphExec_t replay_graph(const replay_t *r, void (*fn)(const replay_t *))
+static void replay_forward_fn(void *r) { replay_forward((const replay_t *)r); }
+static void replay_backward_fn(void *r) { replay_backward((const replay_t *)r); }
+static cudaGraphExec_t replay_graph(replay_t *r, void (*fn)(void *))
 {
-    cudaGraph_t graph = NULL;
-    cudaGraphExec_t exec = NULL;
-    CUDA_CHECK(cudaStreamBeginCapture(r->g->stream, cudaStreamCaptureModeThreadLocal));
-    fn(r);
-    cudaError_t e = cudaStreamEndCapture(r->g->stream, &graph);
-    if (e == cudaSuccess) {
-        e = cudaGraphInstantiate(&exec, graph, 0);
-        CUDA_CHECK(cudaGraphDestroy(graph));
-    }
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        log_msg('W', "scan replay: CUDA graph capture failed (%s)", cudaGetErrorString(e));
-        return NULL;
-    }
+    const char *why = NULL;
+    cudaGraphExec_t exec = gpu_graph_capture(r->g, fn, r, &why);
+    if (!exec) log_msg('W', "scan replay: CUDA graph capture failed (%s)", why);
     return exec;
 }
 
@@ -278,8 +269,8 @@ void gpu_model_time_scans(gpu_model_t *gm, int warm, int n, gpu_scan_times_t *ou
     replay_forward(&r);
     replay_backward(&r);
     CUDA_CHECK(cudaProfilerStop());
-    cudaGraphExec_t gf = replay_graph(&r, replay_forward);
-    cudaGraphExec_t gb = gf ? replay_graph(&r, replay_backward) : NULL;
+    cudaGraphExec_t gf = replay_graph(&r, replay_forward_fn);
+    cudaGraphExec_t gb = gf ? replay_graph(&r, replay_backward_fn) : NULL;
     if (gf && gb) {
         replay_time(&r, gf, gb, warm, n, &out->graph_fwd_ms, &out->graph_bwd_ms);
         out->graph_ok = 1;

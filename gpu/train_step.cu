@@ -117,24 +117,16 @@ void gm_enqueue_step(gpu_model_t *gm, gm_prof_t *pr)
     KERNEL_CHECK();
 }
 
+static void enqueue_step_body(void *gm) { gm_enqueue_step((gpu_model_t *)gm, NULL); }
+
 // Capture the step body into gm->graph; on any failure keep stepping eagerly.
 static void capture(gpu_model_t *gm)
 {
-    gpu_ctx_t *g = gm->g;
-    cudaGraph_t graph = NULL;
-    CUDA_CHECK(cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal));
-    gm_enqueue_step(gm, NULL);
-    cudaError_t e = cudaStreamEndCapture(g->stream, &graph);
-    if (e == cudaSuccess) {
-        e = cudaGraphInstantiate(&gm->graph, graph, 0);
-        CUDA_CHECK(cudaGraphDestroy(graph));
-    }
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        gm->graph = NULL;
+    const char *why = NULL;
+    gm->graph = gpu_graph_capture(gm->g, enqueue_step_body, gm, &why);
+    if (!gm->graph) {
         gm->graph_failed = 1;
-        log_msg('W', "gpu model: CUDA graph capture failed (%s); steps run eagerly",
-                cudaGetErrorString(e));
+        log_msg('W', "gpu model: CUDA graph capture failed (%s); steps run eagerly", why);
     }
 }
 
