@@ -164,10 +164,12 @@ static void replay_backward(const replay_t *r)
     }
 }
 
-// fn's launches captured into one CUDA graph (as the training step runs them); NULL where
-// capture fails (then only the eager figures are reported).
+// the replays in the shape gpu_graph_capture takes
 static void replay_forward_fn(void *r) { replay_forward((const replay_t *)r); }
 static void replay_backward_fn(void *r) { replay_backward((const replay_t *)r); }
+
+// fn's launches captured into one CUDA graph (as the training step runs them); NULL where
+// capture fails (then only the eager figures are reported).
 static cudaGraphExec_t replay_graph(replay_t *r, void (*fn)(void *))
 {
     const char *why = NULL;
