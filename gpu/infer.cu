@@ -171,16 +171,8 @@ gpu_infer_t *gpu_infer_new(gpu_ctx_t *g, const model_t *m, int N, const int dims
     if (share) {
         gi->q = share->q;
     } else {
-        const size_t n = m->table.numel;
-        gi->own_p = (float *)gpu_malloc(g, n * sizeof(float), "inference parameters");
-        gpu_memset(g, gi->own_p, 0, n * sizeof(float));
-        if (gpu_act_dtype(g) == GPU_BF16) {
-            gi->own_p16 = gpu_malloc(g, n * 2, "inference bf16 weights");
-            gpu_memset(g, gi->own_p16, 0, n * 2);
-        }
-        gi->q.p = gi->own_p;
-        gi->q.pa = gi->own_p16 ? gi->own_p16 : (const void *)gi->own_p;
-        gi->q.es = gpu_dtype_size(gpu_act_dtype(g));
+        gm_params_alloc(g, m->table.numel, "inference parameters", "inference bf16 weights",
+                        &gi->own_p, &gi->own_p16, &gi->q);
     }
     gi->x_stage = (float *)gpu_malloc(g, p.in_numel * sizeof(float), "inference input staging");
     // Build the forward conv and GEMM plans now (one forward on a zero input), then freeze.

@@ -198,6 +198,10 @@ void gm_params_layout(const model_t *m, float *dst, const float *src, int dir);
 // A PyTorch-layout host buffer of all parameters -> dev (f32, device layout); dev16 (NULL: none)
 // gets its bf16 copy (enqueued on the stream; the upload itself is done when it returns).
 void gm_params_upload(gpu_ctx_t *g, const model_t *m, float *dev, void *dev16, const float *host);
+// n zeroed fp32 parameters on the device (*p, labelled what) and, when activations are bf16, their
+// zeroed bf16 copy (*p16, labelled what16; else NULL); q reads them. Returns the bytes taken.
+size_t gm_params_alloc(gpu_ctx_t *g, size_t n, const char *what, const char *what16, float **p,
+                       void **p16, gm_params_t *q);
 
 // Host bf16 -> f32 (downloads of act-type tensors).
 float gm_bf16_to_f32(uint16_t h);

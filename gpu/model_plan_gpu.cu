@@ -362,23 +362,15 @@ gpu_model_t *gpu_model_new(gpu_ctx_t *g, const model_t *m, const train_cfg_t *tc
     memcpy(gm->dims, dims, sizeof gm->dims);
     gm->numel = m->table.numel;
     const size_t pb = gm->numel * sizeof(float);
-    gm->params = (float *)gpu_malloc(g, pb, "model parameters");
+    gm->param_bytes = gm_params_alloc(g, gm->numel, "model parameters", "bf16 weight copy",
+                                      &gm->params, &gm->params16, &gm->q);
     gm->grads = (float *)gpu_malloc(g, pb, "model gradients");
     gm->adam_m = (float *)gpu_malloc(g, pb, "Adam m");
     gm->adam_v = (float *)gpu_malloc(g, pb, "Adam v");
-    gm->param_bytes = 4 * pb;
-    if (gpu_act_dtype(g) == GPU_BF16) {
-        gm->params16 = gpu_malloc(g, gm->numel * 2, "bf16 weight copy");
-        gm->param_bytes += gm->numel * 2;
-    }
-    gpu_memset(g, gm->params, 0, pb);
+    gm->param_bytes += 3 * pb;
     gpu_memset(g, gm->grads, 0, pb);
     gpu_memset(g, gm->adam_m, 0, pb);
     gpu_memset(g, gm->adam_v, 0, pb);
-    if (gm->params16) gpu_memset(g, gm->params16, 0, gm->numel * 2);
-    gm->q.p = gm->params;
-    gm->q.pa = gm->params16 ? gm->params16 : (const void *)gm->params;
-    gm->q.es = gpu_dtype_size(gpu_act_dtype(g));
 
     const size_t S = (size_t)dims[0] * dims[1] * dims[2];
     gm->x_stage = (float *)gpu_malloc(g, probe.in_numel * sizeof(float), "input staging");
@@ -429,6 +421,24 @@ void gpu_model_free(gpu_model_t **gmp)
 size_t gpu_model_param_bytes(const gpu_model_t *gm) { return gm->param_bytes; }
 
 void gpu_model_use_graph(gpu_model_t *gm, int on) { gm->use_graph = on; }
+
+size_t gm_params_alloc(gpu_ctx_t *g, size_t n, const char *what, const char *what16, float **p,
+                       void **p16, gm_params_t *q)
+{
+    size_t bytes = n * sizeof(float);
+    *p = (float *)gpu_malloc(g, bytes, what);
+    gpu_memset(g, *p, 0, bytes);
+    *p16 = NULL;
+    if (gpu_act_dtype(g) == GPU_BF16) {
+        *p16 = gpu_malloc(g, n * 2, what16);
+        gpu_memset(g, *p16, 0, n * 2);
+        bytes += n * 2;
+    }
+    q->p = *p;
+    q->pa = *p16 ? *p16 : (const void *)*p;
+    q->es = gpu_dtype_size(gpu_act_dtype(g));
+    return bytes;
+}
 
 void gm_params_upload(gpu_ctx_t *g, const model_t *m, float *dev, void *dev16, const float *host)
 {

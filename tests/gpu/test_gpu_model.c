@@ -354,6 +354,20 @@ static void check_step(gpu_ctx_t *g, const case_t *c, const ref_t *r, double rto
             free(li);
             gpu_infer_free(&gi);
         }
+        // the evaluator's and srm-bench's way: a context that owns its parameters (fp32, and
+        // the bf16 copy in bf16 mode), uploaded from the host, gives the training forward's logits
+        gpu_infer_t *go = gpu_infer_new(g, &r->m, c->N, c->dims, NULL, err);
+        EXPECT(go != NULL, "%s: gpu_infer_new (own parameters): %s", tag, err);
+        if (go) {
+            float *lo = xmalloc(no * sizeof(float));
+            gpu_infer_set_params(go, r->params);
+            gpu_infer_run(go, r->x, lo);
+            snprintf(label, sizeof label, "%s inference with its own parameters vs training forward",
+                     tag);
+            EXPECT(tensor_close(label, lo, lg, no, 1e-6, 0), "%s", label);
+            free(lo);
+            gpu_infer_free(&go);
+        }
     }
 
     double t0 = now_s();
