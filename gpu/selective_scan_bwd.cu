@@ -219,6 +219,8 @@ __device__ __forceinline__ void dbc_put(const scan_k &k, T *dB, T *dC, size_t ro
 __host__ __device__ __forceinline__ size_t bwd_part_floats(int R) { return (size_t)SCAN_T * (32 + R); }
 #define BWD_THREADS (32 * BWD_WARPS)
 #define BWD_FIN (2 * (BWD_EG + 1))                  // sfin row: 2 sums x 17 (bank spread)
+#define BWD_TP (SCAN_T + 4)                         // row of the token-fastest arrays
+__device__ __forceinline__ float4 ld4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
 
 // One channel group's raw inputs of a chunk, as stored: u, dy and z (at pi(j)).
 template <typename T> struct bwd_raw {
@@ -271,16 +273,18 @@ __global__ void __launch_bounds__(BWD_THREADS, 4)
 scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *Dp, float *bp,
               float *Wp, int egs, float *dbcp, int vec)
 {
-    // (B, C) and (dt, dt u, gout, u) packed: the walk's step reads one 8- and one 16-byte shared
-    // load, the recompute's one 4- and one 8-byte
-    __shared__ float2 BC[SCAN_T][SCAN_NS];
+    // B, C and the group's dt, dt u, gout stored token-fastest (rows of BWD_TP: 16-byte aligned,
+    // adjacent rows 4 banks apart), so the recompute and the walk read 4 tokens of a value with
+    // one 16-byte load: per 4 tokens the walk's 5 loads and the recompute's 3 instead of 8 each
+    __shared__ __align__(16) float Bs[SCAN_NS][BWD_TP], Cs[SCAN_NS][BWD_TP];
     // the chunk-end dB / dC flush over the same bytes as the chunk's x_dt (the dt projection)
     // and its dx_dt sums, which live only while the groups run
     __shared__ union {
         float bc[BWD_WARPS][SCAN_T][32];                // per warp: dB (lanes 0-15), dC (16-31)
         struct { float x[SCAN_RMAX][SCAN_T], dx[SCAN_T][SCAN_RMAX]; } dt;   // x as scan_stage_xdt
     } un;
-    __shared__ float4 pre[SCAN_T][BWD_EG];              // dt, dt u, gout, u
+    __shared__ __align__(16) float pdt[BWD_EG][BWD_TP], pdu[BWD_EG][BWD_TP], pgo[BWD_EG][BWD_TP];
+    __shared__ float pu[SCAN_T][BWD_EG];                // u (post phase)
     __shared__ float dsps[SCAN_T][BWD_EG];              // d softplus / d raw, then ddelta_raw
     __shared__ float sfin[SCAN_T][BWD_FIN];             // [t][q * 17 + ch]: state sums (post)
     __shared__ float sred[2][BWD_THREADS / BWD_EG][BWD_EG];
@@ -308,7 +312,8 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
 #pragma unroll
         for (int j = 0; j < per; j++) {
             const int i = threadIdx.x + j * BWD_THREADS;
-            BC[i / SCAN_NS][i % SCAN_NS] = make_float2(to_f(bv[j]), to_f(cv[j]));
+            Bs[i % SCAN_NS][i / SCAN_NS] = to_f(bv[j]);
+            Cs[i % SCAN_NS][i / SCAN_NS] = to_f(cv[j]);
         }
         scan_chunk_rows(srow, k, P.order, n, j0, tn);
         scan_stage_xdt<T>(&un.dt.x[0][0], k, P, n, j0, tn);
@@ -375,7 +380,10 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             }
             // dt u once per (token, channel), not per (token, channel, state) in the recompute:
             // the same product as before, so the states are bit-identical
-            pre[t][cc] = make_float4(dt, dt * ut, gout, ut);
+            pdt[cc][t] = dt;
+            pdu[cc][t] = dt * ut;
+            pgo[cc][t] = gout;
+            pu[t][cc] = ut;
             dsps[t][cc] = dsp;
         }
         __syncthreads();                            // pre written; raw free for the next group
@@ -399,28 +407,35 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
             {
                 float hp = h0;
 #pragma unroll
-                for (int t = 0; t < SCAN_T; t++) {
-                    const float2 pv = *reinterpret_cast<const float2 *>(&pre[t][ce]);   // dt, dt u
-                    hp = fmaf(scan_ex2<EXACT>(pv.x * A2), hp, pv.y * BC[t][s].x);
-                    h[t] = hp;
+                for (int g = 0; g < SCAN_T / 4; g++) {
+                    const float4 d4 = ld4(&pdt[ce][4 * g]), u4 = ld4(&pdu[ce][4 * g]), b4 = ld4(&Bs[s][4 * g]);
+                    const float dd[4] = { d4.x, d4.y, d4.z, d4.w }, uu[4] = { u4.x, u4.y, u4.z, u4.w };
+                    const float bb[4] = { b4.x, b4.y, b4.z, b4.w };
+#pragma unroll
+                    for (int q = 0; q < 4; q++) {
+                        hp = fmaf(scan_ex2<EXACT>(dd[q] * A2), hp, uu[q] * bb[q]);
+                        h[4 * g + q] = hp;
+                    }
                 }
             }
             float dA = 0.0f;
 #pragma unroll
             for (int g = SCAN_T / 4 - 1; g >= 0; g--) {
                 float v[8];                         // v[2k + q]: state sum q of token 4g + k
+                const float4 d4 = ld4(&pdt[ce][4 * g]), u4 = ld4(&pdu[ce][4 * g]), g4 = ld4(&pgo[ce][4 * g]);
+                const float4 b4 = ld4(&Bs[s][4 * g]), c4 = ld4(&Cs[s][4 * g]);
+                const float dd[4] = { d4.x, d4.y, d4.z, d4.w }, uu[4] = { u4.x, u4.y, u4.z, u4.w };
+                const float gg[4] = { g4.x, g4.y, g4.z, g4.w }, bb[4] = { b4.x, b4.y, b4.z, b4.w };
+                const float cq[4] = { c4.x, c4.y, c4.z, c4.w };
 #pragma unroll
                 for (int kk = 3; kk >= 0; kk--) {
                     const int t = 4 * g + kk;
-                    const float4 pv = pre[t][ce];
-                    const float dt = pv.x, gout = pv.z;
-                    const float2 bcv = BC[t][s];
-                    const float Bt = bcv.x, Ct = bcv.y;
+                    const float dt = dd[kk], gout = gg[kk], Bt = bb[kk], Ct = cq[kk];
                     const float hprev = t ? h[t - 1] : h0;
                     lam = fmaf(gout, Ct, lam);          // dL/dh_t, all paths
                     const float at = EXACT ? exp2_acc(dt * A2) : ex2_fast_again(dt * A2);
                     const float q = lam * Bt;           // du = dt sum q; ddt gets u sum q
-                    const float dBl = lam * pv.y, dCl = gout * h[t];
+                    const float dBl = lam * uu[kk], dCl = gout * h[t];
                     lam *= at;                          // -> contribution to dL/dh_{t-1}
                     const float r = lam * hprev;        // lam_t a_t h_{t-1}
                     dA = fmaf(r, dt, dA);
@@ -444,13 +459,12 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
         for (int t = t_first; t < SCAN_T; t += t_step) {
             if (t >= tn || e_t >= k.E) continue;
             const size_t it = it0 + (size_t)t * k.E;
-            const float4 pv = pre[t][cc];
-            const float ut = pv.w, gout = pv.z;
+            const float ut = pu[t][cc], gout = pgo[cc][t], dt = pdt[cc][t];
             // state sums: sq = sum lam B, sa = sum A lam a h_prev -> du = dt sq (+ D gout),
             // ddelta = sa + u sq (times softplus' for the raw step)
             const float sq = sfin[t][cc], sa = sfin[t][(BWD_EG + 1) + cc];
             const float draw = fmaf(ut, sq, sa) * dsps[t][cc];
-            if (du) du[it] = from_f<T>((k.ow ? 0.0f : to_f(du[it])) + fmaf(De, gout, pv.x * sq));
+            if (du) du[it] = from_f<T>((k.ow ? 0.0f : to_f(du[it])) + fmaf(De, gout, dt * sq));
             if (ddl) ddl[it] = (k.ow ? 0.0f : ddl[it]) + draw;
             dsps[t][cc] = draw;                     // (0 where t >= tn or e >= E, as dsp was)
             dDc = fmaf(gout, ut, dDc);
