@@ -220,7 +220,6 @@ __host__ __device__ __forceinline__ size_t bwd_part_floats(int R) { return (size
 #define BWD_THREADS (32 * BWD_WARPS)
 #define BWD_FIN (2 * (BWD_EG + 1))                  // sfin row: 2 sums x 17 (bank spread)
 #define BWD_TP (SCAN_T + 4)                         // row of the token-fastest arrays
-__device__ __forceinline__ float4 ld4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
 
 // One channel group's raw inputs of a chunk, as stored: u, dy and z (at pi(j)).
 template <typename T> struct bwd_raw {
@@ -408,9 +407,10 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
                 float hp = h0;
 #pragma unroll
                 for (int g = 0; g < SCAN_T / 4; g++) {
-                    const float4 d4 = ld4(&pdt[ce][4 * g]), u4 = ld4(&pdu[ce][4 * g]), b4 = ld4(&Bs[s][4 * g]);
-                    const float dd[4] = { d4.x, d4.y, d4.z, d4.w }, uu[4] = { u4.x, u4.y, u4.z, u4.w };
-                    const float bb[4] = { b4.x, b4.y, b4.z, b4.w };
+                    float dd[4], uu[4], bb[4];
+                    ld_vec<float, 4>(&pdt[ce][4 * g], dd);
+                    ld_vec<float, 4>(&pdu[ce][4 * g], uu);
+                    ld_vec<float, 4>(&Bs[s][4 * g], bb);
 #pragma unroll
                     for (int q = 0; q < 4; q++) {
                         hp = fmaf(scan_ex2<EXACT>(dd[q] * A2), hp, uu[q] * bb[q]);
@@ -422,11 +422,12 @@ scan_bwd_main(scan_k k, const T *dy, const float *states, float *lam_dA, float *
 #pragma unroll
             for (int g = SCAN_T / 4 - 1; g >= 0; g--) {
                 float v[8];                         // v[2k + q]: state sum q of token 4g + k
-                const float4 d4 = ld4(&pdt[ce][4 * g]), u4 = ld4(&pdu[ce][4 * g]), g4 = ld4(&pgo[ce][4 * g]);
-                const float4 b4 = ld4(&Bs[s][4 * g]), c4 = ld4(&Cs[s][4 * g]);
-                const float dd[4] = { d4.x, d4.y, d4.z, d4.w }, uu[4] = { u4.x, u4.y, u4.z, u4.w };
-                const float gg[4] = { g4.x, g4.y, g4.z, g4.w }, bb[4] = { b4.x, b4.y, b4.z, b4.w };
-                const float cq[4] = { c4.x, c4.y, c4.z, c4.w };
+                float dd[4], uu[4], gg[4], bb[4], cq[4];
+                ld_vec<float, 4>(&pdt[ce][4 * g], dd);
+                ld_vec<float, 4>(&pdu[ce][4 * g], uu);
+                ld_vec<float, 4>(&pgo[ce][4 * g], gg);
+                ld_vec<float, 4>(&Bs[s][4 * g], bb);
+                ld_vec<float, 4>(&Cs[s][4 * g], cq);
 #pragma unroll
                 for (int kk = 3; kk >= 0; kk--) {
                     const int t = 4 * g + kk;
