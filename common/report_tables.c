@@ -56,6 +56,8 @@ static void case_table(FILE *out, const report_run_t *r, const char *const *name
     fprintf(out, " mean |\n|---|");
     for (int j = 0; j <= r->nfg; j++) fprintf(out, "---|");
     fprintf(out, "\n");
+    double case_sum = 0;                            // of the defined per-case means
+    int case_n = 0;
     for (int i = 0; i < r->final_ncases; i++) {
         fprintf(out, "| %s |", r->final_ids[i]);
         double s = 0;
@@ -66,17 +68,15 @@ static void case_table(FILE *out, const report_run_t *r, const char *const *name
             if (isfinite(v)) { s += v; n++; }
         }
         cell(out, n ? s / n : NAN, " %.4f |");
+        if (n) { case_sum += s / n; case_n++; }
         fprintf(out, "\n");
     }
+    // the bottom row holds each column's mean: the evaluator's per-class means, and under the
+    // per-case means their mean over cases -- the evaluator's mean_dice (MONAI's two-step
+    // "mean"), which differs from the mean of the class means when n/a cells fall unevenly
     fprintf(out, "| **mean** |");
-    double s = 0;
-    int n = 0;
-    for (int j = 0; j < r->nfg; j++) {
-        double v = r->final_class_mean[j];
-        cell(out, v, " %.4f |");
-        if (isfinite(v)) { s += v; n++; }
-    }
-    cell(out, n ? s / n : NAN, " %.4f |");
+    for (int j = 0; j < r->nfg; j++) cell(out, r->final_class_mean[j], " %.4f |");
+    cell(out, case_n ? case_sum / case_n : NAN, " %.4f |");
     fprintf(out, "\n\n");
     int any = 0;
     for (int j = 0; j < r->nfg; j++) any |= r->final_undefined[j] > 0;
