@@ -144,32 +144,94 @@ static int load_case(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx,
     return 0;
 }
 
+// Case id and input files of case k (the first an image): an image file and its label file,
+// or dataset case idx[k]. Returns the number of files.
+static int case_inputs(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx, int k, char *id, size_t cap,
+                       const char **files)
+{
+    int nf = 0;
+    if (ds) {
+        const dataset_case_t *dc = &ds->cases[idx[k]];
+        for (int i = 0; i < dc->n_images && nf < CASE_MAX_CHANNELS; i++) files[nf++] = dc->images[i];
+        if (dc->label) files[nf++] = dc->label;
+        snprintf(id, cap, "%s", dc->id);
+        return nf;
+    }
+    files[nf++] = cfg->images[k];
+    if (k < cfg->n_labels) files[nf++] = cfg->labels[k];
+    id_of_path(cfg->images[k], id, cap);
+    return nf;
+}
+
+// Before any work: every case's OUT/<id>.nii.gz must be its own and must not be an input.
+// Two images of one file name in different folders (KiTS' case_*/imaging.nii.gz) would
+// otherwise overwrite each other's result, and an output folder holding the images would
+// replace a source scan (or label) by its segmentation. 0, or -1 with err naming the files.
+static int check_outputs(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx, int n, char *err)
+{
+    typedef struct { dev_t dev; ino_t ino; const char *path; } file_key_t;
+    char (*ids)[256] = xmalloc(sizeof *ids * (n ? (size_t)n : 1));
+    const char **first = xmalloc(sizeof *first * (n ? (size_t)n : 1));   // each case's image
+    file_key_t *in = xmalloc(sizeof *in * (size_t)(n ? n : 1) * (CASE_MAX_CHANNELS + 1));
+    int nin = 0, rc = 0;
+    for (int k = 0; k < n; k++) {
+        const char *files[CASE_MAX_CHANNELS + 1];
+        const int nf = case_inputs(cfg, ds, idx, k, ids[k], sizeof ids[k], files);
+        first[k] = nf ? files[0] : ids[k];
+        for (int i = 0; i < nf; i++) {
+            struct stat st;
+            if (stat(files[i], &st) == 0) in[nin++] = (file_key_t){ st.st_dev, st.st_ino, files[i] };
+        }
+    }
+    for (int k = 0; k < n && !rc; k++) {
+        for (int j = 0; j < k; j++)
+            if (!strcmp(ids[j], ids[k])) {
+                rc = set_err(err, "%s and %s would both be written to %s/%s.nii.gz: give the images distinct file "
+                                  "names or predict them into separate output folders", first[j], first[k],
+                             cfg->out_dir, ids[k]);
+                break;
+            }
+        char path[4096];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s.nii.gz", cfg->out_dir, ids[k]);
+        if (rc || stat(path, &st)) continue;
+        for (int i = 0; i < nin; i++)
+            if (in[i].dev == st.st_dev && in[i].ino == st.st_ino) {
+                rc = set_err(err, "%s: the output %s is this input file; choose another output folder", in[i].path, path);
+                break;
+            }
+    }
+    free(ids);
+    free(first);
+    free(in);
+    return rc;
+}
+
 int eval_run_files(const eval_cfg_t *cfg, char *err)
 {
     if (cfg->out_dir && mkdir(cfg->out_dir, 0777) && errno != EEXIST)
         return set_err(err, "%s: cannot make the output folder: %s", cfg->out_dir, strerror(errno));
-    eval_model_t *em = eval_model_load_file(cfg->model_path, &cfg->model, err);
-    if (!em) return -1;
-    if (cfg->lab.nregions && cfg->lab.nregions != eval_model_cfg(em)->classes) {
-        set_err(err, "--regions gives %d regions, the model has %d outputs", cfg->lab.nregions, eval_model_cfg(em)->classes);
-        eval_model_free(&em);
-        return -1;
-    }
-    if (eval_model_prepare(em, &cfg->sw, cfg->device, err)) { eval_model_free(&em); return -1; }
     dataset_t ds, *dsp = NULL;
     int *idx = NULL, n = cfg->n_images;
     if (cfg->dataset) {
-        if (dataset_open(cfg->dataset, &ds, err)) { eval_model_free(&em); return -1; }
+        if (dataset_open(cfg->dataset, &ds, err)) return -1;
         dsp = &ds;
-        if (dataset_select(&ds, cfg->split, &idx, &n, err)) { dataset_free(&ds); eval_model_free(&em); return -1; }
+        if (dataset_select(&ds, cfg->split, &idx, &n, err)) { dataset_free(&ds); return -1; }
         if (n == 0) {
             set_err(err, "%s: the selection '%s' holds no case", cfg->dataset, cfg->split);
             free(idx);
             dataset_free(&ds);
-            eval_model_free(&em);
             return -1;
         }
     }
+    eval_model_t *em = NULL;
+    if (cfg->out_dir && check_outputs(cfg, dsp, idx, n, err)) goto fail;
+    if (!(em = eval_model_load_file(cfg->model_path, &cfg->model, err))) goto fail;
+    if (cfg->lab.nregions && cfg->lab.nregions != eval_model_cfg(em)->classes) {
+        set_err(err, "--regions gives %d regions, the model has %d outputs", cfg->lab.nregions, eval_model_cfg(em)->classes);
+        goto fail;
+    }
+    if (eval_model_prepare(em, &cfg->sw, cfg->device, err)) goto fail;
     const model_cfg_t *mc = eval_model_cfg(em);
     log_msg('I', "%d case(s), model %s width %d (%d in, %d out) on the %s, window %dx%dx%d overlap %g %s x%d",
             n, model_variant_name(mc->variant), mc->width, mc->in_channels, mc->classes, eval_model_device(em),
@@ -204,4 +266,9 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
     eval_model_free(&em);
     if (n > 0 && failed == n) return set_err(err, "every case failed (%d)", n);
     return failed;
+fail:
+    free(idx);
+    if (dsp) dataset_free(&ds);
+    eval_model_free(&em);
+    return -1;
 }

@@ -8,6 +8,7 @@ every prediction has its source image's dims and affine, uint8 labels within the
 (nibabel as_closest_canonical) give the same segmentation in world space; weights without our
 metadata (as imported from elsewhere) load with model flags and fail clearly without them; a
 corrupt image is named and skipped; a native checkpoint of the same weights predicts the same;
+two images of one file name, or an output folder holding an input, are refused before any work;
 sigmoid regions (--regions) give region Dice lines that match a recomputation;
 evaluate.sh prints per-case Dice lines that equal Dice
 recomputed here from the written label maps and the reference labels.
@@ -144,6 +145,28 @@ def main():
     r = run([predict, model, outc, bad, images[1]] + win)
     check(r.returncode == 2 and "broken" in r.stderr, "corrupt image: rc %d %s" % (r.returncode, r.stderr[-500:]))
     check(os.path.exists(os.path.join(outc, os.path.basename(images[1]))), "good image after a corrupt one not written")
+
+    # outputs that would collide are refused before any work: two images of one file name in
+    # different folders (KiTS' case_*/imaging.nii.gz), and an output folder holding the image
+    kits = os.path.join(tmp, "kits")
+    for i in (0, 1):
+        os.makedirs(os.path.join(kits, "case_%d" % i))
+        subprocess.run(["cp", images[i], os.path.join(kits, "case_%d" % i, "imaging.nii.gz")], check=True)
+    twins = [os.path.join(kits, "case_%d" % i, "imaging.nii.gz") for i in (0, 1)]
+    outk2 = os.path.join(tmp, "pred_kits")
+    r = run([predict, model, outk2] + twins + win)
+    check(r.returncode == 1 and twins[0] in r.stderr and twins[1] in r.stderr and "both be written" in r.stderr,
+          "two images of one file name: rc %d %s" % (r.returncode, r.stderr[-500:]))
+    check(not os.listdir(outk2), "two images of one file name: something was written: %s" % os.listdir(outk2))
+    src = twins[0]
+    before = open(src, "rb").read()
+    r = run([predict, model, os.path.dirname(src), src] + win)
+    check(r.returncode == 1 and "is this input file" in r.stderr and src in r.stderr,
+          "output folder holding the image: rc %d %s" % (r.returncode, r.stderr[-500:]))
+    check(open(src, "rb").read() == before, "the source image was changed")
+    # the same image name in its own folder is fine when the output goes elsewhere
+    r = run([predict, model, outk2, twins[0]] + win)
+    check(r.returncode == 0 and os.path.exists(os.path.join(outk2, "imaging.nii.gz")), "one KiTS-style image: " + r.stderr[-500:])
 
     # evaluate.sh: Dice lines equal Dice recomputed from the written maps
     oute = os.path.join(tmp, "eval")
