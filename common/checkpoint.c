@@ -93,6 +93,9 @@ static void pack_header(buf_t *b, const model_t *m, const ckpt_state_t *st)
     put_f64(b, st->base_lr);
     put_u64(b, (uint64_t)st->adam_step);
     for (int i = 0; i < 4; i++) put_u64(b, st->rng.s[i]);
+    const uint32_t np = (uint32_t)strnlen(st->prep, CKPT_PREP_MAX - 1);
+    put_u32(b, np);
+    put(b, st->prep, np);
     put_u32(b, (uint32_t)m->table.count);
     put_u64(b, m->table.numel);
     for (int k = 0; k < m->table.count; k++) {
@@ -207,14 +210,19 @@ static int parse_fixed(FILE *f, const char *path, uint64_t size, parsed_t *p, ch
     if (get(&p->b, magic, 8) || memcmp(magic, CKPT_MAGIC, 8) != 0)
         return set_err(err, "%s: not an SRM checkpoint (bad magic)", path);
     if (get_u32(&p->b, &version)) return set_err(err, "%s: truncated header", path);
-    if (version != CKPT_VERSION)
-        return set_err(err, "%s: checkpoint version %u, this build reads %d", path, version, CKPT_VERSION);
+    if (version < 1 || version > CKPT_VERSION)
+        return set_err(err, "%s: checkpoint version %u, this build reads 1 to %d", path, version, CKPT_VERSION);
     for (int i = 0; i < 4; i++) if (get_u32(&p->b, &u[i])) return set_err(err, "%s: truncated header", path);
     if (get_u64(&p->b, &step) || get_u64(&p->b, &total) || get_f64(&p->b, &p->st.base_lr) ||
         get_u64(&p->b, &astep))
         return set_err(err, "%s: truncated header", path);
     for (int i = 0; i < 4; i++)
         if (get_u64(&p->b, &p->st.rng.s[i])) return set_err(err, "%s: truncated header", path);
+    uint32_t np = 0;
+    if (version >= 2 && get_u32(&p->b, &np)) return set_err(err, "%s: truncated header", path);
+    if (np >= CKPT_PREP_MAX) return set_err(err, "%s: preprocessing settings of %u bytes (at most %d)", path, np, CKPT_PREP_MAX - 1);
+    if (get(&p->b, p->st.prep, np)) return set_err(err, "%s: truncated header", path);
+    p->st.prep[np] = 0;
     if (get_u32(&p->b, &p->count) || get_u64(&p->b, &p->numel)) return set_err(err, "%s: truncated header", path);
     p->st.cfg = (model_cfg_t){ .variant = (model_variant_t)u[0], .width = (int)u[1],
                                .in_channels = (int)u[2], .classes = (int)u[3] };

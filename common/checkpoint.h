@@ -1,7 +1,9 @@
 /*
 checkpoint.h -- the native training checkpoint: everything needed to resume a run exactly.
 Layout (little-endian): header (magic "SRMCKPT\0", version, model configuration, step, cosine
-schedule state, Adam step, RNG state), the parameter table (names and shapes), then params,
+schedule state, Adam step, RNG state, and from version 2 the preprocessing settings the model was
+trained with: u32 length + JSON text, preprocess_settings.c), the parameter table (names and
+shapes), then params,
 Adam m and Adam v as float32 in table order, and last a SHA-256 (OpenSSL EVP) of all the bytes
 before it. Written to path.tmp, fsync'ed and renamed, so a reader never sees half a file.
 Partner: safetensors.h (parameters only, for PyTorch).
@@ -11,7 +13,8 @@ Partner: safetensors.h (parameters only, for PyTorch).
 #include "model.h"
 #include "rng.h"
 
-#define CKPT_VERSION 1
+#define CKPT_VERSION 2            // written; version 1 (no preprocessing settings) is read too
+#define CKPT_PREP_MAX 2048
 
 typedef struct {
     model_cfg_t cfg;
@@ -20,6 +23,7 @@ typedef struct {
     double base_lr;         // cosine schedule start
     long adam_step;         // Adam's bias-correction step (1-based count of updates done)
     rng_t rng;              // the trainer's sampling stream, restored exactly
+    char prep[CKPT_PREP_MAX];   // preprocessing settings (JSON), "" when unknown
 } ckpt_state_t;
 
 // Write. params, adam_m, adam_v follow m->table. 0 or -1 with err.

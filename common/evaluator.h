@@ -64,9 +64,13 @@ typedef struct {
     int window_given;               // --window given: it wins over a job's patch size
     eval_labels_t lab;
     int hd95;                       // 1: compute HD95 (default)
-    // preprocessing, as the loader's flags (file mode)
+    // preprocessing (file mode): the model's settings when it carries them, else the defaults;
+    // the loader's flags, when given, win over either
     preprocess_cfg_t prep;
-    int force_modality;             // -1: the dataset's (MR for bare images), else modality_t
+    int force_modality;             // --norm: every channel's modality_t; -1: not given
+    int spacing_given;              // --spacing given
+    int n_modality;                 // > 0: each channel's modality (the model's settings), which
+    modality_t modality[CASE_MAX_CHANNELS];     // replaces the dataset's (MR for bare images)
 } eval_cfg_t;
 
 // Parse argv. 0, 1 for --help (usage printed), -1 with err.
@@ -87,6 +91,8 @@ eval_model_t *eval_model_load_bytes(const void *data, size_t n, const char *what
                                     const model_cfg_t *fallback, char *err);
 void eval_model_free(eval_model_t **em);
 const model_cfg_t *eval_model_cfg(const eval_model_t *em);
+// The preprocessing settings the weights carry (preprocess_settings.c JSON), "" when none.
+const char *eval_model_prep(const eval_model_t *em);
 // Choose the device and size the buffers for windows of sw->roi, sw->batch at a time.
 // 0 or -1 + err (no GPU when asked for one, window not a multiple of 16).
 int eval_model_prepare(eval_model_t *em, const sw_cfg_t *sw, eval_device_t dev, char *err);

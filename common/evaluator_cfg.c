@@ -41,7 +41,8 @@ void eval_usage(void *file)
         "  --overlap F (0.5)  --blend gaussian|constant  --sigma-scale F (0.125)  --sw-batch N (1)\n"
         "  --regions \"WT=1,2,3,4;TC=1,3,4;ET=4\"   sigmoid outputs are label regions (BraTS)\n"
         "  --no-hd95             skip HD95\n"
-        "preprocessing (as the loader's flags):\n"
+        "preprocessing (file mode; default: the settings the model was trained with, which\n"
+        "checkpoints and safetensors exports of srm-trainer carry; these flags override them):\n"
         "  --spacing X,Y,Z|none  --norm ct:LO,HI|ct-z:MEAN,STD|mr-fg|mr-all\n");
 }
 
@@ -128,7 +129,7 @@ static int flag_value(eval_cfg_t *c, const char *a, const char *v, char *err)
     } else if (!strcmp(a, "--sigma-scale")) return cli_double(a, v, 1e-3, 10, &c->sw.sigma_scale, err);
     else if (!strcmp(a, "--sw-batch")) return cli_int(a, v, 1, 64, &c->sw.batch, err);
     else if (!strcmp(a, "--regions")) return eval_regions_parse(&c->lab, v, err);
-    else if (!strcmp(a, "--spacing")) return cli_spacing(v, c->prep.target_spacing, err);
+    else if (!strcmp(a, "--spacing")) { c->spacing_given = 1; return cli_spacing(v, c->prep.target_spacing, err); }
     else if (!strcmp(a, "--norm")) return cli_norm(v, &c->prep, &c->force_modality, err);
     else return set_err(err, "unknown flag %s", a);
     return 0;

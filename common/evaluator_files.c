@@ -139,9 +139,50 @@ static int load_case(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx,
         for (int ch = 0; ch < c->image.C; ch++) c->modality[ch] = MODALITY_MR;
         if (cfg->n_labels && !(*ref = read_label(cfg->labels[k], &c->image, err))) return -1;
     }
+    for (int ch = 0; ch < c->image.C && ch < cfg->n_modality; ch++) c->modality[ch] = cfg->modality[ch];
     if (cfg->force_modality >= 0)
         for (int ch = 0; ch < c->image.C; ch++) c->modality[ch] = (modality_t)cfg->force_modality;
     return 0;
+}
+
+// The preprocessing of this run into run (a copy of cfg): the settings the model was trained
+// with when its file carries them (srm-trainer keeps the loader's in every checkpoint), with
+// --spacing and --norm overriding their parts; else the flags and the defaults, as before.
+static void choose_prep(eval_cfg_t *run, const eval_cfg_t *cfg, const eval_model_t *em)
+{
+    const char *text = eval_model_prep(em);
+    preprocess_cfg_t mp;
+    modality_t mod[CASE_MAX_CHANNELS];
+    int C = 0;
+    char why[ERR_LEN] = "";
+    if (*text && preprocess_settings_parse(text, &mp, mod, &C, why) == 0 && C != eval_model_cfg(em)->in_channels)
+        snprintf(why, sizeof why, "settings for %d channels, the model takes %d", C, eval_model_cfg(em)->in_channels);
+    if (!*text || why[0]) {
+        if (why[0]) log_msg('W', "%s: unusable preprocessing settings (%s): ignored", cfg->model_path, why);
+        if (cfg->force_modality < 0 || !cfg->spacing_given)
+            log_msg('W', "%s carries no preprocessing settings (weights from elsewhere, or a checkpoint from "
+                         "before they were kept): unless --norm and --spacing say otherwise, %s and keep their "
+                         "own spacing; give both as the training's loader had them", cfg->model_path,
+                    cfg->dataset ? "channels are normalised by the dataset's modality"
+                                 : "images are normalised as MR (z-score over the foreground)");
+        return;
+    }
+    run->prep = mp;
+    run->prep.allow_f16 = cfg->prep.allow_f16;
+    if (cfg->spacing_given) memcpy(run->prep.target_spacing, cfg->prep.target_spacing, sizeof mp.target_spacing);
+    if (cfg->force_modality >= 0) {             // --norm: its normalisation for every channel
+        const preprocess_cfg_t *u = &cfg->prep;
+        run->prep.ct_norm = u->ct_norm;
+        run->prep.ct_lo = u->ct_lo; run->prep.ct_hi = u->ct_hi;
+        run->prep.ct_b_min = u->ct_b_min; run->prep.ct_b_max = u->ct_b_max;
+        run->prep.ct_mean = u->ct_mean; run->prep.ct_std = u->ct_std;
+        run->prep.mr_norm = u->mr_norm;
+    } else {
+        run->n_modality = C;
+        memcpy(run->modality, mod, sizeof mod);
+    }
+    log_msg('I', "preprocessing as trained (from %s)%s%s: %s", cfg->model_path,
+            cfg->spacing_given ? ", --spacing given" : "", cfg->force_modality >= 0 ? ", --norm given" : "", text);
 }
 
 // Case id and input files of case k (the first an image): an image file and its label file,
@@ -232,6 +273,10 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
         goto fail;
     }
     if (eval_model_prepare(em, &cfg->sw, cfg->device, err)) goto fail;
+    eval_cfg_t *run = xmalloc(sizeof *run);     // cfg with the preprocessing chosen (large: heap)
+    *run = *cfg;
+    choose_prep(run, cfg, em);
+    cfg = run;
     const model_cfg_t *mc = eval_model_cfg(em);
     log_msg('I', "%d case(s), model %s width %d (%d in, %d out) on the %s, window %dx%dx%d overlap %g %s x%d",
             n, model_variant_name(mc->variant), mc->width, mc->in_channels, mc->classes, eval_model_device(em),
@@ -260,6 +305,7 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
         free(ref);
     }
     if (scored) eval_print_summary(rs, n, &cfg->lab);
+    free(run);
     free(rs);
     free(idx);
     if (dsp) dataset_free(&ds);

@@ -24,6 +24,7 @@ extern int cudaGetDeviceCount(int *count);
 struct eval_model {
     model_t m;
     float *params;              // m.table layout
+    char prep[CKPT_PREP_MAX];   // the preprocessing settings the file carries, "" when none
     int roi[3], batch, K, Cin;
     size_t win;                 // voxels per window
     float *ws;                  // CPU workspace (model_plan total for `batch` windows)
@@ -60,6 +61,7 @@ eval_model_t *eval_model_load_file(const char *path, const model_cfg_t *fallback
         if (ckpt_read_state(path, &st, err)) return NULL;
         if (!(em = build(&st.cfg, err))) return NULL;
         if (ckpt_read(path, &em->m, em->params, NULL, NULL, &st, err)) { eval_model_free(&em); return NULL; }
+        memcpy(em->prep, st.prep, sizeof em->prep);
         return em;
     }
     model_cfg_t cfg;
@@ -72,7 +74,10 @@ eval_model_t *eval_model_load_file(const char *path, const model_cfg_t *fallback
         cfg = *fallback;
     }
     if (!(em = build(&cfg, err))) return NULL;
-    if (safetensors_read(path, &em->m, em->params, err)) { eval_model_free(&em); return NULL; }
+    if (safetensors_read(path, &em->m, em->params, err) || safetensors_read_prep(path, em->prep, sizeof em->prep, err)) {
+        eval_model_free(&em);
+        return NULL;
+    }
     return em;
 }
 
@@ -124,6 +129,7 @@ void eval_model_free(eval_model_t **pem)
 }
 
 const model_cfg_t *eval_model_cfg(const eval_model_t *em) { return &em->m.cfg; }
+const char *eval_model_prep(const eval_model_t *em) { return em->prep; }
 const char *eval_model_device(const eval_model_t *em) { return em->on_gpu ? "gpu" : "cpu"; }
 
 int eval_model_adopt(eval_model_t *dst, const eval_model_t *src)

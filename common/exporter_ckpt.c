@@ -176,7 +176,7 @@ static int export_safetensors(const exporter_t *ex, const char *staged, const ch
     char path[EXPORTER_PATH];
     snprintf(path, sizeof path, "%s/%s", ex->ckpt_dir, st_name);
     int rc = ckpt_read(staged, &m, params, NULL, NULL, &state, err);
-    if (!rc) rc = safetensors_write(path, &m, params, err);
+    if (!rc) rc = safetensors_write(path, &m, params, state.prep, err);
     free(params);
     model_free(&m);
     return rc;

@@ -1,6 +1,6 @@
 /*
 exporter_internal.h -- state and module functions of srm-exporter (exporter.h is the public side).
-  exporter_fs.c       durable file primitives: temp name, fsync, rename, directory fsync, sidecars
+  durable_fs.c        (durable_fs.h) the durable file primitives it builds on
   exporter_ckpt.c     filing checkpoints, latest/best links, retention, start-up recovery, reading back
   exporter_metrics.c  metrics.jsonl lines, best selection, curves.png
   exporter_pred.c     prediction volumes -> NIfTI
@@ -8,6 +8,7 @@ exporter_internal.h -- state and module functions of srm-exporter (exporter.h is
 */
 #ifndef SRM_EXPORTER_INTERNAL_H
 #define SRM_EXPORTER_INTERNAL_H
+#include "durable_fs.h"
 #include "exporter.h"
 #include "wire.h"
 #include "wire_msgs.h"
@@ -42,29 +43,6 @@ typedef struct {
     double curves_time;             // monotonic seconds of the last refresh
     long n_ckpt, n_metrics, n_pred, n_rejected;
 } exporter_t;
-
-// ---- exporter_fs.c -----------------------------------------------------------------------------
-// Write n bytes to dir/name through dir/name.tmp: write, fsync, rename. The directory is NOT
-// fsync'ed (callers batch that). On failure the temp file is removed.
-int fs_write_atomic(const char *dir, const char *name, const void *data, size_t n, char *err);
-// The two halves: dir/name.tmp written and fsync'ed (removed on failure); then renamed to dir/name.
-int fs_write_tmp(const char *dir, const char *name, const void *data, size_t n, char *err);
-int fs_commit(const char *dir, const char *name, char *err);
-int fs_fsync_dir(const char *dir, char *err);
-// dir/name -> target (relative), replaced atomically via dir/name.tmp.
-int fs_symlink_atomic(const char *dir, const char *name, const char *target, char *err);
-// dir/name.sha256 = "<hex>  <name>\n" (atomic).
-int fs_write_sidecar(const char *dir, const char *name, const char hex[65], char *err);
-// Read dir/name.sha256 and check it names `name`; hex receives its digest.
-int fs_read_sidecar(const char *dir, const char *name, char hex[65], char *err);
-int fs_sha256_file(const char *path, char hex[65], char *err);
-// Read a whole file of at most max bytes into a malloc'd buffer.
-int fs_read_file(const char *path, uint8_t **data, size_t *n, size_t max, char *err);
-int fs_mkdir_p(const char *path, char *err);
-// Remove the temporary files a crash left in dir (NAME.tmp, STEM.tmpPID.nii.gz); returns how many.
-int fs_remove_tmp(const char *dir);
-int fs_exists(const char *path);
-double fs_now(void);                // CLOCK_MONOTONIC seconds
 
 // ---- exporter_ckpt.c ---------------------------------------------------------------------------
 // File a verified checkpoint blob (its sha256 already checked by the decoder). 0 or -1 + err;

@@ -31,6 +31,7 @@ typedef struct {
     int classes;                // --classes override (0: the dataset's)
     int force_modality;         // -1: the dataset's; else MODALITY_MR / MODALITY_CT for all channels
     preprocess_cfg_t prep;
+    const char *prep_out;       // --write-preprocessing FILE: the settings as JSON, for the trainer
 } loader_cfg_t;
 
 // Parse argv into c. Returns 0, 1 for --help (usage printed), -1 with err.

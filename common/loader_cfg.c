@@ -21,6 +21,8 @@ void loader_usage(void *file)
         "  --spacing X,Y,Z|none                 target spacing in mm (none)\n"
         "  --norm ct:LO,HI|ct-z:MEAN,STD|mr-fg|mr-all   (default by the dataset's modality)\n"
         "  --classes K                          number of classes sent with volumes (dataset's)\n"
+        "  --write-preprocessing FILE           write the preprocessing settings with each channel's\n"
+        "                                       modality (JSON) for srm-trainer --preprocessing\n"
         "  --volumes EP                         PUSH endpoint the augmenters connect to (bound)\n"
         "  --cases EP                           ROUTER endpoint for validation cases (bound; off)\n"
         "  --allow-remote                       allow binding non-loopback addresses\n"
@@ -58,6 +60,7 @@ int loader_parse(loader_cfg_t *c, int argc, char **argv, char *err)
         else if (!strcmp(a, "--spacing")) rc = cli_spacing(val, c->prep.target_spacing, err);
         else if (!strcmp(a, "--norm")) rc = cli_norm(val, &c->prep, &c->force_modality, err);
         else if (!strcmp(a, "--classes")) { rc = cli_long(a, val, 1, 256, &v, err); c->classes = (int)v; }
+        else if (!strcmp(a, "--write-preprocessing")) c->prep_out = val;
         else if (!strcmp(a, "--volumes")) c->volumes_ep = val;
         else if (!strcmp(a, "--cases")) c->cases_ep = val;
         else if (!strcmp(a, "--curve-server")) c->curve_server = val;

@@ -8,7 +8,9 @@ instead of queueing when the augmenters are busy.
 */
 #include "loader.h"
 #include "check.h"
+#include "durable_fs.h"
 #include "rng.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -29,6 +31,24 @@ static stage_sock_opts_t *curve_opts(stage_sock_opts_t *o, const loader_cfg_t *c
     return o;
 }
 
+// The settings every volume is preprocessed with, and each channel's modality, to cfg->prep_out
+// (atomically: the trainer may read it at any time to put it in its checkpoints).
+static int write_prep(const loader_cfg_t *cfg, const dataset_t *ds, char *err)
+{
+    char dir[FS_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", cfg->prep_out);
+    char *slash = strrchr(dir, '/');
+    const char *name = slash ? slash + 1 : cfg->prep_out;
+    if (slash == dir) dir[1] = 0;
+    else if (slash) *slash = 0;
+    else snprintf(dir, sizeof dir, ".");
+    char *text = preprocess_settings_json(&cfg->prep, ds->modality, ds->n_channels);
+    int rc = fs_write_atomic(dir, name, text, strlen(text), err);
+    if (!rc) log_msg('I', "preprocessing settings written to %s", cfg->prep_out);
+    free(text);
+    return rc;
+}
+
 int loader_open(loader_t *L, const loader_cfg_t *cfg, stage_t *st, char *err)
 {
     memset(L, 0, sizeof *L);
@@ -38,6 +58,7 @@ int loader_open(loader_t *L, const loader_cfg_t *cfg, stage_t *st, char *err)
     for (int i = 0; i < L->ds.n_problems; i++) log_msg('W', "%s: %s", cfg->dataset, L->ds.problems[i]);
     if (cfg->force_modality >= 0)                   // --norm names the modality of every channel
         for (int c = 0; c < L->ds.n_channels; c++) L->ds.modality[c] = (modality_t)cfg->force_modality;
+    if (cfg->prep_out && write_prep(cfg, &L->ds, err)) return -1;
     L->num_classes = cfg->classes ? cfg->classes : L->ds.num_classes;
     L->bad = xcalloc((size_t)L->ds.n_cases + 1, 1);
     if (dataset_select(&L->ds, cfg->train_sel, &L->train, &L->n_train, err)) return -1;

@@ -64,6 +64,13 @@ void preprocess_cfg_default(preprocess_cfg_t *cfg);
 // 64-bit hash of every setting (a canonical text form; stable across builds and machines).
 uint64_t preprocess_cfg_hash(const preprocess_cfg_t *cfg);
 
+// The settings as JSON with each channel's modality (preprocess_settings.c: what travels with a
+// model's weights). Returns a malloc'd string.
+char *preprocess_settings_json(const preprocess_cfg_t *cfg, const modality_t *mod, int C);
+// Parse that text into cfg (allow_f16 at its default) and mod[0..*C) (mod holds
+// CASE_MAX_CHANNELS). 0, or -1 with err naming the field.
+int preprocess_settings_parse(const char *text, preprocess_cfg_t *cfg, modality_t *mod, int *C, char *err);
+
 // Run all steps on c in place (c->image, c->label replaced). rec may be NULL. Returns 0, or -1
 // with err "<case id>: <problem>" (degenerate affine, empty foreground, zero std...).
 int preprocess_case(case_t *c, const preprocess_cfg_t *cfg, preprocess_record_t *rec, char *err);

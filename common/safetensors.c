@@ -57,7 +57,7 @@ static uint64_t get_u64le(const unsigned char *p)
     return v;
 }
 
-int safetensors_write(const char *path, const model_t *m, const float *params, char *err)
+int safetensors_write(const char *path, const model_t *m, const float *params, const char *prep, char *err)
 {
     const param_table_t *t = &m->table;
     int *order = xmalloc((size_t)t->count * sizeof *order);
@@ -67,8 +67,17 @@ int safetensors_write(const char *path, const model_t *m, const float *params, c
 
     sbuf_t h = { xmalloc(4096), 0, 4096 };
     sb_printf(&h, "{\"__metadata__\":{\"format\":\"pt\",\"model\":\"SegResMamba\",\"variant\":\"%s\","
-              "\"width\":\"%d\",\"in_channels\":\"%d\",\"classes\":\"%d\"}",
+              "\"width\":\"%d\",\"in_channels\":\"%d\",\"classes\":\"%d\"",
               model_variant_name(m->cfg.variant), m->cfg.width, m->cfg.in_channels, m->cfg.classes);
+    if (prep && *prep) {                     // JSON text as a JSON string: jansson escapes it
+        json_t *v = json_string(prep);
+        char *q = v ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
+        json_decref(v);
+        if (!q) { free(order); free(h.s); return set_err(err, "%s: preprocessing settings are not UTF-8 text", path); }
+        sb_printf(&h, ",\"preprocessing\":%s", q);
+        free(q);
+    }
+    sb_printf(&h, "}");
     uint64_t off = 0;
     for (int k = 0; k < t->count; k++) {
         const param_t *p = &t->items[order[k]];
@@ -339,6 +348,20 @@ static int meta_int(const char *path, json_t *meta, const char *key, int *out, c
     if (*end || end == json_string_value(v)) return set_err(err, "%s: __metadata__ '%s' is not an integer", path, key);
     *out = (int)x;
     return 0;
+}
+
+int safetensors_read_prep(const char *path, char *buf, size_t cap, char *err)
+{
+    stfile_t s;
+    int rc = st_open(&s, path, err);
+    json_t *v = rc ? NULL : json_object_get(json_object_get(s.root, "__metadata__"), "preprocessing");
+    buf[0] = 0;
+    if (!rc && v && !json_is_string(v)) rc = set_err(err, "%s: __metadata__ 'preprocessing' is not a string", path);
+    else if (!rc && v && json_string_length(v) >= cap)
+        rc = set_err(err, "%s: __metadata__ 'preprocessing' is longer than %zu bytes", path, cap - 1);
+    else if (!rc && v) memcpy(buf, json_string_value(v), json_string_length(v) + 1);
+    st_close(&s);
+    return rc;
 }
 
 int safetensors_read_config(const char *path, model_cfg_t *cfg, char *err)

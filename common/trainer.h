@@ -33,6 +33,7 @@ typedef struct {
     uint64_t seed;
     int resume;                     // ask the exporter for `latest` (and look in the spool)
     const char *resume_file;        // or resume from this native checkpoint
+    const char *prep_file;          // --preprocessing: the loader's settings, kept in checkpoints
     const char *patches_ep, *evaljobs_ep, *metrics_ep, *exporter_ep;
     int allow_remote;
     const char *curve_server, *authorized;      // binding sockets (patches, evaljobs, metrics)

@@ -34,6 +34,8 @@ void trainer_usage(void *file)
         "          --curve-server KEY --authorized FILE (bound sockets)\n"
         "          --curve-client KEY --server-key FILE (the exporter connection)\n"
         "checkpoints: --spool DIR (unacknowledged checkpoints; default /tmp/srm-trainer-PID)\n"
+        "          --preprocessing FILE (the loader's --write-preprocessing output: kept in every\n"
+        "          checkpoint so that predicting applies the training's preprocessing)\n"
         "          --ack-timeout S (60)  --final-ack-timeout S (60)  --final-eval-timeout S (600)\n"
         "          --resume-timeout S (30)  --batch-timeout S (120: warn when no batch comes)\n");
 }
@@ -159,6 +161,7 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
             if (!*v || *end || *v == '-') rc = set_err(err, "--seed: '%s' is not a non-negative integer", v);
             c->seed = s;
         } else if (!strcmp(a, "--resume-file")) c->resume_file = v;
+        else if (!strcmp(a, "--preprocessing")) c->prep_file = v;
         else if (!strcmp(a, "--patches")) c->patches_ep = v;
         else if (!strcmp(a, "--evaljobs")) c->evaljobs_ep = v;
         else if (!strcmp(a, "--metrics")) c->metrics_ep = v;

@@ -10,6 +10,7 @@ crash (or left behind by SIGINT without an ack) is not lost.
 */
 #include "trainer_internal.h"
 #include "check.h"
+#include "preprocess.h"
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -174,6 +175,35 @@ static void try_send(ckpt_flow_t *f)
     f->n_sent++;
     log_msg('I', "checkpoint step %ld sent to the exporter (%.1f MB, sha256 %.12s...)", f->flight_step,
             (double)n / 1e6, f->flight_sha);
+}
+
+void ckpt_flow_take_prep(ckpt_flow_t *f, ckpt_state_t *st)
+{
+    if (!f->c->prep_file) return;
+    // read before every save: the loader writes the file when it starts, maybe after the trainer
+    char text[CKPT_PREP_MAX], why[ERR_LEN] = "";
+    FILE *fp = fopen(f->c->prep_file, "rb");
+    if (!fp) snprintf(why, sizeof why, "cannot open: %s", strerror(errno));
+    size_t n = fp ? fread(text, 1, sizeof text, fp) : 0;
+    if (fp) fclose(fp);
+    if (fp && n >= sizeof text) snprintf(why, sizeof why, "longer than %zu bytes", sizeof text - 1);
+    if (!why[0]) {
+        text[n] = 0;
+        preprocess_cfg_t cfg;
+        modality_t mod[CASE_MAX_CHANNELS];
+        int C = 0;
+        if (preprocess_settings_parse(text, &cfg, mod, &C, why) == 0 && C != f->m->cfg.in_channels)
+            snprintf(why, sizeof why, "%d channels, the model takes %d", C, f->m->cfg.in_channels);
+    }
+    if (!why[0]) {
+        if (strcmp(st->prep, text)) log_msg('I', "checkpoints carry the preprocessing of %s", f->c->prep_file);
+        memcpy(st->prep, text, n + 1);
+        return;
+    }
+    if (!f->prep_warned)
+        log_msg('W', "%s: %s; checkpoints keep %s", f->c->prep_file, why,
+                st->prep[0] ? "the resumed checkpoint's preprocessing" : "no preprocessing settings");
+    f->prep_warned = 1;
 }
 
 int ckpt_flow_save(ckpt_flow_t *f, const float *params, const float *adam_m, const float *adam_v,

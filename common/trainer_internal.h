@@ -61,6 +61,7 @@ typedef struct {
     double flight_sent, next_try;
     long acked_step;                // newest acknowledged step, -1 when none
     long n_sent, n_acked, n_failed;
+    int prep_warned;                // the --preprocessing file was reported unusable
 } ckpt_flow_t;
 
 int ckpt_flow_open(ckpt_flow_t *f, const trainer_cfg_t *c, const model_t *m, void *exporter_sock,
@@ -69,6 +70,9 @@ int ckpt_flow_open(ckpt_flow_t *f, const trainer_cfg_t *c, const model_t *m, voi
 // older pending file) and is sent now when nothing is in flight. 0 or -1 with err.
 int ckpt_flow_save(ckpt_flow_t *f, const float *params, const float *adam_m, const float *adam_v,
                    const ckpt_state_t *st, int final, char *err);
+// The loader's preprocessing settings (--preprocessing FILE) into st->prep before a save; a file
+// missing or invalid leaves st->prep as it was (empty, or the resumed checkpoint's), reported once.
+void ckpt_flow_take_prep(ckpt_flow_t *f, ckpt_state_t *st);
 // Non-blocking housekeeping between steps: (re)send the pending checkpoint when due.
 void ckpt_flow_tick(ckpt_flow_t *f);
 // Handle one message that arrived on the exporter socket (acks; errors are logged).

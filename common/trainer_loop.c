@@ -201,6 +201,7 @@ static int save_ckpt(trainer_t *t, int final)
 {
     char err[ERR_LEN];
     tb_download(t->b);
+    ckpt_flow_take_prep(&t->ck, &t->state);
     if (ckpt_flow_save(&t->ck, t->params, t->adam_m, t->adam_v, &t->state, final, err)) {
         log_msg('E', "checkpoint step %ld not written: %s", t->state.step, err);
         return -1;

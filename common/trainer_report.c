@@ -102,7 +102,7 @@ int report_eval_job(const trainer_cfg_t *c, const model_t *m, const char *spool,
     char path[PATH_MAX];
     if (snprintf(path, sizeof path, "%s/evaljob.safetensors", spool) >= (int)sizeof path)
         return set_err(err, "%s: spool path too long", spool);
-    if (safetensors_write(path, m, params, err)) return -1;
+    if (safetensors_write(path, m, params, NULL, err)) return -1;
     FILE *f = fopen(path, "rb");
     if (!f) return set_err(err, "%s: %s", path, strerror(errno));
     uint8_t *blob = NULL;

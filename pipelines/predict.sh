@@ -6,14 +6,16 @@
 # 4D = channels) gives OUT_DIR/<name>.nii.gz on that image's own grid (same dims and affine): a
 # uint8 label map, or with --logits the float32 logits (classes on the 4th axis).
 # Options after the images go to srm-evaluator (--window D,H,W, --overlap, --blend, --sw-batch,
-# --device, --spacing, --norm, --regions ...; see `srm-evaluator --help`). They must match the
-# preprocessing the model was trained with (the loader's --spacing/--norm).
+# --device, --spacing, --norm, --regions ...; see `srm-evaluator --help`). Each image gets the
+# preprocessing the model was trained with: srm-trainer keeps the loader's settings (spacing,
+# each channel's modality and normalisation) in every checkpoint and export. --spacing / --norm
+# override them, and are needed for weights that carry none (trained elsewhere: a warning says so).
 # Exit status: 0 all images done, 1 nothing could run, 2 some images failed (named on stderr).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$root/bin}
 case "$bin" in /*) ;; *) bin=$root/$bin ;; esac
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; }
 [ $# -ge 3 ] || usage
 model=$1 out=$2
 shift 2

@@ -142,7 +142,8 @@ trainer_cmd() {
     local cmd=("$SRM_BIN/srm-trainer" "${MODEL_ARGS[@]}" "${LOSS_ARGS[@]}" --patch "$PATCH" --batch "$BATCH"
         --val-every "$VAL_EVERY" --ckpt-every "$CKPT_EVERY" --seed "$SEED" --device "$DEVICE"
         --patches "$EP_BIND_patches" --evaljobs "$EP_BIND_evaljobs" --metrics "$EP_BIND_metrics"
-        --exporter "$EP_CONN_exporter" --spool "$RUN/spool" "${REMOTE_FLAG[@]}")
+        --exporter "$EP_CONN_exporter" --spool "$RUN/spool" --preprocessing "$RUN/preprocessing.json"
+        "${REMOTE_FLAG[@]}")
     [[ -n $LR ]] && cmd+=(--lr "$LR")
     [[ -n $STEPS ]] && cmd+=(--steps "$STEPS")
     [[ -n $MAX_MIN ]] && cmd+=(--max-minutes "$MAX_MIN")
@@ -187,7 +188,8 @@ srm_log "dataset $DATASET, run $RUN: $CLASSES classes, $INCH channel(s), patch $
 srm_start exporter "$SRM_BIN/srm-exporter" --run-dir "$RUN" --bind "$EP_BIND_exporter" "${REMOTE_FLAG[@]}" "${X_EXPORTER[@]}"
 srm_start loader "$SRM_BIN/srm-loader" --dataset "$DATASET" --split train --val-split validation \
     --volumes "$EP_BIND_volumes" --cases "$EP_BIND_cases" --cache "${CACHE:-$RUN/cache}" --seed "$SEED" \
-    --classes "$CLASSES" "${PREP_ARGS[@]}" "${REMOTE_FLAG[@]}" "${X_LOADER[@]}"
+    --classes "$CLASSES" --write-preprocessing "$RUN/preprocessing.json" "${PREP_ARGS[@]}" "${REMOTE_FLAG[@]}" \
+    "${X_LOADER[@]}"
 if ((RESUME)); then trainer_cmd resume; else trainer_cmd fresh; fi
 if ! ((REMOTE_AUG)); then
     for ((i = 0; i < NAUG; i++)); do

@@ -5,7 +5,9 @@ test_model_ckpt.c -- the native checkpoint (checkpoint.h) and the safetensors ex
   - ckpt_read_state reads the header alone;
   - a flipped byte anywhere, a truncated file, a wrong model or a missing file are rejected with a
     message that says what is wrong;
-  - safetensors write/read round trip bit-exact, and the configuration comes back from metadata.
+  - safetensors write/read round trip bit-exact, and the configuration comes back from metadata;
+  - the preprocessing settings travel in both (checkpoint version 2, __metadata__
+    "preprocessing"), and a version-1 checkpoint (before them) still reads, with none.
 */
 #define _GNU_SOURCE
 #include "test.h"
@@ -14,6 +16,7 @@ test_model_ckpt.c -- the native checkpoint (checkpoint.h) and the safetensors ex
 #include "safetensors.h"
 #include "check.h"
 #include "rng.h"
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +42,27 @@ static void copy_modified(const char *src, const char *dst, long flip_at, long t
     if (truncate_to >= 0) n = truncate_to;
     f = fopen(dst, "wb");
     ASSERT(f && fwrite(b, 1, (size_t)n, f) == (size_t)n && fclose(f) == 0);
+    free(b);
+}
+
+// Rewrite a version-2 checkpoint whose preprocessing settings are empty as version 1: drop the
+// u32 length (after magic, version, 4 configuration u32s, step, schedule, lr, Adam step and the
+// 4 RNG words: byte 92), set the version, and append a fresh SHA-256 of the rest.
+static void make_v1(const char *src, const char *dst)
+{
+    long n = file_size(src);
+    unsigned char *b = xmalloc((size_t)n);
+    FILE *f = fopen(src, "rb");
+    ASSERT(f && fread(b, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+    ASSERT(b[8] == 2 && b[92] == 0 && b[93] == 0 && b[94] == 0 && b[95] == 0);
+    b[8] = 1;
+    memmove(b + 92, b + 96, (size_t)n - 96);
+    n -= 4 + 32;                                // without the length and the old checksum
+    unsigned int dl = 0;
+    ASSERT(EVP_Digest(b, (size_t)n, b + n, &dl, EVP_sha256(), NULL) == 1 && dl == 32);
+    f = fopen(dst, "wb");
+    ASSERT(f && fwrite(b, 1, (size_t)n + 32, f) == (size_t)n + 32 && fclose(f) == 0);
     free(b);
 }
 
@@ -74,6 +98,25 @@ int main(void)
     EXPECT(ckpt_read_state(path, &s2, err) == 0 && s2.cfg.variant == MODEL_P && s2.cfg.classes == 4 &&
            s2.step == 1234, "read_state: %s", err);
 
+    EXPECT(s2.prep[0] == 0, "no preprocessing settings written, none read: '%s'", s2.prep);
+
+    // the preprocessing settings travel in the header; a version-1 file reads with none
+    const char *prep_text = "{\"version\":1,\"modality\":[\"CT\",\"MR\"],\"note\":\"a \\\"quoted\\\" word\"}";
+    ckpt_state_t sp = st;
+    snprintf(sp.prep, sizeof sp.prep, "%s", prep_text);
+    char ppath[512];
+    snprintf(ppath, sizeof ppath, "%s/prep.ckpt", dir);
+    EXPECT(ckpt_write(ppath, &m, p, mm, vv, &sp, err) == 0, "write with settings: %s", err);
+    memset(&s2, 0, sizeof s2);
+    EXPECT(ckpt_read(ppath, &m, p2, m2, v2, &s2, err) == 0 && !strcmp(s2.prep, prep_text) &&
+           memcmp(p, p2, n * 4) == 0 && s2.step == 1234, "settings round trip: %s / '%s'", err, s2.prep);
+    snprintf(ppath, sizeof ppath, "%s/v1.ckpt", dir);
+    make_v1(path, ppath);
+    memset(&s2, 0, sizeof s2);
+    memset(p2, 0, n * 4);
+    EXPECT(ckpt_read(ppath, &m, p2, m2, v2, &s2, err) == 0 && s2.prep[0] == 0 && s2.step == 1234 &&
+           memcmp(p, p2, n * 4) == 0 && memcmp(vv, v2, n * 4) == 0, "version-1 checkpoint: %s", err);
+
     // corruption: a flipped byte in the header, in the table, in v, in the checksum
     long size = file_size(path);
     long at[4] = { 20, 200, size - 100, size - 5 };
@@ -102,11 +145,22 @@ int main(void)
 
     // safetensors round trip in C
     snprintf(path, sizeof path, "%s/a.safetensors", dir);
-    EXPECT(safetensors_write(path, &m, p, err) == 0, "st write: %s", err);
+    EXPECT(safetensors_write(path, &m, p, NULL, err) == 0, "st write: %s", err);
     memset(p2, 0, n * 4);
     EXPECT(safetensors_read(path, &m, p2, err) == 0 && memcmp(p, p2, n * 4) == 0, "st round trip: %s", err);
     model_cfg_t c2;
     EXPECT(safetensors_read_config(path, &c2, err) == 0 && memcmp(&c2, &cfg, sizeof cfg) == 0, "st config: %s", err);
+    char got[CKPT_PREP_MAX];
+    EXPECT(safetensors_read_prep(path, got, sizeof got, err) == 0 && got[0] == 0, "st without settings: %s", err);
+    snprintf(ppath, sizeof ppath, "%s/prep.safetensors", dir);
+    EXPECT(safetensors_write(ppath, &m, p, prep_text, err) == 0, "st write with settings: %s", err);
+    EXPECT(safetensors_read_prep(ppath, got, sizeof got, err) == 0 && !strcmp(got, prep_text),
+           "st settings round trip: %s / '%s'", err, got);
+    EXPECT(safetensors_read_prep(ppath, got, 8, err) == -1 && strstr(err, "longer than 7"), "st settings too long: %s", err);
+    memset(p2, 0, n * 4);
+    EXPECT(safetensors_read(ppath, &m, p2, err) == 0 && memcmp(p, p2, n * 4) == 0 &&
+           safetensors_read_config(ppath, &c2, err) == 0 && memcmp(&c2, &cfg, sizeof cfg) == 0,
+           "st with settings reads as before: %s", err);
     snprintf(bad, sizeof bad, "%s/bad.safetensors", dir);
     copy_modified(path, bad, -1, file_size(path) - 4);
     EXPECT(safetensors_read(bad, &m, p2, err) == -1 && strstr(err, "truncated"), "st truncated: %s", err);

@@ -9,6 +9,8 @@ every prediction has its source image's dims and affine, uint8 labels within the
 metadata (as imported from elsewhere) load with model flags and fail clearly without them; a
 corrupt image is named and skipped; a native checkpoint of the same weights predicts the same;
 two images of one file name, or an output folder holding an input, are refused before any work;
+the preprocessing settings a model file carries are applied without flags (== the same flags
+given), flags override their parts, and weights without settings get a warning;
 sigmoid regions (--regions) give region Dice lines that match a recomputation;
 evaluate.sh prints per-case Dice lines that equal Dice
 recomputed here from the written label maps and the reference labels.
@@ -137,6 +139,45 @@ def main():
         x = np.asarray(nib.load(os.path.join(outk, os.path.basename(images[0]))).dataobj)
         y = np.asarray(nib.load(os.path.join(out, os.path.basename(images[0]))).dataobj)
         check((x == y).all(), "native checkpoint predicts differently from its safetensors twin")
+
+    # the preprocessing the model was trained with travels in its file and is applied without
+    # flags: a model carrying "CT window, 2 mm" predicts exactly as the same weights without
+    # settings given --norm ct:-175,250 --spacing 2,2,2; flags override the settings' parts; and
+    # weights without settings are predicted with a warning that says so
+    settings = {"version": 1, "modality": ["CT"], "reorient": 1, "spacing": [2, 2, 2],
+                "foreground": {"mode": "auto", "threshold": -500}, "crop": 1, "margin": [0, 0, 0],
+                "ct": {"norm": "window", "window": [-175, 250], "range": [0, 1], "zscore": [0, 1]},
+                "mr": {"norm": "zscore-fg"}}
+    sfile = os.path.join(tmp, "settings.json")
+    json.dump(settings, open(sfile, "w"))
+    ctmodel = os.path.join(tmp, "ct.safetensors")
+    r = run([os.path.join(BUILD, "tools", "safetensors_tool"), "write", ctmodel, "--variant", "M", "--width", "8",
+             "--in-channels", "1", "--classes", "4", "--seed", "3", "--preprocessing", sfile])
+    check(r.returncode == 0, "safetensors_tool write --preprocessing: " + r.stderr)
+    r = run([os.path.join(BUILD, "tools", "safetensors_tool"), "prep", ctmodel])
+    check(r.returncode == 0 and json.loads(r.stdout) == settings, "settings in the metadata: " + r.stdout + r.stderr)
+    name = os.path.basename(images[0])
+
+    def pred(m, d, *flags):
+        res = run([predict, m, os.path.join(tmp, d), images[0]] + list(flags) + win)
+        check(res.returncode == 0, "predict.sh %s %s: %s" % (d, flags, res.stderr[-1000:]))
+        return res, (np.asarray(nib.load(os.path.join(tmp, d, name)).dataobj) if res.returncode == 0 else None)
+    _, a = pred(ctmodel, "p_settings")
+    loud = dict(ENV)
+    loud.pop("SRM_QUIET")
+    r_ct = subprocess.run([predict, ctmodel, os.path.join(tmp, "p_loud"), images[0]] + win, capture_output=True,
+                          text=True, env=loud, timeout=300)
+    check(r_ct.returncode == 0 and "preprocessing as trained" in r_ct.stderr, "the settings are reported: " + r_ct.stderr[-600:])
+    r_fl, b = pred(model, "p_flags", "--norm", "ct:-175,250", "--spacing", "2,2,2")
+    check("carries no preprocessing settings" not in r_fl.stderr, "no warning when both flags are given")
+    check(a is not None and b is not None and (a == b).all(), "settings from the model == the same flags given")
+    _, c = pred(model, "p_mr_2mm", "--spacing", "2,2,2")
+    check(a is not None and c is not None and (a != c).any(), "CT settings differ from the MR default (weak test)")
+    _, d = pred(ctmodel, "p_override", "--norm", "mr-fg")
+    check(c is not None and d is not None and (c == d).all(), "--norm overrides the settings' normalisation only")
+    r_plain = run([predict, model, os.path.join(tmp, "p_plain"), images[0]] + win)
+    check(r_plain.returncode == 0 and "carries no preprocessing settings" in r_plain.stderr,
+          "weights without settings: warned (%s)" % r_plain.stderr[-600:])
 
     # a corrupt image is named and skipped; the others are written
     bad = os.path.join(tmp, "broken.nii.gz")

@@ -6,7 +6,9 @@ grid; a label map resampled to half its spacing and back keeps every label (per-
 0.99; synthetic and the real BTCV ct_small label map); normalisation statistics; the foreground
 of a BraTS case is "different from the minimum", not "nonzero"; bounding boxes; the whole
 pipeline on an LPS volume and its inverse returns a label map on the source grid, and a float map
-that is a function of world position comes back as the same function (the affines are exact).
+that is a function of world position comes back as the same function (the affines are exact);
+the settings JSON that travels with a model's weights reads back as the settings written, bit
+for bit, and a damaged one is refused naming the field.
 */
 #include "test.h"
 #include "preprocess.h"
@@ -370,8 +372,50 @@ static void test_real_ct(void)
     dataset_free(&ds);
 }
 
+static void test_settings(void)
+{
+    preprocess_cfg_t c, r;
+    preprocess_cfg_default(&c);
+    c.target_spacing[0] = 0.7999999999999999; c.target_spacing[1] = 1.5; c.target_spacing[2] = 0;
+    c.fg_mode = FG_THRESHOLD; c.fg_threshold = -123.25; c.crop = 0;
+    c.margin[0] = 1; c.margin[1] = 2; c.margin[2] = 3;
+    c.ct_norm = CT_NORM_ZSCORE; c.ct_lo = -1000; c.ct_hi = 1e-3; c.ct_mean = 40.1; c.ct_std = 1.0 / 3;
+    c.ct_b_min = -1; c.ct_b_max = 1; c.mr_norm = MR_NORM_ZSCORE_ALL; c.reorient = 0;
+    const modality_t mod[3] = { MODALITY_CT, MODALITY_MR, MODALITY_CT };
+    modality_t got[CASE_MAX_CHANNELS];
+    int C = 0;
+    char err[ERR_LEN];
+    char *text = preprocess_settings_json(&c, mod, 3);
+    EXPECT(preprocess_settings_parse(text, &r, got, &C, err) == 0, "parse: %s (%s)", err, text);
+    r.allow_f16 = c.allow_f16;                  // not part of the settings (a cache detail)
+    EXPECT(preprocess_cfg_hash(&r) == preprocess_cfg_hash(&c) && !memcmp(r.target_spacing, c.target_spacing, sizeof c.target_spacing) &&
+           r.ct_std == c.ct_std && r.fg_threshold == c.fg_threshold, "settings read back bit for bit: %s", text);
+    EXPECT(C == 3 && got[0] == MODALITY_CT && got[1] == MODALITY_MR && got[2] == MODALITY_CT, "modalities: %d", C);
+    free(text);
+    static const struct { const char *text, *field; } bad[] = {
+        { "{", "not JSON" },
+        { "{\"version\":2}", "version" },
+        { "{\"version\":1,\"modality\":[\"PET\"],\"reorient\":1,\"spacing\":[0,0,0],"
+          "\"foreground\":{\"mode\":\"auto\",\"threshold\":-500},\"crop\":1,\"margin\":[0,0,0],"
+          "\"ct\":{\"norm\":\"window\",\"window\":[-175,250],\"range\":[0,1],\"zscore\":[0,1]},"
+          "\"mr\":{\"norm\":\"zscore-fg\"}}", "modality" },
+        { "{\"version\":1,\"modality\":[\"MR\"],\"reorient\":1,\"spacing\":[1,1],"
+          "\"foreground\":{\"mode\":\"auto\",\"threshold\":-500},\"crop\":1,\"margin\":[0,0,0],"
+          "\"ct\":{\"norm\":\"window\",\"window\":[-175,250],\"range\":[0,1],\"zscore\":[0,1]},"
+          "\"mr\":{\"norm\":\"zscore-fg\"}}", "spacing" },
+        { "{\"version\":1,\"modality\":[\"MR\"],\"reorient\":1,\"spacing\":[1,1,1],"
+          "\"foreground\":{\"mode\":\"auto\",\"threshold\":-500},\"crop\":1,\"margin\":[0,0,0],"
+          "\"ct\":{\"norm\":\"window\",\"window\":[250,-175],\"range\":[0,1],\"zscore\":[0,1]},"
+          "\"mr\":{\"norm\":\"zscore-fg\"}}", "ct" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        EXPECT(preprocess_settings_parse(bad[i].text, &r, got, &C, err) == -1 && strstr(err, bad[i].field),
+               "damaged settings %zu refused naming '%s': %s", i, bad[i].field, err);
+}
+
 int main(void)
 {
+    test_settings();
     test_ramp();
     test_label_roundtrip();
     test_normalize();

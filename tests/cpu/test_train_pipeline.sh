@@ -6,6 +6,8 @@
 #   - a prediction per validation case whose NIfTI affine and dims equal the source image's,
 #   - a safetensors export that an independent reader (json + struct) parses, with the names
 #     and shapes of `srm-trainer --describe --preset tiny`,
+#   - the loader's preprocessing settings (RUN/preprocessing.json, the phantoms' MR channel) in
+#     that export's __metadata__ and in the native checkpoint, so predict.sh applies them,
 # and no process running afterwards (pgrep -f on the run directory).
 set -u
 source "$(dirname "$0")/../pipeline_test.sh"
@@ -110,6 +112,13 @@ try:
     check(got == want, "safetensors names and shapes == srm-trainer --describe (%d tensors)" % len(want))
     finite = all(np.isfinite(np.frombuffer(raw[8 + n + b:8 + n + e], "<f4")).all() for b, e, _ in spans)
     check(finite, "safetensors values finite")
+    meta = json.loads(raw[8:8 + n])["__metadata__"]
+    written = open(os.path.join(run, "preprocessing.json")).read()
+    check(meta.get("preprocessing") == written and json.loads(written)["modality"] == ["MR"],
+          "safetensors __metadata__ carries the loader's preprocessing settings: %s" % meta.get("preprocessing"))
+    ckraw = open(os.path.join(ck, "step-%08d.ckpt" % steps), "rb").read()
+    check(ckraw[8] == 2 and struct.unpack("<I", ckraw[92:96])[0] == len(written) and
+          ckraw[96:96 + len(written)].decode() == written, "the native checkpoint carries them too (version 2)")
 except Exception as e:
     check(False, "safetensors parses: %s" % e)
 

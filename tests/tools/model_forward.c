@@ -93,7 +93,7 @@ int main(int argc, char **argv)
     if (model_describe(&m, &a.cfg, err) || model_plan(&p, &m, a.batch, a.dims, err)) DIE("%s", err);
     float *params = xmalloc(m.table.numel * sizeof *params);
     model_init_params(&m, params, a.seed);
-    if (safetensors_write(a.st_path, &m, params, err)) DIE("%s", err);
+    if (safetensors_write(a.st_path, &m, params, NULL, err)) DIE("%s", err);
     float *x = xmalloc(p.in_numel * sizeof *x), *y = xmalloc(p.out_numel * sizeof *y);
     read_f32(a.in_path, x, p.in_numel);
     if (a.dbl) {

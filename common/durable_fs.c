@@ -1,12 +1,12 @@
 /*
-exporter_fs.c -- the durable-file primitives the exporter builds on: every file is written to
+durable_fs.c -- the durable-file primitives (durable_fs.h) the exporter builds on: every file is written to
 NAME.tmp, fsync'ed and renamed over NAME (a reader sees the old file or the new one, never half
 of one); symlinks are swapped the same way; callers fsync the directory once after a batch of
 renames. A failed write removes its temp file, so a full disk leaves nothing behind.
 Interrupted system calls (the stage's signal handlers do not use SA_RESTART) are retried.
 */
 #define _GNU_SOURCE
-#include "exporter_internal.h"
+#include "durable_fs.h"
 #include "check.h"
 #include <dirent.h>
 #include <errno.h>
@@ -48,7 +48,7 @@ static int fsync_retry(int fd)
 
 int fs_write_tmp(const char *dir, const char *name, const void *data, size_t n, char *err)
 {
-    char tmp[EXPORTER_PATH];
+    char tmp[FS_PATH_MAX];
     if (join(tmp, sizeof tmp, dir, name, ".tmp", err)) return -1;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return set_err(err, "%s: cannot create: %s", tmp, strerror(errno));
@@ -66,7 +66,7 @@ int fs_write_tmp(const char *dir, const char *name, const void *data, size_t n, 
 
 int fs_commit(const char *dir, const char *name, char *err)
 {
-    char tmp[EXPORTER_PATH], dst[EXPORTER_PATH];
+    char tmp[FS_PATH_MAX], dst[FS_PATH_MAX];
     if (join(tmp, sizeof tmp, dir, name, ".tmp", err) || join(dst, sizeof dst, dir, name, "", err)) return -1;
     if (rename(tmp, dst)) {
         int e = errno;
@@ -93,7 +93,7 @@ int fs_fsync_dir(const char *dir, char *err)
 
 int fs_symlink_atomic(const char *dir, const char *name, const char *target, char *err)
 {
-    char tmp[EXPORTER_PATH], dst[EXPORTER_PATH];
+    char tmp[FS_PATH_MAX], dst[FS_PATH_MAX];
     if (join(tmp, sizeof tmp, dir, name, ".tmp", err) || join(dst, sizeof dst, dir, name, "", err)) return -1;
     unlink(tmp);                                        // a stale one from a crash
     if (symlink(target, tmp)) return set_err(err, "%s: symlink: %s", tmp, strerror(errno));
@@ -107,7 +107,7 @@ int fs_symlink_atomic(const char *dir, const char *name, const char *target, cha
 
 int fs_write_sidecar(const char *dir, const char *name, const char hex[65], char *err)
 {
-    char side[EXPORTER_PATH], line[EXPORTER_PATH + 80];
+    char side[FS_PATH_MAX], line[FS_PATH_MAX + 80];
     if ((size_t)snprintf(side, sizeof side, "%s.sha256", name) >= sizeof side) return set_err(err, "%s: name too long", name);
     int n = snprintf(line, sizeof line, "%s  %s\n", hex, name);
     return fs_write_atomic(dir, side, line, (size_t)n, err);
@@ -115,7 +115,7 @@ int fs_write_sidecar(const char *dir, const char *name, const char hex[65], char
 
 int fs_read_sidecar(const char *dir, const char *name, char hex[65], char *err)
 {
-    char path[EXPORTER_PATH];
+    char path[FS_PATH_MAX];
     if (join(path, sizeof path, dir, name, ".sha256", err)) return -1;
     uint8_t *text;
     size_t n;
@@ -191,7 +191,7 @@ int fs_read_file(const char *path, uint8_t **data, size_t *n, size_t max, char *
 
 int fs_mkdir_p(const char *path, char *err)
 {
-    char buf[EXPORTER_PATH];
+    char buf[FS_PATH_MAX];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return set_err(err, "%s: path too long", path);
     for (char *p = buf + 1; ; p++) {
         int end = *p == 0;
