@@ -67,6 +67,20 @@ static int step_complete(const exporter_t *ex, uint64_t step)
     return 1;
 }
 
+// 1 when step's four files exist and its .ckpt's content matches its sidecar (a full read: used
+// where a wrong answer would lose work -- recovery's latest, a resend, a replaced step).
+static int step_intact(const exporter_t *ex, uint64_t step, char *why)
+{
+    char ck[128], path[EXPORTER_PATH], side[65], got[65];
+    if (!step_complete(ex, step)) return set_err(why, "step %" PRIu64 " is incomplete", step), 0;
+    exporter_ckpt_name(ck, sizeof ck, step, ".ckpt");
+    snprintf(path, sizeof path, "%s/%s", ex->ckpt_dir, ck);
+    if (fs_read_sidecar(ex->ckpt_dir, ck, side, why) || fs_sha256_file(path, got, why)) return 0;
+    if (strcmp(side, got))
+        return set_err(why, "%s: content sha256 %.12s... does not match its sidecar %.12s...", path, got, side), 0;
+    return 1;
+}
+
 // Steps of every step-N.ckpt in the directory (malloc'd, ascending).
 static int cmp_u64(const void *a, const void *b)
 {
@@ -182,6 +196,26 @@ static int export_safetensors(const exporter_t *ex, const char *staged, const ch
     return rc;
 }
 
+// Point latest at the newest intact step below `below` (UINT64_MAX: any), skipping damaged ones
+// with an error naming them; none: no latest. 0, or -1 + err when the links cannot be made.
+static int latest_fallback(exporter_t *ex, uint64_t below, char *err)
+{
+    uint64_t *steps;
+    int n = list_steps(ex, ".ckpt", &steps), rc = 0;
+    ex->have_latest = 0;
+    for (int i = n - 1; i >= 0; i--) {
+        char why[ERR_LEN];
+        if (steps[i] >= below) continue;
+        if (!step_intact(ex, steps[i], why)) { log_msg('E', "%s; not usable as latest", why); continue; }
+        ex->have_latest = 1;
+        ex->latest_step = steps[i];
+        rc = link_pair(ex, "latest", steps[i], err);
+        break;
+    }
+    free(steps);
+    return rc;
+}
+
 int exporter_ckpt_store(exporter_t *ex, uint64_t step, const uint8_t *blob, size_t n,
                         const char sha[65], char *err)
 {
@@ -189,9 +223,20 @@ int exporter_ckpt_store(exporter_t *ex, uint64_t step, const uint8_t *blob, size
     exporter_ckpt_name(ck, sizeof ck, step, ".ckpt");
     exporter_ckpt_name(st, sizeof st, step, ".safetensors");
     char why[ERR_LEN];
-    if (step_complete(ex, step) && !fs_read_sidecar(ex->ckpt_dir, ck, side, why) && !strcmp(side, sha)) {
+    int exists = step_complete(ex, step);
+    if (exists && !fs_read_sidecar(ex->ckpt_dir, ck, side, why) && !strcmp(side, sha) && step_intact(ex, step, why)) {
         log_msg('I', "%s: already filed (a resend); acknowledging again", ck);
     } else {
+        if (exists) {
+            // Another checkpoint of this step (a run resumed from an earlier one took another
+            // path, or the filed one is damaged): the old files go first, so that no moment
+            // mixes the two; until the new one is complete, latest is the newest intact step
+            // below it, and the trainer keeps the new one spooled until its ack.
+            log_msg('W', "%s: replaced by a new checkpoint of step %" PRIu64 " (sha256 %.12s...)", ck, step, sha);
+            remove_step(ex, step);
+            if (fs_fsync_dir(ex->ckpt_dir, err)) return -1;
+            if (ex->have_latest && ex->latest_step == step && latest_fallback(ex, step, err)) return -1;
+        }
         snprintf(staged, sizeof staged, "%s/%s.tmp", ex->ckpt_dir, ck);
         snprintf(path, sizeof path, "%s/%s", ex->ckpt_dir, st);
         if (fs_write_tmp(ex->ckpt_dir, ck, blob, n, err) ||
@@ -225,27 +270,48 @@ int exporter_ckpt_store(exporter_t *ex, uint64_t step, const uint8_t *blob, size
     return 0;
 }
 
-int exporter_ckpt_load(exporter_t *ex, uint64_t step, uint8_t **blob, size_t *n, uint64_t *got_step,
-                       char sha[65], char *err)
+// Read step's .ckpt and check it against its sidecar. 0, -1 + err (missing), -2 + err (damaged).
+static int load_step(const exporter_t *ex, uint64_t step, uint8_t **blob, size_t *n, char sha[65], char *err)
 {
     *blob = NULL;
-    if (step == UINT64_MAX) {
-        if (!ex->have_latest) return set_err(err, "no checkpoint");
-        step = ex->latest_step;
-    }
     if (!step_complete(ex, step)) return set_err(err, "no checkpoint for step %" PRIu64, step);
     char ck[128], path[EXPORTER_PATH], got[65];
     exporter_ckpt_name(ck, sizeof ck, step, ".ckpt");
     snprintf(path, sizeof path, "%s/%s", ex->ckpt_dir, ck);
-    if (fs_read_sidecar(ex->ckpt_dir, ck, sha, err) || fs_read_file(path, blob, n, MAX_CKPT_BYTES, err)) return -1;
+    if (fs_read_sidecar(ex->ckpt_dir, ck, sha, err) || fs_read_file(path, blob, n, MAX_CKPT_BYTES, err)) return -2;
     wire_sha256_hex(*blob, *n, got);
     if (strcmp(got, sha)) {
         free(*blob);
         *blob = NULL;
-        return set_err(err, "%s: content sha256 %.12s... does not match its sidecar %.12s...", path, got, sha);
+        return set_err(err, "%s: content sha256 %.12s... does not match its sidecar %.12s...", path, got, sha), -2;
     }
-    *got_step = step;
     return 0;
+}
+
+int exporter_ckpt_load(exporter_t *ex, uint64_t step, uint8_t **blob, size_t *n, uint64_t *got_step,
+                       char sha[65], char *err)
+{
+    *blob = NULL;
+    if (step != UINT64_MAX) {
+        int rc = load_step(ex, step, blob, n, sha, err);
+        if (!rc) *got_step = step;
+        return rc;
+    }
+    // latest: a damaged latest must not send a resuming trainer back to step 0 -- fall back to the
+    // newest intact step and point latest there (the trainer then redoes the steps after it)
+    while (ex->have_latest) {
+        const uint64_t s = ex->latest_step;
+        int rc = load_step(ex, s, blob, n, sha, err);
+        if (!rc) { *got_step = s; return 0; }
+        log_msg('E', "latest checkpoint (step %" PRIu64 ") unusable: %s; falling back to the newest intact step", s, err);
+        char e2[ERR_LEN];
+        if (latest_fallback(ex, s, e2)) return set_err(err, "%s", e2), -2;
+    }
+    uint64_t *steps;                    // none intact: is there none at all, or only damaged ones?
+    const int n_any = list_steps(ex, ".ckpt", &steps);
+    free(steps);
+    if (n_any) return set_err(err, "every checkpoint in %s is damaged (%d step files)", ex->ckpt_dir, n_any), -2;
+    return set_err(err, "no checkpoint"), -1;
 }
 
 // Target step of a latest/best link, or -1.
@@ -274,17 +340,17 @@ int exporter_ckpt_recover(exporter_t *ex, char *err)
             }
         free(steps);
     }
-    uint64_t s, *steps;
-    int n = list_steps(ex, ".ckpt", &steps);
-    if (!read_link(ex, "latest.ckpt", &s) && step_complete(ex, s)) {
+    // latest: the link's target when it is intact (its content read and checked: a kill or a disk
+    // fault must not leave a damaged latest for a resuming trainer), else the newest intact step
+    uint64_t s;
+    char why[ERR_LEN];
+    if (!read_link(ex, "latest.ckpt", &s) && step_intact(ex, s, why)) {
         ex->have_latest = 1;
         ex->latest_step = s;
-    } else if (n) {
-        ex->have_latest = 1;
-        ex->latest_step = steps[n - 1];
-        if (link_pair(ex, "latest", ex->latest_step, err)) { free(steps); return -1; }
+    } else {
+        if (!read_link(ex, "latest.ckpt", &s)) log_msg('E', "latest -> step %" PRIu64 " is unusable: %s", s, why);
+        if (latest_fallback(ex, UINT64_MAX, err)) return -1;
     }
-    free(steps);
     if (!read_link(ex, "best.ckpt", &s) && step_complete(ex, s)) {
         ex->have_best = 1;
         ex->best_step = s;

@@ -49,7 +49,9 @@ typedef struct {
 // on failure nothing of this attempt remains on disk.
 int exporter_ckpt_store(exporter_t *ex, uint64_t step, const uint8_t *blob, size_t n,
                         const char sha[65], char *err);
-// Read back step's checkpoint (step == UINT64_MAX: the latest), verified against its sidecar.
+// Read back step's checkpoint (step == UINT64_MAX: the latest, falling back to the newest intact
+// step when it is damaged), verified against its sidecar. 0; -1 + err when there is none; -2 +
+// err when it (or every one, for latest) is damaged.
 int exporter_ckpt_load(exporter_t *ex, uint64_t step, uint8_t **blob, size_t *n, uint64_t *got_step,
                        char sha[65], char *err);
 // Start-up: remove temp files and incomplete steps, find latest and best.

@@ -158,9 +158,10 @@ static void on_request(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_msg
     }
     wire_checkpoint_t c = { .kind = WIRE_CKPT_PERIODIC };
     uint8_t *blob;
-    if (exporter_ckpt_load(ex, want, &blob, &c.blob_len, &c.step, c.sha256, err)) {
-        log_msg('W', "%s: request %s: %s", m->peer, r.what, err);
-        reply_error(sock, id, m->peer, "not_found", err, r.seq);
+    int rc = exporter_ckpt_load(ex, want, &blob, &c.blob_len, &c.step, c.sha256, err);
+    if (rc) {                           // "damaged": a resuming trainer must stop, not start over
+        log_msg(rc == -1 ? 'W' : 'E', "%s: request %s: %s", m->peer, r.what, err);
+        reply_error(sock, id, m->peer, rc == -1 ? "not_found" : "damaged", err, r.seq);
         return;
     }
     c.blob = blob;

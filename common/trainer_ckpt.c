@@ -169,6 +169,7 @@ static void try_send(ckpt_flow_t *f)
         return;
     }
     f->in_flight = 1;
+    f->pending_in_flight = 1;
     f->flight_step = f->pending_step;
     memcpy(f->flight_sha, ck.sha256, sizeof f->flight_sha);
     f->flight_sent = trainer_now();
@@ -216,6 +217,7 @@ int ckpt_flow_save(ckpt_flow_t *f, const float *params, const float *adam_m, con
     if (f->have_pending && strcmp(f->pending_path, path) && unlink(f->pending_path))
         log_msg('W', "%s: cannot remove: %s", f->pending_path, strerror(errno));
     f->have_pending = 1;
+    f->pending_in_flight = 0;               // new bytes, even for the step in flight
     f->pending_step = st->step;
     f->pending_final = final;
     snprintf(f->pending_path, sizeof f->pending_path, "%s", path);
@@ -257,7 +259,7 @@ void ckpt_flow_on_message(ckpt_flow_t *f, const wire_msg_t *msg)
         f->n_acked++;
         f->acked_step = (long)a.step;
         log_msg('I', "checkpoint step %" PRIu64 " acknowledged (durable) after %.1f s", a.step, trainer_now() - f->flight_sent);
-        if (f->have_pending && f->pending_step == (long)a.step) {
+        if (f->have_pending && f->pending_in_flight) {     // the acked bytes are the pending file's
             f->have_pending = 0;
             spool_prune(f, f->acked_step, NULL);
         } else {
@@ -400,6 +402,7 @@ int ckpt_flow_resume(ckpt_flow_t *f, stage_t *st, float *params, float *adam_m, 
     if (!f->c->resume_file) {
         if (!strncmp(source, "spool", 5)) {             // not acknowledged yet: send it again
             f->have_pending = 1;
+            f->pending_in_flight = 0;
             f->pending_step = state->step;
             f->pending_final = 0;
             snprintf(f->pending_path, sizeof f->pending_path, "%s", path);

@@ -51,6 +51,8 @@ typedef struct {
     char config_json[512];          // the run configuration travelling with each checkpoint
     // the newest unacknowledged checkpoint (a file in the spool)
     int have_pending;
+    int pending_in_flight;          // the pending file's bytes are the ones in flight (a newer
+                                    // save of the same step, e.g. the final one, is not)
     long pending_step;
     int pending_final;
     char pending_path[PATH_MAX];

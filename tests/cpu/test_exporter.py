@@ -305,13 +305,39 @@ def test_main(tmp):
     ex.send(metrics_msg(40, "evaluator", {"mean_dice": 0.95}))
     h, _ = ex.ask(encode("request", {"what": "latest"}))
     check(os.readlink(os.path.join(ck, "best.ckpt")) == name(40, ".ckpt"), "a better evaluation moves best to 40")
-    # Tamper with the stored latest: a request must refuse to hand out bytes that fail the sidecar.
-    with open(os.path.join(ck, name(40, ".ckpt")), "r+b") as f:
-        f.seek(500)
-        f.write(b"\x00\x01\x02")
+    # Tamper with the stored latest: its bytes are never handed out; a resuming trainer gets the
+    # newest intact step instead (not "none", which would start it over from step 0), and latest
+    # points there. A resend of the damaged step's checkpoint (same sha256) files it again.
+    def tamper(step):
+        with open(os.path.join(ck, name(step, ".ckpt")), "r+b") as f:
+            f.seek(500)
+            f.write(b"\x00\x01\x02")
+    intact = sorted(int(f[5:13]) for f in os.listdir(ck) if f.startswith("step-") and f.endswith(".ckpt") and f != name(40, ".ckpt"))
+    tamper(40)
+    h, fr = ex.ask(encode("request", {"what": "latest"}))
+    check(intact and h is not None and h["type"] == "checkpoint" and h["step"] == intact[-1] and fr[0] == blobs[intact[-1]],
+          "tampered latest: the newest intact step %s is served instead: %s" % (intact[-1:], h and h.get("step")))
+    check(os.readlink(os.path.join(ck, "latest.ckpt")) == name(intact[-1], ".ckpt"), "latest moved to the intact step")
+    check("does not match its sidecar" in ex.logtext(), "the damage is logged")
+    h, _ = ex.ask(ckpt_msg(40, blobs[40]))
+    check(h is not None and h.get("ok") is True and sidecar_ok(ck, name(40, ".ckpt")) and
+          open(os.path.join(ck, name(40, ".ckpt")), "rb").read() == blobs[40] and
+          os.readlink(os.path.join(ck, "latest.ckpt")) == name(40, ".ckpt"),
+          "a resend of the damaged step is filed again, not acknowledged as already there: %s" % h)
+    # every step damaged: "damaged", never "not_found" (a trainer would start over)
+    for st_ in intact + [40]:
+        tamper(st_)
     h, _ = ex.ask(encode("request", {"what": "latest"}))
-    check(h is not None and h["type"] == "error" and "sidecar" in h.get("message", ""), "tampered latest refused: %s" % h)
+    check(h is not None and h["type"] == "error" and h.get("code") == "damaged", "every step damaged: %s" % h)
     check(ex.stop() == 0, "second exporter stops cleanly")
+    # a restart does not take a damaged latest either: still "damaged", and the log says why
+    ex = Exporter(run, "--keep", "1", "--every", "20")
+    h, _ = ex.ask(encode("request", {"what": "latest"}))
+    check(h is not None and h["type"] == "error" and h.get("code") == "damaged" and
+          "unusable" in ex.logtext(), "restart with every step damaged: %s" % h)
+    for st_ in intact + [40]:                           # intact again for what follows
+        open(os.path.join(ck, name(st_, ".ckpt")), "wb").write(blobs[st_])
+    check(ex.stop() == 0, "third exporter stops cleanly")
 
     # SIGTERM while a checkpoint is being written: the write finishes (or never started), exit 0,
     # and whatever is on disk is complete and verified.

@@ -43,7 +43,7 @@ int main(int argc, char **argv)
     model_init_params(&m, p, (uint64_t)seed);
     for (size_t i = 0; i < n; i++) {
         am[i] = (float)((i % 97) - 48) * 1e-4f;
-        av[i] = (float)(i % 89) * 1e-6f;
+        av[i] = am[i] * am[i] + (float)(i % 89) * 1e-6f + 1e-6f;   // > m^2: a state Adam can go on from
     }
     ckpt_state_t st = { .cfg = cfg, .step = step, .total_steps = 1000, .base_lr = 1e-4,
                         .adam_step = step, .rng = rng_seed((uint64_t)seed) };
