@@ -7,6 +7,7 @@ missing byte is reported as such rather than as a confusing parse error.
 #define _GNU_SOURCE
 #include "checkpoint.h"
 #include "check.h"
+#include "durable_fs.h"
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdint.h>
@@ -145,7 +146,10 @@ int ckpt_write(const char *path, const model_t *m, const float *params, const fl
         unlink(tmp);
         return set_err(err, "%s: rename from %s failed: %s", path, tmp, strerror(e));
     }
-    return 0;
+    // the rename itself must reach the disk too, or a power cut can leave the old name (or none)
+    char dir[FS_PATH_MAX];
+    fs_split_path(path, dir, sizeof dir);
+    return fs_fsync_dir(dir, err);
 }
 
 // ---- reading ----------------------------------------------------------------------------

@@ -5,7 +5,8 @@ schedule state, Adam step, RNG state, and from version 2 the preprocessing setti
 trained with: u32 length + JSON text, preprocess_settings.c), the parameter table (names and
 shapes), then params,
 Adam m and Adam v as float32 in table order, and last a SHA-256 (OpenSSL EVP) of all the bytes
-before it. Written to path.tmp, fsync'ed and renamed, so a reader never sees half a file.
+before it. Written to path.tmp, fsync'ed and renamed (and the directory fsync'ed), so a reader
+never sees half a file.
 Partner: safetensors.h (parameters only, for PyTorch).
 */
 #ifndef SRM_CHECKPOINT_H

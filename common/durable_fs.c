@@ -82,6 +82,15 @@ int fs_write_atomic(const char *dir, const char *name, const void *data, size_t 
     return fs_commit(dir, name, err);
 }
 
+const char *fs_split_path(const char *path, char *dir, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, cap, ".");
+    else if (slash == path) snprintf(dir, cap, "/");
+    else snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+    return slash ? slash + 1 : path;
+}
+
 int fs_fsync_dir(const char *dir, char *err)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -18,6 +18,8 @@ int fs_write_atomic(const char *dir, const char *name, const void *data, size_t 
 int fs_write_tmp(const char *dir, const char *name, const void *data, size_t n, char *err);
 int fs_commit(const char *dir, const char *name, char *err);
 int fs_fsync_dir(const char *dir, char *err);
+// The folder of path into dir ("." when it has none); returns its file name (a pointer into path).
+const char *fs_split_path(const char *path, char *dir, size_t cap);
 // dir/name -> target (relative), replaced atomically via dir/name.tmp.
 int fs_symlink_atomic(const char *dir, const char *name, const char *target, char *err);
 // dir/name.sha256 = "<hex>  <name>\n" (atomic).

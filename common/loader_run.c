@@ -36,14 +36,9 @@ static stage_sock_opts_t *curve_opts(stage_sock_opts_t *o, const loader_cfg_t *c
 static int write_prep(const loader_cfg_t *cfg, const dataset_t *ds, char *err)
 {
     char dir[FS_PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", cfg->prep_out);
-    char *slash = strrchr(dir, '/');
-    const char *name = slash ? slash + 1 : cfg->prep_out;
-    if (slash == dir) dir[1] = 0;
-    else if (slash) *slash = 0;
-    else snprintf(dir, sizeof dir, ".");
+    const char *name = fs_split_path(cfg->prep_out, dir, sizeof dir);
     char *text = preprocess_settings_json(&cfg->prep, ds->modality, ds->n_channels);
-    int rc = fs_write_atomic(dir, name, text, strlen(text), err);
+    int rc = fs_write_atomic(dir, name, text, strlen(text), err) || fs_fsync_dir(dir, err);
     if (!rc) log_msg('I', "preprocessing settings written to %s", cfg->prep_out);
     free(text);
     return rc;
