@@ -313,7 +313,18 @@ static int open_plain(dataset_t *ds, char *err)
         if (c >= 0) chan++;
         if (c > maxch) maxch = c;
     }
-    int channel_files = ni > 0 && chan == ni;   // every image is an _XXXX channel file
+    // Channel files (nnU-Net's <id>_XXXX) only when every image has the suffix, every id has its
+    // _0000, and no label is named after a whole image stem: labelled single files whose ids
+    // happen to end in four digits (patient_0001 + labelsTr/patient_0001) are cases, not channels.
+    int channel_files = ni > 0 && chan == ni;
+    for (int i = 0; channel_files && i < ni; i++) {
+        for (int j = 0; j < nl && channel_files; j++) channel_files = strcmp(lab[j], img[i]) != 0;
+        size_t len = strlen(img[i]);
+        int has0 = 0;
+        for (int j = 0; j < ni && !has0; j++)
+            has0 = strlen(img[j]) == len && !strncmp(img[j], img[i], len - 4) && !strcmp(img[j] + len - 4, "0000");
+        channel_files = channel_files && has0;
+    }
     ds->n_channels = channel_files ? maxch + 1 : 1;
     if (ds->n_channels > CASE_MAX_CHANNELS) {
         free_list(img, ni); free_list(lab, nl);

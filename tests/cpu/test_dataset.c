@@ -249,6 +249,31 @@ static void test_plain(void)
     EXPECT(rc == 0 && c.label[1] == 1, "float labels accepted: %s", err);
     if (rc == 0) case_free(&c);
     dataset_free(&ds);
+
+    // ids ending in four digits with labels named after them are single files, not channels of
+    // one case "patient"; real channel files (x1_0000, x1_0001 + labelsTr/x1) stay channels
+    snprintf(root, sizeof root, "%s/plain_digits", T);
+    mkdir(root, 0755);
+    mkdirs(root, "imagesTr"); mkdirs(root, "labelsTr");
+    for (int i = 1; i <= 3; i++) {
+        snprintf(p, sizeof p, "%s/imagesTr/patient_%04d.nii.gz", root, i); write_vol(p, 1, DIM, 1, 0, 0, 4);
+        snprintf(p, sizeof p, "%s/labelsTr/patient_%04d.nii.gz", root, i); write_lab(p, DIM, 1, 0, 4, -1, 2);
+    }
+    rc = dataset_open(root, &ds, err);
+    EXPECT(rc == 0 && ds.n_cases == 3 && ds.n_channels == 1 && dataset_find(&ds, "patient_0002") >= 0 &&
+           ds.cases[dataset_find(&ds, "patient_0002")].label != NULL && ds.n_problems == 0,
+           "patient_000N + labels: 3 labelled cases, one channel (%d cases, %d channels): %s", ds.n_cases, ds.n_channels, err);
+    if (rc == 0) dataset_free(&ds);
+    snprintf(root, sizeof root, "%s/plain_channels", T);
+    mkdir(root, 0755);
+    mkdirs(root, "imagesTr"); mkdirs(root, "labelsTr");
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/imagesTr/x1_%04d.nii.gz", root, k); write_vol(p, 1, DIM, 1, 0, 0, 4);
+    }
+    snprintf(p, sizeof p, "%s/labelsTr/x1.nii.gz", root); write_lab(p, DIM, 1, 0, 4, -1, 2);
+    rc = dataset_open(root, &ds, err);
+    EXPECT(rc == 0 && ds.n_cases == 1 && ds.n_channels == 2 && ds.cases[0].label != NULL, "x1_0000/x1_0001 + x1: one 2-channel case: %s", err);
+    if (rc == 0) dataset_free(&ds);
 }
 
 // Bad cases: each load fails naming the file; the report lists them all.
