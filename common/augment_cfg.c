@@ -66,11 +66,12 @@ static int pair(const char *flag, const char *s, double lo, double hi, double ou
     return 0;
 }
 
-static int patch_size(const char *s, int out[3], char *err)
+static int patch_size(const char *s, int res[3], char *err)
 {
-    int n = 0;
+    int n = 0, out[3];                  // res changes only when the whole text is good
     const char *p = s;
-    while (n < 3) {
+    for (;;) {
+        if (n == 3) return set_err(err, "--patch: bad size '%s' (D,H,W or one N)", s);   // a 4th
         char *end;
         long v = strtol(p, &end, 10);
         if (end == p || v < 1 || v > 1024) return set_err(err, "--patch: bad size '%s' (D,H,W or one N)", s);
@@ -81,6 +82,7 @@ static int patch_size(const char *s, int out[3], char *err)
     }
     if (n == 1) out[1] = out[2] = out[0];
     else if (n != 3) return set_err(err, "--patch: bad size '%s' (D,H,W or one N)", s);
+    memcpy(res, out, sizeof out);
     return 0;
 }
 

@@ -420,6 +420,9 @@ static void test_options(void)
     char err[ERR_LEN];
     int used;
     EXPECT(augment_cfg_flag(&c, "--patch", "64,32,16", &used, err) == 1 && c.patch[1] == 32 && used, "patch");
+    EXPECT(augment_cfg_flag(&c, "--patch", "96,64,32,7", &used, err) == -1 && strstr(err, "96,64,32,7") &&
+           c.patch[0] == 64, "a fourth size is refused, not dropped: %s", err);
+    EXPECT(augment_cfg_flag(&c, "--patch", "48", &used, err) == 1 && c.patch[0] == 48 && c.patch[2] == 48, "one N");
     EXPECT(augment_cfg_flag(&c, "--nnunet", NULL, &used, err) == 1 && c.p_lowres == 0.25 && !used, "nnunet");
     EXPECT(augment_cfg_flag(&c, "--scaling-range", "0.8,1.2", &used, err) == 1 && c.scaling[0] == 0.8, "pair");
     EXPECT(augment_cfg_flag(&c, "--p-flip", "0.1,0.2,0.3", &used, err) == 1 && c.p_flip[2] == 0.3, "flip");
