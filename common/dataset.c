@@ -326,6 +326,17 @@ static int open_plain(dataset_t *ds, char *err)
         channel_files = channel_files && has0;
     }
     ds->n_channels = channel_files ? maxch + 1 : 1;
+    if (!channel_files && ni > 0) {     // single files: 4D ones hold the channels (MSD without JSON)
+        char *first = NULL, e2[ERR_LEN];
+        if (asprintf(&first, "%s/imagesTr/%s", ds->dir, img[0]) < 0) DIE("out of memory");
+        char *path = nifti_path(first);
+        if (nifti_read_channels(path, &ds->n_channels, e2)) {
+            dataset_add_problem(ds, "%s; taking 1 channel", e2);
+            ds->n_channels = 1;
+        }
+        free(path);
+        free(first);
+    }
     if (ds->n_channels > CASE_MAX_CHANNELS) {
         free_list(img, ni); free_list(lab, nl);
         return set_err(err, "%s/imagesTr: %d channels (at most %d)", ds->dir, ds->n_channels, CASE_MAX_CHANNELS);

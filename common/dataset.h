@@ -25,7 +25,8 @@ typedef enum { MODALITY_MR = 0, MODALITY_CT = 1 } modality_t;
 typedef struct {
     char *id;           // case id: the file name without channel suffix and ending
     int n_images;       // image files: 1 (3D or 4D) for MSD/plain single files, C for nnU-Net
-    char **images;      // full paths; may not exist (dataset_open does not read images)
+    char **images;      // full paths; may not exist (dataset_open reads no image, except the
+                        // header of the plain layout's first one for its channel count)
     char *label;        // full path, or NULL (test cases)
     char split[16];     // "train", "validation", "test"
     int fold;           // MSD entry "fold" key, -1 when absent

@@ -152,6 +152,14 @@ static int check_raw_dims(const char *path, const raw_hdr_t *r, char *err)
     return 0;
 }
 
+int nifti_read_channels(const char *path, int *C, char *err)
+{
+    raw_hdr_t r;
+    if (read_raw_header(path, &r, err) || check_raw_dims(path, &r, err)) return -1;
+    *C = r.dim[0] >= 4 ? (int)r.dim[4] : 1;     // as nifti_read_volume counts them
+    return 0;
+}
+
 // Everything about the header that can be checked before data is read.
 static int check_header(const char *path, const nifti_image *nim, const raw_hdr_t *r,
                         int64_t fsize, int gz, char *err)

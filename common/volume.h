@@ -38,6 +38,8 @@ static inline size_t volume_voxels(const volume_t *v)
 // The affine is nibabel's img.affine (sform if its code is 1..5, else qform, else pixdim with x
 // flipped and the centre at the origin); scl_slope/scl_inter are applied as nibabel does.
 int nifti_read_volume(const char *path, volume_t *v, char *err);
+// The channel count (the 4th axis; 1 for a 3D image) from the header alone. 0, or -1 + err.
+int nifti_read_channels(const char *path, int *C, char *err);
 
 // Write v as NIfTI-1 (.nii or .nii.gz by the name) carrying v->affine as sform (code 1) and its
 // closest rigid transform as qform (code 1); pixdim = v->spacing.

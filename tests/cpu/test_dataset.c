@@ -274,6 +274,24 @@ static void test_plain(void)
     rc = dataset_open(root, &ds, err);
     EXPECT(rc == 0 && ds.n_cases == 1 && ds.n_channels == 2 && ds.cases[0].label != NULL, "x1_0000/x1_0001 + x1: one 2-channel case: %s", err);
     if (rc == 0) dataset_free(&ds);
+
+    // 4D single files without dataset.json (MSD BraTS as downloaded, the JSON left out): the
+    // first image's header gives the channel count, and the cases load
+    snprintf(root, sizeof root, "%s/plain_4d", T);
+    mkdir(root, 0755);
+    mkdirs(root, "imagesTr"); mkdirs(root, "labelsTr");
+    for (int i = 1; i <= 2; i++) {
+        snprintf(p, sizeof p, "%s/imagesTr/b%d.nii.gz", root, i); write_vol(p, 3, DIM, 1, 0, 0, 16);
+        snprintf(p, sizeof p, "%s/labelsTr/b%d.nii.gz", root, i); write_lab(p, DIM, 1, 0, 4, -1, 2);
+    }
+    rc = dataset_open(root, &ds, err);
+    EXPECT(rc == 0 && ds.n_cases == 2 && ds.n_channels == 3, "plain 4D: 3 channels from the header (%d): %s", ds.n_channels, err);
+    if (rc == 0) {
+        rc = dataset_load_case(&ds, 0, &c, err);
+        EXPECT(rc == 0 && c.image.C == 3 && c.label, "plain 4D case loads: %s", err);
+        if (rc == 0) case_free(&c);
+        dataset_free(&ds);
+    }
 }
 
 // Bad cases: each load fails naming the file; the report lists them all.
