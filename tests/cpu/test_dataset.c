@@ -249,44 +249,54 @@ static void test_plain(void)
     EXPECT(rc == 0 && c.label[1] == 1, "float labels accepted: %s", err);
     if (rc == 0) case_free(&c);
     dataset_free(&ds);
+}
 
-    // ids ending in four digits with labels named after them are single files, not channels of
-    // one case "patient"; real channel files (x1_0000, x1_0001 + labelsTr/x1) stay channels
-    snprintf(root, sizeof root, "%s/plain_digits", T);
+// A plain folder T/name with n image + label pairs imagesTr/<id>, labelsTr/<id> (id = fmt % i,
+// i = 1..n), images of C channels; root receives its path.
+static void plain_pairs(char *root, size_t cap, const char *name, const char *fmt, int n, int C)
+{
+    char id[64], p[1200];
+    snprintf(root, cap, "%s/%s", T, name);
     mkdir(root, 0755);
     mkdirs(root, "imagesTr"); mkdirs(root, "labelsTr");
-    for (int i = 1; i <= 3; i++) {
-        snprintf(p, sizeof p, "%s/imagesTr/patient_%04d.nii.gz", root, i); write_vol(p, 1, DIM, 1, 0, 0, 4);
-        snprintf(p, sizeof p, "%s/labelsTr/patient_%04d.nii.gz", root, i); write_lab(p, DIM, 1, 0, 4, -1, 2);
+    for (int i = 1; i <= n; i++) {
+        snprintf(id, sizeof id, fmt, i);
+        snprintf(p, sizeof p, "%s/imagesTr/%s.nii.gz", root, id); write_vol(p, C, DIM, 1, 0, 0, 16);
+        snprintf(p, sizeof p, "%s/labelsTr/%s.nii.gz", root, id); write_lab(p, DIM, 1, 0, 4, -1, 2);
     }
-    rc = dataset_open(root, &ds, err);
+}
+
+// How a folder without dataset.json is read: ids ending in four digits with labels named after
+// them are single files, not the channels of one case "patient"; real channel files (x1_0000,
+// x1_0001 + labelsTr/x1) stay channels; 4D single files (MSD BraTS with the JSON left out) take
+// their channel count from the first image's header, and their cases load.
+static void test_plain_layouts(void)
+{
+    char root[1024], p[1100], err[ERR_LEN];
+    dataset_t ds;
+    plain_pairs(root, sizeof root, "plain_digits", "patient_%04d", 3, 1);
+    int rc = dataset_open(root, &ds, err);
     EXPECT(rc == 0 && ds.n_cases == 3 && ds.n_channels == 1 && dataset_find(&ds, "patient_0002") >= 0 &&
            ds.cases[dataset_find(&ds, "patient_0002")].label != NULL && ds.n_problems == 0,
            "patient_000N + labels: 3 labelled cases, one channel (%d cases, %d channels): %s", ds.n_cases, ds.n_channels, err);
     if (rc == 0) dataset_free(&ds);
-    snprintf(root, sizeof root, "%s/plain_channels", T);
-    mkdir(root, 0755);
-    mkdirs(root, "imagesTr"); mkdirs(root, "labelsTr");
+
+    plain_pairs(root, sizeof root, "plain_channels", "x%d", 0, 1);   // the folders only
     for (int k = 0; k < 2; k++) {
-        snprintf(p, sizeof p, "%s/imagesTr/x1_%04d.nii.gz", root, k); write_vol(p, 1, DIM, 1, 0, 0, 4);
+        snprintf(p, sizeof p, "%s/imagesTr/x1_%04d.nii.gz", root, k);
+        write_vol(p, 1, DIM, 1, 0, 0, 4);
     }
-    snprintf(p, sizeof p, "%s/labelsTr/x1.nii.gz", root); write_lab(p, DIM, 1, 0, 4, -1, 2);
+    snprintf(p, sizeof p, "%s/labelsTr/x1.nii.gz", root);
+    write_lab(p, DIM, 1, 0, 4, -1, 2);
     rc = dataset_open(root, &ds, err);
     EXPECT(rc == 0 && ds.n_cases == 1 && ds.n_channels == 2 && ds.cases[0].label != NULL, "x1_0000/x1_0001 + x1: one 2-channel case: %s", err);
     if (rc == 0) dataset_free(&ds);
 
-    // 4D single files without dataset.json (MSD BraTS as downloaded, the JSON left out): the
-    // first image's header gives the channel count, and the cases load
-    snprintf(root, sizeof root, "%s/plain_4d", T);
-    mkdir(root, 0755);
-    mkdirs(root, "imagesTr"); mkdirs(root, "labelsTr");
-    for (int i = 1; i <= 2; i++) {
-        snprintf(p, sizeof p, "%s/imagesTr/b%d.nii.gz", root, i); write_vol(p, 3, DIM, 1, 0, 0, 16);
-        snprintf(p, sizeof p, "%s/labelsTr/b%d.nii.gz", root, i); write_lab(p, DIM, 1, 0, 4, -1, 2);
-    }
+    plain_pairs(root, sizeof root, "plain_4d", "b%d", 2, 3);
     rc = dataset_open(root, &ds, err);
     EXPECT(rc == 0 && ds.n_cases == 2 && ds.n_channels == 3, "plain 4D: 3 channels from the header (%d): %s", ds.n_channels, err);
     if (rc == 0) {
+        case_t c;
         rc = dataset_load_case(&ds, 0, &c, err);
         EXPECT(rc == 0 && c.image.C == 3 && c.label, "plain 4D case loads: %s", err);
         if (rc == 0) case_free(&c);
@@ -419,6 +429,7 @@ int main(void)
     test_msd();
     test_nnunet();
     test_plain();
+    test_plain_layouts();
     test_bad();
     test_real();
     char cmd[1200];
