@@ -15,6 +15,7 @@ Interrupted system calls (the stage's signal handlers do not use SA_RESTART) are
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -80,6 +81,36 @@ int fs_write_atomic(const char *dir, const char *name, const void *data, size_t 
 {
     if (fs_write_tmp(dir, name, data, n, err)) return -1;
     return fs_commit(dir, name, err);
+}
+
+int fs_lock_file(const char *path, const char *who, double wait_s, char *err)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return set_err(err, "%s: cannot open: %s", path, strerror(errno));
+    const double t0 = fs_now();
+    int said = 0;
+    while (flock(fd, LOCK_EX | LOCK_NB)) {
+        char holder[32] = "";
+        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+        holder[n > 0 ? n : 0] = 0;
+        holder[strcspn(holder, "\n")] = 0;
+        if (errno != EWOULDBLOCK && errno != EINTR) {
+            close(fd);
+            return set_err(err, "%s: flock: %s", path, strerror(errno));
+        }
+        if (fs_now() - t0 >= wait_s) {
+            close(fd);
+            return set_err(err, "%s: held by another %s (pid %s) for %.0f s: stop it first", path, who,
+                           holder[0] ? holder : "?", wait_s);
+        }
+        if (!said++) log_msg('W', "%s: held by another %s (pid %s); waiting up to %.0f s for it to stop", path,
+                             who, holder[0] ? holder : "?", wait_s);
+        usleep(200 * 1000);
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) || pwrite(fd, pid, (size_t)n, 0) != n) log_msg('W', "%s: cannot record our pid", path);
+    return fd;
 }
 
 const char *fs_split_path(const char *path, char *dir, size_t cap)

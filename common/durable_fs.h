@@ -18,6 +18,11 @@ int fs_write_atomic(const char *dir, const char *name, const void *data, size_t 
 int fs_write_tmp(const char *dir, const char *name, const void *data, size_t n, char *err);
 int fs_commit(const char *dir, const char *name, char *err);
 int fs_fsync_dir(const char *dir, char *err);
+// Take the exclusive lock of the file path (made if missing; flock, released when the process
+// ends, even by kill -9) for `who`, writing our pid into it; while another process holds it,
+// retry for up to wait_s seconds. Returns the open descriptor (keep it open), or -1 + err naming
+// the holder's pid.
+int fs_lock_file(const char *path, const char *who, double wait_s, char *err);
 // The folder of path into dir ("." when it has none); returns its file name (a pointer into path).
 const char *fs_split_path(const char *path, char *dir, size_t cap);
 // dir/name -> target (relative), replaced atomically via dir/name.tmp.

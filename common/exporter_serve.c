@@ -248,6 +248,11 @@ static int exporter_init(exporter_t *ex, const exporter_cfg_t *cfg, char *err)
     snprintf(ex->metrics_path, sizeof ex->metrics_path, "%s/metrics.jsonl", ex->run);
     snprintf(ex->curves_path, sizeof ex->curves_path, "%s/curves.png", ex->run);
     if (fs_mkdir_p(ex->ckpt_dir, err) || fs_mkdir_p(ex->pred_dir, err)) return -1;
+    // one exporter a run folder: a second one's recovery would remove the first one's files in
+    // the making (a previous pipeline still stopping gets 60 s to finish)
+    char lock[EXPORTER_PATH];
+    snprintf(lock, sizeof lock, "%s/.exporter.lock", ex->run);
+    if (fs_lock_file(lock, "srm-exporter", 60, err) < 0) return -1;
     int t = fs_remove_tmp(ex->run) + fs_remove_tmp(ex->pred_dir);
     if (t) log_msg('W', "%s: removed %d temporary file(s) left by an interrupted write", ex->run, t);
     if (exporter_ckpt_recover(ex, err) || exporter_metrics_recover(ex, err)) return -1;

@@ -18,6 +18,7 @@ stage_curve.c.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 static int sig_pipe[2] = { -1, -1 };
@@ -79,6 +80,22 @@ void stage_malloc_for_big_frames(void)
         log_msg('W', "mallopt refused a setting: large frames will be page-faulted in");
 }
 
+// SRM_PARENT_PID (set by pipelines/lib.sh for the stages it starts): stop as on SIGTERM when
+// that process ends -- also by kill -9, which it cannot pass on -- so a killed train.sh leaves
+// no stage running on its run directory (a --resume would start a second pipeline beside it).
+// Stages started by hand keep running on their own.
+static void stop_with_parent(void)
+{
+    const char *s = getenv("SRM_PARENT_PID");
+    if (!s || !*s) return;
+    const long want = strtol(s, NULL, 10);
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM)) log_msg('W', "prctl(PR_SET_PDEATHSIG): %s", strerror(errno));
+    if ((long)getppid() != want) {                  // it ended before the request above
+        log_msg('W', "the pipeline script (pid %ld) is gone: stopping", want);
+        raise(SIGTERM);
+    }
+}
+
 stage_t *stage_new(const char *name)
 {
     stage_t *st = xcalloc(1, sizeof *st);
@@ -87,6 +104,7 @@ stage_t *stage_new(const char *name)
     st->ctx = zmq_ctx_new();
     if (!st->ctx) DIE("zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
     signals_install();
+    stop_with_parent();
     return st;
 }
 

@@ -10,6 +10,7 @@ crash (or left behind by SIGINT without an ack) is not lost.
 */
 #include "trainer_internal.h"
 #include "check.h"
+#include "durable_fs.h"
 #include "preprocess.h"
 #include <dirent.h>
 #include <errno.h>
@@ -123,6 +124,11 @@ int ckpt_flow_open(ckpt_flow_t *f, const trainer_cfg_t *c, const model_t *m, voi
     if (c->spool_dir) snprintf(f->spool, sizeof f->spool, "%s", c->spool_dir);
     else snprintf(f->spool, sizeof f->spool, "/tmp/srm-trainer-%d", (int)getpid());
     if (mkdirs(f->spool, err)) return -1;
+    // one trainer a spool: a second would resume from, and prune, the first one's files (a
+    // previous trainer still waiting for its final ack gets 90 s to finish)
+    char lock[PATH_MAX];
+    snprintf(lock, sizeof lock, "%s/.lock", f->spool);
+    if (fs_lock_file(lock, "srm-trainer", 90, err) < 0) return -1;
     snprintf(f->config_json, sizeof f->config_json,
              "{\"variant\":\"%s\",\"width\":%d,\"in_channels\":%d,\"classes\":%d,\"patch\":[%d,%d,%d],"
              "\"batch\":%d,\"steps\":%ld,\"lr\":%g,\"loss\":\"%s\",\"regions\":\"%s\",\"seed\":%" PRIu64 "}",

@@ -38,12 +38,14 @@ srm_start() {
 }
 
 srm_spawn() {
-    local name=$1
+    local name=$1 parent=$BASHPID
     # setsid: the stage gets its own session and process group, out of reach of the terminal's
     # SIGINT; eval of the %q-quoted command keeps every argument intact. exec: the background
     # subshell becomes setsid, which (not being a group leader) becomes the stage without a
-    # fork, so $! is the stage's own pid, the one we signal and wait for.
-    eval "exec setsid ${SRM_CMD[$name]}" >>"$SRM_LOGS/$name.log" 2>&1 </dev/null &
+    # fork, so $! is the stage's own pid, the one we signal and wait for. SRM_PARENT_PID: the
+    # stage stops (as on SIGTERM) when this shell ends, even by kill -9 (common/stage.c: the
+    # kernel's parent-death signal), so a killed script leaves nothing running on its run folder.
+    { export SRM_PARENT_PID=$parent; eval "exec setsid ${SRM_CMD[$name]}"; } >>"$SRM_LOGS/$name.log" 2>&1 </dev/null &
     SRM_PID[$name]=$!
     srm_log "started $name (pid $!), log $SRM_LOGS/$name.log"
 }

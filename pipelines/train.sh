@@ -183,6 +183,19 @@ on_signal() {
 trap on_signal INT TERM
 trap 'srm_stop_all 5' EXIT
 
+# ---- one pipeline a run folder -------------------------------------------------------------------
+# The stages of a previous run on RUN still stopping (its script was killed: they follow it, see
+# lib.sh) get SRM_RUN_WAIT_S (60) s; a second pipeline beside a live one would mix two runs.
+lock=$RUN/.exporter.lock
+if [[ -e $lock ]] && command -v flock >/dev/null; then
+    for ((i = 0; i < ${SRM_RUN_WAIT_S:-60}; i++)); do
+        flock -n "$lock" true && break
+        ((i)) || srm_log "waiting for the pipeline still running on $RUN (srm-exporter pid $(head -c 16 "$lock" | tr -d '\n')) to stop"
+        sleep 1
+    done
+    flock -n "$lock" true || srm_die "$RUN is in use by a running pipeline (srm-exporter pid $(head -c 16 "$lock" | tr -d '\n')): stop it first"
+fi
+
 # ---- start, in binding order ------------------------------------------------------------------
 srm_log "dataset $DATASET, run $RUN: $CLASSES classes, $INCH channel(s), patch $PATCH, batch $BATCH, ${STEPS:-no cap on the} steps${MAX_MIN:+, $MAX_MIN minutes}, $NAUG augmenter(s)"
 srm_start exporter "$SRM_BIN/srm-exporter" --run-dir "$RUN" --bind "$EP_BIND_exporter" "${REMOTE_FLAG[@]}" "${X_EXPORTER[@]}"

@@ -40,7 +40,7 @@ v=$("$BUILD/tools/ckpt_verify" "$ck/latest.ckpt" 2>&1)
 check "[[ '$v' == *' step $last total $last '* ]]" "latest.ckpt is the final checkpoint of step $last (total $last): $v"
 name=$(basename "$(readlink -f "$ck/latest.ckpt")")
 check "(cd '$ck' && sha256sum -c --quiet '$name.sha256')" "its sidecar matches"
-check "[[ -z \$(ls -A '$T/spool' 2>/dev/null) ]]" "the trainer's spool is empty (everything acknowledged)"
+check "[[ -z \$(ls '$T/spool' 2>/dev/null) ]]" "the trainer's spool holds no checkpoint (everything acknowledged)"
 check "grep -q 'replaced by a new checkpoint of step $last' '$T/exporter.log'" "the exporter replaced the periodic checkpoint of step $last"
 if ((failed)); then tail -n 5 "$T/trainer.log" "$T/exporter.log"; fi
 echo "$passed passed, $failed failed"
