@@ -32,6 +32,9 @@ typedef struct {
     eval_model_t *em;               // prepared model kept across jobs
     int em_roi[3];
     long pending_acks;              // prediction acks still expected from the exporter
+    int final_done;                 // a final job was validated: its step and weights' sha256
+    uint64_t final_step;
+    char final_sha[65];
 } svc_t;
 
 static double now_s(void)
@@ -409,10 +412,23 @@ int eval_run_service(const eval_cfg_t *cfg, stage_t *st, char *err)
         wire_msg_init(&m);
         eval_job_t j;
         if (!newest_job(&s, &m, &j)) { wire_msg_free(&m); continue; }
-        char jerr[ERR_LEN], peer[64];
+        char jerr[ERR_LEN], peer[64], sha[65] = "";
         snprintf(peer, sizeof peer, "%s", m.peer);
+        if (j.final) wire_sha256_hex(j.blob, j.blob_len, sha);
+        if (j.final && s.final_done && j.step == s.final_step && !strcmp(sha, s.final_sha)) {
+            // the trainer offers its final job again until the metrics arrive (an evaluator
+            // killed meanwhile lost it); this one already validated these weights
+            log_msg('I', "final job step %llu from %s again: already validated, skipped", (unsigned long long)j.step, peer);
+            wire_msg_free(&m);
+            continue;
+        }
         int jr = run_job(&s, &j, peer, jerr);
         wire_msg_free(&m);
+        if (jr == 0 && j.final) {
+            s.final_done = 1;
+            s.final_step = j.step;
+            memcpy(s.final_sha, sha, sizeof sha);
+        }
         if (jr == 1) break;
         if (jr < 0) log_msg('W', "job step %llu from %s failed: %s", (unsigned long long)j.step, peer, jerr);
         done++;

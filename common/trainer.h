@@ -43,6 +43,7 @@ typedef struct {
     double ack_timeout_s;           // resend an unacknowledged checkpoint after this long
     double final_ack_timeout_s;     // at the end / on SIGINT: wait this long for the last ack
     double final_eval_timeout_s;    // at the end: wait this long for the final validation
+    double final_eval_resend_s;     // and offer the final job again this often until it comes
     double resume_timeout_s;        // wait this long for the exporter's `latest` answer
     double batch_timeout_s;         // no batch for this long: log a warning (0: never)
 } trainer_cfg_t;

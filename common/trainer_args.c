@@ -37,6 +37,8 @@ void trainer_usage(void *file)
         "          --preprocessing FILE (the loader's --write-preprocessing output: kept in every\n"
         "          checkpoint so that predicting applies the training's preprocessing)\n"
         "          --ack-timeout S (60)  --final-ack-timeout S (60)  --final-eval-timeout S (600)\n"
+        "          --final-eval-resend S (30: offer the final eval job again while no validation\n"
+        "          came -- an evaluator killed meanwhile lost it; a live one skips the copy)\n"
         "          --resume-timeout S (30)  --batch-timeout S (120: warn when no batch comes)\n");
 }
 
@@ -105,6 +107,7 @@ static void cfg_defaults(trainer_cfg_t *c)
     c->ack_timeout_s = 60;
     c->final_ack_timeout_s = 60;
     c->final_eval_timeout_s = 600;
+    c->final_eval_resend_s = 30;
     c->resume_timeout_s = 30;
     c->batch_timeout_s = 120;
 }
@@ -174,6 +177,7 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
         else if (!strcmp(a, "--ack-timeout")) rc = cli_double(a, v, 0.1, 86400, &c->ack_timeout_s, err);
         else if (!strcmp(a, "--final-ack-timeout")) rc = cli_double(a, v, 0, 86400, &c->final_ack_timeout_s, err);
         else if (!strcmp(a, "--final-eval-timeout")) rc = cli_double(a, v, 0, 86400, &c->final_eval_timeout_s, err);
+        else if (!strcmp(a, "--final-eval-resend")) rc = cli_double(a, v, 0.5, 86400, &c->final_eval_resend_s, err);
         else if (!strcmp(a, "--resume-timeout")) rc = cli_double(a, v, 0.1, 86400, &c->resume_timeout_s, err);
         else if (!strcmp(a, "--batch-timeout")) rc = cli_double(a, v, 0, 86400, &c->batch_timeout_s, err);
         else rc = set_err(err, "unknown flag %s", a);

@@ -272,7 +272,17 @@ static void finish(trainer_t *t, int completed)
         else {
             log_msg('I', "final eval job step %ld sent; waiting up to %.0f s for its validation", t->state.step,
                     c->final_eval_timeout_s - (trainer_now() - t0));
-            if (!wait_until(t, final_validated, c->final_eval_timeout_s - (trainer_now() - t0), 1))
+            // The job lives only in the evaluator's memory: one killed meanwhile (train.sh
+            // restarts it) lost it, so it is offered again every final_eval_resend_s until the
+            // metrics come; an evaluator still working on it skips the copy (evaluator_service.c).
+            int got = 0;
+            for (double left; !got && (left = c->final_eval_timeout_s - (trainer_now() - t0)) > 0 &&
+                              !stage_stopping(t->st);) {
+                if ((got = wait_until(t, final_validated, fmin(left, c->final_eval_resend_s), 1))) break;
+                if (trainer_now() - t0 < c->final_eval_timeout_s && final_job_sent(t))
+                    log_msg('I', "no validation of step %ld yet: the final eval job is offered again", t->state.step);
+            }
+            if (!got)
                 log_msg('W', "no validation metrics for step %ld arrived in time", t->state.step);
             else if (isfinite(t->rep.last_mean_dice))
                 log_msg('I', "final validation mean Dice %.4f", t->rep.last_mean_dice);
