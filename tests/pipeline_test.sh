@@ -4,7 +4,8 @@
 #   pipeline_test_setup TAG CASES VAL SEED STAGE...
 # cds to the repository root, makes BIN absolute and exports it, makes $TMP (removed on exit),
 # fails the test ("0 passed, 1 failed") when a stage binary is missing, and writes CASES phantoms
-# of size 32 (VAL for validation, seed SEED) into $TMP/data.
+# of size 32 (VAL for validation, seed SEED) into $TMP/data. pipeline_wait (below) waits for a log
+# line while the pipeline runs.
 pipeline_test_setup() {
     local tag=$1 cases=$2 val=$3 seed=$4 s
     shift 4
@@ -19,4 +20,16 @@ pipeline_test_setup() {
     done
     /usr/bin/python3 scripts/make_phantoms.py "$TMP/data" --cases "$cases" --val "$val" --size 32 \
         --seed "$seed" >/dev/null || { echo "FAIL: make_phantoms.py"; echo "0 passed, 1 failed"; exit 1; }
+}
+
+# pipeline_wait LOG REGEX PID [TENTHS]: poll LOG every 0.1 s until a line matches REGEX (status
+# 0), or PID has ended or TENTHS (3000) polls passed (status 1).
+pipeline_wait() {
+    local log=$1 re=$2 pid=$3 n=${4:-3000} i
+    for ((i = 0; i < n; i++)); do
+        grep -qE "$re" "$log" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
 }

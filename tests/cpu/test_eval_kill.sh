@@ -22,19 +22,14 @@ bash pipelines/train.sh "$TMP/data" "$RUN" --preset tiny --patch 32 --batch 1 --
 PIPE=$!
 ev_pid() { pgrep -f "srm-evaluator .*$RUN/sock/" | head -n 1; }
 stopped="" killed=""
-for ((i = 0; i < 1500; i++)); do
-    if [[ -z $stopped ]] && grep -q "^step 2[0-9]/" "$RUN/logs/trainer.log" 2>/dev/null; then
-        stopped=$(ev_pid)
-        [[ -n $stopped ]] && kill -STOP "$stopped"
-    fi
-    if [[ -n $stopped ]] && grep -q "final eval job step $STEPS sent" "$RUN/logs/trainer.log" 2>/dev/null; then
-        sleep 0.5
-        kill -KILL "$stopped" && killed=$stopped
-        break
-    fi
-    kill -0 $PIPE 2>/dev/null || break
-    sleep 0.1
-done
+if pipeline_wait "$RUN/logs/trainer.log" "^step 2[0-9]/" $PIPE; then
+    stopped=$(ev_pid)
+    [[ -n $stopped ]] && kill -STOP "$stopped"
+fi
+if [[ -n $stopped ]] && pipeline_wait "$RUN/logs/trainer.log" "final eval job step $STEPS sent" $PIPE; then
+    sleep 0.5
+    kill -KILL "$stopped" && killed=$stopped
+fi
 wait $PIPE
 rc=$?
 check "[[ -n '$killed' ]]" "the evaluator (pid ${killed:-?}) was frozen before the final job and killed after it was sent"

@@ -21,11 +21,7 @@ left() { pgrep -f "$RUN/" | wc -l; }
 
 bash pipelines/train.sh "${args[@]}" >"$TMP/train1.out" 2>&1 &
 PIPE=$!
-for ((i = 0; i < 600; i++)); do
-    grep -q "checkpoint step 10 acknowledged" "$RUN/logs/trainer.log" 2>/dev/null && break
-    kill -0 $PIPE 2>/dev/null || break
-    sleep 0.2
-done
+pipeline_wait "$RUN/logs/trainer.log" "checkpoint step 10 acknowledged" $PIPE
 check "grep -q 'checkpoint step 10 acknowledged' '$RUN/logs/trainer.log'" "the first run reached an acknowledged step 10"
 
 # a second pipeline on the live run folder refuses and touches nothing
