@@ -15,6 +15,7 @@ checkpoint_ack ok=false when the header names a step and sha256); the loop alway
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 exporter_cfg_t exporter_cfg_default(void)
 {
@@ -253,7 +254,11 @@ static int exporter_init(exporter_t *ex, const exporter_cfg_t *cfg, char *err)
     char lock[EXPORTER_PATH];
     snprintf(lock, sizeof lock, "%s/.exporter.lock", ex->run);
     if (fs_lock_file(lock, "srm-exporter", 60, err) < 0) return -1;
-    int t = fs_remove_tmp(ex->run) + fs_remove_tmp(ex->pred_dir);
+    // Its own leftovers only: in the run folder that is curves.png.tmp -- other stages write
+    // there too (the loader's preprocessing.json, through its own .tmp, maybe at this moment)
+    char own[EXPORTER_PATH + 8];
+    snprintf(own, sizeof own, "%s.tmp", ex->curves_path);
+    int t = (unlink(own) == 0) + fs_remove_tmp(ex->pred_dir);
     if (t) log_msg('W', "%s: removed %d temporary file(s) left by an interrupted write", ex->run, t);
     if (exporter_ckpt_recover(ex, err) || exporter_metrics_recover(ex, err)) return -1;
     return 0;

@@ -292,12 +292,18 @@ def test_main(tmp):
 
     # Restart on the same run dir after a crash left a temp file and an incomplete step.
     open(os.path.join(ck, name(70, ".ckpt") + ".tmp"), "wb").write(b"partial")
+    # another stage's file in the making in the run folder (the loader's preprocessing.json.tmp,
+    # written while the exporter starts) is not the exporter's to remove: it once was, and the
+    # loader's rename then failed
+    open(os.path.join(run, "preprocessing.json.tmp"), "wb").write(b"{}")
     shutil.copy(os.path.join(ck, name(40, ".safetensors")), os.path.join(ck, name(80, ".safetensors")))
     ex = Exporter(run, "--keep", "1", "--every", "20")
     h, fr = ex.ask(encode("request", {"what": "latest"}))
     check(h is not None and h["type"] == "checkpoint" and h["step"] == 40 and fr[0] == blobs[40], "restart: latest is 40")
     left = [f for f in os.listdir(ck) if "00000070" in f or "00000080" in f]
     check(not left, "restart removed the crash leftovers: %s" % left)
+    check(os.path.exists(os.path.join(run, "preprocessing.json.tmp")), "another stage's temp file in the run folder is left alone")
+    os.unlink(os.path.join(run, "preprocessing.json.tmp"))
     # The best survives a restart: a weaker evaluation does not move it, a stronger one does.
     ex.send(metrics_msg(40, "evaluator", {"mean_dice": 0.6}))
     h, _ = ex.ask(encode("request", {"what": "latest"}))
