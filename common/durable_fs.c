@@ -94,6 +94,11 @@ int fs_lock_file(const char *path, const char *who, double wait_s, char *err)
         ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
         holder[n > 0 ? n : 0] = 0;
         holder[strcspn(holder, "\n")] = 0;
+        if (errno == ENOSYS || errno == EOPNOTSUPP || errno == ENOLCK) {   // no flock here (noflock
+            log_msg('W', "%s: this filesystem has no file locks (%s): not guarded against a second %s",
+                    path, strerror(errno), who);                           // Lustre, some FUSE)
+            return fd;
+        }
         if (errno != EWOULDBLOCK && errno != EINTR) {
             close(fd);
             return set_err(err, "%s: flock: %s", path, strerror(errno));

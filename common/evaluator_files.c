@@ -211,7 +211,7 @@ static int case_inputs(const eval_cfg_t *cfg, const dataset_t *ds, const int *id
 static int check_outputs(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx, int n, char *err)
 {
     typedef struct { dev_t dev; ino_t ino; const char *path; } file_key_t;
-    char (*ids)[256] = xmalloc(sizeof *ids * (n ? (size_t)n : 1));
+    char (*ids)[WIRE_ID_LEN] = xmalloc(sizeof *ids * (n ? (size_t)n : 1));   // as eval_result_t's id
     const char **first = xmalloc(sizeof *first * (n ? (size_t)n : 1));   // each case's image
     file_key_t *in = xmalloc(sizeof *in * (size_t)(n ? n : 1) * (CASE_MAX_CHANNELS + 1));
     int nin = 0, rc = 0;

@@ -43,7 +43,8 @@ static int parse_name(const char *name, const char *ext, uint64_t *step)
 
 static const char *const PARTS[4] = { ".ckpt", ".ckpt.sha256", ".safetensors", ".safetensors.sha256" };
 
-static void remove_step(const exporter_t *ex, uint64_t step)
+// The four files of a step (not a staged .ckpt.tmp).
+static void remove_parts(const exporter_t *ex, uint64_t step)
 {
     char name[128], path[EXPORTER_PATH];
     for (int i = 0; i < 4; i++) {
@@ -51,6 +52,12 @@ static void remove_step(const exporter_t *ex, uint64_t step)
         snprintf(path, sizeof path, "%s/%s", ex->ckpt_dir, name);
         if (unlink(path) && errno != ENOENT) log_msg('W', "%s: cannot remove: %s", path, strerror(errno));
     }
+}
+
+static void remove_step(const exporter_t *ex, uint64_t step)
+{
+    char name[128], path[EXPORTER_PATH];
+    remove_parts(ex, step);
     exporter_ckpt_name(name, sizeof name, step, ".ckpt.tmp");
     snprintf(path, sizeof path, "%s/%s", ex->ckpt_dir, name);
     unlink(path);
@@ -227,20 +234,36 @@ int exporter_ckpt_store(exporter_t *ex, uint64_t step, const uint8_t *blob, size
     if (exists && !fs_read_sidecar(ex->ckpt_dir, ck, side, why) && !strcmp(side, sha) && step_intact(ex, step, why)) {
         log_msg('I', "%s: already filed (a resend); acknowledging again", ck);
     } else {
-        if (exists) {
-            // Another checkpoint of this step (a run resumed from an earlier one took another
-            // path, or the filed one is damaged): the old files go first, so that no moment
-            // mixes the two; until the new one is complete, latest is the newest intact step
-            // below it, and the trainer keeps the new one spooled until its ack.
-            log_msg('W', "%s: replaced by a new checkpoint of step %" PRIu64 " (sha256 %.12s...)", ck, step, sha);
-            remove_step(ex, step);
-            if (fs_fsync_dir(ex->ckpt_dir, err)) return -1;
-            if (ex->have_latest && ex->latest_step == step && latest_fallback(ex, step, err)) return -1;
-        }
         snprintf(staged, sizeof staged, "%s/%s.tmp", ex->ckpt_dir, ck);
         snprintf(path, sizeof path, "%s/%s", ex->ckpt_dir, st);
-        if (fs_write_tmp(ex->ckpt_dir, ck, blob, n, err) ||
-            export_safetensors(ex, staged, st, step, err) ||
+        if (fs_write_tmp(ex->ckpt_dir, ck, blob, n, err)) return -1;
+        if (exists) {
+            // Another checkpoint of this step (a run resumed from an earlier one took another
+            // path, or the filed one is damaged). The new one is staged and its checksum and
+            // header read first -- a bad one leaves the old step as it was -- then the old files
+            // go, so that no moment mixes the two; until the new one is complete latest is the
+            // newest intact step below it (the trainer keeps the new one spooled until its ack),
+            // and a best that pointed here is dropped: its score was of the old weights.
+            ckpt_state_t probe;
+            if (ckpt_read_state(staged, &probe, err)) { unlink(staged); return -1; }
+            log_msg('W', "%s: replaced by a new checkpoint of step %" PRIu64 " (sha256 %.12s...)", ck, step, sha);
+            remove_parts(ex, step);
+            if (ex->have_best && ex->best_step == step) {
+                for (int i = 0; i < 2; i++) {
+                    snprintf(path, sizeof path, "%s/best%s", ex->ckpt_dir, i ? ".safetensors" : ".ckpt");
+                    unlink(path);
+                }
+                snprintf(path, sizeof path, "%s/%s", ex->ckpt_dir, st);
+                ex->have_best = 0;
+                log_msg('W', "best was step %" PRIu64 ", whose weights are replaced: it follows the next scores", step);
+            }
+            if (fs_fsync_dir(ex->ckpt_dir, err) ||
+                (ex->have_latest && ex->latest_step == step && latest_fallback(ex, step, err))) {
+                unlink(staged);
+                return -1;
+            }
+        }
+        if (export_safetensors(ex, staged, st, step, err) ||
             fs_sha256_file(path, st_sha, err) ||
             fs_write_sidecar(ex->ckpt_dir, st, st_sha, err) ||
             fs_write_sidecar(ex->ckpt_dir, ck, sha, err) ||

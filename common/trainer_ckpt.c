@@ -113,6 +113,23 @@ static void spool_prune(ckpt_flow_t *f, long upto, const char *keep_path)
     closedir(d);
 }
 
+// The spool folder: --spool, else /tmp/srm-trainer-PID; made if missing. 0 or -1 + err.
+static int spool_dir(const trainer_cfg_t *c, char *out, size_t cap, char *err)
+{
+    if (c->spool_dir && strlen(c->spool_dir) >= cap) return set_err(err, "--spool: path too long");
+    if (c->spool_dir) snprintf(out, cap, "%s", c->spool_dir);
+    else snprintf(out, cap, "/tmp/srm-trainer-%d", (int)getpid());
+    return mkdirs(out, err);
+}
+
+int ckpt_flow_lock(const trainer_cfg_t *c, char *err)
+{
+    char spool[sizeof ((ckpt_flow_t *)0)->spool], lock[PATH_MAX];
+    if (spool_dir(c, spool, sizeof spool, err)) return -1;
+    snprintf(lock, sizeof lock, "%s/.lock", spool);
+    return fs_lock_file(lock, "srm-trainer", 90, err) < 0 ? -1 : 0;
+}
+
 int ckpt_flow_open(ckpt_flow_t *f, const trainer_cfg_t *c, const model_t *m, void *exporter_sock, char *err)
 {
     memset(f, 0, sizeof *f);
@@ -120,15 +137,7 @@ int ckpt_flow_open(ckpt_flow_t *f, const trainer_cfg_t *c, const model_t *m, voi
     f->m = m;
     f->sock = exporter_sock;
     f->acked_step = -1;
-    if (c->spool_dir && strlen(c->spool_dir) >= sizeof f->spool) return set_err(err, "--spool: path too long");
-    if (c->spool_dir) snprintf(f->spool, sizeof f->spool, "%s", c->spool_dir);
-    else snprintf(f->spool, sizeof f->spool, "/tmp/srm-trainer-%d", (int)getpid());
-    if (mkdirs(f->spool, err)) return -1;
-    // one trainer a spool: a second would resume from, and prune, the first one's files (a
-    // previous trainer still waiting for its final ack gets 90 s to finish)
-    char lock[PATH_MAX];
-    snprintf(lock, sizeof lock, "%s/.lock", f->spool);
-    if (fs_lock_file(lock, "srm-trainer", 90, err) < 0) return -1;
+    if (spool_dir(c, f->spool, sizeof f->spool, err)) return -1;
     snprintf(f->config_json, sizeof f->config_json,
              "{\"variant\":\"%s\",\"width\":%d,\"in_channels\":%d,\"classes\":%d,\"patch\":[%d,%d,%d],"
              "\"batch\":%d,\"steps\":%ld,\"lr\":%g,\"loss\":\"%s\",\"regions\":\"%s\",\"seed\":%" PRIu64 "}",

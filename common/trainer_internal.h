@@ -66,6 +66,10 @@ typedef struct {
     int prep_warned;                // the --preprocessing file was reported unusable
 } ckpt_flow_t;
 
+// One trainer a spool: take SPOOL/.lock (made with the spool) before anything else of the run --
+// a second trainer would resume from and prune the first one's files, and rebind its sockets (a
+// previous one still waiting for its final ack gets 90 s to finish). 0 or -1 + err.
+int ckpt_flow_lock(const trainer_cfg_t *c, char *err);
 int ckpt_flow_open(ckpt_flow_t *f, const trainer_cfg_t *c, const model_t *m, void *exporter_sock,
                    char *err);
 // Write a checkpoint of the host state into the spool; it becomes the pending one (replacing an

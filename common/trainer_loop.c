@@ -94,7 +94,8 @@ static int setup(trainer_t *t, char *err)
     t->labels = malloc(nvox);
     if (!t->params || !t->adam_m || !t->adam_v || !t->x || !t->labels)
         return set_err(err, "cannot allocate the model (%zu parameters) and batch buffers", P);
-    if (open_sockets(t, err) || ckpt_flow_open(&t->ck, c, &t->m, t->exporter, err)) return -1;
+    if (ckpt_flow_lock(c, err) || open_sockets(t, err) || ckpt_flow_open(&t->ck, c, &t->m, t->exporter, err))
+        return -1;
 
     // Fresh state: the paper's schedule over --steps from --lr; RNG from --seed.
     t->state = (ckpt_state_t){ .cfg = c->model, .step = 0, .total_steps = c->steps, .base_lr = c->tc.adam.lr,

@@ -187,13 +187,16 @@ trap 'srm_stop_all 5' EXIT
 # The stages of a previous run on RUN still stopping (its script was killed: they follow it, see
 # lib.sh) get SRM_RUN_WAIT_S (60) s; a second pipeline beside a live one would mix two runs.
 lock=$RUN/.exporter.lock
+# (flock -E 75: busy is 75; another failure -- a filesystem without locks -- skips the check, as
+# the stages themselves then do)
 if [[ -e $lock ]] && command -v flock >/dev/null; then
     for ((i = 0; i < ${SRM_RUN_WAIT_S:-60}; i++)); do
-        flock -n "$lock" true && break
+        flock -n -E 75 "$lock" true 2>/dev/null; busy=$?
+        ((busy == 75)) || break
         ((i)) || srm_log "waiting for the pipeline still running on $RUN (srm-exporter pid $(head -c 16 "$lock" | tr -d '\n')) to stop"
         sleep 1
     done
-    flock -n "$lock" true || srm_die "$RUN is in use by a running pipeline (srm-exporter pid $(head -c 16 "$lock" | tr -d '\n')): stop it first"
+    ((busy != 75)) || srm_die "$RUN is in use by a running pipeline (srm-exporter pid $(head -c 16 "$lock" | tr -d '\n')): stop it first"
 fi
 
 # ---- start, in binding order ------------------------------------------------------------------

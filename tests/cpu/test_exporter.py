@@ -303,7 +303,8 @@ def test_main(tmp):
     left = [f for f in os.listdir(ck) if "00000070" in f or "00000080" in f]
     check(not left, "restart removed the crash leftovers: %s" % left)
     check(os.path.exists(os.path.join(run, "preprocessing.json.tmp")), "another stage's temp file in the run folder is left alone")
-    os.unlink(os.path.join(run, "preprocessing.json.tmp"))
+    if os.path.exists(os.path.join(run, "preprocessing.json.tmp")):
+        os.unlink(os.path.join(run, "preprocessing.json.tmp"))
     # The best survives a restart: a weaker evaluation does not move it, a stronger one does.
     ex.send(metrics_msg(40, "evaluator", {"mean_dice": 0.6}))
     h, _ = ex.ask(encode("request", {"what": "latest"}))
@@ -330,6 +331,14 @@ def test_main(tmp):
           open(os.path.join(ck, name(40, ".ckpt")), "rb").read() == blobs[40] and
           os.readlink(os.path.join(ck, "latest.ckpt")) == name(40, ".ckpt"),
           "a resend of the damaged step is filed again, not acknowledged as already there: %s" % h)
+    # a new "checkpoint" of a filed step that is not one (its message sha256 right, its content
+    # no checkpoint) is refused before the filed step is touched
+    junk = b"SRMCKPT\x00" + bytes(range(256)) * 40
+    h, _ = ex.ask(ckpt_msg(40, junk))
+    f40 = os.path.join(ck, name(40, ".ckpt"))
+    check(h is not None and h.get("ok") is False and os.path.exists(f40) and open(f40, "rb").read() == blobs[40]
+          and sidecar_ok(ck, name(40, ".ckpt")) and os.readlink(os.path.join(ck, "latest.ckpt")) == name(40, ".ckpt"),
+          "a bad replacement of step 40 leaves the filed one as it was: %s" % h)
     # every step damaged: "damaged", never "not_found" (a trainer would start over)
     for st_ in intact + [40]:
         tamper(st_)
