@@ -90,19 +90,20 @@ int fs_lock_file(const char *path, const char *who, double wait_s, char *err)
     const double t0 = fs_now();
     int said = 0;
     while (flock(fd, LOCK_EX | LOCK_NB)) {
+        const int e = errno;
+        if (e == ENOSYS || e == EOPNOTSUPP || e == ENOLCK) {   // no flock here (Lustre noflock, some FUSE)
+            log_msg('W', "%s: this filesystem has no file locks (%s): not guarded against a second %s",
+                    path, strerror(e), who);
+            return fd;
+        }
+        if (e != EWOULDBLOCK && e != EINTR) {
+            close(fd);
+            return set_err(err, "%s: flock: %s", path, strerror(e));
+        }
         char holder[32] = "";
         ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
         holder[n > 0 ? n : 0] = 0;
         holder[strcspn(holder, "\n")] = 0;
-        if (errno == ENOSYS || errno == EOPNOTSUPP || errno == ENOLCK) {   // no flock here (noflock
-            log_msg('W', "%s: this filesystem has no file locks (%s): not guarded against a second %s",
-                    path, strerror(errno), who);                           // Lustre, some FUSE)
-            return fd;
-        }
-        if (errno != EWOULDBLOCK && errno != EINTR) {
-            close(fd);
-            return set_err(err, "%s: flock: %s", path, strerror(errno));
-        }
         if (fs_now() - t0 >= wait_s) {
             close(fd);
             return set_err(err, "%s: held by another %s (pid %s) for %.0f s: stop it first", path, who,

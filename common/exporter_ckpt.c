@@ -249,11 +249,11 @@ int exporter_ckpt_store(exporter_t *ex, uint64_t step, const uint8_t *blob, size
             log_msg('W', "%s: replaced by a new checkpoint of step %" PRIu64 " (sha256 %.12s...)", ck, step, sha);
             remove_parts(ex, step);
             if (ex->have_best && ex->best_step == step) {
+                char link[EXPORTER_PATH];
                 for (int i = 0; i < 2; i++) {
-                    snprintf(path, sizeof path, "%s/best%s", ex->ckpt_dir, i ? ".safetensors" : ".ckpt");
-                    unlink(path);
+                    snprintf(link, sizeof link, "%s/best%s", ex->ckpt_dir, i ? ".safetensors" : ".ckpt");
+                    unlink(link);
                 }
-                snprintf(path, sizeof path, "%s/%s", ex->ckpt_dir, st);
                 ex->have_best = 0;
                 log_msg('W', "best was step %" PRIu64 ", whose weights are replaced: it follows the next scores", step);
             }
@@ -367,11 +367,12 @@ int exporter_ckpt_recover(exporter_t *ex, char *err)
     // fault must not leave a damaged latest for a resuming trainer), else the newest intact step
     uint64_t s;
     char why[ERR_LEN];
-    if (!read_link(ex, "latest.ckpt", &s) && step_intact(ex, s, why)) {
+    const int linked = !read_link(ex, "latest.ckpt", &s);
+    if (linked && step_intact(ex, s, why)) {
         ex->have_latest = 1;
         ex->latest_step = s;
     } else {
-        if (!read_link(ex, "latest.ckpt", &s)) log_msg('E', "latest -> step %" PRIu64 " is unusable: %s", s, why);
+        if (linked) log_msg('E', "latest -> step %" PRIu64 " is unusable: %s", s, why);
         if (latest_fallback(ex, UINT64_MAX, err)) return -1;
     }
     if (!read_link(ex, "best.ckpt", &s) && step_complete(ex, s)) {

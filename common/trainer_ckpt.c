@@ -197,26 +197,26 @@ void ckpt_flow_take_prep(ckpt_flow_t *f, ckpt_state_t *st)
 {
     if (!f->c->prep_file) return;
     // read before every save: the loader writes the file when it starts, maybe after the trainer
-    char text[CKPT_PREP_MAX], why[ERR_LEN] = "";
-    FILE *fp = fopen(f->c->prep_file, "rb");
-    if (!fp) snprintf(why, sizeof why, "cannot open: %s", strerror(errno));
-    size_t n = fp ? fread(text, 1, sizeof text, fp) : 0;
-    if (fp) fclose(fp);
-    if (fp && n >= sizeof text) snprintf(why, sizeof why, "longer than %zu bytes", sizeof text - 1);
-    if (!why[0]) {
+    char why[ERR_LEN] = "";
+    uint8_t *raw = NULL;
+    size_t n = 0;
+    if (fs_read_file(f->c->prep_file, &raw, &n, CKPT_PREP_MAX - 1, why) == 0) {
+        char text[CKPT_PREP_MAX];
+        memcpy(text, raw, n);
         text[n] = 0;
+        free(raw);
         preprocess_cfg_t cfg;
         modality_t mod[CASE_MAX_CHANNELS];
         int C = 0;
         if (preprocess_settings_parse(text, &cfg, mod, &C, why) == 0 && C != f->m->cfg.in_channels)
             snprintf(why, sizeof why, "%d channels, the model takes %d", C, f->m->cfg.in_channels);
+        if (!why[0]) {
+            if (strcmp(st->prep, text)) log_msg('I', "checkpoints carry the preprocessing of %s", f->c->prep_file);
+            memcpy(st->prep, text, n + 1);
+            return;
+        }
     }
-    if (!why[0]) {
-        if (strcmp(st->prep, text)) log_msg('I', "checkpoints carry the preprocessing of %s", f->c->prep_file);
-        memcpy(st->prep, text, n + 1);
-        return;
-    }
-    if (!f->prep_warned)
+    if (!f->prep_warned)                    // why names the file when fs_read_file failed
         log_msg('W', "%s: %s; checkpoints keep %s", f->c->prep_file, why,
                 st->prep[0] ? "the resumed checkpoint's preprocessing" : "no preprocessing settings");
     f->prep_warned = 1;

@@ -277,8 +277,7 @@ static void finish(trainer_t *t, int completed)
             // restarts it) lost it, so it is offered again every final_eval_resend_s until the
             // metrics come; an evaluator still working on it skips the copy (evaluator_service.c).
             int got = 0;
-            for (double left; !got && (left = c->final_eval_timeout_s - (trainer_now() - t0)) > 0 &&
-                              !stage_stopping(t->st);) {
+            for (double left; (left = c->final_eval_timeout_s - (trainer_now() - t0)) > 0 && !stage_stopping(t->st);) {
                 if ((got = wait_until(t, final_validated, fmin(left, c->final_eval_resend_s), 1))) break;
                 if (trainer_now() - t0 < c->final_eval_timeout_s && final_job_sent(t))
                     log_msg('I', "no validation of step %ld yet: the final eval job is offered again", t->state.step);
