@@ -56,6 +56,7 @@ typedef struct {
     long max_jobs;                  // stop after this many jobs (0: run until stopped)
     int exit_after_final;           // stop after a final job (and its predictions)
     int case_timeout_s;             // wait for one loader reply at most this long
+    double exporter_resend_s;       // resend metrics / a prediction the exporter has not acked
     // model (used when the weights carry no configuration)
     model_cfg_t model;
     eval_device_t device;

@@ -33,6 +33,8 @@ void eval_usage(void *file)
         "  --max-jobs N          exit after N jobs (0: until SIGINT/SIGTERM)\n"
         "  --exit-after-final    exit after a final job and its predictions\n"
         "  --case-timeout S      wait this long for one loader reply (600)\n"
+        "  --exporter-resend S   send metrics or a prediction the exporter has not acknowledged\n"
+        "                        again after S seconds (10); they wait while it is away\n"
         "  --curve-client KEY --server-key KEY   CURVE on tcp endpoints (scripts/keys.sh)\n"
         "model (when the weights do not carry their configuration):\n"
         "  --variant M|P|R|no-tom --preset tiny|demo|full --width W --in-channels C --classes K\n"
@@ -88,6 +90,7 @@ static void defaults(eval_cfg_t *c)
     sw_cfg_default(&c->sw);
     c->hd95 = 1;
     c->case_timeout_s = 600;
+    c->exporter_resend_s = 10;
     c->force_modality = -1;
     preprocess_cfg_default(&c->prep);
 }
@@ -113,6 +116,7 @@ static int flag_value(eval_cfg_t *c, const char *a, const char *v, char *err)
         c->predictions = (eval_pred_when_t)k;
     } else if (!strcmp(a, "--max-jobs")) return cli_long(a, v, 0, 1L << 40, &c->max_jobs, err);
     else if (!strcmp(a, "--case-timeout")) return cli_int(a, v, 1, 86400, &c->case_timeout_s, err);
+    else if (!strcmp(a, "--exporter-resend")) return cli_double(a, v, 0.1, 86400, &c->exporter_resend_s, err);
     else if (!strcmp(a, "--variant")) return model_variant_parse(v, &c->model.variant, err);
     else if (!strcmp(a, "--preset")) return model_cfg_preset(&c->model, v, err);
     else if (!strcmp(a, "--width")) return cli_int(a, v, 8, 4096, &c->model.width, err);

@@ -7,6 +7,8 @@ replies) and evaluator_service.c (the loop). Not for other stages.
 #include "evaluator.h"
 
 #define EVAL_MAX_CASES 4096
+#define EVAL_OUTBOX_BYTES ((size_t)1 << 30)     // unacknowledged predictions kept at most (then the oldest goes)
+#define EVAL_OUTBOX_AHEAD 8                     // a new one waits (60 s at most) while more are unacknowledged
 
 // An eval job; blob points into the received message.
 typedef struct {

@@ -4,7 +4,10 @@ evaluator_service.c -- service mode (docs/pipeline.md): PULL eval jobs from the 
 connect; replies matched by `seq`, stale ones dropped), segment and score every case on its
 source grid, and send one `metrics` message to the exporter (DEALER) and to the trainer (PUSH,
 never blocking). After a final job (or every job with --predictions every) each case's label map
-goes to the exporter as a `volume` of kind "prediction"; the exporter's acks are collected.
+goes to the exporter as a `volume` of kind "prediction". What goes to the exporter waits in an
+outbox (outbox.h) until acknowledged and is sent again after --exporter-resend seconds without an
+ack, so an exporter killed and restarted meanwhile loses none of it; a final job's and the last
+messages are waited for (bounded) before the evaluator moves on or exits.
 Jobs that arrive while one runs wait in the socket; afterwards only the newest is taken.
 The reference labels are the dataset's original label files when --dataset is given (same host
 or shared storage), else the loader's labels mapped back to the source grid (exact unless the
@@ -13,6 +16,7 @@ loader resampled).
 #include "evaluator_internal.h"
 #include "check.h"
 #include "dataset.h"
+#include "outbox.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +35,7 @@ typedef struct {
     int have_ds;
     eval_model_t *em;               // prepared model kept across jobs
     int em_roi[3];
-    long pending_acks;              // prediction acks still expected from the exporter
+    outbox_t *out;                  // metrics and predictions until the exporter acks them
     int final_done;                 // a final job was validated: its step and weights' sha256
     uint64_t final_step;
     char final_sha[65];
@@ -145,7 +149,7 @@ static uint8_t *reference(svc_t *s, const eval_case_t *c, const char **how, char
 
 static void free_buf(void *data, void *hint) { (void)hint; free(data); }
 
-// Answers the exporter sent us (prediction acks, errors): log problems, count acks.
+// Answers the exporter sent us: acks to the outbox, problems logged; then (re)send what is due.
 static void drain_exporter(svc_t *s)
 {
     if (!s->exporter) return;
@@ -154,27 +158,38 @@ static void drain_exporter(svc_t *s)
         wire_msg_init(&m);
         char err[ERR_LEN];
         int rc = wire_recv(s->exporter, &m, ZMQ_DONTWAIT, err);
-        if (rc == WIRE_AGAIN) { wire_msg_free(&m); return; }
+        if (rc == WIRE_AGAIN) { wire_msg_free(&m); break; }
         if (rc < 0) log_msg('W', "exporter %s: bad reply: %s", m.peer, err);
-        else if (!strcmp(m.type, "ack")) { if (s->pending_acks > 0) s->pending_acks--; }
+        else if (outbox_on_reply(s->out, &m)) {}
         else if (eval_reply_error(&m, err)) log_msg('W', "exporter %s: %s", m.peer, err + strlen("loader: "));
         else log_msg('W', "exporter %s: unexpected '%s' message", m.peer, m.type);
         wire_msg_free(&m);
     }
+    outbox_tick(s->out, s->exporter);
 }
 
-// Send o to the exporter, waiting up to 10 s for room (it is a local disk writer).
-static void to_exporter(svc_t *s, wire_out_t *o, const char *what)
+// Wait (at most timeout_s, not cut short by a stop request) until the exporter has acknowledged
+// all but `keep` of what the outbox holds. 1 when it has.
+static int flush_outbox(svc_t *s, int keep, double timeout_s)
+{
+    double deadline = now_s() + timeout_s;
+    for (;;) {
+        drain_exporter(s);
+        if (outbox_pending(s->out) <= keep) return 1;
+        if (now_s() >= deadline) return 0;
+        zmq_pollitem_t it = { .socket = s->exporter, .events = ZMQ_POLLIN };
+        if (zmq_poll(&it, 1, 200) < 0 && zmq_errno() != EINTR) return 0;
+    }
+}
+
+// Hand o to the outbox. A slow exporter holds the evaluator up (up to 60 s) rather than let
+// unacknowledged predictions pile up in memory.
+static void to_exporter(svc_t *s, wire_out_t *o, const char *what, const char *key)
 {
     if (!s->exporter) return;
-    char err[ERR_LEN];
-    int rc = WIRE_AGAIN;
-    for (int t = 0; t < 10 && rc == WIRE_AGAIN && !stage_stopping(s->st); t++) {
-        drain_exporter(s);
-        if (stage_wait_out(s->st, s->exporter, 1000) == STAGE_READY) rc = wire_send(s->exporter, o, ZMQ_DONTWAIT, err);
-    }
-    if (rc == WIRE_AGAIN) log_msg('W', "exporter: %s not sent: no room after 10 s", what);
-    else if (rc < 0) log_msg('W', "exporter: %s not sent: %s", what, err);
+    if (!flush_outbox(s, EVAL_OUTBOX_AHEAD, 60))
+        log_msg('W', "exporter: %d message(s) unacknowledged after 60 s; going on", outbox_pending(s->out));
+    outbox_post(s->out, s->exporter, o, what, key);
 }
 
 static void send_prediction(svc_t *s, const eval_case_t *c, uint8_t *labels, uint64_t step)
@@ -193,21 +208,18 @@ static void send_prediction(svc_t *s, const eval_case_t *c, uint8_t *labels, uin
     int64_t shape[3] = { c->rec.src_dim[0], c->rec.src_dim[1], c->rec.src_dim[2] };
     wire_out_array(&o, "labels", WIRE_U8, 3, shape, labels);
     wire_out_donate(&o, "labels", free_buf, NULL);
-    s->pending_acks++;
-    to_exporter(s, &o, "prediction");
+    char what[WIRE_ID_LEN + 48];
+    snprintf(what, sizeof what, "prediction %s of step %llu", c->id, (unsigned long long)step);
+    to_exporter(s, &o, what, c->id);
     wire_out_free(&o);
 }
 
-// Wait (bounded) until the exporter acknowledged every prediction.
-static void wait_acks(svc_t *s)
+// Wait (bounded) until the exporter acknowledged everything sent so far.
+static void wait_acks(svc_t *s, double timeout_s)
 {
-    double deadline = now_s() + 30;
-    while (s->exporter && s->pending_acks > 0 && now_s() < deadline) {
-        if (stage_wait(s->st, s->exporter, 500) == STAGE_STOP) break;
-        drain_exporter(s);
-    }
-    if (s->pending_acks > 0) log_msg('W', "exporter: %ld prediction(s) not acknowledged", s->pending_acks);
-    s->pending_acks = 0;
+    if (s->exporter && !flush_outbox(s, 0, timeout_s))
+        log_msg('W', "exporter: %d message(s) not acknowledged after %.0f s (not in the run folder)",
+                outbox_pending(s->out), timeout_s);
 }
 
 static void send_metrics(svc_t *s, uint64_t step, const eval_result_t *rs, int n, const char *extra)
@@ -215,8 +227,10 @@ static void send_metrics(svc_t *s, uint64_t step, const eval_result_t *rs, int n
     wire_out_t o;
     char err[ERR_LEN];
     if (s->exporter) {
+        char what[48];
+        snprintf(what, sizeof what, "metrics of step %llu", (unsigned long long)step);
         if (eval_metrics_msg(&o, step, rs, n, &s->cfg->lab, extra, err)) log_msg('E', "metrics: %s", err);
-        else to_exporter(s, &o, "metrics");
+        else to_exporter(s, &o, what, NULL);
         wire_out_free(&o);
     }
     if (s->metrics) {
@@ -335,7 +349,7 @@ static int run_job(svc_t *s, const eval_job_t *j, const char *peer, char *err)
         char *extra = job_extra_json(j, &sw, eval_model_device(s->em), how, now_s() - t0);
         send_metrics(s, j->step, rs, s->n_ids, extra);
         free(extra);
-        if (s->pending_acks) wait_acks(s);
+        if (j->final) wait_acks(s, 60);     // train.sh waits for the final predictions
         double md = NAN;
         for (int k = 0, c = 0; k < s->n_ids; k++)
             if (rs[k].ok && isfinite(rs[k].mean_dice)) { md = (c ? md * c : 0) + rs[k].mean_dice; md /= ++c; }
@@ -391,7 +405,10 @@ static int svc_open(svc_t *s, const eval_cfg_t *cfg, stage_t *st, char *err)
     // model-sized job waiting in the queue would hold the PONGs back. The trainer never blocks on it.
     if (!(s->jobs = open_sock(s, ZMQ_PULL, cfg->jobs_ep, 1, err))) return -1;
     if (!(s->cases = open_sock(s, ZMQ_DEALER, cfg->cases_ep, 4, err))) return -1;
-    if (cfg->exporter_ep && !(s->exporter = open_sock(s, ZMQ_DEALER, cfg->exporter_ep, 16, err))) return -1;
+    if (cfg->exporter_ep) {
+        if (!(s->exporter = open_sock(s, ZMQ_DEALER, cfg->exporter_ep, 16, err))) return -1;
+        s->out = outbox_new("evaluator", EVAL_OUTBOX_BYTES, cfg->exporter_resend_s);
+    }
     if (cfg->metrics_ep && !(s->metrics = open_sock(s, ZMQ_PUSH, cfg->metrics_ep, 4, err))) return -1;
     return 0;
 }
@@ -435,6 +452,9 @@ int eval_run_service(const eval_cfg_t *cfg, stage_t *st, char *err)
         if ((cfg->max_jobs && done >= cfg->max_jobs) || (cfg->exit_after_final && j.final)) break;
     }
     log_msg('I', "stopping after %ld job(s)%s", done, stage_signal(st) ? " (signal)" : "");
+    wait_acks(&s, stage_signal(st) ? 5 : 60);
+    if (s.out) log_msg('I', "exporter: %ld message(s) acknowledged, %ld dropped", outbox_acked(s.out), outbox_dropped(s.out));
+    outbox_free(&s.out);
     eval_model_free(&s.em);
     free(s.ids);
     if (s.have_ds) dataset_free(&s.ds);

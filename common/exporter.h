@@ -5,8 +5,11 @@ One ROUTER socket (DEALER clients: trainer, evaluator; no empty delimiter frame)
                            ("<hex>  <name>\n", as sha256sum writes), latest/best symlinks, the
                            last K kept; THEN checkpoint_ack {step, sha256, ok, error}
   metrics               -> one JSON object per line appended to RUN/metrics.jsonl, best chosen
-                           from the evaluator's mean foreground Dice, RUN/curves.png refreshed
-  volume kind=prediction-> RUN/predictions/<case_id>.nii.gz; reply "ack" {of, case_id, ok}
+                           from the evaluator's mean foreground Dice, RUN/curves.png refreshed;
+                           with an `id`: THEN "ack" {of, id, ok}, and a copy of a filed id is
+                           acked without a second line (the ids survive a restart in the lines)
+  volume kind=prediction-> RUN/predictions/<case_id>.nii.gz; reply "ack" {of, case_id, path, ok}
+                           (+ id; a filed id is acked, not written again)
   request latest[_checkpoint] / checkpoint (by step) -> checkpoint (re-verified) or error
 `latest` (the most recently acknowledged checkpoint) and `best` are relative symlinks
 RUN/checkpoints/{latest,best}.{ckpt,safetensors} -> step-NNNNNNNN.*, replaced atomically (made

@@ -10,6 +10,7 @@ exporter_internal.h -- state and module functions of srm-exporter (exporter.h is
 #define SRM_EXPORTER_INTERNAL_H
 #include "durable_fs.h"
 #include "exporter.h"
+#include "id_set.h"
 #include "wire.h"
 #include "wire_msgs.h"
 #include <stddef.h>
@@ -39,6 +40,7 @@ typedef struct {
     int npending;
     exporter_point_t pending[EXPORTER_MAX_PENDING];
     exporter_curve_t loss, dice;    // training loss and validation mean Dice against step
+    id_set_t filed;                 // ids of the messages filed: metrics.jsonl's, and this run's predictions
     int curves_dirty;
     double curves_time;             // monotonic seconds of the last refresh
     long n_ckpt, n_metrics, n_pred, n_rejected;
@@ -62,15 +64,19 @@ void exporter_best_offer(exporter_t *ex, uint64_t step, double dice);
 void exporter_ckpt_name(char *out, size_t cap, uint64_t step, const char *ext);
 
 // ---- exporter_metrics.c ------------------------------------------------------------------------
-int exporter_metrics(exporter_t *ex, const wire_msg_t *m, char *err);
-// Re-read metrics.jsonl (curves, best Dice); trims a torn last line.
+// Append one metrics message as a line of metrics.jsonl. id: the message's `id` ("" when it has
+// none), kept in the line. 0 appended; 1 that id is already filed (nothing written); -1 + err the
+// message is invalid; -2 + err it could not be written (a full disk: worth sending again).
+int exporter_metrics(exporter_t *ex, const wire_msg_t *m, const char *id, char *err);
+// Re-read metrics.jsonl (curves, best Dice, the filed ids); trims a torn last line.
 int exporter_metrics_recover(exporter_t *ex, char *err);
 // Write curves.png when dirty and (force or the interval has passed).
 void exporter_curves_refresh(exporter_t *ex, int force);
 void exporter_curves_free(exporter_t *ex);
 
 // ---- exporter_pred.c ---------------------------------------------------------------------------
-// Write a prediction volume; *case_id receives its (checked) id for the reply.
+// Write a prediction volume; *case_id receives its (checked) id for the reply. 0, -1 + err the
+// message is invalid, -2 + err the file could not be written.
 int exporter_prediction(exporter_t *ex, const wire_msg_t *m, char case_id[WIRE_ID_LEN], char *err);
 
 #endif

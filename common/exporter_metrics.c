@@ -8,7 +8,9 @@ mean_dice, ...; NaN/nil -> null), `cases` (the case ids), each per-case array as
 (NaN -> null), the parsed `json` document under "extra", and for a `dice` [cases, classes] array
 (foreground classes or regions, no background column): dice_mean_per_class, dice_undefined_count
 per class, and mean_dice = mean of the defined entries unless the sender gave mean_dice; the same
-for `hd95`. Appends use O_APPEND + fsync; a failed append is truncated away, so no torn line stays.
+for `hd95`, and the message's `id` when it has one (a message sent again is filed once: the ids
+are read back at start-up). Appends use O_APPEND + fsync; a failed append is truncated away, so
+no torn line stays.
 The best checkpoint follows the evaluator's mean_dice (exporter_best_offer).
 */
 #define _GNU_SOURCE
@@ -112,7 +114,9 @@ static void curve_add(exporter_curve_t *c, uint64_t step, double v)
         c->n /= 2;
     }
     if (c->n == c->cap) c->p = xrealloc(c->p, (size_t)(c->cap = 2 * c->cap + 64) * sizeof *c->p);
-    c->p[c->n++] = (exporter_point_t){ step, v };
+    int i = c->n++;                                     // in step order: a line sent again comes late
+    for (; i > 0 && c->p[i - 1].step > step; i--) c->p[i] = c->p[i - 1];
+    c->p[i] = (exporter_point_t){ step, v };
 }
 
 // Set key unless taken (a value named "step" must not replace the step).
@@ -128,12 +132,13 @@ static void set_new(json_t *o, const char *key, json_t *v, uint64_t step)
 }
 
 // Build the line for one decoded metrics message.
-static json_t *metrics_json(const wire_metrics_t *x, const char *source, char *err)
+static json_t *metrics_json(const wire_metrics_t *x, const char *source, const char *id, char *err)
 {
     json_t *o = json_object();
     json_object_set_new(o, "step", json_integer((json_int_t)x->step));
     json_object_set_new(o, "wall_time", json_real(x->wall_time));
     json_object_set_new(o, "source", json_string(source));
+    if (id) json_object_set_new(o, "id", json_string(id));
     for (int i = 0; i < x->nvalues; i++) set_new(o, x->names[i], num(x->values[i]), x->step);
     if (x->ncases) {
         json_t *ids = json_array();
@@ -172,8 +177,9 @@ static json_t *metrics_json(const wire_metrics_t *x, const char *source, char *e
     return o;
 }
 
-int exporter_metrics(exporter_t *ex, const wire_msg_t *m, char *err)
+int exporter_metrics(exporter_t *ex, const wire_msg_t *m, const char *id, char *err)
 {
+    if (*id && id_set_has(&ex->filed, id)) return 1;
     wire_metrics_t x;
     if (wire_decode_metrics(m, &x, err)) return -1;
     char source[WIRE_NAME_LEN] = "";
@@ -190,7 +196,7 @@ int exporter_metrics(exporter_t *ex, const wire_msg_t *m, char *err)
         return set_err(err, "metrics step %" PRIu64 ": source must be 1..31 of [a-z0-9_.-]", x.step);
     }
 
-    json_t *o = metrics_json(&x, source, err);
+    json_t *o = metrics_json(&x, source, *id ? id : NULL, err);
     wire_metrics_free(&x);
     if (!o) return -1;
     char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10));
@@ -198,9 +204,10 @@ int exporter_metrics(exporter_t *ex, const wire_msg_t *m, char *err)
     size_t n = strlen(line);
     line = xrealloc(line, n + 2);
     line[n++] = '\n';
-    rc = append_line(ex->metrics_path, line, n, err);
+    rc = append_line(ex->metrics_path, line, n, err) ? -2 : 0;
     free(line);
     if (!rc) {
+        if (*id) id_set_add(&ex->filed, id);
         uint64_t step = (uint64_t)json_integer_value(json_object_get(o, "step"));
         json_t *loss = json_object_get(o, "loss"), *md = json_object_get(o, "mean_dice");
         if (json_is_number(loss)) curve_add(&ex->loss, step, json_number_value(loss));
@@ -242,6 +249,8 @@ int exporter_metrics_recover(exporter_t *ex, char *err)
         uint64_t step = (uint64_t)json_integer_value(st);
         json_t *loss = json_object_get(o, "loss"), *md = json_object_get(o, "mean_dice");
         const char *src = json_string_value(json_object_get(o, "source"));
+        const char *id = json_string_value(json_object_get(o, "id"));
+        if (id) id_set_add(&ex->filed, id);
         if (json_is_number(loss)) curve_add(&ex->loss, step, json_number_value(loss));
         if (src && !strcmp(src, "evaluator") && json_is_number(md)) {
             double d = json_number_value(md);

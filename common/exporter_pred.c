@@ -90,6 +90,7 @@ int exporter_prediction(exporter_t *ex, const wire_msg_t *m, char case_id[WIRE_I
     int rc = nifti_write_volume(path, &v, lab ? 2 : 16, err);
     if (!rc) rc = fs_fsync_dir(ex->pred_dir, err);
     free(v.data);
-    if (!rc) ex->n_pred++;
-    return rc;
+    if (rc) return -2;
+    ex->n_pred++;
+    return 0;
 }

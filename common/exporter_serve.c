@@ -3,7 +3,8 @@ exporter_serve.c -- srm-exporter's command line and its ROUTER loop (exporter.h 
 Every message is handled to the end with SIGINT/SIGTERM blocked, so a stop request finishes the
 write in progress; the stage's self-pipe then reports STOP at the next wait. A message that
 fails validation is logged with the peer and the reason and answered with `error` (checkpoints:
-checkpoint_ack ok=false when the header names a step and sha256); the loop always goes on.
+checkpoint_ack ok=false when the header names a step and sha256; metrics and predictions that
+carry an `id`: `ack` ok=false); the loop always goes on.
 */
 #define _GNU_SOURCE
 #include "exporter_internal.h"
@@ -107,6 +108,41 @@ static void reply_ack(void *sock, zmq_msg_t *id, const char *peer, uint64_t step
     send_to(sock, id, &o, peer);
 }
 
+// The `ack` of a message that carried an `id` (docs/protocol.md): ok, or why not and whether a
+// resend may succeed (retry: the exporter could not write it now) or never will.
+static void reply_id_ack(void *sock, zmq_msg_t *id, const char *peer, const char *of, const char *msg_id,
+                         int ok, const char *why, int retry, const char *case_id)
+{
+    wire_out_t o;
+    wire_out_init(&o, "ack");
+    wire_put_str(&o, "of", of);
+    wire_put_str(&o, "id", msg_id);
+    wire_put_bool(&o, "ok", ok);
+    if (!ok) {
+        wire_put_str(&o, "error", why);
+        wire_put_bool(&o, "retry", retry);
+    }
+    if (case_id) {
+        char rel[WIRE_ID_LEN + 32];
+        snprintf(rel, sizeof rel, "predictions/%s.nii.gz", case_id);
+        wire_put_str(&o, "case_id", case_id);
+        wire_put_str(&o, "path", rel);
+    }
+    send_to(sock, id, &o, peer);
+}
+
+// The message's optional `id` into out ("" when absent): 1..63 of [A-Za-z0-9_.:-]. 0 or -1 + err.
+static int message_id(const wire_msg_t *m, char out[64], char *err)
+{
+    int rc = wire_get_str(m, "id", out, 64, 0, err);
+    const char *p = out;
+    if (rc == 0) while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || (*p && strchr("_.:-", *p))) p++;
+    if (rc == 0 && *out && !*p) return 0;
+    out[0] = 0;
+    if (rc == 1) return 0;
+    return rc < 0 ? -1 : set_err(err, "%s: 'id' must be 1..63 of [A-Za-z0-9_.:-]", m->type);
+}
+
 // ---- handlers ----------------------------------------------------------------------------------
 
 static void on_checkpoint(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_msg_t *m)
@@ -178,18 +214,40 @@ static void on_request(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_msg
     send_to(sock, id, &o, m->peer);
 }
 
+// A prediction. With an `id` it is acknowledged by id, and one already written (its ack was
+// lost, so it came again) is acknowledged without being written twice.
 static void on_volume(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_msg_t *m)
 {
-    char err[ERR_LEN], case_id[WIRE_ID_LEN];
-    if (exporter_prediction(ex, m, case_id, err)) {
+    char err[ERR_LEN], case_id[WIRE_ID_LEN], msg_id[64];
+    if (message_id(m, msg_id, err)) {
+        ex->n_rejected++;
+        log_msg('W', "%s: prediction rejected: %s", m->peer, err);
+        reply_error(sock, id, m->peer, "bad_request", err, 0);
+        return;
+    }
+    if (*msg_id && id_set_has(&ex->filed, msg_id)) {
+        char cid[WIRE_ID_LEN] = "";
+        wire_get_str(m, "case_id", cid, sizeof cid, 0, err);
+        log_msg('I', "%s: prediction %s (id %s) came again: already written", m->peer, cid, msg_id);
+        reply_id_ack(sock, id, m->peer, "volume", msg_id, 1, NULL, 0, cid[0] ? cid : NULL);
+        return;
+    }
+    int rc = exporter_prediction(ex, m, case_id, err);
+    if (rc) {
         ex->n_rejected++;
         log_msg('W', "%s: prediction %s not written: %s", m->peer, case_id[0] ? case_id : "?", err);
-        reply_error(sock, id, m->peer, "bad_request", err, 0);
+        if (*msg_id) reply_id_ack(sock, id, m->peer, "volume", msg_id, 0, err, rc == -2, NULL);
+        else reply_error(sock, id, m->peer, "bad_request", err, 0);
         return;
     }
     char rel[WIRE_ID_LEN + 32];
     snprintf(rel, sizeof rel, "predictions/%s.nii.gz", case_id);
     log_msg('I', "%s: wrote %s", m->peer, rel);
+    if (*msg_id) {
+        id_set_add(&ex->filed, msg_id);
+        reply_id_ack(sock, id, m->peer, "volume", msg_id, 1, NULL, 0, case_id);
+        return;
+    }
     wire_out_t o;
     wire_out_init(&o, "ack");
     wire_put_str(&o, "of", "volume");
@@ -197,6 +255,22 @@ static void on_volume(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_msg_
     wire_put_str(&o, "path", rel);
     wire_put_bool(&o, "ok", 1);
     send_to(sock, id, &o, m->peer);
+}
+
+// A metrics line. With an `id` it is acknowledged once durable (appended and fsynced), and a
+// copy of one already filed (its ack was lost) is acknowledged without a second line.
+static void on_metrics(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_msg_t *m)
+{
+    char err[ERR_LEN], msg_id[64];
+    int rc = message_id(m, msg_id, err);
+    if (!rc) rc = exporter_metrics(ex, m, msg_id, err);
+    if (rc == 1) log_msg('I', "%s: metrics id %s came again: already recorded", m->peer, msg_id);
+    if (rc < 0) {
+        ex->n_rejected++;
+        log_msg('W', "%s: metrics not recorded: %s", m->peer, err);
+        if (!*msg_id) reply_error(sock, id, m->peer, "bad_request", err, 0);
+    }
+    if (*msg_id) reply_id_ack(sock, id, m->peer, "metrics", msg_id, rc >= 0, err, rc == -2, NULL);
 }
 
 static void handle_one(exporter_t *ex, void *sock)
@@ -220,13 +294,8 @@ static void handle_one(exporter_t *ex, void *sock)
     } else if (!strcmp(m.type, "checkpoint")) on_checkpoint(ex, sock, &id, &m);
     else if (!strcmp(m.type, "request")) on_request(ex, sock, &id, &m);
     else if (!strcmp(m.type, "volume")) on_volume(ex, sock, &id, &m);
-    else if (!strcmp(m.type, "metrics")) {
-        if (exporter_metrics(ex, &m, err)) {
-            ex->n_rejected++;
-            log_msg('W', "%s: metrics not recorded: %s", m.peer, err);
-            reply_error(sock, &id, m.peer, "bad_request", err, 0);
-        }
-    } else if (strcmp(m.type, "heartbeat") && strcmp(m.type, "ready")) {
+    else if (!strcmp(m.type, "metrics")) on_metrics(ex, sock, &id, &m);
+    else if (strcmp(m.type, "heartbeat") && strcmp(m.type, "ready")) {
         ex->n_rejected++;
         snprintf(err, sizeof err, "the exporter does not take '%s' messages", m.type);
         log_msg('W', "%s: %s", m.peer, err);
@@ -285,7 +354,7 @@ int exporter_run(const exporter_cfg_t *cfg, char *err)
         opts.curve_server = 1;
     }
     void *sock = stage_socket(st, ZMQ_ROUTER, bind, STAGE_BIND, &opts, err);
-    if (!sock) { stage_destroy(&st); exporter_curves_free(&ex); return -1; }
+    if (!sock) { stage_destroy(&st); exporter_curves_free(&ex); id_set_free(&ex.filed); return -1; }
     log_msg('I', "serving %s on %s (keep %d, every %" PRIu64 ")", ex.run, bind, cfg->keep, cfg->every);
 
     sigset_t stop, old;
@@ -307,5 +376,6 @@ int exporter_run(const exporter_cfg_t *cfg, char *err)
             stage_signal(st), ex.n_ckpt, ex.n_metrics, ex.n_pred, ex.n_rejected);
     stage_destroy(&st);
     exporter_curves_free(&ex);
+    id_set_free(&ex.filed);
     return 0;
 }

@@ -41,6 +41,7 @@ typedef struct {
     int deterministic;
     const char *spool_dir;          // unacknowledged checkpoints live here until acked
     double ack_timeout_s;           // resend an unacknowledged checkpoint after this long
+    double exporter_resend_s;       // resend an unacknowledged metrics line after this long
     double final_ack_timeout_s;     // at the end / on SIGINT: wait this long for the last ack
     double final_eval_timeout_s;    // at the end: wait this long for the final validation
     double final_eval_resend_s;     // and offer the final job again this often until it comes

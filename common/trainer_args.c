@@ -39,7 +39,9 @@ void trainer_usage(void *file)
         "          --ack-timeout S (60)  --final-ack-timeout S (60)  --final-eval-timeout S (600)\n"
         "          --final-eval-resend S (30: offer the final eval job again while no validation\n"
         "          came -- an evaluator killed meanwhile lost it; a live one skips the copy)\n"
-        "          --resume-timeout S (30)  --batch-timeout S (120: warn when no batch comes)\n");
+        "          --resume-timeout S (30)  --batch-timeout S (120: warn when no batch comes)\n"
+        "          --exporter-resend S (10: a metrics line the exporter has not acknowledged is\n"
+        "          sent again after S seconds; the lines wait while the exporter is away)\n");
 }
 
 static int parse_patch(const char *s, int p[3], char *err)
@@ -105,6 +107,7 @@ static void cfg_defaults(trainer_cfg_t *c)
     c->ckpt_every = 100;
     c->log_every = 10;
     c->ack_timeout_s = 60;
+    c->exporter_resend_s = 10;
     c->final_ack_timeout_s = 60;
     c->final_eval_timeout_s = 600;
     c->final_eval_resend_s = 30;
@@ -175,6 +178,7 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
         else if (!strcmp(a, "--server-key")) c->server_key = v;
         else if (!strcmp(a, "--spool")) c->spool_dir = v;
         else if (!strcmp(a, "--ack-timeout")) rc = cli_double(a, v, 0.1, 86400, &c->ack_timeout_s, err);
+        else if (!strcmp(a, "--exporter-resend")) rc = cli_double(a, v, 0.1, 86400, &c->exporter_resend_s, err);
         else if (!strcmp(a, "--final-ack-timeout")) rc = cli_double(a, v, 0, 86400, &c->final_ack_timeout_s, err);
         else if (!strcmp(a, "--final-eval-timeout")) rc = cli_double(a, v, 0, 86400, &c->final_eval_timeout_s, err);
         else if (!strcmp(a, "--final-eval-resend")) rc = cli_double(a, v, 0.5, 86400, &c->final_eval_resend_s, err);

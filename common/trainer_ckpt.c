@@ -291,7 +291,7 @@ void ckpt_flow_on_message(ckpt_flow_t *f, const wire_msg_t *msg)
     }
 }
 
-void ckpt_flow_drain(ckpt_flow_t *f)
+void ckpt_flow_drain(ckpt_flow_t *f, outbox_t *out)
 {
     if (!f->sock) return;
     for (;;) {
@@ -301,7 +301,7 @@ void ckpt_flow_drain(ckpt_flow_t *f)
         int rc = wire_recv(f->sock, &m, ZMQ_DONTWAIT, err);
         if (rc == WIRE_AGAIN) { wire_msg_free(&m); break; }
         if (rc < 0) log_msg('W', "%s: rejected a message from the exporter: %s", m.peer[0] ? m.peer : "?", err);
-        else ckpt_flow_on_message(f, &m);
+        else if (!out || !outbox_on_reply(out, &m)) ckpt_flow_on_message(f, &m);
         wire_msg_free(&m);
     }
 }

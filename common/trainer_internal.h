@@ -7,6 +7,7 @@ face of the trainer is trainer.h.
 #define SRM_TRAINER_INTERNAL_H
 #include <limits.h>
 #include "checkpoint.h"
+#include "outbox.h"
 #include "stage.h"
 #include "trainer.h"
 #include "wire_msgs.h"
@@ -83,8 +84,9 @@ void ckpt_flow_take_prep(ckpt_flow_t *f, ckpt_state_t *st);
 void ckpt_flow_tick(ckpt_flow_t *f);
 // Handle one message that arrived on the exporter socket (acks; errors are logged).
 void ckpt_flow_on_message(ckpt_flow_t *f, const wire_msg_t *msg);
-// Receive and handle everything waiting on the exporter socket.
-void ckpt_flow_drain(ckpt_flow_t *f);
+// Receive and handle everything waiting on the exporter socket; acks of the metrics lines go to
+// out (may be NULL).
+void ckpt_flow_drain(ckpt_flow_t *f, outbox_t *out);
 // 1 when the newest checkpoint has been acknowledged (nothing pending).
 int ckpt_flow_done(const ckpt_flow_t *f);
 // Resume: the newer of the exporter's `latest` (when asked) and the spool's newest valid file,
@@ -130,7 +132,8 @@ typedef struct {
 
 // Every --log-every steps: progress line on stdout, metrics message to the exporter.
 // total: the schedule's length now (the checkpoint's, or the budget's estimate); <= 0 prints "?".
-void report_interval(report_t *r, void *exporter_sock, long step, long total,
+// The message goes through out (acknowledged, sent again until it is) when there is an exporter.
+void report_interval(report_t *r, outbox_t *out, void *exporter_sock, long step, long total,
                      float lr, size_t gpu_peak);
 // An eval job: safetensors bytes of params + the step on the evaljobs socket. final: the
 // pipeline's last one (kind "final"); else kind "weights", dropped when the evaluator is busy.

@@ -39,6 +39,7 @@ typedef struct {
     uint8_t *labels;
     train_backend_t *b;
     ckpt_flow_t ck;
+    outbox_t *out;                  // metrics lines to the exporter until acknowledged
     report_t rep;
     ckpt_state_t state;
     double last_batch;
@@ -96,6 +97,7 @@ static int setup(trainer_t *t, char *err)
         return set_err(err, "cannot allocate the model (%zu parameters) and batch buffers", P);
     if (ckpt_flow_lock(c, err) || open_sockets(t, err) || ckpt_flow_open(&t->ck, c, &t->m, t->exporter, err))
         return -1;
+    if (t->exporter) t->out = outbox_new("trainer", (size_t)64 << 20, c->exporter_resend_s);
 
     // Fresh state: the paper's schedule over --steps from --lr; RNG from --seed.
     t->state = (ckpt_state_t){ .cfg = c->model, .step = 0, .total_steps = c->steps, .base_lr = c->tc.adam.lr,
@@ -131,6 +133,7 @@ static int setup(trainer_t *t, char *err)
 static void teardown(trainer_t *t)
 {
     tb_close(&t->b);
+    outbox_free(&t->out);
     free(t->params); free(t->adam_m); free(t->adam_v); free(t->x); free(t->labels);
     if (t->m.table.items) model_free(&t->m);
 }
@@ -138,7 +141,8 @@ static void teardown(trainer_t *t)
 // Everything that may arrive besides batches: acks from the exporter, validation metrics.
 static void service(trainer_t *t)
 {
-    ckpt_flow_drain(&t->ck);
+    ckpt_flow_drain(&t->ck, t->out);
+    if (t->out) outbox_tick(t->out, t->exporter);
     if (t->metrics) {
         for (;;) {
             wire_msg_t m;
@@ -240,6 +244,7 @@ static int wait_until(trainer_t *t, int (*cond)(trainer_t *), double timeout_s, 
 }
 
 static int acked(trainer_t *t) { return ckpt_flow_done(&t->ck); }
+static int lines_acked(trainer_t *t) { return outbox_pending(t->out) == 0; }
 static int final_validated(trainer_t *t) { return t->rep.last_val_step >= t->state.step; }
 
 // Try to hand over the final eval job (the evaluator may be busy with an earlier one).
@@ -259,6 +264,8 @@ static void finish(trainer_t *t, int completed)
         if (!wait_until(t, acked, c->final_ack_timeout_s, 0))
             log_msg('W', "checkpoint step %ld not acknowledged; it stays in %s (resume with --resume or --resume-file %s)",
                     t->state.step, t->ck.spool, t->ck.pending_path);
+        else if (!wait_until(t, lines_acked, c->final_ack_timeout_s, 0))
+            log_msg('W', "%d metrics line(s) not acknowledged by the exporter: not in metrics.jsonl", outbox_pending(t->out));
     }
     if (completed && t->jobs && c->final_eval_timeout_s > 0) {
         tb_download(t->b);
@@ -345,7 +352,7 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
         t.rep.loss_sum += loss;
         t.rep.loss_n++;
         if (t.state.step % c.log_every == 0 || t.state.step == total)
-            report_interval(&t.rep, t.exporter, t.state.step, budget_total(&t.budget, &t.state), lr,
+            report_interval(&t.rep, t.out, t.exporter, t.state.step, budget_total(&t.budget, &t.state), lr,
                             tb_mem_peak(t.b));
         if (c.ckpt_every && t.state.step % c.ckpt_every == 0 && t.state.step < total) save_ckpt(&t, 0);
         if (c.val_every && t.state.step % c.val_every == 0 && t.state.step < total) eval_job(&t, 0);
@@ -354,7 +361,7 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
     if (out_of_time) {
         // The last interval's numbers, then the run ends as if the schedule had (a resume of
         // this final checkpoint has nothing left to do).
-        if (t.rep.loss_n) report_interval(&t.rep, t.exporter, t.state.step, t.state.total_steps, lr, tb_mem_peak(t.b));
+        if (t.rep.loss_n) report_interval(&t.rep, t.out, t.exporter, t.state.step, t.state.total_steps, lr, tb_mem_peak(t.b));
         log_msg('I', "--max-minutes %g: the budget ran out at step %ld of the estimated %ld (%.0f s since the start)",
                 c.max_minutes, t.state.step, t.state.total_steps, trainer_now() - t.t_start);
         if (t.state.step < t.state.total_steps) t.state.total_steps = t.state.step;
@@ -364,8 +371,8 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
         log_msg('I', "reached step %ld after %.1f s: final checkpoint", t.state.step, trainer_now() - t.t_start);
     finish(&t, !stopped);
     log_msg('I', "done: %ld steps, %ld bad batches dropped, %ld checkpoints sent, %ld acknowledged, %ld eval jobs "
-            "sent, %ld skipped", t.state.step, t.rep.bad_batches, t.ck.n_sent, t.ck.n_acked, t.rep.val_sent,
-            t.rep.val_skipped);
+            "sent, %ld skipped, %ld metrics lines acknowledged, %ld dropped", t.state.step, t.rep.bad_batches,
+            t.ck.n_sent, t.ck.n_acked, t.rep.val_sent, t.rep.val_skipped, outbox_acked(t.out), outbox_dropped(t.out));
     teardown(&t);
     stage_destroy(&t.st);
     return 0;

@@ -2,7 +2,7 @@
 trainer_report.c -- what the trainer tells the world. Every --log-every steps: one progress line
 on stdout (step, loss, lr, patches/s, share of wall time spent waiting for data, GPU memory,
 ETA) and the same numbers as a `metrics` message (source "trainer") to the exporter, never
-blocking. Every --val-every steps: an eval job (`checkpoint` of kind "weights": safetensors
+blocking: it waits in the outbox (outbox.h) until the exporter acknowledges it. Every --val-every steps: an eval job (`checkpoint` of kind "weights": safetensors
 bytes) on the evaljobs PUSH socket with DONTWAIT, skipped when the evaluator is busy or absent.
 The evaluator's validation metrics arriving on the metrics socket are logged here.
 */
@@ -45,7 +45,7 @@ static void put_value(wire_metrics_t *x, const char *name, double v)
     x->values[x->nvalues++] = v;
 }
 
-void report_interval(report_t *r, void *exporter_sock, long step, long total,
+void report_interval(report_t *r, outbox_t *out, void *exporter_sock, long step, long total,
                      float lr, size_t gpu_peak)
 {
     double now = trainer_now(), dt = now - r->t_last;
@@ -63,7 +63,7 @@ void report_interval(report_t *r, void *exporter_sock, long step, long total,
            (double)lr, pps, 100 * wait, mem, eta);
     fflush(stdout);
 
-    if (exporter_sock) {
+    if (out && exporter_sock) {
         wire_metrics_t x;
         memset(&x, 0, sizeof x);
         x.step = (uint64_t)step;
@@ -79,10 +79,10 @@ void report_interval(report_t *r, void *exporter_sock, long step, long total,
         char err[ERR_LEN];
         if (wire_encode_metrics(&o, &x, err)) log_msg('E', "metrics: %s", err);
         else {
+            char what[48];
+            snprintf(what, sizeof what, "metrics of step %ld", step);
             wire_put_str(&o, "source", "trainer");
-            int rc = wire_send(exporter_sock, &o, ZMQ_DONTWAIT, err);
-            if (rc < 0) log_msg('W', "metrics to the exporter: %s", err);
-            else if (rc == WIRE_AGAIN) log_msg('W', "exporter unreachable: metrics of step %ld not recorded", step);
+            outbox_post(out, exporter_sock, &o, what, NULL);
         }
         wire_out_free(&o);
     }

@@ -118,6 +118,7 @@ typedef struct {
     wire_array_t arrays[WIRE_MAX_ARRAYS];
     void (*free_fn[WIRE_MAX_ARRAYS])(void *data, void *hint);   // set: zmq takes the buffer
     void *hint[WIRE_MAX_ARRAYS];
+    int keep;                   // wire_out_keep: donated arrays are copied, the message resendable
     wire_buf_t hdr;             // frame 0 once built
 } wire_out_t;
 
@@ -142,6 +143,11 @@ void wire_out_array(wire_out_t *o, const char *name, wire_dtype_t dtype, int ran
 // Zero-copy: from now on the message owns array `name`'s buffer; free_fn(data, hint) runs when
 // ZeroMQ is done with it (or in wire_out_free if it is never sent).
 void wire_out_donate(wire_out_t *o, const char *name, void (*free_fn)(void *, void *), void *hint);
+// From now on every send copies the arrays (donated ones too, which stay the message's until
+// wire_out_free), so o can be sent again: a resend queue (outbox.c) holds it until acknowledged.
+void wire_out_keep(wire_out_t *o);
+// Move src into *dst (the packer follows its buffer); src is left empty, as after wire_out_free.
+void wire_out_move(wire_out_t *dst, wire_out_t *src);
 
 // Frame 0 plus the array frames, without a socket (tests, fuzzer seeds). frames: n_arrays + 1.
 int wire_out_frames(wire_out_t *o, wire_frame_t *frames);

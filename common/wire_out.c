@@ -122,6 +122,15 @@ void wire_out_donate(wire_out_t *o, const char *name, void (*free_fn)(void *, vo
     ASSERT(!"wire_out_donate: no such array");
 }
 
+void wire_out_keep(wire_out_t *o) { o->keep = 1; }
+
+void wire_out_move(wire_out_t *dst, wire_out_t *src)
+{
+    *dst = *src;
+    msgpack_packer_init(&dst->pk, &dst->body, buf_write);
+    memset(src, 0, sizeof *src);
+}
+
 // Frame 0: {type, version, <body fields>, arrays: [{name, dtype, shape}, ...]}.
 static void build_header(wire_out_t *o)
 {
@@ -171,7 +180,7 @@ int wire_send(void *sock, wire_out_t *o, int flags, char *err)
     for (int i = 0; i < o->narrays; i++) {
         wire_array_t *a = &o->arrays[i];
         int more = i + 1 < o->narrays ? ZMQ_SNDMORE : 0, rc;
-        if (o->free_fn[i]) {
+        if (o->free_fn[i] && !o->keep) {
             zmq_msg_t msg;
             if (zmq_msg_init_data(&msg, (void *)a->data, a->nbytes, o->free_fn[i], o->hint[i]))
                 return set_err(err, "%s: zmq_msg_init_data: %s", o->type, zmq_strerror(zmq_errno()));

@@ -263,6 +263,7 @@ EOF
             have=$(find "$RUN/predictions" -maxdepth 1 -name '*.nii.gz' 2>/dev/null | wc -l)
             ((have >= want)) && break
             srm_alive evaluator || break
+            srm_supervise exporter "$RESTARTS" >/dev/null || true     # the evaluator resends to a restarted one
             sleep 1
         done
         srm_log "predictions: $have of $want validation cases in $RUN/predictions"

@@ -10,7 +10,9 @@ docs/protocol.md (step, values mean_dice / dice_<c> / cases_ok, per-case `dice` 
 with the loader's validation ids); the Dice equals the Dice recomputed here from the predicted
 label maps and the dataset's label files; a final job brings one `volume` kind "prediction" per
 case, on the source grid (dims and affine of the image, checked with nibabel); jobs that arrive while
-one runs are taken newest first (never an older after a newer); the evaluator exits 0 after the final job. Fails loudly (does not
+one runs are taken newest first (never an older after a newer); what goes to the exporter carries
+an `id`, and a prediction it does not acknowledge is sent again with the same id; the evaluator
+exits 0 after the final job. Fails loudly (does not
 skip) when srm-loader is not built.
 """
 import hashlib, os, signal, subprocess, sys, tempfile, time
@@ -92,7 +94,7 @@ def main():
                               stdout=logs, stderr=logs)
     ev = subprocess.Popen([os.path.join(BIN, "srm-evaluator"), "--jobs", ep("evaljobs"), "--cases", ep("cases"),
                            "--exporter", ep("exporter"), "--metrics", ep("metrics"), "--window", "32",
-                           "--exit-after-final"], stdout=logs, stderr=logs)
+                           "--exit-after-final", "--exporter-resend", "1"], stdout=logs, stderr=logs)
     procs = [ev, loader]
     try:
         run_checks(tmp, ds, blob, jobs, mets, expo, ev, logs)
@@ -158,6 +160,8 @@ def run_checks(tmp, ds, blob, jobs, mets, expo, ev, logs):
     if got:
         he, ae = decode(got[1:])
         metrics_ok(he, ae, 7, val_ids, "exporter copy")
+        check(isinstance(he.get("id"), str) and 1 <= len(he["id"]) <= 63, "the exporter copy carries an id: %s" % he.get("id"))
+        expo.send_multipart([got[0]] + encode("ack", {"of": "metrics", "id": he.get("id", ""), "ok": True}, []))
     # jobs arriving while one runs: the newest is taken next, never an older one after it
     jobs.setsockopt(zmq.SNDTIMEO, 60000)
     jobs.send_multipart(job(11, "weights", blob))
@@ -174,9 +178,11 @@ def run_checks(tmp, ds, blob, jobs, mets, expo, ev, logs):
           "newer steps only, ending with 13" % steps)
     # final job: predictions on the source grid, Dice recomputed from them
     jobs.send_multipart(job(14, "final", blob))
-    preds, mfinal = {}, None
+    # Everything the exporter gets is acked by id, except the first copy of the first prediction:
+    # the evaluator must send that one again (same id) and wait for its ack before it exits.
+    preds, mfinal, first, resent = {}, None, None, False
     deadline = time.time() + 120
-    while time.time() < deadline and (len(preds) < 2 or mfinal is None):
+    while time.time() < deadline and (len(preds) < 2 or mfinal is None or not resent):
         got = recv(expo, 2)
         if got is None:
             if ev.poll() is not None:
@@ -186,9 +192,14 @@ def run_checks(tmp, ds, blob, jobs, mets, expo, ev, logs):
         if hh["type"] == "volume":
             check(hh.get("kind") == "prediction" and hh.get("step") == 14, "prediction header %s" % {k: hh.get(k) for k in ("kind", "step")})
             preds[hh["case_id"]] = (hh, aa)
-            expo.send_multipart([ident] + encode("ack", {"of": "volume", "case_id": hh["case_id"], "ok": True}, []))
-        elif hh["type"] == "metrics" and hh.get("step") == 14:
+            if first is None:
+                first = hh.get("id")
+                continue
+            resent |= hh.get("id") == first
+        if hh["type"] == "metrics" and hh.get("step") == 14:
             mfinal = (hh, aa)
+        expo.send_multipart([ident] + encode("ack", {"of": hh["type"], "id": hh.get("id", ""), "ok": True}, []))
+    check(first is not None and resent, "an unacknowledged prediction is sent again with its id (%s)" % first)
     check(sorted(preds) == sorted(val_ids), "predictions for %s, want %s" % (sorted(preds), val_ids))
     check(mfinal is not None and mfinal[0]["step"] == 14, "final metrics missing")
     for cid, (hh, aa) in preds.items():

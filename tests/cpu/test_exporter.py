@@ -4,7 +4,8 @@
 acks, files and sha256sum sidecars, the safetensors export against `srm-trainer --describe`,
 retention (--keep, --every, best), latest/best links, metrics.jsonl, curves.png, prediction
 volumes read back with nibabel, corrupted checkpoints, "latest" requests, garbage, a full disk on
-a small tmpfs (mount fails -> the test FAILS), SIGTERM, and recovery after a restart.
+a small tmpfs (mount fails -> the test FAILS), SIGTERM, recovery after a restart, and messages
+with an `id` (acked by id, filed once, also across a crash).
 """
 import hashlib, json, os, shutil, signal, struct, subprocess, sys, tempfile, time
 import msgpack, numpy as np, zmq
@@ -372,6 +373,74 @@ def test_main(tmp):
     check(not no_temp_files(run), "no temp files after SIGTERM mid-write: %s" % no_temp_files(run))
 
 
+def test_message_ids(tmp):
+    """Metrics and predictions that carry an `id` (what the trainer's and evaluator's outboxes send):
+    acked by id once durable, a copy of a filed id acked without a second line or write, also
+    after a crash and restart (the ids are read back from metrics.jsonl); bad ids refused."""
+    run = os.path.join(tmp, "ids")
+    os.makedirs(run)
+    ex = Exporter(run)
+    jl = os.path.join(run, "metrics.jsonl")
+
+    def lines():
+        with open(jl) as f:
+            return [json.loads(x) for x in f]
+
+    def ack_of(h, of, id_, ok=True):
+        return h is not None and h["type"] == "ack" and h.get("of") == of and h.get("id") == id_ and h.get("ok") is ok
+
+    def with_id(frames, id_):
+        h = msgpack.unpackb(frames[0], raw=False)
+        h["id"] = id_
+        return [msgpack.packb(h, use_bin_type=True)] + frames[1:]
+
+    h, _ = ex.ask(with_id(metrics_msg(5, "trainer", {"loss": 0.5}), "trainer.7.00ff.1"))
+    check(ack_of(h, "metrics", "trainer.7.00ff.1"), "metrics with an id -> ack of that id: %s" % h)
+    check([(x["step"], x.get("id")) for x in lines()] == [(5, "trainer.7.00ff.1")], "the line keeps its id: %s" % lines())
+    h, _ = ex.ask(with_id(metrics_msg(5, "trainer", {"loss": 0.5}), "trainer.7.00ff.1"))
+    check(ack_of(h, "metrics", "trainer.7.00ff.1"), "the same id again -> acked: %s" % h)
+    check(len(lines()) == 1, "... and not filed twice: %d lines" % len(lines()))
+    h, _ = ex.ask(with_id(metrics_msg(6, "trainer", {"loss": 0.4}), "trainer.7.00ff.2"))
+    check(ack_of(h, "metrics", "trainer.7.00ff.2") and len(lines()) == 2, "a new id -> a new line")
+    for bad, why in [("has space", "space"), ("x" * 64, "64 bytes"), ("", "empty"), ("a/b", "slash")]:
+        h, _ = ex.ask(with_id(metrics_msg(7, "trainer", {"loss": 0.3}), bad))
+        check(h is not None and h["type"] == "error" and h.get("code") == "bad_request", "id with %s -> bad_request: %s" % (why, h))
+    h, _ = ex.ask(with_id(encode("metrics", {"step": 1, "wall_time": 1.0, "case_ids": ["a"]},
+                                 [("dice", "f32", np.zeros((2, 2), np.float32))]), "ev.1"))
+    check(ack_of(h, "metrics", "ev.1", ok=False) and h.get("retry") is False and h.get("error"),
+          "an invalid message with an id -> ack ok=false, retry=false: %s" % h)
+    check(len(lines()) == 2, "refused messages filed nothing")
+
+    aff = np.diag([1.5, 1.5, 2.0, 1.0])
+    lab = np.random.default_rng(3).integers(0, 3, (4, 5, 6)).astype(np.uint8)
+    pred = encode("volume", {"kind": "prediction", "case_id": "case_q", "affine": aff.ravel().tolist()}, [("labels", "u8", lab)])
+    h, _ = ex.ask(with_id(pred, "evaluator.9.ab.3"))
+    check(ack_of(h, "volume", "evaluator.9.ab.3") and h.get("case_id") == "case_q" and h.get("path") == "predictions/case_q.nii.gz",
+          "prediction with an id -> ack of that id with its path: %s" % h)
+    out = os.path.join(run, "predictions", "case_q.nii.gz")
+    check(os.path.exists(out) and np.array_equal(np.asarray(nib.load(out).dataobj), lab), "prediction written")
+    os.unlink(out)                                      # a resend of that id must not write it again
+    h, _ = ex.ask(with_id(pred, "evaluator.9.ab.3"))
+    check(ack_of(h, "volume", "evaluator.9.ab.3") and not os.path.exists(out), "the same prediction id again -> acked, not rewritten")
+    h, _ = ex.ask(with_id(encode("volume", {"kind": "prediction", "case_id": "../x", "affine": aff.ravel().tolist()},
+                                 [("labels", "u8", lab)]), "evaluator.9.ab.4"))
+    check(ack_of(h, "volume", "evaluator.9.ab.4", ok=False) and h.get("retry") is False, "a bad prediction with an id -> ok=false: %s" % h)
+
+    ex.p.kill()                                         # a crash: the ids live on in metrics.jsonl
+    ex.p.wait()
+    ex.stop()
+    ex = Exporter(run)
+    h, _ = ex.ask(with_id(metrics_msg(6, "trainer", {"loss": 0.4}), "trainer.7.00ff.2"))
+    check(ack_of(h, "metrics", "trainer.7.00ff.2") and len(lines()) == 2, "after a restart a filed id is still acked, not refiled")
+    h, _ = ex.ask(with_id(metrics_msg(8, "evaluator", {"mean_dice": 0.5}), "evaluator.9.ab.5"))
+    check(ack_of(h, "metrics", "evaluator.9.ab.5") and len(lines()) == 3, "and a new one is filed")
+    ex.send(metrics_msg(9, "trainer", {"loss": 0.2}))  # no id: filed, no reply (the old clients' way)
+    h, _ = ex.ask(encode("request", {"what": "latest"}))
+    check(h is not None and h["type"] == "error" and h.get("code") == "not_found" and len(lines()) == 4,
+          "a message without an id is filed and not acked: %s" % h)
+    check(ex.stop() == 0, "stops with 0")
+
+
 def test_disk_full(tmp):
     mnt = os.path.join(tmp, "small")
     os.makedirs(mnt)
@@ -403,6 +472,11 @@ def test_disk_full(tmp):
         os.close(fd)
         h, _ = ex.ask(metrics_msg(100, "trainer", {"loss": 0.5, "lr": 1e-4, "note_" + "x" * 20: 1.0}))
         check(h is not None and h["type"] == "error" and "No space" in h.get("message", ""), "metrics on a full disk -> error: %s" % h)
+        m = msgpack.unpackb(metrics_msg(100, "trainer", {"loss": 0.5})[0], raw=False)
+        m["id"] = "trainer.1.2.3"
+        h, _ = ex.ask([msgpack.packb(m, use_bin_type=True)])
+        check(h is not None and h["type"] == "ack" and h.get("ok") is False and h.get("retry") is True and "No space" in h.get("error", ""),
+              "metrics with an id on a full disk -> ok=false, retry=true: %s" % h)
         h, _ = ex.ask(encode("request", {"what": "latest"}))
         check(h is not None and h["type"] == "error" and h.get("code") == "not_found", "alive, and no checkpoint yet: %s" % h)
         os.unlink(filler)
@@ -429,6 +503,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="srm-exporter-")
     try:
         test_main(tmp)
+        test_message_ids(tmp)
         test_disk_full(tmp)
     finally:
         if failures() == 0:

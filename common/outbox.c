@@ -1,0 +1,173 @@
+/*
+outbox.c -- see outbox.h. The messages wait in posting order in an array (a few hundred at most
+in practice; OUTBOX_MAX_ENTRIES bounds it); each is a wire_out_t made resendable with
+wire_out_keep, so every send copies its frames into ZeroMQ and the message stays ours until its
+ack. Ids are "<who>.<pid>.<16 random hex>.<n in hex>": a restarted stage (maybe with the same pid, as
+pid 1 in a container) never reuses its predecessor's ids, which the exporter remembers.
+*/
+#define _GNU_SOURCE
+#include "outbox.h"
+#include "check.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    wire_out_t o;
+    char id[64];
+    char what[96];
+    char key[WIRE_ID_LEN];
+    size_t bytes;
+    int sends;
+    double next_send;               // monotonic seconds; 0: at once
+} entry_t;
+
+struct outbox {
+    char prefix[48];                // who.pid.nonce: at most 15 + 1 + 10 + 1 + 16
+    uint64_t seq;
+    size_t max_bytes, bytes;
+    double resend_s;
+    entry_t **e;
+    int n;
+    long acked, dropped;
+};
+
+static double mono(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+outbox_t *outbox_new(const char *who, size_t max_bytes, double resend_s)
+{
+    outbox_t *b = xcalloc(1, sizeof *b);
+    uint64_t nonce;
+    if (getrandom(&nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce) {      // no entropy: still unlikely to repeat
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        nonce = ((uint64_t)t.tv_sec << 30) ^ (uint64_t)t.tv_nsec ^ ((uint64_t)getpid() << 48);
+    }
+    snprintf(b->prefix, sizeof b->prefix, "%.15s.%d.%016llx", who, (int)getpid(), (unsigned long long)nonce);
+    b->max_bytes = max_bytes;
+    b->resend_s = resend_s;
+    b->e = xcalloc(OUTBOX_MAX_ENTRIES, sizeof *b->e);
+    return b;
+}
+
+static void drop(outbox_t *b, int i)
+{
+    entry_t *x = b->e[i];
+    b->bytes -= x->bytes;
+    wire_out_free(&x->o);
+    free(x);
+    memmove(b->e + i, b->e + i + 1, (size_t)(b->n - i - 1) * sizeof *b->e);
+    b->n--;
+}
+
+void outbox_free(outbox_t **pb)
+{
+    outbox_t *b = *pb;
+    if (!b) return;
+    while (b->n) drop(b, b->n - 1);
+    free(b->e);
+    free(b);
+    *pb = NULL;
+}
+
+static void free_copy(void *data, void *hint) { (void)hint; free(data); }
+
+void outbox_post(outbox_t *b, void *sock, wire_out_t *o, const char *what, const char *key)
+{
+    entry_t *x = xcalloc(1, sizeof *x);
+    snprintf(x->id, sizeof x->id, "%.43s.%llx", b->prefix, (unsigned long long)++b->seq);   // <= 63 bytes
+    snprintf(x->what, sizeof x->what, "%s", what);
+    snprintf(x->key, sizeof x->key, "%s", key ? key : "");
+    wire_put_str(o, "id", x->id);
+    for (int i = 0; i < o->narrays; i++) {          // a borrowed array must outlive the caller's buffer
+        wire_array_t *a = &o->arrays[i];
+        if (o->free_fn[i] || !a->nbytes) continue;
+        void *copy = xmalloc(a->nbytes);
+        memcpy(copy, a->data, a->nbytes);
+        a->data = copy;
+        o->free_fn[i] = free_copy;
+    }
+    wire_out_keep(o);
+    wire_out_move(&x->o, o);
+    x->bytes = x->o.body.size;
+    for (int i = 0; i < x->o.narrays; i++) x->bytes += x->o.arrays[i].nbytes;
+
+    if (key)
+        for (int i = 0; i < b->n; i++)
+            if (!strcmp(b->e[i]->key, key)) {
+                log_msg('I', "exporter: %s replaces %s, not acknowledged yet", x->what, b->e[i]->what);
+                drop(b, i);
+                break;
+            }
+    while (b->n && (b->n == OUTBOX_MAX_ENTRIES || b->bytes + x->bytes > b->max_bytes)) {
+        log_msg('W', "exporter: %s dropped unacknowledged (%d message(s), %.1f MB waiting: the exporter is away or slow)",
+                b->e[0]->what, b->n, b->bytes / 1e6);
+        b->dropped++;
+        drop(b, 0);
+    }
+    b->e[b->n++] = x;
+    b->bytes += x->bytes;
+    outbox_tick(b, sock);
+}
+
+void outbox_tick(outbox_t *b, void *sock)
+{
+    double now = mono();
+    char err[ERR_LEN];
+    for (int i = 0; i < b->n; i++) {
+        entry_t *x = b->e[i];
+        if (x->next_send > now) continue;
+        int rc = wire_send(sock, &x->o, ZMQ_DONTWAIT, err);
+        if (rc == WIRE_AGAIN) return;               // away or full: the rest wait too, in order
+        if (rc < 0) {
+            log_msg('W', "exporter: %s cannot be sent (%s); dropped", x->what, err);
+            b->dropped++;
+            drop(b, i--);
+            continue;
+        }
+        if (x->sends++) log_msg('I', "exporter: %s sent again (no ack within %.0f s)", x->what, b->resend_s);
+        x->next_send = now + b->resend_s;
+    }
+}
+
+int outbox_on_reply(outbox_t *b, const wire_msg_t *m)
+{
+    char id[64], err[ERR_LEN], why[WIRE_MAX_STR];
+    if (strcmp(m->type, "ack") || wire_get_str(m, "id", id, sizeof id, 1, err)) return 0;
+    int i = 0;
+    while (i < b->n && strcmp(b->e[i]->id, id)) i++;
+    if (i == b->n) return 1;                        // a duplicate's ack, or a dropped message's
+    int ok = 0, retry = 0;
+    if (wire_get_bool(m, "ok", &ok, 1, err) < 0) {
+        log_msg('W', "%s: ack of %s without a valid 'ok': %s", m->peer, b->e[i]->what, err);
+        return 1;
+    }
+    if (ok) {
+        b->acked++;
+        drop(b, i);
+        return 1;
+    }
+    if (wire_get_str(m, "error", why, sizeof why, 0, err)) snprintf(why, sizeof why, "no reason given");
+    if (wire_get_bool(m, "retry", &retry, 0, err) < 0) retry = 0;
+    if (retry) {
+        log_msg('W', "exporter could not file %s: %s; sending again in %.0f s", b->e[i]->what, why, b->resend_s);
+        b->e[i]->next_send = mono() + b->resend_s;
+    } else {
+        log_msg('W', "exporter refused %s: %s; dropped", b->e[i]->what, why);
+        b->dropped++;
+        drop(b, i);
+    }
+    return 1;
+}
+
+int outbox_pending(const outbox_t *b) { return b ? b->n : 0; }
+long outbox_acked(const outbox_t *b) { return b ? b->acked : 0; }
+long outbox_dropped(const outbox_t *b) { return b ? b->dropped : 0; }

@@ -1,0 +1,263 @@
+/*
+test_outbox.c -- outbox.c, the resend queue between the trainer / evaluator and the exporter,
+against a ROUTER played by the test: every posted message carries a fresh id the exporter accepts
+([A-Za-z0-9_.:-], <= 63 bytes); an ack by id retires exactly that message; an unacknowledged one
+is sent again after resend_s with the same bytes (a borrowed array is copied at posting, so the
+caller may reuse its buffer); ok=false + retry keeps it, ok=false alone drops it; a newer message
+with the same key replaces an unacknowledged one; bounds drop the oldest; an absent exporter
+(ZMQ_IMMEDIATE) makes nothing block, and the messages arrive in order once it binds.
+*/
+#include "test.h"
+#include "check.h"
+#include "outbox.h"
+#include "stage.h"
+#include "wire.h"
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static char err[ERR_LEN];
+
+static double mono(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+static void nap(double s)
+{
+    struct timespec t = { (time_t)s, (long)((s - (time_t)s) * 1e9) };
+    nanosleep(&t, NULL);
+}
+
+// One message the ROUTER got: the sender's routing frame, the id, the first array's first byte.
+typedef struct {
+    zmq_msg_t route;
+    char id[64];
+    int first;
+    size_t hdr_len;
+} got_t;
+
+// Receive one message within ms on the ROUTER. 1 when one came.
+static int recv_one(void *router, got_t *g, int ms)
+{
+    zmq_pollitem_t it = { .socket = router, .events = ZMQ_POLLIN };
+    if (zmq_poll(&it, 1, ms) <= 0) return 0;
+    zmq_msg_init(&g->route);
+    if (zmq_msg_recv(&g->route, router, 0) < 0) return 0;
+    wire_msg_t m;
+    wire_msg_init(&m);
+    if (wire_recv(router, &m, 0, err) != 0) { wire_msg_free(&m); return 0; }
+    g->id[0] = 0;
+    wire_get_str(&m, "id", g->id, sizeof g->id, 1, err);
+    g->first = m.narrays ? ((const uint8_t *)m.arrays[0].data)[0] : -1;
+    g->hdr_len = zmq_msg_size(&m.frames[0]);
+    wire_msg_free(&m);
+    return 1;
+}
+
+// Everything that arrives within ms; returns the count (at most cap kept in g).
+static int recv_all(void *router, got_t *g, int cap, int ms)
+{
+    int n = 0;
+    got_t tmp;
+    while (recv_one(router, n < cap ? &g[n] : &tmp, ms)) {
+        if (n >= cap) zmq_msg_close(&tmp.route);
+        n++;
+    }
+    return n;
+}
+
+static void release(got_t *g, int n)
+{
+    for (int i = 0; i < n; i++) zmq_msg_close(&g[i].route);
+}
+
+// The exporter's answer to g: ack {of, id, ok[, error, retry]}.
+static void ack(void *router, got_t *g, int ok, int retry)
+{
+    wire_out_t o;
+    wire_out_init(&o, "ack");
+    wire_put_str(&o, "of", "metrics");
+    wire_put_str(&o, "id", g->id);
+    wire_put_bool(&o, "ok", ok);
+    if (!ok) { wire_put_str(&o, "error", "test"); wire_put_bool(&o, "retry", retry); }
+    zmq_send(router, zmq_msg_data(&g->route), zmq_msg_size(&g->route), ZMQ_SNDMORE);
+    EXPECT(wire_send(router, &o, 0, err) == 0, "%s", err);
+    wire_out_free(&o);
+}
+
+// Let the outbox read what the ROUTER answered (within ms).
+static void pump(outbox_t *b, void *dealer, int ms)
+{
+    double end = ms / 1000.0;
+    for (double t = 0; t <= end; t += 0.01) {
+        for (;;) {
+            wire_msg_t m;
+            wire_msg_init(&m);
+            int rc = wire_recv(dealer, &m, ZMQ_DONTWAIT, err);
+            if (rc == 0) EXPECT(outbox_on_reply(b, &m) == 1, "an ack with an id is the outbox's");
+            wire_msg_free(&m);
+            if (rc) break;
+        }
+        nap(0.01);
+    }
+}
+
+// A message whose one array is n bytes of `fill`, borrowed from buf.
+static void post(outbox_t *b, void *dealer, uint8_t *buf, size_t n, int fill, const char *key)
+{
+    wire_out_t o;
+    wire_out_init(&o, "metrics");
+    wire_put_u64(&o, "step", (uint64_t)fill);
+    memset(buf, fill, n);
+    int64_t shape[1] = { (int64_t)n };
+    wire_out_array(&o, "blob", WIRE_U8, 1, shape, buf);
+    char what[32];
+    snprintf(what, sizeof what, "message %d", fill);
+    outbox_post(b, dealer, &o, what, key);
+    wire_out_free(&o);                              // o was taken: this frees nothing of it
+}
+
+static int id_ok(const char *id)
+{
+    size_t n = strlen(id);
+    if (n < 1 || n > 63) return 0;
+    return strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-") == n;
+}
+
+int main(void)
+{
+    setenv("SRM_QUIET", "1", 0);
+    stage_t *st = stage_new("test_outbox");
+    char ep[512];
+    snprintf(ep, sizeof ep, "ipc://%s/exporter", test_tmpdir("outbox"));
+    stage_sock_opts_t o = stage_sock_defaults();
+    o.hwm = 16;
+    void *router = stage_socket(st, ZMQ_ROUTER, ep, STAGE_BIND, &o, err);
+    void *dealer = stage_socket(st, ZMQ_DEALER, ep, STAGE_CONNECT, &o, err);
+    EXPECT(router && dealer, "%s", err);
+    nap(0.2);                                       // connected: IMMEDIATE lets sends through
+
+    // Delivery, ids, acks by id, resend with the same bytes.
+    outbox_t *b = outbox_new("trainer", 1 << 20, 1.0);
+    uint8_t buf[100];
+    for (int k = 1; k <= 3; k++) post(b, dealer, buf, sizeof buf, k, NULL);
+    memset(buf, 0xEE, sizeof buf);                  // the caller reuses its buffer at once
+    got_t g[8];
+    int n = recv_all(router, g, 8, 300);
+    EXPECT(n == 3, "3 messages sent at once, got %d", n);
+    EXPECT(outbox_pending(b) == 3, "3 pending before any ack: %d", outbox_pending(b));
+    for (int i = 0; i < n; i++) {
+        EXPECT(id_ok(g[i].id), "id '%s' is 1..63 of [A-Za-z0-9_.:-]", g[i].id);
+        EXPECT(g[i].first == i + 1, "message %d carries its own bytes (%d)", i + 1, g[i].first);
+        EXPECT(!strncmp(g[i].id, "trainer.", 8), "id '%s' names its sender", g[i].id);
+    }
+    EXPECT(n == 3 && strcmp(g[0].id, g[1].id) && strcmp(g[1].id, g[2].id) && strcmp(g[0].id, g[2].id), "ids differ");
+    if (n == 3) { ack(router, &g[0], 1, 0); ack(router, &g[2], 1, 0); }
+    pump(b, dealer, 100);
+    EXPECT(outbox_pending(b) == 1 && outbox_acked(b) == 2, "two acked: pending %d acked %ld", outbox_pending(b), outbox_acked(b));
+    char second[64];
+    snprintf(second, sizeof second, "%s", n == 3 ? g[1].id : "?");
+    size_t second_len = n == 3 ? g[1].hdr_len : 0;
+    release(g, n);
+    outbox_tick(b, dealer);                         // not due yet: nothing goes out
+    EXPECT(recv_all(router, g, 8, 100) == 0, "nothing resent before resend_s");
+    nap(1.0);
+    outbox_tick(b, dealer);
+    n = recv_all(router, g, 8, 300);
+    EXPECT(n == 1 && !strcmp(g[0].id, second) && g[0].first == 2 && g[0].hdr_len == second_len,
+           "the unacknowledged one again, same id and bytes (%d, '%s', %d)", n, n ? g[0].id : "", n ? g[0].first : -1);
+
+    // A stale or duplicate ack, an ack without id, other messages: not the outbox's business.
+    wire_msg_t m;
+    wire_out_t w;
+    wire_frame_t fr[2];
+    wire_out_init(&w, "ack");
+    wire_put_str(&w, "id", "trainer.1.0000000000000000.99");
+    wire_put_bool(&w, "ok", 1);
+    wire_msg_init(&m);
+    EXPECT(wire_parse(&m, fr, wire_out_frames(&w, fr), err) == 0, "%s", err);
+    EXPECT(outbox_on_reply(b, &m) == 1 && outbox_pending(b) == 1, "an unknown id's ack is absorbed, nothing retired");
+    wire_msg_free(&m);
+    wire_out_free(&w);
+    wire_out_init(&w, "ack");
+    wire_put_str(&w, "of", "volume");
+    wire_put_bool(&w, "ok", 1);
+    wire_msg_init(&m);
+    EXPECT(wire_parse(&m, fr, wire_out_frames(&w, fr), err) == 0, "%s", err);
+    EXPECT(outbox_on_reply(b, &m) == 0, "an ack without id is left to the caller");
+    wire_msg_free(&m);
+    wire_out_free(&w);
+
+    // ok=false: retry keeps it (sent again after resend_s), no retry drops it.
+    if (n == 1) ack(router, &g[0], 0, 1);
+    pump(b, dealer, 100);
+    EXPECT(outbox_pending(b) == 1 && outbox_dropped(b) == 0, "retry=true keeps it");
+    release(g, n);
+    nap(1.0);
+    outbox_tick(b, dealer);
+    n = recv_all(router, g, 8, 300);
+    EXPECT(n == 1 && !strcmp(g[0].id, second), "and sends it again (%d)", n);
+    if (n == 1) ack(router, &g[0], 0, 0);
+    pump(b, dealer, 100);
+    EXPECT(outbox_pending(b) == 0 && outbox_dropped(b) == 1, "retry=false drops it: pending %d dropped %ld",
+           outbox_pending(b), outbox_dropped(b));
+    release(g, n);
+
+    // A newer message with the same key replaces the unacknowledged one.
+    post(b, dealer, buf, sizeof buf, 10, "case_a");
+    post(b, dealer, buf, sizeof buf, 11, "case_b");
+    post(b, dealer, buf, sizeof buf, 12, "case_a");
+    n = recv_all(router, g, 8, 300);
+    EXPECT(n == 3 && outbox_pending(b) == 2, "3 sent, 2 pending (%d, %d)", n, outbox_pending(b));
+    release(g, n);
+    nap(1.0);
+    outbox_tick(b, dealer);
+    n = recv_all(router, g, 8, 300);
+    EXPECT(n == 2 && g[0].first == 11 && g[1].first == 12, "resent: case_b and the newer case_a only (%d: %d %d)", n,
+           n > 0 ? g[0].first : -1, n > 1 ? g[1].first : -1);
+    for (int i = 0; i < n; i++) ack(router, &g[i], 1, 0);
+    pump(b, dealer, 100);
+    EXPECT(outbox_pending(b) == 0, "all acked");
+    release(g, n);
+    outbox_free(&b);
+    EXPECT(b == NULL, "freed");
+
+    // Bounds: a byte budget of ~2.5 messages keeps the newest two.
+    b = outbox_new("evaluator", 2 * (sizeof buf + 64) + 50, 10);
+    for (int k = 20; k < 25; k++) post(b, dealer, buf, sizeof buf, k, NULL);
+    EXPECT(outbox_pending(b) == 2 && outbox_dropped(b) == 3, "byte bound: pending %d dropped %ld", outbox_pending(b),
+           outbox_dropped(b));
+    n = recv_all(router, g, 8, 300);
+    EXPECT(n == 5, "each was sent once before being dropped (%d)", n);
+    release(g, n);
+    outbox_free(&b);
+
+    // The exporter away: posting does not block, the messages wait, and arrive in order once it
+    // binds (the DEALER's ZMQ_IMMEDIATE refuses sends until then).
+    stage_close(st, &router);
+    nap(0.3);
+    b = outbox_new("evaluator", 1 << 20, 0.2);
+    double t0 = mono();
+    for (int k = 30; k < 33; k++) post(b, dealer, buf, sizeof buf, k, NULL);
+    nap(0.3);
+    outbox_tick(b, dealer);
+    EXPECT(mono() - t0 < 0.5 && outbox_pending(b) == 3, "nothing blocks, 3 wait");
+    router = stage_socket(st, ZMQ_ROUTER, ep, STAGE_BIND, &o, err);
+    EXPECT(router != NULL, "%s", err);
+    nap(0.5);                                       // the DEALER reconnects (100 ms interval)
+    outbox_tick(b, dealer);
+    n = recv_all(router, g, 8, 500);
+    EXPECT(n == 3 && g[0].first == 30 && g[1].first == 31 && g[2].first == 32, "3 in order after the bind (%d)", n);
+    for (int i = 0; i < n; i++) ack(router, &g[i], 1, 0);
+    pump(b, dealer, 100);
+    EXPECT(outbox_pending(b) == 0 && outbox_acked(b) == 3, "all acked");
+    release(g, n);
+    outbox_free(&b);
+
+    stage_destroy(&st);
+    return test_summary();
+}
