@@ -183,8 +183,9 @@ int case_cache_write(const char *path, uint64_t key, const case_t *c, const prep
     uint32_t hcrc = (uint32_t)crc32_z(crc32_z(0, Z_NULL, 0), buf, CACHE_HEADER);
     memcpy(buf + CACHE_CRC_AT, &hcrc, 4);
 
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    char tmp[4300], host[64];                           // the writer in the name: case_cache_sweep
+    case_cache_host(host, sizeof host);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%s.%d", path, host, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644), rc = 0;
     if (fd < 0) rc = set_err(err, "%s: %s", tmp, strerror(errno));
     else {

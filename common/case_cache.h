@@ -51,6 +51,12 @@ cache_status_t case_cache_open(const char *path, uint64_t key, cached_case_t *ou
 int case_cache_get(const char *dir, const dataset_t *ds, int i, const preprocess_cfg_t *cfg,
                    cached_case_t *out, cache_status_t *status, char *err);
 
+// Remove the temp files a loader killed while writing left in dir (case_cache_sweep.c): those
+// of this host whose writer is gone, and any a day old. Returns how many.
+int case_cache_sweep(const char *dir);
+// This host's name as used in temp file names ([A-Za-z0-9-], others as '_', at most 63).
+void case_cache_host(char *out, size_t cap);
+
 // Expand the image to float32: dst holds C * D * H * W floats.
 void cached_case_image_f32(const cached_case_t *c, float *dst);
 void cached_case_close(cached_case_t *c);

@@ -77,6 +77,7 @@ int loader_open(loader_t *L, const loader_cfg_t *cfg, stage_t *st, char *err)
     }
     log_msg('I', "%s: %d training cases (%s), %d served on request (%s), cache %s", cfg->dataset,
             L->n_train, cfg->train_sel, L->n_val, cfg->cases_ep ? cfg->val_sel : "off", cfg->cache);
+    case_cache_sweep(cfg->cache);
     return 0;
 }
 

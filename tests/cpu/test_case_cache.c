@@ -1,7 +1,8 @@
 /*
 test_case_cache.c -- the preprocessed-case cache: miss -> build, hit, invalidation when a source
 file is touched or a setting changes, corrupt and truncated files detected and rebuilt, the
-compact dtypes (int16 exact, float16 within its precision, float32 exact), float16 conversion.
+compact dtypes (int16 exact, float16 within its precision, float32 exact), float16 conversion,
+and the sweep of temp files left by a loader killed while writing.
 Uses a small synthetic MSD dataset written to a temp folder.
 */
 #define _GNU_SOURCE
@@ -14,6 +15,9 @@ Uses a small synthetic MSD dataset written to a temp folder.
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static void write_case(const char *root, modality_t mod)
@@ -198,9 +202,60 @@ static void test_f16(void)
     EXPECT(exact, "every finite half survives f16 -> f32 -> f16");
 }
 
+static int touch(const char *dir, const char *name, double age_s)
+{
+    char p[1400];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    if (!f) return -1;
+    fputs("partial", f);
+    fclose(f);
+    struct timeval tv[2];
+    gettimeofday(&tv[0], NULL);
+    tv[0].tv_sec -= (time_t)age_s;
+    tv[1] = tv[0];
+    return utimes(p, tv);
+}
+
+static int present(const char *dir, const char *name)
+{
+    char p[1400];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return access(p, F_OK) == 0;
+}
+
+// Temp files of killed loaders go; a live writer's, another host's recent one and the entries stay.
+static void test_sweep(void)
+{
+    const char *dir = test_tmpdir("cache-sweep");
+    char me[64], dead[128], live[128], mine_old_live[128];
+    case_cache_host(me, sizeof me);
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    waitpid(child, NULL, 0);                        // a pid that is gone
+    snprintf(dead, sizeof dead, "a.srmcase.tmp.%s.%d", me, (int)child);
+    snprintf(live, sizeof live, "b.srmcase.tmp.%s.%d", me, (int)getppid());
+    snprintf(mine_old_live, sizeof mine_old_live, "c.srmcase.tmp.%s.%d", me, (int)getppid());
+    EXPECT(touch(dir, dead, 0) == 0 && touch(dir, live, 0) == 0 && touch(dir, mine_old_live, 2 * 86400) == 0 &&
+           touch(dir, "d.srmcase.tmp.otherhost.12345", 60) == 0 && touch(dir, "e.srmcase.tmp.otherhost.12345", 2 * 86400) == 0 &&
+           touch(dir, "f.srmcase.tmp.777", 60) == 0 && touch(dir, "g.srmcase.tmp.777", 2 * 86400) == 0 &&
+           touch(dir, "h.srmcase", 3 * 86400) == 0 && touch(dir, "notes.tmp.1", 3 * 86400) == 0, "set-up");
+    int n = case_cache_sweep(dir);
+    EXPECT(n == 4, "4 removed, got %d", n);
+    EXPECT(!present(dir, dead), "this host's temp file of a dead writer is removed at once");
+    EXPECT(present(dir, live), "a live writer's temp file stays");
+    EXPECT(!present(dir, mine_old_live), "a day-old one goes whoever wrote it");
+    EXPECT(present(dir, "d.srmcase.tmp.otherhost.12345"), "another host's recent temp file stays (its writer may be alive)");
+    EXPECT(!present(dir, "e.srmcase.tmp.otherhost.12345"), "another host's day-old temp file goes");
+    EXPECT(present(dir, "f.srmcase.tmp.777") && !present(dir, "g.srmcase.tmp.777"), "the old name form: only by age");
+    EXPECT(present(dir, "h.srmcase") && present(dir, "notes.tmp.1"), "entries and other files stay");
+    EXPECT(case_cache_sweep("/nonexistent/cache") == 0, "no cache folder: nothing to do");
+}
+
 int main(void)
 {
     test_f16();
     test_cache();
+    test_sweep();
     return test_summary();
 }
