@@ -161,6 +161,7 @@ static void drain_exporter(svc_t *s)
         if (rc == WIRE_AGAIN) { wire_msg_free(&m); break; }
         if (rc < 0) log_msg('W', "exporter %s: bad reply: %s", m.peer, err);
         else if (outbox_on_reply(s->out, &m)) {}
+        else if (!strcmp(m.type, "ack")) {}    // an older exporter's ack of a prediction: no id
         else if (eval_reply_error(&m, err)) log_msg('W', "exporter %s: %s", m.peer, err + strlen("loader: "));
         else log_msg('W', "exporter %s: unexpected '%s' message", m.peer, m.type);
         wire_msg_free(&m);
@@ -168,27 +169,29 @@ static void drain_exporter(svc_t *s)
     outbox_tick(s->out, s->exporter);
 }
 
-// Wait (at most timeout_s, not cut short by a stop request) until the exporter has acknowledged
-// all but `keep` of what the outbox holds. 1 when it has.
-static int flush_outbox(svc_t *s, int keep, double timeout_s)
+// Wait until the exporter has acknowledged all but `keep` of what the outbox holds: 1 when it
+// has. 0 after timeout_s, after stall_s without progress (the exporter is away: nothing to wait
+// for), or -- interruptible -- at a stop request.
+static int flush_outbox(svc_t *s, int keep, double timeout_s, double stall_s, int interruptible)
 {
     double deadline = now_s() + timeout_s;
     for (;;) {
         drain_exporter(s);
         if (outbox_pending(s->out) <= keep) return 1;
-        if (now_s() >= deadline) return 0;
+        if (now_s() >= deadline || outbox_stalled_s(s->out) >= stall_s || (interruptible && stage_stopping(s->st))) return 0;
         zmq_pollitem_t it = { .socket = s->exporter, .events = ZMQ_POLLIN };
         if (zmq_poll(&it, 1, 200) < 0 && zmq_errno() != EINTR) return 0;
     }
 }
 
-// Hand o to the outbox. A slow exporter holds the evaluator up (up to 60 s) rather than let
-// unacknowledged predictions pile up in memory.
+// Hand o to the outbox. A slow exporter that is still acknowledging holds the evaluator up (up
+// to 60 s) rather than let unacknowledged predictions pile up in memory; an absent one does not
+// (the outbox's byte bound applies then).
 static void to_exporter(svc_t *s, wire_out_t *o, const char *what, const char *key)
 {
     if (!s->exporter) return;
-    if (!flush_outbox(s, EVAL_OUTBOX_AHEAD, 60))
-        log_msg('W', "exporter: %d message(s) unacknowledged after 60 s; going on", outbox_pending(s->out));
+    if (!flush_outbox(s, EVAL_OUTBOX_AHEAD, 60, 10, 1) && !stage_stopping(s->st))
+        log_msg('W', "exporter: %d message(s) unacknowledged; %s queued behind them", outbox_pending(s->out), what);
     outbox_post(s->out, s->exporter, o, what, key);
 }
 
@@ -214,12 +217,11 @@ static void send_prediction(svc_t *s, const eval_case_t *c, uint8_t *labels, uin
     wire_out_free(&o);
 }
 
-// Wait (bounded) until the exporter acknowledged everything sent so far.
-static void wait_acks(svc_t *s, double timeout_s)
+// Wait (bounded as flush_outbox) until the exporter acknowledged everything sent so far.
+static void wait_acks(svc_t *s, double timeout_s, double stall_s, int interruptible)
 {
-    if (s->exporter && !flush_outbox(s, 0, timeout_s))
-        log_msg('W', "exporter: %d message(s) not acknowledged after %.0f s (not in the run folder)",
-                outbox_pending(s->out), timeout_s);
+    if (s->exporter && !flush_outbox(s, 0, timeout_s, stall_s, interruptible) && outbox_reliable(s->out))
+        log_msg('W', "exporter: %d message(s) not acknowledged yet", outbox_pending(s->out));
 }
 
 static void send_metrics(svc_t *s, uint64_t step, const eval_result_t *rs, int n, const char *extra)
@@ -349,7 +351,7 @@ static int run_job(svc_t *s, const eval_job_t *j, const char *peer, char *err)
         char *extra = job_extra_json(j, &sw, eval_model_device(s->em), how, now_s() - t0);
         send_metrics(s, j->step, rs, s->n_ids, extra);
         free(extra);
-        if (j->final) wait_acks(s, 60);     // train.sh waits for the final predictions
+        if (j->final) wait_acks(s, 60, 30, 1);      // train.sh waits for the final predictions
         double md = NAN;
         for (int k = 0, c = 0; k < s->n_ids; k++)
             if (rs[k].ok && isfinite(rs[k].mean_dice)) { md = (c ? md * c : 0) + rs[k].mean_dice; md /= ++c; }
@@ -452,8 +454,11 @@ int eval_run_service(const eval_cfg_t *cfg, stage_t *st, char *err)
         if ((cfg->max_jobs && done >= cfg->max_jobs) || (cfg->exit_after_final && j.final)) break;
     }
     log_msg('I', "stopping after %ld job(s)%s", done, stage_signal(st) ? " (signal)" : "");
-    wait_acks(&s, stage_signal(st) ? 5 : 60);
-    if (s.out) log_msg('I', "exporter: %ld message(s) acknowledged, %ld dropped", outbox_acked(s.out), outbox_dropped(s.out));
+    if (stage_signal(st)) wait_acks(&s, 5, 5, 0);   // train.sh allows 10 s after SIGTERM
+    else wait_acks(&s, 60, 30, 1);
+    if (s.out)
+        log_msg('I', "exporter: %ld message(s) acknowledged, %ld dropped, %d never acknowledged", outbox_acked(s.out),
+                outbox_dropped(s.out), outbox_pending(s.out));
     outbox_free(&s.out);
     eval_model_free(&s.em);
     free(s.ids);

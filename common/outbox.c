@@ -22,17 +22,21 @@ typedef struct {
     char key[WIRE_ID_LEN];
     size_t bytes;
     int sends;
-    double next_send;               // monotonic seconds; 0: at once
+    uint64_t sent_seq;              // the outbox's send count at this one's last send
+    double posted_at, sent_at;      // monotonic seconds of the posting and of the last send
+    double hold_until;              // the exporter could not file it (retry): not before this
 } entry_t;
 
 struct outbox {
     char prefix[48];                // who.pid.nonce: at most 15 + 1 + 10 + 1 + 16
-    uint64_t seq;
+    uint64_t seq;                   // ids given
+    uint64_t send_seq, acked_seq;   // sends made; the newest send an ack has come for
+    int peer_acks;                  // an ack by id has come: the exporter speaks this protocol
+    double last_ack, resend_s;
     size_t max_bytes, bytes;
-    double resend_s;
     entry_t **e;
     int n;
-    long acked, dropped;
+    long acked, dropped, unconfirmed;
 };
 
 static double mono(void)
@@ -54,6 +58,7 @@ outbox_t *outbox_new(const char *who, size_t max_bytes, double resend_s)
     snprintf(b->prefix, sizeof b->prefix, "%.15s.%d.%016llx", who, (int)getpid(), (unsigned long long)nonce);
     b->max_bytes = max_bytes;
     b->resend_s = resend_s;
+    b->last_ack = mono();
     b->e = xcalloc(OUTBOX_MAX_ENTRIES, sizeof *b->e);
     return b;
 }
@@ -97,6 +102,7 @@ void outbox_post(outbox_t *b, void *sock, wire_out_t *o, const char *what, const
     }
     wire_out_keep(o);
     wire_out_move(&x->o, o);
+    x->posted_at = mono();
     x->bytes = x->o.body.size;
     for (int i = 0; i < x->o.narrays; i++) x->bytes += x->o.arrays[i].nbytes;
 
@@ -108,7 +114,7 @@ void outbox_post(outbox_t *b, void *sock, wire_out_t *o, const char *what, const
                 break;
             }
     while (b->n && (b->n == OUTBOX_MAX_ENTRIES || b->bytes + x->bytes > b->max_bytes)) {
-        log_msg('W', "exporter: %s dropped unacknowledged (%d message(s), %.1f MB waiting: the exporter is away or slow)",
+        log_msg('W', "exporter: %s dropped unacknowledged (%d message(s), %.1f MB waiting: the exporter is away)",
                 b->e[0]->what, b->n, b->bytes / 1e6);
         b->dropped++;
         drop(b, 0);
@@ -118,13 +124,33 @@ void outbox_post(outbox_t *b, void *sock, wire_out_t *o, const char *what, const
     outbox_tick(b, sock);
 }
 
+// Whether sent message x is due again. An exporter handles its messages in order, so an ack for a
+// message sent after x means x was lost (the exporter died with it): at once. Otherwise only
+// when the exporter has acknowledged nothing for resend_s (dead or frozen, not merely slow:
+// resending to a slow one would only queue copies behind the original).
+static int due_again(const outbox_t *b, const entry_t *x, double now)
+{
+    if (b->acked_seq > x->sent_seq) return 1;
+    return now - x->sent_at >= b->resend_s && now - b->last_ack >= b->resend_s;
+}
+
 void outbox_tick(outbox_t *b, void *sock)
 {
     double now = mono();
     char err[ERR_LEN];
     for (int i = 0; i < b->n; i++) {
         entry_t *x = b->e[i];
-        if (x->next_send > now) continue;
+        if (x->hold_until > now) continue;
+        if (x->sends && !b->peer_acks && now - x->sent_at >= OUTBOX_FIRST_ACK * b->resend_s) {
+            // no ack by id has ever come: an exporter older than this protocol, which files the
+            // message once and never acknowledges it -- delivered as before, best effort
+            if (!b->unconfirmed++)
+                log_msg('W', "exporter: no acknowledgement within %.0f s of the first message (an older srm-exporter?): "
+                        "messages are sent once, without resend", OUTBOX_FIRST_ACK * b->resend_s);
+            drop(b, i--);
+            continue;
+        }
+        if (x->sends && (!b->peer_acks || !due_again(b, x, now))) continue;   // copies only to an acking exporter
         int rc = wire_send(sock, &x->o, ZMQ_DONTWAIT, err);
         if (rc == WIRE_AGAIN) return;               // away or full: the rest wait too, in order
         if (rc < 0) {
@@ -133,8 +159,9 @@ void outbox_tick(outbox_t *b, void *sock)
             drop(b, i--);
             continue;
         }
-        if (x->sends++) log_msg('I', "exporter: %s sent again (no ack within %.0f s)", x->what, b->resend_s);
-        x->next_send = now + b->resend_s;
+        if (x->sends++) log_msg('I', "exporter: %s sent again (not acknowledged)", x->what);
+        x->sent_seq = ++b->send_seq;
+        x->sent_at = now;
     }
 }
 
@@ -150,6 +177,9 @@ int outbox_on_reply(outbox_t *b, const wire_msg_t *m)
         log_msg('W', "%s: ack of %s without a valid 'ok': %s", m->peer, b->e[i]->what, err);
         return 1;
     }
+    b->peer_acks = 1;
+    b->last_ack = mono();
+    if (b->e[i]->sent_seq > b->acked_seq) b->acked_seq = b->e[i]->sent_seq;
     if (ok) {
         b->acked++;
         drop(b, i);
@@ -159,7 +189,8 @@ int outbox_on_reply(outbox_t *b, const wire_msg_t *m)
     if (wire_get_bool(m, "retry", &retry, 0, err) < 0) retry = 0;
     if (retry) {
         log_msg('W', "exporter could not file %s: %s; sending again in %.0f s", b->e[i]->what, why, b->resend_s);
-        b->e[i]->next_send = mono() + b->resend_s;
+        b->e[i]->hold_until = mono() + b->resend_s;
+        b->e[i]->sends = 0;                         // sent afresh then, not as a copy
     } else {
         log_msg('W', "exporter refused %s: %s; dropped", b->e[i]->what, why);
         b->dropped++;
@@ -169,5 +200,12 @@ int outbox_on_reply(outbox_t *b, const wire_msg_t *m)
 }
 
 int outbox_pending(const outbox_t *b) { return b ? b->n : 0; }
+double outbox_stalled_s(const outbox_t *b)
+{
+    if (!b || !b->n) return 0;
+    double since = b->e[0]->posted_at > b->last_ack ? b->e[0]->posted_at : b->last_ack;
+    return mono() - since;
+}
+int outbox_reliable(const outbox_t *b) { return b && b->peer_acks; }
 long outbox_acked(const outbox_t *b) { return b ? b->acked : 0; }
 long outbox_dropped(const outbox_t *b) { return b ? b->dropped : 0; }

@@ -99,6 +99,7 @@ def main():
     try:
         run_checks(tmp, ds, blob, jobs, mets, expo, ev, logs)
         real_exporter(tmp, ds, blob, jobs, mets, logs, procs)
+        stop_while_unacked(tmp, blob, jobs, mets, logs, procs)
         curve(tmp, blob, mets, logs, procs)
     finally:
         for p in procs:
@@ -253,6 +254,32 @@ def real_exporter(tmp, ds, blob, jobs, mets, logs, procs):
     if got is not None and ev_lines:
         md = decode(got)[0]["values"]["mean_dice"]
         check(abs(ev_lines[0]["mean_dice"] - md) < 1e-9, "metrics.jsonl mean_dice %s vs sent %s" % (ev_lines[0]["mean_dice"], md))
+
+
+def stop_while_unacked(tmp, blob, jobs, mets, logs, procs):
+    """An exporter that acknowledges nothing: after a final job the evaluator waits for its acks,
+    but SIGTERM ends that wait -- train.sh SIGKILLs a stage 10 s after SIGTERM, so the evaluator
+    must be gone well before (it once sat out a 60 s wait)."""
+    ctx = zmq.Context.instance()
+    mute = ctx.socket(zmq.ROUTER); mute.setsockopt(zmq.LINGER, 0); mute.bind("ipc://%s/exporter3" % tmp)
+    ev = subprocess.Popen([os.path.join(BIN, "srm-evaluator"), "--jobs", "ipc://%s/evaljobs" % tmp,
+                           "--cases", "ipc://%s/cases" % tmp, "--exporter", "ipc://%s/exporter3" % tmp,
+                           "--metrics", "ipc://%s/metrics" % tmp, "--window", "32", "--exit-after-final",
+                           "--exporter-resend", "1"], stdout=logs, stderr=logs)
+    procs.append(ev)
+    jobs.send_multipart(job(30, "weights", blob, final=True))
+    got = recv_step(mets, 30, 120)
+    check(got is not None, "mute exporter: the trainer still gets the final metrics")
+    time.sleep(0.5)
+    t0 = time.time()
+    ev.send_signal(signal.SIGTERM)
+    try:
+        rc = ev.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        rc = None
+    took = time.time() - t0
+    check(rc == 0 and took < 8, "SIGTERM while waiting for acks: exit %s after %.1f s (want 0, under 8 s)" % (rc, took))
+    mute.close()
 
 
 def read_key(path):

@@ -3,8 +3,10 @@
 # any stage can be killed at any moment and the run goes on without losing work). The trainer
 # sends a line every step and the evaluator one per validation; three times during training the
 # exporter is frozen (SIGSTOP, so lines pile up in flight to it) and then killed (SIGKILL) and
-# train.sh restarts it. The trainer and evaluator keep what the exporter has not acknowledged and
+# train.sh restarts it; once it is frozen past the resend time and thawed, so it receives lines
+# and their copies. The trainer and evaluator keep what the exporter has not acknowledged and
 # send it again (--exporter-resend 1), and the exporter files each message id once:
+#   - copies of filed lines are recognised ("came again"),
 #   - metrics.jsonl has exactly one trainer line for every step 1..STEPS,
 #   - exactly one evaluator line for every validation the evaluator finished, the final one too,
 #   - no message id twice, and the final predictions are written,
@@ -22,16 +24,21 @@ bash pipelines/train.sh "$TMP/data" "$RUN" --preset tiny --patch 32 --batch 1 --
     --evaluator-args "--exporter-resend 1" --final-timeout 120 >"$TMP/train.out" 2>&1 &
 PIPE=$!
 ex_pid() { pgrep -f "srm-exporter .*--run-dir $RUN( |$)" | head -n 1; }
-kills=0
-for at in 12 30 45; do
+kills=0 thawed=0
+for at in 12 22 32 45; do
     pipeline_wait "$RUN/logs/trainer.log" "^step $at/" $PIPE || break
     pid=$(ex_pid)
     [[ -n $pid ]] || continue
-    kill -STOP "$pid"; sleep 1.5; kill -KILL "$pid" && kills=$((kills + 1))
+    if ((at == 22)); then       # frozen past the resend time, then thawed: it gets originals and copies
+        kill -STOP "$pid"; sleep 2.5; kill -CONT "$pid" && thawed=1
+    else
+        kill -STOP "$pid"; sleep 1.5; kill -KILL "$pid" && kills=$((kills + 1))
+    fi
 done
 wait $PIPE
 rc=$?
-check "((kills == 3))" "the exporter was frozen and killed 3 times during training ($kills)"
+check "((kills == 3 && thawed == 1))" "the exporter was frozen and killed 3 times and frozen and thawed once ($kills, $thawed)"
+check "grep -q 'came again: already recorded' '$RUN/logs/exporter.log'" "copies of filed lines reached the exporter and were not filed again"
 check "[[ $rc == 0 ]]" "train.sh exits 0 (rc $rc)"
 report=$(/usr/bin/python3 - "$RUN/metrics.jsonl" "$STEPS" "$RUN/logs/evaluator.log" <<'PY'
 import collections, json, re, sys
