@@ -5,9 +5,10 @@ connect; replies matched by `seq`, stale ones dropped), segment and score every 
 source grid, and send one `metrics` message to the exporter (DEALER) and to the trainer (PUSH,
 never blocking). After a final job (or every job with --predictions every) each case's label map
 goes to the exporter as a `volume` of kind "prediction". What goes to the exporter waits in an
-outbox (outbox.h) until acknowledged and is sent again after --exporter-resend seconds without an
-ack, so an exporter killed and restarted meanwhile loses none of it; a final job's and the last
-messages are waited for (bounded) before the evaluator moves on or exits.
+outbox (outbox.h) until acknowledged and is sent again when lost (a later one acknowledged, or
+nothing for --exporter-resend seconds), so an exporter killed and restarted meanwhile loses none
+of it; a final job's and the last messages are waited for (bounded) before the evaluator moves on
+or exits.
 Jobs that arrive while one runs wait in the socket; afterwards only the newest is taken.
 The reference labels are the dataset's original label files when --dataset is given (same host
 or shared storage), else the loader's labels mapped back to the source grid (exact unless the
@@ -161,7 +162,6 @@ static void drain_exporter(svc_t *s)
         if (rc == WIRE_AGAIN) { wire_msg_free(&m); break; }
         if (rc < 0) log_msg('W', "exporter %s: bad reply: %s", m.peer, err);
         else if (outbox_on_reply(s->out, &m)) {}
-        else if (!strcmp(m.type, "ack")) {}    // an older exporter's ack of a prediction: no id
         else if (eval_reply_error(&m, err)) log_msg('W', "exporter %s: %s", m.peer, err + strlen("loader: "));
         else log_msg('W', "exporter %s: unexpected '%s' message", m.peer, m.type);
         wire_msg_free(&m);
@@ -220,7 +220,7 @@ static void send_prediction(svc_t *s, const eval_case_t *c, uint8_t *labels, uin
 // Wait (bounded as flush_outbox) until the exporter acknowledged everything sent so far.
 static void wait_acks(svc_t *s, double timeout_s, double stall_s, int interruptible)
 {
-    if (s->exporter && !flush_outbox(s, 0, timeout_s, stall_s, interruptible) && outbox_reliable(s->out))
+    if (s->exporter && !flush_outbox(s, 0, timeout_s, stall_s, interruptible))
         log_msg('W', "exporter: %d message(s) not acknowledged yet", outbox_pending(s->out));
 }
 
@@ -457,8 +457,8 @@ int eval_run_service(const eval_cfg_t *cfg, stage_t *st, char *err)
     if (stage_signal(st)) wait_acks(&s, 5, 5, 0);   // train.sh allows 10 s after SIGTERM
     else wait_acks(&s, 60, 30, 1);
     if (s.out)
-        log_msg('I', "exporter: %ld message(s) acknowledged, %ld dropped, %d never acknowledged", outbox_acked(s.out),
-                outbox_dropped(s.out), outbox_pending(s.out));
+        log_msg('I', "exporter: %ld message(s) acknowledged, %ld dropped, %d never acknowledged, %ld to an older exporter "
+                "(unconfirmed)", outbox_acked(s.out), outbox_dropped(s.out), outbox_pending(s.out), outbox_unconfirmed(s.out));
     outbox_free(&s.out);
     eval_model_free(&s.em);
     free(s.ids);

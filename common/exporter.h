@@ -11,6 +11,7 @@ One ROUTER socket (DEALER clients: trainer, evaluator; no empty delimiter frame)
   volume kind=prediction-> RUN/predictions/<case_id>.nii.gz; reply "ack" {of, case_id, path, ok}
                            (+ id; a filed id is acked, not written again)
   request latest[_checkpoint] / checkpoint (by step) -> checkpoint (re-verified) or error
+  request acks {id}     -> "ack" {of: "request", id, ok}: the senders' outboxes ask whether we ack
 `latest` (the most recently acknowledged checkpoint) and `best` are relative symlinks
 RUN/checkpoints/{latest,best}.{ckpt,safetensors} -> step-NNNNNNNN.*, replaced atomically (made
 under a temporary name, then renamed); a trainer told to read from disk opens latest.ckpt.

@@ -184,11 +184,21 @@ static void on_request(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_msg
         reply_error(sock, id, m->peer, "bad_request", err, 0);
         return;
     }
+    if (!strcmp(r.what, "acks")) {                  // a sender asks whether we ack by id: we do
+        char msg_id[64];
+        err[0] = 0;
+        if (message_id(m, msg_id, err) || !*msg_id) {
+            if (!*msg_id && !err[0]) snprintf(err, sizeof err, "request 'acks' needs an 'id'");
+            log_msg('W', "%s: %s", m->peer, err);
+            reply_error(sock, id, m->peer, "bad_request", err, r.seq);
+        } else reply_id_ack(sock, id, m->peer, "request", msg_id, 1, NULL, 0, NULL);
+        return;
+    }
     uint64_t want;
     if (!strcmp(r.what, "latest") || !strcmp(r.what, "latest_checkpoint")) want = UINT64_MAX;
     else if (!strcmp(r.what, "checkpoint")) want = r.step;
     else {
-        snprintf(err, sizeof err, "request '%s': the exporter serves latest, latest_checkpoint, checkpoint", r.what);
+        snprintf(err, sizeof err, "request '%s': the exporter serves latest, latest_checkpoint, checkpoint, acks", r.what);
         log_msg('W', "%s: %s", m->peer, err);
         reply_error(sock, id, m->peer, "bad_request", err, r.seq);
         return;

@@ -22,16 +22,23 @@ typedef struct {
     char key[WIRE_ID_LEN];
     size_t bytes;
     int sends;
-    uint64_t sent_seq;              // the outbox's send count at this one's last send
+    uint64_t first_seq, sent_seq;   // the outbox's send count at this one's first and last send
     double posted_at, sent_at;      // monotonic seconds of the posting and of the last send
     double hold_until;              // the exporter could not file it (retry): not before this
 } entry_t;
 
+// What the exporter is known to do. Until known it is treated as acknowledging (nothing sent is
+// given up); an older build (no ack by id) is recognised only by its own answers.
+typedef enum { PEER_UNKNOWN, PEER_ACKS, PEER_LEGACY } peer_t;
+
 struct outbox {
     char prefix[48];                // who.pid.nonce: at most 15 + 1 + 10 + 1 + 16
     uint64_t seq;                   // ids given
-    uint64_t send_seq, acked_seq;   // sends made; the newest send an ack has come for
-    int peer_acks;                  // an ack by id has come: the exporter speaks this protocol
+    uint64_t send_seq, acked_seq;   // sends made; a lower bound of the newest send processed
+    peer_t peer;
+    char probe_id[64];              // the `request` {what: "acks"} that asks the exporter
+    uint64_t probe_seq;
+    double probe_at;                // monotonic seconds of its last send (0: never)
     double last_ack, resend_s;
     size_t max_bytes, bytes;
     entry_t **e;
@@ -56,6 +63,8 @@ outbox_t *outbox_new(const char *who, size_t max_bytes, double resend_s)
         nonce = ((uint64_t)t.tv_sec << 30) ^ (uint64_t)t.tv_nsec ^ ((uint64_t)getpid() << 48);
     }
     snprintf(b->prefix, sizeof b->prefix, "%.15s.%d.%016llx", who, (int)getpid(), (unsigned long long)nonce);
+    snprintf(b->probe_id, sizeof b->probe_id, "%s.probe", b->prefix);
+    b->probe_seq = nonce >> 1;                      // an older exporter's `error` echoes it
     b->max_bytes = max_bytes;
     b->resend_s = resend_s;
     b->last_ack = mono();
@@ -124,33 +133,56 @@ void outbox_post(outbox_t *b, void *sock, wire_out_t *o, const char *what, const
     outbox_tick(b, sock);
 }
 
-// Whether sent message x is due again. An exporter handles its messages in order, so an ack for a
-// message sent after x means x was lost (the exporter died with it): at once. Otherwise only
-// when the exporter has acknowledged nothing for resend_s (dead or frozen, not merely slow:
-// resending to a slow one would only queue copies behind the original).
+// Whether sent message x is due again. An exporter handles one connection's messages in order,
+// so an ack for a message first sent after x's last send means x was lost (the exporter died
+// with it): at once. Otherwise only when the exporter has acknowledged nothing for resend_s
+// (dead or frozen, not merely slow: copies to a slow one would only queue behind the original).
 static int due_again(const outbox_t *b, const entry_t *x, double now)
 {
     if (b->acked_seq > x->sent_seq) return 1;
     return now - x->sent_at >= b->resend_s && now - b->last_ack >= b->resend_s;
 }
 
+// Ask the exporter whether it acknowledges by id (docs/protocol.md, request "acks"): a current
+// one answers `ack` with the probe's id, an older one `error` with the probe's seq.
+static void probe(outbox_t *b, void *sock, double now)
+{
+    if (b->peer != PEER_UNKNOWN || (b->probe_at && now - b->probe_at < b->resend_s)) return;
+    wire_out_t o;
+    char err[ERR_LEN];
+    wire_out_init(&o, "request");
+    wire_put_str(&o, "what", "acks");
+    wire_put_str(&o, "id", b->probe_id);
+    wire_put_u64(&o, "seq", b->probe_seq);
+    if (wire_send(sock, &o, ZMQ_DONTWAIT, err) == 0) b->probe_at = now;
+    wire_out_free(&o);
+}
+
+// The exporter is an older build: what it was sent it has filed (as before: best effort).
+static void go_legacy(outbox_t *b)
+{
+    if (b->peer == PEER_LEGACY) return;
+    b->peer = PEER_LEGACY;
+    log_msg('W', "exporter: it does not acknowledge messages by id (an older srm-exporter): metrics and "
+            "predictions are sent once, without resend");
+    for (int i = 0; i < b->n; i++)
+        if (b->e[i]->sends) { b->unconfirmed++; drop(b, i--); }
+}
+
 void outbox_tick(outbox_t *b, void *sock)
 {
     double now = mono();
     char err[ERR_LEN];
+    probe(b, sock, now);
     for (int i = 0; i < b->n; i++) {
         entry_t *x = b->e[i];
-        if (x->hold_until > now) continue;
-        if (x->sends && !b->peer_acks && now - x->sent_at >= OUTBOX_FIRST_ACK * b->resend_s) {
-            // no ack by id has ever come: an exporter older than this protocol, which files the
-            // message once and never acknowledges it -- delivered as before, best effort
-            if (!b->unconfirmed++)
-                log_msg('W', "exporter: no acknowledgement within %.0f s of the first message (an older srm-exporter?): "
-                        "messages are sent once, without resend", OUTBOX_FIRST_ACK * b->resend_s);
+        if (x->hold_until > now || (x->sends && !due_again(b, x, now))) continue;
+        if (x->sends >= OUTBOX_MAX_SENDS) {
+            log_msg('W', "exporter: %s sent %d times without an ack; dropped", x->what, x->sends);
+            b->dropped++;
             drop(b, i--);
             continue;
         }
-        if (x->sends && (!b->peer_acks || !due_again(b, x, now))) continue;   // copies only to an acking exporter
         int rc = wire_send(sock, &x->o, ZMQ_DONTWAIT, err);
         if (rc == WIRE_AGAIN) return;               // away or full: the rest wait too, in order
         if (rc < 0) {
@@ -159,27 +191,41 @@ void outbox_tick(outbox_t *b, void *sock)
             drop(b, i--);
             continue;
         }
-        if (x->sends++) log_msg('I', "exporter: %s sent again (not acknowledged)", x->what);
+        if (x->sends) log_msg('I', "exporter: %s sent again (not acknowledged)", x->what);
+        else x->first_seq = b->send_seq + 1;
+        x->sends++;
         x->sent_seq = ++b->send_seq;
         x->sent_at = now;
+        if (b->peer == PEER_LEGACY) { b->unconfirmed++; drop(b, i--); }   // no ack will come
     }
 }
 
 int outbox_on_reply(outbox_t *b, const wire_msg_t *m)
 {
     char id[64], err[ERR_LEN], why[WIRE_MAX_STR];
-    if (strcmp(m->type, "ack") || wire_get_str(m, "id", id, sizeof id, 1, err)) return 0;
+    uint64_t seq;
+    if (!strcmp(m->type, "error")) {                // an older exporter's answer to the probe
+        if (wire_get_u64(m, "seq", &seq, 1, err) || seq != b->probe_seq) return 0;
+        go_legacy(b);
+        return 1;
+    }
+    if (strcmp(m->type, "ack")) return 0;
+    if (wire_get_str(m, "id", id, sizeof id, 1, err)) {
+        if (b->peer == PEER_UNKNOWN) go_legacy(b);  // a prediction acked without id: an older exporter
+        return 1;
+    }
+    b->peer = PEER_ACKS;                            // any ack by id: it acknowledges, and it is alive
+    b->last_ack = mono();
     int i = 0;
     while (i < b->n && strcmp(b->e[i]->id, id)) i++;
-    if (i == b->n) return 1;                        // a duplicate's ack, or a dropped message's
+    if (i == b->n) return 1;                        // the probe's, a duplicate's or a dropped message's
     int ok = 0, retry = 0;
     if (wire_get_bool(m, "ok", &ok, 1, err) < 0) {
         log_msg('W', "%s: ack of %s without a valid 'ok': %s", m->peer, b->e[i]->what, err);
         return 1;
     }
-    b->peer_acks = 1;
-    b->last_ack = mono();
-    if (b->e[i]->sent_seq > b->acked_seq) b->acked_seq = b->e[i]->sent_seq;
+    // the ack may be the copy's or the original's: the original's first send is a safe bound
+    if (b->e[i]->first_seq > b->acked_seq) b->acked_seq = b->e[i]->first_seq;
     if (ok) {
         b->acked++;
         drop(b, i);
@@ -206,6 +252,6 @@ double outbox_stalled_s(const outbox_t *b)
     double since = b->e[0]->posted_at > b->last_ack ? b->e[0]->posted_at : b->last_ack;
     return mono() - since;
 }
-int outbox_reliable(const outbox_t *b) { return b && b->peer_acks; }
+long outbox_unconfirmed(const outbox_t *b) { return b ? b->unconfirmed : 0; }
 long outbox_acked(const outbox_t *b) { return b ? b->acked : 0; }
 long outbox_dropped(const outbox_t *b) { return b ? b->dropped : 0; }

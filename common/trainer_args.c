@@ -40,8 +40,8 @@ void trainer_usage(void *file)
         "          --final-eval-resend S (30: offer the final eval job again while no validation\n"
         "          came -- an evaluator killed meanwhile lost it; a live one skips the copy)\n"
         "          --resume-timeout S (30)  --batch-timeout S (120: warn when no batch comes)\n"
-        "          --exporter-resend S (10: a metrics line the exporter has not acknowledged is\n"
-        "          sent again after S seconds; the lines wait while the exporter is away)\n");
+        "          --exporter-resend S (10: metrics lines wait until the exporter acknowledges them;\n"
+        "          one is sent again when lost: a later one was acknowledged, or nothing was for S s)\n");
 }
 
 static int parse_patch(const char *s, int p[3], char *err)

@@ -244,7 +244,7 @@ static int wait_until(trainer_t *t, int (*cond)(trainer_t *), double timeout_s, 
 }
 
 static int acked(trainer_t *t) { return ckpt_flow_done(&t->ck); }
-static int lines_acked(trainer_t *t) { return outbox_pending(t->out) == 0 || !outbox_reliable(t->out); }
+static int lines_acked(trainer_t *t) { return outbox_pending(t->out) == 0; }
 static int final_validated(trainer_t *t) { return t->rep.last_val_step >= t->state.step; }
 
 // Try to hand over the final eval job (the evaluator may be busy with an earlier one).
@@ -265,8 +265,9 @@ static void finish(trainer_t *t, int completed)
         if (!wait_until(t, acked, c->final_ack_timeout_s, 0))
             log_msg('W', "checkpoint step %ld not acknowledged; it stays in %s (resume with --resume or --resume-file %s)",
                     t->state.step, t->ck.spool, t->ck.pending_path);
-        // the metrics lines share the same bounded wait (train.sh allows the trainer 120 s to stop)
-        else if (!wait_until(t, lines_acked, fmax(5, c->final_ack_timeout_s - (trainer_now() - t0)), 0))
+        // the metrics lines: what is left of that wait, at least one resend period (lines lost in
+        // an exporter restart go again after it); train.sh allows the trainer 120 s to stop
+        else if (!wait_until(t, lines_acked, fmax(c->exporter_resend_s + 5, c->final_ack_timeout_s - (trainer_now() - t0)), 0))
             log_msg('W', "%d metrics line(s) not acknowledged by the exporter: not in metrics.jsonl", outbox_pending(t->out));
     }
     if (completed && t->jobs && c->final_eval_timeout_s > 0) {
@@ -373,9 +374,9 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
         log_msg('I', "reached step %ld after %.1f s: final checkpoint", t.state.step, trainer_now() - t.t_start);
     finish(&t, !stopped);
     log_msg('I', "done: %ld steps, %ld bad batches dropped, %ld checkpoints sent, %ld acknowledged, %ld eval jobs "
-            "sent, %ld skipped, %ld metrics lines acknowledged, %ld dropped, %d never acknowledged", t.state.step,
-            t.rep.bad_batches, t.ck.n_sent, t.ck.n_acked, t.rep.val_sent, t.rep.val_skipped, outbox_acked(t.out),
-            outbox_dropped(t.out), outbox_pending(t.out));
+            "sent, %ld skipped, %ld metrics lines acknowledged, %ld dropped, %d never acknowledged, %ld to an older "
+            "exporter (unconfirmed)", t.state.step, t.rep.bad_batches, t.ck.n_sent, t.ck.n_acked, t.rep.val_sent,
+            t.rep.val_skipped, outbox_acked(t.out), outbox_dropped(t.out), outbox_pending(t.out), outbox_unconfirmed(t.out));
     teardown(&t);
     stage_destroy(&t.st);
     return 0;

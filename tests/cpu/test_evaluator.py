@@ -63,6 +63,22 @@ def recv_step(sock, step, timeout_s):
     return None
 
 
+def recv_expo(expo, timeout_s):
+    """The next message on the fake exporter's ROUTER, answering the evaluator's "acks" probe
+    (docs/protocol.md `request`) on the way as a current exporter does."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        got = recv(expo, max(0.1, deadline - time.time()))
+        if got is None:
+            return None
+        h = decode(got[1:])[0]
+        if h["type"] != "request":
+            return got
+        check(h.get("what") == "acks" and isinstance(h.get("id"), str), "the evaluator's probe: %s" % h)
+        expo.send_multipart([got[0]] + encode("ack", {"of": "request", "id": h.get("id", ""), "ok": True}, []))
+    return None
+
+
 def dice(p, r, c):
     a, b = (p == c).sum(), (r == c).sum()
     return float("nan") if a + b == 0 else 2.0 * ((p == c) & (r == c)).sum() / (a + b)
@@ -156,7 +172,7 @@ def run_checks(tmp, ds, blob, jobs, mets, expo, ev, logs):
         return
     h, a = decode(got)
     metrics_ok(h, a, 7, val_ids, "trainer copy")
-    got = recv(expo, 30)
+    got = recv_expo(expo, 30)
     check(got is not None and len(got) >= 2, "no metrics on the exporter socket")
     if got:
         he, ae = decode(got[1:])
@@ -184,7 +200,7 @@ def run_checks(tmp, ds, blob, jobs, mets, expo, ev, logs):
     preds, mfinal, first, resent = {}, None, None, False
     deadline = time.time() + 120
     while time.time() < deadline and (len(preds) < 2 or mfinal is None or not resent):
-        got = recv(expo, 2)
+        got = recv_expo(expo, 2)
         if got is None:
             if ev.poll() is not None:
                 break
@@ -257,15 +273,16 @@ def real_exporter(tmp, ds, blob, jobs, mets, logs, procs):
 
 
 def stop_while_unacked(tmp, blob, jobs, mets, logs, procs):
-    """An exporter that acknowledges nothing: after a final job the evaluator waits for its acks,
-    but SIGTERM ends that wait -- train.sh SIGKILLs a stage 10 s after SIGTERM, so the evaluator
-    must be gone well before (it once sat out a 60 s wait)."""
+    """An exporter that acknowledges nothing (nor answers the outbox's probe, so the evaluator
+    must assume a current one and keep everything): after a final job the evaluator waits for its
+    acks, but SIGTERM ends that wait -- train.sh SIGKILLs a stage 10 s after SIGTERM, so the
+    evaluator must be gone well before (it once sat out a 60 s wait)."""
     ctx = zmq.Context.instance()
     mute = ctx.socket(zmq.ROUTER); mute.setsockopt(zmq.LINGER, 0); mute.bind("ipc://%s/exporter3" % tmp)
     ev = subprocess.Popen([os.path.join(BIN, "srm-evaluator"), "--jobs", "ipc://%s/evaljobs" % tmp,
                            "--cases", "ipc://%s/cases" % tmp, "--exporter", "ipc://%s/exporter3" % tmp,
                            "--metrics", "ipc://%s/metrics" % tmp, "--window", "32", "--exit-after-final",
-                           "--exporter-resend", "1"], stdout=logs, stderr=logs)
+                           "--exporter-resend", "5"], stdout=logs, stderr=logs)
     procs.append(ev)
     jobs.send_multipart(job(30, "weights", blob, final=True))
     got = recv_step(mets, 30, 120)

@@ -394,6 +394,11 @@ def test_message_ids(tmp):
         h["id"] = id_
         return [msgpack.packb(h, use_bin_type=True)] + frames[1:]
 
+    h, _ = ex.ask(encode("request", {"what": "acks", "id": "trainer.7.00ff.probe", "seq": 99}))
+    check(ack_of(h, "request", "trainer.7.00ff.probe"), "the senders' probe (request 'acks') -> ack of its id: %s" % h)
+    h, _ = ex.ask(encode("request", {"what": "acks", "seq": 98}))
+    check(h is not None and h["type"] == "error" and h.get("code") == "bad_request" and h.get("seq") == 98,
+          "request 'acks' without an id -> bad_request: %s" % h)
     h, _ = ex.ask(with_id(metrics_msg(5, "trainer", {"loss": 0.5}), "trainer.7.00ff.1"))
     check(ack_of(h, "metrics", "trainer.7.00ff.1"), "metrics with an id -> ack of that id: %s" % h)
     check([(x["step"], x.get("id")) for x in lines()] == [(5, "trainer.7.00ff.1")], "the line keeps its id: %s" % lines())

@@ -1,13 +1,16 @@
 /*
 test_outbox.c -- outbox.c, the resend queue between the trainer / evaluator and the exporter,
-against a ROUTER played by the test: every posted message carries a fresh id the exporter accepts
-([A-Za-z0-9_.:-], <= 63 bytes); an ack by id retires exactly that message; an unacknowledged one
-is sent again with the same bytes (a borrowed array is copied at posting, so the caller may
-reuse its buffer) when the exporter acknowledged nothing for resend_s or acknowledged a message
-sent after it, never while it merely runs behind; ok=false + retry keeps it, ok=false alone drops
-it; a newer message with the same key replaces an unacknowledged one; bounds drop the oldest;
-an absent exporter (ZMQ_IMMEDIATE) makes nothing block, and the messages arrive in order once it
-binds; an exporter that never acknowledges by id (an older build) gets each message once.
+against a ROUTER played by the test (answering the outbox's "acks" probe as a current exporter,
+as an older one, or not at all): every posted message carries a fresh id the exporter accepts
+([A-Za-z0-9_.:-], <= 63 bytes); an ack by id retires exactly that message; a message is sent
+again, with the same bytes (a borrowed array is copied at posting), only when evidently lost --
+a message first sent after it was acknowledged, or nothing was acknowledged for resend_s -- and
+never while the exporter keeps acknowledging (slow, not dead); a message sent to an exporter that
+then dies before ever acknowledging anything is sent again to its successor; ok=false + retry
+keeps it, ok=false alone drops it; a newer message with the same key replaces an unacknowledged
+one; bounds drop the oldest; an absent exporter makes nothing block, the messages arrive in
+order once it binds; an older exporter (probe answered with `error`, or a prediction acked
+without id) gets each message once.
 */
 #include "test.h"
 #include "check.h"
@@ -42,22 +45,60 @@ typedef struct {
     size_t hdr_len;
 } got_t;
 
-// Receive one message within ms on the ROUTER. 1 when one came.
+// How the ROUTER answers the outbox's `request` {what: "acks"}: as a current exporter (ack by
+// id), as an older one (error echoing seq), or not at all.
+enum { PROBE_ACK, PROBE_ERROR, PROBE_SILENT } probe_mode = PROBE_ACK;
+static int probes;
+
+static void answer_probe(void *router, zmq_msg_t *route, const wire_msg_t *m)
+{
+    char id[64] = "";
+    uint64_t seq = 0;
+    probes++;
+    wire_get_str(m, "id", id, sizeof id, 1, err);
+    wire_get_u64(m, "seq", &seq, 1, err);
+    if (probe_mode == PROBE_SILENT) return;
+    wire_out_t o;
+    if (probe_mode == PROBE_ACK) {
+        wire_out_init(&o, "ack");
+        wire_put_str(&o, "of", "request");
+        wire_put_str(&o, "id", id);
+        wire_put_bool(&o, "ok", 1);
+    } else {
+        wire_out_init(&o, "error");
+        wire_put_str(&o, "code", "bad_request");
+        wire_put_str(&o, "message", "request 'acks': the exporter serves latest, latest_checkpoint, checkpoint");
+        wire_put_u64(&o, "seq", seq);
+    }
+    zmq_send(router, zmq_msg_data(route), zmq_msg_size(route), ZMQ_SNDMORE);
+    EXPECT(wire_send(router, &o, 0, err) == 0, "%s", err);
+    wire_out_free(&o);
+}
+
+// Receive one message (not a probe: those are answered) within ms on the ROUTER. 1 when one came.
 static int recv_one(void *router, got_t *g, int ms)
 {
     zmq_pollitem_t it = { .socket = router, .events = ZMQ_POLLIN };
-    if (zmq_poll(&it, 1, ms) <= 0) return 0;
-    zmq_msg_init(&g->route);
-    if (zmq_msg_recv(&g->route, router, 0) < 0) return 0;
-    wire_msg_t m;
-    wire_msg_init(&m);
-    if (wire_recv(router, &m, 0, err) != 0) { wire_msg_free(&m); return 0; }
-    g->id[0] = 0;
-    wire_get_str(&m, "id", g->id, sizeof g->id, 1, err);
-    g->first = m.narrays ? ((const uint8_t *)m.arrays[0].data)[0] : -1;
-    g->hdr_len = zmq_msg_size(&m.frames[0]);
-    wire_msg_free(&m);
-    return 1;
+    for (;;) {
+        if (zmq_poll(&it, 1, ms) <= 0) return 0;
+        zmq_msg_init(&g->route);
+        if (zmq_msg_recv(&g->route, router, 0) < 0) return 0;
+        wire_msg_t m;
+        wire_msg_init(&m);
+        if (wire_recv(router, &m, 0, err) != 0) { wire_msg_free(&m); zmq_msg_close(&g->route); return 0; }
+        if (!strcmp(m.type, "request")) {
+            answer_probe(router, &g->route, &m);
+            wire_msg_free(&m);
+            zmq_msg_close(&g->route);
+            continue;
+        }
+        g->id[0] = 0;
+        wire_get_str(&m, "id", g->id, sizeof g->id, 1, err);
+        g->first = m.narrays ? ((const uint8_t *)m.arrays[0].data)[0] : -1;
+        g->hdr_len = zmq_msg_size(&m.frames[0]);
+        wire_msg_free(&m);
+        return 1;
+    }
 }
 
 // Everything that arrives within ms; returns the count (at most cap kept in g).
@@ -142,15 +183,16 @@ int main(void)
     void *dealer = stage_socket(st, ZMQ_DEALER, ep, STAGE_CONNECT, &o, err);
     EXPECT(router && dealer, "%s", err);
     nap(0.2);                                       // connected: IMMEDIATE lets sends through
-
-    // Delivery, ids, acks by id, resend with the same bytes.
-    outbox_t *b = outbox_new("trainer", 1 << 20, 1.0);
+    got_t g[8];
     uint8_t buf[100];
+    int n;
+
+    // Delivery, ids, acks by id; no copies while the exporter keeps acknowledging.
+    outbox_t *b = outbox_new("trainer", 1 << 20, 1.0);
     for (int k = 1; k <= 3; k++) post(b, dealer, buf, sizeof buf, k, NULL);
     memset(buf, 0xEE, sizeof buf);                  // the caller reuses its buffer at once
-    got_t g[8];
-    int n = recv_all(router, g, 8, 300);
-    EXPECT(n == 3, "3 messages sent at once, got %d", n);
+    n = recv_all(router, g, 8, 300);
+    EXPECT(n == 3 && probes == 1, "3 messages sent at once (%d), and the probe (%d)", n, probes);
     EXPECT(outbox_pending(b) == 3, "3 pending before any ack: %d", outbox_pending(b));
     for (int i = 0; i < n; i++) {
         EXPECT(id_ok(g[i].id), "id '%s' is 1..63 of [A-Za-z0-9_.:-]", g[i].id);
@@ -158,27 +200,39 @@ int main(void)
         EXPECT(!strncmp(g[i].id, "trainer.", 8), "id '%s' names its sender", g[i].id);
     }
     EXPECT(n == 3 && strcmp(g[0].id, g[1].id) && strcmp(g[1].id, g[2].id) && strcmp(g[0].id, g[2].id), "ids differ");
-    if (n == 3) ack(router, &g[0], 1, 0);
-    pump(b, dealer, 100);
-    EXPECT(outbox_pending(b) == 2 && outbox_acked(b) == 1 && outbox_reliable(b), "one acked: pending %d acked %ld",
-           outbox_pending(b), outbox_acked(b));
     char second[64];
     snprintf(second, sizeof second, "%s", n == 3 ? g[1].id : "?");
     size_t second_len = n == 3 ? g[1].hdr_len : 0;
+    pump(b, dealer, 100);                           // the probe's answer
+    nap(1.0);                                       // all three older than resend_s...
+    if (n == 3) ack(router, &g[0], 1, 0);           // ...but the exporter is working: it acks 1
+    pump(b, dealer, 100);
+    EXPECT(outbox_pending(b) == 2 && outbox_acked(b) == 1, "one acked: pending %d acked %ld", outbox_pending(b), outbox_acked(b));
+    outbox_tick(b, dealer);
     release(g, n);
-    outbox_tick(b, dealer);                         // the exporter is just slow: nothing goes out
-    EXPECT(recv_all(router, g, 8, 100) == 0, "nothing resent while the exporter acked within resend_s");
-    nap(1.0);                                       // now it has acked nothing for resend_s: stalled
+    EXPECT(recv_all(router, g, 8, 100) == 0, "no copies to an exporter that acknowledged within resend_s (slow, not dead)");
+    nap(1.0);                                       // now nothing acknowledged for resend_s: stalled
     outbox_tick(b, dealer);
     n = recv_all(router, g, 8, 300);
     EXPECT(n == 2 && !strcmp(g[0].id, second) && g[0].first == 2 && g[0].hdr_len == second_len && g[1].first == 3,
            "both unacknowledged ones again, in order, same id and bytes (%d, '%s', %d)", n, n ? g[0].id : "", n ? g[0].first : -1);
-    if (n == 2) ack(router, &g[1], 1, 0);           // the copy of 3 acked, 2 not: 2 was lost
+    for (int i = 0; i < n; i++) ack(router, &g[i], 1, 0);
+    pump(b, dealer, 100);
+    release(g, n);
+    EXPECT(outbox_pending(b) == 0 && outbox_stalled_s(b) == 0, "all acked, nothing waits");
+
+    // A message overtaken by an acknowledged later one was lost: it goes again at once.
+    post(b, dealer, buf, sizeof buf, 4, NULL);
+    n = recv_all(router, g, 8, 200);                // the exporter "loses" 4
+    release(g, n);
+    post(b, dealer, buf, sizeof buf, 5, NULL);
+    n = recv_all(router, g, 8, 200);
+    if (n == 1) ack(router, &g[0], 1, 0);
     pump(b, dealer, 100);
     release(g, n);
     outbox_tick(b, dealer);
     n = recv_all(router, g, 8, 300);
-    EXPECT(n == 1 && !strcmp(g[0].id, second), "a message overtaken by an acked later one goes again at once (%d)", n);
+    EXPECT(n == 1 && g[0].first == 4, "the lost one again at once (%d, %d)", n, n ? g[0].first : -1);
 
     // A stale or duplicate ack, an ack without id, other messages: not the outbox's business.
     wire_msg_t m;
@@ -192,24 +246,24 @@ int main(void)
     EXPECT(outbox_on_reply(b, &m) == 1 && outbox_pending(b) == 1, "an unknown id's ack is absorbed, nothing retired");
     wire_msg_free(&m);
     wire_out_free(&w);
-    wire_out_init(&w, "ack");
-    wire_put_str(&w, "of", "volume");
-    wire_put_bool(&w, "ok", 1);
+    wire_out_init(&w, "checkpoint_ack");
     wire_msg_init(&m);
     EXPECT(wire_parse(&m, fr, wire_out_frames(&w, fr), err) == 0, "%s", err);
-    EXPECT(outbox_on_reply(b, &m) == 0, "an ack without id is left to the caller");
+    EXPECT(outbox_on_reply(b, &m) == 0, "a checkpoint_ack is left to the caller");
     wire_msg_free(&m);
     wire_out_free(&w);
 
     // ok=false: retry keeps it (sent again after resend_s), no retry drops it.
+    char fourth[64];
+    snprintf(fourth, sizeof fourth, "%s", n == 1 ? g[0].id : "?");
     if (n == 1) ack(router, &g[0], 0, 1);
     pump(b, dealer, 100);
     EXPECT(outbox_pending(b) == 1 && outbox_dropped(b) == 0, "retry=true keeps it");
     release(g, n);
-    nap(1.0);
+    nap(1.05);
     outbox_tick(b, dealer);
     n = recv_all(router, g, 8, 300);
-    EXPECT(n == 1 && !strcmp(g[0].id, second), "and sends it again (%d)", n);
+    EXPECT(n == 1 && !strcmp(g[0].id, fourth), "and sends it again (%d)", n);
     if (n == 1) ack(router, &g[0], 0, 0);
     pump(b, dealer, 100);
     EXPECT(outbox_pending(b) == 0 && outbox_dropped(b) == 1, "retry=false drops it: pending %d dropped %ld",
@@ -245,6 +299,27 @@ int main(void)
     release(g, n);
     outbox_free(&b);
 
+    // The exporter dies before it ever acknowledged anything (its probe unanswered too): the
+    // message is not given up, and its successor gets it.
+    probe_mode = PROBE_SILENT;
+    b = outbox_new("evaluator", 1 << 20, 0.3);
+    post(b, dealer, buf, sizeof buf, 26, NULL);
+    n = recv_all(router, g, 8, 200);
+    EXPECT(n == 1, "sent (%d)", n);
+    release(g, n);
+    stage_close(st, &router);
+    router = stage_socket(st, ZMQ_ROUTER, ep, STAGE_BIND, &o, err);
+    probe_mode = PROBE_ACK;
+    nap(0.5);
+    for (int t = 0; t < 10; t++) { outbox_tick(b, dealer); pump(b, dealer, 50); }
+    n = recv_all(router, g, 8, 300);
+    EXPECT(n >= 1 && g[0].first == 26, "the successor gets it (%d, %d)", n, n ? g[0].first : -1);
+    for (int i = 0; i < n && i < 8; i++) ack(router, &g[i], 1, 0);
+    pump(b, dealer, 100);
+    EXPECT(outbox_pending(b) == 0 && outbox_acked(b) == 1, "and acks it: pending %d", outbox_pending(b));
+    release(g, n < 8 ? n : 8);
+    outbox_free(&b);
+
     // The exporter away: posting does not block, the messages wait, and arrive in order once it
     // binds (the DEALER's ZMQ_IMMEDIATE refuses sends until then).
     stage_close(st, &router);
@@ -264,18 +339,39 @@ int main(void)
     EXPECT(n == 3 && g[0].first == 30 && g[1].first == 31 && g[2].first == 32, "3 in order after the bind (%d)", n);
     for (int i = 0; i < n; i++) ack(router, &g[i], 1, 0);
     pump(b, dealer, 100);
-    EXPECT(outbox_pending(b) == 0 && outbox_acked(b) == 3 && outbox_stalled_s(b) == 0, "all acked, nothing waits");
+    EXPECT(outbox_pending(b) == 0 && outbox_acked(b) == 3, "all acked");
     release(g, n);
     outbox_free(&b);
 
-    // An exporter that never acknowledges by id (an older build): each message is sent once and
-    // leaves the outbox after OUTBOX_FIRST_ACK resend periods; no copies.
+    // An older exporter answers the probe with an error: each message is sent once, no copies.
+    probe_mode = PROBE_ERROR;
     b = outbox_new("trainer", 1 << 20, 0.1);
     for (int k = 40; k < 42; k++) post(b, dealer, buf, sizeof buf, k, NULL);
-    for (int t = 0; t < 15; t++) { nap(0.1); outbox_tick(b, dealer); }
     n = recv_all(router, g, 8, 200);
-    EXPECT(n == 2 && g[0].first == 40 && g[1].first == 41 && outbox_pending(b) == 0 && !outbox_reliable(b),
-           "an old exporter: sent once each (%d), then let go (%d pending)", n, outbox_pending(b));
+    for (int t = 0; t < 10; t++) { pump(b, dealer, 20); outbox_tick(b, dealer); nap(0.05); }
+    n += recv_all(router, g + (n < 8 ? n : 7), 1, 200);
+    EXPECT(n == 2 && outbox_pending(b) == 0 && outbox_unconfirmed(b) == 2,
+           "an older exporter: sent once each (%d), then let go (%d pending, %ld unconfirmed)", n, outbox_pending(b),
+           outbox_unconfirmed(b));
+    release(g, n < 8 ? n : 8);
+    outbox_free(&b);
+    // ... or acks a prediction without an id.
+    probe_mode = PROBE_SILENT;
+    b = outbox_new("evaluator", 1 << 20, 0.1);
+    post(b, dealer, buf, sizeof buf, 43, "case_z");
+    n = recv_all(router, g, 8, 200);
+    if (n == 1) {
+        wire_out_init(&w, "ack");
+        wire_put_str(&w, "of", "volume");
+        wire_put_str(&w, "case_id", "case_z");
+        wire_put_bool(&w, "ok", 1);
+        zmq_send(router, zmq_msg_data(&g[0].route), zmq_msg_size(&g[0].route), ZMQ_SNDMORE);
+        wire_send(router, &w, 0, err);
+        wire_out_free(&w);
+    }
+    pump(b, dealer, 100);
+    EXPECT(n == 1 && outbox_pending(b) == 0 && outbox_unconfirmed(b) == 1, "an ack without id: an older exporter (%d pending)",
+           outbox_pending(b));
     release(g, n);
     outbox_free(&b);
 
