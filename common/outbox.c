@@ -169,10 +169,24 @@ static void go_legacy(outbox_t *b)
         if (b->e[i]->sends) { b->unconfirmed++; drop(b, i--); }
 }
 
+// The exporter has acknowledged nothing for resend_s while sent messages wait: it died, froze --
+// or was replaced, maybe by an older build. Ask again, ahead of any copy.
+static void reprobe_if_silent(outbox_t *b, double now)
+{
+    if (b->peer != PEER_ACKS || now - b->last_ack < b->resend_s) return;
+    for (int i = 0; i < b->n; i++)
+        if (b->e[i]->sends && now - b->e[i]->sent_at >= b->resend_s) {
+            b->peer = PEER_UNKNOWN;
+            b->probe_at = 0;
+            return;
+        }
+}
+
 void outbox_tick(outbox_t *b, void *sock)
 {
     double now = mono();
     char err[ERR_LEN];
+    reprobe_if_silent(b, now);
     probe(b, sock, now);
     for (int i = 0; i < b->n; i++) {
         entry_t *x = b->e[i];

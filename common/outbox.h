@@ -11,8 +11,9 @@ bounded: beyond OUTBOX_MAX_ENTRIES messages or max_bytes of payload the oldest i
 warning naming it, and so is one sent OUTBOX_MAX_SENDS times. An ack with ok=false drops the
 message when the exporter refuses it (retry=false) and keeps it for a later send when it could not
 file it now (retry=true: a full disk). The outbox asks the exporter (`request` "acks") whether it
-acknowledges by id; an older build answers with an `error` (or acks a prediction without id), and
-from then on messages are sent once, as before. docs/protocol.md, `ack`.
+acknowledges by id -- at the start, and again before copies after a silence, in case it was
+replaced; an older build answers with an `error` (or acks a prediction without id), and from
+then on messages are sent once, as before. docs/protocol.md, `ack`.
 */
 #ifndef SRM_OUTBOX_H
 #define SRM_OUTBOX_H
@@ -21,7 +22,7 @@ from then on messages are sent once, as before. docs/protocol.md, `ack`.
 #include <stddef.h>
 
 #define OUTBOX_MAX_ENTRIES 4096
-#define OUTBOX_MAX_SENDS 20         // a message the exporter never acks (it cannot take it) goes then
+#define OUTBOX_MAX_SENDS 20         // a message lost this often (or that the exporter cannot take) goes
 
 typedef struct outbox outbox_t;
 

@@ -267,7 +267,7 @@ static void finish(trainer_t *t, int completed)
                     t->state.step, t->ck.spool, t->ck.pending_path);
         // the metrics lines: what is left of that wait, at least one resend period (lines lost in
         // an exporter restart go again after it); train.sh allows the trainer 120 s to stop
-        else if (!wait_until(t, lines_acked, fmax(c->exporter_resend_s + 5, c->final_ack_timeout_s - (trainer_now() - t0)), 0))
+        else if (!wait_until(t, lines_acked, fmax(fmin(c->exporter_resend_s, 60) + 5, c->final_ack_timeout_s - (trainer_now() - t0)), 0))
             log_msg('W', "%d metrics line(s) not acknowledged by the exporter: not in metrics.jsonl", outbox_pending(t->out));
     }
     if (completed && t->jobs && c->final_eval_timeout_s > 0) {

@@ -375,6 +375,35 @@ int main(void)
     release(g, n);
     outbox_free(&b);
 
+    // A current exporter replaced by an older build mid-run: after a silence the outbox asks
+    // again, learns it, and stops copying (the older one would file every copy).
+    probe_mode = PROBE_ACK;
+    b = outbox_new("trainer", 1 << 20, 0.2);
+    post(b, dealer, buf, sizeof buf, 50, NULL);
+    n = recv_all(router, g, 8, 200);
+    if (n == 1) ack(router, &g[0], 1, 0);
+    pump(b, dealer, 100);
+    release(g, n);
+    EXPECT(outbox_acked(b) == 1, "the current exporter acked message 50");
+    stage_close(st, &router);
+    router = stage_socket(st, ZMQ_ROUTER, ep, STAGE_BIND, &o, err);
+    probe_mode = PROBE_ERROR;
+    nap(0.5);
+    post(b, dealer, buf, sizeof buf, 51, NULL);
+    int copies = 0;
+    for (int t = 0; t < 20; t++) {
+        int k = recv_all(router, g, 8, 50);
+        copies += k;
+        release(g, k < 8 ? k : 8);
+        pump(b, dealer, 20);
+        outbox_tick(b, dealer);
+        nap(0.05);
+    }
+    EXPECT(copies <= 2 && outbox_pending(b) == 0 && outbox_unconfirmed(b) == 1,
+           "the older successor got message 51 %d time(s) (at most 2), then it was let go (%d pending)", copies,
+           outbox_pending(b));
+    outbox_free(&b);
+
     stage_destroy(&st);
     return test_summary();
 }
