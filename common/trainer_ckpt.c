@@ -18,67 +18,10 @@ crash (or left behind by SIGINT without an ack) is not lost.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define RETRY_S 1.0                 // exporter unreachable (EAGAIN): try again this often
 #define FAILED_BACKOFF_S 5.0        // ack ok=false (disk full ...): resend after this long
-
-static int mkdirs(const char *path, char *err)
-{
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return set_err(err, "%s: path too long", path);
-    for (char *p = tmp + 1; ; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(tmp, 0755) && errno != EEXIST) return set_err(err, "%s: mkdir: %s", tmp, strerror(errno));
-            *p = c;
-            if (!c) break;
-        }
-    }
-    return 0;
-}
-
-// The whole file in a malloc'd buffer. NULL with err.
-static uint8_t *read_file(const char *path, size_t *n, char *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) { set_err(err, "%s: %s", path, strerror(errno)); return NULL; }
-    uint8_t *buf = NULL;
-    long len;
-    if (fseek(f, 0, SEEK_END) || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) {
-        set_err(err, "%s: cannot size: %s", path, strerror(errno));
-        goto out;
-    }
-    buf = malloc(len ? (size_t)len : 1);
-    if (!buf) { set_err(err, "%s: cannot allocate %ld bytes", path, len); goto out; }
-    if (fread(buf, 1, (size_t)len, f) != (size_t)len) {
-        set_err(err, "%s: short read", path);
-        free(buf);
-        buf = NULL;
-        goto out;
-    }
-    *n = (size_t)len;
-out:
-    fclose(f);
-    return buf;
-}
-
-static int write_file(const char *path, const void *data, size_t n, char *err)
-{
-    char tmp[PATH_MAX + 8];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return set_err(err, "%s: %s", tmp, strerror(errno));
-    int ok = fwrite(data, 1, n, f) == n && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    if (fclose(f)) ok = 0;
-    if (!ok || rename(tmp, path)) {
-        unlink(tmp);
-        return set_err(err, "%s: write failed: %s", path, strerror(errno));
-    }
-    return 0;
-}
 
 static void free_blob(void *data, void *hint) { (void)hint; free(data); }
 
@@ -119,7 +62,7 @@ static int spool_dir(const trainer_cfg_t *c, char *out, size_t cap, char *err)
     if (c->spool_dir && strlen(c->spool_dir) >= cap) return set_err(err, "--spool: path too long");
     if (c->spool_dir) snprintf(out, cap, "%s", c->spool_dir);
     else snprintf(out, cap, "/tmp/srm-trainer-%d", (int)getpid());
-    return mkdirs(out, err);
+    return fs_mkdir_p(out, err);
 }
 
 int ckpt_flow_lock(const trainer_cfg_t *c, char *err)
@@ -154,8 +97,8 @@ static void try_send(ckpt_flow_t *f)
     if (!f->sock || !f->have_pending || f->in_flight || trainer_now() < f->next_try) return;
     char err[ERR_LEN];
     size_t n = 0;
-    uint8_t *blob = read_file(f->pending_path, &n, err);
-    if (!blob) {
+    uint8_t *blob;
+    if (fs_read_file(f->pending_path, &blob, &n, SIZE_MAX, err)) {
         log_msg('E', "pending checkpoint: %s", err);
         f->next_try = trainer_now() + FAILED_BACKOFF_S;
         return;
@@ -370,7 +313,9 @@ static long ask_exporter(ckpt_flow_t *f, stage_t *st, const char *out_path, char
             if (wire_decode_checkpoint(&m, &ck, err)) {     // also verifies the sha256
                 log_msg('W', "%s: bad checkpoint reply: %s", m.peer, err);
             } else {
-                result = write_file(out_path, ck.blob, ck.blob_len, err) ? -2 : (long)ck.step;
+                char dir[FS_PATH_MAX];
+                const char *name = fs_split_path(out_path, dir, sizeof dir);
+                result = fs_write_atomic(dir, name, ck.blob, ck.blob_len, err) ? -2 : (long)ck.step;
                 wire_checkpoint_free(&ck);
             }
         } else {
