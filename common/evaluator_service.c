@@ -166,7 +166,7 @@ static void drain_exporter(svc_t *s)
         else log_msg('W', "exporter %s: unexpected '%s' message", m.peer, m.type);
         wire_msg_free(&m);
     }
-    outbox_tick(s->out, s->exporter);
+    outbox_tick(s->out);
 }
 
 // Wait until the exporter has acknowledged all but `keep` of what the outbox holds: 1 when it
@@ -192,7 +192,7 @@ static void to_exporter(svc_t *s, wire_out_t *o, const char *what, const char *k
     if (!s->exporter) return;
     if (!flush_outbox(s, EVAL_OUTBOX_AHEAD, 60, 10, 1) && !stage_stopping(s->st))
         log_msg('W', "exporter: %d message(s) unacknowledged; %s queued behind them", outbox_pending(s->out), what);
-    outbox_post(s->out, s->exporter, o, what, key);
+    outbox_post(s->out, o, what, key);
 }
 
 static void send_prediction(svc_t *s, const eval_case_t *c, uint8_t *labels, uint64_t step)
@@ -409,7 +409,7 @@ static int svc_open(svc_t *s, const eval_cfg_t *cfg, stage_t *st, char *err)
     if (!(s->cases = open_sock(s, ZMQ_DEALER, cfg->cases_ep, 4, err))) return -1;
     if (cfg->exporter_ep) {
         if (!(s->exporter = open_sock(s, ZMQ_DEALER, cfg->exporter_ep, 16, err))) return -1;
-        s->out = outbox_new("evaluator", EVAL_OUTBOX_BYTES, cfg->exporter_resend_s);
+        s->out = outbox_new("evaluator", s->exporter, EVAL_OUTBOX_BYTES, cfg->exporter_resend_s);
     }
     if (cfg->metrics_ep && !(s->metrics = open_sock(s, ZMQ_PUSH, cfg->metrics_ep, 4, err))) return -1;
     return 0;

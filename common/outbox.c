@@ -40,6 +40,7 @@ struct outbox {
     uint64_t probe_seq;
     double probe_at;                // monotonic seconds of its last send (0: never)
     double last_ack, resend_s;
+    void *sock;                     // the DEALER connected to the exporter
     size_t max_bytes, bytes;
     entry_t **e;
     int n;
@@ -53,7 +54,7 @@ static double mono(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-outbox_t *outbox_new(const char *who, size_t max_bytes, double resend_s)
+outbox_t *outbox_new(const char *who, void *sock, size_t max_bytes, double resend_s)
 {
     outbox_t *b = xcalloc(1, sizeof *b);
     uint64_t nonce;
@@ -65,6 +66,7 @@ outbox_t *outbox_new(const char *who, size_t max_bytes, double resend_s)
     snprintf(b->prefix, sizeof b->prefix, "%.15s.%d.%016llx", who, (int)getpid(), (unsigned long long)nonce);
     snprintf(b->probe_id, sizeof b->probe_id, "%s.probe", b->prefix);
     b->probe_seq = nonce >> 1;                      // an older exporter's `error` echoes it
+    b->sock = sock;
     b->max_bytes = max_bytes;
     b->resend_s = resend_s;
     b->last_ack = mono();
@@ -94,7 +96,7 @@ void outbox_free(outbox_t **pb)
 
 static void free_copy(void *data, void *hint) { (void)hint; free(data); }
 
-void outbox_post(outbox_t *b, void *sock, wire_out_t *o, const char *what, const char *key)
+void outbox_post(outbox_t *b, wire_out_t *o, const char *what, const char *key)
 {
     entry_t *x = xcalloc(1, sizeof *x);
     snprintf(x->id, sizeof x->id, "%.43s.%llx", b->prefix, (unsigned long long)++b->seq);   // <= 63 bytes
@@ -130,7 +132,7 @@ void outbox_post(outbox_t *b, void *sock, wire_out_t *o, const char *what, const
     }
     b->e[b->n++] = x;
     b->bytes += x->bytes;
-    outbox_tick(b, sock);
+    outbox_tick(b);
 }
 
 // Whether sent message x is due again. An exporter handles one connection's messages in order,
@@ -145,7 +147,7 @@ static int due_again(const outbox_t *b, const entry_t *x, double now)
 
 // Ask the exporter whether it acknowledges by id (docs/protocol.md, request "acks"): a current
 // one answers `ack` with the probe's id, an older one `error` with the probe's seq.
-static void probe(outbox_t *b, void *sock, double now)
+static void probe(outbox_t *b, double now)
 {
     if (b->peer != PEER_UNKNOWN || (b->probe_at && now - b->probe_at < b->resend_s)) return;
     wire_out_t o;
@@ -154,7 +156,7 @@ static void probe(outbox_t *b, void *sock, double now)
     wire_put_str(&o, "what", "acks");
     wire_put_str(&o, "id", b->probe_id);
     wire_put_u64(&o, "seq", b->probe_seq);
-    if (wire_send(sock, &o, ZMQ_DONTWAIT, err) == 0) b->probe_at = now;
+    if (wire_send(b->sock, &o, ZMQ_DONTWAIT, err) == 0) b->probe_at = now;
     wire_out_free(&o);
 }
 
@@ -182,12 +184,12 @@ static void reprobe_if_silent(outbox_t *b, double now)
         }
 }
 
-void outbox_tick(outbox_t *b, void *sock)
+void outbox_tick(outbox_t *b)
 {
     double now = mono();
     char err[ERR_LEN];
     reprobe_if_silent(b, now);
-    probe(b, sock, now);
+    probe(b, now);
     for (int i = 0; i < b->n; i++) {
         entry_t *x = b->e[i];
         if (x->hold_until > now || (x->sends && !due_again(b, x, now))) continue;
@@ -197,7 +199,7 @@ void outbox_tick(outbox_t *b, void *sock)
             drop(b, i--);
             continue;
         }
-        int rc = wire_send(sock, &x->o, ZMQ_DONTWAIT, err);
+        int rc = wire_send(b->sock, &x->o, ZMQ_DONTWAIT, err);
         if (rc == WIRE_AGAIN) return;               // away or full: the rest wait too, in order
         if (rc < 0) {
             log_msg('W', "exporter: %s cannot be sent (%s); dropped", x->what, err);

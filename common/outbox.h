@@ -26,16 +26,17 @@ then on messages are sent once, as before. docs/protocol.md, `ack`.
 
 typedef struct outbox outbox_t;
 
-// who: the sender's stage name, the ids' prefix ("trainer", "evaluator").
-outbox_t *outbox_new(const char *who, size_t max_bytes, double resend_s);
+// who: the sender's stage name, the ids' prefix ("trainer", "evaluator"); sock: its DEALER
+// connected to the exporter, which it keeps (and which the caller reads the replies from).
+outbox_t *outbox_new(const char *who, void *sock, size_t max_bytes, double resend_s);
 void outbox_free(outbox_t **b);
 // Take *o (left empty), give it a fresh `id` and send it when the socket takes it. what: for the
 // log ("metrics step 40"). key: when not NULL, an unacknowledged older message with the same key
 // is dropped first (a newer prediction of a case replaces one still waiting).
-void outbox_post(outbox_t *b, void *sock, wire_out_t *o, const char *what, const char *key);
+void outbox_post(outbox_t *b, wire_out_t *o, const char *what, const char *key);
 // Ask the exporter whether it acknowledges (until it answers), and send what is due: never sent
 // yet, or evidently lost (above). Never blocks.
-void outbox_tick(outbox_t *b, void *sock);
+void outbox_tick(outbox_t *b);
 // m arrived on the exporter socket: 1 when it is the outbox's (an `ack`, or the `error` an older
 // exporter answers the probe with), else 0 (the caller handles m).
 int outbox_on_reply(outbox_t *b, const wire_msg_t *m);

@@ -132,9 +132,8 @@ typedef struct {
 
 // Every --log-every steps: progress line on stdout, metrics message to the exporter.
 // total: the schedule's length now (the checkpoint's, or the budget's estimate); <= 0 prints "?".
-// The message goes through out (acknowledged, sent again until it is) when there is an exporter.
-void report_interval(report_t *r, outbox_t *out, void *exporter_sock, long step, long total,
-                     float lr, size_t gpu_peak);
+// The message goes through out (acknowledged, sent again until it is; NULL: no exporter).
+void report_interval(report_t *r, outbox_t *out, long step, long total, float lr, size_t gpu_peak);
 // An eval job: safetensors bytes of params + the step on the evaljobs socket. final: the
 // pipeline's last one (kind "final"); else kind "weights", dropped when the evaluator is busy.
 // Returns 0 sent, WIRE_AGAIN skipped (busy/absent), -1 with err.

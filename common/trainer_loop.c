@@ -97,7 +97,7 @@ static int setup(trainer_t *t, char *err)
         return set_err(err, "cannot allocate the model (%zu parameters) and batch buffers", P);
     if (ckpt_flow_lock(c, err) || open_sockets(t, err) || ckpt_flow_open(&t->ck, c, &t->m, t->exporter, err))
         return -1;
-    if (t->exporter) t->out = outbox_new("trainer", (size_t)64 << 20, c->exporter_resend_s);
+    if (t->exporter) t->out = outbox_new("trainer", t->exporter, (size_t)64 << 20, c->exporter_resend_s);
 
     // Fresh state: the paper's schedule over --steps from --lr; RNG from --seed.
     t->state = (ckpt_state_t){ .cfg = c->model, .step = 0, .total_steps = c->steps, .base_lr = c->tc.adam.lr,
@@ -142,7 +142,7 @@ static void teardown(trainer_t *t)
 static void service(trainer_t *t)
 {
     ckpt_flow_drain(&t->ck, t->out);
-    if (t->out) outbox_tick(t->out, t->exporter);
+    if (t->out) outbox_tick(t->out);
     if (t->metrics) {
         for (;;) {
             wire_msg_t m;
@@ -355,7 +355,7 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
         t.rep.loss_sum += loss;
         t.rep.loss_n++;
         if (t.state.step % c.log_every == 0 || t.state.step == total)
-            report_interval(&t.rep, t.out, t.exporter, t.state.step, budget_total(&t.budget, &t.state), lr,
+            report_interval(&t.rep, t.out, t.state.step, budget_total(&t.budget, &t.state), lr,
                             tb_mem_peak(t.b));
         if (c.ckpt_every && t.state.step % c.ckpt_every == 0 && t.state.step < total) save_ckpt(&t, 0);
         if (c.val_every && t.state.step % c.val_every == 0 && t.state.step < total) eval_job(&t, 0);
@@ -364,7 +364,7 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
     if (out_of_time) {
         // The last interval's numbers, then the run ends as if the schedule had (a resume of
         // this final checkpoint has nothing left to do).
-        if (t.rep.loss_n) report_interval(&t.rep, t.out, t.exporter, t.state.step, t.state.total_steps, lr, tb_mem_peak(t.b));
+        if (t.rep.loss_n) report_interval(&t.rep, t.out, t.state.step, t.state.total_steps, lr, tb_mem_peak(t.b));
         log_msg('I', "--max-minutes %g: the budget ran out at step %ld of the estimated %ld (%.0f s since the start)",
                 c.max_minutes, t.state.step, t.state.total_steps, trainer_now() - t.t_start);
         if (t.state.step < t.state.total_steps) t.state.total_steps = t.state.step;

@@ -2,8 +2,9 @@
 trainer_report.c -- what the trainer tells the world. Every --log-every steps: one progress line
 on stdout (step, loss, lr, patches/s, share of wall time spent waiting for data, GPU memory,
 ETA) and the same numbers as a `metrics` message (source "trainer") to the exporter, never
-blocking: it waits in the outbox (outbox.h) until the exporter acknowledges it. Every --val-every steps: an eval job (`checkpoint` of kind "weights": safetensors
-bytes) on the evaljobs PUSH socket with DONTWAIT, skipped when the evaluator is busy or absent.
+blocking: it waits in the outbox (outbox.h) until the exporter acknowledges it. Every
+--val-every steps: an eval job (`checkpoint` of kind "weights": safetensors bytes) on the
+evaljobs PUSH socket with DONTWAIT, skipped when the evaluator is busy or absent.
 The evaluator's validation metrics arriving on the metrics socket are logged here.
 */
 #include "trainer_internal.h"
@@ -45,8 +46,7 @@ static void put_value(wire_metrics_t *x, const char *name, double v)
     x->values[x->nvalues++] = v;
 }
 
-void report_interval(report_t *r, outbox_t *out, void *exporter_sock, long step, long total,
-                     float lr, size_t gpu_peak)
+void report_interval(report_t *r, outbox_t *out, long step, long total, float lr, size_t gpu_peak)
 {
     double now = trainer_now(), dt = now - r->t_last;
     long dsteps = step - r->step_last;
@@ -63,7 +63,7 @@ void report_interval(report_t *r, outbox_t *out, void *exporter_sock, long step,
            (double)lr, pps, 100 * wait, mem, eta);
     fflush(stdout);
 
-    if (out && exporter_sock) {
+    if (out) {
         wire_metrics_t x;
         memset(&x, 0, sizeof x);
         x.step = (uint64_t)step;
@@ -82,7 +82,7 @@ void report_interval(report_t *r, outbox_t *out, void *exporter_sock, long step,
             char what[48];
             snprintf(what, sizeof what, "metrics of step %ld", step);
             wire_put_str(&o, "source", "trainer");
-            outbox_post(out, exporter_sock, &o, what, NULL);
+            outbox_post(out, &o, what, NULL);
         }
         wire_out_free(&o);
     }

@@ -150,7 +150,7 @@ static void pump(outbox_t *b, void *dealer, int ms)
 }
 
 // A message whose one array is n bytes of `fill`, borrowed from buf.
-static void post(outbox_t *b, void *dealer, uint8_t *buf, size_t n, int fill, const char *key)
+static void post(outbox_t *b, uint8_t *buf, size_t n, int fill, const char *key)
 {
     wire_out_t o;
     wire_out_init(&o, "metrics");
@@ -160,7 +160,7 @@ static void post(outbox_t *b, void *dealer, uint8_t *buf, size_t n, int fill, co
     wire_out_array(&o, "blob", WIRE_U8, 1, shape, buf);
     char what[32];
     snprintf(what, sizeof what, "message %d", fill);
-    outbox_post(b, dealer, &o, what, key);
+    outbox_post(b, &o, what, key);
     wire_out_free(&o);                              // o was taken: this frees nothing of it
 }
 
@@ -188,8 +188,8 @@ int main(void)
     int n;
 
     // Delivery, ids, acks by id; no copies while the exporter keeps acknowledging.
-    outbox_t *b = outbox_new("trainer", 1 << 20, 1.0);
-    for (int k = 1; k <= 3; k++) post(b, dealer, buf, sizeof buf, k, NULL);
+    outbox_t *b = outbox_new("trainer", dealer, 1 << 20, 1.0);
+    for (int k = 1; k <= 3; k++) post(b, buf, sizeof buf, k, NULL);
     memset(buf, 0xEE, sizeof buf);                  // the caller reuses its buffer at once
     n = recv_all(router, g, 8, 300);
     EXPECT(n == 3 && probes == 1, "3 messages sent at once (%d), and the probe (%d)", n, probes);
@@ -208,11 +208,11 @@ int main(void)
     if (n == 3) ack(router, &g[0], 1, 0);           // ...but the exporter is working: it acks 1
     pump(b, dealer, 100);
     EXPECT(outbox_pending(b) == 2 && outbox_acked(b) == 1, "one acked: pending %d acked %ld", outbox_pending(b), outbox_acked(b));
-    outbox_tick(b, dealer);
+    outbox_tick(b);
     release(g, n);
     EXPECT(recv_all(router, g, 8, 100) == 0, "no copies to an exporter that acknowledged within resend_s (slow, not dead)");
     nap(1.0);                                       // now nothing acknowledged for resend_s: stalled
-    outbox_tick(b, dealer);
+    outbox_tick(b);
     n = recv_all(router, g, 8, 300);
     EXPECT(n == 2 && !strcmp(g[0].id, second) && g[0].first == 2 && g[0].hdr_len == second_len && g[1].first == 3,
            "both unacknowledged ones again, in order, same id and bytes (%d, '%s', %d)", n, n ? g[0].id : "", n ? g[0].first : -1);
@@ -222,15 +222,15 @@ int main(void)
     EXPECT(outbox_pending(b) == 0 && outbox_stalled_s(b) == 0, "all acked, nothing waits");
 
     // A message overtaken by an acknowledged later one was lost: it goes again at once.
-    post(b, dealer, buf, sizeof buf, 4, NULL);
+    post(b, buf, sizeof buf, 4, NULL);
     n = recv_all(router, g, 8, 200);                // the exporter "loses" 4
     release(g, n);
-    post(b, dealer, buf, sizeof buf, 5, NULL);
+    post(b, buf, sizeof buf, 5, NULL);
     n = recv_all(router, g, 8, 200);
     if (n == 1) ack(router, &g[0], 1, 0);
     pump(b, dealer, 100);
     release(g, n);
-    outbox_tick(b, dealer);
+    outbox_tick(b);
     n = recv_all(router, g, 8, 300);
     EXPECT(n == 1 && g[0].first == 4, "the lost one again at once (%d, %d)", n, n ? g[0].first : -1);
 
@@ -261,7 +261,7 @@ int main(void)
     EXPECT(outbox_pending(b) == 1 && outbox_dropped(b) == 0, "retry=true keeps it");
     release(g, n);
     nap(1.05);
-    outbox_tick(b, dealer);
+    outbox_tick(b);
     n = recv_all(router, g, 8, 300);
     EXPECT(n == 1 && !strcmp(g[0].id, fourth), "and sends it again (%d)", n);
     if (n == 1) ack(router, &g[0], 0, 0);
@@ -271,14 +271,14 @@ int main(void)
     release(g, n);
 
     // A newer message with the same key replaces the unacknowledged one.
-    post(b, dealer, buf, sizeof buf, 10, "case_a");
-    post(b, dealer, buf, sizeof buf, 11, "case_b");
-    post(b, dealer, buf, sizeof buf, 12, "case_a");
+    post(b, buf, sizeof buf, 10, "case_a");
+    post(b, buf, sizeof buf, 11, "case_b");
+    post(b, buf, sizeof buf, 12, "case_a");
     n = recv_all(router, g, 8, 300);
     EXPECT(n == 3 && outbox_pending(b) == 2, "3 sent, 2 pending (%d, %d)", n, outbox_pending(b));
     release(g, n);
     nap(1.1);
-    outbox_tick(b, dealer);
+    outbox_tick(b);
     n = recv_all(router, g, 8, 300);
     EXPECT(n == 2 && g[0].first == 11 && g[1].first == 12, "resent: case_b and the newer case_a only (%d: %d %d)", n,
            n > 0 ? g[0].first : -1, n > 1 ? g[1].first : -1);
@@ -290,8 +290,8 @@ int main(void)
     EXPECT(b == NULL, "freed");
 
     // Bounds: a byte budget of ~2.5 messages keeps the newest two.
-    b = outbox_new("evaluator", 2 * (sizeof buf + 64) + 50, 10);
-    for (int k = 20; k < 25; k++) post(b, dealer, buf, sizeof buf, k, NULL);
+    b = outbox_new("evaluator", dealer, 2 * (sizeof buf + 64) + 50, 10);
+    for (int k = 20; k < 25; k++) post(b, buf, sizeof buf, k, NULL);
     EXPECT(outbox_pending(b) == 2 && outbox_dropped(b) == 3, "byte bound: pending %d dropped %ld", outbox_pending(b),
            outbox_dropped(b));
     n = recv_all(router, g, 8, 300);
@@ -302,8 +302,8 @@ int main(void)
     // The exporter dies before it ever acknowledged anything (its probe unanswered too): the
     // message is not given up, and its successor gets it.
     probe_mode = PROBE_SILENT;
-    b = outbox_new("evaluator", 1 << 20, 0.3);
-    post(b, dealer, buf, sizeof buf, 26, NULL);
+    b = outbox_new("evaluator", dealer, 1 << 20, 0.3);
+    post(b, buf, sizeof buf, 26, NULL);
     n = recv_all(router, g, 8, 200);
     EXPECT(n == 1, "sent (%d)", n);
     release(g, n);
@@ -311,7 +311,7 @@ int main(void)
     router = stage_socket(st, ZMQ_ROUTER, ep, STAGE_BIND, &o, err);
     probe_mode = PROBE_ACK;
     nap(0.5);
-    for (int t = 0; t < 10; t++) { outbox_tick(b, dealer); pump(b, dealer, 50); }
+    for (int t = 0; t < 10; t++) { outbox_tick(b); pump(b, dealer, 50); }
     n = recv_all(router, g, 8, 300);
     EXPECT(n >= 1 && g[0].first == 26, "the successor gets it (%d, %d)", n, n ? g[0].first : -1);
     for (int i = 0; i < n && i < 8; i++) ack(router, &g[i], 1, 0);
@@ -324,17 +324,17 @@ int main(void)
     // binds (the DEALER's ZMQ_IMMEDIATE refuses sends until then).
     stage_close(st, &router);
     nap(0.3);
-    b = outbox_new("evaluator", 1 << 20, 0.2);
+    b = outbox_new("evaluator", dealer, 1 << 20, 0.2);
     double t0 = mono();
-    for (int k = 30; k < 33; k++) post(b, dealer, buf, sizeof buf, k, NULL);
+    for (int k = 30; k < 33; k++) post(b, buf, sizeof buf, k, NULL);
     nap(0.3);
-    outbox_tick(b, dealer);
+    outbox_tick(b);
     EXPECT(mono() - t0 < 0.5 && outbox_pending(b) == 3, "nothing blocks, 3 wait");
     EXPECT(outbox_stalled_s(b) >= 0.3, "no progress for %.2f s", outbox_stalled_s(b));
     router = stage_socket(st, ZMQ_ROUTER, ep, STAGE_BIND, &o, err);
     EXPECT(router != NULL, "%s", err);
     nap(0.5);                                       // the DEALER reconnects (100 ms interval)
-    outbox_tick(b, dealer);
+    outbox_tick(b);
     n = recv_all(router, g, 8, 500);
     EXPECT(n == 3 && g[0].first == 30 && g[1].first == 31 && g[2].first == 32, "3 in order after the bind (%d)", n);
     for (int i = 0; i < n; i++) ack(router, &g[i], 1, 0);
@@ -345,10 +345,10 @@ int main(void)
 
     // An older exporter answers the probe with an error: each message is sent once, no copies.
     probe_mode = PROBE_ERROR;
-    b = outbox_new("trainer", 1 << 20, 0.1);
-    for (int k = 40; k < 42; k++) post(b, dealer, buf, sizeof buf, k, NULL);
+    b = outbox_new("trainer", dealer, 1 << 20, 0.1);
+    for (int k = 40; k < 42; k++) post(b, buf, sizeof buf, k, NULL);
     n = recv_all(router, g, 8, 200);
-    for (int t = 0; t < 10; t++) { pump(b, dealer, 20); outbox_tick(b, dealer); nap(0.05); }
+    for (int t = 0; t < 10; t++) { pump(b, dealer, 20); outbox_tick(b); nap(0.05); }
     n += recv_all(router, g + (n < 8 ? n : 7), 1, 200);
     EXPECT(n == 2 && outbox_pending(b) == 0 && outbox_unconfirmed(b) == 2,
            "an older exporter: sent once each (%d), then let go (%d pending, %ld unconfirmed)", n, outbox_pending(b),
@@ -357,8 +357,8 @@ int main(void)
     outbox_free(&b);
     // ... or acks a prediction without an id.
     probe_mode = PROBE_SILENT;
-    b = outbox_new("evaluator", 1 << 20, 0.1);
-    post(b, dealer, buf, sizeof buf, 43, "case_z");
+    b = outbox_new("evaluator", dealer, 1 << 20, 0.1);
+    post(b, buf, sizeof buf, 43, "case_z");
     n = recv_all(router, g, 8, 200);
     if (n == 1) {
         wire_out_init(&w, "ack");
@@ -378,8 +378,8 @@ int main(void)
     // A current exporter replaced by an older build mid-run: after a silence the outbox asks
     // again, learns it, and stops copying (the older one would file every copy).
     probe_mode = PROBE_ACK;
-    b = outbox_new("trainer", 1 << 20, 0.2);
-    post(b, dealer, buf, sizeof buf, 50, NULL);
+    b = outbox_new("trainer", dealer, 1 << 20, 0.2);
+    post(b, buf, sizeof buf, 50, NULL);
     n = recv_all(router, g, 8, 200);
     if (n == 1) ack(router, &g[0], 1, 0);
     pump(b, dealer, 100);
@@ -389,14 +389,14 @@ int main(void)
     router = stage_socket(st, ZMQ_ROUTER, ep, STAGE_BIND, &o, err);
     probe_mode = PROBE_ERROR;
     nap(0.5);
-    post(b, dealer, buf, sizeof buf, 51, NULL);
+    post(b, buf, sizeof buf, 51, NULL);
     int copies = 0;
     for (int t = 0; t < 20; t++) {
         int k = recv_all(router, g, 8, 50);
         copies += k;
         release(g, k < 8 ? k : 8);
         pump(b, dealer, 20);
-        outbox_tick(b, dealer);
+        outbox_tick(b);
         nap(0.05);
     }
     EXPECT(copies <= 2 && outbox_pending(b) == 0 && outbox_unconfirmed(b) == 1,
