@@ -108,15 +108,16 @@ static void reply_ack(void *sock, zmq_msg_t *id, const char *peer, uint64_t step
     send_to(sock, id, &o, peer);
 }
 
-// The `ack` of a message that carried an `id` (docs/protocol.md): ok, or why not and whether a
-// resend may succeed (retry: the exporter could not write it now) or never will.
-static void reply_id_ack(void *sock, zmq_msg_t *id, const char *peer, const char *of, const char *msg_id,
+// An `ack` (docs/protocol.md) of a message, by its `id` when it had one (msg_id "": a prediction
+// of an older sender): ok, or why not and whether a resend may succeed (retry: the exporter could
+// not write it now) or never will; for a prediction its case and file.
+static void reply_msg_ack(void *sock, zmq_msg_t *id, const char *peer, const char *of, const char *msg_id,
                          int ok, const char *why, int retry, const char *case_id)
 {
     wire_out_t o;
     wire_out_init(&o, "ack");
     wire_put_str(&o, "of", of);
-    wire_put_str(&o, "id", msg_id);
+    if (*msg_id) wire_put_str(&o, "id", msg_id);
     wire_put_bool(&o, "ok", ok);
     if (!ok) {
         wire_put_str(&o, "error", why);
@@ -191,7 +192,7 @@ static void on_request(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_msg
             if (!*msg_id && !err[0]) snprintf(err, sizeof err, "request 'acks' needs an 'id'");
             log_msg('W', "%s: %s", m->peer, err);
             reply_error(sock, id, m->peer, "bad_request", err, r.seq);
-        } else reply_id_ack(sock, id, m->peer, "request", msg_id, 1, NULL, 0, NULL);
+        } else reply_msg_ack(sock, id, m->peer, "request", msg_id, 1, NULL, 0, NULL);
         return;
     }
     uint64_t want;
@@ -239,32 +240,20 @@ static void on_volume(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_msg_
         char cid[WIRE_ID_LEN] = "";
         wire_get_str(m, "case_id", cid, sizeof cid, 0, err);
         log_msg('I', "%s: prediction %s (id %s) came again: already written", m->peer, cid, msg_id);
-        reply_id_ack(sock, id, m->peer, "volume", msg_id, 1, NULL, 0, cid[0] ? cid : NULL);
+        reply_msg_ack(sock, id, m->peer, "volume", msg_id, 1, NULL, 0, cid[0] ? cid : NULL);
         return;
     }
     int rc = exporter_prediction(ex, m, case_id, err);
     if (rc) {
         ex->n_rejected++;
         log_msg('W', "%s: prediction %s not written: %s", m->peer, case_id[0] ? case_id : "?", err);
-        if (*msg_id) reply_id_ack(sock, id, m->peer, "volume", msg_id, 0, err, rc == -2, NULL);
+        if (*msg_id) reply_msg_ack(sock, id, m->peer, "volume", msg_id, 0, err, rc == -2, NULL);
         else reply_error(sock, id, m->peer, "bad_request", err, 0);
         return;
     }
-    char rel[WIRE_ID_LEN + 32];
-    snprintf(rel, sizeof rel, "predictions/%s.nii.gz", case_id);
-    log_msg('I', "%s: wrote %s", m->peer, rel);
-    if (*msg_id) {
-        id_set_add(&ex->filed, msg_id);
-        reply_id_ack(sock, id, m->peer, "volume", msg_id, 1, NULL, 0, case_id);
-        return;
-    }
-    wire_out_t o;
-    wire_out_init(&o, "ack");
-    wire_put_str(&o, "of", "volume");
-    wire_put_str(&o, "case_id", case_id);
-    wire_put_str(&o, "path", rel);
-    wire_put_bool(&o, "ok", 1);
-    send_to(sock, id, &o, m->peer);
+    log_msg('I', "%s: wrote predictions/%s.nii.gz", m->peer, case_id);
+    if (*msg_id) id_set_add(&ex->filed, msg_id);
+    reply_msg_ack(sock, id, m->peer, "volume", msg_id, 1, NULL, 0, case_id);
 }
 
 // A metrics line. With an `id` it is acknowledged once durable (appended and fsynced), and a
@@ -280,7 +269,7 @@ static void on_metrics(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_msg
         log_msg('W', "%s: metrics not recorded: %s", m->peer, err);
         if (!*msg_id) reply_error(sock, id, m->peer, "bad_request", err, 0);
     }
-    if (*msg_id) reply_id_ack(sock, id, m->peer, "metrics", msg_id, rc >= 0, err, rc == -2, NULL);
+    if (*msg_id) reply_msg_ack(sock, id, m->peer, "metrics", msg_id, rc >= 0, err, rc == -2, NULL);
 }
 
 static void handle_one(exporter_t *ex, void *sock)
