@@ -1,11 +1,11 @@
 # pipeline_test.sh -- the preamble the shell tests of the pipeline share (sourced by
-# tests/cpu/test_train_pipeline.sh, test_trainer_budget.sh, test_trainer_resume.sh; it lives out
-# of tests/cpu/ so that tests/run.sh does not run it as a test):
+# tests/cpu/test_train_pipeline.sh, test_trainer_budget.sh, test_trainer_resume.sh, the kill tests
+# ...; it lives out of tests/cpu/ so that tests/run.sh does not run it as a test):
 #   pipeline_test_setup TAG CASES VAL SEED STAGE...
 # cds to the repository root, makes BIN absolute and exports it, makes $TMP (removed on exit),
 # fails the test ("0 passed, 1 failed") when a stage binary is missing, and writes CASES phantoms
 # of size 32 (VAL for validation, seed SEED) into $TMP/data. pipeline_wait (below) waits for a log
-# line while the pipeline runs.
+# line while the pipeline runs. check / check_summary (below) count and report the checks.
 pipeline_test_setup() {
     local tag=$1 cases=$2 val=$3 seed=$4 s
     shift 4
@@ -33,3 +33,9 @@ pipeline_wait() {
     done
     return 1
 }
+
+# check CONDITION TEXT: evaluate CONDITION, print "ok   TEXT" or "FAIL TEXT" and count it.
+# check_summary: the "N passed, N failed" line tests/run.sh reads; non-zero status on a failure.
+passed=0 failed=0
+check() { if eval "$1"; then echo "ok   $2"; passed=$((passed + 1)); else echo "FAIL $2"; failed=$((failed + 1)); fi; }
+check_summary() { echo "$passed passed, $failed failed"; ((failed == 0)); }

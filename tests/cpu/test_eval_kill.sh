@@ -13,8 +13,6 @@ source "$(dirname "$0")/../pipeline_test.sh"
 pipeline_test_setup evalkill 3 1 13 exporter loader augmenter trainer evaluator
 
 RUN=$TMP/run STEPS=30
-passed=0 failed=0
-check() { if eval "$1"; then echo "ok   $2"; passed=$((passed + 1)); else echo "FAIL $2"; failed=$((failed + 1)); fi; }
 
 bash pipelines/train.sh "$TMP/data" "$RUN" --preset tiny --patch 32 --batch 1 --steps $STEPS --ckpt-every 100 \
     --augmenters 1 --trainer-args "--log-every 1 --final-eval-resend 2 --final-eval-timeout 120" \
@@ -40,5 +38,4 @@ check "grep '\"source\": *\"evaluator\"' '$RUN/metrics.jsonl' | grep -q '\"step\
 check "ls '$RUN'/predictions/*.nii.gz >/dev/null 2>&1" "the validation case's prediction is written"
 check "[[ \$(pgrep -f '$RUN/' | wc -l) == 0 ]]" "no process left"
 if ((failed)); then tail -n 5 "$TMP/train.out"; tail -n 6 "$RUN"/logs/{trainer,evaluator}.log; fi
-echo "$passed passed, $failed failed"
-((failed == 0))
+check_summary

@@ -17,8 +17,7 @@ for x in "$BIN/srm-exporter" "$BIN/srm-trainer" "$BUILD/tools/ckpt_make" "$BUILD
 done
 T=$(mktemp -d "${TMPDIR:-/tmp}/srm-final-XXXXXX")
 trap 'kill $EXP $BLAST 2>/dev/null; rm -rf "$T"' EXIT
-passed=0 failed=0
-check() { if eval "$1"; then echo "ok   $2"; passed=$((passed + 1)); else echo "FAIL $2"; failed=$((failed + 1)); fi; }
+source tests/pipeline_test.sh                    # check, check_summary
 
 "$BUILD/tools/ckpt_make" "$T/start.ckpt" --step 5 --classes 4 >/dev/null
 "$BIN/srm-exporter" --run-dir "$T/run" --bind "ipc://$T/exporter" >"$T/exporter.log" 2>&1 &
@@ -43,5 +42,4 @@ check "(cd '$ck' && sha256sum -c --quiet '$name.sha256')" "its sidecar matches"
 check "[[ -z \$(ls '$T/spool' 2>/dev/null) ]]" "the trainer's spool holds no checkpoint (everything acknowledged)"
 check "grep -q 'replaced by a new checkpoint of step $last' '$T/exporter.log'" "the exporter replaced the periodic checkpoint of step $last"
 if ((failed)); then tail -n 5 "$T/trainer.log" "$T/exporter.log"; fi
-echo "$passed passed, $failed failed"
-((failed == 0))
+check_summary

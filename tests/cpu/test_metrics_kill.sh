@@ -16,8 +16,6 @@ source "$(dirname "$0")/../pipeline_test.sh"
 pipeline_test_setup metricskill 3 1 17 exporter loader augmenter trainer evaluator
 
 RUN=$TMP/run STEPS=60
-passed=0 failed=0
-check() { if eval "$1"; then echo "ok   $2"; passed=$((passed + 1)); else echo "FAIL $2"; failed=$((failed + 1)); fi; }
 
 bash pipelines/train.sh "$TMP/data" "$RUN" --preset tiny --patch 32 --batch 1 --steps $STEPS --ckpt-every 100 \
     --val-every 10 --augmenters 1 --trainer-args "--log-every 1 --exporter-resend 1" \
@@ -62,5 +60,4 @@ check "[[ '$report' == *'duplicate_ids=0 no_id=0 '* ]]" "every line has an id, n
 check "ls '$RUN'/predictions/*.nii.gz >/dev/null 2>&1" "the validation case's prediction is written"
 check "[[ \$(pgrep -f '$RUN/' | wc -l) == 0 ]]" "no process left"
 if ((failed)); then tail -n 5 "$TMP/train.out"; grep -hE "sent again|dropped|unreachable|not ack" "$RUN"/logs/{trainer,evaluator}.log | tail -n 8; fi
-echo "$passed passed, $failed failed"
-((failed == 0))
+check_summary

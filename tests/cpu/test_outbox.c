@@ -164,6 +164,18 @@ static void post(outbox_t *b, uint8_t *buf, size_t n, int fill, const char *key)
     wire_out_free(&o);                              // o was taken: this frees nothing of it
 }
 
+// The exporter replaced: its ROUTER closed and bound anew by a successor answering probes as
+// `mode`; the DEALER reconnects within its 100 ms interval.
+static void *replace_exporter(stage_t *st, void *router, const char *ep, const stage_sock_opts_t *o, int mode)
+{
+    stage_close(st, &router);
+    void *r = stage_socket(st, ZMQ_ROUTER, ep, STAGE_BIND, o, err);
+    EXPECT(r != NULL, "%s", err);
+    probe_mode = mode;
+    nap(0.5);
+    return r;
+}
+
 static int id_ok(const char *id)
 {
     size_t n = strlen(id);
@@ -307,10 +319,7 @@ int main(void)
     n = recv_all(router, g, 8, 200);
     EXPECT(n == 1, "sent (%d)", n);
     release(g, n);
-    stage_close(st, &router);
-    router = stage_socket(st, ZMQ_ROUTER, ep, STAGE_BIND, &o, err);
-    probe_mode = PROBE_ACK;
-    nap(0.5);
+    router = replace_exporter(st, router, ep, &o, PROBE_ACK);
     for (int t = 0; t < 10; t++) { outbox_tick(b); pump(b, dealer, 50); }
     n = recv_all(router, g, 8, 300);
     EXPECT(n >= 1 && g[0].first == 26, "the successor gets it (%d, %d)", n, n ? g[0].first : -1);
@@ -385,10 +394,7 @@ int main(void)
     pump(b, dealer, 100);
     release(g, n);
     EXPECT(outbox_acked(b) == 1, "the current exporter acked message 50");
-    stage_close(st, &router);
-    router = stage_socket(st, ZMQ_ROUTER, ep, STAGE_BIND, &o, err);
-    probe_mode = PROBE_ERROR;
-    nap(0.5);
+    router = replace_exporter(st, router, ep, &o, PROBE_ERROR);
     post(b, buf, sizeof buf, 51, NULL);
     int copies = 0;
     for (int t = 0; t < 20; t++) {

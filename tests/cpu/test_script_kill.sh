@@ -15,8 +15,6 @@ pipeline_test_setup scriptkill 3 1 7 exporter loader augmenter trainer
 RUN=$TMP/run STEPS=40
 args=("$TMP/data" "$RUN" --preset tiny --patch 32 --batch 1 --steps $STEPS --ckpt-every 5 --augmenters 1
       --no-evaluator --trainer-args "--log-every 1 --final-ack-timeout 5")
-passed=0 failed=0
-check() { if eval "$1"; then echo "ok   $2"; passed=$((passed + 1)); else echo "FAIL $2"; failed=$((failed + 1)); fi; }
 left() { pgrep -f "$RUN/" | wc -l; }
 
 bash pipelines/train.sh "${args[@]}" >"$TMP/train1.out" 2>&1 &
@@ -48,5 +46,4 @@ check "[[ \$(readlink '$ck/latest.ckpt') == step-$(printf %08d $STEPS).ckpt ]]" 
 check "(cd '$ck' && sha256sum -c --quiet \$(readlink latest.ckpt).sha256)" "its sidecar matches"
 check "[[ $(left) == 0 ]]" "no process left after the resumed run"
 if ((failed)); then tail -n 5 "$TMP"/train*.out; tail -n 8 "$RUN"/logs/*.log; fi
-echo "$passed passed, $failed failed"
-((failed == 0))
+check_summary
