@@ -120,6 +120,9 @@ typedef struct {
 // labels (rec->src_dim) always; logits (K, rec->src_dim) when not NULL. 0 or -1 + err.
 int eval_segment(eval_model_t *em, const sw_cfg_t *sw, const eval_labels_t *lab, const float *x,
                  const preprocess_record_t *rec, uint8_t *labels, float *logits, char *err);
+// The first voxel of the reference ref (n voxels) that scoring would silently drop: a label
+// >= K for softmax classes, or with regions a non-zero label in no region. -1 when none.
+int64_t eval_ref_unscorable(const uint8_t *ref, size_t n, int K, const eval_labels_t *lab);
 // Score pred against ref (both on one grid dim with voxel size spacing, mm) into r.
 void eval_score(eval_result_t *r, const uint8_t *pred, const uint8_t *ref, const int dim[3],
                 const double spacing[3], int K, const eval_labels_t *lab, int hd95);
@@ -129,9 +132,10 @@ void eval_affine_spacing(const double a[4][4], double spacing[3]);
 // ---- reporting ---------------------------------------------------------------------------------
 // Name of foreground entry j: the region's name, or the class number ("1", "2", ...).
 void eval_fg_name(const eval_labels_t *lab, int j, char *out, size_t cap);
-// "case ID: dice 1=0.9123 2=null ... mean=0.8 hd95 1=2.1 ..." per case, and a "mean:" line.
-void eval_print_case(const eval_result_t *r, const eval_labels_t *lab);
-void eval_print_summary(const eval_result_t *rs, int n, const eval_labels_t *lab);
+// "case ID: dice 1=0.9123 2=null ... mean=0.8 hd95 1=2.1 ..." per case (the hd95 part when
+// hd95 was computed, null where undefined), and a "mean (N of M cases):" line.
+void eval_print_case(const eval_result_t *r, const eval_labels_t *lab, int hd95);
+void eval_print_summary(const eval_result_t *rs, int n, const eval_labels_t *lab, int hd95);
 // The `metrics` message of one evaluation (source "evaluator"): mean_dice, dice_<name>, hd95_mean,
 // cases_ok, cases_failed values; per-case `dice` and `hd95` [cases, fg] f32 arrays; a JSON
 // document with the failures and settings. o must be freed by the caller. 0 or -1 + err.

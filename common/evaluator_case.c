@@ -50,6 +50,19 @@ int eval_segment(eval_model_t *em, const sw_cfg_t *sw, const eval_labels_t *lab,
     return rc;
 }
 
+int64_t eval_ref_unscorable(const uint8_t *ref, size_t n, int K, const eval_labels_t *lab)
+{
+    uint8_t held[256] = { 0 };          // held[v]: label v has a place in the scoring
+    if (!lab->nregions)
+        for (int v = 0; v < K && v < 256; v++) held[v] = 1;
+    held[0] = 1;
+    for (int j = 0; j < lab->nregions; j++)
+        for (int i = 0; i < lab->regions[j].nlabels; i++) held[lab->regions[j].labels[i]] = 1;
+    for (size_t i = 0; i < n; i++)
+        if (!held[ref[i]]) return (int64_t)i;
+    return -1;
+}
+
 void eval_score(eval_result_t *r, const uint8_t *pred, const uint8_t *ref, const int dim[3],
                 const double spacing[3], int K, const eval_labels_t *lab, int hd95)
 {

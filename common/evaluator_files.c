@@ -119,8 +119,23 @@ static int run_case(eval_model_t *em, const eval_cfg_t *cfg, case_t *c, const ui
     return rc;
 }
 
-// Load case k of the run (an image file, or dataset case idx[k]) into c and its reference.
-static int load_case(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx, int k, case_t *c,
+// A reference label the scoring has no place for (a value the model's K classes or the
+// --regions do not hold) would silently count as background: refuse the case, naming the file.
+static int check_reference(const char *path, const uint8_t *ref, const volume_t *img, int K,
+                           const eval_labels_t *lab, char *err)
+{
+    int64_t bad = eval_ref_unscorable(ref, volume_voxels(img), K, lab);
+    if (bad < 0) return 0;
+    if (lab->nregions)
+        return set_err(err, "%s: voxel %lld holds label %d, which none of the %d regions of --regions holds", path,
+                       (long long)bad, ref[bad], lab->nregions);
+    return set_err(err, "%s: voxel %lld holds label %d, but the model has %d classes (labels 0..%d)", path,
+                   (long long)bad, ref[bad], K, K - 1);
+}
+
+// Load case k of the run (an image file, or dataset case idx[k]) into c and its reference,
+// checked against the model's K classes (or the regions).
+static int load_case(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx, int k, int K, case_t *c,
                      uint8_t **ref, char *err)
 {
     memset(c, 0, sizeof *c);
@@ -139,6 +154,8 @@ static int load_case(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx,
         for (int ch = 0; ch < c->image.C; ch++) c->modality[ch] = MODALITY_MR;
         if (cfg->n_labels && !(*ref = read_label(cfg->labels[k], &c->image, err))) return -1;
     }
+    if (*ref && check_reference(ds ? ds->cases[idx[k]].label : cfg->labels[k], *ref, &c->image, K, &cfg->lab, err))
+        return -1;
     for (int ch = 0; ch < c->image.C && ch < cfg->n_modality; ch++) c->modality[ch] = cfg->modality[ch];
     if (cfg->force_modality >= 0)
         for (int ch = 0; ch < c->image.C; ch++) c->modality[ch] = (modality_t)cfg->force_modality;
@@ -272,6 +289,12 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
         set_err(err, "--regions gives %d regions, the model has %d outputs", cfg->lab.nregions, eval_model_cfg(em)->classes);
         goto fail;
     }
+    if (dsp && !cfg->lab.nregions && ds.num_classes && ds.num_classes != eval_model_cfg(em)->classes) {
+        set_err(err, "%s declares %d classes (labels 0..%d), the model %s has %d: its scores would drop or invent "
+                     "classes; evaluate it on data with its own label set",
+                cfg->dataset, ds.num_classes, ds.num_classes - 1, cfg->model_path, eval_model_cfg(em)->classes);
+        goto fail;
+    }
     if (eval_model_prepare(em, &cfg->sw, cfg->device, err)) goto fail;
     eval_cfg_t *run = xmalloc(sizeof *run);     // cfg with the preprocessing chosen (large: heap)
     *run = *cfg;
@@ -289,7 +312,7 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
         case_t c;
         uint8_t *ref;
         double t0 = now_s();
-        r->ok = load_case(cfg, dsp, idx, k, &c, &ref, r->error) == 0;
+        r->ok = load_case(cfg, dsp, idx, k, mc->classes, &c, &ref, r->error) == 0;
         snprintf(r->id, sizeof r->id, "%s", c.id[0] ? c.id : (dsp ? ds.cases[idx[k]].id : cfg->images[k]));
         if (r->ok) r->ok = run_case(em, cfg, &c, ref, r, r->error) == 0;
         r->seconds = now_s() - t0;
@@ -300,11 +323,11 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
         } else {
             log_msg('I', "case %s: %.1f s", r->id, r->seconds);
         }
-        if (ref && r->ok) { scored++; eval_print_case(r, &cfg->lab); }
-        else if (!r->ok) eval_print_case(r, &cfg->lab);
+        if (ref && r->ok) { scored++; eval_print_case(r, &cfg->lab, cfg->hd95); }
+        else if (!r->ok) eval_print_case(r, &cfg->lab, cfg->hd95);
         free(ref);
     }
-    if (scored) eval_print_summary(rs, n, &cfg->lab);
+    if (scored) eval_print_summary(rs, n, &cfg->lab, cfg->hd95);
     free(run);
     free(rs);
     free(idx);

@@ -73,32 +73,38 @@ static void print_row(const char *head, const double *dice, const double *hd, in
     printf("\n");
 }
 
-void eval_print_case(const eval_result_t *r, const eval_labels_t *lab)
+void eval_print_case(const eval_result_t *r, const eval_labels_t *lab, int hd95)
 {
     char head[WIRE_ID_LEN + 16];
     if (!r->ok) { printf("case %s: failed: %s\n", r->id, r->error); fflush(stdout); return; }
     snprintf(head, sizeof head, "case %s:", r->id);
-    int any_hd = 0;
-    for (int j = 0; j < r->nfg; j++) any_hd |= isfinite(r->hd95[j]);
-    print_row(head, r->dice, any_hd ? r->hd95 : NULL, r->nfg, r->mean_dice, lab);
+    print_row(head, r->dice, hd95 ? r->hd95 : NULL, r->nfg, r->mean_dice, lab);
     fflush(stdout);
 }
 
-void eval_print_summary(const eval_result_t *rs, int n, const eval_labels_t *lab)
+void eval_print_summary(const eval_result_t *rs, int n, const eval_labels_t *lab, int hd95)
 {
     int nfg = 0, ok = 0;
     for (int i = 0; i < n; i++)
         if (rs[i].ok) { nfg = rs[i].nfg; ok++; }
     double dice[EVAL_MAX_FG], hd[EVAL_MAX_FG];
-    int any_hd = 0;
+    char name[WIRE_NAME_LEN];
     for (int j = 0; j < nfg; j++) {
         dice[j] = column_mean(rs, n, j, 0, NULL);
         hd[j] = column_mean(rs, n, j, 1, NULL);
-        any_hd |= isfinite(hd[j]);
+        // A case with Dice defined but no HD95 has one mask empty: a missed (or invented)
+        // structure. Its HD95 is infinite (MONAI: inf / nan), so the mean leaves it out; say so.
+        int one_empty = 0;
+        for (int i = 0; hd95 && i < n; i++)
+            one_empty += rs[i].ok && j < rs[i].nfg && isfinite(rs[i].dice[j]) && !isfinite(rs[i].hd95[j]);
+        eval_fg_name(lab, j, name, sizeof name);
+        if (one_empty)
+            log_msg('W', "hd95 %s: %d of %d cases have one mask empty (a missed or an invented structure, HD95 "
+                         "infinite): the mean hd95 is over the other cases", name, one_empty, ok);
     }
     char head[64];
     snprintf(head, sizeof head, "mean (%d of %d cases):", ok, n);
-    print_row(head, dice, any_hd ? hd : NULL, nfg, mean_of_case_means(rs, n), lab);
+    print_row(head, dice, hd95 ? hd : NULL, nfg, mean_of_case_means(rs, n), lab);
     fflush(stdout);
 }
 

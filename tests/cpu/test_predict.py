@@ -13,7 +13,8 @@ the preprocessing settings a model file carries are applied without flags (== th
 given), flags override their parts, and weights without settings get a warning;
 sigmoid regions (--regions) give region Dice lines that match a recomputation;
 evaluate.sh prints per-case Dice lines that equal Dice
-recomputed here from the written label maps and the reference labels.
+recomputed here from the written label maps and the reference labels; references the scoring
+cannot place (another class count declared, a label >= K, a label in no region) are refused.
 """
 import os, re, subprocess, sys, tempfile, json, struct
 
@@ -251,6 +252,47 @@ def main():
             got = None if g == "null" else float(g)
             check((want is None and got is None) or (want is not None and got is not None and abs(want - got) < 1e-4),
                   "%s region %s: printed %s, recomputed %s" % (m.group(1), name, got, want))
+
+    # references the scoring has no place for are refused, not scored as background: a dataset
+    # declaring another class count than the model's, a label file holding a value >= K, and
+    # with --regions a label in no region (each message names the file)
+    r = run([os.path.join(BUILD, "tools", "safetensors_tool"), "write", os.path.join(tmp, "k5.safetensors"),
+             "--variant", "M", "--width", "8", "--in-channels", "1", "--classes", "5", "--seed", "5"])
+    check(r.returncode == 0, "safetensors_tool write (5 classes): " + r.stderr)
+    outm = os.path.join(tmp, "eval_k5")
+    r = run([os.path.join(ROOT, "pipelines", "evaluate.sh"), os.path.join(tmp, "k5.safetensors"), ds, "--split", "all",
+             "--out", outm] + win)
+    check(r.returncode == 1 and "declares 4 classes" in r.stderr and "k5.safetensors has 5" in r.stderr,
+          "5-class model on a 4-class dataset: rc %d %s" % (r.returncode, r.stderr[-500:]))
+    check(not os.path.exists(outm) or not os.listdir(outm), "5-class model on a 4-class dataset: something was written")
+    labels = [os.path.join(ds, "labelsTr", os.path.basename(f)) for f in images[:2]]
+    lab7 = os.path.join(tmp, "lab7.nii.gz")
+    ref0 = nib.load(labels[0])
+    arr = np.asarray(ref0.dataobj).astype(np.uint8)
+    check((arr == 3).any(), "phantom label 0 holds no class 3: weak test")
+    arr[arr == 3] = 7
+    nib.save(nib.Nifti1Image(arr, ref0.affine, ref0.header), lab7)
+    outl = os.path.join(tmp, "pred_lab7")
+    r = run([predict, model, outl, images[0], images[1], "--labels", lab7, labels[1]] + win)
+    check(r.returncode == 2 and lab7 in r.stderr and "holds label 7" in r.stderr and "4 classes" in r.stderr,
+          "label 7 for a 4-class model: rc %d %s" % (r.returncode, r.stderr[-800:]))
+    case1 = os.path.basename(images[1]).replace(".nii.gz", "")
+    check(re.search(r"^case %s: dice 1=" % re.escape(case1), r.stdout, re.M) is not None,
+          "the other case is still scored:\n" + r.stdout)
+    r = run([predict, rmodel, os.path.join(tmp, "pred_reg"), images[1], "--labels", labels[1],
+             "--regions", "WT=1,2,4;TC=1,4;ET=4"] + win)
+    check(r.returncode == 1 and labels[1] in r.stderr and "holds label 3" in r.stderr and "none of the 3 regions" in r.stderr,
+          "label 3 in no region: rc %d %s" % (r.returncode, r.stderr[-800:]))
+    # an empty reference: every HD95 undefined, still printed (null) so the line keeps its fields,
+    # and the missed / invented structures left out of the mean HD95 are counted on stderr
+    lab0 = os.path.join(tmp, "lab_empty.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros(ref0.shape, np.uint8), ref0.affine, ref0.header), lab0)
+    r = run([predict, model, os.path.join(tmp, "pred_empty"), images[0], "--labels", lab0] + win)
+    line = [l for l in r.stdout.splitlines() if l.startswith("case ")]
+    check(r.returncode == 0 and len(line) == 1 and line[0].endswith("hd95 1=null 2=null 3=null"),
+          "empty reference: rc %d %s" % (r.returncode, r.stdout))
+    check(re.search(r"hd95 \d: 1 of 1 cases have one mask empty", r.stderr) is not None,
+          "empty reference: the left-out HD95 is not reported: " + r.stderr[-600:])
     status = summary()
     if status == 0:
         subprocess.run(["rm", "-rf", tmp])
