@@ -99,6 +99,10 @@ typedef struct {
 #define CASE_AFFINE_ATOL 1e-3
 #define CASE_AFFINE_RTOL 1e-4
 
+// Read the image files paths[0..n) (one or more channels each, one grid, finite values) into
+// c->image, their channels stacked in order. 0, or -1 with err naming the file (c->image empty).
+int case_read_images(case_t *c, const char *const *paths, int n, char *err);
+
 // Load case i: all channels stacked, label checked (integer within 1e-4, inside the declared
 // values or [0, 255] when undeclared) and converted to uint8. Returns 0, or -1 with a one-line
 // err naming the file and problem: shape or geometry mismatch, label outside the classes,

@@ -82,6 +82,20 @@ static int load_label(const dataset_t *ds, const char *path, case_t *c, const ch
     return rc;
 }
 
+int case_read_images(case_t *c, const char *const *paths, int n, char *err)
+{
+    volume_free(&c->image);
+    for (int k = 0; k < n; k++) {
+        volume_t v;
+        if (nifti_read_volume(paths[k], &v, err) < 0) { volume_free(&c->image); return -1; }
+        int rc = check_finite(paths[k], v.data, (size_t)v.C * volume_voxels(&v), err);
+        if (rc == 0) rc = stack(c, &v, paths[k], paths[0], err);
+        volume_free(&v);
+        if (rc < 0) { volume_free(&c->image); return -1; }
+    }
+    return 0;
+}
+
 int dataset_load_case(const dataset_t *ds, int i, case_t *c, char *err)
 {
     memset(c, 0, sizeof *c);
@@ -89,15 +103,9 @@ int dataset_load_case(const dataset_t *ds, int i, case_t *c, char *err)
     const dataset_case_t *dc = &ds->cases[i];
     snprintf(c->id, sizeof c->id, "%s", dc->id);
     if (dc->n_images < 1 || !dc->images[0]) return set_err(err, "%s: case %s has no image file", ds->dir, dc->id);
-    for (int k = 0; k < dc->n_images; k++) {
-        volume_t v;
-        if (!dc->images[k]) { case_free(c); return set_err(err, "%s: case %s: channel %d has no file", ds->dir, dc->id, k); }
-        if (nifti_read_volume(dc->images[k], &v, err) < 0) { case_free(c); return -1; }
-        int rc = check_finite(dc->images[k], v.data, (size_t)v.C * volume_voxels(&v), err);
-        if (rc == 0) rc = stack(c, &v, dc->images[k], dc->images[0], err);
-        volume_free(&v);
-        if (rc < 0) { case_free(c); return -1; }
-    }
+    for (int k = 0; k < dc->n_images; k++)
+        if (!dc->images[k]) return set_err(err, "%s: case %s: channel %d has no file", ds->dir, dc->id, k);
+    if (case_read_images(c, (const char *const *)dc->images, dc->n_images, err)) return -1;
     if (c->image.C != ds->n_channels) {
         set_err(err, "%s: %d channels but the dataset declares %d", dc->images[0], c->image.C, ds->n_channels);
         case_free(c);

@@ -45,6 +45,8 @@ typedef struct {
     const char *model_path;
     const char *images[EVAL_MAX_FILES], *labels[EVAL_MAX_FILES];
     int n_images, n_labels;
+    int n_cases;                    // the images as cases: case k is images[case_first[k]] and the
+    int case_first[EVAL_MAX_FILES], case_nch[EVAL_MAX_FILES];   // case_nch[k] - 1 after it (channels)
     const char *dataset;            // file mode: cases to segment; service mode: source labels
     char split[64];                 // dataset_select selection (validation)
     const char *out_dir;
@@ -76,6 +78,12 @@ typedef struct {
 
 // Parse argv. 0, 1 for --help (usage printed), -1 with err.
 int eval_parse(eval_cfg_t *c, int argc, char **argv, char *err);
+// --images as cases (n_cases, case_first, case_nch; images reordered): one file per case, or
+// nnU-Net's one file per channel (CASE_0000, CASE_0001, ...) grouped into case CASE; --labels
+// must give one file per case. 0, or -1 with err naming the files.
+int eval_group_channels(eval_cfg_t *c, char *err);
+// Case k's id: CASE for grouped channel files, else the file name without .nii / .nii.gz.
+void eval_case_id(const eval_cfg_t *c, int k, char *id, size_t cap);
 void eval_usage(void *file);
 // "WT=1,2,3,4;TC=1,3,4;ET=4" (out label: smallest value of a region not in a later one) or
 // "1,2,4:2;1,4:1;4:4" (metrics_region_parse pieces). 0 or -1 + err.

@@ -18,7 +18,8 @@ void eval_usage(void *file)
         "       srm-evaluator --jobs EP --cases EP [--exporter EP] [--metrics EP] [options]\n"
         "file mode:\n"
         "  --model FILE          native checkpoint or safetensors (incl. params_M_btcv.txt names)\n"
-        "  --images F...         images to segment (each file one case; 4D = channels)\n"
+        "  --images F...         images to segment: each file one case (4D = channels), or one file\n"
+        "                        per channel named CASE_0000, CASE_0001, ... (nnU-Net): one case CASE\n"
         "  --labels F...         reference label maps, one per image, to score\n"
         "  --dataset DIR         segment and score the cases of a dataset (--split, default validation);\n"
         "                        in service mode: read the reference labels from here by case id\n"
@@ -159,8 +160,8 @@ int eval_parse(eval_cfg_t *c, int argc, char **argv, char *err)
     if (!service && !c->model_path) return set_err(err, "give --model FILE (file mode) or --jobs EP (service mode)");
     if (service && !c->cases_ep) return set_err(err, "service mode needs --cases EP (the loader's cases socket)");
     if (!service && !c->n_images == !c->dataset) return set_err(err, "file mode needs exactly one of --images or --dataset");
-    if (c->n_labels && c->n_labels != c->n_images)
-        return set_err(err, "--labels: %d files for %d images", c->n_labels, c->n_images);
+    if (c->n_labels && !c->n_images) return set_err(err, "--labels needs --images (a dataset has its own labels)");
+    if (c->n_images && eval_group_channels(c, err)) return -1;
     if (!service && !c->out_dir && !c->n_labels && !c->dataset) return set_err(err, "nothing to do: give --out DIR or --labels");
     if (!c->curve_client != !c->server_key) return set_err(err, "CURVE needs both --curve-client and --server-key");
     return model_cfg_check(&c->model, err);

@@ -24,16 +24,6 @@ static double now_s(void)
     return tv.tv_sec + tv.tv_usec * 1e-6;
 }
 
-// Case id of an image path: the file name without .nii / .nii.gz.
-static void id_of_path(const char *path, char *id, size_t cap)
-{
-    const char *b = strrchr(path, '/');
-    snprintf(id, cap, "%s", b ? b + 1 : path);
-    size_t n = strlen(id);
-    if (n > 7 && !strcmp(id + n - 7, ".nii.gz")) id[n - 7] = 0;
-    else if (n > 4 && !strcmp(id + n - 4, ".nii")) id[n - 4] = 0;
-}
-
 // A label file on the image's grid -> uint8 (integers in [0, 255] only). NULL with err.
 static uint8_t *read_label(const char *path, const volume_t *img, char *err)
 {
@@ -94,8 +84,6 @@ static int run_case(eval_model_t *em, const eval_cfg_t *cfg, case_t *c, const ui
                     char *err)
 {
     const model_cfg_t *mc = eval_model_cfg(em);
-    if (c->image.C != mc->in_channels)
-        return set_err(err, "%d image channels, the model takes %d", c->image.C, mc->in_channels);
     free(c->label);                     // the reference is kept on the source grid by the caller
     c->label = NULL;
     preprocess_record_t rec;
@@ -133,10 +121,10 @@ static int check_reference(const char *path, const uint8_t *ref, const volume_t 
                    (long long)bad, ref[bad], K, K - 1);
 }
 
-// Load case k of the run (an image file, or dataset case idx[k]) into c and its reference,
-// checked against the model's K classes (or the regions).
-static int load_case(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx, int k, int K, case_t *c,
-                     uint8_t **ref, char *err)
+// Load case k of the run (its image files, or dataset case idx[k]) into c and its reference,
+// checked against the model's channels and classes (or the regions).
+static int load_case(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx, int k, const model_cfg_t *mc,
+                     case_t *c, uint8_t **ref, char *err)
 {
     memset(c, 0, sizeof *c);
     *ref = NULL;
@@ -148,13 +136,20 @@ static int load_case(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx,
             memcpy(*ref, c->label, n);
         }
     } else {
-        id_of_path(cfg->images[k], c->id, sizeof c->id);
-        if (nifti_read_volume(cfg->images[k], &c->image, err)) return -1;
-        if (c->image.C > CASE_MAX_CHANNELS) return set_err(err, "%s: %d channels (at most %d)", cfg->images[k], c->image.C, CASE_MAX_CHANNELS);
-        for (int ch = 0; ch < c->image.C; ch++) c->modality[ch] = MODALITY_MR;
+        eval_case_id(cfg, k, c->id, sizeof c->id);
+        if (case_read_images(c, cfg->images + cfg->case_first[k], cfg->case_nch[k], err)) return -1;
+        for (int ch = 0; ch < c->image.C && ch < CASE_MAX_CHANNELS; ch++) c->modality[ch] = MODALITY_MR;
         if (cfg->n_labels && !(*ref = read_label(cfg->labels[k], &c->image, err))) return -1;
     }
-    if (*ref && check_reference(ds ? ds->cases[idx[k]].label : cfg->labels[k], *ref, &c->image, K, &cfg->lab, err))
+    if (c->image.C != mc->in_channels) {
+        int many = ds ? ds->cases[idx[k]].n_images > 1 : cfg->case_nch[k] > 1;
+        return set_err(err, "%s%s: %d image channel%s, the model takes %d%s",
+                       ds ? ds->cases[idx[k]].images[0] : cfg->images[cfg->case_first[k]], many ? " ..." : "",
+                       c->image.C, c->image.C == 1 ? "" : "s", mc->in_channels,
+                       !ds && c->image.C < mc->in_channels ? " (give a 4D image, or one file per channel named "
+                                                             "CASE_0000, CASE_0001, ... as nnU-Net)" : "");
+    }
+    if (*ref && check_reference(ds ? ds->cases[idx[k]].label : cfg->labels[k], *ref, &c->image, mc->classes, &cfg->lab, err))
         return -1;
     for (int ch = 0; ch < c->image.C && ch < cfg->n_modality; ch++) c->modality[ch] = cfg->modality[ch];
     if (cfg->force_modality >= 0)
@@ -215,9 +210,9 @@ static int case_inputs(const eval_cfg_t *cfg, const dataset_t *ds, const int *id
         snprintf(id, cap, "%s", dc->id);
         return nf;
     }
-    files[nf++] = cfg->images[k];
+    for (int i = 0; i < cfg->case_nch[k]; i++) files[nf++] = cfg->images[cfg->case_first[k] + i];
     if (k < cfg->n_labels) files[nf++] = cfg->labels[k];
-    id_of_path(cfg->images[k], id, cap);
+    eval_case_id(cfg, k, id, cap);
     return nf;
 }
 
@@ -270,7 +265,7 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
     if (cfg->out_dir && mkdir(cfg->out_dir, 0777) && errno != EEXIST)
         return set_err(err, "%s: cannot make the output folder: %s", cfg->out_dir, strerror(errno));
     dataset_t ds, *dsp = NULL;
-    int *idx = NULL, n = cfg->n_images;
+    int *idx = NULL, n = cfg->n_cases;
     if (cfg->dataset) {
         if (dataset_open(cfg->dataset, &ds, err)) return -1;
         dsp = &ds;
@@ -287,6 +282,11 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
     if (!(em = eval_model_load_file(cfg->model_path, &cfg->model, err))) goto fail;
     if (cfg->lab.nregions && cfg->lab.nregions != eval_model_cfg(em)->classes) {
         set_err(err, "--regions gives %d regions, the model has %d outputs", cfg->lab.nregions, eval_model_cfg(em)->classes);
+        goto fail;
+    }
+    if (dsp && ds.n_channels != eval_model_cfg(em)->in_channels) {
+        set_err(err, "%s declares %d channel%s, the model %s takes %d", cfg->dataset, ds.n_channels,
+                ds.n_channels == 1 ? "" : "s", cfg->model_path, eval_model_cfg(em)->in_channels);
         goto fail;
     }
     if (dsp && !cfg->lab.nregions && ds.num_classes && ds.num_classes != eval_model_cfg(em)->classes) {
@@ -312,8 +312,10 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
         case_t c;
         uint8_t *ref;
         double t0 = now_s();
-        r->ok = load_case(cfg, dsp, idx, k, mc->classes, &c, &ref, r->error) == 0;
-        snprintf(r->id, sizeof r->id, "%s", c.id[0] ? c.id : (dsp ? ds.cases[idx[k]].id : cfg->images[k]));
+        r->ok = load_case(cfg, dsp, idx, k, mc, &c, &ref, r->error) == 0;
+        if (c.id[0]) snprintf(r->id, sizeof r->id, "%s", c.id);
+        else if (dsp) snprintf(r->id, sizeof r->id, "%s", ds.cases[idx[k]].id);
+        else eval_case_id(cfg, k, r->id, sizeof r->id);
         if (r->ok) r->ok = run_case(em, cfg, &c, ref, r, r->error) == 0;
         r->seconds = now_s() - t0;
         case_free(&c);

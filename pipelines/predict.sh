@@ -4,7 +4,8 @@
 # MODEL: a native checkpoint (.ckpt) or a safetensors file (ours, or weights trained elsewhere
 # with the names of params_M_btcv.txt: then give --variant/--width/--classes). Each IMAGE (NIfTI,
 # 4D = channels) gives OUT_DIR/<name>.nii.gz on that image's own grid (same dims and affine): a
-# uint8 label map, or with --logits the float32 logits (classes on the 4th axis).
+# uint8 label map, or with --logits the float32 logits (classes on the 4th axis). nnU-Net's one
+# file per channel, CASE_0000.nii.gz CASE_0001.nii.gz ..., is one case: OUT_DIR/CASE.nii.gz.
 # Options after the images go to srm-evaluator (--window D,H,W, --overlap, --blend, --sw-batch,
 # --device, --spacing, --norm, --regions ...; see `srm-evaluator --help`). Each image gets the
 # preprocessing the model was trained with: srm-trainer keeps the loader's settings (spacing,
@@ -15,7 +16,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$root/bin}
 case "$bin" in /*) ;; *) bin=$root/$bin ;; esac
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; }
 [ $# -ge 3 ] || usage
 model=$1 out=$2
 shift 2

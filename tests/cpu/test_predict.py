@@ -14,7 +14,8 @@ given), flags override their parts, and weights without settings get a warning;
 sigmoid regions (--regions) give region Dice lines that match a recomputation;
 evaluate.sh prints per-case Dice lines that equal Dice
 recomputed here from the written label maps and the reference labels; references the scoring
-cannot place (another class count declared, a label >= K, a label in no region) are refused.
+cannot place (another class count declared, a label >= K, a label in no region) are refused;
+nnU-Net's one file per channel (CASE_0000, CASE_0001) is one case, predicted as its 4D copy.
 """
 import os, re, subprocess, sys, tempfile, json, struct
 
@@ -293,6 +294,49 @@ def main():
           "empty reference: rc %d %s" % (r.returncode, r.stdout))
     check(re.search(r"hd95 \d: 1 of 1 cases have one mask empty", r.stderr) is not None,
           "empty reference: the left-out HD95 is not reported: " + r.stderr[-600:])
+
+    # nnU-Net's one file per channel: CASE_0000 / CASE_0001 make case CASE, predicted as the same
+    # image stored 4D; a channel missing, or a single-channel file for a 2-channel model, named
+    r = run([os.path.join(BUILD, "tools", "safetensors_tool"), "write", os.path.join(tmp, "c2.safetensors"),
+             "--variant", "M", "--width", "8", "--in-channels", "2", "--classes", "4", "--seed", "6"])
+    check(r.returncode == 0, "safetensors_tool write (2 channels): " + r.stderr)
+    m2 = os.path.join(tmp, "c2.safetensors")
+    chd = os.path.join(tmp, "chan")
+    os.makedirs(chd)
+    files, stacked = [], []
+    for i in (0, 1):
+        img = nib.load(images[i])
+        a = np.asarray(img.dataobj).astype(np.float32)
+        b = np.sqrt(np.abs(a)) + 0.25 * a[::-1, :, :]
+        for c, x in enumerate((a, b)):
+            f = os.path.join(chd, "pt%d_%04d.nii.gz" % (i, c))
+            nib.save(nib.Nifti1Image(x, img.affine), f)
+            files.append(f)
+        nib.save(nib.Nifti1Image(np.stack([a, b], -1), img.affine), os.path.join(chd, "pt%d.nii.gz" % i))
+        stacked.append(os.path.join(chd, "pt%d.nii.gz" % i))
+    outs, out4 = os.path.join(tmp, "pred_chan"), os.path.join(tmp, "pred_4d")
+    # channel files given out of order: _0001 before _0000
+    r = run([predict, m2, outs, files[1], files[0], files[3], files[2]] + win)
+    check(r.returncode == 0 and sorted(os.listdir(outs)) == ["pt0.nii.gz", "pt1.nii.gz"],
+          "channel files: rc %d %s %s" % (r.returncode, os.listdir(outs) if os.path.isdir(outs) else "", r.stderr[-800:]))
+    r4 = run([predict, m2, out4] + stacked + win)
+    check(r4.returncode == 0, "4D copies: " + r4.stderr[-800:])
+    for i in (0, 1):
+        pa, pb = os.path.join(outs, "pt%d.nii.gz" % i), os.path.join(out4, "pt%d.nii.gz" % i)
+        if os.path.exists(pa) and os.path.exists(pb):
+            x, y = np.asarray(nib.load(pa).dataobj), np.asarray(nib.load(pb).dataobj)
+            check((x == y).all(), "pt%d: channel files and the 4D copy predict differently" % i)
+            check(len(np.unique(x)) > 1, "pt%d: the random 2-channel model predicts one class: weak test" % i)
+    gap = os.path.join(chd, "pt0_0002.nii.gz")
+    subprocess.run(["cp", files[1], gap], check=True)
+    r = run([predict, m2, os.path.join(tmp, "pred_gap"), files[0], gap] + win)
+    check(r.returncode == 1 and gap in r.stderr and "channel 0001 is not given" in r.stderr,
+          "a channel file missing: rc %d %s" % (r.returncode, r.stderr[-500:]))
+    r = run([predict, m2, os.path.join(tmp, "pred_one"), images[0]] + win)
+    check(r.returncode == 1 and images[0] in r.stderr and "the model takes 2" in r.stderr and "CASE_0000" in r.stderr,
+          "a 1-channel image for a 2-channel model: rc %d %s" % (r.returncode, r.stderr[-500:]))
+    r = run([predict, m2, os.path.join(tmp, "pred_labn"), files[0], files[1], "--labels", labels[0], labels[1]] + win)
+    check(r.returncode == 1 and "2 files for 1 cases" in r.stderr, "labels per case: rc %d %s" % (r.returncode, r.stderr[-500:]))
     status = summary()
     if status == 0:
         subprocess.run(["rm", "-rf", tmp])
