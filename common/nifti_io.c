@@ -195,11 +195,14 @@ static int check_header(const char *path, const nifti_image *nim, const raw_hdr_
     if (r->bitpix != 8 * nim->nbyper)
         return set_err(err, "%s: bitpix %d does not match datatype %s (%d bits)", path, r->bitpix,
                        volume_datatype_name(nim->datatype), 8 * nim->nbyper);
+    // pixdim sets the geometry only without a valid sform (qform, or no transform): with one,
+    // a zero or negative pixdim is ignored, as nibabel and ITK ignore it.
+    int sform = r->sform_code >= 1 && r->sform_code <= 5;
     for (int d = 1; d <= 3; d++) {
         double p = r->pixdim[d];
         if (!isfinite(p)) return set_err(err, "%s: spacing pixdim[%d] is not finite", path, d);
-        if (p == 0) return set_err(err, "%s: zero spacing (pixdim[%d] = 0)", path, d);
-        if (p < 0) return set_err(err, "%s: negative spacing (pixdim[%d] = %g)", path, d, p);
+        if (p == 0 && !sform) return set_err(err, "%s: zero spacing (pixdim[%d] = 0) and no sform", path, d);
+        if (p < 0 && !sform) return set_err(err, "%s: negative spacing (pixdim[%d] = %g) and no sform", path, d, p);
     }
     int64_t off = data_offset(r), first = r->version == 2 ? 544 : 352;
     if (off < first)
@@ -214,7 +217,6 @@ static int check_header(const char *path, const nifti_image *nim, const raw_hdr_
                        "(data shorter than the header says)", path, (long long)fsize, (long long)need);
     if (scaled(r) && !isfinite(r->inter))
         return set_err(err, "%s: scl_slope is valid but scl_inter is not finite", path);
-    int sform = r->sform_code >= 1 && r->sform_code <= 5;
     if (sform)
         for (int k = 0; k < 12; k++)
             if (!isfinite(r->srow[k / 4][k % 4]))
@@ -399,7 +401,7 @@ int nifti_read_volume(const char *path, volume_t *v, char *err)
         double n = 0;
         for (int r = 0; r < 3; r++) n += v->affine[r][c] * v->affine[r][c];
         v->spacing[c] = sqrt(n);
-        v->pixdim[c] = raw.pixdim[c + 1];
+        v->pixdim[c] = raw.pixdim[c + 1] == 0 ? 1 : fabs(raw.pixdim[c + 1]);   // as nibabel's get_zooms
         if (!(v->spacing[c] > 0) || !isfinite(v->spacing[c])) {
             set_err(err, "%s: affine column %d is zero or not finite (zero spacing)", path, c);
             goto fail;

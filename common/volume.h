@@ -23,7 +23,7 @@ typedef struct {
     int datatype;           // NIfTI datatype code of the source file
     int nifti_version;      // 1 or 2
     int xform_source;       // 2 = sform, 1 = qform, 0 = pixdim only (which the affine came from)
-    double pixdim[3];       // header pixdim[1..3] as stored (nibabel header.get_zooms()[:3])
+    double pixdim[3];       // header pixdim[1..3] as nibabel header.get_zooms()[:3] gives them (|p|, 0 -> 1)
 } volume_t;
 
 static inline size_t volume_voxels(const volume_t *v)

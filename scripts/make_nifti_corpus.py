@@ -128,6 +128,11 @@ def make_good():
     # labels stored as floats holding integers (real data does this)
     save(nifti1(rng.randint(0, 3, size=SHAPE).astype(np.float32), LPS), "labels_as_float32.nii.gz")
     save(nifti1(rng.randint(0, 3, size=SHAPE).astype(np.uint8), LPS), "labels_uint8.nii.gz")
+    # an sform with a zero and a negative pixdim, which the sform makes irrelevant (converters
+    # write such files; nibabel reads them, reporting zooms |pixdim| and 1 for 0); data without
+    # the rng, so the files above and the bad ones keep their bytes
+    patch(save(nifti1(np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE), OBLIQUE, sform=2, qform=0),
+               "sform_pixdim_zero_negative.nii"), "fff", 76 + 4, -0.8, 1.1, 0.0)
 
 
 # ---- bad files: a good NIfTI-1 written by nibabel, then patched -------------------------
@@ -167,9 +172,10 @@ def make_bad():
     b = bytearray(good); put(b, "h", 46, 9)            # dim[3] 5 -> 9, data unchanged
     bad("dims_larger_than_data.nii", b, "shorter than the header")
     bad("dims_larger_than_data.nii.gz", b, "shorter than the header", compress=True)
-    b = bytearray(good); put(b, "f", 80, 0.0)          # pixdim[2]
+    # pixdim sets the geometry only without an sform: these have the qform alone
+    b = bytearray(good); put(b, "f", 80, 0.0); put(b, "h", 254, 0)     # pixdim[2], sform_code
     bad("zero_spacing.nii", b, "zero spacing")
-    b = bytearray(good); put(b, "f", 84, -2.5)         # pixdim[3]
+    b = bytearray(good); put(b, "f", 84, -2.5); put(b, "h", 254, 0)    # pixdim[3], sform_code
     bad("negative_spacing.nii.gz", b, "negative spacing", compress=True)
     b = bytearray(good); put(b, "f", 76 + 4, float("nan"))
     bad("nan_spacing.nii", b, "not finite")
