@@ -57,6 +57,8 @@ static int gz_length(const char *path, int64_t *len, char *err)
     while ((n = gzread(f, buf, sizeof buf)) > 0) total += n;
     char msg[128];                      // gzerror's text lives in f: copy it before gzclose_r
     const char *m = gzerror(f, &errnum);
+    size_t pl = strlen(path);           // zlib puts "<path>: " before its reason; ours already does
+    if (m && !strncmp(m, path, pl) && !strncmp(m + pl, ": ", 2)) m += pl + 2;
     snprintf(msg, sizeof msg, "%s", m && *m ? m : "read error");
     int rc = gzclose_r(f);
     if (n < 0 || (errnum != Z_OK && errnum != Z_STREAM_END)) {
@@ -85,6 +87,7 @@ typedef struct {
 static int read_raw_header(const char *path, raw_hdr_t *r, char *err)
 {
     int nver = 0;
+    nifti_set_debug_level(0);           // libnifti's own stderr messages: the err we return says it
     void *h = nifti_read_header(path, &nver, 0);
     if (!h) return set_err(err, "%s: not a NIfTI file (header unreadable)", path);
     memset(r, 0, sizeof *r);

@@ -213,6 +213,10 @@ def make_bad():
     bad("vox_offset_past_end.nii", b, "vox_offset")
     b = bytearray(good); b[344:348] = b"abc\0"         # magic destroyed
     bad("bad_magic.nii", b, "not a NIfTI")
+    z = bytearray(gzip.compress(bytes(good), mtime=0))   # a damaged byte: the CRC check fails
+    z[len(z) - 12] ^= 0x55
+    write_bad("corrupt.nii.gz", z)
+    expected.append(("corrupt.nii.gz", "corrupt gzip"))
     expected.append(("missing.nii", "No such file"))
     with open(os.path.join(ROOT, "bad", "EXPECTED.txt"), "w") as f:
         f.write("# <file in tests/corpus/bad> <substring the reader's error must contain>\n")

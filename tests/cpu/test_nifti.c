@@ -101,6 +101,7 @@ static void test_bad_corpus(void)
         EXPECT(rc == -1, "%s was accepted", path);
         EXPECT(strstr(err, want) != NULL, "%s: error '%s' lacks '%s'", path, err, want);
         EXPECT(strncmp(err, path, strlen(path)) == 0, "%s: error '%s' does not name the file", path, err);
+        EXPECT(strstr(err + strlen(path), path) == NULL, "%s: error '%s' names the file twice", path, err);
         EXPECT(v.data == NULL, "%s: data left allocated after an error", path);
         n++;
     }
