@@ -2,6 +2,7 @@
 cli.c -- command-line value parsing shared by the stages (see cli.h).
 */
 #include "cli.h"
+#include <errno.h>
 #include "check.h"
 #include <math.h>
 #include <stdlib.h>
@@ -10,8 +11,10 @@ cli.c -- command-line value parsing shared by the stages (see cli.h).
 int cli_long(const char *flag, const char *s, long lo, long hi, long *out, char *err)
 {
     char *end;
+    errno = 0;
     long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) return set_err(err, "%s: '%s' is not an integer in [%ld, %ld]", flag, s, lo, hi);
+    if (!*s || *end || errno == ERANGE || v < lo || v > hi)      // ERANGE: strtol saturated
+        return set_err(err, "%s: '%s' is not an integer in [%ld, %ld]", flag, s, lo, hi);
     *out = v;
     return 0;
 }
@@ -71,17 +74,26 @@ int cli_norm(const char *s, preprocess_cfg_t *prep, int *force_modality, char *e
         prep->ct_hi = v[1];
         *force_modality = MODALITY_CT;
     } else if (!strncmp(s, "ct-z:", 5)) {
-        if (cli_doubles("--norm", s + 5, v, 2, err)) return -1;
-        if (!(v[1] > 0)) return set_err(err, "--norm ct-z: std %g must be > 0", v[1]);
+        // MEAN,STD[,LO,HI]: nnU-Net's CT scheme (clip to the foreground's 0.5 / 99.5 percentiles
+        // LO, HI, then z-score); without LO,HI nothing is clipped
+        double w[4];
+        int commas = 0;
+        for (const char *q = s + 5; *q; q++) commas += *q == ',';
+        const int n = commas >= 2 ? 4 : 2;
+        if (cli_doubles("--norm ct-z", s + 5, w, n, err)) return -1;
+        if (!(w[1] > 0)) return set_err(err, "--norm ct-z: std %g must be > 0", w[1]);
+        if (n == 4 && !(w[2] < w[3])) return set_err(err, "--norm ct-z: clip window %g,%g is empty", w[2], w[3]);
         prep->ct_norm = CT_NORM_ZSCORE;
-        prep->ct_mean = v[0];
-        prep->ct_std = v[1];
+        prep->ct_mean = w[0];
+        prep->ct_std = w[1];
+        prep->ct_lo = n == 4 ? w[2] : -CT_NO_CLIP;
+        prep->ct_hi = n == 4 ? w[3] : CT_NO_CLIP;
         *force_modality = MODALITY_CT;
     } else if (!strcmp(s, "mr-fg") || !strcmp(s, "mr-all")) {
         prep->mr_norm = s[3] == 'f' ? MR_NORM_ZSCORE_FG : MR_NORM_ZSCORE_ALL;
         *force_modality = MODALITY_MR;
     } else {
-        return set_err(err, "--norm: '%s' is not ct:LO,HI, ct-z:MEAN,STD, mr-fg or mr-all", s);
+        return set_err(err, "--norm: '%s' is not ct:LO,HI, ct-z:MEAN,STD[,LO,HI], mr-fg or mr-all", s);
     }
     return 0;
 }

@@ -236,6 +236,12 @@ static int open_msd(dataset_t *ds, json_t *root, const char *where, char *err)
                           : json_string_value(json_array_get(img, 0));
         if (!first) { dataset_add_problem(ds, "%s: training entry %zu: bad \"image\"", where, i); continue; }
         char *id = id_from_path(json_is_string(lab) ? json_string_value(lab) : first, !json_is_string(img));
+        if (dataset_find(ds, id) >= 0) {   // splits, results and predictions are named by the id
+            dataset_add_problem(ds, "%s: training entry %zu (%s): case id %s is already taken by an earlier entry; "
+                                "skipped (give the files distinct names)", where, i, first, id);
+            free(id);
+            continue;
+        }
         dataset_case_t *c = add_case(ds, id, "train");
         free(id);
         if (msd_images(ds, c, img) < 0) dataset_add_problem(ds, "%s: case %s: bad \"image\"", where, c->id);
@@ -249,6 +255,12 @@ static int open_msd(dataset_t *ds, json_t *root, const char *where, char *err)
         const char *first = json_is_string(img) ? json_string_value(img) : json_string_value(json_array_get(img, 0));
         if (!first) { dataset_add_problem(ds, "%s: test entry %zu: bad image path", where, i); continue; }
         char *id = id_from_path(first, !json_is_string(img));
+        if (dataset_find(ds, id) >= 0) {
+            dataset_add_problem(ds, "%s: test entry %zu (%s): case id %s is already taken by an earlier entry; "
+                                "skipped (give the files distinct names)", where, i, first, id);
+            free(id);
+            continue;
+        }
         dataset_case_t *c = add_case(ds, id, "test");
         free(id);
         if (msd_images(ds, c, img) < 0) dataset_add_problem(ds, "%s: test case %s: bad image", where, c->id);

@@ -47,7 +47,7 @@ void eval_usage(void *file)
         "  --no-hd95             skip HD95\n"
         "preprocessing (file mode; default: the settings the model was trained with, which\n"
         "checkpoints and safetensors exports of srm-trainer carry; these flags override them):\n"
-        "  --spacing X,Y,Z|none  --norm ct:LO,HI|ct-z:MEAN,STD|mr-fg|mr-all\n");
+        "  --spacing X,Y,Z|none  --norm ct:LO,HI|ct-z:MEAN,STD[,LO,HI]|mr-fg|mr-all\n");
 }
 
 // n comma-separated numbers.

@@ -270,6 +270,14 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
         if (dataset_open(cfg->dataset, &ds, err)) return -1;
         dsp = &ds;
         if (dataset_select(&ds, cfg->split, &idx, &n, err)) { dataset_free(&ds); return -1; }
+        if (n == 0 && !strcmp(cfg->split, "validation")) {      // as train.sh: nnU-Net's fold 0
+            free(idx);
+            idx = NULL;
+            char e2[ERR_LEN];
+            if (dataset_select(&ds, "fold0/val", &idx, &n, e2) == 0 && n > 0)
+                log_msg('I', "%s declares no validation split: fold 0's %d validation case(s), as train.sh "
+                             "validates (--split S for others)", cfg->dataset, n);
+        }
         if (n == 0) {
             set_err(err, "%s: the selection '%s' holds no case", cfg->dataset, cfg->split);
             free(idx);

@@ -19,7 +19,7 @@ void loader_usage(void *file)
         "  --val-split NAME                     cases served on --cases (validation; foldK/val with --fold)\n"
         "  --cache DIR                          preprocessed-case cache ($TMPDIR/srm-cache-UID-HASH)\n"
         "  --spacing X,Y,Z|none                 target spacing in mm (none)\n"
-        "  --norm ct:LO,HI|ct-z:MEAN,STD|mr-fg|mr-all   (default by the dataset's modality)\n"
+        "  --norm ct:LO,HI|ct-z:MEAN,STD[,LO,HI]|mr-fg|mr-all   (default by the dataset's modality)\n"
         "  --classes K                          number of classes sent with volumes (dataset's)\n"
         "  --write-preprocessing FILE           write the preprocessing settings with each channel's\n"
         "                                       modality (JSON) for srm-trainer --preprocessing\n"

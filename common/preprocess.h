@@ -29,6 +29,9 @@ preprocess_normalize.c, preprocess_foreground.c.
 
 typedef enum { FG_AUTO = 0, FG_MIN, FG_THRESHOLD, FG_NONE } fg_mode_t;
 typedef enum { CT_NORM_WINDOW = 0, CT_NORM_ZSCORE, CT_NORM_NONE } ct_norm_t;
+// The clip window of a z-score without one (--norm ct-z:MEAN,STD): wider than any stored value
+// (HU fit in int16), finite so that the settings' JSON keeps it.
+#define CT_NO_CLIP 1e9
 typedef enum { MR_NORM_ZSCORE_FG = 0, MR_NORM_ZSCORE_ALL, MR_NORM_NONE } mr_norm_t;
 
 typedef struct {
@@ -41,7 +44,7 @@ typedef struct {
     ct_norm_t ct_norm;
     double ct_lo, ct_hi;        // clip window (MONAI a_min/a_max; default -175, 250 HU)
     double ct_b_min, ct_b_max;  // CT_NORM_WINDOW output range (default 0, 1)
-    double ct_mean, ct_std;     // CT_NORM_ZSCORE statistics (after clipping)
+    double ct_mean, ct_std;     // CT_NORM_ZSCORE statistics (after clipping to ct_lo, ct_hi)
     mr_norm_t mr_norm;
     int allow_f16;              // case_cache: store non-integer images as float16 (default 1)
 } preprocess_cfg_t;

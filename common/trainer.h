@@ -54,7 +54,13 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err);
 void trainer_usage(void *file);
 // The parameter table, one "name [d0, d1, ...]" line per tensor, then "parameters N".
 int trainer_describe(const model_cfg_t *cfg, char *err);
-// Train until --steps or SIGINT/SIGTERM (then a final checkpoint). 0 or -1 with err.
+// Train until --steps or SIGINT/SIGTERM (then a final checkpoint).
+// Exit status of srm-trainer for a configuration that no restart can cure (bad arguments, or
+// for --batch-timeout only batches that disagree with them): sysexits' EX_CONFIG. train.sh
+// stops the run on it instead of restarting the trainer.
+#define TRAINER_EXIT_CONFIG 78
+// trainer_run: 0 when the run ended (steps done, budget spent or stopped by a signal), -1 with
+// err on a failure, TRAINER_EXIT_CONFIG with err on a lasting mismatch of the batches.
 int trainer_run(const trainer_cfg_t *c, char *err);
 
 #endif

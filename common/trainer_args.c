@@ -26,7 +26,7 @@ void trainer_usage(void *file)
         "          --max-minutes M: stop after M minutes from the start (final checkpoint and evaluation\n"
         "          follow); the cosine schedule's length is estimated from the step time after a short\n"
         "          warm-up and kept in the checkpoints; --steps then caps it (default: no cap)\n"
-        "          --val-every N (0: off)  --ckpt-every N (100)  --log-every N (10)  --seed S (0)\n"
+        "          --val-every N (0: off; a validated step is also checkpointed)  --ckpt-every N (100)  --log-every N (10)  --seed S (0)\n"
         "device:   --device auto|cpu|gpu (auto)  --deterministic\n"
         "resume:   --resume (ask the exporter for latest; also looks in --spool)  --resume-file PATH\n"
         "sockets:  --patches EP (PULL bind)  --evaljobs EP (PUSH bind)  --metrics EP (PULL bind)\n"
@@ -161,11 +161,10 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
         else if (!strcmp(a, "--val-every")) rc = cli_long(a, v, 0, 1000000000L, &c->val_every, err);
         else if (!strcmp(a, "--ckpt-every")) rc = cli_long(a, v, 0, 1000000000L, &c->ckpt_every, err);
         else if (!strcmp(a, "--log-every")) rc = cli_long(a, v, 1, 1000000000L, &c->log_every, err);
-        else if (!strcmp(a, "--seed")) {
-            char *end;
-            unsigned long long s = strtoull(v, &end, 10);
-            if (!*v || *end || *v == '-') rc = set_err(err, "--seed: '%s' is not a non-negative integer", v);
-            c->seed = s;
+        else if (!strcmp(a, "--seed")) {            // < 2^63: the checkpoint's JSON keeps it exactly
+            long s = 0;
+            rc = cli_long(a, v, 0, 0x7fffffffffffffffL, &s, err);
+            c->seed = (uint64_t)s;
         } else if (!strcmp(a, "--resume-file")) c->resume_file = v;
         else if (!strcmp(a, "--preprocessing")) c->prep_file = v;
         else if (!strcmp(a, "--patches")) c->patches_ep = v;

@@ -44,6 +44,10 @@ typedef struct {
     ckpt_state_t state;
     double last_batch;
     int warned_wait;
+    long drops_since_good;          // batches dropped since the last good one
+    long drops_unlogged;            // of them, dropped without a log line (rate limit)
+    double last_drop_log;
+    char why[ERR_LEN];              // next_batch's 3: the mismatch
     double t_start;                 // monotonic time at which trainer_run began (--max-minutes)
     budget_t budget;
 } trainer_t;
@@ -159,8 +163,30 @@ static void service(trainer_t *t)
     ckpt_flow_tick(&t->ck);
 }
 
+// A dropped batch: logged (the first 10 since the last good batch, then one line per 10 s with
+// the count), and -- when nothing but dropped batches came for --batch-timeout -- the sign of a
+// lasting disagreement with the augmenters (--batch, --in-channels, --patch, --classes) that no
+// restart cures. 1 then, else 0.
+static int batch_dropped(trainer_t *t, const char *peer, const char *why)
+{
+    double now = trainer_now();
+    t->rep.bad_batches++;
+    t->drops_since_good++;
+    if (t->drops_since_good <= 10 || now - t->last_drop_log >= 10) {
+        if (t->drops_unlogged)
+            log_msg('W', "%ld more batches dropped since the last line", t->drops_unlogged);
+        log_msg('W', "%s: batch dropped: %s", peer, why);
+        t->last_drop_log = now;
+        t->drops_unlogged = 0;
+    } else {
+        t->drops_unlogged++;
+    }
+    return t->c->batch_timeout_s > 0 && t->drops_since_good >= 10 && now - t->last_batch > t->c->batch_timeout_s;
+}
+
 // Wait for one valid batch into t->x / t->labels. 0, 1 when asked to stop, 2 when the
-// --max-minutes deadline passed while waiting. The caller accounts the data wait.
+// --max-minutes deadline passed while waiting, 3 when for --batch-timeout every batch was
+// dropped (a configuration mismatch: t->why says which). The caller accounts the data wait.
 static int next_batch(trainer_t *t)
 {
     for (;;) {
@@ -188,15 +214,18 @@ static int next_batch(trainer_t *t)
             rc = set_err(err, "'%s' message on the patches socket", m.type);
         }
         if (rc == 0) rc = trainer_batch_take(t->c, &m, t->x, t->labels, &npos, err);
-        if (rc < 0) {
-            t->rep.bad_batches++;
-            log_msg('W', "%s: batch dropped: %s", m.peer[0] ? m.peer : "?", err);
+        if (rc < 0 && batch_dropped(t, m.peer[0] ? m.peer : "?", err)) {
+            snprintf(t->why, sizeof t->why, "for %.0f s every patch batch was dropped (%ld of them), the last: %.300s",
+                     trainer_now() - t->last_batch, t->drops_since_good, err);
+            wire_msg_free(&m);
+            return 3;
         }
         wire_msg_free(&m);
         if (rc == 0) {
             t->rep.patches += t->c->batch;
             t->last_batch = trainer_now();
             t->warned_wait = 0;
+            t->drops_since_good = 0;
             return 0;
         }
     }
@@ -318,7 +347,7 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
     t.rep.last_val_step = -1;
     t.rep.last_mean_dice = NAN;
     t.last_batch = trainer_now();
-    int stopped = 0, out_of_time = 0;
+    int stopped = 0, out_of_time = 0, mismatch = 0;
     float lr = 0;
     // nb: -1 no batch fetched yet, else next_batch's answer (0: a batch is ready in t.x)
     int nb = -1;
@@ -329,6 +358,7 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
             t.rep.wait_s += trainer_now() - t0;
         }
         if (nb == 2) { out_of_time = 1; break; }
+        if (nb == 3) { mismatch = 1; break; }
         if (nb) { stopped = 1; break; }
         if (budget_expired(&t.budget, trainer_now())) { out_of_time = 1; break; }
         // Step k (1-based) uses the cosine rate after k-1 scheduler steps (torch order).
@@ -357,8 +387,11 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
         if (t.state.step % c.log_every == 0 || t.state.step == total)
             report_interval(&t.rep, t.out, t.state.step, budget_total(&t.budget, &t.state), lr,
                             tb_mem_peak(t.b));
-        if (c.ckpt_every && t.state.step % c.ckpt_every == 0 && t.state.step < total) save_ckpt(&t, 0);
-        if (c.val_every && t.state.step % c.val_every == 0 && t.state.step < total) eval_job(&t, 0);
+        // A validated step is also checkpointed: the exporter's best link can only point at
+        // weights it holds (with --val-every off the --ckpt-every grid, best would miss them).
+        const int validate = c.val_every && t.state.step % c.val_every == 0 && t.state.step < total;
+        if (((c.ckpt_every && t.state.step % c.ckpt_every == 0) || validate) && t.state.step < total) save_ckpt(&t, 0);
+        if (validate) eval_job(&t, 0);
         service(&t);
     }
     if (out_of_time) {
@@ -370,14 +403,16 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
         if (t.state.step < t.state.total_steps) t.state.total_steps = t.state.step;
     }
     if (stopped) log_msg('I', "stopping on signal %d at step %ld: final checkpoint", stage_signal(t.st), t.state.step);
+    else if (mismatch) log_msg('E', "%s: stopping at step %ld (final checkpoint)", t.why, t.state.step);
     else if (!out_of_time)
         log_msg('I', "reached step %ld after %.1f s: final checkpoint", t.state.step, trainer_now() - t.t_start);
-    finish(&t, !stopped);
+    finish(&t, !stopped && !mismatch);
     log_msg('I', "done: %ld steps, %ld bad batches dropped, %ld checkpoints sent, %ld acknowledged, %ld eval jobs "
             "sent, %ld skipped, %ld metrics lines acknowledged, %ld dropped, %d never acknowledged, %ld to an older "
             "exporter (unconfirmed)", t.state.step, t.rep.bad_batches, t.ck.n_sent, t.ck.n_acked, t.rep.val_sent,
             t.rep.val_skipped, outbox_acked(t.out), outbox_dropped(t.out), outbox_pending(t.out), outbox_unconfirmed(t.out));
     teardown(&t);
     stage_destroy(&t.st);
+    if (mismatch) { set_err(err, "%s", t.why); return TRAINER_EXIT_CONFIG; }
     return 0;
 }

@@ -15,12 +15,15 @@ usage() {
     cat <<EOF
 usage: pipelines/train.sh DATASET RUN_DIR [options]
 model:     --preset tiny|demo|full  --width W  --model M|P|R|no-tom
-           --classes K  --in-channels C   (default: from DATASET/dataset.json)
+           --classes K  --in-channels C   (default: from DATASET, as srm-inspect --shape reads them)
 training:  --patch D,H,W (96,96,96)  --batch B (2)  --steps N (1000)  --lr F (1e-4)
            --max-minutes M (train for M minutes from the trainer's start, the cosine schedule
            fitted to that budget; --steps then only caps it; final checkpoint + validation follow)
            --loss dice|dice-ce|sigmoid-dice  --regions "WT=1,2,3,4;TC=1,3,4;ET=4"
-           --val-every N (0: only the final validation)  --ckpt-every N (100)  --seed S (0)
+           --val-every N (0: only the final validation; validated steps are also checkpointed,
+           so best.* can point at them)  --ckpt-every N (100)  --seed S (0)
+           --fold K (validate on fold K of the 5-fold split; default: the dataset's validation
+           split, else fold 0 when an evaluator runs)
            --device auto|cpu|gpu  --resume (continue RUN_DIR from its latest checkpoint)
 data:      --augmenters N (max(1, cores-3))  --spacing X,Y,Z|none  --norm ...  --cache DIR
            --samples-per-volume N (4)
@@ -44,7 +47,7 @@ RUN=$(cd "$2" && pwd)
 shift 2
 
 PRESET="" WIDTH="" MODEL="" CLASSES="" INCH="" PATCH=96,96,96 BATCH=2 STEPS="" MAX_MIN="" LR="" LOSS="" REGIONS=""
-VAL_EVERY=0 CKPT_EVERY=100 SEED=0 DEVICE=auto RESUME=0 NAUG="" SPACING="" NORM="" CACHE="" SPV=""
+FOLD="" VAL_EVERY=0 CKPT_EVERY=100 SEED=0 DEVICE=auto RESUME=0 NAUG="" SPACING="" NORM="" CACHE="" SPV=""
 WINDOW="" OVERLAP=0.5 EVALUATOR=1 TCP="" ALLOW_REMOTE=0 REMOTE_AUG=0 REMOTE_EVAL=0
 TRAINER_ARGS="" LOADER_ARGS="" AUG_ARGS="" EVAL_ARGS="" EXPORTER_ARGS="" RESTARTS=5 FINAL_TIMEOUT=900
 declare -A EP_OVERRIDE=()
@@ -74,7 +77,7 @@ while (($#)); do
         --cache) CACHE=$val ;;              --samples-per-volume) SPV=$val ;;
         --window) WINDOW=$val ;;            --overlap) OVERLAP=$val ;;
         --tcp) TCP=$val ;;                  --restarts) RESTARTS=$val ;;
-        --final-timeout) FINAL_TIMEOUT=$val ;;
+        --final-timeout) FINAL_TIMEOUT=$val ;; --fold) FOLD=$val ;;
         --trainer-args) TRAINER_ARGS=$val ;;    --loader-args) LOADER_ARGS=$val ;;
         --augmenter-args) AUG_ARGS=$val ;;      --evaluator-args) EVAL_ARGS=$val ;;
         --exporter-args) EXPORTER_ARGS=$val ;;
@@ -89,21 +92,36 @@ done
 [[ -n $STEPS || -n $MAX_MIN ]] || STEPS=1000
 [[ -z $STEPS || $STEPS =~ ^[0-9]+$ ]] && [[ $BATCH =~ ^[0-9]+$ ]] || srm_die "--steps and --batch take integers"
 [[ -z $MAX_MIN || $MAX_MIN =~ ^[0-9]*[.]?[0-9]+$ ]] || srm_die "--max-minutes: '$MAX_MIN' is not a number"
-srm_need_bin exporter loader augmenter trainer
+# (the augmenters get SEED * 1000 + i: 15 digits keep that inside the stages' 2^63)
+[[ $SEED =~ ^[0-9]{1,15}$ ]] || srm_die "--seed: '$SEED' is not a non-negative integer of at most 15 digits"
+srm_need_bin exporter loader augmenter trainer inspect
 ((EVALUATOR)) && srm_need_bin evaluator
 
-# Classes and channels from dataset.json when not given (MSD: "labels", "modality"/"channel_names").
-if [[ -z $CLASSES || -z $INCH ]] && [[ -f $DATASET/dataset.json ]]; then
-    read -r dk dc < <($SRM_PY - "$DATASET/dataset.json" <<'EOF'
-import json, sys
-d = json.load(open(sys.argv[1]))
-print(len(d.get("labels", {})) or 2, len(d.get("modality", d.get("channel_names", {}))) or 1)
-EOF
-    ) || srm_die "$DATASET/dataset.json: cannot read labels/modality"
-    CLASSES=${CLASSES:-$dk}; INCH=${INCH:-$dc}
+# Classes and channels from the dataset when not given, and its validation cases: srm-inspect
+# --shape reads them as the loader does (declared labels' largest value + 1, nnU-Net regions
+# included; without dataset.json the label files' largest value + 1 and the channel files).
+shape=$("$SRM_BIN/srm-inspect" --dataset "$DATASET" --shape 2>&1) || srm_die "$shape"
+read -r dc dk from nval f0t f0v < <($SRM_PY -c 'import json, sys; o = json.loads(sys.argv[1]); print(o["channels"], o["classes"], o["classes_from"].replace(" ", "_"), o["validation"], o["fold0_train"], o["fold0_val"])' "$shape") ||
+    srm_die "srm-inspect --shape: unexpected answer '$shape'"
+[[ -z $CLASSES ]] && srm_log "$dk classes (${from//_/ } of $DATASET), $dc channel(s)"
+CLASSES=${CLASSES:-$dk}; INCH=${INCH:-$dc}
+# Validation cases: the dataset's declared validation split; else, as nnU-Net, fold 0 of its
+# 5-fold split (splits_final.json, MSD fold keys, or generated), when an evaluator will use them.
+SPLIT_ARGS=(--split train --val-split validation)
+if [[ -n $FOLD ]]; then
+    [[ $FOLD =~ ^[0-4]$ ]] || srm_die "--fold: '$FOLD' is not 0..4"
+    SPLIT_ARGS=(--fold "$FOLD" --val-split "fold$FOLD/val")
+elif ((nval == 0)) && ((EVALUATOR || REMOTE_EVAL)); then
+    if ((f0v > 0 && f0t > 0)); then
+        SPLIT_ARGS=(--fold 0 --val-split fold0/val)
+        srm_log "no validation split declared: fold 0 of the 5-fold split ($f0t training, $f0v validation cases; --fold K for another)"
+    else
+        srm_log "no validation split declared and too few cases for folds: training on every case, no validation"
+    fi
 fi
-CLASSES=${CLASSES:-2}; INCH=${INCH:-1}
 [[ -n $NAUG ]] || { NAUG=$(( $(srm_cores) - 3 )); ((NAUG < 1)) && NAUG=1; }
+[[ $NAUG =~ ^[0-9]+$ ]] && { ((NAUG > 0 || REMOTE_AUG)); } ||
+    srm_die "--augmenters: '$NAUG': give at least 1 (or --remote-augmenters and start them with join.sh)"
 
 SRM_LOGS=$RUN/logs
 mkdir -p "$SRM_LOGS" "$RUN/spool" "$RUN/cache" || srm_die "cannot create folders under $RUN"
@@ -172,6 +190,28 @@ wait_others() {
     done
 }
 
+# A stage that is gone for good (its restarts used up, or it ended by itself) leaves the trainer
+# waiting forever: stop the run (final checkpoint first) and say why. Losing one augmenter of
+# several is survivable; losing the last one is not.
+stage_lost() {
+    local name=$1 why
+    why=$(grep -a '^E: ' "$SRM_LOGS/$name.log" 2>/dev/null | tail -n 1)
+    if [[ $name == augmenter-* ]]; then
+        local left=0 n
+        for n in "${!SRM_PID[@]}"; do [[ $n == augmenter-* ]] && left=$((left + 1)); done
+        if ((left > 0 || REMOTE_AUG)); then
+            srm_log "$name stopped for good${why:+ ($why)}; going on with $left local augmenter(s)"
+            return
+        fi
+    fi
+    srm_log "error: $name stopped for good${why:+: $why}; stopping the run (see $SRM_LOGS/$name.log)"
+    trap - INT TERM
+    stop_everything
+    trap - EXIT
+    srm_log "stopped; checkpoints so far in $RUN/checkpoints (fix the cause, then --resume)"
+    exit 1
+}
+
 INTERRUPTED=0
 on_signal() {
     INTERRUPTED=1
@@ -202,7 +242,7 @@ fi
 # ---- start, in binding order ------------------------------------------------------------------
 srm_log "dataset $DATASET, run $RUN: $CLASSES classes, $INCH channel(s), patch $PATCH, batch $BATCH, ${STEPS:-no cap on the} steps${MAX_MIN:+, $MAX_MIN minutes}, $NAUG augmenter(s)"
 srm_start exporter "$SRM_BIN/srm-exporter" --run-dir "$RUN" --bind "$EP_BIND_exporter" "${REMOTE_FLAG[@]}" "${X_EXPORTER[@]}"
-srm_start loader "$SRM_BIN/srm-loader" --dataset "$DATASET" --split train --val-split validation \
+srm_start loader "$SRM_BIN/srm-loader" --dataset "$DATASET" "${SPLIT_ARGS[@]}" \
     --volumes "$EP_BIND_volumes" --cases "$EP_BIND_cases" --cache "${CACHE:-$RUN/cache}" --seed "$SEED" \
     --classes "$CLASSES" --write-preprocessing "$RUN/preprocessing.json" "${PREP_ARGS[@]}" "${REMOTE_FLAG[@]}" \
     "${X_LOADER[@]}"
@@ -229,6 +269,7 @@ while :; do
     if ! srm_alive trainer; then
         rc=$(srm_reap trainer)
         [[ $rc == 0 ]] && break
+        [[ $rc == 78 ]] && stage_lost trainer       # a configuration error: a restart cannot cure it
         n=${SRM_RESTARTS[trainer]:-0}
         ((n < RESTARTS)) || srm_die "the trainer died (status $rc) after $n restarts; see $SRM_LOGS/trainer.log"
         SRM_RESTARTS[trainer]=$((n + 1))
@@ -236,7 +277,8 @@ while :; do
         trainer_cmd resume
     fi
     for name in "${!SRM_PID[@]}"; do
-        [[ $name == trainer ]] || srm_supervise "$name" "$RESTARTS" >/dev/null || true
+        [[ $name == trainer ]] && continue
+        srm_supervise "$name" "$RESTARTS" >/dev/null || stage_lost "$name"
     done
     line=$(grep '^step ' "$SRM_LOGS/trainer.log" 2>/dev/null | tail -n 1)
     [[ -n $line && $line != "$last_line" ]] && { printf '%s\n' "$line"; last_line=$line; }

@@ -7,6 +7,13 @@ inspect.c -- bin/srm-inspect: what the loader sees in one NIfTI file, or in a da
                                 of the scaled intensities over all channels; --labels adds
                                 "labels": {"value": voxel count, ...}.
   srm-inspect --dataset DIR     the dataset report (cases, splits, problems) of dataset.h.
+  srm-inspect --dataset DIR --shape   {"channels": C, "classes": K, "classes_from": ...,
+                                "validation": N, "fold0_train": N, "fold0_val": N}: what a model
+                                for DIR takes and gives, and which validation cases it has
+                                (pipelines/train.sh asks): the declared labels' largest value + 1,
+                                or without declared labels (plain layout) the label files'
+                                largest value + 1; the cases of the declared validation split,
+                                and of fold 0 (0 and 0 when the dataset has too few for folds).
 Bad input: exit status 1 and one line on stderr naming the file and the problem.
 */
 #include "check.h"
@@ -139,25 +146,60 @@ static json_t *inspect_file(const char *path, int with_labels, char *err)
 static void usage(void)
 {
     fprintf(stderr, "usage: srm-inspect FILE.nii[.gz] [--labels]\n"
-                    "       srm-inspect --dataset DIR\n");
+                    "       srm-inspect --dataset DIR [--shape]\n");
+}
+
+// Channels and classes a model for the dataset needs. Undeclared labels are counted from the
+// label files (each read once); nnU-Net regions count by their largest value, as the loader does.
+static int print_shape(const char *dir, char *err)
+{
+    dataset_t ds;
+    if (dataset_open(dir, &ds, err)) return -1;
+    int classes = ds.num_classes, files = 0, maxv = 0;
+    for (int i = 0; i < ds.n_cases && !ds.num_classes; i++) {
+        if (!ds.cases[i].label) continue;
+        volume_t l;
+        if (nifti_read_volume(ds.cases[i].label, &l, err)) { dataset_free(&ds); return -1; }
+        size_t n = (size_t)l.C * volume_voxels(&l);
+        for (size_t k = 0; k < n; k++)
+            if (l.data[k] > maxv && l.data[k] <= 255) maxv = (int)lrintf(l.data[k]);
+        volume_free(&l);
+        files++;
+    }
+    if (!ds.num_classes) {
+        if (!files) { dataset_free(&ds); return set_err(err, "%s: no label file to count the classes from", dir); }
+        classes = maxv + 1 < 2 ? 2 : maxv + 1;
+    }
+    int nval = 0, *tr = NULL, *va = NULL, ntr = 0, nva = 0;
+    char e2[ERR_LEN];
+    for (int i = 0; i < ds.n_cases; i++) nval += !strcmp(ds.cases[i].split, "validation");
+    if (dataset_fold(&ds, 0, &tr, &ntr, &va, &nva, e2)) ntr = nva = 0;     // too few cases: no fold
+    free(tr);
+    free(va);
+    printf("{\"channels\": %d, \"classes\": %d, \"classes_from\": \"%s\", \"validation\": %d, "
+           "\"fold0_train\": %d, \"fold0_val\": %d}\n", ds.n_channels, classes,
+           ds.num_classes ? "declared labels" : "label files", nval, ntr, nva);
+    dataset_free(&ds);
+    return fflush(stdout) ? set_err(err, "%s: cannot write to stdout", dir) : 0;
 }
 
 int main(int argc, char **argv)
 {
     log_set_name("inspect");
     const char *file = NULL, *dataset = NULL;
-    int labels = 0;
+    int labels = 0, shape = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--labels") == 0) labels = 1;
+        else if (strcmp(argv[i], "--shape") == 0) shape = 1;
         else if (strcmp(argv[i], "--dataset") == 0 && i + 1 < argc) dataset = argv[++i];
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { usage(); return 0; }
         else if (argv[i][0] == '-' || file) { usage(); return 2; }
         else file = argv[i];
     }
-    if (!!file == !!dataset) { usage(); return 2; }
+    if (!!file == !!dataset || (shape && !dataset) || (labels && !file)) { usage(); return 2; }
     char err[ERR_LEN];
     if (dataset) {
-        if (dataset_print_report(dataset, stdout, err) < 0) {
+        if ((shape ? print_shape(dataset, err) : dataset_print_report(dataset, stdout, err)) < 0) {
             fprintf(stderr, "E: inspect: %s\n", err);
             return 1;
         }

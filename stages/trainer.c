@@ -19,10 +19,10 @@ int main(int argc, char **argv)
     if (rc < 0) {
         log_msg('E', "%s", err);
         trainer_usage(stderr);
-        return 1;
+        return TRAINER_EXIT_CONFIG;
     }
     if (cfg.describe) rc = trainer_describe(&cfg.model, err);
     else rc = trainer_run(&cfg, err);
-    if (rc) { log_msg('E', "%s", err); return 1; }
+    if (rc) { log_msg('E', "%s", err); return rc == TRAINER_EXIT_CONFIG ? rc : 1; }
     return 0;
 }

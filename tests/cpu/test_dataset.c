@@ -124,6 +124,33 @@ static void test_msd(void)
     dataset_free(&ds);
 }
 
+// Two MSD entries whose files share a name in different folders would share a case id (splits,
+// results and predictions go by it): the second is skipped, with a problem naming it.
+static void test_msd_duplicate_ids(void)
+{
+    char root[1024], p[1200], err[ERR_LEN];
+    snprintf(root, sizeof root, "%s/msd_dup", T);
+    mkdir(root, 0755);
+    mkdirs(root, "imagesTr"); mkdirs(root, "labelsTr"); mkdirs(root, "imagesTr/a"); mkdirs(root, "imagesTr/b");
+    mkdirs(root, "labelsTr/a"); mkdirs(root, "labelsTr/b");
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/imagesTr/%c/case.nii.gz", root, 'a' + k); write_vol(p, 1, DIM, 1.5, 0, 10, 16);
+        snprintf(p, sizeof p, "%s/labelsTr/%c/case.nii.gz", root, 'a' + k); write_lab(p, DIM, 1.5, 0, 2, -1, 2);
+    }
+    snprintf(p, sizeof p, "%s/dataset.json", root);
+    put_text(p, "{\"modality\": {\"0\": \"MR\"}, \"labels\": {\"0\": \"background\", \"1\": \"x\"},\n"
+                " \"training\": [{\"image\": \"./imagesTr/a/case.nii.gz\", \"label\": \"./labelsTr/a/case.nii.gz\"},\n"
+                "  {\"image\": \"./imagesTr/b/case.nii.gz\", \"label\": \"./labelsTr/b/case.nii.gz\"}]}\n");
+    dataset_t ds;
+    int rc = dataset_open(root, &ds, err);
+    EXPECT(rc == 0, "open msd_dup: %s", err);
+    if (rc) return;
+    EXPECT(ds.n_cases == 1 && strstr(ds.cases[0].images[0], "/imagesTr/a/case.nii.gz"), "the first entry kept (%d cases)", ds.n_cases);
+    EXPECT(ds.n_problems == 1 && strstr(ds.problems[0], "imagesTr/b/case.nii.gz") && strstr(ds.problems[0], "already taken"),
+           "the second named as a problem: %s", ds.n_problems ? ds.problems[0] : "(none)");
+    dataset_free(&ds);
+}
+
 static void make_nnunet(const char *root, const char *labels_json, const char *extra_json, int ncase)
 {
     mkdir(root, 0755);
@@ -427,6 +454,7 @@ int main(void)
     setenv("SRM_QUIET", "1", 1);
     T = test_tmpdir("dataset");
     test_msd();
+    test_msd_duplicate_ids();
     test_nnunet();
     test_plain();
     test_plain_layouts();

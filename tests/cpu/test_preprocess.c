@@ -12,6 +12,7 @@ for bit, and a damaged one is refused naming the field.
 */
 #include "test.h"
 #include "preprocess.h"
+#include "cli.h"
 #include "check.h"
 #include "rng.h"
 #include <math.h>
@@ -176,6 +177,20 @@ static void test_normalize(void)
     memcpy(v.data, hu, sizeof hu);
     preprocess_normalize_ct(&v, 0, &cfg, err);
     EXPECT(fabsf(v.data[0] + 9) < 1e-5 && fabsf(v.data[2] + 0.5f) < 1e-5 && fabsf(v.data[4] - 8) < 1e-5, "ct zscore after clip");
+    // --norm ct-z:MEAN,STD clips nothing (it once kept the default [-175, 250] window);
+    // ct-z:MEAN,STD,LO,HI clips to LO, HI (nnU-Net's percentiles)
+    int force = -1;
+    preprocess_cfg_default(&cfg);
+    EXPECT(cli_norm("ct-z:50,25", &cfg, &force, err) == 0 && force == MODALITY_CT, "ct-z:50,25: %s", err);
+    memcpy(v.data, hu, sizeof hu);
+    preprocess_normalize_ct(&v, 0, &cfg, err);
+    EXPECT(fabsf(v.data[0] + 42) < 1e-5 && fabsf(v.data[4] - 118) < 1e-5, "ct-z without a window: %g %g", v.data[0], v.data[4]);
+    EXPECT(cli_norm("ct-z:50,25,-100,300", &cfg, &force, err) == 0, "ct-z with a window: %s", err);
+    memcpy(v.data, hu, sizeof hu);
+    preprocess_normalize_ct(&v, 0, &cfg, err);
+    EXPECT(fabsf(v.data[0] + 6) < 1e-5 && fabsf(v.data[4] - 10) < 1e-5, "ct-z with a window: %g %g", v.data[0], v.data[4]);
+    EXPECT(cli_norm("ct-z:50,25,300", &cfg, &force, err) < 0 && cli_norm("ct-z:50,25,9,1", &cfg, &force, err) < 0 &&
+           cli_norm("ct-z:50,0", &cfg, &force, err) < 0, "bad ct-z values refused");
     free(v.data); free(mask);
 }
 

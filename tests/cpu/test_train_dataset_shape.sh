@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# test_train_dataset_shape.sh -- train.sh takes the model's classes and channels from the dataset
+# as the loader reads it, and stops (rather than waits forever) when a stage it needs is gone:
+#   - a plain imagesTr/ + labelsTr/ folder without dataset.json (labels 0..3): 4 classes counted
+#     from the label files (the old default of 2 made the loader skip every case, then hang);
+#   - an nnU-Net dataset.json whose labels include regions ({"all": [1, 2, 3], "core": [2, 3]}):
+#     4 classes from the largest value, not 3 entries;
+#   - no validation split declared: fold 0 of the 5-fold split is validated (nnU-Net's default);
+#     a step validated off the checkpoint grid is checkpointed, so best.ckpt points at the best;
+#   - a loader that cannot start (--norm bogus) stops the run with its error, exit 1, no process
+#     left; --augmenters 0 without --remote-augmenters is refused at once;
+#   - a trainer that only gets batches it must drop (channels differ) stops the run after
+#     --batch-timeout with a reason (exit status 78: no restart), logging drops rate-limited;
+#   - seeds a checkpoint's JSON cannot hold are refused by srm-trainer and train.sh.
+set -u
+source "$(dirname "$0")/../pipeline_test.sh"
+pipeline_test_setup dsshape 5 1 5 exporter loader augmenter trainer inspect evaluator
+
+ARGS=(--preset tiny --patch 32 --batch 1 --steps 2 --ckpt-every 2 --augmenters 1 --no-evaluator --device cpu)
+left() { pgrep -f "$TMP/$1" >/dev/null; }
+
+# plain layout
+mkdir -p "$TMP/plain"
+cp -r "$TMP/data/imagesTr" "$TMP/data/labelsTr" "$TMP/plain/"
+timeout 300 bash pipelines/train.sh "$TMP/plain" "$TMP/run1" "${ARGS[@]}" >"$TMP/run1.out" 2>&1
+rc=$?
+check "[[ $rc == 0 ]]" "plain layout: train.sh exits 0 (exit $rc)"
+check "grep -q '4 classes (label files of' '$TMP/run1.out'" "plain layout: 4 classes counted from the label files"
+check "[[ -e '$TMP/run1/checkpoints/latest.ckpt' ]]" "plain layout: a checkpoint was written"
+
+# nnU-Net layout, region labels
+mkdir -p "$TMP/nnu/imagesTr" "$TMP/nnu/labelsTr"
+for f in "$TMP"/data/imagesTr/*.nii.gz; do
+    b=$(basename "$f" .nii.gz)
+    cp "$f" "$TMP/nnu/imagesTr/${b}_0000.nii.gz"
+    cp "$TMP/data/labelsTr/$b.nii.gz" "$TMP/nnu/labelsTr/"
+done
+cat >"$TMP/nnu/dataset.json" <<'EOF'
+{"channel_names": {"0": "MR"}, "labels": {"background": 0, "all": [1, 2, 3], "core": [2, 3]},
+ "numTraining": 4, "file_ending": ".nii.gz"}
+EOF
+timeout 300 bash pipelines/train.sh "$TMP/nnu" "$TMP/run2" "${ARGS[@]}" >"$TMP/run2.out" 2>&1
+rc=$?
+check "[[ $rc == 0 ]]" "nnU-Net region labels: train.sh exits 0 (exit $rc)"
+check "grep -q '4 classes (declared labels of' '$TMP/run2.out'" "nnU-Net region labels: 4 classes (largest value + 1)"
+
+# no validation split declared (5 cases): the evaluator validates fold 0's case, as nnU-Net
+# would, instead of nothing
+mkdir -p "$TMP/nosplit"
+cp -r "$TMP/data/imagesTr" "$TMP/data/labelsTr" "$TMP/nosplit/"
+/usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); d.pop("split", None); json.dump(d, open(sys.argv[2], "w"))' \
+    "$TMP/data/dataset.json" "$TMP/nosplit/dataset.json"
+EVAL_ARGS=(--preset tiny --patch 32 --batch 1 --steps 2 --ckpt-every 2 --augmenters 1 --device cpu --window 32,32,32
+           --val-every 1)
+timeout 300 bash pipelines/train.sh "$TMP/nosplit" "$TMP/run7" "${EVAL_ARGS[@]}" >"$TMP/run7.out" 2>&1
+rc=$?
+check "[[ $rc == 0 ]]" "no validation split: train.sh exits 0 (exit $rc)"
+check "grep -q 'fold 0 of the 5-fold split (4 training, 1 validation cases' '$TMP/run7.out'" "no validation split: fold 0 chosen"
+check "grep -q '\"source\": *\"evaluator\"' '$TMP/run7/metrics.jsonl'" "no validation split: the final validation was recorded"
+check "[[ \$(ls '$TMP/run7/predictions' 2>/dev/null | wc -l) == 1 ]]" "no validation split: one prediction (fold 0's validation case)"
+# --val-every 1 off the --ckpt-every 2 grid: step 1 is checkpointed too, and best points at the
+# validated step with the highest mean Dice (the first of equals)
+want=$(/usr/bin/python3 -c '
+import json, sys
+best = None
+for l in open(sys.argv[1]):
+    o = json.loads(l)
+    if o.get("source") == "evaluator" and o.get("mean_dice") is not None and (best is None or o["mean_dice"] > best[1]):
+        best = (o["step"], o["mean_dice"])
+print(best[0] if best else "none")' "$TMP/run7/metrics.jsonl" 2>/dev/null)
+got=$(readlink "$TMP/run7/checkpoints/best.ckpt" 2>/dev/null | grep -o '[0-9]*' | sed 's/^0*//')
+check "grep -q 'step 1\b' '$TMP/run7/logs/exporter.log'" "--val-every off the checkpoint grid: step 1 was checkpointed"
+check "[[ -n '$got' && '$got' == '$want' ]]" "best.ckpt points at step ${got:-?}, the best validated step ${want:-?}"
+
+# a stage gone for good stops the run
+start=$(date +%s)
+timeout 300 bash pipelines/train.sh "$TMP/data" "$TMP/run3" "${ARGS[@]}" --norm bogus --restarts 1 >"$TMP/run3.out" 2>&1
+rc=$?
+took=$(( $(date +%s) - start ))
+check "[[ $rc == 1 ]] && ((took < 120))" "loader that cannot start: train.sh exits 1 (exit $rc after $took s)"
+check "grep -q 'loader stopped for good: E: ' '$TMP/run3.out'" "loader that cannot start: its error is on the console"
+check "! left run3" "loader that cannot start: no process left"
+timeout 60 bash pipelines/train.sh "$TMP/data" "$TMP/run4" "${ARGS[@]}" --augmenters 0 >"$TMP/run4.out" 2>&1
+rc=$?
+check "[[ $rc == 1 ]] && grep -q 'give at least 1' '$TMP/run4.out'" "--augmenters 0 is refused (exit $rc)"
+check "! left run4" "--augmenters 0: no process started"
+# a trainer whose batches never fit (--in-channels 2 against 1-channel augmenters) stops the run
+# after --batch-timeout, with a few log lines, not one per dropped batch, and is not restarted
+start=$(date +%s)
+timeout 300 bash pipelines/train.sh "$TMP/data" "$TMP/run5" "${ARGS[@]}" --trainer-args "--in-channels 2 --batch-timeout 4" \
+    >"$TMP/run5.out" 2>&1
+rc=$?
+took=$(( $(date +%s) - start ))
+drops=$(grep -c 'batch dropped' "$TMP/run5/logs/trainer.log" 2>/dev/null)
+check "[[ $rc == 1 ]] && ((took < 120))" "batches that never fit: train.sh exits 1 (exit $rc after $took s)"
+check "grep -q 'trainer stopped for good: E: trainer: for [0-9]* s every patch batch was dropped' '$TMP/run5.out'" \
+    "batches that never fit: the reason is on the console"
+check "((drops >= 10 && drops <= 15))" "batches that never fit: $drops 'batch dropped' lines (rate-limited)"
+check "! grep -q 'restarting it with --resume' '$TMP/run5.out'" "batches that never fit: the trainer is not restarted"
+check "! left run5" "batches that never fit: no process left"
+# seeds the checkpoint cannot hold (>= 2^63, or past strtol's range) are refused, not saturated
+"$BIN/srm-trainer" --seed 9223372036854775808 >"$TMP/seed.out" 2>&1; rc=$?
+check "[[ $rc == 78 ]] && grep -q -- '--seed' '$TMP/seed.out'" "srm-trainer --seed 2^63: refused with exit 78 (exit $rc)"
+"$BIN/srm-trainer" --seed 99999999999999999999 >"$TMP/seed.out" 2>&1; rc=$?
+check "[[ $rc == 78 ]]" "srm-trainer --seed 1e20 (strtol saturates): refused (exit $rc)"
+timeout 60 bash pipelines/train.sh "$TMP/data" "$TMP/run6" "${ARGS[@]}" --seed 9999999999999999 >"$TMP/run6.out" 2>&1
+rc=$?
+check "[[ $rc == 1 ]] && grep -q 'at most 15 digits' '$TMP/run6.out'" "train.sh --seed of 16 digits refused (exit $rc)"
+if ((failed)); then for f in "$TMP"/run*.out; do echo "--- $f"; tail -n 12 "$f"; done; fi
+check_summary
