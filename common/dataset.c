@@ -429,7 +429,9 @@ int dataset_open(const char *dir, dataset_t *ds, char *err)
     if (has_json) rc = open_json(ds, err);
     else { ds->layout = DATASET_PLAIN; rc = open_plain(ds, err); }
     if (rc == 0) rc = dataset_read_splits_final(ds, err);
-    if (rc == 0 && ds->n_cases == 0) rc = set_err(err, "%s: no cases found", ds->dir);
+    if (rc == 0 && ds->n_cases == 0)        // the entries' problems are why: name the first
+        rc = set_err(err, "%s: no cases found%s%s%s", ds->dir, ds->n_problems ? " (" : "",
+                     ds->n_problems ? ds->problems[0] : "", ds->n_problems > 1 ? ", ...)" : ds->n_problems ? ")" : "");
     if (rc < 0) dataset_free(ds);
     return rc;
 }

@@ -111,7 +111,9 @@ static int setup(trainer_t *t, char *err)
         resumed = ckpt_flow_resume(&t->ck, t->st, t->params, t->adam_m, t->adam_v, &t->state, err);
         if (resumed < 0) return -1;
         if (!resumed) log_msg('I', "--resume: no checkpoint anywhere yet; starting from step 0");
-        if (resumed && (t->state.total_steps != c->steps || fabs(t->state.base_lr - c->tc.adam.lr) > 1e-12 * c->tc.adam.lr))
+        // (with --max-minutes the checkpoint's total is the budget's estimate, not --steps)
+        if (resumed && ((c->max_minutes <= 0 && t->state.total_steps != c->steps) ||
+                        fabs(t->state.base_lr - c->tc.adam.lr) > 1e-12 * c->tc.adam.lr))
             log_msg('W', "the checkpoint's schedule (%ld steps from lr %g) differs from the command line "
                     "(%ld from %g); keeping the checkpoint's", t->state.total_steps, t->state.base_lr, c->steps,
                     (double)c->tc.adam.lr);

@@ -92,7 +92,7 @@ done
 [[ -n $STEPS || -n $MAX_MIN ]] || STEPS=1000
 [[ -z $STEPS || $STEPS =~ ^[0-9]+$ ]] && [[ $BATCH =~ ^[0-9]+$ ]] || srm_die "--steps and --batch take integers"
 [[ -z $MAX_MIN || $MAX_MIN =~ ^[0-9]*[.]?[0-9]+$ ]] || srm_die "--max-minutes: '$MAX_MIN' is not a number"
-# (the augmenters get SEED * 1000 + i: 15 digits keep that inside the stages' 2^63)
+# (the augmenters get (SEED + a resumed step) * 1000 + i: 15 digits keep that inside 2^63)
 [[ $SEED =~ ^[0-9]{1,15}$ ]] || srm_die "--seed: '$SEED' is not a non-negative integer of at most 15 digits"
 srm_need_bin exporter loader augmenter trainer inspect
 ((EVALUATOR)) && srm_need_bin evaluator
@@ -239,18 +239,30 @@ if [[ -e $lock ]] && command -v flock >/dev/null; then
     ((busy != 75)) || srm_die "$RUN is in use by a running pipeline (srm-exporter pid $(head -c 16 "$lock" | tr -d '\n')): stop it first"
 fi
 
+# ---- the data stream's seed ----------------------------------------------------------------------
+# The loader's shuffle and the augmenters' draws follow the seed from their start, so a resumed
+# run with the same seed would see the first run's patches again, in the same order. A resume
+# from step S seeds them with SEED + S: a stream of its own (the trainer's state comes from the
+# checkpoint). In-run restarts of a stage keep the seed (the loader, the augmenters go on).
+DATA_SEED=$SEED
+if ((RESUME)); then
+    latest=$(readlink "$RUN/checkpoints/latest.ckpt" 2>/dev/null)
+    [[ $latest =~ step-0*([0-9]+)\.ckpt$ ]] && DATA_SEED=$((SEED + BASH_REMATCH[1]))
+    ((DATA_SEED != SEED)) && srm_log "resuming after step ${BASH_REMATCH[1]}: the data stream is seeded $DATA_SEED (not the first run's again)"
+fi
+
 # ---- start, in binding order ------------------------------------------------------------------
 srm_log "dataset $DATASET, run $RUN: $CLASSES classes, $INCH channel(s), patch $PATCH, batch $BATCH, ${STEPS:-no cap on the} steps${MAX_MIN:+, $MAX_MIN minutes}, $NAUG augmenter(s)"
 srm_start exporter "$SRM_BIN/srm-exporter" --run-dir "$RUN" --bind "$EP_BIND_exporter" "${REMOTE_FLAG[@]}" "${X_EXPORTER[@]}"
 srm_start loader "$SRM_BIN/srm-loader" --dataset "$DATASET" "${SPLIT_ARGS[@]}" \
-    --volumes "$EP_BIND_volumes" --cases "$EP_BIND_cases" --cache "${CACHE:-$RUN/cache}" --seed "$SEED" \
+    --volumes "$EP_BIND_volumes" --cases "$EP_BIND_cases" --cache "${CACHE:-$RUN/cache}" --seed "$DATA_SEED" \
     --classes "$CLASSES" --write-preprocessing "$RUN/preprocessing.json" "${PREP_ARGS[@]}" "${REMOTE_FLAG[@]}" \
     "${X_LOADER[@]}"
 if ((RESUME)); then trainer_cmd resume; else trainer_cmd fresh; fi
 if ! ((REMOTE_AUG)); then
     for ((i = 0; i < NAUG; i++)); do
         aug=("$SRM_BIN/srm-augmenter" --volumes "$EP_CONN_volumes" --patches "$EP_CONN_patches" --patch "$PATCH"
-             --batch-size "$BATCH" --seed "$((SEED * 1000 + i))")
+             --batch-size "$BATCH" --seed "$((DATA_SEED * 1000 + i))")
         [[ -n $SPV ]] && aug+=(--samples-per-volume "$SPV")
         srm_start "augmenter-$i" "${aug[@]}" "${X_AUG[@]}"
     done

@@ -6,7 +6,8 @@
 #   - after kill -9 of train.sh at step >= 10, no process of the run is left (within 60 s),
 #   - a second train.sh on a run folder whose pipeline is alive refuses (SRM_RUN_WAIT_S=2),
 #     naming the live exporter, and leaves the live run untouched,
-#   - `train.sh ... --resume` resumes at or after the acknowledged step 10 and finishes the run:
+#   - `train.sh ... --resume` resumes at or after the acknowledged step 10 (its data stream seeded
+#     anew) and finishes the run:
 #     latest.ckpt is the last step and its sidecar matches.
 set -u
 source "$(dirname "$0")/../pipeline_test.sh"
@@ -41,6 +42,10 @@ rc3=$?
 check "[[ $rc3 == 0 ]]" "train.sh --resume finishes (rc $rc3)"
 res=$(grep -o 'resuming from step [0-9]*' "$RUN/logs/trainer.log" | tail -n 1 | grep -o '[0-9]*$')
 check "[[ -n '$res' ]] && ((res >= ${acked:-10}))" "resumed from step ${res:-?} (acknowledged ${acked:-?} before the kill)"
+# seed 0: a resumed run's data stream is seeded with the step of the exporter's latest checkpoint
+# (the first run's stream would repeat else); the trainer may resume from a newer spooled one
+dseed=$(grep -o 'the data stream is seeded [0-9]*' "$TMP/train3.out" | grep -o '[0-9]*$')
+check "[[ -n '$dseed' && -n '$res' ]] && ((dseed > 0 && dseed <= res))" "the resumed run's data stream is seeded ${dseed:-?} (resumed from ${res:-?})"
 ck=$RUN/checkpoints
 check "[[ \$(readlink '$ck/latest.ckpt') == step-$(printf %08d $STEPS).ckpt ]]" "latest.ckpt is the last step $STEPS"
 check "(cd '$ck' && sha256sum -c --quiet \$(readlink latest.ckpt).sha256)" "its sidecar matches"
