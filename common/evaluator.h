@@ -47,6 +47,7 @@ typedef struct {
     int n_images, n_labels;
     int n_cases;                    // the images as cases: case k is images[case_first[k]] and the
     int case_first[EVAL_MAX_FILES], case_nch[EVAL_MAX_FILES];   // case_nch[k] - 1 after it (channels)
+    char case_grouped[EVAL_MAX_FILES];  // case k is nnU-Net channel files (its id: CASE of CASE_0000)
     const char *dataset;            // file mode: cases to segment; service mode: source labels
     char split[64];                 // dataset_select selection (validation)
     const char *out_dir;
@@ -76,12 +77,17 @@ typedef struct {
     modality_t modality[CASE_MAX_CHANNELS];     // replaces the dataset's (MR for bare images)
 } eval_cfg_t;
 
+// srm-evaluator's exit status for a service (--jobs) whose arguments are bad: sysexits'
+// EX_CONFIG, which pipelines/lib.sh does not restart.
+#define EVAL_EXIT_CONFIG 78
+
 // Parse argv. 0, 1 for --help (usage printed), -1 with err.
 int eval_parse(eval_cfg_t *c, int argc, char **argv, char *err);
-// --images as cases (n_cases, case_first, case_nch; images reordered): one file per case, or
-// nnU-Net's one file per channel (CASE_0000, CASE_0001, ...) grouped into case CASE; --labels
-// must give one file per case. 0, or -1 with err naming the files.
-int eval_group_channels(eval_cfg_t *c, char *err);
+// --images as cases for a model of C channels (n_cases, case_first, case_nch, case_grouped;
+// images reordered): one file per case, or nnU-Net's one file per channel (CASE_0000 ..
+// CASE_<C-1>) grouped into case CASE; --labels must give one file per case. 0, or -1 with err
+// naming the files.
+int eval_group_channels(eval_cfg_t *c, int C, char *err);
 // Case k's id: CASE for grouped channel files, else the file name without .nii / .nii.gz.
 void eval_case_id(const eval_cfg_t *c, int k, char *id, size_t cap);
 void eval_usage(void *file);

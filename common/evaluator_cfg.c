@@ -161,7 +161,6 @@ int eval_parse(eval_cfg_t *c, int argc, char **argv, char *err)
     if (service && !c->cases_ep) return set_err(err, "service mode needs --cases EP (the loader's cases socket)");
     if (!service && !c->n_images == !c->dataset) return set_err(err, "file mode needs exactly one of --images or --dataset");
     if (c->n_labels && !c->n_images) return set_err(err, "--labels needs --images (a dataset has its own labels)");
-    if (c->n_images && eval_group_channels(c, err)) return -1;
     if (!service && !c->out_dir && !c->n_labels && !c->dataset) return set_err(err, "nothing to do: give --out DIR or --labels");
     if (!c->curve_client != !c->server_key) return set_err(err, "CURVE needs both --curve-client and --server-key");
     return model_cfg_check(&c->model, err);

@@ -1,10 +1,11 @@
 /*
 evaluator_channels.c -- file mode's --images as cases. A multi-channel image comes either as one
 4D file or, as nnU-Net stores it, as one file per channel, CASE_0000.nii.gz, CASE_0001.nii.gz,
-...: when every image's name ends in _DDDD and some case has a channel above 0000, the files of a
-case (the same path up to _DDDD) become one case CASE whose channels are stacked in DDDD order,
-which must run 0000, 0001, ... without gaps or repeats. Otherwise each file is its own case
-(single-channel nnU-Net inputs, CASE_0000 only, keep their file names as before).
+.... For a model of C > 1 channels, the files CASE_0000 .. CASE_<C-1> (the same path up to
+_DDDD) become one case CASE, its channels stacked in that order; a CASE_0000 without all its C
+channels, or with more, is refused by name. Every other file is a case of its own, named by its
+file name: any file for a one-channel model (a series img_0000, img_0001, ... stays a series),
+4D files, and _DDDD names without a _0000 beside them (patient_0003).
 */
 #include "evaluator.h"
 #include "check.h"
@@ -29,62 +30,74 @@ static int channel_of(const char *path, size_t *stem_len)
     return ch;
 }
 
-int eval_group_channels(eval_cfg_t *c, char *err)
+static int same_stem(const char *a, size_t la, const char *b, size_t lb)
 {
-    int n = c->n_images, grouped = 1, any_above_0 = 0;
+    return la == lb && !strncmp(a, b, la);
+}
+
+int eval_group_channels(eval_cfg_t *c, int C, char *err)
+{
+    int n = c->n_images, rc = 0;
     int *ch = xmalloc(sizeof *ch * (size_t)(n ? n : 1));
     size_t *stem = xmalloc(sizeof *stem * (size_t)(n ? n : 1));
-    for (int k = 0; k < n; k++) {
-        ch[k] = channel_of(c->images[k], &stem[k]);
-        grouped &= ch[k] >= 0;
-        any_above_0 |= ch[k] > 0;
+    int *member = xmalloc(sizeof *member * (size_t)(n ? n : 1));    // image -> its group's leader, or -1
+    for (int k = 0; k < n; k++) {               // (a model of more channels than a case holds: no groups)
+        ch[k] = C > 1 && C <= CASE_MAX_CHANNELS ? channel_of(c->images[k], &stem[k]) : -1;
+        member[k] = -1;
+    }
+    // groups: a _0000 file leads the files of its stem
+    for (int k = 0; k < n && !rc; k++) {
+        if (ch[k] != 0) continue;
+        int have[CASE_MAX_CHANNELS + 1] = { 0 }, extra = -1;
+        for (int j = 0; j < n; j++) {
+            if (ch[j] < 0 || !same_stem(c->images[j], stem[j], c->images[k], stem[k])) continue;
+            if (j != k && ch[j] == 0)
+                rc = set_err(err, "%s and %s are both channel 0000 of case %.*s", c->images[k], c->images[j],
+                             (int)stem[k], c->images[k]);
+            else if (ch[j] < C && have[ch[j]]++)
+                rc = set_err(err, "%s: channel %04d of case %.*s is given twice", c->images[j], ch[j],
+                             (int)stem[k], c->images[k]);
+            else if (ch[j] >= C) extra = j;
+            member[j] = k;
+        }
+        for (int q = 0; q < C && !rc; q++)
+            if (!have[q])
+                rc = set_err(err, "%s: case %.*s has no channel %04d: the model takes %d channels, one file each "
+                                  "(_0000 to _%04d)", c->images[k], (int)stem[k], c->images[k], q, C, C - 1);
+        if (!rc && extra >= 0)
+            rc = set_err(err, "%s: channel %04d of case %.*s, but the model takes %d channels (_0000 to _%04d)",
+                         c->images[extra], ch[extra], (int)stem[k], c->images[k], C, C - 1);
     }
     c->n_cases = 0;
-    int rc = 0;
-    if (!grouped || !any_above_0) {             // one file, one case
-        for (int k = 0; k < n; k++) { c->case_first[k] = k; c->case_nch[k] = 1; }
-        c->n_cases = n;
-        goto done;
-    }
-    const char **order = xmalloc(sizeof *order * (size_t)n);
-    char *taken = xcalloc((size_t)n, 1);
+    const char **order = xmalloc(sizeof *order * (size_t)(n ? n : 1));
+    char *done = xcalloc((size_t)(n ? n : 1), 1);       // a group's files are placed
     int m = 0;
-    for (int k = 0; k < n && !rc; k++) {
-        if (taken[k]) continue;
-        int first = m, nch = 0;
-        for (int want = 0; !rc; want++) {       // channels 0000, 0001, ... of k's case, in order
-            int found = -1;
-            for (int j = k; j < n; j++) {
-                if (taken[j] || ch[j] != want || stem[j] != stem[k] || strncmp(c->images[j], c->images[k], stem[k]))
-                    continue;
-                if (found >= 0)
-                    rc = set_err(err, "%s and %s are both channel %04d of case %.*s", c->images[found],
-                                 c->images[j], want, (int)stem[k], c->images[k]);
-                found = j;
-            }
-            if (found < 0) break;
-            taken[found] = 1;
-            order[m++] = c->images[found];
-            nch++;
+    for (int k = 0; k < n && !rc; k++) {        // cases in the order of their first file
+        int lead = member[k];
+        if (lead >= 0 && done[lead]) continue;
+        c->case_first[c->n_cases] = m;
+        c->case_grouped[c->n_cases] = lead >= 0;
+        if (lead < 0) {
+            order[m++] = c->images[k];
+            c->case_nch[c->n_cases++] = 1;
+            continue;
         }
-        for (int j = k; j < n && !rc; j++)      // a file of this case the walk did not reach
-            if (!taken[j] && stem[j] == stem[k] && !strncmp(c->images[j], c->images[k], stem[k]))
-                rc = set_err(err, "%s: channel %04d of case %.*s, but its channel %04d is not given (one file per "
-                                  "channel, numbered from _0000 without gaps)",
-                             c->images[j], ch[j], (int)stem[k], c->images[k], nch);
-        if (!rc && nch > CASE_MAX_CHANNELS)
-            rc = set_err(err, "case %.*s: %d channel files (at most %d)", (int)stem[k], c->images[k], nch,
-                         CASE_MAX_CHANNELS);
-        c->case_first[c->n_cases] = first;
-        c->case_nch[c->n_cases++] = nch;
+        done[lead] = 1;
+        for (int q = 0; q < C; q++)
+            for (int j = 0; j < n; j++)
+                if (member[j] == lead && ch[j] == q) order[m++] = c->images[j];
+        c->case_nch[c->n_cases++] = C;
     }
+    free(done);
     if (!rc) memcpy(c->images, order, sizeof *order * (size_t)n);
-    free(order);
-    free(taken);
-done:
+    if (!rc && c->n_cases != n)
+        log_msg('I', "%d image files make %d cases (nnU-Net's one file per channel, CASE_0000 to CASE_%04d)", n,
+                c->n_cases, C - 1);
     if (!rc && c->n_labels && c->n_labels != c->n_cases)
         rc = set_err(err, "--labels: %d files for %d cases (%d images%s)", c->n_labels, c->n_cases, n,
                      c->n_cases != n ? ", one file per channel" : "");
+    free(order);
+    free(member);
     free(ch);
     free(stem);
     return rc;
@@ -94,7 +107,7 @@ void eval_case_id(const eval_cfg_t *c, int k, char *id, size_t cap)
 {
     const char *path = c->images[c->case_first[k]];
     size_t stem_len = 0;
-    if (c->n_cases != c->n_images) channel_of(path, &stem_len);      // grouped: CASE of CASE_DDDD
+    if (c->case_grouped[k]) channel_of(path, &stem_len);       // CASE of CASE_0000
     const char *b = strrchr(path, '/');
     b = b ? b + 1 : path;
     if (stem_len) { snprintf(id, cap, "%.*s", (int)(path + stem_len - b), b); return; }

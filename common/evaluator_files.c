@@ -265,29 +265,31 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
     if (cfg->out_dir && mkdir(cfg->out_dir, 0777) && errno != EEXIST)
         return set_err(err, "%s: cannot make the output folder: %s", cfg->out_dir, strerror(errno));
     dataset_t ds, *dsp = NULL;
-    int *idx = NULL, n = cfg->n_cases;
+    int *idx = NULL, n = 0;
     if (cfg->dataset) {
         if (dataset_open(cfg->dataset, &ds, err)) return -1;
         dsp = &ds;
         if (dataset_select(&ds, cfg->split, &idx, &n, err)) { dataset_free(&ds); return -1; }
-        if (n == 0 && !strcmp(cfg->split, "validation")) {      // as train.sh: nnU-Net's fold 0
-            free(idx);
-            idx = NULL;
-            char e2[ERR_LEN];
-            if (dataset_select(&ds, "fold0/val", &idx, &n, e2) == 0 && n > 0)
-                log_msg('I', "%s declares no validation split: fold 0's %d validation case(s), as train.sh "
-                             "validates (--split S for others)", cfg->dataset, n);
-        }
         if (n == 0) {
-            set_err(err, "%s: the selection '%s' holds no case", cfg->dataset, cfg->split);
+            // (not fold 0 by itself: whether the model was trained without those cases is
+            // known only to whoever trained it)
+            set_err(err, "%s: the selection '%s' holds no case%s", cfg->dataset, cfg->split,
+                     strcmp(cfg->split, "validation") ? "" : " (no validation split declared: train.sh then validates "
+                                                             "fold 0, --split fold0/val; --split all for every case)");
             free(idx);
             dataset_free(&ds);
             return -1;
         }
     }
     eval_model_t *em = NULL;
-    if (cfg->out_dir && check_outputs(cfg, dsp, idx, n, err)) goto fail;
+    eval_cfg_t *run = xmalloc(sizeof *run);     // cfg with the cases grouped and the preprocessing
+    *run = *cfg;                                // chosen (large: heap)
     if (!(em = eval_model_load_file(cfg->model_path, &cfg->model, err))) goto fail;
+    if (!dsp) {                                 // channel files make cases for a multi-channel model
+        if (eval_group_channels(run, eval_model_cfg(em)->in_channels, err)) goto fail;
+        n = run->n_cases;
+    }
+    if (cfg->out_dir && check_outputs(run, dsp, idx, n, err)) goto fail;
     if (cfg->lab.nregions && cfg->lab.nregions != eval_model_cfg(em)->classes) {
         set_err(err, "--regions gives %d regions, the model has %d outputs", cfg->lab.nregions, eval_model_cfg(em)->classes);
         goto fail;
@@ -304,8 +306,6 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
         goto fail;
     }
     if (eval_model_prepare(em, &cfg->sw, cfg->device, err)) goto fail;
-    eval_cfg_t *run = xmalloc(sizeof *run);     // cfg with the preprocessing chosen (large: heap)
-    *run = *cfg;
     choose_prep(run, cfg, em);
     cfg = run;
     const model_cfg_t *mc = eval_model_cfg(em);
@@ -346,6 +346,7 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
     if (n > 0 && failed == n) return set_err(err, "every case failed (%d)", n);
     return failed;
 fail:
+    free(run);
     free(idx);
     if (dsp) dataset_free(&ds);
     eval_model_free(&em);

@@ -39,7 +39,7 @@ void trainer_usage(void *file)
         "          --ack-timeout S (60)  --final-ack-timeout S (60)  --final-eval-timeout S (600)\n"
         "          --final-eval-resend S (30: offer the final eval job again while no validation\n"
         "          came -- an evaluator killed meanwhile lost it; a live one skips the copy)\n"
-        "          --resume-timeout S (30)  --batch-timeout S (120: warn when no batch comes)\n"
+        "          --resume-timeout S (30)  --batch-timeout S (120: warn when no batch comes; when for S s every batch was dropped, at least 10, stop with exit 78)\n"
         "          --exporter-resend S (10: metrics lines wait until the exporter acknowledges them;\n"
         "          one is sent again when lost: a later one was acknowledged, or nothing was for S s)\n");
 }

@@ -93,14 +93,20 @@ srm_stop_all() {
     done
 }
 
-# srm_supervise NAME MAX: restart the stage if it died (up to MAX restarts). 1 when it ended
-# cleanly (exit 0) and was not restarted, 0 otherwise.
+# srm_supervise NAME MAX: restart the stage if it died (up to MAX restarts). 1 when it is gone
+# for good -- it ended cleanly (exit 0), stopped on a configuration error (exit 78, sysexits'
+# EX_CONFIG: a restart cannot cure it) or used up its restarts; it then leaves SRM_PID and its
+# status is in SRM_LAST_RC[NAME]. 0 while it runs (again).
+declare -A SRM_LAST_RC=()
 srm_supervise() {
     local name=$1 max=$2 rc
     srm_alive "$name" && return 0
     [[ -n ${SRM_PID[$name]:-} ]] || return 1
     rc=$(srm_reap "$name")
+    unset 'SRM_PID[$name]'                  # srm_reap ran in a subshell: its unset stayed there
+    SRM_LAST_RC[$name]=$rc
     [[ $rc == 0 ]] && { srm_log "$name exited"; return 1; }
+    [[ $rc == 78 ]] && { srm_log "$name stopped on a configuration error (status 78): not restarted"; return 1; }
     local n=${SRM_RESTARTS[$name]:-0}
     if ((n >= max)); then
         srm_log "$name died (status $rc) and was restarted $n times already: giving up on it"

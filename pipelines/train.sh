@@ -107,10 +107,19 @@ read -r dc dk from nval f0t f0v < <($SRM_PY -c 'import json, sys; o = json.loads
 CLASSES=${CLASSES:-$dk}; INCH=${INCH:-$dc}
 # Validation cases: the dataset's declared validation split; else, as nnU-Net, fold 0 of its
 # 5-fold split (splits_final.json, MSD fold keys, or generated), when an evaluator will use them.
+# A resumed run keeps the cases its first run chose (RUN/cases.args), whatever the defaults say
+# now; a run from before that file was kept trained on the declared split.
 SPLIT_ARGS=(--split train --val-split validation)
-if [[ -n $FOLD ]]; then
+if [[ -z $FOLD ]] && ((RESUME)) && [[ -s $RUN/cases.args ]]; then
+    read -ra SPLIT_ARGS <"$RUN/cases.args"
+    srm_log "resuming with the first run's cases: ${SPLIT_ARGS[*]}"
+elif [[ -z $FOLD ]] && ((RESUME)) && [[ -d $RUN/checkpoints ]]; then
+    :                                           # (started before cases.args: the declared split)
+elif [[ -n $FOLD ]]; then
     [[ $FOLD =~ ^[0-4]$ ]] || srm_die "--fold: '$FOLD' is not 0..4"
     SPLIT_ARGS=(--fold "$FOLD" --val-split "fold$FOLD/val")
+elif [[ " $LOADER_ARGS " =~ \ --(split|val-split|fold)\  ]]; then
+    :                                           # the loader's own arguments choose the cases
 elif ((nval == 0)) && ((EVALUATOR || REMOTE_EVAL)); then
     if ((f0v > 0 && f0t > 0)); then
         SPLIT_ARGS=(--fold 0 --val-split fold0/val)
@@ -190,9 +199,12 @@ wait_others() {
     done
 }
 
-# A stage that is gone for good (its restarts used up, or it ended by itself) leaves the trainer
-# waiting forever: stop the run (final checkpoint first) and say why. Losing one augmenter of
-# several is survivable; losing the last one is not.
+# A stage that is gone for good (its restarts used up, a configuration error, or it ended by
+# itself) leaves the trainer waiting forever: stop the run (final checkpoint first) and say why.
+# Losing one augmenter of several is survivable, losing the last one is not; an evaluator that
+# crashed again and again leaves training going on without validation (eval jobs never block the
+# trainer; it skips the final validation after --final-eval-timeout), one that cannot start
+# (bad arguments) stops the run.
 stage_lost() {
     local name=$1 why
     why=$(grep -a '^E: ' "$SRM_LOGS/$name.log" 2>/dev/null | tail -n 1)
@@ -203,6 +215,10 @@ stage_lost() {
             srm_log "$name stopped for good${why:+ ($why)}; going on with $left local augmenter(s)"
             return
         fi
+    fi
+    if [[ $name == evaluator && ${SRM_LAST_RC[evaluator]:-} != 78 ]]; then
+        srm_log "warning: the evaluator stopped for good${why:+ ($why)}: training goes on without validation (see $SRM_LOGS/evaluator.log)"
+        return
     fi
     srm_log "error: $name stopped for good${why:+: $why}; stopping the run (see $SRM_LOGS/$name.log)"
     trap - INT TERM
@@ -244,16 +260,25 @@ fi
 # run with the same seed would see the first run's patches again, in the same order. A resume
 # from step S seeds them with SEED + S: a stream of its own (the trainer's state comes from the
 # checkpoint). In-run restarts of a stage keep the seed (the loader, the augmenters go on).
+# Without a checkpoint step to go by (no latest link, no step-N file) the clock seeds it.
 DATA_SEED=$SEED
 if ((RESUME)); then
-    latest=$(readlink "$RUN/checkpoints/latest.ckpt" 2>/dev/null)
-    [[ $latest =~ step-0*([0-9]+)\.ckpt$ ]] && DATA_SEED=$((SEED + BASH_REMATCH[1]))
-    ((DATA_SEED != SEED)) && srm_log "resuming after step ${BASH_REMATCH[1]}: the data stream is seeded $DATA_SEED (not the first run's again)"
+    last=$(readlink "$RUN/checkpoints/latest.ckpt" 2>/dev/null)
+    [[ $last =~ step-0*([0-9]+)\.ckpt$ ]] ||
+        last=$(ls "$RUN/checkpoints" 2>/dev/null | grep -E '^step-[0-9]+\.ckpt$' | sort | tail -n 1)
+    if [[ $last =~ step-0*([0-9]+)\.ckpt$ ]]; then
+        DATA_SEED=$((SEED + BASH_REMATCH[1]))
+        srm_log "resuming after step ${BASH_REMATCH[1]}: the data stream is seeded $DATA_SEED (not the first run's again)"
+    else
+        DATA_SEED=$((SEED + $(date +%s)))
+        srm_log "resuming without a checkpoint step in $RUN/checkpoints: the data stream is seeded $DATA_SEED (from the clock)"
+    fi
 fi
 
 # ---- start, in binding order ------------------------------------------------------------------
 srm_log "dataset $DATASET, run $RUN: $CLASSES classes, $INCH channel(s), patch $PATCH, batch $BATCH, ${STEPS:-no cap on the} steps${MAX_MIN:+, $MAX_MIN minutes}, $NAUG augmenter(s)"
 srm_start exporter "$SRM_BIN/srm-exporter" --run-dir "$RUN" --bind "$EP_BIND_exporter" "${REMOTE_FLAG[@]}" "${X_EXPORTER[@]}"
+printf '%s\n' "${SPLIT_ARGS[*]}" >"$RUN/cases.args" || srm_die "cannot write $RUN/cases.args"
 srm_start loader "$SRM_BIN/srm-loader" --dataset "$DATASET" "${SPLIT_ARGS[@]}" \
     --volumes "$EP_BIND_volumes" --cases "$EP_BIND_cases" --cache "${CACHE:-$RUN/cache}" --seed "$DATA_SEED" \
     --classes "$CLASSES" --write-preprocessing "$RUN/preprocessing.json" "${PREP_ARGS[@]}" "${REMOTE_FLAG[@]}" \
@@ -280,6 +305,7 @@ last_line=""
 while :; do
     if ! srm_alive trainer; then
         rc=$(srm_reap trainer)
+        unset 'SRM_PID[trainer]'
         [[ $rc == 0 ]] && break
         [[ $rc == 78 ]] && stage_lost trainer       # a configuration error: a restart cannot cure it
         n=${SRM_RESTARTS[trainer]:-0}

@@ -330,8 +330,22 @@ def main():
     gap = os.path.join(chd, "pt0_0002.nii.gz")
     subprocess.run(["cp", files[1], gap], check=True)
     r = run([predict, m2, os.path.join(tmp, "pred_gap"), files[0], gap] + win)
-    check(r.returncode == 1 and gap in r.stderr and "channel 0001 is not given" in r.stderr,
+    check(r.returncode == 1 and files[0] in r.stderr and "has no channel 0001" in r.stderr,
           "a channel file missing: rc %d %s" % (r.returncode, r.stderr[-500:]))
+    # a 4D image beside channel files: each is a case (pt0 from its files, pt1's 4D copy)
+    outm = os.path.join(tmp, "pred_mixed")
+    r = run([predict, m2, outm, files[0], stacked[1], files[1]] + win)
+    check(r.returncode == 0 and sorted(os.listdir(outm)) == ["pt0.nii.gz", "pt1.nii.gz"],
+          "channel files beside a 4D image: rc %d %s" % (r.returncode, r.stderr[-500:]))
+    # _DDDD names that are not channel files: for a 1-channel model a series img_0000, img_0001
+    # stays two cases, and a lone patient_0003 is a case of its own (with any model)
+    ser = [os.path.join(chd, n) for n in ("img_0000.nii.gz", "img_0001.nii.gz", "patient_0003.nii.gz")]
+    for f, src_img in zip(ser, (images[0], images[1], images[0])):
+        subprocess.run(["cp", src_img, f], check=True)
+    outser = os.path.join(tmp, "pred_series")
+    r = run([predict, model, outser] + ser + win)
+    check(r.returncode == 0 and sorted(os.listdir(outser)) == ["img_0000.nii.gz", "img_0001.nii.gz", "patient_0003.nii.gz"],
+          "a numbered series for a 1-channel model: rc %d %s %s" % (r.returncode, os.listdir(outser) if os.path.isdir(outser) else "", r.stderr[-500:]))
     r = run([predict, m2, os.path.join(tmp, "pred_one"), images[0]] + win)
     check(r.returncode == 1 and images[0] in r.stderr and "the model takes 2" in r.stderr and "CASE_0000" in r.stderr,
           "a 1-channel image for a 2-channel model: rc %d %s" % (r.returncode, r.stderr[-500:]))

@@ -9,6 +9,8 @@
 #     a step validated off the checkpoint grid is checkpointed, so best.ckpt points at the best;
 #   - a loader that cannot start (--norm bogus) stops the run with its error, exit 1, no process
 #     left; --augmenters 0 without --remote-augmenters is refused at once;
+#   - the last augmenter gone for good stops the run; an evaluator that cannot start (exit 78)
+#     stops it, one that fails again and again leaves training going on without validation;
 #   - a trainer that only gets batches it must drop (channels differ) stops the run after
 #     --batch-timeout with a reason (exit status 78: no restart), logging drops rate-limited;
 #   - seeds a checkpoint's JSON cannot hold are refused by srm-trainer and train.sh.
@@ -17,6 +19,7 @@ source "$(dirname "$0")/../pipeline_test.sh"
 pipeline_test_setup dsshape 5 1 5 exporter loader augmenter trainer inspect evaluator
 
 ARGS=(--preset tiny --patch 32 --batch 1 --steps 2 --ckpt-every 2 --augmenters 1 --no-evaluator --device cpu)
+EV_ARGS=(--preset tiny --patch 32 --batch 1 --steps 2 --ckpt-every 2 --augmenters 1 --device cpu --window 32,32,32)
 left() { pgrep -f "$TMP/$1" >/dev/null; }
 
 # plain layout
@@ -50,8 +53,7 @@ mkdir -p "$TMP/nosplit"
 cp -r "$TMP/data/imagesTr" "$TMP/data/labelsTr" "$TMP/nosplit/"
 /usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); d.pop("split", None); json.dump(d, open(sys.argv[2], "w"))' \
     "$TMP/data/dataset.json" "$TMP/nosplit/dataset.json"
-EVAL_ARGS=(--preset tiny --patch 32 --batch 1 --steps 2 --ckpt-every 2 --augmenters 1 --device cpu --window 32,32,32
-           --val-every 1)
+EVAL_ARGS=("${EV_ARGS[@]}" --val-every 1)
 timeout 300 bash pipelines/train.sh "$TMP/nosplit" "$TMP/run7" "${EVAL_ARGS[@]}" >"$TMP/run7.out" 2>&1
 rc=$?
 check "[[ $rc == 0 ]]" "no validation split: train.sh exits 0 (exit $rc)"
@@ -71,6 +73,13 @@ print(best[0] if best else "none")' "$TMP/run7/metrics.jsonl" 2>/dev/null)
 got=$(readlink "$TMP/run7/checkpoints/best.ckpt" 2>/dev/null | grep -o '[0-9]*' | sed 's/^0*//')
 check "grep -q 'step 1\b' '$TMP/run7/logs/exporter.log'" "--val-every off the checkpoint grid: step 1 was checkpointed"
 check "[[ -n '$got' && '$got' == '$want' ]]" "best.ckpt points at step ${got:-?}, the best validated step ${want:-?}"
+check "[[ \$(cat '$TMP/run7/cases.args') == '--fold 0 --val-split fold0/val' ]]" "the run's cases are kept in RUN/cases.args"
+# a resume keeps the first run's cases even when the dataset now declares a validation split
+cp "$TMP/data/dataset.json" "$TMP/nosplit/dataset.json"
+timeout 300 bash pipelines/train.sh "$TMP/nosplit" "$TMP/run7" "${EVAL_ARGS[@]}" --resume >"$TMP/run7b.out" 2>&1
+rc=$?
+check "[[ $rc == 0 ]] && grep -q \"resuming with the first run's cases: --fold 0 --val-split fold0/val\" '$TMP/run7b.out'" \
+    "a resume keeps the first run's cases (exit $rc)"
 
 # a stage gone for good stops the run
 start=$(date +%s)
@@ -80,6 +89,30 @@ took=$(( $(date +%s) - start ))
 check "[[ $rc == 1 ]] && ((took < 120))" "loader that cannot start: train.sh exits 1 (exit $rc after $took s)"
 check "grep -q 'loader stopped for good: E: ' '$TMP/run3.out'" "loader that cannot start: its error is on the console"
 check "! left run3" "loader that cannot start: no process left"
+# the last augmenter gone for good (every one refuses its arguments) stops the run too; it once
+# looped for ever, the dead augmenter never leaving the supervisor's list
+start=$(date +%s)
+timeout 120 bash pipelines/train.sh "$TMP/data" "$TMP/run8" "${ARGS[@]}" --augmenters 2 --restarts 1 \
+    --augmenter-args "--bogus 1" >"$TMP/run8.out" 2>&1
+rc=$?
+took=$(( $(date +%s) - start ))
+check "[[ $rc == 1 ]] && grep -q 'augmenter-[01] stopped for good: E: ' '$TMP/run8.out'" \
+    "every augmenter gone: train.sh exits 1 with the reason (exit $rc after $took s)"
+check "! left run8" "every augmenter gone: no process left"
+# an evaluator that cannot start (bad arguments: exit 78) stops the run; one that fails again
+# and again otherwise leaves training going on without validation
+timeout 120 bash pipelines/train.sh "$TMP/data" "$TMP/run9" "${EV_ARGS[@]}" --overlap 1.5 \
+    >"$TMP/run9.out" 2>&1
+rc=$?
+check "[[ $rc == 1 ]] && grep -q 'evaluator stopped for good: E: evaluator: --overlap' '$TMP/run9.out'" \
+    "an evaluator with bad arguments stops the run (exit $rc)"
+check "! grep -q 'restarting it' '$TMP/run9.out'" "an evaluator with bad arguments is not restarted"
+timeout 120 bash pipelines/train.sh "$TMP/data" "$TMP/run10" "${EV_ARGS[@]}" --restarts 1 \
+    --evaluator-args "--dataset $TMP/no-such-dataset" --trainer-args "--final-eval-timeout 2" >"$TMP/run10.out" 2>&1
+rc=$?
+check "[[ $rc == 0 ]] && grep -q 'warning: the evaluator stopped for good' '$TMP/run10.out'" \
+    "an evaluator failing again and again: training goes on without validation (exit $rc)"
+check "[[ -e '$TMP/run10/checkpoints/latest.ckpt' ]]" "an evaluator failing again and again: the run's checkpoint is written"
 timeout 60 bash pipelines/train.sh "$TMP/data" "$TMP/run4" "${ARGS[@]}" --augmenters 0 >"$TMP/run4.out" 2>&1
 rc=$?
 check "[[ $rc == 1 ]] && grep -q 'give at least 1' '$TMP/run4.out'" "--augmenters 0 is refused (exit $rc)"
