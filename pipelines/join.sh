@@ -8,12 +8,15 @@
 #   join.sh evaluator  --main HOST:BASEPORT [--dataset DIR] [--window D,H,W] [--device D]
 # Endpoints can also be given one by one (--volumes --patches --jobs --cases --exporter
 # --metrics). Arguments after -- go to every stage started (e.g. CURVE keys: --curve-client KEY
-# --server-key KEY). Dead workers are restarted; Ctrl-C stops them all. Logs: --logs DIR.
+# --server-key KEY). Dead workers are restarted (up to --restarts times; not one that exits 78,
+# a configuration error); join.sh ends when none is left: status 0 when every worker ended
+# cleanly (e.g. an evaluator with -- --exit-after-final), 1 when one was given up. Ctrl-C stops
+# them all. Logs: --logs DIR.
 set -uo pipefail
 SRM_SCRIPT=join
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 (($#)) || { usage >&2; exit 2; }
 ROLE=$1; shift
 case $ROLE in augmenters|evaluator) ;; -h|--help) usage; exit 0 ;; *) usage >&2; srm_die "unknown role '$ROLE'" ;; esac
@@ -63,8 +66,14 @@ else
     srm_start evaluator "${ev[@]}" "${EXTRA[@]}"
 fi
 srm_log "running; Ctrl-C to stop (logs in $SRM_LOGS)"
+lost=0
 while :; do
-    for name in "${!SRM_PID[@]}"; do srm_supervise "$name" "$RESTARTS" || true; done
-    ((${#SRM_PID[@]})) || { srm_log "no worker left"; exit 1; }
+    for name in "${!SRM_PID[@]}"; do
+        srm_supervise "$name" "$RESTARTS" || [[ ${SRM_LAST_RC[$name]:-0} == 0 ]] || lost=1
+    done
+    if ((${#SRM_PID[@]} == 0)); then
+        ((lost)) && { srm_log "no worker left: see the logs in $SRM_LOGS"; exit 1; }
+        srm_log "every worker ended"; exit 0
+    fi
     sleep 1
 done

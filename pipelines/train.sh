@@ -109,17 +109,30 @@ CLASSES=${CLASSES:-$dk}; INCH=${INCH:-$dc}
 # 5-fold split (splits_final.json, MSD fold keys, or generated), when an evaluator will use them.
 # A resumed run keeps the cases its first run chose (RUN/cases.args), whatever the defaults say
 # now; a run from before that file was kept trained on the declared split.
+# ("--loader-args" in it: the loader's own arguments chose them, and must again.)
 SPLIT_ARGS=(--split train --val-split validation)
-if [[ -z $FOLD ]] && ((RESUME)) && [[ -s $RUN/cases.args ]]; then
-    read -ra SPLIT_ARGS <"$RUN/cases.args"
-    srm_log "resuming with the first run's cases: ${SPLIT_ARGS[*]}"
+[[ -z $FOLD || $FOLD =~ ^[0-4]$ ]] || srm_die "--fold: '$FOLD' is not 0..4"
+LOADER_CHOOSES=0
+[[ " $LOADER_ARGS " =~ \ --(split|val-split|fold)\  ]] && LOADER_CHOOSES=1
+FIRST=""
+((RESUME)) && [[ -s $RUN/cases.args ]] && FIRST=$(<"$RUN/cases.args")
+if [[ $FIRST == --loader-args ]]; then
+    ((LOADER_CHOOSES)) && [[ -z $FOLD ]] ||
+        srm_die "$RUN chose its cases with --loader-args: resume with the same --loader-args (and no --fold)"
+    SPLIT_ARGS=()
+elif [[ -n $FIRST ]]; then
+    read -ra SPLIT_ARGS <<<"$FIRST"
+    if [[ -n $FOLD && $FIRST != "--fold $FOLD --val-split fold$FOLD/val" ]] || ((LOADER_CHOOSES)); then
+        srm_die "$RUN trained on the cases of '$FIRST': another choice now would validate on cases it trained on"
+    fi
+    srm_log "resuming with the first run's cases: $FIRST"
 elif [[ -z $FOLD ]] && ((RESUME)) && [[ -d $RUN/checkpoints ]]; then
-    :                                           # (started before cases.args: the declared split)
+    ((LOADER_CHOOSES)) && SPLIT_ARGS=()         # (started before cases.args: as it chose then)
 elif [[ -n $FOLD ]]; then
-    [[ $FOLD =~ ^[0-4]$ ]] || srm_die "--fold: '$FOLD' is not 0..4"
+    ((LOADER_CHOOSES)) && srm_die "--fold and a split in --loader-args: give one of them"
     SPLIT_ARGS=(--fold "$FOLD" --val-split "fold$FOLD/val")
-elif [[ " $LOADER_ARGS " =~ \ --(split|val-split|fold)\  ]]; then
-    :                                           # the loader's own arguments choose the cases
+elif ((LOADER_CHOOSES)); then
+    SPLIT_ARGS=()                               # the loader's own arguments choose the cases
 elif ((nval == 0)) && ((EVALUATOR || REMOTE_EVAL)); then
     if ((f0v > 0 && f0t > 0)); then
         SPLIT_ARGS=(--fold 0 --val-split fold0/val)
@@ -278,7 +291,8 @@ fi
 # ---- start, in binding order ------------------------------------------------------------------
 srm_log "dataset $DATASET, run $RUN: $CLASSES classes, $INCH channel(s), patch $PATCH, batch $BATCH, ${STEPS:-no cap on the} steps${MAX_MIN:+, $MAX_MIN minutes}, $NAUG augmenter(s)"
 srm_start exporter "$SRM_BIN/srm-exporter" --run-dir "$RUN" --bind "$EP_BIND_exporter" "${REMOTE_FLAG[@]}" "${X_EXPORTER[@]}"
-printf '%s\n' "${SPLIT_ARGS[*]}" >"$RUN/cases.args" || srm_die "cannot write $RUN/cases.args"
+if ((LOADER_CHOOSES)); then echo --loader-args; else printf '%s\n' "${SPLIT_ARGS[*]}"; fi >"$RUN/cases.args" ||
+    srm_die "cannot write $RUN/cases.args"
 srm_start loader "$SRM_BIN/srm-loader" --dataset "$DATASET" "${SPLIT_ARGS[@]}" \
     --volumes "$EP_BIND_volumes" --cases "$EP_BIND_cases" --cache "${CACHE:-$RUN/cache}" --seed "$DATA_SEED" \
     --classes "$CLASSES" --write-preprocessing "$RUN/preprocessing.json" "${PREP_ARGS[@]}" "${REMOTE_FLAG[@]}" \
@@ -339,6 +353,7 @@ print(len(best.get("cases") or []) if best else 0)
 EOF
     ) || want=0
     if ((want > 0)); then
+        have=0
         for ((t = 0; t < FINAL_TIMEOUT; t++)); do
             have=$(find "$RUN/predictions" -maxdepth 1 -name '*.nii.gz' 2>/dev/null | wc -l)
             ((have >= want)) && break

@@ -7,6 +7,8 @@
 #     4 classes from the largest value, not 3 entries;
 #   - no validation split declared: fold 0 of the 5-fold split is validated (nnU-Net's default);
 #     a step validated off the checkpoint grid is checkpointed, so best.ckpt points at the best;
+#     the choice is kept in RUN/cases.args for a resume, which refuses another --fold; cases
+#     chosen by --loader-args (--fold 1) win over the defaults;
 #   - a loader that cannot start (--norm bogus) stops the run with its error, exit 1, no process
 #     left; --augmenters 0 without --remote-augmenters is refused at once;
 #   - the last augmenter gone for good stops the run; an evaluator that cannot start (exit 78)
@@ -80,6 +82,17 @@ timeout 300 bash pipelines/train.sh "$TMP/nosplit" "$TMP/run7" "${EVAL_ARGS[@]}"
 rc=$?
 check "[[ $rc == 0 ]] && grep -q \"resuming with the first run's cases: --fold 0 --val-split fold0/val\" '$TMP/run7b.out'" \
     "a resume keeps the first run's cases (exit $rc)"
+timeout 60 bash pipelines/train.sh "$TMP/nosplit" "$TMP/run7" "${EVAL_ARGS[@]}" --resume --fold 2 >"$TMP/run7c.out" 2>&1
+rc=$?
+check "[[ $rc == 1 ]] && grep -q 'another choice now would validate on cases it trained on' '$TMP/run7c.out'" \
+    "a resume with another --fold is refused (exit $rc)"
+# --loader-args that choose the cases win over the defaults (the declared validation split
+# once went to the loader beside them, and beat their fold's validation cases)
+timeout 300 bash pipelines/train.sh "$TMP/data" "$TMP/run11" "${EV_ARGS[@]}" --loader-args "--fold 1" >"$TMP/run11.out" 2>&1
+rc=$?
+check "[[ $rc == 0 ]] && grep -q '(fold1/train)' '$TMP/run11/logs/loader.log' && grep -q '(fold1/val)' '$TMP/run11/logs/loader.log'" \
+    "--loader-args --fold 1: the loader trains and validates fold 1 (exit $rc)"
+check "[[ \$(cat '$TMP/run11/cases.args') == --loader-args ]]" "--loader-args --fold 1: cases.args says the loader's arguments chose"
 
 # a stage gone for good stops the run
 start=$(date +%s)
