@@ -126,6 +126,20 @@ static void case_set_images(dataset_case_t *c, int n)
 // ---- dataset.json fields --------------------------------------------------------------------
 
 // "modality" (MSD) or "channel_names" (nnU-Net): {"0": "CT", "1": ...} with keys 0..n-1.
+static const char *const MODALITY_NAMES[MODALITY_COUNT] = { "MR", "CT", "noNorm", "rescale_to_0_1", "rgb_to_0_1" };
+
+modality_t modality_of_name(const char *name)
+{
+    for (int m = 1; m < MODALITY_COUNT; m++)
+        if (!strcasecmp(name, MODALITY_NAMES[m])) return (modality_t)m;
+    return MODALITY_MR;
+}
+
+const char *modality_name(modality_t m)
+{
+    return (unsigned)m < MODALITY_COUNT ? MODALITY_NAMES[m] : "MR";
+}
+
 static int parse_channels(dataset_t *ds, json_t *obj, const char *where, char *err)
 {
     int n = (int)json_object_size(obj);
@@ -143,7 +157,7 @@ static int parse_channels(dataset_t *ds, json_t *obj, const char *where, char *e
             return set_err(err, "%s: bad channel entry \"%s\" (keys must be 0..%d, values names)",
                            where, key, n - 1);
         ds->channel_names[k] = xstrdup(json_string_value(v));
-        ds->modality[k] = strcasecmp(json_string_value(v), "CT") == 0 ? MODALITY_CT : MODALITY_MR;
+        ds->modality[k] = modality_of_name(json_string_value(v));
     }
     return 0;
 }

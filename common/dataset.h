@@ -20,7 +20,17 @@ checks), dataset_report.c (the JSON report of srm-inspect --dataset).
 #include "volume.h"
 
 typedef enum { DATASET_MSD, DATASET_NNUNET, DATASET_PLAIN } dataset_layout_t;
-typedef enum { MODALITY_MR = 0, MODALITY_CT = 1 } modality_t;
+// A channel's normalisation, named as nnU-Net's channel_names: "CT" (clip + scale, or clip +
+// z-score), "noNorm" (none), "rescale_to_0_1" (min-max over the image), "rgb_to_0_1" (/ 255);
+// any other name (MR, T1, FLAIR, "zscore", ...) is a z-score, MODALITY_MR.
+typedef enum { MODALITY_MR = 0, MODALITY_CT = 1, MODALITY_NONORM = 2, MODALITY_RESCALE01 = 3,
+               MODALITY_RGB01 = 4 } modality_t;
+#define MODALITY_COUNT 5
+
+// The modality of a channel name (nnU-Net's rule, names case-insensitive), and the name a
+// modality is written with (preprocessing settings, reports: "MR" for the z-score).
+modality_t modality_of_name(const char *name);
+const char *modality_name(modality_t m);
 
 typedef struct {
     char *id;           // case id: the file name without channel suffix and ending
@@ -45,7 +55,7 @@ typedef struct {
     dataset_case_t *cases;
     int n_channels;              // declared channels (plain layout: inferred from file names)
     char **channel_names;        // [n_channels]
-    modality_t *modality;        // [n_channels]; "CT" -> CT, anything else MR (nnU-Net rule)
+    modality_t *modality;        // [n_channels]; modality_of_name of the channel names
     int n_labels;                // declared labels, 0 = undeclared (plain layout)
     dataset_label_t *labels;     // [n_labels]
     int has_regions;             // some label is a region (list of values)

@@ -94,7 +94,7 @@ int dataset_print_report(const char *dir, FILE *out, char *err)
     json_t *ch = json_array();
     for (int k = 0; k < ds.n_channels; k++)
         json_array_append_new(ch, json_pack("{s:s, s:s}", "name", ds.channel_names[k], "modality",
-                                            ds.modality[k] == MODALITY_CT ? "CT" : "MR"));
+                                            modality_name(ds.modality[k])));
     json_object_set_new(root, "channels", ch);
     json_t *labels = json_object();
     for (int l = 0; l < ds.n_labels; l++) {

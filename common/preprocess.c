@@ -129,8 +129,10 @@ int preprocess_case(case_t *c, const preprocess_cfg_t *cfg, preprocess_record_t 
     memcpy(r.crop_dim, size, sizeof size);
 
     for (int ch = 0; ch < v->C; ch++) {
-        int rc = c->modality[ch] == MODALITY_CT ? preprocess_normalize_ct(v, ch, cfg, e)
-                                                : preprocess_normalize_mr(v, ch, mask, cfg->mr_norm, e);
+        const modality_t m = c->modality[ch];
+        int rc = m == MODALITY_CT ? preprocess_normalize_ct(v, ch, cfg, e)
+               : m == MODALITY_MR ? preprocess_normalize_mr(v, ch, mask, cfg->mr_norm, e)
+                                  : preprocess_normalize_range(v, ch, m, e);
         if (rc < 0) { free(mask); return set_err(err, "%s: %s", c->id, e); }
     }
     free(mask);

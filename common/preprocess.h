@@ -97,6 +97,10 @@ void preprocess_crop(volume_t *img, uint8_t **label, uint8_t **mask, const int l
 // MONAI nonzero=True leave them at 0, the new mean).
 int preprocess_normalize_ct(volume_t *img, int ch, const preprocess_cfg_t *cfg, char *err);
 int preprocess_normalize_mr(volume_t *img, int ch, const uint8_t *mask, mr_norm_t mode, char *err);
+// nnU-Net's other schemes on channel ch: MODALITY_NONORM leaves it, MODALITY_RESCALE01 maps its
+// [min, max] to [0, 1] (a constant channel to 0), MODALITY_RGB01 divides by 255 (values must lie
+// in [0, 255]). 0 or -1 + err.
+int preprocess_normalize_range(volume_t *img, int ch, modality_t mod, char *err);
 
 // Step 5. Output extent for n voxels at spacing s and target t (t <= 0: n).
 int preprocess_out_extent(int n, double s, double t);

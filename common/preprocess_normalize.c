@@ -52,3 +52,21 @@ int preprocess_normalize_mr(volume_t *img, int ch, const uint8_t *mask, mr_norm_
         x[i] = (!mask || mask[i]) ? (float)((x[i] - mean) / sd) : 0.0f;
     return 0;
 }
+
+int preprocess_normalize_range(volume_t *img, int ch, modality_t mod, char *err)
+{
+    size_t n = volume_voxels(img);
+    float *x = img->data + (size_t)ch * n;
+    if (mod == MODALITY_NONORM) return 0;
+    float lo = INFINITY, hi = -INFINITY;
+    for (size_t i = 0; i < n; i++) { lo = fminf(lo, x[i]); hi = fmaxf(hi, x[i]); }
+    if (mod == MODALITY_RGB01) {
+        if (lo < 0 || hi > 255) return set_err(err, "channel %d (rgb_to_0_1): values in [%g, %g], not [0, 255]", ch, lo, hi);
+        for (size_t i = 0; i < n; i++) x[i] /= 255.0f;
+        return 0;
+    }
+    if (mod != MODALITY_RESCALE01) return set_err(err, "channel %d: no range normalisation for modality %d", ch, (int)mod);
+    double range = (double)hi - lo > 1e-8 ? (double)hi - lo : 1e-8;      // as nnU-Net's RescaleTo01
+    for (size_t i = 0; i < n; i++) x[i] = (float)((x[i] - lo) / range);
+    return 0;
+}

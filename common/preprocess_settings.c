@@ -31,7 +31,7 @@ static json_t *doubles(const double *v, int n)
 char *preprocess_settings_json(const preprocess_cfg_t *c, const modality_t *mod, int C)
 {
     json_t *m = json_array();
-    for (int ch = 0; ch < C; ch++) json_array_append_new(m, json_string(mod[ch] == MODALITY_CT ? "CT" : "MR"));
+    for (int ch = 0; ch < C; ch++) json_array_append_new(m, json_string(modality_name(mod[ch])));
     const double win[2] = { c->ct_lo, c->ct_hi }, range[2] = { c->ct_b_min, c->ct_b_max },
                  z[2] = { c->ct_mean, c->ct_std };
     json_t *o = json_pack("{s:i, s:o, s:i, s:o, s:{s:s, s:f}, s:i, s:[i, i, i], s:{s:s, s:o, s:o, s:o}, s:{s:s}}",
@@ -101,9 +101,8 @@ int preprocess_settings_parse(const char *text, preprocess_cfg_t *c, modality_t 
     if (!bad && (!(win[0] < win[1]) || !(z[1] > 0))) bad = "ct (an empty window or a std <= 0)";
     for (size_t i = 0; !bad && i < json_array_size(m); i++) {
         const char *s = json_string_value(json_array_get(m, i));
-        if (s && !strcmp(s, "CT")) mod[i] = MODALITY_CT;
-        else if (s && !strcmp(s, "MR")) mod[i] = MODALITY_MR;
-        else bad = "modality (CT or MR per channel)";
+        if (s && (!strcmp(s, "MR") || modality_of_name(s) != MODALITY_MR)) mod[i] = modality_of_name(s);
+        else bad = "modality (CT, MR, noNorm, rescale_to_0_1 or rgb_to_0_1 per channel)";
     }
     if (bad) {
         json_decref(o);

@@ -177,6 +177,20 @@ static void test_normalize(void)
     memcpy(v.data, hu, sizeof hu);
     preprocess_normalize_ct(&v, 0, &cfg, err);
     EXPECT(fabsf(v.data[0] + 9) < 1e-5 && fabsf(v.data[2] + 0.5f) < 1e-5 && fabsf(v.data[4] - 8) < 1e-5, "ct zscore after clip");
+    // nnU-Net channel names -> schemes (case-insensitive; anything else is a z-score), and the schemes
+    EXPECT(modality_of_name("ct") == MODALITY_CT && modality_of_name("noNorm") == MODALITY_NONORM &&
+           modality_of_name("rescale_to_0_1") == MODALITY_RESCALE01 && modality_of_name("RGB_to_0_1") == MODALITY_RGB01 &&
+           modality_of_name("zscore") == MODALITY_MR && modality_of_name("FLAIR") == MODALITY_MR, "channel names");
+    float raw[5] = {-20, 0, 30, 80, 180};
+    memcpy(v.data, raw, sizeof raw);
+    for (size_t i = 5; i < n; i++) v.data[i] = 30;
+    EXPECT(preprocess_normalize_range(&v, 0, MODALITY_NONORM, err) == 0 && !memcmp(v.data, raw, sizeof raw), "noNorm keeps values");
+    EXPECT(preprocess_normalize_range(&v, 0, MODALITY_RESCALE01, err) == 0 && v.data[0] == 0 && v.data[4] == 1 &&
+           fabsf(v.data[2] - 0.25f) < 1e-6, "rescale_to_0_1: %g %g %g", v.data[0], v.data[2], v.data[4]);
+    EXPECT(preprocess_normalize_range(&v, 0, MODALITY_RGB01, err) == 0 && fabsf(v.data[4] - 1.0f / 255) < 1e-9,
+           "rgb_to_0_1 divides by 255: %g", v.data[4]);
+    memcpy(v.data, raw, sizeof raw);
+    EXPECT(preprocess_normalize_range(&v, 0, MODALITY_RGB01, err) < 0 && strstr(err, "[0, 255]"), "rgb_to_0_1 refuses -20: %s", err);
     // --norm ct-z:MEAN,STD clips nothing (it once kept the default [-175, 250] window);
     // ct-z:MEAN,STD,LO,HI clips to LO, HI (nnU-Net's percentiles)
     int force = -1;
@@ -406,6 +420,12 @@ static void test_settings(void)
     EXPECT(preprocess_cfg_hash(&r) == preprocess_cfg_hash(&c) && !memcmp(r.target_spacing, c.target_spacing, sizeof c.target_spacing) &&
            r.ct_std == c.ct_std && r.fg_threshold == c.fg_threshold, "settings read back bit for bit: %s", text);
     EXPECT(C == 3 && got[0] == MODALITY_CT && got[1] == MODALITY_MR && got[2] == MODALITY_CT, "modalities: %d", C);
+    free(text);
+    // nnU-Net's other channel schemes survive the settings (the evaluator applies them as trained)
+    const modality_t mod2[4] = { MODALITY_NONORM, MODALITY_RESCALE01, MODALITY_RGB01, MODALITY_MR };
+    text = preprocess_settings_json(&c, mod2, 4);
+    EXPECT(preprocess_settings_parse(text, &r, got, &C, err) == 0 && C == 4 && !memcmp(got, mod2, sizeof mod2),
+           "nnU-Net schemes read back: %s (%s)", err, text);
     free(text);
     static const struct { const char *text, *field; } bad[] = {
         { "{", "not JSON" },
