@@ -207,7 +207,7 @@ static int parse_labels(dataset_t *ds, json_t *obj, const char *where, char *err
 
 // ---- layouts ----------------------------------------------------------------------------
 
-static char *id_from_path(const char *path, int strip_channel)
+char *dataset_id_of_path(const char *path, int strip_channel)
 {
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
@@ -215,6 +215,15 @@ static char *id_from_path(const char *path, int strip_channel)
     if (len < 0) len = (int)strlen(base);
     if (strip_channel && channel_suffix(base, len) >= 0) len -= 5;
     return strndup(base, (size_t)len);
+}
+
+int dataset_channel_of_path(const char *path, size_t *stem_len)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    int len = strip_ending(base), ch = len < 0 ? -1 : channel_suffix(base, len);
+    if (ch >= 0) *stem_len = (size_t)(base - path) + (size_t)len - 5;
+    return ch;
 }
 
 // A "training"/"test" entry's image field: a string or a list of strings (MONAI style).
@@ -249,7 +258,7 @@ static int open_msd(dataset_t *ds, json_t *root, const char *where, char *err)
         const char *first = json_is_string(img) ? json_string_value(img)
                           : json_string_value(json_array_get(img, 0));
         if (!first) { dataset_add_problem(ds, "%s: training entry %zu: bad \"image\"", where, i); continue; }
-        char *id = id_from_path(json_is_string(lab) ? json_string_value(lab) : first, !json_is_string(img));
+        char *id = dataset_id_of_path(json_is_string(lab) ? json_string_value(lab) : first, !json_is_string(img));
         if (dataset_find(ds, id) >= 0) {   // splits, results and predictions are named by the id
             dataset_add_problem(ds, "%s: training entry %zu (%s): case id %s is already taken by an earlier entry; "
                                 "skipped (give the files distinct names)", where, i, first, id);
@@ -268,7 +277,7 @@ static int open_msd(dataset_t *ds, json_t *root, const char *where, char *err)
         json_t *img = json_is_object(e) ? json_object_get(e, "image") : e;
         const char *first = json_is_string(img) ? json_string_value(img) : json_string_value(json_array_get(img, 0));
         if (!first) { dataset_add_problem(ds, "%s: test entry %zu: bad image path", where, i); continue; }
-        char *id = id_from_path(first, !json_is_string(img));
+        char *id = dataset_id_of_path(first, !json_is_string(img));
         if (dataset_find(ds, id) >= 0) {
             dataset_add_problem(ds, "%s: test entry %zu (%s): case id %s is already taken by an earlier entry; "
                                 "skipped (give the files distinct names)", where, i, first, id);

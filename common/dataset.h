@@ -73,6 +73,13 @@ typedef struct {
 int dataset_open(const char *dir, dataset_t *ds, char *err);
 void dataset_free(dataset_t *ds);
 
+// The case id of an image or label path: its file name without the NIfTI ending (.nii.gz,
+// .nii) and, with strip_channel, without a _DDDD channel suffix. malloc'd.
+char *dataset_id_of_path(const char *path, int strip_channel);
+// The channel number of a path whose file name ends in <id>_DDDD.nii[.gz] (id not empty), and
+// in *stem_len the length of the path before "_DDDD"; -1 (stem_len untouched) without one.
+int dataset_channel_of_path(const char *path, size_t *stem_len);
+
 // Index of the case with this id, or -1.
 int dataset_find(const dataset_t *ds, const char *id);
 

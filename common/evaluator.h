@@ -46,8 +46,8 @@ typedef struct {
     const char *images[EVAL_MAX_FILES], *labels[EVAL_MAX_FILES];
     int n_images, n_labels;
     int n_cases;                    // the images as cases: case k is images[case_first[k]] and the
-    int case_first[EVAL_MAX_FILES], case_nch[EVAL_MAX_FILES];   // case_nch[k] - 1 after it (channels)
-    char case_grouped[EVAL_MAX_FILES];  // case k is nnU-Net channel files (its id: CASE of CASE_0000)
+    int case_first[EVAL_MAX_FILES], case_nch[EVAL_MAX_FILES];   // case_nch[k] - 1 after it (channels;
+                                    // > 1: nnU-Net channel files, case id CASE of CASE_0000)
     const char *dataset;            // file mode: cases to segment; service mode: source labels
     char split[64];                 // dataset_select selection (validation)
     const char *out_dir;
@@ -83,7 +83,7 @@ typedef struct {
 
 // Parse argv. 0, 1 for --help (usage printed), -1 with err.
 int eval_parse(eval_cfg_t *c, int argc, char **argv, char *err);
-// --images as cases for a model of C channels (n_cases, case_first, case_nch, case_grouped;
+// --images as cases for a model of C channels (n_cases, case_first, case_nch;
 // images reordered): one file per case, or nnU-Net's one file per channel (CASE_0000 ..
 // CASE_<C-1>) grouped into case CASE; --labels must give one file per case. 0, or -1 with err
 // naming the files.

@@ -9,26 +9,9 @@ file name: any file for a one-channel model (a series img_0000, img_0001, ... st
 */
 #include "evaluator.h"
 #include "check.h"
+#include "dataset.h"
 #include <stdlib.h>
 #include <string.h>
-
-// The channel number of path (its name ends in _DDDD.nii or _DDDD.nii.gz) and the length of
-// the path before "_DDDD"; -1 when the name has no such ending.
-static int channel_of(const char *path, size_t *stem_len)
-{
-    size_t n = strlen(path);
-    size_t suffix = n > 7 && !strcmp(path + n - 7, ".nii.gz") ? 7 : n > 4 && !strcmp(path + n - 4, ".nii") ? 4 : 0;
-    if (!suffix || n - suffix < 5) return -1;
-    const char *d = path + n - suffix - 4;
-    if (d[-1] != '_' || d - 1 == path || d[-2] == '/') return -1;
-    int ch = 0;
-    for (int i = 0; i < 4; i++) {
-        if (d[i] < '0' || d[i] > '9') return -1;
-        ch = 10 * ch + (d[i] - '0');
-    }
-    *stem_len = (size_t)(d - 1 - path);
-    return ch;
-}
 
 static int same_stem(const char *a, size_t la, const char *b, size_t lb)
 {
@@ -42,7 +25,7 @@ int eval_group_channels(eval_cfg_t *c, int C, char *err)
     size_t *stem = xmalloc(sizeof *stem * (size_t)(n ? n : 1));
     int *member = xmalloc(sizeof *member * (size_t)(n ? n : 1));    // image -> its group's leader, or -1
     for (int k = 0; k < n; k++) {               // (a model of more channels than a case holds: no groups)
-        ch[k] = C > 1 && C <= CASE_MAX_CHANNELS ? channel_of(c->images[k], &stem[k]) : -1;
+        ch[k] = C > 1 && C <= CASE_MAX_CHANNELS ? dataset_channel_of_path(c->images[k], &stem[k]) : -1;
         member[k] = -1;
     }
     // groups: a _0000 file leads the files of its stem
@@ -76,7 +59,6 @@ int eval_group_channels(eval_cfg_t *c, int C, char *err)
         int lead = member[k];
         if (lead >= 0 && done[lead]) continue;
         c->case_first[c->n_cases] = m;
-        c->case_grouped[c->n_cases] = lead >= 0;
         if (lead < 0) {
             order[m++] = c->images[k];
             c->case_nch[c->n_cases++] = 1;
@@ -105,14 +87,7 @@ int eval_group_channels(eval_cfg_t *c, int C, char *err)
 
 void eval_case_id(const eval_cfg_t *c, int k, char *id, size_t cap)
 {
-    const char *path = c->images[c->case_first[k]];
-    size_t stem_len = 0;
-    if (c->case_grouped[k]) channel_of(path, &stem_len);       // CASE of CASE_0000
-    const char *b = strrchr(path, '/');
-    b = b ? b + 1 : path;
-    if (stem_len) { snprintf(id, cap, "%.*s", (int)(path + stem_len - b), b); return; }
-    snprintf(id, cap, "%s", b);                 // the file name without .nii / .nii.gz
-    size_t n = strlen(id);
-    if (n > 7 && !strcmp(id + n - 7, ".nii.gz")) id[n - 7] = 0;
-    else if (n > 4 && !strcmp(id + n - 4, ".nii")) id[n - 4] = 0;
+    char *s = dataset_id_of_path(c->images[c->case_first[k]], c->case_nch[k] > 1);    // CASE of CASE_0000
+    snprintf(id, cap, "%s", s);
+    free(s);
 }
