@@ -4,7 +4,7 @@ nifti_io.c -- read and write NIfTI-1/NIfTI-2 volumes (.nii, .nii.gz) through lib
 Reading validates the header before any voxel memory exists (dims, datatype/bitpix, spacing,
 offset, file length), so a lying header is an error, never a giant allocation. Intensities are
 scaled as nibabel scales them, the affine is the one nibabel's img.affine picks (sform, qform,
-else pixdim), and the data is transposed from libnifti's i-fastest order to (C, i, j, k) k-fastest.
+else pixdim) in mm (a header in metres or microns is converted, as ITK does), and the data is transposed from libnifti's i-fastest order to (C, i, j, k) k-fastest.
 Writing produces NIfTI-1 with the affine as sform and its closest qform, via temp file + rename.
 */
 #include "volume.h"
@@ -80,6 +80,7 @@ typedef struct {
     int version;                 // 1 or 2
     int64_t dim[8];              // as stored: checked before libnifti allocates from them
     int bitpix, qform_code, sform_code;
+    int xyz_units;               // bits 0..2 of xyzt_units: NIFTI_UNITS_METER, _MM, _MICRON or 0
     double pixdim[4], vox_offset, slope, inter;
     double quat[3], qoffset[3], srow[3][4];
 } raw_hdr_t;
@@ -98,6 +99,7 @@ static int read_raw_header(const char *path, raw_hdr_t *r, char *err)
         r->bitpix = (H)->bitpix;                                                          \
         r->qform_code = (H)->qform_code;                                                  \
         r->sform_code = (H)->sform_code;                                                  \
+        r->xyz_units = (H)->xyzt_units & 0x07;                                            \
         for (int i = 0; i < 4; i++) r->pixdim[i] = (H)->pixdim[i];                        \
         r->vox_offset = (double)(H)->vox_offset;                                          \
         r->slope = (H)->scl_slope;                                                        \
@@ -269,6 +271,17 @@ static void best_affine(const raw_hdr_t *h, const int64_t dim[8], double a[4][4]
     }
 }
 
+// The world in this system is in millimetres (spacings, resampling, HD95, the files written).
+// A header whose spatial unit is metres or microns gets its affine scaled to mm, as ITK (and so
+// SimpleITK and nnU-Net) reads it; unknown (0) and mm are taken as mm. nibabel keeps the stored
+// numbers and leaves the unit to the user.
+static void to_millimetres(const raw_hdr_t *h, double a[4][4])
+{
+    double s = h->xyz_units == NIFTI_UNITS_METER ? 1000.0 : h->xyz_units == NIFTI_UNITS_MICRON ? 1e-3 : 1.0;
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++) a[r][c] *= s;
+}
+
 // Read the raw voxel bytes (zlib reads plain and gzip files alike) and put them in native
 // byte order, into *out (malloc'd, nbytes long on success). A .nii's size was checked against
 // the header, but a .nii.gz's header can claim gigabytes in a few hundred bytes: the buffer
@@ -400,6 +413,8 @@ int nifti_read_volume(const char *path, volume_t *v, char *err)
     v->data = xmalloc((size_t)v->C * volume_voxels(v) * sizeof(float));
     if (convert_data(path, nim, &raw, v->data, err)) goto fail;
     best_affine(&raw, nim->dim, v->affine, &v->xform_source);
+    to_millimetres(&raw, v->affine);
+    v->xyz_units = raw.xyz_units;
     for (int c = 0; c < 3; c++) {
         double n = 0;
         for (int r = 0; r < 3; r++) n += v->affine[r][c] * v->affine[r][c];

@@ -19,11 +19,13 @@ typedef struct {
     int dim[3];             // extents along i, j, k
     float *data;            // (C, dim[0], dim[1], dim[2]), k fastest; owned
     double affine[4][4];    // voxel (i, j, k, 1) -> world (x, y, z, 1), RAS+ mm, as nibabel img.affine
+                            // (times 1000 / 0.001 for a header in metres / microns, as ITK reads it)
     double spacing[3];      // voxel size along i, j, k in mm (norms of the affine's columns)
     int datatype;           // NIfTI datatype code of the source file
     int nifti_version;      // 1 or 2
     int xform_source;       // 2 = sform, 1 = qform, 0 = pixdim only (which the affine came from)
     double pixdim[3];       // header pixdim[1..3] as nibabel header.get_zooms()[:3] gives them (|p|, 0 -> 1)
+    int xyz_units;          // the header's spatial unit code (0 unknown, 1 m, 2 mm, 3 micron); 0 when made here
 } volume_t;
 
 static inline size_t volume_voxels(const volume_t *v)
@@ -42,7 +44,7 @@ int nifti_read_volume(const char *path, volume_t *v, char *err);
 int nifti_read_channels(const char *path, int *C, char *err);
 
 // Write v as NIfTI-1 (.nii or .nii.gz by the name) carrying v->affine as sform (code 1) and its
-// closest rigid transform as qform (code 1); pixdim = v->spacing.
+// closest rigid transform as qform (code 1); pixdim = v->spacing; units mm (as ITK writes).
 // datatype: NIfTI code to store: 2 uint8 (labels), 256 int8, 4 int16, 512 uint16, 8 int32
 // (integers are rounded; a value that does not fit is an error), 16 float32, 64 float64.
 // The file is written to a temporary name beside it, fsync'ed and renamed. Returns 0 or -1 + err.

@@ -133,6 +133,14 @@ def make_good():
     # the rng, so the files above and the bad ones keep their bytes
     patch(save(nifti1(np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE), OBLIQUE, sform=2, qform=0),
                "sform_pixdim_zero_negative.nii"), "fff", 76 + 4, -0.8, 1.1, 0.0)
+    # spatial units other than mm (readers that work in mm, as ITK does, scale the affine)
+    img = nifti1(np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE), OBLIQUE * [[1e3], [1e3], [1e3], [1]])
+    img.header.set_xyzt_units("micron")
+    save(img, "units_micron_sform.nii.gz")
+    img = nifti1(np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE), LPS * [[1e-3], [1e-3], [1e-3], [1]],
+                 sform=0, qform=1)
+    img.header.set_xyzt_units("meter")
+    save(img, "units_meter_qform.nii")
 
 
 # ---- bad files: a good NIfTI-1 written by nibabel, then patched -------------------------

@@ -129,6 +129,9 @@ static json_t *inspect_file(const char *path, int with_labels, char *err)
     json_object_set_new(o, "nifti_version", json_integer(v.nifti_version));
     static const char *xform[3] = {"pixdim", "qform", "sform"};
     json_object_set_new(o, "xform", json_string(xform[v.xform_source]));
+    // the header's spatial unit, named as nibabel names it; the affine above is in mm either way
+    static const char *unit[8] = {"unknown", "meter", "mm", "micron", "unknown", "unknown", "unknown", "unknown"};
+    json_object_set_new(o, "units", json_string(unit[v.xyz_units & 7]));
     json_object_set_new(o, "orientation", json_string(codes));
     json_object_set_new(o, "affine", json_mat4(v.affine));
     json_object_set_new(o, "ras_affine", json_mat4(ras));

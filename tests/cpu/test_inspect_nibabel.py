@@ -3,7 +3,8 @@
 
 For each image and label under the shared data (abdomen-ct-btcv13, brats2013-6, mri-tumour-3) and
 each file of tests/corpus/good, srm-inspect's JSON is compared with nibabel: dims, channels,
-spacing (affine column norms) and pixdim, datatype, affine (1e-4), axis codes (aff2axcodes),
+spacing (affine column norms) and pixdim, datatype, affine (1e-4; nibabel's scaled to mm for a header
+in metres or microns, as ITK reads it) and the header's unit name, axis codes (aff2axcodes),
 ras_affine and ras_dims (as_closest_canonical), min/max/mean of get_fdata (1e-3 relative), and for
 label files the value -> voxel count table. One line per file, then "N passed, N failed".
 """
@@ -57,9 +58,14 @@ def compare(path):
     img = nib.load(path)
     hdr = img.header
     data = img.get_fdata(dtype=np.float64)
-    aff = img.affine
+    unit = hdr.get_xyzt_units()[0]
+    to_mm = {"meter": 1e3, "micron": 1e-3}.get(unit, 1.0)
+    aff = np.vstack([img.affine[:3] * to_mm, img.affine[3:]])
     ras = nib.as_closest_canonical(img)
+    ras_aff = np.vstack([ras.affine[:3] * to_mm, ras.affine[3:]])
     bad = []
+    if got["units"] != unit:
+        bad.append(f"units {got['units']} != {unit}")
     if got["dims"] != list(img.shape[:3]):
         bad.append(f"dims {got['dims']} != {img.shape[:3]}")
     channels = img.shape[3] if img.ndim == 4 else 1
@@ -76,8 +82,8 @@ def compare(path):
     codes = "".join(nib.aff2axcodes(aff))
     if got["orientation"] != codes:
         bad.append(f"orientation {got['orientation']} != {codes}")
-    if not np.allclose(got["ras_affine"], ras.affine, rtol=0, atol=1e-4):
-        bad.append(f"ras_affine differs by {np.abs(np.array(got['ras_affine']) - ras.affine).max():.3g}")
+    if not np.allclose(got["ras_affine"], ras_aff, rtol=0, atol=1e-4):
+        bad.append(f"ras_affine differs by {np.abs(np.array(got['ras_affine']) - ras_aff).max():.3g}")
     if got["ras_dims"] != list(ras.shape[:3]):
         bad.append(f"ras_dims {got['ras_dims']} != {ras.shape[:3]}")
     for key, want in (("min", data.min()), ("max", data.max()), ("mean", data.mean())):

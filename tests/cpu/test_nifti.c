@@ -7,6 +7,7 @@ test_nifti.c -- NIfTI reading/writing (nifti_io.c) and reorientation (orient.c).
                 4D multi-channel, uint8 labels; values that do not fit the datatype are refused
   orientation   axis codes of known affines; to-RAS keeps every voxel's world coordinate and
                 gives "RAS"; to-RAS then back is the identity (data, dims, spacing, affine)
+  units         a header in microns or metres reads in mm
 Run from the repository root (tests/run.sh does).
 */
 #include "check.h"
@@ -256,6 +257,35 @@ static void test_read_errors(void)
            "a text file: '%s'", err);
 }
 
+// A header in microns or metres reads in mm (as ITK reads it): the corpus files store the
+// oblique and LPS test affines scaled by 1000 and 1/1000 with those units.
+static void test_units(void)
+{
+    static const struct { const char *file; int units; double spacing[3], origin[3]; } cases[] = {
+        {"units_micron_sform.nii.gz", 3, {1.1, 0.9, 2.2}, {12.0, -7.0, 33.0}},
+        {"units_meter_qform.nii", 1, {0.7, 0.7, 2.5}, {90.0, 110.0, -40.0}},
+        {"dtype_int16_lps.nii.gz", 2, {0.7, 0.7, 2.5}, {90.0, 110.0, -40.0}},
+    };
+    for (size_t n = 0; n < sizeof cases / sizeof cases[0]; n++) {
+        char path[1024], err[ERR_LEN] = "";
+        snprintf(path, sizeof path, CORPUS "/good/%s", cases[n].file);
+        volume_t v;
+        if (nifti_read_volume(path, &v, err)) {
+            EXPECT(0, "%s", err);
+            continue;
+        }
+        double worst = 0;
+        for (int d = 0; d < 3; d++) {
+            worst = fmax(worst, fabs(v.spacing[d] - cases[n].spacing[d]));
+            worst = fmax(worst, fabs(v.affine[d][3] - cases[n].origin[d]));
+        }
+        EXPECT(v.xyz_units == cases[n].units && worst < 1e-4, "%s: units %d, spacing %g %g %g, origin %g %g %g",
+               cases[n].file, v.xyz_units, v.spacing[0], v.spacing[1], v.spacing[2], v.affine[0][3],
+               v.affine[1][3], v.affine[2][3]);
+        volume_free(&v);
+    }
+}
+
 int main(void)
 {
     test_good_corpus();
@@ -267,6 +297,7 @@ int main(void)
     test_round_trip("rt4d.nii.gz", 3);
     test_write_labels();
     test_axcodes();
+    test_units();
     const char *files[] = {"dtype_float32_lps.nii.gz", "orient_psr_float32.nii.gz",
                            "orient_oblique_sform.nii", "qform_only_qfac_neg.nii.gz",
                            "nifti2_int16_oblique.nii.gz", "msd_4d_4ch_float32.nii.gz",
