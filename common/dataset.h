@@ -11,7 +11,8 @@ Three layouts are discovered by dataset_open (anchors.md §B1):
 A "split" key {"train": [ids], "validation": [...], "test": [...]} is honoured in any layout.
 Files whose name starts with '.' (macOS "._x" resource forks) are never taken as cases.
 Partners: dataset.c (discovery), dataset_folds.c (splits, folds), dataset_case.c (loading and
-checks), dataset_report.c (the JSON report of srm-inspect --dataset).
+checks), dataset_report.c (the JSON report of srm-inspect --dataset), dataset_intensity.c (the
+foreground intensity fingerprint).
 */
 #ifndef SRM_DATASET_H
 #define SRM_DATASET_H
@@ -100,6 +101,22 @@ int dataset_fold(const dataset_t *ds, int k, int **train, int *n_train, int **va
 // Reads every case. Returns 0 when the report was written (even with problems), -1 + err when
 // the dataset cannot be opened at all.
 int dataset_print_report(const char *dir, FILE *out, char *err);
+
+// A channel's foreground intensities over the labelled non-test cases (dataset_intensity.c):
+// nnU-Net's intensity fingerprint, the statistics of its CT normalisation.
+typedef struct {
+    int channel;
+    int cases;                  // cases that gave samples
+    int empty;                  // labelled cases without foreground (no samples)
+    int skipped;                // cases that could not be loaded (the loader skips them too)
+    char first_problem[512];    // the first of those, as dataset_load_case says it
+    long long samples;
+    double mean, std, min, max, p00_5, p99_5;
+} intensity_fingerprint_t;
+
+// Fill fp for channel ch (reads every labelled non-test case). 0, or -1 + err when no case has
+// a foreground voxel.
+int dataset_intensity_fingerprint(const dataset_t *ds, int ch, intensity_fingerprint_t *fp, char *err);
 
 // ---- one case in memory -------------------------------------------------------------------
 

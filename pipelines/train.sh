@@ -25,7 +25,9 @@ training:  --patch D,H,W (96,96,96)  --batch B (2)  --steps N (1000)  --lr F (1e
            --fold K (validate on fold K of the 5-fold split; default: the dataset's validation
            split, else fold 0 when an evaluator runs)
            --device auto|cpu|gpu  --resume (continue RUN_DIR from its latest checkpoint)
-data:      --augmenters N (max(1, cores-3))  --spacing X,Y,Z|none  --norm ...  --cache DIR
+data:      --augmenters N (max(1, cores-3))  --spacing X,Y,Z|none  --cache DIR
+           --norm ct:LO,HI|ct-z:MEAN,STD[,LO,HI]|ct-nnunet|mr-fg|mr-all (ct-nnunet: nnU-Net's
+           CT normalisation with the dataset's foreground statistics, srm-inspect --intensities)
            --samples-per-volume N (4)
 eval:      --window D,H,W (the patch)  --overlap F (0.5)  --no-evaluator
 placement: --tcp HOST:BASEPORT (ports BASE..BASE+5 for volumes cases patches evaljobs metrics
@@ -105,6 +107,16 @@ read -r dc dk from nval f0t f0v < <($SRM_PY -c 'import json, sys; o = json.loads
     srm_die "srm-inspect --shape: unexpected answer '$shape'"
 [[ -z $CLASSES ]] && srm_log "$dk classes (${from//_/ } of $DATASET), $dc channel(s)"
 CLASSES=${CLASSES:-$dk}; INCH=${INCH:-$dc}
+# --norm ct-nnunet: nnU-Net's CT normalisation (clip to the foreground's 0.5 / 99.5 percentiles,
+# z-score with its mean and std) from the dataset's intensity fingerprint; the same figures on
+# every run of the same cases, and the checkpoints carry them for predict.sh.
+if [[ $NORM == ct-nnunet ]]; then
+    fp=$("$SRM_BIN/srm-inspect" --dataset "$DATASET" --intensities) || srm_die "--norm ct-nnunet: no intensity fingerprint of $DATASET"
+    NORM=$($SRM_PY -c 'import json, sys; print(json.loads(sys.argv[1])["ct_norm"] or "")' "$fp") ||
+        srm_die "srm-inspect --intensities: unexpected answer '$fp'"
+    [[ -n $NORM ]] || srm_die "--norm ct-nnunet: $DATASET needs exactly one CT channel (its channel names / modality)"
+    srm_log "--norm ct-nnunet: $NORM (foreground mean, std, 0.5 and 99.5 percentiles of the training cases)"
+fi
 # Validation cases: the dataset's declared validation split; else, as nnU-Net, fold 0 of its
 # 5-fold split (splits_final.json, MSD fold keys, or generated), when an evaluator will use them.
 # A resumed run keeps the cases its first run chose (RUN/cases.args), whatever the defaults say

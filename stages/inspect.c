@@ -2,7 +2,7 @@
 inspect.c -- bin/srm-inspect: what the loader sees in one NIfTI file, or in a dataset folder.
 
   srm-inspect FILE [--labels]   one JSON object: dims, channels, spacing, pixdim, datatype,
-                                affine (nibabel img.affine), ras_affine (after reorientation to
+                                affine (nibabel img.affine, in mm), units, ras_affine (after reorientation to
                                 RAS), orientation (axis codes of the source affine), min/max/mean
                                 of the scaled intensities over all channels; --labels adds
                                 "labels": {"value": voxel count, ...}.
@@ -14,6 +14,11 @@ inspect.c -- bin/srm-inspect: what the loader sees in one NIfTI file, or in a da
                                 or without declared labels (plain layout) the label files'
                                 largest value + 1; the cases of the declared validation split,
                                 and of fold 0 (0 and 0 when the dataset has too few for folds).
+  srm-inspect --dataset DIR --intensities   each channel's foreground intensity fingerprint
+                                (dataset_intensity.c: mean, std, min, max, 0.5 and 99.5
+                                percentiles over the labelled non-test cases) and "ct_norm", the
+                                --norm ct-z:MEAN,STD,LO,HI of nnU-Net's CT normalisation with them
+                                (pipelines/train.sh --norm ct-nnunet asks).
 Bad input: exit status 1 and one line on stderr naming the file and the problem.
 */
 #include "check.h"
@@ -149,7 +154,7 @@ static json_t *inspect_file(const char *path, int with_labels, char *err)
 static void usage(void)
 {
     fprintf(stderr, "usage: srm-inspect FILE.nii[.gz] [--labels]\n"
-                    "       srm-inspect --dataset DIR [--shape]\n");
+                    "       srm-inspect --dataset DIR [--shape | --intensities]\n");
 }
 
 // Channels and classes a model for the dataset needs. Undeclared labels are counted from the
@@ -186,23 +191,67 @@ static int print_shape(const char *dir, char *err)
     return fflush(stdout) ? set_err(err, "%s: cannot write to stdout", dir) : 0;
 }
 
+// Each channel's foreground intensity fingerprint, and the --norm that gives nnU-Net's CT
+// normalisation with it ("ct_norm"; null unless exactly one channel is CT, as one CT setting
+// serves every CT channel).
+static int print_intensities(const char *dir, char *err)
+{
+    dataset_t ds;
+    if (dataset_open(dir, &ds, err)) return -1;
+    json_t *o = json_object(), *chans = json_array();
+    json_object_set_new(o, "dataset", json_string(dir));
+    json_object_set_new(o, "channels", chans);
+    int n_ct = 0;
+    char norm[256] = "";
+    for (int ch = 0; ch < ds.n_channels; ch++) {
+        intensity_fingerprint_t fp;
+        if (dataset_intensity_fingerprint(&ds, ch, &fp, err)) {
+            json_decref(o);
+            dataset_free(&ds);
+            return -1;
+        }
+        if (fp.skipped) fprintf(stderr, "W: inspect: %d case(s) could not be read and were left out; the first: %s\n",
+                                fp.skipped, fp.first_problem);
+        json_t *c = json_pack("{s:i, s:s, s:s, s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "channel", ch,
+                              "name", ds.channel_names[ch], "modality", modality_name(ds.modality[ch]),
+                              "cases", fp.cases, "cases_without_foreground", fp.empty, "cases_unreadable",
+                              fp.skipped, "samples", (json_int_t)fp.samples, "mean", fp.mean, "std", fp.std,
+                              "min", fp.min, "max", fp.max, "percentile_00_5", fp.p00_5, "percentile_99_5", fp.p99_5);
+        json_array_append_new(chans, c);
+        if (ds.modality[ch] == MODALITY_CT && n_ct++ == 0 && fp.std > 0 && fp.p00_5 < fp.p99_5)
+            snprintf(norm, sizeof norm, "ct-z:%.9g,%.9g,%.9g,%.9g", fp.mean, fp.std, fp.p00_5, fp.p99_5);
+    }
+    json_object_set_new(o, "ct_norm", n_ct == 1 && norm[0] ? json_string(norm) : json_null());
+    dataset_free(&ds);
+    int rc = json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    json_decref(o);
+    if (rc != 0 || fputc('\n', stdout) == EOF || fflush(stdout) != 0) return set_err(err, "%s: cannot write to stdout", dir);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     log_set_name("inspect");
     const char *file = NULL, *dataset = NULL;
-    int labels = 0, shape = 0;
+    int labels = 0, shape = 0, intensities = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--labels") == 0) labels = 1;
         else if (strcmp(argv[i], "--shape") == 0) shape = 1;
+        else if (strcmp(argv[i], "--intensities") == 0) intensities = 1;
         else if (strcmp(argv[i], "--dataset") == 0 && i + 1 < argc) dataset = argv[++i];
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { usage(); return 0; }
         else if (argv[i][0] == '-' || file) { usage(); return 2; }
         else file = argv[i];
     }
-    if (!!file == !!dataset || (shape && !dataset) || (labels && !file)) { usage(); return 2; }
+    if (!!file == !!dataset || ((shape || intensities) && !dataset) || (shape && intensities) || (labels && !file)) {
+        usage();
+        return 2;
+    }
     char err[ERR_LEN];
     if (dataset) {
-        if ((shape ? print_shape(dataset, err) : dataset_print_report(dataset, stdout, err)) < 0) {
+        int rc = shape ? print_shape(dataset, err)
+               : intensities ? print_intensities(dataset, err) : dataset_print_report(dataset, stdout, err);
+        if (rc < 0) {
             fprintf(stderr, "E: inspect: %s\n", err);
             return 1;
         }

@@ -5,6 +5,8 @@
 #     from the label files (the old default of 2 made the loader skip every case, then hang);
 #   - an nnU-Net dataset.json whose labels include regions ({"all": [1, 2, 3], "core": [2, 3]}):
 #     4 classes from the largest value, not 3 entries;
+#   - --norm ct-nnunet takes nnU-Net's CT normalisation from srm-inspect --intensities into the
+#     run's preprocessing settings, and is refused for a dataset without one CT channel;
 #   - no validation split declared: fold 0 of the 5-fold split is validated (nnU-Net's default);
 #     a step validated off the checkpoint grid is checkpointed, so best.ckpt points at the best;
 #     the choice is kept in RUN/cases.args for a resume, which refuses another --fold; cases
@@ -48,6 +50,27 @@ timeout 300 bash pipelines/train.sh "$TMP/nnu" "$TMP/run2" "${ARGS[@]}" >"$TMP/r
 rc=$?
 check "[[ $rc == 0 ]]" "nnU-Net region labels: train.sh exits 0 (exit $rc)"
 check "grep -q '4 classes (declared labels of' '$TMP/run2.out'" "nnU-Net region labels: 4 classes (largest value + 1)"
+
+# --norm ct-nnunet: nnU-Net's CT normalisation from the dataset's fingerprint (the same layout
+# with its channel named CT), carried into the run's preprocessing settings; refused with no CT
+# channel
+mkdir -p "$TMP/nnct"
+cp -r "$TMP/nnu/imagesTr" "$TMP/nnu/labelsTr" "$TMP/nnct/"
+sed 's/"MR"/"CT"/' "$TMP/nnu/dataset.json" >"$TMP/nnct/dataset.json"
+timeout 300 bash pipelines/train.sh "$TMP/nnct" "$TMP/run8" "${ARGS[@]}" --norm ct-nnunet >"$TMP/run8.out" 2>&1
+rc=$?
+check "[[ $rc == 0 ]]" "--norm ct-nnunet: train.sh exits 0 (exit $rc)"
+check "grep -q -- '--norm ct-nnunet: ct-z:' '$TMP/run8.out'" "--norm ct-nnunet: the setting is printed"
+check "\"$BIN/srm-inspect\" --dataset '$TMP/nnct' --intensities >'$TMP/fp8.json' && /usr/bin/python3 -c '
+import json, sys
+fp = json.load(open(sys.argv[1]))[\"channels\"][0]; ct = json.load(open(sys.argv[2]))[\"ct\"]
+want = [fp[\"mean\"], fp[\"std\"], fp[\"percentile_00_5\"], fp[\"percentile_99_5\"]]
+got = ct[\"zscore\"] + ct[\"window\"]
+sys.exit(not (ct[\"norm\"] == \"zscore\" and all(abs(g - w) <= 1e-6 * max(1, abs(w)) for g, w in zip(got, want))))
+' '$TMP/fp8.json' '$TMP/run8/preprocessing.json'" "--norm ct-nnunet: preprocessing.json holds the fingerprint's mean, std and percentiles"
+timeout 60 bash pipelines/train.sh "$TMP/nnu" "$TMP/run9" "${ARGS[@]}" --norm ct-nnunet >"$TMP/run9.out" 2>&1
+rc=$?
+check "[[ $rc == 1 ]] && grep -q 'needs exactly one CT channel' '$TMP/run9.out'" "--norm ct-nnunet without a CT channel: refused (exit $rc)"
 
 # no validation split declared (5 cases): the evaluator validates fold 0's case, as nnU-Net
 # would, instead of nothing
