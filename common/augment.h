@@ -7,7 +7,7 @@ One patch = augment_sample(volume, seed, sample index): every random number come
 rng_derive(seed, volume key, sample index), so a patch is reproducible from those three alone.
 Geometry: output voxel p (0..P-1 per axis) reads source voxel s = bc + A (p - pc) with
 pc = (P-1)/2 and bc = origin + (P-1)/2 the box centre in the volume; A = R S Q is rotation x
-scaling x signed permutation (flips and rot90). When A is a signed permutation the patch is an
+scaling (rigid in mm: conjugated by the voxel spacing) x signed permutation (flips and rot90). When A is a signed permutation the patch is an
 exact gather (rows copied, flips as index arithmetic, intensity fused); otherwise one trilinear
 (image) / nearest (labels) resampling pass. Voxels outside the volume get the pad value
 (cfg: 0 by default, which is the background after this project's normalisation: MR z-score sets
@@ -33,8 +33,8 @@ typedef struct {
     double p_scale, scale_range;    // MONAI RandScaleIntensity: x * (1 + f), f ~ U(-r, r)
     double p_shift, shift_range;    // MONAI RandShiftIntensity: x + o, o ~ U(-r, r)
     // nnU-Net set (nnUNetTrainer.get_training_transforms; probabilities 0 unless --nnunet)
-    double p_rotation, rotation_deg;    // three angles, each ~ U(-deg, deg)
-    double p_scaling, scaling[2];       // one factor for all axes; < 1 zooms in
+    double p_rotation, rotation_deg;    // three angles, each ~ U(-deg, deg); rigid in mm
+    double p_scaling, scaling[2];       // one factor for all axes (in-plane: see below); < 1 zooms in
     double p_noise, noise[2];           // sigma ~ U(noise) (batchgenerators: "variance" used as sd)
     double p_blur, blur_sigma[2], blur_p_channel;   // sigma per channel and axis
     double p_brightness, brightness[2]; // multiplier per channel
@@ -51,6 +51,7 @@ typedef struct {
     int64_t epoch;                  // loader epoch (-1: not given)
     uint64_t key;                   // rng stream of this copy: hash of (case id, epoch)
     int C, dim[3];
+    double spacing[3];              // mm along D, H, W: rotations are rigid in mm (1, 1, 1 after load)
     float *image;                   // (C, D, H, W)
     uint8_t *labels;                // (D, H, W)
     uint32_t *fg, *bg;              // linear voxel indices with label > 0 / label == 0
@@ -90,6 +91,13 @@ int aug_volume_init(aug_volume_t *v, const char *case_id, int64_t epoch, int C, 
                     const augment_cfg_t *cfg, char *err);
 void aug_volume_free(aug_volume_t *v);
 uint64_t aug_volume_key(const char *case_id, int64_t epoch);
+
+// Rotation and scaling are rigid in millimetres (v->spacing). On a volume whose coarsest spacing
+// exceeds AUG_ANISO_THRESHOLD times its finest they act only in the plane of the two finer axes
+// (rotation about the coarse axis), as nnU-Net's "dummy 2D" augmentation does for such data, so
+// slices are never interpolated across the coarse axis. augment_coarse_axis: that axis, or -1.
+#define AUG_ANISO_THRESHOLD 3.0
+int augment_coarse_axis(const double spacing[3]);
 
 // Sample `sample` of v: img (C, P0, P1, P2) floats, lab (P0, P1, P2) u8. info may be NULL.
 void augment_sample(float *img, uint8_t *lab, aug_info_t *info, const aug_volume_t *v,

@@ -3,7 +3,8 @@ augment_cfg.c -- the augmentation options: defaults, the nnU-Net switch and the 
 srm-augmenter (and the tests) parse. Defaults: MONAI's BraTS recipe as in the SegResMamba paper
 (flips p 0.5 per axis, RandScaleIntensity 0.1 p 1, RandShiftIntensity 0.1 p 1, pos:neg 1:1);
 the nnU-Net ranges are nnUNetTrainer.get_training_transforms' (anchors.md §A4) with their
-probabilities at 0 until --nnunet or an individual --p-* switch turns them on.
+probabilities at 0 until --nnunet (which also turns MONAI's scale / shift off) or an individual
+--p-* switch turns them on.
 */
 #include "augment.h"
 #include "check.h"
@@ -30,8 +31,11 @@ void augment_cfg_default(augment_cfg_t *c)
     c->gamma[0] = 0.7; c->gamma[1] = 1.5;
 }
 
+// nnU-Net's set in place of MONAI's intensity scale / shift (nnU-Net has its own brightness and
+// contrast); flags after --nnunet change it.
 void augment_cfg_nnunet(augment_cfg_t *c)
 {
+    c->p_scale = c->p_shift = 0;
     c->p_rotation = 0.2;
     c->p_scaling = 0.2;
     c->p_noise = 0.1;
@@ -131,13 +135,15 @@ int augment_cfg_flag(augment_cfg_t *c, const char *flag, const char *val, int *u
     if (!strcmp(flag, "--p-flip")) {            // one probability for all axes, or three
         double v[3];
         char buf[128];
-        snprintf(buf, sizeof buf, "%s", val);
+        if (snprintf(buf, sizeof buf, "%s", val) >= (int)sizeof buf) return set_err(err, "--p-flip: '%s' is too long", val);
         int n = 0;
-        for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-            if (n == 3 || num(flag, t, 0, 1, &v[n], err)) return n == 3 ? set_err(err, "--p-flip: 1 or 3 values") : -1;
-            n++;
+        for (char *t = buf, *comma;; t = comma + 1) {       // every field, empty ones too
+            if ((comma = strchr(t, ','))) *comma = 0;
+            if (n == 3) return set_err(err, "--p-flip: '%s': 1 or 3 values", val);
+            if (num(flag, t, 0, 1, &v[n++], err)) return -1;
+            if (!comma) break;
         }
-        if (n != 1 && n != 3) return set_err(err, "--p-flip: 1 or 3 values");
+        if (n != 1 && n != 3) return set_err(err, "--p-flip: '%s': 1 or 3 values", val);
         for (int d = 0; d < 3; d++) c->p_flip[d] = v[n == 1 ? 0 : d];
         return 1;
     }
@@ -164,6 +170,9 @@ int augment_cfg_check(const augment_cfg_t *c, char *err)
     for (int d = 0; d < 3; d++)
         if (c->patch[d] < 1 || c->patch[d] > 1024) return set_err(err, "patch size %d out of [1, 1024]", c->patch[d]);
     if (!(c->pos_ratio >= 0 && c->pos_ratio <= 1)) return set_err(err, "pos ratio %g out of [0, 1]", c->pos_ratio);
+    if (c->p_rot90 > 0 && c->patch[0] != c->patch[1] && c->patch[1] != c->patch[2] && c->patch[0] != c->patch[2])
+        return set_err(err, "--p-rot90: a 90-degree turn needs two equal patch sides (patch %d,%d,%d)",
+                       c->patch[0], c->patch[1], c->patch[2]);
     return 0;
 }
 
@@ -174,7 +183,10 @@ void augment_cfg_usage(void *file)
                "  --patch D,H,W|N             patch size (128)\n"
                "  --p-flip P|P0,P1,P2         flip probability per axis (0.5)\n"
                "  --pad V|min                 image value outside the volume (0; min: channel minimum)\n"
-               "  --nnunet                    nnU-Net's probabilities for the nnU-Net set\n");
+               "  --nnunet                    nnU-Net's set at nnU-Net's probabilities, MONAI's scale /\n"
+               "                              shift off (flags after it change it); rotation and\n"
+               "                              scaling are rigid in mm, in-plane on volumes whose\n"
+               "                              coarsest spacing is over 3x the finest (as nnU-Net)\n");
     for (size_t i = 0; i < sizeof opts / sizeof *opts; i++)
         fprintf(f, "  %-18s %-8s %s\n", opts[i].flag, opts[i].kind == K_PAIR ? "A,B" : "V", opts[i].help);
 }

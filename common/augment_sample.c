@@ -3,6 +3,8 @@ augment_sample.c -- one training patch from one volume: the order of the steps a
 draws. All randomness comes from rng_derive(seed, volume key, sample index), drawn in a fixed
 order (every gate is drawn even when its probability is 0), so a patch depends on nothing else.
 Steps: crop centre (pos/neg) -> box -> sampling matrix A = R(rotation) * scale * Q(rot90, flips)
+(R and the scale rigid in millimetres; in-plane only on a volume whose coarsest spacing is over
+3x its finest, nnU-Net's "dummy 2D" augmentation of anisotropic data)
 -> one extraction pass with MONAI scale/shift fused -> nnU-Net intensity steps in
 nnUNetTrainer's order: noise, blur, brightness, contrast, low resolution, inverted gamma, gamma.
 */
@@ -33,6 +35,17 @@ static void plane_rotation(double m[3][3], int a, int b, double c, double s)
 }
 
 static double uniform(rng_t *r, double lo, double hi) { return lo + (hi - lo) * rng_uniform(r); }
+
+int augment_coarse_axis(const double spacing[3])
+{
+    int a = 0;
+    double lo = spacing[0];
+    for (int d = 1; d < 3; d++) {
+        if (spacing[d] > spacing[a]) a = d;
+        if (spacing[d] < lo) lo = spacing[d];
+    }
+    return spacing[a] > AUG_ANISO_THRESHOLD * lo ? a : -1;
+}
 
 // Q: flips of the output axes, then a k*90-degree turn in a plane whose patch sides are equal.
 static void draw_permutation(double Q[3][3], rng_t *r, const augment_cfg_t *cfg)
@@ -97,11 +110,13 @@ void augment_sample(float *img, uint8_t *lab, aug_info_t *info, const aug_volume
 
     double Q[3][3], R[3][3], T[3][3];
     draw_permutation(Q, &r, cfg);
+    int coarse = augment_coarse_axis(v->spacing);
     identity(R);
     if (rng_uniform(&r) < cfg->p_rotation) {
         double lim = cfg->rotation_deg * M_PI / 180;
         for (int ax = 0; ax < 3; ax++) {            // about D, H, W in turn: R = Rd * Rh * Rw
-            double t = uniform(&r, -lim, lim);
+            double t = uniform(&r, -lim, lim);      // (drawn for every axis: the stream stays put)
+            if (coarse >= 0 && ax != coarse) continue;
             plane_rotation(T, (ax + 1) % 3, (ax + 2) % 3, cos(t), sin(t));
             matmul(R, R, T);
         }
@@ -109,7 +124,12 @@ void augment_sample(float *img, uint8_t *lab, aug_info_t *info, const aug_volume
     double scale = 1;
     if (rng_uniform(&r) < cfg->p_scaling) scale = augment_draw_around_one(&r, cfg->scaling);
     for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 3; j++) R[i][j] *= scale;
+        for (int j = 0; j < 3; j++)
+            if (coarse < 0 || (i != coarse && j != coarse)) R[i][j] *= scale;
+    // R acts on millimetres: in voxel steps it is diag(1/s) R diag(s) (R itself when isotropic)
+    if (!(v->spacing[0] == v->spacing[1] && v->spacing[1] == v->spacing[2]))
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++) R[i][j] *= v->spacing[j] / v->spacing[i];
     matmul(in.A, R, Q);
 
     float mul = 1, add = 0;

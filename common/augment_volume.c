@@ -106,6 +106,7 @@ int aug_volume_load(aug_volume_t *v, const char *case_id, int64_t epoch, int C, 
     v->key = aug_volume_key(case_id, epoch);
     v->C = C;
     memcpy(v->dim, dim, sizeof v->dim);
+    v->spacing[0] = v->spacing[1] = v->spacing[2] = 1;     // the caller sets the volume's own
     v->n_fg = nfg;
     v->n_bg = n - nfg;
     return 0;

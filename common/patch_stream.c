@@ -198,6 +198,7 @@ static int take_volume(stream_t *s)
             if (aug_volume_load(&sl->v, v.case_id, v.epoch, v.C, dim, v.image_dtype, v.image, v.labels,
                                 &s->cfg->aug, err) == 0) {
                 sl->live = 1;
+                memcpy(sl->v.spacing, v.spacing, sizeof sl->v.spacing);
                 sl->num_classes = v.num_classes;
                 s->next_slot = (k + 1) % s->cfg->keep;
             } else {

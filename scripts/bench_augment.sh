@@ -6,7 +6,7 @@
 #   scripts/bench_augment.sh [--data DIR] [--counts "1 2 4 8 15"] [--seconds S] [--warmup S]
 #       [--patch N] [--batch B] [--sets "basic nnunet basic:f16"] [--split NAME]
 #       [--transport ipc|tcp] [--ceiling "ipc:f32 tcp:f32 ipc:f16"] [--blast-connections K]
-# A set is basic (crop + flips + intensity: the defaults) or nnunet (basic + --nnunet), with an
+# A set is basic (crop + flips + intensity: the defaults) or nnunet (crop + flips + --nnunet), with an
 # optional :DTYPE for the images on the wire (augmenter --image-dtype; f32 when absent).
 # Prints markdown tables. Ceiling rows: messages, patches and GB/s one patch_sink takes from K
 # connections. Pipeline rows: total patches/s and per augmenter, GB/s into the consumer, CPU of

@@ -4,6 +4,7 @@ pos/neg crop ratio and positive centres, exact voxel movement of flips and rot90
 index-coded volume, image/label alignment under rotation + scaling (labels stay a subset, an
 image equal to a binary label map agrees with it), gather == trilinear at integer positions,
 padding of patches larger than the volume, determinism, and the intensity steps' statistics;
+rotation and scaling rigid in mm (in-plane on anisotropic volumes); option parsing;
 also the loader's preprocessing-record JSON round trip (the `prep` array of served cases).
 */
 #include "augment.h"
@@ -423,9 +424,19 @@ static void test_options(void)
     EXPECT(augment_cfg_flag(&c, "--patch", "96,64,32,7", &used, err) == -1 && strstr(err, "96,64,32,7") &&
            c.patch[0] == 64, "a fourth size is refused, not dropped: %s", err);
     EXPECT(augment_cfg_flag(&c, "--patch", "48", &used, err) == 1 && c.patch[0] == 48 && c.patch[2] == 48, "one N");
-    EXPECT(augment_cfg_flag(&c, "--nnunet", NULL, &used, err) == 1 && c.p_lowres == 0.25 && !used, "nnunet");
+    EXPECT(augment_cfg_flag(&c, "--nnunet", NULL, &used, err) == 1 && c.p_lowres == 0.25 && !used &&
+           c.p_scale == 0 && c.p_shift == 0, "--nnunet: nnU-Net's set, MONAI's scale / shift off");
+    EXPECT(augment_cfg_flag(&c, "--p-scale", "0.5", &used, err) == 1 && c.p_scale == 0.5, "a flag after --nnunet wins");
     EXPECT(augment_cfg_flag(&c, "--scaling-range", "0.8,1.2", &used, err) == 1 && c.scaling[0] == 0.8, "pair");
     EXPECT(augment_cfg_flag(&c, "--p-flip", "0.1,0.2,0.3", &used, err) == 1 && c.p_flip[2] == 0.3, "flip");
+    const char *bad_flips[] = { "0.5,,0.5,0.5", "0,1,0,", ",0.5,0.5,0.5", "0.5,0.5", "", "0.5,0.5,0.5,0.5", "0.1,,0.3" };
+    for (size_t i = 0; i < sizeof bad_flips / sizeof *bad_flips; i++)
+        EXPECT(augment_cfg_flag(&c, "--p-flip", bad_flips[i], &used, err) == -1 && c.p_flip[2] == 0.3,
+               "--p-flip '%s' accepted (empty fields must not be skipped)", bad_flips[i]);
+    // --p-rot90 needs two equal patch sides; 64,32,16 has none
+    EXPECT(augment_cfg_flag(&c, "--patch", "64,32,16", &used, err) == 1 && augment_cfg_flag(&c, "--p-rot90", "1", &used, err) == 1 &&
+           augment_cfg_check(&c, err) == -1 && strstr(err, "--p-rot90"), "--p-rot90 with no two equal patch sides accepted");
+    EXPECT(augment_cfg_flag(&c, "--patch", "64,32,32", &used, err) == 1 && augment_cfg_check(&c, err) == 0, "--p-rot90 on 64,32,32: %s", err);
     EXPECT(augment_cfg_flag(&c, "--pos-ratio", "1.5", &used, err) == -1, "range check");
     EXPECT(augment_cfg_flag(&c, "--scaling-range", "1.2,0.8", &used, err) == -1, "order check");
     EXPECT(augment_cfg_flag(&c, "--batch-size", "2", &used, err) == 0, "not ours");
@@ -452,6 +463,52 @@ static void test_prep_json(void)
     EXPECT(prep_record_from_json("{\"version\": 1}", 14, &q, err) < 0, "incomplete prep JSON accepted");
 }
 
+// Rotation and scaling are rigid in millimetres: with spacing s, M = diag(s) A diag(1/s) is
+// scale x rotation (M^T M = scale^2 I). On a volume whose coarse spacing is over 3x the finest,
+// they act in the plane of the fine axes only: A leaves the coarse axis alone.
+static void test_rotation_in_mm(void)
+{
+    augment_cfg_t cfg;
+    quiet_cfg(&cfg, 16);
+    cfg.p_rotation = cfg.p_scaling = 1;
+    aug_volume_t v;
+    make_volume(&v, 1, 24, 26, 22, f_const, lab_ball, &cfg);
+    static const double spacings[][3] = { { 1, 1, 1 }, { 2.0, 1.0, 1.0 }, { 0.8, 1.3, 2.1 }, { 1, 1, 3.0 },
+                                          { 5.0, 0.8, 0.8 }, { 0.7, 3.5, 0.7 } };
+    for (size_t k = 0; k < sizeof spacings / sizeof *spacings; k++) {
+        memcpy(v.spacing, spacings[k], sizeof v.spacing);
+        int coarse = augment_coarse_axis(v.spacing);
+        EXPECT(coarse == (k == 4 ? 0 : k == 5 ? 1 : -1), "spacing %zu: coarse axis %d", k, coarse);
+        double worst = 0, leak = 0;
+        for (int s = 0; s < 30; s++) {
+            aug_info_t in;
+            float img[16 * 16 * 16];
+            uint8_t lab[16 * 16 * 16];
+            augment_sample(img, lab, &in, &v, &cfg, 9, (uint64_t)s);
+            double M[3][3], MtM[3][3];
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 3; j++) M[i][j] = v.spacing[i] * in.A[i][j] / v.spacing[j];
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 3; j++) MtM[i][j] = M[0][i] * M[0][j] + M[1][i] * M[1][j] + M[2][i] * M[2][j];
+            int a = coarse >= 0 ? (coarse + 1) % 3 : 0;           // an axis the scale acts on
+            double sc2 = MtM[a][a];
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 3; j++) {
+                    double want = i != j ? 0 : (coarse == i ? 1 : sc2);
+                    worst = fmax(worst, fabs(MtM[i][j] - want));
+                }
+            if (coarse >= 0)
+                for (int j = 0; j < 3; j++)
+                    leak = fmax(leak, fabs(in.A[coarse][j] - (j == coarse)) + fabs(in.A[j][coarse] - (j == coarse)));
+        }
+        EXPECT(worst < 1e-9, "spacing %g,%g,%g: not rigid in mm (|M^T M - s^2 I| %g)", spacings[k][0], spacings[k][1],
+               spacings[k][2], worst);
+        EXPECT(leak < 1e-12, "spacing %g,%g,%g: the coarse axis is mixed (%g)", spacings[k][0], spacings[k][1],
+               spacings[k][2], leak);
+    }
+    aug_volume_free(&v);
+}
+
 int main(void)
 {
     test_prep_json();
@@ -459,6 +516,7 @@ int main(void)
     test_pos_ratio();
     test_flip_rot90_exact();
     test_rotation_alignment();
+    test_rotation_in_mm();
     test_padding();
     test_determinism();
     test_intensity();
