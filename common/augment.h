@@ -28,6 +28,8 @@ augment_filter.c (blur, low resolution), augment_sample.c (the per-sample pipeli
 typedef struct {
     int patch[3];                   // D, H, W of a patch
     double pos_ratio;               // share of crops centred on label > 0 (MONAI pos/(pos+neg))
+    int class_balanced;             // 1: a positive centre's class first, uniformly among those present
+                                    // (nnU-Net; MONAI RandCropByLabelClasses), then a voxel of it
     double p_flip[3];               // per axis (MONAI RandFlip, nnU-Net mirroring)
     double p_rot90;                 // k*90 degrees, k in 1..3, in a plane of equal patch sizes
     double p_scale, scale_range;    // MONAI RandScaleIntensity: x * (1 + f), f ~ U(-r, r)
@@ -56,6 +58,9 @@ typedef struct {
     uint8_t *labels;                // (D, H, W)
     uint32_t *fg, *bg;              // linear voxel indices with label > 0 / label == 0
     size_t n_fg, n_bg;
+    uint32_t cls_start[257];        // fg is grouped by label: value c at fg[cls_start[c] .. cls_start[c + 1])
+    uint8_t cls_present[255];       // the label values > 0 present, ascending
+    int n_cls;
     float pad[AUG_MAX_CHANNELS];    // per-channel pad value
     uint64_t next_sample;           // samples cut so far (the next sample index)
     int uses;                       // times this volume was picked
@@ -75,7 +80,7 @@ void augment_cfg_default(augment_cfg_t *cfg);
 void augment_cfg_nnunet(augment_cfg_t *cfg);            // nnU-Net's probabilities
 // Parse one option (flag without its value in `flag`, value in `val`). Returns 1 when the flag
 // is an augmentation option and was applied, 0 when it is not ours, -1 with err on a bad value.
-// --nnunet takes no value: call with val NULL; *used_value tells whether val was consumed.
+// --nnunet and --class-balanced take no value; *used_value tells whether val was consumed.
 int augment_cfg_flag(augment_cfg_t *cfg, const char *flag, const char *val, int *used_value, char *err);
 int augment_cfg_check(const augment_cfg_t *cfg, char *err);
 void augment_cfg_usage(void *file);                     // FILE *: option list for --help
@@ -104,8 +109,11 @@ void augment_sample(float *img, uint8_t *lab, aug_info_t *info, const aug_volume
                     const augment_cfg_t *cfg, uint64_t seed, uint64_t sample);
 
 // ---- the steps (exposed for tests) ------------------------------------------------------------
-// Draw a crop centre: positive with probability pos_ratio (forced when only one kind exists).
-void augment_pick_centre(rng_t *r, const aug_volume_t *v, double pos_ratio, int centre[3], int *positive);
+// Draw a crop centre: positive with probability pos_ratio (forced when only one kind exists);
+// a positive one uniformly over the foreground, or with class_balanced over the voxels of a
+// label value drawn uniformly among those present.
+void augment_pick_centre(rng_t *r, const aug_volume_t *v, double pos_ratio, int class_balanced, int centre[3],
+                         int *positive);
 // Box corner so that the centre sits mid-patch where possible, clamped to keep the box inside
 // the volume (or the volume inside the box when the volume is smaller).
 void augment_origin(const int centre[3], const int dim[3], const int patch[3], int origin[3]);

@@ -36,6 +36,7 @@ void augment_cfg_default(augment_cfg_t *c)
 void augment_cfg_nnunet(augment_cfg_t *c)
 {
     c->p_scale = c->p_shift = 0;
+    c->class_balanced = 1;
     c->p_rotation = 0.2;
     c->p_scaling = 0.2;
     c->p_noise = 0.1;
@@ -126,6 +127,7 @@ int augment_cfg_flag(augment_cfg_t *c, const char *flag, const char *val, int *u
 {
     *used = 0;
     if (!strcmp(flag, "--nnunet")) { augment_cfg_nnunet(c); return 1; }
+    if (!strcmp(flag, "--class-balanced")) { c->class_balanced = 1; return 1; }
     int known = !strcmp(flag, "--patch") || !strcmp(flag, "--p-flip") || !strcmp(flag, "--pad");
     for (size_t i = 0; !known && i < sizeof opts / sizeof *opts; i++) known = !strcmp(flag, opts[i].flag);
     if (!known) return 0;
@@ -183,8 +185,12 @@ void augment_cfg_usage(void *file)
                "  --patch D,H,W|N             patch size (128)\n"
                "  --p-flip P|P0,P1,P2         flip probability per axis (0.5)\n"
                "  --pad V|min                 image value outside the volume (0; min: channel minimum)\n"
-               "  --nnunet                    nnU-Net's set at nnU-Net's probabilities, MONAI's scale /\n"
-               "                              shift off (flags after it change it); rotation and\n"
+               "  --class-balanced            positive centres: a label value present first (uniform),\n"
+               "                              then one of its voxels, so small structures are centred\n"
+               "                              as often as large ones (nnU-Net; MONAI RandCropByLabelClasses)\n"
+               "  --nnunet                    nnU-Net's set at nnU-Net's probabilities, class-balanced\n"
+               "                              centres, MONAI's scale / shift off (flags after it change\n"
+               "                              it); rotation and\n"
                "                              scaling are rigid in mm, in-plane on volumes whose\n"
                "                              coarsest spacing is over 3x the finest (as nnU-Net)\n");
     for (size_t i = 0; i < sizeof opts / sizeof *opts; i++)

@@ -12,12 +12,19 @@ for a rotation that brings another axis into the row. Anything else goes to augm
 #include <math.h>
 #include <string.h>
 
-void augment_pick_centre(rng_t *r, const aug_volume_t *v, double pos_ratio, int centre[3], int *positive)
+void augment_pick_centre(rng_t *r, const aug_volume_t *v, double pos_ratio, int class_balanced, int centre[3],
+                         int *positive)
 {
     int pos = rng_uniform(r) < pos_ratio;
     if (v->n_fg == 0) pos = 0;                      // MONAI warns and falls back the same way
     if (v->n_bg == 0) pos = 1;
-    uint32_t idx = pos ? v->fg[rng_below(r, v->n_fg)] : v->bg[rng_below(r, v->n_bg)];
+    uint32_t idx;
+    if (pos && class_balanced) {
+        int c = v->cls_present[rng_below(r, (uint64_t)v->n_cls)];
+        idx = v->fg[v->cls_start[c] + rng_below(r, v->cls_start[c + 1] - v->cls_start[c])];
+    } else {
+        idx = pos ? v->fg[rng_below(r, v->n_fg)] : v->bg[rng_below(r, v->n_bg)];
+    }
     size_t hw = (size_t)v->dim[1] * v->dim[2];
     centre[0] = (int)(idx / hw);
     centre[1] = (int)(idx / v->dim[2] % v->dim[1]);

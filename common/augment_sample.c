@@ -105,7 +105,7 @@ void augment_sample(float *img, uint8_t *lab, aug_info_t *info, const aug_volume
     rng_t r = rng_derive(seed, v->key, sample);
     aug_info_t in;
     memset(&in, 0, sizeof in);
-    augment_pick_centre(&r, v, cfg->pos_ratio, in.centre, &in.positive);
+    augment_pick_centre(&r, v, cfg->pos_ratio, cfg->class_balanced, in.centre, &in.positive);
     augment_origin(in.centre, v->dim, cfg->patch, in.origin);
 
     double Q[3][3], R[3][3], T[3][3];

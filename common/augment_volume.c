@@ -83,13 +83,22 @@ int aug_volume_load(aug_volume_t *v, const char *case_id, int64_t epoch, int C, 
     if (expand(v->image, image, dt, (size_t)C * n)) return set_err(err, "%s: non-finite image values", case_id);
     v->labels = reserve(v->labels, &v->cap_vox, n, 1);
     memcpy(v->labels, labels, n);
-    size_t nfg = 0;
-    for (size_t i = 0; i < n; i++) nfg += labels[i] != 0;
+    // foreground grouped by label value (a counting sort), each group in voxel order
+    size_t count[256] = { 0 }, at[256];
+    for (size_t i = 0; i < n; i++) count[labels[i]]++;
+    size_t nfg = n - count[0];
     v->fg = reserve(v->fg, &v->cap_fg, nfg, sizeof(uint32_t));
     v->bg = reserve(v->bg, &v->cap_bg, n - nfg, sizeof(uint32_t));
-    size_t a = 0, b = 0;
+    v->n_cls = 0;
+    v->cls_start[0] = v->cls_start[1] = 0;
+    for (int c = 1; c < 256; c++) {
+        at[c] = v->cls_start[c];
+        v->cls_start[c + 1] = v->cls_start[c] + (uint32_t)count[c];
+        if (count[c]) v->cls_present[v->n_cls++] = (uint8_t)c;
+    }
+    size_t b = 0;
     for (size_t i = 0; i < n; i++) {
-        if (labels[i]) v->fg[a++] = (uint32_t)i;
+        if (labels[i]) v->fg[at[labels[i]]++] = (uint32_t)i;
         else v->bg[b++] = (uint32_t)i;
     }
     for (int c = 0; c < C; c++) {

@@ -1,6 +1,6 @@
 /*
 test_augment.c -- the augmentation of srm-augmenter (common/augment*.c) on small synthetic volumes:
-pos/neg crop ratio and positive centres, exact voxel movement of flips and rot90 on an
+pos/neg crop ratio and positive centres, class-balanced centres, exact voxel movement of flips and rot90 on an
 index-coded volume, image/label alignment under rotation + scaling (labels stay a subset, an
 image equal to a binary label map agrees with it), gather == trilinear at integer positions,
 padding of patches larger than the volume, determinism, and the intensity steps' statistics;
@@ -63,6 +63,50 @@ static void quiet_cfg(augment_cfg_t *c, int P)
     c->patch[0] = c->patch[1] = c->patch[2] = P;
     c->p_flip[0] = c->p_flip[1] = c->p_flip[2] = 0;
     c->p_scale = c->p_shift = 0;
+}
+
+// labels: value 1 in a 12^3 block (1728 voxels), value 3 in 2 voxels, value 7 in 30
+static uint8_t lab_unbalanced(const int *p, const int *dim)
+{
+    (void)dim;
+    if (p[0] == 30 && p[1] == 30 && (p[2] == 30 || p[2] == 31)) return 3;
+    if (p[0] == 5 && p[1] < 30 && p[2] == 35) return 7;
+    return p[0] >= 4 && p[0] < 16 && p[1] >= 4 && p[1] < 16 && p[2] >= 4 && p[2] < 16;
+}
+
+// --class-balanced: each present label value centres about a third of the positive crops;
+// without it the centres follow the voxel counts (value 3: 2 of 1760 voxels)
+static void test_class_balanced(void)
+{
+    augment_cfg_t cfg;
+    quiet_cfg(&cfg, 8);
+    aug_volume_t v;
+    make_volume(&v, 1, 40, 40, 40, f_index, lab_unbalanced, &cfg);
+    EXPECT(v.n_cls == 3 && v.cls_present[0] == 1 && v.cls_present[1] == 3 && v.cls_present[2] == 7 &&
+           v.cls_start[2] - v.cls_start[1] == 1728 && v.cls_start[4] - v.cls_start[3] == 2 &&
+           v.cls_start[8] - v.cls_start[7] == 30 && v.n_fg == 1760, "class groups: %d present, fg %zu", v.n_cls, v.n_fg);
+    int bad_group = 0;
+    for (int c = 1; c < 256; c++)
+        for (uint32_t k = v.cls_start[c]; k < v.cls_start[c + 1]; k++) bad_group += v.labels[v.fg[k]] != c;
+    EXPECT(bad_group == 0, "%d foreground voxels filed under another label value", bad_group);
+    for (int balanced = 0; balanced < 2; balanced++) {
+        int hits[256] = { 0 }, n = 3000, pos = 0;
+        rng_t r = rng_derive(11, 0, (uint64_t)balanced);
+        for (int s = 0; s < n; s++) {
+            int centre[3], positive;
+            augment_pick_centre(&r, &v, 0.8, balanced, centre, &positive);
+            pos += positive;
+            hits[v.labels[((size_t)centre[0] * 40 + centre[1]) * 40 + centre[2]]]++;
+        }
+        EXPECT(fabs(pos / (double)n - 0.8) < 0.03, "balanced %d: positive share %.3f, want 0.8", balanced, pos / (double)n);
+        if (balanced)   // 2400 positives: a third each, 4 sigma ~ 0.04
+            for (int c = 1; c < 8; c += c == 1 ? 2 : 4)
+                EXPECT(fabs(hits[c] / (double)pos - 1.0 / 3) < 0.04, "balanced: value %d centres %.3f of positives, want 1/3",
+                       c, hits[c] / (double)pos);
+        else
+            EXPECT(hits[3] < 20 && hits[1] > 0.9 * pos, "uniform: value 3 centred %d times, value 1 %d of %d", hits[3], hits[1], pos);
+    }
+    aug_volume_free(&v);
 }
 
 static void test_pos_ratio(void)
@@ -425,7 +469,11 @@ static void test_options(void)
            c.patch[0] == 64, "a fourth size is refused, not dropped: %s", err);
     EXPECT(augment_cfg_flag(&c, "--patch", "48", &used, err) == 1 && c.patch[0] == 48 && c.patch[2] == 48, "one N");
     EXPECT(augment_cfg_flag(&c, "--nnunet", NULL, &used, err) == 1 && c.p_lowres == 0.25 && !used &&
-           c.p_scale == 0 && c.p_shift == 0, "--nnunet: nnU-Net's set, MONAI's scale / shift off");
+           c.p_scale == 0 && c.p_shift == 0 && c.class_balanced == 1, "--nnunet: nnU-Net's set, class-balanced, MONAI's scale / shift off");
+    augment_cfg_default(&c);
+    EXPECT(c.class_balanced == 0 && augment_cfg_flag(&c, "--class-balanced", "x", &used, err) == 1 && !used &&
+           c.class_balanced == 1, "--class-balanced (no value)");
+    EXPECT(augment_cfg_flag(&c, "--patch", "48", &used, err) == 1, "patch 48");
     EXPECT(augment_cfg_flag(&c, "--p-scale", "0.5", &used, err) == 1 && c.p_scale == 0.5, "a flag after --nnunet wins");
     EXPECT(augment_cfg_flag(&c, "--scaling-range", "0.8,1.2", &used, err) == 1 && c.scaling[0] == 0.8, "pair");
     EXPECT(augment_cfg_flag(&c, "--p-flip", "0.1,0.2,0.3", &used, err) == 1 && c.p_flip[2] == 0.3, "flip");
@@ -514,6 +562,7 @@ int main(void)
     test_prep_json();
     test_options();
     test_pos_ratio();
+    test_class_balanced();
     test_flip_rot90_exact();
     test_rotation_alignment();
     test_rotation_in_mm();
