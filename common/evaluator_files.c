@@ -10,6 +10,7 @@ and skipped.
 #include "check.h"
 #include "dataset.h"
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,6 +198,38 @@ static void choose_prep(eval_cfg_t *run, const eval_cfg_t *cfg, const eval_model
             cfg->spacing_given ? ", --spacing given" : "", cfg->force_modality >= 0 ? ", --norm given" : "", text);
 }
 
+// What else the model file says of its training (srm-trainer adds "training" to the settings in
+// every checkpoint): its patch is the default window, and its regions, when the output channels
+// are sigmoid regions, decode them unless --regions is given. A file without them (weights from
+// elsewhere, older checkpoints) keeps the flags and defaults.
+static void take_training(eval_cfg_t *run, const eval_cfg_t *cfg, const eval_model_t *em)
+{
+    json_t *o = json_loads(eval_model_prep(em), 0, NULL), *t = json_object_get(o, "training");
+    json_t *patch = json_object_get(t, "patch");
+    const char *regions = json_string_value(json_object_get(t, "regions"));
+    if (!cfg->window_given && json_array_size(patch) == 3) {
+        int p[3], ok = 1;
+        for (int a = 0; a < 3; a++) {
+            p[a] = (int)json_integer_value(json_array_get(patch, (size_t)a));
+            ok &= p[a] >= 16 && p[a] <= 1024 && p[a] % 16 == 0;
+        }
+        if (ok) {
+            memcpy(run->sw.roi, p, sizeof p);
+            log_msg('I', "window %dx%dx%d: the training patch (from %s; --window for another)", p[0], p[1], p[2], cfg->model_path);
+        }
+    }
+    if (!cfg->lab.nregions && regions && *regions) {
+        char why[ERR_LEN];
+        if (eval_regions_parse(&run->lab, regions, why)) {
+            run->lab = cfg->lab;
+            log_msg('W', "%s: its training regions '%s' are unusable (%s): ignored", cfg->model_path, regions, why);
+        } else {
+            log_msg('I', "outputs are the regions %s the model was trained on (from %s)", regions, cfg->model_path);
+        }
+    }
+    json_decref(o);
+}
+
 // Case id and input files of case k (the first an image): an image file and its label file,
 // or dataset case idx[k]. Returns the number of files.
 static int case_inputs(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx, int k, char *id, size_t cap,
@@ -290,8 +323,9 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
         n = run->n_cases;
     }
     if (cfg->out_dir && check_outputs(run, dsp, idx, n, err)) goto fail;
-    if (cfg->lab.nregions && cfg->lab.nregions != eval_model_cfg(em)->classes) {
-        set_err(err, "--regions gives %d regions, the model has %d outputs", cfg->lab.nregions, eval_model_cfg(em)->classes);
+    take_training(run, cfg, em);
+    if (run->lab.nregions && run->lab.nregions != eval_model_cfg(em)->classes) {
+        set_err(err, "--regions gives %d regions, the model has %d outputs", run->lab.nregions, eval_model_cfg(em)->classes);
         goto fail;
     }
     if (dsp && ds.n_channels != eval_model_cfg(em)->in_channels) {
@@ -299,13 +333,13 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
                 ds.n_channels == 1 ? "" : "s", cfg->model_path, eval_model_cfg(em)->in_channels);
         goto fail;
     }
-    if (dsp && !cfg->lab.nregions && ds.num_classes && ds.num_classes != eval_model_cfg(em)->classes) {
+    if (dsp && !run->lab.nregions && ds.num_classes && ds.num_classes != eval_model_cfg(em)->classes) {
         set_err(err, "%s declares %d classes (labels 0..%d), the model %s has %d: its scores would drop or invent "
                      "classes; evaluate it on data with its own label set",
                 cfg->dataset, ds.num_classes, ds.num_classes - 1, cfg->model_path, eval_model_cfg(em)->classes);
         goto fail;
     }
-    if (eval_model_prepare(em, &cfg->sw, cfg->device, err)) goto fail;
+    if (eval_model_prepare(em, &run->sw, cfg->device, err)) goto fail;
     choose_prep(run, cfg, em);
     cfg = run;
     const model_cfg_t *mc = eval_model_cfg(em);

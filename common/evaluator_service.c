@@ -366,10 +366,18 @@ static int run_job(svc_t *s, const eval_job_t *j, const char *peer, char *err)
 
 // Take every job waiting in the socket; keep the newest valid one in *m (its decoded form in *j).
 // A dropped final job hands its final mark on. Returns 1 when a job was kept.
+// With high-water marks of 1 a newer job still in the trainer's queue moves up only once the one
+// taken has left ours, a few ms later for a model-sized message: after each job the socket is
+// given NEWER_JOB_WAIT_MS to deliver the next, so the evaluator does not work through stale ones.
+#define NEWER_JOB_WAIT_MS 200
 static int newest_job(svc_t *s, wire_msg_t *m, eval_job_t *j)
 {
     int have = 0, final = 0;
     for (;;) {
+        if (have) {
+            zmq_pollitem_t it = { .socket = s->jobs, .events = ZMQ_POLLIN };
+            if (zmq_poll(&it, 1, NEWER_JOB_WAIT_MS) <= 0) break;
+        }
         wire_msg_t t;
         wire_msg_init(&t);
         char err[ERR_LEN];

@@ -6,6 +6,8 @@ with checkpoint.h's reader (checksum, table); the safetensors export (its own te
 both sidecars, and last the rename of the .ckpt; then the directory fsync, the `latest` links,
 retention, and only then the ack. Any failure removes what this attempt made, so an unacked step
 leaves nothing; a crash leaves temp files or an incomplete step, both removed at start-up.
+A step the trainer sent for validation has a step-N.awaiting marker (made first) until the
+evaluator's metrics for it or a later step arrive: retention keeps it, so best can point at it.
 */
 #define _GNU_SOURCE
 #include "exporter_internal.h"
@@ -54,12 +56,31 @@ static void remove_parts(const exporter_t *ex, uint64_t step)
     }
 }
 
+// step-N.awaiting: the trainer sent an eval job of step N, whose score has not come yet. The
+// step is kept whatever the retention until then, or best could not point at it (its score may
+// come after --keep newer steps). An empty file, so that a restarted exporter knows it too.
+static void awaiting_path(const exporter_t *ex, uint64_t step, char *path, size_t cap)
+{
+    char name[128];
+    exporter_ckpt_name(name, sizeof name, step, ".awaiting");
+    snprintf(path, cap, "%s/%s", ex->ckpt_dir, name);
+}
+
+static int awaiting(const exporter_t *ex, uint64_t step)
+{
+    char path[EXPORTER_PATH];
+    awaiting_path(ex, step, path, sizeof path);
+    return fs_exists(path);
+}
+
 static void remove_step(const exporter_t *ex, uint64_t step)
 {
     char name[128], path[EXPORTER_PATH];
     remove_parts(ex, step);
     exporter_ckpt_name(name, sizeof name, step, ".ckpt.tmp");
     snprintf(path, sizeof path, "%s/%s", ex->ckpt_dir, name);
+    unlink(path);
+    awaiting_path(ex, step, path, sizeof path);
     unlink(path);
 }
 
@@ -125,7 +146,8 @@ static int link_pair(const exporter_t *ex, const char *which, uint64_t step, cha
     return fs_fsync_dir(ex->ckpt_dir, err);
 }
 
-// Keep the K newest steps, latest, best and multiples of --every; remove the rest.
+// Keep the K newest steps, latest, best, steps awaiting their score and multiples of --every;
+// remove the rest.
 static void retain(exporter_t *ex)
 {
     uint64_t *steps;
@@ -133,7 +155,8 @@ static void retain(exporter_t *ex)
     for (int i = 0; i < n; i++) {
         uint64_t s = steps[i];
         int keep = i >= n - ex->cfg.keep || (ex->have_latest && s == ex->latest_step) ||
-                   (ex->have_best && s == ex->best_step) || (ex->cfg.every && s % ex->cfg.every == 0);
+                   (ex->have_best && s == ex->best_step) || (ex->cfg.every && s % ex->cfg.every == 0) ||
+                   awaiting(ex, s);
         if (keep) continue;
         remove_step(ex, s);
         removed++;
@@ -158,6 +181,22 @@ static void best_link(exporter_t *ex, uint64_t step, double dice)
     for (int i = 0; i < ex->npending; i++)
         if (ex->pending[i].value > dice) ex->pending[k++] = ex->pending[i];
     ex->npending = k;
+}
+
+void exporter_scored(exporter_t *ex, uint64_t step)
+{
+    // the evaluator works through its jobs in step order and skips stale ones: no score will
+    // come for an awaiting step at or below this one
+    uint64_t *steps;
+    int n = list_steps(ex, ".awaiting", &steps), released = 0;
+    char path[EXPORTER_PATH];
+    for (int i = 0; i < n && steps[i] <= step; i++) {
+        awaiting_path(ex, steps[i], path, sizeof path);
+        if (unlink(path) && errno != ENOENT) log_msg('W', "%s: cannot remove: %s", path, strerror(errno));
+        else released++;
+    }
+    free(steps);
+    if (released) retain(ex);
 }
 
 void exporter_best_offer(exporter_t *ex, uint64_t step, double dice)
@@ -223,13 +262,18 @@ static int latest_fallback(exporter_t *ex, uint64_t below, char *err)
     return rc;
 }
 
-int exporter_ckpt_store(exporter_t *ex, uint64_t step, const uint8_t *blob, size_t n,
+int exporter_ckpt_store(exporter_t *ex, uint64_t step, int validated, const uint8_t *blob, size_t n,
                         const char sha[65], char *err)
 {
     char ck[128], st[128], staged[EXPORTER_PATH], side[65], st_sha[65], path[EXPORTER_PATH];
     exporter_ckpt_name(ck, sizeof ck, step, ".ckpt");
     exporter_ckpt_name(st, sizeof st, step, ".safetensors");
     char why[ERR_LEN];
+    if (validated) {                    // first: a crash before the commit leaves no step, and
+        char aw[128];                   // recovery removes a marker without one
+        exporter_ckpt_name(aw, sizeof aw, step, ".awaiting");
+        if (fs_write_atomic(ex->ckpt_dir, aw, "", 0, err)) return -1;
+    }
     int exists = step_complete(ex, step);
     if (exists && !fs_read_sidecar(ex->ckpt_dir, ck, side, why) && !strcmp(side, sha) && step_intact(ex, step, why)) {
         log_msg('I', "%s: already filed (a resend); acknowledging again", ck);
@@ -352,6 +396,11 @@ int exporter_ckpt_recover(exporter_t *ex, char *err)
 {
     int t = fs_remove_tmp(ex->ckpt_dir);
     if (t) log_msg('W', "%s: removed %d temporary file(s) left by an interrupted write", ex->ckpt_dir, t);
+    uint64_t *marks;                                    // awaiting markers of steps never filed
+    int nm = list_steps(ex, ".awaiting", &marks);
+    for (int i = 0; i < nm; i++)
+        if (!step_complete(ex, marks[i])) remove_step(ex, marks[i]);
+    free(marks);
     for (int p = 0; p < 4; p++) {                       // any step missing one of its four files
         uint64_t *steps;
         int n = list_steps(ex, PARTS[p], &steps);

@@ -48,8 +48,9 @@ typedef struct {
 
 // ---- exporter_ckpt.c ---------------------------------------------------------------------------
 // File a verified checkpoint blob (its sha256 already checked by the decoder). 0 or -1 + err;
-// on failure nothing of this attempt remains on disk.
-int exporter_ckpt_store(exporter_t *ex, uint64_t step, const uint8_t *blob, size_t n,
+// on failure nothing of this attempt remains on disk. validated: an eval job of the step was
+// sent; it is kept (step-N.awaiting) until exporter_scored releases it.
+int exporter_ckpt_store(exporter_t *ex, uint64_t step, int validated, const uint8_t *blob, size_t n,
                         const char sha[65], char *err);
 // Read back step's checkpoint (step == UINT64_MAX: the latest, falling back to the newest intact
 // step when it is damaged), verified against its sidecar. 0; -1 + err when there is none; -2 +
@@ -61,6 +62,8 @@ int exporter_ckpt_recover(exporter_t *ex, char *err);
 // An evaluation of `step` scored `dice`: link best to it if it wins and its checkpoint exists,
 // else remember it until that checkpoint arrives.
 void exporter_best_offer(exporter_t *ex, uint64_t step, double dice);
+// The evaluator's metrics of `step` arrived: no score will come for an earlier awaiting step.
+void exporter_scored(exporter_t *ex, uint64_t step);
 void exporter_ckpt_name(char *out, size_t cap, uint64_t step, const char *ext);
 
 // ---- exporter_metrics.c ------------------------------------------------------------------------

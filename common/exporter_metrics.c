@@ -215,6 +215,7 @@ int exporter_metrics(exporter_t *ex, const wire_msg_t *m, const char *id, char *
             curve_add(&ex->dice, step, json_number_value(md));
             exporter_best_offer(ex, step, json_number_value(md));
         }
+        if (!strcmp(source, "evaluator")) exporter_scored(ex, step);
         ex->curves_dirty = 1;
         ex->n_metrics++;
     }

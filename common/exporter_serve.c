@@ -162,7 +162,7 @@ static void on_checkpoint(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_
         return;
     }
     double t0 = fs_now();
-    if (exporter_ckpt_store(ex, c.step, c.blob, c.blob_len, c.sha256, err)) {
+    if (exporter_ckpt_store(ex, c.step, c.validated, c.blob, c.blob_len, c.sha256, err)) {
         log_msg('E', "%s: checkpoint step %" PRIu64 " NOT stored: %s", m->peer, c.step, err);
         reply_ack(sock, id, m->peer, c.step, c.sha256, 0, err);
     } else {

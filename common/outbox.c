@@ -184,6 +184,9 @@ static void reprobe_if_silent(outbox_t *b, double now)
         }
 }
 
+uint64_t outbox_sends(const outbox_t *b) { return b->send_seq; }
+int outbox_acked_since(const outbox_t *b, uint64_t sends) { return b->acked_seq > sends; }
+
 void outbox_tick(outbox_t *b)
 {
     double now = mono();

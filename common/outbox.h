@@ -49,6 +49,11 @@ double outbox_stalled_s(const outbox_t *b);
 long outbox_unconfirmed(const outbox_t *b);
 // Counters for the stage's closing line.
 long outbox_acked(const outbox_t *b);
+// Sends made so far, and whether the exporter has since acknowledged a message first sent after
+// `sends` of them: then whatever went on the same connection before that message was received
+// too, and anything of it left unanswered (a checkpoint) was lost, e.g. with a restarted exporter.
+uint64_t outbox_sends(const outbox_t *b);
+int outbox_acked_since(const outbox_t *b, uint64_t sends);
 long outbox_dropped(const outbox_t *b);
 
 #endif

@@ -4,7 +4,8 @@ written (ckpt_write: temp, fsync, rename) into the spool directory and stays the
 exporter acknowledges it; only the newest unacknowledged one is kept, and at most one is in
 flight. Sends never block: DONTWAIT on the exporter DEALER (ZMQ_IMMEDIATE: nothing queues
 while the exporter is away), acks are read between steps, and a checkpoint without an ack after
---ack-timeout (or with ok=false) is sent again, the newest one. Resume takes the newer of the
+--ack-timeout (or with ok=false), or whose exporter acknowledged a metrics line sent after it
+(it was restarted meanwhile), is sent again, the newest one. Resume takes the newer of the
 exporter's `latest` and the spool's newest valid file, so a checkpoint written just before a
 crash (or left behind by SIGINT without an ack) is not lost.
 */
@@ -13,6 +14,7 @@ crash (or left behind by SIGINT without an ack) is not lost.
 #include "durable_fs.h"
 #include "preprocess.h"
 #include <dirent.h>
+#include <jansson.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -104,7 +106,8 @@ static void try_send(ckpt_flow_t *f)
         return;
     }
     wire_checkpoint_t ck = { .step = (uint64_t)f->pending_step, .kind = f->pending_final ? WIRE_CKPT_FINAL : WIRE_CKPT_PERIODIC,
-                             .config_json = f->config_json, .blob = blob, .blob_len = n };
+                             .validated = f->pending_validated, .config_json = f->config_json, .blob = blob,
+                             .blob_len = n };
     wire_sha256_hex(blob, n, ck.sha256);
     wire_out_t o;
     if (wire_encode_checkpoint(&o, &ck, err)) {
@@ -131,9 +134,28 @@ static void try_send(ckpt_flow_t *f)
     f->flight_step = f->pending_step;
     memcpy(f->flight_sha, ck.sha256, sizeof f->flight_sha);
     f->flight_sent = trainer_now();
+    f->flight_out_sends = f->out ? outbox_sends(f->out) : 0;
     f->n_sent++;
     log_msg('I', "checkpoint step %ld sent to the exporter (%.1f MB, sha256 %.12s...)", f->flight_step,
             (double)n / 1e6, f->flight_sha);
+}
+
+// The loader's settings text plus "training": {"patch": [D, H, W], "loss": ..., "regions": ...},
+// what predict.sh needs besides the preprocessing to use the weights as trained (its default
+// window, and sigmoid regions decoded as regions). 0, or -1 when it does not fit in cap.
+static int with_training(const trainer_cfg_t *c, const char *text, char *out, size_t cap)
+{
+    json_t *o = json_loads(text, 0, NULL);
+    if (!json_is_object(o)) { json_decref(o); return -1; }
+    const char *loss = c->tc.loss == LOSS_DICE ? "dice" : c->tc.loss == LOSS_DICE_CE ? "dice-ce" : "sigmoid-dice";
+    json_object_set_new(o, "training", json_pack("{s:[iii], s:s, s:s}", "patch", c->patch[0], c->patch[1], c->patch[2],
+                                                 "loss", loss, "regions", c->region_spec));
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    int rc = s && strlen(s) < cap ? 0 : -1;
+    if (!rc) memcpy(out, s, strlen(s) + 1);
+    free(s);
+    return rc;
 }
 
 void ckpt_flow_take_prep(ckpt_flow_t *f, ckpt_state_t *st)
@@ -153,9 +175,12 @@ void ckpt_flow_take_prep(ckpt_flow_t *f, ckpt_state_t *st)
         int C = 0;
         if (preprocess_settings_parse(text, &cfg, mod, &C, why) == 0 && C != f->m->cfg.in_channels)
             snprintf(why, sizeof why, "%d channels, the model takes %d", C, f->m->cfg.in_channels);
+        char full[CKPT_PREP_MAX];
+        if (!why[0] && with_training(f->c, text, full, sizeof full))
+            snprintf(why, sizeof why, "settings and training settings longer than %d bytes", CKPT_PREP_MAX - 1);
         if (!why[0]) {
-            if (strcmp(st->prep, text)) log_msg('I', "checkpoints carry the preprocessing of %s", f->c->prep_file);
-            memcpy(st->prep, text, n + 1);
+            if (strcmp(st->prep, full)) log_msg('I', "checkpoints carry the preprocessing of %s and the training's patch, loss and regions", f->c->prep_file);
+            memcpy(st->prep, full, strlen(full) + 1);
             return;
         }
     }
@@ -166,7 +191,7 @@ void ckpt_flow_take_prep(ckpt_flow_t *f, ckpt_state_t *st)
 }
 
 int ckpt_flow_save(ckpt_flow_t *f, const float *params, const float *adam_m, const float *adam_v,
-                   const ckpt_state_t *st, int final, char *err)
+                   const ckpt_state_t *st, int final, int validated, char *err)
 {
     char path[PATH_MAX];
     spool_name(f, st->step, path, sizeof path);
@@ -178,6 +203,7 @@ int ckpt_flow_save(ckpt_flow_t *f, const float *params, const float *adam_m, con
     f->pending_in_flight = 0;               // new bytes, even for the step in flight
     f->pending_step = st->step;
     f->pending_final = final;
+    f->pending_validated = validated;
     snprintf(f->pending_path, sizeof f->pending_path, "%s", path);
     f->next_try = 0;
     if (!f->sock) log_msg('I', "checkpoint step %ld written to %s (no exporter)", st->step, path);
@@ -185,8 +211,19 @@ int ckpt_flow_save(ckpt_flow_t *f, const float *params, const float *adam_m, con
     return 0;
 }
 
+void ckpt_flow_set_outbox(ckpt_flow_t *f, const outbox_t *out) { f->out = out; }
+
 void ckpt_flow_tick(ckpt_flow_t *f)
 {
+    // The exporter answers one connection's messages in order: an ack of a metrics line sent
+    // after the checkpoint, and none for the checkpoint, means the exporter that got it is gone
+    // (killed and restarted): send it again now, not after --ack-timeout.
+    if (f->in_flight && f->out && outbox_acked_since(f->out, f->flight_out_sends)) {
+        log_msg('W', "checkpoint step %ld: the exporter answered later messages but not this one (restarted?); "
+                "sending again", f->flight_step);
+        f->in_flight = 0;
+        f->next_try = 0;
+    }
     if (f->in_flight && trainer_now() - f->flight_sent > f->c->ack_timeout_s) {
         log_msg('W', "checkpoint step %ld: no ack from the exporter after %.0f s; sending again", f->flight_step,
                 f->c->ack_timeout_s);

@@ -56,12 +56,15 @@ typedef struct {
                                     // save of the same step, e.g. the final one, is not)
     long pending_step;
     int pending_final;
+    int pending_validated;          // an eval job of this step goes too: the exporter keeps it until scored
     char pending_path[PATH_MAX];
     // the one in flight (never more than one)
     int in_flight;
     long flight_step;
     char flight_sha[65];
     double flight_sent, next_try;
+    const outbox_t *out;            // the metrics outbox on the same connection, or NULL
+    uint64_t flight_out_sends;      // its send count when the one in flight went
     long acked_step;                // newest acknowledged step, -1 when none
     long n_sent, n_acked, n_failed;
     int prep_warned;                // the --preprocessing file was reported unusable
@@ -73,10 +76,13 @@ typedef struct {
 int ckpt_flow_lock(const trainer_cfg_t *c, char *err);
 int ckpt_flow_open(ckpt_flow_t *f, const trainer_cfg_t *c, const model_t *m, void *exporter_sock,
                    char *err);
+// The outbox of the metrics on the same exporter connection (NULL: none): a later message of it
+// acknowledged while a checkpoint waits for its ack means the checkpoint was lost: sent again.
+void ckpt_flow_set_outbox(ckpt_flow_t *f, const outbox_t *out);
 // Write a checkpoint of the host state into the spool; it becomes the pending one (replacing an
 // older pending file) and is sent now when nothing is in flight. 0 or -1 with err.
 int ckpt_flow_save(ckpt_flow_t *f, const float *params, const float *adam_m, const float *adam_v,
-                   const ckpt_state_t *st, int final, char *err);
+                   const ckpt_state_t *st, int final, int validated, char *err);
 // The loader's preprocessing settings (--preprocessing FILE) into st->prep before a save; a file
 // missing or invalid leaves st->prep as it was (empty, or the resumed checkpoint's), reported once.
 void ckpt_flow_take_prep(ckpt_flow_t *f, ckpt_state_t *st);

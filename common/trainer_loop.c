@@ -102,6 +102,7 @@ static int setup(trainer_t *t, char *err)
     if (ckpt_flow_lock(c, err) || open_sockets(t, err) || ckpt_flow_open(&t->ck, c, &t->m, t->exporter, err))
         return -1;
     if (t->exporter) t->out = outbox_new("trainer", t->exporter, (size_t)64 << 20, c->exporter_resend_s);
+    ckpt_flow_set_outbox(&t->ck, t->out);
 
     // Fresh state: the paper's schedule over --steps from --lr; RNG from --seed.
     t->state = (ckpt_state_t){ .cfg = c->model, .step = 0, .total_steps = c->steps, .base_lr = c->tc.adam.lr,
@@ -233,12 +234,13 @@ static int next_batch(trainer_t *t)
     }
 }
 
-static int save_ckpt(trainer_t *t, int final)
+// validated: an eval job of this step follows (the exporter keeps the step until it is scored)
+static int save_ckpt(trainer_t *t, int final, int validated)
 {
     char err[ERR_LEN];
     tb_download(t->b);
     ckpt_flow_take_prep(&t->ck, &t->state);
-    if (ckpt_flow_save(&t->ck, t->params, t->adam_m, t->adam_v, &t->state, final, err)) {
+    if (ckpt_flow_save(&t->ck, t->params, t->adam_m, t->adam_v, &t->state, final, validated && t->jobs, err)) {
         log_msg('E', "checkpoint step %ld not written: %s", t->state.step, err);
         return -1;
     }
@@ -290,7 +292,7 @@ static int final_job_sent(trainer_t *t)
 static void finish(trainer_t *t, int completed)
 {
     const trainer_cfg_t *c = t->c;
-    if (save_ckpt(t, 1) == 0 && t->exporter) {
+    if (save_ckpt(t, 1, completed && c->final_eval_timeout_s > 0) == 0 && t->exporter) {
         log_msg('I', "waiting up to %.0f s for the exporter to acknowledge step %ld", c->final_ack_timeout_s, t->state.step);
         double t0 = trainer_now();
         if (!wait_until(t, acked, c->final_ack_timeout_s, 0))
@@ -392,7 +394,8 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
         // A validated step is also checkpointed: the exporter's best link can only point at
         // weights it holds (with --val-every off the --ckpt-every grid, best would miss them).
         const int validate = c.val_every && t.state.step % c.val_every == 0 && t.state.step < total;
-        if (((c.ckpt_every && t.state.step % c.ckpt_every == 0) || validate) && t.state.step < total) save_ckpt(&t, 0);
+        if (((c.ckpt_every && t.state.step % c.ckpt_every == 0) || validate) && t.state.step < total)
+            save_ckpt(&t, 0, validate);
         if (validate) eval_job(&t, 0);
         service(&t);
     }

@@ -199,6 +199,7 @@ int wire_encode_checkpoint(wire_out_t *o, const wire_checkpoint_t *c, char *err)
     wire_put_u64(o, "step", c->step);
     wire_put_str(o, "kind", c->kind == WIRE_CKPT_FINAL ? "final" : "periodic");
     wire_put_str(o, "sha256", c->sha256);
+    if (c->validated) wire_put_bool(o, "validated", 1);
     if (c->config_json && wire_pack_json(wire_put_key(o, "config"), c->config_json, err))
         return -1;
     int64_t n = (int64_t)c->blob_len;
@@ -224,6 +225,7 @@ int wire_decode_checkpoint(const wire_msg_t *m, wire_checkpoint_t *c, char *err)
     else return set_err(err, "checkpoint %llu: kind '%s' is not periodic or final", (unsigned long long)c->step, kind);
     TRY(wire_get_str(m, "sha256", c->sha256, sizeof c->sha256, 1, err));
     if (!sha_ok(c->sha256)) return set_err(err, "checkpoint %llu: sha256 is not 64 lowercase hex", (unsigned long long)c->step);
+    TRY(wire_get_bool(m, "validated", &c->validated, 0, err));
     const wire_array_t *blob;
     TRY(wire_need_array(m, "blob", WIRE_DT(WIRE_U8), 1, 1, &blob, err));
     c->blob = blob->data;

@@ -55,6 +55,7 @@ typedef enum { WIRE_CKPT_PERIODIC = 0, WIRE_CKPT_FINAL = 1 } wire_ckpt_kind_t;
 typedef struct {
     uint64_t step;
     wire_ckpt_kind_t kind;
+    int validated;              // an eval job of this step was sent: keep it until scored (optional)
     const char *config_json;    // a JSON object; travels as a msgpack map. Decode allocates it
     const uint8_t *blob;        // (n) u8: the checkpoint file
     size_t blob_len;

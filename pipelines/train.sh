@@ -105,7 +105,12 @@ srm_need_bin exporter loader augmenter trainer inspect
 shape=$("$SRM_BIN/srm-inspect" --dataset "$DATASET" --shape 2>&1) || srm_die "$shape"
 read -r dc dk from nval f0t f0v < <($SRM_PY -c 'import json, sys; o = json.loads(sys.argv[1]); print(o["channels"], o["classes"], o["classes_from"].replace(" ", "_"), o["validation"], o["fold0_train"], o["fold0_val"])' "$shape") ||
     srm_die "srm-inspect --shape: unexpected answer '$shape'"
-[[ -z $CLASSES ]] && srm_log "$dk classes (${from//_/ } of $DATASET), $dc channel(s)"
+if [[ -z $CLASSES && -n $REGIONS ]]; then
+    IFS=';' read -ra _parts <<<"$REGIONS"
+    srm_log "label values 0..$((dk - 1)) (${from//_/ } of $DATASET), $dc channel(s); the model has ${#_parts[@]} sigmoid outputs, one a region of --regions"
+elif [[ -z $CLASSES ]]; then
+    srm_log "$dk classes (${from//_/ } of $DATASET), $dc channel(s)"
+fi
 CLASSES=${CLASSES:-$dk}; INCH=${INCH:-$dc}
 # --norm ct-nnunet: nnU-Net's CT normalisation (clip to the foreground's 0.5 / 99.5 percentiles,
 # z-score with its mean and std) from the dataset's intensity fingerprint; the same figures on

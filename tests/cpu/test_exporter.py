@@ -2,7 +2,7 @@
 """test_exporter.py -- srm-exporter end to end over its ROUTER socket, from an independent client
 (pyzmq + msgpack written from docs/protocol.md): real native checkpoints (tests/tools/ckpt_make),
 acks, files and sha256sum sidecars, the safetensors export against `srm-trainer --describe`,
-retention (--keep, --every, best), latest/best links, metrics.jsonl, curves.png, prediction
+retention (--keep, --every, best, validated steps awaiting their score), latest/best links, metrics.jsonl, curves.png, prediction
 volumes read back with nibabel, corrupted checkpoints, "latest" requests, garbage, a full disk on
 a small tmpfs (mount fails -> the test FAILS), SIGTERM, recovery after a restart, and messages
 with an `id` (acked by id, filed once, also across a crash).
@@ -76,10 +76,12 @@ def make_ckpt(tmp, step, seed=1):
         return f.read()
 
 
-def ckpt_msg(step, blob, sha=None, kind="periodic"):
+def ckpt_msg(step, blob, sha=None, kind="periodic", validated=None):
     sha = sha or hashlib.sha256(blob).hexdigest()
-    return encode("checkpoint", {"step": step, "kind": kind, "sha256": sha, "config": {"model": "tiny"}},
-                  [("blob", "u8", np.frombuffer(blob, np.uint8))])
+    f = {"step": step, "kind": kind, "sha256": sha, "config": {"model": "tiny"}}
+    if validated is not None:
+        f["validated"] = validated
+    return encode("checkpoint", f, [("blob", "u8", np.frombuffer(blob, np.uint8))])
 
 
 def metrics_msg(step, source, values, arrays=(), case_ids=None, doc=None):
@@ -373,6 +375,56 @@ def test_main(tmp):
     check(not no_temp_files(run), "no temp files after SIGTERM mid-write: %s" % no_temp_files(run))
 
 
+def settle(cond, timeout=20):
+    """Wait until cond() holds (the exporter files metrics without a reply when they carry no id)."""
+    end = time.time() + timeout
+    while not cond() and time.time() < end:
+        time.sleep(0.05)
+
+
+def test_awaiting_scores(tmp):
+    """A validated step outlives --keep until its score (or a later step's) arrives, so best can
+    point at it when the evaluator lags behind the checkpoints; a restart keeps that."""
+    run = os.path.join(tmp, "await")
+    ck = os.path.join(run, "checkpoints")
+    ex = Exporter(run, "--keep", "1")
+    blobs = {s: make_ckpt(tmp, s, seed=s) for s in (2, 4, 6, 8, 10, 12)}
+
+    def send(step, validated):
+        h, _ = ex.ask(ckpt_msg(step, blobs[step], validated=validated))
+        check(h is not None and h.get("ok") is True, "ack for step %d: %s" % (step, h))
+
+    def have(step):
+        return os.path.exists(os.path.join(ck, name(step, ".ckpt")))
+
+    for s in (2, 4, 6, 8):
+        send(s, s in (4, 6))
+    check(not have(2) and have(4) and have(6) and have(8), "validated 4 and 6 kept beyond --keep 1: %s" % sorted(os.listdir(ck)))
+    check(sorted(f for f in os.listdir(ck) if f.endswith(".awaiting")) == [name(4, ".awaiting"), name(6, ".awaiting")],
+          "awaiting markers of 4 and 6: %s" % sorted(os.listdir(ck)))
+    rc = ex.stop()                                      # a restart knows them from the markers
+    check(rc == 0, "exporter stopped (rc %s)" % rc)
+    ex = Exporter(run, "--keep", "1")
+    send(10, False)
+    check(have(4) and have(6) and not have(8), "after a restart 4 and 6 still kept, 8 gone: %s" % sorted(os.listdir(ck)))
+    # the score of 4 arrives late and wins; 6's job was skipped by the evaluator: 12's score releases it
+    ex.send(metrics_msg(4, "evaluator", {"mean_dice": 0.8}))
+    settle(lambda: not os.path.exists(os.path.join(ck, name(4, ".awaiting"))))
+    check(os.path.islink(os.path.join(ck, "best.ckpt")) and os.readlink(os.path.join(ck, "best.ckpt")) == name(4, ".ckpt"),
+          "best -> the late-scored step 4: %s" % sorted(os.listdir(ck)))
+    check(not os.path.exists(os.path.join(ck, name(4, ".awaiting"))) and have(4) and have(6),
+          "4 released (kept as best), 6 still awaiting: %s" % sorted(os.listdir(ck)))
+    send(12, True)
+    ex.send(metrics_msg(12, "evaluator", {"mean_dice": 0.5}))
+    settle(lambda: not have(6))
+    left = sorted(f for f in os.listdir(ck) if f.endswith(".ckpt") and f.startswith("step-"))
+    check(left == [name(4, ".ckpt"), name(12, ".ckpt")] and not any(f.endswith(".awaiting") for f in os.listdir(ck)),
+          "12's score releases the skipped 6: best 4 and latest 12 left: %s" % sorted(os.listdir(ck)))
+    check(os.readlink(os.path.join(ck, "best.ckpt")) == name(4, ".ckpt"), "a weaker later score leaves best at 4")
+    rc = ex.stop()
+    check(rc == 0, "exporter stopped (rc %s)" % rc)
+
+
 def test_message_ids(tmp):
     """Metrics and predictions that carry an `id` (what the trainer's and evaluator's outboxes send):
     acked by id once durable, a copy of a filed id acked without a second line or write, also
@@ -508,6 +560,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="srm-exporter-")
     try:
         test_main(tmp)
+        test_awaiting_scores(tmp)
         test_message_ids(tmp)
         test_disk_full(tmp)
     finally:

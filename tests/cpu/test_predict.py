@@ -11,7 +11,8 @@ corrupt image is named and skipped; a native checkpoint of the same weights pred
 two images of one file name, or an output folder holding an input, are refused before any work;
 the preprocessing settings a model file carries are applied without flags (== the same flags
 given), flags override their parts, and weights without settings get a warning;
-sigmoid regions (--regions) give region Dice lines that match a recomputation;
+sigmoid regions (--regions) give region Dice lines that match a recomputation; a model file
+carrying its training patch and regions is evaluated with them when no flag says otherwise;
 evaluate.sh prints per-case Dice lines that equal Dice
 recomputed here from the written label maps and the reference labels; references the scoring
 cannot place (another class count declared, a label >= K, a label in no region) are refused;
@@ -253,6 +254,38 @@ def main():
             got = None if g == "null" else float(g)
             check((want is None and got is None) or (want is not None and got is not None and abs(want - got) < 1e-4),
                   "%s region %s: printed %s, recomputed %s" % (m.group(1), name, got, want))
+
+    # a model file that says how it was trained ("training" in its settings, as srm-trainer writes
+    # them): its patch is the default window and its regions decode its sigmoid outputs, so
+    # evaluate.sh / predict.sh without --window / --regions do what the pipeline's evaluator did
+    tsettings = {"version": 1, "modality": ["MR"], "reorient": 1, "spacing": [0, 0, 0],
+                 "foreground": {"mode": "auto", "threshold": -500}, "crop": 1, "margin": [0, 0, 0],
+                 "ct": {"norm": "window", "window": [-175, 250], "range": [0, 1], "zscore": [0, 1]},
+                 "mr": {"norm": "zscore-fg"},
+                 "training": {"patch": [32, 32, 32], "loss": "sigmoid-dice", "regions": "WT=1,2,3;TC=1,2;ET=2"}}
+    tfile = os.path.join(tmp, "training_settings.json")
+    json.dump(tsettings, open(tfile, "w"))
+    tmodel = os.path.join(tmp, "regions_trained.safetensors")
+    r = run([os.path.join(BUILD, "tools", "safetensors_tool"), "write", tmodel, "--variant", "M", "--width", "8",
+             "--in-channels", "1", "--classes", "3", "--seed", "4", "--preprocessing", tfile])
+    check(r.returncode == 0, "safetensors_tool write (training settings): " + r.stderr)
+    outa, outb = os.path.join(tmp, "eval_trained_a"), os.path.join(tmp, "eval_trained_b")
+    ra = subprocess.run([os.path.join(ROOT, "pipelines", "evaluate.sh"), tmodel, ds, "--split", "validation", "--out", outa,
+                         "--no-hd95"], capture_output=True, text=True, timeout=300,
+                        env={k: v for k, v in ENV.items() if k != "SRM_QUIET"})
+    rb = run([os.path.join(ROOT, "pipelines", "evaluate.sh"), tmodel, ds, "--split", "validation", "--out", outb, "--no-hd95",
+              "--regions", "WT=1,2,3;TC=1,2;ET=2"] + win)
+    check(ra.returncode == 0 and "window 32x32x32: the training patch" in ra.stderr and
+          "regions WT=1,2,3;TC=1,2;ET=2 the model was trained on" in ra.stderr,
+          "the model file's training patch and regions are used without flags: " + ra.stderr[-1500:])
+    check(rb.returncode == 0 and "the training patch" not in rb.stderr, "flags given: " + rb.stderr[-800:])
+    la = [l for l in ra.stdout.splitlines() if l.startswith("case ")]
+    check(la and la == [l for l in rb.stdout.splitlines() if l.startswith("case ")] and all(" dice WT=" in l for l in la),
+          "the same region scores as with --regions --window 32: %s" % la)
+    for f in sorted(os.listdir(outb)) if os.path.isdir(outb) else []:
+        a = np.asarray(nib.load(os.path.join(outa, f)).dataobj) if os.path.exists(os.path.join(outa, f)) else None
+        check(a is not None and (a == np.asarray(nib.load(os.path.join(outb, f)).dataobj)).all(),
+              "%s: the prediction differs from the one with --regions --window 32" % f)
 
     # references the scoring has no place for are refused, not scored as background: a dataset
     # declaring another class count than the model's, a label file holding a value >= K, and

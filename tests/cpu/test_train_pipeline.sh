@@ -113,12 +113,17 @@ try:
     finite = all(np.isfinite(np.frombuffer(raw[8 + n + b:8 + n + e], "<f4")).all() for b, e, _ in spans)
     check(finite, "safetensors values finite")
     meta = json.loads(raw[8:8 + n])["__metadata__"]
-    written = open(os.path.join(run, "preprocessing.json")).read()
-    check(meta.get("preprocessing") == written and json.loads(written)["modality"] == ["MR"],
-          "safetensors __metadata__ carries the loader's preprocessing settings: %s" % meta.get("preprocessing"))
+    written = json.load(open(os.path.join(run, "preprocessing.json")))
+    carried = json.loads(meta.get("preprocessing", "{}"))
+    training = carried.pop("training", None)
+    check(carried == written and written["modality"] == ["MR"] and
+          training == {"patch": [32, 32, 32], "loss": "dice", "regions": ""},
+          "safetensors __metadata__ carries the loader's preprocessing settings and the training's patch, loss and "
+          "regions: %s" % meta.get("preprocessing"))
     ckraw = open(os.path.join(ck, "step-%08d.ckpt" % steps), "rb").read()
-    check(ckraw[8] == 2 and struct.unpack("<I", ckraw[92:96])[0] == len(written) and
-          ckraw[96:96 + len(written)].decode() == written, "the native checkpoint carries them too (version 2)")
+    np_ = struct.unpack("<I", ckraw[92:96])[0]
+    check(ckraw[8] == 2 and ckraw[96:96 + np_].decode() == meta.get("preprocessing"),
+          "the native checkpoint carries them too (version 2)")
 except Exception as e:
     check(False, "safetensors parses: %s" % e)
 
