@@ -2,7 +2,7 @@
 evaluator_report.c -- what the evaluator says about its scores: one stdout line per case and a
 "mean:" line (evaluate.sh prints them), and the `metrics` message for the exporter and the
 trainer (docs/protocol.md): values mean_dice, dice_<name> (mean over cases of each foreground
-class or region), hd95_mean, cases_ok, cases_failed; per-case arrays `dice` and `hd95`
+class or region), mean_hd95 (the mean of the classes' mean HD95), cases_ok, cases_failed; per-case arrays `dice` and `hd95`
 [cases, foreground] f32 (NaN = undefined) with `case_ids` (failed cases left out: they are
 listed with their reason in the JSON document). Undefined means are nil / null.
 */
@@ -184,7 +184,7 @@ int eval_metrics_msg(wire_out_t *o, uint64_t step, const eval_result_t *rs, int 
         double h = column_mean(rs, n, j, 1, NULL);
         if (isfinite(h)) { hd_sum += h; hd_n++; }
     }
-    add_value(&x, "hd95_mean", hd_n ? hd_sum / hd_n : NAN);
+    add_value(&x, "mean_hd95", hd_n ? hd_sum / hd_n : NAN);   // (the exporter then adds no mean of its own)
     add_value(&x, "cases_ok", ok);
     add_value(&x, "cases_failed", n - ok);
     char *json = report_json(rs, n, nfg, lab, extra_json, err);

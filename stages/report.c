@@ -165,12 +165,27 @@ static int sources_of(const args_t *a, const dataset_t *ds, const char *id, char
     return 0;
 }
 
-static int overlays(const args_t *a, const dataset_t *ds, FILE *md)
+// Cases of the final validation whose prediction file is missing: said on stderr and in the
+// markdown (the exporter writes one per case; a missing one was lost or removed).
+static void missing_predictions(const char *dir, char **ids, int n, const report_run_t *r, FILE *md)
+{
+    for (int k = 0; k < r->final_ncases; k++) {
+        const char *want = r->final_ids[k];
+        int found = 0;
+        for (int i = 0; i < n && !found; i++) found = !strcmp(ids[i], want);
+        if (found) continue;
+        log_msg('W', "%s: no prediction of case %s, which the final validation scored", dir, want);
+        fprintf(md, "Missing: `%s/%s.nii.gz` (case %s of the final validation).\n\n", dir, want, want);
+    }
+}
+
+static int overlays(const args_t *a, const dataset_t *ds, const report_run_t *r, FILE *md)
 {
     char dir[4096], err[ERR_LEN], img[4096], lab[4096], pred[4096], png[4096], title[160];
     snprintf(dir, sizeof dir, "%s/predictions", a->run);
     char **ids;
     int n = list_predictions(dir, &ids), n_all = n, bad = 0, made = 0;
+    missing_predictions(dir, ids, n, r, md);
     if (n == 0) fprintf(md, "No predictions in %s: no overlay.\n\n", dir);
     else if (!ds && !a->images) {
         fprintf(md, "%d predictions but no --dataset/--images: no overlay.\n\n", n);
@@ -249,7 +264,7 @@ int main(int argc, char **argv)
     snprintf(path, sizeof path, "%s/dice_vs_time.png", a.out);
     if (report_curve_png(path, &r, a.thr, a.nthr, names, err)) { log_msg('E', "%s", err); status = 1; }
     else printf("## Pictures\n\n- `%s`: evaluation Dice against seconds since the start\n", path);
-    if (a.max_overlays > 0 && overlays(&a, dsp, stdout)) status = 1;
+    if (a.max_overlays > 0 && overlays(&a, dsp, &r, stdout)) status = 1;
     report_run_free(&r);
     if (dsp) dataset_free(dsp);
     return status;

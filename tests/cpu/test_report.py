@@ -184,6 +184,10 @@ def main():
         check_ok("bad.nii.gz" in p.stderr and "affine" in p.stderr,
                  f"the refusal names the file and the affine: {p.stderr.strip()[:200]}")
         check_ok(not os.path.exists(os.path.join(out, "overlay_bad.png")), "no picture for the misaligned prediction")
+        # the final validation scored p1 and p2, whose predictions are not there: said, not skipped
+        missing = os.path.join(run, "predictions", "p1.nii.gz")
+        check_ok(f"Missing: `{missing}`" in p.stdout and "no prediction of case p2" in p.stderr,
+                 f"predictions of the final validation's cases that are missing are reported: {p.stderr.strip()[:300]}")
         try:
             w, h, rows = read_png(os.path.join(out, "overlay_good.png"))
             mm = max(n * s for n, s in zip(shape, sp)) / 320
