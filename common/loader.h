@@ -50,6 +50,7 @@ typedef struct {
     void *volumes, *cases;      // sockets (cases may be NULL)
 } loader_t;
 
+// 0; -2 + err for what no restart cures (the dataset, its selections, the CURVE keys); -1 + err.
 int loader_open(loader_t *L, const loader_cfg_t *cfg, stage_t *st, char *err);
 void loader_close(loader_t *L);
 // Push volumes until stopped (signal) or cfg->epochs are done. Returns 0, or -1 with err when

@@ -49,15 +49,15 @@ int loader_open(loader_t *L, const loader_cfg_t *cfg, stage_t *st, char *err)
     memset(L, 0, sizeof *L);
     L->cfg = cfg;
     L->st = st;
-    if (dataset_open(cfg->dataset, &L->ds, err)) return -1;
+    if (dataset_open(cfg->dataset, &L->ds, err)) return -2;
     for (int i = 0; i < L->ds.n_problems; i++) log_msg('W', "%s: %s", cfg->dataset, L->ds.problems[i]);
     if (cfg->force_modality >= 0)                   // --norm names the modality of every channel
         for (int c = 0; c < L->ds.n_channels; c++) L->ds.modality[c] = (modality_t)cfg->force_modality;
     if (cfg->prep_out && write_prep(cfg, &L->ds, err)) return -1;
     L->num_classes = cfg->classes ? cfg->classes : L->ds.num_classes;
     L->bad = xcalloc((size_t)L->ds.n_cases + 1, 1);
-    if (dataset_select(&L->ds, cfg->train_sel, &L->train, &L->n_train, err)) return -1;
-    if (L->n_train == 0) return set_err(err, "%s: selection '%s' holds no case", cfg->dataset, cfg->train_sel);
+    if (dataset_select(&L->ds, cfg->train_sel, &L->train, &L->n_train, err)) return -2;
+    if (L->n_train == 0) return set_err(err, "%s: selection '%s' holds no case", cfg->dataset, cfg->train_sel), -2;
     stage_sock_opts_t o = stage_sock_defaults();
     o.allow_remote = cfg->allow_remote;
     o.hwm = cfg->hwm;
@@ -65,12 +65,12 @@ int loader_open(loader_t *L, const loader_cfg_t *cfg, stage_t *st, char *err)
         // CURVE is a tcp mechanism: ipc endpoints stay plain (their file permissions guard them).
         int tcp_v = !strncmp(cfg->volumes_ep, "tcp://", 6), tcp_c = cfg->cases_ep && !strncmp(cfg->cases_ep, "tcp://", 6);
         if (!tcp_v && !tcp_c) log_msg('W', "--curve-server given but no endpoint is tcp: nothing to encrypt");
-        else if (stage_curve_authorize(st, cfg->authorized, err)) return -1;
+        else if (stage_curve_authorize(st, cfg->authorized, err)) return -2;
     }
     if (!(L->volumes = stage_socket(st, ZMQ_PUSH, cfg->volumes_ep, STAGE_BIND, curve_opts(&o, cfg, cfg->volumes_ep), err)))
         return -1;
     if (cfg->cases_ep) {
-        if (dataset_select(&L->ds, cfg->val_sel, &L->val, &L->n_val, err)) return -1;
+        if (dataset_select(&L->ds, cfg->val_sel, &L->val, &L->n_val, err)) return -2;
         o.hwm = 16;                                 // replies to a few evaluators, never blocks
         if (!(L->cases = stage_socket(st, ZMQ_ROUTER, cfg->cases_ep, STAGE_BIND, curve_opts(&o, cfg, cfg->cases_ep), err)))
             return -1;

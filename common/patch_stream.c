@@ -233,6 +233,9 @@ static void stats(stream_t *s, int force)
     log_msg('I', "%ld patches (%.1f/s), %ld batches, volumes %ld new %ld reused %ld bad, waited %.1f s for "
             "volumes, %.1f s to send", s->patches, dt > 0 ? s->patches / dt : 0.0, s->batches, s->vols_new,
             s->vols_reused, s->vols_bad, s->wait_in, s->wait_out);
+    if (!force && !s->vols_new && !s->vols_reused && !s->patches)     // nothing came in a whole interval
+        log_msg('W', "no volume from %s for %.0f s: is the loader running there (and, with CURVE, does it know "
+                "this augmenter's key and this augmenter its server key)?", s->cfg->volumes_ep, dt);
     if (s->clamped) log_msg('W', "%ld image values beyond f16's range were clamped to +-65504 (use --image-dtype f32 "
                             "or bf16 for such data)", s->clamped);
     s->t_last = t;
@@ -271,9 +274,10 @@ int patch_stream_run(const patch_cfg_t *c, stage_t *st, char *err)
     s.st = st;
     stage_sock_opts_t o = stage_sock_defaults();
     o.hwm = 1;                                      // one volume waiting is enough
-    if (!(s.vin = stage_socket(st, ZMQ_PULL, c->volumes_ep, STAGE_CONNECT, curve_opts(&o, c, c->volumes_ep), err))) return -1;
+    // connecting fails only on the endpoint or the keys themselves, not on an absent peer
+    if (!(s.vin = stage_socket(st, ZMQ_PULL, c->volumes_ep, STAGE_CONNECT, curve_opts(&o, c, c->volumes_ep), err))) return -2;
     o.hwm = c->hwm;
-    if (!(s.pout = stage_socket(st, ZMQ_PUSH, c->patches_ep, STAGE_CONNECT, curve_opts(&o, c, c->patches_ep), err))) return -1;
+    if (!(s.pout = stage_socket(st, ZMQ_PUSH, c->patches_ep, STAGE_CONNECT, curve_opts(&o, c, c->patches_ep), err))) return -2;
     s.ring = xcalloc((size_t)c->keep, sizeof *s.ring);
     s.pn = (size_t)c->aug.patch[0] * c->aug.patch[1] * c->aug.patch[2];
     s.labels = xmalloc((size_t)c->batch * s.pn);

@@ -87,4 +87,8 @@ int stage_curve_authorize(stage_t *st, const char *path, char *err);
 // Number of CURVE handshakes the ZAP handler refused so far (for logs and tests).
 long stage_curve_refused(stage_t *st);
 
+// Exit status of a stage whose configuration no restart can cure (bad arguments, a missing
+// dataset or key file): sysexits' EX_CONFIG. The pipelines' supervisors do not restart it.
+#define STAGE_EXIT_CONFIG 78
+
 #endif

@@ -177,7 +177,12 @@ static void *zap_main(void *arg)
         int ok = n >= 6 && admitted(st, zmq_msg_data(&f[5]), zmq_msg_size(&f[5]), &f[6], n >= 7);
         if (!ok) {
             __atomic_add_fetch(&st->refused, 1, __ATOMIC_RELAXED);
-            log_msg('W', "%s: CURVE: refused a client (%s)", st->name, n >= 6 ? "key not authorised" : "malformed ZAP request");
+            // name the peer: its address (frame 3) and public key (frame 6, 32 bytes -> Z85)
+            char addr[64] = "?", key[41] = "?";
+            if (n >= 4) snprintf(addr, sizeof addr, "%.*s", (int)zmq_msg_size(&f[3]), (const char *)zmq_msg_data(&f[3]));
+            if (n >= 7 && zmq_msg_size(&f[6]) == 32 && !zmq_z85_encode(key, zmq_msg_data(&f[6]), 32)) snprintf(key, sizeof key, "?");
+            log_msg('W', "%s: CURVE: refused a client at %s with public key %s (%s)", st->name, addr, key,
+                    n >= 6 ? "not among the authorised keys" : "malformed ZAP request");
         }
         const char *code = ok ? "200" : n >= 6 ? "400" : "500", *text = ok ? "OK" : "key not authorised";
         int rc = send_frame(s, "1.0", 3, 1) ||

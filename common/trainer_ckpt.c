@@ -216,11 +216,13 @@ void ckpt_flow_set_outbox(ckpt_flow_t *f, const outbox_t *out) { f->out = out; }
 void ckpt_flow_tick(ckpt_flow_t *f)
 {
     // The exporter answers one connection's messages in order: an ack of a metrics line sent
-    // after the checkpoint, and none for the checkpoint, means the exporter that got it is gone
-    // (killed and restarted): send it again now, not after --ack-timeout.
+    // after the checkpoint, and none for the checkpoint, means the checkpoint was lost -- the
+    // exporter was killed and restarted, or ZeroMQ dropped and remade the connection (a missed
+    // heartbeat under a GB-sized transfer, seen on the GPU host): send it again now, not after
+    // --ack-timeout.
     if (f->in_flight && f->out && outbox_acked_since(f->out, f->flight_out_sends)) {
-        log_msg('W', "checkpoint step %ld: the exporter answered later messages but not this one (restarted?); "
-                "sending again", f->flight_step);
+        log_msg('W', "checkpoint step %ld: the exporter answered later messages but not this one (it restarted, or "
+                "the connection dropped under the transfer); sending again", f->flight_step);
         f->in_flight = 0;
         f->next_try = 0;
     }

@@ -289,15 +289,19 @@ static int final_job_sent(trainer_t *t)
     return rc == 0;
 }
 
-static void finish(trainer_t *t, int completed)
+// Final checkpoint, its ack, and the final validation. Returns 0, or -1 when the final checkpoint
+// is not durable with the exporter (not written, or not acknowledged: a full disk, an exporter
+// gone): the run's last steps then exist only in the spool, which the caller must say.
+static int finish(trainer_t *t, int completed)
 {
     const trainer_cfg_t *c = t->c;
+    int durable = 0;
     if (save_ckpt(t, 1, completed && c->final_eval_timeout_s > 0) == 0 && t->exporter) {
         log_msg('I', "waiting up to %.0f s for the exporter to acknowledge step %ld", c->final_ack_timeout_s, t->state.step);
         double t0 = trainer_now();
-        if (!wait_until(t, acked, c->final_ack_timeout_s, 0))
-            log_msg('W', "checkpoint step %ld not acknowledged; it stays in %s (resume with --resume or --resume-file %s)",
-                    t->state.step, t->ck.spool, t->ck.pending_path);
+        if (!(durable = wait_until(t, acked, c->final_ack_timeout_s, 0)))
+            log_msg('E', "checkpoint step %ld not acknowledged by the exporter; it stays in %s (resume with --resume or "
+                    "--resume-file %s)", t->state.step, t->ck.spool, t->ck.pending_path);
         // the metrics lines: what is left of that wait, at least one resend period (lines lost in
         // an exporter restart go again after it); train.sh allows the trainer 120 s to stop
         else if (!wait_until(t, lines_acked, fmax(fmin(c->exporter_resend_s, 60) + 5, c->final_ack_timeout_s - (trainer_now() - t0)), 0))
@@ -331,6 +335,7 @@ static void finish(trainer_t *t, int completed)
                 log_msg('I', "final validation mean Dice %.4f", t->rep.last_mean_dice);
         }
     }
+    return durable || !t->exporter ? 0 : -1;
 }
 
 int trainer_run(const trainer_cfg_t *cfg, char *err)
@@ -411,7 +416,7 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
     else if (mismatch) log_msg('E', "%s: stopping at step %ld (final checkpoint)", t.why, t.state.step);
     else if (!out_of_time)
         log_msg('I', "reached step %ld after %.1f s: final checkpoint", t.state.step, trainer_now() - t.t_start);
-    finish(&t, !stopped && !mismatch);
+    const int durable = finish(&t, !stopped && !mismatch) == 0;
     log_msg('I', "done: %ld steps, %ld bad batches dropped, %ld checkpoints sent, %ld acknowledged, %ld eval jobs "
             "sent, %ld skipped, %ld metrics lines acknowledged, %ld dropped, %d never acknowledged, %ld to an older "
             "exporter (unconfirmed)", t.state.step, t.rep.bad_batches, t.ck.n_sent, t.ck.n_acked, t.rep.val_sent,
@@ -419,5 +424,10 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
     teardown(&t);
     stage_destroy(&t.st);
     if (mismatch) { set_err(err, "%s", t.why); return TRAINER_EXIT_CONFIG; }
+    if (!durable) {
+        set_err(err, "the final checkpoint (step %ld) is not with the exporter (see its log: a full disk?); it is kept in %s",
+                t.state.step, t.ck.spool);
+        return TRAINER_EXIT_NOT_DURABLE;
+    }
     return 0;
 }

@@ -50,6 +50,44 @@ srm_spawn() {
     srm_log "started $name (pid $!), log $SRM_LOGS/$name.log"
 }
 
+# The console during a run: the trainer's newest progress line ("step N/M ..."), every stage's
+# errors (E: lines) and the trainer's and exporter's warnings (W: lines: checkpoints not stored,
+# resends, a resume that keeps its schedule), as they reach the logs under $SRM_LOGS -- only what
+# was written after srm_console_init (a resumed run does not repeat the first one's lines), whole
+# lines only, at most SRM_CONSOLE_MAX lines of a log per tick.
+declare -A SRM_LOG_OFF=()   # log file -> bytes already shown
+SRM_CONSOLE_MAX=${SRM_CONSOLE_MAX:-5}
+srm_console_init() {
+    local f
+    for f in "$SRM_LOGS"/*.log; do [[ -e $f ]] && SRM_LOG_OFF[$f]=$(stat -c %s "$f"); done
+}
+srm_console_tick() {
+    local LC_ALL=C f size off chunk whole name pat n line     # C: ${#x} counts bytes
+    for f in "$SRM_LOGS"/*.log; do
+        [[ -e $f ]] || continue
+        size=$(stat -c %s "$f" 2>/dev/null) || continue
+        off=${SRM_LOG_OFF[$f]:-0}
+        ((size < off)) && off=0                          # replaced: from its start
+        ((size > off)) || continue
+        chunk=$(tail -c +"$((off + 1))" "$f" | head -c "$((size - off))"; printf x)
+        chunk=${chunk%x}
+        whole=${chunk%$'\n'*}                           # up to the last newline: whole lines
+        [[ $whole == "$chunk" ]] && continue              # not one whole line yet
+        SRM_LOG_OFF[$f]=$((off + ${#whole} + 1))
+        name=$(basename "$f" .log)
+        case $name in trainer|exporter) pat='^[EW]: ' ;; *) pat='^E: ' ;; esac
+        n=$(grep -cE "$pat" <<<"$whole")
+        if ((n)); then
+            grep -E "$pat" <<<"$whole" | head -n "$SRM_CONSOLE_MAX" | while IFS= read -r line; do printf '  [%s] %s\n' "$name" "$line"; done
+            ((n > SRM_CONSOLE_MAX)) && printf '  [%s] ... %d more in %s\n' "$name" "$((n - SRM_CONSOLE_MAX))" "$f"
+        fi
+        if [[ $name == trainer ]]; then
+            line=$(grep '^step ' <<<"$whole" | tail -n 1)
+            [[ -n $line ]] && printf '%s\n' "$line"
+        fi
+    done
+}
+
 # srm_alive NAME: 0 when the stage's process is still running.
 srm_alive() {
     local pid=${SRM_PID[$1]:-}

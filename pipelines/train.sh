@@ -293,12 +293,16 @@ fi
 # Without a checkpoint step to go by (no latest link, no step-N file) the clock seeds it.
 DATA_SEED=$SEED
 if ((RESUME)); then
+    # the step the trainer will most likely resume from: the newer of latest and the spool's
+    # newest file (it verifies them, and falls back to an older intact one when they are damaged)
     last=$(readlink "$RUN/checkpoints/latest.ckpt" 2>/dev/null)
     [[ $last =~ step-0*([0-9]+)\.ckpt$ ]] ||
         last=$(ls "$RUN/checkpoints" 2>/dev/null | grep -E '^step-[0-9]+\.ckpt$' | sort | tail -n 1)
+    spooled=$(ls "$RUN/spool" 2>/dev/null | grep -E '^step-[0-9]+\.ckpt$' | sort | tail -n 1)
+    [[ $spooled > ${last##*/} ]] && last=$spooled
     if [[ $last =~ step-0*([0-9]+)\.ckpt$ ]]; then
         DATA_SEED=$((SEED + BASH_REMATCH[1]))
-        srm_log "resuming after step ${BASH_REMATCH[1]}: the data stream is seeded $DATA_SEED (not the first run's again)"
+        srm_log "resuming from the newest checkpoint, step ${BASH_REMATCH[1]} (the trainer's log says which it took): the data stream is seeded $DATA_SEED (not the first run's again)"
     else
         DATA_SEED=$((SEED + $(date +%s)))
         srm_log "resuming without a checkpoint step in $RUN/checkpoints: the data stream is seeded $DATA_SEED (from the clock)"
@@ -306,7 +310,12 @@ if ((RESUME)); then
 fi
 
 # ---- start, in binding order ------------------------------------------------------------------
-srm_log "dataset $DATASET, run $RUN: $CLASSES classes, $INCH channel(s), patch $PATCH, batch $BATCH, ${STEPS:-no cap on the} steps${MAX_MIN:+, $MAX_MIN minutes}, $NAUG augmenter(s)"
+srm_console_init
+what="$CLASSES classes"
+[[ -n $REGIONS ]] && what="regions $REGIONS"
+augs="$NAUG augmenter(s)"
+((REMOTE_AUG)) && augs="augmenters on other hosts (join.sh)"
+srm_log "dataset $DATASET, run $RUN: $what, $INCH channel(s), patch $PATCH, batch $BATCH, ${STEPS:-no cap on the} steps${MAX_MIN:+, $MAX_MIN minutes}$( ((RESUME)) && echo " (a resume keeps its first run's schedule)"), $augs"
 srm_start exporter "$SRM_BIN/srm-exporter" --run-dir "$RUN" --bind "$EP_BIND_exporter" "${REMOTE_FLAG[@]}" "${X_EXPORTER[@]}"
 if ((LOADER_CHOOSES)); then echo --loader-args; else printf '%s\n' "${SPLIT_ARGS[*]}"; fi >"$RUN/cases.args" ||
     srm_die "cannot write $RUN/cases.args"
@@ -332,12 +341,15 @@ if ((EVALUATOR)) && ! ((REMOTE_EVAL)); then
 fi
 
 # ---- supervise until the trainer is done ---------------------------------------------------------
-last_line=""
+NOT_DURABLE=0
 while :; do
     if ! srm_alive trainer; then
         rc=$(srm_reap trainer)
         unset 'SRM_PID[trainer]'
         [[ $rc == 0 ]] && break
+        # 75: the run ended, but the exporter did not take its final checkpoint (a full disk): a
+        # restart would end the same way; said at the end, and the run fails
+        [[ $rc == 75 ]] && { NOT_DURABLE=1; break; }
         [[ $rc == 78 ]] && stage_lost trainer       # a configuration error: a restart cannot cure it
         n=${SRM_RESTARTS[trainer]:-0}
         ((n < RESTARTS)) || srm_die "the trainer died (status $rc) after $n restarts; see $SRM_LOGS/trainer.log"
@@ -349,26 +361,32 @@ while :; do
         [[ $name == trainer ]] && continue
         srm_supervise "$name" "$RESTARTS" >/dev/null || stage_lost "$name"
     done
-    line=$(grep '^step ' "$SRM_LOGS/trainer.log" 2>/dev/null | tail -n 1)
-    [[ -n $line && $line != "$last_line" ]] && { printf '%s\n' "$line"; last_line=$line; }
+    srm_console_tick
     sleep 1
 done
+srm_console_tick
 srm_log "the trainer finished"
 
 # ---- the final validation's predictions ------------------------------------------------------------
 # The trainer waited for the final validation metrics; the evaluator then sends one prediction per
 # validation case to the exporter. Wait (bounded) until they are all on disk.
 if ((EVALUATOR)) && ! ((REMOTE_EVAL)); then
-    want=$($SRM_PY - "$RUN/metrics.jsonl" <<'EOF' 2>/dev/null
+    # (the cases scored, and those the final validation could not score, with the first reason)
+    read -r want nfail why < <($SRM_PY - "$RUN/metrics.jsonl" <<'EOF' 2>/dev/null
 import json, sys
 best = None
 for line in open(sys.argv[1]):
     o = json.loads(line)
     if o.get("source") == "evaluator" and (best is None or o["step"] >= best["step"]):
         best = o
-print(len(best.get("cases") or []) if best else 0)
+failed = ((best or {}).get("extra") or {}).get("failed") or []
+first = failed[0] if failed else {}
+print(len(best.get("cases") or []) if best else 0, len(failed),
+      ("%s: %s" % (first.get("case_id", "?"), first.get("error", "?"))).replace("\n", " ") if failed else "-")
 EOF
     ) || want=0
+    [[ ${nfail:-0} -gt 0 ]] &&
+        srm_log "WARNING: the final validation could not score $nfail case(s); the first: $why"
     if ((want > 0)); then
         have=0
         for ((t = 0; t < FINAL_TIMEOUT; t++)); do
@@ -386,4 +404,8 @@ fi
 trap - INT TERM
 stop_everything
 trap - EXIT
+if ((NOT_DURABLE)); then
+    srm_log "ERROR: the final checkpoint is not in $RUN/checkpoints (the exporter could not store it: see $SRM_LOGS/exporter.log); it is kept in $RUN/spool: make room and run the same command with --resume to file it"
+    exit 1
+fi
 srm_log "done: $RUN (checkpoints/, metrics.jsonl, curves.png, predictions/)"

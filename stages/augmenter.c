@@ -16,12 +16,12 @@ int main(int argc, char **argv)
     if (rc) {
         if (rc < 0) log_msg('E', "%s", err);
         patch_cfg_usage(rc < 0 ? stderr : stdout);
-        return rc < 0 ? 2 : 0;
+        return rc < 0 ? STAGE_EXIT_CONFIG : 0;
     }
     stage_t *st = stage_new("augmenter");
     rc = patch_stream_run(&cfg, st, err);
     if (rc) log_msg('E', "%s", err);
     else if (stage_signal(st)) log_msg('I', "stopping on signal %d", stage_signal(st));
     stage_destroy(&st);
-    return rc ? 1 : 0;
+    return rc == -2 ? STAGE_EXIT_CONFIG : rc ? 1 : 0;
 }

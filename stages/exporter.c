@@ -8,6 +8,7 @@ Exit status: 0 after SIGINT/SIGTERM, 1 when the run directory or the socket cann
 */
 #include "exporter.h"
 #include "check.h"
+#include "stage.h"
 
 int main(int argc, char **argv)
 {
@@ -19,7 +20,7 @@ int main(int argc, char **argv)
     if (rc < 0) {
         log_msg('E', "%s", err);
         exporter_usage();
-        return 1;
+        return STAGE_EXIT_CONFIG;               // not restarted: the same arguments would fail again
     }
     if (exporter_run(&cfg, err)) {
         log_msg('E', "%s", err);

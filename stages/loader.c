@@ -16,15 +16,16 @@ int main(int argc, char **argv)
     if (rc) {
         if (rc < 0) log_msg('E', "%s", err);
         loader_usage(rc < 0 ? stderr : stdout);
-        return rc < 0 ? 2 : 0;
+        return rc < 0 ? STAGE_EXIT_CONFIG : 0;
     }
     stage_t *st = stage_new("loader");
     loader_t L;
     rc = loader_open(&L, &cfg, st, err);
+    const int config = rc == -2;
     if (rc == 0) rc = loader_run(&L, err);
     if (rc) log_msg('E', "%s", err);
     else if (stage_signal(st)) log_msg('I', "stopping on signal %d", stage_signal(st));
     loader_close(&L);
     stage_destroy(&st);
-    return rc ? 1 : 0;
+    return config ? STAGE_EXIT_CONFIG : rc ? 1 : 0;
 }

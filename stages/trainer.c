@@ -23,6 +23,6 @@ int main(int argc, char **argv)
     }
     if (cfg.describe) rc = trainer_describe(&cfg.model, err);
     else rc = trainer_run(&cfg, err);
-    if (rc) { log_msg('E', "%s", err); return rc == TRAINER_EXIT_CONFIG ? rc : 1; }
+    if (rc) { log_msg('E', "%s", err); return rc == TRAINER_EXIT_CONFIG || rc == TRAINER_EXIT_NOT_DURABLE ? rc : 1; }
     return 0;
 }

@@ -19,6 +19,7 @@ trainpid=""
 cleanup() {
   [ -n "$trainpid" ] && kill -TERM "$trainpid" 2>/dev/null && wait "$trainpid" 2>/dev/null
   mountpoint -q "$ck" && umount "$ck"
+  mountpoint -q "$work/run3/checkpoints" && umount "$work/run3/checkpoints"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -74,5 +75,23 @@ grep -q "died" "$work/train.out" && bad "a stage died: $(grep died "$work/train.
 "$BUILD/tools/ckpt_verify" "$ck"/step-*.ckpt >/dev/null && ok "every stored checkpoint loads" || bad "a stored checkpoint does not load"
 ls "$ck" | grep -q '\.tmp' && bad "temporary files left: $(ls "$ck" | grep '\.tmp')" || ok "no half-written temporary file left"
 echo "disk full: $n_fail checkpoint(s) refused for space, then landed"
+
+# ---- 3. full to the end: the run fails saying where its final checkpoint is; --resume files it ----
+ck3=$work/run3/checkpoints
+mkdir -p "$ck3"
+mount -t tmpfs -o size=16m srm-diskfull3 "$ck3" || bad "cannot mount the second tmpfs"
+args3=("$work/ph" "$work/run3" --preset tiny --device cpu --patch 16 --batch 1 --steps 30 --ckpt-every 10 --augmenters 1
+       --samples-per-volume 2 --no-evaluator --trainer-args "--final-ack-timeout 10")
+timeout 300 bash "$ROOT/pipelines/train.sh" "${args3[@]}" >"$work/train3.out" 2>&1; rc=$?
+[ "$rc" -eq 1 ] && ok "a run whose final checkpoint cannot be stored exits 1" || bad "exit $rc (want 1)"
+grep -q "ERROR: the final checkpoint is not in $ck3.*kept in $work/run3/spool" "$work/train3.out" \
+  && ok "the console says where the final checkpoint is and what to do" || bad "no console error: $(tail -n 3 "$work/train3.out")"
+grep -q "\[exporter\] E: .*NOT stored" "$work/train3.out" && ok "the exporter's refusals reach the console" \
+  || bad "the exporter's errors are not on the console"
+[ -f "$work/run3/spool/step-00000030.ckpt" ] && ok "the final checkpoint is kept in the spool" || bad "spool: $(ls "$work/run3/spool")"
+mount -o remount,size=600m "$ck3" || bad "remount of the second tmpfs failed"
+timeout 300 bash "$ROOT/pipelines/train.sh" "${args3[@]}" --resume >"$work/train3b.out" 2>&1; rc=$?
+[ "$rc" -eq 0 ] && [ -f "$ck3/step-00000030.ckpt" ] && ok "after making room, --resume files the final checkpoint" \
+  || bad "resume: exit $rc, $(ls "$ck3" | tr '\n' ' ')"
 [ "$fail" -gt 0 ] && { echo "--- exporter.log"; tail -n 8 "$xlog"; echo "--- trainer.log"; grep -v '^step' "$tlog" | tail -n 8; }
 finish

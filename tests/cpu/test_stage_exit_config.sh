@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# test_stage_exit_config.sh -- the real stages end with status 78 (sysexits' EX_CONFIG) on what
+# no restart can cure, so train.sh and join.sh (lib.sh srm_supervise) stop instead of restarting
+# them over and over: bad arguments (loader, augmenter, exporter, trainer, the evaluator's service
+# mode), a dataset
+# that does not exist (loader), a CURVE key file that does not exist (augmenter, loader); and
+# join.sh with such an augmenter ends at once, status 1, saying it was not restarted.
+set -u
+source "$(dirname "$0")/../pipeline_test.sh"
+pipeline_test_setup exitconfig 2 0 3 loader augmenter exporter trainer evaluator
+
+st() { "$@" >"$TMP/out" 2>&1; echo $?; }
+for s in loader augmenter exporter trainer evaluator; do
+    extra=()
+    [[ $s == evaluator ]] && extra=(--jobs "ipc://$TMP/j")     # its service mode (file mode: predict.sh's statuses)
+    rc=$(st "$BIN/srm-$s" "${extra[@]}" --no-such-flag 1)
+    check "[[ $rc == 78 ]]" "srm-$s with an unknown flag: status 78 (got $rc)"
+done
+rc=$(st timeout 20 "$BIN/srm-loader" --dataset "$TMP/nowhere" --volumes "ipc://$TMP/v")
+check "[[ $rc == 78 ]] && grep -q '$TMP/nowhere' '$TMP/out'" "srm-loader with a missing dataset: status 78, the folder named (got $rc)"
+rc=$(st timeout 20 "$BIN/srm-augmenter" --volumes tcp://127.0.0.1:1 --patches tcp://127.0.0.1:2 --patch 32 \
+    --curve-client "$TMP/none.key" --server-key "$TMP/none.pub")
+check "[[ $rc == 78 ]] && grep -q 'none' '$TMP/out'" "srm-augmenter with a missing CURVE key file: status 78, the file named (got $rc)"
+
+start=$(date +%s)
+timeout 60 bash pipelines/join.sh augmenters --main 127.0.0.1:1 --count 1 --patch 32,32,32 --batch 1 \
+    --logs "$TMP/jlogs" -- --curve-client "$TMP/none.key" --server-key "$TMP/none.pub" >"$TMP/join.out" 2>&1
+rc=$? took=$(($(date +%s) - start))
+check "[[ $rc == 1 ]] && ((took < 20))" "join.sh with an augmenter that cannot start: status 1 in ${took}s (got $rc)"
+check "grep -q 'configuration error (status 78): not restarted' '$TMP/join.out'" "join.sh says the augmenter was not restarted"
+check "! grep -q 'restarting it' '$TMP/join.out'" "no restart loop"
+check_summary
