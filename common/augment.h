@@ -97,10 +97,13 @@ int aug_volume_init(aug_volume_t *v, const char *case_id, int64_t epoch, int C, 
 void aug_volume_free(aug_volume_t *v);
 uint64_t aug_volume_key(const char *case_id, int64_t epoch);
 
-// Rotation and scaling are rigid in millimetres (v->spacing). On a volume whose coarsest spacing
-// exceeds AUG_ANISO_THRESHOLD times its finest they act only in the plane of the two finer axes
-// (rotation about the coarse axis), as nnU-Net's "dummy 2D" augmentation does for such data, so
-// slices are never interpolated across the coarse axis. augment_coarse_axis: that axis, or -1.
+// Rotation and scaling are rigid in millimetres (v->spacing); flips and 90-degree turns act on
+// voxel steps, as MONAI's (a turn in a plane of unequal spacings is then a stretch in mm). On a
+// volume whose coarsest spacing exceeds AUG_ANISO_THRESHOLD times its finest, rotation and
+// scaling act only in the plane of the two finer axes (about the coarse axis), nnU-Net's "dummy
+// 2D" augmentation -- which nnU-Net switches on from its planned patch shape, itself set by the
+// spacing; here the volume's spacing decides -- so slices are never interpolated across the
+// coarse axis. augment_coarse_axis: that axis, or -1.
 #define AUG_ANISO_THRESHOLD 3.0
 int augment_coarse_axis(const double spacing[3]);
 

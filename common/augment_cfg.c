@@ -192,7 +192,8 @@ void augment_cfg_usage(void *file)
                "                              centres, MONAI's scale / shift off (flags after it change\n"
                "                              it); rotation and\n"
                "                              scaling are rigid in mm, in-plane on volumes whose\n"
-               "                              coarsest spacing is over 3x the finest (as nnU-Net)\n");
+               "                              coarsest spacing is over 3x the finest (nnU-Net's\n"
+               "                              dummy-2D augmentation)\n");
     for (size_t i = 0; i < sizeof opts / sizeof *opts; i++)
         fprintf(f, "  %-18s %-8s %s\n", opts[i].flag, opts[i].kind == K_PAIR ? "A,B" : "V", opts[i].help);
 }

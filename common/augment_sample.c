@@ -3,8 +3,9 @@ augment_sample.c -- one training patch from one volume: the order of the steps a
 draws. All randomness comes from rng_derive(seed, volume key, sample index), drawn in a fixed
 order (every gate is drawn even when its probability is 0), so a patch depends on nothing else.
 Steps: crop centre (pos/neg) -> box -> sampling matrix A = R(rotation) * scale * Q(rot90, flips)
-(R and the scale rigid in millimetres; in-plane only on a volume whose coarsest spacing is over
-3x its finest, nnU-Net's "dummy 2D" augmentation of anisotropic data)
+(R and the scale rigid in millimetres, Q on voxel steps; R and the scale in-plane only on a
+volume whose coarsest spacing is over 3x its finest: nnU-Net's "dummy 2D" augmentation, see
+augment.h)
 -> one extraction pass with MONAI scale/shift fused -> nnU-Net intensity steps in
 nnUNetTrainer's order: noise, blur, brightness, contrast, low resolution, inverted gamma, gamma.
 */

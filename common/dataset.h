@@ -114,9 +114,9 @@ typedef struct {
     double mean, std, min, max, p00_5, p99_5;
 } intensity_fingerprint_t;
 
-// Fill fp for channel ch (reads every labelled non-test case). 0, or -1 + err when no case has
-// a foreground voxel.
-int dataset_intensity_fingerprint(const dataset_t *ds, int ch, intensity_fingerprint_t *fp, char *err);
+// Fill fps[0 .. n_channels) (reads every labelled non-test case once). 0, or -1 + err when no
+// case has a foreground voxel.
+int dataset_intensity_fingerprints(const dataset_t *ds, intensity_fingerprint_t *fps, char *err);
 
 // ---- one case in memory -------------------------------------------------------------------
 

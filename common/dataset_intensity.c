@@ -1,5 +1,5 @@
 /*
-dataset_intensity.c -- a channel's foreground intensity statistics over a dataset's training
+dataset_intensity.c -- each channel's foreground intensity statistics over a dataset's training
 cases: nnU-Net's intensity fingerprint, from which its CT normalisation is formed (clip to the
 0.5 and 99.5 percentiles, then z-score with the mean and std).
 
@@ -55,32 +55,9 @@ static void sample_case(const case_t *c, int ch, float **out, size_t *n, size_t 
     }
 }
 
-int dataset_intensity_fingerprint(const dataset_t *ds, int ch, intensity_fingerprint_t *fp, char *err)
+// Statistics of one channel's pooled samples v[0..n) (sorted here) into fp.
+static void summarise(float *v, size_t n, intensity_fingerprint_t *fp)
 {
-    memset(fp, 0, sizeof *fp);
-    fp->channel = ch;
-    if (ch < 0 || ch >= ds->n_channels) return set_err(err, "%s: no channel %d", ds->dir, ch);
-    float *v = NULL;
-    size_t n = 0, cap = 0;
-    for (int i = 0; i < ds->n_cases; i++) {
-        if (!ds->cases[i].label || !strcmp(ds->cases[i].split, "test")) continue;
-        case_t c;
-        char e2[ERR_LEN];
-        if (dataset_load_case(ds, i, &c, e2)) {      // the loader skips such a case too
-            if (!fp->skipped++) snprintf(fp->first_problem, sizeof fp->first_problem, "%s", e2);
-            continue;
-        }
-        size_t before = n;
-        sample_case(&c, ch, &v, &n, &cap);
-        fp->cases += n > before;
-        fp->empty += n == before;
-        case_free(&c);
-    }
-    if (!n) {
-        free(v);
-        return set_err(err, "%s: no foreground voxel in any training case%s%s", ds->dir,
-                       fp->skipped ? "; first unusable case: " : "", fp->skipped ? fp->first_problem : "");
-    }
     double sum = 0, sq = 0;
     for (size_t i = 0; i < n; i++) sum += v[i];
     fp->mean = sum / (double)n;
@@ -92,6 +69,41 @@ int dataset_intensity_fingerprint(const dataset_t *ds, int ch, intensity_fingerp
     fp->p00_5 = percentile(v, n, 0.5);
     fp->p99_5 = percentile(v, n, 99.5);
     fp->samples = (long long)n;
+}
+
+int dataset_intensity_fingerprints(const dataset_t *ds, intensity_fingerprint_t *fps, char *err)
+{
+    const int C = ds->n_channels;
+    float **v = xcalloc((size_t)C, sizeof *v);
+    size_t *n = xcalloc((size_t)C, sizeof *n), *cap = xcalloc((size_t)C, sizeof *cap);
+    intensity_fingerprint_t tally;                  // cases, empty, skipped: the same for every channel
+    memset(&tally, 0, sizeof tally);
+    for (int i = 0; i < ds->n_cases; i++) {         // each case read once, all its channels sampled
+        if (!ds->cases[i].label || !strcmp(ds->cases[i].split, "test")) continue;
+        case_t c;
+        char e2[ERR_LEN];
+        if (dataset_load_case(ds, i, &c, e2)) {      // the loader skips such a case too
+            if (!tally.skipped++) snprintf(tally.first_problem, sizeof tally.first_problem, "%s", e2);
+            continue;
+        }
+        size_t before = n[0];
+        for (int ch = 0; ch < C; ch++) sample_case(&c, ch, &v[ch], &n[ch], &cap[ch]);
+        tally.cases += n[0] > before;
+        tally.empty += n[0] == before;
+        case_free(&c);
+    }
+    int rc = 0;
+    if (!n[0])
+        rc = set_err(err, "%s: no foreground voxel in any training case%s%s", ds->dir,
+                     tally.skipped ? "; first unusable case: " : "", tally.skipped ? tally.first_problem : "");
+    for (int ch = 0; ch < C; ch++) {
+        fps[ch] = tally;
+        fps[ch].channel = ch;
+        if (!rc) summarise(v[ch], n[ch], &fps[ch]);
+        free(v[ch]);
+    }
     free(v);
-    return 0;
+    free(n);
+    free(cap);
+    return rc;
 }

@@ -150,7 +150,7 @@ void eval_fg_name(const eval_labels_t *lab, int j, char *out, size_t cap);
 // hd95 was computed, null where undefined), and a "mean (N of M cases):" line.
 void eval_print_case(const eval_result_t *r, const eval_labels_t *lab, int hd95);
 void eval_print_summary(const eval_result_t *rs, int n, const eval_labels_t *lab, int hd95);
-// The `metrics` message of one evaluation (source "evaluator"): mean_dice, dice_<name>, hd95_mean,
+// The `metrics` message of one evaluation (source "evaluator"): mean_dice, dice_<name>, mean_hd95,
 // cases_ok, cases_failed values; per-case `dice` and `hd95` [cases, fg] f32 arrays; a JSON
 // document with the failures and settings. o must be freed by the caller. 0 or -1 + err.
 int eval_metrics_msg(wire_out_t *o, uint64_t step, const eval_result_t *rs, int n,

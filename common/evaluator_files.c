@@ -216,6 +216,9 @@ static void take_training(eval_cfg_t *run, const eval_cfg_t *cfg, const eval_mod
         if (ok) {
             memcpy(run->sw.roi, p, sizeof p);
             log_msg('I', "window %dx%dx%d: the training patch (from %s; --window for another)", p[0], p[1], p[2], cfg->model_path);
+        } else {
+            log_msg('W', "%s: its training patch is not a window this model takes (multiples of 16 in [16, 1024]): "
+                    "window %dx%dx%d (--window for another)", cfg->model_path, run->sw.roi[0], run->sw.roi[1], run->sw.roi[2]);
         }
     }
     if (!cfg->lab.nregions && regions && *regions) {

@@ -39,7 +39,8 @@ int exporter_parse_args(exporter_cfg_t *cfg, int argc, char **argv, char *err);
 void exporter_usage(void);
 
 // Serve until SIGINT/SIGTERM (the message in hand is finished first). 0 on a clean stop,
-// -1 with err when the run directory or the socket cannot be set up.
+// -2 with err when a CURVE key file is missing or bad, -1 with err when the run directory or
+// the socket cannot be set up.
 int exporter_run(const exporter_cfg_t *cfg, char *err);
 
 #endif

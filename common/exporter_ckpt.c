@@ -6,8 +6,9 @@ with checkpoint.h's reader (checksum, table); the safetensors export (its own te
 both sidecars, and last the rename of the .ckpt; then the directory fsync, the `latest` links,
 retention, and only then the ack. Any failure removes what this attempt made, so an unacked step
 leaves nothing; a crash leaves temp files or an incomplete step, both removed at start-up.
-A step the trainer sent for validation has a step-N.awaiting marker (made first) until the
-evaluator's metrics for it or a later step arrive: retention keeps it, so best can point at it.
+A step the trainer sent for validation has a step-N.awaiting marker (made just before the commit)
+until the evaluator's metrics for it or a later step arrive: retention keeps it, so best can
+point at it.
 */
 #define _GNU_SOURCE
 #include "exporter_internal.h"
@@ -185,6 +186,8 @@ static void best_link(exporter_t *ex, uint64_t step, double dice)
 
 void exporter_scored(exporter_t *ex, uint64_t step)
 {
+    if (!ex->have_scored || step > ex->scored_upto) ex->scored_upto = step;
+    ex->have_scored = 1;
     // the evaluator works through its jobs in step order and skips stale ones: no score will
     // come for an awaiting step at or below this one
     uint64_t *steps;
@@ -268,15 +271,14 @@ int exporter_ckpt_store(exporter_t *ex, uint64_t step, int validated, const uint
     char ck[128], st[128], staged[EXPORTER_PATH], side[65], st_sha[65], path[EXPORTER_PATH];
     exporter_ckpt_name(ck, sizeof ck, step, ".ckpt");
     exporter_ckpt_name(st, sizeof st, step, ".safetensors");
-    char why[ERR_LEN];
-    if (validated) {                    // first: a crash before the commit leaves no step, and
-        char aw[128];                   // recovery removes a marker without one
-        exporter_ckpt_name(aw, sizeof aw, step, ".awaiting");
-        if (fs_write_atomic(ex->ckpt_dir, aw, "", 0, err)) return -1;
-    }
+    char why[ERR_LEN], aw[128];
+    exporter_ckpt_name(aw, sizeof aw, step, ".awaiting");
+    // kept until scored -- unless its score came first (the evaluator was quicker than this store)
+    const int await = validated && !(ex->have_scored && step <= ex->scored_upto);
     int exists = step_complete(ex, step);
     if (exists && !fs_read_sidecar(ex->ckpt_dir, ck, side, why) && !strcmp(side, sha) && step_intact(ex, step, why)) {
         log_msg('I', "%s: already filed (a resend); acknowledging again", ck);
+        if (await && !awaiting(ex, step) && fs_write_atomic(ex->ckpt_dir, aw, "", 0, err)) return -1;
     } else {
         snprintf(staged, sizeof staged, "%s/%s.tmp", ex->ckpt_dir, ck);
         snprintf(path, sizeof path, "%s/%s", ex->ckpt_dir, st);
@@ -307,10 +309,13 @@ int exporter_ckpt_store(exporter_t *ex, uint64_t step, int validated, const uint
                 return -1;
             }
         }
+        // the marker before the commit: a crash between them leaves an incomplete step, which
+        // recovery removes with its marker
         if (export_safetensors(ex, staged, st, step, err) ||
             fs_sha256_file(path, st_sha, err) ||
             fs_write_sidecar(ex->ckpt_dir, st, st_sha, err) ||
             fs_write_sidecar(ex->ckpt_dir, ck, sha, err) ||
+            (await && fs_write_atomic(ex->ckpt_dir, aw, "", 0, err)) ||
             fs_commit(ex->ckpt_dir, ck, err) ||
             fs_fsync_dir(ex->ckpt_dir, err)) {
             remove_step(ex, step);

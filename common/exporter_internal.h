@@ -34,6 +34,8 @@ typedef struct {
     char metrics_path[EXPORTER_DIR], curves_path[EXPORTER_DIR];
     int have_latest;
     uint64_t latest_step;
+    int have_scored;                // an evaluator's metrics arrived (also read back at start-up),
+    uint64_t scored_upto;           // the highest step among them: no marker at or below it
     int have_best;                  // best.ckpt points at best_step (dice best_dice)
     uint64_t best_step;
     double best_dice;

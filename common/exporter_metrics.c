@@ -253,6 +253,10 @@ int exporter_metrics_recover(exporter_t *ex, char *err)
         const char *id = json_string_value(json_object_get(o, "id"));
         if (id) id_set_add(&ex->filed, id);
         if (json_is_number(loss)) curve_add(&ex->loss, step, json_number_value(loss));
+        if (src && !strcmp(src, "evaluator") && (!ex->have_scored || step > ex->scored_upto)) {
+            ex->scored_upto = step;                     // scores already in: no marker for them
+            ex->have_scored = 1;
+        }
         if (src && !strcmp(src, "evaluator") && json_is_number(md)) {
             double d = json_number_value(md);
             curve_add(&ex->dice, step, d);

@@ -329,6 +329,7 @@ static int exporter_init(exporter_t *ex, const exporter_cfg_t *cfg, char *err)
     int t = (unlink(own) == 0) + fs_remove_tmp(ex->pred_dir);
     if (t) log_msg('W', "%s: removed %d temporary file(s) left by an interrupted write", ex->run, t);
     if (exporter_ckpt_recover(ex, err) || exporter_metrics_recover(ex, err)) return -1;
+    if (ex->have_scored) exporter_scored(ex, ex->scored_upto);  // markers the file's scores settle
     return 0;
 }
 
@@ -347,8 +348,14 @@ int exporter_run(const exporter_cfg_t *cfg, char *err)
     stage_t *st = stage_new("exporter");
     stage_sock_opts_t opts = stage_sock_defaults();
     opts.allow_remote = cfg->allow_remote;
-    if (cfg->curve_secret) {
-        if (stage_curve_authorize(st, cfg->authorized, err)) { stage_destroy(&st); return -1; }
+    if (cfg->curve_secret) {                    // the key files: no restart makes them appear
+        char pub[41], sec[41];
+        if (stage_key_read(cfg->curve_secret, pub, sec, err) || stage_curve_authorize(st, cfg->authorized, err)) {
+            stage_destroy(&st);
+            exporter_curves_free(&ex);
+            id_set_free(&ex.filed);
+            return -2;
+        }
         opts.curve_secret = cfg->curve_secret;
         opts.curve_server = 1;
     }

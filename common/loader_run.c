@@ -65,7 +65,11 @@ int loader_open(loader_t *L, const loader_cfg_t *cfg, stage_t *st, char *err)
         // CURVE is a tcp mechanism: ipc endpoints stay plain (their file permissions guard them).
         int tcp_v = !strncmp(cfg->volumes_ep, "tcp://", 6), tcp_c = cfg->cases_ep && !strncmp(cfg->cases_ep, "tcp://", 6);
         if (!tcp_v && !tcp_c) log_msg('W', "--curve-server given but no endpoint is tcp: nothing to encrypt");
-        else if (stage_curve_authorize(st, cfg->authorized, err)) return -2;
+        else {                                      // the key files: no restart makes them appear
+            char pub[41], sec[41];
+            if (stage_key_read(cfg->curve_server, pub, sec, err) || stage_curve_authorize(st, cfg->authorized, err))
+                return -2;
+        }
     }
     if (!(L->volumes = stage_socket(st, ZMQ_PUSH, cfg->volumes_ep, STAGE_BIND, curve_opts(&o, cfg, cfg->volumes_ep), err)))
         return -1;

@@ -40,6 +40,7 @@ typedef struct {
     // last one): per-case Dice [ncases][nfg] (NaN = null: class absent from reference and
     // prediction), HD95 likewise, and the case ids.
     uint64_t final_step;
+    int final_marked;                           // 1: that line is marked final (predictions follow it)
     double final_t;
     int final_ncases;
     char (*final_ids)[128];

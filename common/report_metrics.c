@@ -158,6 +158,7 @@ int report_read_metrics(const char *path, const char *key, double t0, const char
                 final_line = json_incref(o);
                 final_best = step; final_wall = wall; final_marked = marked; have_final = 1;
                 r->final_t = wall;
+                r->final_marked = marked;
                 final_lineno = lineno;
             }
         }

@@ -59,8 +59,9 @@ int trainer_describe(const model_cfg_t *cfg, char *err);
 // for --batch-timeout only batches that disagree with them): sysexits' EX_CONFIG. train.sh
 // stops the run on it instead of restarting the trainer.
 #define TRAINER_EXIT_CONFIG 78
-// The run ended but its final checkpoint is only in the spool (the exporter could not store it):
-// a supervisor must not restart the trainer for it, but say so and fail (EX_TEMPFAIL).
+// The run ended but its final checkpoint is not with the exporter: only in the spool (the exporter
+// could not store it), or not written at all (the spool's disk is full too). A supervisor must
+// not restart the trainer for it, but say so and fail (EX_TEMPFAIL).
 #define TRAINER_EXIT_NOT_DURABLE 75
 // trainer_run: 0 when the run ended (steps done, budget spent or stopped by a signal), -1 with
 // err on a failure, TRAINER_EXIT_CONFIG with err on a lasting mismatch of the batches,

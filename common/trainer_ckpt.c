@@ -82,6 +82,7 @@ int ckpt_flow_open(ckpt_flow_t *f, const trainer_cfg_t *c, const model_t *m, voi
     f->m = m;
     f->sock = exporter_sock;
     f->acked_step = -1;
+    f->quick_resent = -1;
     if (spool_dir(c, f->spool, sizeof f->spool, err)) return -1;
     snprintf(f->config_json, sizeof f->config_json,
              "{\"variant\":\"%s\",\"width\":%d,\"in_channels\":%d,\"classes\":%d,\"patch\":[%d,%d,%d],"
@@ -220,7 +221,10 @@ void ckpt_flow_tick(ckpt_flow_t *f)
     // exporter was killed and restarted, or ZeroMQ dropped and remade the connection (a missed
     // heartbeat under a GB-sized transfer, seen on the GPU host): send it again now, not after
     // --ack-timeout.
-    if (f->in_flight && f->out && outbox_acked_since(f->out, f->flight_out_sends)) {
+    // (once a step: an exporter that answers this checkpoint with something else than an ack
+    // falls back to the timeout, rather than a resend of a model-sized blob per metrics line)
+    if (f->in_flight && f->out && f->flight_step != f->quick_resent && outbox_acked_since(f->out, f->flight_out_sends)) {
+        f->quick_resent = f->flight_step;
         log_msg('W', "checkpoint step %ld: the exporter answered later messages but not this one (it restarted, or "
                 "the connection dropped under the transfer); sending again", f->flight_step);
         f->in_flight = 0;

@@ -65,6 +65,7 @@ typedef struct {
     double flight_sent, next_try;
     const outbox_t *out;            // the metrics outbox on the same connection, or NULL
     uint64_t flight_out_sends;      // its send count when the one in flight went
+    long quick_resent;              // the step last sent again for a later message's ack (-1: none)
     long acked_step;                // newest acknowledged step, -1 when none
     long n_sent, n_acked, n_failed;
     int prep_warned;                // the --preprocessing file was reported unusable

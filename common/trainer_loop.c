@@ -247,15 +247,17 @@ static int save_ckpt(trainer_t *t, int final, int validated)
     return 0;
 }
 
-static void eval_job(trainer_t *t, int final)
+// Hand the evaluator a job of the current weights. 1 when it went out.
+static int eval_job(trainer_t *t, int final)
 {
-    if (!t->jobs) return;
+    if (!t->jobs) return 0;
     char err[ERR_LEN];
     tb_download(t->b);
     int rc = report_eval_job(t->c, &t->m, t->ck.spool, t->jobs, t->params, t->state.step, final, err);
     if (rc < 0) log_msg('W', "eval job step %ld: %s", t->state.step, err);
     else if (rc == WIRE_AGAIN) { t->rep.val_skipped++; if (!final) log_msg('I', "evaluator busy or absent: validation at step %ld skipped", t->state.step); }
     else { t->rep.val_sent++; log_msg('I', "eval job step %ld sent%s", t->state.step, final ? " (final)" : ""); }
+    return rc == 0;
 }
 
 // Poll the exporter (and metrics) until cond holds or timeout_s passes. interruptible: a signal
@@ -289,14 +291,15 @@ static int final_job_sent(trainer_t *t)
     return rc == 0;
 }
 
-// Final checkpoint, its ack, and the final validation. Returns 0, or -1 when the final checkpoint
-// is not durable with the exporter (not written, or not acknowledged: a full disk, an exporter
-// gone): the run's last steps then exist only in the spool, which the caller must say.
+// Final checkpoint, its ack, and the final validation. Returns 0; -1 when the exporter did not
+// acknowledge the final checkpoint (a full disk, an exporter gone: it is in the spool only); -2
+// when it could not even be written to the spool. The caller must say so.
 static int finish(trainer_t *t, int completed)
 {
     const trainer_cfg_t *c = t->c;
     int durable = 0;
-    if (save_ckpt(t, 1, completed && c->final_eval_timeout_s > 0) == 0 && t->exporter) {
+    const int saved = save_ckpt(t, 1, completed && c->final_eval_timeout_s > 0) == 0;
+    if (saved && t->exporter) {
         log_msg('I', "waiting up to %.0f s for the exporter to acknowledge step %ld", c->final_ack_timeout_s, t->state.step);
         double t0 = trainer_now();
         if (!(durable = wait_until(t, acked, c->final_ack_timeout_s, 0)))
@@ -335,7 +338,7 @@ static int finish(trainer_t *t, int completed)
                 log_msg('I', "final validation mean Dice %.4f", t->rep.last_mean_dice);
         }
     }
-    return durable || !t->exporter ? 0 : -1;
+    return !saved ? -2 : durable || !t->exporter ? 0 : -1;
 }
 
 int trainer_run(const trainer_cfg_t *cfg, char *err)
@@ -398,10 +401,12 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
                             tb_mem_peak(t.b));
         // A validated step is also checkpointed: the exporter's best link can only point at
         // weights it holds (with --val-every off the --ckpt-every grid, best would miss them).
+        // The job goes first: only a step whose job went out is marked for the exporter to keep
+        // until scored (a skipped one would be kept for nothing).
         const int validate = c.val_every && t.state.step % c.val_every == 0 && t.state.step < total;
+        const int job_sent = validate && eval_job(&t, 0);
         if (((c.ckpt_every && t.state.step % c.ckpt_every == 0) || validate) && t.state.step < total)
-            save_ckpt(&t, 0, validate);
-        if (validate) eval_job(&t, 0);
+            save_ckpt(&t, 0, job_sent);
         service(&t);
     }
     if (out_of_time) {
@@ -416,7 +421,7 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
     else if (mismatch) log_msg('E', "%s: stopping at step %ld (final checkpoint)", t.why, t.state.step);
     else if (!out_of_time)
         log_msg('I', "reached step %ld after %.1f s: final checkpoint", t.state.step, trainer_now() - t.t_start);
-    const int durable = finish(&t, !stopped && !mismatch) == 0;
+    const int fin = finish(&t, !stopped && !mismatch);
     log_msg('I', "done: %ld steps, %ld bad batches dropped, %ld checkpoints sent, %ld acknowledged, %ld eval jobs "
             "sent, %ld skipped, %ld metrics lines acknowledged, %ld dropped, %d never acknowledged, %ld to an older "
             "exporter (unconfirmed)", t.state.step, t.rep.bad_batches, t.ck.n_sent, t.ck.n_acked, t.rep.val_sent,
@@ -424,10 +429,12 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
     teardown(&t);
     stage_destroy(&t.st);
     if (mismatch) { set_err(err, "%s", t.why); return TRAINER_EXIT_CONFIG; }
-    if (!durable) {
+    if (fin == -1)
         set_err(err, "the final checkpoint (step %ld) is not with the exporter (see its log: a full disk?); it is kept in %s",
                 t.state.step, t.ck.spool);
-        return TRAINER_EXIT_NOT_DURABLE;
-    }
+    if (fin == -2)
+        set_err(err, "the final checkpoint (step %ld) could not be written to %s (see above); the newest checkpoint the "
+                "exporter holds is step %ld", t.state.step, t.ck.spool, t.ck.acked_step);
+    if (fin) return TRAINER_EXIT_NOT_DURABLE;
     return 0;
 }

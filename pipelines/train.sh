@@ -117,9 +117,9 @@ CLASSES=${CLASSES:-$dk}; INCH=${INCH:-$dc}
 # every run of the same cases, and the checkpoints carry them for predict.sh.
 if [[ $NORM == ct-nnunet ]]; then
     fp=$("$SRM_BIN/srm-inspect" --dataset "$DATASET" --intensities) || srm_die "--norm ct-nnunet: no intensity fingerprint of $DATASET"
-    NORM=$($SRM_PY -c 'import json, sys; print(json.loads(sys.argv[1])["ct_norm"] or "")' "$fp") ||
+    NORM=$($SRM_PY -c 'import json, sys; o = json.loads(sys.argv[1]); print(o["ct_norm"] or "-" + o["ct_norm_why_not"])' "$fp") ||
         srm_die "srm-inspect --intensities: unexpected answer '$fp'"
-    [[ -n $NORM ]] || srm_die "--norm ct-nnunet: $DATASET needs exactly one CT channel (its channel names / modality)"
+    [[ $NORM == -* ]] && srm_die "--norm ct-nnunet: not for $DATASET: ${NORM#-}"
     srm_log "--norm ct-nnunet: $NORM (foreground mean, std, 0.5 and 99.5 percentiles of the training cases)"
 fi
 # Validation cases: the dataset's declared validation split; else, as nnU-Net, fold 0 of its
@@ -405,7 +405,7 @@ trap - INT TERM
 stop_everything
 trap - EXIT
 if ((NOT_DURABLE)); then
-    srm_log "ERROR: the final checkpoint is not in $RUN/checkpoints (the exporter could not store it: see $SRM_LOGS/exporter.log); it is kept in $RUN/spool: make room and run the same command with --resume to file it"
+    srm_log "ERROR: the run's final checkpoint is not in $RUN/checkpoints ($(grep -a '^E: ' "$SRM_LOGS/trainer.log" | tail -n 1 | cut -c1-300)); when $RUN/spool holds it, make room and run the same command with --resume to file it"
     exit 1
 fi
 srm_log "done: $RUN (checkpoints/, metrics.jsonl, curves.png, predictions/)"

@@ -4,7 +4,8 @@ metrics.jsonl, curves.png and predicted NIfTI volumes under a run directory, for
 the evaluator (exporter.h; the logic is in common/exporter_*.c).
   srm-exporter --run-dir RUN [--bind ENDPOINT] [--keep K] [--every N] [--allow-remote]
                [--curve-server KEYFILE --authorized FILE] [--plot-interval SECONDS]
-Exit status: 0 after SIGINT/SIGTERM, 1 when the run directory or the socket cannot be set up.
+Exit status: 0 after SIGINT/SIGTERM, 78 on bad arguments or a missing / bad CURVE key file (no
+restart cures them), 1 when the run directory or the socket cannot be set up.
 */
 #include "exporter.h"
 #include "check.h"
@@ -22,9 +23,10 @@ int main(int argc, char **argv)
         exporter_usage();
         return STAGE_EXIT_CONFIG;               // not restarted: the same arguments would fail again
     }
-    if (exporter_run(&cfg, err)) {
+    rc = exporter_run(&cfg, err);
+    if (rc) {
         log_msg('E', "%s", err);
-        return 1;
+        return rc == -2 ? STAGE_EXIT_CONFIG : 1;
     }
     return 0;
 }

@@ -18,7 +18,8 @@ inspect.c -- bin/srm-inspect: what the loader sees in one NIfTI file, or in a da
                                 (dataset_intensity.c: mean, std, min, max, 0.5 and 99.5
                                 percentiles over the labelled non-test cases) and "ct_norm", the
                                 --norm ct-z:MEAN,STD,LO,HI of nnU-Net's CT normalisation with them
-                                (pipelines/train.sh --norm ct-nnunet asks).
+                                for a one-channel CT dataset (else null, "ct_norm_why_not" says
+                                why; pipelines/train.sh --norm ct-nnunet asks).
 Bad input: exit status 1 and one line on stderr naming the file and the problem.
 */
 #include "check.h"
@@ -192,36 +193,46 @@ static int print_shape(const char *dir, char *err)
 }
 
 // Each channel's foreground intensity fingerprint, and the --norm that gives nnU-Net's CT
-// normalisation with it ("ct_norm"; null unless exactly one channel is CT, as one CT setting
-// serves every CT channel).
+// normalisation with it ("ct_norm"): only when every channel is CT, since --norm sets the
+// normalisation of every channel (null otherwise, and when the figures give no z-score).
 static int print_intensities(const char *dir, char *err)
 {
     dataset_t ds;
     if (dataset_open(dir, &ds, err)) return -1;
+    intensity_fingerprint_t *fps = xcalloc((size_t)ds.n_channels, sizeof *fps);
+    if (dataset_intensity_fingerprints(&ds, fps, err)) {
+        free(fps);
+        dataset_free(&ds);
+        return -1;
+    }
+    if (fps[0].skipped)
+        fprintf(stderr, "W: inspect: %d case(s) could not be read and were left out; the first: %s\n", fps[0].skipped,
+                fps[0].first_problem);
     json_t *o = json_object(), *chans = json_array();
     json_object_set_new(o, "dataset", json_string(dir));
     json_object_set_new(o, "channels", chans);
-    int n_ct = 0;
-    char norm[256] = "";
+    int all_ct = 1;
     for (int ch = 0; ch < ds.n_channels; ch++) {
-        intensity_fingerprint_t fp;
-        if (dataset_intensity_fingerprint(&ds, ch, &fp, err)) {
-            json_decref(o);
-            dataset_free(&ds);
-            return -1;
-        }
-        if (fp.skipped) fprintf(stderr, "W: inspect: %d case(s) could not be read and were left out; the first: %s\n",
-                                fp.skipped, fp.first_problem);
-        json_t *c = json_pack("{s:i, s:s, s:s, s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "channel", ch,
-                              "name", ds.channel_names[ch], "modality", modality_name(ds.modality[ch]),
-                              "cases", fp.cases, "cases_without_foreground", fp.empty, "cases_unreadable",
-                              fp.skipped, "samples", (json_int_t)fp.samples, "mean", fp.mean, "std", fp.std,
-                              "min", fp.min, "max", fp.max, "percentile_00_5", fp.p00_5, "percentile_99_5", fp.p99_5);
-        json_array_append_new(chans, c);
-        if (ds.modality[ch] == MODALITY_CT && n_ct++ == 0 && fp.std > 0 && fp.p00_5 < fp.p99_5)
-            snprintf(norm, sizeof norm, "ct-z:%.9g,%.9g,%.9g,%.9g", fp.mean, fp.std, fp.p00_5, fp.p99_5);
+        const intensity_fingerprint_t *fp = &fps[ch];
+        json_array_append_new(chans, json_pack("{s:i, s:s, s:s, s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f}",
+                                               "channel", ch, "name", ds.channel_names[ch], "modality",
+                                               modality_name(ds.modality[ch]), "cases", fp->cases,
+                                               "cases_without_foreground", fp->empty, "cases_unreadable", fp->skipped,
+                                               "samples", (json_int_t)fp->samples, "mean", fp->mean, "std", fp->std,
+                                               "min", fp->min, "max", fp->max, "percentile_00_5", fp->p00_5,
+                                               "percentile_99_5", fp->p99_5));
+        all_ct &= ds.modality[ch] == MODALITY_CT;
     }
-    json_object_set_new(o, "ct_norm", n_ct == 1 && norm[0] ? json_string(norm) : json_null());
+    char norm[256];
+    const intensity_fingerprint_t *f0 = &fps[0];
+    int usable = all_ct && ds.n_channels == 1 && f0->std > 0 && f0->p00_5 < f0->p99_5;
+    if (usable) snprintf(norm, sizeof norm, "ct-z:%.9g,%.9g,%.9g,%.9g", f0->mean, f0->std, f0->p00_5, f0->p99_5);
+    json_object_set_new(o, "ct_norm", usable ? json_string(norm) : json_null());
+    json_object_set_new(o, "ct_norm_why_not", usable ? json_null()
+                        : json_string(!all_ct ? "not every channel is CT (--norm sets every channel's normalisation)"
+                                      : ds.n_channels > 1 ? "several CT channels, one --norm setting"
+                                      : "the foreground's intensities are constant"));
+    free(fps);
     dataset_free(&ds);
     int rc = json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     json_decref(o);

@@ -166,10 +166,11 @@ static int sources_of(const args_t *a, const dataset_t *ds, const char *id, char
 }
 
 // Cases of the final validation whose prediction file is missing: said on stderr and in the
-// markdown (the exporter writes one per case; a missing one was lost or removed).
+// markdown (the exporter writes one per case of a validation marked final; a missing one was
+// lost or removed). A run without a final validation has no predictions to miss.
 static void missing_predictions(const char *dir, char **ids, int n, const report_run_t *r, FILE *md)
 {
-    for (int k = 0; k < r->final_ncases; k++) {
+    for (int k = 0; r->final_marked && k < r->final_ncases; k++) {
         const char *want = r->final_ids[k];
         int found = 0;
         for (int i = 0; i < n && !found; i++) found = !strcmp(ids[i], want);

@@ -84,7 +84,7 @@ args3=("$work/ph" "$work/run3" --preset tiny --device cpu --patch 16 --batch 1 -
        --samples-per-volume 2 --no-evaluator --trainer-args "--final-ack-timeout 10")
 timeout 300 bash "$ROOT/pipelines/train.sh" "${args3[@]}" >"$work/train3.out" 2>&1; rc=$?
 [ "$rc" -eq 1 ] && ok "a run whose final checkpoint cannot be stored exits 1" || bad "exit $rc (want 1)"
-grep -q "ERROR: the final checkpoint is not in $ck3.*kept in $work/run3/spool" "$work/train3.out" \
+grep -q "ERROR: the run's final checkpoint is not in $ck3.*kept in $work/run3/spool" "$work/train3.out" \
   && ok "the console says where the final checkpoint is and what to do" || bad "no console error: $(tail -n 3 "$work/train3.out")"
 grep -q "\[exporter\] E: .*NOT stored" "$work/train3.out" && ok "the exporter's refusals reach the console" \
   || bad "the exporter's errors are not on the console"

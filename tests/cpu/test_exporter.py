@@ -421,6 +421,13 @@ def test_awaiting_scores(tmp):
     check(left == [name(4, ".ckpt"), name(12, ".ckpt")] and not any(f.endswith(".awaiting") for f in os.listdir(ck)),
           "12's score releases the skipped 6: best 4 and latest 12 left: %s" % sorted(os.listdir(ck)))
     check(os.readlink(os.path.join(ck, "best.ckpt")) == name(4, ".ckpt"), "a weaker later score leaves best at 4")
+    # a score that comes before its checkpoint (the evaluator was quicker than the store): no
+    # marker is left for a step that is already scored
+    blobs[14] = make_ckpt(tmp, 14, seed=14)
+    ex.send(metrics_msg(14, "evaluator", {"mean_dice": 0.3}))
+    send(14, True)
+    check(not os.path.exists(os.path.join(ck, name(14, ".awaiting"))), "no marker for a step scored before it was filed: %s"
+          % sorted(os.listdir(ck)))
     rc = ex.stop()
     check(rc == 0, "exporter stopped (rc %s)" % rc)
 

@@ -7,8 +7,9 @@ C order; mean, population std, min, max, 0.5 / 99.5 percentiles of the pooled sa
 compared, on the shared CT and MR datasets and on a made nnU-Net dataset whose cases exercise
 the rules: a case with fewer foreground voxels than samples (repeated), a case without
 foreground (counted, no samples), a test case (left out), an unreadable case (left out, named
-on stderr). "ct_norm" must be the ct-z setting of the one CT channel, null with two CT channels
-or none; no foreground anywhere is an error naming the dataset.
+on stderr). "ct_norm" must be the ct-z setting of a one-channel CT dataset, null (with the
+reason) with two CT channels, a CT and an MR channel, or none; no foreground anywhere is an
+error naming the dataset.
 """
 import glob, json, os, subprocess, sys, tempfile
 
@@ -78,7 +79,7 @@ def shared(ds_name):
     check(len(got["channels"]) == nch, f"{ds_name}: {len(got['channels'])} channels, expected {nch}")
     for ch in range(min(nch, len(got["channels"]))):
         compare(f"{ds_name} channel {ch}", got["channels"][ch], expected(pairs, ch))
-    want_norm = [m.upper() for m in names.values()].count("CT") == 1
+    want_norm = [m.upper() for m in names.values()] == ["CT"]
     check((got["ct_norm"] is not None) == want_norm, f"{ds_name}: ct_norm {got['ct_norm']}")
     if got["ct_norm"]:
         c = got["channels"][0]
@@ -134,7 +135,9 @@ def made(tmp):
     check(rc == 0 and len(got["channels"]) == 2, f"CT + MR: exit {rc}: {err}")
     if rc == 0:
         compare("CT + MR channel 1", got["channels"][1], expected(pairs, 1))
-        check(got["ct_norm"] is not None and got["channels"][1]["modality"] == "MR", f"CT + MR: {got['ct_norm']}")
+        # --norm sets every channel's normalisation: CT figures must not reach the MR channel
+        check(got["ct_norm"] is None and "not every channel is CT" in got["ct_norm_why_not"]
+              and got["channels"][1]["modality"] == "MR", f"CT + MR: ct_norm should be null: {got['ct_norm']}")
     ds, _ = made_dataset(tmp, ["CT", "CT"], broken=False)
     rc, got, err = inspect(ds)
     check(rc == 0 and got["ct_norm"] is None, f"two CT channels: ct_norm should be null: {got and got['ct_norm']}")

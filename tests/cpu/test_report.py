@@ -188,6 +188,14 @@ def main():
         missing = os.path.join(run, "predictions", "p1.nii.gz")
         check_ok(f"Missing: `{missing}`" in p.stdout and "no prediction of case p2" in p.stderr,
                  f"predictions of the final validation's cases that are missing are reported: {p.stderr.strip()[:300]}")
+        # without a validation marked final (a run stopped early) no prediction is expected
+        os.rename(os.path.join(run, "metrics.jsonl"), os.path.join(run, "metrics.full"))
+        write_metrics(os.path.join(run, "metrics.jsonl"), [l for l in lines if not (l.get("extra") or {}).get("final")])
+        p = subprocess.run([REPORT, run, "--out", out, "--dataset", ds, "--window", "0,200"],
+                           capture_output=True, text=True, timeout=60)
+        check_ok("Missing:" not in p.stdout and "no prediction of case" not in p.stderr,
+                 f"no missing-prediction report without a final validation: {p.stderr.strip()[:300]}")
+        os.replace(os.path.join(run, "metrics.full"), os.path.join(run, "metrics.jsonl"))
         try:
             w, h, rows = read_png(os.path.join(out, "overlay_good.png"))
             mm = max(n * s for n, s in zip(shape, sp)) / 320

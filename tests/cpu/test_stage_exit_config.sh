@@ -3,7 +3,8 @@
 # no restart can cure, so train.sh and join.sh (lib.sh srm_supervise) stop instead of restarting
 # them over and over: bad arguments (loader, augmenter, exporter, trainer, the evaluator's service
 # mode), a dataset
-# that does not exist (loader), a CURVE key file that does not exist (augmenter, loader); and
+# that does not exist (loader), a CURVE key file that does not exist (augmenter, loader,
+# exporter); and
 # join.sh with such an augmenter ends at once, status 1, saying it was not restarted.
 set -u
 source "$(dirname "$0")/../pipeline_test.sh"
@@ -21,6 +22,16 @@ check "[[ $rc == 78 ]] && grep -q '$TMP/nowhere' '$TMP/out'" "srm-loader with a 
 rc=$(st timeout 20 "$BIN/srm-augmenter" --volumes tcp://127.0.0.1:1 --patches tcp://127.0.0.1:2 --patch 32 \
     --curve-client "$TMP/none.key" --server-key "$TMP/none.pub")
 check "[[ $rc == 78 ]] && grep -q 'none' '$TMP/out'" "srm-augmenter with a missing CURVE key file: status 78, the file named (got $rc)"
+
+bash scripts/keys.sh "$TMP/keys" client >/dev/null 2>&1
+auth=$TMP/keys/authorized_keys                # a good authorised-keys file: only the secret key is missing
+check "[[ -s $auth ]]" "scripts/keys.sh made $auth"
+rc=$(st timeout 20 "$BIN/srm-loader" --dataset "$TMP/data" --volumes tcp://127.0.0.1:0 --curve-server "$TMP/none.key" \
+    --authorized "$auth")
+check "[[ $rc == 78 ]] && grep -q 'none.key' '$TMP/out'" "srm-loader with a missing CURVE secret key file: status 78, the file named (got $rc)"
+rc=$(st timeout 20 "$BIN/srm-exporter" --run-dir "$TMP/xrun" --bind tcp://127.0.0.1:0 --allow-remote \
+    --curve-server "$TMP/none.key" --authorized "$auth")
+check "[[ $rc == 78 ]] && grep -q 'none.key' '$TMP/out'" "srm-exporter with a missing CURVE secret key file: status 78, the file named (got $rc)"
 
 start=$(date +%s)
 timeout 60 bash pipelines/join.sh augmenters --main 127.0.0.1:1 --count 1 --patch 32,32,32 --batch 1 \

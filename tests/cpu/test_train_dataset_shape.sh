@@ -6,7 +6,7 @@
 #   - an nnU-Net dataset.json whose labels include regions ({"all": [1, 2, 3], "core": [2, 3]}):
 #     4 classes from the largest value, not 3 entries;
 #   - --norm ct-nnunet takes nnU-Net's CT normalisation from srm-inspect --intensities into the
-#     run's preprocessing settings, and is refused for a dataset without one CT channel;
+#     run's preprocessing settings, and is refused for a dataset whose channels are not all CT;
 #   - no validation split declared: fold 0 of the 5-fold split is validated (nnU-Net's default);
 #     a step validated off the checkpoint grid is checkpointed, so best.ckpt points at the best;
 #     the choice is kept in RUN/cases.args for a resume, which refuses another --fold; cases
@@ -70,7 +70,7 @@ sys.exit(not (ct[\"norm\"] == \"zscore\" and all(abs(g - w) <= 1e-6 * max(1, abs
 ' '$TMP/fp8.json' '$TMP/run8/preprocessing.json'" "--norm ct-nnunet: preprocessing.json holds the fingerprint's mean, std and percentiles"
 timeout 60 bash pipelines/train.sh "$TMP/nnu" "$TMP/run9" "${ARGS[@]}" --norm ct-nnunet >"$TMP/run9.out" 2>&1
 rc=$?
-check "[[ $rc == 1 ]] && grep -q 'needs exactly one CT channel' '$TMP/run9.out'" "--norm ct-nnunet without a CT channel: refused (exit $rc)"
+check "[[ $rc == 1 ]] && grep -q 'not every channel is CT' '$TMP/run9.out'" "--norm ct-nnunet without a CT channel: refused (exit $rc)"
 
 # no validation split declared (5 cases): the evaluator validates fold 0's case, as nnU-Net
 # would, instead of nothing
