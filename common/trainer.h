@@ -49,6 +49,9 @@ typedef struct {
     double batch_timeout_s;         // no batch for this long: log a warning (0: never)
 } trainer_cfg_t;
 
+// The --loss name of a loss kind ("dice", "dice-ce", "sigmoid-dice"), as the checkpoints and
+// eval jobs carry it.
+const char *trainer_loss_name(loss_kind_t k);
 // Parse argv. 0, 1 when --help printed the usage, -1 with err.
 int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err);
 void trainer_usage(void *file);

@@ -115,6 +115,11 @@ static void cfg_defaults(trainer_cfg_t *c)
     c->batch_timeout_s = 120;
 }
 
+const char *trainer_loss_name(loss_kind_t k)
+{
+    return k == LOSS_DICE ? "dice" : k == LOSS_DICE_CE ? "dice-ce" : "sigmoid-dice";
+}
+
 int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
 {
     cfg_defaults(c);

@@ -89,7 +89,7 @@ int ckpt_flow_open(ckpt_flow_t *f, const trainer_cfg_t *c, const model_t *m, voi
              "\"batch\":%d,\"steps\":%ld,\"lr\":%g,\"loss\":\"%s\",\"regions\":\"%s\",\"seed\":%" PRIu64 "}",
              model_variant_name(c->model.variant), c->model.width, c->model.in_channels, c->model.classes,
              c->patch[0], c->patch[1], c->patch[2], c->batch, c->steps, (double)c->tc.adam.lr,
-             c->tc.loss == LOSS_DICE ? "dice" : c->tc.loss == LOSS_DICE_CE ? "dice-ce" : "sigmoid-dice",
+             trainer_loss_name(c->tc.loss),
              c->region_spec, c->seed);
     return 0;
 }
@@ -148,9 +148,8 @@ static int with_training(const trainer_cfg_t *c, const char *text, char *out, si
 {
     json_t *o = json_loads(text, 0, NULL);
     if (!json_is_object(o)) { json_decref(o); return -1; }
-    const char *loss = c->tc.loss == LOSS_DICE ? "dice" : c->tc.loss == LOSS_DICE_CE ? "dice-ce" : "sigmoid-dice";
     json_object_set_new(o, "training", json_pack("{s:[iii], s:s, s:s}", "patch", c->patch[0], c->patch[1], c->patch[2],
-                                                 "loss", loss, "regions", c->region_spec));
+                                                 "loss", trainer_loss_name(c->tc.loss), "regions", c->region_spec));
     char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     int rc = s && strlen(s) < cap ? 0 : -1;

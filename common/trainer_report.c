@@ -125,7 +125,7 @@ int report_eval_job(const trainer_cfg_t *c, const model_t *m, const char *spool,
              "\"loss\":\"%s\",\"regions\":\"%s\"}",
              model_variant_name(c->model.variant), c->model.width, c->model.in_channels, c->model.classes,
              c->patch[0], c->patch[1], c->patch[2],
-             c->tc.loss == LOSS_DICE ? "dice" : c->tc.loss == LOSS_DICE_CE ? "dice-ce" : "sigmoid-dice", c->region_spec);
+             trainer_loss_name(c->tc.loss), c->region_spec);
     wire_out_t o;
     wire_out_init(&o, "checkpoint");
     wire_put_u64(&o, "step", (uint64_t)step);
