@@ -1,7 +1,7 @@
 /*
 augment_crop.c -- label-balanced crop centres (MONAI RandCropByPosNegLabeld: a centre is drawn
 uniformly from the foreground indices with probability pos/(pos+neg), else from the background
-ones), the crop box, and the exact gather that cuts a patch when the sampling matrix is a signed
+ones; ignored voxels are neither, and a volume with nothing else gets a uniform centre), the crop box, and the exact gather that cuts a patch when the sampling matrix is a signed
 permutation (flips, rot90): each output row is one run along one source axis, copied with
 memcpy (or a fused multiply-add when intensity scale/shift is on), reversed for a flip, strided
 for a rotation that brings another axis into the row. Anything else goes to augment_resample.c.
@@ -19,13 +19,16 @@ void augment_pick_centre(rng_t *r, const aug_volume_t *v, double pos_ratio, int 
     if (v->n_fg == 0) pos = 0;                      // MONAI warns and falls back the same way
     if (v->n_bg == 0) pos = 1;
     uint32_t idx;
-    if (pos && class_balanced) {
+    size_t hw = (size_t)v->dim[1] * v->dim[2];
+    if (v->n_fg == 0 && v->n_bg == 0) {             // every voxel ignored
+        idx = (uint32_t)rng_below(r, (uint64_t)hw * v->dim[0]);
+        pos = 0;
+    } else if (pos && class_balanced) {
         int c = v->cls_present[rng_below(r, (uint64_t)v->n_cls)];
         idx = v->fg[v->cls_start[c] + rng_below(r, v->cls_start[c + 1] - v->cls_start[c])];
     } else {
         idx = pos ? v->fg[rng_below(r, v->n_fg)] : v->bg[rng_below(r, v->n_bg)];
     }
-    size_t hw = (size_t)v->dim[1] * v->dim[2];
     centre[0] = (int)(idx / hw);
     centre[1] = (int)(idx / v->dim[2] % v->dim[1]);
     centre[2] = (int)(idx % v->dim[2]);

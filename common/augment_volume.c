@@ -7,6 +7,7 @@ MONAI's crop cost 20-115 ms, anchors.md §A3).
 #include "augment.h"
 #include "case_cache.h"
 #include "check.h"
+#include "labels.h"
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -83,21 +84,24 @@ int aug_volume_load(aug_volume_t *v, const char *case_id, int64_t epoch, int C, 
     if (expand(v->image, image, dt, (size_t)C * n)) return set_err(err, "%s: non-finite image values", case_id);
     v->labels = reserve(v->labels, &v->cap_vox, n, 1);
     memcpy(v->labels, labels, n);
-    // foreground grouped by label value (a counting sort), each group in voxel order
+    // foreground grouped by label value (a counting sort), each group in voxel order; ignored
+    // voxels (LABEL_IGNORE) are in neither list, so no crop is centred on them
     size_t count[256] = { 0 }, at[256];
     for (size_t i = 0; i < n; i++) count[labels[i]]++;
-    size_t nfg = n - count[0];
+    size_t nfg = n - count[0] - count[LABEL_IGNORE];
     v->fg = reserve(v->fg, &v->cap_fg, nfg, sizeof(uint32_t));
-    v->bg = reserve(v->bg, &v->cap_bg, n - nfg, sizeof(uint32_t));
+    v->bg = reserve(v->bg, &v->cap_bg, count[0], sizeof(uint32_t));
     v->n_cls = 0;
     v->cls_start[0] = v->cls_start[1] = 0;
-    for (int c = 1; c < 256; c++) {
+    for (int c = 1; c < LABEL_IGNORE; c++) {
         at[c] = v->cls_start[c];
         v->cls_start[c + 1] = v->cls_start[c] + (uint32_t)count[c];
         if (count[c]) v->cls_present[v->n_cls++] = (uint8_t)c;
     }
+    v->cls_start[LABEL_IGNORE + 1] = v->cls_start[LABEL_IGNORE];     // no group for ignored voxels
     size_t b = 0;
     for (size_t i = 0; i < n; i++) {
+        if (labels[i] == LABEL_IGNORE) continue;
         if (labels[i]) v->fg[at[labels[i]]++] = (uint32_t)i;
         else v->bg[b++] = (uint32_t)i;
     }
@@ -117,7 +121,7 @@ int aug_volume_load(aug_volume_t *v, const char *case_id, int64_t epoch, int C, 
     memcpy(v->dim, dim, sizeof v->dim);
     v->spacing[0] = v->spacing[1] = v->spacing[2] = 1;     // the caller sets the volume's own
     v->n_fg = nfg;
-    v->n_bg = n - nfg;
+    v->n_bg = count[0];
     return 0;
 }
 

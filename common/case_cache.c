@@ -90,8 +90,8 @@ int case_cache_key(const dataset_t *ds, int i, const preprocess_cfg_t *cfg, uint
     for (int k = 0; k < c->n_images; k++)
         if (!c->images[k] || hash_file(&h, c->images[k], err) < 0) return c->images[k] ? -1 : set_err(err, "%s: case %s lacks a channel file", ds->dir, c->id);
     if (c->label && hash_file(&h, c->label, err) < 0) return -1;
-    // What the dataset declares changes loading (channel modalities, label checks).
-    int decl[2] = { ds->n_channels, ds->num_classes };
+    // What the dataset declares changes loading (channel modalities, label checks, "ignore").
+    int decl[3] = { ds->n_channels, ds->num_classes, ds->ignore_label };
     h = fnv(h, decl, sizeof decl);
     h = fnv(h, ds->modality, (size_t)ds->n_channels * sizeof *ds->modality);
     *key = h;

@@ -8,6 +8,7 @@ problem when the case is loaded or reported. Splits and folds are in dataset_fol
 #define _GNU_SOURCE
 #include "dataset.h"
 #include "check.h"
+#include "labels.h"
 #include <dirent.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -162,10 +163,12 @@ static int parse_channels(dataset_t *ds, json_t *obj, const char *where, char *e
     return 0;
 }
 
-// "labels": MSD {"0": "background", ...} or nnU-Net {"background": 0, "tumour": [1, 2]}.
+// "labels": MSD {"0": "background", ...} or nnU-Net {"background": 0, "tumour": [1, 2]}, with
+// nnU-Net v2's optional "ignore": V (unannotated voxels; V above every class, labels.h).
 static int parse_labels(dataset_t *ds, json_t *obj, const char *where, char *err)
 {
     int n = (int)json_object_size(obj), i = 0, maxv = -1;
+    ds->ignore_label = -1;
     if (n < 1) return set_err(err, "%s: \"labels\" is empty", where);
     ds->n_labels = n;
     ds->labels = xcalloc((size_t)n, sizeof *ds->labels);
@@ -195,12 +198,25 @@ static int parse_labels(dataset_t *ds, json_t *obj, const char *where, char *err
         } else {
             return set_err(err, "%s: label \"%s\" is neither a name, an integer nor a region", where, key);
         }
+        if (!strcmp(l->name, "ignore")) {
+            if (l->n_values != 1)
+                return set_err(err, "%s: label \"ignore\" must be one integer, not a region", where);
+            if (l->values[0] < 0 || l->values[0] > 255)
+                return set_err(err, "%s: label \"ignore\" value %d outside [0, 255]", where, l->values[0]);
+            ds->ignore_label = l->values[0];
+            continue;
+        }
         for (int j = 0; j < l->n_values; j++) {
-            if (l->values[j] < 0 || l->values[j] > 255)
-                return set_err(err, "%s: label \"%s\" value %d outside [0, 255]", where, key, l->values[j]);
+            if (l->values[j] < 0 || l->values[j] > LABEL_MAX_CLASS)
+                return set_err(err, "%s: label \"%s\" value %d outside [0, %d] (%d is kept for \"ignore\")", where,
+                               key, l->values[j], LABEL_MAX_CLASS, LABEL_IGNORE);
             if (l->values[j] > maxv) maxv = l->values[j];
         }
     }
+    if (ds->ignore_label >= 0 && ds->ignore_label <= maxv)       // nnU-Net's rule too
+        return set_err(err, "%s: label \"ignore\" (%d) must be larger than every class (largest %d)", where,
+                       ds->ignore_label, maxv);
+    if (maxv < 0) return set_err(err, "%s: \"labels\" declares no class besides \"ignore\"", where);
     ds->num_classes = maxv + 1;
     return 0;
 }
@@ -443,6 +459,7 @@ done:
 int dataset_open(const char *dir, dataset_t *ds, char *err)
 {
     memset(ds, 0, sizeof *ds);
+    ds->ignore_label = -1;
     if (!is_dir(dir)) return set_err(err, "%s: not a folder", dir);
     size_t n = strlen(dir);
     ds->dir = strndup(dir, n > 1 && dir[n - 1] == '/' ? n - 1 : n);

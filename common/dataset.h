@@ -60,7 +60,8 @@ typedef struct {
     int n_labels;                // declared labels, 0 = undeclared (plain layout)
     dataset_label_t *labels;     // [n_labels]
     int has_regions;             // some label is a region (list of values)
-    int num_classes;             // max declared label value + 1; 0 when undeclared
+    int num_classes;             // max declared label value + 1 ("ignore" aside); 0 when undeclared
+    int ignore_label;            // the declared "ignore" value (loaded as LABEL_IGNORE), -1 when none
     int n_folds;                 // folds in splits_final.json, 0 when absent
     char ***fold_val;            // [n_folds][...] validation ids of each fold, NULL-terminated
     char ***fold_train;          // [n_folds][...] training ids of each fold, NULL-terminated

@@ -2,11 +2,13 @@
 dataset_case.c -- load one case of a dataset into memory and check it.
 
 All image files of the case are read (nifti_io.c) and stacked into one (C, D, H, W) volume; the
-label map is checked against the image grid and the declared classes and converted to uint8.
+label map is checked against the image grid and the declared classes and converted to uint8,
+the declared "ignore" value becoming LABEL_IGNORE (labels.h).
 Every failure is one line naming the file and the problem. Preprocessing is preprocess.c.
 */
 #include "dataset.h"
 #include "check.h"
+#include "labels.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +48,7 @@ static int stack(case_t *c, volume_t *v, const char *path, const char *first, ch
 
 static int is_declared(const dataset_t *ds, int v)
 {
-    if (ds->n_labels == 0) return v >= 0 && v <= 255;
+    if (ds->n_labels == 0) return v >= 0 && v <= LABEL_MAX_CLASS;
     for (int i = 0; i < ds->n_labels; i++)
         for (int j = 0; j < ds->labels[i].n_values; j++)
             if (ds->labels[i].values[j] == v) return 1;
@@ -72,10 +74,14 @@ static int load_label(const dataset_t *ds, const char *path, case_t *c, const ch
             if (!isfinite(x)) rc = set_err(err, "%s: NaN/Inf label at flat index %zu", path, i);
             // Real data stores labels as floats holding integers; allow float rounding only.
             else if (fabsf(x - r) > 1e-4f) rc = set_err(err, "%s: non-integer label %g at flat index %zu", path, x, i);
-            else if (!is_declared(ds, (int)r))
+            else if ((int)r == ds->ignore_label) c->label[i] = LABEL_IGNORE;
+            else if (is_declared(ds, (int)r)) c->label[i] = (uint8_t)r;
+            else if (!ds->n_labels)
+                rc = set_err(err, "%s: label value %g outside [0, %d] (a dataset.json can declare %d as \"ignore\")",
+                             path, r, LABEL_MAX_CLASS, LABEL_IGNORE);
+            else
                 rc = set_err(err, "%s: label value %g outside the declared classes (%d declared, max %d)",
                              path, r, ds->n_labels, ds->num_classes - 1);
-            else c->label[i] = (uint8_t)r;
         }
     }
     volume_free(&l);

@@ -9,6 +9,7 @@ dataset_load_case (all checks there) and its foreground computed with the defaul
 #include "dataset.h"
 #include "preprocess.h"
 #include "check.h"
+#include "labels.h"
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,9 +72,9 @@ static void report_case(const dataset_t *ds, int i, json_t *jc, json_t *all)
                 size_t count[256] = {0};
                 for (size_t v = 0; v < volume_voxels(&c.image); v++) count[c.label[v]]++;
                 json_t *lv = json_object();
-                for (int v = 0; v < 256; v++) {
+                for (int v = 0; v < 256; v++) {        // ignored voxels under the file's own value
                     char key[8];
-                    snprintf(key, sizeof key, "%d", v);
+                    snprintf(key, sizeof key, "%d", v == LABEL_IGNORE ? ds->ignore_label : v);
                     if (count[v]) json_object_set_new(lv, key, json_integer((json_int_t)count[v]));
                 }
                 json_object_set_new(jc, "label_voxels", lv);
@@ -105,6 +106,7 @@ int dataset_print_report(const char *dir, FILE *out, char *err)
     }
     json_object_set_new(root, "labels", labels);
     json_object_set_new(root, "num_classes", json_integer(ds.num_classes));
+    json_object_set_new(root, "ignore_label", ds.ignore_label >= 0 ? json_integer(ds.ignore_label) : json_null());
     json_object_set_new(root, "folds", json_integer(ds.n_folds));
     for (int p = 0; p < ds.n_problems; p++) problem(all, NULL, ds.problems[p]);
     int counts[3] = {0, 0, 0};

@@ -6,9 +6,12 @@ nnU-Net resamples probabilities rather than labels. Voxels outside the foregroun
 a fixed "background" vote: logits (1, 0, ..., 0) for softmax classes, -1 for every region.
 Scoring follows system.md: per class (or region) Dice on the source grid, null when absent
 from both, mean over the defined foreground entries; HD95 in mm with the source spacing.
+Reference voxels labelled LABEL_IGNORE (labels.h) count in no class, region or surface, as in
+nnU-Net's evaluation with an ignore label: the prediction there is left out too.
 */
 #include "evaluator.h"
 #include "check.h"
+#include "labels.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +58,7 @@ int64_t eval_ref_unscorable(const uint8_t *ref, size_t n, int K, const eval_labe
     uint8_t held[256] = { 0 };          // held[v]: label v has a place in the scoring
     if (!lab->nregions)
         for (int v = 0; v < K && v < 256; v++) held[v] = 1;
-    held[0] = 1;
+    held[0] = held[LABEL_IGNORE] = 1;
     for (int j = 0; j < lab->nregions; j++)
         for (int i = 0; i < lab->regions[j].nlabels; i++) held[lab->regions[j].labels[i]] = 1;
     for (size_t i = 0; i < n; i++)
@@ -63,10 +66,24 @@ int64_t eval_ref_unscorable(const uint8_t *ref, size_t n, int K, const eval_labe
     return -1;
 }
 
+// pred with the reference's ignored voxels ignored too (every metric leaves LABEL_IGNORE out: it
+// is >= K and in no region); NULL when the reference ignores nothing.
+static uint8_t *pred_masked(const uint8_t *pred, const uint8_t *ref, size_t n)
+{
+    size_t i = 0;
+    while (i < n && ref[i] != LABEL_IGNORE) i++;
+    if (i == n) return NULL;
+    uint8_t *m = xmalloc(n);
+    for (i = 0; i < n; i++) m[i] = ref[i] == LABEL_IGNORE ? LABEL_IGNORE : pred[i];
+    return m;
+}
+
 void eval_score(eval_result_t *r, const uint8_t *pred, const uint8_t *ref, const int dim[3],
                 const double spacing[3], int K, const eval_labels_t *lab, int hd95)
 {
     size_t n = (size_t)dim[0] * dim[1] * dim[2];
+    uint8_t *masked = pred_masked(pred, ref, n);
+    if (masked) pred = masked;
     double all[METRICS_MAX_CLASSES];
     if (lab->nregions) {
         r->nfg = lab->nregions;
@@ -78,18 +95,18 @@ void eval_score(eval_result_t *r, const uint8_t *pred, const uint8_t *ref, const
     }
     r->mean_dice = metrics_mean_defined(r->dice, 0, r->nfg, NULL);
     for (int j = 0; j < r->nfg; j++) r->hd95[j] = NAN;
-    if (!hd95) return;
-    if (!lab->nregions) {
+    if (hd95 && !lab->nregions) {
         metrics_hd95_classes(all, pred, ref, dim, spacing, 1, K);
         memcpy(r->hd95, all + 1, sizeof(double) * r->nfg);
-        return;
+    } else if (hd95) {
+        uint8_t *a = xmalloc(n), *b = xmalloc(n);
+        for (int j = 0; j < lab->nregions; j++) {
+            metrics_region_mask(a, pred, n, &lab->regions[j]);
+            metrics_region_mask(b, ref, n, &lab->regions[j]);
+            r->hd95[j] = metrics_hd95(a, b, dim, spacing);
+        }
+        free(a);
+        free(b);
     }
-    uint8_t *a = xmalloc(n), *b = xmalloc(n);
-    for (int j = 0; j < lab->nregions; j++) {
-        metrics_region_mask(a, pred, n, &lab->regions[j]);
-        metrics_region_mask(b, ref, n, &lab->regions[j]);
-        r->hd95[j] = metrics_hd95(a, b, dim, spacing);
-    }
-    free(a);
-    free(b);
+    free(masked);
 }

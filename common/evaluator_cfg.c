@@ -6,6 +6,7 @@ configuration, sliding window, label regions, preprocessing flags spelled as the
 #include "evaluator.h"
 #include "check.h"
 #include "cli.h"
+#include "labels.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,7 +180,8 @@ static int region_values(metrics_region_t *r, const char *s, size_t len, char *e
     for (char *p = buf, *tok; (tok = strsep(&p, ",")); ) {
         char *end;
         long v = strtol(tok, &end, 10);
-        if (!*tok || *end || v < 1 || v > 255) return set_err(err, "--regions: '%s' is not a label value in [1, 255]", tok);
+        if (!*tok || *end || v < 1 || v > LABEL_MAX_CLASS)
+            return set_err(err, "--regions: '%s' is not a label value in [1, %d]", tok, LABEL_MAX_CLASS);
         if (r->nlabels >= METRICS_MAX_REGION_LABELS) return set_err(err, "--regions: more than %d labels in a region", METRICS_MAX_REGION_LABELS);
         r->labels[r->nlabels++] = (uint8_t)v;
     }

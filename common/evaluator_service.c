@@ -17,6 +17,7 @@ loader resampled).
 #include "evaluator_internal.h"
 #include "check.h"
 #include "dataset.h"
+#include "labels.h"
 #include "outbox.h"
 #include <math.h>
 #include <stdio.h>
@@ -132,7 +133,7 @@ static uint8_t *reference(svc_t *s, const eval_case_t *c, const char **how, char
             for (size_t k = 0; k < n; k++) {
                 float v = l.data[k];
                 if (!(v >= 0 && v <= 255)) { set_err(err, "%s: voxel %zu holds %g", s->ds.cases[i].label, k, v); free(ref); ref = NULL; break; }
-                ref[k] = (uint8_t)lrintf(v);
+                ref[k] = (int)lrintf(v) == s->ds.ignore_label ? LABEL_IGNORE : (uint8_t)lrintf(v);
             }
         }
         volume_free(&l);

@@ -5,6 +5,7 @@ preprocessing (target spacing, normalisation, class count), endpoints, CURVE key
 #include "loader.h"
 #include "check.h"
 #include "cli.h"
+#include "labels.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +60,7 @@ int loader_parse(loader_cfg_t *c, int argc, char **argv, char *err)
         } else if (!strcmp(a, "--val-split")) val_split = val;
         else if (!strcmp(a, "--spacing")) rc = cli_spacing(val, c->prep.target_spacing, err);
         else if (!strcmp(a, "--norm")) rc = cli_norm(val, &c->prep, &c->force_modality, err);
-        else if (!strcmp(a, "--classes")) { rc = cli_long(a, val, 1, 256, &v, err); c->classes = (int)v; }
+        else if (!strcmp(a, "--classes")) { rc = cli_long(a, val, 1, LABEL_MAX_CLASS + 1, &v, err); c->classes = (int)v; }
         else if (!strcmp(a, "--write-preprocessing")) c->prep_out = val;
         else if (!strcmp(a, "--volumes")) c->volumes_ep = val;
         else if (!strcmp(a, "--cases")) c->cases_ep = val;

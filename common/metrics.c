@@ -5,6 +5,7 @@ Counts are accumulated in size_t, so volumes of any size give exact Dice.
 */
 #include "metrics.h"
 #include "check.h"
+#include "labels.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +51,7 @@ static int parse_label(const char *s, const char *end, int *out)
         if (*p < '0' || *p > '9') return -1;
         v = v * 10 + (*p - '0');
     }
-    if (v > 255) return -1;
+    if (v > LABEL_MAX_CLASS) return -1;
     *out = v;
     return 0;
 }
@@ -62,14 +63,14 @@ int metrics_region_parse(metrics_region_t *r, const char *text, char *err)
     if (!colon) return set_err(err, "region '%s': expected LABELS:OUT, e.g. 1,2,4:2", text);
     int out;
     if (parse_label(colon + 1, colon + strlen(colon), &out))
-        return set_err(err, "region '%s': output label is not an integer 0..255", text);
+        return set_err(err, "region '%s': output label is not an integer 0..%d", text, LABEL_MAX_CLASS);
     r->out_label = (uint8_t)out;
     const char *s = text;
     while (s < colon) {
         const char *comma = memchr(s, ',', (size_t)(colon - s));
         const char *end = comma ? comma : colon;
         int v;
-        if (parse_label(s, end, &v)) return set_err(err, "region '%s': label list must be integers 0..255", text);
+        if (parse_label(s, end, &v)) return set_err(err, "region '%s': label list must be integers 0..%d", text, LABEL_MAX_CLASS);
         if (r->nlabels == METRICS_MAX_REGION_LABELS)
             return set_err(err, "region '%s': more than %d labels", text, METRICS_MAX_REGION_LABELS);
         r->labels[r->nlabels++] = (uint8_t)v;

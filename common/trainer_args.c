@@ -7,6 +7,7 @@ exact behaviour of issue 4 (parameter table on stdout).
 #include "trainer.h"
 #include "check.h"
 #include "cli.h"
+#include "labels.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +64,7 @@ static int parse_patch(const char *s, int p[3], char *err)
     return 0;
 }
 
-// "WT=1,2,3,4;TC=1,3,4;ET=4": one region per ';' piece, NAME=label values (0..255).
+// "WT=1,2,3,4;TC=1,3,4;ET=4": one region per ';' piece, NAME=label values (0..LABEL_MAX_CLASS).
 static int parse_regions(trainer_cfg_t *c, const char *s, char *err)
 {
     if (strlen(s) >= sizeof c->region_spec) return set_err(err, "--regions: too long");
@@ -84,8 +85,8 @@ static int parse_regions(trainer_cfg_t *c, const char *s, char *err)
         while (*q) {
             char *end;
             long v = strtol(q, &end, 10);
-            if (end == q || v < 0 || v > 255 || (*end && *end != ','))
-                return set_err(err, "--regions: bad label value in '%s'", piece);
+            if (end == q || v < 0 || v > LABEL_MAX_CLASS || (*end && *end != ','))
+                return set_err(err, "--regions: bad label value in '%s' (0..%d)", piece, LABEL_MAX_CLASS);
             c->regions.member[r][v] = 1;
             n++;
             q = *end ? end + 1 : end;
@@ -214,7 +215,8 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
     c->tc.regions = NULL;                   // set by trainer_run to its own copy's regions
     if (c->model.classes < 2 && c->tc.loss != LOSS_DICE_SIGMOID)
         return set_err(err, "--classes: softmax training needs at least 2 classes");
-    if (c->model.classes > 256) return set_err(err, "--classes: at most 256 (labels are u8)");
+    if (c->model.classes > LABEL_MAX_CLASS + 1)
+        return set_err(err, "--classes: at most %d (labels are u8, %d marks ignored voxels)", LABEL_MAX_CLASS + 1, LABEL_IGNORE);
     if (!c->patches_ep) return set_err(err, "--patches ENDPOINT is required for training");
     if (c->resume && c->resume_file) return set_err(err, "give --resume or --resume-file, not both");
     if (c->resume && !c->exporter_ep) return set_err(err, "--resume asks the exporter: give --exporter");

@@ -5,6 +5,7 @@ generic layer cannot know: which fields and arrays a type needs, their ranks, dt
 and how the arrays' shapes agree with each other. The control messages are in wire_ctrl.c.
 */
 #include "wire_msgs.h"
+#include "labels.h"
 #include "check.h"
 #include <math.h>
 #include <stdlib.h>
@@ -29,7 +30,7 @@ static int dims_ok(const int64_t *s, int n, int64_t lo, int64_t hi)
 int64_t wire_labels_check(const uint8_t *labels, size_t n, int num_classes)
 {
     for (size_t i = 0; i < n; i++)
-        if (labels[i] >= num_classes) return (int64_t)i;
+        if (labels[i] >= num_classes && labels[i] != LABEL_IGNORE) return (int64_t)i;
     return -1;
 }
 
@@ -75,7 +76,7 @@ int wire_decode_volume(const wire_msg_t *m, wire_volume_t *v, char *err)
     if (v->affine[12] != 0 || v->affine[13] != 0 || v->affine[14] != 0 || v->affine[15] != 1)
         return set_err(err, "volume %s: affine's last row is not 0 0 0 1", v->case_id);
     int64_t nc = 0;
-    TRY(wire_get_i64(m, "num_classes", &nc, 1, 256, 0, err));
+    TRY(wire_get_i64(m, "num_classes", &nc, 1, LABEL_MAX_CLASS + 1, 0, err));
     v->num_classes = (int)nc;
 
     const wire_array_t *img, *lab, *prep;
@@ -140,7 +141,7 @@ int wire_decode_patch_batch(const wire_msg_t *m, wire_patch_batch_t *p, char *er
     TRY(wire_get_u64(m, "seq", &p->seq, 1, err));
     TRY(wire_get_u64(m, "aug_seed", &p->aug_seed, 1, err));
     int64_t nc = 0;
-    TRY(wire_get_i64(m, "num_classes", &nc, 1, 256, 0, err));
+    TRY(wire_get_i64(m, "num_classes", &nc, 1, LABEL_MAX_CLASS + 1, 0, err));
     p->num_classes = (int)nc;
     const wire_array_t *img, *lab, *org, *pos;
     TRY(wire_need_array(m, "images", WIRE_DT(WIRE_F32) | WIRE_DT(WIRE_F16) | WIRE_DT(WIRE_BF16), 5, 1, &img, err));

@@ -120,7 +120,7 @@ int wire_encode_error(wire_out_t *o, const wire_error_t *e, char *err);
 int wire_decode_error(const wire_msg_t *m, wire_error_t *e, char *err);
 
 // ---- helpers for receivers -------------------------------------------------------------------
-// Index of the first label >= num_classes in n labels, or -1 when all are valid.
+// Index of the first label >= num_classes (LABEL_IGNORE aside) in n labels, or -1 when all are valid.
 int64_t wire_labels_check(const uint8_t *labels, size_t n, int num_classes);
 // SHA-256 of n bytes as 64 lowercase hex characters + NUL.
 void wire_sha256_hex(const void *data, size_t n, char out[65]);

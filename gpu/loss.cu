@@ -8,6 +8,8 @@ Sums are deterministic and two-stage: blocks of 256 threads each reduce one chun
 (tree reduction in shared memory, fixed order) into per-chunk partials; one thread per
 (n, slot) adds the chunks in order in double; one thread turns the sums into the loss.
 Softmax over K is computed per voxel from K contiguous logits (max-shifted, as the CPU twin).
+Voxels labelled LABEL_IGNORE (labels.h) are in no sum and get no gradient; cross-entropy divides
+by the batch's other voxels, counted on the device (its own slot, or the Dice G sums).
 */
 #include "gpu_internal.h"
 
@@ -52,20 +54,21 @@ __device__ __forceinline__ void softmax_mz(const T *lg, int K, float *mx, float 
 
 // ----------------------------------------------------------------------------
 // stage 1: partials (N, nch, slots). Softmax Dice slots: I[k], P[k], G[k] (3K);
-// CE: 1 slot; sigmoid Dice: I[r], P[r], G[r] (3R).
+// CE: 2 slots (sum, labelled voxels); sigmoid Dice: I[r], P[r], G[r] (3R).
 template <typename T>
 __global__ void loss_partial_kernel(float *part, const T *logits, const uint8_t *labels,
                                     loss_args_t a, members_t mem, size_t chunk)
 {
     __shared__ float sh[BLOCK];
     const int n = blockIdx.y, k = blockIdx.x, nch = gridDim.x, K = a.K;
-    const int slots = a.kind == L_CE ? 1 : 3 * K;
+    const int slots = a.kind == L_CE ? 2 : 3 * K;
     const size_t s0 = (size_t)k * chunk, s1 = min(a.S, s0 + chunk);
-    float accI[KMAX_GPU], accP[KMAX_GPU], accG[KMAX_GPU], acc = 0.0f;
+    float accI[KMAX_GPU], accP[KMAX_GPU], accG[KMAX_GPU], acc = 0.0f, cnt = 0.0f;
     for (int q = 0; q < KMAX_GPU; q++) accI[q] = accP[q] = accG[q] = 0.0f;
     for (size_t s = s0 + threadIdx.x; s < s1; s += BLOCK) {
         const T *lg = logits + ((size_t)n * a.S + s) * K;
         int lab = labels[(size_t)n * a.S + s];
+        if (lab == LABEL_IGNORE) continue;
         if (a.kind == L_DICE_SIGMOID) {
 #pragma unroll
             for (int r = 0; r < KMAX_GPU; r++) {
@@ -82,6 +85,7 @@ __global__ void loss_partial_kernel(float *part, const T *logits, const uint8_t 
         softmax_mz(lg, K, &mx, &z);
         if (a.kind == L_CE) {
             acc += mx + logf(z) - to_f(lg[lab]);
+            cnt += 1.0f;
             continue;
         }
 #pragma unroll
@@ -94,8 +98,8 @@ __global__ void loss_partial_kernel(float *part, const T *logits, const uint8_t 
     }
     float *o = part + ((size_t)n * nch + k) * slots;
     if (a.kind == L_CE) {
-        float t = block_sum(acc, sh);
-        if (threadIdx.x == 0) o[0] = t;
+        float t = block_sum(acc, sh), m = block_sum(cnt, sh);
+        if (threadIdx.x == 0) { o[0] = t; o[1] = m; }
         return;
     }
 #pragma unroll
@@ -129,14 +133,23 @@ __device__ __forceinline__ float dice_dterm(const float *s, dice_cfg_t c, float 
     return (float)(-(2.0 * t / den - num * dP / (den * den)));
 }
 
+// The CE sums' labelled voxels over the batch (slots: sum, count per n).
+__device__ __forceinline__ double ce_count(const float *sums, int N)
+{
+    double m = 0;
+    for (int n = 0; n < N; n++) m += sums[2 * n + 1];
+    return m;
+}
+
 // stage 3: the loss value
 __global__ void loss_final_kernel(float *loss, const float *sums, loss_args_t a)
 {
     if (threadIdx.x || blockIdx.x) return;
     double total = 0;
     if (a.kind == L_CE) {
-        for (int n = 0; n < a.N; n++) total += sums[n];
-        *loss = (float)(total / ((double)a.N * (double)a.S));
+        for (int n = 0; n < a.N; n++) total += sums[2 * n];
+        const double m = ce_count(sums, a.N);
+        *loss = m > 0 ? (float)(total / m) : 0.0f;
         return;
     }
     for (int n = 0; n < a.N; n++)
@@ -144,19 +157,22 @@ __global__ void loss_final_kernel(float *loss, const float *sums, loss_args_t a)
     *loss = (float)(total / ((double)a.N * (a.K - a.k0)));
 }
 
-// backward: one thread per voxel, all K channels of it
+// backward: one thread per voxel, all K channels of it. f: the Dice mean's scale / (N K'), or
+// for CE the caller's scale, divided here by the labelled voxels of the sums.
 template <typename T>
 __global__ void loss_grad_kernel(T *dlogits, const T *logits, const uint8_t *labels,
                                  const float *sums, loss_args_t a, members_t mem, float f)
 {
     const int K = a.K;
     const size_t total = (size_t)a.N * a.S;
+    if (a.kind == L_CE) f = (float)(f / fmax(ce_count(sums, a.N), 1.0));
     for (size_t v = (size_t)blockIdx.x * blockDim.x + threadIdx.x; v < total;
          v += (size_t)gridDim.x * blockDim.x) {
         const T *lg = logits + v * K;
         T *dl = dlogits + v * K;
         int lab = labels[v];
         size_t n = v / a.S;
+        if (lab == LABEL_IGNORE) continue;
         if (a.kind == L_DICE_SIGMOID) {
             for (int r = 0; r < K; r++) {
                 float p = sigmoid_f(to_f(lg[r])), t = mem.member[r][lab] ? 1.0f : 0.0f;
@@ -265,7 +281,7 @@ __global__ void dice_ce_partial_kernel(float *part, const T *logits, const uint8
         __syncthreads();
         if (threadIdx.x >= nv) continue;
         const int lab = labels[(size_t)n * a.S + t0 + threadIdx.x];
-        if (lab >= K) continue;                     // invalid label: a loader bug (CPU ASSERTs)
+        if (lab >= K) continue;                     // LABEL_IGNORE (or a loader bug: CPU ASSERTs)
         const T *lg = tile + threadIdx.x * K;
         float p[KM];
         ce += softmax_row<T, KM>(lg, K, p) - to_f(lg[lab]);
@@ -289,30 +305,34 @@ __global__ void dice_ce_partial_kernel(float *part, const T *logits, const uint8
 }
 
 // loss[0] Dice, loss[1] CE, loss[2] = Dice + ce_weight CE; coef (N, K, 2): the Dice term's
-// derivative d/dp_k = dP cB - t cA with cA = 2 / den, cB = num / den^2 (dice_dterm's algebra)
+// derivative d/dp_k = dP cB - t cA with cA = 2 / den, cB = num / den^2 (dice_dterm's algebra),
+// then coef[N K 2] = 1 / M for CE's gradient, M the labelled voxels (the G sums; 0 when none)
 __global__ void dice_ce_final_kernel(float *loss, float *coef, const float *sums, loss_args_t a,
                                      double ce_weight)
 {
     if (threadIdx.x || blockIdx.x) return;
     const int K = a.K, slots = 3 * K + 1;
-    double dice = 0, ce = 0;
+    double dice = 0, ce = 0, m = 0;
     for (int n = 0; n < a.N; n++) {
         ce += sums[(size_t)n * slots + 3 * K];
         for (int k = 0; k < K; k++) {
             const float *s = sums + (size_t)n * slots + 3 * k;
+            m += s[2];
             const double num = 2.0 * s[0] + a.c.smooth_nr, den = (double)s[1] + s[2] + a.c.smooth_dr;
             if (k >= a.k0) dice += dice_term(s, a.c);
             coef[((size_t)n * K + k) * 2] = (float)(2.0 / den);
             coef[((size_t)n * K + k) * 2 + 1] = (float)(num / (den * den));
         }
     }
-    const double d = dice / ((double)a.N * (K - a.k0)), e = ce / ((double)a.N * (double)a.S);
+    const double d = dice / ((double)a.N * (K - a.k0)), e = m > 0 ? ce / m : 0.0;
+    coef[(size_t)a.N * K * 2] = m > 0 ? (float)(1.0 / m) : 0.0f;
     loss[0] = (float)d;
     loss[1] = (float)e;
     loss[2] = (float)(d + ce_weight * e);
 }
 
-// dlogits = fd * d Dice + fce * d CE, written; one thread per voxel, rows staged both ways
+// dlogits = fd * d Dice + fce / M * d CE, written (zero at ignored voxels); one thread per
+// voxel, rows staged both ways
 template <typename T, int KM>
 __global__ void dice_ce_grad_kernel(T *dlogits, const T *logits, const uint8_t *labels,
                                     const float *coef, loss_args_t a, float fd, float fce)
@@ -320,6 +340,7 @@ __global__ void dice_ce_grad_kernel(T *dlogits, const T *logits, const uint8_t *
     __shared__ T tile[BLOCK * KM];
     const int K = a.K;
     const size_t total = (size_t)a.N * a.S;
+    fce *= coef[total / a.S * K * 2];
     for (size_t v0 = (size_t)blockIdx.x * BLOCK; v0 < total; v0 += (size_t)gridDim.x * BLOCK) {
         const int nv = (int)min((size_t)BLOCK, total - v0);
         __syncthreads();                            // the previous tile is stored
@@ -377,7 +398,7 @@ static float *loss_sums(gpu_ctx_t *g, const void *logits, const uint8_t *labels,
                         const loss_args_t *a, const members_t *mem)
 {
     ASSERT(a->N > 0 && a->K >= 1 && a->K <= KMAX_GPU && a->S > 0);
-    int slots = a->kind == L_CE ? 1 : 3 * a->K;
+    int slots = a->kind == L_CE ? 2 : 3 * a->K;
     size_t chunk;
     const int nch = loss_chunks(g, a->N, a->S, slots, (size_t)a->N * slots, &chunk);
     float *part = g->red, *sums = g->red + (size_t)a->N * nch * slots;
@@ -400,7 +421,7 @@ static void loss_forward(gpu_ctx_t *g, float *loss, const void *logits, const ui
 static void loss_backward(gpu_ctx_t *g, void *dlogits, const void *logits, const uint8_t *labels,
                           loss_args_t a, const members_t *mem, double f)
 {
-    const float *sums = a.kind == L_CE ? g->red : loss_sums(g, logits, labels, &a, mem);
+    const float *sums = loss_sums(g, logits, labels, &a, mem);
     size_t total = (size_t)a.N * a.S;
     ACT_DISPATCH(g->act, T, loss_grad_kernel<T><<<grid_for(g, total, BLOCK), BLOCK, 0, g->stream>>>(
                                 (T *)dlogits, (const T *)logits, labels, sums, a, *mem, (float)f));
@@ -446,8 +467,7 @@ void cross_entropy_backward_gpu(gpu_ctx_t *g, void *dlogits, const void *logits,
 {
     dice_cfg_t c = {};
     ASSERT(N > 0 && K >= 1 && K <= KMAX_GPU && S > 0);
-    loss_backward(g, dlogits, logits, labels, args(L_CE, N, K, S, c, 0), &no_members,
-                  scale / ((double)N * (double)S));
+    loss_backward(g, dlogits, logits, labels, args(L_CE, N, K, S, c, 0), &no_members, scale);
 }
 
 static members_t members_of(const regions_t *reg)
@@ -484,7 +504,7 @@ void dice_ce_softmax_gpu(gpu_ctx_t *g, float *loss, void *dlogits, const void *l
     const loss_args_t a = args(L_DICE_SOFTMAX, N, K, S, c, k0);
     const int slots = 3 * K + 1;
     size_t chunk;       // the sums, then the (n, class) coefficients behind the partials
-    const int nch = loss_chunks(g, N, S, slots, (size_t)N * slots + (size_t)N * K * 2, &chunk);
+    const int nch = loss_chunks(g, N, S, slots, (size_t)N * slots + (size_t)N * K * 2 + 1, &chunk);
     float *part = g->red, *sums = part + (size_t)N * nch * slots, *coef = sums + (size_t)N * slots;
 #define KM_DISPATCH(K, KM, ...)                                          \
     do {                                                                 \
@@ -502,7 +522,7 @@ void dice_ce_softmax_gpu(gpu_ctx_t *g, float *loss, void *dlogits, const void *l
     KERNEL_CHECK();
     if (!dlogits) return;
     const float fd = (float)(scale / ((double)N * (K - k0)));
-    const float fce = (float)(scale * ce_weight / ((double)N * (double)S));
+    const float fce = (float)(scale * ce_weight);
     const size_t tiles = CEIL_DIV((size_t)N * S, (size_t)BLOCK);
     ACT_DISPATCH(g->act, T, KM_DISPATCH(K, KM,
         dice_ce_grad_kernel<T, KM><<<grid_for(g, tiles * BLOCK, BLOCK), BLOCK, 0, g->stream>>>(

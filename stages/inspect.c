@@ -8,6 +8,7 @@ inspect.c -- bin/srm-inspect: what the loader sees in one NIfTI file, or in a da
                                 "labels": {"value": voxel count, ...}.
   srm-inspect --dataset DIR     the dataset report (cases, splits, problems) of dataset.h.
   srm-inspect --dataset DIR --shape   {"channels": C, "classes": K, "classes_from": ...,
+                                "ignore": V or null (nnU-Net's "ignore" label, not a class),
                                 "validation": N, "fold0_train": N, "fold0_val": N}: what a model
                                 for DIR takes and gives, and which validation cases it has
                                 (pipelines/train.sh asks): the declared labels' largest value + 1,
@@ -24,6 +25,7 @@ Bad input: exit status 1 and one line on stderr naming the file and the problem.
 */
 #include "check.h"
 #include "dataset.h"
+#include "labels.h"
 #include "orient.h"
 #include "volume.h"
 #include <jansson.h>
@@ -171,7 +173,7 @@ static int print_shape(const char *dir, char *err)
         if (nifti_read_volume(ds.cases[i].label, &l, err)) { dataset_free(&ds); return -1; }
         size_t n = (size_t)l.C * volume_voxels(&l);
         for (size_t k = 0; k < n; k++)
-            if (l.data[k] > maxv && l.data[k] <= 255) maxv = (int)lrintf(l.data[k]);
+            if (l.data[k] > maxv && l.data[k] <= LABEL_MAX_CLASS) maxv = (int)lrintf(l.data[k]);
         volume_free(&l);
         files++;
     }
@@ -185,9 +187,11 @@ static int print_shape(const char *dir, char *err)
     if (dataset_fold(&ds, 0, &tr, &ntr, &va, &nva, e2)) ntr = nva = 0;     // too few cases: no fold
     free(tr);
     free(va);
-    printf("{\"channels\": %d, \"classes\": %d, \"classes_from\": \"%s\", \"validation\": %d, "
+    char ignore[16] = "null";
+    if (ds.ignore_label >= 0) snprintf(ignore, sizeof ignore, "%d", ds.ignore_label);
+    printf("{\"channels\": %d, \"classes\": %d, \"classes_from\": \"%s\", \"ignore\": %s, \"validation\": %d, "
            "\"fold0_train\": %d, \"fold0_val\": %d}\n", ds.n_channels, classes,
-           ds.num_classes ? "declared labels" : "label files", nval, ntr, nva);
+           ds.num_classes ? "declared labels" : "label files", ignore, nval, ntr, nva);
     dataset_free(&ds);
     return fflush(stdout) ? set_err(err, "%s: cannot write to stdout", dir) : 0;
 }

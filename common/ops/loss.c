@@ -6,7 +6,9 @@ Dice follows MONAI DiceLoss (reduction "mean", batch=False): per (n, k) term
 1 - (2 I + smooth_nr) / (P + G + smooth_dr), averaged over the N*K' terms (ops.h dice_cfg_t).
 Voxel sums run over fixed blocks of BLOCK voxels that are then added in block order, so the
 result is the same for any thread count. Every backward accumulates scale * dloss/dlogits.
-Label values are checked by the loader; here a label >= K is a bug (ASSERT). Twin: gpu/loss.cu.
+Label values are checked by the loader; here a label >= K is a bug (ASSERT), except
+LABEL_IGNORE (labels.h): such voxels are in no sum and get no gradient, and cross-entropy is the
+mean over the batch's other voxels (0 when there are none). Twin: gpu/loss.cu.
 */
 #include "real.h"
 #include "check.h"
@@ -15,7 +17,7 @@ Label values are checked by the loader; here a label >= K is a bug (ASSERT). Twi
 #include <string.h>
 
 #define BLOCK 4096
-#define KMAX 256                                // labels are uint8
+#define KMAX 255                                // classes 0..LABEL_MAX_CLASS
 
 // ----------------------------------------------------------------------------
 // helpers
@@ -81,6 +83,7 @@ static void softmax_dice_sums(double *sums, const real *logits, const uint8_t *l
         const real *lg = logits + (size_t)n * K * S;
         for (size_t s = s0; s < s1; s++) {
             int lab = labels[(size_t)n * S + s];
+            if (lab == LABEL_IGNORE) continue;
             ASSERT(lab < K);
             softmax_voxel(lg + s, S, K, p);
             for (int k = 0; k < K; k++) {
@@ -125,6 +128,7 @@ void OP(dice_softmax_backward)(real *dlogits, const real *logits, const uint8_t 
         int n = (int)(t / S);
         size_t s = (size_t)t % S;
         int lab = labels[t];
+        if (lab == LABEL_IGNORE) continue;
         const real *lg = logits + (size_t)n * K * S + s;
         real *dl = dlogits + (size_t)n * K * S + s;
         double p[KMAX], dp[KMAX], dot = 0;
@@ -141,12 +145,21 @@ void OP(dice_softmax_backward)(real *dlogits, const real *logits, const uint8_t 
 }
 
 // ----------------------------------------------------------------------------
-// cross-entropy: mean over N*S voxels of logsumexp(logits) - logits[label]
+// cross-entropy: mean over the M labelled voxels (all N*S but the ignored ones) of
+// logsumexp(logits) - logits[label]
+
+static size_t labelled_voxels(const uint8_t *labels, size_t n)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) m += labels[i] != LABEL_IGNORE;
+    return m;
+}
 
 double OP(cross_entropy_forward)(const real *logits, const uint8_t *labels, int N, int K, size_t S)
 {
     ASSERT(N > 0 && K >= 1 && K <= KMAX && S > 0);
-    size_t nb = nblocks(S);
+    size_t nb = nblocks(S), m = labelled_voxels(labels, (size_t)N * S);
+    if (m == 0) return 0.0;
     double *part = xcalloc((size_t)N * nb, sizeof *part);
     #pragma omp parallel for schedule(dynamic, 1)
     for (long t = 0; t < (long)(N * nb); t++) {
@@ -156,6 +169,7 @@ double OP(cross_entropy_forward)(const real *logits, const uint8_t *labels, int 
         double p[KMAX], acc = 0;
         for (size_t s = s0; s < s1; s++) {
             int lab = labels[(size_t)n * S + s];
+            if (lab == LABEL_IGNORE) continue;
             ASSERT(lab < K);
             acc += softmax_voxel(lg + s, S, K, p) - lg[(size_t)lab * S + s];
         }
@@ -164,20 +178,23 @@ double OP(cross_entropy_forward)(const real *logits, const uint8_t *labels, int 
     double total = 0;
     for (size_t i = 0; i < (size_t)N * nb; i++) total += part[i];
     free(part);
-    return total / ((double)N * (double)S);
+    return total / (double)m;
 }
 
-// dlogits, logits: (N, K, S)   labels: (N, S). dloss/dlogit_k = (p_k - [k == label]) / (N S)
+// dlogits, logits: (N, K, S)   labels: (N, S). dloss/dlogit_k = (p_k - [k == label]) / M
 void OP(cross_entropy_backward)(real *dlogits, const real *logits, const uint8_t *labels,
                                 int N, int K, size_t S, double scale)
 {
     ASSERT(N > 0 && K >= 1 && K <= KMAX && S > 0);
-    const double f = scale / ((double)N * (double)S);
+    size_t m = labelled_voxels(labels, (size_t)N * S);
+    if (m == 0) return;
+    const double f = scale / (double)m;
     #pragma omp parallel for schedule(static)
     for (long t = 0; t < (long)(N * S); t++) {
         int n = (int)(t / S);
         size_t s = (size_t)t % S;
         int lab = labels[t];
+        if (lab == LABEL_IGNORE) continue;
         ASSERT(lab < K);
         const real *lg = logits + (size_t)n * K * S + s;
         real *dl = dlogits + (size_t)n * K * S + s;
@@ -208,6 +225,7 @@ static void sigmoid_dice_sums(double *sums, const real *logits, const uint8_t *l
             const uint8_t *lab = labels + (size_t)n * S;
             double I = 0, P = 0, G = 0;
             for (size_t s = s0; s < s1; s++) {
+                if (lab[s] == LABEL_IGNORE) continue;
                 double p = sigmoid(lg[s]), g = reg->member[r][lab[s]] != 0;
                 I += p * g;
                 P += c.squared_pred ? p * p : p;
@@ -251,6 +269,7 @@ void OP(dice_sigmoid_backward)(real *dlogits, const real *logits, const uint8_t 
         const uint8_t *lab = labels + (size_t)n * S;
         const double *sq = sums + (size_t)q * 3;
         for (size_t s = 0; s < S; s++) {
+            if (lab[s] == LABEL_IGNORE) continue;
             double p = sigmoid(lg[s]), g = reg->member[r][lab[s]] != 0;
             // sigmoid' = p (1 - p)
             dl[s] = (real)((double)dl[s] + f * dice_dterm(sq, c, p, g) * p * (1.0 - p));

@@ -28,6 +28,7 @@ Rules:
 #define SRM_OPS_H
 #include <stddef.h>
 #include <stdint.h>
+#include "labels.h"
 
 // ----------------------------------------------------------------------------
 // shapes (shared by both precisions and by the GPU twins in gpu/gpu.h)
@@ -72,7 +73,9 @@ size_t tom_index(tom_order_t order, size_t j, size_t L, size_t nslices);
 
 // Dice loss settings (MONAI DiceLoss semantics): per (n, k) 1 - (2*I + smooth_nr) /
 // (P + G + smooth_dr), where P = sum p (or sum p^2 when squared_pred), G = sum g (or g^2);
-// mean over the N*K' terms (K' = K, or K-1 without background).
+// mean over the N*K' terms (K' = K, or K-1 without background). Voxels labelled LABEL_IGNORE
+// (labels.h) are in no sum and get no gradient, in every loss; cross-entropy is the mean over the
+// batch's other voxels (PyTorch's ignore_index), 0 when there are none.
 typedef struct {
     int include_background;     // softmax Dice only
     int squared_pred;

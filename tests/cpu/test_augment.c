@@ -8,6 +8,7 @@ rotation and scaling rigid in mm (in-plane on anisotropic volumes); option parsi
 also the loader's preprocessing-record JSON round trip (the `prep` array of served cases).
 */
 #include "augment.h"
+#include "labels.h"
 #include "loader.h"
 #include "test.h"
 #include "check.h"
@@ -106,6 +107,54 @@ static void test_class_balanced(void)
         else
             EXPECT(hits[3] < 20 && hits[1] > 0.9 * pos, "uniform: value 3 centred %d times, value 1 %d of %d", hits[3], hits[1], pos);
     }
+    aug_volume_free(&v);
+}
+
+// lab_cube with the slab d < 10 ignored (nnU-Net's ignore label, LABEL_IGNORE), or everything
+static uint8_t lab_cube_ignored(const int *p, const int *dim)
+{
+    return p[0] < 10 ? LABEL_IGNORE : lab_cube(p, dim);
+}
+static uint8_t lab_all_ignored(const int *p, const int *dim)
+{
+    (void)p; (void)dim;
+    return LABEL_IGNORE;
+}
+
+// Ignored voxels are neither foreground nor background: no crop is centred on one, plain or
+// class-balanced; a volume with nothing else still gives crops (centres anywhere).
+static void test_ignored_voxels(void)
+{
+    augment_cfg_t cfg;
+    quiet_cfg(&cfg, 8);
+    aug_volume_t v;
+    make_volume(&v, 1, 40, 40, 40, f_index, lab_cube_ignored, &cfg);
+    EXPECT(v.n_fg == 1000 && v.n_bg == 30 * 1600 - 1000 && v.n_cls == 3 && v.cls_present[2] == 3,
+           "ignored slab: fg %zu bg %zu, %d classes", v.n_fg, v.n_bg, v.n_cls);
+    int on_ignored = 0, pos = 0;
+    for (int balanced = 0; balanced < 2; balanced++) {
+        rng_t r = rng_derive(12, 0, (uint64_t)balanced);
+        for (int s = 0; s < 2000; s++) {
+            int centre[3], positive;
+            augment_pick_centre(&r, &v, 0.5, balanced, centre, &positive);
+            on_ignored += v.labels[((size_t)centre[0] * 40 + centre[1]) * 40 + centre[2]] == LABEL_IGNORE;
+            pos += positive;
+        }
+    }
+    EXPECT(on_ignored == 0 && pos > 1800 && pos < 2200, "%d of 4000 centres on ignored voxels, %d positive", on_ignored,
+           pos);
+    aug_volume_free(&v);
+    make_volume(&v, 1, 12, 12, 12, f_index, lab_all_ignored, &cfg);
+    rng_t r = rng_derive(13, 0, 0);
+    int inside = 1, positives = 0;
+    for (int s = 0; s < 500; s++) {
+        int centre[3], positive;
+        augment_pick_centre(&r, &v, 0.9, 1, centre, &positive);
+        for (int d = 0; d < 3; d++) inside &= centre[d] >= 0 && centre[d] < 12;
+        positives += positive;
+    }
+    EXPECT(v.n_fg == 0 && v.n_bg == 0 && inside && positives == 0, "all ignored: centres inside %d, positive %d",
+           inside, positives);
     aug_volume_free(&v);
 }
 
@@ -562,6 +611,7 @@ int main(void)
     test_prep_json();
     test_options();
     test_pos_ratio();
+    test_ignored_voxels();
     test_class_balanced();
     test_flip_rot90_exact();
     test_rotation_alignment();

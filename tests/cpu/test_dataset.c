@@ -10,6 +10,7 @@ must fail with a message naming the file; then opens the real datasets under ../
 #include "test.h"
 #include "dataset.h"
 #include "check.h"
+#include "labels.h"
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,6 +250,59 @@ static void test_nnunet(void)
     dataset_free(&ds);
 }
 
+// nnU-Net v2's "ignore" label: not a class, loaded as LABEL_IGNORE; the rules of its
+// declaration (one integer above every class) and of the values kept for it.
+static void test_ignore_label(void)
+{
+    char root[1024], p[1200], err[ERR_LEN];
+    snprintf(root, sizeof root, "%s/nnunet_ignore", T);
+    make_nnunet(root, "{\"background\": 0, \"liver\": 1, \"ignore\": 2}", "", 2);   // labels cycle 0, 1, 2
+    dataset_t ds;
+    int rc = dataset_open(root, &ds, err);
+    EXPECT(rc == 0 && ds.num_classes == 2 && ds.ignore_label == 2, "ignore 2: %d classes, ignore %d (%s)",
+           ds.num_classes, ds.ignore_label, err);
+    if (rc) return;
+    case_t c;
+    rc = dataset_load_case(&ds, 0, &c, err);
+    EXPECT(rc == 0 && c.label[0] == 0 && c.label[1] == 1 && c.label[2] == LABEL_IGNORE && c.label[5] == LABEL_IGNORE,
+           "label 2 loads as LABEL_IGNORE: %s", err);
+    if (rc == 0) case_free(&c);
+    dataset_free(&ds);
+
+    static const struct { const char *labels, *want; } bad[] = {
+        { "{\"background\": 0, \"a\": 1, \"b\": 3, \"ignore\": 2}", "larger than every class" },
+        { "{\"background\": 0, \"a\": 1, \"ignore\": [2, 3]}", "not a region" },
+        { "{\"background\": 0, \"a\": 255}", "255 is kept for \"ignore\"" },
+        { "{\"ignore\": 4}", "no class besides" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(p, sizeof p, "%s/dataset.json", root);
+        char json[512];
+        snprintf(json, sizeof json, "{\"channel_names\": {\"0\": \"CT\", \"1\": \"PET\"}, \"labels\": %s,"
+                 " \"numTraining\": 2, \"file_ending\": \".nii.gz\"}\n", bad[i].labels);
+        put_text(p, json);
+        rc = dataset_open(root, &ds, err);
+        EXPECT(rc < 0 && strstr(err, "dataset.json") && strstr(err, bad[i].want), "refused %s: %s", bad[i].labels,
+               rc < 0 ? err : "(opened)");
+        if (rc == 0) dataset_free(&ds);
+    }
+
+    // Without dataset.json 255 is no class: the file and the way out are named.
+    snprintf(root, sizeof root, "%s/plain255", T);
+    mkdir(root, 0755);
+    mkdirs(root, "imagesTr"); mkdirs(root, "labelsTr");
+    snprintf(p, sizeof p, "%s/imagesTr/q.nii.gz", root); write_vol(p, 1, DIM, 1, 0, 0, 4);
+    snprintf(p, sizeof p, "%s/labelsTr/q.nii.gz", root); write_lab(p, DIM, 1, 0, 2, 255, 2);
+    rc = dataset_open(root, &ds, err);
+    EXPECT(rc == 0 && ds.ignore_label == -1, "open plain255 (no ignore label without dataset.json): %s", err);
+    if (rc) return;
+    rc = dataset_load_case(&ds, 0, &c, err);
+    EXPECT(rc < 0 && strstr(err, "labelsTr/q.nii.gz") && strstr(err, "255") && strstr(err, "ignore"),
+           "plain label 255 refused: %s", rc < 0 ? err : "(loaded)");
+    if (rc == 0) case_free(&c);
+    dataset_free(&ds);
+}
+
 static void test_plain(void)
 {
     char root[1024], p[1100], err[ERR_LEN];
@@ -456,6 +510,7 @@ int main(void)
     test_msd();
     test_msd_duplicate_ids();
     test_nnunet();
+    test_ignore_label();
     test_plain();
     test_plain_layouts();
     test_bad();

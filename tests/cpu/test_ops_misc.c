@@ -233,26 +233,28 @@ static regions_t brats_regions(void)
     return g;
 }
 
-// labels uniform in [0, nlab), except that class `absent` (if >= 0) never appears in image 0
-static uint8_t *rand_labels(rng_t *r, int N, size_t S, int nlab, int absent)
+// labels uniform in [0, nlab), except that class `absent` (if >= 0) never appears in image 0;
+// then each voxel LABEL_IGNORE with probability p_ignore
+static uint8_t *rand_labels(rng_t *r, int N, size_t S, int nlab, int absent, double p_ignore)
 {
     uint8_t *l = xmalloc((size_t)N * S);
     for (size_t i = 0; i < (size_t)N * S; i++) {
         int v = (int)rng_below(r, nlab);
         if (i < S && v == absent) v = (v + 1) % nlab;
         l[i] = (uint8_t)v;
+        if (p_ignore > 0 && rng_uniform(r) < p_ignore) l[i] = LABEL_IGNORE;
     }
     return l;
 }
 
 static void loss_case(const char *name, loss_kind_t kind, int N, int K, size_t S, dice_cfg_t cfg,
-                      unsigned long long seed)
+                      unsigned long long seed, double p_ignore)
 {
     char lab[128];
     regions_t reg = brats_regions();
     rng_t r = rng_seed(seed);
     size_t n = (size_t)N * K * S;
-    uint8_t *labels = rand_labels(&r, N, S, kind == L_DICE_SIGMOID ? 5 : K, K > 2 ? 2 : -1);
+    uint8_t *labels = rand_labels(&r, N, S, kind == L_DICE_SIGMOID ? 5 : K, K > 2 ? 2 : -1, p_ignore);
     loss_t c = { .kind = kind, .N = N, .K = K, .S = S, .cfg = cfg, .reg = &reg, .lab = labels,
                  .scale = 0.7 };
     c.logits = test_uniform(&r, n, -2, 2);
@@ -279,6 +281,56 @@ static void loss_case(const char *name, loss_kind_t kind, int N, int K, size_t S
 static dice_cfg_t dcfg(int bg, int sq, double snr, double sdr)
 {
     return (dice_cfg_t){ .include_background = bg, .squared_pred = sq, .smooth_nr = snr, .smooth_dr = sdr };
+}
+
+// Ignored voxels are as if absent: one image (N = 1) with a third of its voxels LABEL_IGNORE gives
+// the loss of the same image with those voxels cut out, the same gradient at the others and none
+// at them; a wholly ignored batch gives cross-entropy 0 and no gradient.
+static void loss_ignore(const char *name, loss_kind_t kind, int K, dice_cfg_t cfg, unsigned long long seed)
+{
+    regions_t reg = brats_regions();
+    rng_t r = rng_seed(seed);
+    const size_t S = 90;
+    uint8_t *labels = rand_labels(&r, 1, S, kind == L_DICE_SIGMOID ? 5 : K, -1, 0.35);
+    loss_t c = { .kind = kind, .N = 1, .K = K, .S = S, .cfg = cfg, .reg = &reg, .lab = labels, .scale = 0.7 };
+    c.logits = test_uniform(&r, (size_t)K * S, -2, 2);
+    size_t m = 0;
+    for (size_t v = 0; v < S; v++) m += labels[v] != LABEL_IGNORE;
+    uint8_t *lab_cut = xmalloc(m);
+    loss_t cut = c;
+    cut.S = m;
+    cut.lab = lab_cut;
+    cut.logits = xmalloc((size_t)K * m * 8);
+    for (size_t v = 0, j = 0; v < S; v++) {
+        if (labels[v] == LABEL_IGNORE) continue;
+        lab_cut[j] = labels[v];
+        for (int k = 0; k < K; k++) cut.logits[(size_t)k * m + j] = c.logits[(size_t)k * S + v];
+        j++;
+    }
+    double *dl = xcalloc((size_t)K * S, 8), *dl_cut = xcalloc((size_t)K * m, 8);
+    loss_bwd_d(&c, dl);
+    loss_bwd_d(&cut, dl_cut);
+    double l = loss_fwd_d(&c), l_cut = loss_fwd_d(&cut);
+    int same = 1, zero = 1;
+    for (size_t v = 0, j = 0; v < S; v++) {
+        const int kept = labels[v] != LABEL_IGNORE;
+        for (int k = 0; k < K; k++) {
+            if (!kept) zero &= dl[(size_t)k * S + v] == 0;
+            else same &= fabs(dl[(size_t)k * S + v] - dl_cut[(size_t)k * m + j]) <= 1e-14;
+        }
+        j += kept;
+    }
+    EXPECT(m > 30 && m < 80 && fabs(l - l_cut) <= 1e-14 && same && zero,
+           "%s: %zu of %zu voxels ignored: loss %.17g, cut out %.17g; same gradient %d, none at ignored %d", name,
+           S - m, S, l, l_cut, same, zero);
+    memset(labels, LABEL_IGNORE, S);
+    memset(dl, 0, (size_t)K * S * 8);
+    loss_bwd_d(&c, dl);
+    int none = 1;
+    for (size_t i = 0; i < (size_t)K * S; i++) none &= dl[i] == 0;
+    double all = loss_fwd_d(&c);
+    EXPECT(none && isfinite(all) && (kind != L_CE || all == 0), "%s: all ignored: loss %g, no gradient %d", name, all, none);
+    free(labels); free(lab_cut); free(c.logits); free(cut.logits); free(dl); free(dl_cut);
 }
 
 static void loss_known(void)
@@ -355,7 +407,7 @@ static void loss_threads(void)
     rng_t r = rng_seed(41);
     float *lg = xmalloc((size_t)N * K * S * 4);
     rng_fill_uniform(&r, lg, (size_t)N * K * S, -3, 3);
-    uint8_t *lab = rand_labels(&r, N, S, K, -1);
+    uint8_t *lab = rand_labels(&r, N, S, K, -1, 0);
     double v[2][2];
     int keep = omp_get_max_threads();
     for (int t = 0; t < 2; t++) {
@@ -439,15 +491,22 @@ int main(void)
     padcrop_case();
 
     const double s = 1e-5;
-    loss_case("dice softmax bg", L_DICE_SOFTMAX, 2, 4, 5 * 7 * 3, dcfg(1, 0, s, s), 50);
-    loss_case("dice softmax no-bg", L_DICE_SOFTMAX, 2, 4, 5 * 7 * 3, dcfg(0, 0, s, s), 51);
-    loss_case("dice softmax squared smooth1", L_DICE_SOFTMAX, 1, 3, 3 * 5 * 2, dcfg(1, 1, 1, 1), 52);
-    loss_case("dice softmax 3 blocks", L_DICE_SOFTMAX, 1, 3, 9001, dcfg(0, 0, s, s), 53);
-    loss_case("dice softmax K2", L_DICE_SOFTMAX, 2, 2, 7 * 3, dcfg(1, 0, s, s), 54);
-    loss_case("cross entropy", L_CE, 2, 4, 5 * 7 * 3, dcfg(1, 0, s, s), 55);
-    loss_case("cross entropy 3 blocks", L_CE, 1, 3, 9001, dcfg(1, 0, s, s), 56);
-    loss_case("dice sigmoid WT/TC/ET", L_DICE_SIGMOID, 2, 3, 5 * 7 * 3, dcfg(1, 0, s, s), 57);
-    loss_case("dice sigmoid squared 3 blocks", L_DICE_SIGMOID, 1, 3, 9001, dcfg(1, 1, s, s), 58);
+    loss_case("dice softmax bg", L_DICE_SOFTMAX, 2, 4, 5 * 7 * 3, dcfg(1, 0, s, s), 50, 0);
+    loss_case("dice softmax no-bg", L_DICE_SOFTMAX, 2, 4, 5 * 7 * 3, dcfg(0, 0, s, s), 51, 0);
+    loss_case("dice softmax squared smooth1", L_DICE_SOFTMAX, 1, 3, 3 * 5 * 2, dcfg(1, 1, 1, 1), 52, 0);
+    loss_case("dice softmax 3 blocks", L_DICE_SOFTMAX, 1, 3, 9001, dcfg(0, 0, s, s), 53, 0);
+    loss_case("dice softmax K2", L_DICE_SOFTMAX, 2, 2, 7 * 3, dcfg(1, 0, s, s), 54, 0);
+    loss_case("cross entropy", L_CE, 2, 4, 5 * 7 * 3, dcfg(1, 0, s, s), 55, 0);
+    loss_case("cross entropy 3 blocks", L_CE, 1, 3, 9001, dcfg(1, 0, s, s), 56, 0);
+    loss_case("dice sigmoid WT/TC/ET", L_DICE_SIGMOID, 2, 3, 5 * 7 * 3, dcfg(1, 0, s, s), 57, 0);
+    loss_case("dice sigmoid squared 3 blocks", L_DICE_SIGMOID, 1, 3, 9001, dcfg(1, 1, s, s), 58, 0);
+    loss_case("dice softmax no-bg, ignored voxels", L_DICE_SOFTMAX, 2, 4, 5 * 7 * 3, dcfg(0, 0, s, s), 59, 0.3);
+    loss_case("cross entropy, ignored voxels", L_CE, 2, 4, 5 * 7 * 3, dcfg(1, 0, s, s), 60, 0.3);
+    loss_case("dice sigmoid, ignored voxels", L_DICE_SIGMOID, 2, 3, 5 * 7 * 3, dcfg(1, 0, s, s), 61, 0.3);
+    loss_ignore("dice softmax bg", L_DICE_SOFTMAX, 4, dcfg(1, 0, s, s), 62);
+    loss_ignore("dice softmax no-bg squared", L_DICE_SOFTMAX, 3, dcfg(0, 1, s, s), 63);
+    loss_ignore("cross entropy", L_CE, 4, dcfg(1, 0, s, s), 64);
+    loss_ignore("dice sigmoid", L_DICE_SIGMOID, 3, dcfg(1, 0, s, s), 65);
     loss_known();
     ce_torch();
     loss_threads();

@@ -640,16 +640,25 @@ static void test_resample(void)
 }
 
 // ---- losses ------------------------------------------------------------------------------
+// n random labels in [0, nlab), each LABEL_IGNORE with probability p_ignore
+static uint8_t *rnd_labels(size_t n, int nlab, double p_ignore)
+{
+    uint8_t *lab = xmalloc(n);
+    for (size_t i = 0; i < n; i++) {
+        lab[i] = (uint8_t)rng_below(&R, (uint64_t)nlab);
+        if (p_ignore > 0 && rng_uniform(&R) < p_ignore) lab[i] = LABEL_IGNORE;
+    }
+    return lab;
+}
+
 static void check_loss(const char *name, int kind, int N, int K, size_t S, dice_cfg_t c,
-                       const regions_t *reg)
+                       const regions_t *reg, double p_ignore)
 {
     const size_t n = (size_t)N * K * S;
     const double scale = 0.7;
     // a logit spread of a few units keeps the softmax away from one-hot and the Dice sums busy
     float *lg = rnd(n, -3, 3), *dl0 = rnd(n, -1, 1), *dl = dup(dl0, n);
-    uint8_t *lab = xmalloc((size_t)N * S);
-    int nlab = kind == 2 ? 5 : K;
-    for (size_t i = 0; i < (size_t)N * S; i++) lab[i] = (uint8_t)rng_below(&R, (uint64_t)nlab);
+    uint8_t *lab = rnd_labels((size_t)N * S, kind == 2 ? 5 : K, p_ignore);
     double want;
     if (kind == 0) {
         want = dice_softmax_forward_cpu(lg, lab, N, K, S, c);
@@ -692,13 +701,12 @@ static void check_loss(const char *name, int kind, int N, int K, size_t S, dice_
 
 // The training step's fused softmax Dice + w CE (loss.cu) against the CPU's separate ops: the
 // three loss values and the gradient, which it writes (the output starts poisoned).
-static void check_dice_ce(const char *name, int N, int K, size_t S, dice_cfg_t c, double w)
+static void check_dice_ce(const char *name, int N, int K, size_t S, dice_cfg_t c, double w, double p_ignore)
 {
     const size_t n = (size_t)N * K * S;
     const double scale = 0.7;
     float *lg = rnd(n, -3, 3), *dl = xcalloc(n, sizeof *dl);
-    uint8_t *lab = xmalloc((size_t)N * S);
-    for (size_t i = 0; i < (size_t)N * S; i++) lab[i] = (uint8_t)rng_below(&R, (uint64_t)K);
+    uint8_t *lab = rnd_labels((size_t)N * S, K, p_ignore);
     const double d = dice_softmax_forward_cpu(lg, lab, N, K, S, c);
     const double e = cross_entropy_forward_cpu(lg, lab, N, K, S);
     dice_softmax_backward_cpu(dl, lg, lab, N, K, S, c, scale);
@@ -724,23 +732,30 @@ static void test_losses(void)
 {
     dice_cfg_t plain = { .include_background = 1, .squared_pred = 0, .smooth_nr = 1e-5, .smooth_dr = 1e-5 };
     dice_cfg_t nobg_sq = { .include_background = 0, .squared_pred = 1, .smooth_nr = 0, .smooth_dr = 1e-5 };
-    check_loss("dice softmax K=5 5x7x3", 0, 2, 5, 105, plain, NULL);
-    check_loss("dice softmax no-bg squared K=3", 0, 1, 3, 300, nobg_sq, NULL);
-    check_loss("dice softmax K=14 32^3 (many chunks)", 0, 1, 14, 32768, plain, NULL);
-    check_loss("cross-entropy K=5", 1, 2, 5, 105, plain, NULL);
-    check_loss("cross-entropy K=14 32^3", 1, 1, 14, 32768, plain, NULL);
+    check_loss("dice softmax K=5 5x7x3", 0, 2, 5, 105, plain, NULL, 0);
+    check_loss("dice softmax no-bg squared K=3", 0, 1, 3, 300, nobg_sq, NULL, 0);
+    check_loss("dice softmax K=14 32^3 (many chunks)", 0, 1, 14, 32768, plain, NULL, 0);
+    check_loss("cross-entropy K=5", 1, 2, 5, 105, plain, NULL, 0);
+    check_loss("cross-entropy K=14 32^3", 1, 1, 14, 32768, plain, NULL, 0);
     regions_t reg;
     memset(&reg, 0, sizeof reg);
     reg.R = 3;                                      // BraTS: WT {1,2,3,4}, TC {1,3,4}, ET {4}
     for (int v = 1; v <= 4; v++) reg.member[0][v] = 1;
     reg.member[1][1] = reg.member[1][3] = reg.member[1][4] = 1;
     reg.member[2][4] = 1;
-    check_loss("dice sigmoid BraTS regions", 2, 2, 3, 105, plain, &reg);
-    check_loss("dice sigmoid squared 16^3", 2, 1, 3, 4096, nobg_sq, &reg);
-    check_dice_ce("dice + CE K=5 5x7x3", 2, 5, 105, plain, 1.0);
-    check_dice_ce("dice alone no-bg squared K=3", 1, 3, 300, nobg_sq, 0.0);
-    check_dice_ce("dice + 0.5 CE K=14 32^3 (many chunks)", 2, 14, 32768, plain, 0.5);
-    check_dice_ce("dice + CE K=20 (the kernels' widest arrays)", 1, 20, 4096, plain, 1.0);
+    check_loss("dice sigmoid BraTS regions", 2, 2, 3, 105, plain, &reg, 0);
+    check_loss("dice sigmoid squared 16^3", 2, 1, 3, 4096, nobg_sq, &reg, 0);
+    check_dice_ce("dice + CE K=5 5x7x3", 2, 5, 105, plain, 1.0, 0);
+    check_dice_ce("dice alone no-bg squared K=3", 1, 3, 300, nobg_sq, 0.0, 0);
+    check_dice_ce("dice + 0.5 CE K=14 32^3 (many chunks)", 2, 14, 32768, plain, 0.5, 0);
+    check_dice_ce("dice + CE K=20 (the kernels' widest arrays)", 1, 20, 4096, plain, 1.0, 0);
+    // nnU-Net's ignore label: those voxels in no sum, no gradient; CE over the others
+    check_loss("dice softmax K=5, 30% ignored", 0, 2, 5, 105, plain, NULL, 0.3);
+    check_loss("cross-entropy K=14 32^3, 30% ignored", 1, 2, 14, 32768, plain, NULL, 0.3);
+    check_loss("dice sigmoid BraTS regions, 30% ignored", 2, 2, 3, 105, plain, &reg, 0.3);
+    check_dice_ce("dice + 0.5 CE K=14 32^3, 30% ignored", 2, 14, 32768, plain, 0.5, 0.3);
+    check_dice_ce("dice + CE K=5, all ignored", 2, 5, 105, plain, 1.0, 1.0);
+    check_loss("cross-entropy K=5, all ignored", 1, 1, 5, 105, plain, NULL, 1.0);
 }
 
 // ---- Adam --------------------------------------------------------------------------------
