@@ -20,6 +20,7 @@ exporter_internal.h -- state and module functions of srm-exporter (exporter.h is
 #define EXPORTER_DIR  3200              // the run's directories: room left for the file names
 #define EXPORTER_MAX_PENDING 64         // evaluated steps whose checkpoint has not arrived yet
 #define EXPORTER_MAX_POINTS 20000       // per curve; older points are thinned beyond this
+#define EXPORTER_RCV_QUEUE 1000         // messages queued from one peer (stage.h hwm): see exporter_serve.c
 
 typedef struct { uint64_t step; double value; } exporter_point_t;
 

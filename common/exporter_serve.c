@@ -347,6 +347,12 @@ int exporter_run(const exporter_cfg_t *cfg, char *err)
     }
     stage_t *st = stage_new("exporter");
     stage_sock_opts_t opts = stage_sock_defaults();
+    // Never stop reading a peer while a checkpoint is being stored (seconds for a GB one): with the
+    // default queue of 4 the trainer's metrics lines filled it, ZeroMQ stopped reading that
+    // connection, our heartbeat saw no traffic for 3 s and dropped it with the next checkpoint
+    // half sent (seen on the GPU host, one GB checkpoint in six). The peers bound what they have
+    // in flight themselves (one checkpoint, an outbox of metrics and predictions).
+    opts.hwm = EXPORTER_RCV_QUEUE;
     opts.allow_remote = cfg->allow_remote;
     if (cfg->curve_secret) {                    // the key files: no restart makes them appear
         char pub[41], sec[41];
