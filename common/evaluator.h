@@ -88,7 +88,8 @@ int eval_parse(eval_cfg_t *c, int argc, char **argv, char *err);
 // CASE_<C-1>) grouped into case CASE; --labels must give one file per case. 0, or -1 with err
 // naming the files.
 int eval_group_channels(eval_cfg_t *c, int C, char *err);
-// Case k's id: CASE for grouped channel files, else the file name without .nii / .nii.gz.
+// Case k's id: CASE for grouped channel files and a lone CASE_0000, else the file name without
+// .nii / .nii.gz.
 void eval_case_id(const eval_cfg_t *c, int k, char *id, size_t cap);
 void eval_usage(void *file);
 // "WT=1,2,3,4;TC=1,3,4;ET=4" (out label: smallest value of a region not in a later one) or

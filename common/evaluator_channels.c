@@ -5,7 +5,9 @@ evaluator_channels.c -- file mode's --images as cases. A multi-channel image com
 _DDDD) become one case CASE, its channels stacked in that order; a CASE_0000 without all its C
 channels, or with more, is refused by name. Every other file is a case of its own, named by its
 file name: any file for a one-channel model (a series img_0000, img_0001, ... stays a series),
-4D files, and _DDDD names without a _0000 beside them (patient_0003).
+4D files, and _DDDD names without a _0000 beside them (patient_0003) -- except that a lone
+CASE_0000 for a one-channel model (no other file of its stem given) is case CASE, the name
+nnU-Net gives the prediction of a one-channel case.
 */
 #include "evaluator.h"
 #include "check.h"
@@ -85,9 +87,21 @@ int eval_group_channels(eval_cfg_t *c, int C, char *err)
     return rc;
 }
 
+// Whether image i is a CASE_0000 with no other file of its stem among the images.
+static int lone_channel_0(const eval_cfg_t *c, int i)
+{
+    size_t st, sj;
+    if (dataset_channel_of_path(c->images[i], &st) != 0) return 0;
+    for (int j = 0; j < c->n_images; j++)
+        if (j != i && dataset_channel_of_path(c->images[j], &sj) >= 0 && same_stem(c->images[i], st, c->images[j], sj))
+            return 0;
+    return 1;
+}
+
 void eval_case_id(const eval_cfg_t *c, int k, char *id, size_t cap)
 {
-    char *s = dataset_id_of_path(c->images[c->case_first[k]], c->case_nch[k] > 1);    // CASE of CASE_0000
+    const int i = c->case_first[k];            // CASE of CASE_0000 (a channel group, or a lone one)
+    char *s = dataset_id_of_path(c->images[i], c->case_nch[k] > 1 || lone_channel_0(c, i));
     snprintf(id, cap, "%s", s);
     free(s);
 }

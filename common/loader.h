@@ -53,8 +53,9 @@ typedef struct {
 // 0; -2 + err for what no restart cures (the dataset, its selections, the CURVE keys); -1 + err.
 int loader_open(loader_t *L, const loader_cfg_t *cfg, stage_t *st, char *err);
 void loader_close(loader_t *L);
-// Push volumes until stopped (signal) or cfg->epochs are done. Returns 0, or -1 with err when
-// no case at all can be used.
+// Push volumes until stopped (signal) or cfg->epochs are done. Returns 0; -2 + err when no
+// case of the split can be used (each skipped case was logged; err names the first and why);
+// -1 + err when the volumes cannot be sent.
 int loader_run(loader_t *L, char *err);
 
 // Build the `volume` message of dataset case i (cache hit or preprocess). *cc must be closed

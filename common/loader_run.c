@@ -53,6 +53,10 @@ int loader_open(loader_t *L, const loader_cfg_t *cfg, stage_t *st, char *err)
     for (int i = 0; i < L->ds.n_problems; i++) log_msg('W', "%s: %s", cfg->dataset, L->ds.problems[i]);
     if (cfg->force_modality >= 0)                   // --norm names the modality of every channel
         for (int c = 0; c < L->ds.n_channels; c++) L->ds.modality[c] = (modality_t)cfg->force_modality;
+    else if (L->ds.layout == DATASET_PLAIN)         // no channel names: said, since CT would want a window
+        log_msg('W', "%s has no dataset.json: its channels are normalised as MR (z-score over the foreground); "
+                "for CT give --norm ct:LO,HI (MONAI's BTCV window: ct:-175,250) or a dataset.json naming the "
+                "channels", cfg->dataset);
     if (cfg->prep_out && write_prep(cfg, &L->ds, err)) return -1;
     L->num_classes = cfg->classes ? cfg->classes : L->ds.num_classes;
     L->bad = xcalloc((size_t)L->ds.n_cases + 1, 1);
@@ -172,6 +176,7 @@ int loader_run(loader_t *L, char *err)
     const loader_cfg_t *cfg = L->cfg;
     int *order = xmalloc((size_t)L->n_train * sizeof(int));
     int rc = 0;
+    char first_bad[2 * ERR_LEN] = "";       // why the first skipped case was skipped
     for (long e = 0; cfg->epochs == 0 || e < cfg->epochs; e++) {
         memcpy(order, L->train, (size_t)L->n_train * sizeof(int));
         shuffle(order, L->n_train, cfg->seed, e);
@@ -192,6 +197,7 @@ int loader_run(loader_t *L, char *err)
             if (!ok) {
                 L->bad[i] = 1;
                 log_msg('W', "skipping case %s: %s", L->ds.cases[i].id, why);
+                if (!first_bad[0]) snprintf(first_bad, sizeof first_bad, "case %s: %s", L->ds.cases[i].id, why);
                 wire_out_free(&o);
                 skipped++;
                 continue;
@@ -202,10 +208,15 @@ int loader_run(loader_t *L, char *err)
             sent += rc == 0;
         }
         if (rc) break;
-        if (sent == 0) { rc = set_err(err, "%s: no usable case in '%s'", cfg->dataset, cfg->train_sel); break; }
+        if (sent == 0) {                    // every case is marked bad: a restart would find the same
+            rc = -2;
+            set_err(err, "%s: no usable case in '%s' (%d skipped; the first, %s)", cfg->dataset, cfg->train_sel,
+                    skipped, first_bad);
+            break;
+        }
         log_msg('I', "epoch %ld: %d volumes sent, %d skipped, %.1f s", e, sent, skipped, now_s() - t0);
         if (stage_stopping(L->st)) { rc = 1; break; }
     }
     free(order);
-    return rc < 0 ? -1 : 0;
+    return rc < 0 ? rc : 0;
 }

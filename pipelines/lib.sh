@@ -51,8 +51,9 @@ srm_spawn() {
 }
 
 # The console during a run: the trainer's newest progress line ("step N/M ..."), every stage's
-# errors (E: lines) and the trainer's and exporter's warnings (W: lines: checkpoints not stored,
-# resends, a resume that keeps its schedule), as they reach the logs under $SRM_LOGS -- only what
+# errors (E: lines) and the trainer's, exporter's and loader's warnings (W: lines: checkpoints not
+# stored, resends, a resume that keeps its schedule, a case skipped -- the loader warns once a case,
+# naming the file and why), as they reach the logs under $SRM_LOGS -- only what
 # was written after srm_console_init (a resumed run does not repeat the first one's lines), whole
 # lines only, at most SRM_CONSOLE_MAX lines of a log per tick.
 declare -A SRM_LOG_OFF=()   # log file -> bytes already shown
@@ -75,7 +76,7 @@ srm_console_tick() {
         [[ $whole == "$chunk" ]] && continue              # not one whole line yet
         SRM_LOG_OFF[$f]=$((off + ${#whole} + 1))
         name=$(basename "$f" .log)
-        case $name in trainer|exporter) pat='^[EW]: ' ;; *) pat='^E: ' ;; esac
+        case $name in trainer|exporter|loader) pat='^[EW]: ' ;; *) pat='^E: ' ;; esac
         n=$(grep -cE "$pat" <<<"$whole")
         if ((n)); then
             grep -E "$pat" <<<"$whole" | head -n "$SRM_CONSOLE_MAX" | while IFS= read -r line; do printf '  [%s] %s\n' "$name" "$line"; done

@@ -5,7 +5,8 @@
 # with the names of params_M_btcv.txt: then give --variant/--width/--classes). Each IMAGE (NIfTI,
 # 4D = channels) gives OUT_DIR/<name>.nii.gz on that image's own grid (same dims and affine): a
 # uint8 label map, or with --logits the float32 logits (classes on the 4th axis). nnU-Net's one
-# file per channel, CASE_0000.nii.gz CASE_0001.nii.gz ..., is one case: OUT_DIR/CASE.nii.gz.
+# file per channel, CASE_0000.nii.gz CASE_0001.nii.gz ..., is one case: OUT_DIR/CASE.nii.gz (so is
+# a lone CASE_0000 for a one-channel model; a series img_0000, img_0001 ... stays one case a file).
 # Options after the images go to srm-evaluator (--window D,H,W, --overlap, --blend, --sw-batch,
 # --device, --spacing, --norm, --regions ...; see `srm-evaluator --help`). Each image gets the
 # preprocessing the model was trained with: srm-trainer keeps the loader's settings (spacing,

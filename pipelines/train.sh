@@ -369,23 +369,41 @@ srm_console_tick
 srm_log "the trainer finished"
 
 # ---- the final validation's predictions ------------------------------------------------------------
-# The trainer waited for the final validation metrics; the evaluator then sends one prediction per
-# validation case to the exporter. Wait (bounded) until they are all on disk.
+# The trainer waited for the final validation metrics, which the evaluator sent it directly; their
+# copy for metrics.jsonl and one prediction per validation case go to the exporter, and may still
+# be on their way. Wait (bounded) until the final validation's line and then the predictions are
+# all on disk.
 if ((EVALUATOR)) && ! ((REMOTE_EVAL)); then
-    # (the cases scored, and those the final validation could not score, with the first reason)
-    read -r want nfail why < <($SRM_PY - "$RUN/metrics.jsonl" <<'EOF' 2>/dev/null
+    # (the cases scored, and those the final validation could not score, with the first reason;
+    # final: 1 once the newest evaluator line is the final validation's)
+    final_scores() {
+        $SRM_PY - "$RUN/metrics.jsonl" <<'EOF' 2>/dev/null
 import json, sys
 best = None
 for line in open(sys.argv[1]):
-    o = json.loads(line)
+    try:
+        o = json.loads(line)
+    except ValueError:              # a line the exporter is appending right now
+        continue
     if o.get("source") == "evaluator" and (best is None or o["step"] >= best["step"]):
         best = o
-failed = ((best or {}).get("extra") or {}).get("failed") or []
+extra = (best or {}).get("extra") or {}
+failed = extra.get("failed") or []
 first = failed[0] if failed else {}
-print(len(best.get("cases") or []) if best else 0, len(failed),
+print(int(bool(extra.get("final"))), len(best.get("cases") or []) if best else 0, len(failed),
       ("%s: %s" % (first.get("case_id", "?"), first.get("error", "?"))).replace("\n", " ") if failed else "-")
 EOF
-    ) || want=0
+    }
+    # (only when the trainer got the final validation; its copy follows within the evaluator's
+    # resend interval unless the exporter is gone)
+    got=0
+    grep -q '^I: trainer: final validation mean Dice' "$SRM_LOGS/trainer.log" && got=60
+    for ((t = 0; ; t++)); do
+        read -r final want nfail why < <(final_scores) || { final=0 want=0; }
+        ((final || t >= got)) && break
+        srm_alive evaluator && srm_alive exporter || break    # gone: what they filed is all there is
+        sleep 1
+    done
     [[ ${nfail:-0} -gt 0 ]] &&
         srm_log "WARNING: the final validation could not score $nfail case(s); the first: $why"
     if ((want > 0)); then

@@ -21,8 +21,8 @@ int main(int argc, char **argv)
     stage_t *st = stage_new("loader");
     loader_t L;
     rc = loader_open(&L, &cfg, st, err);
-    const int config = rc == -2;
     if (rc == 0) rc = loader_run(&L, err);
+    const int config = rc == -2;            // bad settings, or no case of the split can be used
     if (rc) log_msg('E', "%s", err);
     else if (stage_signal(st)) log_msg('I', "stopping on signal %d", stage_signal(st));
     loader_close(&L);

@@ -6,7 +6,8 @@
 # header that lies about its size, absurd dims), plus a listed file that does not exist.
 # pipelines/train.sh (tiny, CPU) runs on it. Checks: the loader's log (RUN/logs) names every bad
 # case with the file and the problem and skips it; each epoch sends exactly the 4 good volumes and
-# skips the 10 bad ones; the good cases train (the trainer reaches its last step); nothing died.
+# skips the 10 bad ones, and the console of train.sh shows them; the good cases train (the trainer
+# reaches its last step); nothing died.
 set -u
 source "$(dirname "$0")/../tally.sh"
 need_exec "$BIN"/srm-{exporter,loader,augmenter,trainer}
@@ -62,6 +63,10 @@ while read -r cid words; do
   [ -n "$line" ] && ok "$cid reported by name with its problem: $(cut -c1-150 <<<"$line")" \
     || { bad "$cid: no loader line naming it with '$words'"; grep -F "$cid" "$llog" | head -n 2; }
 done <"$work/expect.txt"
+# the console names each skipped case too (5 a tick at most, the rest counted with the log's path)
+n_con=$(grep -c '^  \[loader\] W: loader: skipping case bad_' "$work/train.out")
+[ "$n_con" -ge 5 ] && ok "the console shows the skipped cases ($n_con lines)" \
+  || bad "the console shows $n_con skipped cases: $(grep -F '[loader]' "$work/train.out" | head -n 3)"
 grep -q "^step 30/30 " "$run/logs/trainer.log" && ok "the good cases train: step 30/30 reached" || bad "the trainer did not reach step 30"
 n_ep=$(grep -cE "epoch [0-9]+:" "$llog"); n_ok=$(grep -cE "epoch [0-9]+: 4 volumes sent, 10 skipped" "$llog")
 [ "$n_ep" -ge 1 ] && [ "$n_ok" -eq "$n_ep" ] && ok "every epoch: 4 good volumes sent, 10 bad skipped ($n_ep epochs)" \

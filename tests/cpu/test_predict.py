@@ -379,6 +379,13 @@ def main():
     r = run([predict, model, outser] + ser + win)
     check(r.returncode == 0 and sorted(os.listdir(outser)) == ["img_0000.nii.gz", "img_0001.nii.gz", "patient_0003.nii.gz"],
           "a numbered series for a 1-channel model: rc %d %s %s" % (r.returncode, os.listdir(outser) if os.path.isdir(outser) else "", r.stderr[-500:]))
+    # a lone CASE_0000 for a 1-channel model is case CASE, as nnU-Net names its prediction
+    lone = os.path.join(chd, "liver_7_0000.nii.gz")
+    subprocess.run(["cp", images[0], lone], check=True)
+    outlone = os.path.join(tmp, "pred_lone")
+    r = run([predict, model, outlone, lone] + win)
+    check(r.returncode == 0 and os.listdir(outlone) == ["liver_7.nii.gz"],
+          "a lone CASE_0000 for a 1-channel model: rc %d %s %s" % (r.returncode, os.listdir(outlone) if os.path.isdir(outlone) else "", r.stderr[-500:]))
     r = run([predict, m2, os.path.join(tmp, "pred_one"), images[0]] + win)
     check(r.returncode == 1 and images[0] in r.stderr and "the model takes 2" in r.stderr and "CASE_0000" in r.stderr,
           "a 1-channel image for a 2-channel model: rc %d %s" % (r.returncode, r.stderr[-500:]))

@@ -3,7 +3,7 @@
 # no restart can cure, so train.sh and join.sh (lib.sh srm_supervise) stop instead of restarting
 # them over and over: bad arguments (loader, augmenter, exporter, trainer, the evaluator's service
 # mode), a dataset
-# that does not exist (loader), a CURVE key file that does not exist (augmenter, loader,
+# that does not exist or has no usable training case (loader), a CURVE key file that does not exist (augmenter, loader,
 # exporter); and
 # join.sh with such an augmenter ends at once, status 1, saying it was not restarted.
 set -u
@@ -19,6 +19,17 @@ for s in loader augmenter exporter trainer evaluator; do
 done
 rc=$(st timeout 20 "$BIN/srm-loader" --dataset "$TMP/nowhere" --volumes "ipc://$TMP/v")
 check "[[ $rc == 78 ]] && grep -q '$TMP/nowhere' '$TMP/out'" "srm-loader with a missing dataset: status 78, the folder named (got $rc)"
+# every training case unusable (labels outside the declared classes): no restart would help
+cp -r "$TMP/data" "$TMP/badlab"
+/usr/bin/python3 -c '
+import glob, sys, numpy as np, nibabel as nib
+for f in glob.glob(sys.argv[1] + "/labelsTr/*.nii.gz"):
+    im = nib.load(f)
+    nib.save(nib.Nifti1Image(np.full(im.shape, 9, np.uint8), im.affine), f)
+' "$TMP/badlab"
+rc=$(st timeout 60 "$BIN/srm-loader" --dataset "$TMP/badlab" --volumes "ipc://$TMP/v2")
+check "[[ $rc == 78 ]] && grep -q 'no usable case in .train. (2 skipped; the first, case phantom_00[01]: .*labelsTr/phantom_00[01].nii.gz: label value 9' '$TMP/out'" \
+    "srm-loader with no usable training case: status 78, the first case's file and why named (got $rc)"
 rc=$(st timeout 20 "$BIN/srm-augmenter" --volumes tcp://127.0.0.1:1 --patches tcp://127.0.0.1:2 --patch 32 \
     --curve-client "$TMP/none.key" --server-key "$TMP/none.pub")
 check "[[ $rc == 78 ]] && grep -q 'none' '$TMP/out'" "srm-augmenter with a missing CURVE key file: status 78, the file named (got $rc)"

@@ -33,6 +33,8 @@ timeout 300 bash pipelines/train.sh "$TMP/plain" "$TMP/run1" "${ARGS[@]}" >"$TMP
 rc=$?
 check "[[ $rc == 0 ]]" "plain layout: train.sh exits 0 (exit $rc)"
 check "grep -q '4 classes (label files of' '$TMP/run1.out'" "plain layout: 4 classes counted from the label files"
+check "grep -q '\[loader\] W: .*has no dataset.json: its channels are normalised as MR' '$TMP/run1.out'" \
+    "plain layout: the console says the channels are taken as MR (no modality without dataset.json)"
 check "[[ -e '$TMP/run1/checkpoints/latest.ckpt' ]]" "plain layout: a checkpoint was written"
 
 # nnU-Net layout, region labels
