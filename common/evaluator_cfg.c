@@ -164,6 +164,7 @@ int eval_parse(eval_cfg_t *c, int argc, char **argv, char *err)
     if (c->n_labels && !c->n_images) return set_err(err, "--labels needs --images (a dataset has its own labels)");
     if (!service && !c->out_dir && !c->n_labels && !c->dataset) return set_err(err, "nothing to do: give --out DIR or --labels");
     if (!c->curve_client != !c->server_key) return set_err(err, "CURVE needs both --curve-client and --server-key");
+    if (stage_key_files_check(c->curve_client, c->server_key, NULL, err)) return -1;
     return model_cfg_check(&c->model, err);
 }
 

@@ -20,6 +20,8 @@ typedef struct {
     int has_patch, patch[3];        // config.patch: the training patch = the window
     int has_regions;
     char regions[256];              // config.regions (eval_regions_parse syntax)
+    char run[WIRE_ID_LEN];          // the trainer's run id ("" when not given): echoed as "run" in
+                                    // the job's metrics and predictions
 } eval_job_t;
 
 // A validation case from the loader, converted to float.

@@ -63,6 +63,10 @@ int eval_job_decode(const wire_msg_t *m, eval_job_t *j, char *err)
         return set_err(err, "job step %llu: kind '%s' is not weights, final or periodic", (unsigned long long)j->step, j->kind);
     int fin = 0;
     if (wire_get_bool(m, "final", &fin, 0, err) < 0) return -1;
+    int rc_run = wire_get_str(m, "run", j->run, sizeof j->run, 0, err);
+    if (rc_run < 0) return -1;
+    if (rc_run == 0 && !wire_token_ok(j->run))
+        return set_err(err, "job step %llu: 'run' must be 1..63 of [A-Za-z0-9_.:-]", (unsigned long long)j->step);
     j->final = fin || !strcmp(j->kind, "final");
     const wire_array_t *blob;
     if (wire_need_array(m, "blob", WIRE_DT(WIRE_U8), 1, 1, &blob, err) < 0) return -1;

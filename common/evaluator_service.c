@@ -31,16 +31,20 @@ typedef struct {
     stage_t *st;
     void *jobs, *cases, *exporter, *metrics;
     uint64_t seq;
-    char (*ids)[WIRE_ID_LEN];       // the loader's validation list (asked once)
-    int n_ids;
+    char (*ids)[WIRE_ID_LEN];       // the loader's validation list (asked for every job: a joined
+    int n_ids;                      // evaluator outlives runs, and a run's loader may change)
     dataset_t ds;                   // --dataset: source labels by case id
     int have_ds;
     eval_model_t *em;               // prepared model kept across jobs
     int em_roi[3];
     outbox_t *out;                  // metrics and predictions until the exporter acks them
-    int final_done;                 // a final job was validated: its step and weights' sha256
-    uint64_t final_step;
-    char final_sha[65];
+    int final_done;                 // a final job was validated: its step and weights' sha256,
+    uint64_t final_step;            // and its results, sent to the trainer again when it offers
+    char final_sha[65];             // the job again (its first copy may not have reached it)
+    eval_result_t *final_rs;
+    int final_n;
+    char *final_extra;
+    char final_run[WIRE_ID_LEN];
 } svc_t;
 
 static double now_s(void)
@@ -104,7 +108,9 @@ static int ask_loader(svc_t *s, const char *what, int64_t index, const char *cas
 
 static int fetch_list(svc_t *s, char *err)
 {
-    if (s->ids) return 0;
+    free(s->ids);
+    s->ids = NULL;
+    s->n_ids = 0;
     wire_msg_t m;
     wire_msg_init(&m);
     int rc = ask_loader(s, "list", -1, NULL, &m, err);
@@ -196,13 +202,14 @@ static void to_exporter(svc_t *s, wire_out_t *o, const char *what, const char *k
     outbox_post(s->out, o, what, key);
 }
 
-static void send_prediction(svc_t *s, const eval_case_t *c, uint8_t *labels, uint64_t step)
+static void send_prediction(svc_t *s, const eval_case_t *c, uint8_t *labels, uint64_t step, const char *run)
 {
     wire_out_t o;
     wire_out_init(&o, "volume");
     wire_put_str(&o, "case_id", c->id);
     wire_put_str(&o, "kind", "prediction");
     wire_put_u64(&o, "step", step);
+    if (run[0]) wire_put_str(&o, "run", run);
     double a[16], sp[3];
     for (int r = 0; r < 4; r++)
         for (int k = 0; k < 4; k++) a[4 * r + k] = c->rec.src_affine[r][k];
@@ -225,7 +232,25 @@ static void wait_acks(svc_t *s, double timeout_s, double stall_s, int interrupti
         log_msg('W', "exporter: %d message(s) not acknowledged yet", outbox_pending(s->out));
 }
 
-static void send_metrics(svc_t *s, uint64_t step, const eval_result_t *rs, int n, const char *extra)
+// The trainer's copy of a job's metrics. Its socket never holds the evaluator up: a full or
+// absent peer drops this copy.
+static void metrics_to_trainer(svc_t *s, uint64_t step, const eval_result_t *rs, int n, const char *extra,
+                               const char *run)
+{
+    wire_out_t o;
+    char err[ERR_LEN];
+    if (!s->metrics) return;
+    if (eval_metrics_msg(&o, step, rs, n, &s->cfg->lab, extra, err)) log_msg('E', "metrics: %s", err);
+    else {
+        if (run[0]) wire_put_str(&o, "run", run);
+        int rc = wire_send(s->metrics, &o, ZMQ_DONTWAIT, err);
+        if (rc == WIRE_AGAIN) log_msg('W', "trainer metrics socket full or not connected: step %llu not sent to it", (unsigned long long)step);
+        else if (rc < 0) log_msg('W', "trainer metrics: %s", err);
+    }
+    wire_out_free(&o);
+}
+
+static void send_metrics(svc_t *s, uint64_t step, const eval_result_t *rs, int n, const char *extra, const char *run)
 {
     wire_out_t o;
     char err[ERR_LEN];
@@ -233,19 +258,13 @@ static void send_metrics(svc_t *s, uint64_t step, const eval_result_t *rs, int n
         char what[48];
         snprintf(what, sizeof what, "metrics of step %llu", (unsigned long long)step);
         if (eval_metrics_msg(&o, step, rs, n, &s->cfg->lab, extra, err)) log_msg('E', "metrics: %s", err);
-        else to_exporter(s, &o, what, NULL);
-        wire_out_free(&o);
-    }
-    if (s->metrics) {
-        // The trainer's socket never holds the evaluator up: a full or absent peer drops this copy.
-        if (eval_metrics_msg(&o, step, rs, n, &s->cfg->lab, extra, err)) log_msg('E', "metrics: %s", err);
         else {
-            int rc = wire_send(s->metrics, &o, ZMQ_DONTWAIT, err);
-            if (rc == WIRE_AGAIN) log_msg('W', "trainer metrics socket full or not connected: step %llu not sent to it", (unsigned long long)step);
-            else if (rc < 0) log_msg('W', "trainer metrics: %s", err);
+            if (run[0]) wire_put_str(&o, "run", run);
+            to_exporter(s, &o, what, NULL);
         }
         wire_out_free(&o);
     }
+    metrics_to_trainer(s, step, rs, n, extra, run);
 }
 
 // ---- one job -----------------------------------------------------------------------------------
@@ -297,7 +316,7 @@ static int job_case(svc_t *s, const eval_job_t *j, const sw_cfg_t *sw, const eva
         eval_score(r, pred, ref, c.rec.src_dim, sp, eval_model_cfg(s->em)->classes, lab, s->cfg->hd95);
         r->ok = 1;
         if (s->exporter && (s->cfg->predictions == EVAL_PRED_EVERY || (j->final && s->cfg->predictions == EVAL_PRED_FINAL))) {
-            send_prediction(s, &c, pred, j->step);      // takes pred
+            send_prediction(s, &c, pred, j->step, j->run);      // takes pred
             pred = NULL;
         }
     }
@@ -350,12 +369,23 @@ static int run_job(svc_t *s, const eval_job_t *j, const char *peer, char *err)
     }
     if (rc == 0) {
         char *extra = job_extra_json(j, &sw, eval_model_device(s->em), how, now_s() - t0);
-        send_metrics(s, j->step, rs, s->n_ids, extra);
-        free(extra);
+        send_metrics(s, j->step, rs, s->n_ids, extra, j->run);
+        if (j->final) {                             // kept for the trainer's copies of this job
+            free(s->final_rs);
+            free(s->final_extra);
+            s->final_rs = rs;
+            s->final_n = s->n_ids;
+            s->final_extra = extra;
+            snprintf(s->final_run, sizeof s->final_run, "%s", j->run);
+            rs = NULL;
+        } else {
+            free(extra);
+        }
         if (j->final) wait_acks(s, 60, 30, 1);      // train.sh waits for the final predictions
         double md = NAN;
+        const eval_result_t *done = rs ? rs : s->final_rs;
         for (int k = 0, c = 0; k < s->n_ids; k++)
-            if (rs[k].ok && isfinite(rs[k].mean_dice)) { md = (c ? md * c : 0) + rs[k].mean_dice; md /= ++c; }
+            if (done[k].ok && isfinite(done[k].mean_dice)) { md = (c ? md * c : 0) + done[k].mean_dice; md /= ++c; }
         log_msg('I', "job step %llu done: %d/%d case(s), mean Dice %.4f, %.1f s", (unsigned long long)j->step, ok,
                 s->n_ids, md, now_s() - t0);
     }
@@ -443,10 +473,13 @@ int eval_run_service(const eval_cfg_t *cfg, stage_t *st, char *err)
         char jerr[ERR_LEN], peer[64], sha[65] = "";
         snprintf(peer, sizeof peer, "%s", m.peer);
         if (j.final) wire_sha256_hex(j.blob, j.blob_len, sha);
-        if (j.final && s.final_done && j.step == s.final_step && !strcmp(sha, s.final_sha)) {
+        if (j.final && s.final_done && j.step == s.final_step && !strcmp(sha, s.final_sha) && !strcmp(j.run, s.final_run)) {
             // the trainer offers its final job again until the metrics arrive (an evaluator
-            // killed meanwhile lost it); this one already validated these weights
-            log_msg('I', "final job step %llu from %s again: already validated, skipped", (unsigned long long)j.step, peer);
+            // killed meanwhile lost it, or the trainer was down when they came); this one already
+            // validated these weights: the trainer gets their metrics again, not a second run
+            log_msg('I', "final job step %llu from %s again: already validated; its metrics sent again",
+                    (unsigned long long)j.step, peer);
+            metrics_to_trainer(&s, j.step, s.final_rs, s.final_n, s.final_extra, s.final_run);
             wire_msg_free(&m);
             continue;
         }
@@ -471,6 +504,8 @@ int eval_run_service(const eval_cfg_t *cfg, stage_t *st, char *err)
     outbox_free(&s.out);
     eval_model_free(&s.em);
     free(s.ids);
+    free(s.final_rs);
+    free(s.final_extra);
     if (s.have_ds) dataset_free(&s.ds);
     return rc;
 }

@@ -29,12 +29,13 @@ typedef struct {
     const char *curve_secret;       // CURVE server key file (tcp only), with...
     const char *authorized;         // ...the authorised client keys file
     double plot_interval_s;         // curves.png refreshed at most this often (default 2)
+    const char *run_id;             // this run's id, or NULL: metrics / predictions of another refused
 } exporter_cfg_t;
 
 exporter_cfg_t exporter_cfg_default(void);
 
 // Parse argv into cfg (flags: --run-dir --bind --keep --every --allow-remote --curve-server
-// --authorized --plot-interval). 0, 1 for --help (usage printed), or -1 with err.
+// --authorized --plot-interval --run-id). 0, 1 for --help (usage printed), or -1 with err.
 int exporter_parse_args(exporter_cfg_t *cfg, int argc, char **argv, char *err);
 void exporter_usage(void);
 

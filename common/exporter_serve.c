@@ -28,11 +28,13 @@ void exporter_usage(void)
     fprintf(stderr,
             "usage: srm-exporter --run-dir RUN [--bind ENDPOINT] [--keep K] [--every N]\n"
             "                    [--allow-remote] [--curve-server KEYFILE --authorized FILE]\n"
-            "                    [--plot-interval SECONDS]\n"
+            "                    [--plot-interval SECONDS] [--run-id ID]\n"
             "  --bind      ROUTER endpoint (default ipc://RUN/sock/exporter; loopback only unless\n"
             "              --allow-remote)\n"
             "  --keep      keep the K newest step checkpoints besides latest and best (default 3)\n"
-            "  --every     also keep every step that is a multiple of N for good (default 0: off)\n");
+            "  --every     also keep every step that is a multiple of N for good (default 0: off)\n"
+            "  --run-id    this run's id (train.sh: RUN/run.id): metrics and predictions that name\n"
+            "              another run are refused, so an evaluator that outlived its run drops them\n");
 }
 
 static int parse_u64(const char *flag, const char *s, uint64_t *out, uint64_t lo, uint64_t hi, char *err)
@@ -60,6 +62,10 @@ int exporter_parse_args(exporter_cfg_t *cfg, int argc, char **argv, char *err)
         else if (!strcmp(a, "--bind")) cfg->bind = v;
         else if (!strcmp(a, "--curve-server")) cfg->curve_secret = v;
         else if (!strcmp(a, "--authorized")) cfg->authorized = v;
+        else if (!strcmp(a, "--run-id")) {
+            if (!wire_token_ok(v)) return set_err(err, "--run-id: '%s' is not 1..63 of [A-Za-z0-9_.:-]", v);
+            cfg->run_id = v;
+        }
         else if (!strcmp(a, "--keep")) { if (parse_u64(a, v, &u, 1, 1000000, err)) return -1; cfg->keep = (int)u; }
         else if (!strcmp(a, "--every")) { if (parse_u64(a, v, &cfg->every, 0, UINT64_MAX / 2, err)) return -1; }
         else if (!strcmp(a, "--plot-interval")) {
@@ -136,9 +142,7 @@ static void reply_msg_ack(void *sock, zmq_msg_t *id, const char *peer, const cha
 static int message_id(const wire_msg_t *m, char out[64], char *err)
 {
     int rc = wire_get_str(m, "id", out, 64, 0, err);
-    const char *p = out;
-    if (rc == 0) while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || (*p && strchr("_.:-", *p))) p++;
-    if (rc == 0 && *out && !*p) return 0;
+    if (rc == 0 && wire_token_ok(out)) return 0;
     out[0] = 0;
     if (rc == 1) return 0;
     return rc < 0 ? -1 : set_err(err, "%s: 'id' must be 1..63 of [A-Za-z0-9_.:-]", m->type);
@@ -227,6 +231,21 @@ static void on_request(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_msg
 
 // A prediction. With an `id` it is acknowledged by id, and one already written (its ack was
 // lost, so it came again) is acknowledged without being written twice.
+// A metrics line or prediction of another run (a joined evaluator that outlived it, now talking
+// to this run's exporter on the same port): refused for good, so its sender drops it. 1 when
+// refused (answered), else 0.
+static int other_run(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_msg_t *m, const char *msg_id)
+{
+    char err[ERR_LEN];
+    int rc = wire_check_run(m, ex->cfg.run_id, err);
+    if (rc == 0) return 0;
+    ex->n_rejected++;
+    log_msg('W', "%s: %s refused: %s", m->peer, m->type, err);
+    if (*msg_id) reply_msg_ack(sock, id, m->peer, m->type, msg_id, 0, err, 0, NULL);
+    else reply_error(sock, id, m->peer, "bad_request", err, 0);
+    return 1;
+}
+
 static void on_volume(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_msg_t *m)
 {
     char err[ERR_LEN], case_id[WIRE_ID_LEN], msg_id[64];
@@ -236,6 +255,7 @@ static void on_volume(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_msg_
         reply_error(sock, id, m->peer, "bad_request", err, 0);
         return;
     }
+    if (other_run(ex, sock, id, m, msg_id)) return;
     if (*msg_id && id_set_has(&ex->filed, msg_id)) {
         char cid[WIRE_ID_LEN] = "";
         wire_get_str(m, "case_id", cid, sizeof cid, 0, err);
@@ -262,6 +282,7 @@ static void on_metrics(exporter_t *ex, void *sock, zmq_msg_t *id, const wire_msg
 {
     char err[ERR_LEN], msg_id[64];
     int rc = message_id(m, msg_id, err);
+    if (!rc && other_run(ex, sock, id, m, msg_id)) return;
     if (!rc) rc = exporter_metrics(ex, m, msg_id, err);
     if (rc == 1) log_msg('I', "%s: metrics id %s came again: already recorded", m->peer, msg_id);
     if (rc < 0) {

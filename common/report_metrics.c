@@ -59,13 +59,14 @@ static int take_final(report_run_t *r, json_t *o, const char *path, int lineno, 
     return 0;
 }
 
-// Foreground names from the first evaluator line (extra.foreground, else the per-class array).
+// Foreground names from the first evaluator line that has them (extra.foreground, else the
+// per-class array): 0, 1 when this line has none (a validation that scored no case), -1 + err.
 static int set_names(report_run_t *r, json_t *o, const char *path, int lineno, char *err)
 {
     json_t *names = json_object_get(json_object_get(o, "extra"), "foreground");
     json_t *pc = json_object_get(o, "dice_mean_per_class");
     size_t n = json_is_array(names) ? json_array_size(names) : json_array_size(pc);
-    if (n == 0) return set_err(err, "%s:%d: evaluator line without foreground entries", path, lineno);
+    if (n == 0) return 1;
     if (n > REPORT_MAX_FG) return set_err(err, "%s:%d: %zu foreground entries (at most %d)", path, lineno, n, REPORT_MAX_FG);
     r->nfg = (int)n;
     for (size_t j = 0; j < n; j++) {
@@ -132,13 +133,13 @@ int report_read_metrics(const char *path, const char *key, double t0, const char
             r->train_t[r->n_train] = wall;
             r->train_step[r->n_train++] = step;
         } else if (!strcmp(src, "evaluator")) {
+            if (r->nfg == 0 && set_names(r, o, path, lineno, err) < 0) { json_decref(o); rc = -1; break; }
             if (r->n_eval == 0) {
-                if (set_names(r, o, path, lineno, err)) { json_decref(o); rc = -1; break; }
                 if (key) snprintf(r->key, sizeof r->key, "%s", key);
                 else snprintf(r->key, sizeof r->key, "%s", json_object_get(o, "dice_WT") ? "dice_WT" : "mean_dice");
             }
             json_t *pc = json_object_get(o, "dice_mean_per_class");
-            if (json_is_array(pc) && json_array_size(pc) != (size_t)r->nfg) {
+            if (json_is_array(pc) && json_array_size(pc) && json_array_size(pc) != (size_t)r->nfg) {
                 json_decref(o);
                 rc = set_err(err, "%s:%d: %zu classes where earlier lines had %d", path, lineno, json_array_size(pc), r->nfg);
                 break;
@@ -149,7 +150,7 @@ int report_read_metrics(const char *path, const char *key, double t0, const char
             e->step = step;
             e->key = num_or_nan(json_object_get(o, r->key));
             e->mean = num_or_nan(json_object_get(o, "mean_dice"));
-            for (int j = 0; j < r->nfg; j++) e->fg[j] = num_or_nan(json_array_get(pc, (size_t)j));
+            for (int j = 0; j < REPORT_MAX_FG; j++) e->fg[j] = j < r->nfg ? num_or_nan(json_array_get(pc, (size_t)j)) : NAN;
             // The final evaluation: marked final beats unmarked; then higher step, then later.
             int marked = json_is_true(json_object_get(json_object_get(o, "extra"), "final"));
             if (!have_final || marked > final_marked ||

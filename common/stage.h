@@ -81,6 +81,10 @@ void stage_msg_peer(zmq_msg_t *msg, char *out, size_t cap);
 // Authorised-keys file: one client public key per line (bare z85, or a "public-key = " line).
 int stage_key_read(const char *path, char public_z85[41], char secret_z85[41], char *err);
 int stage_key_write(const char *path, const char *public_z85, const char *secret_z85, char *err);
+// Read the key files a stage was given (any may be NULL): a secret key file, a public one, an
+// authorised-keys file. At argument time, so that a missing or bad one is a configuration error
+// (exit 78, no restart) rather than a failure at the first socket. 0 or -1 with err naming it.
+int stage_key_files_check(const char *secret, const char *pub, const char *authorized, char *err);
 // Start the ZAP handler of st's context: CURVE clients are admitted only if their public key is
 // listed in path. Call before opening CURVE server sockets. 0 or -1 with err.
 int stage_curve_authorize(stage_t *st, const char *path, char *err);

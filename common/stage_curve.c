@@ -88,6 +88,17 @@ int stage_key_read(const char *path, char public_z85[41], char secret_z85[41], c
     return 0;
 }
 
+int stage_key_files_check(const char *secret, const char *pub, const char *authorized, char *err)
+{
+    char p[41], s[41];
+    if (secret && stage_key_read(secret, p, s, err)) return -1;
+    if (pub && stage_key_read(pub, p, NULL, err)) return -1;
+    char *buf = authorized ? slurp(authorized, err) : NULL;
+    if (authorized && !buf) return -1;
+    free(buf);
+    return 0;
+}
+
 int stage_key_write(const char *path, const char *public_z85, const char *secret_z85, char *err)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, secret_z85 ? 0600 : 0644);

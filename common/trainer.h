@@ -38,6 +38,8 @@ typedef struct {
     int allow_remote;
     const char *curve_server, *authorized;      // binding sockets (patches, evaljobs, metrics)
     const char *curve_client, *server_key;      // the exporter connection
+    const char *run_id;             // this run's id (train.sh: RUN/run.id): in eval jobs; validation
+                                    // metrics that name another run are ignored (NULL: no check)
     int deterministic;
     const char *spool_dir;          // unacknowledged checkpoints live here until acked
     double ack_timeout_s;           // resend an unacknowledged checkpoint after this long

@@ -8,6 +8,8 @@ exact behaviour of issue 4 (parameter table on stdout).
 #include "check.h"
 #include "cli.h"
 #include "labels.h"
+#include "stage.h"
+#include "wire_msgs.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +36,7 @@ void trainer_usage(void *file)
         "          --exporter EP (DEALER connect)  --allow-remote\n"
         "          --curve-server KEY --authorized FILE (bound sockets)\n"
         "          --curve-client KEY --server-key FILE (the exporter connection)\n"
+        "          --run-id ID (put in eval jobs; validation metrics of another run are ignored)\n"
         "checkpoints: --spool DIR (unacknowledged checkpoints; default /tmp/srm-trainer-PID)\n"
         "          --preprocessing FILE (the loader's --write-preprocessing output: kept in every\n"
         "          checkpoint so that predicting applies the training's preprocessing)\n"
@@ -181,6 +184,10 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
         else if (!strcmp(a, "--authorized")) c->authorized = v;
         else if (!strcmp(a, "--curve-client")) c->curve_client = v;
         else if (!strcmp(a, "--server-key")) c->server_key = v;
+        else if (!strcmp(a, "--run-id")) {
+            if (!wire_token_ok(v)) return set_err(err, "--run-id: '%s' is not 1..63 of [A-Za-z0-9_.:-]", v);
+            c->run_id = v;
+        }
         else if (!strcmp(a, "--spool")) c->spool_dir = v;
         else if (!strcmp(a, "--ack-timeout")) rc = cli_double(a, v, 0.1, 86400, &c->ack_timeout_s, err);
         else if (!strcmp(a, "--exporter-resend")) rc = cli_double(a, v, 0.1, 86400, &c->exporter_resend_s, err);
@@ -222,5 +229,8 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
     if (c->resume && !c->exporter_ep) return set_err(err, "--resume asks the exporter: give --exporter");
     if (!!c->curve_server != !!c->authorized) return set_err(err, "--curve-server and --authorized go together");
     if (!!c->curve_client != !!c->server_key) return set_err(err, "--curve-client and --server-key go together");
+    if (stage_key_files_check(c->curve_server, NULL, c->authorized, err) ||
+        stage_key_files_check(c->curve_client, c->server_key, NULL, err))
+        return -1;
     return 0;
 }

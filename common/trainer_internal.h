@@ -146,7 +146,8 @@ void report_interval(report_t *r, outbox_t *out, long step, long total, float lr
 // Returns 0 sent, WIRE_AGAIN skipped (busy/absent), -1 with err.
 int report_eval_job(const trainer_cfg_t *c, const model_t *m, const char *spool, void *jobs_sock,
                     const float *params, long step, int final, char *err);
-// One message from the metrics socket (the evaluator's validation results): log it.
-void report_on_validation(report_t *r, const wire_msg_t *msg);
+// One message from the metrics socket (the evaluator's validation results): log it, unless it
+// names another run than run_id (NULL: no check).
+void report_on_validation(report_t *r, const wire_msg_t *msg, const char *run_id);
 
 #endif

@@ -45,8 +45,8 @@ typedef struct {
     double last_batch;
     int warned_wait;
     long drops_since_good;          // batches dropped since the last good one
-    long drops_unlogged;            // of them, dropped without a log line (rate limit)
-    double last_drop_log;
+    long drops_logged, drops_unlogged;  // in the current minute of drop logging: lines, and drops
+    double drop_window;             // without one (rate limit); monotonic start of that minute
     char why[ERR_LEN];              // next_batch's 3: the mismatch
     double t_start;                 // monotonic time at which trainer_run began (--max-minutes)
     budget_t budget;
@@ -158,7 +158,7 @@ static void service(trainer_t *t)
             int rc = wire_recv(t->metrics, &m, ZMQ_DONTWAIT, err);
             if (rc == WIRE_AGAIN) { wire_msg_free(&m); break; }
             if (rc < 0) log_msg('W', "%s: rejected a message on the metrics socket: %s", m.peer[0] ? m.peer : "?", err);
-            else if (!strcmp(m.type, "metrics")) report_on_validation(&t->rep, &m);
+            else if (!strcmp(m.type, "metrics")) report_on_validation(&t->rep, &m, t->c->run_id);
             else if (strcmp(m.type, "heartbeat")) log_msg('W', "%s: '%s' message on the metrics socket ignored", m.peer, m.type);
             wire_msg_free(&m);
         }
@@ -166,8 +166,9 @@ static void service(trainer_t *t)
     ckpt_flow_tick(&t->ck);
 }
 
-// A dropped batch: logged (the first 10 since the last good batch, then one line per 10 s with
-// the count), and -- when nothing but dropped batches came for --batch-timeout -- the sign of a
+// A dropped batch: logged (at most 10 lines a minute, then the count of the others: an
+// augmenter with the wrong --patch beside good ones sends a bad batch between good ones, all
+// run long), and -- when nothing but dropped batches came for --batch-timeout -- the sign of a
 // lasting disagreement with the augmenters (--batch, --in-channels, --patch, --classes) that no
 // restart cures. 1 then, else 0.
 static int batch_dropped(trainer_t *t, const char *peer, const char *why)
@@ -175,12 +176,15 @@ static int batch_dropped(trainer_t *t, const char *peer, const char *why)
     double now = trainer_now();
     t->rep.bad_batches++;
     t->drops_since_good++;
-    if (t->drops_since_good <= 10 || now - t->last_drop_log >= 10) {
+    if (now - t->drop_window >= 60) {           // a new minute of logging
         if (t->drops_unlogged)
-            log_msg('W', "%ld more batches dropped since the last line", t->drops_unlogged);
+            log_msg('W', "%ld more batches dropped in the last minute (not logged one by one)", t->drops_unlogged);
+        t->drop_window = now;
+        t->drops_logged = t->drops_unlogged = 0;
+    }
+    if (t->drops_logged < 10) {
         log_msg('W', "%s: batch dropped: %s", peer, why);
-        t->last_drop_log = now;
-        t->drops_unlogged = 0;
+        t->drops_logged++;
     } else {
         t->drops_unlogged++;
     }
@@ -314,12 +318,16 @@ static int finish(trainer_t *t, int completed)
         tb_download(t->b);
         double t0 = trainer_now();
         int sent = 0;
+        log_msg('I', "final eval job step %ld: waiting up to %.0f s for an evaluator to take it", t->state.step,
+                c->final_eval_timeout_s);
         while (!(sent = final_job_sent(t)) && trainer_now() - t0 < c->final_eval_timeout_s && !stage_stopping(t->st)) {
             zmq_pollitem_t it = { .socket = t->jobs, .events = ZMQ_POLLOUT };
             if (zmq_poll(&it, 1, 500) < 0 && zmq_errno() != EINTR) break;
             service(t);
         }
-        if (!sent) log_msg('W', "no evaluator took the final eval job within %.0f s", c->final_eval_timeout_s);
+        if (!sent && stage_stopping(t->st))
+            log_msg('W', "no evaluator took the final eval job (stopped after %.0f s)", trainer_now() - t0);
+        else if (!sent) log_msg('W', "no evaluator took the final eval job within %.0f s", c->final_eval_timeout_s);
         else {
             log_msg('I', "final eval job step %ld sent; waiting up to %.0f s for its validation", t->state.step,
                     c->final_eval_timeout_s - (trainer_now() - t0));
@@ -332,7 +340,9 @@ static int finish(trainer_t *t, int completed)
                 if (trainer_now() - t0 < c->final_eval_timeout_s && final_job_sent(t))
                     log_msg('I', "no validation of step %ld yet: the final eval job is offered again", t->state.step);
             }
-            if (!got)
+            if (!got && stage_stopping(t->st))
+                log_msg('W', "no validation metrics for step %ld (stopped after %.0f s)", t->state.step, trainer_now() - t0);
+            else if (!got)
                 log_msg('W', "no validation metrics for step %ld arrived in time", t->state.step);
             else if (isfinite(t->rep.last_mean_dice))
                 log_msg('I', "final validation mean Dice %.4f", t->rep.last_mean_dice);

@@ -131,6 +131,7 @@ int report_eval_job(const trainer_cfg_t *c, const model_t *m, const char *spool,
     wire_put_u64(&o, "step", (uint64_t)step);
     wire_put_str(&o, "kind", final ? "final" : "weights");
     wire_put_str(&o, "sha256", sha);
+    if (c->run_id) wire_put_str(&o, "run", c->run_id);      // echoed by the evaluator's results
     int rc = wire_pack_json(wire_put_key(&o, "config"), cfg, err);
     if (!rc) {
         msgpack_packer *pk = wire_put_key(&o, "patch");
@@ -147,10 +148,15 @@ int report_eval_job(const trainer_cfg_t *c, const model_t *m, const char *spool,
     return rc;
 }
 
-void report_on_validation(report_t *r, const wire_msg_t *msg)
+void report_on_validation(report_t *r, const wire_msg_t *msg, const char *run_id)
 {
     char err[ERR_LEN];
     wire_metrics_t x;
+    int other = wire_check_run(msg, run_id, err);
+    if (other) {                        // a joined evaluator that outlived its run: not ours
+        log_msg('W', "%s: validation metrics ignored: %s", msg->peer, err);
+        return;
+    }
     if (wire_decode_metrics(msg, &x, err)) {
         log_msg('W', "%s: bad metrics message: %s", msg->peer, err);
         return;

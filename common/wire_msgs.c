@@ -27,6 +27,23 @@ static int dims_ok(const int64_t *s, int n, int64_t lo, int64_t hi)
     return 1;
 }
 
+int wire_token_ok(const char *s)
+{
+    size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-");
+    return n >= 1 && n <= 63 && !s[n];
+}
+
+int wire_check_run(const wire_msg_t *m, const char *ours, char *err)
+{
+    char run[WIRE_ID_LEN];
+    int rc = wire_get_str(m, "run", run, sizeof run, 0, err);
+    if (rc < 0) return -1;
+    if (rc == 0 && !wire_token_ok(run)) return set_err(err, "%s: 'run' must be 1..63 of [A-Za-z0-9_.:-]", m->type);
+    if (rc == 1 || !ours || !*ours || !strcmp(run, ours)) return 0;
+    set_err(err, "%s of run %s, not of this run (%s)", m->type, run, ours);
+    return 1;
+}
+
 int64_t wire_labels_check(const uint8_t *labels, size_t n, int num_classes)
 {
     for (size_t i = 0; i < n; i++)

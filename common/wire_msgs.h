@@ -124,6 +124,12 @@ int wire_decode_error(const wire_msg_t *m, wire_error_t *e, char *err);
 int64_t wire_labels_check(const uint8_t *labels, size_t n, int num_classes);
 // SHA-256 of n bytes as 64 lowercase hex characters + NUL.
 void wire_sha256_hex(const void *data, size_t n, char out[65]);
+// Whether s is a message or run id: 1..63 of [A-Za-z0-9_.:-] (docs/protocol.md).
+int wire_token_ok(const char *s);
+// A message's optional "run" (the trainer's run id, docs/protocol.md) against ours: 0 when either
+// is absent or they are equal; 1 with err naming both when the message is another run's; -1 with
+// err when its "run" is malformed.
+int wire_check_run(const wire_msg_t *m, const char *ours, char *err);
 // JSON text <-> msgpack (used for the checkpoint config; depth and size bounded).
 int wire_pack_json(msgpack_packer *pk, const char *json, char *err);
 char *wire_obj_to_json(const msgpack_object *o, char *err);    // malloc'd text, or NULL with err

@@ -11,7 +11,7 @@
 # --server-key KEY). Dead workers are restarted (up to --restarts times; not one that exits 78,
 # a configuration error); join.sh ends when none is left: status 0 when every worker ended
 # cleanly (e.g. an evaluator with -- --exit-after-final), 1 when one was given up. Ctrl-C stops
-# them all. Logs: --logs DIR.
+# them all. Logs: --logs DIR; the console shows the workers' errors and warnings as they come.
 set -uo pipefail
 SRM_SCRIPT=join
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -44,6 +44,8 @@ if [[ -n $MAIN ]]; then
     J=${J:-$EP_CONN_evaljobs}; M=${M:-$EP_CONN_metrics}; E=${E:-$EP_CONN_exporter}
 fi
 mkdir -p "$SRM_LOGS" || srm_die "cannot create $SRM_LOGS"
+SRM_CONSOLE_WARN='augmenter-[0-9]+|evaluator'   # a joined worker's warnings are the main clue here
+srm_console_init                # (lines of earlier joins in the same logs are not repeated)
 
 trap 'srm_log "stopping"; srm_stop_all 10; exit 130' INT TERM
 trap 'srm_stop_all 5' EXIT
@@ -71,6 +73,7 @@ while :; do
     for name in "${!SRM_PID[@]}"; do
         srm_supervise "$name" "$RESTARTS" || [[ ${SRM_LAST_RC[$name]:-0} == 0 ]] || lost=1
     done
+    srm_console_tick                # the workers' errors and warnings (a wrong key, no loader...)
     if ((${#SRM_PID[@]} == 0)); then
         ((lost)) && { srm_log "no worker left: see the logs in $SRM_LOGS"; exit 1; }
         srm_log "every worker ended"; exit 0

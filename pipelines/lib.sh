@@ -50,14 +50,16 @@ srm_spawn() {
     srm_log "started $name (pid $!), log $SRM_LOGS/$name.log"
 }
 
-# The console during a run: the trainer's newest progress line ("step N/M ..."), every stage's
-# errors (E: lines) and the trainer's, exporter's and loader's warnings (W: lines: checkpoints not
-# stored, resends, a resume that keeps its schedule, a case skipped -- the loader warns once a case,
-# naming the file and why), as they reach the logs under $SRM_LOGS -- only what
-# was written after srm_console_init (a resumed run does not repeat the first one's lines), whole
-# lines only, at most SRM_CONSOLE_MAX lines of a log per tick.
+# The console during a run: the trainer's newest progress line ("step N/M ..."), its wait for the
+# final validation and the result, every stage's errors (E: lines), and the warnings (W: lines) of
+# the stages SRM_CONSOLE_WARN names -- the trainer's, exporter's and loader's (checkpoints not
+# stored, resends, a resume that keeps its schedule, a case skipped: the loader warns once a case,
+# naming the file and why), or join.sh's workers -- as they reach the logs under $SRM_LOGS: only
+# what was written after srm_console_init (a resumed run does not repeat the first one's lines),
+# whole lines only, at most SRM_CONSOLE_MAX lines of a log per tick.
 declare -A SRM_LOG_OFF=()   # log file -> bytes already shown
 SRM_CONSOLE_MAX=${SRM_CONSOLE_MAX:-5}
+SRM_CONSOLE_WARN=${SRM_CONSOLE_WARN:-trainer|exporter|loader}   # stages whose W: lines are shown too
 srm_console_init() {
     local f
     for f in "$SRM_LOGS"/*.log; do [[ -e $f ]] && SRM_LOG_OFF[$f]=$(stat -c %s "$f"); done
@@ -76,7 +78,8 @@ srm_console_tick() {
         [[ $whole == "$chunk" ]] && continue              # not one whole line yet
         SRM_LOG_OFF[$f]=$((off + ${#whole} + 1))
         name=$(basename "$f" .log)
-        case $name in trainer|exporter|loader) pat='^[EW]: ' ;; *) pat='^E: ' ;; esac
+        if [[ $name =~ ^($SRM_CONSOLE_WARN)$ ]]; then pat='^[EW]: '; else pat='^E: '; fi
+        [[ $name == trainer ]] && pat+='|^I: trainer: final (eval job|validation)'    # the end's waits and result
         n=$(grep -cE "$pat" <<<"$whole")
         if ((n)); then
             grep -E "$pat" <<<"$whole" | head -n "$SRM_CONSOLE_MAX" | while IFS= read -r line; do printf '  [%s] %s\n' "$name" "$line"; done

@@ -94,6 +94,9 @@ done
 [[ -n $STEPS || -n $MAX_MIN ]] || STEPS=1000
 [[ -z $STEPS || $STEPS =~ ^[0-9]+$ ]] && [[ $BATCH =~ ^[0-9]+$ ]] || srm_die "--steps and --batch take integers"
 [[ -z $MAX_MIN || $MAX_MIN =~ ^[0-9]*[.]?[0-9]+$ ]] || srm_die "--max-minutes: '$MAX_MIN' is not a number"
+# A remote evaluator runs with join.sh's settings; the job carries only the patch (its window).
+((REMOTE_EVAL)) && [[ -n $WINDOW || $OVERLAP != 0.5 || -n $EVAL_ARGS ]] &&
+    srm_log "WARNING: --window, --overlap and --evaluator-args are for a local evaluator: give them to join.sh evaluator on the other host"
 # (the augmenters get (SEED + a resumed step) * 1000 + i: 15 digits keep that inside 2^63)
 [[ $SEED =~ ^[0-9]{1,15}$ ]] || srm_die "--seed: '$SEED' is not a non-negative integer of at most 15 digits"
 srm_need_bin exporter loader augmenter trainer inspect
@@ -201,7 +204,7 @@ trainer_cmd() {
         --val-every "$VAL_EVERY" --ckpt-every "$CKPT_EVERY" --seed "$SEED" --device "$DEVICE"
         --patches "$EP_BIND_patches" --evaljobs "$EP_BIND_evaljobs" --metrics "$EP_BIND_metrics"
         --exporter "$EP_CONN_exporter" --spool "$RUN/spool" --preprocessing "$RUN/preprocessing.json"
-        "${REMOTE_FLAG[@]}")
+        --run-id "$RUN_ID" "${REMOTE_FLAG[@]}")
     [[ -n $LR ]] && cmd+=(--lr "$LR")
     [[ -n $STEPS ]] && cmd+=(--steps "$STEPS")
     [[ -n $MAX_MIN ]] && cmd+=(--max-minutes "$MAX_MIN")
@@ -317,7 +320,13 @@ what="$CLASSES classes"
 augs="$NAUG augmenter(s)"
 ((REMOTE_AUG)) && augs="augmenters on other hosts (join.sh)"
 srm_log "dataset $DATASET, run $RUN: $what, $INCH channel(s), patch $PATCH, batch $BATCH, ${STEPS:-no cap on the} steps${MAX_MIN:+, $MAX_MIN minutes}$( ((RESUME)) && echo " (a resume keeps its first run's schedule)"), $augs"
-srm_start exporter "$SRM_BIN/srm-exporter" --run-dir "$RUN" --bind "$EP_BIND_exporter" "${REMOTE_FLAG[@]}" "${X_EXPORTER[@]}"
+# The run's id, kept for its resumes: in every eval job, echoed in the metrics and predictions of
+# the job, so that the trainer and the exporter take no results of another run (an evaluator
+# joined with join.sh outlives a run, and the next one may use the same port).
+[[ -s $RUN/run.id ]] || od -An -N8 -tx1 /dev/urandom | tr -d ' \n' >"$RUN/run.id" || srm_die "cannot write $RUN/run.id"
+RUN_ID=$(<"$RUN/run.id")
+[[ $RUN_ID =~ ^[A-Za-z0-9_.:-]{1,63}$ ]] || srm_die "$RUN/run.id: '$RUN_ID' is not a run id (1..63 of A-Z a-z 0-9 _ . : -)"
+srm_start exporter "$SRM_BIN/srm-exporter" --run-dir "$RUN" --bind "$EP_BIND_exporter" --run-id "$RUN_ID" "${REMOTE_FLAG[@]}" "${X_EXPORTER[@]}"
 if ((LOADER_CHOOSES)); then echo --loader-args; else printf '%s\n' "${SPLIT_ARGS[*]}"; fi >"$RUN/cases.args" ||
     srm_die "cannot write $RUN/cases.args"
 srm_start loader "$SRM_BIN/srm-loader" --dataset "$DATASET" "${SPLIT_ARGS[@]}" \

@@ -116,6 +116,7 @@ def main():
         run_checks(tmp, ds, blob, jobs, mets, expo, ev, logs)
         real_exporter(tmp, ds, blob, jobs, mets, logs, procs)
         stop_while_unacked(tmp, blob, jobs, mets, logs, procs)
+        final_again(tmp, blob, jobs, mets, logs, procs)
         curve(tmp, blob, mets, logs, procs)
     finally:
         for p in procs:
@@ -165,19 +166,21 @@ def run_checks(tmp, ds, blob, jobs, mets, expo, ev, logs):
     jobs.send_multipart([os.urandom(64)])
     jobs.send_multipart(job(3, "weights", blob, sha="0" * 64))
     # a real job
-    jobs.send_multipart(job(7, "weights", blob, config={"patch": [32, 32, 32]}))
+    jobs.send_multipart(job(7, "weights", blob, config={"patch": [32, 32, 32]}, run="runA.1"))
     got = recv(mets, 120)
     check(got is not None, "no metrics from the evaluator on the trainer's socket within 120 s")
     if got is None:
         return
     h, a = decode(got)
     metrics_ok(h, a, 7, val_ids, "trainer copy")
+    check(h.get("run") == "runA.1", "the trainer copy names the job's run: %s" % h.get("run"))
     got = recv_expo(expo, 30)
     check(got is not None and len(got) >= 2, "no metrics on the exporter socket")
     if got:
         he, ae = decode(got[1:])
         metrics_ok(he, ae, 7, val_ids, "exporter copy")
         check(isinstance(he.get("id"), str) and 1 <= len(he["id"]) <= 63, "the exporter copy carries an id: %s" % he.get("id"))
+        check(he.get("run") == "runA.1", "the exporter copy names the job's run: %s" % he.get("run"))
         expo.send_multipart([got[0]] + encode("ack", {"of": "metrics", "id": he.get("id", ""), "ok": True}, []))
     # jobs arriving while one runs: the newest is taken next, never an older one after it
     jobs.setsockopt(zmq.SNDTIMEO, 60000)
@@ -194,7 +197,7 @@ def run_checks(tmp, ds, blob, jobs, mets, expo, ev, logs):
     check(steps == [11, 13], "metrics steps %s: want 11, then 13 (12 superseded while 11 ran: the evaluator "
           "takes the newest job waiting, also one still in the sender's queue)" % steps)
     # final job: predictions on the source grid, Dice recomputed from them
-    jobs.send_multipart(job(14, "final", blob))
+    jobs.send_multipart(job(14, "final", blob, run="runA.1"))
     # Everything the exporter gets is acked by id, except the first copy of the first prediction:
     # the evaluator must send that one again (same id) and wait for its ack before it exits.
     preds, mfinal, first, resent = {}, None, None, False
@@ -207,7 +210,8 @@ def run_checks(tmp, ds, blob, jobs, mets, expo, ev, logs):
             continue
         ident, hh, aa = got[0], *decode(got[1:])
         if hh["type"] == "volume":
-            check(hh.get("kind") == "prediction" and hh.get("step") == 14, "prediction header %s" % {k: hh.get(k) for k in ("kind", "step")})
+            check(hh.get("kind") == "prediction" and hh.get("step") == 14 and hh.get("run") == "runA.1",
+                  "prediction header %s" % {k: hh.get(k) for k in ("kind", "step", "run")})
             preds[hh["case_id"]] = (hh, aa)
             if first is None:
                 first = hh.get("id")
@@ -297,6 +301,34 @@ def stop_while_unacked(tmp, blob, jobs, mets, logs, procs):
     took = time.time() - t0
     check(rc == 0 and took < 8, "SIGTERM while waiting for acks: exit %s after %.1f s (want 0, under 8 s)" % (rc, took))
     mute.close()
+
+
+def final_again(tmp, blob, jobs, mets, logs, procs):
+    """A final job offered again (the trainer had not got its metrics: it was down, or the copy
+    was dropped) is not run twice, but its metrics go to the trainer again, with the job's run;
+    the loader's validation list is asked for every job (a joined evaluator outlives runs)."""
+    logs.flush()
+    start = os.path.getsize(logs.name)              # this evaluator's lines come after
+    ev = subprocess.Popen([os.path.join(BIN, "srm-evaluator"), "--jobs", "ipc://%s/evaljobs" % tmp,
+                           "--cases", "ipc://%s/cases" % tmp, "--metrics", "ipc://%s/metrics" % tmp,
+                           "--window", "32"], stdout=logs, stderr=logs)
+    procs.append(ev)
+    jobs.send_multipart(job(40, "weights", blob, run="runB"))
+    first = recv_step(mets, 40, 120)
+    jobs.send_multipart(job(41, "final", blob, run="runB"))
+    got = recv_step(mets, 41, 120)
+    check(first is not None and got is not None, "a job and a final job validated")
+    jobs.send_multipart(job(41, "final", blob, run="runB"))
+    again = recv_step(mets, 41, 30)
+    check(again is not None and decode(again)[0].get("run") == "runB" and
+          decode(again)[0].get("values") == decode(got)[0].get("values"),
+          "the final job offered again: its metrics sent again, the same values, the job's run")
+    ev.send_signal(signal.SIGTERM)
+    ev.wait(timeout=30)
+    logs.flush()
+    text = open(logs.name).read()[start:]
+    check("already validated; its metrics sent again" in text, "the evaluator says it did not run the final job again")
+    check(text.count("serves 2 validation case(s)") == 2, "the loader's list was asked for each of the 2 jobs run")
 
 
 def read_key(path):

@@ -505,6 +505,50 @@ def test_message_ids(tmp):
     check(ex.stop() == 0, "stops with 0")
 
 
+def test_run_id(tmp):
+    """--run-id: metrics and predictions naming another run (an evaluator that outlived its run)
+    are refused for good (ack ok=false, retry=false) and filed nowhere; this run's and those that
+    name no run are filed; a malformed run is refused; a bad --run-id stops the exporter (78)."""
+    run = os.path.join(tmp, "runid")
+    os.makedirs(run)
+    ex = Exporter(run, "--run-id", "a1b2c3")
+    jl = os.path.join(run, "metrics.jsonl")
+
+    def nlines():
+        return sum(1 for _ in open(jl)) if os.path.exists(jl) else 0
+
+    def msg(frames, **fields):
+        h = msgpack.unpackb(frames[0], raw=False)
+        h.update(fields)
+        return [msgpack.packb(h, use_bin_type=True)] + frames[1:]
+
+    m = metrics_msg(20, "evaluator", {"mean_dice": 0.7})
+    h, _ = ex.ask(msg(m, id="ev.1", run="ffee99"))
+    check(h is not None and h["type"] == "ack" and h.get("ok") is False and h.get("retry") is False and
+          "ffee99" in h.get("error", "") and "a1b2c3" in h.get("error", ""),
+          "metrics of another run -> ack ok=false, retry=false, both runs named: %s" % h)
+    check(nlines() == 0, "... and not filed")
+    h, _ = ex.ask(msg(m, id="ev.2", run="a1b2c3"))
+    check(h is not None and h.get("ok") is True and nlines() == 1, "metrics of this run -> filed: %s" % h)
+    h, _ = ex.ask(msg(metrics_msg(21, "trainer", {"loss": 0.3}), id="tr.1"))
+    check(h is not None and h.get("ok") is True and nlines() == 2, "metrics naming no run -> filed: %s" % h)
+    h, _ = ex.ask(msg(m, id="ev.3", run="bad run"))
+    check(h is not None and h.get("ok") is False and nlines() == 2, "a malformed run -> refused: %s" % h)
+    aff = np.diag([1.5, 1.5, 2.0, 1.0])
+    lab = np.zeros((4, 5, 6), np.uint8)
+    pred = encode("volume", {"kind": "prediction", "case_id": "old_case", "affine": aff.ravel().tolist()}, [("labels", "u8", lab)])
+    h, _ = ex.ask(msg(pred, id="ev.4", run="ffee99"))
+    check(h is not None and h.get("of") == "volume" and h.get("ok") is False and h.get("retry") is False and
+          not os.path.exists(os.path.join(run, "predictions", "old_case.nii.gz")),
+          "a prediction of another run -> refused, not written: %s" % h)
+    h, _ = ex.ask(msg(pred, id="ev.5", run="a1b2c3"))
+    check(h is not None and h.get("ok") is True and os.path.exists(os.path.join(run, "predictions", "old_case.nii.gz")),
+          "a prediction of this run -> written: %s" % h)
+    check(ex.stop() == 0, "stops with 0")
+    r = subprocess.run([EXPORTER, "--run-dir", run, "--run-id", "no/slash"], capture_output=True, text=True, timeout=30)
+    check(r.returncode == 78 and "--run-id" in r.stderr, "a bad --run-id: status 78: %d %s" % (r.returncode, r.stderr[-200:]))
+
+
 def test_disk_full(tmp):
     mnt = os.path.join(tmp, "small")
     os.makedirs(mnt)
@@ -569,6 +613,7 @@ def main():
         test_main(tmp)
         test_awaiting_scores(tmp)
         test_message_ids(tmp)
+        test_run_id(tmp)
         test_disk_full(tmp)
     finally:
         if failures() == 0:

@@ -60,9 +60,9 @@ base=$(( 30000 + ($$ % 2000) * 10 ))
 ej=tcp://$host_ip:$base me=tcp://$host_ip:$((base + 1)) ex=tcp://$host_ip:$((base + 2))
 pa=tcp://127.0.0.1:$((base + 3))
 run=$work/run
-# The trainer's --curve-server covers all its bound sockets and refuses ipc with CURVE, and
-# srm-augmenter has no CURVE client option yet: so patches come over CURVE/TCP from a small
-# pyzmq feeder with an authorised key (synthetic 16^3 batches) instead of local augmenters.
+# The trainer's --curve-server covers all its bound sockets and refuses ipc with CURVE, so
+# patches come over CURVE/TCP -- here from a small pyzmq feeder with an authorised key
+# (synthetic 16^3 batches) rather than augmenters, which keeps this test about the evaluator.
 bash "$ROOT/pipelines/train.sh" "$work/ph" "$run" --preset tiny --device cpu --patch 16 --batch 1 --steps 40 \
     --ckpt-every 10 --val-every 10 --remote-augmenters --remote-evaluator --allow-remote \
     --ep-evaljobs "$ej" --ep-metrics "$me" --ep-exporter "$ex" --ep-patches "$pa" --final-timeout 120 \

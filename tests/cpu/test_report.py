@@ -212,6 +212,22 @@ def main():
             check_ok(False, f"overlay_good.png decodes: {e}")
         check_ok("overlay_good.png" in p.stdout, "the markdown lists the overlay")
 
+        # a run whose first validation scored no case (every case failed), then a good one
+        run0 = os.path.join(tmp, "run_first_empty")
+        os.makedirs(run0)
+        empty = {"step": 5, "wall_time": T0 + 5, "source": "evaluator", "mean_dice": None, "cases": [],
+                 "cases_ok": 0, "cases_failed": 2, "extra": {"final": False, "foreground": [], "mode": "regions"}}
+        write_metrics(os.path.join(run0, "metrics.jsonl"), [empty, evaluator(10, 10, 0.7, 0.6, 0.5, ["a", "b"], final=True)])
+        p = subprocess.run([REPORT, run0, "--out", os.path.join(tmp, "out0"), "--max-overlays", "0"],
+                           capture_output=True, text=True, timeout=60)
+        check_ok(p.returncode == 0 and "WT" in p.stdout,
+                 f"a first validation that scored no case: the report still comes, names from the next ({p.returncode}: {p.stderr.strip()[:160]})")
+        write_metrics(os.path.join(run0, "metrics.jsonl"), [empty])
+        p = subprocess.run([REPORT, run0, "--out", os.path.join(tmp, "out1"), "--max-overlays", "0"],
+                           capture_output=True, text=True, timeout=60)
+        check_ok(p.returncode == 0 and "No case was scored" in p.stdout,
+                 f"only a validation that scored no case: said so ({p.returncode}: {p.stderr.strip()[:160]} {p.stdout[-300:]})")
+
         with open(os.path.join(run, "metrics.jsonl"), "a") as f:
             f.write('{"step": 1, "wall_time"\n')
         p = subprocess.run([REPORT, run, "--out", out, "--max-overlays", "0"], capture_output=True, text=True, timeout=60)

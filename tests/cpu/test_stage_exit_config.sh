@@ -4,7 +4,7 @@
 # them over and over: bad arguments (loader, augmenter, exporter, trainer, the evaluator's service
 # mode), a dataset
 # that does not exist or has no usable training case (loader), a CURVE key file that does not exist (augmenter, loader,
-# exporter); and
+# exporter, trainer, evaluator); and
 # join.sh with such an augmenter ends at once, status 1, saying it was not restarted.
 set -u
 source "$(dirname "$0")/../pipeline_test.sh"
@@ -43,6 +43,15 @@ check "[[ $rc == 78 ]] && grep -q 'none.key' '$TMP/out'" "srm-loader with a miss
 rc=$(st timeout 20 "$BIN/srm-exporter" --run-dir "$TMP/xrun" --bind tcp://127.0.0.1:0 --allow-remote \
     --curve-server "$TMP/none.key" --authorized "$auth")
 check "[[ $rc == 78 ]] && grep -q 'none.key' '$TMP/out'" "srm-exporter with a missing CURVE secret key file: status 78, the file named (got $rc)"
+rc=$(st timeout 20 "$BIN/srm-trainer" --patches tcp://127.0.0.1:0 --allow-remote --curve-server "$TMP/none.key" \
+    --authorized "$auth")
+check "[[ $rc == 78 ]] && grep -q 'none.key' '$TMP/out'" "srm-trainer with a missing CURVE secret key file: status 78, the file named (got $rc)"
+rc=$(st timeout 20 "$BIN/srm-trainer" --patches "ipc://$TMP/p" --exporter tcp://127.0.0.1:1 --curve-client "$TMP/keys/client.key" \
+    --server-key "$TMP/none.pub")
+check "[[ $rc == 78 ]] && grep -q 'none.pub' '$TMP/out'" "srm-trainer with a missing server key file: status 78, the file named (got $rc)"
+rc=$(st timeout 20 "$BIN/srm-evaluator" --jobs tcp://127.0.0.1:1 --cases tcp://127.0.0.1:2 --curve-client "$TMP/none.key" \
+    --server-key "$TMP/none.pub")
+check "[[ $rc == 78 ]] && grep -q 'none.key' '$TMP/out'" "srm-evaluator (service) with a missing CURVE key file: status 78, the file named (got $rc)"
 
 start=$(date +%s)
 timeout 60 bash pipelines/join.sh augmenters --main 127.0.0.1:1 --count 1 --patch 32,32,32 --batch 1 \
@@ -50,5 +59,6 @@ timeout 60 bash pipelines/join.sh augmenters --main 127.0.0.1:1 --count 1 --patc
 rc=$? took=$(($(date +%s) - start))
 check "[[ $rc == 1 ]] && ((took < 20))" "join.sh with an augmenter that cannot start: status 1 in ${took}s (got $rc)"
 check "grep -q 'configuration error (status 78): not restarted' '$TMP/join.out'" "join.sh says the augmenter was not restarted"
+check "grep -q '\[augmenter-0\] E: .*none' '$TMP/join.out'" "join.sh's console shows the augmenter's error (the key file)"
 check "! grep -q 'restarting it' '$TMP/join.out'" "no restart loop"
 check_summary
