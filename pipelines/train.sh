@@ -106,8 +106,10 @@ srm_need_bin exporter loader augmenter trainer inspect
 # --shape reads them as the loader does (declared labels' largest value + 1, nnU-Net regions
 # included; without dataset.json the label files' largest value + 1 and the channel files).
 shape=$("$SRM_BIN/srm-inspect" --dataset "$DATASET" --shape 2>&1) || srm_die "$shape"
-read -r dc dk from nval f0t f0v ign < <($SRM_PY -c 'import json, sys; o = json.loads(sys.argv[1]); print(o["channels"], o["classes"], o["classes_from"].replace(" ", "_"), o["validation"], o["fold0_train"], o["fold0_val"], "-" if o["ignore"] is None else o["ignore"])' "$shape") ||
+read -r dc dk from nval f0t f0v ign gaps < <($SRM_PY -c 'import json, sys; o = json.loads(sys.argv[1]); print(o["channels"], o["classes"], o["classes_from"].replace(" ", "_"), o["validation"], o["fold0_train"], o["fold0_val"], "-" if o["ignore"] is None else o["ignore"], ",".join(map(str, o["undeclared"])) or "-")' "$shape") ||
     srm_die "srm-inspect --shape: unexpected answer '$shape'"
+[[ $gaps == - || -n $CLASSES || -n $REGIONS ]] ||
+    srm_log "WARNING: label value(s) $gaps of 0..$((dk - 1)) declared by no label of $DATASET: the model gets an output for each, which no voxel trains (nnU-Net wants consecutive labels)"
 [[ $ign == - ]] || srm_log "label $ign is nnU-Net's \"ignore\": those voxels are left out of the loss, the crops' centres and the scores"
 if [[ -z $CLASSES && -n $REGIONS ]]; then
     IFS=';' read -ra _parts <<<"$REGIONS"

@@ -9,6 +9,7 @@ inspect.c -- bin/srm-inspect: what the loader sees in one NIfTI file, or in a da
   srm-inspect --dataset DIR     the dataset report (cases, splits, problems) of dataset.h.
   srm-inspect --dataset DIR --shape   {"channels": C, "classes": K, "classes_from": ...,
                                 "ignore": V or null (nnU-Net's "ignore" label, not a class),
+                                "undeclared": values below the largest class no label declares,
                                 "validation": N, "fold0_train": N, "fold0_val": N}: what a model
                                 for DIR takes and gives, and which validation cases it has
                                 (pipelines/train.sh asks): the declared labels' largest value + 1,
@@ -187,11 +188,18 @@ static int print_shape(const char *dir, char *err)
     if (dataset_fold(&ds, 0, &tr, &ntr, &va, &nva, e2)) ntr = nva = 0;     // too few cases: no fold
     free(tr);
     free(va);
-    char ignore[16] = "null";
+    char ignore[16] = "null", gaps[1200] = "";
     if (ds.ignore_label >= 0) snprintf(ignore, sizeof ignore, "%d", ds.ignore_label);
-    printf("{\"channels\": %d, \"classes\": %d, \"classes_from\": \"%s\", \"ignore\": %s, \"validation\": %d, "
-           "\"fold0_train\": %d, \"fold0_val\": %d}\n", ds.n_channels, classes,
-           ds.num_classes ? "declared labels" : "label files", ignore, nval, ntr, nva);
+    // values below the largest class that no label declares: outputs no voxel trains (nnU-Net
+    // refuses such datasets; here they are said, and the model has a class that stays empty)
+    unsigned char held[256] = { 0 };
+    for (int l = 0; l < ds.n_labels; l++)
+        for (int j = 0; j < ds.labels[l].n_values; j++) held[ds.labels[l].values[j]] = 1;
+    for (int v = 0, len = 0; ds.n_labels && v < ds.num_classes && len < (int)sizeof gaps - 8; v++)
+        if (!held[v]) len += snprintf(gaps + len, sizeof gaps - len, "%s%d", len ? ", " : "", v);
+    printf("{\"channels\": %d, \"classes\": %d, \"classes_from\": \"%s\", \"ignore\": %s, \"undeclared\": [%s], "
+           "\"validation\": %d, \"fold0_train\": %d, \"fold0_val\": %d}\n", ds.n_channels, classes,
+           ds.num_classes ? "declared labels" : "label files", ignore, gaps, nval, ntr, nva);
     dataset_free(&ds);
     return fflush(stdout) ? set_err(err, "%s: cannot write to stdout", dir) : 0;
 }

@@ -4,7 +4,8 @@
 #   - a plain imagesTr/ + labelsTr/ folder without dataset.json (labels 0..3): 4 classes counted
 #     from the label files (the old default of 2 made the loader skip every case, then hang);
 #   - an nnU-Net dataset.json whose labels include regions ({"all": [1, 2, 3], "core": [2, 3]}):
-#     4 classes from the largest value, not 3 entries;
+#     4 classes from the largest value, not 3 entries; a value below the largest that no label
+#     declares is named by srm-inspect --shape and train.sh;
 #   - --norm ct-nnunet takes nnU-Net's CT normalisation from srm-inspect --intensities into the
 #     run's preprocessing settings, and is refused for a dataset whose channels are not all CT;
 #   - no validation split declared: fold 0 of the 5-fold split is validated (nnU-Net's default);
@@ -52,6 +53,20 @@ timeout 300 bash pipelines/train.sh "$TMP/nnu" "$TMP/run2" "${ARGS[@]}" >"$TMP/r
 rc=$?
 check "[[ $rc == 0 ]]" "nnU-Net region labels: train.sh exits 0 (exit $rc)"
 check "grep -q '4 classes (declared labels of' '$TMP/run2.out'" "nnU-Net region labels: 4 classes (largest value + 1)"
+
+# labels with a gap (value 4 declared by no label, 5 is): said before training, the model keeps 6 classes
+mkdir -p "$TMP/nngap"
+cp -r "$TMP/nnu/imagesTr" "$TMP/nnu/labelsTr" "$TMP/nngap/"
+cat >"$TMP/nngap/dataset.json" <<'EOF'
+{"channel_names": {"0": "MR"}, "labels": {"background": 0, "organ": 1, "lesion": 2, "vessel": 3, "other": 5},
+ "numTraining": 4, "file_ending": ".nii.gz"}
+EOF
+shape=$("$BIN/srm-inspect" --dataset "$TMP/nngap" --shape 2>&1)
+check "[[ '$shape' == *'\"classes\": 6'* && '$shape' == *'\"undeclared\": [4]'* ]]" "a gap in the labels: inspect --shape names value 4 ($shape)"
+timeout 300 bash pipelines/train.sh "$TMP/nngap" "$TMP/run9" "${ARGS[@]}" >"$TMP/run9.out" 2>&1
+rc=$?
+check "[[ $rc == 0 ]] && grep -q 'WARNING: label value(s) 4 of 0..5 declared by no label' '$TMP/run9.out'" \
+    "a gap in the labels: train.sh warns and trains (exit $rc)"
 
 # --norm ct-nnunet: nnU-Net's CT normalisation from the dataset's fingerprint (the same layout
 # with its channel named CT), carried into the run's preprocessing settings; refused with no CT
