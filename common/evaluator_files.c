@@ -111,9 +111,9 @@ static int run_case(eval_model_t *em, const eval_cfg_t *cfg, case_t *c, const ui
 // A reference label the scoring has no place for (a value the model's K classes or the
 // --regions do not hold) would silently count as background: refuse the case, naming the file.
 static int check_reference(const char *path, const uint8_t *ref, const volume_t *img, int K,
-                           const eval_labels_t *lab, char *err)
+                           const eval_labels_t *lab, int ignore_ok, char *err)
 {
-    int64_t bad = eval_ref_unscorable(ref, volume_voxels(img), K, lab);
+    int64_t bad = eval_ref_unscorable(ref, volume_voxels(img), K, lab, ignore_ok);
     if (bad < 0) return 0;
     if (lab->nregions)
         return set_err(err, "%s: voxel %lld holds label %d, which none of the %d regions of --regions holds", path,
@@ -150,7 +150,8 @@ static int load_case(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx,
                        !ds && c->image.C < mc->in_channels ? " (give a 4D image, or one file per channel named "
                                                              "CASE_0000, CASE_0001, ... as nnU-Net)" : "");
     }
-    if (*ref && check_reference(ds ? ds->cases[idx[k]].label : cfg->labels[k], *ref, &c->image, mc->classes, &cfg->lab, err))
+    if (*ref && check_reference(ds ? ds->cases[idx[k]].label : cfg->labels[k], *ref, &c->image, mc->classes, &cfg->lab,
+                                ds && ds->ignore_label >= 0, err))
         return -1;
     for (int ch = 0; ch < c->image.C && ch < cfg->n_modality; ch++) c->modality[ch] = cfg->modality[ch];
     if (cfg->force_modality >= 0)

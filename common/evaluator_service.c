@@ -45,6 +45,7 @@ typedef struct {
     int final_n;
     char *final_extra;
     char final_run[WIRE_ID_LEN];
+    eval_labels_t final_lab;        // the classes / regions it was scored with
 } svc_t;
 
 static double now_s(void)
@@ -138,8 +139,15 @@ static uint8_t *reference(svc_t *s, const eval_case_t *c, const char **how, char
             ref = xmalloc(n);
             for (size_t k = 0; k < n; k++) {
                 float v = l.data[k];
-                if (!(v >= 0 && v <= 255)) { set_err(err, "%s: voxel %zu holds %g", s->ds.cases[i].label, k, v); free(ref); ref = NULL; break; }
-                ref[k] = (int)lrintf(v) == s->ds.ignore_label ? LABEL_IGNORE : (uint8_t)lrintf(v);
+                const int lv = (int)lrintf(v);
+                if (!(v >= 0 && v <= 255) || (lv == LABEL_IGNORE && s->ds.ignore_label != LABEL_IGNORE)) {
+                    set_err(err, "%s: voxel %zu holds %g%s", s->ds.cases[i].label, k, v,
+                            lv == LABEL_IGNORE ? " (255 is no class; dataset.json can declare it \"ignore\")" : "");
+                    free(ref);
+                    ref = NULL;
+                    break;
+                }
+                ref[k] = lv == s->ds.ignore_label ? LABEL_IGNORE : (uint8_t)lv;
             }
         }
         volume_free(&l);
@@ -234,13 +242,13 @@ static void wait_acks(svc_t *s, double timeout_s, double stall_s, int interrupti
 
 // The trainer's copy of a job's metrics. Its socket never holds the evaluator up: a full or
 // absent peer drops this copy.
-static void metrics_to_trainer(svc_t *s, uint64_t step, const eval_result_t *rs, int n, const char *extra,
-                               const char *run)
+static void metrics_to_trainer(svc_t *s, uint64_t step, const eval_result_t *rs, int n, const eval_labels_t *lab,
+                               const char *extra, const char *run)
 {
     wire_out_t o;
     char err[ERR_LEN];
     if (!s->metrics) return;
-    if (eval_metrics_msg(&o, step, rs, n, &s->cfg->lab, extra, err)) log_msg('E', "metrics: %s", err);
+    if (eval_metrics_msg(&o, step, rs, n, lab, extra, err)) log_msg('E', "metrics: %s", err);
     else {
         if (run[0]) wire_put_str(&o, "run", run);
         int rc = wire_send(s->metrics, &o, ZMQ_DONTWAIT, err);
@@ -250,21 +258,23 @@ static void metrics_to_trainer(svc_t *s, uint64_t step, const eval_result_t *rs,
     wire_out_free(&o);
 }
 
-static void send_metrics(svc_t *s, uint64_t step, const eval_result_t *rs, int n, const char *extra, const char *run)
+// lab: the classes / regions the job was scored with (the job's regions, else ours): the names
+static void send_metrics(svc_t *s, uint64_t step, const eval_result_t *rs, int n, const eval_labels_t *lab,
+                         const char *extra, const char *run)
 {
     wire_out_t o;
     char err[ERR_LEN];
     if (s->exporter) {
         char what[48];
         snprintf(what, sizeof what, "metrics of step %llu", (unsigned long long)step);
-        if (eval_metrics_msg(&o, step, rs, n, &s->cfg->lab, extra, err)) log_msg('E', "metrics: %s", err);
+        if (eval_metrics_msg(&o, step, rs, n, lab, extra, err)) log_msg('E', "metrics: %s", err);
         else {
             if (run[0]) wire_put_str(&o, "run", run);
             to_exporter(s, &o, what, NULL);
         }
         wire_out_free(&o);
     }
-    metrics_to_trainer(s, step, rs, n, extra, run);
+    metrics_to_trainer(s, step, rs, n, lab, extra, run);
 }
 
 // ---- one job -----------------------------------------------------------------------------------
@@ -369,7 +379,7 @@ static int run_job(svc_t *s, const eval_job_t *j, const char *peer, char *err)
     }
     if (rc == 0) {
         char *extra = job_extra_json(j, &sw, eval_model_device(s->em), how, now_s() - t0);
-        send_metrics(s, j->step, rs, s->n_ids, extra, j->run);
+        send_metrics(s, j->step, rs, s->n_ids, &lab, extra, j->run);
         if (j->final) {                             // kept for the trainer's copies of this job
             free(s->final_rs);
             free(s->final_extra);
@@ -377,6 +387,7 @@ static int run_job(svc_t *s, const eval_job_t *j, const char *peer, char *err)
             s->final_n = s->n_ids;
             s->final_extra = extra;
             snprintf(s->final_run, sizeof s->final_run, "%s", j->run);
+            s->final_lab = lab;
             rs = NULL;
         } else {
             free(extra);
@@ -479,7 +490,7 @@ int eval_run_service(const eval_cfg_t *cfg, stage_t *st, char *err)
             // validated these weights: the trainer gets their metrics again, not a second run
             log_msg('I', "final job step %llu from %s again: already validated; its metrics sent again",
                     (unsigned long long)j.step, peer);
-            metrics_to_trainer(&s, j.step, s.final_rs, s.final_n, s.final_extra, s.final_run);
+            metrics_to_trainer(&s, j.step, s.final_rs, s.final_n, &s.final_lab, s.final_extra, s.final_run);
             wire_msg_free(&m);
             continue;
         }

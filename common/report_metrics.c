@@ -133,8 +133,10 @@ int report_read_metrics(const char *path, const char *key, double t0, const char
             r->train_t[r->n_train] = wall;
             r->train_step[r->n_train++] = step;
         } else if (!strcmp(src, "evaluator")) {
-            if (r->nfg == 0 && set_names(r, o, path, lineno, err) < 0) { json_decref(o); rc = -1; break; }
-            if (r->n_eval == 0) {
+            // names and the default key from the first line that scored a case
+            int named = r->nfg == 0 ? set_names(r, o, path, lineno, err) : 1;
+            if (named < 0) { json_decref(o); rc = -1; break; }
+            if (r->n_eval == 0 || named == 0) {
                 if (key) snprintf(r->key, sizeof r->key, "%s", key);
                 else snprintf(r->key, sizeof r->key, "%s", json_object_get(o, "dice_WT") ? "dice_WT" : "mean_dice");
             }

@@ -171,17 +171,23 @@ static void service(trainer_t *t)
 // run long), and -- when nothing but dropped batches came for --batch-timeout -- the sign of a
 // lasting disagreement with the augmenters (--batch, --in-channels, --patch, --classes) that no
 // restart cures. 1 then, else 0.
+// Once a minute of drop logging is over (seen at the next drop, or the next good batch): the
+// count of the drops it did not log one by one, and a new minute begins.
+static void drops_minute_over(trainer_t *t, double now)
+{
+    if (now - t->drop_window < 60) return;
+    if (t->drops_unlogged)
+        log_msg('W', "%ld more batches dropped in the last minute (not logged one by one)", t->drops_unlogged);
+    t->drop_window = now;
+    t->drops_logged = t->drops_unlogged = 0;
+}
+
 static int batch_dropped(trainer_t *t, const char *peer, const char *why)
 {
     double now = trainer_now();
     t->rep.bad_batches++;
     t->drops_since_good++;
-    if (now - t->drop_window >= 60) {           // a new minute of logging
-        if (t->drops_unlogged)
-            log_msg('W', "%ld more batches dropped in the last minute (not logged one by one)", t->drops_unlogged);
-        t->drop_window = now;
-        t->drops_logged = t->drops_unlogged = 0;
-    }
+    drops_minute_over(t, now);
     if (t->drops_logged < 10) {
         log_msg('W', "%s: batch dropped: %s", peer, why);
         t->drops_logged++;
@@ -233,6 +239,7 @@ static int next_batch(trainer_t *t)
             t->last_batch = trainer_now();
             t->warned_wait = 0;
             t->drops_since_good = 0;
+            if (t->drops_unlogged) drops_minute_over(t, t->last_batch);
             return 0;
         }
     }

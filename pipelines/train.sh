@@ -335,6 +335,8 @@ srm_start loader "$SRM_BIN/srm-loader" --dataset "$DATASET" "${SPLIT_ARGS[@]}" \
     --volumes "$EP_BIND_volumes" --cases "$EP_BIND_cases" --cache "${CACHE:-$RUN/cache}" --seed "$DATA_SEED" \
     --classes "$CLASSES" --write-preprocessing "$RUN/preprocessing.json" "${PREP_ARGS[@]}" "${REMOTE_FLAG[@]}" \
     "${X_LOADER[@]}"
+# (what this invocation's trainer writes: its log is appended to across resumes)
+TRAINER_LOG_FROM=$(($(stat -c %s "$SRM_LOGS/trainer.log" 2>/dev/null || echo 0) + 1)) T_START=$(date +%s)
 if ((RESUME)); then trainer_cmd resume; else trainer_cmd fresh; fi
 if ! ((REMOTE_AUG)); then
     for ((i = 0; i < NAUG; i++)); do
@@ -388,7 +390,7 @@ if ((EVALUATOR)) && ! ((REMOTE_EVAL)); then
     # (the cases scored, and those the final validation could not score, with the first reason;
     # final: 1 once the newest evaluator line is the final validation's)
     final_scores() {
-        $SRM_PY - "$RUN/metrics.jsonl" <<'EOF' 2>/dev/null
+        $SRM_PY - "$RUN/metrics.jsonl" "$T_START" <<'EOF' 2>/dev/null
 import json, sys
 best = None
 for line in open(sys.argv[1]):
@@ -401,14 +403,15 @@ for line in open(sys.argv[1]):
 extra = (best or {}).get("extra") or {}
 failed = extra.get("failed") or []
 first = failed[0] if failed else {}
-print(int(bool(extra.get("final"))), len(best.get("cases") or []) if best else 0, len(failed),
+# final: this invocation's (a resumed run's metrics.jsonl holds the earlier ones' lines too)
+print(int(bool(extra.get("final")) and best["wall_time"] >= float(sys.argv[2]) - 5), len(best.get("cases") or []) if best else 0, len(failed),
       ("%s: %s" % (first.get("case_id", "?"), first.get("error", "?"))).replace("\n", " ") if failed else "-")
 EOF
     }
     # (only when the trainer got the final validation; its copy follows within the evaluator's
     # resend interval unless the exporter is gone)
     got=0
-    grep -q '^I: trainer: final validation mean Dice' "$SRM_LOGS/trainer.log" && got=60
+    tail -c +"$TRAINER_LOG_FROM" "$SRM_LOGS/trainer.log" | grep -q '^I: trainer: final validation mean Dice' && got=60
     for ((t = 0; ; t++)); do
         read -r final want nfail why < <(final_scores) || { final=0 want=0; }
         ((final || t >= got)) && break

@@ -8,6 +8,7 @@
 #   - srm-evaluator's Dice of each case equals the Dice numpy computes from the written label
 #     maps with the ignored voxels left out, and differs from the Dice with them counted as
 #     background (so the test fails if the scoring stops leaving them out);
+#   - a 0/255 mask given to srm-evaluator --labels (no dataset.json) is refused, not ignored;
 #   - a dataset declaring the ignore label below a class is refused by train.sh, naming the file.
 set -u
 source "$(dirname "$0")/../pipeline_test.sh"
@@ -82,6 +83,19 @@ for line in open(out):
     cases += 1
 assert cases == 4 and differs > 0, (cases, differs)
 PY" "evaluator Dice = numpy Dice without the ignored voxels (4 cases), not the Dice counting them as background"
+
+# Without a dataset.json declaring it, 255 is no ignore label: a 0/255 mask given with --labels is
+# refused (it would otherwise lose its foreground from every score), naming the file.
+/usr/bin/python3 - "$TMP/data/labelsTr/phantom_000.nii.gz" "$TMP/mask255.nii.gz" <<'PY'
+import sys, numpy as np, nibabel as nib
+im = nib.load(sys.argv[1])
+nib.save(nib.Nifti1Image((np.asarray(im.dataobj) > 0).astype(np.uint8) * 255, im.affine), sys.argv[2])
+PY
+"$BIN/srm-evaluator" --model "$TMP/m.safetensors" --images "$TMP/data/imagesTr/phantom_000.nii.gz" \
+    --labels "$TMP/mask255.nii.gz" --window 32 --no-hd95 >"$TMP/mask.out" 2>&1
+rc=$?
+check "[[ $rc != 0 ]] && grep -q 'mask255.nii.gz: voxel .* holds label 255' '$TMP/mask.out'" \
+    "a 0/255 mask as --labels: refused naming the file (exit $rc)"
 
 # The ignore label must lie above every class (nnU-Net's rule): refused before anything starts.
 sed 's/"ignore": 4/"ignore": 2, "extra": 5/' "$DS/dataset.json" >"$TMP/bad.json" && cp "$TMP/bad.json" "$DS/dataset.json"

@@ -220,8 +220,8 @@ def main():
         write_metrics(os.path.join(run0, "metrics.jsonl"), [empty, evaluator(10, 10, 0.7, 0.6, 0.5, ["a", "b"], final=True)])
         p = subprocess.run([REPORT, run0, "--out", os.path.join(tmp, "out0"), "--max-overlays", "0"],
                            capture_output=True, text=True, timeout=60)
-        check_ok(p.returncode == 0 and "WT" in p.stdout,
-                 f"a first validation that scored no case: the report still comes, names from the next ({p.returncode}: {p.stderr.strip()[:160]})")
+        check_ok(p.returncode == 0 and "WT" in p.stdout and "dice_WT" in p.stdout,
+                 f"a first validation that scored no case: the report still comes, names and key from the next ({p.returncode}: {p.stderr.strip()[:160]} {p.stdout[:400]})")
         write_metrics(os.path.join(run0, "metrics.jsonl"), [empty])
         p = subprocess.run([REPORT, run0, "--out", os.path.join(tmp, "out1"), "--max-overlays", "0"],
                            capture_output=True, text=True, timeout=60)
