@@ -11,6 +11,7 @@ tests/fuzz/corpus/dataset (made from the repository's and shared/data's dataset.
 */
 #include "dataset.h"
 #include "check.h"
+#include "labels.h"
 #include <math.h>
 #include <nifti2_io.h>
 #include <stdio.h>
@@ -122,7 +123,9 @@ static void check_case(const dataset_t *ds, int i)
         if (c.image.C > CASE_MAX_CHANNELS) FINDING("case %s loaded with %d channels", dc->id, c.image.C);
         size_t n = volume_voxels(&c.image);
         for (size_t v = 0; c.label && v < n; v++)
-            if (ds->num_classes > 0 && c.label[v] >= ds->num_classes) FINDING("case %s: label %d >= %d classes", dc->id, c.label[v], ds->num_classes);
+            if (ds->num_classes > 0 && c.label[v] >= ds->num_classes && !(c.label[v] == LABEL_IGNORE && ds->ignore_label >= 0))
+                FINDING("case %s: label %d >= %d classes", dc->id, c.label[v], ds->num_classes);
+            else if (c.label[v] == LABEL_IGNORE && ds->ignore_label < 0) FINDING("case %s: label 255 without an ignore label", dc->id);
         for (size_t v = 0; v < n * (size_t)c.image.C; v++)
             if (!isfinite(c.image.data[v])) FINDING("case %s: non-finite voxel", dc->id);
         case_free(&c);
@@ -137,9 +140,14 @@ static void query(const dataset_t *ds)
     if (ds->n_channels < 1 || ds->n_channels > CASE_MAX_CHANNELS) FINDING("%d channels", ds->n_channels);
     for (int i = 0; i < ds->n_channels; i++)
         if (!ds->channel_names[i]) FINDING("channel %d has no name", i);
-    for (int i = 0; i < ds->n_labels; i++)
+    for (int i = 0; i < ds->n_labels; i++) {         // (the "ignore" entry is no class: above them all)
+        const int ign = !strcmp(ds->labels[i].name, "ignore");
         for (int j = 0; j < ds->labels[i].n_values; j++)
-            if (ds->labels[i].values[j] < 0 || ds->labels[i].values[j] >= ds->num_classes) FINDING("label value out of num_classes");
+            if (ign ? ds->labels[i].values[j] != ds->ignore_label || ds->ignore_label < ds->num_classes
+                    : ds->labels[i].values[j] < 0 || ds->labels[i].values[j] >= ds->num_classes)
+                FINDING("label value out of num_classes");
+    }
+    if (ds->num_classes > LABEL_MAX_CLASS + 1) FINDING("%d classes", ds->num_classes);
     for (int i = 0; i < ds->n_cases; i++) {
         const dataset_case_t *c = &ds->cases[i];
         if (!c->id) FINDING("case %d has no id", i);
