@@ -301,14 +301,14 @@ int case_cache_get(const char *dir, const dataset_t *ds, int i, const preprocess
     if (s == CACHE_HIT) return 0;
     if (s == CACHE_CORRUPT) log_msg('W', "%s; rebuilding", why);
     else if (s == CACHE_STALE) log_msg('I', "%s; rebuilding", why);
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST) return set_err(err, "%s: %s", dir, strerror(errno));
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST) return set_err(err, "%s: %s", dir, strerror(errno)), -2;
     case_t c;
     preprocess_record_t rec;
     if (dataset_load_case(ds, i, &c, err) < 0) return -1;
-    int rc = preprocess_case(&c, cfg, &rec, err);
-    if (rc == 0) rc = case_cache_write(path, key, &c, &rec, cfg->allow_f16, err);
+    int rc = preprocess_case(&c, cfg, &rec, err) < 0 ? -1 : 0;
+    if (rc == 0 && case_cache_write(path, key, &c, &rec, cfg->allow_f16, err) < 0) rc = -2;
     case_free(&c);
-    if (rc < 0) return -1;
-    if (case_cache_open(path, key, out, err) != CACHE_HIT) return -1;
+    if (rc < 0) return rc;
+    if (case_cache_open(path, key, out, err) != CACHE_HIT) return -2;
     return 0;
 }

@@ -47,7 +47,9 @@ cache_status_t case_cache_open(const char *path, uint64_t key, cached_case_t *ou
 
 // The loader's entry point: open <dir>/<case id>.srmcase, or load + preprocess + write it when it
 // is missing, stale or corrupt, then open it. *status (may be NULL) receives what was found.
-// Returns 0, or -1 + err when the case itself is bad (the run goes on without it).
+// Returns 0, -1 + err when the case itself is bad (the run goes on without it), or -2 + err when
+// the cache cannot be written or read back (its disk: full, read-only...), which is no fault of
+// the case.
 int case_cache_get(const char *dir, const dataset_t *ds, int i, const preprocess_cfg_t *cfg,
                    cached_case_t *out, cache_status_t *status, char *err);
 

@@ -60,6 +60,7 @@ int loader_run(loader_t *L, char *err);
 
 // Build the `volume` message of dataset case i (cache hit or preprocess). *cc must be closed
 // by the caller after sending (the image frames point into its mapping). epoch -1: none.
+// 0; -1 + err when the case is bad; -2 + err when the cache cannot be used (case_cache_get).
 int loader_volume_msg(loader_t *L, int i, int64_t index, int64_t epoch, int with_prep,
                       wire_out_t *o, cached_case_t *cc, char **prep_json, char *err);
 // Answer every request waiting on the cases socket (non-blocking).

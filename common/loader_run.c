@@ -108,7 +108,8 @@ int loader_volume_msg(loader_t *L, int i, int64_t index, int64_t epoch, int with
 {
     wire_out_init(o, "volume");
     *prep_json = NULL;
-    if (case_cache_get(L->cfg->cache, &L->ds, i, &L->cfg->prep, cc, NULL, err)) return -1;
+    int got = case_cache_get(L->cfg->cache, &L->ds, i, &L->cfg->prep, cc, NULL, err);
+    if (got) return got;
     size_t n = (size_t)cc->dim[0] * cc->dim[1] * cc->dim[2];
     int64_t badv = cc->label && L->num_classes ? wire_labels_check(cc->label, n, L->num_classes) : -1;
     if (badv >= 0) {
@@ -188,7 +189,12 @@ int loader_run(loader_t *L, char *err)
             wire_out_t o;
             cached_case_t cc;
             char *prep, why[ERR_LEN];
-            int ok = loader_volume_msg(L, i, i, e, 0, &o, &cc, &prep, why) == 0;
+            int vr = loader_volume_msg(L, i, i, e, 0, &o, &cc, &prep, why), ok = vr == 0;
+            if (vr == -2) {                 // the cache's disk, not the case: stop (a restart may do)
+                wire_out_free(&o);
+                rc = set_err(err, "case %s: %s", L->ds.cases[i].id, why);
+                break;
+            }
             if (ok && !cc.label) {
                 snprintf(why, sizeof why, "%s: no label map (not a training case)", cc.id);
                 cached_case_close(&cc);

@@ -176,6 +176,15 @@ static void test_cache(void)
         EXPECT(w == 0 && leq, "int16 cache is exact (%g)", w);
         cached_case_close(&cc);
     }
+    // A cache that cannot be written (its folder is a file here; a full or read-only disk alike)
+    // is no fault of the case: -2, not the -1 that makes the loader drop the case for good.
+    char notdir[1200];
+    snprintf(notdir, sizeof notdir, "%s/notadir", root);
+    FILE *f = fopen(notdir, "w");
+    if (f) fclose(f);
+    rc = case_cache_get(notdir, &ds, 0, &cfg, &cc, &st, err);
+    EXPECT(rc == -2 && strstr(err, "notadir"), "unwritable cache: -2 naming it (rc %d: %s)", rc, err);
+    if (rc == 0) cached_case_close(&cc);
     dataset_free(&ds);
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
