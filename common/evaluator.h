@@ -118,6 +118,9 @@ const char *eval_model_device(const eval_model_t *em);     // "cpu" or "gpu"
 int eval_model_adopt(eval_model_t *dst, const eval_model_t *src);
 // The sliding-window callback (ctx = eval_model_t *).
 int eval_model_net(void *ctx, float *y, const float *x, int n, char *err);
+// From now on a window batch asked for after st was told to stop fails ("stopping"), so that
+// SIGTERM ends a case in a window's time, not a whole case's (service mode).
+void eval_model_stop_on(eval_model_t *em, const stage_t *st);
 
 // ---- one case -------------------------------------------------------------------------------
 typedef struct {

@@ -30,6 +30,7 @@ struct eval_model {
     float *ws;                  // CPU workspace (model_plan total for `batch` windows)
     size_t ws_len;
     int on_gpu;
+    const stage_t *stop_on;     // a stage asked to stop ends the windows early (eval_model_stop_on)
 #if SRM_CUDA
     gpu_ctx_t *g;
     gpu_infer_t *gi;
@@ -185,10 +186,13 @@ int eval_model_prepare(eval_model_t *em, const sw_cfg_t *sw, eval_device_t dev, 
     return 0;
 }
 
+void eval_model_stop_on(eval_model_t *em, const stage_t *st) { em->stop_on = st; }
+
 int eval_model_net(void *ctx, float *y, const float *x, int n, char *err)
 {
     eval_model_t *em = ctx;
     ASSERT(n >= 1 && n <= em->batch);
+    if (em->stop_on && stage_stopping(em->stop_on)) return set_err(err, "stopping (asked between windows)");
 #if SRM_CUDA
     if (em->on_gpu) {
         // gpu_infer runs a fixed batch: zero windows fill a short last batch.

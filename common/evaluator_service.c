@@ -295,6 +295,7 @@ static int job_model(svc_t *s, const eval_job_t *j, sw_cfg_t *sw, char *err)
     if (eval_model_prepare(em, sw, s->cfg->device, err)) { eval_model_free(&em); return -1; }
     eval_model_free(&s->em);
     s->em = em;
+    eval_model_stop_on(em, s->st);
     memcpy(s->em_roi, sw->roi, sizeof s->em_roi);
     return 0;
 }
@@ -334,7 +335,7 @@ static int job_case(svc_t *s, const eval_job_t *j, const sw_cfg_t *sw, const eva
     free(pred);
     free(ref);
     eval_case_free(&c);
-    return rc == 1 ? 1 : 0;
+    return rc == 1 || (rc && stage_stopping(s->st)) ? 1 : 0;    // a stop is no failed case
 }
 
 static char *job_extra_json(const eval_job_t *j, const sw_cfg_t *sw, const char *device, const char *how, double secs)

@@ -117,6 +117,7 @@ def main():
         real_exporter(tmp, ds, blob, jobs, mets, logs, procs)
         stop_while_unacked(tmp, blob, jobs, mets, logs, procs)
         final_again(tmp, blob, jobs, mets, logs, procs)
+        stop_mid_case(tmp, blob, jobs, mets, logs, procs)
         curve(tmp, blob, mets, logs, procs)
     finally:
         for p in procs:
@@ -329,6 +330,34 @@ def final_again(tmp, blob, jobs, mets, logs, procs):
     text = open(logs.name).read()[start:]
     check("already validated; its metrics sent again" in text, "the evaluator says it did not run the final job again")
     check(text.count("serves 2 validation case(s)") == 2, "the loader's list was asked for each of the 2 jobs run")
+
+
+def stop_mid_case(tmp, blob, jobs, mets, logs, procs):
+    """SIGTERM while a case is being segmented ends the evaluator within a window batch's time
+    (train.sh and join.sh SIGKILL a stage 10 s after SIGTERM; a case can take minutes on a CPU),
+    and the unfinished job sends no metrics."""
+    logs.flush()
+    start = os.path.getsize(logs.name)
+    ev = subprocess.Popen([os.path.join(BIN, "srm-evaluator"), "--jobs", "ipc://%s/evaljobs" % tmp,
+                           "--cases", "ipc://%s/cases" % tmp, "--metrics", "ipc://%s/metrics" % tmp,
+                           "--window", "16", "--overlap", "0.9"], stdout=logs, stderr=logs)
+    procs.append(ev)
+    jobs.send_multipart(job(50, "weights", blob, run="runC"))
+    deadline = time.time() + 60
+    while time.time() < deadline and "job step 50 (" not in open(logs.name).read()[start:]:
+        time.sleep(0.1)
+    time.sleep(1.5)                                 # well inside the first case's windows
+    t0 = time.time()
+    ev.send_signal(signal.SIGTERM)
+    try:
+        rc = ev.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        rc = None
+    took = time.time() - t0
+    text = open(logs.name).read()[start:]
+    check(rc == 0 and took < 5, "SIGTERM mid-case: exit %s after %.1f s (want 0, under 5 s)" % (rc, took))
+    check("job step 50 done" not in text and recv_step(mets, 50, 2) is None,
+          "the interrupted job sent no metrics")
 
 
 def read_key(path):
