@@ -277,6 +277,18 @@ def real_exporter(tmp, ds, blob, jobs, mets, logs, procs):
         check(abs(ev_lines[0]["mean_dice"] - md) < 1e-9, "metrics.jsonl mean_dice %s vs sent %s" % (ev_lines[0]["mean_dice"], md))
 
 
+def sigterm(proc):
+    """SIGTERM proc and wait (30 s at most): its exit status (None when it did not end) and the
+    seconds it took."""
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        rc = None
+    return rc, time.time() - t0
+
+
 def stop_while_unacked(tmp, blob, jobs, mets, logs, procs):
     """An exporter that acknowledges nothing (nor answers the outbox's probe, so the evaluator
     must assume a current one and keep everything): after a final job the evaluator waits for its
@@ -293,13 +305,7 @@ def stop_while_unacked(tmp, blob, jobs, mets, logs, procs):
     got = recv_step(mets, 30, 120)
     check(got is not None, "mute exporter: the trainer still gets the final metrics")
     time.sleep(0.5)
-    t0 = time.time()
-    ev.send_signal(signal.SIGTERM)
-    try:
-        rc = ev.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        rc = None
-    took = time.time() - t0
+    rc, took = sigterm(ev)
     check(rc == 0 and took < 8, "SIGTERM while waiting for acks: exit %s after %.1f s (want 0, under 8 s)" % (rc, took))
     mute.close()
 
@@ -347,13 +353,7 @@ def stop_mid_case(tmp, blob, jobs, mets, logs, procs):
     while time.time() < deadline and "job step 50 (" not in open(logs.name).read()[start:]:
         time.sleep(0.1)
     time.sleep(1.5)                                 # well inside the first case's windows
-    t0 = time.time()
-    ev.send_signal(signal.SIGTERM)
-    try:
-        rc = ev.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        rc = None
-    took = time.time() - t0
+    rc, took = sigterm(ev)
     text = open(logs.name).read()[start:]
     check(rc == 0 and took < 5, "SIGTERM mid-case: exit %s after %.1f s (want 0, under 5 s)" % (rc, took))
     check("job step 50 done" not in text and recv_step(mets, 50, 2) is None,
