@@ -78,6 +78,9 @@ void dataset_free(dataset_t *ds);
 // The case id of an image or label path: its file name without the NIfTI ending (.nii.gz,
 // .nii) and, with strip_channel, without a _DDDD channel suffix. malloc'd.
 char *dataset_id_of_path(const char *path, int strip_channel);
+// Whether a label file may hold value v: one of the declared labels' values (the "ignore" one
+// included), or without declared labels any class value 0..LABEL_MAX_CLASS.
+int dataset_label_declared(const dataset_t *ds, int v);
 // The channel number of a path whose file name ends in <id>_DDDD.nii[.gz] (id not empty), and
 // in *stem_len the length of the path before "_DDDD"; -1 (stem_len untouched) without one.
 int dataset_channel_of_path(const char *path, size_t *stem_len);

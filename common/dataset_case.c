@@ -46,7 +46,7 @@ static int stack(case_t *c, volume_t *v, const char *path, const char *first, ch
     return 0;
 }
 
-static int is_declared(const dataset_t *ds, int v)
+int dataset_label_declared(const dataset_t *ds, int v)
 {
     if (ds->n_labels == 0) return v >= 0 && v <= LABEL_MAX_CLASS;
     for (int i = 0; i < ds->n_labels; i++)
@@ -75,7 +75,7 @@ static int load_label(const dataset_t *ds, const char *path, case_t *c, const ch
             // Real data stores labels as floats holding integers; allow float rounding only.
             else if (fabsf(x - r) > 1e-4f) rc = set_err(err, "%s: non-integer label %g at flat index %zu", path, x, i);
             else if ((int)r == ds->ignore_label) c->label[i] = LABEL_IGNORE;
-            else if (is_declared(ds, (int)r)) c->label[i] = (uint8_t)r;
+            else if (dataset_label_declared(ds, (int)r)) c->label[i] = (uint8_t)r;
             else if (!ds->n_labels)
                 rc = set_err(err, "%s: label value %g outside [0, %d] (a dataset.json can declare %d as \"ignore\")",
                              path, r, LABEL_MAX_CLASS, LABEL_IGNORE);

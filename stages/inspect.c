@@ -192,11 +192,8 @@ static int print_shape(const char *dir, char *err)
     if (ds.ignore_label >= 0) snprintf(ignore, sizeof ignore, "%d", ds.ignore_label);
     // values below the largest class that no label declares: outputs no voxel trains (nnU-Net
     // refuses such datasets; here they are said, and the model has a class that stays empty)
-    unsigned char held[256] = { 0 };
-    for (int l = 0; l < ds.n_labels; l++)
-        for (int j = 0; j < ds.labels[l].n_values; j++) held[ds.labels[l].values[j]] = 1;
     for (int v = 0, len = 0; ds.n_labels && v < ds.num_classes && len < (int)sizeof gaps - 8; v++)
-        if (!held[v]) len += snprintf(gaps + len, sizeof gaps - len, "%s%d", len ? ", " : "", v);
+        if (!dataset_label_declared(&ds, v)) len += snprintf(gaps + len, sizeof gaps - len, "%s%d", len ? ", " : "", v);
     printf("{\"channels\": %d, \"classes\": %d, \"classes_from\": \"%s\", \"ignore\": %s, \"undeclared\": [%s], "
            "\"validation\": %d, \"fold0_train\": %d, \"fold0_val\": %d}\n", ds.n_channels, classes,
            ds.num_classes ? "declared labels" : "label files", ignore, gaps, nval, ntr, nva);
