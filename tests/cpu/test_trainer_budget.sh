@@ -3,7 +3,8 @@
 # phantoms with a 0.2-minute budget and no --steps. The test checks that
 #   - the trainer fixed its schedule after the warm-up and stopped near the budget (between 70 %
 #     of it and the budget plus a few seconds),
-#   - the last step's lr is ~0 (the cosine schedule was fitted to the budget, <= 3 % of the base),
+#   - the last step's lr is the cosine schedule's end for the steps the budget gave (~0: the
+#     schedule was fitted to the budget),
 #   - the final checkpoint is the exporter's latest and records the run's total steps (a resume
 #     from it has nothing left to do),
 #   - no process is left behind.
@@ -18,7 +19,7 @@ rc=$?
 echo "train.sh exited $rc"
 
 /usr/bin/python3 - "$RUN" "$rc" "$MIN" "$LR" "$BIN" <<'EOF'
-import os, re, subprocess, sys
+import math, os, re, subprocess, sys
 run, rc, minutes, base, bindir = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 budget = 60 * minutes
 passed = failed = 0
@@ -50,7 +51,12 @@ check(last_step >= 5, "at least 5 steps in the budget (%d)" % last_step)
 if prog:
     lr, total = float(prog[-1].group(4)), int(prog[-1].group(2))
     check(total == last_step, "the last progress line is the schedule's end (%s/%s)" % (last_step, total))
-    check(lr <= 0.03 * base, "lr at the last step %.3g <= 3%% of %g" % (lr, base))
+    # Step k uses the cosine rate after k - 1 scheduler steps, so the last of N steps runs at
+    # base (1 + cos(pi (N-1)/N)) / 2: ~0, but above 3 % of the base when a loaded machine fits
+    # fewer than 10 steps in the budget. The check is that value, whatever N the budget gave.
+    want = 0.5 * base * (1 + math.cos(math.pi * (total - 1) / max(total, 1)))
+    check(abs(lr - want) <= 0.01 * want + 1e-3 * base and want <= 0.12 * base,
+          "lr at the last step %.3g is the cosine's end %.3g for %d steps (%.1f%% of %g)" % (lr, want, total, 100 * want / base, base))
     check(float(prog[0].group(4)) >= 0.99 * base, "lr at the first step is the base %g" % base)
 latest = os.path.join(run, "checkpoints", "latest.ckpt")
 check(os.path.basename(os.path.realpath(latest)) == "step-%08d.ckpt" % last_step, "latest.ckpt -> step %d" % last_step)
