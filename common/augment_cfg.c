@@ -8,6 +8,7 @@ probabilities at 0 until --nnunet (which also turns MONAI's scale / shift off) o
 */
 #include "augment.h"
 #include "check.h"
+#include "cli.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,26 +72,6 @@ static int pair(const char *flag, const char *s, double lo, double hi, double ou
     return 0;
 }
 
-static int patch_size(const char *s, int res[3], char *err)
-{
-    int n = 0, out[3];                  // res changes only when the whole text is good
-    const char *p = s;
-    for (;;) {
-        if (n == 3) return set_err(err, "--patch: bad size '%s' (D,H,W or one N)", s);   // a 4th
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 1 || v > 1024) return set_err(err, "--patch: bad size '%s' (D,H,W or one N)", s);
-        out[n++] = (int)v;
-        if (!*end) break;
-        if (*end != ',') return set_err(err, "--patch: bad size '%s'", s);
-        p = end + 1;
-    }
-    if (n == 1) out[1] = out[2] = out[0];
-    else if (n != 3) return set_err(err, "--patch: bad size '%s' (D,H,W or one N)", s);
-    memcpy(res, out, sizeof out);
-    return 0;
-}
-
 typedef enum { K_PROB, K_POS, K_RANGE, K_PAIR } kind_t;
 typedef struct { const char *flag; kind_t kind; size_t off; double lo, hi; const char *help; } opt_t;
 #define OFF(f) offsetof(augment_cfg_t, f)
@@ -133,7 +114,7 @@ int augment_cfg_flag(augment_cfg_t *c, const char *flag, const char *val, int *u
     if (!known) return 0;
     if (!val) return set_err(err, "%s: missing value", flag);
     *used = 1;
-    if (!strcmp(flag, "--patch")) return patch_size(val, c->patch, err) ? -1 : 1;
+    if (!strcmp(flag, "--patch")) return cli_dims3(flag, val, 1, 1024, 1, c->patch, err) ? -1 : 1;
     if (!strcmp(flag, "--p-flip")) {            // one probability for all axes, or three
         double v[3];
         char buf[128];

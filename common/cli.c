@@ -50,6 +50,29 @@ int cli_doubles(const char *flag, const char *s, double *v, int n, char *err)
     return 0;
 }
 
+int cli_dims3(const char *flag, const char *s, int lo, int hi, int mult, int out[3], char *err)
+{
+    int v[3], n = 0;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || errno == ERANGE || n == 3 || x < lo || x > hi || x % mult) break;
+        v[n++] = (int)x;
+        if (!*end && n != 2) {
+            if (n == 1) v[1] = v[2] = v[0];
+            memcpy(out, v, sizeof v);
+            return 0;
+        }
+        if (*end != ',') break;
+        p = end + 1;
+    }
+    char of[40] = "";
+    if (mult > 1) snprintf(of, sizeof of, ", a multiple of %d", mult);
+    return set_err(err, "%s: '%s' is not D,H,W or one N, each an integer in [%d, %d]%s", flag, s, lo, hi, of);
+}
+
 int cli_spacing(const char *s, double spacing[3], char *err)
 {
     if (!strcmp(s, "none")) {

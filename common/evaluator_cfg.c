@@ -51,19 +51,9 @@ void eval_usage(void *file)
         "  --spacing X,Y,Z|none  --norm ct:LO,HI|ct-z:MEAN,STD[,LO,HI]|mr-fg|mr-all\n");
 }
 
-// n comma-separated numbers.
 static int parse_window(eval_cfg_t *c, const char *s, char *err)
 {
-    double v[3] = { 0, 0, 0 };
-    if (cli_doubles("--window", s, v, 3, err)) {
-        if (cli_doubles("--window", s, v, 1, err)) return -1;
-        v[1] = v[2] = v[0];
-    }
-    for (int a = 0; a < 3; a++) {
-        if (v[a] != floor(v[a]) || v[a] < 16 || v[a] > 1024 || (int)v[a] % 16)
-            return set_err(err, "--window: %g is not a multiple of 16 in [16, 1024]", v[a]);
-        c->sw.roi[a] = (int)v[a];
-    }
+    if (cli_dims3("--window", s, 16, 1024, 16, c->sw.roi, err)) return -1;
     c->window_given = 1;
     return 0;
 }

@@ -29,6 +29,7 @@ typedef struct {
     uint64_t seed;
     long epochs;                // 0: forever
     int classes;                // --classes override (0: the dataset's)
+    int trainer_patch[3], trainer_batch;    // sent with training volumes (0: not given)
     int force_modality;         // -1: the dataset's; else MODALITY_MR / MODALITY_CT for all channels
     preprocess_cfg_t prep;
     const char *prep_out;       // --write-preprocessing FILE: the settings as JSON, for the trainer

@@ -22,6 +22,9 @@ void loader_usage(void *file)
         "  --spacing X,Y,Z|none                 target spacing in mm (none)\n"
         "  --norm ct:LO,HI|ct-z:MEAN,STD[,LO,HI]|mr-fg|mr-all   (default by the dataset's modality)\n"
         "  --classes K                          number of classes sent with volumes (dataset's)\n"
+        "  --trainer-patch D,H,W --trainer-batch B   the trainer's patch and batch, sent with each\n"
+        "                                       training volume: an augmenter cutting another size\n"
+        "                                       stops (exit 78) instead of having every batch dropped\n"
         "  --write-preprocessing FILE           write the preprocessing settings with each channel's\n"
         "                                       modality (JSON) for srm-trainer --preprocessing\n"
         "  --volumes EP                         PUSH endpoint the augmenters connect to (bound)\n"
@@ -61,6 +64,8 @@ int loader_parse(loader_cfg_t *c, int argc, char **argv, char *err)
         else if (!strcmp(a, "--spacing")) rc = cli_spacing(val, c->prep.target_spacing, err);
         else if (!strcmp(a, "--norm")) rc = cli_norm(val, &c->prep, &c->force_modality, err);
         else if (!strcmp(a, "--classes")) { rc = cli_long(a, val, 1, LABEL_MAX_CLASS + 1, &v, err); c->classes = (int)v; }
+        else if (!strcmp(a, "--trainer-patch")) rc = cli_dims3(a, val, 1, 4096, 1, c->trainer_patch, err);
+        else if (!strcmp(a, "--trainer-batch")) rc = cli_int(a, val, 1, 1024, &c->trainer_batch, err);
         else if (!strcmp(a, "--write-preprocessing")) c->prep_out = val;
         else if (!strcmp(a, "--volumes")) c->volumes_ep = val;
         else if (!strcmp(a, "--cases")) c->cases_ep = val;
@@ -74,6 +79,7 @@ int loader_parse(loader_cfg_t *c, int argc, char **argv, char *err)
     }
     if (!c->dataset) return set_err(err, "--dataset is required");
     if (!c->volumes_ep) return set_err(err, "--volumes is required");
+    if (!c->trainer_patch[0] != !c->trainer_batch) return set_err(err, "--trainer-patch and --trainer-batch go together");
     if (!c->curve_server != !c->authorized) return set_err(err, "--curve-server and --authorized go together");
     if (fold >= 0) snprintf(c->train_sel, sizeof c->train_sel, "fold%ld/%s", fold, fold_part);
     if (val_split) snprintf(c->val_sel, sizeof c->val_sel, "%s", val_split);

@@ -132,6 +132,10 @@ int loader_volume_msg(loader_t *L, int i, int64_t index, int64_t epoch, int with
     for (int r = 0; r < 4; r++)
         for (int c = 0; c < 4; c++) v.affine[4 * r + c] = cc->rec.out_affine[r][c];
     v.num_classes = L->num_classes;
+    if (epoch >= 0) {                   // a training volume (the augmenters'): the run's geometry
+        memcpy(v.train_patch, L->cfg->trainer_patch, sizeof v.train_patch);
+        v.train_batch = L->cfg->trainer_batch;
+    }
     if (with_prep) {
         *prep_json = prep_record_to_json(&cc->rec);
         v.prep = (const uint8_t *)*prep_json;

@@ -177,8 +177,24 @@ static int cut(stream_t *s, int k, char *err)
     return 0;
 }
 
-// Receive one volume into the ring. Returns the slot, or -1 when it was bad (logged).
-static int take_volume(stream_t *s)
+// A volume that carries the run's patch and batch (loader --trainer-patch/--trainer-batch) is
+// checked against this augmenter's: a mismatch is a configuration error (every batch it sent
+// would be dropped by the trainer), 0 or -1 with fatal saying what to start it with.
+static int same_geometry(const stream_t *s, const wire_volume_t *v, const char *peer, char *fatal)
+{
+    const int *p = s->cfg->aug.patch, *q = v->train_patch;
+    if (!v->train_batch || (v->train_batch == s->cfg->batch && p[0] == q[0] && p[1] == q[1] && p[2] == q[2]))
+        return 0;
+    return set_err(fatal, "the run trains on batches of %d patches of %dx%dx%d (said the loader at %s with "
+                   "volume %s), this augmenter cuts %d of %dx%dx%d: start it with --patch %d,%d,%d "
+                   "--batch-size %d (join.sh: --patch %d,%d,%d --batch %d)", v->train_batch, q[0], q[1], q[2],
+                   peer, v->case_id, s->cfg->batch, p[0], p[1], p[2], q[0], q[1], q[2], v->train_batch,
+                   q[0], q[1], q[2], v->train_batch);
+}
+
+// Receive one volume into the ring. Returns the slot, -1 when it was bad (logged), -2 when it
+// says the run wants another patch or batch (fatal: the error).
+static int take_volume(stream_t *s, char *fatal)
 {
     wire_msg_t m;
     wire_msg_init(&m);
@@ -187,6 +203,10 @@ static int take_volume(stream_t *s)
     int k = -1, rc = wire_recv(s->vin, &m, ZMQ_DONTWAIT, err);
     if (rc == WIRE_AGAIN) { wire_msg_free(&m); return -1; }
     if (rc == 0 && wire_decode_volume(&m, &v, err) == 0) {
+        if (same_geometry(s, &v, m.peer[0] ? m.peer : s->cfg->volumes_ep, fatal)) {
+            wire_msg_free(&m);
+            return -2;
+        }
         if (!s->C) s->C = v.C;
         if (v.C != s->C) {
             snprintf(err, sizeof err, "volume %s has %d channels, this stream %d", v.case_id, v.C, s->C);
@@ -292,7 +312,8 @@ int patch_stream_run(const patch_cfg_t *c, stage_t *st, char *err)
         stage_event_t e = stage_wait(st, s.vin, k >= 0 ? 0 : 1000);
         if (e == STAGE_STOP) break;
         if (e == STAGE_READY) {
-            int j = take_volume(&s);
+            int j = take_volume(&s, err);
+            if (j == -2) { rc = -2; break; }
             if (j >= 0) k = j;
             else continue;
         } else if (k >= 0) {
@@ -307,5 +328,5 @@ int patch_stream_run(const patch_cfg_t *c, stage_t *st, char *err)
     }
     stats(&s, 1);
     stream_free(&s);
-    return rc < 0 ? -1 : 0;
+    return rc == -2 ? -2 : rc < 0 ? -1 : 0;
 }

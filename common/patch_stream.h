@@ -39,7 +39,8 @@ void patch_cfg_usage(void *file);
 long patch_images_convert(const float *x, void *out, size_t n, wire_dtype_t dtype);
 
 // Run until a signal or max_batches. Returns 0; -2 + err when its sockets cannot be made (the
-// endpoints or CURVE keys: no restart cures that); -1 + err on a failure while running.
+// endpoints or CURVE keys) or the loader says the run trains on another patch or batch (no
+// restart cures either); -1 + err on a failure while running.
 int patch_stream_run(const patch_cfg_t *cfg, stage_t *st, char *err);
 
 #endif

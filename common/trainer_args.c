@@ -48,25 +48,6 @@ void trainer_usage(void *file)
         "          one is sent again when lost: a later one was acknowledged, or nothing was for S s)\n");
 }
 
-static int parse_patch(const char *s, int p[3], char *err)
-{
-    const char *q = s;
-    for (int i = 0; i < 3; i++) {
-        char *end;
-        long v = strtol(q, &end, 10);
-        if (end == q || v < 16 || v > 4096 || v % 16) 
-            return set_err(err, "--patch: '%s' needs 3 comma-separated multiples of 16 (16..4096)", s);
-        p[i] = (int)v;
-        if (i < 2 && *end != ',') {
-            if (i == 0 && *end == 0) { p[1] = p[2] = p[0]; return 0; }    // "96" = 96,96,96
-            return set_err(err, "--patch: '%s' needs D,H,W", s);
-        }
-        if (i == 2 && *end) return set_err(err, "--patch: trailing text in '%s'", s);
-        q = end + 1;
-    }
-    return 0;
-}
-
 // "WT=1,2,3,4;TC=1,3,4;ET=4": one region per ';' piece, NAME=label values (0..LABEL_MAX_CLASS).
 static int parse_regions(trainer_cfg_t *c, const char *s, char *err)
 {
@@ -161,7 +142,7 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
         } else if (!strcmp(a, "--regions")) rc = parse_regions(c, v, err);
         else if (!strcmp(a, "--lr")) rc = cli_double(a, v, 1e-12, 10, &lr, err);
         else if (!strcmp(a, "--weight-decay")) rc = cli_double(a, v, 0, 10, &wd, err);
-        else if (!strcmp(a, "--patch")) rc = parse_patch(v, c->patch, err);
+        else if (!strcmp(a, "--patch")) rc = cli_dims3(a, v, 16, 4096, 16, c->patch, err);
         else if (!strcmp(a, "--batch")) rc = cli_int(a, v, 1, 1024, &c->batch, err);
         else if (!strcmp(a, "--steps")) { steps_given = 1; rc = cli_long(a, v, 1, 1000000000L, &c->steps, err); }
         else if (!strcmp(a, "--max-minutes")) rc = cli_double(a, v, 0.001, 1e6, &c->max_minutes, err);

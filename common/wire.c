@@ -397,6 +397,21 @@ int wire_get_f64v(const wire_msg_t *m, const char *key, double *out, int n, int 
     return 0;
 }
 
+int wire_get_i64v(const wire_msg_t *m, const char *key, int64_t *out, int n, int64_t lo, int64_t hi,
+                  int required, char *err)
+{
+    const msgpack_object *o;
+    int rc = lookup(m, key, required, &o, err);
+    if (rc) return rc;
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != (uint32_t)n)
+        return set_err(err, "%s: '%s' is not a list of %d integers", m->type, key, n);
+    for (int i = 0; i < n; i++)
+        if (obj_int(&o->via.array.ptr[i], &out[i]) || out[i] < lo || out[i] > hi)
+            return set_err(err, "%s: '%s'[%d] is not an integer in [%lld, %lld]", m->type, key, i,
+                           (long long)lo, (long long)hi);
+    return 0;
+}
+
 int wire_get_bool(const wire_msg_t *m, const char *key, int *out, int required, char *err)
 {
     const msgpack_object *o;

@@ -90,6 +90,8 @@ int wire_get_i64(const wire_msg_t *m, const char *key, int64_t *out, int64_t lo,
 int wire_get_u64(const wire_msg_t *m, const char *key, uint64_t *out, int required, char *err);
 int wire_get_f64(const wire_msg_t *m, const char *key, double *out, int required, char *err);  // finite
 int wire_get_f64v(const wire_msg_t *m, const char *key, double *out, int n, int required, char *err);
+int wire_get_i64v(const wire_msg_t *m, const char *key, int64_t *out, int n, int64_t lo, int64_t hi,
+                  int required, char *err);      // a list of exactly n integers in [lo, hi]
 int wire_get_bool(const wire_msg_t *m, const char *key, int *out, int required, char *err);
 // A list of at most max strings, each shorter than cap, into rows of out (max * cap chars).
 int wire_get_strv(const wire_msg_t *m, const char *key, char *out, size_t cap, int max, int *count,
@@ -132,6 +134,7 @@ void wire_put_u64(wire_out_t *o, const char *key, uint64_t v);
 void wire_put_f64(wire_out_t *o, const char *key, double v);
 void wire_put_bool(wire_out_t *o, const char *key, int v);
 void wire_put_f64v(wire_out_t *o, const char *key, const double *v, int n);
+void wire_put_i64v(wire_out_t *o, const char *key, const int64_t *v, int n);
 void wire_put_strv(wire_out_t *o, const char *key, const char *rows, size_t stride, int n);
 // Packs the key and returns the packer: the caller packs exactly one value with msgpack_pack_*.
 msgpack_packer *wire_put_key(wire_out_t *o, const char *key);

@@ -68,6 +68,14 @@ int wire_encode_volume(wire_out_t *o, const wire_volume_t *v, char *err)
     wire_put_f64v(o, "spacing", v->spacing, 3);
     wire_put_f64v(o, "affine", v->affine, 16);
     if (v->num_classes > 0) wire_put_i64(o, "num_classes", v->num_classes);
+    if (v->train_batch > 0) {
+        int64_t tp[3] = { v->train_patch[0], v->train_patch[1], v->train_patch[2] };
+        if (!dims_ok(tp, 3, 1, WIRE_MAX_DIM) || v->train_batch > WIRE_MAX_BATCH)
+            return set_err(err, "volume %s: bad train_patch %dx%dx%d or train_batch %d", v->case_id,
+                           v->train_patch[0], v->train_patch[1], v->train_patch[2], v->train_batch);
+        wire_put_i64v(o, "train_patch", tp, 3);
+        wire_put_i64(o, "train_batch", v->train_batch);
+    }
     wire_out_array(o, "image", v->image_dtype, 4, img, v->image);
     if (v->labels) wire_out_array(o, "labels", WIRE_U8, 3, img + 1, v->labels);
     if (v->prep) {
@@ -95,6 +103,15 @@ int wire_decode_volume(const wire_msg_t *m, wire_volume_t *v, char *err)
     int64_t nc = 0;
     TRY(wire_get_i64(m, "num_classes", &nc, 1, LABEL_MAX_CLASS + 1, 0, err));
     v->num_classes = (int)nc;
+    int64_t tp[3], tb = 0;
+    int np = wire_get_i64v(m, "train_patch", tp, 3, 1, WIRE_MAX_DIM, 0, err), nb;
+    TRY(np);
+    TRY(nb = wire_get_i64(m, "train_batch", &tb, 1, WIRE_MAX_BATCH, 0, err));
+    if (np != nb) return set_err(err, "volume %s: train_patch and train_batch go together", v->case_id);
+    if (np == 0) {
+        for (int i = 0; i < 3; i++) v->train_patch[i] = (int)tp[i];
+        v->train_batch = (int)tb;
+    }
 
     const wire_array_t *img, *lab, *prep;
     TRY(wire_need_array(m, "image", WIRE_DT(WIRE_I16) | WIRE_DT(WIRE_F16) | WIRE_DT(WIRE_F32), 4, 1, &img, err));

@@ -31,6 +31,8 @@ typedef struct {
     double spacing[3];          // mm along D, H, W (> 0)
     double affine[16];          // voxel (d, h, w, 1) -> world, row-major 4x4
     int num_classes;            // 0 when not given; else labels must be < num_classes
+    int train_patch[3];         // the trainer's patch (D, H, W) and batch, sent with training
+    int train_batch;            // volumes so that an augmenter cutting others stops; 0: not given
     const uint8_t *prep;        // preprocessing record (opaque bytes, e.g. JSON), NULL when absent
     size_t prep_len;
 } wire_volume_t;

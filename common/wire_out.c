@@ -83,6 +83,13 @@ void wire_put_f64v(wire_out_t *o, const char *key, const double *v, int n)
     for (int i = 0; i < n; i++) msgpack_pack_double(pk, v[i]);
 }
 
+void wire_put_i64v(wire_out_t *o, const char *key, const int64_t *v, int n)
+{
+    msgpack_packer *pk = wire_put_key(o, key);
+    msgpack_pack_array(pk, (size_t)n);
+    for (int i = 0; i < n; i++) msgpack_pack_int64(pk, v[i]);
+}
+
 void wire_put_strv(wire_out_t *o, const char *key, const char *rows, size_t stride, int n)
 {
     msgpack_packer *pk = wire_put_key(o, key);

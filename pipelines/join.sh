@@ -6,6 +6,8 @@
 # +4 metrics, +5 exporter).
 #   join.sh augmenters --main HOST:BASEPORT [--count N] --patch D,H,W --batch B [--seed S]
 #   join.sh evaluator  --main HOST:BASEPORT [--dataset DIR] [--window D,H,W] [--device D]
+# --patch and --batch must be the trainer's: the loader of a train.sh run says which with its
+# volumes, and augmenters cutting another size stop at the first one (status 78, the run's named).
 # Endpoints can also be given one by one (--volumes --patches --jobs --cases --exporter
 # --metrics). Arguments after -- go to every stage started (e.g. CURVE keys: --curve-client KEY
 # --server-key KEY). Dead workers are restarted (up to --restarts times; not one that exits 78,
@@ -16,7 +18,7 @@ set -uo pipefail
 SRM_SCRIPT=join
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 (($#)) || { usage >&2; exit 2; }
 ROLE=$1; shift
 case $ROLE in augmenters|evaluator) ;; -h|--help) usage; exit 0 ;; *) usage >&2; srm_die "unknown role '$ROLE'" ;; esac

@@ -333,7 +333,7 @@ if ((LOADER_CHOOSES)); then echo --loader-args; else printf '%s\n' "${SPLIT_ARGS
     srm_die "cannot write $RUN/cases.args"
 srm_start loader "$SRM_BIN/srm-loader" --dataset "$DATASET" "${SPLIT_ARGS[@]}" \
     --volumes "$EP_BIND_volumes" --cases "$EP_BIND_cases" --cache "${CACHE:-$RUN/cache}" --seed "$DATA_SEED" \
-    --classes "$CLASSES" --write-preprocessing "$RUN/preprocessing.json" "${PREP_ARGS[@]}" "${REMOTE_FLAG[@]}" \
+    --classes "$CLASSES" --trainer-patch "$PATCH" --trainer-batch "$BATCH" --write-preprocessing "$RUN/preprocessing.json" "${PREP_ARGS[@]}" "${REMOTE_FLAG[@]}" \
     "${X_LOADER[@]}"
 # (what this invocation's trainer writes: its log is appended to across resumes)
 TRAINER_LOG_FROM=$(($(stat -c %s "$SRM_LOGS/trainer.log" 2>/dev/null || echo 0) + 1)) T_START=$(date +%s)

@@ -5,7 +5,8 @@
 # mode), a dataset
 # that does not exist or has no usable training case (loader), a CURVE key file that does not exist (augmenter, loader,
 # exporter, trainer, evaluator); and
-# join.sh with such an augmenter ends at once, status 1, saying it was not restarted.
+# join.sh with such an augmenter ends at once, status 1, saying it was not restarted; an augmenter
+# cutting another patch or batch than the loader says the run trains on (status 78).
 set -u
 source "$(dirname "$0")/../pipeline_test.sh"
 pipeline_test_setup exitconfig 2 0 3 loader augmenter exporter trainer evaluator
@@ -61,4 +62,27 @@ check "[[ $rc == 1 ]] && ((took < 20))" "join.sh with an augmenter that cannot s
 check "grep -q 'configuration error (status 78): not restarted' '$TMP/join.out'" "join.sh says the augmenter was not restarted"
 check "grep -q '\[augmenter-0\] E: .*none' '$TMP/join.out'" "join.sh's console shows the augmenter's error (the key file)"
 check "! grep -q 'restarting it' '$TMP/join.out'" "no restart loop"
+
+# The loader sends the run's patch and batch with its training volumes (train.sh passes the
+# trainer's): an augmenter cutting another size -- every batch of which the trainer would drop --
+# stops with 78 saying what to start it with; one cutting the same size runs on.
+"$BIN/srm-loader" --dataset "$TMP/data" --volumes "ipc://$TMP/geo_v" --trainer-patch 32,32,16 --trainer-batch 2 \
+    >"$TMP/geo_loader.out" 2>&1 &
+loader=$!
+rc=$(st timeout 60 "$BIN/srm-augmenter" --volumes "ipc://$TMP/geo_v" --patches "ipc://$TMP/geo_p" --patch 32 --batch-size 2)
+check "[[ $rc == 78 ]] && grep -q 'trains on batches of 2 patches of 32x32x16.*this augmenter cuts 2 of 32x32x32: start it with --patch 32,32,16 --batch-size 2' '$TMP/out'" \
+    "srm-augmenter with another patch than the run's: status 78, the run's named (got $rc)"
+rc=$(st timeout 60 "$BIN/srm-augmenter" --volumes "ipc://$TMP/geo_v" --patches "ipc://$TMP/geo_p" --patch 32,32,16 --batch-size 1)
+check "[[ $rc == 78 ]] && grep -q 'start it with --patch 32,32,16 --batch-size 2' '$TMP/out'" \
+    "srm-augmenter with another batch than the run's: status 78 (got $rc)"
+rc=$(st timeout 8 "$BIN/srm-augmenter" --volumes "ipc://$TMP/geo_v" --patches "ipc://$TMP/geo_p" --patch 32,32,16 --batch-size 2 \
+    --stats-every 1)
+check "[[ $rc == 124 ]] && grep -q 'volumes [1-9][0-9]* new' '$TMP/out' && ! grep -q 'trains on' '$TMP/out'" \
+    "srm-augmenter with the run's patch and batch takes the volumes and runs on (got $rc)"
+timeout 60 bash pipelines/join.sh augmenters --volumes "ipc://$TMP/geo_v" --patches "ipc://$TMP/geo_p" --count 1 \
+    --patch 64,64,64 --batch 2 --logs "$TMP/jlogs2" >"$TMP/join2.out" 2>&1
+rc=$?
+check "[[ $rc == 1 ]] && grep -q 'configuration error (status 78): not restarted' '$TMP/join2.out' && grep -q 'join.sh: --patch 32,32,16 --batch 2' '$TMP/join2.out'" \
+    "join.sh with augmenters of the wrong --patch stops, showing the run's (got $rc)"
+kill -TERM $loader; wait $loader
 check_summary

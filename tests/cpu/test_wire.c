@@ -271,7 +271,7 @@ static void test_typed_roundtrips(void)
     wire_volume_t v = { .index = 7, .epoch = 2, .C = C, .D = D, .H = H, .W = W, .image_dtype = WIRE_F32,
                         .image = img, .labels = lab, .spacing = { 1, 1.5, 2 },
                         .affine = { -1, 0, 0, 10, 0, -1.5, 0, 20, 0, 0, 2, -30, 0, 0, 0, 1 }, .num_classes = 3,
-                        .prep = (const uint8_t *)prep, .prep_len = strlen(prep) };
+                        .train_patch = { 96, 128, 64 }, .train_batch = 2, .prep = (const uint8_t *)prep, .prep_len = strlen(prep) };
     strcpy(v.case_id, "BRATS_001");
     EXPECT(wire_encode_volume(&o, &v, err) == 0, "encode volume: %s", err);
     EXPECT(through_socket(&o, &m) == 0, "volume: %s", err);
@@ -279,7 +279,8 @@ static void test_typed_roundtrips(void)
     wire_volume_t g;
     EXPECT(wire_decode_volume(&m, &g, err) == 0, "decode volume: %s", err);
     EXPECT(!strcmp(g.case_id, "BRATS_001") && g.index == 7 && g.epoch == 2 && g.C == C && g.D == D && g.H == H &&
-           g.W == W && g.image_dtype == WIRE_F32 && g.num_classes == 3, "volume fields differ");
+           g.W == W && g.image_dtype == WIRE_F32 && g.num_classes == 3 && g.train_patch[0] == 96 &&
+           g.train_patch[1] == 128 && g.train_patch[2] == 64 && g.train_batch == 2, "volume fields differ");
     EXPECT(g.image && !memcmp(g.image, img, sizeof img) && g.labels && !memcmp(g.labels, lab, sizeof lab), "volume arrays differ");
     EXPECT(!memcmp(g.spacing, v.spacing, sizeof v.spacing) && !memcmp(g.affine, v.affine, sizeof v.affine), "geometry differs");
     EXPECT(g.prep_len == strlen(prep) && !memcmp(g.prep, prep, g.prep_len), "prep record differs");
@@ -293,7 +294,7 @@ static void test_typed_roundtrips(void)
     EXPECT(wire_encode_volume(&o, &v2, err) == 0 && through_socket(&o, &m) == 0, "i16 volume: %s", err);
     wire_out_free(&o);
     EXPECT(wire_decode_volume(&m, &g, err) == 0, "decode i16 volume: %s", err);
-    EXPECT(g.image_dtype == WIRE_I16 && !g.labels && g.index == -1 && g.num_classes == 0 && !g.prep &&
+    EXPECT(g.image_dtype == WIRE_I16 && !g.labels && g.index == -1 && g.num_classes == 0 && !g.prep && !g.train_batch &&
            !memcmp(g.image, img16, sizeof img16), "i16 volume differs");
 
     // patch_batch, f32 and bf16
@@ -397,7 +398,8 @@ static void test_typed_roundtrips(void)
 }
 
 // Build a volume message with one defect, parse it from memory and decode it.
-enum { V_OK, V_NO_CASE, V_U8_IMAGE, V_LABEL_SHAPE, V_SPACING, V_AFFINE, V_LABEL_RANGE, V_NUL_ID, V_BIG_DIM, V_NCLASS };
+enum { V_OK, V_NO_CASE, V_U8_IMAGE, V_LABEL_SHAPE, V_SPACING, V_AFFINE, V_LABEL_RANGE, V_NUL_ID, V_BIG_DIM, V_NCLASS,
+       V_TRAIN_ALONE, V_TRAIN_PATCH };
 static int volume_with(int defect)
 {
     static float img[5000];
@@ -412,6 +414,9 @@ static int volume_with(int defect)
     wire_put_f64v(&o, "spacing", sp, 3);
     wire_put_f64v(&o, "affine", af, 16);
     wire_put_i64(&o, "num_classes", defect == V_NCLASS ? 300 : 2);
+    int64_t tp[3] = { 32, 0, 32 };
+    if (defect == V_TRAIN_PATCH) wire_put_i64v(&o, "train_patch", tp, 3);
+    if (defect == V_TRAIN_PATCH || defect == V_TRAIN_ALONE) wire_put_i64(&o, "train_batch", 2);
     int64_t s[4] = { 1, 4, 4, 4 }, ls[3] = { 4, 4, defect == V_LABEL_SHAPE ? 3 : 4 }, big[4] = { 1, 5000, 1, 1 };
     if (defect == V_LABEL_RANGE) lab[10] = 2;
     wire_out_array(&o, "image", defect == V_U8_IMAGE ? WIRE_U8 : WIRE_F32, 4, defect == V_BIG_DIM ? big : s, img);
@@ -511,6 +516,8 @@ static void test_typed_rejects(void)
     REJECT(volume_with(V_NUL_ID), "'case_id' is not a string");
     REJECT(volume_with(V_BIG_DIM), "outside");
     REJECT(volume_with(V_NCLASS), "'num_classes' = 300 outside");
+    REJECT(volume_with(V_TRAIN_ALONE), "train_patch and train_batch go together");
+    REJECT(volume_with(V_TRAIN_PATCH), "'train_patch'[1] is not an integer in [1, 4096]");
     EXPECT(patch_with(P_OK) == 0, "good patch_batch rejected: %s", err);
     REJECT(patch_with(P_POSITIVE), "not 0 or 1");
     REJECT(patch_with(P_IDS), "has 3 entries");
