@@ -46,6 +46,10 @@ typedef struct {
     char *final_extra;
     char final_run[WIRE_ID_LEN];
     eval_labels_t final_lab;        // the classes / regions it was scored with
+    char job_tag[48];               // a final job: "eval.final.STEP.SHA12", its weights' name:
+                                    // the ids of its metrics and predictions, so that the exporter
+                                    // files them once when two evaluators both took the job (the
+                                    // trainer offers it again until metrics come); "" for others
 } svc_t;
 
 static double now_s(void)
@@ -202,12 +206,24 @@ static int flush_outbox(svc_t *s, int keep, double timeout_s, double stall_s, in
 // Hand o to the outbox. A slow exporter that is still acknowledging holds the evaluator up (up
 // to 60 s) rather than let unacknowledged predictions pile up in memory; an absent one does not
 // (the outbox's byte bound applies then).
-static void to_exporter(svc_t *s, wire_out_t *o, const char *what, const char *key)
+// id: the message's id (NULL: a fresh one).
+static void to_exporter(svc_t *s, wire_out_t *o, const char *what, const char *key, const char *id)
 {
     if (!s->exporter) return;
     if (!flush_outbox(s, EVAL_OUTBOX_AHEAD, 60, 10, 1) && !stage_stopping(s->st))
         log_msg('W', "exporter: %d message(s) unacknowledged; %s queued behind them", outbox_pending(s->out), what);
-    outbox_post(s->out, o, what, key);
+    outbox_post_id(s->out, o, what, key, id);
+}
+
+// The exporter id of a final job's message: its tag and what it is ("m" for the metrics, a
+// case's name hashed for its prediction); NULL for other jobs.
+static const char *final_msg_id(const svc_t *s, const char *part, char out[64])
+{
+    if (!s->job_tag[0]) return NULL;
+    char sha[65];
+    wire_sha256_hex((const uint8_t *)part, strlen(part), sha);
+    snprintf(out, 64, "%s.%.12s", s->job_tag, sha);
+    return out;
 }
 
 static void send_prediction(svc_t *s, const eval_case_t *c, uint8_t *labels, uint64_t step, const char *run)
@@ -229,7 +245,8 @@ static void send_prediction(svc_t *s, const eval_case_t *c, uint8_t *labels, uin
     wire_out_donate(&o, "labels", free_buf, NULL);
     char what[WIRE_ID_LEN + 48];
     snprintf(what, sizeof what, "prediction %s of step %llu", c->id, (unsigned long long)step);
-    to_exporter(s, &o, what, c->id);
+    char id[64];
+    to_exporter(s, &o, what, c->id, final_msg_id(s, c->id, id));
     wire_out_free(&o);
 }
 
@@ -270,7 +287,8 @@ static void send_metrics(svc_t *s, uint64_t step, const eval_result_t *rs, int n
         if (eval_metrics_msg(&o, step, rs, n, lab, extra, err)) log_msg('E', "metrics: %s", err);
         else {
             if (run[0]) wire_put_str(&o, "run", run);
-            to_exporter(s, &o, what, NULL);
+            char id[64];
+            to_exporter(s, &o, what, NULL, final_msg_id(s, "metrics", id));
         }
         wire_out_free(&o);
     }
@@ -495,6 +513,8 @@ int eval_run_service(const eval_cfg_t *cfg, stage_t *st, char *err)
             wire_msg_free(&m);
             continue;
         }
+        s.job_tag[0] = 0;
+        if (j.final) snprintf(s.job_tag, sizeof s.job_tag, "eval.final.%llu.%.12s", (unsigned long long)j.step, sha);
         int jr = run_job(&s, &j, peer, jerr);
         wire_msg_free(&m);
         if (jr == 0 && j.final) {

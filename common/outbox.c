@@ -98,8 +98,18 @@ static void free_copy(void *data, void *hint) { (void)hint; free(data); }
 
 void outbox_post(outbox_t *b, wire_out_t *o, const char *what, const char *key)
 {
+    outbox_post_id(b, o, what, key, NULL);
+}
+
+void outbox_post_id(outbox_t *b, wire_out_t *o, const char *what, const char *key, const char *id)
+{
     entry_t *x = xcalloc(1, sizeof *x);
-    snprintf(x->id, sizeof x->id, "%.43s.%llx", b->prefix, (unsigned long long)++b->seq);   // <= 63 bytes
+    if (id) {
+        ASSERT(wire_token_ok(id));
+        snprintf(x->id, sizeof x->id, "%s", id);
+    } else {
+        snprintf(x->id, sizeof x->id, "%.43s.%llx", b->prefix, (unsigned long long)++b->seq);   // <= 63 bytes
+    }
     snprintf(x->what, sizeof x->what, "%s", what);
     snprintf(x->key, sizeof x->key, "%s", key ? key : "");
     wire_put_str(o, "id", x->id);

@@ -34,6 +34,10 @@ void outbox_free(outbox_t **b);
 // log ("metrics step 40"). key: when not NULL, an unacknowledged older message with the same key
 // is dropped first (a newer prediction of a case replaces one still waiting).
 void outbox_post(outbox_t *b, wire_out_t *o, const char *what, const char *key);
+// The same with the caller's id (1..63 of [A-Za-z0-9_.:-]) instead of a fresh one: an id that
+// names the content, so that the exporter files it once whoever sends it (two evaluators that
+// both validated the same weights). NULL: a fresh id.
+void outbox_post_id(outbox_t *b, wire_out_t *o, const char *what, const char *key, const char *id);
 // Ask the exporter whether it acknowledges (until it answers), and send what is due: never sent
 // yet, or evidently lost (above). Never blocks.
 void outbox_tick(outbox_t *b);

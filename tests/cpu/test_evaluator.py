@@ -276,6 +276,30 @@ def real_exporter(tmp, ds, blob, jobs, mets, logs, procs):
         md = decode(got)[0]["values"]["mean_dice"]
         check(abs(ev_lines[0]["mean_dice"] - md) < 1e-9, "metrics.jsonl mean_dice %s vs sent %s" % (ev_lines[0]["mean_dice"], md))
 
+    # The trainer offers its final job again until metrics reach it, and another joined evaluator
+    # may take the copy: that one validates too, but its metrics and predictions carry ids named
+    # after the weights, the first one's, so the exporter files them once.
+    logs.flush()
+    start = os.path.getsize(logs.name)
+    ev2 = subprocess.Popen(ev.args, stdout=logs, stderr=logs)
+    procs.append(ev2)
+    jobs.send_multipart(job(20, "weights", blob, final=True))
+    again = recv_step(mets, 20, 120)
+    try:
+        rc = ev2.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        rc = None
+    lines = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))]
+    ev_lines = [l for l in lines if l.get("source") == "evaluator" and l.get("step") == 20]
+    logs.flush()
+    text = open(logs.name).read()[start:]
+    check(again is not None and rc == 0, "a second evaluator validated the final job again (rc %s)" % rc)
+    check(len(ev_lines) == 1 and ev_lines[0].get("id", "").startswith("eval.final.20."),
+          "metrics.jsonl still has one line of the final validation, its id named after the weights: %s" %
+          [l.get("id") for l in ev_lines])
+    check("came again: already recorded" in text and text.count("came again: already written") == len(val),
+          "the exporter acknowledged the second evaluator's metrics and %d predictions without filing them" % len(val))
+
 
 def sigterm(proc):
     """SIGTERM proc and wait (30 s at most): its exit status (None when it did not end) and the
