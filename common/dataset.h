@@ -78,6 +78,12 @@ void dataset_free(dataset_t *ds);
 // The case id of an image or label path: its file name without the NIfTI ending (.nii.gz,
 // .nii) and, with strip_channel, without a _DDDD channel suffix. malloc'd.
 char *dataset_id_of_path(const char *path, int strip_channel);
+// The label map l read from path as class bytes (*out, malloc'd) under the dataset's rules: one
+// channel on the grid of the image named `image` (dim, affine); every voxel an integer (floats
+// within 1e-4), a declared class (without declared labels any of 0..LABEL_MAX_CLASS) or the
+// "ignore" value (-> LABEL_IGNORE). 0, or -1 with err naming the file and the first bad voxel.
+int dataset_label_bytes(const dataset_t *ds, const char *path, const volume_t *l, const int dim[3],
+                        const double affine[4][4], const char *image, uint8_t **out, char *err);
 // Whether a label file may hold value v: one of the declared labels' values (the "ignore" one
 // included), or without declared labels any class value 0..LABEL_MAX_CLASS.
 int dataset_label_declared(const dataset_t *ds, int v);

@@ -55,35 +55,43 @@ int dataset_label_declared(const dataset_t *ds, int v)
     return 0;
 }
 
+int dataset_label_bytes(const dataset_t *ds, const char *path, const volume_t *l, const int dim[3],
+                        const double affine[4][4], const char *image, uint8_t **out, char *err)
+{
+    *out = NULL;
+    if (l->C != 1) return set_err(err, "%s: label map has %d channels (need 1)", path, l->C);
+    if (memcmp(l->dim, dim, sizeof l->dim))
+        return set_err(err, "%s: label dims %dx%dx%d differ from image %s (%dx%dx%d)", path, l->dim[0],
+                       l->dim[1], l->dim[2], image, dim[0], dim[1], dim[2]);
+    if (!affine_close(affine, l->affine))
+        return set_err(err, "%s: label affine differs from image %s (geometry mismatch)", path, image);
+    size_t n = volume_voxels(l);
+    uint8_t *b = xmalloc(n ? n : 1);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        float x = l->data[i], r = rintf(x);
+        if (!isfinite(x)) rc = set_err(err, "%s: NaN/Inf label at flat index %zu", path, i);
+        // Real data stores labels as floats holding integers; allow float rounding only.
+        else if (fabsf(x - r) > 1e-4f) rc = set_err(err, "%s: non-integer label %g at flat index %zu", path, x, i);
+        else if ((int)r == ds->ignore_label) b[i] = LABEL_IGNORE;
+        else if (dataset_label_declared(ds, (int)r)) b[i] = (uint8_t)r;
+        else if (!ds->n_labels)
+            rc = set_err(err, "%s: label value %g outside [0, %d] (a dataset.json can declare %d as \"ignore\")",
+                         path, r, LABEL_MAX_CLASS, LABEL_IGNORE);
+        else
+            rc = set_err(err, "%s: label value %g outside the declared classes (%d declared, max %d)",
+                         path, r, ds->n_labels, ds->num_classes - 1);
+    }
+    if (rc) free(b);
+    else *out = b;
+    return rc;
+}
+
 static int load_label(const dataset_t *ds, const char *path, case_t *c, const char *first, char *err)
 {
     volume_t l;
     if (nifti_read_volume(path, &l, err) < 0) return -1;
-    int rc = 0;
-    if (l.C != 1) rc = set_err(err, "%s: label map has %d channels (need 1)", path, l.C);
-    else if (memcmp(l.dim, c->image.dim, sizeof l.dim))
-        rc = set_err(err, "%s: label dims %dx%dx%d differ from image %s (%dx%dx%d)", path, l.dim[0],
-                     l.dim[1], l.dim[2], first, c->image.dim[0], c->image.dim[1], c->image.dim[2]);
-    else if (!affine_close(c->image.affine, l.affine))
-        rc = set_err(err, "%s: label affine differs from image %s (geometry mismatch)", path, first);
-    size_t n = volume_voxels(&l);
-    if (rc == 0) {
-        c->label = xmalloc(n ? n : 1);
-        for (size_t i = 0; i < n && rc == 0; i++) {
-            float x = l.data[i], r = rintf(x);
-            if (!isfinite(x)) rc = set_err(err, "%s: NaN/Inf label at flat index %zu", path, i);
-            // Real data stores labels as floats holding integers; allow float rounding only.
-            else if (fabsf(x - r) > 1e-4f) rc = set_err(err, "%s: non-integer label %g at flat index %zu", path, x, i);
-            else if ((int)r == ds->ignore_label) c->label[i] = LABEL_IGNORE;
-            else if (dataset_label_declared(ds, (int)r)) c->label[i] = (uint8_t)r;
-            else if (!ds->n_labels)
-                rc = set_err(err, "%s: label value %g outside [0, %d] (a dataset.json can declare %d as \"ignore\")",
-                             path, r, LABEL_MAX_CLASS, LABEL_IGNORE);
-            else
-                rc = set_err(err, "%s: label value %g outside the declared classes (%d declared, max %d)",
-                             path, r, ds->n_labels, ds->num_classes - 1);
-        }
-    }
+    int rc = dataset_label_bytes(ds, path, &l, c->image.dim, c->image.affine, first, &c->label, err);
     volume_free(&l);
     return rc;
 }

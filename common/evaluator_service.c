@@ -135,25 +135,8 @@ static uint8_t *reference(svc_t *s, const eval_case_t *c, const char **how, char
         if (i < 0 || !s->ds.cases[i].label) { set_err(err, "%s: no label file in %s", c->id, s->cfg->dataset); return NULL; }
         volume_t l;
         if (nifti_read_volume(s->ds.cases[i].label, &l, err)) return NULL;
-        uint8_t *ref = NULL;
-        if (l.C != 1 || memcmp(l.dim, c->rec.src_dim, sizeof l.dim)) {
-            set_err(err, "%s: label grid %dx%dx%d differs from the source image's %dx%dx%d", s->ds.cases[i].label,
-                    l.dim[0], l.dim[1], l.dim[2], c->rec.src_dim[0], c->rec.src_dim[1], c->rec.src_dim[2]);
-        } else {
-            ref = xmalloc(n);
-            for (size_t k = 0; k < n; k++) {
-                float v = l.data[k];
-                const int lv = (int)lrintf(v);
-                if (!(v >= 0 && v <= 255) || (lv == LABEL_IGNORE && s->ds.ignore_label != LABEL_IGNORE)) {
-                    set_err(err, "%s: voxel %zu holds %g%s", s->ds.cases[i].label, k, v,
-                            lv == LABEL_IGNORE ? " (255 is no class; dataset.json can declare it \"ignore\")" : "");
-                    free(ref);
-                    ref = NULL;
-                    break;
-                }
-                ref[k] = lv == s->ds.ignore_label ? LABEL_IGNORE : (uint8_t)lv;
-            }
-        }
+        uint8_t *ref;
+        dataset_label_bytes(&s->ds, s->ds.cases[i].label, &l, c->rec.src_dim, c->rec.src_affine, c->id, &ref, err);
         volume_free(&l);
         *how = "source label files";
         return ref;

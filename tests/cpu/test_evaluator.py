@@ -10,7 +10,8 @@ docs/protocol.md (step, values mean_dice / dice_<c> / cases_ok, per-case `dice` 
 with the loader's validation ids); the Dice equals the Dice recomputed here from the predicted
 label maps and the dataset's label files; a final job brings one `volume` kind "prediction" per
 case, on the source grid (dims and affine of the image, checked with nibabel); jobs that arrive while
-one runs are taken newest first (never an older after a newer); what goes to the exporter carries
+one runs are taken newest first (never an older after a newer); references read from --dataset
+follow the loader's label rules (grid, integer and declared values); what goes to the exporter carries
 an `id`, and a prediction it does not acknowledge is sent again with the same id; the evaluator
 exits 0 after the final job. Fails loudly (does not
 skip) when srm-loader is not built.
@@ -118,6 +119,7 @@ def main():
         stop_while_unacked(tmp, blob, jobs, mets, logs, procs)
         final_again(tmp, blob, jobs, mets, logs, procs)
         stop_mid_case(tmp, blob, jobs, mets, logs, procs)
+        copy_checked_like_loader(tmp, ds, blob, jobs, mets, logs, procs)
         curve(tmp, blob, mets, logs, procs)
     finally:
         for p in procs:
@@ -299,6 +301,45 @@ def real_exporter(tmp, ds, blob, jobs, mets, logs, procs):
           [l.get("id") for l in ev_lines])
     check("came again: already recorded" in text and text.count("came again: already written") == len(val),
           "the exporter acknowledged the second evaluator's metrics and %d predictions without filing them" % len(val))
+
+
+def copy_checked_like_loader(tmp, ds, blob, jobs, mets, logs, procs):
+    """An evaluator on a second machine reads the references from its own copy of the dataset
+    (--dataset) under the loader's rules: a label file whose geometry differs from the source
+    image, or that holds a non-integer or undeclared value, is named and its case not scored
+    (before, the first two were scored anyway: rounded, or on a shifted grid)."""
+    import json, shutil
+    copy = os.path.join(tmp, "copy")
+    shutil.copytree(ds, copy)
+    val = json.load(open(os.path.join(ds, "dataset.json")))["split"]["validation"]
+    bad = {val[0]: "geometry mismatch", val[1]: "non-integer label 1.5"}
+    for cid, why in bad.items():
+        f = os.path.join(copy, "labelsTr", cid + ".nii.gz")
+        im = nib.load(f)
+        data, aff = np.asarray(im.dataobj).astype(np.float32), im.affine.copy()
+        if why == "geometry mismatch":
+            aff[:3, 3] += 5.0
+        else:
+            data[data == 1] = 1.5
+        nib.save(nib.Nifti1Image(data, aff), f)
+    logs.flush()
+    start = os.path.getsize(logs.name)
+    ev = subprocess.Popen([os.path.join(BIN, "srm-evaluator"), "--jobs", "ipc://%s/evaljobs" % tmp,
+                           "--cases", "ipc://%s/cases" % tmp, "--metrics", "ipc://%s/metrics" % tmp,
+                           "--window", "32", "--dataset", copy, "--max-jobs", "1"], stdout=logs, stderr=logs)
+    procs.append(ev)
+    jobs.send_multipart(job(60, "weights", blob, run="runD"))
+    got = recv_step(mets, 60, 120)
+    try:
+        ev.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    logs.flush()
+    text = open(logs.name).read()[start:]
+    v = decode(got)[0].get("values", {}) if got else {}
+    check(v.get("cases_ok") == 0 and v.get("cases_failed") == 2, "both cases of the damaged copy unscored: %s" % v)
+    for cid, why in bad.items():
+        check(("labelsTr/%s.nii.gz" % cid) in text and why in text, "the evaluator names %s: %s" % (cid, why))
 
 
 def sigterm(proc):
