@@ -25,37 +25,15 @@ static double now_s(void)
     return tv.tv_sec + tv.tv_usec * 1e-6;
 }
 
-// A label file on the image's grid -> uint8 (integers in [0, 255] only). NULL with err.
-static uint8_t *read_label(const char *path, const volume_t *img, char *err)
+// A --labels file on the grid of image (read from image_path) -> class bytes under the rules of
+// a dataset that declares no labels (dataset_label_bytes: integers 0..254). NULL with err.
+static uint8_t *read_label(const char *path, const volume_t *image, const char *image_path, char *err)
 {
+    static const dataset_t none = { .ignore_label = -1 };
     volume_t l;
     if (nifti_read_volume(path, &l, err)) return NULL;
-    uint8_t *out = NULL;
-    if (l.C != 1 || memcmp(l.dim, img->dim, sizeof l.dim)) {
-        set_err(err, "%s: label grid %dx%dx%d (x%d) differs from the image's %dx%dx%d", path, l.dim[0],
-                l.dim[1], l.dim[2], l.C, img->dim[0], img->dim[1], img->dim[2]);
-        goto done;
-    }
-    for (int r = 0; r < 4; r++)
-        for (int k = 0; k < 4; k++)
-            if (fabs(l.affine[r][k] - img->affine[r][k]) > CASE_AFFINE_ATOL + CASE_AFFINE_RTOL * fabs(img->affine[r][k])) {
-                set_err(err, "%s: label affine differs from the image's at [%d][%d] (%g vs %g)", path, r, k,
-                        l.affine[r][k], img->affine[r][k]);
-                goto done;
-            }
-    size_t n = volume_voxels(&l);
-    out = xmalloc(n);
-    for (size_t i = 0; i < n; i++) {
-        float v = l.data[i];
-        if (!(v >= 0 && v <= 255) || fabsf(v - roundf(v)) > 1e-4f) {
-            set_err(err, "%s: voxel %zu holds %g, not a label in [0, 255]", path, i, v);
-            free(out);
-            out = NULL;
-            goto done;
-        }
-        out[i] = (uint8_t)lrintf(v);
-    }
-done:
+    uint8_t *out;
+    dataset_label_bytes(&none, path, &l, image->dim, image->affine, image_path, &out, err);
     volume_free(&l);
     return out;
 }
@@ -140,7 +118,8 @@ static int load_case(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx,
         eval_case_id(cfg, k, c->id, sizeof c->id);
         if (case_read_images(c, cfg->images + cfg->case_first[k], cfg->case_nch[k], err)) return -1;
         for (int ch = 0; ch < c->image.C && ch < CASE_MAX_CHANNELS; ch++) c->modality[ch] = MODALITY_MR;
-        if (cfg->n_labels && !(*ref = read_label(cfg->labels[k], &c->image, err))) return -1;
+        if (cfg->n_labels && !(*ref = read_label(cfg->labels[k], &c->image, cfg->images[cfg->case_first[k]], err)))
+            return -1;
     }
     if (c->image.C != mc->in_channels) {
         int many = ds ? ds->cases[idx[k]].n_images > 1 : cfg->case_nch[k] > 1;
