@@ -100,10 +100,16 @@ int dataset_select(const dataset_t *ds, const char *sel, int **idx, int *n, char
 
 // Fold k: training and validation case indices. Sources in order of preference:
 // splits_final.json (fold k = entry k), MSD "fold" keys (val = cases with fold == k), else a
-// generated nnU-Net-style 5-fold split of the labelled non-test cases (sorted ids, seeded
-// shuffle with seed 12345, KFold partition). Returns 0 or -1 + err (k out of range, unknown id).
+// generated 5-fold split of the labelled non-test cases that is nnU-Net v2's, case for case
+// (sklearn's KFold(5, shuffle=True, random_state=12345) over the sorted ids; with 2..4 such
+// cases, one fold a case, where sklearn refuses). Returns 0 or -1 + err (k out of range, unknown
+// id, a fold without validation cases).
 int dataset_fold(const dataset_t *ds, int k, int **train, int *n_train, int **val, int *n_val,
                  char *err);
+// Where dataset_fold's folds come from ("splits_final.json", "fold keys" of an MSD dataset.json,
+// or "generated") and how many there are (splits_final.json's entries; the largest fold key + 1;
+// 5, or the labelled non-test cases when fewer, 0 below 2).
+const char *dataset_fold_source(const dataset_t *ds, int *n_folds);
 
 // Print a JSON object describing dir: layout, channels, labels, each case with its split,
 // dims and problems (missing files, unreadable images, shape/geometry mismatch, label values

@@ -2,14 +2,14 @@
 dataset_folds.c -- which cases train, validate and test: the "split" key, splits_final.json
 folds, MSD "fold" keys, and a generated 5-fold split when the dataset declares none.
 
-The generated split follows nnU-Net v2 (generate_crossval_split: KFold(5, shuffle=True,
-random_state=12345) over the sorted training ids) in structure, but shuffles with this
-project's rng (rng.h), so the folds are deterministic here but not identical to nnU-Net's.
+The generated split is nnU-Net v2's (generate_crossval_split: sklearn's KFold(5, shuffle=True,
+random_state=12345) over the sorted training ids), case for case: the ids are shuffled with
+numpy's RandomState(12345) stream (mt19937.h) and cut into KFold's consecutive folds.
 */
 #define _GNU_SOURCE
 #include "dataset.h"
 #include "check.h"
-#include "rng.h"
+#include "mt19937.h"
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +118,19 @@ static int ids_to_idx(const dataset_t *ds, char **ids, int **idx, int *n, char *
     return 0;
 }
 
+const char *dataset_fold_source(const dataset_t *ds, int *n_folds)
+{
+    if (ds->n_folds > 0) { *n_folds = ds->n_folds; return "splits_final.json"; }
+    int max_key = -1, pool = 0;
+    for (int i = 0; i < ds->n_cases; i++) {
+        if (ds->cases[i].fold > max_key) max_key = ds->cases[i].fold;
+        pool += in_pool(&ds->cases[i]);
+    }
+    if (max_key >= 0) { *n_folds = max_key + 1; return "fold keys"; }
+    *n_folds = pool < 2 ? 0 : pool < GENERATED_FOLDS ? pool : GENERATED_FOLDS;
+    return "generated";
+}
+
 int dataset_fold(const dataset_t *ds, int k, int **train, int *n_train, int **val, int *n_val, char *err)
 {
     *train = *val = NULL;
@@ -143,14 +156,12 @@ int dataset_fold(const dataset_t *ds, int k, int **train, int *n_train, int **va
     if (has_fold_keys) {
         for (int i = 0; i < m; i++) is_val[order[i]] = ds->cases[order[i]].fold == k;
     } else {
-        // nnU-Net: sorted ids, shuffled with a fixed seed, KFold partition: the first
-        // pool % K folds get one case more.
+        // nnU-Net: sorted ids (np.sort: by code point, as strcmp), shuffled as sklearn's KFold
+        // shuffles np.arange(m), cut into consecutive folds, the first m % K one case longer.
         qsort_r(order, (size_t)m, sizeof *order, cmp_id, (void *)ds);
-        rng_t r = rng_seed(FOLD_SEED);
-        for (int i = m - 1; i > 0; i--) {
-            int j = (int)rng_below(&r, (uint64_t)i + 1), t = order[i];
-            order[i] = order[j]; order[j] = t;
-        }
+        mt19937_t r;
+        mt19937_seed(&r, FOLD_SEED);
+        mt19937_shuffle(&r, order, m);
         int K = m < GENERATED_FOLDS ? m : GENERATED_FOLDS;
         if (k >= K) { free(order); free(is_val); return set_err(err, "%s: only %d cases, so folds 0..%d", ds->dir, m, K - 1); }
         int start = 0;

@@ -106,8 +106,9 @@ srm_need_bin exporter loader augmenter trainer inspect
 # --shape reads them as the loader does (declared labels' largest value + 1, nnU-Net regions
 # included; without dataset.json the label files' largest value + 1 and the channel files).
 shape=$("$SRM_BIN/srm-inspect" --dataset "$DATASET" --shape 2>&1) || srm_die "$shape"
-read -r dc dk from nval f0t f0v ign gaps < <($SRM_PY -c 'import json, sys; o = json.loads(sys.argv[1]); print(o["channels"], o["classes"], o["classes_from"].replace(" ", "_"), o["validation"], o["fold0_train"], o["fold0_val"], "-" if o["ignore"] is None else o["ignore"], ",".join(map(str, o["undeclared"])) or "-")' "$shape") ||
+read -r dc dk from nval nfolds folds_from f0t f0v ign gaps < <($SRM_PY -c 'import json, sys; o = json.loads(sys.argv[1]); print(o["channels"], o["classes"], o["classes_from"].replace(" ", "_"), o["validation"], o["folds"], o["folds_from"].replace(" ", "_"), o["fold0_train"], o["fold0_val"], "-" if o["ignore"] is None else o["ignore"], ",".join(map(str, o["undeclared"])) or "-")' "$shape") ||
     srm_die "srm-inspect --shape: unexpected answer '$shape'"
+fold0_error=$($SRM_PY -c 'import json, sys; print(json.loads(sys.argv[1])["fold0_error"] or "")' "$shape")
 [[ $gaps == - || -n $CLASSES || -n $REGIONS ]] ||
     srm_log "WARNING: label value(s) $gaps of 0..$((dk - 1)) declared by no label of $DATASET: the model gets an output for each, which no voxel trains (nnU-Net wants consecutive labels)"
 [[ $ign == - ]] || srm_log "label $ign is nnU-Net's \"ignore\": those voxels are left out of the loss, the crops' centres and the scores"
@@ -157,9 +158,17 @@ elif [[ -n $FOLD ]]; then
 elif ((LOADER_CHOOSES)); then
     SPLIT_ARGS=()                               # the loader's own arguments choose the cases
 elif ((nval == 0)) && ((EVALUATOR || REMOTE_EVAL)); then
+    # declared folds (splits_final.json, MSD fold keys) that fail stop the run: training on every
+    # case instead would train on the validation cases the user meant
+    [[ -z $fold0_error ]] || srm_die "no validation split declared, and fold 0 cannot be made: $fold0_error"
     if ((f0v > 0 && f0t > 0)); then
         SPLIT_ARGS=(--fold 0 --val-split fold0/val)
-        srm_log "no validation split declared: fold 0 of the 5-fold split ($f0t training, $f0v validation cases; --fold K for another)"
+        case $folds_from in
+            generated) what="nnU-Net's generated $nfolds-fold split" ;;
+            fold_keys) what="the $nfolds folds of dataset.json's fold keys" ;;
+            *) what="the $nfolds folds of splits_final.json" ;;
+        esac
+        srm_log "no validation split declared: fold 0 of $what ($f0t training, $f0v validation cases; --fold K for another; srm-inspect --dataset DIR --folds lists them)"
     else
         srm_log "no validation split declared and too few cases for folds: training on every case, no validation"
     fi

@@ -10,7 +10,7 @@ PKGS=(
   libnifti2-dev libniftiio-dev libznz-dev
   libjansson-dev libpng-dev libssl-dev
   clang libclang-rt-14-dev valgrind iproute2 procps
-  python3 python3-numpy python3-nibabel python3-zmq python3-msgpack python3-torch
+  python3 python3-numpy python3-nibabel python3-zmq python3-msgpack python3-torch python3-sklearn
 )
 
 missing=()

@@ -10,12 +10,16 @@ inspect.c -- bin/srm-inspect: what the loader sees in one NIfTI file, or in a da
   srm-inspect --dataset DIR --shape   {"channels": C, "classes": K, "classes_from": ...,
                                 "ignore": V or null (nnU-Net's "ignore" label, not a class),
                                 "undeclared": values below the largest class no label declares,
-                                "validation": N, "fold0_train": N, "fold0_val": N}: what a model
+                                "validation": N, "folds": F, "folds_from": S, "fold0_train": N,
+                                "fold0_val": N, "fold0_error": null or why}: what a model
                                 for DIR takes and gives, and which validation cases it has
                                 (pipelines/train.sh asks): the declared labels' largest value + 1,
                                 or without declared labels (plain layout) the label files'
                                 largest value + 1; the cases of the declared validation split,
-                                and of fold 0 (0 and 0 when the dataset has too few for folds).
+                                the folds (splits_final.json, MSD fold keys or generated: 0 when
+                                too few cases) and fold 0's cases, or why declared folds fail.
+  srm-inspect --dataset DIR --folds   every fold as nnU-Net's splits_final.json (a generated
+                                split is nnU-Net v2's own, case for case: dataset_folds.c).
   srm-inspect --dataset DIR --intensities   each channel's foreground intensity fingerprint
                                 (dataset_intensity.c: mean, std, min, max, 0.5 and 99.5
                                 percentiles over the labelled non-test cases) and "ct_norm", the
@@ -24,6 +28,7 @@ inspect.c -- bin/srm-inspect: what the loader sees in one NIfTI file, or in a da
                                 why; pipelines/train.sh --norm ct-nnunet asks).
 Bad input: exit status 1 and one line on stderr naming the file and the problem.
 */
+#define _GNU_SOURCE
 #include "check.h"
 #include "dataset.h"
 #include "labels.h"
@@ -158,7 +163,7 @@ static json_t *inspect_file(const char *path, int with_labels, char *err)
 static void usage(void)
 {
     fprintf(stderr, "usage: srm-inspect FILE.nii[.gz] [--labels]\n"
-                    "       srm-inspect --dataset DIR [--shape | --intensities]\n");
+                    "       srm-inspect --dataset DIR [--shape | --intensities | --folds]\n");
 }
 
 // Channels and classes a model for the dataset needs. Undeclared labels are counted from the
@@ -182,12 +187,21 @@ static int print_shape(const char *dir, char *err)
         if (!files) { dataset_free(&ds); return set_err(err, "%s: no label file to count the classes from", dir); }
         classes = maxv + 1 < 2 ? 2 : maxv + 1;
     }
-    int nval = 0, *tr = NULL, *va = NULL, ntr = 0, nva = 0;
+    int nval = 0, *tr = NULL, *va = NULL, ntr = 0, nva = 0, nfolds;
     char e2[ERR_LEN];
     for (int i = 0; i < ds.n_cases; i++) nval += !strcmp(ds.cases[i].split, "validation");
-    if (dataset_fold(&ds, 0, &tr, &ntr, &va, &nva, e2)) ntr = nva = 0;     // too few cases: no fold
+    const char *source = dataset_fold_source(&ds, &nfolds);
+    json_t *fold_err = json_null();
+    // a generated split of too few cases has no fold 0; declared folds that fail are an error
+    if (nfolds && dataset_fold(&ds, 0, &tr, &ntr, &va, &nva, e2)) {
+        ntr = nva = 0;
+        json_decref(fold_err);
+        fold_err = json_string(e2);
+    }
     free(tr);
     free(va);
+    char *fe = json_dumps(fold_err, JSON_ENCODE_ANY);
+    json_decref(fold_err);
     char ignore[16] = "null", gaps[1200] = "";
     if (ds.ignore_label >= 0) snprintf(ignore, sizeof ignore, "%d", ds.ignore_label);
     // values below the largest class that no label declares: outputs no voxel trains (nnU-Net
@@ -195,10 +209,61 @@ static int print_shape(const char *dir, char *err)
     for (int v = 0, len = 0; ds.n_labels && v < ds.num_classes && len < (int)sizeof gaps - 8; v++)
         if (!dataset_label_declared(&ds, v)) len += snprintf(gaps + len, sizeof gaps - len, "%s%d", len ? ", " : "", v);
     printf("{\"channels\": %d, \"classes\": %d, \"classes_from\": \"%s\", \"ignore\": %s, \"undeclared\": [%s], "
-           "\"validation\": %d, \"fold0_train\": %d, \"fold0_val\": %d}\n", ds.n_channels, classes,
-           ds.num_classes ? "declared labels" : "label files", ignore, gaps, nval, ntr, nva);
+           "\"validation\": %d, \"folds\": %d, \"folds_from\": \"%s\", \"fold0_train\": %d, \"fold0_val\": %d, "
+           "\"fold0_error\": %s}\n", ds.n_channels, classes, ds.num_classes ? "declared labels" : "label files", ignore,
+           gaps, nval, nfolds, source, ntr, nva, fe ? fe : "null");
+    free(fe);
     dataset_free(&ds);
     return fflush(stdout) ? set_err(err, "%s: cannot write to stdout", dir) : 0;
+}
+
+static int cmp_case_id(const void *a, const void *b, void *ds)
+{
+    const dataset_t *d = ds;
+    return strcmp(d->cases[*(const int *)a].id, d->cases[*(const int *)b].id);
+}
+
+// The ids of cases idx (reordered: sorted by id) as a JSON array.
+static json_t *id_array(const dataset_t *ds, int *idx, int n)
+{
+    qsort_r(idx, (size_t)n, sizeof *idx, cmp_case_id, (void *)ds);
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, json_string(ds->cases[idx[i]].id));
+    return a;
+}
+
+// Every fold of dataset_fold as nnU-Net's splits_final.json: [{"train": [...], "val": [...]}, ...]
+// (the ids sorted, as nnU-Net writes them). A fold that cannot be made stops with its error.
+static int print_folds(const char *dir, char *err)
+{
+    dataset_t ds;
+    if (dataset_open(dir, &ds, err)) return -1;
+    int nfolds;
+    const char *source = dataset_fold_source(&ds, &nfolds);
+    if (!nfolds) {
+        set_err(err, "%s: fewer than 2 labelled non-test cases: no folds", dir);
+        dataset_free(&ds);
+        return -1;
+    }
+    json_t *folds = json_array();
+    int rc = 0;
+    for (int k = 0; k < nfolds && !rc; k++) {
+        int *tr, *va, ntr, nva;
+        if ((rc = dataset_fold(&ds, k, &tr, &ntr, &va, &nva, err))) break;
+        json_t *f = json_object();
+        json_object_set_new(f, "train", id_array(&ds, tr, ntr));
+        json_object_set_new(f, "val", id_array(&ds, va, nva));
+        json_array_append_new(folds, f);
+        free(tr);
+        free(va);
+    }
+    dataset_free(&ds);
+    if (rc) { json_decref(folds); return -1; }
+    log_msg('I', "%d folds (%s)", nfolds, source);
+    rc = json_dumpf(folds, stdout, JSON_INDENT(4));
+    json_decref(folds);
+    if (rc != 0 || fputc('\n', stdout) == EOF || fflush(stdout) != 0) return set_err(err, "%s: cannot write to stdout", dir);
+    return 0;
 }
 
 // Each channel's foreground intensity fingerprint, and the --norm that gives nnU-Net's CT
@@ -253,24 +318,26 @@ int main(int argc, char **argv)
 {
     log_set_name("inspect");
     const char *file = NULL, *dataset = NULL;
-    int labels = 0, shape = 0, intensities = 0;
+    int labels = 0, shape = 0, intensities = 0, folds = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--labels") == 0) labels = 1;
         else if (strcmp(argv[i], "--shape") == 0) shape = 1;
         else if (strcmp(argv[i], "--intensities") == 0) intensities = 1;
+        else if (strcmp(argv[i], "--folds") == 0) folds = 1;
         else if (strcmp(argv[i], "--dataset") == 0 && i + 1 < argc) dataset = argv[++i];
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { usage(); return 0; }
         else if (argv[i][0] == '-' || file) { usage(); return 2; }
         else file = argv[i];
     }
-    if (!!file == !!dataset || ((shape || intensities) && !dataset) || (shape && intensities) || (labels && !file)) {
+    if (!!file == !!dataset || ((shape || intensities || folds) && !dataset) || shape + intensities + folds > 1 ||
+        (labels && !file)) {
         usage();
         return 2;
     }
     char err[ERR_LEN];
     if (dataset) {
-        int rc = shape ? print_shape(dataset, err)
-               : intensities ? print_intensities(dataset, err) : dataset_print_report(dataset, stdout, err);
+        int rc = shape ? print_shape(dataset, err) : intensities ? print_intensities(dataset, err)
+               : folds ? print_folds(dataset, err) : dataset_print_report(dataset, stdout, err);
         if (rc < 0) {
             fprintf(stderr, "E: inspect: %s\n", err);
             return 1;

@@ -9,6 +9,7 @@
 #   - --norm ct-nnunet takes nnU-Net's CT normalisation from srm-inspect --intensities into the
 #     run's preprocessing settings, and is refused for a dataset whose channels are not all CT;
 #   - no validation split declared: fold 0 of the 5-fold split is validated (nnU-Net's default);
+#     a splits_final.json whose fold 0 cannot be made stops the run;
 #     a step validated off the checkpoint grid is checkpointed, so best.ckpt points at the best;
 #     the choice is kept in RUN/cases.args for a resume, which refuses another --fold; cases
 #     chosen by --loader-args (--fold 1) win over the defaults;
@@ -99,7 +100,7 @@ EVAL_ARGS=("${EV_ARGS[@]}" --val-every 1)
 timeout 300 bash pipelines/train.sh "$TMP/nosplit" "$TMP/run7" "${EVAL_ARGS[@]}" >"$TMP/run7.out" 2>&1
 rc=$?
 check "[[ $rc == 0 ]]" "no validation split: train.sh exits 0 (exit $rc)"
-check "grep -q 'fold 0 of the 5-fold split (4 training, 1 validation cases' '$TMP/run7.out'" "no validation split: fold 0 chosen"
+check "grep -q \"fold 0 of nnU-Net's generated 5-fold split (4 training, 1 validation cases\" '$TMP/run7.out'" "no validation split: fold 0 chosen"
 check "grep -q '\"source\": *\"evaluator\"' '$TMP/run7/metrics.jsonl'" "no validation split: the final validation was recorded"
 check "[[ \$(ls '$TMP/run7/predictions' 2>/dev/null | wc -l) == 1 ]]" "no validation split: one prediction (fold 0's validation case)"
 # --val-every 1 off the --ckpt-every 2 grid: step 1 is checkpointed too, and best points at the
@@ -116,6 +117,16 @@ got=$(readlink "$TMP/run7/checkpoints/best.ckpt" 2>/dev/null | grep -o '[0-9]*' 
 check "grep -q 'step 1\b' '$TMP/run7/logs/exporter.log'" "--val-every off the checkpoint grid: step 1 was checkpointed"
 check "[[ -n '$got' && '$got' == '$want' ]]" "best.ckpt points at step ${got:-?}, the best validated step ${want:-?}"
 check "[[ \$(cat '$TMP/run7/cases.args') == '--fold 0 --val-split fold0/val' ]]" "the run's cases are kept in RUN/cases.args"
+# a splits_final.json whose fold 0 names a case the dataset lacks (a typo) stops the run naming
+# it -- it once trained on every case, the intended validation cases too, and exited 0
+mkdir -p "$TMP/badsplit"
+cp -r "$TMP/nosplit/imagesTr" "$TMP/nosplit/labelsTr" "$TMP/nosplit/dataset.json" "$TMP/badsplit/"
+/usr/bin/python3 -c 'import json, sys; json.dump([{"train": ["phantom_000", "phantom_001"], "val": ["phantom_02"]}], open(sys.argv[1], "w"))' \
+    "$TMP/badsplit/splits_final.json"
+timeout 60 bash pipelines/train.sh "$TMP/badsplit" "$TMP/run7d" "${EVAL_ARGS[@]}" >"$TMP/run7d.out" 2>&1
+rc=$?
+check "[[ $rc == 1 ]] && grep -q 'fold 0 cannot be made: .*splits_final.json: unknown case \"phantom_02\"' '$TMP/run7d.out'" \
+    "a splits_final.json naming an unknown case stops the run, naming it (exit $rc)"
 # a resume keeps the first run's cases even when the dataset now declares a validation split
 cp "$TMP/data/dataset.json" "$TMP/nosplit/dataset.json"
 timeout 300 bash pipelines/train.sh "$TMP/nosplit" "$TMP/run7" "${EVAL_ARGS[@]}" --resume >"$TMP/run7b.out" 2>&1

@@ -1,0 +1,121 @@
+#!/usr/bin/python3
+"""test_folds_nnunet.py -- the generated 5-fold split is nnU-Net v2's, case for case.
+
+nnU-Net v2 (nnUNetTrainer.do_split -> generate_crossval_split) splits the sorted training ids with
+sklearn's KFold(n_splits=5, shuffle=True, random_state=12345). For datasets of 5..101 cases, with
+ids that sort differently by code point than by number or case ("case_10" < "case_2", "Z" < "a"),
+in the nnU-Net v2 layout and in MSD's, `srm-inspect --dataset DIR --folds` must print exactly
+sklearn's folds, and --shape's fold 0 counts must be theirs; test cases (imagesTs) and a
+splits_final.json are respected. Needs sklearn (python3-sklearn): fails, does not skip, without it.
+"""
+import json, os, subprocess, sys, tempfile
+
+import numpy as np
+import nibabel as nib
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from srmtest import BIN, check, summary
+
+try:
+    from sklearn.model_selection import KFold
+except ImportError:
+    check(False, "sklearn is not installed (python3-sklearn): the reference split cannot be drawn")
+    sys.exit(summary())
+
+
+def nnunet_folds(ids):
+    keys = sorted(ids)
+    out = []
+    for tr, va in KFold(n_splits=5, shuffle=True, random_state=12345).split(keys):
+        out.append({"train": [keys[i] for i in tr], "val": [keys[i] for i in va]})
+    return out
+
+
+def write_case(folder, name, with_label, label_folder=None):
+    img = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4))
+    nib.save(img, os.path.join(folder, name))
+    if with_label:
+        nib.save(nib.Nifti1Image(np.zeros((2, 2, 2), np.uint8), np.eye(4)), os.path.join(label_folder, with_label))
+
+
+def nnunet_dataset(root, ids, test_ids=()):
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    for i in ids:
+        write_case(os.path.join(root, "imagesTr"), i + "_0000.nii.gz", i + ".nii.gz", os.path.join(root, "labelsTr"))
+    for i in test_ids:
+        write_case(os.path.join(root, "imagesTs"), i + "_0000.nii.gz", None)
+    json.dump({"channel_names": {"0": "MRI"}, "labels": {"background": 0, "x": 1}, "numTraining": len(ids),
+               "file_ending": ".nii.gz"}, open(os.path.join(root, "dataset.json"), "w"))
+
+
+def msd_dataset(root, ids):
+    for sub in ("imagesTr", "labelsTr"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    for i in ids:
+        write_case(os.path.join(root, "imagesTr"), i + ".nii.gz", i + ".nii.gz", os.path.join(root, "labelsTr"))
+    json.dump({"modality": {"0": "MRI"}, "labels": {"0": "background", "1": "x"}, "numTraining": len(ids),
+               "training": [{"image": "./imagesTr/%s.nii.gz" % i, "label": "./labelsTr/%s.nii.gz" % i} for i in ids],
+               "test": []}, open(os.path.join(root, "dataset.json"), "w"))
+
+
+def inspect(root, what):
+    r = subprocess.run([os.path.join(BIN, "srm-inspect"), "--dataset", root, what], capture_output=True, text=True)
+    return r.returncode, r.stdout, r.stderr
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="srm-folds-")
+    rng = np.random.RandomState(7)
+    sizes = [5, 6, 7, 9, 12, 13, 24, 50, 101]
+    for n in sizes:
+        # ids whose code-point order differs from their numeric and case-blind order
+        pool = ["case_%d" % i for i in range(n)] + ["Case_%03d" % i for i in range(n)] + ["pat%d_x" % i for i in range(n)]
+        ids = list(rng.choice(pool, n, replace=False))
+        for layout, make in (("nnunet", nnunet_dataset), ("msd", msd_dataset)):
+            root = os.path.join(tmp, "%s_%d" % (layout, n))
+            make(root, ids)
+            rc, out, err = inspect(root, "--folds")
+            want = nnunet_folds(ids)
+            try:
+                got = json.loads(out)
+            except ValueError:
+                got = None
+            check(rc == 0 and got == want, "%s, %d cases: the folds are nnU-Net's\n got  %s\n want %s\n %s" % (
+                layout, n, got, want, err.strip()))
+            rc, out, err = inspect(root, "--shape")
+            shape = json.loads(out) if rc == 0 else {}
+            check(shape.get("folds") == 5 and shape.get("folds_from") == "generated" and
+                  shape.get("fold0_train") == len(want[0]["train"]) and shape.get("fold0_val") == len(want[0]["val"]) and
+                  shape.get("fold0_error") is None, "%s, %d cases: --shape's fold 0 is nnU-Net's: %s" % (layout, n, shape))
+
+    # imagesTs cases are no training ids: the folds are those of the training ids alone
+    ids = ["c%02d" % i for i in range(11)]
+    root = os.path.join(tmp, "with_test")
+    nnunet_dataset(root, ids, test_ids=["t1", "t2", "a0"])
+    rc, out, err = inspect(root, "--folds")
+    check(rc == 0 and json.loads(out) == nnunet_folds(ids), "test cases stay out of the folds: %s %s" % (out[:200], err))
+
+    # a splits_final.json is taken as it is (here: its own two folds, not the generated five)
+    splits = [{"train": ids[:6], "val": ids[6:]}, {"train": ids[5:], "val": ids[:5]}]
+    json.dump(splits, open(os.path.join(root, "splits_final.json"), "w"))
+    rc, out, err = inspect(root, "--folds")
+    check(rc == 0 and json.loads(out) == [{"train": sorted(f["train"]), "val": sorted(f["val"])} for f in splits],
+          "splits_final.json's folds are printed as declared: %s %s" % (out[:200], err))
+    rc, out, err = inspect(root, "--shape")
+    shape = json.loads(out) if rc == 0 else {}
+    check(shape.get("folds") == 2 and shape.get("folds_from") == "splits_final.json" and shape.get("fold0_val") == 5,
+          "--shape names splits_final.json and its fold count: %s" % shape)
+    # one that names a case the dataset does not have: --shape says why fold 0 cannot be made
+    json.dump([{"train": ids[:6], "val": ids[6:] + ["c99"]}], open(os.path.join(root, "splits_final.json"), "w"))
+    rc, out, err = inspect(root, "--shape")
+    shape = json.loads(out) if rc == 0 else {}
+    check("c99" in (shape.get("fold0_error") or "") and shape.get("fold0_val") == 0,
+          "a splits_final.json naming an unknown case: fold0_error says so: %s %s" % (shape, err))
+    rc, out, err = inspect(root, "--folds")
+    check(rc == 1 and "c99" in err, "--folds with that file: exit 1 naming the case (%d: %s)" % (rc, err.strip()))
+    subprocess.run(["rm", "-rf", tmp])
+    return summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
