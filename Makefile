@@ -182,7 +182,7 @@ fuzz: $(FUZZ_TARGETS)
 # datasets' JSON); CI: tests/cpu/test_fuzz_nifti_replay.sh. The NIfTI targets link libnifti2.
 FUZZ_DEPS_fuzz_nifti   := common/nifti_io.c common/check.c
 FUZZ_DEPS_fuzz_dataset := common/dataset.c common/dataset_folds.c common/dataset_case.c \
-                          common/nifti_io.c common/check.c common/rng.c
+                          common/nifti_io.c common/check.c common/mt19937.c
 FUZZ_LIBS += -lnifti2 -lznz -lz
 
 # ---- soak (issue 8) ----

@@ -66,8 +66,10 @@ static int channel_suffix(const char *stem, int len)
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-// NIfTI file stems in dir/sub, sorted; dot-files skipped. Returns count (0 if no folder).
-static int list_stems(const char *dir, const char *sub, char ***out)
+// NIfTI file stems in dir/sub, sorted; dot-files skipped. With ending (a dataset.json's
+// file_ending) only files of that ending, the others named in ds's problems. Returns count (0
+// if no folder).
+static int list_stems(dataset_t *ds, const char *dir, const char *sub, const char *ending, char ***out)
 {
     char *path = join(dir, sub);
     DIR *d = opendir(path);
@@ -80,6 +82,10 @@ static int list_stems(const char *dir, const char *sub, char ***out)
         if (e->d_name[0] == '.') continue;     // ".", "..", macOS "._x.nii.gz"
         int len = strip_ending(e->d_name);
         if (len <= 0) continue;
+        if (ending && strcmp(e->d_name + len, ending)) {
+            dataset_add_problem(ds, "%s/%s/%s: not of the dataset's file_ending %s; skipped", dir, sub, e->d_name, ending);
+            continue;
+        }
         *out = xrealloc(*out, (size_t)(n + 1) * sizeof **out);
         (*out)[n++] = strndup(e->d_name, (size_t)len);
     }
@@ -312,23 +318,55 @@ static int open_msd(dataset_t *ds, json_t *root, const char *where, char *err)
 }
 
 // nnU-Net v2 and the plain layout with _XXXX channel files: one case per distinct id.
+// nnU-Net's imagesTr / imagesTs: <id>_XXXX<ending> files, one a channel. A case needs every
+// declared channel's file, else it is skipped; one in imagesTr without its labelsTr file is taken
+// as a test case (in no fold); an imagesTs id that imagesTr has too is skipped (ids are unique);
+// a labelsTr file without images is named. Each named in ds's problems.
 static void add_channel_cases(dataset_t *ds, const char *imgdir, const char *labdir,
                               const char *ending, const char *split)
 {
     char **stems;
-    int n = list_stems(ds->dir, imgdir, &stems);
+    int n = list_stems(ds, ds->dir, imgdir, ending, &stems), first = ds->n_cases;
     for (int i = 0; i < n; i++) {
         int len = (int)strlen(stems[i]), ch = channel_suffix(stems[i], len);
         if (ch < 0) { dataset_add_problem(ds, "%s/%s/%s%s: no _XXXX channel suffix; skipped", ds->dir, imgdir, stems[i], ending); continue; }
         if (ch >= ds->n_channels) { dataset_add_problem(ds, "%s/%s/%s%s: channel %d but %d declared; skipped", ds->dir, imgdir, stems[i], ending, ch, ds->n_channels); continue; }
         stems[i][len - 5] = 0;
-        if (dataset_find(ds, stems[i]) >= 0) continue;   // already made from channel 0000
+        int known = dataset_find(ds, stems[i]);
+        if (known >= first) continue;                   // already made from another channel file
+        if (known >= 0) {
+            dataset_add_problem(ds, "%s/%s/%s_%04d%s: case %s is a case of %s too (ids must be unique); skipped",
+                                ds->dir, imgdir, stems[i], ch, ending, stems[i], ds->cases[known].images[0]);
+            continue;
+        }
+        char *missing = NULL;
+        for (int k = 0; k < ds->n_channels && !missing; k++) {
+            if (asprintf(&missing, "%s/%s/%s_%04d%s", ds->dir, imgdir, stems[i], k, ending) < 0) DIE("out of memory");
+            if (is_file(missing)) { free(missing); missing = NULL; }
+        }
+        if (missing) {
+            dataset_add_problem(ds, "%s: missing (case %s has %d channels); case skipped", missing, stems[i], ds->n_channels);
+            free(missing);
+            continue;
+        }
         dataset_case_t *c = add_case(ds, stems[i], split);
         case_set_images(c, ds->n_channels);
         for (int k = 0; k < ds->n_channels; k++)
             if (asprintf(&c->images[k], "%s/%s/%s_%04d%s", ds->dir, imgdir, c->id, k, ending) < 0) DIE("out of memory");
         if (labdir && asprintf(&c->label, "%s/%s/%s%s", ds->dir, labdir, c->id, ending) < 0) DIE("out of memory");
+        if (c->label && !is_file(c->label)) {
+            dataset_add_problem(ds, "%s: missing; case %s taken as a test case (in no fold)", c->label, c->id);
+            free(c->label);
+            c->label = NULL;
+            snprintf(c->split, sizeof c->split, "test");
+        }
     }
+    free_list(stems, n);
+    if (!labdir) return;
+    n = list_stems(ds, ds->dir, labdir, ending, &stems);
+    for (int i = 0; i < n; i++)
+        if (dataset_find(ds, stems[i]) < 0)
+            dataset_add_problem(ds, "%s/%s/%s%s: label without images in %s; skipped", ds->dir, labdir, stems[i], ending, imgdir);
     free_list(stems, n);
 }
 
@@ -357,7 +395,7 @@ static int open_plain(dataset_t *ds, char *err)
     free(p);
     if (!ok) return set_err(err, "%s: no dataset.json and no imagesTr/ folder", ds->dir);
     char **img, **lab;
-    int ni = list_stems(ds->dir, "imagesTr", &img), nl = list_stems(ds->dir, "labelsTr", &lab);
+    int ni = list_stems(ds, ds->dir, "imagesTr", NULL, &img), nl = list_stems(ds, ds->dir, "labelsTr", NULL, &lab);
     int chan = 0, maxch = -1;
     for (int i = 0; i < ni; i++) {
         int c = channel_suffix(img[i], (int)strlen(img[i]));

@@ -95,6 +95,33 @@ def main():
     rc, out, err = inspect(root, "--folds")
     check(rc == 0 and json.loads(out) == nnunet_folds(ids), "test cases stay out of the folds: %s %s" % (out[:200], err))
 
+    # Files that make no complete training case leave the folds as nnU-Net's of the complete cases
+    # (nnU-Net refuses such a dataset; they once joined the fold pool and reshuffled every fold),
+    # and each is named: an image without its label (a test case then), a case missing a channel,
+    # a label without images, a file of the other NIfTI ending, an imagesTs id imagesTr has too.
+    root2 = os.path.join(tmp, "incomplete")
+    nnunet_dataset(root2, ids, test_ids=["c03", "t9"])
+    write_case(os.path.join(root2, "imagesTr"), "nolabel_0000.nii.gz", None)
+    write_case(os.path.join(root2, "labelsTr"), "orphan.nii.gz", None)
+    write_case(os.path.join(root2, "imagesTr"), "other_0000.nii", "other.nii", os.path.join(root2, "labelsTr"))
+    d = json.load(open(os.path.join(root2, "dataset.json")))
+    d["channel_names"] = {"0": "MRI", "1": "MRI"}
+    json.dump(d, open(os.path.join(root2, "dataset.json"), "w"))
+    for i in ids + ["nolabel"]:                     # a second channel for every case but one
+        if i != "c07":
+            write_case(os.path.join(root2, "imagesTr"), i + "_0001.nii.gz", None)
+    complete = [i for i in ids if i != "c07"]
+    rc, out, err = inspect(root2, "--folds")
+    check(rc == 0 and json.loads(out) == nnunet_folds(complete), "incomplete cases stay out of the folds: %s %s" % (out[:300], err))
+    rc, report, err = inspect(root2, "--shape")
+    r = subprocess.run([os.path.join(BIN, "srm-inspect"), "--dataset", root2], capture_output=True, text=True)
+    for what in ("labelsTr/nolabel.nii.gz: missing; case nolabel taken as a test case",
+                 "imagesTr/c07_0001.nii.gz: missing (case c07 has 2 channels); case skipped",
+                 "labelsTr/orphan.nii.gz: label without images in imagesTr",
+                 "imagesTr/other_0000.nii: not of the dataset's file_ending .nii.gz",
+                 "imagesTs/c03_0000.nii.gz: case c03 is a case of"):
+        check(what in r.stdout, "the dataset report names it: %s\n%s" % (what, r.stdout[-1500:]))
+
     # a splits_final.json is taken as it is (here: its own two folds, not the generated five)
     splits = [{"train": ids[:6], "val": ids[6:]}, {"train": ids[5:], "val": ids[:5]}]
     json.dump(splits, open(os.path.join(root, "splits_final.json"), "w"))
