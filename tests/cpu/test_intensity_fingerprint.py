@@ -1,11 +1,14 @@
 #!/usr/bin/python3
 """test_intensity_fingerprint.py -- srm-inspect --dataset DIR --intensities (dataset_intensity.c).
 
-Each channel's foreground fingerprint is recomputed here with numpy from the NIfTI files
-(10,000 samples a labelled non-test case, the floor(k F / 10000)-th of its F foreground voxels in
-C order; mean, population std, min, max, 0.5 / 99.5 percentiles of the pooled samples) and
-compared, on the shared CT and MR datasets and on a made nnU-Net dataset whose cases exercise
-the rules: a case with fewer foreground voxels than samples (repeated), a case without
+Each channel's foreground fingerprint is recomputed here with numpy from the NIfTI files --
+nnU-Net's equal weight for every labelled non-test case: its F foreground voxels (the
+floor(k F / cap)-th in C order when F > cap = max(10000, 1e7 / cases)) each weighing 1 / (their
+count); weighted mean, population std, min, max, and the 0.5 / 99.5 percentiles interpolated at
+the weights' cumulative midpoints -- and compared, on the shared CT and MR datasets (BTCV's 0.5
+percentile must be nnU-Net's -160 HU within 2, not the -113 that 10,000 samples a case gave)
+and on a made nnU-Net dataset whose cases exercise the rules: a case of 30 voxels (weighing as
+much as one of 9000), a case without
 foreground (counted, no samples), a test case (left out), an unreadable case (left out, named
 on stderr). "ct_norm" must be the ct-z setting of a one-channel CT dataset, null (with the
 reason) with two CT channels, a CT and an MR channel, or none; no foreground anywhere is an
@@ -19,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from srmtest import ROOT, BIN, check, summary
 
 INSPECT = os.path.join(BIN, "srm-inspect")
-SAMPLES = 10000
+POOL, MIN_PER_CASE = 10_000_000, 10000
 
 
 def inspect(ds):
@@ -27,9 +30,11 @@ def inspect(ds):
     return r.returncode, (json.loads(r.stdout) if r.returncode == 0 else None), r.stderr
 
 
-def expected(pairs, ch):
-    """numpy fingerprint of channel ch over (image path list, label path) pairs."""
-    pooled, cases, empty = [], 0, 0
+def expected(pairs, ch, labelled=None):
+    """numpy fingerprint of channel ch over (image path list, label path) pairs; labelled: the
+    labelled non-test cases the cap divides among (default: the pairs)."""
+    pooled, weights, cases, empty = [], [], 0, 0
+    cap = max(MIN_PER_CASE, POOL // (labelled or len(pairs)))
     for images, label in pairs:
         lab = np.asarray(nib.load(label).get_fdata())
         img = nib.load(images[ch] if len(images) > 1 else images[0]).get_fdata()
@@ -40,11 +45,18 @@ def expected(pairs, ch):
             empty += 1
             continue
         cases += 1
-        pooled.append(fg[(np.arange(SAMPLES) * fg.size) // SAMPLES])
+        take = min(fg.size, cap)
+        pooled.append(fg[(np.arange(take) * fg.size) // take])
+        weights.append(np.full(take, np.float32(1) / np.float32(take), np.float32))
     v = np.concatenate(pooled).astype(np.float32).astype(np.float64)
-    return dict(cases=cases, cases_without_foreground=empty, samples=v.size, mean=v.mean(), std=v.std(),
-                min=v.min(), max=v.max(), percentile_00_5=np.percentile(v, 0.5),
-                percentile_99_5=np.percentile(v, 99.5))
+    w = np.concatenate(weights).astype(np.float64)
+    mean = np.sum(w * v) / w.sum()
+    order = np.argsort(v, kind="stable")
+    vs, ws = v[order], w[order]
+    mid = np.cumsum(ws) - 0.5 * ws
+    return dict(cases=cases, cases_without_foreground=empty, samples=v.size, mean=mean,
+                std=np.sqrt(np.sum(w * (v - mean) ** 2) / w.sum()), min=v.min(), max=v.max(),
+                percentile_00_5=np.interp(0.005 * w.sum(), mid, vs), percentile_99_5=np.interp(0.995 * w.sum(), mid, vs))
 
 
 def compare(name, got, want):
@@ -79,6 +91,10 @@ def shared(ds_name):
     check(len(got["channels"]) == nch, f"{ds_name}: {len(got['channels'])} channels, expected {nch}")
     for ch in range(min(nch, len(got["channels"]))):
         compare(f"{ds_name} channel {ch}", got["channels"][ch], expected(pairs, ch))
+    if ds_name == "abdomen-ct-btcv13":
+        c = got["channels"][0]
+        check(abs(c["percentile_00_5"] - -160) <= 2 and abs(c["percentile_99_5"] - 78) <= 2 and abs(c["std"] - 58.44) < 0.5,
+              f"BTCV: nnU-Net's figures (p0.5 -160, p99.5 78, std 58.44 HU): {c}")
     want_norm = [m.upper() for m in names.values()] == ["CT"]
     check((got["ct_norm"] is not None) == want_norm, f"{ds_name}: ct_norm {got['ct_norm']}")
     if got["ct_norm"]:
@@ -126,15 +142,15 @@ def made(tmp):
     check(rc == 0, f"made CT dataset: exit {rc}: {err}")
     if rc == 0:
         c = got["channels"][0]
-        compare("made CT dataset", c, expected(pairs, 0))
+        compare("made CT dataset", c, expected(pairs, 0, labelled=4))
         check(c["cases_unreadable"] == 1 and "x_0000" in err, f"unreadable case: {c['cases_unreadable']}, stderr {err!r}")
-        check(c["samples"] == 2 * SAMPLES, f"samples {c['samples']}: a and b give {SAMPLES} each")
+        check(c["samples"] == 9030, f"samples {c['samples']}: a and b give their 9000 and 30 voxels")
         check(got["ct_norm"] and got["ct_norm"].startswith("ct-z:"), f"ct_norm {got['ct_norm']}")
     ds, pairs = made_dataset(tmp, ["CT", "MR"], broken=False)
     rc, got, err = inspect(ds)
     check(rc == 0 and len(got["channels"]) == 2, f"CT + MR: exit {rc}: {err}")
     if rc == 0:
-        compare("CT + MR channel 1", got["channels"][1], expected(pairs, 1))
+        compare("CT + MR channel 1", got["channels"][1], expected(pairs, 1, labelled=3))
         # --norm sets every channel's normalisation: CT figures must not reach the MR channel
         check(got["ct_norm"] is None and "not every channel is CT" in got["ct_norm_why_not"]
               and got["channels"][1]["modality"] == "MR", f"CT + MR: ct_norm should be null: {got['ct_norm']}")
