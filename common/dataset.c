@@ -464,6 +464,41 @@ static int open_plain(dataset_t *ds, char *err)
     return 0;
 }
 
+// With regions declared, nnU-Net trains every label but background and "ignore" as a region.
+static int is_region(const dataset_t *ds, const dataset_label_t *l)
+{
+    return !(l->n_values == 1 && (l->values[0] == 0 || l->values[0] == ds->ignore_label));
+}
+
+static int count_regions(const dataset_t *ds)
+{
+    int n = 0;
+    for (int i = 0; ds->has_regions && i < ds->n_labels; i++) n += is_region(ds, &ds->labels[i]);
+    return n;
+}
+
+int dataset_regions_spec(const dataset_t *ds, char *out, size_t cap)
+{
+    out[0] = 0;
+    int n = count_regions(ds), with_out = n && ds->n_region_order == n;
+    size_t len = 0;
+    for (int i = 0, r = 0; i < ds->n_labels && n; i++) {
+        const dataset_label_t *l = &ds->labels[i];
+        if (!is_region(ds, l)) continue;
+        char name[32];
+        snprintf(name, sizeof name, "%s", l->name);
+        for (char *p = name; *p; p++)
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-')) *p = '_';
+        len += (size_t)snprintf(out + len, len < cap ? cap - len : 0, "%s%s=", r ? ";" : "", name);
+        for (int j = 0; j < l->n_values; j++)
+            len += (size_t)snprintf(out + len, len < cap ? cap - len : 0, "%s%d", j ? "," : "", l->values[j]);
+        if (with_out) len += (size_t)snprintf(out + len, len < cap ? cap - len : 0, ":%d", ds->region_order[r]);
+        r++;
+    }
+    if (len >= cap) { out[0] = 0; return -1; }
+    return n;
+}
+
 // ---- entry points ----------------------------------------------------------------------------
 
 static int open_json(dataset_t *ds, char *err)
@@ -480,6 +515,21 @@ static int open_json(dataset_t *ds, char *err)
     json_t *labels = json_object_get(root, "labels");
     if (!json_is_object(labels)) { rc = set_err(err, "%s: \"labels\" missing or not an object", where); goto done; }
     if (parse_channels(ds, ch, where, err) < 0 || parse_labels(ds, labels, where, err) < 0) { rc = -1; goto done; }
+    json_t *order = json_object_get(root, "regions_class_order");
+    for (size_t i = 0; json_is_array(order) && i < json_array_size(order) && i < 16; i++) {
+        json_t *x = json_array_get(order, i);
+        if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > LABEL_MAX_CLASS) {
+            dataset_add_problem(ds, "%s: regions_class_order[%zu] is not a label 0..%d; ignored", where, i, LABEL_MAX_CLASS);
+            ds->n_region_order = 0;
+            break;
+        }
+        ds->region_order[ds->n_region_order++] = (int)json_integer_value(x);
+    }
+    int nreg = count_regions(ds);
+    if (nreg && ds->n_region_order != nreg)
+        dataset_add_problem(ds, "%s: regions_class_order %s (%d entries for %d regions): each region's output label "
+                            "by the smallest-value rule", where, ds->n_region_order ? "does not fit" : "is absent",
+                            ds->n_region_order, nreg);
     if (json_object_get(root, "training")) {
         ds->layout = DATASET_MSD;
         rc = open_msd(ds, root, where, err);

@@ -60,6 +60,8 @@ typedef struct {
     int n_labels;                // declared labels, 0 = undeclared (plain layout)
     dataset_label_t *labels;     // [n_labels]
     int has_regions;             // some label is a region (list of values)
+    int n_region_order;          // "regions_class_order": the label each region's output writes
+    int region_order[16];        // (nnU-Net), in the labels' order; 0 when absent
     int num_classes;             // max declared label value + 1 ("ignore" aside); 0 when undeclared
     int ignore_label;            // the declared "ignore" value (loaded as LABEL_IGNORE), -1 when none
     int n_folds;                 // folds in splits_final.json, 0 when absent
@@ -84,6 +86,13 @@ char *dataset_id_of_path(const char *path, int strip_channel);
 // "ignore" value (-> LABEL_IGNORE). 0, or -1 with err naming the file and the first bad voxel.
 int dataset_label_bytes(const dataset_t *ds, const char *path, const volume_t *l, const int dim[3],
                         const double affine[4][4], const char *image, uint8_t **out, char *err);
+// nnU-Net region-based training declared in dataset.json (a label that is a list of values):
+// every label but background and "ignore" is then a region (nnU-Net's rule), written into out as
+// srm-trainer's --regions "NAME=V,V:OUT;..." -- names reduced to [A-Za-z0-9_-], OUT from
+// "regions_class_order" (without it, or of another length, no ":OUT": the evaluator's
+// smallest-value rule). Returns the number of regions, 0 without regions (out ""), -1 when it
+// does not fit in cap.
+int dataset_regions_spec(const dataset_t *ds, char *out, size_t cap);
 // Whether a label file may hold value v: one of the declared labels' values (the "ignore" one
 // included), or without declared labels any class value 0..LABEL_MAX_CLASS.
 int dataset_label_declared(const dataset_t *ds, int v);

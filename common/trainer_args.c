@@ -48,7 +48,9 @@ void trainer_usage(void *file)
         "          one is sent again when lost: a later one was acknowledged, or nothing was for S s)\n");
 }
 
-// "WT=1,2,3,4;TC=1,3,4;ET=4": one region per ';' piece, NAME=label values (0..LABEL_MAX_CLASS).
+// "WT=1,2,3,4;TC=1,3,4;ET=4": one region per ';' piece, NAME=label values (0..LABEL_MAX_CLASS),
+// optionally ":OUT", the label its output is written as (nnU-Net's regions_class_order): the
+// loss does not use it; it travels in the spec to the evaluator and the checkpoints.
 static int parse_regions(trainer_cfg_t *c, const char *s, char *err)
 {
     if (strlen(s) >= sizeof c->region_spec) return set_err(err, "--regions: too long");
@@ -66,14 +68,20 @@ static int parse_regions(trainer_cfg_t *c, const char *s, char *err)
         snprintf(c->region_names[r], TRAIN_REGION_NAME, "%.*s", (int)(eq - piece), piece);
         const char *q = eq + 1;
         int n = 0;
-        while (*q) {
+        while (*q && *q != ':') {
             char *end;
             long v = strtol(q, &end, 10);
-            if (end == q || v < 0 || v > LABEL_MAX_CLASS || (*end && *end != ','))
+            if (end == q || v < 0 || v > LABEL_MAX_CLASS || (*end && *end != ',' && *end != ':'))
                 return set_err(err, "--regions: bad label value in '%s' (0..%d)", piece, LABEL_MAX_CLASS);
             c->regions.member[r][v] = 1;
             n++;
-            q = *end ? end + 1 : end;
+            q = *end == ',' ? end + 1 : end;
+        }
+        if (*q == ':') {
+            char *end;
+            long out = strtol(q + 1, &end, 10);
+            if (end == q + 1 || *end || out < 0 || out > LABEL_MAX_CLASS)
+                return set_err(err, "--regions: bad output label in '%s' (:0..%d)", piece, LABEL_MAX_CLASS);
         }
         if (!n) return set_err(err, "--regions: region '%s' has no label values", c->region_names[r]);
     }

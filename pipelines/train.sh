@@ -109,6 +109,18 @@ shape=$("$SRM_BIN/srm-inspect" --dataset "$DATASET" --shape 2>&1) || srm_die "$s
 read -r dc dk from nval nfolds folds_from f0t f0v ign gaps < <($SRM_PY -c 'import json, sys; o = json.loads(sys.argv[1]); print(o["channels"], o["classes"], o["classes_from"].replace(" ", "_"), o["validation"], o["folds"], o["folds_from"].replace(" ", "_"), o["fold0_train"], o["fold0_val"], "-" if o["ignore"] is None else o["ignore"], ",".join(map(str, o["undeclared"])) or "-")' "$shape") ||
     srm_die "srm-inspect --shape: unexpected answer '$shape'"
 fold0_error=$($SRM_PY -c 'import json, sys; print(json.loads(sys.argv[1])["fold0_error"] or "")' "$shape")
+ds_regions=$($SRM_PY -c 'import json, sys; print(json.loads(sys.argv[1])["regions"] or "")' "$shape")
+# dataset.json declaring nnU-Net regions (a label that is a list of values) means region-based
+# training, as nnU-Net does it: one sigmoid output a region, the sigmoid Dice loss, and each
+# region written as its regions_class_order label -- unless the command line says otherwise
+if [[ -n $ds_regions && -z $REGIONS ]]; then
+    if [[ -z $CLASSES && ( -z $LOSS || $LOSS == sigmoid-dice ) ]]; then
+        REGIONS=$ds_regions LOSS=sigmoid-dice
+        srm_log "$DATASET declares nnU-Net regions: region-based training, --loss sigmoid-dice --regions \"$REGIONS\""
+    else
+        srm_log "WARNING: $DATASET declares nnU-Net regions ($ds_regions), but --classes / --loss ask for classes: training classes"
+    fi
+fi
 [[ $gaps == - || -n $CLASSES || -n $REGIONS ]] ||
     srm_log "WARNING: label value(s) $gaps of 0..$((dk - 1)) declared by no label of $DATASET: the model gets an output for each, which no voxel trains (nnU-Net wants consecutive labels)"
 [[ $ign == - ]] || srm_log "label $ign is nnU-Net's \"ignore\": those voxels are left out of the loss, the crops' centres and the scores"

@@ -11,7 +11,9 @@ inspect.c -- bin/srm-inspect: what the loader sees in one NIfTI file, or in a da
                                 "ignore": V or null (nnU-Net's "ignore" label, not a class),
                                 "undeclared": values below the largest class no label declares,
                                 "validation": N, "folds": F, "folds_from": S, "fold0_train": N,
-                                "fold0_val": N, "fold0_error": null or why}: what a model
+                                "fold0_val": N, "fold0_error": null or why, "regions": null or
+                                --regions "NAME=V,..:OUT;..." when dataset.json declares nnU-Net
+                                regions (regions_class_order giving OUT)}: what a model
                                 for DIR takes and gives, and which validation cases it has
                                 (pipelines/train.sh asks): the declared labels' largest value + 1,
                                 or without declared labels (plain layout) the label files'
@@ -200,8 +202,12 @@ static int print_shape(const char *dir, char *err)
     }
     free(tr);
     free(va);
-    char *fe = json_dumps(fold_err, JSON_ENCODE_ANY);
+    char *fe = json_dumps(fold_err, JSON_ENCODE_ANY), spec[2048];
     json_decref(fold_err);
+    int nreg = dataset_regions_spec(&ds, spec, sizeof spec);
+    json_t *rj = nreg > 0 ? json_string(spec) : json_null();
+    char *regions = json_dumps(rj, JSON_ENCODE_ANY);
+    json_decref(rj);
     char ignore[16] = "null", gaps[1200] = "";
     if (ds.ignore_label >= 0) snprintf(ignore, sizeof ignore, "%d", ds.ignore_label);
     // values below the largest class that no label declares: outputs no voxel trains (nnU-Net
@@ -210,9 +216,11 @@ static int print_shape(const char *dir, char *err)
         if (!dataset_label_declared(&ds, v)) len += snprintf(gaps + len, sizeof gaps - len, "%s%d", len ? ", " : "", v);
     printf("{\"channels\": %d, \"classes\": %d, \"classes_from\": \"%s\", \"ignore\": %s, \"undeclared\": [%s], "
            "\"validation\": %d, \"folds\": %d, \"folds_from\": \"%s\", \"fold0_train\": %d, \"fold0_val\": %d, "
-           "\"fold0_error\": %s}\n", ds.n_channels, classes, ds.num_classes ? "declared labels" : "label files", ignore,
-           gaps, nval, nfolds, source, ntr, nva, fe ? fe : "null");
+           "\"fold0_error\": %s, \"regions\": %s}\n", ds.n_channels, classes,
+           ds.num_classes ? "declared labels" : "label files", ignore, gaps, nval, nfolds, source, ntr, nva,
+           fe ? fe : "null", regions ? regions : "null");
     free(fe);
+    free(regions);
     dataset_free(&ds);
     return fflush(stdout) ? set_err(err, "%s: cannot write to stdout", dir) : 0;
 }

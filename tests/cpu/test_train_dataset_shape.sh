@@ -4,7 +4,8 @@
 #   - a plain imagesTr/ + labelsTr/ folder without dataset.json (labels 0..3): 4 classes counted
 #     from the label files (the old default of 2 made the loader skip every case, then hang);
 #   - an nnU-Net dataset.json whose labels include regions ({"all": [1, 2, 3], "core": [2, 3]}):
-#     4 classes from the largest value, not 3 entries; a value below the largest that no label
+#     region-based training as nnU-Net does it (sigmoid outputs, regions_class_order's labels),
+#     or 4 classes from the largest value with --classes; a value below the largest that no label
 #     declares is named by srm-inspect --shape and train.sh;
 #   - --norm ct-nnunet takes nnU-Net's CT normalisation from srm-inspect --intensities into the
 #     run's preprocessing settings, and is refused for a dataset whose channels are not all CT;
@@ -53,7 +54,21 @@ EOF
 timeout 300 bash pipelines/train.sh "$TMP/nnu" "$TMP/run2" "${ARGS[@]}" >"$TMP/run2.out" 2>&1
 rc=$?
 check "[[ $rc == 0 ]]" "nnU-Net region labels: train.sh exits 0 (exit $rc)"
-check "grep -q '4 classes (declared labels of' '$TMP/run2.out'" "nnU-Net region labels: 4 classes (largest value + 1)"
+check "grep -q 'declares nnU-Net regions: region-based training, --loss sigmoid-dice --regions \"all=1,2,3;core=2,3\"' '$TMP/run2.out' &&
+       grep -q 'the model has 2 sigmoid outputs' '$TMP/run2.out'" "nnU-Net region labels: region-based training, as nnU-Net"
+shape=$("$BIN/srm-inspect" --dataset "$TMP/nnu" --shape 2>&1)
+check "[[ '$shape' == *'\"classes\": 4'* && '$shape' == *'\"regions\": \"all=1,2,3;core=2,3\"'* ]] &&
+       '$BIN/srm-inspect' --dataset '$TMP/nnu' | grep -q 'regions_class_order is absent'" \
+    "nnU-Net region labels: inspect --shape gives the regions (no regions_class_order: said) ($shape)"
+# regions_class_order gives each region's output label; --classes asks for classes instead
+/usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); d["regions_class_order"] = [1, 3]; json.dump(d, open(sys.argv[1], "w"))' \
+    "$TMP/nnu/dataset.json"
+shape=$("$BIN/srm-inspect" --dataset "$TMP/nnu" --shape 2>&1)
+check "[[ '$shape' == *'\"regions\": \"all=1,2,3:1;core=2,3:3\"'* ]]" "regions_class_order: the output labels ($shape)"
+timeout 300 bash pipelines/train.sh "$TMP/nnu" "$TMP/run2b" "${ARGS[@]}" --classes 4 >"$TMP/run2b.out" 2>&1
+rc=$?
+check "[[ $rc == 0 ]] && grep -q 'WARNING: .* declares nnU-Net regions (all=1,2,3:1;core=2,3:3), but --classes / --loss ask for classes' '$TMP/run2b.out'" \
+    "nnU-Net region labels with --classes 4: softmax classes, with a warning (exit $rc)"
 
 # labels with a gap (value 4 declared by no label, 5 is): said before training, the model keeps 6 classes
 mkdir -p "$TMP/nngap"
