@@ -122,7 +122,7 @@ if [[ -n $ds_regions && -z $REGIONS ]]; then
     fi
 fi
 [[ $gaps == - || -n $CLASSES || -n $REGIONS ]] ||
-    srm_log "WARNING: label value(s) $gaps of 0..$((dk - 1)) declared by no label of $DATASET: the model gets an output for each, which no voxel trains (nnU-Net wants consecutive labels)"
+    srm_log "WARNING: label value(s) $gaps of 0..$((dk - 1)) declared by no label of $DATASET: the model gets an output for each, which no voxel trains, and a case whose label file holds one is skipped (nnU-Net wants consecutive labels)"
 [[ $ign == - ]] || srm_log "label $ign is nnU-Net's \"ignore\": those voxels are left out of the loss, the crops' centres and the scores"
 if [[ -z $CLASSES && -n $REGIONS ]]; then
     IFS=';' read -ra _parts <<<"$REGIONS"
@@ -451,6 +451,8 @@ EOF
             sleep 1
         done
         srm_log "predictions: $have of $want validation cases in $RUN/predictions"
+    elif [[ ${nfail:-0} -gt 0 ]]; then
+        srm_log "WARNING: the run has no validation result: none of the final validation's $nfail case(s) could be scored (above; $SRM_LOGS/evaluator.log)"
     else
         srm_log "no validation metrics were recorded (see $SRM_LOGS/evaluator.log)"
     fi

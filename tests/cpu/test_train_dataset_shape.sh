@@ -132,6 +132,22 @@ got=$(readlink "$TMP/run7/checkpoints/best.ckpt" 2>/dev/null | grep -o '[0-9]*' 
 check "grep -q 'step 1\b' '$TMP/run7/logs/exporter.log'" "--val-every off the checkpoint grid: step 1 was checkpointed"
 check "[[ -n '$got' && '$got' == '$want' ]]" "best.ckpt points at step ${got:-?}, the best validated step ${want:-?}"
 check "[[ \$(cat '$TMP/run7/cases.args') == '--fold 0 --val-split fold0/val' ]]" "the run's cases are kept in RUN/cases.args"
+# a validation case whose label file cannot be used (its affine moved): the final validation
+# scores nothing, and train.sh says the run has no validation result, and why
+mkdir -p "$TMP/badval"
+cp -r "$TMP/data/imagesTr" "$TMP/data/labelsTr" "$TMP/data/dataset.json" "$TMP/badval/"
+/usr/bin/python3 -c '
+import json, sys, numpy as np, nibabel as nib
+d = sys.argv[1]
+for cid in json.load(open(d + "/dataset.json"))["split"]["validation"]:
+    f = "%s/labelsTr/%s.nii.gz" % (d, cid)
+    im = nib.load(f); a = im.affine.copy(); a[:3, 3] += 7
+    nib.save(nib.Nifti1Image(np.asarray(im.dataobj), a), f)' "$TMP/badval"
+timeout 300 bash pipelines/train.sh "$TMP/badval" "$TMP/run7e" "${EV_ARGS[@]}" >"$TMP/run7e.out" 2>&1
+rc=$?
+check "[[ $rc == 0 ]] && grep -q 'could not score 1 case(s); the first: .*geometry mismatch' '$TMP/run7e.out' &&
+       grep -q 'WARNING: the run has no validation result' '$TMP/run7e.out' && ! grep -q 'no validation metrics were recorded' '$TMP/run7e.out'" \
+    "a validation case that cannot be scored: named, and the run said to have no validation result (exit $rc)"
 # a splits_final.json whose fold 0 names a case the dataset lacks (a typo) stops the run naming
 # it -- it once trained on every case, the intended validation cases too, and exited 0
 mkdir -p "$TMP/badsplit"
