@@ -370,13 +370,51 @@ static void add_channel_cases(dataset_t *ds, const char *imgdir, const char *lab
     free_list(stems, n);
 }
 
+// nnU-Net v2's "dataset": {"ID": {"images": [one path a channel], "label": path}, ...}, the
+// training cases listed instead of found in imagesTr (paths relative to the dataset folder, or
+// absolute; nnU-Net also expands $VARIABLES in them, which is not done here). A case missing a
+// file is named and skipped, as in imagesTr.
+static void listed_cases(dataset_t *ds, json_t *list, const char *where)
+{
+    const char *id;
+    json_t *e;
+    json_object_foreach(list, id, e) {
+        json_t *imgs = json_object_get(e, "images"), *lab = json_object_get(e, "label");
+        if (!json_is_array(imgs) || json_array_size(imgs) != (size_t)ds->n_channels || !json_is_string(lab)) {
+            dataset_add_problem(ds, "%s: \"dataset\" entry %s needs \"images\" (%d paths) and \"label\"; skipped", where,
+                                id, ds->n_channels);
+            continue;
+        }
+        char *missing = NULL;
+        for (int k = 0; k <= ds->n_channels && !missing; k++) {
+            json_t *p = k < ds->n_channels ? json_array_get(imgs, (size_t)k) : lab;
+            missing = json_is_string(p) ? join(ds->dir, json_string_value(p)) : xstrdup("(not a path)");
+            if (is_file(missing)) { free(missing); missing = NULL; }
+        }
+        if (missing) {
+            dataset_add_problem(ds, "%s: \"dataset\" entry %s: %s is missing; skipped", where, id, missing);
+            free(missing);
+            continue;
+        }
+        dataset_case_t *c = add_case(ds, id, "train");
+        case_set_images(c, ds->n_channels);
+        for (int k = 0; k < ds->n_channels; k++) c->images[k] = join(ds->dir, json_string_value(json_array_get(imgs, (size_t)k)));
+        c->label = join(ds->dir, json_string_value(lab));
+    }
+}
+
 static int open_nnunet(dataset_t *ds, json_t *root, char *err)
 {
     const char *ending = json_string_value(json_object_get(root, "file_ending"));
     if (!ending) ending = ".nii.gz";
     if (strcmp(ending, ".nii.gz") && strcmp(ending, ".nii"))
         return set_err(err, "%s/dataset.json: file_ending \"%s\" is not a NIfTI ending", ds->dir, ending);
-    add_channel_cases(ds, "imagesTr", "labelsTr", ending, "train");
+    json_t *list = json_object_get(root, "dataset");
+    char *where = join(ds->dir, "dataset.json");
+    if (json_is_object(list)) listed_cases(ds, list, where);
+    else if (list) dataset_add_problem(ds, "%s: \"dataset\" is not an object of cases; imagesTr used", where);
+    free(where);
+    if (!json_is_object(list)) add_channel_cases(ds, "imagesTr", "labelsTr", ending, "train");
     add_channel_cases(ds, "imagesTs", NULL, ending, "test");
     json_t *nt = json_object_get(root, "numTraining");
     int ntr = 0;

@@ -6,7 +6,8 @@ sklearn's KFold(n_splits=5, shuffle=True, random_state=12345). For datasets of 5
 ids that sort differently by code point than by number or case ("case_10" < "case_2", "Z" < "a"),
 in the nnU-Net v2 layout and in MSD's, `srm-inspect --dataset DIR --folds` must print exactly
 sklearn's folds, and --shape's fold 0 counts must be theirs; test cases (imagesTs) and a
-splits_final.json are respected. Needs sklearn (python3-sklearn): fails, does not skip, without it.
+splits_final.json are respected; incomplete cases and stray files stay out of the folds and
+are named; nnU-Net v2's "dataset" key (listed files) gives the cases. Needs sklearn (python3-sklearn): fails, does not skip, without it.
 """
 import json, os, subprocess, sys, tempfile
 
@@ -121,6 +122,23 @@ def main():
                  "imagesTr/other_0000.nii: not of the dataset's file_ending .nii.gz",
                  "imagesTs/c03_0000.nii.gz: case c03 is a case of"):
         check(what in r.stdout, "the dataset report names it: %s\n%s" % (what, r.stdout[-1500:]))
+
+    # nnU-Net v2's "dataset" key lists the training cases' files (anywhere; relative paths from the
+    # dataset folder, or absolute): those are the cases, one with a missing file named and skipped
+    root3 = os.path.join(tmp, "listed")
+    os.makedirs(os.path.join(root3, "raw"))
+    listed = {}
+    for i in ids:
+        write_case(os.path.join(root3, "raw"), i + "_img.nii.gz", i + "_seg.nii.gz", os.path.join(root3, "raw"))
+        listed[i] = {"images": ["raw/%s_img.nii.gz" % i], "label": os.path.join(root3, "raw", i + "_seg.nii.gz")}
+    listed["gone"] = {"images": ["raw/gone_img.nii.gz"], "label": "raw/gone_seg.nii.gz"}
+    json.dump({"channel_names": {"0": "MRI"}, "labels": {"background": 0, "x": 1}, "numTraining": len(ids),
+               "file_ending": ".nii.gz", "dataset": listed}, open(os.path.join(root3, "dataset.json"), "w"))
+    rc, out, err = inspect(root3, "--folds")
+    check(rc == 0 and json.loads(out) == nnunet_folds(ids), "\"dataset\" key: its cases, nnU-Net's folds: %s %s" % (out[:300], err))
+    r = subprocess.run([os.path.join(BIN, "srm-inspect"), "--dataset", root3], capture_output=True, text=True)
+    check("entry gone: " in r.stdout and "raw/gone_img.nii.gz is missing" in r.stdout,
+          "\"dataset\" key: an entry with a missing file is named: %s" % r.stdout[-800:])
 
     # a splits_final.json is taken as it is (here: its own two folds, not the generated five)
     splits = [{"train": ids[:6], "val": ids[6:]}, {"train": ids[5:], "val": ids[:5]}]
