@@ -582,6 +582,23 @@ done:
     return rc;
 }
 
+// Case ids longer than DATASET_ID_MAX are named and their cases dropped: the id names a case on
+// the wire (WIRE_ID_LEN) and its prediction file, and a cut one would name no case or two.
+static void drop_long_ids(dataset_t *ds)
+{
+    int kept = 0;
+    for (int i = 0; i < ds->n_cases; i++) {
+        dataset_case_t *c = &ds->cases[i];
+        if (strlen(c->id) <= DATASET_ID_MAX) { ds->cases[kept++] = *c; continue; }
+        dataset_add_problem(ds, "%s: case id of %zu characters (at most %d); skipped (give the files shorter names)",
+                            c->n_images ? c->images[0] : c->id, strlen(c->id), DATASET_ID_MAX);
+        free_list(c->images, c->n_images);
+        free(c->id);
+        free(c->label);
+    }
+    ds->n_cases = kept;
+}
+
 int dataset_open(const char *dir, dataset_t *ds, char *err)
 {
     memset(ds, 0, sizeof *ds);
@@ -594,6 +611,7 @@ int dataset_open(const char *dir, dataset_t *ds, char *err)
     free(json);
     if (has_json) rc = open_json(ds, err);
     else { ds->layout = DATASET_PLAIN; rc = open_plain(ds, err); }
+    if (rc == 0) drop_long_ids(ds);
     if (rc == 0) rc = dataset_read_splits_final(ds, err);
     if (rc == 0 && ds->n_cases == 0)        // the entries' problems are why: name the first
         rc = set_err(err, "%s: no cases found%s%s%s", ds->dir, ds->n_problems ? " (" : "",

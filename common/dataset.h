@@ -43,6 +43,8 @@ typedef struct {
     int fold;           // MSD entry "fold" key, -1 when absent
 } dataset_case_t;
 
+#define DATASET_ID_MAX 127      // longest case id (WIRE_ID_LEN - 1: ids travel on the wire)
+
 typedef struct {
     char *name;         // label name ("spleen")
     int n_values;       // 1 for a plain label, >1 (or a list in JSON) for an nnU-Net region

@@ -89,8 +89,8 @@ int eval_parse(eval_cfg_t *c, int argc, char **argv, char *err);
 // naming the files.
 int eval_group_channels(eval_cfg_t *c, int C, char *err);
 // Case k's id: CASE for grouped channel files and a lone CASE_0000, else the file name without
-// .nii / .nii.gz.
-void eval_case_id(const eval_cfg_t *c, int k, char *id, size_t cap);
+// .nii / .nii.gz. Returns its length (>= cap: cut short in id).
+int eval_case_id(const eval_cfg_t *c, int k, char *id, size_t cap);
 void eval_usage(void *file);
 // "WT=1,2,3,4;TC=1,3,4;ET=4" (out label: smallest value of a region not in a later one) or
 // "1,2,4:2;1,4:1;4:4" (metrics_region_parse pieces). 0 or -1 + err.

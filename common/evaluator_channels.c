@@ -98,10 +98,11 @@ static int lone_channel_0(const eval_cfg_t *c, int i)
     return 1;
 }
 
-void eval_case_id(const eval_cfg_t *c, int k, char *id, size_t cap)
+int eval_case_id(const eval_cfg_t *c, int k, char *id, size_t cap)
 {
     const int i = c->case_first[k];            // CASE of CASE_0000 (a channel group, or a lone one)
     char *s = dataset_id_of_path(c->images[i], c->case_nch[k] > 1 || lone_channel_0(c, i));
-    snprintf(id, cap, "%s", s);
+    int n = snprintf(id, cap, "%s", s);
     free(s);
+    return n;
 }

@@ -214,7 +214,7 @@ static void take_training(eval_cfg_t *run, const eval_cfg_t *cfg, const eval_mod
 }
 
 // Case id and input files of case k (the first an image): an image file and its label file,
-// or dataset case idx[k]. Returns the number of files.
+// or dataset case idx[k]. Returns the number of files, -1 when the id does not fit in cap.
 static int case_inputs(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx, int k, char *id, size_t cap,
                        const char **files)
 {
@@ -228,8 +228,7 @@ static int case_inputs(const eval_cfg_t *cfg, const dataset_t *ds, const int *id
     }
     for (int i = 0; i < cfg->case_nch[k]; i++) files[nf++] = cfg->images[cfg->case_first[k] + i];
     if (k < cfg->n_labels) files[nf++] = cfg->labels[k];
-    eval_case_id(cfg, k, id, cap);
-    return nf;
+    return eval_case_id(cfg, k, id, cap) < (int)cap ? nf : -1;
 }
 
 // Before any work: every case's OUT/<id>.nii.gz must be its own and must not be an input.
@@ -246,8 +245,11 @@ static int check_outputs(const eval_cfg_t *cfg, const dataset_t *ds, const int *
     for (int k = 0; k < n; k++) {
         const char *files[CASE_MAX_CHANNELS + 1];
         const int nf = case_inputs(cfg, ds, idx, k, ids[k], sizeof ids[k], files);
-        first[k] = nf ? files[0] : ids[k];
-        for (int i = 0; i < nf; i++) {
+        if (nf < 0 && !rc)
+            rc = set_err(err, "%s: its case name is longer than %d characters (it names the prediction file and the "
+                         "metrics' case): give the file a shorter name", cfg->images[cfg->case_first[k]], WIRE_ID_LEN - 1);
+        first[k] = nf > 0 ? files[0] : ids[k];
+        for (int i = 0; i < nf; i++) {              // (none when nf < 0)
             struct stat st;
             if (stat(files[i], &st) == 0) in[nin++] = (file_key_t){ st.st_dev, st.st_ino, files[i] };
         }

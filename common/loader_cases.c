@@ -14,6 +14,8 @@ drops replies to peers that are gone or full.
 #include <stdlib.h>
 #include <string.h>
 
+_Static_assert(DATASET_ID_MAX == WIRE_ID_LEN - 1, "a dataset's case ids must fit the wire's");
+
 #define MAX_PARTS (WIRE_MAX_ARRAYS + 3)     // identity, delimiter, header, arrays
 
 typedef struct { zmq_msg_t *id; int delim; } envelope_t;

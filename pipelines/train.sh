@@ -189,6 +189,15 @@ fi
 [[ $NAUG =~ ^[0-9]+$ ]] && { ((NAUG > 0 || REMOTE_AUG)); } ||
     srm_die "--augmenters: '$NAUG': give at least 1 (or --remote-augmenters and start them with join.sh)"
 
+# A folder that holds a run is continued with --resume, never started over: a fresh run there
+# would append to its metrics.jsonl and mix its checkpoints with the old ones (retention and
+# best.ckpt go by step, so the old run's higher steps would win).
+if ! ((RESUME)); then
+    held=$(find "$RUN/checkpoints" "$RUN/spool" -maxdepth 1 -name 'step-*.ckpt' 2>/dev/null | wc -l)
+    if ((held)) || [[ -s $RUN/metrics.jsonl ]]; then
+        srm_die "$RUN holds a run ($held checkpoint file(s)$([[ -s $RUN/metrics.jsonl ]] && echo ", metrics.jsonl")): --resume continues it; a new run needs a folder of its own"
+    fi
+fi
 SRM_LOGS=$RUN/logs
 mkdir -p "$SRM_LOGS" "$RUN/spool" "$RUN/cache" || srm_die "cannot create folders under $RUN"
 if [[ -n $TCP ]]; then srm_endpoints tcp "$TCP"; else srm_endpoints ipc "$RUN"; fi

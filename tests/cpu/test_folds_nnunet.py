@@ -14,7 +14,7 @@ import json, os, subprocess, sys, tempfile
 import numpy as np
 import nibabel as nib
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from srmtest import BIN, check, summary
+from srmtest import BIN, BUILD, check, summary
 
 try:
     from sklearn.model_selection import KFold
@@ -139,6 +139,24 @@ def main():
     r = subprocess.run([os.path.join(BIN, "srm-inspect"), "--dataset", root3], capture_output=True, text=True)
     check("entry gone: " in r.stdout and "raw/gone_img.nii.gz is missing" in r.stdout,
           "\"dataset\" key: an entry with a missing file is named: %s" % r.stdout[-800:])
+
+    # a case id longer than 127 characters (the wire's and the prediction file's) is named and
+    # left out; it once broke every validation of the run that had it (its id cut short)
+    root4 = os.path.join(tmp, "longid")
+    long_id = "subject_" + "0" * 125
+    nnunet_dataset(root4, ids + [long_id])
+    rc, out, err = inspect(root4, "--folds")
+    check(rc == 0 and json.loads(out) == nnunet_folds(ids), "a 133-character id is out of the folds: %s" % err)
+    r = subprocess.run([os.path.join(BIN, "srm-inspect"), "--dataset", root4], capture_output=True, text=True)
+    check("case id of 133 characters (at most 127); skipped" in r.stdout, "the dataset report names the long id")
+    model = os.path.join(tmp, "m.safetensors")
+    subprocess.run([os.path.join(BUILD, "tools", "safetensors_tool"), "write", model, "--variant", "P", "--width", "8",
+                    "--in-channels", "1", "--classes", "2", "--seed", "1"], check=True, capture_output=True)
+    img = os.path.join(root4, "imagesTr", long_id + "_0000.nii.gz")
+    r = subprocess.run([os.path.join(BIN, "srm-evaluator"), "--model", model, "--images", img, "--out", os.path.join(tmp, "pred"),
+                        "--window", "16", "--spacing", "none", "--norm", "mr-all"], capture_output=True, text=True)
+    check(r.returncode != 0 and "longer than 127 characters" in r.stderr and long_id in r.stderr,
+          "predicting a file whose case name is too long: refused, naming it (%d: %s)" % (r.returncode, r.stderr.strip()[-300:]))
 
     # a splits_final.json is taken as it is (here: its own two folds, not the generated five)
     splits = [{"train": ids[:6], "val": ids[6:]}, {"train": ids[5:], "val": ids[:5]}]
