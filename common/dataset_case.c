@@ -21,10 +21,13 @@ static int affine_close(const double a[4][4], const double b[4][4])
     return 1;
 }
 
-static int check_finite(const char *path, const float *x, size_t n, char *err)
+static int check_finite(const char *path, const volume_t *v, char *err)
 {
+    size_t vox = volume_voxels(v), n = (size_t)v->C * vox;
+    char at[80];
     for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i])) return set_err(err, "%s: NaN/Inf voxel at flat index %zu", path, i);
+        if (!isfinite(v->data[i]))
+            return set_err(err, "%s: NaN/Inf voxel at %s of channel %zu", path, volume_ijk(v->dim, i % vox, at), i / vox);
     return 0;
 }
 
@@ -68,19 +71,20 @@ int dataset_label_bytes(const dataset_t *ds, const char *path, const volume_t *l
     size_t n = volume_voxels(l);
     uint8_t *b = xmalloc(n ? n : 1);
     int rc = 0;
+    char at[80];
     for (size_t i = 0; i < n && rc == 0; i++) {
         float x = l->data[i], r = rintf(x);
-        if (!isfinite(x)) rc = set_err(err, "%s: NaN/Inf label at flat index %zu", path, i);
+        if (!isfinite(x)) rc = set_err(err, "%s: NaN/Inf label at %s", path, volume_ijk(l->dim, i, at));
         // Real data stores labels as floats holding integers; allow float rounding only.
-        else if (fabsf(x - r) > 1e-4f) rc = set_err(err, "%s: non-integer label %g at flat index %zu", path, x, i);
+        else if (fabsf(x - r) > 1e-4f) rc = set_err(err, "%s: non-integer label %g at %s", path, x, volume_ijk(l->dim, i, at));
         else if ((int)r == ds->ignore_label) b[i] = LABEL_IGNORE;
         else if (dataset_label_declared(ds, (int)r)) b[i] = (uint8_t)r;
         else if (!ds->n_labels)
-            rc = set_err(err, "%s: label value %g outside [0, %d] (a dataset.json can declare %d as \"ignore\")",
-                         path, r, LABEL_MAX_CLASS, LABEL_IGNORE);
+            rc = set_err(err, "%s: label value %g at %s outside [0, %d] (a dataset.json can declare %d as \"ignore\")",
+                         path, r, volume_ijk(l->dim, i, at), LABEL_MAX_CLASS, LABEL_IGNORE);
         else
-            rc = set_err(err, "%s: label value %g outside the declared classes (%d declared, max %d)",
-                         path, r, ds->n_labels, ds->num_classes - 1);
+            rc = set_err(err, "%s: label value %g at %s outside the declared classes (%d declared, max %d)",
+                         path, r, volume_ijk(l->dim, i, at), ds->n_labels, ds->num_classes - 1);
     }
     if (rc) free(b);
     else *out = b;
@@ -102,7 +106,7 @@ int case_read_images(case_t *c, const char *const *paths, int n, char *err)
     for (int k = 0; k < n; k++) {
         volume_t v;
         if (nifti_read_volume(paths[k], &v, err) < 0) { volume_free(&c->image); return -1; }
-        int rc = check_finite(paths[k], v.data, (size_t)v.C * volume_voxels(&v), err);
+        int rc = check_finite(paths[k], &v, err);
         if (rc == 0) rc = stack(c, &v, paths[k], paths[0], err);
         volume_free(&v);
         if (rc < 0) { volume_free(&c->image); return -1; }

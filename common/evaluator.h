@@ -139,8 +139,8 @@ typedef struct {
 int eval_segment(eval_model_t *em, const sw_cfg_t *sw, const eval_labels_t *lab, const float *x,
                  const preprocess_record_t *rec, uint8_t *labels, float *logits, char *err);
 // The first voxel of the reference ref (n voxels) that scoring would silently drop: a label
-// >= K for softmax classes, or with regions a non-zero label in no region; LABEL_IGNORE only
-// when ignore_ok is 0 (a label file's own 255 -- a 0/255 mask -- is no ignore label; a dataset's
+// >= K for softmax classes (with regions, a label in no region is background for each, as in
+// training: none); LABEL_IGNORE when ignore_ok is 0 (a label file's own 255 -- a 0/255 mask -- is no ignore label; a dataset's
 // declared one was mapped to it on load). -1 when none.
 int64_t eval_ref_unscorable(const uint8_t *ref, size_t n, int K, const eval_labels_t *lab, int ignore_ok);
 // Score pred against ref (both on one grid dim with voxel size spacing, mm) into r; voxels the

@@ -55,13 +55,12 @@ int eval_segment(eval_model_t *em, const sw_cfg_t *sw, const eval_labels_t *lab,
 
 int64_t eval_ref_unscorable(const uint8_t *ref, size_t n, int K, const eval_labels_t *lab, int ignore_ok)
 {
-    uint8_t held[256] = { 0 };          // held[v]: label v has a place in the scoring
-    if (!lab->nregions)
-        for (int v = 0; v < K && v < LABEL_IGNORE; v++) held[v] = 1;
+    // held[v]: label v has a place in the scoring: a class of the model; with regions any label,
+    // one in no region being background for every region (nnU-Net's rule, and the training's)
+    uint8_t held[256] = { 0 };
+    for (int v = 0; v < (lab->nregions ? LABEL_IGNORE : K) && v < LABEL_IGNORE; v++) held[v] = 1;
     held[0] = 1;
     held[LABEL_IGNORE] = (uint8_t)ignore_ok;
-    for (int j = 0; j < lab->nregions; j++)
-        for (int i = 0; i < lab->regions[j].nlabels; i++) held[lab->regions[j].labels[i]] = 1;
     for (size_t i = 0; i < n; i++)
         if (!held[ref[i]]) return (int64_t)i;
     return -1;

@@ -86,18 +86,20 @@ static int run_case(eval_model_t *em, const eval_cfg_t *cfg, case_t *c, const ui
     return rc;
 }
 
-// A reference label the scoring has no place for (a value the model's K classes or the
-// --regions do not hold) would silently count as background: refuse the case, naming the file.
+// A reference label the scoring has no place for (a value the model's K classes do not hold;
+// with --regions every label has one) would silently count as background: refuse the case,
+// naming the file and the voxel.
 static int check_reference(const char *path, const uint8_t *ref, const volume_t *img, int K,
                            const eval_labels_t *lab, int ignore_ok, char *err)
 {
     int64_t bad = eval_ref_unscorable(ref, volume_voxels(img), K, lab, ignore_ok);
     if (bad < 0) return 0;
-    if (lab->nregions)
-        return set_err(err, "%s: voxel %lld holds label %d, which none of the %d regions of --regions holds", path,
-                       (long long)bad, ref[bad], lab->nregions);
-    return set_err(err, "%s: voxel %lld holds label %d, but the model has %d classes (labels 0..%d)", path,
-                   (long long)bad, ref[bad], K, K - 1);
+    char at[80];
+    volume_ijk(img->dim, (size_t)bad, at);
+    if (ref[bad] == LABEL_IGNORE)
+        return set_err(err, "%s: voxel %s holds 255, no class (a dataset.json can declare it \"ignore\")", path, at);
+    return set_err(err, "%s: voxel %s holds label %d, but the model has %d classes (labels 0..%d)", path, at,
+                   ref[bad], K, K - 1);
 }
 
 // Load case k of the run (its image files, or dataset case idx[k]) into c and its reference,

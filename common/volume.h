@@ -13,6 +13,7 @@ Intensities are the scaled values (scl_slope * stored + scl_inter when slope != 
 #define SRM_VOLUME_H
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct {
     int C;                  // channels (1 for a 3D image)
@@ -31,6 +32,14 @@ typedef struct {
 static inline size_t volume_voxels(const volume_t *v)
 {
     return (size_t)v->dim[0] * v->dim[1] * v->dim[2];
+}
+
+// Voxel f of a volume of extents dim (k fastest) as "(i, j, k)", the NIfTI / nibabel index, for
+// messages (a flat index reads differently in C and in Fortran order).
+static inline const char *volume_ijk(const int dim[3], size_t f, char buf[80])
+{
+    snprintf(buf, 80, "(%zu, %zu, %zu)", f / dim[2] / dim[1], f / dim[2] % dim[1], f % dim[2]);
+    return buf;
 }
 
 // Read a .nii or .nii.gz file (NIfTI-1 or NIfTI-2) into v. Returns 0, or -1 with err filled

@@ -16,6 +16,7 @@
 # Other options go to pipelines/train.sh unchanged (later ones win, e.g. --preset tiny --width 8
 # --patch 32 --batch 1 --device cpu --val-every 2 for a CPU smoke test). Prints every command it runs; ends with srm-report's markdown
 # (also in RUN_DIR/report.md, pictures in RUN_DIR/report/).
+{   # (the whole script is read before it runs: a git pull during a long run cannot change the running copy)
 set -uo pipefail
 SRM_SCRIPT=brats
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -43,3 +44,5 @@ recipe_train "$SRM_ROOT/pipelines/train.sh" "$VIEW" "$RUN" \
 
 # ---- report -----------------------------------------------------------------------------------------
 recipe_report "$SRM_BIN/srm-report" "$RUN" --out "$RUN/report" --dataset "$VIEW" --key dice_WT --thresholds 0.7,0.8,0.85
+exit
+}

@@ -17,6 +17,7 @@
 # Other options go to pipelines/train.sh unchanged (later ones win, e.g. --preset tiny --width 8
 # --patch 32 --batch 1 --device cpu --val-every 2 for a CPU smoke test). Prints every command it runs; ends with srm-report's markdown
 # (also in RUN_DIR/report.md, pictures in RUN_DIR/report/).
+{   # (the whole script is read before it runs: a git pull during a long run cannot change the running copy)
 set -uo pipefail
 SRM_SCRIPT=btcv
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -46,3 +47,5 @@ recipe_train "$SRM_ROOT/pipelines/train.sh" "$VIEW" "$RUN" \
 # ---- report -----------------------------------------------------------------------------------------
 recipe_report "$SRM_BIN/srm-report" "$RUN" --out "$RUN/report" --dataset "$VIEW" --key mean_dice \
      --thresholds 0.5,0.7,0.8 --window -175,250
+exit
+}

@@ -17,6 +17,7 @@
 # Options: --minutes M (whole demo)  --steps N (instead of the budget)  --lr F  --size S (phantom
 #          size)  --cases N  --val N  --patch P  --seed S
 #          --out DIR (default runs/demo; emptied first)
+{   # (the whole script is read before it runs: a git pull during a long run cannot change the running copy)
 set -uo pipefail
 SRM_SCRIPT=demo
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -97,3 +98,5 @@ while f"dice_{k}" in last:
 print(f"  mean foreground Dice {last['mean_dice']:.4f}")
 EOF
 srm_log "done in $(( $(date +%s) - T0 )) s: results in $OUT/ (checkpoints/, predictions/, metrics.jsonl, curves.png)"
+exit
+}

@@ -14,11 +14,12 @@
 # a configuration error); join.sh ends when none is left: status 0 when every worker ended
 # cleanly (e.g. an evaluator with -- --exit-after-final), 1 when one was given up. Ctrl-C stops
 # them all. Logs: --logs DIR; the console shows the workers' errors and warnings as they come.
+{   # (the whole script is read before it runs: a git pull during a long run cannot change the running copy)
 set -uo pipefail
 SRM_SCRIPT=join
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 (($#)) || { usage >&2; exit 2; }
 ROLE=$1; shift
 case $ROLE in augmenters|evaluator) ;; -h|--help) usage; exit 0 ;; *) usage >&2; srm_die "unknown role '$ROLE'" ;; esac
@@ -82,3 +83,5 @@ while :; do
     fi
     sleep 1
 done
+exit
+}

@@ -11,6 +11,7 @@
 # Augmenters run with OMP_NUM_THREADS=1 (many processes is the design). Every process started
 # here runs in its own process group and is stopped (TERM, then KILL after 5 s) when this script
 # exits or is stopped; the script exits when the loader dies.
+{   # (the whole script is read before it runs: a git pull during a long run cannot change the running copy)
 set -u
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 [ $# -ge 2 ] || { usage >&2; exit 2; }
@@ -84,3 +85,5 @@ while :; do
   [ -n "${done_pid:-}" ] && echo "stream-patches: augmenter $done_pid exited (status $rc)" >&2
   done_pid=
 done
+exit
+}

@@ -7,6 +7,7 @@
 # predictions, then stops everything. Ctrl-C / SIGTERM: the trainer writes a final checkpoint
 # and waits for its ack, then the rest stop; no process is left behind. Logs: RUN_DIR/logs/.
 # Results (by srm-exporter): RUN_DIR/checkpoints/, metrics.jsonl, curves.png, predictions/.
+{   # (the whole script is read before it runs: a git pull during a long run cannot change the running copy)
 set -uo pipefail
 SRM_SCRIPT=train
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -124,6 +125,18 @@ fi
 [[ $gaps == - || -n $CLASSES || -n $REGIONS ]] ||
     srm_log "WARNING: label value(s) $gaps of 0..$((dk - 1)) declared by no label of $DATASET: the model gets an output for each, which no voxel trains, and a case whose label file holds one is skipped (nnU-Net wants consecutive labels)"
 [[ $ign == - ]] || srm_log "label $ign is nnU-Net's \"ignore\": those voxels are left out of the loss, the crops' centres and the scores"
+if [[ -n $REGIONS ]]; then
+    # label values of the dataset in no region: background for every region, in training and in
+    # scoring alike (nnU-Net's rule) -- said, since a forgotten one is a quiet mistake
+    outside=$($SRM_PY -c '
+import sys
+held = set()
+for part in sys.argv[1].split(";"):
+    vals = part.split("=", 1)[-1].split(":")[0]
+    held.update(int(v) for v in vals.split(",") if v.strip().isdigit())
+print(",".join(str(v) for v in range(1, int(sys.argv[2])) if v not in held))' "$REGIONS" "$dk" 2>/dev/null)
+    [[ -z $outside ]] || srm_log "WARNING: label value(s) $outside of $DATASET are in no region of --regions: background for every region, in training and in the scores"
+fi
 if [[ -z $CLASSES && -n $REGIONS ]]; then
     IFS=';' read -ra _parts <<<"$REGIONS"
     srm_log "label values 0..$((dk - 1)) (${from//_/ } of $DATASET), $dc channel(s); the model has ${#_parts[@]} sigmoid outputs, one a region of --regions"
@@ -474,3 +487,5 @@ if ((NOT_DURABLE)); then
     exit 1
 fi
 srm_log "done: $RUN (checkpoints/, metrics.jsonl, curves.png, predictions/)"
+exit
+}

@@ -315,8 +315,20 @@ def main():
           "the other case is still scored:\n" + r.stdout)
     r = run([predict, rmodel, os.path.join(tmp, "pred_reg"), images[1], "--labels", labels[1],
              "--regions", "WT=1,2,4;TC=1,4;ET=4"] + win)
-    check(r.returncode == 1 and labels[1] in r.stderr and "holds label 3" in r.stderr and "none of the 3 regions" in r.stderr,
-          "label 3 in no region: rc %d %s" % (r.returncode, r.stderr[-800:]))
+    # regions that overlap without nesting cannot be shown by a label map: refused
+    rn = run([predict, rmodel, os.path.join(tmp, "pred_nn"), images[1], "--regions", "A=1,2;B=2,4;C=4"] + win)
+    check(rn.returncode != 0 and "A and B overlap without one holding the other" in rn.stderr,
+          "non-nested regions refused: rc %d %s" % (rn.returncode, rn.stderr[-400:]))
+    # label 3 in no region: background for every region, as the training takes it (nnU-Net's rule)
+    m = re.search(r"^case %s: dice WT=(\S+)" % re.escape(case1), r.stdout, re.M)
+    pred = os.path.join(tmp, "pred_reg", case1 + ".nii.gz")
+    if r.returncode == 0 and m and os.path.exists(pred):
+        ref, got = np.asarray(nib.load(labels[1]).dataobj), np.asarray(nib.load(pred).dataobj)
+        a, b = np.isin(got, [1, 2, 4]), np.isin(ref, [1, 2, 4])
+        want = 2 * (a & b).sum() / (a.sum() + b.sum())
+        check(abs(float(m.group(1)) - want) < 1e-4, "label 3 in no region: WT Dice %s, numpy %.5f" % (m.group(1), want))
+    else:
+        check(False, "label 3 in no region: scored as background (rc %d) %s %s" % (r.returncode, r.stdout[-400:], r.stderr[-400:]))
     # an empty reference: every HD95 undefined, still printed (null) so the line keeps its fields,
     # and the missed / invented structures left out of the mean HD95 are counted on stderr
     lab0 = os.path.join(tmp, "lab_empty.nii.gz")

@@ -18,6 +18,9 @@ for s in loader augmenter exporter trainer evaluator; do
     rc=$(st "$BIN/srm-$s" "${extra[@]}" --no-such-flag 1)
     check "[[ $rc == 78 ]]" "srm-$s with an unknown flag: status 78 (got $rc)"
 done
+rc=$(st timeout 20 "$BIN/srm-trainer" --loss sigmoid-dice --regions "A=1,2;B=2,3" --patches "ipc://$TMP/p0")
+check "[[ $rc == 78 ]] && grep -q 'A and B overlap without one holding the other' '$TMP/out'" \
+    "srm-trainer with regions that overlap without nesting: status 78 (got $rc)"
 rc=$(st timeout 20 "$BIN/srm-loader" --dataset "$TMP/nowhere" --volumes "ipc://$TMP/v")
 check "[[ $rc == 78 ]] && grep -q '$TMP/nowhere' '$TMP/out'" "srm-loader with a missing dataset: status 78, the folder named (got $rc)"
 # every training case unusable (labels outside the declared classes): no restart would help

@@ -12,7 +12,8 @@
 #   - no validation split declared: fold 0 of the 5-fold split is validated (nnU-Net's default);
 #     a splits_final.json whose fold 0 cannot be made stops the run;
 #     a step validated off the checkpoint grid is checkpointed, so best.ckpt points at the best;
-#     the choice is kept in RUN/cases.args for a resume, which refuses another --fold; cases
+#     the choice is kept in RUN/cases.args for a resume, which refuses another --fold, and the
+#     folder is refused without --resume; cases
 #     chosen by --loader-args (--fold 1) win over the defaults;
 #   - a loader that cannot start (--norm bogus) stops the run with its error, exit 1, no process
 #     left; --augmenters 0 without --remote-augmenters is refused at once;
@@ -168,6 +169,12 @@ timeout 60 bash pipelines/train.sh "$TMP/nosplit" "$TMP/run7" "${EVAL_ARGS[@]}" 
 rc=$?
 check "[[ $rc == 1 ]] && grep -q 'another choice now would validate on cases it trained on' '$TMP/run7c.out'" \
     "a resume with another --fold is refused (exit $rc)"
+# the same folder without --resume: refused before anything starts (a fresh run there once mixed
+# its checkpoints, best.ckpt and metrics.jsonl with the first run's)
+timeout 60 bash pipelines/train.sh "$TMP/nosplit" "$TMP/run7" "${EVAL_ARGS[@]}" >"$TMP/run7f.out" 2>&1
+rc=$?
+check "[[ $rc == 1 ]] && grep -q 'run7 holds a run ([0-9]* checkpoint file(s), metrics.jsonl): --resume continues it' '$TMP/run7f.out' &&
+       ! grep -q 'started exporter' '$TMP/run7f.out'" "a folder holding a run, without --resume: refused at once (exit $rc)"
 # --loader-args that choose the cases win over the defaults (the declared validation split
 # once went to the loader beside them, and beat their fold's validation cases)
 timeout 300 bash pipelines/train.sh "$TMP/data" "$TMP/run11" "${EV_ARGS[@]}" --loader-args "--fold 1" >"$TMP/run11.out" 2>&1
