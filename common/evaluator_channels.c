@@ -9,15 +9,40 @@ file name: any file for a one-channel model (a series img_0000, img_0001, ... st
 CASE_0000 for a one-channel model (no other file of its stem given) is case CASE, the name
 nnU-Net gives the prediction of a one-channel case.
 */
+#define _GNU_SOURCE
 #include "evaluator.h"
 #include "check.h"
 #include "dataset.h"
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+// The folder of path[0..len) (its text before the last '/'; "." or "/") resolved, into out.
+static void folder_of(const char *path, size_t len, char out[PATH_MAX])
+{
+    const char *slash = memrchr(path, '/', len);
+    char dir[PATH_MAX];
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    if (!realpath(dir, out)) snprintf(out, PATH_MAX, "%s", dir);
+}
+
+// Whether two channel files' stems (their paths before _DDDD) name one case: the same file-name
+// stem in the same folder, however the folder is written ("./x_0000" beside "x_0001", or an
+// absolute path beside a relative one).
 static int same_stem(const char *a, size_t la, const char *b, size_t lb)
 {
-    return la == lb && !strncmp(a, b, la);
+    const char *sa = memrchr(a, '/', la), *sb = memrchr(b, '/', lb);
+    const char *na = sa ? sa + 1 : a, *nb = sb ? sb + 1 : b;
+    size_t nla = la - (size_t)(na - a), nlb = lb - (size_t)(nb - b);
+    if (nla != nlb || strncmp(na, nb, nla)) return 0;
+    if (la == lb && !strncmp(a, b, la)) return 1;
+    char da[PATH_MAX], db[PATH_MAX];
+    folder_of(a, la, da);
+    folder_of(b, lb, db);
+    return !strcmp(da, db);
 }
 
 int eval_group_channels(eval_cfg_t *c, int C, char *err)

@@ -25,7 +25,10 @@ images=()
 while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do images+=("$1"); shift; done
 [ ${#images[@]} -gt 0 ] || usage
 [ -f "$model" ] || { echo "predict.sh: $model: no such model file" >&2; exit 1; }
-for f in "${images[@]}"; do [ -f "$f" ] || { echo "predict.sh: $f: no such image" >&2; exit 1; }; done
+for f in "${images[@]}"; do
+    [ -d "$f" ] && { echo "predict.sh: $f: a folder, not an image file (give its files: $f/*.nii.gz)" >&2; exit 1; }
+    [ -f "$f" ] || { echo "predict.sh: $f: no such image" >&2; exit 1; }
+done
 exe=$bin/srm-evaluator
 [ -x "$exe" ] || { echo "predict.sh: $exe not found: run 'make' first" >&2; exit 1; }
 mkdir -p "$out"

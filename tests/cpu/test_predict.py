@@ -372,6 +372,13 @@ def main():
             x, y = np.asarray(nib.load(pa).dataobj), np.asarray(nib.load(pb).dataobj)
             check((x == y).all(), "pt%d: channel files and the 4D copy predict differently" % i)
             check(len(np.unique(x)) > 1, "pt%d: the random 2-channel model predicts one class: weak test" % i)
+    # one channel file written with its folder another way (./x beside x, or absolute beside
+    # relative): still one case
+    rel = os.path.relpath(files[1], os.getcwd())
+    outw = os.path.join(tmp, "pred_paths")
+    r = run([predict, m2, outw, os.path.join(chd, ".", os.path.basename(files[0])), rel] + win)
+    check(r.returncode == 0 and os.listdir(outw) == ["pt0.nii.gz"],
+          "channel files named with their folder written two ways: rc %d %s" % (r.returncode, r.stderr[-500:]))
     gap = os.path.join(chd, "pt0_0002.nii.gz")
     subprocess.run(["cp", files[1], gap], check=True)
     r = run([predict, m2, os.path.join(tmp, "pred_gap"), files[0], gap] + win)
