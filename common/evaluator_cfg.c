@@ -86,6 +86,7 @@ static void defaults(eval_cfg_t *c)
     c->exporter_resend_s = 10;
     c->force_modality = -1;
     preprocess_cfg_default(&c->prep);
+    c->prep.blank_ok = 1;           // a blank scan is segmented (to 0s, warned), not refused
 }
 
 // One flag with a value. 0, or -1 + err.

@@ -164,6 +164,7 @@ static void choose_prep(eval_cfg_t *run, const eval_cfg_t *cfg, const eval_model
     }
     run->prep = mp;
     run->prep.allow_f16 = cfg->prep.allow_f16;
+    run->prep.blank_ok = cfg->prep.blank_ok;    // a policy of this run, not a training setting
     if (cfg->spacing_given) memcpy(run->prep.target_spacing, cfg->prep.target_spacing, sizeof mp.target_spacing);
     if (cfg->force_modality >= 0) {             // --norm: its normalisation for every channel
         const preprocess_cfg_t *u = &cfg->prep;

@@ -116,8 +116,13 @@ int preprocess_case(case_t *c, const preprocess_cfg_t *cfg, preprocess_record_t 
 
     uint8_t *mask = xmalloc(volume_voxels(v));
     if (preprocess_foreground_mask(mask, v, c->modality, cfg) == 0) {
-        free(mask);
-        return set_err(err, "%s: empty foreground (every voxel is background)", c->id);
+        if (!cfg->blank_ok) {
+            free(mask);
+            return set_err(err, "%s: blank image: no foreground (every voxel at the minimum, or CT below the body "
+                           "threshold)", c->id);
+        }
+        log_msg('W', "%s: blank image (no foreground): not cropped, its MR channels normalised to 0", c->id);
+        memset(mask, 1, volume_voxels(v));
     }
     int lo[3] = {0, 0, 0}, size[3];
     memcpy(size, v->dim, sizeof size);
@@ -131,8 +136,10 @@ int preprocess_case(case_t *c, const preprocess_cfg_t *cfg, preprocess_record_t 
     for (int ch = 0; ch < v->C; ch++) {
         const modality_t m = c->modality[ch];
         int rc = m == MODALITY_CT ? preprocess_normalize_ct(v, ch, cfg, e)
-               : m == MODALITY_MR ? preprocess_normalize_mr(v, ch, mask, cfg->mr_norm, e)
+               : m == MODALITY_MR ? preprocess_normalize_mr(v, ch, mask, cfg->mr_norm, cfg->blank_ok, e)
                                   : preprocess_normalize_range(v, ch, m, e);
+        if (rc == 1) log_msg('W', "%s: channel %d is constant over its %s: normalised to 0", c->id, ch,
+                             cfg->mr_norm == MR_NORM_ZSCORE_ALL ? "volume" : "foreground");
         if (rc < 0) { free(mask); return set_err(err, "%s: %s", c->id, e); }
     }
     free(mask);

@@ -47,6 +47,9 @@ typedef struct {
     double ct_mean, ct_std;     // CT_NORM_ZSCORE statistics (after clipping to ct_lo, ct_hi)
     mr_norm_t mr_norm;
     int allow_f16;              // case_cache: store non-integer images as float16 (default 1)
+    int blank_ok;               // 0: a blank image (no foreground) or a constant MR channel is an
+                                // error (training skips the case); 1 (segmenting a scan): not
+                                // cropped / normalised to 0, as MONAI's NormalizeIntensity, warned
 } preprocess_cfg_t;
 
 // Everything needed to map the preprocessed grid back to the source grid.
@@ -93,10 +96,11 @@ int preprocess_foreground_bbox(const uint8_t *mask, const int dim[3], const int 
 void preprocess_crop(volume_t *img, uint8_t **label, uint8_t **mask, const int lo[3], const int size[3]);
 
 // Step 4 on channel ch of img. mask: (D, H, W) or NULL (= whole volume). Returns 0 or -1 + err
-// (zero std for a z-score). MR z-score over a mask sets voxels outside it to 0 (nnU-Net and
-// MONAI nonzero=True leave them at 0, the new mean).
+// (zero std for a z-score; the MR z-score with constant_ok sets such a channel to 0 and returns
+// 1). MR z-score over a mask sets voxels outside it to 0 (nnU-Net and MONAI nonzero=True leave
+// them at 0, the new mean).
 int preprocess_normalize_ct(volume_t *img, int ch, const preprocess_cfg_t *cfg, char *err);
-int preprocess_normalize_mr(volume_t *img, int ch, const uint8_t *mask, mr_norm_t mode, char *err);
+int preprocess_normalize_mr(volume_t *img, int ch, const uint8_t *mask, mr_norm_t mode, int constant_ok, char *err);
 // nnU-Net's other schemes on channel ch: MODALITY_NONORM leaves it, MODALITY_RESCALE01 maps its
 // [min, max] to [0, 1] (a constant channel to 0), MODALITY_RGB01 divides by 255 (values must lie
 // in [0, 255]). 0 or -1 + err.

@@ -30,7 +30,7 @@ int preprocess_normalize_ct(volume_t *img, int ch, const preprocess_cfg_t *cfg, 
     return 0;
 }
 
-int preprocess_normalize_mr(volume_t *img, int ch, const uint8_t *mask, mr_norm_t mode, char *err)
+int preprocess_normalize_mr(volume_t *img, int ch, const uint8_t *mask, mr_norm_t mode, int constant_ok, char *err)
 {
     if (mode == MR_NORM_NONE) return 0;
     size_t n = volume_voxels(img), cnt = 0;
@@ -44,13 +44,14 @@ int preprocess_normalize_mr(volume_t *img, int ch, const uint8_t *mask, mr_norm_
     for (size_t i = 0; i < n; i++)
         if (!mask || mask[i]) { double d = x[i] - mean; sq += d * d; }
     double sd = sqrt(sq / cnt);
-    // A constant channel has no scale to normalise by; nnU-Net clamps std at 1e-8, which blows
-    // noise up to huge values, so reject it instead.
-    if (!(sd > 1e-8)) return set_err(err, "channel %d: constant intensity %g over the %s (std 0)", ch, mean,
-                                     mask ? "foreground" : "volume");
+    // A constant channel has no scale to normalise by (nnU-Net clamps std at 1e-8, which blows
+    // rounding noise up to huge values): refused, or with constant_ok set to 0 as MONAI does.
+    int constant = !(sd > 1e-8);
+    if (constant && !constant_ok)
+        return set_err(err, "channel %d: constant intensity %g over the %s (std 0)", ch, mean, mask ? "foreground" : "volume");
     for (size_t i = 0; i < n; i++)
-        x[i] = (!mask || mask[i]) ? (float)((x[i] - mean) / sd) : 0.0f;
-    return 0;
+        x[i] = (!constant && (!mask || mask[i])) ? (float)((x[i] - mean) / sd) : 0.0f;
+    return constant;
 }
 
 int preprocess_normalize_range(volume_t *img, int ch, modality_t mod, char *err)

@@ -329,6 +329,14 @@ def main():
         check(abs(float(m.group(1)) - want) < 1e-4, "label 3 in no region: WT Dice %s, numpy %.5f" % (m.group(1), want))
     else:
         check(False, "label 3 in no region: scored as background (rc %d) %s %s" % (r.returncode, r.stdout[-400:], r.stderr[-400:]))
+    # a blank scan (one value everywhere) is segmented, not refused: not cropped, normalised to 0,
+    # warned; the label map is written on its grid
+    blank = os.path.join(tmp, "blank.nii.gz")
+    nib.save(nib.Nifti1Image(np.full(ref0.shape, 100, np.int16), ref0.affine), blank)
+    r = run([predict, model, os.path.join(tmp, "pred_blank"), blank] + win)
+    pb = os.path.join(tmp, "pred_blank", "blank.nii.gz")
+    check(r.returncode == 0 and "blank image (no foreground)" in r.stderr and os.path.exists(pb) and
+          nib.load(pb).shape == ref0.shape, "a blank scan: segmented with a warning: rc %d %s" % (r.returncode, r.stderr[-500:]))
     # an empty reference: every HD95 undefined, still printed (null) so the line keeps its fields,
     # and the missed / invented structures left out of the mean HD95 are counted on stderr
     lab0 = os.path.join(tmp, "lab_empty.nii.gz")

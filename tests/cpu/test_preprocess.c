@@ -150,7 +150,7 @@ static void test_normalize(void)
     rng_t r = rng_seed(3);
     for (size_t i = 0; i < n; i++) { mask[i] = i % 3 != 0; v.data[i] = mask[i] ? (float)(100 + 20 * rng_normal(&r)) : -7; }
     char err[ERR_LEN];
-    EXPECT(preprocess_normalize_mr(&v, 0, mask, MR_NORM_ZSCORE_FG, err) == 0, "mr zscore: %s", err);
+    EXPECT(preprocess_normalize_mr(&v, 0, mask, MR_NORM_ZSCORE_FG, 0, err) == 0, "mr zscore: %s", err);
     double s = 0, sq = 0, out = 0;
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
@@ -159,12 +159,17 @@ static void test_normalize(void)
     }
     EXPECT(fabs(s / m) < 1e-5 && fabs(sq / m - 1) < 1e-4 && out == 0, "fg mean %.2g var %.6f outside %.2g", s / m, sq / m, out);
     for (size_t i = 0; i < n; i++) v.data[i] = (float)i;
-    EXPECT(preprocess_normalize_mr(&v, 0, mask, MR_NORM_ZSCORE_ALL, err) == 0, "whole-volume zscore");
+    EXPECT(preprocess_normalize_mr(&v, 0, mask, MR_NORM_ZSCORE_ALL, 0, err) == 0, "whole-volume zscore");
     s = sq = 0;
     for (size_t i = 0; i < n; i++) { s += v.data[i]; sq += v.data[i] * v.data[i]; }
     EXPECT(fabs(s / n) < 1e-5 && fabs(sq / n - 1) < 1e-4, "whole mean %.2g var %.6f", s / n, sq / n);
     for (size_t i = 0; i < n; i++) v.data[i] = 3;
-    EXPECT(preprocess_normalize_mr(&v, 0, NULL, MR_NORM_ZSCORE_ALL, err) < 0 && strstr(err, "constant"), "constant channel rejected");
+    EXPECT(preprocess_normalize_mr(&v, 0, NULL, MR_NORM_ZSCORE_ALL, 0, err) < 0 && strstr(err, "constant"), "constant channel rejected");
+    // segmenting a scan (constant_ok): set to 0, as MONAI's NormalizeIntensity, and said (1)
+    int all0 = 1;
+    EXPECT(preprocess_normalize_mr(&v, 0, NULL, MR_NORM_ZSCORE_ALL, 1, err) == 1, "constant channel with constant_ok: 1");
+    for (size_t i = 0; i < volume_voxels(&v); i++) all0 &= v.data[i] == 0.0f;
+    EXPECT(all0, "constant channel with constant_ok: every voxel 0");
 
     preprocess_cfg_t cfg;
     preprocess_cfg_default(&cfg);
@@ -347,18 +352,25 @@ static void test_pipeline_inverse(void)
     free(pred); free(fb); free(back); free(src_label);
     case_free(&c);
 
-    // A constant MR image and an all-air CT have no body: "empty foreground", not a crash.
-    for (int m = 0; m < 2; m++) {
+    // A constant MR image and an all-air CT have no body: "blank image", not a crash; segmenting
+    // a scan (blank_ok) takes it whole, its MR channel set to 0.
+    for (int m = 0; m < 4; m++) {
         case_t e;
         memset(&e, 0, sizeof e);
         snprintf(e.id, sizeof e.id, "blank");
         e.image.C = 1; e.image.dim[0] = 5; e.image.dim[1] = 4; e.image.dim[2] = 3;
         for (int d = 0; d < 4; d++) e.image.affine[d][d] = 1;
         e.image.data = xmalloc(60 * sizeof(float));
-        for (int i = 0; i < 60; i++) e.image.data[i] = m ? -1000.0f + (float)(i % 5) : 17.0f;
-        e.modality[0] = m ? MODALITY_CT : MODALITY_MR;
-        rc = preprocess_case(&e, &cfg, &rec, err);
-        EXPECT(rc < 0 && strstr(err, "blank: empty foreground"), "empty foreground (%s): %s", m ? "CT" : "MR", err);
+        for (int i = 0; i < 60; i++) e.image.data[i] = m % 2 ? -1000.0f + (float)(i % 5) : 17.0f;
+        e.modality[0] = m % 2 ? MODALITY_CT : MODALITY_MR;
+        preprocess_cfg_t bc = cfg;
+        bc.blank_ok = m >= 2;
+        rc = preprocess_case(&e, &bc, &rec, err);
+        if (m < 2)
+            EXPECT(rc < 0 && strstr(err, "blank: blank image: no foreground"), "blank image (%s): %s", m % 2 ? "CT" : "MR", err);
+        else
+            EXPECT(rc == 0 && rec.crop_dim[0] * rec.crop_dim[1] * rec.crop_dim[2] == 60 && (m % 2 || e.image.data[7] == 0.0f),
+                   "blank image with blank_ok (%s): taken whole: %s", m % 2 ? "CT" : "MR", rc ? err : "");
         case_free(&e);
     }
 }
