@@ -180,9 +180,19 @@ int eval_model_prepare(eval_model_t *em, const sw_cfg_t *sw, eval_device_t dev, 
 #endif
     model_plan_t p;
     if (model_plan(&p, &em->m, em->batch, em->roi, err)) return -1;
+    // A window too large for this host (a --window far beyond the images) is an error that names
+    // it, not an allocation failure that kills the process.
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    double need = (double)p.total * sizeof(float), have = pages > 0 && page > 0 ? (double)pages * page : 0;
+    if (have > 0 && need > have)
+        return set_err(err, "window %dx%dx%d (batch %d) needs %.1f GB for the model's activations, more than this "
+                       "host's %.1f GB: give a smaller --window (the training patch is the usual one)", em->roi[0],
+                       em->roi[1], em->roi[2], em->batch, need / 1e9, have / 1e9);
     free(em->ws);
     em->ws_len = p.total;
-    em->ws = xmalloc(p.total * sizeof(float));
+    em->ws = malloc(p.total * sizeof(float));
+    if (!em->ws) return set_err(err, "window %dx%dx%d: cannot allocate %.1f GB for the model's activations: give a "
+                                "smaller --window", em->roi[0], em->roi[1], em->roi[2], need / 1e9);
     return 0;
 }
 

@@ -337,6 +337,12 @@ def main():
     pb = os.path.join(tmp, "pred_blank", "blank.nii.gz")
     check(r.returncode == 0 and "blank image (no foreground)" in r.stderr and os.path.exists(pb) and
           nib.load(pb).shape == ref0.shape, "a blank scan: segmented with a warning: rc %d %s" % (r.returncode, r.stderr[-500:]))
+    # a window far larger than the host can run: refused naming the window (it died in an
+    # allocation of 400+ GB); on a host with that much memory the check has nothing to refuse
+    if os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") < 300e9:
+        r = run([predict, model, os.path.join(tmp, "pred_huge"), images[0], "--window", "1024"])
+        check(r.returncode != 0 and "window 1024x1024x1024" in r.stderr and "give a smaller --window" in r.stderr,
+              "a window too large for the host: refused naming it: rc %d %s" % (r.returncode, r.stderr[-300:]))
     # an empty reference: every HD95 undefined, still printed (null) so the line keeps its fields,
     # and the missed / invented structures left out of the mean HD95 are counted on stderr
     lab0 = os.path.join(tmp, "lab_empty.nii.gz")
