@@ -266,10 +266,49 @@ static int msd_images(dataset_t *ds, dataset_case_t *c, json_t *img)
     return 0;
 }
 
+// How an MSD dataset's entries are named (the ids name splits, results and predictions): by the
+// image file (MSD's own layout, where image and label share a name; predict.sh names a file's
+// output so too), else -- when image names repeat, as KiTS' case_*/imaging.nii.gz -- by the
+// label file, else by the image's folder (case_00001).
+typedef enum { ID_IMAGE, ID_LABEL, ID_FOLDER } msd_id_t;
+
+static char *msd_entry_id(json_t *e, msd_id_t how)
+{
+    json_t *img = json_is_object(e) ? json_object_get(e, "image") : e, *lab = json_object_get(e, "label");
+    const char *first = json_is_string(img) ? json_string_value(img) : json_string_value(json_array_get(img, 0));
+    if (!first) return NULL;
+    if (how == ID_LABEL) return json_is_string(lab) ? dataset_id_of_path(json_string_value(lab), 0) : NULL;
+    if (how == ID_IMAGE) return dataset_id_of_path(first, !json_is_string(img));
+    const char *end = strrchr(first, '/'), *start = end;
+    while (start && start > first && start[-1] != '/') start--;
+    if (!end || end == start || (end - start == 1 && *start == '.')) return NULL;
+    return strndup(start, (size_t)(end - start));
+}
+
+static msd_id_t msd_id_scheme(json_t *tr)
+{
+    size_t n = json_array_size(tr);
+    for (msd_id_t how = ID_IMAGE; how <= ID_FOLDER; how++) {
+        char **ids = xcalloc(n ? n : 1, sizeof *ids);
+        int ok = 1;
+        for (size_t i = 0; i < n && ok; i++) {
+            json_t *e = json_array_get(tr, i);
+            if (!json_is_object(e) || !json_object_get(e, "image")) continue;     // named later
+            ok = (ids[i] = msd_entry_id(e, how)) != NULL;
+            for (size_t j = 0; j < i && ok; j++) ok = !ids[j] || strcmp(ids[j], ids[i]);
+        }
+        for (size_t i = 0; i < n; i++) free(ids[i]);
+        free(ids);
+        if (ok) return how;
+    }
+    return ID_IMAGE;        // names repeat whichever way: the repeats are named and skipped
+}
+
 static int open_msd(dataset_t *ds, json_t *root, const char *where, char *err)
 {
     json_t *tr = json_object_get(root, "training"), *ts = json_object_get(root, "test");
     if (!json_is_array(tr)) return set_err(err, "%s: \"training\" is not a list", where);
+    msd_id_t how = msd_id_scheme(tr);
     for (size_t i = 0; i < json_array_size(tr); i++) {
         json_t *e = json_array_get(tr, i), *img = json_object_get(e, "image");
         json_t *lab = json_object_get(e, "label");
@@ -280,7 +319,8 @@ static int open_msd(dataset_t *ds, json_t *root, const char *where, char *err)
         const char *first = json_is_string(img) ? json_string_value(img)
                           : json_string_value(json_array_get(img, 0));
         if (!first) { dataset_add_problem(ds, "%s: training entry %zu: bad \"image\"", where, i); continue; }
-        char *id = dataset_id_of_path(json_is_string(lab) ? json_string_value(lab) : first, !json_is_string(img));
+        char *id = msd_entry_id(e, how);
+        if (!id) id = dataset_id_of_path(first, !json_is_string(img));
         if (dataset_find(ds, id) >= 0) {   // splits, results and predictions are named by the id
             dataset_add_problem(ds, "%s: training entry %zu (%s): case id %s is already taken by an earlier entry; "
                                 "skipped (give the files distinct names)", where, i, first, id);
@@ -300,6 +340,11 @@ static int open_msd(dataset_t *ds, json_t *root, const char *where, char *err)
         const char *first = json_is_string(img) ? json_string_value(img) : json_string_value(json_array_get(img, 0));
         if (!first) { dataset_add_problem(ds, "%s: test entry %zu: bad image path", where, i); continue; }
         char *id = dataset_id_of_path(first, !json_is_string(img));
+        if (dataset_find(ds, id) >= 0) {
+            char *folder = msd_entry_id(e, ID_FOLDER);     // KiTS-like: named by their folders
+            if (folder && dataset_find(ds, folder) < 0) { free(id); id = folder; }
+            else free(folder);
+        }
         if (dataset_find(ds, id) >= 0) {
             dataset_add_problem(ds, "%s: test entry %zu (%s): case id %s is already taken by an earlier entry; "
                                 "skipped (give the files distinct names)", where, i, first, id);

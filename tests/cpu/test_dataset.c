@@ -125,8 +125,9 @@ static void test_msd(void)
     dataset_free(&ds);
 }
 
-// Two MSD entries whose files share a name in different folders would share a case id (splits,
-// results and predictions go by it): the second is skipped, with a problem naming it.
+// Two MSD entries whose files share a name in different folders (KiTS' case_*/imaging.nii.gz)
+// would share a case id (splits, results and predictions go by it): they are named by their
+// folders; an entry listed twice is skipped the second time, with a problem naming it.
 static void test_msd_duplicate_ids(void)
 {
     char root[1024], p[1200], err[ERR_LEN];
@@ -146,10 +147,18 @@ static void test_msd_duplicate_ids(void)
     int rc = dataset_open(root, &ds, err);
     EXPECT(rc == 0, "open msd_dup: %s", err);
     if (rc) return;
-    EXPECT(ds.n_cases == 1 && strstr(ds.cases[0].images[0], "/imagesTr/a/case.nii.gz"), "the first entry kept (%d cases)", ds.n_cases);
-    EXPECT(ds.n_problems == 1 && strstr(ds.problems[0], "imagesTr/b/case.nii.gz") && strstr(ds.problems[0], "already taken"),
-           "the second named as a problem: %s", ds.n_problems ? ds.problems[0] : "(none)");
+    // the image (and label) names repeat: the entries are named by their folders (KiTS' layout)
+    EXPECT(ds.n_cases == 2 && !strcmp(ds.cases[0].id, "a") && !strcmp(ds.cases[1].id, "b") && ds.n_problems == 0,
+           "both entries kept, named a and b by their folders (%d cases, %d problems)", ds.n_cases, ds.n_problems);
     dataset_free(&ds);
+    // an entry listed twice repeats under every name: the second copy is named and skipped
+    put_text(p, "{\"modality\": {\"0\": \"MR\"}, \"labels\": {\"0\": \"background\", \"1\": \"x\"},\n"
+                " \"training\": [{\"image\": \"./imagesTr/a/case.nii.gz\", \"label\": \"./labelsTr/a/case.nii.gz\"},\n"
+                "  {\"image\": \"./imagesTr/a/case.nii.gz\", \"label\": \"./labelsTr/a/case.nii.gz\"}]}\n");
+    rc = dataset_open(root, &ds, err);
+    EXPECT(rc == 0 && ds.n_cases == 1 && ds.n_problems == 1 && strstr(ds.problems[0], "already taken"),
+           "an entry listed twice: the first kept, the second named: %s", rc ? err : ds.n_problems ? ds.problems[0] : "(none)");
+    if (rc == 0) dataset_free(&ds);
 }
 
 static void make_nnunet(const char *root, const char *labels_json, const char *extra_json, int ncase)
@@ -240,7 +249,8 @@ static void test_nnunet(void)
     EXPECT(rc == 0, "open regions: %s", err);
     if (rc) return;
     EXPECT(ds.has_regions && ds.num_classes == 3 && ds.labels[1].n_values == 2, "region labels");
-    EXPECT(ds.n_problems == 1 && strstr(ds.problems[0], "nope"), "unknown split id reported");
+    EXPECT(ds.n_problems == 2 && strstr(ds.problems[0], "regions_class_order is absent") && strstr(ds.problems[1], "nope"),
+           "no regions_class_order and the unknown split id reported");
     rc = dataset_select(&ds, "validation", &idx, &n, err);
     EXPECT(rc == 0 && n == 1 && strcmp(ds.cases[idx[0]].id, "c03") == 0, "split key: validation = c03");
     if (rc == 0) free(idx);
