@@ -38,11 +38,13 @@ static uint8_t *read_label(const char *path, const volume_t *image, const char *
     return out;
 }
 
-static int write_result(const char *dir, const char *id, const preprocess_record_t *rec, const uint8_t *labels,
-                        const float *logits, int K, char *err)
+// ndim: the source image's (a 2D one gives a 2D label map).
+static int write_result(const char *dir, const char *id, const preprocess_record_t *rec, int ndim,
+                        const uint8_t *labels, const float *logits, int K, char *err)
 {
     volume_t v;
     memset(&v, 0, sizeof v);
+    v.ndim = ndim;
     memcpy(v.dim, rec->src_dim, sizeof v.dim);
     memcpy(v.affine, rec->src_affine, sizeof v.affine);
     eval_affine_spacing(rec->src_affine, v.spacing);
@@ -67,12 +69,13 @@ static int run_case(eval_model_t *em, const eval_cfg_t *cfg, case_t *c, const ui
     c->label = NULL;
     preprocess_record_t rec;
     char e2[ERR_LEN];
+    const int ndim = c->image.ndim;
     if (preprocess_case(c, &cfg->prep, &rec, e2)) return set_err(err, "preprocessing: %s", e2);
     size_t sn = (size_t)rec.src_dim[0] * rec.src_dim[1] * rec.src_dim[2];
     uint8_t *labels = xmalloc(sn);
     float *logits = cfg->logits ? xmalloc(sn * mc->classes * sizeof(float)) : NULL;
     int rc = eval_segment(em, &cfg->sw, &cfg->lab, c->image.data, &rec, labels, logits, err);
-    if (rc == 0 && cfg->out_dir) rc = write_result(cfg->out_dir, r->id, &rec, labels, logits, mc->classes, err);
+    if (rc == 0 && cfg->out_dir) rc = write_result(cfg->out_dir, r->id, &rec, ndim, labels, logits, mc->classes, err);
     if (rc == 0 && ref) {
         double sp[3];
         eval_affine_spacing(rec.src_affine, sp);

@@ -407,6 +407,7 @@ int nifti_read_volume(const char *path, volume_t *v, char *err)
     // into nim->data: convert_data reads it from there; nifti_image_free frees it
     if (read_voxels(path, nim, data_offset(&raw), &nim->data, nbytes, err)) goto fail;
     v->C = nim->dim[0] >= 4 ? (int)nim->dim[4] : 1;
+    v->ndim = nim->dim[0] == 2 ? 2 : 3;
     v->dim[0] = (int)nim->nx;
     v->dim[1] = (int)nim->ny;
     v->dim[2] = (int)nim->nz;
@@ -506,7 +507,7 @@ int nifti_write_volume(const char *path, const volume_t *v, int datatype, char *
                      gz ? ".nii.gz" : ".nii");
     if (n < 0 || (size_t)n >= sizeof tmp) return set_err(err, "%s: path too long", path);
 
-    int64_t dims[8] = {v->C > 1 ? 4 : 3, v->dim[0], v->dim[1], v->dim[2], v->C, 1, 1, 1};
+    int64_t dims[8] = {v->C > 1 ? 4 : v->ndim == 2 && v->dim[2] == 1 ? 2 : 3, v->dim[0], v->dim[1], v->dim[2], v->C, 1, 1, 1};
     nifti_image *nim = nifti_make_new_nim(dims, datatype, 0);
     if (!nim) return set_err(err, "%s: libnifti cannot make an image of datatype %d", path, datatype);
     nim->data = malloc((size_t)nim->nvox * nim->nbyper);  // libnifti frees it with free()

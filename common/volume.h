@@ -27,6 +27,8 @@ typedef struct {
     int xform_source;       // 2 = sform, 1 = qform, 0 = pixdim only (which the affine came from)
     double pixdim[3];       // header pixdim[1..3] as nibabel header.get_zooms()[:3] gives them (|p|, 0 -> 1)
     int xyz_units;          // the header's spatial unit code (0 unknown, 1 m, 2 mm, 3 micron); 0 when made here
+    int ndim;               // 2 for a 2D image (header dim[0] = 2, one slice), else 3 (0 when made here: 3);
+                            // the writer keeps a 2D one-channel volume 2D
 } volume_t;
 
 static inline size_t volume_voxels(const volume_t *v)

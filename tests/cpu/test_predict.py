@@ -337,6 +337,14 @@ def main():
     pb = os.path.join(tmp, "pred_blank", "blank.nii.gz")
     check(r.returncode == 0 and "blank image (no foreground)" in r.stderr and os.path.exists(pb) and
           nib.load(pb).shape == ref0.shape, "a blank scan: segmented with a warning: rc %d %s" % (r.returncode, r.stderr[-500:]))
+    # a 2D image (header dim[0] = 2) gets a 2D label map: the same shape, as nibabel reads both
+    twod = os.path.join(tmp, "twod.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(ref0.dataobj)[:, :, 5].astype(np.float32) * 50 + 10, ref0.affine), twod)
+    r = run([predict, model, os.path.join(tmp, "pred_2d"), twod] + win)
+    p2 = os.path.join(tmp, "pred_2d", "twod.nii.gz")
+    check(r.returncode == 0 and os.path.exists(p2) and nib.load(p2).shape == nib.load(twod).shape,
+          "a 2D image: a 2D label map of its shape: rc %d %s %s" % (r.returncode, nib.load(p2).shape if os.path.exists(p2) else "-",
+                                                                 r.stderr[-300:]))
     # a window far larger than the host can run: refused naming the window (it died in an
     # allocation of 400+ GB); on a host with that much memory the check has nothing to refuse
     if os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") < 300e9:
