@@ -180,7 +180,7 @@ static int cut(stream_t *s, int k, char *err)
 // A volume that carries the run's patch and batch (loader --trainer-patch/--trainer-batch) is
 // checked against this augmenter's: a mismatch is a configuration error (every batch it sent
 // would be dropped by the trainer), 0 or -1 with fatal saying what to start it with.
-static int same_geometry(const stream_t *s, const wire_volume_t *v, const char *peer, char *fatal)
+static int same_geometry(const stream_t *s, const wire_volume_t *v, const char *loader, char *fatal)
 {
     const int *p = s->cfg->aug.patch, *q = v->train_patch;
     if (!v->train_batch || (v->train_batch == s->cfg->batch && p[0] == q[0] && p[1] == q[1] && p[2] == q[2]))
@@ -188,7 +188,7 @@ static int same_geometry(const stream_t *s, const wire_volume_t *v, const char *
     return set_err(fatal, "the run trains on batches of %d patches of %dx%dx%d (said the loader at %s with "
                    "volume %s), this augmenter cuts %d of %dx%dx%d: start it with --patch %d,%d,%d "
                    "--batch-size %d (join.sh: --patch %d,%d,%d --batch %d)", v->train_batch, q[0], q[1], q[2],
-                   peer, v->case_id, s->cfg->batch, p[0], p[1], p[2], q[0], q[1], q[2], v->train_batch,
+                   loader, v->case_id, s->cfg->batch, p[0], p[1], p[2], q[0], q[1], q[2], v->train_batch,
                    q[0], q[1], q[2], v->train_batch);
 }
 
@@ -203,7 +203,7 @@ static int take_volume(stream_t *s, char *fatal)
     int k = -1, rc = wire_recv(s->vin, &m, ZMQ_DONTWAIT, err);
     if (rc == WIRE_AGAIN) { wire_msg_free(&m); return -1; }
     if (rc == 0 && wire_decode_volume(&m, &v, err) == 0) {
-        if (same_geometry(s, &v, m.peer[0] ? m.peer : s->cfg->volumes_ep, fatal)) {
+        if (same_geometry(s, &v, s->cfg->volumes_ep, fatal)) {
             wire_msg_free(&m);
             return -2;
         }
