@@ -267,10 +267,12 @@ static int msd_images(dataset_t *ds, dataset_case_t *c, json_t *img)
 }
 
 // How an MSD dataset's entries are named (the ids name splits, results and predictions): by the
-// image file (MSD's own layout, where image and label share a name; predict.sh names a file's
-// output so too), else -- when image names repeat, as KiTS' case_*/imaging.nii.gz -- by the
-// label file, else by the image's folder (case_00001).
-typedef enum { ID_IMAGE, ID_LABEL, ID_FOLDER } msd_id_t;
+// label file as always (MSD's own layout gives image and label one name; "split" keys and
+// splits_final.json written for a dataset use these ids), else -- when those names repeat --
+// by the image file, else by the image's folder (KiTS' case_*/imaging.nii.gz +
+// segmentation.nii.gz: case_00001). The scheme with the fewest repeats wins, the earlier on a
+// tie; entries it cannot name (no label, a bad image) are named by their image.
+typedef enum { ID_LABEL, ID_IMAGE, ID_FOLDER } msd_id_t;
 
 static char *msd_entry_id(json_t *e, msd_id_t how)
 {
@@ -288,20 +290,31 @@ static char *msd_entry_id(json_t *e, msd_id_t how)
 static msd_id_t msd_id_scheme(json_t *tr)
 {
     size_t n = json_array_size(tr);
-    for (msd_id_t how = ID_IMAGE; how <= ID_FOLDER; how++) {
+    msd_id_t best = ID_LABEL;
+    size_t fewest = (size_t)-1;
+    for (msd_id_t how = ID_LABEL; how <= ID_FOLDER; how++) {
         char **ids = xcalloc(n ? n : 1, sizeof *ids);
-        int ok = 1;
-        for (size_t i = 0; i < n && ok; i++) {
+        size_t repeats = 0;
+        for (size_t i = 0; i < n; i++) {
             json_t *e = json_array_get(tr, i);
             if (!json_is_object(e) || !json_object_get(e, "image")) continue;     // named later
-            ok = (ids[i] = msd_entry_id(e, how)) != NULL;
-            for (size_t j = 0; j < i && ok; j++) ok = !ids[j] || strcmp(ids[j], ids[i]);
+            if (!(ids[i] = msd_entry_id(e, how))) { repeats++; continue; }     // cannot name it so
+            for (size_t j = 0; j < i; j++)
+                if (ids[j] && !strcmp(ids[j], ids[i])) { repeats++; break; }
         }
         for (size_t i = 0; i < n; i++) free(ids[i]);
         free(ids);
-        if (ok) return how;
+        if (repeats < fewest) { fewest = repeats; best = how; }
+        if (!repeats) break;
     }
-    return ID_IMAGE;        // names repeat whichever way: the repeats are named and skipped
+    return best;
+}
+
+// Entry e's id under scheme how, else by its image; NULL when it has no usable image path.
+static char *msd_id(json_t *e, msd_id_t how)
+{
+    char *id = msd_entry_id(e, how);
+    return id ? id : msd_entry_id(e, ID_IMAGE);
 }
 
 static int open_msd(dataset_t *ds, json_t *root, const char *where, char *err)
@@ -319,8 +332,7 @@ static int open_msd(dataset_t *ds, json_t *root, const char *where, char *err)
         const char *first = json_is_string(img) ? json_string_value(img)
                           : json_string_value(json_array_get(img, 0));
         if (!first) { dataset_add_problem(ds, "%s: training entry %zu: bad \"image\"", where, i); continue; }
-        char *id = msd_entry_id(e, how);
-        if (!id) id = dataset_id_of_path(first, !json_is_string(img));
+        char *id = msd_id(e, how);
         if (dataset_find(ds, id) >= 0) {   // splits, results and predictions are named by the id
             dataset_add_problem(ds, "%s: training entry %zu (%s): case id %s is already taken by an earlier entry; "
                                 "skipped (give the files distinct names)", where, i, first, id);
@@ -339,9 +351,10 @@ static int open_msd(dataset_t *ds, json_t *root, const char *where, char *err)
         json_t *img = json_is_object(e) ? json_object_get(e, "image") : e;
         const char *first = json_is_string(img) ? json_string_value(img) : json_string_value(json_array_get(img, 0));
         if (!first) { dataset_add_problem(ds, "%s: test entry %zu: bad image path", where, i); continue; }
-        char *id = dataset_id_of_path(first, !json_is_string(img));
+        // named as the training entries are (test entries have no label: by image, or folder)
+        char *id = msd_id(e, how == ID_FOLDER ? ID_FOLDER : ID_IMAGE);
         if (dataset_find(ds, id) >= 0) {
-            char *folder = msd_entry_id(e, ID_FOLDER);     // KiTS-like: named by their folders
+            char *folder = msd_entry_id(e, ID_FOLDER);     // a repeat: named by its folder
             if (folder && dataset_find(ds, folder) < 0) { free(id); id = folder; }
             else free(folder);
         }
@@ -372,13 +385,16 @@ static void add_channel_cases(dataset_t *ds, const char *imgdir, const char *lab
 {
     char **stems;
     int n = list_stems(ds, ds->dir, imgdir, ending, &stems), first = ds->n_cases;
+    char skipped[512] = "";             // the stem last skipped: its other channel files say nothing new
     for (int i = 0; i < n; i++) {
         int len = (int)strlen(stems[i]), ch = channel_suffix(stems[i], len);
         if (ch < 0) { dataset_add_problem(ds, "%s/%s/%s%s: no _XXXX channel suffix; skipped", ds->dir, imgdir, stems[i], ending); continue; }
         if (ch >= ds->n_channels) { dataset_add_problem(ds, "%s/%s/%s%s: channel %d but %d declared; skipped", ds->dir, imgdir, stems[i], ending, ch, ds->n_channels); continue; }
         stems[i][len - 5] = 0;
+        if (!strcmp(stems[i], skipped)) continue;
         int known = dataset_find(ds, stems[i]);
         if (known >= first) continue;                   // already made from another channel file
+        snprintf(skipped, sizeof skipped, "%s", stems[i]);  // (skipped below, or made: never seen again)
         if (known >= 0) {
             dataset_add_problem(ds, "%s/%s/%s_%04d%s: case %s is a case of %s too (ids must be unique); skipped",
                                 ds->dir, imgdir, stems[i], ch, ending, stems[i], ds->cases[known].images[0]);
@@ -465,8 +481,8 @@ static int open_nnunet(dataset_t *ds, json_t *root, char *err)
     int ntr = 0;
     for (int i = 0; i < ds->n_cases; i++) ntr += ds->cases[i].label != NULL;
     if (json_is_integer(nt) && json_integer_value(nt) != ntr)
-        dataset_add_problem(ds, "%s/dataset.json: numTraining is %lld but imagesTr holds %d cases",
-                            ds->dir, (long long)json_integer_value(nt), ntr);
+        dataset_add_problem(ds, "%s/dataset.json: numTraining is %lld but %s holds %d labelled cases",
+                            ds->dir, (long long)json_integer_value(nt), json_is_object(list) ? "\"dataset\"" : "imagesTr", ntr);
     return 0;
 }
 
@@ -608,11 +624,7 @@ static int open_json(dataset_t *ds, char *err)
         }
         ds->region_order[ds->n_region_order++] = (int)json_integer_value(x);
     }
-    int nreg = count_regions(ds);
-    if (nreg && ds->n_region_order != nreg)
-        dataset_add_problem(ds, "%s: regions_class_order %s (%d entries for %d regions): each region's output label "
-                            "by the smallest-value rule", where, ds->n_region_order ? "does not fit" : "is absent",
-                            ds->n_region_order, nreg);
+
     if (json_object_get(root, "training")) {
         ds->layout = DATASET_MSD;
         rc = open_msd(ds, root, where, err);
@@ -621,6 +633,11 @@ static int open_json(dataset_t *ds, char *err)
         rc = open_nnunet(ds, root, err);
     }
     if (rc == 0) rc = dataset_apply_split_key(ds, root);
+    int nreg = count_regions(ds);
+    if (nreg && ds->n_region_order != nreg && ds->n_cases)     // (no cases: that is the problem to name)
+        dataset_add_problem(ds, "%s: regions_class_order %s (%d entries for %d regions): each region's output label "
+                            "by the smallest-value rule", where, ds->n_region_order ? "does not fit" : "is absent",
+                            ds->n_region_order, nreg);
 done:
     json_decref(root);
     free(where);

@@ -117,6 +117,9 @@ int dataset_select(const dataset_t *ds, const char *sel, int **idx, int *n, char
 // id, a fold without validation cases).
 int dataset_fold(const dataset_t *ds, int k, int **train, int *n_train, int **val, int *n_val,
                  char *err);
+// Take the folds of the splits_final.json at path instead of the dataset's own (a run keeps the
+// folds it began with: srm-loader --splits). 0, or -1 + err (unreadable, not a list of folds).
+int dataset_read_splits_file(dataset_t *ds, const char *path, char *err);
 // Where dataset_fold's folds come from ("splits_final.json", "fold keys" of an MSD dataset.json,
 // or "generated") and how many there are (splits_final.json's entries; the largest fold key + 1;
 // 5, or the labelled non-test cases when fewer, 0 below 2).

@@ -77,7 +77,7 @@ int dataset_label_bytes(const dataset_t *ds, const char *path, const volume_t *l
         if (!isfinite(x)) rc = set_err(err, "%s: NaN/Inf label at %s", path, volume_ijk(l->dim, i, at));
         // Real data stores labels as floats holding integers; allow float rounding only.
         else if (fabsf(x - r) > 1e-4f) rc = set_err(err, "%s: non-integer label %g at %s", path, x, volume_ijk(l->dim, i, at));
-        else if ((int)r == ds->ignore_label) b[i] = LABEL_IGNORE;
+        else if (ds->ignore_label >= 0 && (int)r == ds->ignore_label) b[i] = LABEL_IGNORE;
         else if (dataset_label_declared(ds, (int)r)) b[i] = (uint8_t)r;
         else if (!ds->n_labels)
             rc = set_err(err, "%s: label value %g at %s outside [0, %d] (a dataset.json can declare %d as \"ignore\")",

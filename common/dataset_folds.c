@@ -60,14 +60,23 @@ static char **id_list(json_t *a)
     return l;
 }
 
-// splits_final.json: [{"train": [ids], "val": [ids]}, ...] next to dataset.json.
-int dataset_read_splits_final(dataset_t *ds, char *err)
+static void free_folds(dataset_t *ds)
 {
-    char *path;
-    if (asprintf(&path, "%s/splits_final.json", ds->dir) < 0) DIE("out of memory");
-    FILE *f = fopen(path, "r");
-    if (!f) { free(path); return 0; }
-    fclose(f);
+    for (int k = 0; k < ds->n_folds; k++) {
+        for (char **p = ds->fold_train[k]; p && *p; p++) free(*p);
+        for (char **p = ds->fold_val[k]; p && *p; p++) free(*p);
+        free(ds->fold_train[k]);
+        free(ds->fold_val[k]);
+    }
+    free(ds->fold_train);
+    free(ds->fold_val);
+    ds->fold_train = ds->fold_val = NULL;
+    ds->n_folds = 0;
+}
+
+// A splits_final.json: [{"train": [ids], "val": [ids]}, ...] (path: malloc'd, taken).
+static int read_splits(dataset_t *ds, char *path, char *err)
+{
     json_error_t je;
     json_t *root = json_load_file(path, 0, &je);
     int rc = 0;
@@ -91,6 +100,25 @@ int dataset_read_splits_final(dataset_t *ds, char *err)
 done:
     json_decref(root);
     free(path);
+    return rc;
+}
+
+// splits_final.json next to dataset.json, when there is one.
+int dataset_read_splits_final(dataset_t *ds, char *err)
+{
+    char *path;
+    if (asprintf(&path, "%s/splits_final.json", ds->dir) < 0) DIE("out of memory");
+    FILE *f = fopen(path, "r");
+    if (!f) { free(path); return 0; }
+    fclose(f);
+    return read_splits(ds, path, err);
+}
+
+int dataset_read_splits_file(dataset_t *ds, const char *path, char *err)
+{
+    free_folds(ds);
+    int rc = read_splits(ds, xstrdup(path), err);
+    if (rc) free_folds(ds);
     return rc;
 }
 

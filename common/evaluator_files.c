@@ -120,7 +120,9 @@ static int load_case(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx,
             memcpy(*ref, c->label, n);
         }
     } else {
-        eval_case_id(cfg, k, c->id, sizeof c->id);
+        if (eval_case_id(cfg, k, c->id, sizeof c->id) >= (int)sizeof c->id)
+            return set_err(err, "%s: its case name is longer than %d characters: give the file a shorter name",
+                           cfg->images[cfg->case_first[k]], (int)sizeof c->id - 1);
         if (case_read_images(c, cfg->images + cfg->case_first[k], cfg->case_nch[k], err)) return -1;
         for (int ch = 0; ch < c->image.C && ch < CASE_MAX_CHANNELS; ch++) c->modality[ch] = MODALITY_MR;
         if (cfg->n_labels && !(*ref = read_label(cfg->labels[k], &c->image, cfg->images[cfg->case_first[k]], err)))

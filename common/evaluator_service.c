@@ -198,8 +198,8 @@ static void to_exporter(svc_t *s, wire_out_t *o, const char *what, const char *k
     outbox_post_id(s->out, o, what, key, id);
 }
 
-// The exporter id of a final job's message: its tag and what it is ("m" for the metrics, a
-// case's name hashed for its prediction); NULL for other jobs.
+// The exporter id of a final job's message: its tag and what it is, hashed ("metrics", or
+// "case:" and a case's name for its prediction); NULL for other jobs.
 static const char *final_msg_id(const svc_t *s, const char *part, char out[64])
 {
     if (!s->job_tag[0]) return NULL;
@@ -229,7 +229,9 @@ static void send_prediction(svc_t *s, const eval_case_t *c, uint8_t *labels, uin
     char what[WIRE_ID_LEN + 48];
     snprintf(what, sizeof what, "prediction %s of step %llu", c->id, (unsigned long long)step);
     char id[64];
-    to_exporter(s, &o, what, c->id, final_msg_id(s, c->id, id));
+    char part[WIRE_ID_LEN + 8];
+    snprintf(part, sizeof part, "case:%s", c->id);
+    to_exporter(s, &o, what, c->id, final_msg_id(s, part, id));
     wire_out_free(&o);
 }
 

@@ -30,6 +30,7 @@ typedef struct {
     long epochs;                // 0: forever
     int classes;                // --classes override (0: the dataset's)
     int trainer_patch[3], trainer_batch;    // sent with training volumes (0: not given)
+    const char *splits;         // --splits FILE: the folds (splits_final.json) instead of the dataset's
     int force_modality;         // -1: the dataset's; else MODALITY_MR / MODALITY_CT for all channels
     preprocess_cfg_t prep;
     const char *prep_out;       // --write-preprocessing FILE: the settings as JSON, for the trainer

@@ -18,6 +18,8 @@ void loader_usage(void *file)
         "  --split train|validation|test|all   training selection (train)\n"
         "  --fold K [--fold-part train|val]     fold K of the dataset's 5-fold split instead\n"
         "  --val-split NAME                     cases served on --cases (validation; foldK/val with --fold)\n"
+        "  --splits FILE                        the folds of this splits_final.json, not the dataset's (a\n"
+        "                                       run keeps the folds it began with)\n"
         "  --cache DIR                          preprocessed-case cache ($TMPDIR/srm-cache-UID-HASH)\n"
         "  --spacing X,Y,Z|none                 target spacing in mm (none)\n"
         "  --norm ct:LO,HI|ct-z:MEAN,STD[,LO,HI]|mr-fg|mr-all   (default by the dataset's modality)\n"
@@ -61,6 +63,7 @@ int loader_parse(loader_cfg_t *c, int argc, char **argv, char *err)
             if (strcmp(val, "train") && strcmp(val, "val")) rc = set_err(err, "--fold-part: train or val");
             fold_part = val;
         } else if (!strcmp(a, "--val-split")) val_split = val;
+        else if (!strcmp(a, "--splits")) c->splits = val;
         else if (!strcmp(a, "--spacing")) rc = cli_spacing(val, c->prep.target_spacing, err);
         else if (!strcmp(a, "--norm")) rc = cli_norm(val, &c->prep, &c->force_modality, err);
         else if (!strcmp(a, "--classes")) { rc = cli_long(a, val, 1, LABEL_MAX_CLASS + 1, &v, err); c->classes = (int)v; }

@@ -50,6 +50,8 @@ int loader_open(loader_t *L, const loader_cfg_t *cfg, stage_t *st, char *err)
     L->cfg = cfg;
     L->st = st;
     if (dataset_open(cfg->dataset, &L->ds, err)) return -2;
+    if (cfg->splits && dataset_read_splits_file(&L->ds, cfg->splits, err)) return -2;
+    if (cfg->splits) log_msg('I', "folds from %s (%d)", cfg->splits, L->ds.n_folds);
     for (int i = 0; i < L->ds.n_problems; i++) log_msg('W', "%s: %s", cfg->dataset, L->ds.problems[i]);
     if (cfg->force_modality >= 0)                   // --norm names the modality of every channel
         for (int c = 0; c < L->ds.n_channels; c++) L->ds.modality[c] = (modality_t)cfg->force_modality;

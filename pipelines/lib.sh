@@ -161,6 +161,16 @@ srm_supervise() {
 }
 
 # srm_cores: CPU cores available to us.
+# srm_run_held RUN: prints what RUN holds of a run (checkpoint files, metrics.jsonl) and returns
+# 0 when it holds one: such a folder is continued with --resume, never started over (a fresh run
+# there would append to its metrics.jsonl and mix its checkpoints with the old ones).
+srm_run_held() {
+    local n
+    n=$(find "$1/checkpoints" "$1/spool" -maxdepth 1 -name 'step-*.ckpt' 2>/dev/null | wc -l)
+    ((n)) || [[ -s $1/metrics.jsonl ]] || return 1
+    echo "$n checkpoint file(s)$([[ -s $1/metrics.jsonl ]] && echo ", metrics.jsonl")"
+}
+
 srm_cores() { nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1; }
 
 # srm_endpoints MODE DIR_OR_HOSTPORT: sets EP_BIND_<name> / EP_CONN_<name> for volumes, cases,

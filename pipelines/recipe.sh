@@ -14,7 +14,7 @@
 #                          failure of the training or the report
 # The caller sets RECIPE_STEP_MS (the step time that sizes the intervals) before recipe_begin.
 
-recipe_usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+recipe_usage() { sed -n '2,/^{   #/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 recipe_begin() {
     [[ ${1:-} == -h || ${1:-} == --help ]] && { recipe_usage; exit 0; }
@@ -23,8 +23,12 @@ recipe_begin() {
     mkdir -p "$2" || srm_die "cannot create run folder '$2'"
     RUN=$(cd "$2" && pwd)
     shift 2
-    # time zero of the time-to-Dice table: before anything is loaded
-    date +%s.%N >"$RUN/started_at" || srm_die "cannot write $RUN/started_at"
+    local resume=0 a held
+    for a in "$@"; do [[ $a == --resume ]] && resume=1; done
+    # a folder holding a run: refused before its time zero is overwritten (train.sh would refuse it)
+    ((resume)) || ! held=$(srm_run_held "$RUN") || srm_die "$RUN holds a run ($held): --resume continues it; a new run needs a folder of its own"
+    # time zero of the time-to-Dice table: before anything is loaded (a resume keeps the first's)
+    [[ $resume == 1 && -s $RUN/started_at ]] || date +%s.%N >"$RUN/started_at" || srm_die "cannot write $RUN/started_at"
     local minutes=8 step_ms=${RECIPE_STEP_MS:?} steps=""
     SEED=0 DEVICE=gpu EXTRA=()
     while (($#)); do

@@ -114,9 +114,16 @@ ds_regions=$($SRM_PY -c 'import json, sys; print(json.loads(sys.argv[1])["region
 # dataset.json declaring nnU-Net regions (a label that is a list of values) means region-based
 # training, as nnU-Net does it: one sigmoid output a region, the sigmoid Dice loss, and each
 # region written as its regions_class_order label -- unless the command line says otherwise
-if [[ -n $ds_regions && -z $REGIONS ]]; then
-    if [[ -z $CLASSES && ( -z $LOSS || $LOSS == sigmoid-dice ) ]]; then
-        REGIONS=$ds_regions LOSS=sigmoid-dice
+# (the choice is kept in RUN/regions.auto: a resume trains as its first run did)
+AUTO_REGIONS=""
+if ((RESUME)) && [[ -z $REGIONS && -s $RUN/regions.auto ]]; then
+    REGIONS=$(<"$RUN/regions.auto") LOSS=sigmoid-dice
+    srm_log "resuming with the first run's regions from $DATASET: --loss sigmoid-dice --regions \"$REGIONS\""
+elif [[ -n $ds_regions && -z $REGIONS ]]; then
+    if ((RESUME)) && [[ -d $RUN/checkpoints ]]; then
+        srm_log "WARNING: $DATASET declares nnU-Net regions, but $RUN began training classes (before regions were taken from dataset.json): resuming so"
+    elif [[ -z $CLASSES && ( -z $LOSS || $LOSS == sigmoid-dice ) ]]; then
+        REGIONS=$ds_regions LOSS=sigmoid-dice AUTO_REGIONS=$ds_regions
         srm_log "$DATASET declares nnU-Net regions: region-based training, --loss sigmoid-dice --regions \"$REGIONS\""
     else
         srm_log "WARNING: $DATASET declares nnU-Net regions ($ds_regions), but --classes / --loss ask for classes: training classes"
@@ -202,15 +209,6 @@ fi
 [[ $NAUG =~ ^[0-9]+$ ]] && { ((NAUG > 0 || REMOTE_AUG)); } ||
     srm_die "--augmenters: '$NAUG': give at least 1 (or --remote-augmenters and start them with join.sh)"
 
-# A folder that holds a run is continued with --resume, never started over: a fresh run there
-# would append to its metrics.jsonl and mix its checkpoints with the old ones (retention and
-# best.ckpt go by step, so the old run's higher steps would win).
-if ! ((RESUME)); then
-    held=$(find "$RUN/checkpoints" "$RUN/spool" -maxdepth 1 -name 'step-*.ckpt' 2>/dev/null | wc -l)
-    if ((held)) || [[ -s $RUN/metrics.jsonl ]]; then
-        srm_die "$RUN holds a run ($held checkpoint file(s)$([[ -s $RUN/metrics.jsonl ]] && echo ", metrics.jsonl")): --resume continues it; a new run needs a folder of its own"
-    fi
-fi
 SRM_LOGS=$RUN/logs
 mkdir -p "$SRM_LOGS" "$RUN/spool" "$RUN/cache" || srm_die "cannot create folders under $RUN"
 if [[ -n $TCP ]]; then srm_endpoints tcp "$TCP"; else srm_endpoints ipc "$RUN"; fi
@@ -333,6 +331,12 @@ if [[ -e $lock ]] && command -v flock >/dev/null; then
     done
     ((busy != 75)) || srm_die "$RUN is in use by a running pipeline (srm-exporter pid $(head -c 16 "$lock" | tr -d '\n')): stop it first"
 fi
+# A folder that holds a run is continued with --resume, never started over: a fresh run there
+# would append to its metrics.jsonl and mix its checkpoints with the old ones (retention and
+# best.ckpt go by step, so the old run's higher steps would win).
+if ! ((RESUME)) && held=$(srm_run_held "$RUN"); then
+    srm_die "$RUN holds a run ($held): --resume continues it; a new run needs a folder of its own"
+fi
 
 # ---- the data stream's seed ----------------------------------------------------------------------
 # The loader's shuffle and the augmenters' draws follow the seed from their start, so a resumed
@@ -374,6 +378,19 @@ RUN_ID=$(<"$RUN/run.id")
 srm_start exporter "$SRM_BIN/srm-exporter" --run-dir "$RUN" --bind "$EP_BIND_exporter" --run-id "$RUN_ID" "${REMOTE_FLAG[@]}" "${X_EXPORTER[@]}"
 if ((LOADER_CHOOSES)); then echo --loader-args; else printf '%s\n' "${SPLIT_ARGS[*]}"; fi >"$RUN/cases.args" ||
     srm_die "cannot write $RUN/cases.args"
+[[ -z $AUTO_REGIONS ]] || printf '%s\n' "$AUTO_REGIONS" >"$RUN/regions.auto" || srm_die "cannot write $RUN/regions.auto"
+# A fold's cases are kept with the run (RUN/splits_final.json, the dataset's folds when it began)
+# and a resume trains and validates on those, whatever the dataset's folds are now: new cases,
+# or a generated split that changed with this system (it follows nnU-Net's since 2026-11-28).
+if [[ " ${SPLIT_ARGS[*]} " == *" --fold "* ]]; then
+    if [[ ! -s $RUN/splits_final.json ]]; then
+        "$SRM_BIN/srm-inspect" --dataset "$DATASET" --folds >"$RUN/splits_final.json.tmp" 2>"$SRM_LOGS/folds.err" &&
+            mv "$RUN/splits_final.json.tmp" "$RUN/splits_final.json" ||
+            srm_die "cannot keep the run's folds in $RUN/splits_final.json: $(tail -n 1 "$SRM_LOGS/folds.err")"
+        ((RESUME)) && srm_log "WARNING: $RUN began before its folds were kept: $RUN/splits_final.json holds the dataset's folds as they are now; if they changed since (new cases, or a generated split made before it followed nnU-Net's), validation cases of this resume may have been trained on"
+    fi
+    SPLIT_ARGS+=(--splits "$RUN/splits_final.json")
+fi
 srm_start loader "$SRM_BIN/srm-loader" --dataset "$DATASET" "${SPLIT_ARGS[@]}" \
     --volumes "$EP_BIND_volumes" --cases "$EP_BIND_cases" --cache "${CACHE:-$RUN/cache}" --seed "$DATA_SEED" \
     --classes "$CLASSES" --trainer-patch "$PATCH" --trainer-batch "$BATCH" --write-preprocessing "$RUN/preprocessing.json" "${PREP_ARGS[@]}" "${REMOTE_FLAG[@]}" \

@@ -205,6 +205,11 @@ static int print_shape(const char *dir, char *err)
     char *fe = json_dumps(fold_err, JSON_ENCODE_ANY), spec[2048];
     json_decref(fold_err);
     int nreg = dataset_regions_spec(&ds, spec, sizeof spec);
+    if (nreg < 0) {
+        free(fe);
+        dataset_free(&ds);
+        return set_err(err, "%s/dataset.json: its regions do not fit a --regions of %zu characters", dir, sizeof spec);
+    }
     json_t *rj = nreg > 0 ? json_string(spec) : json_null();
     char *regions = json_dumps(rj, JSON_ENCODE_ANY);
     json_decref(rj);

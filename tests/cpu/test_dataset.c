@@ -151,6 +151,22 @@ static void test_msd_duplicate_ids(void)
     EXPECT(ds.n_cases == 2 && !strcmp(ds.cases[0].id, "a") && !strcmp(ds.cases[1].id, "b") && ds.n_problems == 0,
            "both entries kept, named a and b by their folders (%d cases, %d problems)", ds.n_cases, ds.n_problems);
     dataset_free(&ds);
+    // one entry listed twice among KiTS-like ones: still named by folders (the fewest repeats),
+    // the copy skipped; a test entry of that layout is named by its folder too
+    mkdirs(root, "imagesTr/c");
+    snprintf(p, sizeof p, "%s/imagesTr/c/case.nii.gz", root); write_vol(p, 1, DIM, 1.5, 0, 10, 16);
+    snprintf(p, sizeof p, "%s/dataset.json", root);
+    put_text(p, "{\"modality\": {\"0\": \"MR\"}, \"labels\": {\"0\": \"background\", \"1\": \"x\"},\n"
+                " \"training\": [{\"image\": \"./imagesTr/a/case.nii.gz\", \"label\": \"./labelsTr/a/case.nii.gz\"},\n"
+                "  {\"image\": \"./imagesTr/b/case.nii.gz\", \"label\": \"./labelsTr/b/case.nii.gz\"},\n"
+                "  {\"image\": \"./imagesTr/a/case.nii.gz\", \"label\": \"./labelsTr/a/case.nii.gz\"}],\n"
+                " \"test\": [\"./imagesTr/c/case.nii.gz\"]}\n");
+    rc = dataset_open(root, &ds, err);
+    EXPECT(rc == 0 && ds.n_cases == 3 && !strcmp(ds.cases[0].id, "a") && !strcmp(ds.cases[1].id, "b") &&
+           !strcmp(ds.cases[2].id, "c") && !strcmp(ds.cases[2].split, "test") && ds.n_problems == 1 &&
+           strstr(ds.problems[0], "already taken"), "KiTS-like with a repeated entry: a, b, test c; the copy named: %s",
+           rc ? err : ds.n_problems ? ds.problems[0] : "(none)");
+    if (rc == 0) dataset_free(&ds);
     // an entry listed twice repeats under every name: the second copy is named and skipped
     put_text(p, "{\"modality\": {\"0\": \"MR\"}, \"labels\": {\"0\": \"background\", \"1\": \"x\"},\n"
                 " \"training\": [{\"image\": \"./imagesTr/a/case.nii.gz\", \"label\": \"./labelsTr/a/case.nii.gz\"},\n"
@@ -249,7 +265,7 @@ static void test_nnunet(void)
     EXPECT(rc == 0, "open regions: %s", err);
     if (rc) return;
     EXPECT(ds.has_regions && ds.num_classes == 3 && ds.labels[1].n_values == 2, "region labels");
-    EXPECT(ds.n_problems == 2 && strstr(ds.problems[0], "regions_class_order is absent") && strstr(ds.problems[1], "nope"),
+    EXPECT(ds.n_problems == 2 && strstr(ds.problems[0], "nope") && strstr(ds.problems[1], "regions_class_order is absent"),
            "no regions_class_order and the unknown split id reported");
     rc = dataset_select(&ds, "validation", &idx, &n, err);
     EXPECT(rc == 0 && n == 1 && strcmp(ds.cases[idx[0]].id, "c03") == 0, "split key: validation = c03");

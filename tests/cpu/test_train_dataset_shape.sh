@@ -57,6 +57,10 @@ rc=$?
 check "[[ $rc == 0 ]]" "nnU-Net region labels: train.sh exits 0 (exit $rc)"
 check "grep -q 'declares nnU-Net regions: region-based training, --loss sigmoid-dice --regions \"all=1,2,3;core=2,3\"' '$TMP/run2.out' &&
        grep -q 'the model has 2 sigmoid outputs' '$TMP/run2.out'" "nnU-Net region labels: region-based training, as nnU-Net"
+check "[[ \$(cat '$TMP/run2/regions.auto') == 'all=1,2,3;core=2,3' ]]" "nnU-Net region labels: the choice kept in RUN/regions.auto"
+timeout 300 bash pipelines/train.sh "$TMP/nnu" "$TMP/run2" "${ARGS[@]}" --steps 3 --resume >"$TMP/run2r.out" 2>&1
+rc=$?
+check "[[ $rc == 0 ]] && grep -q \"resuming with the first run's regions\" '$TMP/run2r.out'" "a resume trains the first run's regions (exit $rc)"
 shape=$("$BIN/srm-inspect" --dataset "$TMP/nnu" --shape 2>&1)
 check "[[ '$shape' == *'\"classes\": 4'* && '$shape' == *'\"regions\": \"all=1,2,3;core=2,3\"'* ]] &&
        '$BIN/srm-inspect' --dataset '$TMP/nnu' | grep -q 'regions_class_order is absent'" \
@@ -133,6 +137,9 @@ got=$(readlink "$TMP/run7/checkpoints/best.ckpt" 2>/dev/null | grep -o '[0-9]*' 
 check "grep -q 'step 1\b' '$TMP/run7/logs/exporter.log'" "--val-every off the checkpoint grid: step 1 was checkpointed"
 check "[[ -n '$got' && '$got' == '$want' ]]" "best.ckpt points at step ${got:-?}, the best validated step ${want:-?}"
 check "[[ \$(cat '$TMP/run7/cases.args') == '--fold 0 --val-split fold0/val' ]]" "the run's cases are kept in RUN/cases.args"
+check "[[ \"\$('$BIN/srm-inspect' --dataset '$TMP/nosplit' --folds 2>/dev/null)\" == \"\$(cat '$TMP/run7/splits_final.json')\" ]] &&
+       grep -q 'folds from $TMP/run7/splits_final.json' '$TMP/run7/logs/loader.log'" \
+    "the fold's cases are kept in RUN/splits_final.json, and the loader takes its folds from there"
 # a validation case whose label file cannot be used (its affine moved): the final validation
 # scores nothing, and train.sh says the run has no validation result, and why
 mkdir -p "$TMP/badval"
@@ -194,21 +201,21 @@ check "! left run3" "loader that cannot start: no process left"
 # the last augmenter gone for good (every one refuses its arguments) stops the run too; it once
 # looped for ever, the dead augmenter never leaving the supervisor's list
 start=$(date +%s)
-timeout 120 bash pipelines/train.sh "$TMP/data" "$TMP/run8" "${ARGS[@]}" --augmenters 2 --restarts 1 \
-    --augmenter-args "--bogus 1" >"$TMP/run8.out" 2>&1
+timeout 120 bash pipelines/train.sh "$TMP/data" "$TMP/run8b" "${ARGS[@]}" --augmenters 2 --restarts 1 \
+    --augmenter-args "--bogus 1" >"$TMP/run8b.out" 2>&1
 rc=$?
 took=$(( $(date +%s) - start ))
-check "[[ $rc == 1 ]] && grep -q 'augmenter-[01] stopped for good: E: ' '$TMP/run8.out'" \
+check "[[ $rc == 1 ]] && grep -q 'augmenter-[01] stopped for good: E: ' '$TMP/run8b.out'" \
     "every augmenter gone: train.sh exits 1 with the reason (exit $rc after $took s)"
-check "! left run8" "every augmenter gone: no process left"
+check "! left run8b" "every augmenter gone: no process left"
 # an evaluator that cannot start (bad arguments: exit 78) stops the run; one that fails again
 # and again otherwise leaves training going on without validation
-timeout 120 bash pipelines/train.sh "$TMP/data" "$TMP/run9" "${EV_ARGS[@]}" --overlap 1.5 \
-    >"$TMP/run9.out" 2>&1
+timeout 120 bash pipelines/train.sh "$TMP/data" "$TMP/run9b" "${EV_ARGS[@]}" --overlap 1.5 \
+    >"$TMP/run9b.out" 2>&1
 rc=$?
-check "[[ $rc == 1 ]] && grep -q 'evaluator stopped for good: E: evaluator: --overlap' '$TMP/run9.out'" \
+check "[[ $rc == 1 ]] && grep -q 'evaluator stopped for good: E: evaluator: --overlap' '$TMP/run9b.out'" \
     "an evaluator with bad arguments stops the run (exit $rc)"
-check "! grep -q 'restarting it' '$TMP/run9.out'" "an evaluator with bad arguments is not restarted"
+check "! grep -q 'restarting it' '$TMP/run9b.out'" "an evaluator with bad arguments is not restarted"
 timeout 120 bash pipelines/train.sh "$TMP/data" "$TMP/run10" "${EV_ARGS[@]}" --restarts 1 \
     --evaluator-args "--dataset $TMP/no-such-dataset" --trainer-args "--final-eval-timeout 2" >"$TMP/run10.out" 2>&1
 rc=$?
