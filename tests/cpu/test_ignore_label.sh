@@ -94,7 +94,7 @@ PY
 "$BIN/srm-evaluator" --model "$TMP/m.safetensors" --images "$TMP/data/imagesTr/phantom_000.nii.gz" \
     --labels "$TMP/mask255.nii.gz" --window 32 --no-hd95 >"$TMP/mask.out" 2>&1
 rc=$?
-check "[[ $rc != 0 ]] && grep -q 'mask255.nii.gz: label value 255 outside \[0, 254\] (a dataset.json can declare 255 as .ignore.)' '$TMP/mask.out'" \
+check "[[ $rc != 0 ]] && grep -q 'mask255.nii.gz: label value 255 at ([0-9, ]*) outside \[0, 254\] (a dataset.json can declare 255 as .ignore.)' '$TMP/mask.out'" \
     "a 0/255 mask as --labels: refused naming the file (exit $rc)"
 
 # The ignore label must lie above every class (nnU-Net's rule): refused before anything starts.
