@@ -241,6 +241,13 @@ PREP_ARGS=()
 
 read -ra X_TRAINER <<<"$TRAINER_ARGS"; read -ra X_LOADER <<<"$LOADER_ARGS"
 read -ra X_AUG <<<"$AUG_ARGS"; read -ra X_EVAL <<<"$EVAL_ARGS"; read -ra X_EXPORTER <<<"$EXPORTER_ARGS"
+# The run's patch and batch are train.sh's own (the loader announces them to the augmenters): one
+# given to a single stage would part it from the others -- a trainer dropping every batch
+for a in "${X_TRAINER[@]}" "${X_AUG[@]}"; do
+    case $a in --patch|--batch|--batch-size)
+        srm_die "$a inside --trainer-args / --augmenter-args: give --patch / --batch to train.sh itself (it sets the trainer's, the augmenters' and the loader's alike)" ;;
+    esac
+done
 
 trainer_cmd() {
     local cmd=("$SRM_BIN/srm-trainer" "${MODEL_ARGS[@]}" "${LOSS_ARGS[@]}" --patch "$PATCH" --batch "$BATCH"

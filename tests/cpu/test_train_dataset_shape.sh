@@ -208,6 +208,12 @@ took=$(( $(date +%s) - start ))
 check "[[ $rc == 1 ]] && grep -q 'augmenter-[01] stopped for good: E: ' '$TMP/run8b.out'" \
     "every augmenter gone: train.sh exits 1 with the reason (exit $rc after $took s)"
 check "! left run8b" "every augmenter gone: no process left"
+# a patch or batch given to one stage only (it would part the trainer from the augmenters):
+# refused before anything starts, pointing at train.sh's own flags
+timeout 60 bash pipelines/train.sh "$TMP/data" "$TMP/run8c" "${ARGS[@]}" --augmenter-args "--patch 16" >"$TMP/run8c.out" 2>&1
+rc=$?
+check "[[ $rc == 1 ]] && grep -q -- '--patch inside --trainer-args / --augmenter-args: give --patch / --batch to train.sh itself' '$TMP/run8c.out' &&
+       ! grep -q 'started ' '$TMP/run8c.out'" "--patch inside --augmenter-args: refused at once (exit $rc)"
 # an evaluator that cannot start (bad arguments: exit 78) stops the run; one that fails again
 # and again otherwise leaves training going on without validation
 timeout 120 bash pipelines/train.sh "$TMP/data" "$TMP/run9b" "${EV_ARGS[@]}" --overlap 1.5 \
