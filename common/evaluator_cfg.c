@@ -224,19 +224,15 @@ int eval_regions_parse(eval_labels_t *l, const char *text, char *err)
         p = end ? end + 1 : p + len;
     }
     if (!l->nregions) return set_err(err, "--regions: no region in '%s'", text);
-    // A label map can show regions only when any two are nested or disjoint (nnU-Net's BraTS
-    // regions are): with A = 1,2 and B = 2,3 a voxel of B alone has no label that says so.
+    // any two nested or disjoint (nnU-Net's BraTS regions are), as a label map can show them
+    uint8_t member[EVAL_MAX_REGIONS][256] = { { 0 } };
+    for (int r = 0; r < l->nregions; r++)
+        for (int i = 0; i < l->regions[r].nlabels; i++) member[r][l->regions[r].labels[i]] = 1;
     for (int a = 0; a < l->nregions; a++)
-        for (int b = a + 1; b < l->nregions; b++) {
-            int both = 0, a_only = 0, b_only = 0;
-            for (int v = 0; v < 256; v++) {
-                int x = in_region(&l->regions[a], v), y = in_region(&l->regions[b], v);
-                both |= x && y; a_only |= x && !y; b_only |= y && !x;
-            }
-            if (both && a_only && b_only)
+        for (int b = a + 1; b < l->nregions; b++)
+            if (labels_regions_cross(member[a], member[b]))
                 return set_err(err, "--regions: %s and %s overlap without one holding the other: a label map cannot "
                                "show such regions (give nested or disjoint ones)", l->names[a], l->names[b]);
-        }
     // Output label without ':': the smallest value of the region that no later (inner) region
     // holds -- WT=1,2,3,4;TC=1,3,4;ET=4 gives 2, 1, 4: the usual BraTS rule.
     for (int j = 0; j < l->nregions; j++) {

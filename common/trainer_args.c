@@ -88,16 +88,10 @@ static int parse_regions(trainer_cfg_t *c, const char *s, char *err)
     if (!c->regions.R) return set_err(err, "--regions: no region in '%s'", s);
     // nested or disjoint, as the evaluator's decoding into a label map needs (eval_regions_parse)
     for (int a = 0; a < c->regions.R; a++)
-        for (int b = a + 1; b < c->regions.R; b++) {
-            int both = 0, a_only = 0, b_only = 0;
-            for (int v = 0; v < 256; v++) {
-                int x = c->regions.member[a][v], y = c->regions.member[b][v];
-                both |= x && y; a_only |= x && !y; b_only |= y && !x;
-            }
-            if (both && a_only && b_only)
+        for (int b = a + 1; b < c->regions.R; b++)
+            if (labels_regions_cross(c->regions.member[a], c->regions.member[b]))
                 return set_err(err, "--regions: %s and %s overlap without one holding the other: a label map cannot "
                                "show such regions (give nested or disjoint ones)", c->region_names[a], c->region_names[b]);
-        }
     return 0;
 }
 
