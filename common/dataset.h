@@ -106,15 +106,19 @@ int dataset_channel_of_path(const char *path, size_t *stem_len);
 int dataset_find(const dataset_t *ds, const char *id);
 
 // Cases for a selection, in dataset order: a split name ("train", "validation", "test", "all"),
-// or "foldK/train" / "foldK/val" (K = 0..4). *idx is malloc'd (free it). Returns 0 or -1 + err.
+// or "foldK/train" / "foldK/val" (K a fold number of dataset_fold, or "all"). *idx is malloc'd (free it). Returns 0 or -1 + err.
 int dataset_select(const dataset_t *ds, const char *sel, int **idx, int *n, char *err);
 
 // Fold k: training and validation case indices. Sources in order of preference:
 // splits_final.json (fold k = entry k), MSD "fold" keys (val = cases with fold == k), else a
 // generated 5-fold split of the labelled non-test cases that is nnU-Net v2's, case for case
 // (sklearn's KFold(5, shuffle=True, random_state=12345) over the sorted ids; with 2..4 such
-// cases, one fold a case, where sklearn refuses). Returns 0 or -1 + err (k out of range, unknown
-// id, a fold without validation cases).
+// cases, one fold a case, where sklearn refuses). A k beyond those folds (not with fold keys) is
+// nnU-Net's seeded random 80:20 split (RandomState(12345 + k) over the sorted ids); k =
+// DATASET_FOLD_ALL is nnU-Net's fold "all": every labelled non-test case trains and validates.
+// Returns 0 or -1 + err (unknown id, a fold without training or validation cases).
+#define DATASET_FOLD_ALL (-1)
+#define DATASET_FOLD_MAX 999                // the largest fold number the stages take
 int dataset_fold(const dataset_t *ds, int k, int **train, int *n_train, int **val, int *n_val,
                  char *err);
 // Take the folds of the splits_final.json at path instead of the dataset's own (a run keeps the
@@ -124,6 +128,8 @@ int dataset_read_splits_file(dataset_t *ds, const char *path, char *err);
 // or "generated") and how many there are (splits_final.json's entries; the largest fold key + 1;
 // 5, or the labelled non-test cases when fewer, 0 below 2).
 const char *dataset_fold_source(const dataset_t *ds, int *n_folds);
+// 1 when dataset_fold's fold k is beyond the split's folds: nnU-Net's seeded random 80:20 split.
+int dataset_fold_is_random(const dataset_t *ds, int k);
 
 // Print a JSON object describing dir: layout, channels, labels, each case with its split,
 // dims and problems (missing files, unreadable images, shape/geometry mismatch, label values

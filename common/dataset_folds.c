@@ -4,7 +4,9 @@ folds, MSD "fold" keys, and a generated 5-fold split when the dataset declares n
 
 The generated split is nnU-Net v2's (generate_crossval_split: sklearn's KFold(5, shuffle=True,
 random_state=12345) over the sorted training ids), case for case: the ids are shuffled with
-numpy's RandomState(12345) stream (mt19937.h) and cut into KFold's consecutive folds.
+numpy's RandomState(12345) stream (mt19937.h) and cut into KFold's consecutive folds. A fold
+beyond the split's folds is nnU-Net's too (nnUNetTrainer.do_split): a seeded random 80:20 split;
+fold "all" trains and validates on every training case, as nnU-Net's fold "all".
 */
 #define _GNU_SOURCE
 #include "dataset.h"
@@ -146,80 +148,110 @@ static int ids_to_idx(const dataset_t *ds, char **ids, int **idx, int *n, char *
     return 0;
 }
 
+// The fold count dataset_fold's fold numbers run over before its random 80:20 splits begin (0:
+// none); MSD fold keys have no such end (*keys set: a fold is the cases with that key).
+static int declared_folds(const dataset_t *ds, int *keys, int *pool)
+{
+    *keys = 0;
+    *pool = 0;
+    for (int i = 0; i < ds->n_cases; i++) {
+        *keys |= ds->cases[i].fold >= 0;
+        *pool += in_pool(&ds->cases[i]);
+    }
+    if (ds->n_folds > 0) return ds->n_folds;
+    return *pool < 2 ? 0 : *pool < GENERATED_FOLDS ? *pool : GENERATED_FOLDS;
+}
+
 const char *dataset_fold_source(const dataset_t *ds, int *n_folds)
 {
-    if (ds->n_folds > 0) { *n_folds = ds->n_folds; return "splits_final.json"; }
-    int max_key = -1, pool = 0;
-    for (int i = 0; i < ds->n_cases; i++) {
-        if (ds->cases[i].fold > max_key) max_key = ds->cases[i].fold;
-        pool += in_pool(&ds->cases[i]);
+    int keys, pool, nf = declared_folds(ds, &keys, &pool);
+    if (ds->n_folds > 0) { *n_folds = nf; return "splits_final.json"; }
+    if (keys) {
+        int max_key = -1;
+        for (int i = 0; i < ds->n_cases; i++) if (ds->cases[i].fold > max_key) max_key = ds->cases[i].fold;
+        *n_folds = max_key + 1;
+        return "fold keys";
     }
-    if (max_key >= 0) { *n_folds = max_key + 1; return "fold keys"; }
-    *n_folds = pool < 2 ? 0 : pool < GENERATED_FOLDS ? pool : GENERATED_FOLDS;
+    *n_folds = nf;
     return "generated";
+}
+
+int dataset_fold_is_random(const dataset_t *ds, int k)
+{
+    int keys, pool, nf = declared_folds(ds, &keys, &pool);
+    return k >= nf && (ds->n_folds > 0 || !keys);
 }
 
 int dataset_fold(const dataset_t *ds, int k, int **train, int *n_train, int **val, int *n_val, char *err)
 {
     *train = *val = NULL;
     *n_train = *n_val = 0;
-    if (ds->n_folds > 0) {
-        if (k < 0 || k >= ds->n_folds)
-            return set_err(err, "%s/splits_final.json: fold %d requested but %d folds declared", ds->dir, k, ds->n_folds);
+    int keys, pool, nf = declared_folds(ds, &keys, &pool);
+    if (k < 0 && k != DATASET_FOLD_ALL) return set_err(err, "%s: fold %d requested", ds->dir, k);
+    if (ds->n_folds > 0 && k >= 0 && k < nf) {
         if (ids_to_idx(ds, ds->fold_train[k], train, n_train, err) < 0) return -1;
         if (ids_to_idx(ds, ds->fold_val[k], val, n_val, err) < 0) { free(*train); *train = NULL; return -1; }
         return 0;
     }
-    int has_fold_keys = 0, pool = 0;
-    for (int i = 0; i < ds->n_cases; i++) {
-        has_fold_keys |= ds->cases[i].fold >= 0;
-        pool += in_pool(&ds->cases[i]);
-    }
-    int nf = has_fold_keys ? 1 + k : GENERATED_FOLDS;   // MSD fold keys: any k that has cases
-    if (k < 0 || k >= nf) return set_err(err, "%s: fold %d requested; folds are 0..%d", ds->dir, k, nf - 1);
-    if (!has_fold_keys && pool < 2) return set_err(err, "%s: %d labelled non-test cases; folds need 2", ds->dir, pool);
     int *order = xmalloc((size_t)(pool ? pool : 1) * sizeof *order), m = 0;
     for (int i = 0; i < ds->n_cases; i++) if (in_pool(&ds->cases[i])) order[m++] = i;
-    int *is_val = xcalloc((size_t)ds->n_cases, sizeof *is_val);
-    if (has_fold_keys) {
-        for (int i = 0; i < m; i++) is_val[order[i]] = ds->cases[order[i]].fold == k;
+    // nnU-Net sorts the ids (np.sort: by code point, as strcmp) before drawing from them
+    qsort_r(order, (size_t)m, sizeof *order, cmp_id, (void *)ds);
+    int *is_val = xcalloc((size_t)ds->n_cases, sizeof *is_val), *is_train = xcalloc((size_t)ds->n_cases, sizeof *is_train);
+    mt19937_t r;
+    if (k == DATASET_FOLD_ALL) {                    // nnU-Net's fold "all": every case, both ways
+        for (int i = 0; i < m; i++) is_val[order[i]] = is_train[order[i]] = 1;
+    } else if (keys && ds->n_folds == 0) {          // MSD fold keys: any k that has cases
+        for (int i = 0; i < m; i++) is_val[order[i]] = !(is_train[order[i]] = ds->cases[order[i]].fold != k);
+    } else if (k >= nf) {
+        // nnU-Net's fold beyond its split's: RandomState(12345 + k).choice(m, int(m * 0.8),
+        // replace=False) -- legacy choice is permutation(m)[:size] -- trains, the rest validate
+        int ntr = (int)(m * 0.8);
+        if (ntr == 0) {
+            free(order); free(is_val); free(is_train);
+            return set_err(err, "%s: fold %d: %d labelled non-test cases%s", ds->dir, k, m,
+                           nf ? " make no 80:20 split" : "; folds need 2");
+        }
+        int *perm = xmalloc((size_t)m * sizeof *perm);
+        for (int i = 0; i < m; i++) perm[i] = i;
+        mt19937_seed(&r, FOLD_SEED + (uint32_t)k);
+        mt19937_shuffle(&r, perm, m);
+        for (int i = 0; i < m; i++) is_val[order[perm[i]]] = !(is_train[order[perm[i]]] = i < ntr);
+        free(perm);
     } else {
-        // nnU-Net: sorted ids (np.sort: by code point, as strcmp), shuffled as sklearn's KFold
-        // shuffles np.arange(m), cut into consecutive folds, the first m % K one case longer.
-        qsort_r(order, (size_t)m, sizeof *order, cmp_id, (void *)ds);
-        mt19937_t r;
+        // the generated split: shuffled as sklearn's KFold shuffles np.arange(m), cut into
+        // consecutive folds, the first m % K one case longer
         mt19937_seed(&r, FOLD_SEED);
         mt19937_shuffle(&r, order, m);
-        int K = m < GENERATED_FOLDS ? m : GENERATED_FOLDS;
-        if (k >= K) { free(order); free(is_val); return set_err(err, "%s: only %d cases, so folds 0..%d", ds->dir, m, K - 1); }
         int start = 0;
-        for (int f = 0; f < k; f++) start += m / K + (f < m % K);
-        int len = m / K + (k < m % K);
-        for (int i = start; i < start + len; i++) is_val[order[i]] = 1;
+        for (int f = 0; f < k; f++) start += m / nf + (f < m % nf);
+        int len = m / nf + (k < m % nf);
+        for (int i = 0; i < m; i++) is_val[order[i]] = !(is_train[order[i]] = i < start || i >= start + len);
     }
-    *train = xmalloc((size_t)(m ? m : 1) * sizeof **train);
-    *val = xmalloc((size_t)(m ? m : 1) * sizeof **val);
-    for (int i = 0; i < ds->n_cases; i++) {      // dataset order in the output lists
-        if (!in_pool(&ds->cases[i])) continue;
+    *train = xmalloc((size_t)(ds->n_cases ? ds->n_cases : 1) * sizeof **train);
+    *val = xmalloc((size_t)(ds->n_cases ? ds->n_cases : 1) * sizeof **val);
+    for (int i = 0; i < ds->n_cases; i++) {         // dataset order in the output lists
         if (is_val[i]) (*val)[(*n_val)++] = i;
-        else (*train)[(*n_train)++] = i;
+        if (is_train[i]) (*train)[(*n_train)++] = i;
     }
-    free(order); free(is_val);
-    if (*n_val == 0) {
+    free(order); free(is_val); free(is_train);
+    if (*n_val == 0 || *n_train == 0) {
         free(*train); free(*val); *train = *val = NULL;
-        return set_err(err, "%s: fold %d has no validation cases", ds->dir, k);
+        if (k == DATASET_FOLD_ALL) return set_err(err, "%s: fold all: no labelled non-test case", ds->dir);
+        return set_err(err, "%s: fold %d has no %s cases", ds->dir, k, *n_val == 0 ? "validation" : "training");
     }
     return 0;
 }
 
 int dataset_select(const dataset_t *ds, const char *sel, int **idx, int *n, char *err)
 {
-    int k, used = 0;
+    int k = DATASET_FOLD_ALL, used = 0;
     char part[8] = "";
-    if (sscanf(sel, "fold%d/%7s%n", &k, part, &used) == 2 && sel[used] == 0) {
+    if ((sscanf(sel, "foldall/%7s%n", part, &used) == 1 || sscanf(sel, "fold%d/%7s%n", &k, part, &used) == 2) &&
+        sel[used] == 0 && (k >= 0 || !strncmp(sel, "foldall/", 8))) {
         int *tr, *va, ntr, nva;
         if (strcmp(part, "train") && strcmp(part, "val"))
-            return set_err(err, "selection \"%s\": expected foldK/train or foldK/val", sel);
+            return set_err(err, "selection \"%s\": expected foldK/train or foldK/val (K a number or all)", sel);
         if (dataset_fold(ds, k, &tr, &ntr, &va, &nva, err) < 0) return -1;
         int want_val = strcmp(part, "val") == 0;
         *idx = want_val ? va : tr;
@@ -230,7 +262,7 @@ int dataset_select(const dataset_t *ds, const char *sel, int **idx, int *n, char
     const char *tag = strcmp(sel, "val") == 0 ? "validation" : sel;
     int all = strcmp(tag, "all") == 0;
     if (!all && strcmp(tag, "train") && strcmp(tag, "validation") && strcmp(tag, "test"))
-        return set_err(err, "selection \"%s\": expected train, validation, test, all or foldK/train|val", sel);
+        return set_err(err, "selection \"%s\": expected train, validation, test, all or foldK/train|val (K a number or all)", sel);
     *idx = xmalloc((size_t)ds->n_cases * sizeof **idx);
     *n = 0;
     for (int i = 0; i < ds->n_cases; i++)

@@ -16,7 +16,8 @@ void loader_usage(void *file)
     fprintf((FILE *)file,
         "usage: srm-loader --dataset DIR --volumes EP [options]\n"
         "  --split train|validation|test|all   training selection (train)\n"
-        "  --fold K [--fold-part train|val]     fold K of the dataset's 5-fold split instead\n"
+        "  --fold K [--fold-part train|val]     fold K of the dataset's 5-fold split instead (past\n"
+        "                                       its folds: nnU-Net's seeded 80:20 split; all: every case)\n"
         "  --val-split NAME                     cases served on --cases (validation; foldK/val with --fold)\n"
         "  --splits FILE                        the folds of this splits_final.json, not the dataset's (a\n"
         "                                       run keeps the folds it began with)\n"
@@ -47,6 +48,7 @@ int loader_parse(loader_cfg_t *c, int argc, char **argv, char *err)
     c->force_modality = -1;
     snprintf(c->train_sel, sizeof c->train_sel, "train");
     long fold = -1, v;
+    int fold_given = 0;
     const char *fold_part = "train", *val_split = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -58,7 +60,11 @@ int loader_parse(loader_cfg_t *c, int argc, char **argv, char *err)
         if (!strcmp(a, "--dataset")) c->dataset = val;
         else if (!strcmp(a, "--cache")) c->cache = val;
         else if (!strcmp(a, "--split")) snprintf(c->train_sel, sizeof c->train_sel, "%s", val);
-        else if (!strcmp(a, "--fold")) rc = cli_long(a, val, 0, 4, &fold, err);
+        else if (!strcmp(a, "--fold")) {
+            if (!strcmp(val, "all")) fold = DATASET_FOLD_ALL;
+            else rc = cli_long(a, val, 0, DATASET_FOLD_MAX, &fold, err);
+            fold_given = 1;
+        }
         else if (!strcmp(a, "--fold-part")) {
             if (strcmp(val, "train") && strcmp(val, "val")) rc = set_err(err, "--fold-part: train or val");
             fold_part = val;
@@ -84,9 +90,12 @@ int loader_parse(loader_cfg_t *c, int argc, char **argv, char *err)
     if (!c->volumes_ep) return set_err(err, "--volumes is required");
     if (!c->trainer_patch[0] != !c->trainer_batch) return set_err(err, "--trainer-patch and --trainer-batch go together");
     if (!c->curve_server != !c->authorized) return set_err(err, "--curve-server and --authorized go together");
-    if (fold >= 0) snprintf(c->train_sel, sizeof c->train_sel, "fold%ld/%s", fold, fold_part);
+    char k[24];
+    if (fold == DATASET_FOLD_ALL) snprintf(k, sizeof k, "all");
+    else snprintf(k, sizeof k, "%ld", fold);
+    if (fold_given) snprintf(c->train_sel, sizeof c->train_sel, "fold%s/%s", k, fold_part);
     if (val_split) snprintf(c->val_sel, sizeof c->val_sel, "%s", val_split);
-    else if (fold >= 0) snprintf(c->val_sel, sizeof c->val_sel, "fold%ld/val", fold);
+    else if (fold_given) snprintf(c->val_sel, sizeof c->val_sel, "fold%s/val", k);
     else snprintf(c->val_sel, sizeof c->val_sel, "validation");
     if (!c->cache) {
         const char *t = getenv("TMPDIR");

@@ -64,6 +64,11 @@ int loader_open(loader_t *L, const loader_cfg_t *cfg, stage_t *st, char *err)
     L->bad = xcalloc((size_t)L->ds.n_cases + 1, 1);
     if (dataset_select(&L->ds, cfg->train_sel, &L->train, &L->n_train, err)) return -2;
     if (L->n_train == 0) return set_err(err, "%s: selection '%s' holds no case", cfg->dataset, cfg->train_sel), -2;
+    int k, nf;
+    const char *source = dataset_fold_source(&L->ds, &nf);
+    if (sscanf(cfg->train_sel, "fold%d/", &k) == 1 && dataset_fold_is_random(&L->ds, k))
+        log_msg('W', "fold %d is past the %d folds of %s: as nnU-Net does, a seeded random 80:20 split "
+                "(RandomState(12345 + %d) over the sorted ids)", k, nf, cfg->splits ? cfg->splits : source, k);
     stage_sock_opts_t o = stage_sock_defaults();
     o.allow_remote = cfg->allow_remote;
     o.hwm = cfg->hwm;

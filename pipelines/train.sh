@@ -23,8 +23,10 @@ training:  --patch D,H,W (96,96,96)  --batch B (2)  --steps N (1000)  --lr F (1e
            --loss dice|dice-ce|sigmoid-dice  --regions "WT=1,2,3,4;TC=1,3,4;ET=4"
            --val-every N (0: only the final validation; validated steps are also checkpointed,
            so best.* can point at them)  --ckpt-every N (100)  --seed S (0)
-           --fold K (validate on fold K of the 5-fold split; default: the dataset's validation
-           split, else fold 0 when an evaluator runs)
+           --fold K|all (validate on fold K of the 5-fold split, or of splits_final.json's; past
+           its folds, nnU-Net's seeded random 80:20 split; all: train and validate on every case,
+           as nnU-Net's fold all; default: the dataset's validation split, else fold 0 when an
+           evaluator runs)
            --device auto|cpu|gpu  --resume (continue RUN_DIR from its latest checkpoint)
 data:      --augmenters N (max(1, cores-3))  --spacing X,Y,Z|none  --cache DIR
            --norm ct:LO,HI|ct-z:MEAN,STD[,LO,HI]|ct-nnunet|mr-fg|mr-all (ct-nnunet: nnU-Net's
@@ -167,7 +169,7 @@ fi
 # now; a run from before that file was kept trained on the declared split.
 # ("--loader-args" in it: the loader's own arguments chose them, and must again.)
 SPLIT_ARGS=(--split train --val-split validation)
-[[ -z $FOLD || $FOLD =~ ^[0-4]$ ]] || srm_die "--fold: '$FOLD' is not 0..4"
+[[ -z $FOLD || $FOLD =~ ^(0|[1-9][0-9]{0,2}|all)$ ]] || srm_die "--fold: '$FOLD' is not a fold number (0..999) or all"
 LOADER_CHOOSES=0
 [[ " $LOADER_ARGS " =~ \ --(split|val-split|fold)\  ]] && LOADER_CHOOSES=1
 FIRST=""
@@ -187,6 +189,11 @@ elif [[ -z $FOLD ]] && ((RESUME)) && [[ -d $RUN/checkpoints ]]; then
 elif [[ -n $FOLD ]]; then
     ((LOADER_CHOOSES)) && srm_die "--fold and a split in --loader-args: give one of them"
     SPLIT_ARGS=(--fold "$FOLD" --val-split "fold$FOLD/val")
+    if [[ $FOLD == all ]]; then
+        srm_log "--fold all: training and validating on every labelled training case, as nnU-Net's fold all (its scores are on cases it trained on)"
+    elif ((FOLD >= nfolds)) && [[ $folds_from != fold_keys ]]; then
+        srm_log "--fold $FOLD is past the $nfolds folds ($folds_from): as nnU-Net does, a seeded random 80:20 split of the training cases"
+    fi
 elif ((LOADER_CHOOSES)); then
     SPLIT_ARGS=()                               # the loader's own arguments choose the cases
 elif ((nval == 0)) && ((EVALUATOR || REMOTE_EVAL)); then
@@ -389,9 +396,11 @@ if ((LOADER_CHOOSES)); then echo --loader-args; else printf '%s\n' "${SPLIT_ARGS
 # A fold's cases are kept with the run (RUN/splits_final.json, the dataset's folds when it began)
 # and a resume trains and validates on those, whatever the dataset's folds are now: new cases,
 # or a generated split that changed with this system (it follows nnU-Net's since 2026-11-28).
-if [[ " ${SPLIT_ARGS[*]} " == *" --fold "* ]]; then
+# (A fold past the split's is kept too: the file then runs on to it, nnU-Net's 80:20 splits.)
+KEPT_FOLD=$(printf '%s\n' "${SPLIT_ARGS[@]}" | sed -n '/^--fold$/{n;p;q}')
+if [[ -n $KEPT_FOLD && $KEPT_FOLD != all ]]; then
     if [[ ! -s $RUN/splits_final.json ]]; then
-        "$SRM_BIN/srm-inspect" --dataset "$DATASET" --folds >"$RUN/splits_final.json.tmp" 2>"$SRM_LOGS/folds.err" &&
+        "$SRM_BIN/srm-inspect" --dataset "$DATASET" --folds --through "$KEPT_FOLD" >"$RUN/splits_final.json.tmp" 2>"$SRM_LOGS/folds.err" &&
             mv "$RUN/splits_final.json.tmp" "$RUN/splits_final.json" ||
             srm_die "cannot keep the run's folds in $RUN/splits_final.json: $(tail -n 1 "$SRM_LOGS/folds.err")"
         ((RESUME)) && srm_log "WARNING: $RUN began before its folds were kept: $RUN/splits_final.json holds the dataset's folds as they are now; if they changed since (new cases, or a generated split made before it followed nnU-Net's), validation cases of this resume may have been trained on"

@@ -20,8 +20,10 @@ inspect.c -- bin/srm-inspect: what the loader sees in one NIfTI file, or in a da
                                 largest value + 1; the cases of the declared validation split,
                                 the folds (splits_final.json, MSD fold keys or generated: 0 when
                                 too few cases) and fold 0's cases, or why declared folds fail.
-  srm-inspect --dataset DIR --folds   every fold as nnU-Net's splits_final.json (a generated
-                                split is nnU-Net v2's own, case for case: dataset_folds.c).
+  srm-inspect --dataset DIR --folds [--through K]   every fold as nnU-Net's splits_final.json
+                                (a generated split is nnU-Net v2's own, case for case:
+                                dataset_folds.c); --through K runs on to fold K, the folds past
+                                the split's being nnU-Net's seeded random 80:20 splits.
   srm-inspect --dataset DIR --intensities   each channel's foreground intensity fingerprint
                                 (dataset_intensity.c: mean, std, min, max, 0.5 and 99.5
                                 percentiles over the labelled non-test cases) and "ct_norm", the
@@ -32,6 +34,7 @@ Bad input: exit status 1 and one line on stderr naming the file and the problem.
 */
 #define _GNU_SOURCE
 #include "check.h"
+#include "cli.h"
 #include "dataset.h"
 #include "labels.h"
 #include "orient.h"
@@ -165,7 +168,7 @@ static json_t *inspect_file(const char *path, int with_labels, char *err)
 static void usage(void)
 {
     fprintf(stderr, "usage: srm-inspect FILE.nii[.gz] [--labels]\n"
-                    "       srm-inspect --dataset DIR [--shape | --intensities | --folds]\n");
+                    "       srm-inspect --dataset DIR [--shape | --intensities | --folds [--through K]]\n");
 }
 
 // Channels and classes a model for the dataset needs. Undeclared labels are counted from the
@@ -246,8 +249,9 @@ static json_t *id_array(const dataset_t *ds, int *idx, int n)
 }
 
 // Every fold of dataset_fold as nnU-Net's splits_final.json: [{"train": [...], "val": [...]}, ...]
-// (the ids sorted, as nnU-Net writes them). A fold that cannot be made stops with its error.
-static int print_folds(const char *dir, char *err)
+// (the ids sorted, as nnU-Net writes them), on to fold `through` when that is past them (-1: the
+// split's own). A fold that cannot be made stops with its error.
+static int print_folds(const char *dir, int through, char *err)
 {
     dataset_t ds;
     if (dataset_open(dir, &ds, err)) return -1;
@@ -260,7 +264,7 @@ static int print_folds(const char *dir, char *err)
     }
     json_t *folds = json_array();
     int rc = 0;
-    for (int k = 0; k < nfolds && !rc; k++) {
+    for (int k = 0; (k < nfolds || k <= through) && !rc; k++) {
         int *tr, *va, ntr, nva;
         if ((rc = dataset_fold(&ds, k, &tr, &ntr, &va, &nva, err))) break;
         json_t *f = json_object();
@@ -332,25 +336,31 @@ int main(int argc, char **argv)
     log_set_name("inspect");
     const char *file = NULL, *dataset = NULL;
     int labels = 0, shape = 0, intensities = 0, folds = 0;
+    long through = -1;
+    char err[ERR_LEN];
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--labels") == 0) labels = 1;
         else if (strcmp(argv[i], "--shape") == 0) shape = 1;
         else if (strcmp(argv[i], "--intensities") == 0) intensities = 1;
         else if (strcmp(argv[i], "--folds") == 0) folds = 1;
         else if (strcmp(argv[i], "--dataset") == 0 && i + 1 < argc) dataset = argv[++i];
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { usage(); return 0; }
+        else if (strcmp(argv[i], "--through") == 0 && i + 1 < argc) {
+            if (cli_long("--through", argv[++i], 0, DATASET_FOLD_MAX, &through, err)) {
+                fprintf(stderr, "E: inspect: %s\n", err);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { usage(); return 0; }
         else if (argv[i][0] == '-' || file) { usage(); return 2; }
         else file = argv[i];
     }
     if (!!file == !!dataset || ((shape || intensities || folds) && !dataset) || shape + intensities + folds > 1 ||
-        (labels && !file)) {
+        (labels && !file) || (through >= 0 && !folds)) {
         usage();
         return 2;
     }
-    char err[ERR_LEN];
     if (dataset) {
         int rc = shape ? print_shape(dataset, err) : intensities ? print_intensities(dataset, err)
-               : folds ? print_folds(dataset, err) : dataset_print_report(dataset, stdout, err);
+               : folds ? print_folds(dataset, (int)through, err) : dataset_print_report(dataset, stdout, err);
         if (rc < 0) {
             fprintf(stderr, "E: inspect: %s\n", err);
             return 1;

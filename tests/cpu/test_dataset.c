@@ -221,7 +221,24 @@ static void test_nnunet(void)
     rc = dataset_select(&ds, "fold1/val", &idx, &n, err);
     EXPECT(rc == 0 && n == 3 && strcmp(ds.cases[idx[0]].id, "c01") == 0 && strcmp(ds.cases[idx[2]].id, "c03") == 0, "fold1/val from splits_final");
     if (rc == 0) free(idx);
-    EXPECT(dataset_select(&ds, "fold2/val", &idx, &n, err) < 0 && strstr(err, "2 folds"), "fold 2 rejected: %s", err);
+    // past the declared folds: nnU-Net's seeded 80:20 split of the 7 training cases (5 + 2; the
+    // exact draw is checked against numpy in test_folds_nnunet.py); "all": all 7, both ways
+    int *tr7, *va7, ntr7, nva7;
+    rc = dataset_fold(&ds, 2, &tr7, &ntr7, &va7, &nva7, err);
+    int apart = rc == 0;
+    for (int i = 0; apart && i < ntr7; i++)
+        for (int j = 0; j < nva7; j++) apart &= tr7[i] != va7[j] && strcmp(ds.cases[va7[j]].id, "t01") != 0;
+    EXPECT(rc == 0 && ntr7 == 5 && nva7 == 2 && apart && dataset_fold_is_random(&ds, 2) && !dataset_fold_is_random(&ds, 1),
+           "fold 2 of 2 declared: a random 80:20 split, 5 training and 2 other validation cases (%d, %d): %s", ntr7, nva7, err);
+    if (rc == 0) { free(tr7); free(va7); }
+    rc = dataset_select(&ds, "foldall/val", &idx, &n, err);
+    int *idx2 = NULL, n2 = 0, rc2 = dataset_select(&ds, "foldall/train", &idx2, &n2, err);
+    EXPECT(rc == 0 && rc2 == 0 && n == 7 && n2 == 7 && memcmp(idx, idx2, 7 * sizeof *idx) == 0,
+           "fold all: the 7 training cases train and validate (%d, %d)", n, n2);
+    if (rc == 0) free(idx);
+    if (rc2 == 0) free(idx2);
+    EXPECT(dataset_select(&ds, "fold-1/val", &idx, &n, err) < 0 && dataset_select(&ds, "foldx/val", &idx, &n, err) < 0,
+           "fold -1 and fold x are no selections");
     rc = dataset_select(&ds, "test", &idx, &n, err);
     EXPECT(rc == 0 && n == 1 && strcmp(ds.cases[idx[0]].id, "t01") == 0 && ds.cases[idx[0]].n_images == 2, "imagesTs test case");
     if (rc == 0) free(idx);

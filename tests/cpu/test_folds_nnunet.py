@@ -5,7 +5,8 @@ nnU-Net v2 (nnUNetTrainer.do_split -> generate_crossval_split) splits the sorted
 sklearn's KFold(n_splits=5, shuffle=True, random_state=12345). For datasets of 5..101 cases, with
 ids that sort differently by code point than by number or case ("case_10" < "case_2", "Z" < "a"),
 in the nnU-Net v2 layout and in MSD's, `srm-inspect --dataset DIR --folds` must print exactly
-sklearn's folds, and --shape's fold 0 counts must be theirs; test cases (imagesTs) and a
+sklearn's folds, folds past them (`--through K`) nnU-Net's seeded random 80:20 splits
+(RandomState(12345 + K).choice), and --shape's fold 0 counts must be theirs; test cases (imagesTs) and a
 splits_final.json are respected; incomplete cases and stray files stay out of the folds and
 are named; nnU-Net v2's "dataset" key (listed files) gives the cases. Needs sklearn (python3-sklearn): fails, does not skip, without it.
 """
@@ -29,6 +30,14 @@ def nnunet_folds(ids):
     for tr, va in KFold(n_splits=5, shuffle=True, random_state=12345).split(keys):
         out.append({"train": [keys[i] for i in tr], "val": [keys[i] for i in va]})
     return out
+
+
+def nnunet_random_fold(ids, k):
+    """nnUNetTrainer.do_split for a fold past the split's folds: a seeded random 80:20 split."""
+    keys = np.sort(list(ids))
+    idx_tr = np.random.RandomState(seed=12345 + k).choice(len(keys), int(len(keys) * 0.8), replace=False)
+    return {"train": sorted(str(keys[i]) for i in idx_tr),
+            "val": sorted(str(keys[i]) for i in range(len(keys)) if i not in idx_tr)}
 
 
 def write_case(folder, name, with_label, label_folder=None):
@@ -83,6 +92,16 @@ def main():
                 got = None
             check(rc == 0 and got == want, "%s, %d cases: the folds are nnU-Net's\n got  %s\n want %s\n %s" % (
                 layout, n, got, want, err.strip()))
+            # folds past the five: nnU-Net's seeded random 80:20 splits, RandomState(12345 + k)
+            r = subprocess.run([os.path.join(BIN, "srm-inspect"), "--dataset", root, "--folds", "--through", "8"],
+                               capture_output=True, text=True)
+            try:
+                got = json.loads(r.stdout)
+            except ValueError:
+                got = None
+            want_past = want + [nnunet_random_fold(ids, k) for k in range(5, 9)]
+            check(r.returncode == 0 and got == want_past, "%s, %d cases: folds 5..8 are nnU-Net's 80:20 splits\n got  %s\n want %s\n %s" % (
+                layout, n, got and got[5:], want_past[5:], r.stderr.strip()))
             rc, out, err = inspect(root, "--shape")
             shape = json.loads(out) if rc == 0 else {}
             check(shape.get("folds") == 5 and shape.get("folds_from") == "generated" and
@@ -164,6 +183,11 @@ def main():
     rc, out, err = inspect(root, "--folds")
     check(rc == 0 and json.loads(out) == [{"train": sorted(f["train"]), "val": sorted(f["val"])} for f in splits],
           "splits_final.json's folds are printed as declared: %s %s" % (out[:200], err))
+    r = subprocess.run([os.path.join(BIN, "srm-inspect"), "--dataset", root, "--folds", "--through", "3"],
+                       capture_output=True, text=True)
+    want = [{"train": sorted(f["train"]), "val": sorted(f["val"])} for f in splits] + [nnunet_random_fold(ids, k) for k in (2, 3)]
+    check(r.returncode == 0 and json.loads(r.stdout) == want,
+          "splits_final.json's 2 folds, then nnU-Net's 80:20 splits for folds 2 and 3: %s %s" % (r.stdout[-300:], r.stderr))
     rc, out, err = inspect(root, "--shape")
     shape = json.loads(out) if rc == 0 else {}
     check(shape.get("folds") == 2 and shape.get("folds_from") == "splits_final.json" and shape.get("fold0_val") == 5,

@@ -12,6 +12,8 @@
 #   - no validation split declared: fold 0 of the 5-fold split is validated (nnU-Net's default);
 #     a splits_final.json whose fold 0 cannot be made stops the run;
 #     a step validated off the checkpoint grid is checkpointed, so best.ckpt points at the best;
+#     a --fold past the split's folds is nnU-Net's seeded 80:20 split, --fold all trains and
+#     validates on every case (nnU-Net's fold all);
 #     the choice is kept in RUN/cases.args for a resume, which refuses another --fold, and the
 #     folder is refused without --resume; cases
 #     chosen by --loader-args (--fold 1) win over the defaults;
@@ -140,6 +142,28 @@ check "[[ \$(cat '$TMP/run7/cases.args') == '--fold 0 --val-split fold0/val' ]]"
 check "[[ \"\$('$BIN/srm-inspect' --dataset '$TMP/nosplit' --folds 2>/dev/null)\" == \"\$(cat '$TMP/run7/splits_final.json')\" ]] &&
        grep -q 'folds from $TMP/run7/splits_final.json' '$TMP/run7/logs/loader.log'" \
     "the fold's cases are kept in RUN/splits_final.json, and the loader takes its folds from there"
+# a fold past the split's five: nnU-Net's seeded random 80:20 split (RandomState(12345 + 7)),
+# kept with the run (RUN/splits_final.json runs on to fold 7); it was refused ("not 0..4")
+timeout 300 bash pipelines/train.sh "$TMP/nosplit" "$TMP/run7g" "${EV_ARGS[@]}" --fold 7 >"$TMP/run7g.out" 2>&1
+rc=$?
+want7=$(/usr/bin/python3 -c '
+import json, sys, numpy as np
+ids = json.load(open(sys.argv[1]))[0]
+keys = np.sort(ids["train"] + ids["val"])
+tr = np.random.RandomState(12345 + 7).choice(len(keys), int(len(keys) * 0.8), replace=False)
+print(" ".join(str(keys[i]) for i in range(len(keys)) if i not in tr))' "$TMP/run7/splits_final.json" 2>&1)
+got7=$(/usr/bin/python3 -c 'import json, sys; f = json.load(open(sys.argv[1])); print(len(f), " ".join(f[7]["val"]))' "$TMP/run7g/splits_final.json" 2>&1)
+check "[[ $rc == 0 ]] && grep -q -- '--fold 7 is past the 5 folds (generated): as nnU-Net does, a seeded random 80:20 split' '$TMP/run7g.out'" "--fold 7: nnU-Net's random 80:20 split, said (exit $rc)" ||
+    grep -i fold "$TMP/run7g.out" "$TMP/run7g/logs/loader.log" | head -5
+check "[[ '$got7' == '8 $want7' && \$(ls '$TMP/run7g/predictions') == '$want7.nii.gz' ]]" \
+    "--fold 7: validates nnU-Net's case ($want7), kept as fold 7 of RUN/splits_final.json ($got7)"
+timeout 300 bash pipelines/train.sh "$TMP/nosplit" "$TMP/run7h" "${EV_ARGS[@]}" --fold all >"$TMP/run7h.out" 2>&1
+rc=$?
+check "[[ $rc == 0 ]] && grep -q '5 training cases (foldall/train), 5 served on request (foldall/val)' '$TMP/run7h/logs/loader.log' &&
+       [[ \$(ls '$TMP/run7h/predictions' | wc -l) == 5 ]]" "--fold all: every case trains and validates, as nnU-Net's fold all (exit $rc)"
+timeout 60 bash pipelines/train.sh "$TMP/nosplit" "$TMP/run7i" "${EV_ARGS[@]}" --fold 1000 >"$TMP/run7i.out" 2>&1
+rc=$?
+check "[[ $rc == 1 ]] && grep -q -- \"--fold: '1000' is not a fold number (0..999) or all\" '$TMP/run7i.out'" "--fold 1000: refused (exit $rc)"
 # a validation case whose label file cannot be used (its affine moved): the final validation
 # scores nothing, and train.sh says the run has no validation result, and why
 mkdir -p "$TMP/badval"
