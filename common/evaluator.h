@@ -1,7 +1,8 @@
 /*
 evaluator.h -- srm-evaluator's pieces. Two modes:
-  file mode     --model FILE (native checkpoint or safetensors, also weights trained elsewhere
-                with the names of params_M_btcv.txt) on --images FILE... [--labels FILE...] or
+  file mode     --model FILE... (native checkpoint or safetensors, also weights trained elsewhere
+                with the names of params_M_btcv.txt; several: an ensemble whose logits are
+                averaged, as nnU-Net's folds) on --images FILE... [--labels FILE...] or
                 --dataset DIR --split S; --out DIR gets one NIfTI per image on its source grid
                 (uint8 label map, or float32 logits with --logits); Dice/HD95 lines on stdout.
   service mode  --jobs EP: PULL eval jobs (`checkpoint` messages of kind "weights"/"final" from
@@ -27,6 +28,7 @@ evaluator_service.c, evaluator_job.c (decoding eval jobs and loader replies; eva
 #include "wire_msgs.h"
 
 #define EVAL_MAX_FILES   4096
+#define EVAL_MAX_MODELS  16
 #define EVAL_MAX_REGIONS 8
 #define EVAL_MAX_FG      (METRICS_MAX_CLASSES - 1)
 
@@ -42,7 +44,9 @@ typedef struct {
 
 typedef struct {
     // file mode
-    const char *model_path;
+    const char *model_path;         // models[0]
+    const char *models[EVAL_MAX_MODELS];        // --model: one, or an ensemble (logits averaged)
+    int n_models;
     const char *images[EVAL_MAX_FILES], *labels[EVAL_MAX_FILES];
     int n_images, n_labels;
     int n_cases;                    // the images as cases: case k is images[case_first[k]] and the
@@ -134,9 +138,11 @@ typedef struct {
     double seconds;
 } eval_result_t;
 
-// Segment the preprocessed image x (C, rec->out_dim) and bring the result to the source grid:
-// labels (rec->src_dim) always; logits (K, rec->src_dim) when not NULL. 0 or -1 + err.
-int eval_segment(eval_model_t *em, const sw_cfg_t *sw, const eval_labels_t *lab, const float *x,
+// Segment the preprocessed image x (C, rec->out_dim) with the n models of ems (n > 1: their
+// sliding-window logits averaged, as nnU-Net ensembles folds) and bring the result to the
+// source grid: labels (rec->src_dim) always; logits (K, rec->src_dim) when not NULL. The models
+// share their classes and input channels. 0 or -1 + err.
+int eval_segment(eval_model_t *const *ems, int n, const sw_cfg_t *sw, const eval_labels_t *lab, const float *x,
                  const preprocess_record_t *rec, uint8_t *labels, float *logits, char *err);
 // The first voxel of the reference ref (n voxels) that scoring would silently drop: a label
 // >= K for softmax classes (with regions, a label in no region is background for each, as in

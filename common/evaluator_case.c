@@ -21,10 +21,10 @@ void eval_affine_spacing(const double a[4][4], double spacing[3])
     for (int c = 0; c < 3; c++) spacing[c] = sqrt(a[0][c] * a[0][c] + a[1][c] * a[1][c] + a[2][c] * a[2][c]);
 }
 
-int eval_segment(eval_model_t *em, const sw_cfg_t *sw, const eval_labels_t *lab, const float *x,
+int eval_segment(eval_model_t *const *ems, int nm, const sw_cfg_t *sw, const eval_labels_t *lab, const float *x,
                  const preprocess_record_t *rec, uint8_t *labels, float *logits, char *err)
 {
-    const model_cfg_t *mc = eval_model_cfg(em);
+    const model_cfg_t *mc = eval_model_cfg(ems[0]);
     int K = mc->classes;
     if (lab->nregions && lab->nregions != K)
         return set_err(err, "%d regions but the model has %d outputs", lab->nregions, K);
@@ -33,8 +33,17 @@ int eval_segment(eval_model_t *em, const sw_cfg_t *sw, const eval_labels_t *lab,
     if ((on > sn ? on : sn) * K > (size_t)VOLUME_MAX_VALUES)
         return set_err(err, "%zu voxels x %d classes exceed the %lld values a volume may hold", on > sn ? on : sn, K,
                        (long long)VOLUME_MAX_VALUES);
-    float *pre = xmalloc(on * K * sizeof(float));
-    if (sw_infer(pre, K, x, mc->in_channels, rec->out_dim, sw, eval_model_net, em, err)) { free(pre); return -1; }
+    float *pre = xmalloc(on * K * sizeof(float)), *more = nm > 1 ? xmalloc(on * K * sizeof(float)) : NULL;
+    for (int m = 0; m < nm; m++) {                  // nnU-Net: the models' logits summed, then / n
+        if (sw_infer(m ? more : pre, K, x, mc->in_channels, rec->out_dim, sw, eval_model_net, ems[m], err)) {
+            free(pre);
+            free(more);
+            return -1;
+        }
+        if (m) for (size_t i = 0; i < on * K; i++) pre[i] += more[i];
+    }
+    if (nm > 1) for (size_t i = 0; i < on * K; i++) pre[i] /= (float)nm;
+    free(more);
     float *fill = xmalloc(K * sizeof(float));
     for (int k = 0; k < K; k++) fill[k] = lab->nregions ? -1.0f : (k == 0 ? 1.0f : 0.0f);
     float *src = logits ? logits : xmalloc(sn * K * sizeof(float));

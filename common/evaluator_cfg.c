@@ -15,10 +15,12 @@ configuration, sliding window, label regions, preprocessing flags spelled as the
 void eval_usage(void *file)
 {
     fprintf((FILE *)file,
-        "usage: srm-evaluator --model FILE (--images F... [--labels F...] | --dataset DIR [--split S]) [--out DIR] [options]\n"
+        "usage: srm-evaluator --model FILE... (--images F... [--labels F...] | --dataset DIR [--split S]) [--out DIR] [options]\n"
         "       srm-evaluator --jobs EP --cases EP [--exporter EP] [--metrics EP] [options]\n"
         "file mode:\n"
-        "  --model FILE          native checkpoint or safetensors (incl. params_M_btcv.txt names)\n"
+        "  --model FILE...       native checkpoint or safetensors (incl. params_M_btcv.txt names);\n"
+        "                        several (up to 16): an ensemble, their logits averaged as nnU-Net\n"
+        "                        ensembles its folds (same classes, channels and preprocessing)\n"
         "  --images F...         images to segment: each file one case (4D = channels), or one file\n"
         "                        per channel named CASE_0000, CASE_0001, ... (nnU-Net): one case CASE\n"
         "  --labels F...         reference label maps, one per image, to score\n"
@@ -44,6 +46,8 @@ void eval_usage(void *file)
         "inference:\n"
         "  --device auto|cpu|gpu  --window D,H,W (multiples of 16; default the job's patch, else 96^3)\n"
         "  --overlap F (0.5)  --blend gaussian|constant  --sigma-scale F (0.125)  --sw-batch N (1)\n"
+        "  --mirror              test-time mirroring as nnU-Net's: every window also mirrored along\n"
+        "                        each set of axes, the 8 outputs flipped back and averaged (8x time)\n"
         "  --regions \"WT=1,2,3,4;TC=1,3,4;ET=4\"   sigmoid outputs are label regions (BraTS)\n"
         "  --no-hd95             skip HD95\n"
         "preprocessing (file mode; default: the settings the model was trained with, which\n"
@@ -68,8 +72,9 @@ static int parse_choice(const char *flag, const char *s, const char *const *name
 // Consume the file names after a list flag (up to the next "--" flag).
 static int take_files(const char **dst, int *n, int argc, char **argv, int *i, const char *flag, char *err)
 {
+    const int cap = strcmp(flag, "--model") ? EVAL_MAX_FILES : EVAL_MAX_MODELS;
     while (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2) != 0) {
-        if (*n >= EVAL_MAX_FILES) return set_err(err, "%s: more than %d files", flag, EVAL_MAX_FILES);
+        if (*n >= cap) return set_err(err, "%s: more than %d files", flag, cap);
         dst[(*n)++] = argv[++*i];
     }
     return *n ? 0 : set_err(err, "%s: no file given", flag);
@@ -95,8 +100,7 @@ static int flag_value(eval_cfg_t *c, const char *a, const char *v, char *err)
     static const char *const devs[] = { "auto", "cpu", "gpu" }, *const blends[] = { "constant", "gaussian" },
                              *const preds[] = { "final", "every", "never" };
     int k;
-    if (!strcmp(a, "--model")) c->model_path = v;
-    else if (!strcmp(a, "--dataset")) c->dataset = v;
+    if (!strcmp(a, "--dataset")) c->dataset = v;
     else if (!strcmp(a, "--split")) snprintf(c->split, sizeof c->split, "%s", v);
     else if (!strcmp(a, "--out")) c->out_dir = v;
     else if (!strcmp(a, "--jobs")) c->jobs_ep = v;
@@ -142,6 +146,13 @@ int eval_parse(eval_cfg_t *c, int argc, char **argv, char *err)
         if (!strcmp(a, "--logits")) { c->logits = 1; continue; }
         if (!strcmp(a, "--no-hd95")) { c->hd95 = 0; continue; }
         if (!strcmp(a, "--exit-after-final")) { c->exit_after_final = 1; continue; }
+        if (!strcmp(a, "--mirror")) { c->sw.mirror = 1; continue; }
+        if (!strcmp(a, "--model")) {
+            if (c->n_models) return set_err(err, "--model given twice: list an ensemble's files after one --model");
+            if (take_files(c->models, &c->n_models, argc, argv, &i, a, err)) return -1;
+            c->model_path = c->models[0];
+            continue;
+        }
         if (!strcmp(a, "--images")) { if (take_files(c->images, &c->n_images, argc, argv, &i, a, err)) return -1; continue; }
         if (!strcmp(a, "--labels")) { if (take_files(c->labels, &c->n_labels, argc, argv, &i, a, err)) return -1; continue; }
         if (i + 1 >= argc) return set_err(err, "%s: missing value (or unknown flag)", a);

@@ -4,7 +4,9 @@ evaluator_files.c -- file mode: segment images given on the command line (--imag
 as the loader does (preprocess_case with the --spacing/--norm flags), and write each result on
 its source image's grid: OUT/<case>.nii.gz, a uint8 label map or float32 logits (K on the 4th
 axis), carrying the source affine. A case that cannot be read or segmented is reported by name
-and skipped.
+and skipped. Several --model files are an ensemble (eval_segment averages their logits): they
+must agree on classes, channels, preprocessing and regions, and the first one's training patch
+is the window.
 */
 #include "evaluator.h"
 #include "check.h"
@@ -60,11 +62,12 @@ static int write_result(const char *dir, const char *id, const preprocess_record
     return rc;
 }
 
-// Preprocess, segment, write and score one loaded case (c is consumed). 0 or -1 + err.
-static int run_case(eval_model_t *em, const eval_cfg_t *cfg, case_t *c, const uint8_t *ref, eval_result_t *r,
-                    char *err)
+// Preprocess, segment with the ensemble ems (n models), write and score one loaded case (c is
+// consumed). 0 or -1 + err.
+static int run_case(eval_model_t *const *ems, int nm, const eval_cfg_t *cfg, case_t *c, const uint8_t *ref,
+                    eval_result_t *r, char *err)
 {
-    const model_cfg_t *mc = eval_model_cfg(em);
+    const model_cfg_t *mc = eval_model_cfg(ems[0]);
     free(c->label);                     // the reference is kept on the source grid by the caller
     c->label = NULL;
     preprocess_record_t rec;
@@ -74,7 +77,7 @@ static int run_case(eval_model_t *em, const eval_cfg_t *cfg, case_t *c, const ui
     size_t sn = (size_t)rec.src_dim[0] * rec.src_dim[1] * rec.src_dim[2];
     uint8_t *labels = xmalloc(sn);
     float *logits = cfg->logits ? xmalloc(sn * mc->classes * sizeof(float)) : NULL;
-    int rc = eval_segment(em, &cfg->sw, &cfg->lab, c->image.data, &rec, labels, logits, err);
+    int rc = eval_segment(ems, nm, &cfg->sw, &cfg->lab, c->image.data, &rec, labels, logits, err);
     if (rc == 0 && cfg->out_dir) rc = write_result(cfg->out_dir, r->id, &rec, ndim, labels, logits, mc->classes, err);
     if (rc == 0 && ref) {
         double sp[3];
@@ -221,6 +224,40 @@ static void take_training(eval_cfg_t *run, const eval_cfg_t *cfg, const eval_mod
     json_decref(o);
 }
 
+// What a model file says of its preprocessing and regions, without its training patch, as one
+// canonical JSON text (malloc'd; "" when it carries none): ensemble members must say the same.
+static char *prep_key(const eval_model_t *em)
+{
+    json_t *o = json_loads(eval_model_prep(em), 0, NULL), *t = json_object_get(o, "training");
+    if (!o) return xstrdup("");
+    if (t) json_object_del(t, "patch");
+    char *s = json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT);
+    json_decref(o);
+    return s ? s : xstrdup("");
+}
+
+// The members of an ensemble after the first must take its inputs and give its outputs the
+// same way: classes, channels, preprocessing settings and regions. 0, or -1 + err naming them.
+static int check_ensemble(eval_model_t *const *ems, int n, const char *const *paths, char *err)
+{
+    const model_cfg_t *a = eval_model_cfg(ems[0]);
+    char *key0 = prep_key(ems[0]);
+    int rc = 0;
+    for (int m = 1; m < n && !rc; m++) {
+        const model_cfg_t *b = eval_model_cfg(ems[m]);
+        char *key = prep_key(ems[m]);
+        if (b->classes != a->classes || b->in_channels != a->in_channels)
+            rc = set_err(err, "%s takes %d channel(s) and gives %d outputs, %s %d and %d: no ensemble", paths[m],
+                         b->in_channels, b->classes, paths[0], a->in_channels, a->classes);
+        else if (strcmp(key, key0))
+            rc = set_err(err, "%s was trained with other preprocessing or regions than %s (%s against %s): no ensemble",
+                         paths[m], paths[0], *key ? key : "none kept", *key0 ? key0 : "none kept");
+        free(key);
+    }
+    free(key0);
+    return rc;
+}
+
 // Case id and input files of case k (the first an image): an image file and its label file,
 // or dataset case idx[k]. Returns the number of files, -1 when the id does not fit in cap.
 static int case_inputs(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx, int k, char *id, size_t cap,
@@ -307,10 +344,15 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
             return -1;
         }
     }
-    eval_model_t *em = NULL;
+    eval_model_t *ems[EVAL_MAX_MODELS] = { NULL }, *em;
+    const int nm = cfg->n_models > 0 ? cfg->n_models : 1;
+    const char *const *paths = cfg->n_models > 0 ? cfg->models : &cfg->model_path;
     eval_cfg_t *run = xmalloc(sizeof *run);     // cfg with the cases grouped and the preprocessing
     *run = *cfg;                                // chosen (large: heap)
-    if (!(em = eval_model_load_file(cfg->model_path, &cfg->model, err))) goto fail;
+    for (int m = 0; m < nm; m++)
+        if (!(ems[m] = eval_model_load_file(paths[m], &cfg->model, err))) goto fail;
+    em = ems[0];
+    if (check_ensemble(ems, nm, paths, err)) goto fail;
     if (!dsp) {                                 // channel files make cases for a multi-channel model
         if (eval_group_channels(run, eval_model_cfg(em)->in_channels, err)) goto fail;
         n = run->n_cases;
@@ -332,14 +374,17 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
                 cfg->dataset, ds.num_classes, ds.num_classes - 1, cfg->model_path, eval_model_cfg(em)->classes);
         goto fail;
     }
-    if (eval_model_prepare(em, &run->sw, cfg->device, err)) goto fail;
+    for (int m = 0; m < nm; m++)
+        if (eval_model_prepare(ems[m], &run->sw, cfg->device, err)) goto fail;
     choose_prep(run, cfg, em);
     cfg = run;
     const model_cfg_t *mc = eval_model_cfg(em);
-    log_msg('I', "%d case(s), model %s width %d (%d in, %d out) on the %s, window %dx%dx%d overlap %g %s x%d",
+    log_msg('I', "%d case(s), model %s width %d (%d in, %d out) on the %s, window %dx%dx%d overlap %g %s x%d%s",
             n, model_variant_name(mc->variant), mc->width, mc->in_channels, mc->classes, eval_model_device(em),
             cfg->sw.roi[0], cfg->sw.roi[1], cfg->sw.roi[2], cfg->sw.overlap,
-            cfg->sw.blend == SW_BLEND_GAUSSIAN ? "gaussian" : "constant", cfg->sw.batch);
+            cfg->sw.blend == SW_BLEND_GAUSSIAN ? "gaussian" : "constant", cfg->sw.batch,
+            cfg->sw.mirror ? ", mirrored (8 passes a window)" : "");
+    if (nm > 1) log_msg('I', "an ensemble of %d models: their logits averaged", nm);
     eval_result_t *rs = xcalloc(n ? (size_t)n : 1, sizeof *rs);
     int failed = 0, scored = 0;
     for (int k = 0; k < n; k++) {
@@ -351,7 +396,7 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
         if (c.id[0]) snprintf(r->id, sizeof r->id, "%s", c.id);
         else if (dsp) snprintf(r->id, sizeof r->id, "%s", ds.cases[idx[k]].id);
         else eval_case_id(cfg, k, r->id, sizeof r->id);
-        if (r->ok) r->ok = run_case(em, cfg, &c, ref, r, r->error) == 0;
+        if (r->ok) r->ok = run_case(ems, nm, cfg, &c, ref, r, r->error) == 0;
         r->seconds = now_s() - t0;
         case_free(&c);
         if (!r->ok) {
@@ -369,13 +414,13 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
     free(rs);
     free(idx);
     if (dsp) dataset_free(&ds);
-    eval_model_free(&em);
+    for (int m = 0; m < nm; m++) eval_model_free(&ems[m]);
     if (n > 0 && failed == n) return set_err(err, "every case failed (%d)", n);
     return failed;
 fail:
     free(run);
     free(idx);
     if (dsp) dataset_free(&ds);
-    eval_model_free(&em);
+    for (int m = 0; m < nm; m++) eval_model_free(&ems[m]);
     return -1;
 }

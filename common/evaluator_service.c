@@ -321,7 +321,7 @@ static int job_case(svc_t *s, const eval_job_t *j, const sw_cfg_t *sw, const eva
         rc = set_err(r->error, "%d image channels, the model takes %d", c.C, eval_model_cfg(s->em)->in_channels);
     if (rc == 0) {
         pred = xmalloc((size_t)c.rec.src_dim[0] * c.rec.src_dim[1] * c.rec.src_dim[2]);
-        rc = eval_segment(s->em, sw, lab, c.image, &c.rec, pred, NULL, r->error);
+        rc = eval_segment(&s->em, 1, sw, lab, c.image, &c.rec, pred, NULL, r->error);
     }
     if (rc == 0 && !(ref = reference(s, &c, how, r->error))) rc = -1;
     if (rc == 0) {
@@ -349,6 +349,7 @@ static char *job_extra_json(const eval_job_t *j, const sw_cfg_t *sw, const char 
     json_object_set_new(o, "window", json_pack("[iii]", sw->roi[0], sw->roi[1], sw->roi[2]));
     json_object_set_new(o, "overlap", json_real(sw->overlap));
     json_object_set_new(o, "blend", json_string(sw->blend == SW_BLEND_GAUSSIAN ? "gaussian" : "constant"));
+    json_object_set_new(o, "mirror", json_boolean(sw->mirror));
     json_object_set_new(o, "device", json_string(device));
     json_object_set_new(o, "reference", json_string(how));
     json_object_set_new(o, "seconds", json_real(secs));

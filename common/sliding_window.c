@@ -17,6 +17,7 @@ void sw_cfg_default(sw_cfg_t *c)
     c->blend = SW_BLEND_GAUSSIAN;
     c->sigma_scale = 0.125;
     c->batch = 1;
+    c->mirror = 0;
 }
 
 void sw_importance_map(float *w, const int roi[3], sw_blend_t blend, double sigma_scale)
@@ -141,6 +142,44 @@ static void add_window(float *y, float *acc, const float *yw, const float *w, in
     }
 }
 
+// dst = src (nvol volumes of extent r) reversed along the axes of mask (bit a: axis a). Its own
+// inverse.
+static void flip_windows(float *dst, const float *src, size_t nvol, const int r[3], int mask)
+{
+    size_t wvol = (size_t)r[0] * r[1] * r[2];
+    #pragma omp parallel for schedule(static) if (wvol >= SW_OMP_MIN)
+    for (size_t v = 0; v < nvol * r[0]; v++) {
+        int i = (int)(v % r[0]), fi = mask & 1 ? r[0] - 1 - i : i;
+        const float *s = src + v / r[0] * wvol;
+        float *d = dst + v / r[0] * wvol;
+        for (int j = 0; j < r[1]; j++) {
+            int fj = mask & 2 ? r[1] - 1 - j : j;
+            const float *srow = s + ((size_t)i * r[1] + j) * r[2];
+            float *drow = d + ((size_t)fi * r[1] + fj) * r[2];
+            if (mask & 4) for (int k = 0; k < r[2]; k++) drow[r[2] - 1 - k] = srow[k];
+            else memcpy(drow, srow, sizeof(float) * r[2]);
+        }
+    }
+}
+
+// yb (n, K, roi) = the mean of net over xb and its 7 mirrorings, each output flipped back; the
+// order of nnU-Net's sum: the plain output, then axes (0), (1), (2), (0,1), (0,2), (1,2), (0,1,2).
+static int net_mirrored(float *yb, float *xb, int n, int C, int K, const int roi[3], float *xf, float *yf,
+                        sw_net_fn net, void *ctx, char *err)
+{
+    static const int masks[7] = { 1, 2, 4, 3, 5, 6, 7 };
+    size_t wvol = (size_t)roi[0] * roi[1] * roi[2], ny = (size_t)n * K * wvol;
+    if (net(ctx, yb, xb, n, err)) return -1;
+    for (int m = 0; m < 7; m++) {
+        flip_windows(xf, xb, (size_t)n * C, roi, masks[m]);
+        if (net(ctx, yf, xf, n, err)) return -1;
+        flip_windows(xf, yf, (size_t)n * K, roi, masks[m]);     // xf holds max(C, K) channels
+        for (size_t i = 0; i < ny; i++) yb[i] += xf[i];
+    }
+    for (size_t i = 0; i < ny; i++) yb[i] /= 8.0f;
+    return 0;
+}
+
 int sw_infer(float *y, int K, const float *x, int C, const int dim[3], const sw_cfg_t *cfg,
              sw_net_fn net, void *ctx, char *err)
 {
@@ -168,6 +207,9 @@ int sw_infer(float *y, int K, const float *x, int C, const int dim[3], const sw_
     float *acc = xcalloc(vol, sizeof(float));
     float *xb = xmalloc(sizeof(float) * wvol * C * cfg->batch);
     float *yb = xmalloc(sizeof(float) * wvol * K * cfg->batch);
+    // mirroring: a flipped input and an output, and the output flipped back (in the first)
+    float *xf = cfg->mirror ? xmalloc(sizeof(float) * wvol * (C > K ? C : K) * cfg->batch) : NULL;
+    float *yf = cfg->mirror ? xmalloc(sizeof(float) * wvol * K * cfg->batch) : NULL;
     memset(y, 0, sizeof(float) * vol * K);
     int rc = 0;
     for (int t0 = 0; t0 < total && rc == 0; t0 += cfg->batch) {
@@ -177,7 +219,10 @@ int sw_infer(float *y, int K, const float *x, int C, const int dim[3], const sw_
             window_start(&g, t0 + b, st);
             cut_window(xb + (size_t)b * C * wvol, x, C, &g, st);
         }
-        if (net(ctx, yb, xb, nb, err)) { rc = -1; break; }
+        if (cfg->mirror ? net_mirrored(yb, xb, nb, C, K, g.roi, xf, yf, net, ctx, err) : net(ctx, yb, xb, nb, err)) {
+            rc = -1;
+            break;
+        }
         for (int b = 0; b < nb; b++) {
             int st[3];
             window_start(&g, t0 + b, st);
@@ -191,7 +236,7 @@ int sw_infer(float *y, int K, const float *x, int C, const int dim[3], const sw_
             for (int c = 0; c < K; c++) y[c * vol + i] /= acc[i];
         }
     }
-    free(xb); free(yb); free(acc); free(w);
+    free(xb); free(yb); free(xf); free(yf); free(acc); free(w);
     for (int a = 0; a < 3; a++) free(g.starts[a]);
     return rc;
 }

@@ -9,7 +9,10 @@ as MONAI's sliding_window_inference does it (anchors: monai/inferers/utils.py):
   - each window's output is weighted by an importance map (constant 1, or a Gaussian with
     sigma = sigma_scale * roi per axis, clamped below at max(min, 1e-3)), accumulated, and the
     sum divided by the accumulated weights;
-  - windows are evaluated in batches of cfg->batch through a callback.
+  - windows are evaluated in batches of cfg->batch through a callback;
+  - with cfg->mirror, each batch is also evaluated mirrored along every non-empty set of the
+    three axes (nnU-Net's test-time mirroring: (0), (1), (2), (0,1), (0,2), (1,2), (0,1,2)),
+    each output flipped back and the 8 outputs averaged before the window is accumulated.
 Deterministic: the accumulation order is fixed (window order, then voxel order).
 */
 #ifndef SRM_SLIDING_WINDOW_H
@@ -24,9 +27,10 @@ typedef struct {
     sw_blend_t blend;
     double sigma_scale;     // Gaussian sigma = sigma_scale * roi (MONAI default 0.125)
     int batch;              // windows per network call (MONAI sw_batch_size)
+    int mirror;             // 1: nnU-Net's test-time mirroring over the three axes (8x the calls)
 } sw_cfg_t;
 
-void sw_cfg_default(sw_cfg_t *c);      // roi 96^3, overlap 0.5, gaussian, 0.125, batch 1
+void sw_cfg_default(sw_cfg_t *c);      // roi 96^3, overlap 0.5, gaussian, 0.125, batch 1, no mirroring
 
 // The network: y (n, K, roi) from x (n, C, roi), n <= cfg->batch. Returns 0, or -1 with err.
 typedef int (*sw_net_fn)(void *ctx, float *y, const float *x, int n, char *err);

@@ -8,17 +8,22 @@
 # "mean" line over the cases:
 #   case ID: dice 1=0.9512 2=0.8010 3=null mean=0.8761 hd95 1=1.41 2=2.00 3=null
 #   mean (3 of 3 cases): dice 1=... mean=...
-# --out DIR also keeps the label maps. Other options as for predict.sh (srm-evaluator --help).
+# --out DIR also keeps the label maps. MODEL may be an ensemble (f0.ckpt,f1.ckpt,...: logits
+# averaged); --mirror and other options as for predict.sh (srm-evaluator --help).
 # Exit status: 0 all cases scored, 1 nothing could run, 2 some cases failed (named).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$root/bin}
 case "$bin" in /*) ;; *) bin=$root/$bin ;; esac
-if [ $# -lt 2 ]; then sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; fi
+if [ $# -lt 2 ]; then sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; fi
 model=$1 dataset=$2
 shift 2
-[ -f "$model" ] || { echo "evaluate.sh: $model: no such model file" >&2; exit 1; }
+IFS=, read -ra models <<<"$model"
+[ ${#models[@]} -gt 0 ] || { echo "evaluate.sh: no model given" >&2; exit 1; }
+for m in "${models[@]}"; do
+    [ -f "$m" ] || { echo "evaluate.sh: $m: no such model file" >&2; exit 1; }
+done
 [ -d "$dataset" ] || { echo "evaluate.sh: $dataset: no such dataset folder" >&2; exit 1; }
 exe=$bin/srm-evaluator
 [ -x "$exe" ] || { echo "evaluate.sh: $exe not found: run 'make' first" >&2; exit 1; }
-exec "$exe" --model "$model" --dataset "$dataset" "$@"
+exec "$exe" --model "${models[@]}" --dataset "$dataset" "$@"

@@ -2,7 +2,9 @@
 # predict.sh -- segment new images with a trained model (srm-evaluator in file mode).
 #   pipelines/predict.sh MODEL OUT_DIR IMAGE... [evaluator options]
 # MODEL: a native checkpoint (.ckpt) or a safetensors file (ours, or weights trained elsewhere
-# with the names of params_M_btcv.txt: then give --variant/--width/--classes). Each IMAGE (NIfTI,
+# with the names of params_M_btcv.txt: then give --variant/--width/--classes); several, comma-
+# separated (f0.ckpt,f1.ckpt,...): an ensemble, their logits averaged as nnU-Net ensembles its
+# folds. --mirror adds nnU-Net's test-time mirroring (8 passes a window). Each IMAGE (NIfTI,
 # 4D = channels) gives OUT_DIR/<name>.nii.gz on that image's own grid (same dims and affine): a
 # uint8 label map, or with --logits the float32 logits (classes on the 4th axis). nnU-Net's one
 # file per channel, CASE_0000.nii.gz CASE_0001.nii.gz ..., is one case: OUT_DIR/CASE.nii.gz (so is
@@ -17,14 +19,18 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$root/bin}
 case "$bin" in /*) ;; *) bin=$root/$bin ;; esac
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; }
 [ $# -ge 3 ] || usage
 model=$1 out=$2
 shift 2
 images=()
 while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do images+=("$1"); shift; done
 [ ${#images[@]} -gt 0 ] || usage
-[ -f "$model" ] || { echo "predict.sh: $model: no such model file" >&2; exit 1; }
+IFS=, read -ra models <<<"$model"
+[ ${#models[@]} -gt 0 ] || usage
+for m in "${models[@]}"; do
+    [ -f "$m" ] || { echo "predict.sh: $m: no such model file" >&2; exit 1; }
+done
 for f in "${images[@]}"; do
     [ -d "$f" ] && { echo "predict.sh: $f: a folder, not an image file (give its files: $f/*.nii.gz)" >&2; exit 1; }
     [ -f "$f" ] || { echo "predict.sh: $f: no such image" >&2; exit 1; }
@@ -32,4 +38,4 @@ done
 exe=$bin/srm-evaluator
 [ -x "$exe" ] || { echo "predict.sh: $exe not found: run 'make' first" >&2; exit 1; }
 mkdir -p "$out"
-exec "$exe" --model "$model" --out "$out" --images "${images[@]}" "$@"
+exec "$exe" --model "${models[@]}" --out "$out" --images "${images[@]}" "$@"

@@ -4,7 +4,8 @@ an identity "network" gives back its input for every overlap, blend, batch and f
 smaller than / not multiples of the window; the Gaussian importance map follows MONAI's
 formula (float32 1-D Gaussians, outer product, clamp at max(min, 1e-3)); window starts equal
 MONAI's dense_patch_slices; batching windows changes nothing (bit-identical); a failing network
-is reported.
+is reported; test-time mirroring (nnU-Net's) equals the mean of 8 plain runs whose network
+flips its input and flips its output back, flipped here by plain index arithmetic.
 */
 #include "sliding_window.h"
 #include "rng.h"
@@ -25,21 +26,24 @@ static int identity_net(void *p, float *y, const float *x, int n, char *err)
     return 0;
 }
 
-// A nonlinear net whose output depends on where the window was cut: channel k of each voxel
-// is tanh((k + 1) * x) plus the next voxel along W inside the window (0 at the window's end).
+// A nonlinear net whose output depends on where the window was cut, and on its orientation
+// along every axis, not separably: channel k of each voxel is tanh of (k + 1) * x plus the next
+// voxel along W, H and D inside the window (0 at the window's end) weighted 0.5, 0.3 and 0.2.
 static int mixing_net(void *p, float *y, const float *x, int n, char *err)
 {
     net_ctx_t *c = p;
     if (c->fail_at >= 0 && c->calls == c->fail_at) { c->calls++; snprintf(err, 512, "net failed on purpose"); return -1; }
     c->calls++;
-    int W = c->roi[2];
-    size_t wv = (size_t)c->roi[0] * c->roi[1] * W;
+    int W = c->roi[2], H = c->roi[1], D = c->roi[0];
+    size_t wv = (size_t)D * H * W;
     for (int b = 0; b < n; b++)
         for (int k = 0; k < c->K; k++)
             for (size_t i = 0; i < wv; i++) {
                 const float *xb = x + (size_t)b * c->C * wv;
-                float nxt = (i % W) + 1 < (size_t)W ? xb[i + 1] : 0.0f;
-                y[((size_t)b * c->K + k) * wv + i] = tanhf((k + 1) * xb[i]) + 0.5f * nxt;
+                float nw = (i % W) + 1 < (size_t)W ? xb[i + 1] : 0.0f;
+                float nh = (i / W % H) + 1 < (size_t)H ? xb[i + W] : 0.0f;
+                float nd = (i / W / H) + 1 < (size_t)D ? xb[i + (size_t)W * H] : 0.0f;
+                y[((size_t)b * c->K + k) * wv + i] = tanhf((k + 1) * xb[i] + 0.5f * nw + 0.3f * nh + 0.2f * nd);
             }
     return 0;
 }
@@ -185,6 +189,84 @@ static void test_batching(void)
     free(x); free(ref); free(y);
 }
 
+// The mixing net seen through mirroring mask (bit a: axis a of the window): flip the input,
+// run it, flip the output back.
+typedef struct { net_ctx_t inner; int mask; } flip_ctx_t;
+
+static void flip_copy(float *dst, const float *src, size_t nvol, const int r[3], int mask)
+{
+    for (size_t v = 0; v < nvol; v++)
+        for (int i = 0; i < r[0]; i++)
+            for (int j = 0; j < r[1]; j++)
+                for (int k = 0; k < r[2]; k++) {
+                    int fi = mask & 1 ? r[0] - 1 - i : i, fj = mask & 2 ? r[1] - 1 - j : j, fk = mask & 4 ? r[2] - 1 - k : k;
+                    dst[((v * r[0] + i) * r[1] + j) * r[2] + k] = src[((v * r[0] + fi) * r[1] + fj) * r[2] + fk];
+                }
+}
+
+static int flipped_net(void *p, float *y, const float *x, int n, char *err)
+{
+    flip_ctx_t *f = p;
+    size_t wv = (size_t)f->inner.roi[0] * f->inner.roi[1] * f->inner.roi[2];
+    float *xf = malloc(sizeof(float) * wv * n * f->inner.C), *yf = malloc(sizeof(float) * wv * n * f->inner.K);
+    flip_copy(xf, x, (size_t)n * f->inner.C, f->inner.roi, f->mask);
+    int rc = mixing_net(&f->inner, yf, xf, n, err);
+    flip_copy(y, yf, (size_t)n * f->inner.K, f->inner.roi, f->mask);
+    free(xf);
+    free(yf);
+    return rc;
+}
+
+static void test_mirroring(void)
+{
+    int dim[3] = { 23, 40, 19 }, C = 2, K = 3;
+    float *x = random_volume(C, dim, 11);
+    size_t n = (size_t)K * dim[0] * dim[1] * dim[2];
+    float *y = malloc(sizeof(float) * n), *one = malloc(sizeof(float) * n), *mean = calloc(n, sizeof(float));
+    sw_cfg_t cfg;
+    sw_cfg_default(&cfg);
+    cfg.roi[0] = 16; cfg.roi[1] = 32; cfg.roi[2] = 8;       // each axis its own extent
+    cfg.batch = 2;
+    char err[512] = "";
+    flip_ctx_t f = { { C, K, { 16, 32, 8 }, 0, -1 }, 0 };
+    int rc = 0;
+    for (int m = 0; m < 8 && !rc; m++) {
+        f.mask = m;
+        rc = sw_infer(one, K, x, C, dim, &cfg, flipped_net, &f, err);
+        for (size_t i = 0; i < n; i++) mean[i] += one[i] / 8.0f;
+    }
+    int plain_calls = f.inner.calls / 8;
+    net_ctx_t ctx = { C, K, { 16, 32, 8 }, 0, -1 };
+    cfg.mirror = 1;
+    rc |= sw_infer(y, K, x, C, dim, &cfg, mixing_net, &ctx, err);
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs(y[i] - mean[i]));
+    EXPECT(rc == 0 && worst < 1e-5 && ctx.calls == 8 * plain_calls,
+           "mirrored: the mean of the 8 flipped runs (largest difference %.2g, %d calls for %d windows' batches): %s",
+           worst, ctx.calls, plain_calls, err);
+    // the net is not mirror-equivariant, so mirroring changes its output
+    cfg.mirror = 0;
+    sw_infer(one, K, x, C, dim, &cfg, mixing_net, &ctx, err);
+    worst = 0;
+    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs(y[i] - one[i]));
+    EXPECT(worst > 1e-2, "mirroring changes a non-equivariant net's output (by %.3g)", worst);
+    // an equivariant one (the identity) comes back as it was
+    float *id = malloc(sizeof(float) * (size_t)C * dim[0] * dim[1] * dim[2]);
+    net_ctx_t ictx = { C, C, { 16, 32, 8 }, 0, -1 };
+    cfg.mirror = 1;
+    rc = sw_infer(id, C, x, C, dim, &cfg, identity_net, &ictx, err);
+    worst = 0;
+    for (size_t i = 0; i < (size_t)C * dim[0] * dim[1] * dim[2]; i++) worst = fmax(worst, fabs(id[i] - x[i]));
+    EXPECT(rc == 0 && worst < 1e-5, "mirrored identity: the input back (largest difference %.2g)", worst);
+    // a network failing in a mirrored pass fails the run with its message
+    ctx.calls = 0;
+    ctx.fail_at = 5;
+    err[0] = 0;
+    EXPECT(sw_infer(y, K, x, C, dim, &cfg, mixing_net, &ctx, err) == -1 && strstr(err, "on purpose"),
+           "a mirrored pass failing: reported (%s)", err);
+    free(x); free(y); free(one); free(mean); free(id);
+}
+
 static void test_postprocess(void)
 {
     // logits (K=3, n=4): argmax per column, ties to the lower class.
@@ -202,6 +284,7 @@ int main(void)
     test_gaussian_map();
     test_identity();
     test_batching();
+    test_mirroring();
     test_postprocess();
     return test_summary();
 }

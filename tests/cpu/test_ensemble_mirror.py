@@ -1,0 +1,125 @@
+#!/usr/bin/python3
+"""test_ensemble_mirror.py -- nnU-Net's two inference habits in srm-evaluator's file mode.
+
+An ensemble (predict.sh MODEL_A,MODEL_B ...; srm-evaluator --model A B): the written logits are
+the mean of each model's own logits, and the labels their argmax; members that disagree on
+classes or on the preprocessing they were trained with are refused, naming the file.
+Test-time mirroring (--mirror): with it, segmenting a mirrored image gives the mirrored logits of
+the image (the 8 passes make the whole prediction equivariant to flips); without it the random
+model does not, so the check can fail. Both through evaluate.sh too.
+"""
+import json, os, subprocess, sys, tempfile
+
+import numpy as np
+import nibabel as nib
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from srmtest import ROOT, BUILD, BIN, check, summary
+
+ENV = dict(os.environ, BIN=BIN, SRM_QUIET="1")
+PREDICT = os.path.join(ROOT, "pipelines", "predict.sh")
+EVALUATE = os.path.join(ROOT, "pipelines", "evaluate.sh")
+
+
+def run(cmd):
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+
+
+def write_model(path, classes, seed, settings=None):
+    cmd = [os.path.join(BUILD, "tools", "safetensors_tool"), "write", path, "--variant", "M", "--width", "8",
+           "--in-channels", "1", "--classes", str(classes), "--seed", str(seed)]
+    if settings:
+        cmd += ["--preprocessing", settings]
+    r = run(cmd)
+    check(r.returncode == 0, "safetensors_tool write %s: %s" % (path, r.stderr))
+
+
+def logits(out, name):
+    return np.asarray(nib.load(os.path.join(out, name)).dataobj, dtype=np.float64)
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="srm-ens-")
+    ds = os.path.join(tmp, "ph")
+    r = run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "make_phantoms.py"), ds, "--cases", "3", "--val", "1",
+             "--size", "32"])
+    check(r.returncode == 0, "make_phantoms: " + r.stderr)
+    a, b, c3 = (os.path.join(tmp, n) for n in ("a.safetensors", "b.safetensors", "c3.safetensors"))
+    write_model(a, 4, 3)
+    write_model(b, 4, 4)
+    write_model(c3, 3, 5)
+    image = sorted(os.path.join(ds, "imagesTr", f) for f in os.listdir(os.path.join(ds, "imagesTr")))[0]
+    name = os.path.basename(image)
+    flags = ["--window", "32", "--spacing", "none", "--norm", "mr-all", "--logits"]
+
+    # the ensemble's logits are the mean of its members' (on the source grid, after resampling
+    # back: linear, so the mean commutes with it up to rounding), its labels their argmax
+    outs = {}
+    for tag, m in (("a", a), ("b", b), ("ab", a + "," + b)):
+        outs[tag] = os.path.join(tmp, "p_" + tag)
+        r = run([PREDICT, m, outs[tag], image] + flags)
+        check(r.returncode == 0, "predict.sh %s: rc %d %s" % (tag, r.returncode, r.stderr[-800:]))
+    la, lb, lab = (logits(outs[t], name) for t in ("a", "b", "ab"))
+    diff = np.abs(lab - (la + lb) / 2).max()
+    check(diff < 1e-4 * max(1.0, np.abs(la).max()), "ensemble logits = mean of the members' (largest difference %.3g)" % diff)
+    check(np.abs(la - lb).max() > 1e-2, "the two members differ (else the ensemble check is void)")
+    r = run([PREDICT, a + "," + b, os.path.join(tmp, "p_ab_labels"), image, "--window", "32", "--spacing", "none",
+             "--norm", "mr-all"])
+    lbl = np.asarray(nib.load(os.path.join(tmp, "p_ab_labels", name)).dataobj)
+    check(r.returncode == 0 and (lbl == np.argmax(lab, axis=-1)).all(), "ensemble labels = argmax of the mean logits")
+    loud = dict(ENV)
+    loud.pop("SRM_QUIET")
+    r = subprocess.run([PREDICT, a + "," + b, os.path.join(tmp, "p_loud"), image] + flags, capture_output=True,
+                       text=True, env=loud, timeout=600)
+    check("an ensemble of 2 models: their logits averaged" in r.stderr, "the ensemble is said: " + r.stderr[-400:])
+
+    # members that cannot be averaged: another class count, other training preprocessing
+    r = run([PREDICT, a + "," + c3, os.path.join(tmp, "p_bad"), image] + flags)
+    check(r.returncode == 1 and c3 in r.stderr and "no ensemble" in r.stderr,
+          "members of 4 and 3 classes: refused naming the file (rc %d: %s)" % (r.returncode, r.stderr.strip()[-300:]))
+    settings = {"version": 1, "modality": ["MR"], "reorient": 1, "spacing": [2, 2, 2],
+                "foreground": {"mode": "auto", "threshold": 0}, "crop": 1, "margin": [0, 0, 0],
+                "ct": {"norm": "window", "window": [-175, 250], "range": [0, 1], "zscore": [0, 1]},
+                "mr": {"norm": "zscore-fg"}}
+    sfile = os.path.join(tmp, "settings.json")
+    json.dump(settings, open(sfile, "w"))
+    ap = os.path.join(tmp, "a_prep.safetensors")
+    write_model(ap, 4, 3, sfile)
+    r = run([PREDICT, a + "," + ap, os.path.join(tmp, "p_bad2"), image] + flags)
+    check(r.returncode == 1 and ap in r.stderr and "other preprocessing" in r.stderr,
+          "members trained with other preprocessing: refused (rc %d: %s)" % (r.returncode, r.stderr.strip()[-300:]))
+    r = run([PREDICT, a + "," + os.path.join(tmp, "none.safetensors"), os.path.join(tmp, "p_bad3"), image] + flags)
+    check(r.returncode == 1 and "none.safetensors: no such model file" in r.stderr, "a missing member is named")
+
+    # mirroring: the prediction of a mirrored image is the mirrored prediction (all voxels
+    # nonzero: the foreground crop keeps the whole 32^3, one window, nothing asymmetric)
+    rng = np.random.RandomState(5)
+    vol = (rng.normal(size=(32, 32, 32)) + 4.0).astype(np.float32)
+    vol[8:20, 10:26, 4:14] += 3.0
+    orig, flip = os.path.join(tmp, "orig.nii.gz"), os.path.join(tmp, "flip.nii.gz")
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), orig)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(vol[::-1, :, ::-1]), np.eye(4)), flip)
+    for mirror in (True, False):
+        tag = "m" if mirror else "plain"
+        out = os.path.join(tmp, "p_" + tag)
+        r = run([PREDICT, a, out, orig, flip] + flags + (["--mirror"] if mirror else []))
+        check(r.returncode == 0, "predict.sh %s: %s" % (tag, r.stderr[-600:]))
+        if r.returncode:
+            continue
+        lo, lf = logits(out, "orig.nii.gz"), logits(out, "flip.nii.gz")
+        d = np.abs(lf - lo[::-1, :, ::-1]).max()
+        if mirror:
+            check(d < 1e-4 * max(1.0, np.abs(lo).max()), "--mirror: a mirrored image's logits are mirrored (largest difference %.3g)" % d)
+        else:
+            check(d > 1e-3, "without --mirror the random model is not flip-equivariant (difference %.3g): the check above can fail" % d)
+
+    # evaluate.sh takes both: an ensemble, mirrored, scored on the phantom dataset's validation case
+    r = run([EVALUATE, a + "," + b, ds, "--window", "32", "--mirror", "--no-hd95"])
+    lines = [l for l in r.stdout.splitlines() if l.startswith("case ")]
+    check(r.returncode == 0 and len(lines) == 1, "evaluate.sh with a mirrored ensemble: rc %d %s %s" % (
+        r.returncode, r.stdout[-300:], r.stderr[-300:]))
+    subprocess.run(["rm", "-rf", tmp])
+    return summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
