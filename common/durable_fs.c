@@ -11,7 +11,9 @@ Interrupted system calls (the stage's signal handlers do not use SA_RESTART) are
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <openssl/evp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,21 +255,38 @@ int fs_mkdir_p(const char *path, char *err)
     return 0;
 }
 
-// NAME.tmp (ours) or STEM.tmp<pid>.nii[.gz] (nifti_write_volume's temporary names).
+// The writer's pid in STEM.tmp<pid>.nii[.gz] (nifti_write_volume's temporary names), else -1.
+static long nifti_tmp_pid(const char *s)
+{
+    for (const char *t = strstr(s, ".tmp"); t; t = strstr(t + 1, ".tmp")) {
+        const char *p = t + 4;
+        long pid = 0;
+        if (*p < '0' || *p > '9') continue;
+        while (*p >= '0' && *p <= '9' && pid < 1L << 40) pid = pid * 10 + (*p++ - '0');
+        if (!strcmp(p, ".nii") || !strcmp(p, ".nii.gz")) return pid;
+    }
+    return -1;
+}
+
+// NAME.tmp (ours) or STEM.tmp<pid>.nii[.gz].
 static int is_temp_name(const char *s)
 {
     size_t l = strlen(s);
-    if (l > 4 && !strcmp(s + l - 4, ".tmp")) return 1;
-    const char *t = strstr(s, ".tmp");
-    while (t) {
-        const char *p = t + 4;
-        if (*p >= '0' && *p <= '9') {
-            while (*p >= '0' && *p <= '9') p++;
-            if (!strcmp(p, ".nii") || !strcmp(p, ".nii.gz")) return 1;
-        }
-        t = strstr(t + 1, ".tmp");
+    return (l > 4 && !strcmp(s + l - 4, ".tmp")) || nifti_tmp_pid(s) >= 0;
+}
+
+int fs_remove_dead_nifti_tmp(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long pid = nifti_tmp_pid(e->d_name);
+        if (pid > 0 && pid <= INT_MAX && kill((pid_t)pid, 0) != 0 && errno == ESRCH && !unlinkat(dirfd(d), e->d_name, 0)) n++;
     }
-    return 0;
+    closedir(d);
+    return n;
 }
 
 int fs_remove_tmp(const char *dir)

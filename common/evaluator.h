@@ -56,6 +56,8 @@ typedef struct {
     char split[64];                 // dataset_select selection (validation)
     const char *out_dir;
     int logits;                     // write float logits (K on the 4th axis) instead of labels
+    int keep_done;                  // --continue: a case whose OUT/<case>.nii.gz exists is not
+                                    // segmented again (scored from that file when it has a reference)
     // service mode
     const char *jobs_ep, *cases_ep, *exporter_ep, *metrics_ep;
     const char *curve_client, *server_key;      // CURVE: own key file, server's public key file

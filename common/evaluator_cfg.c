@@ -28,6 +28,8 @@ void eval_usage(void *file)
         "                        in service mode: read the reference labels from here by case id\n"
         "  --out DIR             write <case>.nii.gz on each source image's grid\n"
         "  --logits              write float32 logits (classes on the 4th axis) instead of labels\n"
+        "  --continue            leave cases whose OUT/<case>.nii.gz exists (a run stopped part way):\n"
+        "                        not segmented again, scored from that file when there is a reference\n"
         "service mode:\n"
         "  --jobs EP             trainer's evaljobs endpoint (PULL, connect)\n"
         "  --cases EP            loader's cases endpoint (DEALER, connect)\n"
@@ -147,6 +149,7 @@ int eval_parse(eval_cfg_t *c, int argc, char **argv, char *err)
         if (!strcmp(a, "--no-hd95")) { c->hd95 = 0; continue; }
         if (!strcmp(a, "--exit-after-final")) { c->exit_after_final = 1; continue; }
         if (!strcmp(a, "--mirror")) { c->sw.mirror = 1; continue; }
+        if (!strcmp(a, "--continue")) { c->keep_done = 1; continue; }
         if (!strcmp(a, "--model")) {
             if (c->n_models) return set_err(err, "--model given twice: list an ensemble's files after one --model");
             if (take_files(c->models, &c->n_models, argc, argv, &i, a, err)) return -1;
@@ -165,6 +168,9 @@ int eval_parse(eval_cfg_t *c, int argc, char **argv, char *err)
     if (!service && !c->n_images == !c->dataset) return set_err(err, "file mode needs exactly one of --images or --dataset");
     if (c->n_labels && !c->n_images) return set_err(err, "--labels needs --images (a dataset has its own labels)");
     if (!service && !c->out_dir && !c->n_labels && !c->dataset) return set_err(err, "nothing to do: give --out DIR or --labels");
+    if (c->keep_done && (service || !c->out_dir)) return set_err(err, "--continue needs --out DIR (file mode): the predictions to keep");
+    if (c->keep_done && c->logits && (c->n_labels || c->dataset))
+        return set_err(err, "--continue with --logits: kept logits files are not scored again; leave out --logits or the references");
     if (!c->curve_client != !c->server_key) return set_err(err, "CURVE needs both --curve-client and --server-key");
     if (stage_key_files_check(c->curve_client, c->server_key, NULL, err)) return -1;
     return model_cfg_check(&c->model, err);

@@ -11,6 +11,7 @@ is the window.
 #include "evaluator.h"
 #include "check.h"
 #include "dataset.h"
+#include "durable_fs.h"
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -146,6 +147,46 @@ static int load_case(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx,
     if (cfg->force_modality >= 0)
         for (int ch = 0; ch < c->image.C; ch++) c->modality[ch] = (modality_t)cfg->force_modality;
     return 0;
+}
+
+// --continue: case k's prediction is in OUT already (an earlier run stopped part way): kept,
+// and, when the case has a reference, scored from that file (it must be a label map on the
+// image's grid, as dataset_label_bytes checks a label file). 1 kept (r filled), 0 not there.
+static int kept_prediction(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx, int k, const model_cfg_t *mc,
+                           eval_result_t *r)
+{
+    static const dataset_t none = { .ignore_label = -1 };
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s.nii.gz", cfg->out_dir, r->id);
+    if (stat(path, &st) != 0) return 0;
+    r->ok = 1;
+    r->nfg = 0;
+    r->mean_dice = NAN;
+    if (ds ? !ds->cases[idx[k]].label : k >= cfg->n_labels) return 1;
+    case_t c;
+    uint8_t *ref = NULL, *pred = NULL;
+    volume_t pv;
+    char e2[ERR_LEN];
+    r->ok = load_case(cfg, ds, idx, k, mc, &c, &ref, r->error) == 0;
+    if (r->ok && nifti_read_volume(path, &pv, e2) != 0) {
+        r->ok = 0;
+        set_err(r->error, "--continue: %s", e2);
+    } else if (r->ok) {
+        const char *image = ds ? ds->cases[idx[k]].images[0] : cfg->images[cfg->case_first[k]];
+        r->ok = dataset_label_bytes(&none, path, &pv, c.image.dim, c.image.affine, image, &pred, e2) == 0;
+        if (!r->ok) set_err(r->error, "--continue: the kept prediction: %s", e2);
+        volume_free(&pv);
+    }
+    if (r->ok) {
+        double sp[3];
+        eval_affine_spacing(c.image.affine, sp);
+        eval_score(r, pred, ref, c.image.dim, sp, mc->classes, &cfg->lab, cfg->hd95);
+    }
+    case_free(&c);
+    free(ref);
+    free(pred);
+    return 1;
 }
 
 // The preprocessing of this run into run (a copy of cfg): the settings the model was trained
@@ -327,6 +368,9 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
 {
     if (cfg->out_dir && mkdir(cfg->out_dir, 0777) && errno != EEXIST)
         return set_err(err, "%s: cannot make the output folder: %s", cfg->out_dir, strerror(errno));
+    // a run killed while writing left STEM.tmpPID.nii.gz behind (others may be writing here now)
+    int stale = cfg->out_dir ? fs_remove_dead_nifti_tmp(cfg->out_dir) : 0;
+    if (stale) log_msg('I', "%s: removed %d unfinished file(s) of a stopped run", cfg->out_dir, stale);
     dataset_t ds, *dsp = NULL;
     int *idx = NULL, n = 0;
     if (cfg->dataset) {
@@ -386,12 +430,26 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
             cfg->sw.mirror ? ", mirrored (8 passes a window)" : "");
     if (nm > 1) log_msg('I', "an ensemble of %d models: their logits averaged", nm);
     eval_result_t *rs = xcalloc(n ? (size_t)n : 1, sizeof *rs);
-    int failed = 0, scored = 0;
+    int failed = 0, scored = 0, kept = 0;
     for (int k = 0; k < n; k++) {
         eval_result_t *r = &rs[k];
         case_t c;
         uint8_t *ref;
         double t0 = now_s();
+        if (dsp) snprintf(r->id, sizeof r->id, "%s", ds.cases[idx[k]].id);
+        else eval_case_id(cfg, k, r->id, sizeof r->id);
+        if (cfg->keep_done && kept_prediction(cfg, dsp, idx, k, mc, r)) {
+            kept++;
+            if (!r->ok) {
+                failed++;
+                log_msg('W', "case %s skipped: %s", r->id, r->error);
+            } else {
+                log_msg('I', "case %s: kept %s/%s.nii.gz (--continue)", r->id, cfg->out_dir, r->id);
+            }
+            if (r->nfg || !r->ok) eval_print_case(r, &cfg->lab, cfg->hd95);
+            scored += r->ok && r->nfg > 0;
+            continue;
+        }
         r->ok = load_case(cfg, dsp, idx, k, mc, &c, &ref, r->error) == 0;
         if (c.id[0]) snprintf(r->id, sizeof r->id, "%s", c.id);
         else if (dsp) snprintf(r->id, sizeof r->id, "%s", ds.cases[idx[k]].id);
@@ -409,6 +467,7 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
         else if (!r->ok) eval_print_case(r, &cfg->lab, cfg->hd95);
         free(ref);
     }
+    if (kept) log_msg('I', "%d of %d case(s) kept from an earlier run (--continue)", kept, n);
     if (scored) eval_print_summary(rs, n, &cfg->lab, cfg->hd95);
     free(run);
     free(rs);

@@ -4,7 +4,8 @@
 # MODEL: a native checkpoint (.ckpt) or a safetensors file (ours, or weights trained elsewhere
 # with the names of params_M_btcv.txt: then give --variant/--width/--classes); several, comma-
 # separated (f0.ckpt,f1.ckpt,...): an ensemble, their logits averaged as nnU-Net ensembles its
-# folds. --mirror adds nnU-Net's test-time mirroring (8 passes a window). Each IMAGE (NIfTI,
+# folds. --mirror adds nnU-Net's test-time mirroring (8 passes a window); --continue finishes a
+# job stopped part way (predictions already in OUT_DIR are left as they are). Each IMAGE (NIfTI,
 # 4D = channels) gives OUT_DIR/<name>.nii.gz on that image's own grid (same dims and affine): a
 # uint8 label map, or with --logits the float32 logits (classes on the 4th axis). nnU-Net's one
 # file per channel, CASE_0000.nii.gz CASE_0001.nii.gz ..., is one case: OUT_DIR/CASE.nii.gz (so is
@@ -19,7 +20,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$root/bin}
 case "$bin" in /*) ;; *) bin=$root/$bin ;; esac
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; }
 [ $# -ge 3 ] || usage
 model=$1 out=$2
 shift 2

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""test_ensemble_mirror.py -- nnU-Net's two inference habits in srm-evaluator's file mode.
+"""test_predict_nnunet.py -- nnU-Net's inference habits in srm-evaluator's file mode.
 
 An ensemble (predict.sh MODEL_A,MODEL_B ...; srm-evaluator --model A B): the written logits are
 the mean of each model's own logits, and the labels their argmax; members that disagree on
@@ -7,8 +7,12 @@ classes or on the preprocessing they were trained with are refused, naming the f
 Test-time mirroring (--mirror): with it, segmenting a mirrored image gives the mirrored logits of
 the image (the 8 passes make the whole prediction equivariant to flips); without it the random
 model does not, so the check can fail. Both through evaluate.sh too.
+--continue (nnU-Net's --continue_prediction): a predict.sh killed part way is finished by the
+same command with --continue, leaving the predictions already written as they are and giving
+what a clean run gives; evaluate.sh --continue scores kept label maps as it scored them; a kept
+file that is no label map of the image's grid is named.
 """
-import json, os, subprocess, sys, tempfile
+import json, os, subprocess, sys, tempfile, time
 
 import numpy as np
 import nibabel as nib
@@ -40,7 +44,7 @@ def logits(out, name):
 def main():
     tmp = tempfile.mkdtemp(prefix="srm-ens-")
     ds = os.path.join(tmp, "ph")
-    r = run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "make_phantoms.py"), ds, "--cases", "3", "--val", "1",
+    r = run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "make_phantoms.py"), ds, "--cases", "5", "--val", "1",
              "--size", "32"])
     check(r.returncode == 0, "make_phantoms: " + r.stderr)
     a, b, c3 = (os.path.join(tmp, n) for n in ("a.safetensors", "b.safetensors", "c3.safetensors"))
@@ -111,6 +115,54 @@ def main():
             check(d < 1e-4 * max(1.0, np.abs(lo).max()), "--mirror: a mirrored image's logits are mirrored (largest difference %.3g)" % d)
         else:
             check(d > 1e-3, "without --mirror the random model is not flip-equivariant (difference %.3g): the check above can fail" % d)
+
+    # --continue: kill predict.sh once its first prediction is on disk, then finish the job
+    imgs = sorted(os.path.join(ds, "imagesTr", f) for f in os.listdir(os.path.join(ds, "imagesTr")))
+    pf = ["--window", "32"]
+    clean, part = os.path.join(tmp, "p_clean"), os.path.join(tmp, "p_part")
+    r = run([PREDICT, a, clean] + imgs + pf)
+    check(r.returncode == 0 and len(os.listdir(clean)) == len(imgs), "clean run: rc %d %s" % (r.returncode, r.stderr[-300:]))
+    p = subprocess.Popen([PREDICT, a, part] + imgs + pf, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    def finished(d):      # predictions written (not a writer's STEM.tmpPID.nii.gz)
+        return sorted(f for f in os.listdir(d) if f.endswith(".nii.gz") and ".tmp" not in f) if os.path.isdir(d) else []
+    while time.time() < deadline and not finished(part):
+        time.sleep(0.02)
+    p.kill()
+    p.wait()
+    done = finished(part)
+    # a writer killed mid-file leaves its temporary file (as one killed at any moment may)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    junk = os.path.join(part, "%s.tmp%d.nii.gz" % (done[-1][:-7], gone.pid)) if done else None
+    if junk:
+        subprocess.run(["cp", os.path.join(part, done[-1]), junk], check=True)
+    stamps = {f: os.stat(os.path.join(part, f)).st_mtime_ns for f in done}
+    r = run([PREDICT, a, part] + imgs + pf + ["--continue"])
+    again = {f: os.stat(os.path.join(part, f)).st_mtime_ns for f in done if os.path.exists(os.path.join(part, f))}
+    same = all((np.asarray(nib.load(os.path.join(part, f)).dataobj) == np.asarray(nib.load(os.path.join(clean, f)).dataobj)).all()
+               for f in os.listdir(clean))
+    check(r.returncode == 0 and sorted(os.listdir(part)) == sorted(os.listdir(clean)) and same and again == stamps,
+          "killed after %d of %d predictions, --continue finishes the job: the same files as a clean run, the "
+          "first ones untouched, a killed writer's temporary file gone (rc %d: %s; %s)" % (len(done), len(imgs), r.returncode,
+                                                                                  r.stderr[-300:], sorted(os.listdir(part))))
+    check(0 < len(done) < len(imgs) or len(done) == len(imgs), "the kill came after a first prediction (%d)" % len(done))
+    # evaluate.sh --continue scores the kept label maps as the first run scored them
+    ev = os.path.join(tmp, "ev")
+    r1 = run([EVALUATE, a, ds, "--split", "all", "--out", ev, "--window", "32", "--no-hd95"])
+    r2 = run([EVALUATE, a, ds, "--split", "all", "--out", ev, "--window", "32", "--no-hd95", "--continue"])
+    l1 = [l for l in r1.stdout.splitlines() if l.startswith(("case ", "mean"))]
+    l2 = [l for l in r2.stdout.splitlines() if l.startswith(("case ", "mean"))]
+    check(r1.returncode == 0 and r2.returncode == 0 and l1 == l2 and len(l1) >= 3,
+          "evaluate.sh --continue: the kept predictions scored as before\n%s\n%s" % (l1, l2))
+    # a kept file that is no label map of the case's grid: named, the case failed
+    victim = sorted(f for f in os.listdir(ev))[0]
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), np.eye(4)), os.path.join(ev, victim))
+    r3 = run([EVALUATE, a, ds, "--split", "all", "--out", ev, "--window", "32", "--no-hd95", "--continue"])
+    check(r3.returncode == 2 and "--continue: the kept prediction: " in r3.stderr and victim in r3.stderr,
+          "a kept file on another grid: the case named as failed (rc %d: %s)" % (r3.returncode, r3.stderr[-400:]))
+    r = run([PREDICT, a, part] + imgs[:1] + pf + ["--continue", "--logits", "--labels", imgs[0]])
+    check(r.returncode != 0 and "--continue with --logits" in r.stderr, "--continue --logits with references: refused")
 
     # evaluate.sh takes both: an ensemble, mirrored, scored on the phantom dataset's validation case
     r = run([EVALUATE, a + "," + b, ds, "--window", "32", "--mirror", "--no-hd95"])
