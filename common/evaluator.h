@@ -74,6 +74,8 @@ typedef struct {
     int window_given;               // --window given: it wins over a job's patch size
     eval_labels_t lab;
     int hd95;                       // 1: compute HD95 (default)
+    uint8_t keep_largest[256];      // --keep-largest: classes whose largest component alone stays
+    int keep_given;
     // preprocessing (file mode): the model's settings when it carries them, else the defaults;
     // the loader's flags, when given, win over either
     preprocess_cfg_t prep;
@@ -144,8 +146,10 @@ typedef struct {
 // sliding-window logits averaged, as nnU-Net ensembles folds) and bring the result to the
 // source grid: labels (rec->src_dim) always; logits (K, rec->src_dim) when not NULL. The models
 // share their classes and input channels. 0 or -1 + err.
-int eval_segment(eval_model_t *const *ems, int n, const sw_cfg_t *sw, const eval_labels_t *lab, const float *x,
-                 const preprocess_record_t *rec, uint8_t *labels, float *logits, char *err);
+// keep (NULL: none) names the label values whose largest 26-connected component alone stays in
+// the labels (components.h); logits are left as the network gave them.
+int eval_segment(eval_model_t *const *ems, int n, const sw_cfg_t *sw, const eval_labels_t *lab, const uint8_t *keep,
+                 const float *x, const preprocess_record_t *rec, uint8_t *labels, float *logits, char *err);
 // The first voxel of the reference ref (n voxels) that scoring would silently drop: a label
 // >= K for softmax classes (with regions, a label in no region is background for each, as in
 // training: none); LABEL_IGNORE when ignore_ok is 0 (a label file's own 255 -- a 0/255 mask -- is no ignore label; a dataset's

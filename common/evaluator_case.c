@@ -2,7 +2,8 @@
 evaluator_case.c -- one case: sliding-window logits on the preprocessed grid, brought back to
 the source grid (preprocess_invert_float: resampling, crop and orientation undone) and only then
 turned into labels (argmax, or sigmoid > 0.5 per region and the region -> label rule), as
-nnU-Net resamples probabilities rather than labels. Voxels outside the foreground crop box get
+nnU-Net resamples probabilities rather than labels; then, when asked, only the largest connected
+component of the chosen labels stays (nnU-Net's and MONAI's postprocessing). Voxels outside the foreground crop box get
 a fixed "background" vote: logits (1, 0, ..., 0) for softmax classes, -1 for every region.
 Scoring follows system.md: per class (or region) Dice on the source grid, null when absent
 from both, mean over the defined foreground entries; HD95 in mm with the source spacing.
@@ -11,6 +12,7 @@ nnU-Net's evaluation with an ignore label: the prediction there is left out too.
 */
 #include "evaluator.h"
 #include "check.h"
+#include "components.h"
 #include "labels.h"
 #include <math.h>
 #include <stdlib.h>
@@ -21,8 +23,8 @@ void eval_affine_spacing(const double a[4][4], double spacing[3])
     for (int c = 0; c < 3; c++) spacing[c] = sqrt(a[0][c] * a[0][c] + a[1][c] * a[1][c] + a[2][c] * a[2][c]);
 }
 
-int eval_segment(eval_model_t *const *ems, int nm, const sw_cfg_t *sw, const eval_labels_t *lab, const float *x,
-                 const preprocess_record_t *rec, uint8_t *labels, float *logits, char *err)
+int eval_segment(eval_model_t *const *ems, int nm, const sw_cfg_t *sw, const eval_labels_t *lab, const uint8_t *keep,
+                 const float *x, const preprocess_record_t *rec, uint8_t *labels, float *logits, char *err)
 {
     const model_cfg_t *mc = eval_model_cfg(ems[0]);
     int K = mc->classes;
@@ -59,6 +61,7 @@ int eval_segment(eval_model_t *const *ems, int nm, const sw_cfg_t *sw, const eva
         free(masks);
     }
     if (src != logits) free(src);
+    if (rc == 0 && keep) components_keep_largest(labels, rec->src_dim, keep);
     return rc;
 }
 

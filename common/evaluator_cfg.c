@@ -51,6 +51,9 @@ void eval_usage(void *file)
         "  --mirror              test-time mirroring as nnU-Net's: every window also mirrored along\n"
         "                        each set of axes, the 8 outputs flipped back and averaged (8x time)\n"
         "  --regions \"WT=1,2,3,4;TC=1,3,4;ET=4\"   sigmoid outputs are label regions (BraTS)\n"
+        "  --keep-largest all|V,V...   postprocessing: only the largest 26-connected component of each\n"
+        "                        of these labels stays, the rest becomes background (nnU-Net's\n"
+        "                        remove_all_but_largest_component, MONAI's KeepLargestConnectedComponent)\n"
         "  --no-hd95             skip HD95\n"
         "preprocessing (file mode; default: the settings the model was trained with, which\n"
         "checkpoints and safetensors exports of srm-trainer carry; these flags override them):\n"
@@ -62,6 +65,26 @@ static int parse_window(eval_cfg_t *c, const char *s, char *err)
     if (cli_dims3("--window", s, 16, 1024, 16, c->sw.roi, err)) return -1;
     c->window_given = 1;
     return 0;
+}
+
+// --keep-largest all | V,V,... (label values 1..LABEL_MAX_CLASS).
+static int parse_keep(eval_cfg_t *c, const char *s, char *err)
+{
+    memset(c->keep_largest, 0, sizeof c->keep_largest);
+    c->keep_given = 1;
+    if (!strcmp(s, "all")) {
+        memset(c->keep_largest + 1, 1, LABEL_MAX_CLASS);
+        return 0;
+    }
+    for (const char *p = s;;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > LABEL_MAX_CLASS || (*end && *end != ','))
+            return set_err(err, "--keep-largest: '%s' is not all or label values 1..%d, comma-separated", s, LABEL_MAX_CLASS);
+        c->keep_largest[v] = 1;
+        if (!*end) return 0;
+        p = end + 1;
+    }
 }
 
 static int parse_choice(const char *flag, const char *s, const char *const *names, int n, int *out, char *err)
@@ -133,6 +156,7 @@ static int flag_value(eval_cfg_t *c, const char *a, const char *v, char *err)
     } else if (!strcmp(a, "--sigma-scale")) return cli_double(a, v, 1e-3, 10, &c->sw.sigma_scale, err);
     else if (!strcmp(a, "--sw-batch")) return cli_int(a, v, 1, 64, &c->sw.batch, err);
     else if (!strcmp(a, "--regions")) return eval_regions_parse(&c->lab, v, err);
+    else if (!strcmp(a, "--keep-largest")) return parse_keep(c, v, err);
     else if (!strcmp(a, "--spacing")) { c->spacing_given = 1; return cli_spacing(v, c->prep.target_spacing, err); }
     else if (!strcmp(a, "--norm")) return cli_norm(v, &c->prep, &c->force_modality, err);
     else return set_err(err, "unknown flag %s", a);

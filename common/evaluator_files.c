@@ -78,7 +78,7 @@ static int run_case(eval_model_t *const *ems, int nm, const eval_cfg_t *cfg, cas
     size_t sn = (size_t)rec.src_dim[0] * rec.src_dim[1] * rec.src_dim[2];
     uint8_t *labels = xmalloc(sn);
     float *logits = cfg->logits ? xmalloc(sn * mc->classes * sizeof(float)) : NULL;
-    int rc = eval_segment(ems, nm, &cfg->sw, &cfg->lab, c->image.data, &rec, labels, logits, err);
+    int rc = eval_segment(ems, nm, &cfg->sw, &cfg->lab, cfg->keep_given ? cfg->keep_largest : NULL, c->image.data, &rec, labels, logits, err);
     if (rc == 0 && cfg->out_dir) rc = write_result(cfg->out_dir, r->id, &rec, ndim, labels, logits, mc->classes, err);
     if (rc == 0 && ref) {
         double sp[3];

@@ -321,7 +321,7 @@ static int job_case(svc_t *s, const eval_job_t *j, const sw_cfg_t *sw, const eva
         rc = set_err(r->error, "%d image channels, the model takes %d", c.C, eval_model_cfg(s->em)->in_channels);
     if (rc == 0) {
         pred = xmalloc((size_t)c.rec.src_dim[0] * c.rec.src_dim[1] * c.rec.src_dim[2]);
-        rc = eval_segment(&s->em, 1, sw, lab, c.image, &c.rec, pred, NULL, r->error);
+        rc = eval_segment(&s->em, 1, sw, lab, s->cfg->keep_given ? s->cfg->keep_largest : NULL, c.image, &c.rec, pred, NULL, r->error);
     }
     if (rc == 0 && !(ref = reference(s, &c, how, r->error))) rc = -1;
     if (rc == 0) {

@@ -11,6 +11,9 @@ model does not, so the check can fail. Both through evaluate.sh too.
 same command with --continue, leaving the predictions already written as they are and giving
 what a clean run gives; evaluate.sh --continue scores kept label maps as it scored them; a kept
 file that is no label map of the image's grid is named.
+--keep-largest (nnU-Net's remove_all_but_largest_component, MONAI's KeepLargestConnectedComponent):
+the label map equals scipy.ndimage.label's largest 26-connected component per chosen class of
+the plain prediction, other classes untouched.
 """
 import json, os, subprocess, sys, tempfile, time
 
@@ -163,6 +166,30 @@ def main():
           "a kept file on another grid: the case named as failed (rc %d: %s)" % (r3.returncode, r3.stderr[-400:]))
     r = run([PREDICT, a, part] + imgs[:1] + pf + ["--continue", "--logits", "--labels", imgs[0]])
     check(r.returncode != 0 and "--continue with --logits" in r.stderr, "--continue --logits with references: refused")
+
+    # --keep-largest against scipy: the plain prediction, each chosen class cut to its largest
+    # 26-connected component (the first in C order among equals, as nnU-Net's max over labels)
+    from scipy import ndimage
+
+    def largest_only(lab, classes):
+        out = lab.copy()
+        for c in classes:
+            comp, n = ndimage.label(lab == c, structure=np.ones((3, 3, 3)))
+            if n > 1:
+                sizes = np.bincount(comp.ravel())[1:]
+                out[(comp > 0) & (comp != 1 + int(np.argmax(sizes)))] = 0
+        return out
+    kl = os.path.join(tmp, "p_keep")
+    plain = np.asarray(nib.load(os.path.join(clean, name)).dataobj)
+    frag = [c for c in range(1, 4) if ndimage.label(plain == c, structure=np.ones((3, 3, 3)))[1] > 1]
+    check(len(frag) >= 1, "the random model's prediction has a class in pieces (%s): else the check is weak" % frag)
+    for arg, classes in (("all", [1, 2, 3]), (",".join(map(str, frag[:1])), frag[:1])):
+        r = run([PREDICT, a, kl, image, "--window", "32", "--keep-largest", arg])
+        got = np.asarray(nib.load(os.path.join(kl, name)).dataobj) if r.returncode == 0 else None
+        check(got is not None and (got == largest_only(plain, classes)).all() and (got != plain).any(),
+              "--keep-largest %s: scipy's largest component of each class (rc %d %s)" % (arg, r.returncode, r.stderr[-300:]))
+    r = run([PREDICT, a, kl, image, "--window", "32", "--keep-largest", "0,2"])
+    check(r.returncode == 1 and "--keep-largest: '0,2'" in r.stderr, "--keep-largest 0,2: refused (background is no class to cut)")
 
     # evaluate.sh takes both: an ensemble, mirrored, scored on the phantom dataset's validation case
     r = run([EVALUATE, a + "," + b, ds, "--window", "32", "--mirror", "--no-hd95"])
