@@ -114,6 +114,12 @@ def main():
             continue
         lo, lf = logits(out, "orig.nii.gz"), logits(out, "flip.nii.gz")
         d = np.abs(lf - lo[::-1, :, ::-1]).max()
+        # the GPU host's way to check the same (tests/tools/nifti_compare: no nibabel there)
+        r = run([os.path.join(BUILD, "tools", "nifti_compare"), os.path.join(out, "flip.nii.gz"),
+                 os.path.join(out, "orig.nii.gz"), "--flip", "0,2"])
+        tool = json.loads(r.stdout) if r.returncode == 0 else {}
+        check(abs(tool.get("max_abs", -1) - d) <= 1e-6 * max(1.0, d) and tool.get("values") == lo.size,
+              "nifti_compare --flip agrees with numpy: %s against %.6g" % (tool, d))
         if mirror:
             check(d < 1e-4 * max(1.0, np.abs(lo).max()), "--mirror: a mirrored image's logits are mirrored (largest difference %.3g)" % d)
         else:
