@@ -89,13 +89,23 @@ static int ask_loader(svc_t *s, const char *what, int64_t index, const char *cas
         if (e == STAGE_READY) rc = wire_send(s->cases, &o, ZMQ_DONTWAIT, err);
         if (rc == WIRE_AGAIN && now_s() > deadline) rc = set_err(err, "no loader took the request within %d s", s->cfg->case_timeout_s);
     }
-    wire_out_free(&o);
-    if (rc < 0) return -1;
+    if (rc < 0) { wire_out_free(&o); return -1; }
+    // A request or its reply can be lost on the way (a loader stopped for a while, its connection
+    // dropped and made again): the same request goes again every EVAL_LOADER_RESEND_S; a second
+    // answer to it is dropped as stale by the next request's seq.
+    const double every = fmin(EVAL_LOADER_RESEND_S, s->cfg->case_timeout_s / 4.0);
+    double resend_at = now_s() + every;
     for (;;) {
         double left = deadline - now_s();
-        if (left <= 0) return set_err(err, "loader: no answer to '%s' within %d s", what, s->cfg->case_timeout_s);
+        if (left <= 0) { wire_out_free(&o); return set_err(err, "loader: no answer to '%s' within %d s", what, s->cfg->case_timeout_s); }
+        if (now_s() >= resend_at) {
+            char e2[ERR_LEN];
+            if (wire_send(s->cases, &o, ZMQ_DONTWAIT, e2) == 0)
+                log_msg('I', "no answer from the loader to '%s' for %.0f s: asked again", what, every);
+            resend_at = now_s() + every;
+        }
         stage_event_t e = stage_wait(s->st, s->cases, left > 1 ? 1000 : (int)(left * 1000) + 1);
-        if (e == STAGE_STOP) return 1;
+        if (e == STAGE_STOP) { wire_out_free(&o); return 1; }
         if (e != STAGE_READY) continue;
         char e2[ERR_LEN];
         int got = wire_recv(s->cases, m, ZMQ_DONTWAIT, e2);
@@ -107,6 +117,7 @@ static int ask_loader(svc_t *s, const char *what, int64_t index, const char *cas
                     (unsigned long long)seq, (unsigned long long)r.seq);
             continue;
         }
+        wire_out_free(&o);
         return 0;
     }
 }

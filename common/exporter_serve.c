@@ -9,6 +9,7 @@ carry an `id`: `ack` ok=false); the loop always goes on.
 #define _GNU_SOURCE
 #include "exporter_internal.h"
 #include "check.h"
+#include "durable_fs.h"
 #include "stage.h"
 #include <errno.h>
 #include <inttypes.h>
@@ -36,6 +37,12 @@ void exporter_usage(void)
             "  --run-id    this run's id (train.sh: RUN/run.id): metrics and predictions that name\n"
             "              another run are refused, so an evaluator that outlived its run drops them\n");
 }
+
+#define EXPORTER_DRAIN_IDLE_S 10
+#define EXPORTER_DRAIN_MAX_S 45
+
+static volatile sig_atomic_t orphaned;     // SIGUSR2: the pipeline script that started us is gone
+static void on_orphaned(int signo) { (void)signo; orphaned = 1; }
 
 static int parse_u64(const char *flag, const char *s, uint64_t *out, uint64_t lo, uint64_t hi, char *err)
 {
@@ -351,6 +358,9 @@ static int exporter_init(exporter_t *ex, const exporter_cfg_t *cfg, char *err)
     if (t) log_msg('W', "%s: removed %d temporary file(s) left by an interrupted write", ex->run, t);
     if (exporter_ckpt_recover(ex, err) || exporter_metrics_recover(ex, err)) return -1;
     if (ex->have_scored) exporter_scored(ex, ex->scored_upto);  // markers the file's scores settle
+    // a score whose checkpoint had not come when the last exporter stopped: best follows it when
+    // that checkpoint comes now (scores below best, or of steps filed, change nothing)
+    for (int i = 0; i < ex->dice.n; i++) exporter_best_offer(ex, ex->dice.p[i].step, ex->dice.p[i].value);
     return 0;
 }
 
@@ -390,10 +400,22 @@ int exporter_run(const exporter_cfg_t *cfg, char *err)
     if (!sock) { stage_destroy(&st); exporter_curves_free(&ex); id_set_free(&ex.filed); return -1; }
     log_msg('I', "serving %s on %s (keep %d, every %" PRIu64 ")", ex.run, bind, cfg->keep, cfg->every);
 
+    // The pipeline script gone (kill -9 of train.sh): every stage stops at once, and the trainer's
+    // final checkpoint, the evaluator's last lines come to this exporter only then. So it serves
+    // on until EXPORTER_DRAIN_IDLE_S pass without a message (EXPORTER_DRAIN_MAX_S at most, under
+    // the minute a --resume waits for the run folder); SIGTERM still stops it at once.
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_orphaned;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR2, &sa, NULL);
+    if (stage_parent_death_signal(st, SIGUSR2)) orphaned = 1;
+    double drain_from = 0, last_msg = fs_now();
     sigset_t stop, old;
     sigemptyset(&stop);
     sigaddset(&stop, SIGINT);
     sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGUSR2);
     for (;;) {
         stage_event_t ev = stage_wait(st, sock, 500);
         if (ev == STAGE_STOP) break;
@@ -401,12 +423,21 @@ int exporter_run(const exporter_cfg_t *cfg, char *err)
             sigprocmask(SIG_BLOCK, &stop, &old);        // finish this message whatever arrives
             handle_one(&ex, sock);
             sigprocmask(SIG_SETMASK, &old, NULL);
+            last_msg = fs_now();
         }
+        if (orphaned && drain_from == 0) {
+            drain_from = fs_now();
+            log_msg('I', "the pipeline script is gone: taking the other stages' last messages (until %d s pass without "
+                    "one, %d s at most)", EXPORTER_DRAIN_IDLE_S, EXPORTER_DRAIN_MAX_S);
+        }
+        if (drain_from && (fs_now() - last_msg >= EXPORTER_DRAIN_IDLE_S || fs_now() - drain_from >= EXPORTER_DRAIN_MAX_S))
+            break;
         exporter_curves_refresh(&ex, 0);
     }
     exporter_curves_refresh(&ex, 1);
-    log_msg('I', "stopping (signal %d): %ld checkpoints, %ld metrics, %ld predictions stored, %ld messages rejected",
-            stage_signal(st), ex.n_ckpt, ex.n_metrics, ex.n_pred, ex.n_rejected);
+    log_msg('I', "stopping (%s %d): %ld checkpoints, %ld metrics, %ld predictions stored, %ld messages rejected",
+            orphaned && !stage_signal(st) ? "pipeline script gone, signal" : "signal",
+            orphaned && !stage_signal(st) ? SIGUSR2 : stage_signal(st), ex.n_ckpt, ex.n_metrics, ex.n_pred, ex.n_rejected);
     stage_destroy(&st);
     exporter_curves_free(&ex);
     id_set_free(&ex.filed);

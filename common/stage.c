@@ -96,6 +96,15 @@ static void stop_with_parent(void)
     }
 }
 
+int stage_parent_death_signal(stage_t *st, int signo)
+{
+    (void)st;
+    const char *s = getenv("SRM_PARENT_PID");
+    if (!s || !*s) return 0;
+    if (prctl(PR_SET_PDEATHSIG, signo)) log_msg('W', "prctl(PR_SET_PDEATHSIG): %s", strerror(errno));
+    return (long)getppid() != strtol(s, NULL, 10);
+}
+
 stage_t *stage_new(const char *name)
 {
     stage_t *st = xcalloc(1, sizeof *st);

@@ -68,6 +68,10 @@ stage_event_t stage_wait(stage_t *st, void *sock, int timeout_ms);
 stage_event_t stage_wait_out(stage_t *st, void *sock, int timeout_ms);
 // Poll several items (revents filled); the self-pipe is added internally. READY/IDLE/STOP.
 stage_event_t stage_poll(stage_t *st, zmq_pollitem_t *items, int n, int timeout_ms);
+// A stage started by a pipeline script (SRM_PARENT_PID) stops as on SIGTERM when the script ends;
+// one that must outlive the others' stop (the exporter: their last checkpoint and lines) asks for
+// signo instead. Returns 1 when the script is already gone.
+int  stage_parent_death_signal(stage_t *st, int signo);
 void stage_stop(stage_t *st);                   // e.g. after a "stop" message
 int  stage_stopping(const stage_t *st);
 int  stage_signal(const stage_t *st);           // the signal that asked to stop, or 0

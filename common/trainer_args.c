@@ -147,6 +147,9 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
             else if (!strcmp(v, "cpu")) c->device = TRAIN_DEV_CPU;
             else if (!strcmp(v, "gpu")) c->device = TRAIN_DEV_GPU;
             else rc = set_err(err, "--device: '%s' is not auto, cpu or gpu", v);
+            // a lasting fact of this binary, not a failure a restart mends (exit 78)
+            if (!SRM_CUDA && c->device == TRAIN_DEV_GPU)
+                rc = set_err(err, "--device gpu: this srm-trainer was built without CUDA (make CUDA=1)");
         } else if (!strcmp(a, "--loss")) {
             loss_given = 1;
             if (!strcmp(v, "dice")) c->tc.loss = LOSS_DICE;

@@ -56,14 +56,9 @@ static int open_gpu(train_backend_t *b, const trainer_cfg_t *c, char *err)
 #endif
 
 train_backend_t *tb_open(const trainer_cfg_t *c, const model_t *m, float *params, float *adam_m,
-                         float *adam_v, char *err)
+                         float *adam_v, int *lasting, char *err)
 {
-#if !SRM_CUDA
-    if (c->device == TRAIN_DEV_GPU) {
-        set_err(err, "--device gpu: this srm-trainer was built without CUDA (make CUDA=1)");
-        return NULL;
-    }
-#endif
+    *lasting = 0;
     train_backend_t *b = xcalloc(1, sizeof *b);
     b->m = m;
     b->tc = c->tc;
@@ -73,7 +68,7 @@ train_backend_t *tb_open(const trainer_cfg_t *c, const model_t *m, float *params
 #if SRM_CUDA
     if (c->device != TRAIN_DEV_CPU) {
         int rc = open_gpu(b, c, err);
-        if (rc < 0) { free(b); return NULL; }
+        if (rc < 0) { *lasting = c->device == TRAIN_DEV_GPU && !gpu_present(); free(b); return NULL; }
         if (rc > 0) return b;
     }
 #endif

@@ -20,8 +20,10 @@ double trainer_wall(void);                  // seconds since the Unix epoch
 // CPU; on the GPU they are refreshed by tb_download (before a checkpoint or an eval job) and
 // pushed by tb_upload (after initialisation or a resume).
 typedef struct train_backend train_backend_t;
+// NULL with err on failure; *lasting set when no restart can mend it (--device gpu on a host
+// without a usable GPU).
 train_backend_t *tb_open(const trainer_cfg_t *c, const model_t *m, float *params, float *adam_m,
-                         float *adam_v, char *err);
+                         float *adam_v, int *lasting, char *err);
 const char *tb_device(const train_backend_t *b);          // "cpu" or "gpu"
 void tb_upload(train_backend_t *b);
 void tb_download(train_backend_t *b);

@@ -49,6 +49,7 @@ typedef struct {
     double drop_window;             // without one (rate limit); monotonic start of that minute
     char why[ERR_LEN];              // next_batch's 3: the mismatch
     double t_start;                 // monotonic time at which trainer_run began (--max-minutes)
+    double job_warned;              // when a final eval job that could not be written was said
     budget_t budget;
 } trainer_t;
 
@@ -126,7 +127,8 @@ static int setup(trainer_t *t, char *err)
         rng_t r = t->state.rng;
         model_init_params(&t->m, t->params, rng_u64(&r));
     }
-    if (!(t->b = tb_open(c, &t->m, t->params, t->adam_m, t->adam_v, err))) return -1;
+    int lasting;
+    if (!(t->b = tb_open(c, &t->m, t->params, t->adam_m, t->adam_v, &lasting, err))) return lasting ? TRAINER_EXIT_CONFIG : -1;
     tb_upload(t->b);
     log_msg('I', "model %s width %d, %d -> %d channels, %zu parameters; %s loss, %s lr %g, %ld steps, "
             "patch %dx%dx%d batch %d, device %s", model_variant_name(c->model.variant), c->model.width,
@@ -290,16 +292,22 @@ static int wait_until(trainer_t *t, int (*cond)(trainer_t *), double timeout_s, 
 }
 
 static int acked(trainer_t *t) { return ckpt_flow_done(&t->ck); }
+static int never(trainer_t *t) { (void)t; return 0; }
 static int lines_acked(trainer_t *t) { return outbox_pending(t->out) == 0; }
 static int final_validated(trainer_t *t) { return t->rep.last_val_step >= t->state.step; }
 
-// Try to hand over the final eval job (the evaluator may be busy with an earlier one).
+// Try to hand over the final eval job (the evaluator may be busy with an earlier one): 1 sent,
+// 0 not taken yet, -1 it could not be written (a full disk: said once a minute at most).
+#define FINAL_JOB_RETRY_S 5
 static int final_job_sent(trainer_t *t)
 {
     char err[ERR_LEN];
     int rc = report_eval_job(t->c, &t->m, t->ck.spool, t->jobs, t->params, t->state.step, 1, err);
-    if (rc < 0) log_msg('W', "final eval job: %s", err);
-    return rc == 0;
+    if (rc < 0 && (t->job_warned == 0 || trainer_now() - t->job_warned >= 60)) {
+        log_msg('W', "final eval job: %s (tried again every %d s)", err, FINAL_JOB_RETRY_S);
+        t->job_warned = trainer_now();
+    }
+    return rc == 0 ? 1 : rc < 0 ? -1 : 0;
 }
 
 // Final checkpoint, its ack, and the final validation. Returns 0; -1 when the exporter did not
@@ -309,6 +317,12 @@ static int finish(trainer_t *t, int completed)
 {
     const trainer_cfg_t *c = t->c;
     int durable = 0;
+    if (t->state.step == 0) {
+        // stopped before its first step (another stage could not start): --seed makes these
+        // weights again, and a gigabyte of them in the spool would only stand in the way
+        log_msg('I', "stopped before the first step: no checkpoint to keep");
+        return 0;
+    }
     const int saved = save_ckpt(t, 1, completed && c->final_eval_timeout_s > 0) == 0;
     if (saved && t->exporter) {
         log_msg('I', "waiting up to %.0f s for the exporter to acknowledge step %ld", c->final_ack_timeout_s, t->state.step);
@@ -327,11 +341,15 @@ static int finish(trainer_t *t, int completed)
         int sent = 0;
         log_msg('I', "final eval job step %ld: waiting up to %.0f s for an evaluator to take it", t->state.step,
                 c->final_eval_timeout_s);
-        while (!(sent = final_job_sent(t)) && trainer_now() - t0 < c->final_eval_timeout_s && !stage_stopping(t->st)) {
+        while ((sent = final_job_sent(t)) <= 0 && trainer_now() - t0 < c->final_eval_timeout_s && !stage_stopping(t->st)) {
+            // a job that could not be written waits before the next try (no evaluator: it
+            // waits for the socket); the exporter and the metrics are served meanwhile
+            if (sent < 0) wait_until(t, never, FINAL_JOB_RETRY_S, 1);
             zmq_pollitem_t it = { .socket = t->jobs, .events = ZMQ_POLLOUT };
-            if (zmq_poll(&it, 1, 500) < 0 && zmq_errno() != EINTR) break;
+            if (sent == 0 && zmq_poll(&it, 1, 500) < 0 && zmq_errno() != EINTR) break;
             service(t);
         }
+        sent = sent > 0;
         if (!sent && stage_stopping(t->st))
             log_msg('W', "no evaluator took the final eval job (stopped after %.0f s)", trainer_now() - t0);
         else if (!sent) log_msg('W', "no evaluator took the final eval job within %.0f s", c->final_eval_timeout_s);
@@ -344,7 +362,7 @@ static int finish(trainer_t *t, int completed)
             int got = 0;
             for (double left; (left = c->final_eval_timeout_s - (trainer_now() - t0)) > 0 && !stage_stopping(t->st);) {
                 if ((got = wait_until(t, final_validated, fmin(left, c->final_eval_resend_s), 1))) break;
-                if (trainer_now() - t0 < c->final_eval_timeout_s && final_job_sent(t))
+                if (trainer_now() - t0 < c->final_eval_timeout_s && final_job_sent(t) > 0)
                     log_msg('I', "no validation of step %ld yet: the final eval job is offered again", t->state.step);
             }
             if (!got && stage_stopping(t->st))
@@ -369,7 +387,7 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
     stage_malloc_for_big_frames();          // patch batches are tens of MB a frame
     t.st = stage_new("trainer");
     int rc = setup(&t, err);
-    if (rc) { teardown(&t); stage_destroy(&t.st); return -1; }
+    if (rc) { teardown(&t); stage_destroy(&t.st); return rc == TRAINER_EXIT_CONFIG ? rc : -1; }
 
     t.rep.t_start = t.rep.t_last = trainer_now();
     t.rep.step_last = t.state.step;
@@ -447,7 +465,7 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
     stage_destroy(&t.st);
     if (mismatch) { set_err(err, "%s", t.why); return TRAINER_EXIT_CONFIG; }
     if (fin == -1)
-        set_err(err, "the final checkpoint (step %ld) is not with the exporter (see its log: a full disk?); it is kept in %s",
+        set_err(err, "the final checkpoint (step %ld) is not with the exporter (it did not acknowledge it: see its log); it is kept in %s",
                 t.state.step, t.ck.spool);
     if (fin == -2)
         set_err(err, "the final checkpoint (step %ld) could not be written to %s (see above); the newest checkpoint the "

@@ -15,7 +15,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$root/bin}
 case "$bin" in /*) ;; *) bin=$root/$bin ;; esac
-if [ $# -lt 2 ]; then sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; fi
+case "${1:-}" in -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+if [ $# -lt 2 ]; then sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; fi
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}     # as predict.sh: idle threads sleep
 model=$1 dataset=$2
 shift 2
 IFS=, read -ra models <<<"$model"

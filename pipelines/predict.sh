@@ -21,7 +21,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$root/bin}
 case "$bin" in /*) ;; *) bin=$root/$bin ;; esac
 usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; }
+case "${1:-}" in -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 [ $# -ge 3 ] || usage
+# Its OpenMP threads sleep when idle instead of spinning: on a host where other work runs (a
+# training, augmenters) spinning threads steal each other's cores (3-4x slower, measured)
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 model=$1 out=$2
 shift 2
 images=()

@@ -14,8 +14,8 @@
 {   # (the whole script is read before it runs: a git pull during a long run cannot change the running copy)
 set -u
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+[ "${1:-}" = --help ] && { usage; exit 0; }
 [ $# -ge 2 ] || { usage >&2; exit 2; }
-[ "$1" = --help ] && { usage; exit 0; }
 DATASET=$1 ENDPOINT=$2
 shift 2
 N=1

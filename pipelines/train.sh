@@ -44,8 +44,8 @@ other:     --restarts N (5: restarts allowed per stage)  --final-timeout S (900)
 EOF
 }
 
+[[ ${1:-} == -h || ${1:-} == --help ]] && { usage; exit 0; }
 (($# >= 2)) || { usage >&2; exit 2; }
-[[ $1 == -h || $1 == --help ]] && { usage; exit 0; }
 DATASET=$(cd "$1" 2>/dev/null && pwd) || srm_die "dataset folder '$1' not found"
 mkdir -p "$2" || srm_die "cannot create run folder '$2'"
 RUN=$(cd "$2" && pwd)
@@ -153,10 +153,27 @@ elif [[ -z $CLASSES ]]; then
     srm_log "$dk classes (${from//_/ } of $DATASET), $dc channel(s)"
 fi
 CLASSES=${CLASSES:-$dk}; INCH=${INCH:-$dc}
+# A resumed run keeps the preprocessing its first run trained with (RUN/prep.args): another
+# --spacing or --norm now would train the rest of the run on other inputs (and predict.sh would
+# apply the last one to weights trained mostly on the first). A run that never trained is free.
+NORM_RESOLVED=""
+if ((RESUME)) && [[ -s $RUN/prep.args ]] && srm_run_held "$RUN" >/dev/null; then
+    first_sp=$(sed -n 's/^spacing=//p' "$RUN/prep.args") first_norm=$(sed -n 's/^norm=//p' "$RUN/prep.args")
+    [[ -z $SPACING || $SPACING == "$first_sp" ]] ||
+        srm_die "$RUN trained with --spacing ${first_sp:-(none given)}: resume without --spacing, or with the same"
+    [[ -z $NORM || $NORM == "$first_norm" ]] ||
+        srm_die "$RUN trained with --norm ${first_norm:-(none given)}: resume without --norm, or with the same"
+    SPACING=$first_sp NORM=$first_norm NORM_RESOLVED=$(sed -n 's/^norm_resolved=//p' "$RUN/prep.args")
+    srm_log "resuming with the first run's preprocessing: --spacing ${SPACING:-(default)} --norm ${NORM:-(default)}"
+fi
+NORM_GIVEN=$NORM
 # --norm ct-nnunet: nnU-Net's CT normalisation (clip to the foreground's 0.5 / 99.5 percentiles,
 # z-score with its mean and std) from the dataset's intensity fingerprint; the same figures on
-# every run of the same cases, and the checkpoints carry them for predict.sh.
-if [[ $NORM == ct-nnunet ]]; then
+# every run of the same cases, and the checkpoints carry them for predict.sh (a resume takes the
+# first run's figures).
+if [[ $NORM == ct-nnunet && -n $NORM_RESOLVED ]]; then
+    NORM=$NORM_RESOLVED
+elif [[ $NORM == ct-nnunet ]]; then
     fp=$("$SRM_BIN/srm-inspect" --dataset "$DATASET" --intensities) || srm_die "--norm ct-nnunet: no intensity fingerprint of $DATASET"
     NORM=$($SRM_PY -c 'import json, sys; o = json.loads(sys.argv[1]); print(o["ct_norm"] or "-" + o["ct_norm_why_not"])' "$fp") ||
         srm_die "srm-inspect --intensities: unexpected answer '$fp'"
@@ -166,14 +183,15 @@ fi
 # Validation cases: the dataset's declared validation split; else, as nnU-Net, fold 0 of its
 # 5-fold split (splits_final.json, MSD fold keys, or generated), when an evaluator will use them.
 # A resumed run keeps the cases its first run chose (RUN/cases.args), whatever the defaults say
-# now; a run from before that file was kept trained on the declared split.
+# now (one that never trained may choose again); a run from before that file was kept trained on
+# the declared split.
 # ("--loader-args" in it: the loader's own arguments chose them, and must again.)
 SPLIT_ARGS=(--split train --val-split validation)
 [[ -z $FOLD || $FOLD =~ ^(0|[1-9][0-9]{0,2}|all)$ ]] || srm_die "--fold: '$FOLD' is not a fold number (0..999) or all"
 LOADER_CHOOSES=0
 [[ " $LOADER_ARGS " =~ \ --(split|val-split|fold)\  ]] && LOADER_CHOOSES=1
 FIRST=""
-((RESUME)) && [[ -s $RUN/cases.args ]] && FIRST=$(<"$RUN/cases.args")
+((RESUME)) && [[ -s $RUN/cases.args ]] && srm_run_held "$RUN" >/dev/null && FIRST=$(<"$RUN/cases.args")
 if [[ $FIRST == --loader-args ]]; then
     ((LOADER_CHOOSES)) && [[ -z $FOLD ]] ||
         srm_die "$RUN chose its cases with --loader-args: resume with the same --loader-args (and no --fold)"
@@ -203,7 +221,8 @@ elif ((nval == 0)) && ((EVALUATOR || REMOTE_EVAL)); then
     if ((f0v > 0 && f0t > 0)); then
         SPLIT_ARGS=(--fold 0 --val-split fold0/val)
         case $folds_from in
-            generated) what="nnU-Net's generated $nfolds-fold split" ;;
+            generated) what="nnU-Net's generated $nfolds-fold split"
+                ((nfolds < 5)) && what="a generated $nfolds-fold split, one case a fold (nnU-Net's 5 folds need 5 cases)" ;;
             fold_keys) what="the $nfolds folds of dataset.json's fold keys" ;;
             *) what="the $nfolds folds of splits_final.json" ;;
         esac
@@ -392,6 +411,8 @@ RUN_ID=$(<"$RUN/run.id")
 srm_start exporter "$SRM_BIN/srm-exporter" --run-dir "$RUN" --bind "$EP_BIND_exporter" --run-id "$RUN_ID" "${REMOTE_FLAG[@]}" "${X_EXPORTER[@]}"
 if ((LOADER_CHOOSES)); then echo --loader-args; else printf '%s\n' "${SPLIT_ARGS[*]}"; fi >"$RUN/cases.args" ||
     srm_die "cannot write $RUN/cases.args"
+printf 'spacing=%s\nnorm=%s\nnorm_resolved=%s\n' "$SPACING" "$NORM_GIVEN" "$NORM" >"$RUN/prep.args" ||
+    srm_die "cannot write $RUN/prep.args"
 [[ -z $AUTO_REGIONS ]] || printf '%s\n' "$AUTO_REGIONS" >"$RUN/regions.auto" || srm_die "cannot write $RUN/regions.auto"
 # A fold's cases are kept with the run (RUN/splits_final.json, the dataset's folds when it began)
 # and a resume trains and validates on those, whatever the dataset's folds are now: new cases,

@@ -16,7 +16,7 @@ an `id`, and a prediction it does not acknowledge is sent again with the same id
 exits 0 after the final job. Fails loudly (does not
 skip) when srm-loader is not built.
 """
-import hashlib, os, signal, subprocess, sys, tempfile, time
+import hashlib, os, signal, subprocess, sys, tempfile, threading, time
 
 import msgpack
 import numpy as np
@@ -121,6 +121,7 @@ def main():
         stop_mid_case(tmp, blob, jobs, mets, logs, procs)
         copy_checked_like_loader(tmp, ds, blob, jobs, mets, logs, procs)
         curve(tmp, blob, mets, logs, procs)
+        lossy_loader(tmp, blob, mets, logs, procs)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -475,6 +476,57 @@ def curve(tmp, blob, mets, logs, procs):
         check(good.wait(timeout=30) == 0, "CURVE evaluator rc")
     except subprocess.TimeoutExpired:
         check(False, "CURVE evaluator did not stop after --max-jobs 1")
+    ctx.destroy(linger=0)
+
+
+def lossy_loader(tmp, blob, mets, logs, procs):
+    """A request to the loader lost on the way (a loader stopped for a while, its connection made
+    again): the evaluator asks again after a quarter of --case-timeout (30 s at most) instead of
+    waiting all of it -- it once waited its 600 s, and the run lost three validations. A proxy
+    between the evaluator and the real loader drops the first request."""
+    stop, seen = threading.Event(), {"dropped": 0, "passed": 0}
+
+    def pump():
+        c = zmq.Context.instance()
+        front = c.socket(zmq.ROUTER); front.setsockopt(zmq.LINGER, 0); front.bind("ipc://%s/lossy" % tmp)
+        back = c.socket(zmq.DEALER); back.setsockopt(zmq.LINGER, 0); back.connect("ipc://%s/cases" % tmp)
+        poller = zmq.Poller(); poller.register(front, zmq.POLLIN); poller.register(back, zmq.POLLIN)
+        who = None
+        while not stop.is_set():
+            for s, _ in poller.poll(100):
+                if s is front:
+                    fr = front.recv_multipart()
+                    if seen["dropped"] == 0:
+                        seen["dropped"] = 1
+                        continue
+                    who = fr[0]
+                    seen["passed"] += 1
+                    back.send_multipart(fr[1:])
+                elif who is not None:
+                    front.send_multipart([who] + back.recv_multipart())
+        front.close(); back.close()
+    th = threading.Thread(target=pump)
+    th.start()
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH); push.setsockopt(zmq.LINGER, 0); push.bind("ipc://%s/jobs_lossy" % tmp)
+    ev = subprocess.Popen([os.path.join(BIN, "srm-evaluator"), "--jobs", "ipc://%s/jobs_lossy" % tmp,
+                           "--cases", "ipc://%s/lossy" % tmp, "--metrics", "ipc://%s/metrics" % tmp, "--window", "32",
+                           "--max-jobs", "1", "--case-timeout", "20"], stdout=logs, stderr=logs)
+    procs.append(ev)
+    t0 = time.time()
+    push.send_multipart(job(41, "weights", blob))
+    got = recv_step(mets, 41, 60)
+    took = time.time() - t0
+    stop.set()
+    th.join()
+    v = decode(got)[0].get("values", {}) if got is not None else {}
+    check(got is not None and v.get("cases_ok") == 2 and seen["dropped"] == 1 and took < 19,
+          "a lost loader request is asked again: step 41 validated in %.1f s (cases %s; requests dropped %d, passed %d)"
+          % (took, v.get("cases_ok"), seen["dropped"], seen["passed"]))
+    try:
+        ev.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        check(False, "the evaluator did not stop after --max-jobs 1")
     ctx.destroy(linger=0)
 
 

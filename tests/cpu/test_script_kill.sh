@@ -3,7 +3,8 @@
 # stages run in their own sessions, so nothing passes the kill on; they must stop by themselves
 # (lib.sh's SRM_PARENT_PID: the parent-death signal, common/stage.c) and a --resume must then
 # continue the run alone. Checks:
-#   - after kill -9 of train.sh at step >= 10, no process of the run is left (within 60 s),
+#   - after kill -9 of train.sh at step >= 10, no process of the run is left (within 60 s), and the
+#     trainer's final checkpoint of the stop was filed (the exporter serves on for it),
 #   - a second train.sh on a run folder whose pipeline is alive refuses (SRM_RUN_WAIT_S=2),
 #     naming the live exporter, and leaves the live run untouched,
 #   - `train.sh ... --resume` resumes at or after the acknowledged step 10 (its data stream seeded
@@ -35,6 +36,13 @@ kill -KILL $PIPE
 wait $PIPE 2>/dev/null
 for ((i = 0; i < 300 && $(left) > 0; i++)); do sleep 0.2; done
 check "[[ $(left) == 0 ]]" "no stage left 60 s after kill -9 of train.sh ($(pgrep -af "$RUN/" | cut -c1-80 | tr '\n' ';'))"
+# every stage got the stop at once; the exporter, told the script is gone, served on until the
+# trainer's final checkpoint was filed (it once stopped at once: that checkpoint was never
+# acknowledged, and a validation line in flight was lost)
+stop=$(grep -o 'stopping on signal [0-9]* at step [0-9]*' "$RUN/logs/trainer.log" | tail -n 1 | grep -o '[0-9]*$')
+check "grep -q 'the pipeline script is gone: taking the other stages' '$RUN/logs/exporter.log' &&
+       grep -q 'checkpoint step ${stop:-x} acknowledged' '$RUN/logs/trainer.log' && [[ -s '$RUN/checkpoints/step-$(printf %08d "${stop:-0}").ckpt' ]]" \
+      "the trainer's final checkpoint (step ${stop:-?}) was filed after the kill"
 acked=$(grep -o 'checkpoint step [0-9]* acknowledged' "$RUN/logs/trainer.log" | tail -n 1 | grep -o '[0-9]*')
 
 timeout 400 bash pipelines/train.sh "${args[@]}" --resume >"$TMP/train3.out" 2>&1

@@ -21,6 +21,11 @@ done
 rc=$(st timeout 20 "$BIN/srm-trainer" --loss sigmoid-dice --regions "A=1,2;B=2,3" --patches "ipc://$TMP/p0")
 check "[[ $rc == 78 ]] && grep -q 'A and B overlap without one holding the other' '$TMP/out'" \
     "srm-trainer with regions that overlap without nesting: status 78 (got $rc)"
+# --device gpu where no GPU can be had (a CPU build, or a host without a usable one): lasting,
+# so no restarts (train.sh restarted it five times)
+rc=$(st timeout 60 "$BIN/srm-trainer" --device gpu --preset tiny --model P --patch 32 --patches "ipc://$TMP/pg")
+check "[[ $rc == 78 ]] && grep -q -- '--device gpu: \(this srm-trainer was built without CUDA\|no usable CUDA device\)' '$TMP/out'" \
+    "srm-trainer --device gpu without a GPU: status 78 (got $rc: $(tail -n 1 "$TMP/out"))"
 rc=$(st timeout 20 "$BIN/srm-loader" --dataset "$TMP/nowhere" --volumes "ipc://$TMP/v")
 check "[[ $rc == 78 ]] && grep -q '$TMP/nowhere' '$TMP/out'" "srm-loader with a missing dataset: status 78, the folder named (got $rc)"
 # every training case unusable (labels outside the declared classes): no restart would help

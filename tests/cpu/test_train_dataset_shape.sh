@@ -42,6 +42,18 @@ check "grep -q '4 classes (label files of' '$TMP/run1.out'" "plain layout: 4 cla
 check "grep -q '\[loader\] W: .*has no dataset.json: its channels are normalised as MR' '$TMP/run1.out'" \
     "plain layout: the console says the channels are taken as MR (no modality without dataset.json)"
 check "[[ -e '$TMP/run1/checkpoints/latest.ckpt' ]]" "plain layout: a checkpoint was written"
+# a resume keeps the first run's preprocessing: without --spacing it trains on as before (it once
+# switched silently to the default, the rest of the run on other inputs), another one is refused
+timeout 300 bash pipelines/train.sh "$TMP/plain" "$TMP/run1s" "${ARGS[@]}" --spacing 1.5,1.5,1.5 >"$TMP/run1s.out" 2>&1
+timeout 300 bash pipelines/train.sh "$TMP/plain" "$TMP/run1s" "${ARGS[@]}" --resume >"$TMP/run1sb.out" 2>&1
+rc=$?
+sp=$(/usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["spacing"])' "$TMP/run1s/preprocessing.json" 2>&1)
+check "[[ $rc == 0 ]] && grep -q \"resuming with the first run's preprocessing: --spacing 1.5,1.5,1.5\" '$TMP/run1sb.out' && [[ '$sp' == '[1.5, 1.5, 1.5]' ]]" \
+    "a resume without --spacing keeps the first run's (exit $rc, preprocessing.json spacing $sp)"
+timeout 60 bash pipelines/train.sh "$TMP/plain" "$TMP/run1s" "${ARGS[@]}" --resume --spacing 2,2,2 >"$TMP/run1sc.out" 2>&1
+rc=$?
+check "[[ $rc == 1 ]] && grep -q 'trained with --spacing 1.5,1.5,1.5: resume without --spacing, or with the same' '$TMP/run1sc.out'" \
+    "a resume with another --spacing: refused (exit $rc)"
 
 # nnU-Net layout, region labels
 mkdir -p "$TMP/nnu/imagesTr" "$TMP/nnu/labelsTr"
@@ -222,6 +234,13 @@ took=$(( $(date +%s) - start ))
 check "[[ $rc == 1 ]] && ((took < 120))" "loader that cannot start: train.sh exits 1 (exit $rc after $took s)"
 check "grep -q 'loader stopped for good: E: ' '$TMP/run3.out'" "loader that cannot start: its error is on the console"
 check "! left run3" "loader that cannot start: no process left"
+check "! ls '$TMP'/run3/spool/step-* '$TMP'/run3/checkpoints/step-* >/dev/null 2>&1" \
+    "loader that cannot start: no step-0 checkpoint left (the trainer had trained nothing)"
+# that run trained nothing: a resume may choose other cases (it once refused, naming cases it
+# never trained on)
+timeout 300 bash pipelines/train.sh "$TMP/data" "$TMP/run3" "${ARGS[@]}" --resume --fold 1 >"$TMP/run3b.out" 2>&1
+rc=$?
+check "[[ $rc == 0 ]] && ! grep -q 'another choice now would' '$TMP/run3b.out'" "a run that trained nothing resumes with another choice of cases (exit $rc)"
 # the last augmenter gone for good (every one refuses its arguments) stops the run too; it once
 # looped for ever, the dead augmenter never leaving the supervisor's list
 start=$(date +%s)
