@@ -487,7 +487,7 @@ if ((EVALUATOR)) && ! ((REMOTE_EVAL)); then
     # (the cases scored, and those the final validation could not score, with the first reason;
     # final: 1 once the newest evaluator line is the final validation's)
     final_scores() {
-        $SRM_PY - "$RUN/metrics.jsonl" "$T_START" <<'EOF' 2>/dev/null
+        $SRM_PY - "$RUN/metrics.jsonl" "$T_START" "${FINAL_STEP:--1}" <<'EOF' 2>/dev/null
 import json, sys
 best = None
 for line in open(sys.argv[1]):
@@ -500,8 +500,10 @@ for line in open(sys.argv[1]):
 extra = (best or {}).get("extra") or {}
 failed = extra.get("failed") or []
 first = failed[0] if failed else {}
-# final: this invocation's (a resumed run's metrics.jsonl holds the earlier ones' lines too)
-print(int(bool(extra.get("final")) and best["wall_time"] >= float(sys.argv[2]) - 5), len(best.get("cases") or []) if best else 0, len(failed),
+# final: this invocation's (a resumed run's metrics.jsonl holds the earlier ones' lines too), or
+# the one of this final step already filed (a resume of a finished run: its copy is a duplicate)
+final = bool(extra.get("final")) and (best["wall_time"] >= float(sys.argv[2]) - 5 or best["step"] == int(sys.argv[3]))
+print(int(final), len(best.get("cases") or []) if best else 0, len(failed),
       ("%s: %s" % (first.get("case_id", "?"), first.get("error", "?"))).replace("\n", " ") if failed else "-")
 EOF
     }
@@ -509,6 +511,7 @@ EOF
     # resend interval unless the exporter is gone)
     got=0
     tail -c +"$TRAINER_LOG_FROM" "$SRM_LOGS/trainer.log" | grep -q '^I: trainer: final validation mean Dice' && got=60
+    FINAL_STEP=$(tail -c +"$TRAINER_LOG_FROM" "$SRM_LOGS/trainer.log" | grep -o 'final eval job step [0-9]*' | tail -n 1 | grep -o '[0-9]*$')
     for ((t = 0; ; t++)); do
         read -r final want nfail why < <(final_scores) || { final=0 want=0; }
         ((final || t >= got)) && break

@@ -208,6 +208,16 @@ timeout 300 bash pipelines/train.sh "$TMP/nosplit" "$TMP/run7" "${EVAL_ARGS[@]}"
 rc=$?
 check "[[ $rc == 0 ]] && grep -q \"resuming with the first run's cases: --fold 0 --val-split fold0/val\" '$TMP/run7b.out'" \
     "a resume keeps the first run's cases (exit $rc)"
+# that resume found the run finished: its final validation is the one already filed, and train.sh
+# does not wait for a copy the exporter files no more (it waited 60 s)
+gap=$(/usr/bin/python3 -c '
+import re, sys
+t = {}
+for l in open(sys.argv[1]):
+    m = re.match(r"(\d\d):(\d\d):(\d\d) \[train\] (the trainer finished|predictions:)", l)
+    if m: t[m.group(4)] = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3))
+print(t["predictions:"] - t["the trainer finished"] if len(t) == 2 else "none")' "$TMP/run7b.out" 2>&1)
+check "[[ '$gap' =~ ^[0-9]+$ ]] && ((gap < 30))" "a resume of a finished run: no wait for its final line ($gap s after the trainer finished)"
 timeout 60 bash pipelines/train.sh "$TMP/nosplit" "$TMP/run7" "${EVAL_ARGS[@]}" --resume --fold 2 >"$TMP/run7c.out" 2>&1
 rc=$?
 check "[[ $rc == 1 ]] && grep -q 'another choice now would validate on cases it trained on' '$TMP/run7c.out'" \
