@@ -74,6 +74,7 @@ typedef struct {
     int window_given;               // --window given: it wins over a job's patch size
     eval_labels_t lab;
     int hd95;                       // 1: compute HD95 (default)
+    int deterministic;              // --deterministic: GPU inference bit-identical run after run
     uint8_t keep_largest[256];      // --keep-largest: classes whose largest component alone stays
     int keep_given;
     // preprocessing (file mode): the model's settings when it carries them, else the defaults;
@@ -121,6 +122,9 @@ const char *eval_model_prep(const eval_model_t *em);
 // 0 or -1 + err (no GPU when asked for one, window not a multiple of 16).
 int eval_model_prepare(eval_model_t *em, const sw_cfg_t *sw, eval_device_t dev, char *err);
 const char *eval_model_device(const eval_model_t *em);     // "cpu" or "gpu"
+// Before eval_model_prepare: on the GPU, only deterministic engines chosen the same way in every
+// process (no autotuning), so that a case predicts bit-identically run after run.
+void eval_model_deterministic(eval_model_t *em);
 // Take src's weights into the prepared dst when both have the same configuration (a new job
 // for the same model keeps dst's device buffers). 1 taken, 0 configurations differ.
 int eval_model_adopt(eval_model_t *dst, const eval_model_t *src);

@@ -47,6 +47,7 @@ void eval_usage(void *file)
         "  --variant M|P|R|no-tom --preset tiny|demo|full --width W --in-channels C --classes K\n"
         "inference:\n"
         "  --device auto|cpu|gpu  --window D,H,W (multiples of 16; default the job's patch, else 96^3)\n"
+        "  --deterministic       GPU: the same logits run after run (no autotuned engine choice)\n"
         "  --overlap F (0.5)  --blend gaussian|constant  --sigma-scale F (0.125)  --sw-batch N (1)\n"
         "  --mirror              test-time mirroring as nnU-Net's: every window also mirrored along\n"
         "                        each set of axes, the 8 outputs flipped back and averaged (8x time)\n"
@@ -174,6 +175,7 @@ int eval_parse(eval_cfg_t *c, int argc, char **argv, char *err)
         if (!strcmp(a, "--exit-after-final")) { c->exit_after_final = 1; continue; }
         if (!strcmp(a, "--mirror")) { c->sw.mirror = 1; continue; }
         if (!strcmp(a, "--continue")) { c->keep_done = 1; continue; }
+        if (!strcmp(a, "--deterministic")) { c->deterministic = 1; continue; }
         if (!strcmp(a, "--model")) {
             if (c->n_models) return set_err(err, "--model given twice: list an ensemble's files after one --model");
             if (take_files(c->models, &c->n_models, argc, argv, &i, a, err)) return -1;

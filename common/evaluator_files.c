@@ -418,8 +418,10 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
                 cfg->dataset, ds.num_classes, ds.num_classes - 1, cfg->model_path, eval_model_cfg(em)->classes);
         goto fail;
     }
-    for (int m = 0; m < nm; m++)
+    for (int m = 0; m < nm; m++) {
+        if (cfg->deterministic) eval_model_deterministic(ems[m]);
         if (eval_model_prepare(ems[m], &run->sw, cfg->device, err)) goto fail;
+    }
     choose_prep(run, cfg, em);
     cfg = run;
     const model_cfg_t *mc = eval_model_cfg(em);

@@ -30,6 +30,7 @@ struct eval_model {
     float *ws;                  // CPU workspace (model_plan total for `batch` windows)
     size_t ws_len;
     int on_gpu;
+    int deterministic;          // eval_model_deterministic: the GPU context's deterministic switch
     const stage_t *stop_on;     // a stage asked to stop ends the windows early (eval_model_stop_on)
 #if SRM_CUDA
     gpu_ctx_t *g;
@@ -152,7 +153,9 @@ static int gpu_present(void)
 
 static int prepare_gpu(eval_model_t *em, char *err)
 {
-    em->g = gpu_ctx_new(GPU_CFG_DEFAULT);
+    gpu_cfg_t gc = GPU_CFG_DEFAULT;
+    gc.deterministic = em->deterministic;       // the same engines in every process: same logits
+    em->g = gpu_ctx_new(gc);
     em->gi = gpu_infer_new(em->g, &em->m, em->batch, em->roi, NULL, err);
     if (!em->gi) { gpu_ctx_destroy(&em->g); return -1; }
     gpu_infer_set_params(em->gi, em->params);
@@ -197,6 +200,7 @@ int eval_model_prepare(eval_model_t *em, const sw_cfg_t *sw, eval_device_t dev, 
 }
 
 void eval_model_stop_on(eval_model_t *em, const stage_t *st) { em->stop_on = st; }
+void eval_model_deterministic(eval_model_t *em) { em->deterministic = 1; }
 
 int eval_model_net(void *ctx, float *y, const float *x, int n, char *err)
 {

@@ -306,6 +306,7 @@ static int job_model(svc_t *s, const eval_job_t *j, sw_cfg_t *sw, char *err)
         eval_model_free(&em);
         return 0;
     }
+    if (s->cfg->deterministic) eval_model_deterministic(em);
     if (eval_model_prepare(em, sw, s->cfg->device, err)) { eval_model_free(&em); return -1; }
     eval_model_free(&s->em);
     s->em = em;

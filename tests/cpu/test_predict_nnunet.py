@@ -156,6 +156,11 @@ def main():
           "first ones untouched, a killed writer's temporary file gone (rc %d: %s; %s)" % (len(done), len(imgs), r.returncode,
                                                                                   r.stderr[-300:], sorted(os.listdir(part))))
     check(0 < len(done) < len(imgs) or len(done) == len(imgs), "the kill came after a first prediction (%d)" % len(done))
+    # --deterministic (the GPU's engine choice fixed) is taken, and on the CPU changes nothing
+    r = run([PREDICT, a, os.path.join(tmp, "p_det"), imgs[0]] + pf + ["--deterministic"])
+    n0 = os.path.basename(imgs[0])
+    check(r.returncode == 0 and (np.asarray(nib.load(os.path.join(tmp, "p_det", n0)).dataobj) ==
+                                 np.asarray(nib.load(os.path.join(clean, n0)).dataobj)).all(), "--deterministic: %s" % r.stderr[-200:])
     # evaluate.sh --continue scores the kept label maps as the first run scored them
     ev = os.path.join(tmp, "ev")
     r1 = run([EVALUATE, a, ds, "--split", "all", "--out", ev, "--window", "32", "--no-hd95"])
