@@ -1,10 +1,12 @@
 /*
-components.h -- connected components of a label map, for the postprocessing nnU-Net and MONAI
-offer: keep only the largest component of a class (nnU-Net's remove_all_but_largest_component,
-MONAI's KeepLargestConnectedComponent with independent labels), the rest set to background.
+components.h -- connected components of a label map, for the postprocessing MONAI and nnU-Net
+offer: keep only the largest component of each chosen label, the rest set to background --
+MONAI's KeepLargestConnectedComponent with independent labels (each label on its own; nnU-Net's
+remove_all_but_largest_component per label, without its step that treats the foreground as one).
 Connectivity is full (26 neighbours in 3D), as skimage.measure.label's and MONAI's default;
 between equally large components the one whose first voxel comes first in storage order (i, j,
-k with k fastest, numpy's C order) stays, as nnU-Net's max over label numbers does.
+k with k fastest, numpy's C order) stays, as MONAI's argmax over the counts picks it (nnU-Net
+keeps every component of the largest size: equal sizes are rare in a segmentation).
 */
 #ifndef SRM_COMPONENTS_H
 #define SRM_COMPONENTS_H

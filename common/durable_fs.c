@@ -281,9 +281,14 @@ int fs_remove_dead_nifti_tmp(const char *dir)
     if (!d) return 0;
     int n = 0;
     struct dirent *e;
+    struct stat st;
     while ((e = readdir(d))) {
         long pid = nifti_tmp_pid(e->d_name);
-        if (pid > 0 && pid <= INT_MAX && kill((pid_t)pid, 0) != 0 && errno == ESRCH && !unlinkat(dirfd(d), e->d_name, 0)) n++;
+        if (pid <= 0 || pid > INT_MAX || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        // no such process here, and untouched for a minute: a writer on another host (a shared
+        // folder) has pids of its own, but writes a file in seconds
+        if (fstatat(dirfd(d), e->d_name, &st, 0) == 0 && time(NULL) - st.st_mtime >= 60 && !unlinkat(dirfd(d), e->d_name, 0))
+            n++;
     }
     closedir(d);
     return n;

@@ -37,8 +37,9 @@ int fs_read_file(const char *path, uint8_t **data, size_t *n, size_t max, char *
 int fs_mkdir_p(const char *path, char *err);
 // Remove the temporary files a crash left in dir (NAME.tmp, STEM.tmpPID.nii.gz); returns how many.
 int fs_remove_tmp(const char *dir);
-// Remove only the NIfTI temporary files (STEM.tmpPID.nii[.gz]) whose writer is no longer running:
-// a folder other processes may be writing into at the same moment. Returns how many.
+// Remove only the NIfTI temporary files (STEM.tmpPID.nii[.gz]) whose writer is no longer running
+// (no such pid here) and that nobody touched for a minute: a folder other processes, here or on
+// another host, may be writing into at the same moment. Returns how many.
 int fs_remove_dead_nifti_tmp(const char *dir);
 int fs_exists(const char *path);
 double fs_now(void);                // CLOCK_MONOTONIC seconds

@@ -265,13 +265,16 @@ static void take_training(eval_cfg_t *run, const eval_cfg_t *cfg, const eval_mod
     json_decref(o);
 }
 
-// What a model file says of its preprocessing and regions, without its training patch, as one
-// canonical JSON text (malloc'd; "" when it carries none): ensemble members must say the same.
+// What a model file says of its preprocessing and regions (what makes inputs of an image and
+// labels of its outputs; not its patch or loss) as one canonical JSON text (malloc'd; "" when it
+// carries none): ensemble members must say the same.
 static char *prep_key(const eval_model_t *em)
 {
     json_t *o = json_loads(eval_model_prep(em), 0, NULL), *t = json_object_get(o, "training");
     if (!o) return xstrdup("");
-    if (t) json_object_del(t, "patch");
+    json_t *regions = json_incref(json_object_get(t, "regions"));
+    json_object_del(o, "training");
+    if (regions) json_object_set_new(o, "regions", regions);
     char *s = json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT);
     json_decref(o);
     return s ? s : xstrdup("");

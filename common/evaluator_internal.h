@@ -8,8 +8,6 @@ replies) and evaluator_service.c (the loop). Not for other stages.
 
 #define EVAL_MAX_CASES 4096
 #define EVAL_OUTBOX_BYTES ((size_t)1 << 30)     // unacknowledged predictions kept at most (then the oldest goes)
-#define EVAL_LOADER_RESEND_S 30                 // a loader request unanswered this long (or a quarter
-                                                // of --case-timeout) goes again
 #define EVAL_OUTBOX_AHEAD 8                     // a new one waits (60 s at most) while more are unacknowledged
 
 // An eval job; blob points into the received message.

@@ -91,9 +91,10 @@ static int ask_loader(svc_t *s, const char *what, int64_t index, const char *cas
     }
     if (rc < 0) { wire_out_free(&o); return -1; }
     // A request or its reply can be lost on the way (a loader stopped for a while, its connection
-    // dropped and made again): the same request goes again every EVAL_LOADER_RESEND_S; a second
-    // answer to it is dropped as stale by the next request's seq.
-    const double every = fmin(EVAL_LOADER_RESEND_S, s->cfg->case_timeout_s / 4.0);
+    // dropped and made again): the same request goes again after a quarter of --case-timeout (150
+    // s by default: far beyond a case's preprocessing, since a loader merely slow would do the
+    // work twice); a second answer to it is dropped as stale by the next request's seq.
+    const double every = s->cfg->case_timeout_s / 4.0;
     double resend_at = now_s() + every;
     for (;;) {
         double left = deadline - now_s();

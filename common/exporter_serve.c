@@ -358,9 +358,6 @@ static int exporter_init(exporter_t *ex, const exporter_cfg_t *cfg, char *err)
     if (t) log_msg('W', "%s: removed %d temporary file(s) left by an interrupted write", ex->run, t);
     if (exporter_ckpt_recover(ex, err) || exporter_metrics_recover(ex, err)) return -1;
     if (ex->have_scored) exporter_scored(ex, ex->scored_upto);  // markers the file's scores settle
-    // a score whose checkpoint had not come when the last exporter stopped: best follows it when
-    // that checkpoint comes now (scores below best, or of steps filed, change nothing)
-    for (int i = 0; i < ex->dice.n; i++) exporter_best_offer(ex, ex->dice.p[i].step, ex->dice.p[i].value);
     return 0;
 }
 
@@ -426,7 +423,7 @@ int exporter_run(const exporter_cfg_t *cfg, char *err)
             last_msg = fs_now();
         }
         if (orphaned && drain_from == 0) {
-            drain_from = fs_now();
+            drain_from = last_msg = fs_now();           // the idle time counts from here
             log_msg('I', "the pipeline script is gone: taking the other stages' last messages (until %d s pass without "
                     "one, %d s at most)", EXPORTER_DRAIN_IDLE_S, EXPORTER_DRAIN_MAX_S);
         }

@@ -202,7 +202,7 @@ elif [[ -n $FIRST ]]; then
         srm_die "$RUN trained on the cases of '$FIRST': another choice now would validate on cases it trained on"
     fi
     srm_log "resuming with the first run's cases: $FIRST"
-elif [[ -z $FOLD ]] && ((RESUME)) && [[ -d $RUN/checkpoints ]]; then
+elif [[ -z $FOLD ]] && ((RESUME)) && srm_run_held "$RUN" >/dev/null; then
     ((LOADER_CHOOSES)) && SPLIT_ARGS=()         # (started before cases.args: as it chose then)
 elif [[ -n $FOLD ]]; then
     ((LOADER_CHOOSES)) && srm_die "--fold and a split in --loader-args: give one of them"

@@ -481,7 +481,7 @@ def curve(tmp, blob, mets, logs, procs):
 
 def lossy_loader(tmp, blob, mets, logs, procs):
     """A request to the loader lost on the way (a loader stopped for a while, its connection made
-    again): the evaluator asks again after a quarter of --case-timeout (30 s at most) instead of
+    again): the evaluator asks again after a quarter of --case-timeout instead of
     waiting all of it -- it once waited its 600 s, and the run lost three validations. A proxy
     between the evaluator and the real loader drops the first request."""
     stop, seen = threading.Event(), {"dropped": 0, "passed": 0}

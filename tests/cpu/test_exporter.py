@@ -432,29 +432,6 @@ def test_awaiting_scores(tmp):
     check(rc == 0, "exporter stopped (rc %s)" % rc)
 
 
-def test_pending_best_restart(tmp):
-    """A score that came before its checkpoint, then a restart of the exporter, then the
-    checkpoint: best follows it still (the restarted exporter once forgot the score and left
-    best on a weaker step)."""
-    run = os.path.join(tmp, "pendrestart")
-    ck = os.path.join(run, "checkpoints")
-    ex = Exporter(run, "--keep", "3")
-    blobs = {s: make_ckpt(tmp, s, seed=s) for s in (10, 20)}
-    h, _ = ex.ask(ckpt_msg(10, blobs[10], validated=True))
-    ex.send(metrics_msg(10, "evaluator", {"mean_dice": 0.5}))
-    ex.send(metrics_msg(20, "evaluator", {"mean_dice": 0.9}))        # before checkpoint 20
-    settle(lambda: os.path.islink(os.path.join(ck, "best.ckpt")))
-    check(os.readlink(os.path.join(ck, "best.ckpt")) == name(10, ".ckpt"), "best -> 10 while 20's checkpoint is away")
-    check(ex.stop() == 0, "exporter stopped")
-    ex = Exporter(run, "--keep", "3")
-    h, _ = ex.ask(ckpt_msg(20, blobs[20], validated=True))
-    check(h is not None and h.get("ok") is True, "the restarted exporter files 20: %s" % h)
-    settle(lambda: os.readlink(os.path.join(ck, "best.ckpt")) == name(20, ".ckpt"))
-    check(os.readlink(os.path.join(ck, "best.ckpt")) == name(20, ".ckpt"),
-          "best -> 20, the score it had before the restart (0.9 > 0.5): %s" % os.readlink(os.path.join(ck, "best.ckpt")))
-    ex.stop()
-
-
 def test_message_ids(tmp):
     """Metrics and predictions that carry an `id` (what the trainer's and evaluator's outboxes send):
     acked by id once durable, a copy of a filed id acked without a second line or write, also
@@ -635,7 +612,6 @@ def main():
     try:
         test_main(tmp)
         test_awaiting_scores(tmp)
-        test_pending_best_restart(tmp)
         test_message_ids(tmp)
         test_run_id(tmp)
         test_disk_full(tmp)

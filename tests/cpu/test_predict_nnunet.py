@@ -144,8 +144,9 @@ def main():
     gone = subprocess.Popen(["true"])
     gone.wait()
     junk = os.path.join(part, "%s.tmp%d.nii.gz" % (done[-1][:-7], gone.pid)) if done else None
-    if junk:
+    if junk:                                # (one untouched for a minute: no writer on any host)
         subprocess.run(["cp", os.path.join(part, done[-1]), junk], check=True)
+        os.utime(junk, (time.time() - 120, time.time() - 120))
     stamps = {f: os.stat(os.path.join(part, f)).st_mtime_ns for f in done}
     r = run([PREDICT, a, part] + imgs + pf + ["--continue"])
     again = {f: os.stat(os.path.join(part, f)).st_mtime_ns for f in done if os.path.exists(os.path.join(part, f))}
@@ -155,7 +156,7 @@ def main():
           "killed after %d of %d predictions, --continue finishes the job: the same files as a clean run, the "
           "first ones untouched, a killed writer's temporary file gone (rc %d: %s; %s)" % (len(done), len(imgs), r.returncode,
                                                                                   r.stderr[-300:], sorted(os.listdir(part))))
-    check(0 < len(done) < len(imgs) or len(done) == len(imgs), "the kill came after a first prediction (%d)" % len(done))
+    check(0 < len(done) < len(imgs), "the kill came after the first prediction, before the last (%d of %d)" % (len(done), len(imgs)))
     # --deterministic (the GPU's engine choice fixed) is taken, and on the CPU changes nothing
     r = run([PREDICT, a, os.path.join(tmp, "p_det"), imgs[0]] + pf + ["--deterministic"])
     n0 = os.path.basename(imgs[0])

@@ -32,8 +32,15 @@ check "[[ $rc2 != 0 ]] && grep -q 'is in use by a running pipeline (srm-exporter
       "a second train.sh on the live run refuses (rc $rc2): $(tail -n 1 "$TMP/train2.out")"
 check "kill -0 $PIPE 2>/dev/null" "the live run goes on"
 
+# nothing reaches the exporter for 11 s before the kill (the trainer held with SIGSTOP), so its
+# wait for the last messages must count from the script's death, not from the last message
+tpid=$(pgrep -f "srm-trainer .*$RUN/" | head -n 1)
+kill -STOP $tpid
+sleep 11
 kill -KILL $PIPE
 wait $PIPE 2>/dev/null
+sleep 1
+kill -CONT $tpid
 for ((i = 0; i < 300 && $(left) > 0; i++)); do sleep 0.2; done
 check "[[ $(left) == 0 ]]" "no stage left 60 s after kill -9 of train.sh ($(pgrep -af "$RUN/" | cut -c1-80 | tr '\n' ';'))"
 # every stage got the stop at once; the exporter, told the script is gone, served on until the
