@@ -41,6 +41,12 @@ static uint8_t *read_label(const char *path, const volume_t *image, const char *
     return out;
 }
 
+// OUT/<id>.nii.gz: the one name a case's result has (written, checked, kept by --continue).
+static void result_path(char *path, size_t cap, const char *dir, const char *id)
+{
+    snprintf(path, cap, "%s/%s.nii.gz", dir, id);
+}
+
 // ndim: the source image's (a 2D one gives a 2D label map).
 static int write_result(const char *dir, const char *id, const preprocess_record_t *rec, int ndim,
                         const uint8_t *labels, const float *logits, int K, char *err)
@@ -57,7 +63,7 @@ static int write_result(const char *dir, const char *id, const preprocess_record
     if (logits) memcpy(v.data, logits, n * K * sizeof(float));
     else for (size_t i = 0; i < n; i++) v.data[i] = labels[i];
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s.nii.gz", dir, id);
+    result_path(path, sizeof path, dir, id);
     int rc = nifti_write_volume(path, &v, logits ? 16 : 2, err);
     free(v.data);
     return rc;
@@ -155,10 +161,9 @@ static int load_case(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx,
 static int kept_prediction(const eval_cfg_t *cfg, const dataset_t *ds, const int *idx, int k, const model_cfg_t *mc,
                            eval_result_t *r)
 {
-    static const dataset_t none = { .ignore_label = -1 };
     char path[4096];
     struct stat st;
-    snprintf(path, sizeof path, "%s/%s.nii.gz", cfg->out_dir, r->id);
+    result_path(path, sizeof path, cfg->out_dir, r->id);
     if (stat(path, &st) != 0) return 0;
     r->ok = 1;
     r->nfg = 0;
@@ -166,17 +171,12 @@ static int kept_prediction(const eval_cfg_t *cfg, const dataset_t *ds, const int
     if (ds ? !ds->cases[idx[k]].label : k >= cfg->n_labels) return 1;
     case_t c;
     uint8_t *ref = NULL, *pred = NULL;
-    volume_t pv;
     char e2[ERR_LEN];
     r->ok = load_case(cfg, ds, idx, k, mc, &c, &ref, r->error) == 0;
-    if (r->ok && nifti_read_volume(path, &pv, e2) != 0) {
-        r->ok = 0;
-        set_err(r->error, "--continue: %s", e2);
-    } else if (r->ok) {
+    if (r->ok) {
         const char *image = ds ? ds->cases[idx[k]].images[0] : cfg->images[cfg->case_first[k]];
-        r->ok = dataset_label_bytes(&none, path, &pv, c.image.dim, c.image.affine, image, &pred, e2) == 0;
+        r->ok = (pred = read_label(path, &c.image, image, e2)) != NULL;
         if (!r->ok) set_err(r->error, "--continue: the kept prediction: %s", e2);
-        volume_free(&pv);
     }
     if (r->ok) {
         double sp[3];
@@ -353,7 +353,7 @@ static int check_outputs(const eval_cfg_t *cfg, const dataset_t *ds, const int *
             }
         char path[4096];
         struct stat st;
-        snprintf(path, sizeof path, "%s/%s.nii.gz", cfg->out_dir, ids[k]);
+        result_path(path, sizeof path, cfg->out_dir, ids[k]);
         if (rc || stat(path, &st)) continue;
         for (int i = 0; i < nin; i++)
             if (in[i].dev == st.st_dev && in[i].ino == st.st_ino) {
@@ -456,9 +456,6 @@ int eval_run_files(const eval_cfg_t *cfg, char *err)
             continue;
         }
         r->ok = load_case(cfg, dsp, idx, k, mc, &c, &ref, r->error) == 0;
-        if (c.id[0]) snprintf(r->id, sizeof r->id, "%s", c.id);
-        else if (dsp) snprintf(r->id, sizeof r->id, "%s", ds.cases[idx[k]].id);
-        else eval_case_id(cfg, k, r->id, sizeof r->id);
         if (r->ok) r->ok = run_case(ems, nm, cfg, &c, ref, r, r->error) == 0;
         r->seconds = now_s() - t0;
         case_free(&c);

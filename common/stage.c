@@ -84,25 +84,21 @@ void stage_malloc_for_big_frames(void)
 // that process ends -- also by kill -9, which it cannot pass on -- so a killed train.sh leaves
 // no stage running on its run directory (a --resume would start a second pipeline beside it).
 // Stages started by hand keep running on their own.
-static void stop_with_parent(void)
-{
-    const char *s = getenv("SRM_PARENT_PID");
-    if (!s || !*s) return;
-    const long want = strtol(s, NULL, 10);
-    if (prctl(PR_SET_PDEATHSIG, SIGTERM)) log_msg('W', "prctl(PR_SET_PDEATHSIG): %s", strerror(errno));
-    if ((long)getppid() != want) {                  // it ended before the request above
-        log_msg('W', "the pipeline script (pid %ld) is gone: stopping", want);
-        raise(SIGTERM);
-    }
-}
-
 int stage_parent_death_signal(stage_t *st, int signo)
 {
     (void)st;
     const char *s = getenv("SRM_PARENT_PID");
     if (!s || !*s) return 0;
     if (prctl(PR_SET_PDEATHSIG, signo)) log_msg('W', "prctl(PR_SET_PDEATHSIG): %s", strerror(errno));
-    return (long)getppid() != strtol(s, NULL, 10);
+    return (long)getppid() != strtol(s, NULL, 10);      // it ended before the request above
+}
+
+static void stop_with_parent(void)
+{
+    if (stage_parent_death_signal(NULL, SIGTERM)) {
+        log_msg('W', "the pipeline script (pid %s) is gone: stopping", getenv("SRM_PARENT_PID"));
+        raise(SIGTERM);
+    }
 }
 
 stage_t *stage_new(const char *name)
