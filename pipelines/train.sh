@@ -117,12 +117,16 @@ ds_regions=$($SRM_PY -c 'import json, sys; print(json.loads(sys.argv[1])["region
 # training, as nnU-Net does it: one sigmoid output a region, the sigmoid Dice loss, and each
 # region written as its regions_class_order label -- unless the command line says otherwise
 # (the choice is kept in RUN/regions.auto: a resume trains as its first run did)
+# TRAINED: a resume of a run that holds checkpoints or metrics; only such a run's first choices
+# (regions, preprocessing, cases) bind it -- one that never trained may choose again.
+TRAINED=0
+((RESUME)) && srm_run_held "$RUN" >/dev/null && TRAINED=1
 AUTO_REGIONS=""
 if ((RESUME)) && [[ -z $REGIONS && -s $RUN/regions.auto ]]; then
     REGIONS=$(<"$RUN/regions.auto") LOSS=sigmoid-dice
     srm_log "resuming with the first run's regions from $DATASET: --loss sigmoid-dice --regions \"$REGIONS\""
 elif [[ -n $ds_regions && -z $REGIONS ]]; then
-    if ((RESUME)) && [[ -d $RUN/checkpoints ]]; then
+    if ((TRAINED)); then
         srm_log "WARNING: $DATASET declares nnU-Net regions, but $RUN began training classes (before regions were taken from dataset.json): resuming so"
     elif [[ -z $CLASSES && ( -z $LOSS || $LOSS == sigmoid-dice ) ]]; then
         REGIONS=$ds_regions LOSS=sigmoid-dice AUTO_REGIONS=$ds_regions
@@ -157,7 +161,7 @@ CLASSES=${CLASSES:-$dk}; INCH=${INCH:-$dc}
 # --spacing or --norm now would train the rest of the run on other inputs (and predict.sh would
 # apply the last one to weights trained mostly on the first). A run that never trained is free.
 NORM_RESOLVED=""
-if ((RESUME)) && [[ -s $RUN/prep.args ]] && srm_run_held "$RUN" >/dev/null; then
+if ((TRAINED)) && [[ -s $RUN/prep.args ]]; then
     first_sp=$(sed -n 's/^spacing=//p' "$RUN/prep.args") first_norm=$(sed -n 's/^norm=//p' "$RUN/prep.args")
     [[ -z $SPACING || $SPACING == "$first_sp" ]] ||
         srm_die "$RUN trained with --spacing ${first_sp:-(none given)}: resume without --spacing, or with the same"
@@ -191,7 +195,7 @@ SPLIT_ARGS=(--split train --val-split validation)
 LOADER_CHOOSES=0
 [[ " $LOADER_ARGS " =~ \ --(split|val-split|fold)\  ]] && LOADER_CHOOSES=1
 FIRST=""
-((RESUME)) && [[ -s $RUN/cases.args ]] && srm_run_held "$RUN" >/dev/null && FIRST=$(<"$RUN/cases.args")
+((TRAINED)) && [[ -s $RUN/cases.args ]] && FIRST=$(<"$RUN/cases.args")
 if [[ $FIRST == --loader-args ]]; then
     ((LOADER_CHOOSES)) && [[ -z $FOLD ]] ||
         srm_die "$RUN chose its cases with --loader-args: resume with the same --loader-args (and no --fold)"
@@ -202,7 +206,7 @@ elif [[ -n $FIRST ]]; then
         srm_die "$RUN trained on the cases of '$FIRST': another choice now would validate on cases it trained on"
     fi
     srm_log "resuming with the first run's cases: $FIRST"
-elif [[ -z $FOLD ]] && ((RESUME)) && srm_run_held "$RUN" >/dev/null; then
+elif [[ -z $FOLD ]] && ((TRAINED)); then
     ((LOADER_CHOOSES)) && SPLIT_ARGS=()         # (started before cases.args: as it chose then)
 elif [[ -n $FOLD ]]; then
     ((LOADER_CHOOSES)) && srm_die "--fold and a split in --loader-args: give one of them"
