@@ -101,6 +101,11 @@ void outbox_post(outbox_t *b, wire_out_t *o, const char *what, const char *key)
     outbox_post_id(b, o, what, key, NULL);
 }
 
+void outbox_fresh_id(outbox_t *b, char id[64])
+{
+    snprintf(id, 64, "%.43s.%llx", b->prefix, (unsigned long long)++b->seq);   // <= 63 bytes
+}
+
 void outbox_post_id(outbox_t *b, wire_out_t *o, const char *what, const char *key, const char *id)
 {
     entry_t *x = xcalloc(1, sizeof *x);
@@ -108,7 +113,7 @@ void outbox_post_id(outbox_t *b, wire_out_t *o, const char *what, const char *ke
         ASSERT(wire_token_ok(id));
         snprintf(x->id, sizeof x->id, "%s", id);
     } else {
-        snprintf(x->id, sizeof x->id, "%.43s.%llx", b->prefix, (unsigned long long)++b->seq);   // <= 63 bytes
+        outbox_fresh_id(b, x->id);
     }
     snprintf(x->what, sizeof x->what, "%s", what);
     snprintf(x->key, sizeof x->key, "%s", key ? key : "");

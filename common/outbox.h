@@ -38,6 +38,9 @@ void outbox_post(outbox_t *b, wire_out_t *o, const char *what, const char *key);
 // names the content, so that the exporter files it once whoever sends it (two evaluators that
 // both validated the same weights). NULL: a fresh id.
 void outbox_post_id(outbox_t *b, wire_out_t *o, const char *what, const char *key, const char *id);
+// A fresh id, as outbox_post gives, for a caller that must know it before posting (to keep the
+// message on disk under it: trainer_journal.c).
+void outbox_fresh_id(outbox_t *b, char id[64]);
 // Ask the exporter whether it acknowledges (until it answers), and send what is due: never sent
 // yet, or evidently lost (above). Never blocks.
 void outbox_tick(outbox_t *b);

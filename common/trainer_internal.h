@@ -6,6 +6,7 @@ face of the trainer is trainer.h.
 #ifndef SRM_TRAINER_INTERNAL_H
 #define SRM_TRAINER_INTERNAL_H
 #include <limits.h>
+#include <stdio.h>
 #include "checkpoint.h"
 #include "outbox.h"
 #include "stage.h"
@@ -139,10 +140,33 @@ typedef struct {
     double last_mean_dice;
 } report_t;
 
+// ---- the metrics lines on disk until acknowledged (trainer_journal.c) ----------------------
+#define JOURNAL_NAME "metrics.pending"
+typedef struct {
+    char dir[PATH_MAX - 64];        // the spool
+    char path[PATH_MAX];            // SPOOL/metrics.pending
+    FILE *f;                        // open for appending
+    long lines;                     // lines in the file now
+    int warned;                     // a write failure was reported
+} journal_t;
+
+// Open SPOOL/metrics.pending; the lines an earlier trainer left there of steps <= upto (the
+// resumed step; 0 for a fresh run) go to out again under their ids, and the file keeps just
+// them. 0, or -1 with err (the spool cannot be read or written).
+int journal_open(journal_t *j, const char *spool, outbox_t *out, long upto, char *err);
+// Post x (source "trainer") to out under a fresh id, appended to the journal first.
+void journal_post(journal_t *j, outbox_t *out, const wire_metrics_t *x);
+// Nothing waits for an ack any more: empty the file.
+void journal_settle(journal_t *j, const outbox_t *out);
+// Make the appended lines durable (with each checkpoint).
+void journal_sync(journal_t *j);
+void journal_close(journal_t *j);
+
 // Every --log-every steps: progress line on stdout, metrics message to the exporter.
 // total: the schedule's length now (the checkpoint's, or the budget's estimate); <= 0 prints "?".
-// The message goes through out (acknowledged, sent again until it is; NULL: no exporter).
-void report_interval(report_t *r, outbox_t *out, long step, long total, float lr, size_t gpu_peak);
+// The message goes through the journal and out (acknowledged, sent again until it is, kept on
+// disk until then; out NULL: no exporter).
+void report_interval(report_t *r, journal_t *j, outbox_t *out, long step, long total, float lr, size_t gpu_peak);
 // An eval job: safetensors bytes of params + the step on the evaljobs socket. final: the
 // pipeline's last one (kind "final"); else kind "weights", dropped when the evaluator is busy.
 // Returns 0 sent, WIRE_AGAIN skipped (busy/absent), -1 with err.

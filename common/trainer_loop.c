@@ -40,6 +40,7 @@ typedef struct {
     train_backend_t *b;
     ckpt_flow_t ck;
     outbox_t *out;                  // metrics lines to the exporter until acknowledged
+    journal_t journal;              // and on disk until then
     report_t rep;
     ckpt_state_t state;
     double last_batch;
@@ -120,6 +121,8 @@ static int setup(trainer_t *t, char *err)
                     "(%ld from %g); keeping the checkpoint's", t->state.total_steps, t->state.base_lr, c->steps,
                     (double)c->tc.adam.lr);
     }
+    // lines an earlier trainer left unacknowledged, up to the step this run goes on from
+    if (t->out && journal_open(&t->journal, t->ck.spool, t->out, t->state.step, err)) return -1;
     budget_init(&t->budget, c, t->t_start, resumed, &t->state);
     if (!resumed) {
         // Initialisation draws its own stream, derived from the seed (the trainer's RNG stays
@@ -142,6 +145,7 @@ static int setup(trainer_t *t, char *err)
 static void teardown(trainer_t *t)
 {
     tb_close(&t->b);
+    journal_close(&t->journal);
     outbox_free(&t->out);
     free(t->params); free(t->adam_m); free(t->adam_v); free(t->x); free(t->labels);
     if (t->m.table.items) model_free(&t->m);
@@ -152,6 +156,7 @@ static void service(trainer_t *t)
 {
     ckpt_flow_drain(&t->ck, t->out);
     if (t->out) outbox_tick(t->out);
+    journal_settle(&t->journal, t->out);
     if (t->metrics) {
         for (;;) {
             wire_msg_t m;
@@ -252,6 +257,7 @@ static int save_ckpt(trainer_t *t, int final, int validated)
 {
     char err[ERR_LEN];
     tb_download(t->b);
+    journal_sync(&t->journal);              // the lines up to this step as durable as its weights
     ckpt_flow_take_prep(&t->ck, &t->state);
     if (ckpt_flow_save(&t->ck, t->params, t->adam_m, t->adam_v, &t->state, final, validated && t->jobs, err)) {
         log_msg('E', "checkpoint step %ld not written: %s", t->state.step, err);
@@ -333,7 +339,8 @@ static int finish(trainer_t *t, int completed)
         // the metrics lines: what is left of that wait, at least one resend period (lines lost in
         // an exporter restart go again after it); train.sh allows the trainer 120 s to stop
         else if (!wait_until(t, lines_acked, fmax(fmin(c->exporter_resend_s, 60) + 5, c->final_ack_timeout_s - (trainer_now() - t0)), 0))
-            log_msg('W', "%d metrics line(s) not acknowledged by the exporter: not in metrics.jsonl", outbox_pending(t->out));
+            log_msg('W', "%d metrics line(s) not acknowledged by the exporter: not in metrics.jsonl yet; kept in %s "
+                    "for a --resume to send again", outbox_pending(t->out), t->journal.path);
     }
     if (completed && t->jobs && c->final_eval_timeout_s > 0) {
         tb_download(t->b);
@@ -432,7 +439,7 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
         t.rep.loss_sum += loss;
         t.rep.loss_n++;
         if (t.state.step % c.log_every == 0 || t.state.step == total)
-            report_interval(&t.rep, t.out, t.state.step, budget_total(&t.budget, &t.state), lr,
+            report_interval(&t.rep, &t.journal, t.out, t.state.step, budget_total(&t.budget, &t.state), lr,
                             tb_mem_peak(t.b));
         // A validated step is also checkpointed: the exporter's best link can only point at
         // weights it holds (with --val-every off the --ckpt-every grid, best would miss them).
@@ -447,7 +454,7 @@ int trainer_run(const trainer_cfg_t *cfg, char *err)
     if (out_of_time) {
         // The last interval's numbers, then the run ends as if the schedule had (a resume of
         // this final checkpoint has nothing left to do).
-        if (t.rep.loss_n) report_interval(&t.rep, t.out, t.state.step, t.state.total_steps, lr, tb_mem_peak(t.b));
+        if (t.rep.loss_n) report_interval(&t.rep, &t.journal, t.out, t.state.step, t.state.total_steps, lr, tb_mem_peak(t.b));
         log_msg('I', "--max-minutes %g: the budget ran out at step %ld of the estimated %ld (%.0f s since the start)",
                 c.max_minutes, t.state.step, t.state.total_steps, trainer_now() - t.t_start);
         if (t.state.step < t.state.total_steps) t.state.total_steps = t.state.step;

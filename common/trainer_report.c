@@ -2,7 +2,8 @@
 trainer_report.c -- what the trainer tells the world. Every --log-every steps: one progress line
 on stdout (step, loss, lr, patches/s, share of wall time spent waiting for data, GPU memory,
 ETA) and the same numbers as a `metrics` message (source "trainer") to the exporter, never
-blocking: it waits in the outbox (outbox.h) until the exporter acknowledges it. Every
+blocking: it waits in the outbox (outbox.h), and on disk (trainer_journal.c), until the
+exporter acknowledges it. Every
 --val-every steps: an eval job (`checkpoint` of kind "weights": safetensors bytes) on the
 evaljobs PUSH socket with DONTWAIT, skipped when the evaluator is busy or absent.
 The evaluator's validation metrics arriving on the metrics socket are logged here.
@@ -46,7 +47,7 @@ static void put_value(wire_metrics_t *x, const char *name, double v)
     x->values[x->nvalues++] = v;
 }
 
-void report_interval(report_t *r, outbox_t *out, long step, long total, float lr, size_t gpu_peak)
+void report_interval(report_t *r, journal_t *j, outbox_t *out, long step, long total, float lr, size_t gpu_peak)
 {
     double now = trainer_now(), dt = now - r->t_last;
     long dsteps = step - r->step_last;
@@ -75,16 +76,7 @@ void report_interval(report_t *r, outbox_t *out, long step, long total, float lr
         put_value(&x, "data_wait", wait);
         if (gpu_peak) put_value(&x, "gpu_mem", (double)gpu_peak);
         if (r->bad_batches) put_value(&x, "bad_batches", (double)r->bad_batches);
-        wire_out_t o;
-        char err[ERR_LEN];
-        if (wire_encode_metrics(&o, &x, err)) log_msg('E', "metrics: %s", err);
-        else {
-            char what[48];
-            snprintf(what, sizeof what, "metrics of step %ld", step);
-            wire_put_str(&o, "source", "trainer");
-            outbox_post(out, &o, what, NULL);
-        }
-        wire_out_free(&o);
+        journal_post(j, out, &x);
     }
     r->t_last = now;
     r->step_last = step;
