@@ -4,7 +4,8 @@ preprocess.h -- the once-per-case preprocessing of a loaded case, and its invers
 Forward (preprocess_case), in nnU-Net's order:
   1. reorient to RAS (orient.h; voxels permuted/flipped, nothing interpolated)
   2. foreground mask (system.md "Foreground": label-independent body; MR: voxel != the channel's
-     minimum in any channel; CT: > threshold, default -500 HU; an option overrides)
+     minimum in any channel; CT: > threshold, default -500 HU; an option overrides), its enclosed
+     background filled in as nnU-Net's create_nonzero_mask does
   3. crop image and label to the mask's bounding box (+ margin), at source resolution
   4. intensity normalisation per channel (CT: clip to a window and scale, or z-score with given
      mean/std; MR: z-score over the foreground or the whole volume)

@@ -1,12 +1,62 @@
 /*
 preprocess_foreground.c -- the label-independent foreground ("body") mask, its bounding box,
 and cropping a case to it (system.md "Foreground"; MONAI CropForegroundd with a select_fn,
-nnU-Net crop_to_nonzero with the background taken as each channel's minimum, not zero).
+nnU-Net crop_to_nonzero with the background taken as each channel's minimum, not zero). As
+nnU-Net's create_nonzero_mask, the mask is a body: background enclosed by it (air in the bowel,
+a signal void inside the head) is filled in, so a z-score over it keeps such voxels dark instead
+of setting them to the mean.
 */
 #include "preprocess.h"
 #include "check.h"
 #include <stdlib.h>
 #include <string.h>
+
+// A ring of voxel indices for the breadth-first search below, grown when full.
+typedef struct { size_t *v, cap, head, tail; } ring_t;
+
+// Mark background voxel p (mask 0) as reached from the border (2) and queue it.
+static void visit(ring_t *r, uint8_t *mask, size_t p)
+{
+    if (mask[p]) return;
+    mask[p] = 2;
+    if (r->tail - r->head == r->cap) {
+        size_t *g = xmalloc(2 * r->cap * sizeof *g);
+        for (size_t i = 0; i < r->cap; i++) g[i] = r->v[(r->head + i) % r->cap];
+        free(r->v);
+        r->v = g;
+        r->head = 0;
+        r->tail = r->cap;
+        r->cap *= 2;
+    }
+    r->v[r->tail++ % r->cap] = p;
+}
+
+// Background voxels not 6-connected to the volume's border become foreground (scipy's
+// binary_fill_holes with its default structure, as nnU-Net calls it): a search from every
+// background voxel of the border marks the outside; the background left unmarked is holes.
+static void fill_holes(uint8_t *mask, const int d[3])
+{
+    const size_t n = (size_t)d[0] * d[1] * d[2], plane = (size_t)d[1] * d[2];
+    ring_t r = { .v = xmalloc(1024 * sizeof(size_t)), .cap = 1024 };
+    for (int i = 0; i < d[0]; i++)
+        for (int j = 0; j < d[1]; j++) {
+            int inner = i > 0 && i < d[0] - 1 && j > 0 && j < d[1] - 1;
+            for (int k = 0; k < d[2]; k += inner && k == 0 && d[2] > 1 ? d[2] - 1 : 1)
+                visit(&r, mask, (size_t)i * plane + (size_t)j * d[2] + k);
+        }
+    while (r.head < r.tail) {
+        size_t p = r.v[r.head++ % r.cap];
+        int k = (int)(p % d[2]), j = (int)(p / d[2] % d[1]), i = (int)(p / plane);
+        if (i > 0) visit(&r, mask, p - plane);
+        if (i < d[0] - 1) visit(&r, mask, p + plane);
+        if (j > 0) visit(&r, mask, p - d[2]);
+        if (j < d[1] - 1) visit(&r, mask, p + d[2]);
+        if (k > 0) visit(&r, mask, p - 1);
+        if (k < d[2] - 1) visit(&r, mask, p + 1);
+    }
+    free(r.v);
+    for (size_t i = 0; i < n; i++) mask[i] = mask[i] != 2;
+}
 
 size_t preprocess_foreground_mask(uint8_t *mask, const volume_t *img, const modality_t *mod,
                                   const preprocess_cfg_t *cfg)
@@ -27,6 +77,7 @@ size_t preprocess_foreground_mask(uint8_t *mask, const volume_t *img, const moda
             for (size_t i = 0; i < n; i++) mask[i] |= x[i] > t;
         }
     }
+    fill_holes(mask, img->dim);
     size_t count = 0;
     for (size_t i = 0; i < n; i++) count += mask[i];
     return count;

@@ -230,6 +230,43 @@ static void test_bbox(void)
     free(m);
 }
 
+// The mask is a body, as nnU-Net's (scipy binary_fill_holes): background enclosed by foreground
+// is filled, background 6-connected to the border is not. Two hollow cubes of 8^3 (value 1,
+// background -2, the channel's minimum) with 6^3 cavities: A's cavity is closed (its shell's
+// corner voxel (8,8,8) is background, but touches the cavity only diagonally); B's has a
+// one-voxel tunnel through its face to the outside.
+static void test_fill_holes(void)
+{
+    volume_t v;
+    memset(&v, 0, sizeof v);
+    v.C = 1; v.dim[0] = 10; v.dim[1] = 10; v.dim[2] = 20;
+    size_t n = volume_voxels(&v);
+    v.data = xmalloc(n * sizeof(float));
+#define AT(i, j, k) v.data[((size_t)(i) * 10 + (j)) * 20 + (k)]
+    for (size_t p = 0; p < n; p++) v.data[p] = -2;
+    for (int cube = 0; cube < 2; cube++)
+        for (int i = 1; i <= 8; i++)
+            for (int j = 1; j <= 8; j++)
+                for (int k = 1; k <= 8; k++) {
+                    int shell = i == 1 || i == 8 || j == 1 || j == 8 || k == 1 || k == 8;
+                    AT(i, j, k + 9 * cube) = shell ? 1 : -2;
+                }
+    AT(8, 8, 8) = -2;               // A: background reached from outside, diagonal to the cavity
+    AT(4, 4, 17) = -2;              // B: the tunnel from its cavity through the face k = 17
+    modality_t mod = MODALITY_MR;
+    preprocess_cfg_t cfg;
+    preprocess_cfg_default(&cfg);
+    uint8_t *mask = xmalloc(n);
+    size_t fg = preprocess_foreground_mask(mask, &v, &mod, &cfg);
+    EXPECT(fg == 511 + 295, "foreground %zu voxels, want A 512 - 1 + B 512 - 216 - 1 = 806", fg);
+    EXPECT(mask[(4 * 10 + 4) * 20 + 4] && mask[(7 * 10 + 7) * 20 + 7], "A's closed cavity is filled");
+    EXPECT(!mask[(8 * 10 + 8) * 20 + 8], "A's corner voxel, open to the outside, stays background");
+    EXPECT(!mask[(4 * 10 + 4) * 20 + 13] && !mask[(4 * 10 + 4) * 20 + 17], "B's cavity and tunnel stay background");
+#undef AT
+    free(mask);
+    free(v.data);
+}
+
 static void test_brats_foreground(void)
 {
     char root[1024], err[ERR_LEN];
@@ -467,6 +504,7 @@ int main(void)
     test_label_roundtrip();
     test_normalize();
     test_bbox();
+    test_fill_holes();
     test_pipeline_inverse();
     test_brats_foreground();
     test_real_ct();
