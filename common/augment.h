@@ -10,9 +10,10 @@ pc = (P-1)/2 and bc = origin + (P-1)/2 the box centre in the volume; A = R S Q i
 scaling (rigid in mm: conjugated by the voxel spacing) x signed permutation (flips and rot90). When A is a signed permutation the patch is an
 exact gather (rows copied, flips as index arithmetic, intensity fused); otherwise one trilinear
 (image) / nearest (labels) resampling pass. Voxels outside the volume get the pad value
-(cfg: 0 by default, which is the background after this project's normalisation: MR z-score sets
-the non-foreground to 0 and the CT window maps air to b_min = 0; or each channel's minimum) and
-label 0. Files: augment_cfg.c (options), augment_volume.c (received volume, fg/bg indices),
+(cfg: 0 by default, as nnU-Net and MONAI pad: the background after the default normalisations --
+the foreground MR z-score sets the non-foreground to 0, the CT window maps air to b_min = 0 --
+but not after mr-all or ct-z, whose background is negative: --pad min there; or each channel's
+minimum) and label 0. Files: augment_cfg.c (options), augment_volume.c (received volume, fg/bg indices),
 augment_crop.c (centres, origins, gather), augment_resample.c, augment_intensity.c,
 augment_filter.c (blur, low resolution), augment_sample.c (the per-sample pipeline).
 */
@@ -36,12 +37,15 @@ typedef struct {
     double p_shift, shift_range;    // MONAI RandShiftIntensity: x + o, o ~ U(-r, r)
     // nnU-Net set (nnUNetTrainer.get_training_transforms; probabilities 0 unless --nnunet)
     double p_rotation, rotation_deg;    // three angles, each ~ U(-deg, deg); rigid in mm
-    double p_scaling, scaling[2];       // one factor for all axes (in-plane: see below); < 1 zooms in
+    double rotation_deg_2d;             // the in-plane angle's range in dummy 2D (below): 180, as nnU-Net
+    double p_scaling, scaling[2];       // one factor ~ U(scaling) for all axes (in-plane: see below),
+                                        // batchgeneratorsv2's draw; < 1 zooms in
     double p_noise, noise[2];           // sigma ~ U(noise) (batchgenerators: "variance" used as sd)
     double p_blur, blur_sigma[2], blur_p_channel;   // sigma per channel and axis
     double p_brightness, brightness[2]; // multiplier per channel
     double p_contrast, contrast[2];     // per channel, range preserved
-    double p_lowres, lowres[2], lowres_p_channel;   // zoom per channel, same on all axes
+    double p_lowres, lowres[2], lowres_p_channel;   // zoom per channel, same on all axes (in dummy
+                                                    // 2D not the coarse one)
     double p_gamma_inv, p_gamma, gamma[2];          // stats retained; _inv: on the negated image
     int pad_min;                    // 1: pad each channel with its minimum; 0: with pad_value
     float pad_value;
@@ -103,7 +107,8 @@ uint64_t aug_volume_key(const char *case_id, int64_t epoch);
 // scaling act only in the plane of the two finer axes (about the coarse axis), nnU-Net's "dummy
 // 2D" augmentation -- which nnU-Net switches on from its planned patch shape, itself set by the
 // spacing; here the volume's spacing decides -- so slices are never interpolated across the
-// coarse axis. augment_coarse_axis: that axis, or -1.
+// coarse axis; as in nnU-Net the in-plane angle then ranges over rotation_deg_2d (180) and the
+// low-resolution step leaves the coarse axis alone. augment_coarse_axis: that axis, or -1.
 #define AUG_ANISO_THRESHOLD 3.0
 int augment_coarse_axis(const double spacing[3]);
 
@@ -132,8 +137,9 @@ void augment_contrast(float *x, size_t n, double factor);           // preserves
 void augment_add_noise(float *x, size_t n, double sigma, rng_t *r);
 // x: (P0, P1, P2) one channel; sigma per axis; scipy "reflect" border, truncate 4 sigma.
 void augment_blur(float *x, const int dim[3], const double sigma[3]);
-// Nearest-neighbour down to round(dim * zoom), trilinear back up (nnU-Net: cubic up).
-void augment_lowres(float *x, const int dim[3], double zoom);
+// Nearest-neighbour down to round(dim * zoom), trilinear back up (nnU-Net: cubic up); axis keep
+// (-1: none) stays at full size (nnU-Net's ignore_axes in dummy-2D training).
+void augment_lowres(float *x, const int dim[3], double zoom, int keep);
 // nnU-Net's two-sided draw for ranges around 1: half the time below 1, half above.
 double augment_draw_around_one(rng_t *r, const double range[2]);
 

@@ -1,7 +1,9 @@
 /*
 augment_cfg.c -- the augmentation options: defaults, the nnU-Net switch and the flag table that
 srm-augmenter (and the tests) parse. Defaults: MONAI's BraTS recipe as in the SegResMamba paper
-(flips p 0.5 per axis, RandScaleIntensity 0.1 p 1, RandShiftIntensity 0.1 p 1, pos:neg 1:1);
+(flips p 0.5 per axis, RandScaleIntensity 0.1 p 1, RandShiftIntensity 0.1 p 1) with MONAI's
+RandCropByPosNegLabeld centres at pos:neg 1:1 (its BTCV / spleen recipes; the paper's BraTS
+script crops uniformly at random, which small structures would rarely see);
 the nnU-Net ranges are nnUNetTrainer.get_training_transforms' (anchors.md §A4) with their
 probabilities at 0 until --nnunet (which also turns MONAI's scale / shift off) or an individual
 --p-* switch turns them on.
@@ -23,6 +25,7 @@ void augment_cfg_default(augment_cfg_t *c)
     c->p_scale = 1.0; c->scale_range = 0.1;
     c->p_shift = 1.0; c->shift_range = 0.1;
     c->rotation_deg = 30;
+    c->rotation_deg_2d = 180;
     c->scaling[0] = 0.7; c->scaling[1] = 1.4;
     c->noise[0] = 0; c->noise[1] = 0.1;
     c->blur_sigma[0] = 0.5; c->blur_sigma[1] = 1.0; c->blur_p_channel = 0.5;
@@ -85,6 +88,7 @@ static const opt_t opts[] = {
     { "--shift-range", K_RANGE, OFF(shift_range), 0, 1e6, "o ~ U(-r, r) (0.1)" },
     { "--p-rotation", K_PROB, OFF(p_rotation), 0, 1, "nnU-Net rotation (0; --nnunet 0.2)" },
     { "--rotation-deg", K_RANGE, OFF(rotation_deg), 0, 180, "angles ~ U(-deg, deg) per axis (30)" },
+    { "--rotation-deg-2d", K_RANGE, OFF(rotation_deg_2d), 0, 180, "in-plane angle in dummy 2D (180)" },
     { "--p-scaling", K_PROB, OFF(p_scaling), 0, 1, "nnU-Net scaling (0; 0.2)" },
     { "--scaling-range", K_PAIR, OFF(scaling), 0.05, 20, "(0.7,1.4)" },
     { "--p-noise", K_PROB, OFF(p_noise), 0, 1, "Gaussian noise (0; 0.1)" },

@@ -67,11 +67,11 @@ void augment_blur(float *x, const int dim[3], const double sigma[3])
     free(tmp);
 }
 
-void augment_lowres(float *x, const int dim[3], double zoom)
+void augment_lowres(float *x, const int dim[3], double zoom, int keep)
 {
     int m[3];
     for (int d = 0; d < 3; d++) {
-        m[d] = (int)lround(dim[d] * zoom);
+        m[d] = d == keep ? dim[d] : (int)lround(dim[d] * zoom);
         m[d] = m[d] < 1 ? 1 : m[d] > dim[d] ? dim[d] : m[d];
     }
     if (m[0] == dim[0] && m[1] == dim[1] && m[2] == dim[2]) return;

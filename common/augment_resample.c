@@ -2,7 +2,9 @@
 augment_resample.c -- the one resampling pass of the nnU-Net spatial transform (rotation and
 scaling, plus any flip/rot90 folded into the same matrix): output voxel p reads the source
 position s = s0 + A p, trilinear for the image (batchgenerators order 1) and nearest for the
-labels (order 0), constant pad outside the volume (image: the channel's pad value, labels: 0),
+labels (batchgenerators v1's order 0; nnU-Net v2 interpolates each label linearly and takes the
+largest, which nearest approximates without mixing labels), constant pad outside the volume
+(image: the channel's pad value, labels: 0),
 as batchgenerators' border_mode "constant". Voxel-space: spacing is ignored, as in nnU-Net's
 isotropic case.
 */

@@ -3,6 +3,7 @@ augment_sample.c -- one training patch from one volume: the order of the steps a
 draws. All randomness comes from rng_derive(seed, volume key, sample index), drawn in a fixed
 order (every gate is drawn even when its probability is 0), so a patch depends on nothing else.
 Steps: crop centre (pos/neg) -> box -> sampling matrix A = R(rotation) * scale * Q(rot90, flips)
+(R and the scale turning about the crop centre)
 (R and the scale rigid in millimetres, Q on voxel steps; R and the scale in-plane only on a
 volume whose coarsest spacing is over 3x its finest: nnU-Net's "dummy 2D" augmentation, see
 augment.h)
@@ -67,7 +68,9 @@ static void draw_permutation(double Q[3][3], rng_t *r, const augment_cfg_t *cfg)
     }
 }
 
-static void intensity_steps(float *img, int C, const int P[3], const augment_cfg_t *cfg, rng_t *r)
+// keep: the patch axis along the volume's coarse one (dummy 2D; -1: none), which the
+// low-resolution step leaves at full size, as nnU-Net's ignore_axes.
+static void intensity_steps(float *img, int C, const int P[3], int keep, const augment_cfg_t *cfg, rng_t *r)
 {
     size_t pn = (size_t)P[0] * P[1] * P[2];
     if (rng_uniform(r) < cfg->p_noise) {            // one sigma for all channels
@@ -92,7 +95,7 @@ static void intensity_steps(float *img, int C, const int P[3], const augment_cfg
     if (rng_uniform(r) < cfg->p_lowres)
         for (int c = 0; c < C; c++) {
             if (rng_uniform(r) >= cfg->lowres_p_channel) continue;
-            augment_lowres(img + c * pn, P, uniform(r, cfg->lowres[0], cfg->lowres[1]));
+            augment_lowres(img + c * pn, P, uniform(r, cfg->lowres[0], cfg->lowres[1]), keep);
         }
     if (rng_uniform(r) < cfg->p_gamma_inv)
         for (int c = 0; c < C; c++) augment_gamma(img + c * pn, pn, augment_draw_around_one(r, cfg->gamma), 1);
@@ -114,7 +117,7 @@ void augment_sample(float *img, uint8_t *lab, aug_info_t *info, const aug_volume
     int coarse = augment_coarse_axis(v->spacing);
     identity(R);
     if (rng_uniform(&r) < cfg->p_rotation) {
-        double lim = cfg->rotation_deg * M_PI / 180;
+        double lim = (coarse >= 0 ? cfg->rotation_deg_2d : cfg->rotation_deg) * M_PI / 180;
         for (int ax = 0; ax < 3; ax++) {            // about D, H, W in turn: R = Rd * Rh * Rw
             double t = uniform(&r, -lim, lim);      // (drawn for every axis: the stream stays put)
             if (coarse >= 0 && ax != coarse) continue;
@@ -123,7 +126,7 @@ void augment_sample(float *img, uint8_t *lab, aug_info_t *info, const aug_volume
         }
     }
     double scale = 1;
-    if (rng_uniform(&r) < cfg->p_scaling) scale = augment_draw_around_one(&r, cfg->scaling);
+    if (rng_uniform(&r) < cfg->p_scaling) scale = uniform(&r, cfg->scaling[0], cfg->scaling[1]);
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < 3; j++)
             if (coarse < 0 || (i != coarse && j != coarse)) R[i][j] *= scale;
@@ -132,14 +135,27 @@ void augment_sample(float *img, uint8_t *lab, aug_info_t *info, const aug_volume
         for (int i = 0; i < 3; i++)
             for (int j = 0; j < 3; j++) R[i][j] *= v->spacing[j] / v->spacing[i];
     matmul(in.A, R, Q);
+    int keep = -1;                                  // the patch axis that reads the coarse one
+    for (int j = 0; j < 3 && coarse >= 0; j++)
+        if (Q[coarse][j] != 0) keep = j;
 
     float mul = 1, add = 0;
     if (rng_uniform(&r) < cfg->p_scale) mul = (float)(1 + uniform(&r, -cfg->scale_range, cfg->scale_range));
     if (rng_uniform(&r) < cfg->p_shift) add = (float)uniform(&r, -cfg->shift_range, cfg->shift_range);
 
-    double bc[3];
-    for (int d = 0; d < 3; d++) bc[d] = in.origin[d] + (cfg->patch[d] - 1) * 0.5;
+    // Rotation and scaling turn about the drawn centre, not the box's: it keeps the patch
+    // position flips alone would give it (a foreground voxel near a border, off the box centre,
+    // would otherwise be turned out of the patch). The box moves by whole voxels so that p = 0
+    // still reads origin + pc + A (0 - pc) exactly (docs/protocol.md `origins`); the centre then
+    // lands within half a voxel of that position.
+    double bc[3], u[3];
+    for (int d = 0; d < 3; d++) u[d] = in.centre[d] - (in.origin[d] + (cfg->patch[d] - 1) * 0.5);
+    for (int d = 0; d < 3; d++) {
+        double ru = R[d][0] * u[0] + R[d][1] * u[1] + R[d][2] * u[2];
+        in.origin[d] = (int)lround(in.centre[d] - ru - (cfg->patch[d] - 1) * 0.5);
+        bc[d] = in.origin[d] + (cfg->patch[d] - 1) * 0.5;
+    }
     in.resampled = augment_extract(img, lab, v, cfg->patch, in.A, bc, mul, add, 0);
-    intensity_steps(img, v->C, cfg->patch, cfg, &r);
+    intensity_steps(img, v->C, cfg->patch, keep, cfg, &r);
     if (info) *info = in;
 }

@@ -5,13 +5,18 @@ endpoints. Logic: common/patch_stream.c and common/augment*.c. Stops on SIGINT/S
 */
 #include "patch_stream.h"
 #include "check.h"
+#include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 int main(int argc, char **argv)
 {
     char err[ERR_LEN];
     patch_cfg_t cfg;
     log_set_name("augmenter");
+    // Augmentation scales by processes, many to a host (system.md): one OpenMP thread each (the
+    // low-resolution step's resampler is parallel), unless OMP_NUM_THREADS asks for more.
+    if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(1);
     int rc = patch_cfg_parse(&cfg, argc, argv, err);
     if (rc) {
         if (rc < 0) log_msg('E', "%s", err);

@@ -487,12 +487,12 @@ static void test_intensity(void)
     EXPECT(fabs(ratio / want - 1) < 0.1 && fabs(m2 - m1) < 0.01, "blur variance ratio %g want %g", ratio, want);
     for (size_t i = 0; i < N; i++) y[i] = 4.5f;
     augment_blur(y, dim, sg);
-    augment_lowres(y, dim, 0.5);
+    augment_lowres(y, dim, 0.5, -1);
     int flat = 1;
     for (size_t i = 0; i < N; i++) flat &= fabsf(y[i] - 4.5f) < 1e-5f;
     EXPECT(flat, "blur + lowres must keep a constant image constant");
     memcpy(y, x, N * sizeof(float));
-    augment_lowres(y, dim, 0.5);
+    augment_lowres(y, dim, 0.5, -1);
     stats(y, N, &m1, &s1);
     EXPECT(fabs(m1 - m0) < 0.05 && s1 < 0.8 * s0 && s1 > 0.2 * s0, "lowres 0.5: mean %g->%g sd %g->%g", m0, m1, s0, s1);
     int below = 0;
@@ -606,6 +606,96 @@ static void test_rotation_in_mm(void)
     aug_volume_free(&v);
 }
 
+// a 3^3 lesion two voxels from the D = 0 face and near the H end: the crop box is clamped, so
+// the lesion sits far off the box centre
+static uint8_t lab_edge(const int *p, const int *dim)
+{
+    int c[3] = { 2, dim[1] - 3, dim[2] / 2 };
+    for (int d = 0; d < 3; d++) if (abs(p[d] - c[d]) > 1) return 0;
+    return 1;
+}
+
+// Rotation and scaling turn about the crop centre: a foreground-centred crop keeps its
+// foreground however the box was clamped (turning about the box centre lost it in 8 of these 100
+// rotated and 10 of these 100 scaled patches; 57 % and 35 % with a 64^3 patch in a 90x90x70 volume).
+static void test_centre_kept(void)
+{
+    augment_cfg_t cfg;
+    quiet_cfg(&cfg, 32);
+    cfg.pos_ratio = 1;
+    aug_volume_t v;
+    make_volume(&v, 1, 45, 45, 35, f_const, lab_edge, &cfg);
+    const size_t pn = 32 * 32 * 32;
+    float *img = xmalloc(pn * sizeof(float));
+    uint8_t *lab = xmalloc(pn);
+    for (int mode = 0; mode < 2; mode++) {
+        cfg.p_rotation = mode == 0;
+        cfg.p_scaling = mode == 1;
+        cfg.p_flip[0] = cfg.p_flip[1] = cfg.p_flip[2] = 0.5;
+        int empty = 0, turned = 0;
+        for (int s = 0; s < 100; s++) {
+            aug_info_t in;
+            augment_sample(img, lab, &in, &v, &cfg, 5, (uint64_t)s);
+            size_t fg = 0;
+            for (size_t i = 0; i < pn; i++) fg += lab[i] == 1;
+            empty += fg == 0;
+            turned += in.resampled;
+        }
+        EXPECT(empty == 0 && turned == 100, "%s: %d of 100 foreground-centred patches without foreground (%d resampled)",
+               mode ? "scaling" : "rotation", empty, turned);
+    }
+    free(img);
+    free(lab);
+    aug_volume_free(&v);
+}
+
+// nnU-Net's dummy-2D details and the v2 scaling draw: the in-plane angle spans +-180 degrees
+// (nnU-Net's rotation_for_DA then), the low-resolution step leaves the coarse axis alone
+// (ignore_axes), and the scale is U(0.7, 1.4): 3/7 of the draws below 1 (not half, the older
+// two-sided draw).
+static void test_nnunet_draws(void)
+{
+    augment_cfg_t cfg;
+    quiet_cfg(&cfg, 16);
+    cfg.p_rotation = 1;
+    aug_volume_t v;
+    make_volume(&v, 1, 24, 26, 22, f_const, lab_ball, &cfg);
+    v.spacing[0] = 4; v.spacing[1] = v.spacing[2] = 1;
+    double widest = 0;
+    for (int s = 0; s < 200; s++) {
+        aug_info_t in;
+        float img[16 * 16 * 16];
+        uint8_t lab[16 * 16 * 16];
+        augment_sample(img, lab, &in, &v, &cfg, 4, (uint64_t)s);
+        widest = fmax(widest, fabs(atan2(in.A[2][1], in.A[1][1])) * 180 / M_PI);
+    }
+    EXPECT(widest > 150 && widest <= 180, "dummy 2D: widest in-plane angle %.1f degrees (want up to 180)", widest);
+    cfg.p_rotation = 0;
+    cfg.p_scaling = 1;
+    v.spacing[0] = 1;
+    int below = 0, out = 0;
+    for (int s = 0; s < 2000; s++) {
+        aug_info_t in;
+        float img[16 * 16 * 16];
+        uint8_t lab[16 * 16 * 16];
+        augment_sample(img, lab, &in, &v, &cfg, 4, (uint64_t)s);
+        double sc = fabs(in.A[0][0]);
+        below += sc < 1;
+        out += sc < 0.7 - 1e-12 || sc > 1.4 + 1e-12;
+    }
+    EXPECT(out == 0 && below > 780 && below < 935, "scale U(0.7, 1.4): %d of 2000 below 1 (want ~857), %d outside", below, out);
+    aug_volume_free(&v);
+
+    const int dim[3] = { 6, 8, 10 };
+    float x[6 * 8 * 10], y[6 * 8 * 10];
+    for (int i = 0; i < 6 * 8 * 10; i++) x[i] = (float)(i / 80);      // a ramp along axis 0 only
+    memcpy(y, x, sizeof x);
+    augment_lowres(y, dim, 0.5, 0);
+    EXPECT(!memcmp(x, y, sizeof x), "lowres keeping axis 0 leaves a ramp along it untouched");
+    augment_lowres(y, dim, 0.5, -1);
+    EXPECT(memcmp(x, y, sizeof x) != 0, "lowres on every axis changes it");
+}
+
 int main(void)
 {
     test_prep_json();
@@ -616,6 +706,8 @@ int main(void)
     test_flip_rot90_exact();
     test_rotation_alignment();
     test_rotation_in_mm();
+    test_centre_kept();
+    test_nnunet_draws();
     test_padding();
     test_determinism();
     test_intensity();
