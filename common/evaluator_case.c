@@ -18,6 +18,8 @@ nnU-Net's evaluation with an ignore label: the prediction there is left out too.
 #include <stdlib.h>
 #include <string.h>
 
+#define EVAL_FILL_LOGIT 20.0f       // --logits outside the crop box: +20 background, -20 the rest
+
 void eval_affine_spacing(const double a[4][4], double spacing[3])
 {
     for (int c = 0; c < 3; c++) spacing[c] = sqrt(a[0][c] * a[0][c] + a[1][c] * a[1][c] + a[2][c] * a[2][c]);
@@ -46,8 +48,10 @@ int eval_segment(eval_model_t *const *ems, int nm, const sw_cfg_t *sw, const eva
     }
     if (nm > 1) for (size_t i = 0; i < on * K; i++) pre[i] /= (float)nm;
     free(more);
+    // Outside the foreground crop box: certain background, as nnU-Net's probabilities there
+    // (background 1, regions 0): softmax background 1 - (K-1) e^-40, sigmoid e^-20 = 2e-9
     float *fill = xmalloc(K * sizeof(float));
-    for (int k = 0; k < K; k++) fill[k] = lab->nregions ? -1.0f : (k == 0 ? 1.0f : 0.0f);
+    for (int k = 0; k < K; k++) fill[k] = lab->nregions ? -EVAL_FILL_LOGIT : (k == 0 ? EVAL_FILL_LOGIT : -EVAL_FILL_LOGIT);
     float *src = logits ? logits : xmalloc(sn * K * sizeof(float));
     int rc = preprocess_invert_float(src, pre, K, fill, rec, err);
     free(pre);

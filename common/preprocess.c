@@ -88,7 +88,7 @@ static int resample_case(case_t *c, const preprocess_cfg_t *cfg)
     preprocess_resample_linear(y, od, c->image.data, c->image.C, c->image.dim);
     if (c->label) {
         uint8_t *l = xmalloc(on);
-        preprocess_resample_nearest(l, od, c->label, c->image.dim);
+        preprocess_resample_labels(l, od, c->label, c->image.dim);
         free(c->label);
         c->label = l;
     }
@@ -153,19 +153,19 @@ int preprocess_case(case_t *c, const preprocess_cfg_t *cfg, preprocess_record_t 
 
 // ---- the inverse ------------------------------------------------------------------------------
 
-// x: (C, out_dim) -> (C, src_dim) via crop_dim and ras_dim; linear or nearest (on floats that
-// hold labels, nearest keeps them exact). Returns the new buffer or NULL + err.
-static float *invert(const float *x, int C, int nearest, const float *fill, const preprocess_record_t *r, char *err)
+// x: (C, out_dim) -> (C, src_dim) via crop_dim and ras_dim; linear, or for floats that hold
+// labels the label resampler (labels stay labels). Returns the new buffer or NULL + err.
+static float *invert(const float *x, int C, int labels, const float *fill, const preprocess_record_t *r, char *err)
 {
     const int *cd = r->crop_dim, *rd = r->ras_dim;
     size_t cn = (size_t)cd[0] * cd[1] * cd[2], rn = (size_t)rd[0] * rd[1] * rd[2];
     size_t on = (size_t)r->out_dim[0] * r->out_dim[1] * r->out_dim[2];
     float *crop = xmalloc((size_t)C * cn * sizeof(float));
-    if (nearest) {                           // labels: nearest on uint8, channel by channel
+    if (labels) {                            // on uint8, channel by channel
         uint8_t *a = xmalloc(on), *b = xmalloc(cn);
         for (int c = 0; c < C; c++) {
             for (size_t i = 0; i < on; i++) a[i] = (uint8_t)x[(size_t)c * on + i];
-            preprocess_resample_nearest(b, cd, a, r->out_dim);
+            preprocess_resample_labels(b, cd, a, r->out_dim);
             for (size_t i = 0; i < cn; i++) crop[(size_t)c * cn + i] = b[i];
         }
         free(a); free(b);

@@ -9,7 +9,8 @@ Forward (preprocess_case), in nnU-Net's order:
   3. crop image and label to the mask's bounding box (+ margin), at source resolution
   4. intensity normalisation per channel (CT: clip to a window and scale, or z-score with given
      mean/std; MR: z-score over the foreground or the whole volume)
-  5. resampling to the target spacing (trilinear images, nearest labels)
+  5. resampling to the target spacing (trilinear images; labels each linear as a 0/1 map, kept
+     where >= 0.5, as nnU-Net's resize_segmentation)
 The inverse (preprocess_invert_*) runs 5, 3 and 1 backwards so a prediction on the preprocessed
 grid lands on the source image's grid. preprocess_record_t holds everything it needs.
 
@@ -111,8 +112,10 @@ int preprocess_normalize_range(volume_t *img, int ch, modality_t mod, char *err)
 int preprocess_out_extent(int n, double s, double t);
 // Resample x (C, in_dim) to y (C, out_dim): trilinear (extent aligned, see above).
 void preprocess_resample_linear(float *y, const int out_dim[3], const float *x, int C, const int in_dim[3]);
-// Nearest neighbour on a uint8 map (D, H, W) with the same grid convention.
-void preprocess_resample_nearest(uint8_t *y, const int out_dim[3], const uint8_t *x, const int in_dim[3]);
+// A label map (D, H, W) with the same grid convention, each label interpolated linearly as a 0/1
+// map and kept where it reaches 0.5, the highest such label winning (nnU-Net's
+// resize_segmentation); 0 where none does.
+void preprocess_resample_labels(uint8_t *y, const int out_dim[3], const uint8_t *x, const int in_dim[3]);
 // affine of the resampled grid (exact, see above).
 void preprocess_resampled_affine(double out[4][4], const double in[4][4], const int in_dim[3],
                                  const int out_dim[3]);

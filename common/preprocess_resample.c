@@ -97,27 +97,44 @@ void preprocess_resample_linear(float *y, const int out_dim[3], const float *x, 
     axis_free(&ta); axis_free(&tb); axis_free(&tc);
 }
 
-// Nearest source index; ties (x exactly halfway, as in a 2x round trip) go up: floor(x + 0.5).
-static int *nearest_table(int n, int m)
+// One pass for every label at once: an output voxel's 8 source corners carry trilinear weights;
+// each label present among them gets the sum of its corners' weights -- the value its own 0/1
+// map would interpolate to -- and the voxel takes the highest label whose sum reaches 0.5, else
+// 0 (nnU-Net's resize_segmentation: each label's map at order 1, >= 0.5, labels in ascending
+// order, a later one overwriting).
+void preprocess_resample_labels(uint8_t *y, const int out_dim[3], const uint8_t *x, const int in_dim[3])
 {
-    int *t = xmalloc((size_t)m * sizeof(int));
-    for (int j = 0; j < m; j++) {
-        long i = lround(floor(src_coord(j, n, m) + 0.5));
-        t[j] = i < 0 ? 0 : i > n - 1 ? n - 1 : (int)i;
-    }
-    return t;
-}
-
-void preprocess_resample_nearest(uint8_t *y, const int out_dim[3], const uint8_t *x, const int in_dim[3])
-{
-    int *ta = nearest_table(in_dim[0], out_dim[0]), *tb = nearest_table(in_dim[1], out_dim[1]);
-    int *tc = nearest_table(in_dim[2], out_dim[2]);
+    axis_tab_t ta = axis_table(in_dim[0], out_dim[0]), tb = axis_table(in_dim[1], out_dim[1]);
+    axis_tab_t tc = axis_table(in_dim[2], out_dim[2]);
+    size_t sH = (size_t)in_dim[2], sD = (size_t)in_dim[1] * in_dim[2];
     #pragma omp parallel for schedule(static)
-    for (int a = 0; a < out_dim[0]; a++)
+    for (int a = 0; a < out_dim[0]; a++) {
+        const size_t ia[2] = { ta.i0[a] * sD, ta.i1[a] * sD };
+        const double wa[2] = { 1 - (double)ta.w[a], ta.w[a] };
         for (int b = 0; b < out_dim[1]; b++) {
-            const uint8_t *row = x + ((size_t)ta[a] * in_dim[1] + tb[b]) * in_dim[2];
+            const size_t ib[2] = { tb.i0[b] * sH, tb.i1[b] * sH };
+            const double wb[2] = { 1 - (double)tb.w[b], tb.w[b] };
             uint8_t *out = y + ((size_t)a * out_dim[1] + b) * out_dim[2];
-            for (int k = 0; k < out_dim[2]; k++) out[k] = row[tc[k]];
+            for (int k = 0; k < out_dim[2]; k++) {
+                const size_t ic[2] = { (size_t)tc.i0[k], (size_t)tc.i1[k] };
+                const double wc[2] = { 1 - (double)tc.w[k], tc.w[k] };
+                uint8_t lab[8];
+                double sum[8];
+                int n = 0;
+                for (int c = 0; c < 8; c++) {
+                    uint8_t v = x[ia[c >> 2] + ib[(c >> 1) & 1] + ic[c & 1]];
+                    double w = wa[c >> 2] * wb[(c >> 1) & 1] * wc[c & 1];
+                    int i = 0;
+                    while (i < n && lab[i] != v) i++;
+                    if (i == n) { lab[n] = v; sum[n++] = 0; }
+                    sum[i] += w;
+                }
+                uint8_t best = 0;
+                for (int i = 0; i < n; i++)
+                    if (sum[i] >= 0.5 && lab[i] > best) best = lab[i];
+                out[k] = best;
+            }
         }
-    free(ta); free(tb); free(tc);
+    }
+    axis_free(&ta); axis_free(&tb); axis_free(&tc);
 }

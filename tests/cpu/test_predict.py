@@ -101,6 +101,18 @@ def main():
         check(np.allclose(lg.affine, src.affine, atol=1e-4), "logits affine")
         lab = np.asarray(nib.load(os.path.join(out, os.path.basename(images[0]))).dataobj)
         check((np.asarray(lg.dataobj).argmax(-1) == lab).all(), "argmax of the logits differs from the label map")
+        # outside the image's foreground box the background is certain (nnU-Net: probability 1
+        # there), not a softmax of (1, 0, 0, 0) = 0.48
+        x = np.asarray(src.dataobj)
+        x = x if x.ndim == 3 else x[..., 0]
+        body = np.argwhere(x != x.min())
+        lo, hi = body.min(0), body.max(0)
+        outside = np.ones(x.shape, bool)
+        outside[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = False
+        v = np.asarray(lg.dataobj)[outside]
+        check(outside.any() and (v == np.float32([20, -20, -20, -20])).all(),
+              "logits outside the foreground box: %d voxels, %d not (20, -20, -20, -20)"
+              % (outside.sum(), (v != np.float32([20, -20, -20, -20])).any(-1).sum()))
 
     # orientation: an LPS image and its RAS copy segment identically in world space
     lps = images[codes.index(("L", "P", "S"))]

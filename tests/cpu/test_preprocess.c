@@ -90,13 +90,37 @@ static void test_ramp(void)
            preprocess_out_extent(155, 1.0, 0) == 155 && preprocess_out_extent(3, 1.0, 100) == 1, "round(n*s/t)");
 }
 
-// Round trip: label map to half its spacing (nearest) and back.
+// The label resampler's rule spelled out the slow way, as nnU-Net's resize_segmentation does
+// it: each label present, in ascending order, as a 0/1 float map through the trilinear resampler,
+// written where it reaches 0.5.
+static void labels_one_by_one(uint8_t *y, const int od[3], const uint8_t *x, const int d[3])
+{
+    float *m = xmalloc(nvox(d) * sizeof(float)), *r = xmalloc(nvox(od) * sizeof(float));
+    memset(y, 0, nvox(od));
+    for (int v = 0; v < 256; v++) {
+        size_t hits = 0;
+        for (size_t i = 0; i < nvox(d); i++) hits += (m[i] = x[i] == v) != 0;
+        if (!hits) continue;
+        preprocess_resample_linear(r, od, m, 1, d);
+        for (size_t i = 0; i < nvox(od); i++) if (r[i] >= 0.5f) y[i] = (uint8_t)v;
+    }
+    free(m); free(r);
+}
+
+// Round trip: label map to half its spacing and back; each way checked against the rule.
 static double half_roundtrip(const uint8_t *l, const int d[3], int *nlab)
 {
     int up[3] = {preprocess_out_extent(d[0], 1, 0.5), preprocess_out_extent(d[1], 1, 0.5), preprocess_out_extent(d[2], 1, 0.5)};
-    uint8_t *u = xmalloc(nvox(up)), *back = xmalloc(nvox(d));
-    preprocess_resample_nearest(u, up, l, d);
-    preprocess_resample_nearest(back, d, u, up);
+    uint8_t *u = xmalloc(nvox(up)), *back = xmalloc(nvox(d)), *ref = xmalloc(nvox(up));
+    preprocess_resample_labels(u, up, l, d);
+    labels_one_by_one(ref, up, l, d);
+    size_t diff = 0;
+    for (size_t i = 0; i < nvox(up); i++) diff += u[i] != ref[i];
+    preprocess_resample_labels(back, d, u, up);
+    labels_one_by_one(ref, d, u, up);
+    for (size_t i = 0; i < nvox(d); i++) diff += back[i] != ref[i];
+    EXPECT(diff == 0, "label resampler vs each label's 0/1 map: %zu voxels differ", diff);
+    free(ref);
     double w = min_dice(l, back, nvox(d), nlab);
     free(u); free(back);
     return w;
