@@ -79,6 +79,18 @@ char *preprocess_settings_json(const preprocess_cfg_t *cfg, const modality_t *mo
 // CASE_MAX_CHANNELS). 0, or -1 with err naming the field.
 int preprocess_settings_parse(const char *text, preprocess_cfg_t *cfg, modality_t *mod, int *C, char *err);
 
+// nnU-Net's target spacing for ds (preprocess_plan.c): medians over the labelled non-test cases,
+// the 10th percentile on a thick-slice axis. cfg: reorientation, foreground and crop settings.
+typedef struct {
+    int cases, skipped;             // cases measured; cases that could not be loaded
+    char first_problem[512];
+    double median_spacing[3];       // mm along i, j, k after reorientation
+    double median_shape[3];         // voxels after cropping to the foreground
+    double target[3];
+    int aniso_axis;                 // the thick-slice axis given the 10th percentile, or -1
+} spacing_plan_t;
+int preprocess_plan_spacing(const dataset_t *ds, const preprocess_cfg_t *cfg, spacing_plan_t *p, char *err);
+
 // Run all steps on c in place (c->image, c->label replaced). rec may be NULL. Returns 0, or -1
 // with err "<case id>: <problem>" (degenerate affine, empty foreground, zero std...).
 int preprocess_case(case_t *c, const preprocess_cfg_t *cfg, preprocess_record_t *rec, char *err);

@@ -28,7 +28,9 @@ training:  --patch D,H,W (96,96,96)  --batch B (2)  --steps N (1000)  --lr F (1e
            as nnU-Net's fold all; default: the dataset's validation split, else fold 0 when an
            evaluator runs)
            --device auto|cpu|gpu  --resume (continue RUN_DIR from its latest checkpoint)
-data:      --augmenters N (max(1, cores-3))  --spacing X,Y,Z|none  --cache DIR
+data:      --augmenters N (max(1, cores-3))  --spacing X,Y,Z|auto|none (auto: the target
+           spacing nnU-Net would plan for the training cases, srm-inspect --spacing; default
+           none, the cases' own)  --cache DIR
            --norm ct:LO,HI|ct-z:MEAN,STD[,LO,HI]|ct-nnunet|mr-fg|mr-all (ct-nnunet: nnU-Net's
            CT normalisation with the dataset's foreground statistics, srm-inspect --intensities)
            --samples-per-volume N (4)
@@ -160,7 +162,7 @@ CLASSES=${CLASSES:-$dk}; INCH=${INCH:-$dc}
 # A resumed run keeps the preprocessing its first run trained with (RUN/prep.args): another
 # --spacing or --norm now would train the rest of the run on other inputs (and predict.sh would
 # apply the last one to weights trained mostly on the first). A run that never trained is free.
-NORM_RESOLVED=""
+NORM_RESOLVED="" SPACING_RESOLVED=""
 if ((TRAINED)) && [[ -s $RUN/prep.args ]]; then
     first_sp=$(sed -n 's/^spacing=//p' "$RUN/prep.args") first_norm=$(sed -n 's/^norm=//p' "$RUN/prep.args")
     [[ -z $SPACING || $SPACING == "$first_sp" ]] ||
@@ -168,9 +170,22 @@ if ((TRAINED)) && [[ -s $RUN/prep.args ]]; then
     [[ -z $NORM || $NORM == "$first_norm" ]] ||
         srm_die "$RUN trained with --norm ${first_norm:-(none given)}: resume without --norm, or with the same"
     SPACING=$first_sp NORM=$first_norm NORM_RESOLVED=$(sed -n 's/^norm_resolved=//p' "$RUN/prep.args")
+    SPACING_RESOLVED=$(sed -n 's/^spacing_resolved=//p' "$RUN/prep.args")
     srm_log "resuming with the first run's preprocessing: --spacing ${SPACING:-(default)} --norm ${NORM:-(default)}"
 fi
-NORM_GIVEN=$NORM
+NORM_GIVEN=$NORM SPACING_GIVEN=$SPACING
+# --spacing auto: the target spacing nnU-Net plans for the training cases (median spacing, the
+# 10th percentile on a thick-slice axis: srm-inspect --spacing); a resume keeps the first run's.
+if [[ $SPACING == auto && -n $SPACING_RESOLVED ]]; then
+    SPACING=$SPACING_RESOLVED
+elif [[ $SPACING == auto ]]; then
+    plan=$("$SRM_BIN/srm-inspect" --dataset "$DATASET" --spacing) || srm_die "--spacing auto: no spacing plan of $DATASET"
+    plan=$($SRM_PY -c 'import json, sys; o = json.loads(sys.argv[1])
+print(o["spacing_arg"], o["cases"], o["thick_slice_axis"], ",".join("%g" % v for v in o["median_spacing"]))' "$plan") ||
+        srm_die "srm-inspect --spacing: unexpected answer '$plan'"
+    read -r SPACING n_plan thick_plan med_plan <<<"$plan"
+    srm_log "--spacing auto: $SPACING (nnU-Net's plan over $n_plan training cases: median spacing $med_plan$( ((thick_plan < 0)) || echo ", thick-slice axis $thick_plan at its 10th percentile"))"
+fi
 # --norm ct-nnunet: nnU-Net's CT normalisation (clip to the foreground's 0.5 / 99.5 percentiles,
 # z-score with its mean and std) from the dataset's intensity fingerprint; the same figures on
 # every run of the same cases, and the checkpoints carry them for predict.sh (a resume takes the
@@ -415,7 +430,7 @@ RUN_ID=$(<"$RUN/run.id")
 srm_start exporter "$SRM_BIN/srm-exporter" --run-dir "$RUN" --bind "$EP_BIND_exporter" --run-id "$RUN_ID" "${REMOTE_FLAG[@]}" "${X_EXPORTER[@]}"
 if ((LOADER_CHOOSES)); then echo --loader-args; else printf '%s\n' "${SPLIT_ARGS[*]}"; fi >"$RUN/cases.args" ||
     srm_die "cannot write $RUN/cases.args"
-printf 'spacing=%s\nnorm=%s\nnorm_resolved=%s\n' "$SPACING" "$NORM_GIVEN" "$NORM" >"$RUN/prep.args" ||
+printf 'spacing=%s\nspacing_resolved=%s\nnorm=%s\nnorm_resolved=%s\n' "$SPACING_GIVEN" "$SPACING" "$NORM_GIVEN" "$NORM" >"$RUN/prep.args" ||
     srm_die "cannot write $RUN/prep.args"
 [[ -z $AUTO_REGIONS ]] || printf '%s\n' "$AUTO_REGIONS" >"$RUN/regions.auto" || srm_die "cannot write $RUN/regions.auto"
 # A fold's cases are kept with the run (RUN/splits_final.json, the dataset's folds when it began)

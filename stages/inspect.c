@@ -30,6 +30,12 @@ inspect.c -- bin/srm-inspect: what the loader sees in one NIfTI file, or in a da
                                 --norm ct-z:MEAN,STD,LO,HI of nnU-Net's CT normalisation with them
                                 for a one-channel CT dataset (else null, "ct_norm_why_not" says
                                 why; pipelines/train.sh --norm ct-nnunet asks).
+  srm-inspect --dataset DIR --spacing   the target spacing nnU-Net would plan (preprocess_plan.c):
+                                median spacing and foreground-cropped shape of the labelled
+                                non-test cases after reorientation to RAS, "thick_slice_axis"
+                                (-1, or the axis given its 10th percentile), "target_spacing"
+                                and "spacing_arg" (X,Y,Z for --spacing; pipelines/train.sh
+                                --spacing auto asks).
 Bad input: exit status 1 and one line on stderr naming the file and the problem.
 */
 #define _GNU_SOURCE
@@ -38,6 +44,7 @@ Bad input: exit status 1 and one line on stderr naming the file and the problem.
 #include "dataset.h"
 #include "labels.h"
 #include "orient.h"
+#include "preprocess.h"
 #include "volume.h"
 #include <jansson.h>
 #include <math.h>
@@ -168,7 +175,7 @@ static json_t *inspect_file(const char *path, int with_labels, char *err)
 static void usage(void)
 {
     fprintf(stderr, "usage: srm-inspect FILE.nii[.gz] [--labels]\n"
-                    "       srm-inspect --dataset DIR [--shape | --intensities | --folds [--through K]]\n");
+                    "       srm-inspect --dataset DIR [--shape | --intensities | --spacing | --folds [--through K]]\n");
 }
 
 // Channels and classes a model for the dataset needs. Undeclared labels are counted from the
@@ -331,17 +338,44 @@ static int print_intensities(const char *dir, char *err)
     return 0;
 }
 
+// nnU-Net's target spacing for the dataset, with the figures it comes from.
+static int print_spacing(const char *dir, char *err)
+{
+    dataset_t ds;
+    if (dataset_open(dir, &ds, err)) return -1;
+    preprocess_cfg_t cfg;
+    preprocess_cfg_default(&cfg);
+    spacing_plan_t p;
+    int rc = preprocess_plan_spacing(&ds, &cfg, &p, err);
+    dataset_free(&ds);
+    if (rc) return -1;
+    if (p.skipped)
+        fprintf(stderr, "W: inspect: %d case(s) could not be read and were left out; the first: %s\n", p.skipped,
+                p.first_problem);
+    char arg[128];
+    snprintf(arg, sizeof arg, "%.9g,%.9g,%.9g", p.target[0], p.target[1], p.target[2]);
+    json_t *o = json_pack("{s:s, s:i, s:i, s:o, s:o, s:i, s:o, s:s}", "dataset", dir, "cases", p.cases,
+                          "cases_unreadable", p.skipped, "median_spacing", json_vec3(p.median_spacing),
+                          "median_shape_after_crop", json_vec3(p.median_shape), "thick_slice_axis", p.aniso_axis,
+                          "target_spacing", json_vec3(p.target), "spacing_arg", arg);
+    rc = json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    json_decref(o);
+    if (rc != 0 || fputc('\n', stdout) == EOF || fflush(stdout) != 0) return set_err(err, "%s: cannot write to stdout", dir);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     log_set_name("inspect");
     const char *file = NULL, *dataset = NULL;
-    int labels = 0, shape = 0, intensities = 0, folds = 0;
+    int labels = 0, shape = 0, intensities = 0, folds = 0, spacing = 0;
     long through = -1;
     char err[ERR_LEN];
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--labels") == 0) labels = 1;
         else if (strcmp(argv[i], "--shape") == 0) shape = 1;
         else if (strcmp(argv[i], "--intensities") == 0) intensities = 1;
+        else if (strcmp(argv[i], "--spacing") == 0) spacing = 1;
         else if (strcmp(argv[i], "--folds") == 0) folds = 1;
         else if (strcmp(argv[i], "--dataset") == 0 && i + 1 < argc) dataset = argv[++i];
         else if (strcmp(argv[i], "--through") == 0 && i + 1 < argc) {
@@ -353,14 +387,15 @@ int main(int argc, char **argv)
         else if (argv[i][0] == '-' || file) { usage(); return 2; }
         else file = argv[i];
     }
-    if (!!file == !!dataset || ((shape || intensities || folds) && !dataset) || shape + intensities + folds > 1 ||
+    if (!!file == !!dataset || ((shape || intensities || folds || spacing) && !dataset) ||
+        shape + intensities + folds + spacing > 1 ||
         (labels && !file) || (through >= 0 && !folds)) {
         usage();
         return 2;
     }
     if (dataset) {
         int rc = shape ? print_shape(dataset, err) : intensities ? print_intensities(dataset, err)
-               : folds ? print_folds(dataset, (int)through, err) : dataset_print_report(dataset, stdout, err);
+               : spacing ? print_spacing(dataset, err) : folds ? print_folds(dataset, (int)through, err) : dataset_print_report(dataset, stdout, err);
         if (rc < 0) {
             fprintf(stderr, "E: inspect: %s\n", err);
             return 1;

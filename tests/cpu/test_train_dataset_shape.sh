@@ -54,6 +54,19 @@ timeout 60 bash pipelines/train.sh "$TMP/plain" "$TMP/run1s" "${ARGS[@]}" --resu
 rc=$?
 check "[[ $rc == 1 ]] && grep -q 'trained with --spacing 1.5,1.5,1.5: resume without --spacing, or with the same' '$TMP/run1sc.out'" \
     "a resume with another --spacing: refused (exit $rc)"
+# --spacing auto: srm-inspect --spacing's plan becomes the run's spacing; a resume keeps it
+timeout 300 bash pipelines/train.sh "$TMP/plain" "$TMP/run1a" "${ARGS[@]}" --spacing auto >"$TMP/run1a.out" 2>&1
+rc=$?
+same=$("$BIN/srm-inspect" --dataset "$TMP/plain" --spacing | /usr/bin/python3 -c '
+import json, sys
+plan, prep = json.load(sys.stdin)["target_spacing"], json.load(open(sys.argv[1]))["spacing"]
+print("same" if all(abs(a - b) <= 1e-6 * a for a, b in zip(plan, prep)) else "%s != %s" % (plan, prep))' "$TMP/run1a/preprocessing.json" 2>&1)
+check "[[ $rc == 0 && '$same' == same ]] && grep -q -- \"--spacing auto: .*nnU-Net's plan over [0-9]* training cases\" '$TMP/run1a.out'" \
+    "--spacing auto: the run resamples to srm-inspect's plan (exit $rc, $same)"
+timeout 300 bash pipelines/train.sh "$TMP/plain" "$TMP/run1a" "${ARGS[@]}" --resume --spacing auto --steps 4 >"$TMP/run1ab.out" 2>&1
+rc=$?
+check "[[ $rc == 0 ]] && grep -q \"resuming with the first run's preprocessing: --spacing auto\" '$TMP/run1ab.out' && ! grep -q 'nnU-Net.s plan over' '$TMP/run1ab.out'" \
+    "a resume with --spacing auto keeps the first run's plan without planning again (exit $rc)"
 
 # nnU-Net layout, region labels
 mkdir -p "$TMP/nnu/imagesTr" "$TMP/nnu/labelsTr"

@@ -1,0 +1,112 @@
+/*
+preprocess_plan.c -- the target spacing nnU-Net would plan for a dataset (its ExperimentPlanner's
+determine_fullres_target_spacing), for `--spacing auto`.
+
+Over the labelled non-test cases (those the intensity fingerprint reads too): each case's voxel
+spacing after reorientation to RAS -- the grid this system resamples -- and its shape after
+cropping to the foreground (nnU-Net's "shapes_after_crop"). The target is the median spacing
+per axis (numpy's percentile 50, linear). Thick-slice data gets one exception, so that it is not
+resampled to the median's few slices: when the coarsest axis of that median is over 3x the
+largest other spacing AND its median extent is under a third of the smallest other extent,
+that axis takes the 10th percentile of its spacings instead -- raised just above the largest
+other spacing (+1e-5) when it would fall below it.
+*/
+#include "preprocess.h"
+#include "check.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PLAN_ANISO 3.0
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// numpy.percentile(v, p) with its default linear interpolation; sorts v.
+static double percentile(double *v, int n, double p)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    double pos = p / 100.0 * (n - 1);
+    int lo = (int)floor(pos), hi = lo + 1 < n ? lo + 1 : lo;
+    return v[lo] + (pos - lo) * (v[hi] - v[lo]);
+}
+
+// One case's RAS spacing and foreground-cropped shape. 0, or -1 with err (the case is skipped).
+static int case_geometry(const dataset_t *ds, int i, const preprocess_cfg_t *cfg, double sp[3], double shape[3],
+                         char *err)
+{
+    case_t c;
+    if (dataset_load_case(ds, i, &c, err)) return -1;
+    ornt_t o;
+    char e[ERR_LEN];
+    int rc = cfg->reorient ? preprocess_reorient(&c.image, c.label, &o, e) : 0;
+    if (rc < 0) {
+        set_err(err, "%s: %s", c.id, e);
+    } else {
+        volume_t *v = &c.image;
+        int lo[3] = {0, 0, 0}, size[3];
+        memcpy(size, v->dim, sizeof size);
+        uint8_t *mask = xmalloc(volume_voxels(v));
+        if (cfg->crop && preprocess_foreground_mask(mask, v, c.modality, cfg) > 0)
+            ASSERT(preprocess_foreground_bbox(mask, v->dim, cfg->margin, lo, size) == 0);
+        free(mask);
+        for (int d = 0; d < 3; d++) {
+            sp[d] = sqrt(v->affine[0][d] * v->affine[0][d] + v->affine[1][d] * v->affine[1][d] +
+                         v->affine[2][d] * v->affine[2][d]);
+            shape[d] = size[d];
+        }
+    }
+    case_free(&c);
+    return rc < 0 ? -1 : 0;
+}
+
+int preprocess_plan_spacing(const dataset_t *ds, const preprocess_cfg_t *cfg, spacing_plan_t *p, char *err)
+{
+    memset(p, 0, sizeof *p);
+    p->aniso_axis = -1;
+    double *sp[3], *sh[3];
+    for (int d = 0; d < 3; d++) {
+        sp[d] = xmalloc((size_t)(ds->n_cases ? ds->n_cases : 1) * sizeof(double));
+        sh[d] = xmalloc((size_t)(ds->n_cases ? ds->n_cases : 1) * sizeof(double));
+    }
+    for (int i = 0; i < ds->n_cases; i++) {
+        if (!ds->cases[i].label || !strcmp(ds->cases[i].split, "test")) continue;
+        double s[3], z[3];
+        char e[ERR_LEN];
+        if (case_geometry(ds, i, cfg, s, z, e)) {       // the loader skips such a case too
+            if (!p->skipped++) snprintf(p->first_problem, sizeof p->first_problem, "%s", e);
+            continue;
+        }
+        for (int d = 0; d < 3; d++) { sp[d][p->cases] = s[d]; sh[d][p->cases] = z[d]; }
+        p->cases++;
+    }
+    int rc = 0;
+    if (!p->cases) {
+        rc = set_err(err, "%s: no labelled training case to plan a spacing from%s%s", ds->dir,
+                     p->skipped ? "; first unusable case: " : "", p->skipped ? p->first_problem : "");
+    } else {
+        for (int d = 0; d < 3; d++) {
+            p->median_shape[d] = percentile(sh[d], p->cases, 50);
+            p->target[d] = p->median_spacing[d] = percentile(sp[d], p->cases, 50);
+        }
+        int worst = 0;
+        for (int d = 1; d < 3; d++) if (p->target[d] > p->target[worst]) worst = d;
+        double max_other = 0, min_other_size = INFINITY;
+        for (int d = 0; d < 3; d++)
+            if (d != worst) {
+                max_other = fmax(max_other, p->target[d]);
+                min_other_size = fmin(min_other_size, p->median_shape[d]);
+            }
+        if (p->target[worst] > PLAN_ANISO * max_other && p->median_shape[worst] * PLAN_ANISO < min_other_size) {
+            double t = percentile(sp[worst], p->cases, 10);
+            if (t < max_other) t = fmax(max_other, t) + 1e-5;
+            p->target[worst] = t;
+            p->aniso_axis = worst;
+        }
+    }
+    for (int d = 0; d < 3; d++) { free(sp[d]); free(sh[d]); }
+    return rc;
+}
