@@ -24,6 +24,9 @@ void trainer_usage(void *file)
         "data:     --patch D,H,W (96,96,96)  --batch B (1)\n"
         "loss:     --loss dice|dice-ce|sigmoid-dice (dice)  --regions \"WT=1,2,3,4;TC=1,3,4;ET=4\"\n"
         "          (--regions implies sigmoid-dice; output channels = number of regions)\n"
+        "          --dice-smooth NR,DR (1e-5,1e-5; sigmoid-dice 0,1e-5)  --dice-squared-pred 0|1 (0; sigmoid-dice 1):\n"
+        "          MONAI DiceLoss's smooth_nr, smooth_dr and squared_pred; sigmoid-dice defaults to the\n"
+        "          SegResMamba authors' BraTS loss\n"
         "optim:    --lr F (1e-4)  --weight-decay F (1e-5)  --adamw   cosine schedule over --steps\n"
         "length:   --steps N (1000) | --epochs E --steps-per-epoch S\n"
         "          --max-minutes M: stop after M minutes from the start (final checkpoint and evaluation\n"
@@ -123,8 +126,8 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
 {
     cfg_defaults(c);
     long epochs = 0, per_epoch = 0;
-    int steps_given = 0, loss_given = 0;
-    double lr = c->tc.adam.lr, wd = c->tc.adam.weight_decay;
+    int steps_given = 0, loss_given = 0, squared = -1;
+    double lr = c->tc.adam.lr, wd = c->tc.adam.weight_decay, smooth[2] = { -1, -1 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         // switches without a value
@@ -159,6 +162,12 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
         } else if (!strcmp(a, "--regions")) rc = parse_regions(c, v, err);
         else if (!strcmp(a, "--lr")) rc = cli_double(a, v, 1e-12, 10, &lr, err);
         else if (!strcmp(a, "--weight-decay")) rc = cli_double(a, v, 0, 10, &wd, err);
+        else if (!strcmp(a, "--dice-squared-pred")) rc = cli_int(a, v, 0, 1, &squared, err);
+        else if (!strcmp(a, "--dice-smooth")) {
+            rc = cli_doubles(a, v, smooth, 2, err);
+            if (!rc && (smooth[0] < 0 || smooth[1] <= 0 || smooth[0] > 1e3 || smooth[1] > 1e3))
+                rc = set_err(err, "--dice-smooth: NR in [0, 1000], DR in (0, 1000]: '%s'", v);
+        }
         else if (!strcmp(a, "--patch")) rc = cli_dims3(a, v, 16, 4096, 16, c->patch, err);
         else if (!strcmp(a, "--batch")) rc = cli_int(a, v, 1, 1024, &c->batch, err);
         else if (!strcmp(a, "--steps")) { steps_given = 1; rc = cli_long(a, v, 1, 1000000000L, &c->steps, err); }
@@ -217,6 +226,11 @@ int trainer_parse_args(trainer_cfg_t *c, int argc, char **argv, char *err)
     } else if (c->tc.loss == LOSS_DICE_SIGMOID) {
         return set_err(err, "--loss sigmoid-dice needs --regions");
     }
+    // The SegResMamba authors' BraTS loss (brats_train.py: DiceLoss(smooth_nr=0, smooth_dr=1e-5,
+    // squared_pred=True, sigmoid=True)); MONAI's DiceLoss defaults for the softmax losses.
+    if (c->tc.loss == LOSS_DICE_SIGMOID) { c->tc.dice.squared_pred = 1; c->tc.dice.smooth_nr = 0; c->tc.dice.smooth_dr = 1e-5; }
+    if (squared >= 0) c->tc.dice.squared_pred = squared;
+    if (smooth[0] >= 0) { c->tc.dice.smooth_nr = smooth[0]; c->tc.dice.smooth_dr = smooth[1]; }
     c->tc.regions = NULL;                   // set by trainer_run to its own copy's regions
     if (c->model.classes < 2 && c->tc.loss != LOSS_DICE_SIGMOID)
         return set_err(err, "--classes: softmax training needs at least 2 classes");

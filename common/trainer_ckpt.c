@@ -86,10 +86,11 @@ int ckpt_flow_open(ckpt_flow_t *f, const trainer_cfg_t *c, const model_t *m, voi
     if (spool_dir(c, f->spool, sizeof f->spool, err)) return -1;
     snprintf(f->config_json, sizeof f->config_json,
              "{\"variant\":\"%s\",\"width\":%d,\"in_channels\":%d,\"classes\":%d,\"patch\":[%d,%d,%d],"
-             "\"batch\":%d,\"steps\":%ld,\"lr\":%g,\"loss\":\"%s\",\"regions\":\"%s\",\"seed\":%" PRIu64 "}",
+             "\"batch\":%d,\"steps\":%ld,\"lr\":%g,\"loss\":\"%s\",\"dice\":{\"squared_pred\":%d,\"smooth_nr\":%g,"
+             "\"smooth_dr\":%g},\"regions\":\"%s\",\"seed\":%" PRIu64 "}",
              model_variant_name(c->model.variant), c->model.width, c->model.in_channels, c->model.classes,
              c->patch[0], c->patch[1], c->patch[2], c->batch, c->steps, (double)c->tc.adam.lr,
-             trainer_loss_name(c->tc.loss),
+             trainer_loss_name(c->tc.loss), c->tc.dice.squared_pred, c->tc.dice.smooth_nr, c->tc.dice.smooth_dr,
              c->region_spec, c->seed);
     return 0;
 }

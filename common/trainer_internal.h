@@ -52,7 +52,7 @@ typedef struct {
     const model_t *m;
     void *sock;                     // exporter DEALER, or NULL (checkpoints then stay spooled)
     char spool[PATH_MAX - 64];      // leaves room for the file names under it
-    char config_json[512];          // the run configuration travelling with each checkpoint
+    char config_json[1024];         // the run configuration travelling with each checkpoint
     // the newest unacknowledged checkpoint (a file in the spool)
     int have_pending;
     int pending_in_flight;          // the pending file's bytes are the ones in flight (a newer

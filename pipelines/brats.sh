@@ -3,8 +3,9 @@
 # recipe on brats2013-6 within a fixed wall-clock budget, then srm-report's tables and pictures.
 #   - trains on the dataset's train + validation cases and evaluates the two test cases every
 #     --val-every steps (no checkpoint selection on them: the final model's scores are reported);
-#   - region-based sigmoid Dice over WT {1,2,3,4}, TC {1,3,4}, ET {4}; Adam 1e-4, weight decay
-#     1e-5, cosine schedule (srm-trainer's defaults); variant M, width 48, 2 input channels;
+#   - region-based sigmoid Dice over WT {1,2,3,4}, TC {1,3,4}, ET {4} as the authors' DiceLoss
+#     (squared_pred, smooth_nr 0, smooth_dr 1e-5); Adam 1e-4, weight decay 1e-5, cosine schedule
+#     over the steps, not per epoch (srm-trainer's defaults); variant M, width 48, 2 input channels;
 #     128^3 patches, batch 1 (the paper's); sliding-window evaluation with overlap 0.5;
 #   - the budget: srm-trainer --max-minutes M trains for M minutes from its start (its cosine
 #     schedule fitted to the budget from the measured step time); --step-ms (default 150 ms) only
