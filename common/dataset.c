@@ -15,6 +15,7 @@ problem when the case is loaded or reported. Splits and folds are in dataset_fol
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 // dataset_folds.c
 int dataset_apply_split_key(dataset_t *ds, json_t *root);
@@ -193,14 +194,19 @@ static int parse_labels(dataset_t *ds, json_t *obj, const char *where, char *err
             l->name = xstrdup(key);
             l->values[l->n_values++] = (int)json_integer_value(v);
         } else if (json_is_array(v) && json_array_size(v) >= 1 && json_array_size(v) <= 16) {
-            l->name = xstrdup(key);                   // nnU-Net region: name -> [ints]
+            // nnU-Net region: name -> [ints]. As nnU-Net's LabelManager, only a list of more
+            // than one value makes the dataset region-based ([3] is label 3), and background
+            // is not a list.
+            if (!strcmp(key, "background"))
+                return set_err(err, "%s: label \"background\" must be the integer 0, not a list (as nnU-Net requires)", where);
+            l->name = xstrdup(key);
             size_t j;
             json_t *x;
             json_array_foreach(v, j, x) {
                 if (!json_is_integer(x)) return set_err(err, "%s: region \"%s\" holds a non-integer", where, key);
                 l->values[l->n_values++] = (int)json_integer_value(x);
             }
-            ds->has_regions = 1;
+            if (l->n_values > 1) ds->has_regions = 1;
         } else {
             return set_err(err, "%s: label \"%s\" is neither a name, an integer nor a region", where, key);
         }
@@ -248,12 +254,41 @@ int dataset_channel_of_path(const char *path, size_t *stem_len)
     return ch;
 }
 
-// A "training"/"test" entry's image field: a string or a list of strings (MONAI style).
+// nnU-Net v1 task folders list ./imagesTr/X.nii.gz where the disk holds one file a channel,
+// X_0000.nii.gz, X_0001.nii.gz, ...: those, when the listed file is absent and every declared
+// channel's file is there. 1 taken, 0 not.
+static int msd_channel_files(dataset_t *ds, dataset_case_t *c, const char *path)
+{
+    int len = strip_ending(path);
+    if (len < 0 || access(path, F_OK) == 0) return 0;
+    char **p = xcalloc((size_t)ds->n_channels, sizeof *p);
+    int all = 1;
+    for (int k = 0; k < ds->n_channels && all; k++) {
+        if (asprintf(&p[k], "%.*s_%04d%s", len, path, k, path + len) < 0) DIE("out of memory");
+        all = access(p[k], F_OK) == 0;
+    }
+    if (all) {
+        case_set_images(c, ds->n_channels);
+        for (int k = 0; k < ds->n_channels; k++) c->images[k] = p[k];
+    } else {
+        for (int k = 0; k < ds->n_channels; k++) free(p[k]);
+    }
+    free(p);
+    return all;
+}
+
+// A "training"/"validation"/"test" entry's image field: a string or a list of strings (MONAI
+// style).
 static int msd_images(dataset_t *ds, dataset_case_t *c, json_t *img)
 {
     if (json_is_string(img)) {
+        char *path = join(ds->dir, json_string_value(img));
+        if (ds->n_channels > 1 && msd_channel_files(ds, c, path)) {
+            free(path);
+            return 0;
+        }
         case_set_images(c, 1);
-        c->images[0] = join(ds->dir, json_string_value(img));
+        c->images[0] = path;
         return 0;
     }
     if (!json_is_array(img) || json_array_size(img) < 1 || json_array_size(img) > CASE_MAX_CHANNELS) return -1;
@@ -317,35 +352,48 @@ static char *msd_id(json_t *e, msd_id_t how)
     return id ? id : msd_entry_id(e, ID_IMAGE);
 }
 
-static int open_msd(dataset_t *ds, json_t *root, const char *where, char *err)
+// The labelled entries of list `key` ("training", or MONAI's "validation") as cases of split.
+static void msd_labelled(dataset_t *ds, json_t *list, const char *key, const char *split, msd_id_t how,
+                         const char *where)
 {
-    json_t *tr = json_object_get(root, "training"), *ts = json_object_get(root, "test");
-    if (!json_is_array(tr)) return set_err(err, "%s: \"training\" is not a list", where);
-    msd_id_t how = msd_id_scheme(tr);
-    for (size_t i = 0; i < json_array_size(tr); i++) {
-        json_t *e = json_array_get(tr, i), *img = json_object_get(e, "image");
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        json_t *e = json_array_get(list, i), *img = json_object_get(e, "image");
         json_t *lab = json_object_get(e, "label");
         if (!json_is_object(e) || !img) {
-            dataset_add_problem(ds, "%s: training entry %zu has no \"image\"", where, i);
+            dataset_add_problem(ds, "%s: %s entry %zu has no \"image\"", where, key, i);
             continue;
         }
         const char *first = json_is_string(img) ? json_string_value(img)
                           : json_string_value(json_array_get(img, 0));
-        if (!first) { dataset_add_problem(ds, "%s: training entry %zu: bad \"image\"", where, i); continue; }
+        if (!first) { dataset_add_problem(ds, "%s: %s entry %zu: bad \"image\"", where, key, i); continue; }
         char *id = msd_id(e, how);
         if (dataset_find(ds, id) >= 0) {   // splits, results and predictions are named by the id
-            dataset_add_problem(ds, "%s: training entry %zu (%s): case id %s is already taken by an earlier entry; "
-                                "skipped (give the files distinct names)", where, i, first, id);
+            dataset_add_problem(ds, "%s: %s entry %zu (%s): case id %s is already taken by an earlier entry; "
+                                "skipped (give the files distinct names)", where, key, i, first, id);
             free(id);
             continue;
         }
-        dataset_case_t *c = add_case(ds, id, "train");
+        dataset_case_t *c = add_case(ds, id, split);
         free(id);
         if (msd_images(ds, c, img) < 0) dataset_add_problem(ds, "%s: case %s: bad \"image\"", where, c->id);
         if (json_is_string(lab)) c->label = join(ds->dir, json_string_value(lab));
-        else dataset_add_problem(ds, "%s: case %s: training entry has no \"label\"", where, c->id);
+        else dataset_add_problem(ds, "%s: case %s: %s entry has no \"label\"", where, c->id, key);
         if (json_is_integer(json_object_get(e, "fold"))) c->fold = (int)json_integer_value(json_object_get(e, "fold"));
     }
+}
+
+// MSD / MONAI datalists: "training" (and MONAI's "validation": held-out labelled cases, split
+// "validation") and "test" (Auto3DSeg: "testing").
+static int open_msd(dataset_t *ds, json_t *root, const char *where, char *err)
+{
+    json_t *tr = json_object_get(root, "training"), *va = json_object_get(root, "validation");
+    json_t *ts = json_object_get(root, "test");
+    if (!ts) ts = json_object_get(root, "testing");
+    if (!json_is_array(tr)) return set_err(err, "%s: \"training\" is not a list", where);
+    if (va && !json_is_array(va)) return set_err(err, "%s: \"validation\" is not a list", where);
+    msd_id_t how = msd_id_scheme(tr);
+    msd_labelled(ds, tr, "training", "train", how, where);
+    msd_labelled(ds, va, "validation", "validation", how, where);
     for (size_t i = 0; json_is_array(ts) && i < json_array_size(ts); i++) {
         json_t *e = json_array_get(ts, i);
         json_t *img = json_is_object(e) ? json_object_get(e, "image") : e;
@@ -368,10 +416,12 @@ static int open_msd(dataset_t *ds, json_t *root, const char *where, char *err)
         free(id);
         if (msd_images(ds, c, img) < 0) dataset_add_problem(ds, "%s: test case %s: bad image", where, c->id);
     }
+    // (MONAI's datalists count "validation" in numTraining, the MSD's have none)
     json_t *nt = json_object_get(root, "numTraining");
-    if (json_is_integer(nt) && json_integer_value(nt) != (json_int_t)json_array_size(tr))
-        dataset_add_problem(ds, "%s: numTraining is %lld but \"training\" lists %zu cases", where,
-                            (long long)json_integer_value(nt), json_array_size(tr));
+    size_t ntr = json_array_size(tr), nva = json_array_size(va);
+    if (json_is_integer(nt) && json_integer_value(nt) != (json_int_t)ntr && json_integer_value(nt) != (json_int_t)(ntr + nva))
+        dataset_add_problem(ds, "%s: numTraining is %lld but \"training\" lists %zu cases%s", where,
+                            (long long)json_integer_value(nt), ntr, nva ? " (and \"validation\" more)" : "");
     return 0;
 }
 

@@ -3,10 +3,12 @@ dataset.h -- what a dataset folder holds: its cases, channels, labels and splits
 
 Three layouts are discovered by dataset_open (anchors.md §B1):
   MSD        dataset.json with a "training" list of {"image", "label"} paths ("./imagesTr/x.nii.gz"),
-             4D multi-channel images, "modality" {"0": "CT"}, labels int-string -> name.
+             4D multi-channel images, "modality" {"0": "CT"}, labels int-string -> name; MONAI's
+             datalists add a "validation" list (split "validation") and "testing"; an nnU-Net v1
+             task's listed X.nii.gz stands for its X_0000.nii.gz, X_0001.nii.gz ... channel files.
   nnU-Net v2 dataset.json with "channel_names" and no "training" list; images {CASE}_{XXXX}<ending>
              (one file per channel) in imagesTr/ (and imagesTs/), labels {CASE}<ending> in labelsTr/,
-             labels name -> int (or a list of ints: a region), splits_final.json folds.
+             labels name -> int (or a list of more than one int: a region; [v] is v), splits_final.json folds.
   plain      imagesTr/ + labelsTr/ pairs and no dataset.json; labels undeclared.
 A "split" key {"train": [ids], "validation": [...], "test": [...]} is honoured in any layout.
 Files whose name starts with '.' (macOS "._x" resource forks) are never taken as cases.

@@ -2,7 +2,9 @@
 exporter_pred.c -- a predicted volume -> RUN/predictions/<case_id>.nii.gz on the source grid.
 
 The message is a `volume` (docs/protocol.md) with `kind: "prediction"`, its `case_id` (becomes
-the file name: [A-Za-z0-9_.-], not starting with '.'), the source image's `affine` (voxel
+the file name: any bytes but '/' and control characters, not starting with '.' -- ids come from
+the dataset's file names, which nnU-Net and MONAI take whatever they hold: spaces, '#', UTF-8),
+the source image's `affine` (voxel
 (i, j, k, 1) -> world, row-major 4x4) and optional `spacing`, and exactly one of
   labels (D, H, W) u8          -> uint8 NIfTI (a label map)
   image  (C, D, H, W) f32/f16  -> float32 NIfTI, C > 1 on the 4th axis (e.g. logits; finite only)
@@ -19,9 +21,8 @@ The file is written by nifti_write_volume (temporary name, fsync, rename).
 static int case_id_ok(const char *s)
 {
     if (!*s || *s == '.') return 0;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              *s == '_' || *s == '-' || *s == '.')) return 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p == '/' || *p < 0x20 || *p == 0x7f) return 0;
     return 1;
 }
 
@@ -59,7 +60,7 @@ int exporter_prediction(exporter_t *ex, const wire_msg_t *m, char case_id[WIRE_I
     if (strcmp(kind, "prediction")) return set_err(err, "volume of kind '%s': the exporter takes only kind 'prediction'", kind);
     char id[WIRE_ID_LEN];
     if (wire_get_str(m, "case_id", id, sizeof id, 1, err) < 0) return -1;
-    if (!case_id_ok(id)) return set_err(err, "prediction: case_id '%s' is not a safe file name ([A-Za-z0-9_.-], no leading '.')", id);
+    if (!case_id_ok(id)) return set_err(err, "prediction: case_id '%s' is not a file name (no '/', control character or leading '.')", id);
     snprintf(case_id, WIRE_ID_LEN, "%s", id);
 
     const wire_array_t *lab, *img;

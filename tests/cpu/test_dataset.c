@@ -125,6 +125,49 @@ static void test_msd(void)
     dataset_free(&ds);
 }
 
+// MONAI's datalists (load_decathlon_datalist): a "validation" list of held-out labelled cases
+// (split "validation", counted in numTraining) and Auto3DSeg's "testing"; an nnU-Net v1 task,
+// whose dataset.json lists X.nii.gz for the channel files X_0000.nii.gz, X_0001.nii.gz.
+static void test_monai_datalist_and_v1_task(void)
+{
+    char root[1024], p[1200], err[ERR_LEN];
+    snprintf(root, sizeof root, "%s/monai", T);
+    mkdir(root, 0755);
+    mkdirs(root, "imagesTr"); mkdirs(root, "labelsTr");
+    const char *ids[4] = {"a1", "a2", "v1", "t1"};
+    for (int i = 0; i < 4; i++) {
+        for (int k = 0; k < 2; k++) {
+            snprintf(p, sizeof p, "%s/imagesTr/%s_%04d.nii.gz", root, ids[i], k);
+            write_vol(p, 1, DIM, 1.5, 0, 10 + k, 16);
+        }
+        snprintf(p, sizeof p, "%s/labelsTr/%s.nii.gz", root, ids[i]); write_lab(p, DIM, 1.5, 0, 3, -1, 2);
+    }
+    snprintf(p, sizeof p, "%s/dataset.json", root);
+    put_text(p, "{\"modality\": {\"0\": \"T2\", \"1\": \"ADC\"}, \"labels\": {\"0\": \"bg\", \"1\": \"a\", \"2\": \"b\"},"
+                " \"numTraining\": 3,"
+                " \"training\": [{\"image\": \"./imagesTr/a1.nii.gz\", \"label\": \"./labelsTr/a1.nii.gz\"},"
+                "  {\"image\": \"./imagesTr/a2.nii.gz\", \"label\": \"./labelsTr/a2.nii.gz\"}],"
+                " \"validation\": [{\"image\": \"./imagesTr/v1.nii.gz\", \"label\": \"./labelsTr/v1.nii.gz\"}],"
+                " \"testing\": [{\"image\": \"./imagesTr/t1.nii.gz\"}]}\n");
+    dataset_t ds;
+    int rc = dataset_open(root, &ds, err);
+    EXPECT(rc == 0, "open MONAI datalist: %s", err);
+    if (rc) return;
+    int v = dataset_find(&ds, "v1"), t = dataset_find(&ds, "t1");
+    EXPECT(ds.n_cases == 4 && v >= 0 && !strcmp(ds.cases[v].split, "validation") && ds.cases[v].label &&
+           t >= 0 && !strcmp(ds.cases[t].split, "test"), "training 2, validation 1 (labelled), testing 1: %d cases", ds.n_cases);
+    EXPECT(ds.n_problems == 0, "no problem (numTraining counts the validation list): %s", ds.n_problems ? ds.problems[0] : "");
+    case_t c;
+    rc = v >= 0 ? dataset_load_case(&ds, v, &c, err) : -1;
+    EXPECT(rc == 0, "the listed v1.nii.gz reads as its two channel files: %s", err);
+    if (rc == 0) {
+        EXPECT(c.image.C == 2 && c.image.data[0] == 10 && c.image.data[volume_voxels(&c.image)] == 11,
+               "channel 0 from v1_0000, channel 1 from v1_0001 (C %d)", c.image.C);
+        case_free(&c);
+    }
+    dataset_free(&ds);
+}
+
 // Two MSD entries whose files share a name in different folders (KiTS' case_*/imaging.nii.gz)
 // would share a case id (splits, results and predictions go by it): they are named by their
 // folders; an entry listed twice is skipped the second time, with a problem naming it.
@@ -291,6 +334,28 @@ static void test_nnunet(void)
     EXPECT(rc == 0 && n == 2, "split key test + imagesTs: %d", n);
     if (rc == 0) free(idx);
     dataset_free(&ds);
+}
+
+// nnU-Net's LabelManager: a one-value list is a plain label ([1] is 1: no region training), and
+// background must be the integer 0.
+static void test_label_lists(void)
+{
+    char root[1024], err[ERR_LEN];
+    snprintf(root, sizeof root, "%s/single", T);
+    make_nnunet(root, "{\"background\": 0, \"a\": [1], \"b\": [2]}", "", 2);
+    dataset_t ds;
+    int rc = dataset_open(root, &ds, err);
+    EXPECT(rc == 0 && !ds.has_regions && ds.num_classes == 3, "[1], [2]: classes, not regions: %s", rc ? err : "");
+    char spec[256];
+    if (rc == 0) {
+        EXPECT(dataset_regions_spec(&ds, spec, sizeof spec) == 0 && !spec[0], "no --regions spec: '%s'", spec);
+        dataset_free(&ds);
+    }
+    snprintf(root, sizeof root, "%s/bglist", T);
+    make_nnunet(root, "{\"background\": [0], \"a\": 1, \"b\": 2}", "", 2);
+    rc = dataset_open(root, &ds, err);
+    EXPECT(rc < 0 && strstr(err, "background") && strstr(err, "dataset.json"), "background as a list refused: %s", err);
+    if (rc == 0) dataset_free(&ds);
 }
 
 // nnU-Net v2's "ignore" label: not a class, loaded as LABEL_IGNORE; the rules of its
@@ -553,6 +618,8 @@ int main(void)
     test_msd();
     test_msd_duplicate_ids();
     test_nnunet();
+    test_monai_datalist_and_v1_task();
+    test_label_lists();
     test_ignore_label();
     test_plain();
     test_plain_layouts();

@@ -239,8 +239,16 @@ def test_main(tmp):
     img = nib.load(os.path.join(run, "predictions", "case_b.logits.nii.gz"))
     check(img.shape == (4, 5, 6, 3) and img.get_data_dtype() == np.float32
           and np.array_equal(np.asarray(img.dataobj), np.moveaxis(logits, 0, -1)), "float NIfTI: classes on the 4th axis")
+    # a case id is any file name a dataset can hold (nnU-Net's and MONAI's ids: spaces, '#', UTF-8)
+    odd = "p #1 \u00fc+x"
+    h, _ = ex.ask(encode("volume", {"kind": "prediction", "case_id": odd, "affine": aff.ravel().tolist()},
+                         [("labels", "u8", lab)]))
+    check(h is not None and h["type"] == "ack" and os.path.exists(os.path.join(run, "predictions", odd + ".nii.gz")),
+          "a case id with a space, '#', '+' and UTF-8 is written under its name: %s" % h)
     for bad_fields, arrays, why in [
         ({"kind": "prediction", "case_id": "../evil", "affine": aff.ravel().tolist()}, [("labels", "u8", lab)], "path in case id"),
+        ({"kind": "prediction", "case_id": ".hidden", "affine": aff.ravel().tolist()}, [("labels", "u8", lab)], "leading dot"),
+        ({"kind": "prediction", "case_id": "a\nb", "affine": aff.ravel().tolist()}, [("labels", "u8", lab)], "newline"),
         ({"kind": "training", "case_id": "x", "affine": aff.ravel().tolist()}, [("labels", "u8", lab)], "wrong kind"),
         ({"kind": "prediction", "case_id": "x", "affine": aff.ravel().tolist()}, [], "no array"),
         ({"kind": "prediction", "case_id": "x", "affine": aff.ravel().tolist()},
@@ -249,7 +257,7 @@ def test_main(tmp):
         h, _ = ex.ask(encode("volume", bad_fields, arrays))
         check(h is not None and h["type"] == "error", "bad prediction (%s) -> error: %s" % (why, h))
     check(not os.path.exists(os.path.join(tmp, "evil.nii.gz")) and sorted(os.listdir(os.path.join(run, "predictions")))
-          == ["case_a.nii.gz", "case_b.logits.nii.gz"], "bad predictions wrote nothing")
+          == ["case_a.nii.gz", "case_b.logits.nii.gz", odd + ".nii.gz"], "bad predictions wrote nothing")
 
     # Corrupted checkpoints: wrong sha (the blob was damaged in flight), and a right sha over bytes
     # that are not a checkpoint. Both: ack ok=false with the reason, nothing left behind.
