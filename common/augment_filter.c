@@ -88,7 +88,7 @@ void augment_lowres(float *x, const int dim[3], double zoom, int keep)
         for (int b = 0; b < m[1]; b++)
             for (int c = 0; c < m[2]; c++)
                 small[((size_t)a * m[1] + b) * m[2] + c] = x[((size_t)t[0][a] * dim[1] + t[1][b]) * dim[2] + t[2][c]];
-    preprocess_resample_linear(x, dim, small, 1, m);
+    preprocess_resample_linear(x, dim, small, 1, m, -1);
     free(small);
     for (int d = 0; d < 3; d++) free(t[d]);
 }

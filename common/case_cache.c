@@ -20,7 +20,7 @@ little-endian host (x86-64, aarch64), which a static assertion checks.
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "case cache assumes a little-endian host");
 
 #define CACHE_MAGIC "SRMCASE"
-#define CACHE_VERSION 3u        // 2: the foreground mask has its holes filled; 3: labels resampled per label
+#define CACHE_VERSION 4u        // 2: foreground holes filled; 3: labels resampled per label; 4: separate z
 #define CACHE_HEADER 1024
 #define CACHE_CRC_AT 24          // offset of the header CRC (zeroed while it is computed)
 

@@ -84,11 +84,17 @@ static int resample_case(case_t *c, const preprocess_cfg_t *cfg)
         od[d] = preprocess_out_extent(c->image.dim[d], col_norm(c->image.affine, d), cfg->target_spacing[d]);
     if (memcmp(od, c->image.dim, sizeof od) == 0) return 0;     // identity mapping
     size_t on = (size_t)od[0] * od[1] * od[2];
+    double from[3], to[3];
+    for (int d = 0; d < 3; d++) {
+        from[d] = col_norm(c->image.affine, d);
+        to[d] = from[d] * c->image.dim[d] / od[d];
+    }
+    const int sep = preprocess_separate_axis(from, to);
     float *y = xmalloc((size_t)c->image.C * on * sizeof(float));
-    preprocess_resample_linear(y, od, c->image.data, c->image.C, c->image.dim);
+    preprocess_resample_linear(y, od, c->image.data, c->image.C, c->image.dim, sep);
     if (c->label) {
         uint8_t *l = xmalloc(on);
-        preprocess_resample_labels(l, od, c->label, c->image.dim);
+        preprocess_resample_labels(l, od, c->label, c->image.dim, sep);
         free(c->label);
         c->label = l;
     }
@@ -161,16 +167,22 @@ static float *invert(const float *x, int C, int labels, const float *fill, const
     size_t cn = (size_t)cd[0] * cd[1] * cd[2], rn = (size_t)rd[0] * rd[1] * rd[2];
     size_t on = (size_t)r->out_dim[0] * r->out_dim[1] * r->out_dim[2];
     float *crop = xmalloc((size_t)C * cn * sizeof(float));
+    double from[3], to[3];                   // back from the preprocessed grid to the cropped one
+    for (int d = 0; d < 3; d++) {
+        from[d] = col_norm(r->out_affine, d);
+        to[d] = col_norm(r->ras_affine, d);
+    }
+    const int sep = preprocess_separate_axis(from, to);
     if (labels) {                            // on uint8, channel by channel
         uint8_t *a = xmalloc(on), *b = xmalloc(cn);
         for (int c = 0; c < C; c++) {
             for (size_t i = 0; i < on; i++) a[i] = (uint8_t)x[(size_t)c * on + i];
-            preprocess_resample_labels(b, cd, a, r->out_dim);
+            preprocess_resample_labels(b, cd, a, r->out_dim, sep);
             for (size_t i = 0; i < cn; i++) crop[(size_t)c * cn + i] = b[i];
         }
         free(a); free(b);
     } else {
-        preprocess_resample_linear(crop, cd, x, C, r->out_dim);
+        preprocess_resample_linear(crop, cd, x, C, r->out_dim, sep);
     }
     volume_t v;
     memset(&v, 0, sizeof v);

@@ -10,7 +10,8 @@ Forward (preprocess_case), in nnU-Net's order:
   4. intensity normalisation per channel (CT: clip to a window and scale, or z-score with given
      mean/std; MR: z-score over the foreground or the whole volume)
   5. resampling to the target spacing (trilinear images; labels each linear as a 0/1 map, kept
-     where >= 0.5, as nnU-Net's resize_segmentation)
+     where >= 0.5, as nnU-Net's resize_segmentation; nearest along a thick-slice axis, as
+     nnU-Net's separate z: preprocess_separate_axis)
 The inverse (preprocess_invert_*) runs 5, 3 and 1 backwards so a prediction on the preprocessed
 grid lands on the source image's grid. preprocess_record_t holds everything it needs.
 
@@ -122,12 +123,21 @@ int preprocess_normalize_range(volume_t *img, int ch, modality_t mod, char *err)
 
 // Step 5. Output extent for n voxels at spacing s and target t (t <= 0: n).
 int preprocess_out_extent(int n, double s, double t);
-// Resample x (C, in_dim) to y (C, out_dim): trilinear (extent aligned, see above).
-void preprocess_resample_linear(float *y, const int out_dim[3], const float *x, int C, const int in_dim[3]);
+// Resample x (C, in_dim) to y (C, out_dim): trilinear (extent aligned, see above); along
+// nearest_axis (-1: none) nearest neighbour instead.
+void preprocess_resample_linear(float *y, const int out_dim[3], const float *x, int C, const int in_dim[3],
+                                int nearest_axis);
 // A label map (D, H, W) with the same grid convention, each label interpolated linearly as a 0/1
 // map and kept where it reaches 0.5, the highest such label winning (nnU-Net's
 // resize_segmentation); 0 where none does.
-void preprocess_resample_labels(uint8_t *y, const int out_dim[3], const uint8_t *x, const int in_dim[3]);
+void preprocess_resample_labels(uint8_t *y, const int out_dim[3], const uint8_t *x, const int in_dim[3],
+                                int nearest_axis);
+// nnU-Net's separate z (get_do_separate_z): the axis to resample by nearest neighbour between
+// grids of spacings from and to -- the single coarsest axis of `from` when its largest spacing
+// exceeds PREPROCESS_ANISO times its smallest, else of `to` on the same terms -- or -1. Slices
+// that far apart are not blended (nnU-Net: order 0 along it, in-plane interpolation).
+#define PREPROCESS_ANISO 3.0
+int preprocess_separate_axis(const double from[3], const double to[3]);
 // affine of the resampled grid (exact, see above).
 void preprocess_resampled_affine(double out[4][4], const double in[4][4], const int in_dim[3],
                                  const int out_dim[3]);

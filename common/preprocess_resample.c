@@ -1,7 +1,7 @@
 /*
 preprocess_resample.c -- resampling of volumes between voxel grids along their own axes
-(trilinear for images and float maps, nearest for label maps), extent aligned as preprocess.h
-documents. It is not the network's up/down-sampling op (common/ops/), and it never rotates:
+(trilinear for images and float maps, each label linearly for label maps; nearest along a
+thick-slice axis, as nnU-Net's separate z), extent aligned as preprocess.h documents. It is not the network's up/down-sampling op (common/ops/), and it never rotates:
 direction cosines stay in the affine, like nnU-Net's resampling in voxel space.
 */
 #include "preprocess.h"
@@ -60,12 +60,45 @@ static axis_tab_t axis_table(int n, int m)
     return t;
 }
 
+// The same table for nearest-neighbour sampling: one source index (ties go up: floor(x + 0.5)),
+// weight 0.
+static axis_tab_t axis_table_nearest(int n, int m)
+{
+    axis_tab_t t = axis_table(n, m);
+    for (int j = 0; j < m; j++) {
+        long i = lround(floor(src_coord(j, n, m) + 0.5));
+        t.i0[j] = t.i1[j] = i < 0 ? 0 : i > n - 1 ? n - 1 : (int)i;
+        t.w[j] = 0;
+    }
+    return t;
+}
+
+static axis_tab_t table(int d, int nearest_axis, int n, int m)
+{
+    return d == nearest_axis ? axis_table_nearest(n, m) : axis_table(n, m);
+}
+
 static void axis_free(axis_tab_t *t) { free(t->i0); free(t->i1); free(t->w); }
 
-void preprocess_resample_linear(float *y, const int out_dim[3], const float *x, int C, const int in_dim[3])
+int preprocess_separate_axis(const double from[3], const double to[3])
 {
-    axis_tab_t ta = axis_table(in_dim[0], out_dim[0]), tb = axis_table(in_dim[1], out_dim[1]);
-    axis_tab_t tc = axis_table(in_dim[2], out_dim[2]);
+    for (int pass = 0; pass < 2; pass++) {
+        const double *s = pass ? to : from;
+        double lo = fmin(s[0], fmin(s[1], s[2])), hi = fmax(s[0], fmax(s[1], s[2]));
+        if (!(hi > PREPROCESS_ANISO * lo)) continue;
+        int axis = -1, ties = 0;
+        for (int d = 0; d < 3; d++)
+            if (s[d] == hi) { axis = d; ties++; }
+        return ties == 1 ? axis : -1;
+    }
+    return -1;
+}
+
+void preprocess_resample_linear(float *y, const int out_dim[3], const float *x, int C, const int in_dim[3],
+                                int nearest_axis)
+{
+    axis_tab_t ta = table(0, nearest_axis, in_dim[0], out_dim[0]), tb = table(1, nearest_axis, in_dim[1], out_dim[1]);
+    axis_tab_t tc = table(2, nearest_axis, in_dim[2], out_dim[2]);
     size_t in_n = (size_t)in_dim[0] * in_dim[1] * in_dim[2];
     size_t out_n = (size_t)out_dim[0] * out_dim[1] * out_dim[2];
     size_t sH = (size_t)in_dim[2], sD = (size_t)in_dim[1] * in_dim[2];
@@ -102,10 +135,11 @@ void preprocess_resample_linear(float *y, const int out_dim[3], const float *x, 
 // map would interpolate to -- and the voxel takes the highest label whose sum reaches 0.5, else
 // 0 (nnU-Net's resize_segmentation: each label's map at order 1, >= 0.5, labels in ascending
 // order, a later one overwriting).
-void preprocess_resample_labels(uint8_t *y, const int out_dim[3], const uint8_t *x, const int in_dim[3])
+void preprocess_resample_labels(uint8_t *y, const int out_dim[3], const uint8_t *x, const int in_dim[3],
+                                int nearest_axis)
 {
-    axis_tab_t ta = axis_table(in_dim[0], out_dim[0]), tb = axis_table(in_dim[1], out_dim[1]);
-    axis_tab_t tc = axis_table(in_dim[2], out_dim[2]);
+    axis_tab_t ta = table(0, nearest_axis, in_dim[0], out_dim[0]), tb = table(1, nearest_axis, in_dim[1], out_dim[1]);
+    axis_tab_t tc = table(2, nearest_axis, in_dim[2], out_dim[2]);
     size_t sH = (size_t)in_dim[2], sD = (size_t)in_dim[1] * in_dim[2];
     #pragma omp parallel for schedule(static)
     for (int a = 0; a < out_dim[0]; a++) {

@@ -64,7 +64,7 @@ static void test_ramp(void)
     for (int t = 0; t < 3; t++) {
         const int *od = outs[t];
         float *y = xmalloc(nvox(od) * sizeof(float));
-        preprocess_resample_linear(y, od, x, 1, in);
+        preprocess_resample_linear(y, od, x, 1, in, -1);
         double worst = 0;
         size_t checked = 0;
         for (int a = 0; a < od[0]; a++)
@@ -83,7 +83,7 @@ static void test_ramp(void)
     }
     // Same size: identity, including the borders.
     float *y = xmalloc(n * sizeof(float));
-    preprocess_resample_linear(y, in, x, 1, in);
+    preprocess_resample_linear(y, in, x, 1, in, -1);
     EXPECT(memcmp(x, y, n * sizeof(float)) == 0, "same grid is the identity");
     free(y); free(x);
     EXPECT(preprocess_out_extent(122, 3.0, 1.5) == 244 && preprocess_out_extent(30, 3.0, 2.0) == 45 &&
@@ -101,7 +101,7 @@ static void labels_one_by_one(uint8_t *y, const int od[3], const uint8_t *x, con
         size_t hits = 0;
         for (size_t i = 0; i < nvox(d); i++) hits += (m[i] = x[i] == v) != 0;
         if (!hits) continue;
-        preprocess_resample_linear(r, od, m, 1, d);
+        preprocess_resample_linear(r, od, m, 1, d, -1);
         for (size_t i = 0; i < nvox(od); i++) if (r[i] >= 0.5f) y[i] = (uint8_t)v;
     }
     free(m); free(r);
@@ -112,11 +112,11 @@ static double half_roundtrip(const uint8_t *l, const int d[3], int *nlab)
 {
     int up[3] = {preprocess_out_extent(d[0], 1, 0.5), preprocess_out_extent(d[1], 1, 0.5), preprocess_out_extent(d[2], 1, 0.5)};
     uint8_t *u = xmalloc(nvox(up)), *back = xmalloc(nvox(d)), *ref = xmalloc(nvox(up));
-    preprocess_resample_labels(u, up, l, d);
+    preprocess_resample_labels(u, up, l, d, -1);
     labels_one_by_one(ref, up, l, d);
     size_t diff = 0;
     for (size_t i = 0; i < nvox(up); i++) diff += u[i] != ref[i];
-    preprocess_resample_labels(back, d, u, up);
+    preprocess_resample_labels(back, d, u, up, -1);
     labels_one_by_one(ref, d, u, up);
     for (size_t i = 0; i < nvox(d); i++) diff += back[i] != ref[i];
     EXPECT(diff == 0, "label resampler vs each label's 0/1 map: %zu voxels differ", diff);
@@ -124,6 +124,46 @@ static double half_roundtrip(const uint8_t *l, const int d[3], int *nlab)
     double w = min_dice(l, back, nvox(d), nlab);
     free(u); free(back);
     return w;
+}
+
+// nnU-Net's separate z: which axis (the single coarsest, over 3x the finest, of the source grid,
+// else of the target), and along it nearest neighbour -- slices 4 mm apart are copied, never
+// blended -- while in-plane stays linear; labels the same way.
+static void test_separate_z(void)
+{
+    const double iso[3] = {1, 1, 1}, thick[3] = {1, 1, 4}, fine[3] = {0.5, 0.5, 2.5}, two[3] = {1, 4, 4};
+    EXPECT(preprocess_separate_axis(thick, iso) == 2 && preprocess_separate_axis(iso, fine) == 2 &&
+           preprocess_separate_axis(iso, iso) == -1 && preprocess_separate_axis(two, iso) == -1 &&
+           preprocess_separate_axis(iso, two) == -1, "separate axis: source first, then target; none on a tie");
+    const int d[3] = {6, 5, 4}, od[3] = {12, 10, 8};
+    float *x = xmalloc(nvox(d) * sizeof(float)), *y = xmalloc(nvox(od) * sizeof(float));
+    for (int a = 0; a < d[0]; a++)
+        for (int b = 0; b < d[1]; b++)
+            for (int k = 0; k < d[2]; k++) x[((size_t)a * d[1] + b) * d[2] + k] = (float)(100 * k + a);
+    preprocess_resample_linear(y, od, x, 1, d, 2);
+    int bad = 0;
+    for (int a = 0; a < od[0]; a++)
+        for (int b = 0; b < od[1]; b++)
+            for (int k = 0; k < od[2]; k++) {
+                float v = y[((size_t)a * od[1] + b) * od[2] + k];
+                double sa = fmin(fmax((a + 0.5) * d[0] / od[0] - 0.5, 0), d[0] - 1);       // linear in-plane
+                int sk = (int)floor((k + 0.5) * d[2] / od[2] - 0.5 + 0.5);                   // nearest slice
+                sk = sk < 0 ? 0 : sk > d[2] - 1 ? d[2] - 1 : sk;
+                bad += fabs(v - (100 * sk + sa)) > 1e-4;
+            }
+    EXPECT(bad == 0, "separate z: slices copied from the nearest, in-plane linear (%d voxels off)", bad);
+    uint8_t *l = xmalloc(nvox(d)), *lo = xmalloc(nvox(od));
+    for (size_t i = 0; i < nvox(d); i++) l[i] = (uint8_t)(i % d[2] == 1);      // slice k = 1 only
+    preprocess_resample_labels(lo, od, l, d, 2);
+    size_t on_slice = 0, off = 0;
+    for (size_t i = 0; i < nvox(od); i++) {
+        int k = (int)(i % od[2]);
+        on_slice += lo[i] && (k == 2 || k == 3);
+        off += lo[i] && k != 2 && k != 3;
+    }
+    EXPECT(on_slice == 2 * (size_t)od[0] * od[1] && off == 0, "a one-slice label becomes exactly its two output slices "
+           "(%zu on, %zu off)", on_slice, off);
+    free(x); free(y); free(l); free(lo);
 }
 
 static void test_label_roundtrip(void)
@@ -526,6 +566,7 @@ int main(void)
     test_settings();
     test_ramp();
     test_label_roundtrip();
+    test_separate_z();
     test_normalize();
     test_bbox();
     test_fill_holes();
