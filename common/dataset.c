@@ -283,7 +283,7 @@ static int msd_images(dataset_t *ds, dataset_case_t *c, json_t *img)
 {
     if (json_is_string(img)) {
         char *path = join(ds->dir, json_string_value(img));
-        if (ds->n_channels > 1 && msd_channel_files(ds, c, path)) {
+        if (msd_channel_files(ds, c, path)) {
             free(path);
             return 0;
         }
@@ -694,16 +694,24 @@ done:
     return rc;
 }
 
-// Case ids longer than DATASET_ID_MAX are named and their cases dropped: the id names a case on
-// the wire (WIRE_ID_LEN) and its prediction file, and a cut one would name no case or two.
-static void drop_long_ids(dataset_t *ds)
+// Case ids longer than DATASET_ID_MAX, or not UTF-8 (a file name of other bytes), are named and
+// their cases dropped: the id names a case on the wire (WIRE_ID_LEN; msgpack and JSON text are
+// UTF-8: metrics.jsonl lists the ids) and its prediction file, and a cut one would name no case
+// or two.
+static void drop_unusable_ids(dataset_t *ds)
 {
     int kept = 0;
     for (int i = 0; i < ds->n_cases; i++) {
         dataset_case_t *c = &ds->cases[i];
-        if (strlen(c->id) <= DATASET_ID_MAX) { ds->cases[kept++] = *c; continue; }
-        dataset_add_problem(ds, "%s: case id of %zu characters (at most %d); skipped (give the files shorter names)",
-                            c->n_images ? c->images[0] : c->id, strlen(c->id), DATASET_ID_MAX);
+        json_t *utf8 = json_string(c->id);          // NULL: not valid UTF-8
+        json_decref(utf8);
+        if (strlen(c->id) <= DATASET_ID_MAX && utf8) { ds->cases[kept++] = *c; continue; }
+        if (!utf8)
+            dataset_add_problem(ds, "%s: case id is not UTF-8 text; skipped (rename the files)",
+                                c->n_images ? c->images[0] : c->id);
+        else
+            dataset_add_problem(ds, "%s: case id of %zu characters (at most %d); skipped (give the files shorter names)",
+                                c->n_images ? c->images[0] : c->id, strlen(c->id), DATASET_ID_MAX);
         free_list(c->images, c->n_images);
         free(c->id);
         free(c->label);
@@ -723,7 +731,7 @@ int dataset_open(const char *dir, dataset_t *ds, char *err)
     free(json);
     if (has_json) rc = open_json(ds, err);
     else { ds->layout = DATASET_PLAIN; rc = open_plain(ds, err); }
-    if (rc == 0) drop_long_ids(ds);
+    if (rc == 0) drop_unusable_ids(ds);
     if (rc == 0) rc = dataset_read_splits_final(ds, err);
     if (rc == 0 && ds->n_cases == 0)        // the entries' problems are why: name the first
         rc = set_err(err, "%s: no cases found%s%s%s", ds->dir, ds->n_problems ? " (" : "",

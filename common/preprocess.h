@@ -81,12 +81,12 @@ char *preprocess_settings_json(const preprocess_cfg_t *cfg, const modality_t *mo
 int preprocess_settings_parse(const char *text, preprocess_cfg_t *cfg, modality_t *mod, int *C, char *err);
 
 // nnU-Net's target spacing for ds (preprocess_plan.c): medians over the labelled non-test cases,
-// the 10th percentile on a thick-slice axis. cfg: reorientation, foreground and crop settings.
+// the 10th percentile on a thick-slice axis. cfg: its reorientation setting.
 typedef struct {
     int cases, skipped;             // cases measured; cases that could not be loaded
     char first_problem[512];
     double median_spacing[3];       // mm along i, j, k after reorientation
-    double median_shape[3];         // voxels after cropping to the foreground
+    double median_shape[3];         // voxels after nnU-Net's crop to the non-zero voxels
     double target[3];
     int aniso_axis;                 // the thick-slice axis given the 10th percentile, or -1
 } spacing_plan_t;
@@ -104,6 +104,8 @@ int preprocess_reorient(volume_t *img, uint8_t *label, ornt_t *o, char *err);
 // Step 2. mask: (D, H, W) out, 1 = foreground. mod: [img->C]. Returns the foreground count.
 size_t preprocess_foreground_mask(uint8_t *mask, const volume_t *img, const modality_t *mod,
                                   const preprocess_cfg_t *cfg);
+// Background (0) not 6-connected to the border becomes 1 (scipy binary_fill_holes).
+void preprocess_fill_holes(uint8_t *mask, const int dim[3]);
 // Bounding box [lo, lo + size) of mask grown by margin and clamped to dim. Returns -1 if empty.
 int preprocess_foreground_bbox(const uint8_t *mask, const int dim[3], const int margin[3],
                                int lo[3], int size[3]);

@@ -34,7 +34,7 @@ static void visit(ring_t *r, uint8_t *mask, size_t p)
 // Background voxels not 6-connected to the volume's border become foreground (scipy's
 // binary_fill_holes with its default structure, as nnU-Net calls it): a search from every
 // background voxel of the border marks the outside; the background left unmarked is holes.
-static void fill_holes(uint8_t *mask, const int d[3])
+void preprocess_fill_holes(uint8_t *mask, const int d[3])
 {
     const size_t n = (size_t)d[0] * d[1] * d[2], plane = (size_t)d[1] * d[2];
     ring_t r = { .v = xmalloc(1024 * sizeof(size_t)), .cap = 1024 };
@@ -77,7 +77,7 @@ size_t preprocess_foreground_mask(uint8_t *mask, const volume_t *img, const moda
             for (size_t i = 0; i < n; i++) mask[i] |= x[i] > t;
         }
     }
-    fill_holes(mask, img->dim);
+    preprocess_fill_holes(mask, img->dim);
     size_t count = 0;
     for (size_t i = 0; i < n; i++) count += mask[i];
     return count;

@@ -4,7 +4,8 @@ determine_fullres_target_spacing), for `--spacing auto`.
 
 Over the labelled non-test cases (those the intensity fingerprint reads too): each case's voxel
 spacing after reorientation to RAS -- the grid this system resamples -- and its shape after
-cropping to the foreground (nnU-Net's "shapes_after_crop"). The target is the median spacing
+nnU-Net's crop_to_nonzero (the box of the voxels non-zero in any channel, holes filled: its
+"shapes_after_crop"; not this system's own foreground, which crops CT's air too). The target is the median spacing
 per axis (numpy's percentile 50, linear). Thick-slice data gets one exception, so that it is not
 resampled to the median's few slices: when the coarsest axis of that median is over 3x the
 largest other spacing AND its median extent is under a third of the smallest other extent,
@@ -34,7 +35,7 @@ static double percentile(double *v, int n, double p)
     return v[lo] + (pos - lo) * (v[hi] - v[lo]);
 }
 
-// One case's RAS spacing and foreground-cropped shape. 0, or -1 with err (the case is skipped).
+// One case's RAS spacing and nonzero-cropped shape. 0, or -1 with err (the case is skipped).
 static int case_geometry(const dataset_t *ds, int i, const preprocess_cfg_t *cfg, double sp[3], double shape[3],
                          char *err)
 {
@@ -47,11 +48,15 @@ static int case_geometry(const dataset_t *ds, int i, const preprocess_cfg_t *cfg
         set_err(err, "%s: %s", c.id, e);
     } else {
         volume_t *v = &c.image;
+        size_t n = volume_voxels(v);
         int lo[3] = {0, 0, 0}, size[3];
+        const int none[3] = {0, 0, 0};
         memcpy(size, v->dim, sizeof size);
-        uint8_t *mask = xmalloc(volume_voxels(v));
-        if (cfg->crop && preprocess_foreground_mask(mask, v, c.modality, cfg) > 0)
-            ASSERT(preprocess_foreground_bbox(mask, v->dim, cfg->margin, lo, size) == 0);
+        uint8_t *mask = xcalloc(n, 1);
+        for (int ch = 0; ch < v->C; ch++)
+            for (size_t k = 0; k < n; k++) mask[k] |= v->data[(size_t)ch * n + k] != 0;
+        preprocess_fill_holes(mask, v->dim);
+        if (preprocess_foreground_bbox(mask, v->dim, none, lo, size) < 0) memcpy(size, v->dim, sizeof size);
         free(mask);
         for (int d = 0; d < 3; d++) {
             sp[d] = sqrt(v->affine[0][d] * v->affine[0][d] + v->affine[1][d] * v->affine[1][d] +

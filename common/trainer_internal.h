@@ -148,6 +148,7 @@ typedef struct {
     FILE *f;                        // open for appending
     long lines;                     // lines in the file now
     int warned;                     // a write failure was reported
+    int torn;                       // the last append failed: a fragment may end the file
 } journal_t;
 
 // Open SPOOL/metrics.pending; the lines an earlier trainer left there of steps <= upto (the

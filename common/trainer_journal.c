@@ -14,7 +14,9 @@ a copy of a line that did arrive is harmless) -- those of steps up to the resume
 later steps are trained again and reported afresh. A line the journal cannot be read for is
 skipped with a warning naming the file and line; it never stops a run. The appends are not
 synced one by one (a killed process loses nothing the kernel holds); journal_sync makes them
-durable with each checkpoint.
+durable with each checkpoint. The spool must outlive the trainer for any of this to help:
+train.sh gives RUN/spool; srm-trainer's default, /tmp/srm-trainer-PID, is another folder at every
+start.
 */
 #define _GNU_SOURCE
 #include "trainer_internal.h"
@@ -147,11 +149,15 @@ void journal_post(journal_t *j, outbox_t *out, const wire_metrics_t *x)
         json_t *o = line_json(id, x);
         char *line = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
         json_decref(o);
-        // a failed append costs only this line's safety net: it still goes to the exporter
-        if (!line || fprintf(j->f, "%s\n", line) < 0 || fflush(j->f)) {
+        // a failed append costs only this line's safety net: it still goes to the exporter; a
+        // fragment it may have left is ended by a newline before the next line (read back as
+        // one unreadable line, not glued to that one)
+        if (j->torn && fputc('\n', j->f) != EOF) j->torn = 0;
+        if (!line || j->torn || fprintf(j->f, "%s\n", line) < 0 || fflush(j->f)) {
             if (!j->warned) log_msg('W', "%s: cannot append (%s): metrics lines are held in memory only",
                                     j->path, line ? strerror(errno) : "cannot serialise");
             j->warned = 1;
+            j->torn = line != NULL;
             clearerr(j->f);
         } else {
             j->lines++;
@@ -164,7 +170,7 @@ void journal_post(journal_t *j, outbox_t *out, const wire_metrics_t *x)
 void journal_settle(journal_t *j, const outbox_t *out)
 {
     if (!j->f || !j->lines || outbox_pending(out)) return;
-    if (ftruncate(fileno(j->f), 0)) {
+    if (fflush(j->f) || ftruncate(fileno(j->f), 0)) {
         if (!j->warned) log_msg('W', "%s: cannot empty: %s", j->path, strerror(errno));
         j->warned = 1;
         return;

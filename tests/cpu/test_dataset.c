@@ -166,6 +166,38 @@ static void test_monai_datalist_and_v1_task(void)
         case_free(&c);
     }
     dataset_free(&ds);
+
+    // one channel (a v1 liver / spleen task): liver_0.nii.gz listed, liver_0_0000.nii.gz on disk
+    snprintf(root, sizeof root, "%s/v1one", T);
+    mkdir(root, 0755);
+    mkdirs(root, "imagesTr"); mkdirs(root, "labelsTr");
+    snprintf(p, sizeof p, "%s/imagesTr/liver_0_0000.nii.gz", root); write_vol(p, 1, DIM, 1.5, 0, -100, 4);
+    snprintf(p, sizeof p, "%s/labelsTr/liver_0.nii.gz", root); write_lab(p, DIM, 1.5, 0, 2, -1, 2);
+    snprintf(p, sizeof p, "%s/dataset.json", root);
+    put_text(p, "{\"modality\": {\"0\": \"CT\"}, \"labels\": {\"0\": \"bg\", \"1\": \"liver\"}, \"numTraining\": 1,"
+                " \"training\": [{\"image\": \"./imagesTr/liver_0.nii.gz\", \"label\": \"./labelsTr/liver_0.nii.gz\"}]}\n");
+    rc = dataset_open(root, &ds, err);
+    EXPECT(rc == 0, "open one-channel v1 task: %s", err);
+    if (rc) return;
+    rc = dataset_load_case(&ds, 0, &c, err);
+    EXPECT(rc == 0 && ds.n_problems == 0, "the listed liver_0.nii.gz reads as liver_0_0000.nii.gz: %s", err);
+    if (rc == 0) case_free(&c);
+    dataset_free(&ds);
+
+    // a file name that is not UTF-8 cannot name a case on the wire or in metrics.jsonl
+    snprintf(root, sizeof root, "%s/latin1", T);
+    mkdir(root, 0755);
+    mkdirs(root, "imagesTr"); mkdirs(root, "labelsTr");
+    const char *names[2] = {"ok", "caf\xe9"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/imagesTr/%s.nii.gz", root, names[i]); write_vol(p, 1, DIM, 1, 0, 5, 4);
+        snprintf(p, sizeof p, "%s/labelsTr/%s.nii.gz", root, names[i]); write_lab(p, DIM, 1, 0, 2, -1, 2);
+    }
+    rc = dataset_open(root, &ds, err);
+    EXPECT(rc == 0 && ds.n_cases == 1 && !strcmp(ds.cases[0].id, "ok") && ds.n_problems == 1 &&
+           strstr(ds.problems[0], "not UTF-8"), "a non-UTF-8 case id is named and skipped: %s",
+           rc ? err : ds.n_problems ? ds.problems[0] : "no problem");
+    if (rc == 0) dataset_free(&ds);
 }
 
 // Two MSD entries whose files share a name in different folders (KiTS' case_*/imaging.nii.gz)

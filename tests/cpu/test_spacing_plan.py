@@ -4,8 +4,8 @@ spacing `train.sh --spacing auto` uses.
 
 The plan is recomputed here from the NIfTI files with nibabel and numpy, following nnU-Net's
 ExperimentPlanner.determine_fullres_target_spacing: for every labelled non-test case its spacing
-after reorientation to RAS (nibabel's as_closest_canonical) and its shape after cropping to the
-foreground box (MR: any channel off its minimum, holes filled; CT: above -500 HU), then the
+after reorientation to RAS (nibabel's as_closest_canonical) and its shape after nnU-Net's
+crop_to_nonzero (the box of the voxels non-zero in any channel, holes filled), then the
 median spacing per axis (np.percentile 50) -- unless the coarsest median axis is over 3x the
 other spacings and under a third of the other extents, when that axis takes np.percentile 10 of
 its spacings, lifted to the largest other spacing + 1e-5 when below it. Checked on the shared
@@ -28,23 +28,22 @@ def inspect(ds):
     return r.returncode, (json.loads(r.stdout) if r.returncode == 0 else None), r.stderr
 
 
-def cropped_shape(images, ct):
+def cropped_shape(images):
     mask = None
     for path in images:
         img = nib.as_closest_canonical(nib.load(path))
         x = np.asarray(img.dataobj, np.float64)
         chans = [x[..., c] for c in range(x.shape[3])] if x.ndim == 4 else [x]
         for c in chans:
-            m = c > -500 if ct else c != c.min()
-            mask = m if mask is None else mask | m
+            mask = (c != 0) if mask is None else mask | (c != 0)
     mask = binary_fill_holes(mask)
     idx = np.argwhere(mask)
     return (idx.max(0) - idx.min(0) + 1) if idx.size else np.array(mask.shape), img.header.get_zooms()[:3]
 
 
-def expected(cases, ct):
+def expected(cases):
     """cases: list of image path lists (one per labelled non-test case)."""
-    shapes, spacings = zip(*(cropped_shape(imgs, ct) for imgs in cases))
+    shapes, spacings = zip(*(cropped_shape(imgs) for imgs in cases))
     sp, sh = np.array(spacings, np.float64), np.array(shapes, np.float64)
     target, size = np.percentile(sp, 50, 0), np.percentile(sh, 50, 0)
     worst = int(np.argmax(target))
@@ -59,12 +58,12 @@ def expected(cases, ct):
     return target, -1, target, size
 
 
-def compare(name, ds, cases, ct):
+def compare(name, ds, cases):
     rc, got, err = inspect(ds)
     check(rc == 0, f"{name}: exit {rc}: {err}")
     if rc:
         return None
-    target, axis, med, size = expected(cases, ct)
+    target, axis, med, size = expected(cases)
     check(got["cases"] == len(cases), f"{name}: {got['cases']} cases, expected {len(cases)}")
     check(np.allclose(got["median_spacing"], med, rtol=1e-6), f"{name}: median spacing {got['median_spacing']} != {med}")
     check(np.allclose(got["median_shape_after_crop"], size), f"{name}: median shape {got['median_shape_after_crop']} != {size}")
@@ -90,7 +89,7 @@ def shared(ds_name):
         test = set(meta.get("split", {}).get("test", []))
         ids = [os.path.basename(p)[:-len(".nii.gz")] for p in sorted(glob.glob(os.path.join(ds, "labelsTr", "*.nii.gz")))]
         cases = [[os.path.join(ds, "imagesTr", f"{i}_{c:04d}.nii.gz") for c in range(len(names))] for i in ids if i not in test]
-    return compare(ds_name, ds, cases, [m.upper() for m in names.values()] == ["CT"])
+    return compare(ds_name, ds, cases)
 
 
 def made(tmp, name, z_spacings, shape=(48, 44, 10)):
@@ -109,7 +108,7 @@ def made(tmp, name, z_spacings, shape=(48, 44, 10)):
         cases.append([os.path.join(ds, "imagesTr", f"c{k}_0000.nii.gz")])
     json.dump({"channel_names": {"0": "T2"}, "labels": {"background": 0, "x": 1}, "numTraining": len(z_spacings),
                "file_ending": ".nii.gz"}, open(os.path.join(ds, "dataset.json"), "w"))
-    return compare(name, ds, cases, False)
+    return compare(name, ds, cases)
 
 
 got = shared("mri-tumour-3")
