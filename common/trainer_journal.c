@@ -128,13 +128,16 @@ int journal_open(journal_t *j, const char *spool, outbox_t *out, long upto, char
         return set_err(err, "%s: spool path too long", spool);
     uint8_t *text = NULL;
     size_t n = 0;
-    if (fs_exists(j->path) && fs_read_file(j->path, &text, &n, (size_t)64 << 20, err)) return -1;
+    char e[ERR_LEN];
+    int have = fs_exists(j->path), unreadable = have && fs_read_file(j->path, &text, &n, (size_t)64 << 20, e);
+    if (unreadable)                         // (over 64 MiB: a million unacknowledged lines)
+        log_msg('W', "%s: %s; its lines are not sent again, the journal starts afresh", j->path, e);
     char *kept = NULL;
     size_t kept_n = 0;
     if (n) replay(j->path, (const char *)text, n, out, upto, &kept, &kept_n, &j->lines);
     free(text);
     // the survivors alone, atomically: a kill during the rewrite leaves the old file or the new
-    int rc = n ? fs_write_atomic(j->dir, JOURNAL_NAME, kept ? kept : "", kept_n, err) : 0;
+    int rc = n || unreadable ? fs_write_atomic(j->dir, JOURNAL_NAME, kept ? kept : "", kept_n, err) : 0;
     free(kept);
     if (rc) return -1;
     if (!(j->f = fopen(j->path, "a"))) return set_err(err, "%s: cannot open for appending: %s", j->path, strerror(errno));
