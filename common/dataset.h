@@ -167,7 +167,8 @@ typedef struct {
     modality_t modality[CASE_MAX_CHANNELS];
 } case_t;
 
-// Largest allowed difference between image and label affines: |a - b| <= ATOL + RTOL*|a|.
+// Largest allowed difference between image and label affines: |a - b| <= ATOL + RTOL*|a|; an
+// origin off by less than half the finest voxel is taken too, with a warning (nnU-Net trains on).
 #define CASE_AFFINE_ATOL 1e-3
 #define CASE_AFFINE_RTOL 1e-4
 

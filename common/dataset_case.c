@@ -13,12 +13,23 @@ Every failure is one line naming the file and the problem. Preprocessing is prep
 #include <stdlib.h>
 #include <string.h>
 
+// 2: the affines agree (|a - b| <= ATOL + RTOL |a|); 1: they agree but for an origin off by less
+// than half the finest voxel (a file rewritten by another tool: nnU-Net warns and trains on the
+// arrays; so does this); 0: they differ.
 static int affine_close(const double a[4][4], const double b[4][4])
 {
+    double finest = INFINITY, off = 0;
     for (int r = 0; r < 3; r++)
-        for (int c = 0; c < 4; c++)
+        for (int c = 0; c < 3; c++)
             if (fabs(a[r][c] - b[r][c]) > CASE_AFFINE_ATOL + CASE_AFFINE_RTOL * fabs(a[r][c])) return 0;
-    return 1;
+    for (int c = 0; c < 3; c++)
+        finest = fmin(finest, sqrt(a[0][c] * a[0][c] + a[1][c] * a[1][c] + a[2][c] * a[2][c]));
+    int exact = 1;
+    for (int r = 0; r < 3; r++) {
+        exact &= fabs(a[r][3] - b[r][3]) <= CASE_AFFINE_ATOL + CASE_AFFINE_RTOL * fabs(a[r][3]);
+        off += (a[r][3] - b[r][3]) * (a[r][3] - b[r][3]);
+    }
+    return exact ? 2 : sqrt(off) < 0.5 * finest ? 1 : 0;
 }
 
 static int check_finite(const char *path, const volume_t *v, char *err)
@@ -38,8 +49,9 @@ static int stack(case_t *c, volume_t *v, const char *path, const char *first, ch
     if (memcmp(v->dim, c->image.dim, sizeof v->dim))
         return set_err(err, "%s: dims %dx%dx%d differ from %s (%dx%dx%d)", path, v->dim[0], v->dim[1],
                        v->dim[2], first, c->image.dim[0], c->image.dim[1], c->image.dim[2]);
-    if (!affine_close(c->image.affine, v->affine))
-        return set_err(err, "%s: affine differs from %s (geometry mismatch)", path, first);
+    int close = affine_close(c->image.affine, v->affine);
+    if (!close) return set_err(err, "%s: affine differs from %s (geometry mismatch)", path, first);
+    if (close == 1) log_msg('W', "%s: origin differs from %s's by under half a voxel; taken as the same grid", path, first);
     if (c->image.C + v->C > CASE_MAX_CHANNELS)
         return set_err(err, "%s: more than %d channels in the case", path, CASE_MAX_CHANNELS);
     size_t nv = volume_voxels(v);
@@ -66,8 +78,9 @@ int dataset_label_bytes(const dataset_t *ds, const char *path, const volume_t *l
     if (memcmp(l->dim, dim, sizeof l->dim))
         return set_err(err, "%s: label dims %dx%dx%d differ from image %s (%dx%dx%d)", path, l->dim[0],
                        l->dim[1], l->dim[2], image, dim[0], dim[1], dim[2]);
-    if (!affine_close(affine, l->affine))
-        return set_err(err, "%s: label affine differs from image %s (geometry mismatch)", path, image);
+    int close = affine_close(affine, l->affine);
+    if (!close) return set_err(err, "%s: label affine differs from image %s (geometry mismatch)", path, image);
+    if (close == 1) log_msg('W', "%s: label origin differs from image %s's by under half a voxel; taken as the same grid", path, image);
     size_t n = volume_voxels(l);
     uint8_t *b = xmalloc(n ? n : 1);
     int rc = 0;

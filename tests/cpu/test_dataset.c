@@ -526,6 +526,34 @@ static void test_plain_layouts(void)
 }
 
 // Bad cases: each load fails naming the file; the report lists them all.
+// A label whose origin is off by under half a voxel (another tool's rewrite) is the image's grid,
+// as nnU-Net trains on it with a warning; a voxel off is still a geometry mismatch.
+static void test_origin_drift(void)
+{
+    char root[1024], p[1100], err[ERR_LEN];
+    snprintf(root, sizeof root, "%s/drift", T);
+    mkdir(root, 0755);
+    mkdirs(root, "imagesTr"); mkdirs(root, "labelsTr");
+    const char *ids[2] = {"near", "far"};
+    const double shift[2] = {0.3, 1.2};            // on every axis, spacing 2: 0.26 and 1.04 voxels away
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/imagesTr/%s.nii.gz", root, ids[i]); write_vol(p, 1, DIM, 2, 0, 5, 4);
+        snprintf(p, sizeof p, "%s/labelsTr/%s.nii.gz", root, ids[i]); write_lab(p, DIM, 2, shift[i], 2, -1, 2);
+    }
+    dataset_t ds;
+    int rc = dataset_open(root, &ds, err);
+    EXPECT(rc == 0 && ds.n_cases == 2, "open drift: %s", err);
+    if (rc) return;
+    case_t c;
+    rc = dataset_load_case(&ds, dataset_find(&ds, "near"), &c, err);
+    EXPECT(rc == 0, "origin 0.26 voxel off: loads on the image's grid (%s)", rc ? err : "ok");
+    if (rc == 0) case_free(&c);
+    rc = dataset_load_case(&ds, dataset_find(&ds, "far"), &c, err);
+    EXPECT(rc < 0 && strstr(err, "geometry mismatch"), "origin 1.04 voxels off: refused (%s)", err);
+    if (rc == 0) case_free(&c);
+    dataset_free(&ds);
+}
+
 static void test_bad(void)
 {
     char root[1024], p[1100], err[ERR_LEN];
@@ -656,6 +684,7 @@ int main(void)
     test_plain();
     test_plain_layouts();
     test_bad();
+    test_origin_drift();
     test_real();
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", T);
