@@ -82,11 +82,21 @@ void eval_print_case(const eval_result_t *r, const eval_labels_t *lab, int hd95)
     fflush(stdout);
 }
 
+// The classes (or regions) scored: a case without a reference (nnU-Net's imagesTs, predicted
+// only) scores none, wherever it stands in the list.
+static int scored_classes(const eval_result_t *rs, int n, int *scored)
+{
+    int nfg = 0;
+    *scored = 0;
+    for (int i = 0; i < n; i++)
+        if (rs[i].ok && rs[i].nfg > 0) { nfg = rs[i].nfg > nfg ? rs[i].nfg : nfg; (*scored)++; }
+    return nfg;
+}
+
 void eval_print_summary(const eval_result_t *rs, int n, const eval_labels_t *lab, int hd95)
 {
-    int nfg = 0, ok = 0;
-    for (int i = 0; i < n; i++)
-        if (rs[i].ok) { nfg = rs[i].nfg; ok++; }
+    int ok = 0, nfg = scored_classes(rs, n, &ok), done = 0;
+    for (int i = 0; i < n; i++) done += rs[i].ok;
     double dice[EVAL_MAX_FG], hd[EVAL_MAX_FG];
     char name[WIRE_NAME_LEN];
     for (int j = 0; j < nfg; j++) {
@@ -102,8 +112,9 @@ void eval_print_summary(const eval_result_t *rs, int n, const eval_labels_t *lab
             log_msg('W', "hd95 %s: %d of %d cases have one mask empty (a missed or an invented structure, HD95 "
                          "infinite): the mean hd95 is over the other cases", name, one_empty, ok);
     }
-    char head[64];
-    snprintf(head, sizeof head, "mean (%d of %d cases):", ok, n);
+    char head[96];
+    if (done > ok) snprintf(head, sizeof head, "mean (%d of %d cases; %d without a reference):", ok, n, done - ok);
+    else snprintf(head, sizeof head, "mean (%d of %d cases):", ok, n);
     print_row(head, dice, hd95 ? hd : NULL, nfg, mean_of_case_means(rs, n), lab);
     fflush(stdout);
 }
@@ -168,9 +179,7 @@ int eval_metrics_msg(wire_out_t *o, uint64_t step, const eval_result_t *rs, int 
     wire_metrics_t x;
     memset(&x, 0, sizeof x);
     wire_out_init(o, "metrics");
-    int ok = 0, nfg = 0;
-    for (int i = 0; i < n; i++)
-        if (rs[i].ok) { ok++; nfg = rs[i].nfg; }
+    int ok = 0, nfg = scored_classes(rs, n, &ok);
     x.step = step;
     x.wall_time = now_s();
     add_value(&x, "mean_dice", mean_of_case_means(rs, n));

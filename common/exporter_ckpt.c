@@ -275,8 +275,9 @@ int exporter_ckpt_store(exporter_t *ex, uint64_t step, int validated, const uint
     exporter_ckpt_name(aw, sizeof aw, step, ".awaiting");
     // kept until scored -- unless its score came first (the evaluator was quicker than this store)
     const int await = validated && !(ex->have_scored && step <= ex->scored_upto);
-    int exists = step_complete(ex, step);
+    int exists = step_complete(ex, step), resend = 0;
     if (exists && !fs_read_sidecar(ex->ckpt_dir, ck, side, why) && !strcmp(side, sha) && step_intact(ex, step, why)) {
+        resend = 1;
         log_msg('I', "%s: already filed (a resend); acknowledging again", ck);
         if (await && !awaiting(ex, step) && fs_write_atomic(ex->ckpt_dir, aw, "", 0, err)) return -1;
     } else {
@@ -322,8 +323,10 @@ int exporter_ckpt_store(exporter_t *ex, uint64_t step, int validated, const uint
             return -1;
         }
     }
-    if (link_pair(ex, "latest", step, err)) {
-        remove_step(ex, step);                          // not acked: it must not stay half-linked
+    if ((!resend || !ex->have_latest || ex->latest_step != step) && link_pair(ex, "latest", step, err)) {
+        // not acked: a new step must not stay half-linked; a resend's files were filed (and
+        // acknowledged) before this message came, and stay
+        if (!resend) remove_step(ex, step);
         if (ex->have_latest && link_pair(ex, "latest", ex->latest_step, why))
             log_msg('W', "cannot restore latest -> step %" PRIu64 ": %s", ex->latest_step, why);
         return -1;
@@ -397,6 +400,22 @@ static int read_link(const exporter_t *ex, const char *name, uint64_t *step)
     return parse_name(target, ".ckpt", step);
 }
 
+// Whether which.ckpt and which.safetensors both name step's files.
+static int pair_ok(const exporter_t *ex, const char *which, uint64_t step)
+{
+    for (int i = 0; i < 2; i++) {
+        const char *ext = i ? ".safetensors" : ".ckpt";
+        char path[EXPORTER_PATH], target[256], want[128];
+        snprintf(path, sizeof path, "%s/%s%s", ex->ckpt_dir, which, ext);
+        exporter_ckpt_name(want, sizeof want, step, ext);
+        ssize_t l = readlink(path, target, sizeof target - 1);
+        if (l <= 0) return 0;
+        target[l] = 0;
+        if (strcmp(target, want)) return 0;
+    }
+    return 1;
+}
+
 int exporter_ckpt_recover(exporter_t *ex, char *err)
 {
     int t = fs_remove_tmp(ex->ckpt_dir);
@@ -433,6 +452,16 @@ int exporter_ckpt_recover(exporter_t *ex, char *err)
         ex->have_best = 1;
         ex->best_step = s;
         ex->best_dice = -INFINITY;                      // exporter_metrics_recover finds its score
+    }
+    // a pair whose two links disagree is made again: a kill (or power loss) between its two
+    // renames leaves .ckpt and .safetensors naming different steps, and predict.sh reads the
+    // .safetensors (a full disk only warns: the next store links it again)
+    for (int b = 0; b < 2; b++) {
+        const char *which = b ? "best" : "latest";
+        uint64_t at = b ? ex->best_step : ex->latest_step;
+        if (!(b ? ex->have_best : ex->have_latest) || pair_ok(ex, which, at)) continue;
+        log_msg('W', "%s: %s.ckpt and %s.safetensors disagree; both -> step %" PRIu64, ex->ckpt_dir, which, which, at);
+        if (link_pair(ex, which, at, why)) log_msg('W', "%s -> step %" PRIu64 ": %s", which, at, why);
     }
     if (ex->have_latest) log_msg('I', "%s: latest is step %" PRIu64, ex->ckpt_dir, ex->latest_step);
     return fs_fsync_dir(ex->ckpt_dir, err);

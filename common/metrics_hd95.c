@@ -93,15 +93,20 @@ double metrics_percentile(double *x, size_t n, double p)
 }
 
 // Surface of mask m inside a box of extents d: set voxels with a 6-neighbour unset or outside.
-static void surface(uint8_t *s, const uint8_t *m, const int d[3])
+// Along a flat axis (the whole image one voxel thick: a 2D image read as (X, Y, 1)) there is no
+// neighbour, so a 2D image's surface is its 4-neighbour contour, as MONAI's erosion of the 2D
+// array gives -- not every pixel.
+static void surface(uint8_t *s, const uint8_t *m, const int d[3], const int flat[3])
 {
     size_t s0 = (size_t)d[1] * d[2], s1 = (size_t)d[2];
     for (int i = 0; i < d[0]; i++)
         for (int j = 0; j < d[1]; j++)
             for (int k = 0; k < d[2]; k++) {
                 size_t p = i * s0 + j * s1 + k;
-                s[p] = m[p] && (i == 0 || i == d[0] - 1 || j == 0 || j == d[1] - 1 || k == 0 || k == d[2] - 1 ||
-                                !m[p - s0] || !m[p + s0] || !m[p - s1] || !m[p + s1] || !m[p - 1] || !m[p + 1]);
+                int edge = (!flat[0] && (i == 0 || i == d[0] - 1)) || (!flat[1] && (j == 0 || j == d[1] - 1)) ||
+                           (!flat[2] && (k == 0 || k == d[2] - 1));
+                s[p] = m[p] && (edge || (!flat[0] && (!m[p - s0] || !m[p + s0])) ||
+                                (!flat[1] && (!m[p - s1] || !m[p + s1])) || (!flat[2] && (!m[p - 1] || !m[p + 1])));
             }
 }
 
@@ -148,8 +153,9 @@ double metrics_hd95(const uint8_t *a, const uint8_t *b, const int dim[3], const 
                 cb[dst + k] = b[src + k] != 0;
             }
         }
-    surface(sa, ca, d);
-    surface(sb, cb, d);
+    const int flat[3] = { dim[0] == 1, dim[1] == 1, dim[2] == 1 };
+    surface(sa, ca, d, flat);
+    surface(sb, cb, d, flat);
     double *edt = xmalloc(n * sizeof(double)), *dist = xmalloc(n * sizeof(double));
     double ab = directed_p95(sa, sb, d, spacing, edt, dist);
     double ba = directed_p95(sb, sa, d, spacing, edt, dist);

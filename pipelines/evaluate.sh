@@ -8,6 +8,9 @@
 # "mean" line over the cases:
 #   case ID: dice 1=0.9512 2=0.8010 3=null mean=0.8761 hd95 1=1.41 2=2.00 3=null
 #   mean (3 of 3 cases): dice 1=... mean=...
+# (each class's mean over the cases it is defined in; mean= the mean of the cases' means, MONAI's
+# DiceMetric reduction -- nnU-Net's foreground_mean averages the class means instead; a case
+# without a reference, e.g. from imagesTs, is predicted and counted apart)
 # --out DIR also keeps the label maps. MODEL may be an ensemble (f0.ckpt,f1.ckpt,...: logits
 # averaged); --mirror and other options as for predict.sh (srm-evaluator --help).
 # Exit status: 0 all cases scored, 1 nothing could run, 2 some cases failed (named).
@@ -15,8 +18,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$root/bin}
 case "$bin" in /*) ;; *) bin=$root/$bin ;; esac
-case "${1:-}" in -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
-if [ $# -lt 2 ]; then sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; fi
+case "${1:-}" in -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+if [ $# -lt 2 ]; then sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; fi
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}     # as predict.sh: idle threads sleep
 model=$1 dataset=$2
 shift 2

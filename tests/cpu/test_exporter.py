@@ -440,6 +440,36 @@ def test_awaiting_scores(tmp):
     check(rc == 0, "exporter stopped (rc %s)" % rc)
 
 
+def test_links(tmp):
+    """An identical resend whose latest link cannot be made keeps the step it had filed (it once
+    removed the acknowledged step and left latest dangling); a latest pair whose two links name
+    different steps (a kill between their renames) is made whole at start."""
+    run = os.path.join(tmp, "links")
+    ck = os.path.join(run, "checkpoints")
+    ex = Exporter(run)
+    blobs = {s: make_ckpt(tmp, s, seed=s) for s in (1, 2)}
+    for s in (1, 2):
+        h, _ = ex.ask(ckpt_msg(s, blobs[s]))
+        check(h is not None and h.get("ok") is True, "links: step %d filed: %s" % (s, h))
+    os.mkdir(os.path.join(ck, "latest.ckpt.tmp"))      # the next symlink cannot be made
+    h, _ = ex.ask(ckpt_msg(1, blobs[1]))
+    os.rmdir(os.path.join(ck, "latest.ckpt.tmp"))
+    files = sorted(os.listdir(ck))
+    check(h is not None and h.get("ok") is False and name(1, ".ckpt") in files and name(1, ".safetensors") in files and
+          sidecar_ok(ck, name(1, ".ckpt")), "a resend whose link fails: not acked, its filed files kept: %s %s" % (h, files))
+    check(os.readlink(os.path.join(ck, "latest.ckpt")) == name(2, ".ckpt"), "latest still step 2: %s" % files)
+    rc = ex.stop()
+    check(rc == 0, "exporter stopped (rc %s)" % rc)
+    os.unlink(os.path.join(ck, "latest.safetensors"))
+    os.symlink(name(1, ".safetensors"), os.path.join(ck, "latest.safetensors"))
+    ex = Exporter(run)
+    h, _ = ex.ask(encode("request", {"what": "latest_checkpoint", "seq": 1}))
+    check(os.readlink(os.path.join(ck, "latest.safetensors")) == name(2, ".safetensors") and
+          "disagree" in ex.logtext(), "a torn latest pair made whole at start: %s" % sorted(os.listdir(ck)))
+    rc = ex.stop()
+    check(rc == 0, "exporter stopped (rc %s)" % rc)
+
+
 def test_message_ids(tmp):
     """Metrics and predictions that carry an `id` (what the trainer's and evaluator's outboxes send):
     acked by id once durable, a copy of a filed id acked without a second line or write, also
@@ -620,6 +650,7 @@ def main():
     try:
         test_main(tmp)
         test_awaiting_scores(tmp)
+        test_links(tmp)
         test_message_ids(tmp)
         test_run_id(tmp)
         test_disk_full(tmp)

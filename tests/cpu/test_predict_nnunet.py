@@ -15,7 +15,7 @@ file that is no label map of the image's grid is named.
 the label map equals scipy.ndimage.label's largest 26-connected component per chosen class of
 the plain prediction, other classes untouched.
 """
-import json, os, subprocess, sys, tempfile, time
+import json, os, shutil, subprocess, sys, tempfile, time
 
 import numpy as np
 import nibabel as nib
@@ -176,6 +176,22 @@ def main():
     r3 = run([EVALUATE, a, ds, "--split", "all", "--out", ev, "--window", "32", "--no-hd95", "--continue"])
     check(r3.returncode == 2 and "--continue: the kept prediction: " in r3.stderr and victim in r3.stderr,
           "a kept file on another grid: the case named as failed (rc %d: %s)" % (r3.returncode, r3.stderr[-400:]))
+    # a case without a reference (a "test" entry, as nnU-Net's imagesTs) listed last is predicted and
+    # counted apart; the mean line keeps every class's column (it once took the columns from the
+    # last case: none)
+    dst = os.path.join(tmp, "ph_ts")
+    shutil.copytree(ds, dst)
+    meta = json.load(open(os.path.join(dst, "dataset.json")))
+    meta["test"] = [meta["training"][0]["image"]]
+    meta["training"] = meta["training"][1:]
+    meta["numTraining"] = len(meta["training"])
+    meta.pop("split", None)
+    json.dump(meta, open(os.path.join(dst, "dataset.json"), "w"))
+    r = run([EVALUATE, a, dst, "--split", "all", "--window", "32", "--no-hd95"])
+    mean = [l for l in r.stdout.splitlines() if l.startswith("mean")]
+    check(r.returncode == 0 and len(mean) == 1 and "1 without a reference" in mean[0] and " 1=" in mean[0] and
+          " 3=" in mean[0], "a case without a reference listed last: the mean line keeps the class columns: %s %s"
+          % (mean, r.stderr[-300:]))
     r = run([PREDICT, a, part] + imgs[:1] + pf + ["--continue", "--logits", "--labels", imgs[0]])
     check(r.returncode != 0 and "--continue with --logits" in r.stderr, "--continue --logits with references: refused")
 
