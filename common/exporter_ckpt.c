@@ -389,15 +389,22 @@ int exporter_ckpt_load(exporter_t *ex, uint64_t step, uint8_t **blob, size_t *n,
     return set_err(err, "no checkpoint"), -1;
 }
 
+// The target of link CKPT_DIR/name into target (cap bytes). 0, or -1 when it is no link.
+static int link_target(const exporter_t *ex, const char *name, char *target, size_t cap)
+{
+    char path[EXPORTER_PATH];
+    snprintf(path, sizeof path, "%s/%s", ex->ckpt_dir, name);
+    ssize_t l = readlink(path, target, cap - 1);
+    if (l <= 0) return -1;
+    target[l] = 0;
+    return 0;
+}
+
 // Target step of a latest/best link, or -1.
 static int read_link(const exporter_t *ex, const char *name, uint64_t *step)
 {
-    char path[EXPORTER_PATH], target[256];
-    snprintf(path, sizeof path, "%s/%s", ex->ckpt_dir, name);
-    ssize_t l = readlink(path, target, sizeof target - 1);
-    if (l <= 0) return -1;
-    target[l] = 0;
-    return parse_name(target, ".ckpt", step);
+    char target[256];
+    return link_target(ex, name, target, sizeof target) ? -1 : parse_name(target, ".ckpt", step);
 }
 
 // Whether which.ckpt and which.safetensors both name step's files.
@@ -405,13 +412,10 @@ static int pair_ok(const exporter_t *ex, const char *which, uint64_t step)
 {
     for (int i = 0; i < 2; i++) {
         const char *ext = i ? ".safetensors" : ".ckpt";
-        char path[EXPORTER_PATH], target[256], want[128];
-        snprintf(path, sizeof path, "%s/%s%s", ex->ckpt_dir, which, ext);
+        char name[64], target[256], want[128];
+        snprintf(name, sizeof name, "%s%s", which, ext);
         exporter_ckpt_name(want, sizeof want, step, ext);
-        ssize_t l = readlink(path, target, sizeof target - 1);
-        if (l <= 0) return 0;
-        target[l] = 0;
-        if (strcmp(target, want)) return 0;
+        if (link_target(ex, name, target, sizeof target) || strcmp(target, want)) return 0;
     }
     return 1;
 }

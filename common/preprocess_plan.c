@@ -14,26 +14,10 @@ other spacing (+1e-5) when it would fall below it.
 */
 #include "preprocess.h"
 #include "check.h"
+#include "metrics.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define PLAN_ANISO 3.0
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-// numpy.percentile(v, p) with its default linear interpolation; sorts v.
-static double percentile(double *v, int n, double p)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    double pos = p / 100.0 * (n - 1);
-    int lo = (int)floor(pos), hi = lo + 1 < n ? lo + 1 : lo;
-    return v[lo] + (pos - lo) * (v[hi] - v[lo]);
-}
 
 // One case's RAS spacing and nonzero-cropped shape. 0, or -1 with err (the case is skipped).
 static int case_geometry(const dataset_t *ds, int i, const preprocess_cfg_t *cfg, double sp[3], double shape[3],
@@ -59,8 +43,7 @@ static int case_geometry(const dataset_t *ds, int i, const preprocess_cfg_t *cfg
         if (preprocess_foreground_bbox(mask, v->dim, none, lo, size) < 0) memcpy(size, v->dim, sizeof size);
         free(mask);
         for (int d = 0; d < 3; d++) {
-            sp[d] = sqrt(v->affine[0][d] * v->affine[0][d] + v->affine[1][d] * v->affine[1][d] +
-                         v->affine[2][d] * v->affine[2][d]);
+            sp[d] = v->spacing[d];                      // the column norms, carried by the reorientation
             shape[d] = size[d];
         }
     }
@@ -94,8 +77,8 @@ int preprocess_plan_spacing(const dataset_t *ds, const preprocess_cfg_t *cfg, sp
                      p->skipped ? "; first unusable case: " : "", p->skipped ? p->first_problem : "");
     } else {
         for (int d = 0; d < 3; d++) {
-            p->median_shape[d] = percentile(sh[d], p->cases, 50);
-            p->target[d] = p->median_spacing[d] = percentile(sp[d], p->cases, 50);
+            p->median_shape[d] = metrics_percentile(sh[d], (size_t)p->cases, 50);
+            p->target[d] = p->median_spacing[d] = metrics_percentile(sp[d], (size_t)p->cases, 50);
         }
         int worst = 0;
         for (int d = 1; d < 3; d++) if (p->target[d] > p->target[worst]) worst = d;
@@ -105,8 +88,8 @@ int preprocess_plan_spacing(const dataset_t *ds, const preprocess_cfg_t *cfg, sp
                 max_other = fmax(max_other, p->target[d]);
                 min_other_size = fmin(min_other_size, p->median_shape[d]);
             }
-        if (p->target[worst] > PLAN_ANISO * max_other && p->median_shape[worst] * PLAN_ANISO < min_other_size) {
-            double t = percentile(sp[worst], p->cases, 10);
+        if (p->target[worst] > PREPROCESS_ANISO * max_other && p->median_shape[worst] * PREPROCESS_ANISO < min_other_size) {
+            double t = metrics_percentile(sp[worst], (size_t)p->cases, 10);
             if (t < max_other) t = fmax(max_other, t) + 1e-5;
             p->target[worst] = t;
             p->aniso_axis = worst;

@@ -203,13 +203,20 @@ static void test_label_roundtrip(void)
 
 // ---- normalisation, foreground, crop --------------------------------------------------------
 
-static void test_normalize(void)
+// A one-channel volume of d0 x d1 x d2 voxels, its data allocated (not set).
+static volume_t one_channel(int d0, int d1, int d2)
 {
     volume_t v;
     memset(&v, 0, sizeof v);
-    v.C = 1; v.dim[0] = 4; v.dim[1] = 5; v.dim[2] = 6;
+    v.C = 1; v.dim[0] = d0; v.dim[1] = d1; v.dim[2] = d2;
+    v.data = xmalloc(volume_voxels(&v) * sizeof(float));
+    return v;
+}
+
+static void test_normalize(void)
+{
+    volume_t v = one_channel(4, 5, 6);
     size_t n = volume_voxels(&v);
-    v.data = xmalloc(n * sizeof(float));
     uint8_t *mask = xmalloc(n);
     rng_t r = rng_seed(3);
     for (size_t i = 0; i < n; i++) { mask[i] = i % 3 != 0; v.data[i] = mask[i] ? (float)(100 + 20 * rng_normal(&r)) : -7; }
@@ -301,11 +308,8 @@ static void test_bbox(void)
 // one-voxel tunnel through its face to the outside.
 static void test_fill_holes(void)
 {
-    volume_t v;
-    memset(&v, 0, sizeof v);
-    v.C = 1; v.dim[0] = 10; v.dim[1] = 10; v.dim[2] = 20;
+    volume_t v = one_channel(10, 10, 20);
     size_t n = volume_voxels(&v);
-    v.data = xmalloc(n * sizeof(float));
 #define AT(i, j, k) v.data[((size_t)(i) * 10 + (j)) * 20 + (k)]
     for (size_t p = 0; p < n; p++) v.data[p] = -2;
     for (int cube = 0; cube < 2; cube++)
